@@ -1,0 +1,133 @@
+//! The response body every layer of this crate returns: a stored body, the
+//! inner service's body streamed through, or a buffered prefix replayed in
+//! front of the rest of a stream.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::BodyExt;
+//! use tower_optimizer::body::OptimizerBody;
+//!
+//! # tokio_test_block_on(async {
+//! let body: OptimizerBody<http_body_util::Empty<Bytes>> = OptimizerBody::full(Bytes::from_static(b"hi"));
+//! assert_eq!(body.collect().await.unwrap().to_bytes(), "hi");
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::BoxError;
+
+pin_project! {
+    /// A response body: stored bytes, a streamed inner body, or a replayed
+    /// prefix followed by the rest of the inner body.
+    #[derive(Debug)]
+    pub struct OptimizerBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<B> {
+        Full { data: Option<Bytes> },
+        Inner { #[pin] body: B },
+        Replay {
+            prefix: VecDeque<Frame<Bytes>>,
+            error: Option<BoxError>,
+            // Boxed so a body that is not `Unpin` can move here from the
+            // buffering state after some of it was read.
+            rest: Option<Pin<Box<B>>>,
+        },
+    }
+}
+
+impl<B> OptimizerBody<B> {
+    /// A body of known bytes (a cache hit, or a fully buffered miss).
+    pub fn full(data: Bytes) -> Self {
+        let data = if data.is_empty() { None } else { Some(data) };
+        OptimizerBody { kind: Kind::Full { data } }
+    }
+
+    /// The inner service's body, streamed through untouched.
+    pub fn inner(body: B) -> Self {
+        OptimizerBody { kind: Kind::Inner { body } }
+    }
+
+    /// Frames already read from `rest`, replayed before it continues; then
+    /// `error` if reading stopped on one, or the remainder of `rest`.
+    pub(crate) fn replay(prefix: VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<B>>>, error: Option<BoxError>) -> Self {
+        OptimizerBody { kind: Kind::Replay { prefix, error, rest } }
+    }
+}
+
+impl<B> Default for OptimizerBody<B> {
+    fn default() -> Self {
+        Self::full(Bytes::new())
+    }
+}
+
+impl<B> Body for OptimizerBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Replay { prefix, error, rest } => {
+                if let Some(frame) = prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                if let Some(error) = error.take() {
+                    return Poll::Ready(Some(Err(error)));
+                }
+                match rest.as_mut() {
+                    Some(rest) => rest.as_mut().poll_frame(cx).map_err(Into::into),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full { data } => data.is_none(),
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Replay { prefix, error, rest } => {
+                prefix.is_empty() && error.is_none() && rest.as_ref().is_none_or(|r| r.is_end_stream())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Replay { prefix, rest, .. } => {
+                let buffered: u64 = prefix.iter().filter_map(Frame::data_ref).map(|d| d.len() as u64).sum();
+                let rest = rest.as_ref().map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
+                let mut hint = SizeHint::new();
+                hint.set_lower(buffered + rest.lower());
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(buffered + upper);
+                }
+                hint
+            }
+        }
+    }
+}

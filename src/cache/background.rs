@@ -1,0 +1,66 @@
+//! Background tasks: the expiry sweep (with optional audits) and the
+//! memory-pressure watcher. Each holds only a `Weak` to the cache and ends
+//! at its next tick after the last handle is dropped.
+
+use std::sync::{Arc, Weak};
+
+use tokio::runtime::Handle;
+use tokio::time::{Instant, MissedTickBehavior, interval};
+
+use super::handle::Inner;
+use super::stats::bump;
+use super::store::RemovalCause;
+
+pub(crate) fn spawn(handle: &Handle, weak: Weak<Inner>, inner: &Inner) {
+    if let Some(period) = inner.sweep_interval {
+        let weak = weak.clone();
+        let token = inner.task_token.clone();
+        let audit_every = inner.audit_interval;
+        handle.spawn(async move {
+            let _token = token;
+            let mut ticks = interval(period);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticks.tick().await;
+            let mut last_audit = Instant::now();
+            loop {
+                ticks.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let removed = inner.store.sweep(Instant::now());
+                if removed.entries > 0 {
+                    tracing::debug!(entries = removed.entries, bytes = removed.bytes, "cache sweep");
+                }
+                if audit_every.is_some_and(|every| last_audit.elapsed() >= every) {
+                    last_audit = Instant::now();
+                    let mut audit = inner.store.audit();
+                    audit.orphaned_keys += inner.flights.orphans();
+                    if !audit.is_clean() {
+                        bump(&inner.counters.audit_drift);
+                        tracing::warn!(?audit, "cache accounting drift");
+                    }
+                }
+            }
+        });
+    }
+    if let Some(pressure) = inner.pressure.clone() {
+        let token = inner.task_token.clone();
+        handle.spawn(async move {
+            let _token = token;
+            let mut ticks = interval(pressure.interval);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                check_pressure(&inner, &pressure);
+            }
+        });
+    }
+}
+
+fn check_pressure(inner: &Arc<Inner>, pressure: &super::pressure::MemoryPressure) {
+    let Some(usage) = pressure.source.read() else { return };
+    let free = pressure.bytes_to_free(usage, inner.store.bytes() as u64);
+    if free > 0 {
+        let removed = inner.store.evict_bytes(free as usize, RemovalCause::Pressure);
+        tracing::warn!(usage, freed = removed.bytes, entries = removed.entries, "memory pressure: cache evicted");
+    }
+}

@@ -1,0 +1,289 @@
+//! `CacheBuilder`: every setting, its default and why, validated in `build()`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::BuildError;
+use super::freshness::Lifetimes;
+use super::handle::Cache;
+use super::policy::{AuthorizationPolicy, CacheMode, CachePredicate, Rules, SetCookiePolicy};
+use super::pressure::MemoryPressure;
+use super::store::{EvictionListener, RemovalCause};
+use super::EntryMeta;
+
+/// Default budget: 64 MiB holds tens of thousands of typical API responses
+/// and goes unnoticed in a 1 GiB container.
+pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+/// Default largest cached body: 1 MiB. Larger bodies are rarely hot, and a
+/// body is buffered before the caller sees it, so big ones would add latency.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 1 << 20;
+/// Default wait for another request's upstream call: 5 s, nginx's
+/// `proxy_cache_lock_timeout`.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default sweep period for expired entries: 30 s keeps dead entries from
+/// holding budget for long while costing one pass per shard per period.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// Default variants per URI: `Vary` on encoding or language gives a
+/// handful; more points at a high-cardinality `Vary` that would flood a slot.
+pub const DEFAULT_MAX_VARIANTS: usize = 8;
+/// Default time an entry with validators is kept after its windows end: an
+/// hour lets a stale entry turn a refetch into a 304 while it is still warm.
+pub const DEFAULT_VALIDATOR_RETENTION: Duration = Duration::from_secs(3600);
+/// Default cap of heuristic freshness: one day, as browsers cap it.
+pub const DEFAULT_HEURISTIC_MAX: Duration = Duration::from_secs(86_400);
+/// Most shards: past 16, lock contention on 2-16 cores no longer improves.
+const MAX_SHARDS: usize = 16;
+
+/// Builds a [`Cache`]. Every setting has a documented default.
+#[derive(Clone)]
+#[must_use]
+pub struct CacheBuilder {
+    pub(crate) max_bytes: usize,
+    pub(crate) max_entry_bytes: usize,
+    pub(crate) max_inflight_bytes: Option<usize>,
+    pub(crate) shards: Option<usize>,
+    pub(crate) max_variants: usize,
+    pub(crate) mode: CacheMode,
+    pub(crate) authorization: Option<AuthorizationPolicy>,
+    pub(crate) set_cookie: SetCookiePolicy,
+    pub(crate) exclude: Vec<String>,
+    pub(crate) predicate: Option<Arc<dyn CachePredicate>>,
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) stale_if_error: Option<Duration>,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) validator_retention: Duration,
+    pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) audit_interval: Option<Duration>,
+    pub(crate) pressure: Option<MemoryPressure>,
+    pub(crate) listener: Option<EvictionListener>,
+}
+
+impl std::fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("max_bytes", &self.max_bytes)
+            .field("max_entry_bytes", &self.max_entry_bytes)
+            .field("mode", &self.mode)
+            .field("lifetimes", &self.lifetimes)
+            .field("exclude", &self.exclude)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            max_inflight_bytes: None,
+            shards: None,
+            max_variants: DEFAULT_MAX_VARIANTS,
+            mode: CacheMode::Private,
+            authorization: None,
+            set_cookie: SetCookiePolicy::DoNotStore,
+            exclude: Vec::new(),
+            predicate: None,
+            lifetimes: Lifetimes {
+                heuristic_percent: None,
+                heuristic_max: DEFAULT_HEURISTIC_MAX,
+                default_ttl: None,
+                max_ttl: None,
+            },
+            stale_if_error: None,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            validator_retention: DEFAULT_VALIDATOR_RETENTION,
+            sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
+            audit_interval: None,
+            pressure: None,
+            listener: None,
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// Hard budget in bytes over keys, headers, bodies and per-entry
+    /// overhead. `bytes_used <= max_bytes` holds after every operation.
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Largest body stored; larger ones stream through uncached and intact.
+    pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
+        self.max_entry_bytes = bytes;
+        self
+    }
+
+    /// Cap on bytes buffered by all in-flight misses together (default: a
+    /// quarter of `max_bytes`). Past it, responses stream through uncached.
+    pub fn max_inflight_bytes(mut self, bytes: usize) -> Self {
+        self.max_inflight_bytes = Some(bytes);
+        self
+    }
+
+    /// Number of store shards (default: up to 16, fewer for small budgets so
+    /// each shard can still hold four of the largest entries).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Most variants (`Vary`) kept per URI.
+    pub fn max_variants(mut self, variants: usize) -> Self {
+        self.max_variants = variants;
+        self
+    }
+
+    /// Private (default) or shared cache semantics.
+    pub fn mode(mut self, mode: CacheMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Treatment of requests with `Authorization` (default: bypass in
+    /// private mode, RFC 9111 §3.5 in shared mode).
+    pub fn authorization(mut self, policy: AuthorizationPolicy) -> Self {
+        self.authorization = Some(policy);
+        self
+    }
+
+    /// Treatment of responses with `Set-Cookie` (default: not stored).
+    pub fn set_cookie(mut self, policy: SetCookiePolicy) -> Self {
+        self.set_cookie = policy;
+        self
+    }
+
+    /// Never cache URIs (normalised absolute form) matching this regex.
+    /// An invalid pattern makes `build()` fail.
+    pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
+        self.exclude.push(pattern.into());
+        self
+    }
+
+    /// A rule that can veto storing a response.
+    pub fn cache_if(mut self, predicate: impl CachePredicate) -> Self {
+        self.predicate = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Lifetime for cacheable responses that carry no freshness (off by default).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.lifetimes.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Cap on any freshness lifetime.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.lifetimes.max_ttl = Some(ttl);
+        self
+    }
+
+    /// Enables heuristic freshness (RFC 9111 §4.2.2): `percent` of the time
+    /// since `Last-Modified`, capped at one day. Off by default.
+    pub fn heuristic_freshness(mut self, percent: u8) -> Self {
+        self.lifetimes.heuristic_percent = Some(percent);
+        self
+    }
+
+    /// Stale-if-error window for responses that name none (off by default).
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = Some(window);
+        self
+    }
+
+    /// How long a request waits for another's upstream call for the same
+    /// key before going upstream itself.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// How long an entry with validators is kept for revalidation after its
+    /// freshness and stale windows end (zero: drop it with them).
+    pub fn validator_retention(mut self, retention: Duration) -> Self {
+        self.validator_retention = retention;
+        self
+    }
+
+    /// Period of the background sweep of expired entries (`None`: no sweep,
+    /// entries expire on access only).
+    pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// Runs [`Cache::audit`] this often in the sweeper and counts drift in
+    /// the stats (off by default).
+    pub fn audit_interval(mut self, interval: Duration) -> Self {
+        self.audit_interval = Some(interval);
+        self
+    }
+
+    /// Enables the memory-pressure watcher.
+    pub fn memory_pressure(mut self, pressure: MemoryPressure) -> Self {
+        self.pressure = Some(pressure);
+        self
+    }
+
+    /// Called for every entry that leaves the cache, with the cause.
+    pub fn eviction_listener(mut self, listener: impl Fn(&EntryMeta, RemovalCause) + Send + Sync + 'static) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Checks the settings and builds the cache. Background tasks start
+    /// now if called inside a Tokio runtime, otherwise on first use.
+    pub fn build(self) -> Result<Cache, BuildError> {
+        if self.max_bytes == 0 {
+            return Err(BuildError::new("max_bytes must be greater than zero"));
+        }
+        if self.max_entry_bytes == 0 {
+            return Err(BuildError::new("max_entry_bytes must be greater than zero"));
+        }
+        if self.max_variants == 0 {
+            return Err(BuildError::new("max_variants must be at least 1"));
+        }
+        if self.lifetimes.heuristic_percent.is_some_and(|p| p > 100) {
+            return Err(BuildError::new("heuristic_freshness percent must be at most 100"));
+        }
+        if self.sweep_interval.is_some_and(|i| i.is_zero()) || self.audit_interval.is_some_and(|i| i.is_zero()) {
+            return Err(BuildError::new("sweep and audit intervals must be non-zero"));
+        }
+        if let Some(p) = &self.pressure {
+            if p.low > p.high {
+                return Err(BuildError::new("memory pressure low watermark is above the high one"));
+            }
+            if p.interval.is_zero() {
+                return Err(BuildError::new("memory pressure interval must be non-zero"));
+            }
+        }
+        let shards = match self.shards {
+            Some(0) => return Err(BuildError::new("shards must be at least 1")),
+            Some(n) => n,
+            None => (self.max_bytes / self.max_entry_bytes.saturating_mul(4).max(1)).clamp(1, MAX_SHARDS),
+        };
+        if self.max_bytes / shards < self.max_entry_bytes.min(self.max_bytes) / 2 {
+            return Err(BuildError::new(format!(
+                "{shards} shards leave {} bytes each, too little for entries of up to {} bytes; use fewer shards",
+                self.max_bytes / shards,
+                self.max_entry_bytes
+            )));
+        }
+        let exclude = if self.exclude.is_empty() {
+            None
+        } else {
+            Some(regex::RegexSet::new(&self.exclude).map_err(BuildError::regex)?)
+        };
+        let rules = Rules {
+            mode: self.mode,
+            authorization: self.authorization.unwrap_or(match self.mode {
+                CacheMode::Private => AuthorizationPolicy::Bypass,
+                CacheMode::Shared => AuthorizationPolicy::Rfc,
+            }),
+            set_cookie: self.set_cookie,
+            exclude,
+            predicate: self.predicate.clone(),
+        };
+        Ok(Cache::from_builder(self, rules, shards))
+    }
+}

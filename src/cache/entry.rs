@@ -1,0 +1,270 @@
+//! A stored response: headers compacted and body frozen at store time, so a
+//! hit only clones reference-counted parts. Also its byte accounting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AGE, CONNECTION, CONTENT_LENGTH, ETAG, LAST_MODIFIED};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version, response};
+use tokio::time::Instant;
+
+use super::freshness::Freshness;
+use super::key::Secondary;
+
+/// Bytes an entry costs beyond its key, header bytes and body: the
+/// `Arc<Entry>` allocation, the LRU node and hash slot, the `HeaderMap`
+/// tables and the shared-buffer headers. Measured by the `entry_overhead`
+/// bench (`cargo bench --bench cache -- overhead`) and rounded up, so the
+/// accounting never under-counts.
+pub(crate) const ENTRY_OVERHEAD: usize = 384;
+
+/// Bytes one stored header line costs beyond its name and value text: its
+/// `HeaderMap` bucket and index slot. Measured by the same bench.
+pub(crate) const HEADER_OVERHEAD: usize = 80;
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) a cache must not store, plus `Age`,
+/// which is recomputed on every use.
+const NOT_STORED: [HeaderName; 8] = [
+    CONNECTION,
+    http::header::TE,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TRAILER,
+    AGE,
+];
+
+/// The tags a response is stored under, placed in the response extensions by
+/// an inner layer (the invalidation layer does) before the cache stores it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags(pub Vec<Arc<str>>);
+
+/// Public, read-only description of one stored response, for invalidation
+/// strategies, admin pages and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// The primary key: the normalised absolute URI.
+    pub key: Arc<str>,
+    /// Status of the stored response.
+    pub status: StatusCode,
+    /// When it was stored.
+    pub stored_at: Instant,
+    /// When it stops being fresh.
+    pub fresh_until: Instant,
+    /// When the store drops it even if never used again.
+    pub expires_at: Instant,
+    /// Tags it was stored under.
+    pub tags: Vec<Arc<str>>,
+    /// Bytes it is charged in the budget.
+    pub size: usize,
+}
+
+/// One stored response.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) key: Arc<str>,
+    pub(crate) secondary: Secondary,
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) freshness: Freshness,
+    pub(crate) stored_at: Instant,
+    pub(crate) expires_at: Instant,
+    pub(crate) tags: Box<[Arc<str>]>,
+    pub(crate) size: usize,
+}
+
+impl Entry {
+    /// Builds an entry. Headers are copied into one fresh buffer so the entry
+    /// holds no slice of a connection's read buffer (which would pin memory
+    /// the accounting cannot see); the body must already be an exact copy.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        key: Arc<str>,
+        secondary: Secondary,
+        parts: &response::Parts,
+        body: Bytes,
+        freshness: Freshness,
+        tags: Box<[Arc<str>]>,
+        now: Instant,
+        retention: Duration,
+        default_stale_if_error: Option<Duration>,
+    ) -> Entry {
+        let mut headers = compact_headers(&parts.headers, body.len());
+        headers.remove(AGE);
+        let mut entry = Entry {
+            key,
+            secondary,
+            status: parts.status,
+            version: parts.version,
+            headers,
+            body,
+            freshness,
+            stored_at: now,
+            expires_at: now,
+            tags,
+            size: 0,
+        };
+        entry.expires_at = entry.compute_expiry(retention, default_stale_if_error);
+        entry.size = entry.compute_size();
+        entry
+    }
+
+    /// When the entry stops being useful: the end of its freshness and stale
+    /// windows, or later when it carries validators (a stale entry with an
+    /// `ETag` turns a full refetch into a 304).
+    fn compute_expiry(&self, retention: Duration, default_stale_if_error: Option<Duration>) -> Instant {
+        let usable = self.freshness.usable_until(default_stale_if_error);
+        if self.has_validators() && !retention.is_zero() {
+            usable.max(self.stored_at + retention)
+        } else {
+            usable
+        }
+    }
+
+    fn compute_size(&self) -> usize {
+        let header_bytes: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| name_cost(n) + v.len() + HEADER_OVERHEAD)
+            .sum();
+        let secondary_bytes: usize = self
+            .secondary
+            .iter()
+            .map(|(n, v)| name_cost(n) + v.as_ref().map_or(0, HeaderValue::len) + HEADER_OVERHEAD)
+            .sum();
+        let tag_bytes: usize = self.tags.iter().map(|t| t.len() + 2 * size_of::<usize>()).sum();
+        self.key.len() + header_bytes + secondary_bytes + tag_bytes + self.body.len() + ENTRY_OVERHEAD
+    }
+
+    pub(crate) fn has_validators(&self) -> bool {
+        self.headers.contains_key(ETAG) || self.headers.contains_key(LAST_MODIFIED)
+    }
+
+    /// Public metadata.
+    pub(crate) fn meta(&self) -> EntryMeta {
+        let fresh_left = self.freshness.lifetime.saturating_sub(self.freshness.initial_age);
+        EntryMeta {
+            key: self.key.clone(),
+            status: self.status,
+            stored_at: self.stored_at,
+            fresh_until: self.freshness.response_time + fresh_left.min(Duration::from_secs(1 << 31)),
+            expires_at: self.expires_at,
+            tags: self.tags.to_vec(),
+            size: self.size,
+        }
+    }
+
+    /// The response this entry answers with at `now`: stored headers plus a
+    /// current `Age`. `head` answers a HEAD request (headers only).
+    pub(crate) fn to_response(&self, now: Instant, head: bool) -> Response<Bytes> {
+        let mut response = Response::new(if head { Bytes::new() } else { self.body.clone() });
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        let headers = response.headers_mut();
+        headers.clone_from(&self.headers);
+        headers.insert(AGE, HeaderValue::from(self.freshness.age(now).as_secs()));
+        response
+    }
+
+    /// A copy freshened by a 304 (RFC 9111 §4.3.4): the 304's fields replace
+    /// the stored ones, except `Content-Length` and fields never stored.
+    pub(crate) fn freshened_headers(&self, not_modified: &HeaderMap) -> HeaderMap {
+        let mut headers = self.headers.clone();
+        for name in not_modified.keys() {
+            if name == CONTENT_LENGTH || NOT_STORED.contains(name) {
+                continue;
+            }
+            headers.remove(name);
+            for value in not_modified.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers
+    }
+}
+
+fn name_cost(name: &HeaderName) -> usize {
+    // Standard names are static; custom ones own a copy of their text.
+    if http::header::HeaderName::from_bytes(name.as_str().as_bytes()).is_ok_and(|n| is_standard(&n)) {
+        0
+    } else {
+        name.as_str().len() + 4 * size_of::<usize>()
+    }
+}
+
+fn is_standard(name: &HeaderName) -> bool {
+    // `HeaderName` does not say whether it is standard; the standard ones
+    // all appear in this table of the names a cache sees (the rest we count).
+    use http::header as h;
+    const KNOWN: [HeaderName; 24] = [
+        h::CACHE_CONTROL, h::CONTENT_TYPE, h::CONTENT_LENGTH, h::CONTENT_ENCODING, h::CONTENT_LANGUAGE,
+        h::DATE, h::ETAG, h::EXPIRES, h::LAST_MODIFIED, h::VARY, h::SERVER, h::ACCEPT_RANGES,
+        h::ACCEPT_ENCODING, h::ACCEPT, h::ACCEPT_LANGUAGE, h::LOCATION, h::CONTENT_LOCATION,
+        h::ACCESS_CONTROL_ALLOW_ORIGIN, h::STRICT_TRANSPORT_SECURITY, h::X_CONTENT_TYPE_OPTIONS,
+        h::CONTENT_DISPOSITION, h::LINK, h::SET_COOKIE, h::AUTHORIZATION,
+    ];
+    KNOWN.contains(name)
+}
+
+/// Copies `headers` without the fields a cache must not store (and those
+/// the `Connection` field names), with every value in one shared buffer and
+/// a `Content-Length` that matches the stored body.
+fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
+    let connection_named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    let keep = |name: &HeaderName| {
+        !NOT_STORED.contains(name) && name != CONTENT_LENGTH && !connection_named.contains(name)
+    };
+    let total: usize = headers.iter().filter(|(n, _)| keep(n)).map(|(_, v)| v.len()).sum();
+    let mut buffer = Vec::with_capacity(total);
+    for (_, value) in headers.iter().filter(|(n, _)| keep(n)) {
+        buffer.extend_from_slice(value.as_bytes());
+    }
+    let buffer = Bytes::from(buffer);
+    let mut out = HeaderMap::with_capacity(headers.len() + 1);
+    let mut offset = 0;
+    for (name, value) in headers.iter().filter(|(n, _)| keep(n)) {
+        let slice = buffer.slice(offset..offset + value.len());
+        offset += value.len();
+        // The bytes came from a valid HeaderValue, so this cannot fail; fall
+        // back to a plain copy rather than panic if it ever did.
+        let value = HeaderValue::from_maybe_shared(slice).unwrap_or_else(|_| value.clone());
+        out.append(HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone()), value);
+    }
+    out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_drops_hop_by_hop_and_fixes_length() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "x-hop, keep-alive".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("content-length", "999".parse().unwrap());
+        h.insert("age", "3".parse().unwrap());
+        h.append("x-multi", "a".parse().unwrap());
+        h.append("x-multi", "b".parse().unwrap());
+        let out = compact_headers(&h, 5);
+        assert_eq!(out.get("content-length").unwrap(), "5");
+        for gone in ["connection", "x-hop", "keep-alive", "transfer-encoding", "age"] {
+            assert!(!out.contains_key(gone), "{gone} kept");
+        }
+        let multi: Vec<_> = out.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["a", "b"]);
+    }
+}

@@ -1,0 +1,354 @@
+//! What happens around an upstream call: deciding to store, buffering,
+//! 304 freshening, stale-if-error, and building every response the cache
+//! returns with its `Cache-Status`. Knows nothing of tower.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use http::{Request, Response, StatusCode, request, response};
+use http_body::Frame;
+use tokio::time::Instant;
+
+use super::coalesce::Leader;
+use super::directives::CacheControl;
+use super::entry::{Entry, Tags};
+use super::freshness::{self, Freshness, heuristically_cacheable};
+use super::handle::{Inner, Reservation};
+use super::key;
+use super::policy::{CacheMode, NotStorable};
+use super::stats::bump;
+use super::status::{CACHE_STATUS, CacheStatus, Forward};
+use crate::BoxError;
+use crate::body::OptimizerBody;
+
+/// Everything the cache remembers about a request while it is upstream.
+#[derive(Debug)]
+pub(crate) struct Fetch {
+    pub(crate) cache: Arc<Inner>,
+    pub(crate) key: Arc<str>,
+    pub(crate) leader: Option<Leader>,
+    /// The request as the caller sent it (before conditional headers),
+    /// or `None` when the cache only passes the exchange through.
+    pub(crate) request: Option<request::Parts>,
+    pub(crate) request_cc: CacheControl,
+    pub(crate) stale: Option<Arc<Entry>>,
+    pub(crate) status: CacheStatus,
+    pub(crate) request_time: Instant,
+}
+
+/// What the future does next with an upstream response.
+pub(crate) enum Next<R> {
+    Respond(Response<OptimizerBody<R>>),
+    Buffer(Box<Buffer>, Pin<R>),
+    Fail(BoxError),
+}
+
+type Pin<R> = std::pin::Pin<Box<R>>;
+
+/// A storable response being read into memory.
+#[derive(Debug)]
+pub(crate) struct Buffer {
+    fetch: Fetch,
+    parts: response::Parts,
+    freshness: Freshness,
+    frames: VecDeque<Frame<Bytes>>,
+    size: usize,
+    reservation: Reservation,
+}
+
+/// Adds the `Cache-Status` header and extension to a response.
+pub(crate) fn stamp<B>(response: &mut Response<B>, status: CacheStatus) {
+    response.headers_mut().append(CACHE_STATUS, status.to_header_value());
+    response.extensions_mut().insert(status);
+}
+
+/// A response served from `entry`.
+pub(crate) fn from_entry<R>(entry: &Entry, now: Instant, head: bool, status: CacheStatus) -> Response<OptimizerBody<R>> {
+    let mut response = entry.to_response(now, head).map(OptimizerBody::full);
+    stamp(&mut response, status);
+    response
+}
+
+/// The 504 RFC 9111 §5.2.1.7 asks for when `only-if-cached` cannot be met.
+pub(crate) fn gateway_timeout<R>(fwd: Forward) -> Response<OptimizerBody<R>> {
+    let mut response = Response::new(OptimizerBody::full(Bytes::new()));
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    response.headers_mut().insert(CONTENT_LENGTH, 0.into());
+    stamp(&mut response, CacheStatus { detail: Some("only-if-cached"), ..CacheStatus::forward(fwd) });
+    response
+}
+
+/// Adds the stored validators of `stale` to an outgoing request (§4.3.1).
+pub(crate) fn add_validators<B>(request: &mut Request<B>, stale: &Entry) {
+    if let Some(etag) = stale.headers.get(ETAG) {
+        request.headers_mut().insert(IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(last_modified) = stale.headers.get(LAST_MODIFIED) {
+        request.headers_mut().insert(IF_MODIFIED_SINCE, last_modified.clone());
+    }
+}
+
+/// Whether a status is one RFC 5861 lets stale-if-error stand in for.
+fn is_error_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+impl Fetch {
+    /// Serves the stale entry instead of an upstream failure, if allowed.
+    fn stale_on_error<R>(&mut self, fwd_status: Option<u16>) -> Option<Response<OptimizerBody<R>>> {
+        let stale = self.stale.as_ref()?;
+        let now = Instant::now();
+        if !stale.freshness.may_serve_on_error(now, self.cache.stale_if_error) {
+            return None;
+        }
+        bump(&self.cache.counters.stale);
+        let status = CacheStatus {
+            fwd_status,
+            ttl: Some(stale.freshness.ttl_secs(now)),
+            detail: Some("stale-if-error"),
+            ..CacheStatus::forward(Forward::Stale)
+        };
+        let head = self.is_head();
+        Some(from_entry(stale, now, head, status))
+    }
+
+    fn is_head(&self) -> bool {
+        self.request.as_ref().is_some_and(|r| r.method == http::Method::HEAD)
+    }
+
+    /// A response passed through uncached, stamped with why.
+    fn pass<R>(&mut self, response: Response<R>, detail: Option<&'static str>) -> Response<OptimizerBody<R>> {
+        let fwd_status = Some(response.status().as_u16());
+        let mut response = response.map(OptimizerBody::inner);
+        stamp(&mut response, CacheStatus { fwd_status, detail: detail.or(self.status.detail), ..self.status });
+        response
+    }
+
+    fn not_storable(&mut self, reason: NotStorable) -> &'static str {
+        bump(&self.cache.counters.not_storable);
+        self.leader.take();
+        reason.as_str()
+    }
+
+    /// Handles the upstream result.
+    pub(crate) fn on_response<R>(mut self, result: Result<Response<R>, BoxError>) -> Next<R>
+    where
+        R: http_body::Body<Data = Bytes>,
+    {
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                return match self.stale_on_error(None) {
+                    Some(stale) => Next::Respond(stale),
+                    None => Next::Fail(error),
+                };
+            }
+        };
+        let Some(request) = self.request.take() else {
+            return Next::Respond(self.pass(response, None));
+        };
+        let status = response.status();
+        if status == StatusCode::NOT_MODIFIED {
+            if let Some(stale) = self.stale.clone() {
+                return Next::Respond(self.freshen(&request, &stale, response));
+            }
+        }
+        if is_error_status(status) {
+            if let Some(stale) = self.stale_on_error(Some(status.as_u16())) {
+                return Next::Respond(stale);
+            }
+        }
+        let (parts, body) = response.into_parts();
+        let response_cc = CacheControl::from_headers(&parts.headers);
+        let verdict = self
+            .cache
+            .rules
+            .check_response(&request, &self.request_cc, &parts, &response_cc)
+            .and_then(|()| self.freshness(&parts, &response_cc));
+        let freshness = match verdict {
+            Ok(freshness) => freshness,
+            Err(reason) => {
+                let detail = self.not_storable(reason);
+                self.request = Some(request);
+                return Next::Respond(self.pass(Response::from_parts(parts, body), Some(detail)));
+            }
+        };
+        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.cache.max_entry_bytes as u64) {
+            let detail = self.not_storable(NotStorable::TooLarge);
+            return Next::Respond(self.pass(Response::from_parts(parts, body), Some(detail)));
+        }
+        self.request = Some(request);
+        let reservation = Reservation::new(self.cache.clone());
+        Next::Buffer(
+            Box::new(Buffer { fetch: self, parts, freshness, frames: VecDeque::new(), size: 0, reservation }),
+            Box::pin(body),
+        )
+    }
+
+    fn freshness(&self, parts: &response::Parts, cc: &CacheControl) -> Result<Freshness, NotStorable> {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mode = self.cache.rules.mode;
+        let lifetime = freshness::lifetime(parts.status, cc, &parts.headers, mode, wall, &self.cache.lifetimes);
+        let has_validators = parts.headers.contains_key(ETAG) || parts.headers.contains_key(LAST_MODIFIED);
+        let lifetime = match lifetime {
+            Some(lifetime) => lifetime,
+            None if has_validators && heuristically_cacheable(parts.status) => std::time::Duration::ZERO,
+            None => return Err(if heuristically_cacheable(parts.status) { NotStorable::NoFreshness } else { NotStorable::Status }),
+        };
+        if cc.no_cache && !has_validators {
+            // Stored, it could only ever be refetched in full: pointless.
+            return Err(NotStorable::NoFreshness);
+        }
+        let delay = now.saturating_duration_since(self.request_time);
+        Ok(Freshness {
+            response_time: now,
+            initial_age: freshness::initial_age(&parts.headers, wall, delay),
+            lifetime,
+            no_cache: cc.no_cache,
+            must_revalidate: cc.must_revalidate || (mode == CacheMode::Shared && cc.proxy_revalidate),
+            stale_while_revalidate: std::time::Duration::from_secs(cc.stale_while_revalidate.unwrap_or(0)),
+            stale_if_error: cc.stale_if_error.map(std::time::Duration::from_secs),
+        })
+    }
+
+    /// A 304 for our conditional request: freshen the stored headers
+    /// (§4.3.4), store the result and serve the stored body.
+    fn freshen<R>(&mut self, request: &request::Parts, stale: &Arc<Entry>, response: Response<R>) -> Response<OptimizerBody<R>> {
+        let (mut parts, _empty) = response.into_parts();
+        parts.headers = stale.freshened_headers(&parts.headers);
+        parts.status = stale.status;
+        let cc = CacheControl::from_headers(&parts.headers);
+        let now = Instant::now();
+        let head = request.method == http::Method::HEAD;
+        let mut status = CacheStatus { fwd_status: Some(304), ..self.status };
+        bump(&self.cache.counters.revalidated);
+        let Ok(freshness) = self.freshness(&parts, &cc) else {
+            // The 304 made the response unstorable (e.g. now no-store):
+            // serve the stored body this once and forget the entry.
+            self.cache.store.remove_key(&self.key, super::store::RemovalCause::Replaced);
+            self.leader.take();
+            return from_entry(stale, now, head, status);
+        };
+        let entry = Arc::new(Entry::new(
+            self.key.clone(),
+            stale.secondary.clone(),
+            &parts,
+            stale.body.clone(),
+            freshness,
+            stale.tags.clone(),
+            now,
+            self.cache.validator_retention,
+            self.cache.stale_if_error,
+        ));
+        status.stored = self.cache.store.insert(entry.clone());
+        status.ttl = Some(entry.freshness.ttl_secs(now));
+        if let Some(leader) = self.leader.take() {
+            leader.complete(status.stored.then(|| entry.clone()));
+        }
+        from_entry(&entry, now, head, status)
+    }
+}
+
+impl Buffer {
+    /// Takes one frame of the body. `false` means stop buffering: the
+    /// response goes through uncached (too large, over the in-flight
+    /// budget, or trailers, which the cache does not store).
+    pub(crate) fn push(&mut self, frame: Frame<Bytes>) -> bool {
+        let Some(data) = frame.data_ref() else {
+            self.frames.push_back(frame);
+            return false;
+        };
+        let len = data.len();
+        self.frames.push_back(frame);
+        self.size += len;
+        self.size <= self.fetch.cache.max_entry_bytes && self.reservation.grow(len)
+    }
+
+    /// Buffering stopped early: replay what was read, then the rest.
+    pub(crate) fn pass_through<R>(mut self: Box<Self>, rest: Option<Pin<R>>, error: Option<BoxError>) -> Response<OptimizerBody<R>>
+    where
+        R: http_body::Body<Data = Bytes>,
+    {
+        let reason = if error.is_some() || self.frames.back().is_some_and(|f| !f.is_data()) {
+            NotStorable::Body
+        } else {
+            NotStorable::TooLarge
+        };
+        let detail = self.fetch.not_storable(reason);
+        let frames = std::mem::take(&mut self.frames);
+        let parts = self.parts;
+        let body = OptimizerBody::replay(frames, rest, error);
+        let mut response = Response::from_parts(parts, body);
+        let status = CacheStatus { fwd_status: Some(response.status().as_u16()), detail: Some(detail), ..self.fetch.status };
+        stamp(&mut response, status);
+        response
+    }
+
+    /// The body failed: serve stale if allowed, otherwise pass on what was
+    /// read and the error.
+    pub(crate) fn failed<R>(mut self: Box<Self>, error: BoxError) -> Response<OptimizerBody<R>>
+    where
+        R: http_body::Body<Data = Bytes>,
+    {
+        if let Some(stale) = self.fetch.stale_on_error(Some(self.parts.status.as_u16())) {
+            return stale;
+        }
+        self.pass_through(None, Some(error))
+    }
+
+    /// The whole body is in: store it and answer from the new entry.
+    pub(crate) fn finish<R>(self: Box<Self>) -> Response<OptimizerBody<R>> {
+        let Buffer { mut fetch, parts, freshness, frames, size, reservation } = *self;
+        // One exact-size copy: the entry must not pin the connection's
+        // buffers, or the byte accounting would be a lie.
+        let mut body = BytesMut::with_capacity(size);
+        for frame in frames {
+            if let Ok(data) = frame.into_data() {
+                body.extend_from_slice(&data);
+            }
+        }
+        let body = body.freeze();
+        drop(reservation);
+        let request = fetch.request.take().unwrap_or_else(|| Request::new(()).into_parts().0);
+        let names = super::policy::vary_names(&parts.headers).unwrap_or_default();
+        let secondary = key::secondary_key(&names, &request.headers);
+        let tags = parts.extensions.get::<Tags>().map(|t| t.0.clone().into_boxed_slice()).unwrap_or_default();
+        let now = Instant::now();
+        let entry = Arc::new(Entry::new(
+            fetch.key.clone(),
+            secondary,
+            &parts,
+            body,
+            freshness,
+            tags,
+            now,
+            fetch.cache.validator_retention,
+            fetch.cache.stale_if_error,
+        ));
+        let stored = fetch.cache.store.insert(entry.clone());
+        if !stored {
+            bump(&fetch.cache.counters.not_storable);
+        }
+        if let Some(leader) = fetch.leader.take() {
+            leader.complete(stored.then(|| entry.clone()));
+        }
+        let status = CacheStatus {
+            fwd_status: Some(parts.status.as_u16()),
+            ttl: Some(entry.freshness.ttl_secs(now)),
+            stored,
+            detail: if stored { fetch.status.detail } else { Some(NotStorable::TooLarge.as_str()) },
+            ..fetch.status
+        };
+        let mut response = from_entry(&entry, now, false, status);
+        // Keep what inner layers put in the extensions (tags, timings ...).
+        let mut extensions = parts.extensions;
+        extensions.extend(std::mem::take(response.extensions_mut()));
+        *response.extensions_mut() = extensions;
+        response
+    }
+}

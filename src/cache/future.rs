@@ -1,0 +1,185 @@
+//! Response future of [`CacheService`](super::CacheService).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::coalesce::Waiter;
+use super::fetch::{self, Buffer, Fetch, Next};
+use super::key;
+use super::stats::bump;
+use super::status::CacheStatus;
+use crate::BoxError;
+use crate::body::OptimizerBody;
+
+/// A request waiting on another's upstream call, ready to go upstream itself.
+pub(crate) struct Pending<S, ReqBody> {
+    pub(crate) service: S,
+    pub(crate) request: Request<ReqBody>,
+    pub(crate) fetch: Fetch,
+}
+
+pin_project! {
+    /// Response future of [`CacheService`](super::CacheService).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody, ResBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        // Answered without upstream (hit, 504 for only-if-cached).
+        Ready { response: Option<Response<OptimizerBody<ResBody>>> },
+        // The cache steps aside; the response is only stamped.
+        Passing { #[pin] future: S::Future, status: CacheStatus },
+        // Another request for this key is upstream.
+        Waiting {
+            waiter: Waiter,
+            #[pin]
+            timeout: Sleep,
+            pending: Option<Box<Pending<S, ReqBody>>>,
+        },
+        // Upstream call whose response may be stored.
+        Calling { #[pin] future: S::Future, fetch: Option<Box<Fetch>> },
+        // Reading a storable body into memory.
+        Buffering { body: Option<Pin<Box<ResBody>>>, buffer: Option<Box<Buffer>> },
+        Done,
+    }
+}
+
+impl<S, ReqBody, ResBody> std::fmt::Debug for ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    pub(crate) fn ready(response: Response<OptimizerBody<ResBody>>) -> Self {
+        ResponseFuture { state: State::Ready { response: Some(response) } }
+    }
+
+    pub(crate) fn passing(future: S::Future, status: CacheStatus) -> Self {
+        ResponseFuture { state: State::Passing { future, status } }
+    }
+
+    pub(crate) fn calling(future: S::Future, fetch: Fetch) -> Self {
+        ResponseFuture { state: State::Calling { future, fetch: Some(Box::new(fetch)) } }
+    }
+
+    pub(crate) fn waiting(waiter: Waiter, pending: Pending<S, ReqBody>, deadline: Instant) -> Self {
+        ResponseFuture {
+            state: State::Waiting { waiter, timeout: tokio::time::sleep_until(deadline), pending: Some(Box::new(pending)) },
+        }
+    }
+}
+
+const POLLED_AFTER_DONE: &str = "cache ResponseFuture polled after completion";
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response<OptimizerBody<ResBody>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Ready { response } => {
+                    let response = response.take().expect(POLLED_AFTER_DONE);
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Passing { future, status } => {
+                    let status = *status;
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    this.state.set(State::Done);
+                    let mut response = result?.map(OptimizerBody::inner);
+                    let status = CacheStatus { fwd_status: Some(response.status().as_u16()), ..status };
+                    fetch::stamp(&mut response, status);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Waiting { waiter, timeout, pending } => {
+                    let outcome = match waiter.poll_outcome(cx) {
+                        Poll::Ready(outcome) => outcome,
+                        Poll::Pending => {
+                            ready!(timeout.poll(cx));
+                            let p = pending.as_ref().expect(POLLED_AFTER_DONE);
+                            bump(&p.fetch.cache.counters.coalesce_timeouts);
+                            None
+                        }
+                    };
+                    let Pending { mut service, mut request, fetch } = *pending.take().expect(POLLED_AFTER_DONE);
+                    if let Some(entry) = outcome.filter(|e| key::matches(&e.secondary, request.headers())) {
+                        bump(&fetch.cache.counters.coalesced);
+                        let now = Instant::now();
+                        let status = CacheStatus { collapsed: true, ..CacheStatus::hit(entry.freshness.ttl_secs(now)) };
+                        let response = fetch::from_entry(&entry, now, false, status);
+                        this.state.set(State::Ready { response: Some(response) });
+                        continue;
+                    }
+                    // Released without a usable answer: go upstream alone.
+                    if let Some(stale) = &fetch.stale {
+                        fetch::add_validators(&mut request, stale);
+                    }
+                    let future = service.call(request);
+                    this.state.set(State::Calling { future, fetch: Some(Box::new(fetch)) });
+                }
+                StateProj::Calling { future, fetch } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let fetch = fetch.take().expect(POLLED_AFTER_DONE);
+                    match fetch.on_response(result) {
+                        Next::Respond(response) => this.state.set(State::Ready { response: Some(response) }),
+                        Next::Fail(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                        Next::Buffer(buffer, body) => {
+                            this.state.set(State::Buffering { body: Some(body), buffer: Some(buffer) });
+                        }
+                    }
+                }
+                StateProj::Buffering { body, buffer } => {
+                    let stream = body.as_mut().expect(POLLED_AFTER_DONE);
+                    let response = match ready!(stream.as_mut().poll_frame(cx)) {
+                        Some(Ok(frame)) => {
+                            if buffer.as_mut().expect(POLLED_AFTER_DONE).push(frame) {
+                                continue;
+                            }
+                            buffer.take().expect(POLLED_AFTER_DONE).pass_through(body.take(), None)
+                        }
+                        Some(Err(error)) => buffer.take().expect(POLLED_AFTER_DONE).failed(error.into()),
+                        None => buffer.take().expect(POLLED_AFTER_DONE).finish(),
+                    };
+                    this.state.set(State::Ready { response: Some(response) });
+                }
+                StateProj::Done => panic!("{POLLED_AFTER_DONE}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! `Cache`: the cheap-to-clone handle over the store, shared by every
+//! `CacheLayer` built from it and by the invalidation handle.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::request;
+use tokio::time::Instant;
+
+use super::builder::CacheBuilder;
+use super::coalesce::Flights;
+use super::entry::EntryMeta;
+use super::freshness::Lifetimes;
+use super::policy::Rules;
+use super::pressure::MemoryPressure;
+use super::stats::{CacheStats, Counters};
+use super::store::{Audit, Removed, RemovalCause, Store};
+use super::key;
+
+/// A memory-bounded HTTP cache. Clone it freely: clones share one store.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_optimizer::cache::Cache;
+///
+/// let cache = Cache::builder().max_bytes(1 << 20).default_ttl(Duration::from_secs(30)).build().unwrap();
+/// assert_eq!(cache.stats().entries, 0);
+/// assert!(Cache::builder().exclude("(").build().is_err(), "a bad pattern is a build error");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) counters: Counters,
+    pub(crate) rules: Rules,
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_entry_bytes: usize,
+    pub(crate) max_inflight_bytes: usize,
+    pub(crate) inflight_bytes: AtomicUsize,
+    pub(crate) stale_if_error: Option<Duration>,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) validator_retention: Duration,
+    pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) audit_interval: Option<Duration>,
+    pub(crate) pressure: Option<MemoryPressure>,
+    background_started: AtomicBool,
+    /// Held by each background task, so tests can see them stop.
+    pub(crate) task_token: Arc<()>,
+}
+
+impl Cache {
+    /// Starts a builder with the documented defaults.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    pub(crate) fn from_builder(b: CacheBuilder, rules: Rules, shards: usize) -> Cache {
+        let cache = Cache {
+            inner: Arc::new(Inner {
+                store: Store::new(b.max_bytes, shards, b.max_variants, b.listener),
+                flights: Arc::default(),
+                counters: Counters::default(),
+                rules,
+                lifetimes: b.lifetimes,
+                max_bytes: b.max_bytes,
+                max_entry_bytes: b.max_entry_bytes,
+                max_inflight_bytes: b.max_inflight_bytes.unwrap_or(b.max_bytes / 4),
+                inflight_bytes: AtomicUsize::new(0),
+                stale_if_error: b.stale_if_error,
+                lock_timeout: b.lock_timeout,
+                validator_retention: b.validator_retention,
+                sweep_interval: b.sweep_interval,
+                audit_interval: b.audit_interval,
+                pressure: b.pressure,
+                background_started: AtomicBool::new(false),
+                task_token: Arc::new(()),
+            }),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            cache.ensure_background();
+        }
+        cache
+    }
+
+    /// Starts the sweeper and pressure watcher once, inside a runtime.
+    pub(crate) fn ensure_background(&self) {
+        if self.inner.background_started.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        if self.inner.background_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        super::background::spawn(&handle, Arc::downgrade(&self.inner), &self.inner);
+    }
+
+    /// Counters and size right now.
+    pub fn stats(&self) -> CacheStats {
+        let inner = &self.inner;
+        inner.counters.snapshot(&inner.store, inner.max_bytes, inner.inflight_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Recomputes the byte and entry accounting from the live entries and
+    /// indexes and reports any drift. Clean after any sequence of operations
+    /// once in-flight requests have finished.
+    pub fn audit(&self) -> Audit {
+        let mut audit = self.inner.store.audit();
+        audit.orphaned_keys += self.inner.flights.orphans();
+        audit
+    }
+
+    /// The primary key the cache uses for a request: its normalised absolute URI.
+    pub fn key_for(parts: &request::Parts) -> Option<String> {
+        key::primary_key(&parts.uri, &parts.headers)
+    }
+
+    /// Removes every variant stored under `key` (see [`Cache::key_for`]).
+    pub fn remove_key(&self, key: &str) -> Removed {
+        self.inner.store.remove_key(key, RemovalCause::Invalidated)
+    }
+
+    /// Removes every entry whose metadata matches `predicate`, shard by shard.
+    pub fn remove_where(&self, mut predicate: impl FnMut(&EntryMeta) -> bool, cause: RemovalCause) -> Removed {
+        self.inner.store.remove_where(|e| predicate(&e.meta()), cause)
+    }
+
+    /// Removes everything.
+    pub fn clear(&self) -> Removed {
+        self.inner.store.remove_where(|_| true, RemovalCause::Invalidated)
+    }
+
+    /// Drops expired entries now (the background sweep does this periodically).
+    pub fn sweep(&self) -> Removed {
+        self.inner.store.sweep(Instant::now())
+    }
+
+    /// Evicts least recently used entries until `bytes` are freed.
+    pub fn evict_bytes(&self, bytes: usize, cause: RemovalCause) -> Removed {
+        self.inner.store.evict_bytes(bytes, cause)
+    }
+
+    /// Metadata of every stored entry (a snapshot).
+    pub fn entries(&self) -> Vec<EntryMeta> {
+        self.inner.store.metadata()
+    }
+
+    /// Whether `other` is a handle to the same cache.
+    pub fn same_as(&self, other: &Cache) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Keys with a request in flight (coalescing table size).
+    pub fn in_flight(&self) -> usize {
+        self.inner.flights.len()
+    }
+
+    /// A weak token held by each background task while it runs.
+    #[doc(hidden)]
+    pub fn background_token(&self) -> Weak<()> {
+        Arc::downgrade(&self.inner.task_token)
+    }
+}
+
+/// Bytes reserved from the in-flight budget while a miss is buffered,
+/// released when dropped.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    inner: Arc<Inner>,
+    bytes: usize,
+}
+
+impl Reservation {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        Reservation { inner, bytes: 0 }
+    }
+
+    /// Reserves `more` bytes; `false` if the budget would be exceeded.
+    pub(crate) fn grow(&mut self, more: usize) -> bool {
+        let counter = &self.inner.inflight_bytes;
+        let limit = self.inner.max_inflight_bytes;
+        let result = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            used.checked_add(more).filter(|&total| total <= limit)
+        });
+        if result.is_ok() {
+            self.bytes += more;
+        }
+        result.is_ok()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.inner.inflight_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,183 @@
+//! Cache keys: the normalised target URI (primary key) and the `Vary`
+//! secondary key (RFC 9111 §4.1). Pure logic.
+
+use std::fmt::Write as _;
+
+use http::header::HOST;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+
+/// Builds the primary key of a request: `scheme://authority/path?query`,
+/// with scheme and host lowercased, the default port dropped, an empty path
+/// made `/`, and percent-escapes normalised (unreserved characters decoded,
+/// hex digits uppercased) as RFC 3986 §6.2.2 allows.
+///
+/// GET and HEAD share a key (HEAD is answered from a stored GET), so the
+/// method is not part of it. `None` when the request names no authority,
+/// neither in its URI nor in `Host`.
+pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+    let authority = match uri.authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => headers.get(HOST)?.to_str().ok()?.trim().to_owned(),
+    };
+    if authority.is_empty() {
+        return None;
+    }
+    // Userinfo never reaches a server in HTTP; drop it from the key.
+    let host_port = authority.rsplit_once('@').map_or(authority.as_str(), |(_, hp)| hp);
+    let host_port = host_port.to_ascii_lowercase();
+    let host_port = match (scheme.as_str(), host_port.rsplit_once(':')) {
+        ("http", Some((host, "80"))) | ("https", Some((host, "443"))) => host.to_owned(),
+        _ => host_port,
+    };
+    let path = uri.path();
+    let mut key = String::with_capacity(scheme.len() + 3 + host_port.len() + path.len() + 1 + uri.query().map_or(0, str::len));
+    key.push_str(&scheme);
+    key.push_str("://");
+    key.push_str(&host_port);
+    if path.is_empty() {
+        key.push('/');
+    } else {
+        push_normalised(&mut key, path);
+    }
+    if let Some(query) = uri.query() {
+        key.push('?');
+        push_normalised(&mut key, query);
+    }
+    Some(key)
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Copies `text`, decoding percent-escapes of unreserved characters and
+/// uppercasing the hex digits of the others.
+fn push_normalised(out: &mut String, text: &str) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let decoded = (h * 16 + l) as u8;
+                if is_unreserved(decoded) {
+                    out.push(decoded as char);
+                } else {
+                    let _ = write!(out, "%{decoded:02X}");
+                }
+                i += 3;
+                continue;
+            }
+        }
+        // `http::Uri` only holds ASCII in path and query.
+        out.push(bytes[i] as char);
+        i += 1;
+    }
+}
+
+/// The request header values a stored response's `Vary` selects, in the
+/// order of its names. A name the request lacks is `None`.
+pub(crate) type Secondary = Box<[(HeaderName, Option<HeaderValue>)]>;
+
+/// Captures the secondary key of `request_headers` for the `names` a
+/// response varies on. Values are normalised (lines joined by `,`, spaces
+/// around commas dropped) so equivalent requests match.
+pub(crate) fn secondary_key(names: &[HeaderName], request_headers: &HeaderMap) -> Secondary {
+    names
+        .iter()
+        .map(|name| (name.clone(), normalised_value(request_headers, name)))
+        .collect()
+}
+
+/// Whether a request matches a stored response's secondary key (§4.1).
+pub(crate) fn matches(secondary: &[(HeaderName, Option<HeaderValue>)], request_headers: &HeaderMap) -> bool {
+    secondary.iter().all(|(name, stored)| {
+        let mut lines = request_headers.get_all(name).iter();
+        match (stored, lines.next()) {
+            (None, None) => true,
+            (Some(stored), Some(first)) => {
+                // Fast path: one line already in normal form.
+                if lines.next().is_none() && first.as_bytes() == stored.as_bytes() {
+                    return true;
+                }
+                normalised_value(request_headers, name).as_ref() == Some(stored)
+            }
+            _ => false,
+        }
+    })
+}
+
+fn normalised_value(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut lines = headers.get_all(name).iter().peekable();
+    lines.peek()?;
+    let mut out: Vec<u8> = Vec::new();
+    for line in lines {
+        for part in line.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(part);
+        }
+    }
+    // Built from bytes of valid header values minus whitespace: still valid.
+    HeaderValue::from_bytes(&out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn key(uri: &str) -> Option<String> {
+        let req = Request::get(uri).body(()).unwrap();
+        primary_key(req.uri(), req.headers())
+    }
+
+    #[test]
+    fn normalisation_table() {
+        let cases = [
+            ("http://Example.COM/a", Some("http://example.com/a")),
+            ("HTTP://example.com:80/a", Some("http://example.com/a")),
+            ("https://example.com:443", Some("https://example.com/")),
+            ("https://example.com:8443/x?b=1&a=2", Some("https://example.com:8443/x?b=1&a=2")),
+            ("http://example.com/%7euser/%2f%41", Some("http://example.com/~user/%2FA")),
+            ("http://example.com/bad%zz%", Some("http://example.com/bad%zz%")),
+            ("http://user:pw@example.com/x", Some("http://example.com/x")),
+            ("http://[::1]:80/x", Some("http://[::1]/x")),
+            ("http://[::1]:8080/x", Some("http://[::1]:8080/x")),
+            ("/relative", None),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(key(uri).as_deref(), want, "{uri}");
+        }
+    }
+
+    #[test]
+    fn host_header_for_origin_form() {
+        let req = Request::get("/x?y").header("host", "Api.Test:80").body(()).unwrap();
+        assert_eq!(primary_key(req.uri(), req.headers()).as_deref(), Some("http://api.test/x?y"));
+    }
+
+    #[test]
+    fn vary_matching() {
+        let names = [HeaderName::from_static("accept-encoding"), HeaderName::from_static("x-lang")];
+        let mut a = HeaderMap::new();
+        a.insert("accept-encoding", "gzip, br".parse().unwrap());
+        let stored = secondary_key(&names, &a);
+        assert!(matches(&stored, &a));
+        let mut b = HeaderMap::new();
+        b.append("accept-encoding", "gzip".parse().unwrap());
+        b.append("accept-encoding", " br ".parse().unwrap());
+        assert!(matches(&stored, &b), "split lines normalise to the same value");
+        b.insert("x-lang", "en".parse().unwrap());
+        assert!(!matches(&stored, &b), "a header the stored request lacked");
+        let mut c = HeaderMap::new();
+        c.insert("accept-encoding", "identity".parse().unwrap());
+        assert!(!matches(&stored, &c));
+    }
+}

@@ -1,0 +1,102 @@
+//! A memory-bounded HTTP cache for client services, correct by RFC 9111.
+//!
+//! [`Cache`] is the shared handle (store, counters, background sweep);
+//! [`CacheLayer`] wraps any `Service<http::Request<B>>` whose response body
+//! yields [`Bytes`](bytes::Bytes). What it does:
+//!
+//! - **Keys**: normalised absolute URI; GET is stored, HEAD is answered from
+//!   a stored GET; several `Vary` variants per URI; `Vary: *` never stored.
+//! - **Freshness** (§4.2): `s-maxage` (shared mode), `max-age`, `Expires`,
+//!   `Date`, `Age`; heuristic and default lifetimes only when enabled;
+//!   `max_ttl` cap. Served with a correct `Age`.
+//! - **Directives**: `no-store`, `no-cache`, `must-revalidate`,
+//!   `proxy-revalidate`, `private`/`public`; request `no-cache`, `no-store`,
+//!   `max-age`, `max-stale`, `min-fresh`, `only-if-cached` (504 on miss).
+//! - **Validation** (§4.3) with `If-None-Match`/`If-Modified-Since`; a 304
+//!   freshens the stored headers. `stale-while-revalidate` refreshes once in
+//!   the background; `stale-if-error` covers 5xx, errors from the inner
+//!   service (a circuit breaker's open error included) and failing bodies.
+//! - **Coalescing**: concurrent misses for one key make one upstream call,
+//!   with a lock timeout; waiters are released at once when the leader fails.
+//! - **Memory**: a hard byte budget over key, headers, body and measured
+//!   per-entry overhead; oversized bodies stream through uncached and intact;
+//!   in-flight buffering is capped; an optional memory-pressure watcher.
+//! - **Observability**: RFC 9211 `Cache-Status` on every response, a
+//!   [`CacheStatus`] in the response extensions, [`CacheStats`], an
+//!   eviction listener, and [`Cache::audit`].
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_optimizer::BoxError> {
+//! let cache = Cache::builder().max_bytes(8 << 20).build()?;
+//! let mut client = ServiceBuilder::new()
+//!     .layer(CacheLayer::new(cache.clone()))
+//!     .service_fn(|_req: Request<Full<Bytes>>| async {
+//!         Ok::<_, Infallible>(Response::builder()
+//!             .header("cache-control", "max-age=60")
+//!             .body(Full::new(Bytes::from_static(b"hello")))
+//!             .unwrap())
+//!     });
+//!
+//! for _ in 0..2 {
+//!     let req = Request::get("http://api.test/greeting").body(Full::default())?;
+//!     let res = client.ready().await?.call(req).await?;
+//!     assert_eq!(res.status(), 200);
+//! }
+//! let req = Request::get("http://api.test/greeting").body(Full::default())?;
+//! let res = client.ready().await?.call(req).await?;
+//! assert!(res.extensions().get::<CacheStatus>().unwrap().hit);
+//! assert_eq!(cache.stats().hits, 2);
+//! assert_eq!(cache.stats().misses, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod background;
+mod builder;
+mod coalesce;
+mod directives;
+mod entry;
+pub mod error;
+mod fetch;
+mod freshness;
+pub mod future;
+mod handle;
+mod key;
+mod layer;
+mod policy;
+mod pressure;
+mod service;
+mod stats;
+mod status;
+mod store;
+
+pub use builder::{
+    CacheBuilder, DEFAULT_HEURISTIC_MAX, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,
+    DEFAULT_MAX_VARIANTS, DEFAULT_SWEEP_INTERVAL, DEFAULT_VALIDATOR_RETENTION,
+};
+pub use entry::{EntryMeta, Tags};
+pub use freshness::Freshness;
+pub use handle::Cache;
+pub use layer::CacheLayer;
+pub use policy::{AuthorizationPolicy, Bypass, CacheMode, CachePredicate, NotStorable, SetCookiePolicy};
+pub use pressure::{DEFAULT_PRESSURE_INTERVAL, MemoryPressure, MemorySource};
+pub use service::CacheService;
+pub use stats::CacheStats;
+pub use status::{CACHE_NAME, CACHE_STATUS, CacheStatus, Forward, Outcome};
+pub use store::{Audit, EvictionListener, RemovalCause, Removed};
+
+/// Per-entry overhead the budget charges beyond key, headers and body.
+#[doc(hidden)]
+pub const ENTRY_OVERHEAD: usize = entry::ENTRY_OVERHEAD;
+/// Per-header overhead the budget charges beyond name and value text.
+#[doc(hidden)]
+pub const HEADER_OVERHEAD: usize = entry::HEADER_OVERHEAD;

@@ -1,0 +1,352 @@
+//! Which requests may be answered from the cache and which responses may be stored.
+//!
+//! Pure logic over `http` types: RFC 9111 §3 (storing), §3.5 (`Authorization`),
+//! and the crate's own safety rules (`Set-Cookie`, exclusions, size).
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE, VARY};
+use http::{HeaderMap, Method, StatusCode, request, response};
+
+use super::directives::CacheControl;
+
+/// Whether the cache is private to one user (a client's cache, the default)
+/// or shared between users (a proxy), which changes how RFC 9111 reads
+/// `private`, `s-maxage`, `proxy-revalidate` and `Authorization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// A private cache: stores `private` responses, ignores `s-maxage`.
+    #[default]
+    Private,
+    /// A shared cache: never stores `private`, prefers `s-maxage`, honours
+    /// `proxy-revalidate`, and applies §3.5 to `Authorization`.
+    Shared,
+}
+
+/// What to do with requests that carry `Authorization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationPolicy {
+    /// Never store or serve them from cache (the default in private mode:
+    /// one client may carry several users' credentials).
+    Bypass,
+    /// RFC 9111 §3.5: store only when the response says `public`,
+    /// `s-maxage` or `must-revalidate` (the default in shared mode).
+    Rfc,
+    /// Store them like any other request. Only safe when every request
+    /// through this cache carries the same credentials.
+    Store,
+}
+
+/// What to do with responses that carry `Set-Cookie`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SetCookiePolicy {
+    /// Do not store them (the default: cookies are per user).
+    #[default]
+    DoNotStore,
+    /// Store them, cookies included.
+    Store,
+}
+
+/// A user rule that can veto storing a response, implemented for closures.
+///
+/// ```
+/// use tower_optimizer::cache::Cache;
+/// let cache = Cache::builder()
+///     .cache_if(|req: &http::request::Parts, _res: &http::response::Parts| req.uri.path() != "/live")
+///     .build()
+///     .unwrap();
+/// # let _ = cache;
+/// ```
+pub trait CachePredicate: Send + Sync + 'static {
+    /// Returns `false` to keep this response out of the cache.
+    fn should_cache(&self, request: &request::Parts, response: &response::Parts) -> bool;
+}
+
+impl<F> CachePredicate for F
+where
+    F: Fn(&request::Parts, &response::Parts) -> bool + Send + Sync + 'static,
+{
+    fn should_cache(&self, request: &request::Parts, response: &response::Parts) -> bool {
+        self(request, response)
+    }
+}
+
+/// Why a request went around the cache entirely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bypass {
+    /// The method is neither GET nor HEAD.
+    Method,
+    /// The request carries `Authorization` and the policy says bypass.
+    Authorization,
+    /// The URI matches a configured exclusion pattern.
+    Excluded,
+    /// The request carries its own conditional or range headers.
+    Conditional,
+    /// The URI has no authority and no `Host` header to key it by.
+    NoKey,
+}
+
+impl Bypass {
+    /// A short token for `Cache-Status` `detail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bypass::Method => "method",
+            Bypass::Authorization => "authorization",
+            Bypass::Excluded => "excluded",
+            Bypass::Conditional => "conditional",
+            Bypass::NoKey => "no-key",
+        }
+    }
+}
+
+/// Why a response was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStorable {
+    /// `no-store` on the request or the response.
+    NoStore,
+    /// `private` in a shared cache.
+    Private,
+    /// `Authorization` on the request, not allowed by §3.5 or the policy.
+    Authorization,
+    /// `Set-Cookie` on the response.
+    SetCookie,
+    /// A status the cache does not store (1xx, 206, 304, or no freshness).
+    Status,
+    /// No freshness information, no default TTL and no validators.
+    NoFreshness,
+    /// `Vary: *`: no request can ever match it.
+    VaryStar,
+    /// The body is larger than `max_entry_bytes` or the in-flight budget.
+    TooLarge,
+    /// The body failed or carried trailers.
+    Body,
+    /// The user's `cache_if` predicate said no.
+    Predicate,
+    /// A HEAD request: answered from stored GETs, never stored itself.
+    Head,
+}
+
+impl NotStorable {
+    /// A short token for `Cache-Status` `detail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStorable::NoStore => "no-store",
+            NotStorable::Private => "private",
+            NotStorable::Authorization => "authorization",
+            NotStorable::SetCookie => "set-cookie",
+            NotStorable::Status => "status",
+            NotStorable::NoFreshness => "no-freshness",
+            NotStorable::VaryStar => "vary-star",
+            NotStorable::TooLarge => "too-large",
+            NotStorable::Body => "body",
+            NotStorable::Predicate => "predicate",
+            NotStorable::Head => "head",
+        }
+    }
+}
+
+impl fmt::Display for NotStorable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The settings that decide storability, resolved from the builder.
+#[derive(Clone)]
+pub(crate) struct Rules {
+    pub(crate) mode: CacheMode,
+    pub(crate) authorization: AuthorizationPolicy,
+    pub(crate) set_cookie: SetCookiePolicy,
+    pub(crate) exclude: Option<regex::RegexSet>,
+    pub(crate) predicate: Option<Arc<dyn CachePredicate>>,
+}
+
+impl fmt::Debug for Rules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rules")
+            .field("mode", &self.mode)
+            .field("authorization", &self.authorization)
+            .field("set_cookie", &self.set_cookie)
+            .field("exclude", &self.exclude.as_ref().map(regex::RegexSet::patterns))
+            .field("predicate", &self.predicate.is_some())
+            .finish()
+    }
+}
+
+impl Rules {
+    /// Decides whether a request may use the cache at all.
+    pub(crate) fn check_request(&self, method: &Method, h: &HeaderMap, key: &str) -> Result<(), Bypass> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(Bypass::Method);
+        }
+        if h.contains_key(AUTHORIZATION) && self.authorization == AuthorizationPolicy::Bypass {
+            return Err(Bypass::Authorization);
+        }
+        // A caller's own validators or ranges ask a question the stored full
+        // response cannot answer by itself; let the origin answer it.
+        if [IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_MATCH, IF_UNMODIFIED_SINCE, IF_RANGE, RANGE]
+            .iter()
+            .any(|name| h.contains_key(name))
+        {
+            return Err(Bypass::Conditional);
+        }
+        if self.exclude.as_ref().is_some_and(|set| set.is_match(key)) {
+            return Err(Bypass::Excluded);
+        }
+        Ok(())
+    }
+
+    /// Decides whether a response may be stored (RFC 9111 §3), given the
+    /// request's and response's directives. Freshness is checked by the caller.
+    pub(crate) fn check_response(
+        &self,
+        request: &request::Parts,
+        request_cc: &CacheControl,
+        response: &response::Parts,
+        response_cc: &CacheControl,
+    ) -> Result<(), NotStorable> {
+        if request.method == Method::HEAD {
+            return Err(NotStorable::Head);
+        }
+        if request_cc.no_store || response_cc.no_store {
+            return Err(NotStorable::NoStore);
+        }
+        let status = response.status;
+        if status.is_informational() || status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Err(NotStorable::Status);
+        }
+        if self.mode == CacheMode::Shared && response_cc.private {
+            return Err(NotStorable::Private);
+        }
+        if request.headers.contains_key(AUTHORIZATION) {
+            let allowed = match self.authorization {
+                AuthorizationPolicy::Bypass => false,
+                AuthorizationPolicy::Store => true,
+                AuthorizationPolicy::Rfc => {
+                    response_cc.public || response_cc.must_revalidate || response_cc.s_maxage.is_some()
+                }
+            };
+            if !allowed {
+                return Err(NotStorable::Authorization);
+            }
+        }
+        if self.set_cookie == SetCookiePolicy::DoNotStore && response.headers.contains_key(SET_COOKIE) {
+            return Err(NotStorable::SetCookie);
+        }
+        if vary_names(&response.headers).is_none() {
+            return Err(NotStorable::VaryStar);
+        }
+        if let Some(predicate) = &self.predicate {
+            if !predicate.should_cache(request, response) {
+                return Err(NotStorable::Predicate);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The header names listed in `Vary`, lowercased and deduplicated, or `None`
+/// for `Vary: *`. Names that are not valid header names are kept out; a
+/// request can never carry them, so they would match "absent" anyway.
+pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<http::HeaderName>> {
+    let mut names: Vec<http::HeaderName> = Vec::new();
+    for value in headers.get_all(VARY) {
+        let Ok(text) = value.to_str() else {
+            // Unreadable Vary: we cannot tell what it varies on, so treat it
+            // as varying on everything.
+            return None;
+        };
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" {
+                return None;
+            }
+            if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    Some(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+
+    fn rules(mode: CacheMode, authorization: AuthorizationPolicy) -> Rules {
+        Rules { mode, authorization, set_cookie: SetCookiePolicy::DoNotStore, exclude: None, predicate: None }
+    }
+
+    fn check(rules: &Rules, req: Request<()>, res: Response<()>) -> Result<(), NotStorable> {
+        let (req, ()) = req.into_parts();
+        let (res, ()) = res.into_parts();
+        let req_cc = CacheControl::from_headers(&req.headers);
+        let res_cc = CacheControl::from_headers(&res.headers);
+        rules.check_response(&req, &req_cc, &res, &res_cc)
+    }
+
+    fn get() -> http::request::Builder {
+        Request::get("http://a.test/x")
+    }
+
+    fn ok(cc: &str) -> http::response::Builder {
+        Response::builder().header("cache-control", cc)
+    }
+
+    #[test]
+    fn storability_table() {
+        let private = rules(CacheMode::Private, AuthorizationPolicy::Bypass);
+        let shared = rules(CacheMode::Shared, AuthorizationPolicy::Rfc);
+        let store_auth = rules(CacheMode::Private, AuthorizationPolicy::Store);
+        let auth = || get().header("authorization", "Bearer x");
+        let cases: Vec<(&Rules, Request<()>, Response<()>, Result<(), NotStorable>)> = vec![
+            (&private, get().body(()).unwrap(), ok("max-age=5").body(()).unwrap(), Ok(())),
+            (&private, get().body(()).unwrap(), ok("no-store").body(()).unwrap(), Err(NotStorable::NoStore)),
+            (&private, get().header("cache-control", "no-store").body(()).unwrap(), ok("max-age=5").body(()).unwrap(), Err(NotStorable::NoStore)),
+            (&private, get().body(()).unwrap(), ok("private, max-age=5").body(()).unwrap(), Ok(())),
+            (&shared, get().body(()).unwrap(), ok("private, max-age=5").body(()).unwrap(), Err(NotStorable::Private)),
+            (&shared, auth().body(()).unwrap(), ok("max-age=5").body(()).unwrap(), Err(NotStorable::Authorization)),
+            (&shared, auth().body(()).unwrap(), ok("public, max-age=5").body(()).unwrap(), Ok(())),
+            (&shared, auth().body(()).unwrap(), ok("s-maxage=5").body(()).unwrap(), Ok(())),
+            (&shared, auth().body(()).unwrap(), ok("must-revalidate, max-age=5").body(()).unwrap(), Ok(())),
+            (&private, auth().body(()).unwrap(), ok("public, max-age=5").body(()).unwrap(), Err(NotStorable::Authorization)),
+            (&store_auth, auth().body(()).unwrap(), ok("max-age=5").body(()).unwrap(), Ok(())),
+            (&private, get().body(()).unwrap(), ok("max-age=5").header("set-cookie", "a=b").body(()).unwrap(), Err(NotStorable::SetCookie)),
+            (&private, get().body(()).unwrap(), ok("max-age=5").header("vary", "accept, *").body(()).unwrap(), Err(NotStorable::VaryStar)),
+            (&private, get().body(()).unwrap(), ok("max-age=5").status(206).body(()).unwrap(), Err(NotStorable::Status)),
+            (&private, get().body(()).unwrap(), ok("max-age=5").status(304).body(()).unwrap(), Err(NotStorable::Status)),
+            (&private, Request::head("http://a.test/").body(()).unwrap(), ok("max-age=5").body(()).unwrap(), Err(NotStorable::Head)),
+        ];
+        for (i, (rules, req, res, want)) in cases.into_iter().enumerate() {
+            assert_eq!(check(rules, req, res), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn requests_that_bypass() {
+        let mut r = rules(CacheMode::Private, AuthorizationPolicy::Bypass);
+        r.exclude = Some(regex::RegexSet::new([r"/private/"]).unwrap());
+        let parts = |b: http::request::Builder| b.body(()).unwrap().into_parts().0;
+        let check = |p: http::request::Parts, key: &str| r.check_request(&p.method, &p.headers, key);
+        assert_eq!(check(parts(Request::post("http://a/")), "http://a/"), Err(Bypass::Method));
+        assert_eq!(check(parts(get().header("authorization", "x")), "k"), Err(Bypass::Authorization));
+        assert_eq!(check(parts(get().header("if-none-match", "\"x\"")), "k"), Err(Bypass::Conditional));
+        assert_eq!(check(parts(get().header("range", "bytes=0-1")), "k"), Err(Bypass::Conditional));
+        assert_eq!(check(parts(get()), "http://a/private/1"), Err(Bypass::Excluded));
+        assert_eq!(check(parts(get()), "http://a/public/1"), Ok(()));
+    }
+
+    #[test]
+    fn vary_parsing() {
+        let mut h = HeaderMap::new();
+        h.append(VARY, "Accept-Encoding, accept-encoding".parse().unwrap());
+        h.append(VARY, "X-Custom,, ".parse().unwrap());
+        let names = vary_names(&h).unwrap();
+        assert_eq!(names, vec![http::HeaderName::from_static("accept-encoding"), http::HeaderName::from_static("x-custom")]);
+        h.append(VARY, http::HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(vary_names(&h), None);
+    }
+}

@@ -1,0 +1,234 @@
+//! [`CacheService`]: answers from the cache, coalesces misses, stores what
+//! RFC 9111 allows.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::Body;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::coalesce::Join;
+use super::directives::CacheControl;
+use super::entry::Entry;
+use super::fetch::{self, Fetch};
+use super::freshness::{Usability, usability};
+use super::future::{Pending, ResponseFuture};
+use super::handle::Cache;
+use super::key;
+use super::policy::Bypass;
+use super::stats::bump;
+use super::status::{CacheStatus, Forward};
+use crate::BoxError;
+use crate::body::OptimizerBody;
+
+/// Middleware that answers requests from a [`Cache`]. Built by
+/// [`CacheLayer`](super::CacheLayer).
+#[derive(Clone, Debug)]
+pub struct CacheService<S> {
+    inner: S,
+    cache: Cache,
+}
+
+impl<S> CacheService<S> {
+    /// Wraps `inner` with `cache`.
+    pub fn new(inner: S, cache: Cache) -> Self {
+        CacheService { inner, cache }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The cache this service uses.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<OptimizerBody<ResBody>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        self.cache.ensure_background();
+        let cache = self.cache.inner.clone();
+        let method = request.method();
+        if method != Method::GET && method != Method::HEAD {
+            bump(&cache.counters.bypassed);
+            return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(Forward::Method));
+        }
+        let head = method == Method::HEAD;
+        let Some(key) = key::primary_key(request.uri(), request.headers()) else {
+            return self.bypass(Bypass::NoKey, request);
+        };
+        if let Err(reason) = cache.rules.check_request(request.method(), request.headers(), &key) {
+            return self.bypass(reason, request);
+        }
+        let request_cc = CacheControl::from_headers(request.headers());
+        let now = Instant::now();
+        let (found, any_variant) = cache.store.get(&key, |e| key::matches(&e.secondary, request.headers()), now);
+        let mut fwd = if any_variant { Forward::VaryMiss } else { Forward::UriMiss };
+        let mut stale = None;
+        if let Some(entry) = found {
+            let ttl = entry.freshness.ttl_secs(now);
+            match usability(&entry.freshness, &request_cc, now) {
+                Usability::Fresh => {
+                    bump(&cache.counters.hits);
+                    return ResponseFuture::ready(fetch::from_entry(&entry, now, head, CacheStatus::hit(ttl)));
+                }
+                Usability::StaleAccepted => {
+                    bump(&cache.counters.stale);
+                    let status = CacheStatus { detail: Some("max-stale"), ..CacheStatus::hit(ttl) };
+                    return ResponseFuture::ready(fetch::from_entry(&entry, now, head, status));
+                }
+                Usability::StaleWhileRevalidate => {
+                    bump(&cache.counters.stale);
+                    let status = CacheStatus { detail: Some("stale-while-revalidate"), ..CacheStatus::hit(ttl) };
+                    let response = fetch::from_entry(&entry, now, head, status);
+                    if !head {
+                        self.refresh_in_background(key.into(), entry, request, request_cc);
+                    }
+                    return ResponseFuture::ready(response);
+                }
+                Usability::Validate => {
+                    fwd = if request_cc.no_cache || request_cc.max_age.is_some() || request_cc.min_fresh.is_some() {
+                        Forward::Request
+                    } else {
+                        Forward::Stale
+                    };
+                    stale = Some(entry);
+                }
+            }
+        }
+        if request_cc.only_if_cached {
+            bump(&cache.counters.misses);
+            return ResponseFuture::ready(fetch::gateway_timeout(fwd));
+        }
+        bump(&cache.counters.misses);
+        if head {
+            // HEAD is answered from stored GETs but never stored itself.
+            return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(fwd));
+        }
+        let key: Arc<str> = key.into();
+        let snapshot = snapshot(&request);
+        let mut fetch = Fetch {
+            cache: cache.clone(),
+            key: key.clone(),
+            leader: None,
+            request: Some(snapshot),
+            request_cc,
+            stale,
+            status: CacheStatus::forward(fwd),
+            request_time: now,
+        };
+        // Take the service that `poll_ready` made ready; leave a clone that
+        // the next `poll_ready` will prepare.
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        match cache.flights.join(&key) {
+            Join::Leader(leader) => {
+                fetch.leader = Some(leader);
+                if let Some(stale) = &fetch.stale {
+                    fetch::add_validators(&mut request, stale);
+                }
+                ResponseFuture::calling(service.call(request), fetch)
+            }
+            Join::Waiter(waiter) => {
+                let deadline = now + cache.lock_timeout;
+                ResponseFuture::waiting(waiter, Pending { service, request, fetch }, deadline)
+            }
+        }
+    }
+}
+
+impl<S> CacheService<S> {
+    fn bypass<ReqBody, ResBody>(&mut self, reason: Bypass, request: Request<ReqBody>) -> ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        bump(&self.cache.inner.counters.bypassed);
+        let status = CacheStatus { detail: Some(reason.as_str()), ..CacheStatus::forward(Forward::Bypass) };
+        ResponseFuture::passing(self.inner.call(request), status)
+    }
+
+    /// Starts one background revalidation of `entry` (stale-while-revalidate)
+    /// unless one is already running for `key`.
+    fn refresh_in_background<ReqBody, ResBody>(
+        &mut self,
+        key: Arc<str>,
+        entry: Arc<Entry>,
+        mut request: Request<ReqBody>,
+        request_cc: CacheControl,
+    ) where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        let cache = self.cache.inner.clone();
+        let Some(leader) = cache.flights.try_lead(&key) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        bump(&cache.counters.background_refreshes);
+        let snapshot = snapshot(&request);
+        fetch::add_validators(&mut request, &entry);
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        let fetch = Fetch {
+            cache,
+            key,
+            leader: Some(leader),
+            request: Some(snapshot),
+            request_cc,
+            stale: Some(entry),
+            status: CacheStatus::forward(Forward::Stale),
+            request_time: Instant::now(),
+        };
+        let future: ResponseFuture<S, ReqBody, ResBody> = ResponseFuture::calling(service.call(request), fetch);
+        runtime.spawn(async move {
+            // The refreshed entry is stored by the future itself; the
+            // response and any error only matter to nobody here.
+            if let Err(error) = future.await {
+                tracing::debug!(%error, "background revalidation failed");
+            }
+        });
+    }
+}
+
+/// The parts of a request that storing decisions read (not its extensions).
+fn snapshot<B>(request: &Request<B>) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = request.method().clone();
+    parts.uri = request.uri().clone();
+    parts.version = request.version();
+    parts.headers = request.headers().clone();
+    parts
+}

@@ -1,0 +1,155 @@
+//! RFC 9211 `Cache-Status`: what the cache did with each response.
+
+use std::fmt::{self, Write as _};
+
+use http::HeaderValue;
+use http::header::HeaderName;
+
+/// The `Cache-Status` header name (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// The cache's name in `Cache-Status` members.
+pub const CACHE_NAME: &str = "tower-optimizer";
+
+/// Why the request went forward (RFC 9211 §2.2 `fwd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// The cache was configured not to handle this request.
+    Bypass,
+    /// The request's method is not cacheable.
+    Method,
+    /// No stored response for this URI.
+    UriMiss,
+    /// Stored responses exist for this URI, but none for these `Vary` values.
+    VaryMiss,
+    /// A stored response was stale (validation or refetch).
+    Stale,
+    /// The request's own directives asked to go forward (`no-cache`, `max-age`).
+    Request,
+}
+
+impl Forward {
+    fn as_str(self) -> &'static str {
+        match self {
+            Forward::Bypass => "bypass",
+            Forward::Method => "method",
+            Forward::UriMiss => "uri-miss",
+            Forward::VaryMiss => "vary-miss",
+            Forward::Stale => "stale",
+            Forward::Request => "request",
+        }
+    }
+}
+
+/// What the cache did with one response; also placed in the response's
+/// extensions so a metrics layer can read it without parsing the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStatus {
+    /// Answered from cache without waiting on upstream (fresh, or stale
+    /// where allowed).
+    pub hit: bool,
+    /// Why the request went forward, if it did.
+    pub fwd: Option<Forward>,
+    /// Status upstream answered with, when forwarded.
+    pub fwd_status: Option<u16>,
+    /// Remaining freshness in seconds of the response served (negative: stale).
+    pub ttl: Option<i64>,
+    /// The response was stored.
+    pub stored: bool,
+    /// The response came from another request's upstream call (coalesced).
+    pub collapsed: bool,
+    /// A short reason (`stale-while-revalidate`, `stale-if-error`, `not-storable` ...).
+    pub detail: Option<&'static str>,
+}
+
+/// The broad outcome, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Fresh from cache.
+    Hit,
+    /// Stale from cache (max-stale, stale-while-revalidate, stale-if-error).
+    StaleHit,
+    /// Validated upstream with a 304 and served from cache.
+    Revalidated,
+    /// Fetched from upstream.
+    Miss,
+    /// The cache stepped aside.
+    Bypass,
+}
+
+impl CacheStatus {
+    pub(crate) const fn forward(fwd: Forward) -> Self {
+        CacheStatus { hit: false, fwd: Some(fwd), fwd_status: None, ttl: None, stored: false, collapsed: false, detail: None }
+    }
+
+    pub(crate) const fn hit(ttl: i64) -> Self {
+        CacheStatus { hit: true, fwd: None, fwd_status: None, ttl: Some(ttl), stored: false, collapsed: false, detail: None }
+    }
+
+    /// The broad outcome of this status.
+    pub fn outcome(&self) -> Outcome {
+        match (self.hit, self.fwd, self.ttl) {
+            (true, _, Some(ttl)) if ttl < 0 => Outcome::StaleHit,
+            (true, _, _) => Outcome::Hit,
+            (false, Some(Forward::Bypass | Forward::Method), _) => Outcome::Bypass,
+            (false, _, _) if self.fwd_status == Some(304) => Outcome::Revalidated,
+            (false, Some(Forward::Stale), Some(_)) if self.detail == Some("stale-if-error") => Outcome::StaleHit,
+            _ => Outcome::Miss,
+        }
+    }
+
+    /// The header value: `tower-optimizer; hit; ttl=42`.
+    pub fn to_header_value(&self) -> HeaderValue {
+        let mut text = String::with_capacity(64);
+        let _ = write!(text, "{self}");
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
+    }
+}
+
+impl fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(CACHE_NAME)?;
+        if self.hit {
+            f.write_str("; hit")?;
+        }
+        if let Some(fwd) = self.fwd {
+            write!(f, "; fwd={}", fwd.as_str())?;
+        }
+        if let Some(status) = self.fwd_status {
+            write!(f, "; fwd-status={status}")?;
+        }
+        if let Some(ttl) = self.ttl {
+            write!(f, "; ttl={ttl}")?;
+        }
+        if self.stored {
+            f.write_str("; stored")?;
+        }
+        if self.collapsed {
+            f.write_str("; collapsed")?;
+        }
+        if let Some(detail) = self.detail {
+            write!(f, "; detail={detail}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_rfc_9211_members() {
+        assert_eq!(CacheStatus::hit(42).to_string(), "tower-optimizer; hit; ttl=42");
+        let miss = CacheStatus { stored: true, fwd_status: Some(200), ttl: Some(60), ..CacheStatus::forward(Forward::UriMiss) };
+        assert_eq!(miss.to_string(), "tower-optimizer; fwd=uri-miss; fwd-status=200; ttl=60; stored");
+        assert_eq!(miss.outcome(), Outcome::Miss);
+        let swr = CacheStatus { detail: Some("stale-while-revalidate"), ..CacheStatus::hit(-3) };
+        assert_eq!(swr.to_string(), "tower-optimizer; hit; ttl=-3; detail=stale-while-revalidate");
+        assert_eq!(swr.outcome(), Outcome::StaleHit);
+        let reval = CacheStatus { fwd_status: Some(304), ..CacheStatus::forward(Forward::Stale) };
+        assert_eq!(reval.outcome(), Outcome::Revalidated);
+        assert_eq!(CacheStatus::forward(Forward::Method).outcome(), Outcome::Bypass);
+        assert_eq!(CacheStatus::hit(1).to_header_value(), "tower-optimizer; hit; ttl=1");
+    }
+}

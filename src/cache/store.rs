@@ -1,0 +1,382 @@
+//! The sharded, byte-bounded LRU store.
+//!
+//! Each shard is a `Mutex<LruCache>` keyed by the primary key, holding the
+//! variants stored for that URI. The budget is split evenly between shards,
+//! so each shard enforcing its share enforces `bytes_used <= max_bytes` for
+//! the whole store after every operation, with no global lock. Every
+//! removal goes through [`Store::finish`], which updates the counters and
+//! tells the listener, so no path can skip the accounting.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
+use tokio::time::Instant;
+
+use super::entry::{Entry, EntryMeta};
+
+/// Why an entry left the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemovalCause {
+    /// Its freshness and stale windows ran out.
+    Expired,
+    /// Evicted to make room under `max_bytes` or the variant limit.
+    Capacity,
+    /// Removed by an invalidation.
+    Invalidated,
+    /// Replaced by a newer response for the same key and variant.
+    Replaced,
+    /// Evicted by the memory-pressure watcher.
+    Pressure,
+}
+
+impl RemovalCause {
+    /// Every cause, in the order of [`RemovalCause::index`].
+    pub const ALL: [RemovalCause; 5] = [
+        RemovalCause::Expired,
+        RemovalCause::Capacity,
+        RemovalCause::Invalidated,
+        RemovalCause::Replaced,
+        RemovalCause::Pressure,
+    ];
+
+    /// A stable index into per-cause counters.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Called for every entry that leaves the cache, outside any lock.
+pub type EvictionListener = Arc<dyn Fn(&EntryMeta, RemovalCause) + Send + Sync>;
+
+/// What an operation removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Entries removed.
+    pub entries: usize,
+    /// Bytes released from the budget.
+    pub bytes: usize,
+}
+
+/// Result of [`Store::audit`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Entries found by walking the live entries.
+    pub entries: usize,
+    /// Bytes found by walking the live entries.
+    pub bytes: usize,
+    /// Counted bytes minus walked bytes (zero when the accounting is right).
+    pub byte_drift: i64,
+    /// Counted entries minus walked entries.
+    pub entry_drift: i64,
+    /// Index keys that hold no entry (empty variant groups, stale flights).
+    pub orphaned_keys: usize,
+}
+
+impl Audit {
+    /// Whether the accounting matched the live entries exactly.
+    pub fn is_clean(&self) -> bool {
+        self.byte_drift == 0 && self.entry_drift == 0 && self.orphaned_keys == 0
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    /// Variants of one URI, least recently stored first.
+    variants: Vec<Arc<Entry>>,
+}
+
+struct Shard {
+    map: LruCache<Arc<str>, Group>,
+    bytes: usize,
+    entries: usize,
+}
+
+pub(crate) struct Store {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    shard_budget: usize,
+    max_variants: usize,
+    bytes: AtomicUsize,
+    entries: AtomicUsize,
+    evictions: [AtomicU64; 5],
+    listener: Option<EvictionListener>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("shards", &self.shards.len())
+            .field("shard_budget", &self.shard_budget)
+            .field("bytes", &self.bytes())
+            .field("entries", &self.entries())
+            .finish_non_exhaustive()
+    }
+}
+
+type Removals = Vec<(Arc<Entry>, RemovalCause)>;
+
+impl Store {
+    pub(crate) fn new(max_bytes: usize, shards: usize, max_variants: usize, listener: Option<EvictionListener>) -> Store {
+        let shards = shards.max(1);
+        Store {
+            shards: (0..shards)
+                .map(|_| Mutex::new(Shard { map: LruCache::unbounded(), bytes: 0, entries: 0 }))
+                .collect(),
+            hasher: RandomState::new(),
+            shard_budget: max_bytes / shards,
+            max_variants: max_variants.max(1),
+            bytes: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
+            evictions: Default::default(),
+            listener,
+        }
+    }
+
+    /// The largest entry that can be stored at all.
+    #[cfg(test)]
+    pub(crate) fn shard_budget(&self) -> usize {
+        self.shard_budget
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn entries(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn evictions(&self, cause: RemovalCause) -> u64 {
+        self.evictions[cause.index()].load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        lock(&self.shards[index])
+    }
+
+    /// Finds the variant of `key` that `matches` accepts, marking the URI
+    /// recently used. An expired match is removed and not returned. The
+    /// flag says whether any variant of `key` was stored (vary-miss vs miss).
+    pub(crate) fn get(&self, key: &str, matches: impl Fn(&Entry) -> bool, now: Instant) -> (Option<Arc<Entry>>, bool) {
+        let mut removals = Removals::new();
+        let found = {
+            let mut shard = self.shard(key);
+            let Some(group) = shard.map.get_mut(key) else {
+                return (None, false);
+            };
+            match group.variants.iter().rposition(|e| matches(e)) {
+                Some(pos) if group.variants[pos].expires_at <= now => {
+                    removals.push((group.variants.remove(pos), RemovalCause::Expired));
+                    let empty = group.variants.is_empty();
+                    if empty {
+                        shard.map.pop(key);
+                    }
+                    self.debit(&mut shard, &removals);
+                    None
+                }
+                Some(pos) => Some(group.variants[pos].clone()),
+                None => None,
+            }
+        };
+        self.finish(removals);
+        (found, true)
+    }
+
+    /// Stores `entry`, evicting least recently used URIs (then older
+    /// variants of its own URI) until it fits. Returns `false` if it can
+    /// never fit (larger than a shard's share of the budget).
+    pub(crate) fn insert(&self, entry: Arc<Entry>) -> bool {
+        let size = entry.size;
+        if size > self.shard_budget {
+            return false;
+        }
+        let mut removals = Removals::new();
+        {
+            let mut shard = self.shard(&entry.key);
+            let mut group = shard.map.pop(&*entry.key).unwrap_or_default();
+            if let Some(pos) = group.variants.iter().position(|e| e.secondary == entry.secondary) {
+                removals.push((group.variants.remove(pos), RemovalCause::Replaced));
+            }
+            while group.variants.len() >= self.max_variants {
+                removals.push((group.variants.remove(0), RemovalCause::Capacity));
+            }
+            self.debit(&mut shard, &removals);
+            while shard.bytes + size > self.shard_budget {
+                let before = removals.len();
+                if let Some((_, victim)) = shard.map.pop_lru() {
+                    removals.extend(victim.variants.into_iter().map(|e| (e, RemovalCause::Capacity)));
+                } else if !group.variants.is_empty() {
+                    removals.push((group.variants.remove(0), RemovalCause::Capacity));
+                } else {
+                    break;
+                }
+                self.debit(&mut shard, &removals[before..]);
+            }
+            shard.bytes += size;
+            shard.entries += 1;
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            self.entries.fetch_add(1, Ordering::Relaxed);
+            let key = entry.key.clone();
+            group.variants.push(entry);
+            shard.map.push(key, group);
+        }
+        self.finish(removals);
+        true
+    }
+
+    /// Removes every variant of `key`.
+    pub(crate) fn remove_key(&self, key: &str, cause: RemovalCause) -> Removed {
+        let removals: Removals = {
+            let mut shard = self.shard(key);
+            let Some(group) = shard.map.pop(key) else {
+                return Removed::default();
+            };
+            let removals: Removals = group.variants.into_iter().map(|e| (e, cause)).collect();
+            self.debit(&mut shard, &removals);
+            removals
+        };
+        self.finish(removals)
+    }
+
+    /// Removes the entries for which `remove` is true, one shard at a time
+    /// so no lock is held for the whole walk.
+    pub(crate) fn remove_where(&self, mut remove: impl FnMut(&Entry) -> bool, cause: RemovalCause) -> Removed {
+        let mut total = Removed::default();
+        for shard in &*self.shards {
+            let removals = {
+                let mut shard = lock(shard);
+                let mut removals = Removals::new();
+                let mut emptied = Vec::new();
+                for (key, group) in &mut shard.map {
+                    let mut i = 0;
+                    while i < group.variants.len() {
+                        if remove(&group.variants[i]) {
+                            removals.push((group.variants.remove(i), cause));
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    if group.variants.is_empty() {
+                        emptied.push(key.clone());
+                    }
+                }
+                for key in emptied {
+                    shard.map.pop(&key);
+                }
+                self.debit(&mut shard, &removals);
+                removals
+            };
+            let removed = self.finish(removals);
+            total.entries += removed.entries;
+            total.bytes += removed.bytes;
+        }
+        total
+    }
+
+    /// Drops entries whose time ran out.
+    pub(crate) fn sweep(&self, now: Instant) -> Removed {
+        self.remove_where(|e| e.expires_at <= now, RemovalCause::Expired)
+    }
+
+    /// Evicts least recently used URIs, taking turns between shards, until
+    /// `target` bytes are freed or the store is empty.
+    pub(crate) fn evict_bytes(&self, target: usize, cause: RemovalCause) -> Removed {
+        let mut total = Removed::default();
+        while total.bytes < target && self.entries() > 0 {
+            let mut progressed = false;
+            for shard in &*self.shards {
+                if total.bytes >= target {
+                    break;
+                }
+                let removals: Removals = {
+                    let mut shard = lock(shard);
+                    let Some((_, group)) = shard.map.pop_lru() else { continue };
+                    let removals: Removals = group.variants.into_iter().map(|e| (e, cause)).collect();
+                    self.debit(&mut shard, &removals);
+                    removals
+                };
+                progressed = true;
+                let removed = self.finish(removals);
+                total.entries += removed.entries;
+                total.bytes += removed.bytes;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        total
+    }
+
+    /// Metadata of every stored entry (a snapshot; takes each shard lock in turn).
+    pub(crate) fn metadata(&self) -> Vec<EntryMeta> {
+        let mut out = Vec::with_capacity(self.entries());
+        for shard in &*self.shards {
+            let shard = lock(shard);
+            out.extend(shard.map.iter().flat_map(|(_, g)| g.variants.iter().map(|e| e.meta())));
+        }
+        out
+    }
+
+    /// Recomputes the accounting from the live entries, with every shard
+    /// locked at once (in index order) so the snapshot is consistent.
+    pub(crate) fn audit(&self) -> Audit {
+        let guards: Vec<_> = self.shards.iter().map(lock).collect();
+        let mut audit = Audit::default();
+        let (mut counted_bytes, mut counted_entries) = (0usize, 0usize);
+        for shard in &guards {
+            let (mut bytes, mut entries) = (0usize, 0usize);
+            for (key, group) in &shard.map {
+                if group.variants.is_empty() || group.variants.iter().any(|e| *e.key != **key) {
+                    audit.orphaned_keys += 1;
+                }
+                bytes += group.variants.iter().map(|e| e.size).sum::<usize>();
+                entries += group.variants.len();
+            }
+            audit.bytes += bytes;
+            audit.entries += entries;
+            counted_bytes += shard.bytes;
+            counted_entries += shard.entries;
+        }
+        // Shard counters and the global atomics are both checked.
+        audit.byte_drift = counted_bytes as i64 - audit.bytes as i64
+            + (self.bytes() as i64 - counted_bytes as i64);
+        audit.entry_drift = counted_entries as i64 - audit.entries as i64
+            + (self.entries() as i64 - counted_entries as i64);
+        audit
+    }
+
+    fn debit(&self, shard: &mut Shard, removals: &[(Arc<Entry>, RemovalCause)]) {
+        let bytes: usize = removals.iter().map(|(e, _)| e.size).sum();
+        shard.bytes -= bytes;
+        shard.entries -= removals.len();
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.entries.fetch_sub(removals.len(), Ordering::Relaxed);
+    }
+
+    /// Counts and reports removals; runs with no lock held, and the entries
+    /// (bodies included) are freed here rather than under a shard lock.
+    fn finish(&self, removals: Removals) -> Removed {
+        let mut removed = Removed::default();
+        for (entry, cause) in removals {
+            removed.entries += 1;
+            removed.bytes += entry.size;
+            self.evictions[cause.index()].fetch_add(1, Ordering::Relaxed);
+            if let Some(listener) = &self.listener {
+                listener(&entry.meta(), cause);
+            }
+        }
+        removed
+    }
+}
+
+/// Locks a shard; a poisoned lock (a listener panicked) is still usable
+/// because every mutation keeps the shard consistent before it can unwind.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

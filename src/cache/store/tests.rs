@@ -1,0 +1,171 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response};
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+use super::*;
+use crate::cache::entry::Entry;
+use crate::cache::freshness::Freshness;
+
+pub(crate) fn entry(key: &str, variant: u8, body_len: usize, now: Instant, ttl: u64) -> Arc<Entry> {
+    let (parts, ()) = Response::builder()
+        .header("cache-control", "max-age=1")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let secondary = vec![(HeaderName::from_static("x-v"), Some(HeaderValue::from(variant)))].into_boxed_slice();
+    let freshness = Freshness {
+        response_time: now,
+        initial_age: Duration::ZERO,
+        lifetime: Duration::from_secs(ttl),
+        no_cache: false,
+        must_revalidate: false,
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: None,
+    };
+    Arc::new(Entry::new(
+        key.into(),
+        secondary,
+        &parts,
+        Bytes::from(vec![7u8; body_len]),
+        freshness,
+        Box::default(),
+        now,
+        Duration::ZERO,
+        None,
+    ))
+}
+
+fn is_variant(v: u8) -> impl Fn(&Entry) -> bool {
+    move |e: &Entry| e.secondary[0].1.as_ref() == Some(&HeaderValue::from(v))
+}
+
+#[tokio::test(start_paused = true)]
+async fn evicts_lru_to_stay_under_budget() {
+    let now = Instant::now();
+    let size = entry("k0", 0, 1000, now, 60).size;
+    let store = Store::new(size * 3, 1, 4, None);
+    for i in 0..3 {
+        assert!(store.insert(entry(&format!("k{i}"), 0, 1000, now, 60)));
+    }
+    assert!(store.get("k0", |_| true, now).0.is_some(), "touch k0 so k1 is least recent");
+    assert!(store.insert(entry("k3", 0, 1000, now, 60)));
+    assert!(store.get("k1", |_| true, now).0.is_none());
+    assert!(store.get("k0", |_| true, now).0.is_some());
+    assert_eq!(store.entries(), 3);
+    assert!(store.bytes() <= size * 3);
+    assert_eq!(store.evictions(RemovalCause::Capacity), 1);
+    assert!(store.audit().is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn variants_replace_and_cap() {
+    let now = Instant::now();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let listener: EvictionListener = Arc::new(move |_, cause| {
+        if cause == RemovalCause::Replaced {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let store = Store::new(1 << 20, 1, 2, Some(listener));
+    store.insert(entry("k", 1, 10, now, 60));
+    store.insert(entry("k", 2, 10, now, 60));
+    assert!(store.get("k", is_variant(1), now).0.is_some());
+    assert!(store.get("k", is_variant(2), now).0.is_some());
+    store.insert(entry("k", 2, 20, now, 60));
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(store.entries(), 2);
+    store.insert(entry("k", 3, 10, now, 60));
+    assert_eq!(store.entries(), 2, "max two variants per URI");
+    assert!(store.get("k", is_variant(1), now).0.is_none(), "oldest variant went first");
+    let (none, any) = store.get("k", is_variant(9), now);
+    assert!(none.is_none() && any, "vary miss is told apart from a URI miss");
+    assert!(store.audit().is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_large_is_refused_and_expired_dropped_on_access() {
+    let now = Instant::now();
+    let store = Store::new(2000, 1, 4, None);
+    assert!(!store.insert(entry("big", 0, 5000, now, 60)));
+    assert!(store.insert(entry("k", 0, 10, now, 5)));
+    let later = now + Duration::from_secs(6);
+    assert!(store.get("k", |_| true, later).0.is_none());
+    assert_eq!(store.entries(), 0);
+    assert_eq!(store.evictions(RemovalCause::Expired), 1);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert { key: u8, variant: u8, body: usize, ttl: u64 },
+    Get { key: u8, variant: u8 },
+    Remove { key: u8 },
+    Advance { secs: u64 },
+    Sweep,
+    Evict { bytes: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..24, 0u8..3, 0usize..3000, 1u64..50).prop_map(|(key, variant, body, ttl)| Op::Insert { key, variant, body, ttl }),
+        3 => (0u8..24, 0u8..3).prop_map(|(key, variant)| Op::Get { key, variant }),
+        1 => (0u8..24).prop_map(|key| Op::Remove { key }),
+        1 => (0u64..20).prop_map(|secs| Op::Advance { secs }),
+        1 => Just(Op::Sweep),
+        1 => (0usize..8000).prop_map(|bytes| Op::Evict { bytes }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The store never exceeds its budget, its counters always equal the sum
+    /// of the live entries, and what was just inserted or removed is visible.
+    #[test]
+    fn accounting_model(ops in proptest::collection::vec(op(), 1..200), shards in 1usize..4, budget in 4_000usize..30_000) {
+        let start = Instant::now();
+        let mut now = start;
+        let store = Store::new(budget, shards, 2, None);
+        for op in ops {
+            match op {
+                Op::Insert { key, variant, body, ttl } => {
+                    let e = entry(&format!("k{key}"), variant, body, now, ttl);
+                    let fits = e.size <= store.shard_budget();
+                    prop_assert_eq!(store.insert(e), fits);
+                    if fits {
+                        prop_assert!(store.get(&format!("k{key}"), is_variant(variant), now).0.is_some());
+                    }
+                }
+                Op::Get { key, variant } => {
+                    if let Some(e) = store.get(&format!("k{key}"), is_variant(variant), now).0 {
+                        prop_assert!(e.expires_at > now, "expired entry served");
+                    }
+                }
+                Op::Remove { key } => {
+                    store.remove_key(&format!("k{key}"), RemovalCause::Invalidated);
+                    prop_assert!(store.get(&format!("k{key}"), |_| true, now).0.is_none());
+                }
+                Op::Advance { secs } => now += Duration::from_secs(secs),
+                Op::Sweep => {
+                    store.sweep(now);
+                    prop_assert!(store.metadata().iter().all(|m| m.expires_at > now));
+                }
+                Op::Evict { bytes } => {
+                    let before = store.bytes();
+                    let removed = store.evict_bytes(bytes, RemovalCause::Pressure);
+                    prop_assert_eq!(before - store.bytes(), removed.bytes);
+                    prop_assert!(removed.bytes >= bytes.min(before));
+                }
+            }
+            prop_assert!(store.bytes() <= budget);
+            let audit = store.audit();
+            prop_assert!(audit.is_clean(), "drift: {:?}", audit);
+            prop_assert_eq!(audit.bytes, store.bytes());
+        }
+    }
+}

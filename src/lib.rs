@@ -1,0 +1,37 @@
+//! Tower middleware that makes HTTP clients fast and hard to break.
+//!
+//! Each capability is an independent [`tower_layer::Layer`] behind a Cargo
+//! feature; the default features give the whole stack.
+//!
+//! | feature | module | what it gives |
+//! |---|---|---|
+//! | `cache` | [`cache`] | memory-bounded RFC 9111 response cache with coalescing, SWR, stale-if-error |
+//! | `invalidation` | (coming) | tag, pattern, dependency, version invalidation |
+//! | `circuit-breaker` | (coming) | per-host breaker with HTTP-aware classification |
+//! | `monitor` | (coming) | metrics, alerts, health checks, dashboard |
+//! | `stack` | (coming) | `OptimizerStack` and the HTTP/2 client |
+//!
+//! The onion, outermost first:
+//!
+//! ```text
+//! MetricsLayer          sees every request, hits included
+//!   CacheLayer          fresh hit -> answer; miss -> coalesce; stale + error -> serve stale
+//!     InvalidationLayer unsafe methods and invalidation headers -> Invalidator
+//!       (concurrency limit / load shed)
+//!         CircuitBreakerLayer   per-host state; open -> fails fast
+//!           (timeout)
+//!             HTTP/2 client
+//! ```
+
+#[cfg(feature = "cache")]
+pub mod body;
+#[cfg(feature = "cache")]
+pub mod cache;
+
+/// The error type between layers: callers `downcast_ref` to the named
+/// error of the layer that failed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
