@@ -8,6 +8,7 @@ use tokio::runtime::Handle;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
 use super::handle::Inner;
+use super::pressure::MemoryPressure;
 use super::stats::bump;
 use super::store::RemovalCause;
 
@@ -47,20 +48,36 @@ pub(crate) fn spawn(handle: &Handle, weak: Weak<Inner>, inner: &Inner) {
             let _token = token;
             let mut ticks = interval(pressure.interval);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut last_eviction: Option<(u64, u32)> = None;
             loop {
                 ticks.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                check_pressure(&inner, &pressure);
+                last_eviction = check_pressure(&inner, &pressure, last_eviction);
             }
         });
     }
 }
 
-fn check_pressure(inner: &Arc<Inner>, pressure: &super::pressure::MemoryPressure) {
-    let Some(usage) = pressure.source.read() else { return };
-    let free = pressure.bytes_to_free(usage, inner.store.bytes() as u64);
-    if free > 0 {
-        let removed = inner.store.evict_bytes(free as usize, RemovalCause::Pressure);
-        tracing::warn!(usage, freed = removed.bytes, entries = removed.entries, "memory pressure: cache evicted");
+/// Ticks to wait after an eviction before evicting again at a reading that
+/// has not grown: allocators return freed memory to the system lazily, so
+/// the reading lags the eviction, and evicting on every tick would drain the
+/// whole cache for memory that is already free.
+const PRESSURE_COOLDOWN_TICKS: u32 = 10;
+
+/// One watcher tick. `last` is the reading at the last eviction and the
+/// ticks since; returns the new value.
+fn check_pressure(inner: &Arc<Inner>, pressure: &MemoryPressure, last: Option<(u64, u32)>) -> Option<(u64, u32)> {
+    let usage = pressure.source.read()?;
+    if let Some((at, ticks)) = last {
+        if usage <= at && ticks < PRESSURE_COOLDOWN_TICKS {
+            return Some((at, ticks + 1));
+        }
     }
+    let free = pressure.bytes_to_free(usage, inner.store.bytes() as u64);
+    if free == 0 {
+        return None;
+    }
+    let removed = inner.store.evict_bytes(free as usize, RemovalCause::Pressure);
+    tracing::warn!(usage, freed = removed.bytes, entries = removed.entries, "memory pressure: cache evicted");
+    Some((usage, 0))
 }

@@ -26,9 +26,11 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// Default variants per URI: `Vary` on encoding or language gives a
 /// handful; more points at a high-cardinality `Vary` that would flood a slot.
 pub const DEFAULT_MAX_VARIANTS: usize = 8;
-/// Default time an entry with validators is kept after its windows end: an
-/// hour lets a stale entry turn a refetch into a 304 while it is still warm.
-pub const DEFAULT_VALIDATOR_RETENTION: Duration = Duration::from_secs(3600);
+/// Default time a stale entry is kept after its freshness and stale windows
+/// end: ten minutes lets a warm entry be revalidated with a 304 (or serve a
+/// `max-stale` request) instead of refetched, and it is the least recently
+/// used, so first to go, when room is needed.
+pub const DEFAULT_STALE_RETENTION: Duration = Duration::from_secs(600);
 /// Default cap of heuristic freshness: one day, as browsers cap it.
 pub const DEFAULT_HEURISTIC_MAX: Duration = Duration::from_secs(86_400);
 /// Most shards: past 16, lock contention on 2-16 cores no longer improves.
@@ -51,7 +53,7 @@ pub struct CacheBuilder {
     pub(crate) lifetimes: Lifetimes,
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) lock_timeout: Duration,
-    pub(crate) validator_retention: Duration,
+    pub(crate) stale_retention: Duration,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) audit_interval: Option<Duration>,
     pub(crate) pressure: Option<MemoryPressure>,
@@ -91,7 +93,7 @@ impl Default for CacheBuilder {
             },
             stale_if_error: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            validator_retention: DEFAULT_VALIDATOR_RETENTION,
+            stale_retention: DEFAULT_STALE_RETENTION,
             sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
             audit_interval: None,
             pressure: None,
@@ -198,10 +200,11 @@ impl CacheBuilder {
         self
     }
 
-    /// How long an entry with validators is kept for revalidation after its
-    /// freshness and stale windows end (zero: drop it with them).
-    pub fn validator_retention(mut self, retention: Duration) -> Self {
-        self.validator_retention = retention;
+    /// How long a stale entry is kept, for revalidation and `max-stale`
+    /// requests, after its freshness and stale windows end (zero: drop it
+    /// as soon as nothing allows serving it).
+    pub fn stale_retention(mut self, retention: Duration) -> Self {
+        self.stale_retention = retention;
         self
     }
 

@@ -231,7 +231,7 @@ mod tests {
             Case { lines: &[b",,, ,no-store,,"], max_age: None, malformed: false, no_store: true, no_cache: false },
             Case { lines: &[b"no-cache=\"Set-Cookie, X-Foo\", max-age=5"], max_age: Some(5), malformed: false, no_store: false, no_cache: true },
             Case { lines: &[b"\"unterminated, max-age=5"], max_age: None, malformed: false, no_store: false, no_cache: false },
-            Case { lines: &[b"garbage \x01 \xff"], max_age: None, malformed: true, no_store: false, no_cache: false },
+            Case { lines: &[b"garbage \xfe \xff"], max_age: None, malformed: true, no_store: false, no_cache: false },
             Case { lines: &[b"=,=,==,max-age==5"], max_age: Some(0), malformed: true, no_store: false, no_cache: false },
         ];
         for (i, case) in cases.iter().enumerate() {

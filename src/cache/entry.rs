@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AGE, CONNECTION, CONTENT_LENGTH, ETAG, LAST_MODIFIED};
+use http::header::{AGE, CONNECTION, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version, response};
 use tokio::time::Instant;
 
@@ -114,15 +114,10 @@ impl Entry {
     }
 
     /// When the entry stops being useful: the end of its freshness and stale
-    /// windows, or later when it carries validators (a stale entry with an
-    /// `ETag` turns a full refetch into a 304).
+    /// windows plus the retention that keeps it for revalidation (a stale
+    /// entry with an `ETag` turns a full refetch into a 304) and `max-stale`.
     fn compute_expiry(&self, retention: Duration, default_stale_if_error: Option<Duration>) -> Instant {
-        let usable = self.freshness.usable_until(default_stale_if_error);
-        if self.has_validators() && !retention.is_zero() {
-            usable.max(self.stored_at + retention)
-        } else {
-            usable
-        }
+        self.freshness.usable_until(default_stale_if_error) + retention
     }
 
     fn compute_size(&self) -> usize {
@@ -138,10 +133,6 @@ impl Entry {
             .sum();
         let tag_bytes: usize = self.tags.iter().map(|t| t.len() + 2 * size_of::<usize>()).sum();
         self.key.len() + header_bytes + secondary_bytes + tag_bytes + self.body.len() + ENTRY_OVERHEAD
-    }
-
-    pub(crate) fn has_validators(&self) -> bool {
-        self.headers.contains_key(ETAG) || self.headers.contains_key(LAST_MODIFIED)
     }
 
     /// Public metadata.

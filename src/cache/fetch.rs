@@ -242,7 +242,7 @@ impl Fetch {
             freshness,
             stale.tags.clone(),
             now,
-            self.cache.validator_retention,
+            self.cache.stale_retention,
             self.cache.stale_if_error,
         ));
         status.stored = self.cache.store.insert(entry.clone());
@@ -327,7 +327,7 @@ impl Buffer {
             freshness,
             tags,
             now,
-            fetch.cache.validator_retention,
+            fetch.cache.stale_retention,
             fetch.cache.stale_if_error,
         ));
         let stored = fetch.cache.store.insert(entry.clone());

@@ -93,10 +93,10 @@ where
         }
         let request_cc = CacheControl::from_headers(request.headers());
         let now = Instant::now();
-        let (found, any_variant) = cache.store.get(&key, |e| key::matches(&e.secondary, request.headers()), now);
-        let mut fwd = if any_variant { Forward::VaryMiss } else { Forward::UriMiss };
+        let found = cache.store.get(&key, |e| key::matches(&e.secondary, request.headers()), now);
+        let mut fwd = found.as_ref().err().copied().unwrap_or(Forward::Stale);
         let mut stale = None;
-        if let Some(entry) = found {
+        if let Ok(entry) = found {
             let ttl = entry.freshness.ttl_secs(now);
             match usability(&entry.freshness, &request_cc, now) {
                 Usability::Fresh => {

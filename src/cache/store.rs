@@ -15,6 +15,7 @@ use lru::LruCache;
 use tokio::time::Instant;
 
 use super::entry::{Entry, EntryMeta};
+use super::status::Forward;
 
 /// Why an entry left the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,14 +159,15 @@ impl Store {
     }
 
     /// Finds the variant of `key` that `matches` accepts, marking the URI
-    /// recently used. An expired match is removed and not returned. The
-    /// flag says whether any variant of `key` was stored (vary-miss vs miss).
-    pub(crate) fn get(&self, key: &str, matches: impl Fn(&Entry) -> bool, now: Instant) -> (Option<Arc<Entry>>, bool) {
+    /// recently used. An expired match is removed and not returned. A miss
+    /// says why: no entry for the URI, none for these `Vary` values, or
+    /// the match had expired.
+    pub(crate) fn get(&self, key: &str, matches: impl Fn(&Entry) -> bool, now: Instant) -> Result<Arc<Entry>, Forward> {
         let mut removals = Removals::new();
         let found = {
             let mut shard = self.shard(key);
             let Some(group) = shard.map.get_mut(key) else {
-                return (None, false);
+                return Err(Forward::UriMiss);
             };
             match group.variants.iter().rposition(|e| matches(e)) {
                 Some(pos) if group.variants[pos].expires_at <= now => {
@@ -175,14 +177,14 @@ impl Store {
                         shard.map.pop(key);
                     }
                     self.debit(&mut shard, &removals);
-                    None
+                    Err(Forward::Stale)
                 }
-                Some(pos) => Some(group.variants[pos].clone()),
-                None => None,
+                Some(pos) => Ok(group.variants[pos].clone()),
+                None => Err(Forward::VaryMiss),
             }
         };
         self.finish(removals);
-        (found, true)
+        found
     }
 
     /// Stores `entry`, evicting least recently used URIs (then older

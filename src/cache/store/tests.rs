@@ -17,7 +17,7 @@ pub(crate) fn entry(key: &str, variant: u8, body_len: usize, now: Instant, ttl: 
         .body(())
         .unwrap()
         .into_parts();
-    let secondary = vec![(HeaderName::from_static("x-v"), Some(HeaderValue::from(variant)))].into_boxed_slice();
+    let secondary = vec![(HeaderName::from_static("x-v"), Some(HeaderValue::from(u16::from(variant))))].into_boxed_slice();
     let freshness = Freshness {
         response_time: now,
         initial_age: Duration::ZERO,
@@ -41,7 +41,7 @@ pub(crate) fn entry(key: &str, variant: u8, body_len: usize, now: Instant, ttl: 
 }
 
 fn is_variant(v: u8) -> impl Fn(&Entry) -> bool {
-    move |e: &Entry| e.secondary[0].1.as_ref() == Some(&HeaderValue::from(v))
+    move |e: &Entry| e.secondary[0].1.as_ref() == Some(&HeaderValue::from(u16::from(v)))
 }
 
 #[tokio::test(start_paused = true)]
@@ -52,10 +52,10 @@ async fn evicts_lru_to_stay_under_budget() {
     for i in 0..3 {
         assert!(store.insert(entry(&format!("k{i}"), 0, 1000, now, 60)));
     }
-    assert!(store.get("k0", |_| true, now).0.is_some(), "touch k0 so k1 is least recent");
+    assert!(store.get("k0", |_| true, now).is_ok(), "touch k0 so k1 is least recent");
     assert!(store.insert(entry("k3", 0, 1000, now, 60)));
-    assert!(store.get("k1", |_| true, now).0.is_none());
-    assert!(store.get("k0", |_| true, now).0.is_some());
+    assert!(store.get("k1", |_| true, now).is_err());
+    assert!(store.get("k0", |_| true, now).is_ok());
     assert_eq!(store.entries(), 3);
     assert!(store.bytes() <= size * 3);
     assert_eq!(store.evictions(RemovalCause::Capacity), 1);
@@ -75,16 +75,16 @@ async fn variants_replace_and_cap() {
     let store = Store::new(1 << 20, 1, 2, Some(listener));
     store.insert(entry("k", 1, 10, now, 60));
     store.insert(entry("k", 2, 10, now, 60));
-    assert!(store.get("k", is_variant(1), now).0.is_some());
-    assert!(store.get("k", is_variant(2), now).0.is_some());
+    assert!(store.get("k", is_variant(1), now).is_ok());
+    assert!(store.get("k", is_variant(2), now).is_ok());
     store.insert(entry("k", 2, 20, now, 60));
     assert_eq!(seen.load(Ordering::SeqCst), 1);
     assert_eq!(store.entries(), 2);
     store.insert(entry("k", 3, 10, now, 60));
     assert_eq!(store.entries(), 2, "max two variants per URI");
-    assert!(store.get("k", is_variant(1), now).0.is_none(), "oldest variant went first");
-    let (none, any) = store.get("k", is_variant(9), now);
-    assert!(none.is_none() && any, "vary miss is told apart from a URI miss");
+    assert!(store.get("k", is_variant(1), now).is_err(), "oldest variant went first");
+    assert_eq!(store.get("k", is_variant(9), now).err(), Some(Forward::VaryMiss), "told apart from a URI miss");
+    assert_eq!(store.get("nope", is_variant(9), now).err(), Some(Forward::UriMiss));
     assert!(store.audit().is_clean());
 }
 
@@ -95,7 +95,7 @@ async fn too_large_is_refused_and_expired_dropped_on_access() {
     assert!(!store.insert(entry("big", 0, 5000, now, 60)));
     assert!(store.insert(entry("k", 0, 10, now, 5)));
     let later = now + Duration::from_secs(6);
-    assert!(store.get("k", |_| true, later).0.is_none());
+    assert_eq!(store.get("k", |_| true, later).err(), Some(Forward::Stale));
     assert_eq!(store.entries(), 0);
     assert_eq!(store.evictions(RemovalCause::Expired), 1);
 }
@@ -138,17 +138,19 @@ proptest! {
                     let fits = e.size <= store.shard_budget();
                     prop_assert_eq!(store.insert(e), fits);
                     if fits {
-                        prop_assert!(store.get(&format!("k{key}"), is_variant(variant), now).0.is_some());
+                        let found = store.get(&format!("k{key}"), is_variant(variant), now).is_ok();
+                        prop_assert!(found);
                     }
                 }
                 Op::Get { key, variant } => {
-                    if let Some(e) = store.get(&format!("k{key}"), is_variant(variant), now).0 {
+                    if let Ok(e) = store.get(&format!("k{key}"), is_variant(variant), now) {
                         prop_assert!(e.expires_at > now, "expired entry served");
                     }
                 }
                 Op::Remove { key } => {
                     store.remove_key(&format!("k{key}"), RemovalCause::Invalidated);
-                    prop_assert!(store.get(&format!("k{key}"), |_| true, now).0.is_none());
+                    let gone = store.get(&format!("k{key}"), |_| true, now).is_err();
+                    prop_assert!(gone);
                 }
                 Op::Advance { secs } => now += Duration::from_secs(secs),
                 Op::Sweep => {

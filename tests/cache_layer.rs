@@ -1,0 +1,435 @@
+//! The cache layer's behaviour through a real inner service, on paused time.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use support::*;
+use tokio::time::{Instant, advance};
+use tower_optimizer::cache::{Cache, CacheMode, Forward, Outcome, RemovalCause};
+
+#[tokio::test(start_paused = true)]
+async fn fresh_hit_with_age_and_cache_status() {
+    let cache = cache();
+    let upstream = Upstream::new(|_, _| async {
+        Ok(Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("age", "10")
+            .body(Full::new(Bytes::from_static(b"v1")))
+            .unwrap())
+    });
+    let mut c = client(&cache, &upstream);
+    let first = get(&mut c, "http://api.test/a").await;
+    assert_eq!(first.cache.fwd, Some(Forward::UriMiss));
+    assert!(first.cache.stored);
+    assert_eq!(first.header("cache-status"), "tower-optimizer; fwd=uri-miss; fwd-status=200; ttl=50; stored");
+    advance(Duration::from_secs(5)).await;
+    let hit = get(&mut c, "http://API.test:80/a").await;
+    assert_eq!(hit.body, "v1");
+    assert_eq!(hit.header("age"), "15", "stored age 10 plus 5 s resident");
+    assert_eq!(hit.header("cache-status"), "tower-optimizer; hit; ttl=45");
+    assert_eq!(hit.header("content-length"), "2");
+    assert_eq!(upstream.calls(), 1);
+    advance(Duration::from_secs(46)).await;
+    let refetched = get(&mut c, "http://api.test/a").await;
+    assert_eq!(refetched.cache.fwd, Some(Forward::Stale));
+    assert_eq!(upstream.calls(), 2);
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_make_one_upstream_call() {
+    let cache = cache();
+    let upstream = Upstream::new(|_, _| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(ok("max-age=60", "shared"))
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let mut c = client(&cache, &upstream);
+        tasks.push(tokio::spawn(async move { get(&mut c, "http://api.test/hot").await }));
+    }
+    let mut collapsed = 0;
+    for task in tasks {
+        let got = task.await.unwrap();
+        assert_eq!(got.body, "shared");
+        collapsed += usize::from(got.cache.collapsed);
+    }
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(collapsed, 99);
+    assert_eq!(cache.stats().coalesced, 99);
+    assert_eq!(cache.in_flight(), 0);
+    assert!(cache.audit().is_clean());
+}
+
+async fn burst(cache: &Cache, upstream: &Upstream, n: usize) -> Vec<Result<Got, tower_optimizer::BoxError>> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let mut c = client(cache, upstream);
+        tasks.push(tokio::spawn(async move {
+            send(&mut c, Request::get("http://api.test/x").body(Full::default()).unwrap()).await
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_leader_releases_waiters_at_once() {
+    let cache = cache();
+    let upstream = Upstream::new(|_, n| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if n == 0 { Err("leader failed".into()) } else { Ok(ok("max-age=60", "ok")) }
+    });
+    let start = Instant::now();
+    let results = burst(&cache, &upstream, 20).await;
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+    assert!(start.elapsed() < Duration::from_secs(1), "waiters did not wait for the lock timeout");
+    assert_eq!(cache.stats().coalesce_timeouts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn uncacheable_response_releases_waiters_at_once() {
+    let cache = cache();
+    let upstream = Upstream::new(|_, _| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(ok("no-store", "private"))
+    });
+    let start = Instant::now();
+    let results = burst(&cache, &upstream, 20).await;
+    assert!(results.iter().all(|r| r.as_ref().unwrap().body == "private"));
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(upstream.calls(), 20, "each waiter fetched for itself, none was stored");
+    assert_eq!(cache.stats().entries, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_leader_hits_the_lock_timeout() {
+    let cache = Cache::builder().lock_timeout(Duration::from_secs(1)).build().unwrap();
+    let upstream = Upstream::new(|_, n| async move {
+        tokio::time::sleep(Duration::from_secs(if n == 0 { 30 } else { 1 })).await;
+        Ok(ok("max-age=60", "ok"))
+    });
+    let start = Instant::now();
+    let mut leader = client(&cache, &upstream);
+    let lead = tokio::spawn(async move { get(&mut leader, "http://api.test/x").await });
+    tokio::task::yield_now().await;
+    let mut waiter = client(&cache, &upstream);
+    let got = get(&mut waiter, "http://api.test/x").await;
+    assert_eq!(got.body, "ok");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(cache.stats().coalesce_timeouts, 1);
+    lead.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_refreshes_once_in_background() {
+    let cache = cache();
+    let upstream = Upstream::new(|_, n| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(ok("max-age=1, stale-while-revalidate=60", if n == 0 { "v1" } else { "v2" }))
+    });
+    let mut c = client(&cache, &upstream);
+    assert_eq!(get(&mut c, "http://api.test/swr").await.body, "v1");
+    advance(Duration::from_secs(5)).await;
+    for _ in 0..3 {
+        let stale = get(&mut c, "http://api.test/swr").await;
+        assert_eq!(stale.body, "v1");
+        assert_eq!(stale.cache.outcome(), Outcome::StaleHit);
+        assert_eq!(stale.cache.detail, Some("stale-while-revalidate"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(upstream.calls(), 2, "one background refresh for three stale hits");
+    let fresh = get(&mut c, "http://api.test/swr").await;
+    assert_eq!(fresh.body, "v2");
+    assert_eq!(fresh.cache.outcome(), Outcome::Hit);
+    assert_eq!(cache.stats().background_refreshes, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_covers_5xx_and_inner_errors_within_the_window() {
+    let cache = cache();
+    let upstream = Upstream::new(|_, n| async move {
+        match n {
+            0 => Ok(ok("max-age=1, stale-if-error=60", "good")),
+            1 => Ok(Response::builder().status(503).body(Full::new(Bytes::from_static(b"down"))).unwrap()),
+            _ => Err("connection refused".into()),
+        }
+    });
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/sie").await;
+    advance(Duration::from_secs(10)).await;
+    let on_503 = get(&mut c, "http://api.test/sie").await;
+    assert_eq!((on_503.status, on_503.body.as_ref()), (200, b"good".as_ref()));
+    assert_eq!(on_503.header("cache-status"), "tower-optimizer; fwd=stale; fwd-status=503; ttl=-9; detail=stale-if-error");
+    let on_error = get(&mut c, "http://api.test/sie").await;
+    assert_eq!(on_error.body, "good");
+    advance(Duration::from_secs(60)).await;
+    let err = send(&mut c, req("http://api.test/sie").body(empty()).unwrap()).await.unwrap_err();
+    assert_eq!(err.to_string(), "connection refused", "outside the window the error reaches the caller");
+}
+
+#[tokio::test(start_paused = true)]
+async fn configured_stale_if_error_window_and_must_revalidate() {
+    let cache = Cache::builder().stale_if_error(Duration::from_secs(30)).build().unwrap();
+    let upstream = Upstream::new(|req, n| async move {
+        let must = req.uri().path() == "/must";
+        match n {
+            0 | 1 => Ok(ok(if must { "max-age=1, must-revalidate" } else { "max-age=1" }, "stored")),
+            _ => Ok(Response::builder().status(502).body(Full::default()).unwrap()),
+        }
+    });
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/plain").await;
+    get(&mut c, "http://api.test/must").await;
+    advance(Duration::from_secs(5)).await;
+    assert_eq!(get(&mut c, "http://api.test/plain").await.body, "stored");
+    assert_eq!(get(&mut c, "http://api.test/must").await.status, 502, "must-revalidate forbids stale");
+}
+
+#[tokio::test(start_paused = true)]
+async fn revalidation_with_304_freshens_and_serves_the_stored_body() {
+    let cache = cache();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let upstream = Upstream::new(move |req, n| {
+        log.lock().unwrap().push(req.headers().get("if-none-match").map(|v| v.to_str().unwrap().to_owned()));
+        async move {
+            Ok(if n == 0 {
+                Response::builder()
+                    .header("cache-control", "max-age=1")
+                    .header("etag", "\"abc\"")
+                    .header("x-version", "1")
+                    .body(Full::new(Bytes::from_static(b"body")))
+                    .unwrap()
+            } else {
+                Response::builder()
+                    .status(304)
+                    .header("cache-control", "max-age=100")
+                    .header("etag", "\"abc\"")
+                    .header("x-version", "2")
+                    .body(Full::default())
+                    .unwrap()
+            })
+        }
+    });
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/r").await;
+    advance(Duration::from_secs(2)).await;
+    let revalidated = get(&mut c, "http://api.test/r").await;
+    assert_eq!(revalidated.status, 200);
+    assert_eq!(revalidated.body, "body");
+    assert_eq!(revalidated.header("x-version"), "2", "304 headers replace stored ones");
+    assert_eq!(revalidated.cache.fwd_status, Some(304));
+    assert_eq!(revalidated.cache.outcome(), Outcome::Revalidated);
+    assert_eq!(seen.lock().unwrap().as_slice(), [None, Some("\"abc\"".to_owned())]);
+    advance(Duration::from_secs(50)).await;
+    let hit = get(&mut c, "http://api.test/r").await;
+    assert_eq!(hit.cache.outcome(), Outcome::Hit, "freshened by the 304's max-age");
+    assert_eq!(cache.stats().revalidated, 1);
+    assert_eq!(cache.stats().entries, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_no_cache_forces_validation_and_max_stale_accepts_stale() {
+    let cache = cache();
+    let upstream = Upstream::fixed("max-age=10", "x");
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/d").await;
+    let forced = send(&mut c, req("http://api.test/d").header("cache-control", "no-cache").body(empty()).unwrap()).await.unwrap();
+    assert_eq!(forced.cache.fwd, Some(Forward::Request));
+    assert_eq!(upstream.calls(), 2);
+    advance(Duration::from_secs(15)).await;
+    let stale = send(&mut c, req("http://api.test/d").header("cache-control", "max-stale=10").body(empty()).unwrap()).await.unwrap();
+    assert_eq!(stale.cache.detail, Some("max-stale"));
+    assert_eq!(upstream.calls(), 2);
+    let miss = send(&mut c, req("http://api.test/other").header("cache-control", "only-if-cached").body(empty()).unwrap()).await.unwrap();
+    assert_eq!(miss.status, 504);
+    assert_eq!(upstream.calls(), 2, "only-if-cached never goes upstream");
+}
+
+#[tokio::test(start_paused = true)]
+async fn vary_keeps_several_variants_and_star_is_never_served() {
+    let cache = cache();
+    let upstream = Upstream::new(|req, _| async move {
+        let lang = req.headers().get("accept-language").map_or("none", |v| if v == "fr" { "fr" } else { "en" });
+        let vary = if req.uri().path() == "/star" { "*" } else { "Accept-Language" };
+        Ok(Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("vary", vary)
+            .body(Full::new(Bytes::from(lang)))
+            .unwrap())
+    });
+    let mut c = client(&cache, &upstream);
+    let get_lang = |lang: &'static str, path: &'static str| {
+        req(&format!("http://api.test{path}")).header("accept-language", lang).body(empty()).unwrap()
+    };
+    assert_eq!(send(&mut c, get_lang("en", "/v")).await.unwrap().body, "en");
+    let fr = send(&mut c, get_lang("fr", "/v")).await.unwrap();
+    assert_eq!((fr.body.as_ref(), fr.cache.fwd), (b"fr".as_ref(), Some(Forward::VaryMiss)));
+    assert!(send(&mut c, get_lang("en", "/v")).await.unwrap().cache.hit);
+    assert!(send(&mut c, get_lang("fr", "/v")).await.unwrap().cache.hit);
+    assert_eq!(upstream.calls(), 2);
+    send(&mut c, get_lang("en", "/star")).await.unwrap();
+    let again = send(&mut c, get_lang("en", "/star")).await.unwrap();
+    assert!(!again.cache.hit);
+    assert_eq!(again.cache.detail, Some("vary-star"));
+    assert_eq!(upstream.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn head_is_answered_from_a_stored_get() {
+    let cache = cache();
+    let upstream = Upstream::fixed("max-age=60", "twelve bytes");
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/h").await;
+    let head = send(&mut c, Request::head("http://api.test/h").body(empty()).unwrap()).await.unwrap();
+    assert!(head.cache.hit);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), "12");
+    assert_eq!(upstream.calls(), 1);
+    let head_miss = send(&mut c, Request::head("http://api.test/none").body(empty()).unwrap()).await.unwrap();
+    assert!(!head_miss.cache.stored, "HEAD responses are not stored");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bypasses_and_not_storable() {
+    let cache = Cache::builder().exclude(r"/admin/").build().unwrap();
+    let upstream = Upstream::new(|req, _| async move {
+        let mut res = ok("max-age=60", "x");
+        if req.uri().path() == "/cookie" {
+            res.headers_mut().insert("set-cookie", "a=b".parse().unwrap());
+        }
+        Ok(res)
+    });
+    let mut c = client(&cache, &upstream);
+    for _ in 0..2 {
+        let auth = send(&mut c, req("http://api.test/me").header("authorization", "Bearer t").body(empty()).unwrap()).await.unwrap();
+        assert_eq!(auth.header("cache-status"), "tower-optimizer; fwd=bypass; fwd-status=200; detail=authorization");
+        let post = send(&mut c, Request::post("http://api.test/me").body(empty()).unwrap()).await.unwrap();
+        assert_eq!(post.cache.fwd, Some(Forward::Method));
+        assert_eq!(get(&mut c, "http://api.test/admin/x").await.cache.detail, Some("excluded"));
+        assert_eq!(get(&mut c, "http://api.test/cookie").await.cache.detail, Some("set-cookie"));
+    }
+    assert_eq!(upstream.calls(), 8);
+    assert_eq!(cache.stats().entries, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shared_mode_reads_s_maxage_and_refuses_private() {
+    let cache = Cache::builder().mode(CacheMode::Shared).build().unwrap();
+    let upstream = Upstream::new(|req, _| async move {
+        Ok(if req.uri().path() == "/p" { ok("private, max-age=60", "p") } else { ok("max-age=1, s-maxage=60", "s") })
+    });
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/p").await;
+    assert_eq!(get(&mut c, "http://api.test/p").await.cache.detail, Some("private"));
+    get(&mut c, "http://api.test/s").await;
+    advance(Duration::from_secs(10)).await;
+    assert!(get(&mut c, "http://api.test/s").await.cache.hit, "s-maxage=60 wins in shared mode");
+}
+
+#[tokio::test(start_paused = true)]
+async fn default_and_max_ttl() {
+    let cache = Cache::builder().default_ttl(Duration::from_secs(30)).max_ttl(Duration::from_secs(100)).build().unwrap();
+    let upstream = Upstream::new(|req, _| async move {
+        Ok(if req.uri().path() == "/long" {
+            ok("max-age=100000", "l")
+        } else {
+            Response::new(Full::new(Bytes::from_static(b"plain")))
+        })
+    });
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/plain").await;
+    get(&mut c, "http://api.test/long").await;
+    advance(Duration::from_secs(20)).await;
+    assert!(get(&mut c, "http://api.test/plain").await.cache.hit);
+    assert_eq!(get(&mut c, "http://api.test/long").await.cache.ttl, Some(80));
+    advance(Duration::from_secs(15)).await;
+    assert!(!get(&mut c, "http://api.test/plain").await.cache.hit);
+}
+
+#[tokio::test(start_paused = true)]
+async fn eviction_listener_and_budget() {
+    let causes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = causes.clone();
+    let cache = Cache::builder()
+        .max_bytes(16 << 10)
+        .max_entry_bytes(2 << 10)
+        .shards(1)
+        .stale_retention(Duration::ZERO)
+        .eviction_listener(move |meta, cause| log.lock().unwrap().push((meta.key.to_string(), cause)))
+        .build()
+        .unwrap();
+    let upstream = Upstream::new(|_, _| async { Ok(ok("max-age=5", std::str::from_utf8(&[b'x'; 1500]).unwrap().to_owned().leak())) });
+    let mut c = client(&cache, &upstream);
+    for i in 0..40 {
+        get(&mut c, &format!("http://api.test/{i}")).await;
+        assert!(cache.stats().bytes <= 16 << 10);
+    }
+    assert!(causes.lock().unwrap().iter().any(|(_, c)| *c == RemovalCause::Capacity));
+    advance(Duration::from_secs(6)).await;
+    let swept = cache.sweep();
+    assert!(swept.entries > 0);
+    assert_eq!(cache.stats().entries, 0);
+    assert!(causes.lock().unwrap().iter().any(|(_, c)| *c == RemovalCause::Expired));
+    assert!(cache.audit().is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_sweep_runs_and_stops_with_the_last_handle() {
+    let cache = Cache::builder()
+        .sweep_interval(Some(Duration::from_secs(1)))
+        .stale_retention(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let upstream = Upstream::fixed("max-age=2", "x");
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/s").await;
+    assert_eq!(cache.stats().entries, 1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(cache.stats().entries, 0, "swept without any access");
+    let token = cache.background_token();
+    assert!(token.upgrade().is_some(), "the sweeper runs");
+    drop(c);
+    drop(cache);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(token.upgrade().is_none(), "the sweeper ended after the last handle went");
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_pressure_evicts_down_to_the_low_watermark() {
+    use tower_optimizer::cache::{MemoryPressure, MemorySource};
+    let reading = Arc::new(AtomicUsize::new(0));
+    let source = reading.clone();
+    let pressure = MemoryPressure::new(
+        MemorySource::Custom(Arc::new(move || Some(source.load(Ordering::SeqCst) as u64))),
+        1_000_000,
+        995_000,
+    )
+    .interval(Duration::from_millis(100));
+    let cache = Cache::builder().memory_pressure(pressure).build().unwrap();
+    let upstream = Upstream::fixed("max-age=600", "some body");
+    let mut c = client(&cache, &upstream);
+    for i in 0..50 {
+        get(&mut c, &format!("http://api.test/{i}")).await;
+    }
+    let before = cache.stats().bytes;
+    reading.store(1_005_000, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let stats = cache.stats();
+    assert!(stats.evictions(RemovalCause::Pressure) > 0);
+    let freed = before - stats.bytes;
+    assert!(freed >= 10_000, "freed usage - low: {freed}");
+    assert!(freed < 12_000 && stats.bytes > 0, "one eviction while the reading lags, not the whole cache");
+    reading.store(0, Ordering::SeqCst);
+}
