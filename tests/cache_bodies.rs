@@ -1,0 +1,230 @@
+//! Bodies through the cache: oversized and failing bodies stream through
+//! intact, the in-flight budget holds, and a long churn leaves no drift.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty};
+use tower::{Service, ServiceExt, service_fn};
+use tower_optimizer::BoxError;
+use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus, RemovalCause};
+
+/// A body that yields the given chunks, then optionally fails.
+struct Chunks {
+    chunks: VecDeque<Bytes>,
+    fail_at_end: bool,
+    trailers: bool,
+}
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if self.fail_at_end {
+            self.fail_at_end = false;
+            return Poll::Ready(Some(Err("upstream reset the stream".into())));
+        }
+        if self.trailers {
+            self.trailers = false;
+            let mut t = http::HeaderMap::new();
+            t.insert("x-checksum", "abc".parse().unwrap());
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        Poll::Ready(None)
+    }
+}
+
+fn pattern(len: usize) -> Bytes {
+    (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
+}
+
+#[derive(Clone, Copy)]
+struct Plan {
+    len: usize,
+    chunk: usize,
+    declare_length: bool,
+    fail_at_end: bool,
+    trailers: bool,
+}
+
+fn upstream(plan: Plan, calls: Arc<AtomicUsize>) -> impl Service<Request<Empty<Bytes>>, Response = Response<Chunks>, Error = Infallible, Future = impl Send> + Clone {
+    service_fn(move |_req: Request<Empty<Bytes>>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let data = pattern(plan.len);
+            let chunks = (0..plan.len).step_by(plan.chunk).map(|s| data.slice(s..(s + plan.chunk).min(plan.len))).collect();
+            let mut res = Response::builder().header("cache-control", "max-age=60");
+            if plan.declare_length {
+                res = res.header("content-length", plan.len);
+            }
+            Ok(res.body(Chunks { chunks, fail_at_end: plan.fail_at_end, trailers: plan.trailers }).unwrap())
+        }
+    })
+}
+
+async fn fetch(cache: &Cache, plan: Plan, calls: &Arc<AtomicUsize>) -> (CacheStatus, Result<Bytes, BoxError>, Option<http::HeaderMap>) {
+    let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream(plan, calls.clone()));
+    let res = svc.ready().await.unwrap().call(Request::get("http://api.test/big").body(Empty::new()).unwrap()).await.unwrap();
+    let status = *res.extensions().get::<CacheStatus>().unwrap();
+    let mut body = res.into_body();
+    let mut data = Vec::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            },
+            Err(e) => return (status, Err(e), trailers),
+        }
+    }
+    (status, Ok(data.into()), trailers)
+}
+
+const PLAN: Plan = Plan { len: 10_000, chunk: 1000, declare_length: false, fail_at_end: false, trailers: false };
+
+#[tokio::test(start_paused = true)]
+async fn oversized_bodies_stream_through_intact_and_uncached() {
+    for declare_length in [false, true] {
+        let cache = Cache::builder().max_entry_bytes(4096).build().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let plan = Plan { declare_length, ..PLAN };
+        for _ in 0..2 {
+            let (status, body, _) = fetch(&cache, plan, &calls).await;
+            assert_eq!(body.unwrap(), pattern(10_000), "every byte, in order");
+            assert!(!status.stored);
+            assert_eq!(status.detail, Some("too-large"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.stats().inflight_bytes, 0, "reservations released");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_fails_midway_reaches_the_caller_with_its_error() {
+    let cache = Cache::builder().build().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (status, body, _) = fetch(&cache, Plan { fail_at_end: true, ..PLAN }, &calls).await;
+    assert_eq!(body.unwrap_err().to_string(), "upstream reset the stream");
+    assert_eq!(status.detail, Some("body"));
+    assert_eq!(cache.stats().entries, 0);
+    let (_, again, _) = fetch(&cache, Plan { fail_at_end: true, ..PLAN }, &calls).await;
+    assert!(again.is_err(), "nothing was stored from the broken body");
+}
+
+#[tokio::test(start_paused = true)]
+async fn trailers_pass_through_and_are_not_stored() {
+    let cache = Cache::builder().build().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (status, body, trailers) = fetch(&cache, Plan { trailers: true, ..PLAN }, &calls).await;
+    assert_eq!(body.unwrap(), pattern(10_000));
+    assert_eq!(trailers.unwrap().get("x-checksum").unwrap(), "abc");
+    assert!(!status.stored);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_budget_sends_extra_misses_through_uncached() {
+    let cache = Cache::builder().max_inflight_bytes(3000).build().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (status, body, _) = fetch(&cache, PLAN, &calls).await;
+    assert_eq!(body.unwrap(), pattern(10_000));
+    assert!(!status.stored, "10 kB does not fit a 3 kB in-flight budget");
+    let (small, body, _) = fetch(&cache, Plan { len: 2000, ..PLAN }, &calls).await;
+    assert_eq!(body.unwrap().len(), 2000);
+    assert!(small.stored);
+}
+
+/// Hundreds of thousands of mixed operations through the layer and the
+/// handle; the accounting must match the live entries exactly at the end
+/// and at checkpoints, and never exceed the budget.
+#[tokio::test(start_paused = true)]
+async fn churn_leaves_zero_drift() {
+    let evicted = Arc::new(AtomicUsize::new(0));
+    let counter = evicted.clone();
+    let cache = Cache::builder()
+        .max_bytes(256 << 10)
+        .max_entry_bytes(8 << 10)
+        .max_variants(3)
+        .stale_retention(Duration::from_secs(5))
+        .eviction_listener(move |_, _| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        })
+        .build()
+        .unwrap();
+    let svc = service_fn(|req: Request<Empty<Bytes>>| async move {
+        let path = req.uri().path();
+        let n: usize = path[1..].parse().unwrap_or(0);
+        let cc = match n % 7 {
+            0 => "no-store",
+            1 => "max-age=1, stale-while-revalidate=2",
+            2 => "max-age=3, stale-if-error=5",
+            _ => "max-age=10",
+        };
+        let mut res = Response::builder().header("cache-control", cc).header("etag", format!("\"{n}\""));
+        if n % 5 == 0 {
+            res = res.header("vary", "x-v");
+        }
+        if req.headers().contains_key("if-none-match") && n % 3 == 0 {
+            return Ok::<_, Infallible>(res.status(304).body(http_body_util::Full::new(Bytes::new())).unwrap());
+        }
+        Ok(res.body(http_body_util::Full::new(Bytes::from(vec![b'x'; (n * 37) % 6000]))).unwrap())
+    });
+    let mut client = tower::Layer::layer(&CacheLayer::new(cache.clone()), svc);
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const OPS: usize = 300_000;
+    for op in 0..OPS {
+        let r = rand();
+        let key = (r >> 8) % 1500;
+        match r % 100 {
+            0 => {
+                cache.remove_key(&format!("http://api.test/{key}"));
+            }
+            1 => tokio::time::advance(Duration::from_millis(700)).await,
+            2 if op % 50 == 0 => {
+                cache.sweep();
+            }
+            3 if op % 1000 == 0 => {
+                cache.remove_where(|m| m.size % 2 == 0, RemovalCause::Invalidated);
+            }
+            4 if op % 5000 == 0 => {
+                cache.evict_bytes(64 << 10, RemovalCause::Pressure);
+            }
+            _ => {
+                let req = Request::get(format!("http://api.test/{key}")).header("x-v", (r >> 40) % 4).body(Empty::new()).unwrap();
+                let res = client.ready().await.unwrap().call(req).await.unwrap();
+                let _ = res.into_body().collect().await.unwrap();
+            }
+        }
+        assert!(cache.stats().bytes <= 256 << 10);
+        if op % 25_000 == 0 {
+            let audit = cache.audit();
+            assert!(audit.is_clean(), "drift at op {op}: {audit:?}");
+        }
+    }
+    let audit = cache.audit();
+    assert!(audit.is_clean(), "{audit:?}");
+    assert_eq!(audit.bytes as u64, cache.stats().bytes);
+    let stats = cache.stats();
+    assert!(stats.hits > 10_000 && stats.misses > 10_000, "the churn exercised both paths: {stats:?}");
+    assert!(evicted.load(Ordering::Relaxed) > 1000);
+    assert_eq!(stats.inflight_bytes, 0);
+    assert_eq!(cache.in_flight(), 0);
+}
