@@ -1,0 +1,132 @@
+//! The cache in front of a real hyper-util HTTP/2 client talking to a real
+//! hyper HTTP/2 server on 127.0.0.1 (h2c prior knowledge).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tower::{Service, ServiceExt};
+use tower_optimizer::BoxError;
+use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus};
+
+/// Server body: `/big` streams 200 kB in 16 kB frames, `/reset` sends half
+/// a body then fails (hyper resets the stream), others answer small.
+enum ServerBody {
+    Chunks(Vec<Bytes>),
+    ResetAfter(Option<Bytes>),
+}
+
+impl Body for ServerBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ServerBody::Chunks(chunks) => Poll::Ready(if chunks.is_empty() { None } else { Some(Ok(Frame::data(chunks.remove(0)))) }),
+            ServerBody::ResetAfter(first) => Poll::Ready(Some(match first.take() {
+                Some(data) => Ok(Frame::data(data)),
+                None => Err("server gave up".into()),
+            })),
+        }
+    }
+}
+
+async fn serve(hits: Arc<AtomicUsize>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        let res = Response::builder().header("cache-control", "max-age=3600").header("etag", "\"v1\"");
+                        let body = match req.uri().path() {
+                            "/big" => ServerBody::Chunks((0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>().chunks(16_384).map(Bytes::copy_from_slice).collect()),
+                            "/reset" => ServerBody::ResetAfter(Some(Bytes::from_static(b"partial"))),
+                            path => ServerBody::Chunks(vec![Bytes::from(format!("hello from {path}"))]),
+                        };
+                        Ok::<_, Infallible>(res.body(body).unwrap())
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+type H2Client = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn h2_client() -> H2Client {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+async fn get(svc: &mut tower_optimizer::cache::CacheService<H2Client>, url: &str) -> Result<(CacheStatus, Bytes), BoxError> {
+    let res = svc.ready().await?.call(Request::get(url).body(Full::default())?).await?;
+    let status = *res.extensions().get::<CacheStatus>().unwrap();
+    Ok((status, res.into_body().collect().await?.to_bytes()))
+}
+
+// Real sockets run on the real clock: a paused clock auto-advances to the
+// next timer whenever the runtime waits on a socket, which would fire the
+// coalescing lock timeout at once. Nothing here sleeps or depends on timing.
+#[tokio::test]
+async fn cache_over_real_http2() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = serve(hits.clone()).await;
+    let cache = Cache::builder().max_entry_bytes(64 << 10).build().unwrap();
+    let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), h2_client());
+    let base = format!("http://{addr}");
+
+    let (miss, body) = get(&mut svc, &format!("{base}/a")).await.unwrap();
+    assert!(miss.stored);
+    assert_eq!(body, "hello from /a");
+    let (hit, body) = get(&mut svc, &format!("{base}/a")).await.unwrap();
+    assert!(hit.hit);
+    assert_eq!(body, "hello from /a");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // Concurrent misses over one HTTP/2 connection coalesce into one stream.
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let mut svc = svc.clone();
+        let url = format!("{base}/b");
+        tasks.push(tokio::spawn(async move { get(&mut svc, &url).await.unwrap().1 }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "hello from /b");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // 200 kB over a 64 kB entry limit: streamed through, byte for byte.
+    let (big, body) = get(&mut svc, &format!("{base}/big")).await.unwrap();
+    assert!(!big.stored);
+    assert_eq!(body.len(), 200_000);
+    assert!(body.iter().enumerate().all(|(i, b)| *b == i as u8));
+
+    // A stream the server resets: the caller gets an error, nothing is stored.
+    assert!(get(&mut svc, &format!("{base}/reset")).await.is_err());
+    assert!(get(&mut svc, &format!("{base}/reset")).await.is_err());
+    assert_eq!(cache.stats().entries, 2);
+    assert!(cache.audit().is_clean());
+
+    // A refused connection is an error from the client, passed through.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let err = get(&mut svc, &format!("http://{closed}/x")).await.unwrap_err();
+    assert!(err.downcast_ref::<hyper_util::client::legacy::Error>().is_some_and(|e| e.is_connect()));
+}
