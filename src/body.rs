@@ -56,18 +56,24 @@ impl<B> OptimizerBody<B> {
     /// A body of known bytes (a cache hit, or a fully buffered miss).
     pub fn full(data: Bytes) -> Self {
         let data = if data.is_empty() { None } else { Some(data) };
-        OptimizerBody { kind: Kind::Full { data } }
+        OptimizerBody {
+            kind: Kind::Full { data },
+        }
     }
 
     /// The inner service's body, streamed through untouched.
     pub fn inner(body: B) -> Self {
-        OptimizerBody { kind: Kind::Inner { body } }
+        OptimizerBody {
+            kind: Kind::Inner { body },
+        }
     }
 
     /// Frames already read from `rest`, replayed before it continues; then
     /// `error` if reading stopped on one, or the remainder of `rest`.
     pub(crate) fn replay(prefix: VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<B>>>, error: Option<BoxError>) -> Self {
-        OptimizerBody { kind: Kind::Replay { prefix, error, rest } }
+        OptimizerBody {
+            kind: Kind::Replay { prefix, error, rest },
+        }
     }
 }
 
@@ -109,7 +115,7 @@ where
             Kind::Full { data } => data.is_none(),
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Replay { prefix, error, rest } => {
-                prefix.is_empty() && error.is_none() && rest.as_ref().is_none_or(|r| r.is_end_stream())
+                prefix.is_empty() && error.is_none() && rest.as_ref().is_none_or(Body::is_end_stream)
             }
         }
     }
@@ -120,7 +126,7 @@ where
             Kind::Inner { body } => body.size_hint(),
             Kind::Replay { prefix, rest, .. } => {
                 let buffered: u64 = prefix.iter().filter_map(Frame::data_ref).map(|d| d.len() as u64).sum();
-                let rest = rest.as_ref().map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
+                let rest = rest.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
                 let mut hint = SizeHint::new();
                 hint.set_lower(buffered + rest.lower());
                 if let Some(upper) = rest.upper() {

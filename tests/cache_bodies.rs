@@ -19,7 +19,7 @@ use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus, RemovalCause};
 
 /// A body that yields the given chunks, then optionally fails.
 struct Chunks {
-    chunks: VecDeque<Bytes>,
+    frames: VecDeque<Bytes>,
     fail_at_end: bool,
     trailers: bool,
 }
@@ -29,7 +29,7 @@ impl Body for Chunks {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(chunk) = self.chunks.pop_front() {
+        if let Some(chunk) = self.frames.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if self.fail_at_end {
@@ -59,24 +59,46 @@ struct Plan {
     trailers: bool,
 }
 
-fn upstream(plan: Plan, calls: Arc<AtomicUsize>) -> impl Service<Request<Empty<Bytes>>, Response = Response<Chunks>, Error = Infallible, Future = impl Send> + Clone {
+fn upstream(
+    plan: Plan,
+    calls: Arc<AtomicUsize>,
+) -> impl Service<Request<Empty<Bytes>>, Response = Response<Chunks>, Error = Infallible, Future = impl Send> + Clone {
     service_fn(move |_req: Request<Empty<Bytes>>| {
         calls.fetch_add(1, Ordering::SeqCst);
         async move {
             let data = pattern(plan.len);
-            let chunks = (0..plan.len).step_by(plan.chunk).map(|s| data.slice(s..(s + plan.chunk).min(plan.len))).collect();
+            let chunks = (0..plan.len)
+                .step_by(plan.chunk)
+                .map(|s| data.slice(s..(s + plan.chunk).min(plan.len)))
+                .collect();
             let mut res = Response::builder().header("cache-control", "max-age=60");
             if plan.declare_length {
                 res = res.header("content-length", plan.len);
             }
-            Ok(res.body(Chunks { chunks, fail_at_end: plan.fail_at_end, trailers: plan.trailers }).unwrap())
+            Ok(res
+                .body(Chunks {
+                    frames: chunks,
+                    fail_at_end: plan.fail_at_end,
+                    trailers: plan.trailers,
+                })
+                .unwrap())
         }
     })
 }
 
-async fn fetch(cache: &Cache, plan: Plan, calls: &Arc<AtomicUsize>) -> (CacheStatus, Result<Bytes, BoxError>, Option<http::HeaderMap>) {
+async fn fetch(
+    cache: &Cache,
+    plan: Plan,
+    calls: &Arc<AtomicUsize>,
+) -> (CacheStatus, Result<Bytes, BoxError>, Option<http::HeaderMap>) {
     let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream(plan, calls.clone()));
-    let res = svc.ready().await.unwrap().call(Request::get("http://api.test/big").body(Empty::new()).unwrap()).await.unwrap();
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::get("http://api.test/big").body(Empty::new()).unwrap())
+        .await
+        .unwrap();
     let status = *res.extensions().get::<CacheStatus>().unwrap();
     let mut body = res.into_body();
     let mut data = Vec::new();
@@ -93,7 +115,13 @@ async fn fetch(cache: &Cache, plan: Plan, calls: &Arc<AtomicUsize>) -> (CacheSta
     (status, Ok(data.into()), trailers)
 }
 
-const PLAN: Plan = Plan { len: 10_000, chunk: 1000, declare_length: false, fail_at_end: false, trailers: false };
+const PLAN: Plan = Plan {
+    len: 10_000,
+    chunk: 1000,
+    declare_length: false,
+    fail_at_end: false,
+    trailers: false,
+};
 
 #[tokio::test(start_paused = true)]
 async fn oversized_bodies_stream_through_intact_and_uncached() {
@@ -116,11 +144,27 @@ async fn oversized_bodies_stream_through_intact_and_uncached() {
 async fn a_body_that_fails_midway_reaches_the_caller_with_its_error() {
     let cache = Cache::builder().build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
-    let (status, body, _) = fetch(&cache, Plan { fail_at_end: true, ..PLAN }, &calls).await;
+    let (status, body, _) = fetch(
+        &cache,
+        Plan {
+            fail_at_end: true,
+            ..PLAN
+        },
+        &calls,
+    )
+    .await;
     assert_eq!(body.unwrap_err().to_string(), "upstream reset the stream");
     assert_eq!(status.detail, Some("body"));
     assert_eq!(cache.stats().entries, 0);
-    let (_, again, _) = fetch(&cache, Plan { fail_at_end: true, ..PLAN }, &calls).await;
+    let (_, again, _) = fetch(
+        &cache,
+        Plan {
+            fail_at_end: true,
+            ..PLAN
+        },
+        &calls,
+    )
+    .await;
     assert!(again.is_err(), "nothing was stored from the broken body");
 }
 
@@ -149,6 +193,9 @@ async fn in_flight_budget_sends_extra_misses_through_uncached() {
 /// Hundreds of thousands of mixed operations through the layer and the
 /// handle; the accounting must match the live entries exactly at the end
 /// and at checkpoints, and never exceed the budget.
+/// Mixed operations in the churn test.
+const CHURN_OPS: usize = 300_000;
+
 #[tokio::test(start_paused = true)]
 async fn churn_leaves_zero_drift() {
     let evicted = Arc::new(AtomicUsize::new(0));
@@ -172,14 +219,18 @@ async fn churn_leaves_zero_drift() {
             2 => "max-age=3, stale-if-error=5",
             _ => "max-age=10",
         };
-        let mut res = Response::builder().header("cache-control", cc).header("etag", format!("\"{n}\""));
+        let mut res = Response::builder()
+            .header("cache-control", cc)
+            .header("etag", format!("\"{n}\""));
         if n % 5 == 0 {
             res = res.header("vary", "x-v");
         }
         if req.headers().contains_key("if-none-match") && n % 3 == 0 {
             return Ok::<_, Infallible>(res.status(304).body(http_body_util::Full::new(Bytes::new())).unwrap());
         }
-        Ok(res.body(http_body_util::Full::new(Bytes::from(vec![b'x'; (n * 37) % 6000]))).unwrap())
+        Ok(res
+            .body(http_body_util::Full::new(Bytes::from(vec![b'x'; (n * 37) % 6000])))
+            .unwrap())
     });
     let mut client = tower::Layer::layer(&CacheLayer::new(cache.clone()), svc);
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -189,8 +240,7 @@ async fn churn_leaves_zero_drift() {
         seed ^= seed << 17;
         seed
     };
-    const OPS: usize = 300_000;
-    for op in 0..OPS {
+    for op in 0..CHURN_OPS {
         let r = rand();
         let key = (r >> 8) % 1500;
         match r % 100 {
@@ -208,7 +258,10 @@ async fn churn_leaves_zero_drift() {
                 cache.evict_bytes(64 << 10, RemovalCause::Pressure);
             }
             _ => {
-                let req = Request::get(format!("http://api.test/{key}")).header("x-v", (r >> 40) % 4).body(Empty::new()).unwrap();
+                let req = Request::get(format!("http://api.test/{key}"))
+                    .header("x-v", (r >> 40) % 4)
+                    .body(Empty::new())
+                    .unwrap();
                 let res = client.ready().await.unwrap().call(req).await.unwrap();
                 let _ = res.into_body().collect().await.unwrap();
             }
@@ -223,7 +276,10 @@ async fn churn_leaves_zero_drift() {
     assert!(audit.is_clean(), "{audit:?}");
     assert_eq!(audit.bytes as u64, cache.stats().bytes);
     let stats = cache.stats();
-    assert!(stats.hits > 10_000 && stats.misses > 10_000, "the churn exercised both paths: {stats:?}");
+    assert!(
+        stats.hits > 10_000 && stats.misses > 10_000,
+        "the churn exercised both paths: {stats:?}"
+    );
     assert!(evicted.load(Ordering::Relaxed) > 1000);
     assert_eq!(stats.inflight_bytes, 0);
     assert_eq!(cache.in_flight(), 0);

@@ -27,7 +27,10 @@ async fn fresh_hit_with_age_and_cache_status() {
     let first = get(&mut c, "http://api.test/a").await;
     assert_eq!(first.cache.fwd, Some(Forward::UriMiss));
     assert!(first.cache.stored);
-    assert_eq!(first.header("cache-status"), "tower-optimizer; fwd=uri-miss; fwd-status=200; ttl=50; stored");
+    assert_eq!(
+        first.header("cache-status"),
+        "tower-optimizer; fwd=uri-miss; fwd-status=200; ttl=50; stored"
+    );
     advance(Duration::from_secs(5)).await;
     let hit = get(&mut c, "http://API.test:80/a").await;
     assert_eq!(hit.body, "v1");
@@ -88,12 +91,19 @@ async fn failing_leader_releases_waiters_at_once() {
     let cache = cache();
     let upstream = Upstream::new(|_, n| async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if n == 0 { Err("leader failed".into()) } else { Ok(ok("max-age=60", "ok")) }
+        if n == 0 {
+            Err("leader failed".into())
+        } else {
+            Ok(ok("max-age=60", "ok"))
+        }
     });
     let start = Instant::now();
     let results = burst(&cache, &upstream, 20).await;
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
-    assert!(start.elapsed() < Duration::from_secs(1), "waiters did not wait for the lock timeout");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "waiters did not wait for the lock timeout"
+    );
     assert_eq!(cache.stats().coalesce_timeouts, 0);
 }
 
@@ -136,7 +146,10 @@ async fn stale_while_revalidate_refreshes_once_in_background() {
     let cache = cache();
     let upstream = Upstream::new(|_, n| async move {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        Ok(ok("max-age=1, stale-while-revalidate=60", if n == 0 { "v1" } else { "v2" }))
+        Ok(ok(
+            "max-age=1, stale-while-revalidate=60",
+            if n == 0 { "v1" } else { "v2" },
+        ))
     });
     let mut c = client(&cache, &upstream);
     assert_eq!(get(&mut c, "http://api.test/swr").await.body, "v1");
@@ -161,7 +174,10 @@ async fn stale_if_error_covers_5xx_and_inner_errors_within_the_window() {
     let upstream = Upstream::new(|_, n| async move {
         match n {
             0 => Ok(ok("max-age=1, stale-if-error=60", "good")),
-            1 => Ok(Response::builder().status(503).body(Full::new(Bytes::from_static(b"down"))).unwrap()),
+            1 => Ok(Response::builder()
+                .status(503)
+                .body(Full::new(Bytes::from_static(b"down")))
+                .unwrap()),
             _ => Err("connection refused".into()),
         }
     });
@@ -170,21 +186,40 @@ async fn stale_if_error_covers_5xx_and_inner_errors_within_the_window() {
     advance(Duration::from_secs(10)).await;
     let on_503 = get(&mut c, "http://api.test/sie").await;
     assert_eq!((on_503.status, on_503.body.as_ref()), (200, b"good".as_ref()));
-    assert_eq!(on_503.header("cache-status"), "tower-optimizer; fwd=stale; fwd-status=503; ttl=-9; detail=stale-if-error");
+    assert_eq!(
+        on_503.header("cache-status"),
+        "tower-optimizer; fwd=stale; fwd-status=503; ttl=-9; detail=stale-if-error"
+    );
     let on_error = get(&mut c, "http://api.test/sie").await;
     assert_eq!(on_error.body, "good");
     advance(Duration::from_secs(60)).await;
-    let err = send(&mut c, req("http://api.test/sie").body(empty()).unwrap()).await.unwrap_err();
-    assert_eq!(err.to_string(), "connection refused", "outside the window the error reaches the caller");
+    let err = send(&mut c, req("http://api.test/sie").body(empty()).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "connection refused",
+        "outside the window the error reaches the caller"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn configured_stale_if_error_window_and_must_revalidate() {
-    let cache = Cache::builder().stale_if_error(Duration::from_secs(30)).build().unwrap();
+    let cache = Cache::builder()
+        .stale_if_error(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let upstream = Upstream::new(|req, n| async move {
         let must = req.uri().path() == "/must";
         match n {
-            0 | 1 => Ok(ok(if must { "max-age=1, must-revalidate" } else { "max-age=1" }, "stored")),
+            0 | 1 => Ok(ok(
+                if must {
+                    "max-age=1, must-revalidate"
+                } else {
+                    "max-age=1"
+                },
+                "stored",
+            )),
             _ => Ok(Response::builder().status(502).body(Full::default()).unwrap()),
         }
     });
@@ -193,7 +228,11 @@ async fn configured_stale_if_error_window_and_must_revalidate() {
     get(&mut c, "http://api.test/must").await;
     advance(Duration::from_secs(5)).await;
     assert_eq!(get(&mut c, "http://api.test/plain").await.body, "stored");
-    assert_eq!(get(&mut c, "http://api.test/must").await.status, 502, "must-revalidate forbids stale");
+    assert_eq!(
+        get(&mut c, "http://api.test/must").await.status,
+        502,
+        "must-revalidate forbids stale"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -202,7 +241,11 @@ async fn revalidation_with_304_freshens_and_serves_the_stored_body() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
     let upstream = Upstream::new(move |req, n| {
-        log.lock().unwrap().push(req.headers().get("if-none-match").map(|v| v.to_str().unwrap().to_owned()));
+        log.lock().unwrap().push(
+            req.headers()
+                .get("if-none-match")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        );
         async move {
             Ok(if n == 0 {
                 Response::builder()
@@ -245,14 +288,38 @@ async fn request_no_cache_forces_validation_and_max_stale_accepts_stale() {
     let upstream = Upstream::fixed("max-age=10", "x");
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/d").await;
-    let forced = send(&mut c, req("http://api.test/d").header("cache-control", "no-cache").body(empty()).unwrap()).await.unwrap();
+    let forced = send(
+        &mut c,
+        req("http://api.test/d")
+            .header("cache-control", "no-cache")
+            .body(empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(forced.cache.fwd, Some(Forward::Request));
     assert_eq!(upstream.calls(), 2);
     advance(Duration::from_secs(15)).await;
-    let stale = send(&mut c, req("http://api.test/d").header("cache-control", "max-stale=10").body(empty()).unwrap()).await.unwrap();
+    let stale = send(
+        &mut c,
+        req("http://api.test/d")
+            .header("cache-control", "max-stale=10")
+            .body(empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(stale.cache.detail, Some("max-stale"));
     assert_eq!(upstream.calls(), 2);
-    let miss = send(&mut c, req("http://api.test/other").header("cache-control", "only-if-cached").body(empty()).unwrap()).await.unwrap();
+    let miss = send(
+        &mut c,
+        req("http://api.test/other")
+            .header("cache-control", "only-if-cached")
+            .body(empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(miss.status, 504);
     assert_eq!(upstream.calls(), 2, "only-if-cached never goes upstream");
 }
@@ -261,8 +328,15 @@ async fn request_no_cache_forces_validation_and_max_stale_accepts_stale() {
 async fn vary_keeps_several_variants_and_star_is_never_served() {
     let cache = cache();
     let upstream = Upstream::new(|req, _| async move {
-        let lang = req.headers().get("accept-language").map_or("none", |v| if v == "fr" { "fr" } else { "en" });
-        let vary = if req.uri().path() == "/star" { "*" } else { "Accept-Language" };
+        let lang = req
+            .headers()
+            .get("accept-language")
+            .map_or("none", |v| if v == "fr" { "fr" } else { "en" });
+        let vary = if req.uri().path() == "/star" {
+            "*"
+        } else {
+            "Accept-Language"
+        };
         Ok(Response::builder()
             .header("cache-control", "max-age=60")
             .header("vary", vary)
@@ -271,11 +345,17 @@ async fn vary_keeps_several_variants_and_star_is_never_served() {
     });
     let mut c = client(&cache, &upstream);
     let get_lang = |lang: &'static str, path: &'static str| {
-        req(&format!("http://api.test{path}")).header("accept-language", lang).body(empty()).unwrap()
+        req(&format!("http://api.test{path}"))
+            .header("accept-language", lang)
+            .body(empty())
+            .unwrap()
     };
     assert_eq!(send(&mut c, get_lang("en", "/v")).await.unwrap().body, "en");
     let fr = send(&mut c, get_lang("fr", "/v")).await.unwrap();
-    assert_eq!((fr.body.as_ref(), fr.cache.fwd), (b"fr".as_ref(), Some(Forward::VaryMiss)));
+    assert_eq!(
+        (fr.body.as_ref(), fr.cache.fwd),
+        (b"fr".as_ref(), Some(Forward::VaryMiss))
+    );
     assert!(send(&mut c, get_lang("en", "/v")).await.unwrap().cache.hit);
     assert!(send(&mut c, get_lang("fr", "/v")).await.unwrap().cache.hit);
     assert_eq!(upstream.calls(), 2);
@@ -292,12 +372,16 @@ async fn head_is_answered_from_a_stored_get() {
     let upstream = Upstream::fixed("max-age=60", "twelve bytes");
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/h").await;
-    let head = send(&mut c, Request::head("http://api.test/h").body(empty()).unwrap()).await.unwrap();
+    let head = send(&mut c, Request::head("http://api.test/h").body(empty()).unwrap())
+        .await
+        .unwrap();
     assert!(head.cache.hit);
     assert!(head.body.is_empty());
     assert_eq!(head.header("content-length"), "12");
     assert_eq!(upstream.calls(), 1);
-    let head_miss = send(&mut c, Request::head("http://api.test/none").body(empty()).unwrap()).await.unwrap();
+    let head_miss = send(&mut c, Request::head("http://api.test/none").body(empty()).unwrap())
+        .await
+        .unwrap();
     assert!(!head_miss.cache.stored, "HEAD responses are not stored");
 }
 
@@ -313,12 +397,31 @@ async fn bypasses_and_not_storable() {
     });
     let mut c = client(&cache, &upstream);
     for _ in 0..2 {
-        let auth = send(&mut c, req("http://api.test/me").header("authorization", "Bearer t").body(empty()).unwrap()).await.unwrap();
-        assert_eq!(auth.header("cache-status"), "tower-optimizer; fwd=bypass; fwd-status=200; detail=authorization");
-        let post = send(&mut c, Request::post("http://api.test/me").body(empty()).unwrap()).await.unwrap();
+        let auth = send(
+            &mut c,
+            req("http://api.test/me")
+                .header("authorization", "Bearer t")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            auth.header("cache-status"),
+            "tower-optimizer; fwd=bypass; fwd-status=200; detail=authorization"
+        );
+        let post = send(&mut c, Request::post("http://api.test/me").body(empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(post.cache.fwd, Some(Forward::Method));
-        assert_eq!(get(&mut c, "http://api.test/admin/x").await.cache.detail, Some("excluded"));
-        assert_eq!(get(&mut c, "http://api.test/cookie").await.cache.detail, Some("set-cookie"));
+        assert_eq!(
+            get(&mut c, "http://api.test/admin/x").await.cache.detail,
+            Some("excluded")
+        );
+        assert_eq!(
+            get(&mut c, "http://api.test/cookie").await.cache.detail,
+            Some("set-cookie")
+        );
     }
     assert_eq!(upstream.calls(), 8);
     assert_eq!(cache.stats().entries, 0);
@@ -328,19 +431,30 @@ async fn bypasses_and_not_storable() {
 async fn shared_mode_reads_s_maxage_and_refuses_private() {
     let cache = Cache::builder().mode(CacheMode::Shared).build().unwrap();
     let upstream = Upstream::new(|req, _| async move {
-        Ok(if req.uri().path() == "/p" { ok("private, max-age=60", "p") } else { ok("max-age=1, s-maxage=60", "s") })
+        Ok(if req.uri().path() == "/p" {
+            ok("private, max-age=60", "p")
+        } else {
+            ok("max-age=1, s-maxage=60", "s")
+        })
     });
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/p").await;
     assert_eq!(get(&mut c, "http://api.test/p").await.cache.detail, Some("private"));
     get(&mut c, "http://api.test/s").await;
     advance(Duration::from_secs(10)).await;
-    assert!(get(&mut c, "http://api.test/s").await.cache.hit, "s-maxage=60 wins in shared mode");
+    assert!(
+        get(&mut c, "http://api.test/s").await.cache.hit,
+        "s-maxage=60 wins in shared mode"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn default_and_max_ttl() {
-    let cache = Cache::builder().default_ttl(Duration::from_secs(30)).max_ttl(Duration::from_secs(100)).build().unwrap();
+    let cache = Cache::builder()
+        .default_ttl(Duration::from_secs(30))
+        .max_ttl(Duration::from_secs(100))
+        .build()
+        .unwrap();
     let upstream = Upstream::new(|req, _| async move {
         Ok(if req.uri().path() == "/long" {
             ok("max-age=100000", "l")
@@ -370,7 +484,12 @@ async fn eviction_listener_and_budget() {
         .eviction_listener(move |meta, cause| log.lock().unwrap().push((meta.key.to_string(), cause)))
         .build()
         .unwrap();
-    let upstream = Upstream::new(|_, _| async { Ok(ok("max-age=5", std::str::from_utf8(&[b'x'; 1500]).unwrap().to_owned().leak())) });
+    let upstream = Upstream::new(|_, _| async {
+        Ok(ok(
+            "max-age=5",
+            std::str::from_utf8(&[b'x'; 1500]).unwrap().to_owned().leak(),
+        ))
+    });
     let mut c = client(&cache, &upstream);
     for i in 0..40 {
         get(&mut c, &format!("http://api.test/{i}")).await;
@@ -403,7 +522,10 @@ async fn background_sweep_runs_and_stops_with_the_last_handle() {
     drop(c);
     drop(cache);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(token.upgrade().is_none(), "the sweeper ended after the last handle went");
+    assert!(
+        token.upgrade().is_none(),
+        "the sweeper ended after the last handle went"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -430,6 +552,9 @@ async fn memory_pressure_evicts_down_to_the_low_watermark() {
     assert!(stats.evictions(RemovalCause::Pressure) > 0);
     let freed = before - stats.bytes;
     assert!(freed >= 10_000, "freed usage - low: {freed}");
-    assert!(freed < 12_000 && stats.bytes > 0, "one eviction while the reading lags, not the whole cache");
+    assert!(
+        freed < 12_000 && stats.bytes > 0,
+        "one eviction while the reading lags, not the whole cache"
+    );
     reading.store(0, Ordering::SeqCst);
 }

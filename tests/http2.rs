@@ -32,7 +32,11 @@ impl Body for ServerBody {
 
     fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ServerBody::Chunks(chunks) => Poll::Ready(if chunks.is_empty() { None } else { Some(Ok(Frame::data(chunks.remove(0)))) }),
+            ServerBody::Chunks(chunks) => Poll::Ready(if chunks.is_empty() {
+                None
+            } else {
+                Some(Ok(Frame::data(chunks.remove(0))))
+            }),
             ServerBody::ResetAfter(first) => Poll::Ready(Some(match first.take() {
                 Some(data) => Ok(Frame::data(data)),
                 None => Err("server gave up".into()),
@@ -46,15 +50,26 @@ async fn serve(hits: Arc<AtomicUsize>) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let hits = hits.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     hits.fetch_add(1, Ordering::SeqCst);
                     async move {
-                        let res = Response::builder().header("cache-control", "max-age=3600").header("etag", "\"v1\"");
+                        let res = Response::builder()
+                            .header("cache-control", "max-age=3600")
+                            .header("etag", "\"v1\"");
                         let body = match req.uri().path() {
-                            "/big" => ServerBody::Chunks((0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>().chunks(16_384).map(Bytes::copy_from_slice).collect()),
+                            "/big" => ServerBody::Chunks(
+                                (0..200_000u32)
+                                    .map(|i| i as u8)
+                                    .collect::<Vec<u8>>()
+                                    .chunks(16_384)
+                                    .map(Bytes::copy_from_slice)
+                                    .collect(),
+                            ),
                             "/reset" => ServerBody::ResetAfter(Some(Bytes::from_static(b"partial"))),
                             path => ServerBody::Chunks(vec![Bytes::from(format!("hello from {path}"))]),
                         };
@@ -76,8 +91,15 @@ fn h2_client() -> H2Client {
     Client::builder(TokioExecutor::new()).http2_only(true).build_http()
 }
 
-async fn get(svc: &mut tower_optimizer::cache::CacheService<H2Client>, url: &str) -> Result<(CacheStatus, Bytes), BoxError> {
-    let res = svc.ready().await?.call(Request::get(url).body(Full::default())?).await?;
+async fn get(
+    svc: &mut tower_optimizer::cache::CacheService<H2Client>,
+    url: &str,
+) -> Result<(CacheStatus, Bytes), BoxError> {
+    let res = svc
+        .ready()
+        .await?
+        .call(Request::get(url).body(Full::default())?)
+        .await?;
     let status = *res.extensions().get::<CacheStatus>().unwrap();
     Ok((status, res.into_body().collect().await?.to_bytes()))
 }
@@ -128,5 +150,8 @@ async fn cache_over_real_http2() {
     // A refused connection is an error from the client, passed through.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let err = get(&mut svc, &format!("http://{closed}/x")).await.unwrap_err();
-    assert!(err.downcast_ref::<hyper_util::client::legacy::Error>().is_some_and(|e| e.is_connect()));
+    assert!(
+        err.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect)
+    );
 }

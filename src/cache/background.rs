@@ -18,14 +18,16 @@ pub(crate) fn spawn(handle: &Handle, weak: Weak<Inner>, inner: &Inner) {
         let token = inner.task_token.clone();
         let audit_every = inner.audit_interval;
         handle.spawn(async move {
-            let _token = token;
             let mut ticks = interval(period);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             ticks.tick().await;
             let mut last_audit = Instant::now();
             loop {
                 ticks.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
+                let Some(inner) = weak.upgrade() else {
+                    drop(token);
+                    return;
+                };
                 let removed = inner.store.sweep(Instant::now());
                 if removed.entries > 0 {
                     tracing::debug!(entries = removed.entries, bytes = removed.bytes, "cache sweep");
@@ -45,13 +47,15 @@ pub(crate) fn spawn(handle: &Handle, weak: Weak<Inner>, inner: &Inner) {
     if let Some(pressure) = inner.pressure.clone() {
         let token = inner.task_token.clone();
         handle.spawn(async move {
-            let _token = token;
             let mut ticks = interval(pressure.interval);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let mut last_eviction: Option<(u64, u32)> = None;
             loop {
                 ticks.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
+                let Some(inner) = weak.upgrade() else {
+                    drop(token);
+                    return;
+                };
                 last_eviction = check_pressure(&inner, &pressure, last_eviction);
             }
         });
@@ -78,6 +82,11 @@ fn check_pressure(inner: &Arc<Inner>, pressure: &MemoryPressure, last: Option<(u
         return None;
     }
     let removed = inner.store.evict_bytes(free as usize, RemovalCause::Pressure);
-    tracing::warn!(usage, freed = removed.bytes, entries = removed.entries, "memory pressure: cache evicted");
+    tracing::warn!(
+        usage,
+        freed = removed.bytes,
+        entries = removed.entries,
+        "memory pressure: cache evicted"
+    );
     Some((usage, 0))
 }

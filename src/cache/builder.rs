@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::EntryMeta;
 use super::error::BuildError;
 use super::freshness::Lifetimes;
 use super::handle::Cache;
 use super::policy::{AuthorizationPolicy, CacheMode, CachePredicate, Rules, SetCookiePolicy};
 use super::pressure::MemoryPressure;
 use super::store::{EvictionListener, RemovalCause};
-use super::EntryMeta;
 
 /// Default budget: 64 MiB holds tens of thousands of typical API responses
 /// and goes unnoticed in a 1 GiB container.

@@ -74,7 +74,12 @@ impl Flights {
         }
         let flight = Arc::new(Flight::default());
         map.insert(key.clone(), flight.clone());
-        Join::Leader(Leader { flights: self.clone(), key: key.clone(), flight, done: false })
+        Join::Leader(Leader {
+            flights: self.clone(),
+            key: key.clone(),
+            flight,
+            done: false,
+        })
     }
 
     /// Becomes leader only if nobody is fetching `key` (background refresh:
@@ -86,7 +91,12 @@ impl Flights {
         }
         let flight = Arc::new(Flight::default());
         map.insert(key.clone(), flight.clone());
-        Some(Leader { flights: self.clone(), key: key.clone(), flight, done: false })
+        Some(Leader {
+            flights: self.clone(),
+            key: key.clone(),
+            flight,
+            done: false,
+        })
     }
 
     /// Keys with a request in flight.
@@ -193,8 +203,12 @@ mod tests {
     async fn waiters_get_the_leaders_outcome_and_a_dropped_leader_releases_them() {
         let flights = Arc::new(Flights::default());
         let key: Arc<str> = "k".into();
-        let Join::Leader(leader) = flights.join(&key) else { panic!("first is leader") };
-        let Join::Waiter(mut waiter) = flights.join(&key) else { panic!("second waits") };
+        let Join::Leader(leader) = flights.join(&key) else {
+            panic!("first is leader")
+        };
+        let Join::Waiter(mut waiter) = flights.join(&key) else {
+            panic!("second waits")
+        };
         assert!(flights.try_lead(&key).is_none());
         let task = tokio::spawn(async move { poll_fn(|cx| waiter.poll_outcome(cx)).await });
         tokio::task::yield_now().await;

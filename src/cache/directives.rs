@@ -4,8 +4,8 @@
 //! RFC's conservative reading (an unusable freshness directive makes the
 //! response stale, an unusable request directive forces validation).
 
-use http::header::{CACHE_CONTROL, PRAGMA};
 use http::HeaderMap;
+use http::header::{CACHE_CONTROL, PRAGMA};
 
 /// The largest delta-seconds value we keep; RFC 9111 §1.2.2 says a recipient
 /// that sees a larger one uses 2^31.
@@ -22,6 +22,7 @@ pub(crate) enum MaxStale {
 
 /// The directives of one message's `Cache-Control` header lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)] // one flag per RFC directive
 pub(crate) struct CacheControl {
     pub(crate) max_age: Option<u64>,
     pub(crate) s_maxage: Option<u64>,
@@ -128,18 +129,15 @@ impl CacheControl {
 /// Sets a delta-seconds directive; a repeat with another value or a value
 /// that is not delta-seconds marks `malformed`.
 fn set_delta(slot: &mut Option<u64>, arg: Option<&str>, malformed: &mut bool) {
-    match arg.and_then(parse_delta) {
-        Some(n) => {
-            if slot.is_some_and(|old| old != n) {
-                *malformed = true;
-            }
-            *slot = Some(slot.map_or(n, |old| old.min(n)));
-        }
-        None => {
+    if let Some(n) = arg.and_then(parse_delta) {
+        if slot.is_some_and(|old| old != n) {
             *malformed = true;
-            // Keep an explicit zero so callers see "stale now".
-            *slot = Some(0);
         }
+        *slot = Some(slot.map_or(n, |old| old.min(n)));
+    } else {
+        *malformed = true;
+        // Keep an explicit zero so callers see "stale now".
+        *slot = Some(0);
     }
 }
 
@@ -147,10 +145,7 @@ fn set_delta(slot: &mut Option<u64>, arg: Option<&str>, malformed: &mut bool) {
 /// 2^31. A quoted form (`"60"`) is accepted as §5.2 asks recipients to.
 pub(crate) fn parse_delta(arg: &str) -> Option<u64> {
     let arg = arg.trim();
-    let arg = arg
-        .strip_prefix('"')
-        .and_then(|a| a.strip_suffix('"'))
-        .unwrap_or(arg);
+    let arg = arg.strip_prefix('"').and_then(|a| a.strip_suffix('"')).unwrap_or(arg);
     if arg.is_empty() || !arg.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -218,21 +213,111 @@ mod tests {
             no_cache: bool,
         }
         let cases = [
-            Case { lines: &[b"max-age=60"], max_age: Some(60), malformed: false, no_store: false, no_cache: false },
-            Case { lines: &[b"MAX-AGE=60, Public"], max_age: Some(60), malformed: false, no_store: false, no_cache: false },
-            Case { lines: &[b"max-age=\"60\""], max_age: Some(60), malformed: false, no_store: false, no_cache: false },
-            Case { lines: &[b"max-age=60", b"max-age=60"], max_age: Some(60), malformed: false, no_store: false, no_cache: false },
-            Case { lines: &[b"max-age=60", b"max-age=10"], max_age: Some(10), malformed: true, no_store: false, no_cache: false },
-            Case { lines: &[b"max-age=99999999999999999999999999"], max_age: Some(MAX_DELTA_SECONDS), malformed: false, no_store: false, no_cache: false },
-            Case { lines: &[b"max-age=-5"], max_age: Some(0), malformed: true, no_store: false, no_cache: false },
-            Case { lines: &[b"max-age=1.5"], max_age: Some(0), malformed: true, no_store: false, no_cache: false },
-            Case { lines: &[b"max-age"], max_age: Some(0), malformed: true, no_store: false, no_cache: false },
-            Case { lines: &[b"max-age="], max_age: Some(0), malformed: true, no_store: false, no_cache: false },
-            Case { lines: &[b",,, ,no-store,,"], max_age: None, malformed: false, no_store: true, no_cache: false },
-            Case { lines: &[b"no-cache=\"Set-Cookie, X-Foo\", max-age=5"], max_age: Some(5), malformed: false, no_store: false, no_cache: true },
-            Case { lines: &[b"\"unterminated, max-age=5"], max_age: None, malformed: false, no_store: false, no_cache: false },
-            Case { lines: &[b"garbage \xfe \xff"], max_age: None, malformed: true, no_store: false, no_cache: false },
-            Case { lines: &[b"=,=,==,max-age==5"], max_age: Some(0), malformed: true, no_store: false, no_cache: false },
+            Case {
+                lines: &[b"max-age=60"],
+                max_age: Some(60),
+                malformed: false,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"MAX-AGE=60, Public"],
+                max_age: Some(60),
+                malformed: false,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"max-age=\"60\""],
+                max_age: Some(60),
+                malformed: false,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"max-age=60", b"max-age=60"],
+                max_age: Some(60),
+                malformed: false,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"max-age=60", b"max-age=10"],
+                max_age: Some(10),
+                malformed: true,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"max-age=99999999999999999999999999"],
+                max_age: Some(MAX_DELTA_SECONDS),
+                malformed: false,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"max-age=-5"],
+                max_age: Some(0),
+                malformed: true,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"max-age=1.5"],
+                max_age: Some(0),
+                malformed: true,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"max-age"],
+                max_age: Some(0),
+                malformed: true,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"max-age="],
+                max_age: Some(0),
+                malformed: true,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b",,, ,no-store,,"],
+                max_age: None,
+                malformed: false,
+                no_store: true,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"no-cache=\"Set-Cookie, X-Foo\", max-age=5"],
+                max_age: Some(5),
+                malformed: false,
+                no_store: false,
+                no_cache: true,
+            },
+            Case {
+                lines: &[b"\"unterminated, max-age=5"],
+                max_age: None,
+                malformed: false,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"garbage \xfe \xff"],
+                max_age: None,
+                malformed: true,
+                no_store: false,
+                no_cache: false,
+            },
+            Case {
+                lines: &[b"=,=,==,max-age==5"],
+                max_age: Some(0),
+                malformed: true,
+                no_store: false,
+                no_cache: false,
+            },
         ];
         for (i, case) in cases.iter().enumerate() {
             let parsed = cc(case.lines);

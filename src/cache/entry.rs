@@ -192,11 +192,30 @@ fn is_standard(name: &HeaderName) -> bool {
     // all appear in this table of the names a cache sees (the rest we count).
     use http::header as h;
     const KNOWN: [HeaderName; 24] = [
-        h::CACHE_CONTROL, h::CONTENT_TYPE, h::CONTENT_LENGTH, h::CONTENT_ENCODING, h::CONTENT_LANGUAGE,
-        h::DATE, h::ETAG, h::EXPIRES, h::LAST_MODIFIED, h::VARY, h::SERVER, h::ACCEPT_RANGES,
-        h::ACCEPT_ENCODING, h::ACCEPT, h::ACCEPT_LANGUAGE, h::LOCATION, h::CONTENT_LOCATION,
-        h::ACCESS_CONTROL_ALLOW_ORIGIN, h::STRICT_TRANSPORT_SECURITY, h::X_CONTENT_TYPE_OPTIONS,
-        h::CONTENT_DISPOSITION, h::LINK, h::SET_COOKIE, h::AUTHORIZATION,
+        h::CACHE_CONTROL,
+        h::CONTENT_TYPE,
+        h::CONTENT_LENGTH,
+        h::CONTENT_ENCODING,
+        h::CONTENT_LANGUAGE,
+        h::DATE,
+        h::ETAG,
+        h::EXPIRES,
+        h::LAST_MODIFIED,
+        h::VARY,
+        h::SERVER,
+        h::ACCEPT_RANGES,
+        h::ACCEPT_ENCODING,
+        h::ACCEPT,
+        h::ACCEPT_LANGUAGE,
+        h::LOCATION,
+        h::CONTENT_LOCATION,
+        h::ACCESS_CONTROL_ALLOW_ORIGIN,
+        h::STRICT_TRANSPORT_SECURITY,
+        h::X_CONTENT_TYPE_OPTIONS,
+        h::CONTENT_DISPOSITION,
+        h::LINK,
+        h::SET_COOKIE,
+        h::AUTHORIZATION,
     ];
     KNOWN.contains(name)
 }
@@ -212,9 +231,8 @@ fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    let keep = |name: &HeaderName| {
-        !NOT_STORED.contains(name) && name != CONTENT_LENGTH && !connection_named.contains(name)
-    };
+    let keep =
+        |name: &HeaderName| !NOT_STORED.contains(name) && name != CONTENT_LENGTH && !connection_named.contains(name);
     let total: usize = headers.iter().filter(|(n, _)| keep(n)).map(|(_, v)| v.len()).sum();
     let mut buffer = Vec::with_capacity(total);
     for (_, value) in headers.iter().filter(|(n, _)| keep(n)) {
@@ -229,7 +247,10 @@ fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
         // The bytes came from a valid HeaderValue, so this cannot fail; fall
         // back to a plain copy rather than panic if it ever did.
         let value = HeaderValue::from_maybe_shared(slice).unwrap_or_else(|_| value.clone());
-        out.append(HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone()), value);
+        out.append(
+            HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone()),
+            value,
+        );
     }
     out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
     out

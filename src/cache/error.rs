@@ -11,11 +11,17 @@ pub struct BuildError {
 
 impl BuildError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        BuildError { message: message.into(), source: None }
+        BuildError {
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub(crate) fn regex(error: regex::Error) -> Self {
-        BuildError { message: "invalid exclusion pattern".into(), source: Some(error) }
+        BuildError {
+            message: "invalid exclusion pattern".into(),
+            source: Some(error),
+        }
     }
 }
 

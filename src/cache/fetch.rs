@@ -66,7 +66,12 @@ pub(crate) fn stamp<B>(response: &mut Response<B>, status: CacheStatus) {
 }
 
 /// A response served from `entry`.
-pub(crate) fn from_entry<R>(entry: &Entry, now: Instant, head: bool, status: CacheStatus) -> Response<OptimizerBody<R>> {
+pub(crate) fn from_entry<R>(
+    entry: &Entry,
+    now: Instant,
+    head: bool,
+    status: CacheStatus,
+) -> Response<OptimizerBody<R>> {
     let mut response = entry.to_response(now, head).map(OptimizerBody::full);
     stamp(&mut response, status);
     response
@@ -77,7 +82,13 @@ pub(crate) fn gateway_timeout<R>(fwd: Forward) -> Response<OptimizerBody<R>> {
     let mut response = Response::new(OptimizerBody::full(Bytes::new()));
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     response.headers_mut().insert(CONTENT_LENGTH, 0.into());
-    stamp(&mut response, CacheStatus { detail: Some("only-if-cached"), ..CacheStatus::forward(fwd) });
+    stamp(
+        &mut response,
+        CacheStatus {
+            detail: Some("only-if-cached"),
+            ..CacheStatus::forward(fwd)
+        },
+    );
     response
 }
 
@@ -123,7 +134,14 @@ impl Fetch {
     fn pass<R>(&mut self, response: Response<R>, detail: Option<&'static str>) -> Response<OptimizerBody<R>> {
         let fwd_status = Some(response.status().as_u16());
         let mut response = response.map(OptimizerBody::inner);
-        stamp(&mut response, CacheStatus { fwd_status, detail: detail.or(self.status.detail), ..self.status });
+        stamp(
+            &mut response,
+            CacheStatus {
+                fwd_status,
+                detail: detail.or(self.status.detail),
+                ..self.status
+            },
+        );
         response
     }
 
@@ -176,7 +194,10 @@ impl Fetch {
                 return Next::Respond(self.pass(Response::from_parts(parts, body), Some(detail)));
             }
         };
-        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.cache.max_entry_bytes as u64) {
             let detail = self.not_storable(NotStorable::TooLarge);
             return Next::Respond(self.pass(Response::from_parts(parts, body), Some(detail)));
@@ -184,7 +205,14 @@ impl Fetch {
         self.request = Some(request);
         let reservation = Reservation::new(self.cache.clone());
         Next::Buffer(
-            Box::new(Buffer { fetch: self, parts, freshness, frames: VecDeque::new(), size: 0, reservation }),
+            Box::new(Buffer {
+                fetch: self,
+                parts,
+                freshness,
+                frames: VecDeque::new(),
+                size: 0,
+                reservation,
+            }),
             Box::pin(body),
         )
     }
@@ -198,7 +226,13 @@ impl Fetch {
         let lifetime = match lifetime {
             Some(lifetime) => lifetime,
             None if has_validators && heuristically_cacheable(parts.status) => std::time::Duration::ZERO,
-            None => return Err(if heuristically_cacheable(parts.status) { NotStorable::NoFreshness } else { NotStorable::Status }),
+            None => {
+                return Err(if heuristically_cacheable(parts.status) {
+                    NotStorable::NoFreshness
+                } else {
+                    NotStorable::Status
+                });
+            }
         };
         if cc.no_cache && !has_validators {
             // Stored, it could only ever be refetched in full: pointless.
@@ -218,19 +252,29 @@ impl Fetch {
 
     /// A 304 for our conditional request: freshen the stored headers
     /// (§4.3.4), store the result and serve the stored body.
-    fn freshen<R>(&mut self, request: &request::Parts, stale: &Arc<Entry>, response: Response<R>) -> Response<OptimizerBody<R>> {
+    fn freshen<R>(
+        &mut self,
+        request: &request::Parts,
+        stale: &Arc<Entry>,
+        response: Response<R>,
+    ) -> Response<OptimizerBody<R>> {
         let (mut parts, _empty) = response.into_parts();
         parts.headers = stale.freshened_headers(&parts.headers);
         parts.status = stale.status;
         let cc = CacheControl::from_headers(&parts.headers);
         let now = Instant::now();
         let head = request.method == http::Method::HEAD;
-        let mut status = CacheStatus { fwd_status: Some(304), ..self.status };
+        let mut status = CacheStatus {
+            fwd_status: Some(304),
+            ..self.status
+        };
         bump(&self.cache.counters.revalidated);
         let Ok(freshness) = self.freshness(&parts, &cc) else {
             // The 304 made the response unstorable (e.g. now no-store):
             // serve the stored body this once and forget the entry.
-            self.cache.store.remove_key(&self.key, super::store::RemovalCause::Replaced);
+            self.cache
+                .store
+                .remove_key(&self.key, super::store::RemovalCause::Replaced);
             self.leader.take();
             return from_entry(stale, now, head, status);
         };
@@ -270,7 +314,11 @@ impl Buffer {
     }
 
     /// Buffering stopped early: replay what was read, then the rest.
-    pub(crate) fn pass_through<R>(mut self: Box<Self>, rest: Option<Pin<R>>, error: Option<BoxError>) -> Response<OptimizerBody<R>>
+    pub(crate) fn pass_through<R>(
+        mut self: Box<Self>,
+        rest: Option<Pin<R>>,
+        error: Option<BoxError>,
+    ) -> Response<OptimizerBody<R>>
     where
         R: http_body::Body<Data = Bytes>,
     {
@@ -284,7 +332,11 @@ impl Buffer {
         let parts = self.parts;
         let body = OptimizerBody::replay(frames, rest, error);
         let mut response = Response::from_parts(parts, body);
-        let status = CacheStatus { fwd_status: Some(response.status().as_u16()), detail: Some(detail), ..self.fetch.status };
+        let status = CacheStatus {
+            fwd_status: Some(response.status().as_u16()),
+            detail: Some(detail),
+            ..self.fetch.status
+        };
         stamp(&mut response, status);
         response
     }
@@ -303,7 +355,14 @@ impl Buffer {
 
     /// The whole body is in: store it and answer from the new entry.
     pub(crate) fn finish<R>(self: Box<Self>) -> Response<OptimizerBody<R>> {
-        let Buffer { mut fetch, parts, freshness, frames, size, reservation } = *self;
+        let Buffer {
+            mut fetch,
+            parts,
+            freshness,
+            frames,
+            size,
+            reservation,
+        } = *self;
         // One exact-size copy: the entry must not pin the connection's
         // buffers, or the byte accounting would be a lie.
         let mut body = BytesMut::with_capacity(size);
@@ -317,7 +376,11 @@ impl Buffer {
         let request = fetch.request.take().unwrap_or_else(|| Request::new(()).into_parts().0);
         let names = super::policy::vary_names(&parts.headers).unwrap_or_default();
         let secondary = key::secondary_key(&names, &request.headers);
-        let tags = parts.extensions.get::<Tags>().map(|t| t.0.clone().into_boxed_slice()).unwrap_or_default();
+        let tags = parts
+            .extensions
+            .get::<Tags>()
+            .map(|t| t.0.clone().into_boxed_slice())
+            .unwrap_or_default();
         let now = Instant::now();
         let entry = Arc::new(Entry::new(
             fetch.key.clone(),
@@ -341,7 +404,11 @@ impl Buffer {
             fwd_status: Some(parts.status.as_u16()),
             ttl: Some(entry.freshness.ttl_secs(now)),
             stored,
-            detail: if stored { fetch.status.detail } else { Some(NotStorable::TooLarge.as_str()) },
+            detail: if stored {
+                fetch.status.detail
+            } else {
+                Some(NotStorable::TooLarge.as_str())
+            },
             ..fetch.status
         };
         let mut response = from_entry(&entry, now, false, status);

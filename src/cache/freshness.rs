@@ -126,7 +126,7 @@ pub(crate) fn usability(freshness: &Freshness, request: &CacheControl, now: Inst
         }
     }
     if age < freshness.lifetime {
-        let remaining = freshness.lifetime - age;
+        let remaining = freshness.lifetime.saturating_sub(age);
         return match request.min_fresh {
             Some(min_fresh) if remaining < Duration::from_secs(min_fresh) => Usability::Validate,
             _ => Usability::Fresh,
@@ -135,7 +135,7 @@ pub(crate) fn usability(freshness: &Freshness, request: &CacheControl, now: Inst
     if freshness.must_revalidate {
         return Usability::Validate;
     }
-    let staleness = age - freshness.lifetime;
+    let staleness = age.saturating_sub(freshness.lifetime);
     match request.max_stale {
         Some(MaxStale::Any) => return Usability::StaleAccepted,
         Some(MaxStale::Seconds(s)) if staleness <= Duration::from_secs(s) => {
@@ -185,7 +185,10 @@ pub(crate) fn initial_age(headers: &HeaderMap, response_wall: SystemTime, respon
 
 /// Statuses that are heuristically cacheable (RFC 9110 §15.1).
 pub(crate) fn heuristically_cacheable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
 }
 
 /// Freshness lifetime (§4.2.1): `s-maxage` (shared only), `max-age`,
@@ -205,9 +208,9 @@ pub(crate) fn lifetime(
         Some(Duration::from_secs(s))
     } else if let Some(max_age) = cc.max_age {
         Some(Duration::from_secs(max_age))
-    } else if let Some(expires) = single_date(headers, &EXPIRES) {
+    } else {
         // An invalid Expires (including "0") means already expired.
-        Some(match expires {
+        single_date(headers, &EXPIRES).map(|expires| match expires {
             Ok(expires) => {
                 let date = match single_date(headers, &DATE) {
                     Some(Ok(date)) => date,
@@ -217,8 +220,6 @@ pub(crate) fn lifetime(
             }
             Err(()) => Duration::ZERO,
         })
-    } else {
-        None
     };
     let lifetime = explicit.or_else(|| {
         if !heuristically_cacheable(status) {
@@ -285,40 +286,126 @@ mod tests {
         let d = date(1_000_000);
         let e = date(1_000_100);
         let lm = date(0);
-        let heur = Lifetimes { heuristic_percent: Some(10), ..NO_EXTRA };
+        let heur = Lifetimes {
+            heuristic_percent: Some(10),
+            ..NO_EXTRA
+        };
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(Vec<(&'static str, &str)>, CacheMode, &Lifetimes, Option<u64>)> = vec![
-            (vec![("cache-control", "max-age=60")], CacheMode::Private, &NO_EXTRA, Some(60)),
-            (vec![("cache-control", "max-age=60, s-maxage=5")], CacheMode::Private, &NO_EXTRA, Some(60)),
-            (vec![("cache-control", "max-age=60, s-maxage=5")], CacheMode::Shared, &NO_EXTRA, Some(5)),
-            (vec![("date", &d), ("expires", &e)], CacheMode::Private, &NO_EXTRA, Some(100)),
+            (
+                vec![("cache-control", "max-age=60")],
+                CacheMode::Private,
+                &NO_EXTRA,
+                Some(60),
+            ),
+            (
+                vec![("cache-control", "max-age=60, s-maxage=5")],
+                CacheMode::Private,
+                &NO_EXTRA,
+                Some(60),
+            ),
+            (
+                vec![("cache-control", "max-age=60, s-maxage=5")],
+                CacheMode::Shared,
+                &NO_EXTRA,
+                Some(5),
+            ),
+            (
+                vec![("date", &d), ("expires", &e)],
+                CacheMode::Private,
+                &NO_EXTRA,
+                Some(100),
+            ),
             (vec![("expires", &e)], CacheMode::Private, &NO_EXTRA, Some(100)),
-            (vec![("date", &d), ("expires", "0")], CacheMode::Private, &NO_EXTRA, Some(0)),
-            (vec![("date", &d), ("expires", &e), ("expires", &e)], CacheMode::Private, &NO_EXTRA, Some(0)),
-            (vec![("date", &e), ("expires", &d)], CacheMode::Private, &NO_EXTRA, Some(0)),
-            (vec![("cache-control", "max-age=7"), ("expires", &e)], CacheMode::Private, &NO_EXTRA, Some(7)),
-            (vec![("cache-control", "max-age=oops"), ("expires", &e)], CacheMode::Private, &NO_EXTRA, Some(0)),
+            (
+                vec![("date", &d), ("expires", "0")],
+                CacheMode::Private,
+                &NO_EXTRA,
+                Some(0),
+            ),
+            (
+                vec![("date", &d), ("expires", &e), ("expires", &e)],
+                CacheMode::Private,
+                &NO_EXTRA,
+                Some(0),
+            ),
+            (
+                vec![("date", &e), ("expires", &d)],
+                CacheMode::Private,
+                &NO_EXTRA,
+                Some(0),
+            ),
+            (
+                vec![("cache-control", "max-age=7"), ("expires", &e)],
+                CacheMode::Private,
+                &NO_EXTRA,
+                Some(7),
+            ),
+            (
+                vec![("cache-control", "max-age=oops"), ("expires", &e)],
+                CacheMode::Private,
+                &NO_EXTRA,
+                Some(0),
+            ),
             (vec![], CacheMode::Private, &NO_EXTRA, None),
-            (vec![("last-modified", &lm), ("date", &d)], CacheMode::Private, &NO_EXTRA, None),
-            (vec![("last-modified", &lm), ("date", &d)], CacheMode::Private, &heur, Some(86_400)),
+            (
+                vec![("last-modified", &lm), ("date", &d)],
+                CacheMode::Private,
+                &NO_EXTRA,
+                None,
+            ),
+            (
+                vec![("last-modified", &lm), ("date", &d)],
+                CacheMode::Private,
+                &heur,
+                Some(86_400),
+            ),
             (vec![("last-modified", "garbage")], CacheMode::Private, &heur, None),
         ];
         for (i, (pairs, mode, config, want)) in cases.iter().enumerate() {
             assert_eq!(life(pairs, *mode, config), *want, "case {i}");
         }
-        let small = Lifetimes { heuristic_percent: Some(10), ..NO_EXTRA };
+        let small = Lifetimes {
+            heuristic_percent: Some(10),
+            ..NO_EXTRA
+        };
         let lm_recent = date(999_000);
-        assert_eq!(life(&[("last-modified", &lm_recent), ("date", &d)], CacheMode::Private, &small), Some(100));
-        let dflt = Lifetimes { default_ttl: Some(Duration::from_secs(30)), max_ttl: Some(Duration::from_secs(20)), ..NO_EXTRA };
+        assert_eq!(
+            life(
+                &[("last-modified", &lm_recent), ("date", &d)],
+                CacheMode::Private,
+                &small
+            ),
+            Some(100)
+        );
+        let dflt = Lifetimes {
+            default_ttl: Some(Duration::from_secs(30)),
+            max_ttl: Some(Duration::from_secs(20)),
+            ..NO_EXTRA
+        };
         assert_eq!(life(&[], CacheMode::Private, &dflt), Some(20));
-        assert_eq!(life(&[("cache-control", "max-age=3600")], CacheMode::Private, &dflt), Some(20));
+        assert_eq!(
+            life(&[("cache-control", "max-age=3600")], CacheMode::Private, &dflt),
+            Some(20)
+        );
     }
 
     #[test]
     fn default_ttl_only_for_heuristically_cacheable_statuses() {
-        let config = Lifetimes { default_ttl: Some(Duration::from_secs(30)), ..NO_EXTRA };
+        let config = Lifetimes {
+            default_ttl: Some(Duration::from_secs(30)),
+            ..NO_EXTRA
+        };
         let h = HeaderMap::new();
         let cc = CacheControl::default();
-        let got = lifetime(StatusCode::INTERNAL_SERVER_ERROR, &cc, &h, CacheMode::Private, wall(0), &config);
+        let got = lifetime(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &cc,
+            &h,
+            CacheMode::Private,
+            wall(0),
+            &config,
+        );
         assert_eq!(got, None);
         let got = lifetime(StatusCode::NOT_FOUND, &cc, &h, CacheMode::Private, wall(0), &config);
         assert_eq!(got, Some(Duration::from_secs(30)));
@@ -327,14 +414,15 @@ mod tests {
     #[test]
     fn age_table() {
         let response_wall = wall(1_000_000);
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(Vec<(&'static str, String)>, u64, u64)> = vec![
             (vec![], 0, 0),
             (vec![], 2, 2),
-            (vec![("date".into(), date(999_990))], 0, 10),
-            (vec![("date".into(), date(999_990)), ("age".into(), "30".into())], 1, 31),
-            (vec![("date".into(), date(1_000_050))], 0, 0),
-            (vec![("age".into(), "junk".into())], 0, 0),
-            (vec![("age".into(), "99999999999999999999".into())], 0, 1 << 31),
+            (vec![("date", date(999_990))], 0, 10),
+            (vec![("date", date(999_990)), ("age", "30".into())], 1, 31),
+            (vec![("date", date(1_000_050))], 0, 0),
+            (vec![("age", "junk".into())], 0, 0),
+            (vec![("age", "99999999999999999999".into())], 0, 1 << 31),
         ];
         for (i, (pairs, delay, want)) in cases.iter().enumerate() {
             let mut map = HeaderMap::new();
@@ -379,18 +467,33 @@ mod tests {
         assert_eq!(usability(&f, &req("max-stale=10"), at(70)), Usability::StaleAccepted);
         assert_eq!(usability(&f, &req("max-stale=9"), at(70)), Usability::Validate);
         assert_eq!(usability(&f, &req("max-stale"), at(10_000)), Usability::StaleAccepted);
-        let swr = Freshness { stale_while_revalidate: Duration::from_secs(30), ..f };
-        assert_eq!(usability(&swr, &CacheControl::default(), at(80)), Usability::StaleWhileRevalidate);
+        let swr = Freshness {
+            stale_while_revalidate: Duration::from_secs(30),
+            ..f
+        };
+        assert_eq!(
+            usability(&swr, &CacheControl::default(), at(80)),
+            Usability::StaleWhileRevalidate
+        );
         assert_eq!(usability(&swr, &CacheControl::default(), at(91)), Usability::Validate);
-        let must = Freshness { must_revalidate: true, ..swr };
+        let must = Freshness {
+            must_revalidate: true,
+            ..swr
+        };
         assert_eq!(usability(&must, &req("max-stale"), at(70)), Usability::Validate);
         let no_cache = Freshness { no_cache: true, ..f };
-        assert_eq!(usability(&no_cache, &CacheControl::default(), at(1)), Usability::Validate);
+        assert_eq!(
+            usability(&no_cache, &CacheControl::default(), at(1)),
+            Usability::Validate
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn stale_if_error_windows() {
-        let f = Freshness { stale_if_error: Some(Duration::from_secs(100)), ..fresh(60) };
+        let f = Freshness {
+            stale_if_error: Some(Duration::from_secs(100)),
+            ..fresh(60)
+        };
         let t0 = f.response_time;
         assert!(f.may_serve_on_error(t0 + Duration::from_secs(150), None));
         assert!(!f.may_serve_on_error(t0 + Duration::from_secs(161), None));
@@ -398,7 +501,10 @@ mod tests {
         assert!(plain.may_serve_on_error(t0 + Duration::from_secs(30), None));
         assert!(!plain.may_serve_on_error(t0 + Duration::from_secs(61), None));
         assert!(plain.may_serve_on_error(t0 + Duration::from_secs(61), Some(Duration::from_secs(5))));
-        let must = Freshness { must_revalidate: true, ..f };
+        let must = Freshness {
+            must_revalidate: true,
+            ..f
+        };
         assert!(!must.may_serve_on_error(t0 + Duration::from_secs(61), Some(Duration::from_secs(5))));
     }
 }

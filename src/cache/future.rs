@@ -77,20 +77,35 @@ where
     S: Service<Request<ReqBody>>,
 {
     pub(crate) fn ready(response: Response<OptimizerBody<ResBody>>) -> Self {
-        ResponseFuture { state: State::Ready { response: Some(response) } }
+        ResponseFuture {
+            state: State::Ready {
+                response: Some(response),
+            },
+        }
     }
 
     pub(crate) fn passing(future: S::Future, status: CacheStatus) -> Self {
-        ResponseFuture { state: State::Passing { future, status } }
+        ResponseFuture {
+            state: State::Passing { future, status },
+        }
     }
 
     pub(crate) fn calling(future: S::Future, fetch: Fetch) -> Self {
-        ResponseFuture { state: State::Calling { future, fetch: Some(Box::new(fetch)) } }
+        ResponseFuture {
+            state: State::Calling {
+                future,
+                fetch: Some(Box::new(fetch)),
+            },
+        }
     }
 
     pub(crate) fn waiting(waiter: Waiter, pending: Pending<S, ReqBody>, deadline: Instant) -> Self {
         ResponseFuture {
-            state: State::Waiting { waiter, timeout: tokio::time::sleep_until(deadline), pending: Some(Box::new(pending)) },
+            state: State::Waiting {
+                waiter,
+                timeout: tokio::time::sleep_until(deadline),
+                pending: Some(Box::new(pending)),
+            },
         }
     }
 }
@@ -120,11 +135,18 @@ where
                     let result = ready!(future.poll(cx)).map_err(Into::into);
                     this.state.set(State::Done);
                     let mut response = result?.map(OptimizerBody::inner);
-                    let status = CacheStatus { fwd_status: Some(response.status().as_u16()), ..status };
+                    let status = CacheStatus {
+                        fwd_status: Some(response.status().as_u16()),
+                        ..status
+                    };
                     fetch::stamp(&mut response, status);
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Waiting { waiter, timeout, pending } => {
+                StateProj::Waiting {
+                    waiter,
+                    timeout,
+                    pending,
+                } => {
                     let outcome = match waiter.poll_outcome(cx) {
                         Poll::Ready(outcome) => outcome,
                         Poll::Pending => {
@@ -134,13 +156,22 @@ where
                             None
                         }
                     };
-                    let Pending { mut service, mut request, fetch } = *pending.take().expect(POLLED_AFTER_DONE);
+                    let Pending {
+                        mut service,
+                        mut request,
+                        fetch,
+                    } = *pending.take().expect(POLLED_AFTER_DONE);
                     if let Some(entry) = outcome.filter(|e| key::matches(&e.secondary, request.headers())) {
                         bump(&fetch.cache.counters.coalesced);
                         let now = Instant::now();
-                        let status = CacheStatus { collapsed: true, ..CacheStatus::hit(entry.freshness.ttl_secs(now)) };
+                        let status = CacheStatus {
+                            collapsed: true,
+                            ..CacheStatus::hit(entry.freshness.ttl_secs(now))
+                        };
                         let response = fetch::from_entry(&entry, now, false, status);
-                        this.state.set(State::Ready { response: Some(response) });
+                        this.state.set(State::Ready {
+                            response: Some(response),
+                        });
                         continue;
                     }
                     // Released without a usable answer: go upstream alone.
@@ -148,19 +179,27 @@ where
                         fetch::add_validators(&mut request, stale);
                     }
                     let future = service.call(request);
-                    this.state.set(State::Calling { future, fetch: Some(Box::new(fetch)) });
+                    this.state.set(State::Calling {
+                        future,
+                        fetch: Some(Box::new(fetch)),
+                    });
                 }
                 StateProj::Calling { future, fetch } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
                     let fetch = fetch.take().expect(POLLED_AFTER_DONE);
                     match fetch.on_response(result) {
-                        Next::Respond(response) => this.state.set(State::Ready { response: Some(response) }),
+                        Next::Respond(response) => this.state.set(State::Ready {
+                            response: Some(response),
+                        }),
                         Next::Fail(error) => {
                             this.state.set(State::Done);
                             return Poll::Ready(Err(error));
                         }
                         Next::Buffer(buffer, body) => {
-                            this.state.set(State::Buffering { body: Some(body), buffer: Some(buffer) });
+                            this.state.set(State::Buffering {
+                                body: Some(body),
+                                buffer: Some(buffer),
+                            });
                         }
                     }
                 }
@@ -176,7 +215,9 @@ where
                         Some(Err(error)) => buffer.take().expect(POLLED_AFTER_DONE).failed(error.into()),
                         None => buffer.take().expect(POLLED_AFTER_DONE).finish(),
                     };
-                    this.state.set(State::Ready { response: Some(response) });
+                    this.state.set(State::Ready {
+                        response: Some(response),
+                    });
                 }
                 StateProj::Done => panic!("{POLLED_AFTER_DONE}"),
             }

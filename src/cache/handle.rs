@@ -12,11 +12,11 @@ use super::builder::CacheBuilder;
 use super::coalesce::Flights;
 use super::entry::EntryMeta;
 use super::freshness::Lifetimes;
+use super::key;
 use super::policy::Rules;
 use super::pressure::MemoryPressure;
 use super::stats::{CacheStats, Counters};
-use super::store::{Audit, Removed, RemovalCause, Store};
-use super::key;
+use super::store::{Audit, RemovalCause, Removed, Store};
 
 /// A memory-bounded HTTP cache. Clone it freely: clones share one store.
 ///
@@ -94,7 +94,9 @@ impl Cache {
         if self.inner.background_started.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if self.inner.background_started.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -104,7 +106,11 @@ impl Cache {
     /// Counters and size right now.
     pub fn stats(&self) -> CacheStats {
         let inner = &self.inner;
-        inner.counters.snapshot(&inner.store, inner.max_bytes, inner.inflight_bytes.load(Ordering::Relaxed))
+        inner.counters.snapshot(
+            &inner.store,
+            inner.max_bytes,
+            inner.inflight_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Recomputes the byte and entry accounting from the live entries and

@@ -31,7 +31,8 @@ pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap) -> Option<String> {
         _ => host_port,
     };
     let path = uri.path();
-    let mut key = String::with_capacity(scheme.len() + 3 + host_port.len() + path.len() + 1 + uri.query().map_or(0, str::len));
+    let mut key =
+        String::with_capacity(scheme.len() + 3 + host_port.len() + path.len() + 1 + uri.query().map_or(0, str::len));
     key.push_str(&scheme);
     key.push_str("://");
     key.push_str(&host_port);
@@ -144,8 +145,14 @@ mod tests {
             ("http://Example.COM/a", Some("http://example.com/a")),
             ("HTTP://example.com:80/a", Some("http://example.com/a")),
             ("https://example.com:443", Some("https://example.com/")),
-            ("https://example.com:8443/x?b=1&a=2", Some("https://example.com:8443/x?b=1&a=2")),
-            ("http://example.com/%7euser/%2f%41", Some("http://example.com/~user/%2FA")),
+            (
+                "https://example.com:8443/x?b=1&a=2",
+                Some("https://example.com:8443/x?b=1&a=2"),
+            ),
+            (
+                "http://example.com/%7euser/%2f%41",
+                Some("http://example.com/~user/%2FA"),
+            ),
             ("http://example.com/bad%zz%", Some("http://example.com/bad%zz%")),
             ("http://user:pw@example.com/x", Some("http://example.com/x")),
             ("http://[::1]:80/x", Some("http://[::1]/x")),
@@ -160,12 +167,18 @@ mod tests {
     #[test]
     fn host_header_for_origin_form() {
         let req = Request::get("/x?y").header("host", "Api.Test:80").body(()).unwrap();
-        assert_eq!(primary_key(req.uri(), req.headers()).as_deref(), Some("http://api.test/x?y"));
+        assert_eq!(
+            primary_key(req.uri(), req.headers()).as_deref(),
+            Some("http://api.test/x?y")
+        );
     }
 
     #[test]
     fn vary_matching() {
-        let names = [HeaderName::from_static("accept-encoding"), HeaderName::from_static("x-lang")];
+        let names = [
+            HeaderName::from_static("accept-encoding"),
+            HeaderName::from_static("x-lang"),
+        ];
         let mut a = HeaderMap::new();
         a.insert("accept-encoding", "gzip, br".parse().unwrap());
         let stored = secondary_key(&names, &a);

@@ -6,7 +6,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::header::{AUTHORIZATION, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE, VARY};
+use http::header::{
+    AUTHORIZATION, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE, VARY,
+};
 use http::{HeaderMap, Method, StatusCode, request, response};
 
 use super::directives::CacheControl;
@@ -185,9 +187,16 @@ impl Rules {
         }
         // A caller's own validators or ranges ask a question the stored full
         // response cannot answer by itself; let the origin answer it.
-        if [IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_MATCH, IF_UNMODIFIED_SINCE, IF_RANGE, RANGE]
-            .iter()
-            .any(|name| h.contains_key(name))
+        if [
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_MATCH,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+            RANGE,
+        ]
+        .iter()
+        .any(|name| h.contains_key(name))
         {
             return Err(Bypass::Conditional);
         }
@@ -277,7 +286,13 @@ mod tests {
     use http::{Request, Response};
 
     fn rules(mode: CacheMode, authorization: AuthorizationPolicy) -> Rules {
-        Rules { mode, authorization, set_cookie: SetCookiePolicy::DoNotStore, exclude: None, predicate: None }
+        Rules {
+            mode,
+            authorization,
+            set_cookie: SetCookiePolicy::DoNotStore,
+            exclude: None,
+            predicate: None,
+        }
     }
 
     fn check(rules: &Rules, req: Request<()>, res: Response<()>) -> Result<(), NotStorable> {
@@ -302,23 +317,104 @@ mod tests {
         let shared = rules(CacheMode::Shared, AuthorizationPolicy::Rfc);
         let store_auth = rules(CacheMode::Private, AuthorizationPolicy::Store);
         let auth = || get().header("authorization", "Bearer x");
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(&Rules, Request<()>, Response<()>, Result<(), NotStorable>)> = vec![
-            (&private, get().body(()).unwrap(), ok("max-age=5").body(()).unwrap(), Ok(())),
-            (&private, get().body(()).unwrap(), ok("no-store").body(()).unwrap(), Err(NotStorable::NoStore)),
-            (&private, get().header("cache-control", "no-store").body(()).unwrap(), ok("max-age=5").body(()).unwrap(), Err(NotStorable::NoStore)),
-            (&private, get().body(()).unwrap(), ok("private, max-age=5").body(()).unwrap(), Ok(())),
-            (&shared, get().body(()).unwrap(), ok("private, max-age=5").body(()).unwrap(), Err(NotStorable::Private)),
-            (&shared, auth().body(()).unwrap(), ok("max-age=5").body(()).unwrap(), Err(NotStorable::Authorization)),
-            (&shared, auth().body(()).unwrap(), ok("public, max-age=5").body(()).unwrap(), Ok(())),
-            (&shared, auth().body(()).unwrap(), ok("s-maxage=5").body(()).unwrap(), Ok(())),
-            (&shared, auth().body(()).unwrap(), ok("must-revalidate, max-age=5").body(()).unwrap(), Ok(())),
-            (&private, auth().body(()).unwrap(), ok("public, max-age=5").body(()).unwrap(), Err(NotStorable::Authorization)),
-            (&store_auth, auth().body(()).unwrap(), ok("max-age=5").body(()).unwrap(), Ok(())),
-            (&private, get().body(()).unwrap(), ok("max-age=5").header("set-cookie", "a=b").body(()).unwrap(), Err(NotStorable::SetCookie)),
-            (&private, get().body(()).unwrap(), ok("max-age=5").header("vary", "accept, *").body(()).unwrap(), Err(NotStorable::VaryStar)),
-            (&private, get().body(()).unwrap(), ok("max-age=5").status(206).body(()).unwrap(), Err(NotStorable::Status)),
-            (&private, get().body(()).unwrap(), ok("max-age=5").status(304).body(()).unwrap(), Err(NotStorable::Status)),
-            (&private, Request::head("http://a.test/").body(()).unwrap(), ok("max-age=5").body(()).unwrap(), Err(NotStorable::Head)),
+            (
+                &private,
+                get().body(()).unwrap(),
+                ok("max-age=5").body(()).unwrap(),
+                Ok(()),
+            ),
+            (
+                &private,
+                get().body(()).unwrap(),
+                ok("no-store").body(()).unwrap(),
+                Err(NotStorable::NoStore),
+            ),
+            (
+                &private,
+                get().header("cache-control", "no-store").body(()).unwrap(),
+                ok("max-age=5").body(()).unwrap(),
+                Err(NotStorable::NoStore),
+            ),
+            (
+                &private,
+                get().body(()).unwrap(),
+                ok("private, max-age=5").body(()).unwrap(),
+                Ok(()),
+            ),
+            (
+                &shared,
+                get().body(()).unwrap(),
+                ok("private, max-age=5").body(()).unwrap(),
+                Err(NotStorable::Private),
+            ),
+            (
+                &shared,
+                auth().body(()).unwrap(),
+                ok("max-age=5").body(()).unwrap(),
+                Err(NotStorable::Authorization),
+            ),
+            (
+                &shared,
+                auth().body(()).unwrap(),
+                ok("public, max-age=5").body(()).unwrap(),
+                Ok(()),
+            ),
+            (
+                &shared,
+                auth().body(()).unwrap(),
+                ok("s-maxage=5").body(()).unwrap(),
+                Ok(()),
+            ),
+            (
+                &shared,
+                auth().body(()).unwrap(),
+                ok("must-revalidate, max-age=5").body(()).unwrap(),
+                Ok(()),
+            ),
+            (
+                &private,
+                auth().body(()).unwrap(),
+                ok("public, max-age=5").body(()).unwrap(),
+                Err(NotStorable::Authorization),
+            ),
+            (
+                &store_auth,
+                auth().body(()).unwrap(),
+                ok("max-age=5").body(()).unwrap(),
+                Ok(()),
+            ),
+            (
+                &private,
+                get().body(()).unwrap(),
+                ok("max-age=5").header("set-cookie", "a=b").body(()).unwrap(),
+                Err(NotStorable::SetCookie),
+            ),
+            (
+                &private,
+                get().body(()).unwrap(),
+                ok("max-age=5").header("vary", "accept, *").body(()).unwrap(),
+                Err(NotStorable::VaryStar),
+            ),
+            (
+                &private,
+                get().body(()).unwrap(),
+                ok("max-age=5").status(206).body(()).unwrap(),
+                Err(NotStorable::Status),
+            ),
+            (
+                &private,
+                get().body(()).unwrap(),
+                ok("max-age=5").status(304).body(()).unwrap(),
+                Err(NotStorable::Status),
+            ),
+            (
+                &private,
+                Request::head("http://a.test/").body(()).unwrap(),
+                ok("max-age=5").body(()).unwrap(),
+                Err(NotStorable::Head),
+            ),
         ];
         for (i, (rules, req, res, want)) in cases.into_iter().enumerate() {
             assert_eq!(check(rules, req, res), want, "case {i}");
@@ -331,10 +427,22 @@ mod tests {
         r.exclude = Some(regex::RegexSet::new([r"/private/"]).unwrap());
         let parts = |b: http::request::Builder| b.body(()).unwrap().into_parts().0;
         let check = |p: http::request::Parts, key: &str| r.check_request(&p.method, &p.headers, key);
-        assert_eq!(check(parts(Request::post("http://a/")), "http://a/"), Err(Bypass::Method));
-        assert_eq!(check(parts(get().header("authorization", "x")), "k"), Err(Bypass::Authorization));
-        assert_eq!(check(parts(get().header("if-none-match", "\"x\"")), "k"), Err(Bypass::Conditional));
-        assert_eq!(check(parts(get().header("range", "bytes=0-1")), "k"), Err(Bypass::Conditional));
+        assert_eq!(
+            check(parts(Request::post("http://a/")), "http://a/"),
+            Err(Bypass::Method)
+        );
+        assert_eq!(
+            check(parts(get().header("authorization", "x")), "k"),
+            Err(Bypass::Authorization)
+        );
+        assert_eq!(
+            check(parts(get().header("if-none-match", "\"x\"")), "k"),
+            Err(Bypass::Conditional)
+        );
+        assert_eq!(
+            check(parts(get().header("range", "bytes=0-1")), "k"),
+            Err(Bypass::Conditional)
+        );
         assert_eq!(check(parts(get()), "http://a/private/1"), Err(Bypass::Excluded));
         assert_eq!(check(parts(get()), "http://a/public/1"), Ok(()));
     }
@@ -345,7 +453,13 @@ mod tests {
         h.append(VARY, "Accept-Encoding, accept-encoding".parse().unwrap());
         h.append(VARY, "X-Custom,, ".parse().unwrap());
         let names = vary_names(&h).unwrap();
-        assert_eq!(names, vec![http::HeaderName::from_static("accept-encoding"), http::HeaderName::from_static("x-custom")]);
+        assert_eq!(
+            names,
+            vec![
+                http::HeaderName::from_static("accept-encoding"),
+                http::HeaderName::from_static("x-custom")
+            ]
+        );
         h.append(VARY, http::HeaderValue::from_bytes(b"\xff").unwrap());
         assert_eq!(vary_names(&h), None);
     }

@@ -40,7 +40,11 @@ impl MemorySource {
     pub fn read(&self) -> Option<u64> {
         match self {
             MemorySource::ProcessRss => parse_status_rss(&std::fs::read_to_string("/proc/self/status").ok()?),
-            MemorySource::Cgroup => std::fs::read_to_string("/sys/fs/cgroup/memory.current").ok()?.trim().parse().ok(),
+            MemorySource::Cgroup => std::fs::read_to_string("/sys/fs/cgroup/memory.current")
+                .ok()?
+                .trim()
+                .parse()
+                .ok(),
             MemorySource::Custom(read) => read(),
         }
     }
@@ -63,14 +67,23 @@ pub struct MemoryPressure {
 impl MemoryPressure {
     /// Evict when `source` reads above `high` bytes, down to `low` bytes.
     pub fn new(source: MemorySource, high: u64, low: u64) -> Self {
-        MemoryPressure { source, high, low, interval: DEFAULT_PRESSURE_INTERVAL }
+        MemoryPressure {
+            source,
+            high,
+            low,
+            interval: DEFAULT_PRESSURE_INTERVAL,
+        }
     }
 
     /// Watermarks as fractions of the cgroup limit, reading cgroup usage.
     /// `None` when the process has no cgroup v2 memory limit.
     pub fn cgroup_fraction(high: f64, low: f64) -> Option<Self> {
         let limit = cgroup_limit()? as f64;
-        Some(Self::new(MemorySource::Cgroup, (limit * high) as u64, (limit * low) as u64))
+        Some(Self::new(
+            MemorySource::Cgroup,
+            (limit * high) as u64,
+            (limit * low) as u64,
+        ))
     }
 
     /// How often to read memory usage.
@@ -96,7 +109,11 @@ fn parse_status_rss(status: &str) -> Option<u64> {
     let mut fields = line.split_whitespace().skip(1);
     let value: u64 = fields.next()?.parse().ok()?;
     let unit = fields.next().unwrap_or("kB");
-    Some(if unit.eq_ignore_ascii_case("kb") { value * 1024 } else { value })
+    Some(if unit.eq_ignore_ascii_case("kb") {
+        value * 1024
+    } else {
+        value
+    })
 }
 
 fn parse_cgroup_max(text: &str) -> Option<u64> {

@@ -93,7 +93,9 @@ where
         }
         let request_cc = CacheControl::from_headers(request.headers());
         let now = Instant::now();
-        let found = cache.store.get(&key, |e| key::matches(&e.secondary, request.headers()), now);
+        let found = cache
+            .store
+            .get(&key, |e| key::matches(&e.secondary, request.headers()), now);
         let mut fwd = found.as_ref().err().copied().unwrap_or(Forward::Stale);
         let mut stale = None;
         if let Ok(entry) = found {
@@ -105,12 +107,18 @@ where
                 }
                 Usability::StaleAccepted => {
                     bump(&cache.counters.stale);
-                    let status = CacheStatus { detail: Some("max-stale"), ..CacheStatus::hit(ttl) };
+                    let status = CacheStatus {
+                        detail: Some("max-stale"),
+                        ..CacheStatus::hit(ttl)
+                    };
                     return ResponseFuture::ready(fetch::from_entry(&entry, now, head, status));
                 }
                 Usability::StaleWhileRevalidate => {
                     bump(&cache.counters.stale);
-                    let status = CacheStatus { detail: Some("stale-while-revalidate"), ..CacheStatus::hit(ttl) };
+                    let status = CacheStatus {
+                        detail: Some("stale-while-revalidate"),
+                        ..CacheStatus::hit(ttl)
+                    };
                     let response = fetch::from_entry(&entry, now, head, status);
                     if !head {
                         self.refresh_in_background(key.into(), entry, request, request_cc);
@@ -162,19 +170,34 @@ where
             }
             Join::Waiter(waiter) => {
                 let deadline = now + cache.lock_timeout;
-                ResponseFuture::waiting(waiter, Pending { service, request, fetch }, deadline)
+                ResponseFuture::waiting(
+                    waiter,
+                    Pending {
+                        service,
+                        request,
+                        fetch,
+                    },
+                    deadline,
+                )
             }
         }
     }
 }
 
 impl<S> CacheService<S> {
-    fn bypass<ReqBody, ResBody>(&mut self, reason: Bypass, request: Request<ReqBody>) -> ResponseFuture<S, ReqBody, ResBody>
+    fn bypass<ReqBody, ResBody>(
+        &mut self,
+        reason: Bypass,
+        request: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody, ResBody>
     where
         S: Service<Request<ReqBody>>,
     {
         bump(&self.cache.inner.counters.bypassed);
-        let status = CacheStatus { detail: Some(reason.as_str()), ..CacheStatus::forward(Forward::Bypass) };
+        let status = CacheStatus {
+            detail: Some(reason.as_str()),
+            ..CacheStatus::forward(Forward::Bypass)
+        };
         ResponseFuture::passing(self.inner.call(request), status)
     }
 
@@ -195,8 +218,12 @@ impl<S> CacheService<S> {
         ResBody::Error: Into<BoxError>,
     {
         let cache = self.cache.inner.clone();
-        let Some(leader) = cache.flights.try_lead(&key) else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Some(leader) = cache.flights.try_lead(&key) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         bump(&cache.counters.background_refreshes);
         let snapshot = snapshot(&request);
         fetch::add_validators(&mut request, &entry);

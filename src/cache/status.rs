@@ -79,11 +79,27 @@ pub enum Outcome {
 
 impl CacheStatus {
     pub(crate) const fn forward(fwd: Forward) -> Self {
-        CacheStatus { hit: false, fwd: Some(fwd), fwd_status: None, ttl: None, stored: false, collapsed: false, detail: None }
+        CacheStatus {
+            hit: false,
+            fwd: Some(fwd),
+            fwd_status: None,
+            ttl: None,
+            stored: false,
+            collapsed: false,
+            detail: None,
+        }
     }
 
     pub(crate) const fn hit(ttl: i64) -> Self {
-        CacheStatus { hit: true, fwd: None, fwd_status: None, ttl: Some(ttl), stored: false, collapsed: false, detail: None }
+        CacheStatus {
+            hit: true,
+            fwd: None,
+            fwd_status: None,
+            ttl: Some(ttl),
+            stored: false,
+            collapsed: false,
+            detail: None,
+        }
     }
 
     /// The broad outcome of this status.
@@ -102,7 +118,8 @@ impl CacheStatus {
     pub fn to_header_value(&self) -> HeaderValue {
         let mut text = String::with_capacity(64);
         let _ = write!(text, "{self}");
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+            .unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
     }
 }
 
@@ -141,13 +158,30 @@ mod tests {
     #[test]
     fn renders_rfc_9211_members() {
         assert_eq!(CacheStatus::hit(42).to_string(), "tower-optimizer; hit; ttl=42");
-        let miss = CacheStatus { stored: true, fwd_status: Some(200), ttl: Some(60), ..CacheStatus::forward(Forward::UriMiss) };
-        assert_eq!(miss.to_string(), "tower-optimizer; fwd=uri-miss; fwd-status=200; ttl=60; stored");
+        let miss = CacheStatus {
+            stored: true,
+            fwd_status: Some(200),
+            ttl: Some(60),
+            ..CacheStatus::forward(Forward::UriMiss)
+        };
+        assert_eq!(
+            miss.to_string(),
+            "tower-optimizer; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+        );
         assert_eq!(miss.outcome(), Outcome::Miss);
-        let swr = CacheStatus { detail: Some("stale-while-revalidate"), ..CacheStatus::hit(-3) };
-        assert_eq!(swr.to_string(), "tower-optimizer; hit; ttl=-3; detail=stale-while-revalidate");
+        let swr = CacheStatus {
+            detail: Some("stale-while-revalidate"),
+            ..CacheStatus::hit(-3)
+        };
+        assert_eq!(
+            swr.to_string(),
+            "tower-optimizer; hit; ttl=-3; detail=stale-while-revalidate"
+        );
         assert_eq!(swr.outcome(), Outcome::StaleHit);
-        let reval = CacheStatus { fwd_status: Some(304), ..CacheStatus::forward(Forward::Stale) };
+        let reval = CacheStatus {
+            fwd_status: Some(304),
+            ..CacheStatus::forward(Forward::Stale)
+        };
         assert_eq!(reval.outcome(), Outcome::Revalidated);
         assert_eq!(CacheStatus::forward(Forward::Method).outcome(), Outcome::Bypass);
         assert_eq!(CacheStatus::hit(1).to_header_value(), "tower-optimizer; hit; ttl=1");

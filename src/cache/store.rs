@@ -60,7 +60,7 @@ pub struct Removed {
     pub bytes: usize,
 }
 
-/// Result of [`Store::audit`].
+/// Result of [`Cache::audit`](super::Cache::audit).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Audit {
     /// Entries found by walking the live entries.
@@ -119,11 +119,22 @@ impl std::fmt::Debug for Store {
 type Removals = Vec<(Arc<Entry>, RemovalCause)>;
 
 impl Store {
-    pub(crate) fn new(max_bytes: usize, shards: usize, max_variants: usize, listener: Option<EvictionListener>) -> Store {
+    pub(crate) fn new(
+        max_bytes: usize,
+        shards: usize,
+        max_variants: usize,
+        listener: Option<EvictionListener>,
+    ) -> Store {
         let shards = shards.max(1);
         Store {
             shards: (0..shards)
-                .map(|_| Mutex::new(Shard { map: LruCache::unbounded(), bytes: 0, entries: 0 }))
+                .map(|_| {
+                    Mutex::new(Shard {
+                        map: LruCache::unbounded(),
+                        bytes: 0,
+                        entries: 0,
+                    })
+                })
                 .collect(),
             hasher: RandomState::new(),
             shard_budget: max_bytes / shards,
@@ -295,7 +306,9 @@ impl Store {
                 }
                 let removals: Removals = {
                     let mut shard = lock(shard);
-                    let Some((_, group)) = shard.map.pop_lru() else { continue };
+                    let Some((_, group)) = shard.map.pop_lru() else {
+                        continue;
+                    };
                     let removals: Removals = group.variants.into_iter().map(|e| (e, cause)).collect();
                     self.debit(&mut shard, &removals);
                     removals
@@ -343,10 +356,9 @@ impl Store {
             counted_entries += shard.entries;
         }
         // Shard counters and the global atomics are both checked.
-        audit.byte_drift = counted_bytes as i64 - audit.bytes as i64
-            + (self.bytes() as i64 - counted_bytes as i64);
-        audit.entry_drift = counted_entries as i64 - audit.entries as i64
-            + (self.entries() as i64 - counted_entries as i64);
+        audit.byte_drift = counted_bytes as i64 - audit.bytes as i64 + (self.bytes() as i64 - counted_bytes as i64);
+        audit.entry_drift =
+            counted_entries as i64 - audit.entries as i64 + (self.entries() as i64 - counted_entries as i64);
         audit
     }
 

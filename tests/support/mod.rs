@@ -2,7 +2,6 @@
 //! and request helpers.
 #![allow(dead_code, unreachable_pub)]
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,7 +32,10 @@ impl Upstream {
         F: Fn(Req, usize) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Res, BoxError>> + Send + 'static,
     {
-        Upstream { calls: Arc::default(), handler: Arc::new(move |req, n| Box::pin(handler(req, n))) }
+        Upstream {
+            calls: Arc::default(),
+            handler: Arc::new(move |req, n| Box::pin(handler(req, n))),
+        }
     }
 
     /// Always answers `body` with the given `Cache-Control`.
@@ -69,7 +71,11 @@ pub fn ok(cache_control: &str, body: &'static str) -> Res {
 }
 
 pub fn cache() -> Cache {
-    Cache::builder().max_bytes(4 << 20).max_entry_bytes(64 << 10).build().unwrap()
+    Cache::builder()
+        .max_bytes(4 << 20)
+        .max_entry_bytes(64 << 10)
+        .build()
+        .unwrap()
 }
 
 pub type Client = tower_optimizer::cache::CacheService<Upstream>;
@@ -99,14 +105,19 @@ pub async fn send(client: &mut Client, req: Req) -> Result<Got, BoxError> {
     let body = body.collect().await?.to_bytes();
     Ok(Got {
         status: parts.status.as_u16(),
-        cache: *parts.extensions.get::<CacheStatus>().expect("every response carries a CacheStatus"),
+        cache: *parts
+            .extensions
+            .get::<CacheStatus>()
+            .expect("every response carries a CacheStatus"),
         headers: parts.headers,
         body,
     })
 }
 
 pub async fn get(client: &mut Client, uri: &str) -> Got {
-    send(client, Request::get(uri).body(Full::default()).unwrap()).await.unwrap()
+    send(client, Request::get(uri).body(Full::default()).unwrap())
+        .await
+        .unwrap()
 }
 
 pub fn req(uri: &str) -> http::request::Builder {
@@ -115,8 +126,4 @@ pub fn req(uri: &str) -> http::request::Builder {
 
 pub fn empty() -> Full<Bytes> {
     Full::default()
-}
-
-pub fn infallible<T>(t: T) -> Result<T, Infallible> {
-    Ok(t)
 }

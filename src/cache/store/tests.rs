@@ -17,7 +17,11 @@ pub(crate) fn entry(key: &str, variant: u8, body_len: usize, now: Instant, ttl: 
         .body(())
         .unwrap()
         .into_parts();
-    let secondary = vec![(HeaderName::from_static("x-v"), Some(HeaderValue::from(u16::from(variant))))].into_boxed_slice();
+    let secondary = vec![(
+        HeaderName::from_static("x-v"),
+        Some(HeaderValue::from(u16::from(variant))),
+    )]
+    .into_boxed_slice();
     let freshness = Freshness {
         response_time: now,
         initial_age: Duration::ZERO,
@@ -83,7 +87,11 @@ async fn variants_replace_and_cap() {
     store.insert(entry("k", 3, 10, now, 60));
     assert_eq!(store.entries(), 2, "max two variants per URI");
     assert!(store.get("k", is_variant(1), now).is_err(), "oldest variant went first");
-    assert_eq!(store.get("k", is_variant(9), now).err(), Some(Forward::VaryMiss), "told apart from a URI miss");
+    assert_eq!(
+        store.get("k", is_variant(9), now).err(),
+        Some(Forward::VaryMiss),
+        "told apart from a URI miss"
+    );
     assert_eq!(store.get("nope", is_variant(9), now).err(), Some(Forward::UriMiss));
     assert!(store.audit().is_clean());
 }
@@ -102,12 +110,26 @@ async fn too_large_is_refused_and_expired_dropped_on_access() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Insert { key: u8, variant: u8, body: usize, ttl: u64 },
-    Get { key: u8, variant: u8 },
-    Remove { key: u8 },
-    Advance { secs: u64 },
+    Insert {
+        key: u8,
+        variant: u8,
+        body: usize,
+        ttl: u64,
+    },
+    Get {
+        key: u8,
+        variant: u8,
+    },
+    Remove {
+        key: u8,
+    },
+    Advance {
+        secs: u64,
+    },
     Sweep,
-    Evict { bytes: usize },
+    Evict {
+        bytes: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
