@@ -1,1 +1,323 @@
-fn main() {}
+//! Cache benchmarks, each against a baseline measured in the same run:
+//!
+//! - `hit/bare` vs `hit/cache`: one request answered by a bare service that
+//!   builds a 1 KiB response, and by the cache in front of it (a hit).
+//! - `zipf64/bare` vs `zipf64/cache`: 64 tasks on a 2-worker runtime, each
+//!   sending requests for Zipf-distributed keys (10,000 keys, s = 1).
+//! - `miss/*`: a miss that stores (unique keys) and 64 coalesced misses.
+//! - per-entry overhead: measured with a counting allocator, printed first.
+//!
+//! Run with `cargo bench --bench cache`; the last lines print the median
+//! ratios read back from criterion's estimates.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::{Service, ServiceExt, service_fn};
+use tower_optimizer::cache::{Cache, CacheLayer, ENTRY_OVERHEAD, HEADER_OVERHEAD};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+static BODY: [u8; 1024] = [b'x'; 1024];
+
+/// The bare inner service: builds a 1 KiB response with typical headers.
+fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send> + Clone + Send
+{
+    service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("cache-control", "max-age=3600")
+                .header("etag", "\"0123456789\"")
+                .body(Full::new(Bytes::copy_from_slice(&BODY)))
+                .unwrap(),
+        )
+    })
+}
+
+fn cache(max_bytes: usize) -> Cache {
+    Cache::builder().max_bytes(max_bytes).sweep_interval(None).build().unwrap()
+}
+
+async fn one<S, B>(svc: &mut S, uri: &Uri) -> usize
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let req = Request::get(uri.clone()).body(Full::default()).unwrap();
+    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    res.into_body().collect().await.unwrap().to_bytes().len()
+}
+
+fn hit(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let uri: Uri = "http://api.test/items/42".parse().unwrap();
+    let mut group = c.benchmark_group("hit");
+    group.bench_function("bare", |b| b.to_async(&rt).iter_custom(|iters| repeat(bare(), uri.clone(), iters)));
+    let cache = rt.block_on(async { cache(64 << 20) });
+    let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare());
+    rt.block_on(one(&mut cached, &uri));
+    group.bench_function("cache", |b| b.to_async(&rt).iter_custom(|iters| repeat(cached.clone(), uri.clone(), iters)));
+    group.finish();
+    assert!(cache.stats().hits > 0 && cache.stats().misses == 1);
+}
+
+/// Sends `iters` requests for `uri` one after another; the elapsed time.
+async fn repeat<S, B>(mut svc: S, uri: Uri, iters: u64) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(one(&mut svc, &uri).await);
+    }
+    start.elapsed()
+}
+
+/// Keys drawn from a Zipf(1) distribution over `n` keys, deterministic.
+fn zipf_keys(n: usize, count: usize) -> Vec<Uri> {
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / k as f64).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(n);
+    let mut acc = 0.0;
+    for w in &weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..count)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
+            let k = cdf.partition_point(|&p| p < u).min(n - 1);
+            format!("http://api.test/items/{k}").parse().unwrap()
+        })
+        .collect()
+}
+
+const TASKS: usize = 64;
+const PER_TASK: usize = 200;
+
+async fn zipf_run<S, B>(svc: S, keys: Arc<Vec<Uri>>) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug + Send,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(TASKS);
+    for t in 0..TASKS {
+        let mut svc = svc.clone();
+        let keys = keys.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..PER_TASK {
+                one(&mut svc, &keys[(t * PER_TASK + i) % keys.len()]).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn zipf(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let keys = Arc::new(zipf_keys(10_000, TASKS * PER_TASK));
+    let mut group = c.benchmark_group("zipf64");
+    group.throughput(criterion::Throughput::Elements((TASKS * PER_TASK) as u64));
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let keys = keys.clone();
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += zipf_run(bare(), keys.clone()).await;
+                }
+                total
+            }
+        });
+    });
+    let cache = rt.block_on(async { cache(256 << 20) });
+    let cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare());
+    rt.block_on(async {
+        let mut warm = cached.clone();
+        for k in 0..10_000 {
+            one(&mut warm, &format!("http://api.test/items/{k}").parse().unwrap()).await;
+        }
+    });
+    group.bench_function("cache", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let keys = keys.clone();
+            let cached = cached.clone();
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += zipf_run(cached.clone(), keys.clone()).await;
+                }
+                total
+            }
+        });
+    });
+    group.finish();
+    assert_eq!(cache.stats().misses, 10_000, "every measured request was a hit");
+}
+
+fn miss(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("miss");
+    let cache = rt.block_on(async { cache(32 << 20) });
+    let cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare());
+    let counter = AtomicU64::new(0);
+    group.bench_function("store", |b| {
+        b.to_async(&rt).iter(|| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let uri: Uri = format!("http://api.test/unique/{n}").parse().unwrap();
+            let mut svc = cached.clone();
+            async move { one(&mut svc, &uri).await }
+        });
+    });
+    // 64 concurrent requests for one new key: one upstream call (which
+    // yields once, as a real one would), 63 waiters.
+    let slow = service_fn(|_req: Request<Full<Bytes>>| async {
+        tokio::task::yield_now().await;
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("cache-control", "max-age=3600")
+                .body(Full::new(Bytes::copy_from_slice(&BODY)))
+                .unwrap(),
+        )
+    });
+    let coalescing = tower::Layer::layer(&CacheLayer::new(cache.clone()), slow.clone());
+    for (name, with_cache) in [("coalesced64_bare", false), ("coalesced64_cache", true)] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let uri: Uri = format!("http://api.test/hot/{n}").parse().unwrap();
+                let coalescing = coalescing.clone();
+                let slow = slow.clone();
+                async move {
+                    let mut tasks = Vec::with_capacity(64);
+                    for _ in 0..64 {
+                        let uri = uri.clone();
+                        if with_cache {
+                            let mut svc = coalescing.clone();
+                            tasks.push(tokio::spawn(async move { one(&mut svc, &uri).await }));
+                        } else {
+                            let mut svc = slow.clone();
+                            tasks.push(tokio::spawn(async move { one(&mut svc, &uri).await }));
+                        }
+                    }
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Measures the bytes the cache really allocates per stored entry, beyond
+/// key, header text and body, and checks the budget charges at least that.
+fn overhead() {
+    const N: usize = 20_000;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cache = rt.block_on(async { cache(512 << 20) });
+    let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare());
+    let uris: Vec<Uri> = (0..N).map(|i| format!("http://api.test/items/{i:08}").parse().unwrap()).collect();
+    // Warm one-off allocations (runtime, flight table) before measuring.
+    rt.block_on(one(&mut cached, &"http://warm.test/".parse().unwrap()));
+    let region = Region::new(GLOBAL);
+    rt.block_on(async {
+        for uri in &uris {
+            one(&mut cached, uri).await;
+        }
+        // A hit on each entry too: any lazily allocated state shows up now.
+        for uri in &uris {
+            one(&mut cached, uri).await;
+        }
+    });
+    let change = region.change();
+    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
+    let entry = cache.entries().into_iter().find(|m| m.key.contains("items/00000001")).unwrap();
+    // Text the entry holds: key, body, and stored header names and values.
+    let key_len = entry.key.len();
+    let headers = [("content-type", "application/json"), ("cache-control", "max-age=3600"), ("etag", "\"0123456789\"")];
+    let header_text: usize = headers.iter().map(|(_, v)| v.len()).sum::<usize>() + "1024".len();
+    let payload = key_len + header_text + BODY.len();
+    let per_entry = net as f64 / N as f64;
+    let overhead = per_entry - payload as f64;
+    // The stored map has room for 6 lines (`HeaderMap` grows in powers of
+    // two); the budget charges every slot as header storage.
+    let slots = 6;
+    let charged_overhead = ENTRY_OVERHEAD + slots * HEADER_OVERHEAD;
+    println!("per-entry: {per_entry:.0} B allocated, {payload} B of key+header text+body");
+    println!(
+        "per-entry overhead: {overhead:.0} B measured = {:.0} B header-map storage ({slots} slots) + {:.0} B beyond key, headers and body; charged {} + {ENTRY_OVERHEAD} B",
+        (slots * HEADER_OVERHEAD) as f64,
+        overhead - (slots * HEADER_OVERHEAD) as f64,
+        slots * HEADER_OVERHEAD
+    );
+    println!("budget charged per entry: {} B", cache.stats().bytes / (N as u64 + 1));
+    assert!(
+        overhead <= charged_overhead as f64,
+        "the budget under-counts: {overhead:.0} B real overhead vs {charged_overhead} B charged"
+    );
+}
+
+/// Reads criterion's median estimate (ns) for `group/function`.
+fn median(group: &str, function: &str) -> Option<f64> {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let path = format!("{dir}/criterion/{group}/{function}/new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let median = &text[text.find("\"median\"")?..];
+    let point = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    point[..point.find(|c: char| c == ',' || c == '}')?].trim().parse().ok()
+}
+
+fn report() {
+    let ratio = |g: &str, a: &str, b: &str| Some(median(g, a)? / median(g, b)?);
+    if let (Some(bare), Some(cache)) = (median("hit", "bare"), median("hit", "cache")) {
+        println!("hit path: bare {bare:.0} ns, cache {cache:.0} ns, ratio {:.2} (target <= 1.3)", cache / bare);
+    }
+    if let Some(r) = ratio("zipf64", "bare", "cache") {
+        println!("zipf64 hit throughput: {:.0}% of bare (target >= 70%)", r * 100.0);
+    }
+    if let (Some(miss), Some(hit)) = (median("miss", "store"), median("hit", "cache")) {
+        println!("miss that stores: {miss:.0} ns ({:.1}x a hit)", miss / hit);
+    }
+    if let Some(r) = ratio("miss", "coalesced64_cache", "coalesced64_bare") {
+        println!("64 coalesced misses vs 64 bare calls: ratio {r:.2}");
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1)).sample_size(40);
+    targets = hit, zipf, miss
+}
+
+fn main() {
+    overhead();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    report();
+}
