@@ -5,7 +5,9 @@
 //! - `zipf64/bare` vs `zipf64/cache`: 64 tasks on a 2-worker runtime, each
 //!   sending requests for Zipf-distributed keys (10,000 keys, s = 1).
 //! - `miss/*`: a miss that stores (unique keys) and 64 coalesced misses.
-//! - per-entry overhead: measured with a counting allocator, printed first.
+//!
+//! The per-entry memory overhead is measured by `benches/overhead.rs`, in
+//! its own binary so its counting allocator does not slow these.
 //!
 //! Run with `cargo bench --bench cache`; the last lines print the median
 //! ratios read back from criterion's estimates.
@@ -19,12 +21,8 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::{Service, ServiceExt, service_fn};
-use tower_optimizer::cache::{Cache, CacheLayer, ENTRY_OVERHEAD, HEADER_OVERHEAD};
-
-#[global_allocator]
-static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+use tower_optimizer::cache::{Cache, CacheLayer};
 
 static BODY: [u8; 1024] = [b'x'; 1024];
 
@@ -235,54 +233,6 @@ fn miss(c: &mut Criterion) {
     group.finish();
 }
 
-/// Measures the bytes the cache really allocates per stored entry, beyond
-/// key, header text and body, and checks the budget charges at least that.
-fn overhead() {
-    const N: usize = 20_000;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let cache = rt.block_on(async { cache(512 << 20) });
-    let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare());
-    let uris: Vec<Uri> = (0..N).map(|i| format!("http://api.test/items/{i:08}").parse().unwrap()).collect();
-    // Warm one-off allocations (runtime, flight table) before measuring.
-    rt.block_on(one(&mut cached, &"http://warm.test/".parse().unwrap()));
-    let region = Region::new(GLOBAL);
-    rt.block_on(async {
-        for uri in &uris {
-            one(&mut cached, uri).await;
-        }
-        // A hit on each entry too: any lazily allocated state shows up now.
-        for uri in &uris {
-            one(&mut cached, uri).await;
-        }
-    });
-    let change = region.change();
-    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
-    let entry = cache.entries().into_iter().find(|m| m.key.contains("items/00000001")).unwrap();
-    // Text the entry holds: key, body, and stored header names and values.
-    let key_len = entry.key.len();
-    let headers = [("content-type", "application/json"), ("cache-control", "max-age=3600"), ("etag", "\"0123456789\"")];
-    let header_text: usize = headers.iter().map(|(_, v)| v.len()).sum::<usize>() + "1024".len();
-    let payload = key_len + header_text + BODY.len();
-    let per_entry = net as f64 / N as f64;
-    let overhead = per_entry - payload as f64;
-    // The stored map has room for 6 lines (`HeaderMap` grows in powers of
-    // two); the budget charges every slot as header storage.
-    let slots = 6;
-    let charged_overhead = ENTRY_OVERHEAD + slots * HEADER_OVERHEAD;
-    println!("per-entry: {per_entry:.0} B allocated, {payload} B of key+header text+body");
-    println!(
-        "per-entry overhead: {overhead:.0} B measured = {:.0} B header-map storage ({slots} slots) + {:.0} B beyond key, headers and body; charged {} + {ENTRY_OVERHEAD} B",
-        (slots * HEADER_OVERHEAD) as f64,
-        overhead - (slots * HEADER_OVERHEAD) as f64,
-        slots * HEADER_OVERHEAD
-    );
-    println!("budget charged per entry: {} B", cache.stats().bytes / (N as u64 + 1));
-    assert!(
-        overhead <= charged_overhead as f64,
-        "the budget under-counts: {overhead:.0} B real overhead vs {charged_overhead} B charged"
-    );
-}
-
 /// Reads criterion's median estimate (ns) for `group/function`.
 fn median(group: &str, function: &str) -> Option<f64> {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
@@ -316,7 +266,6 @@ criterion_group! {
 }
 
 fn main() {
-    overhead();
     benches();
     Criterion::default().configure_from_args().final_summary();
     report();

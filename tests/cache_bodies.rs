@@ -277,7 +277,7 @@ async fn churn_leaves_zero_drift() {
     assert_eq!(audit.bytes as u64, cache.stats().bytes);
     let stats = cache.stats();
     assert!(
-        stats.hits > 10_000 && stats.misses > 10_000,
+        stats.hits > 5_000 && stats.misses > 10_000,
         "the churn exercised both paths: {stats:?}"
     );
     assert!(evicted.load(Ordering::Relaxed) > 1000);

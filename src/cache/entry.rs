@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version, re
 use tokio::time::Instant;
 
 use super::freshness::Freshness;
+use super::status::{CACHE_NAME, CACHE_STATUS};
 use super::key::Secondary;
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
@@ -75,6 +76,9 @@ pub(crate) struct Entry {
     pub(crate) expires_at: Instant,
     pub(crate) tags: Box<[Arc<str>]>,
     pub(crate) size: usize,
+    /// Upstream sent no `Cache-Status`, so ours replaces the placeholder
+    /// line; otherwise ours is appended after theirs (RFC 9211 §2).
+    pub(crate) own_status_line: bool,
 }
 
 impl Entry {
@@ -94,8 +98,15 @@ impl Entry {
         default_stale_if_error: Option<Duration>,
     ) -> Entry {
         let mut headers = compact_headers(&parts.headers, body.len());
-        headers.remove(AGE);
+        // Placeholders for the fields every hit sets, so the per-hit copy of
+        // this map already has their slots and never grows.
+        headers.insert(AGE, HeaderValue::from_static("0"));
+        let own_status_line = !headers.contains_key(CACHE_STATUS);
+        if own_status_line {
+            headers.insert(CACHE_STATUS, HeaderValue::from_static(CACHE_NAME));
+        }
         let mut entry = Entry {
+            own_status_line,
             key,
             secondary,
             status: parts.status,
@@ -230,15 +241,21 @@ fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
         .collect();
     let keep =
         |name: &HeaderName| !NOT_STORED.contains(name) && name != CONTENT_LENGTH && !connection_named.contains(name);
-    let total: usize = headers.iter().filter(|(n, _)| keep(n)).map(|(_, v)| v.len()).sum();
+    // Our own placeholder from an earlier store (a 304 freshening) is not
+    // an upstream cache's member.
+    let keep_value = |name: &HeaderName, value: &HeaderValue| keep(name) && !(name == CACHE_STATUS && value == CACHE_NAME);
+    let total: usize = headers.iter().filter(|(n, v)| keep_value(n, v)).map(|(_, v)| v.len()).sum();
     let mut buffer = Vec::with_capacity(total);
-    for (_, value) in headers.iter().filter(|(n, _)| keep(n)) {
+    for (_, value) in headers.iter().filter(|(n, v)| keep_value(n, v)) {
         buffer.extend_from_slice(value.as_bytes());
     }
     let buffer = Bytes::from(buffer);
-    let mut out = HeaderMap::with_capacity(headers.len() + 1);
+    // Room for exactly the kept lines plus Content-Length, Age and
+    // Cache-Status, so the map is allocated once at its final size.
+    let kept = headers.iter().filter(|(n, v)| keep_value(n, v)).count();
+    let mut out = HeaderMap::with_capacity(kept + 3);
     let mut offset = 0;
-    for (name, value) in headers.iter().filter(|(n, _)| keep(n)) {
+    for (name, value) in headers.iter().filter(|(n, v)| keep_value(n, v)) {
         let slice = buffer.slice(offset..offset + value.len());
         offset += value.len();
         // The bytes came from a valid HeaderValue, so this cannot fail; fall

@@ -73,7 +73,12 @@ pub(crate) fn from_entry<R>(
     status: CacheStatus,
 ) -> Response<OptimizerBody<R>> {
     let mut response = entry.to_response(now, head).map(OptimizerBody::full);
-    stamp(&mut response, status);
+    if entry.own_status_line {
+        response.headers_mut().insert(CACHE_STATUS, status.to_header_value());
+        response.extensions_mut().insert(status);
+    } else {
+        stamp(&mut response, status);
+    }
     response
 }
 

@@ -15,37 +15,53 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 /// method is not part of it. `None` when the request names no authority,
 /// neither in its URI nor in `Host`.
 pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+    // The hit path runs this on every request: one allocation, no
+    // intermediate strings.
+    let scheme = uri.scheme_str().unwrap_or("http");
     let authority = match uri.authority() {
-        Some(a) => a.as_str().to_owned(),
-        None => headers.get(HOST)?.to_str().ok()?.trim().to_owned(),
+        Some(a) => a.as_str(),
+        None => headers.get(HOST)?.to_str().ok()?.trim(),
     };
-    if authority.is_empty() {
+    // Userinfo never reaches a server in HTTP; drop it from the key.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    if host_port.is_empty() {
         return None;
     }
-    // Userinfo never reaches a server in HTTP; drop it from the key.
-    let host_port = authority.rsplit_once('@').map_or(authority.as_str(), |(_, hp)| hp);
-    let host_port = host_port.to_ascii_lowercase();
-    let host_port = match (scheme.as_str(), host_port.rsplit_once(':')) {
-        ("http", Some((host, "80"))) | ("https", Some((host, "443"))) => host.to_owned(),
+    let default_port = if scheme.eq_ignore_ascii_case("http") {
+        ":80"
+    } else if scheme.eq_ignore_ascii_case("https") {
+        ":443"
+    } else {
+        ""
+    };
+    let host_port = match host_port.strip_suffix(default_port) {
+        Some(host) if !default_port.is_empty() => host,
         _ => host_port,
     };
     let path = uri.path();
-    let mut key =
-        String::with_capacity(scheme.len() + 3 + host_port.len() + path.len() + 1 + uri.query().map_or(0, str::len));
-    key.push_str(&scheme);
+    let query = uri.query();
+    let mut key = String::with_capacity(scheme.len() + 3 + host_port.len() + path.len() + 2 + query.map_or(0, str::len));
+    push_lowercase(&mut key, scheme);
     key.push_str("://");
-    key.push_str(&host_port);
+    push_lowercase(&mut key, host_port);
     if path.is_empty() {
         key.push('/');
     } else {
         push_normalised(&mut key, path);
     }
-    if let Some(query) = uri.query() {
+    if let Some(query) = query {
         key.push('?');
         push_normalised(&mut key, query);
     }
     Some(key)
+}
+
+fn push_lowercase(out: &mut String, text: &str) {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        out.extend(text.chars().map(|c| c.to_ascii_lowercase()));
+    } else {
+        out.push_str(text);
+    }
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -55,6 +71,10 @@ fn is_unreserved(b: u8) -> bool {
 /// Copies `text`, decoding percent-escapes of unreserved characters and
 /// uppercasing the hex digits of the others.
 fn push_normalised(out: &mut String, text: &str) {
+    if !text.contains('%') {
+        out.push_str(text);
+        return;
+    }
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {

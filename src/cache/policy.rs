@@ -178,27 +178,27 @@ impl fmt::Debug for Rules {
 
 impl Rules {
     /// Decides whether a request may use the cache at all.
-    pub(crate) fn check_request(&self, method: &Method, h: &HeaderMap, key: &str) -> Result<(), Bypass> {
+    pub(crate) fn check_request(&self, method: &Method, headers: &HeaderMap, key: &str) -> Result<(), Bypass> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Bypass::Method);
         }
-        if h.contains_key(AUTHORIZATION) && self.authorization == AuthorizationPolicy::Bypass {
-            return Err(Bypass::Authorization);
-        }
-        // A caller's own validators or ranges ask a question the stored full
-        // response cannot answer by itself; let the origin answer it.
-        if [
-            IF_NONE_MATCH,
-            IF_MODIFIED_SINCE,
-            IF_MATCH,
-            IF_UNMODIFIED_SINCE,
-            IF_RANGE,
-            RANGE,
-        ]
-        .iter()
-        .any(|name| h.contains_key(name))
-        {
-            return Err(Bypass::Conditional);
+        // One pass over the (few) request headers instead of seven lookups.
+        for name in headers.keys() {
+            if name == AUTHORIZATION {
+                if self.authorization == AuthorizationPolicy::Bypass {
+                    return Err(Bypass::Authorization);
+                }
+            } else if name == IF_NONE_MATCH
+                || name == IF_MODIFIED_SINCE
+                || name == IF_MATCH
+                || name == IF_UNMODIFIED_SINCE
+                || name == IF_RANGE
+                || name == RANGE
+            {
+                // A caller's own validators or ranges ask a question the
+                // stored full response cannot answer; let the origin answer.
+                return Err(Bypass::Conditional);
+            }
         }
         if self.exclude.as_ref().is_some_and(|set| set.is_match(key)) {
             return Err(Bypass::Excluded);

@@ -116,11 +116,46 @@ impl CacheStatus {
 
     /// The header value: `tower-optimizer; hit; ttl=42`.
     pub fn to_header_value(&self) -> HeaderValue {
+        // Hits are the hot path: skip the formatting machinery for them.
+        if self.hit && self.fwd.is_none() && !self.stored && !self.collapsed && self.detail.is_none() {
+            if let Some(ttl) = self.ttl {
+                let mut buf = [0u8; 48];
+                let prefix = b"tower-optimizer; hit; ttl=";
+                buf[..prefix.len()].copy_from_slice(prefix);
+                let len = prefix.len() + write_int(&mut buf[prefix.len()..], ttl);
+                if let Ok(value) = HeaderValue::from_bytes(&buf[..len]) {
+                    return value;
+                }
+            }
+        }
         let mut text = String::with_capacity(64);
         let _ = write!(text, "{self}");
         HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
             .unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
     }
+}
+
+/// Writes `n` in decimal into `out` (which has room for any i64); returns the length.
+fn write_int(out: &mut [u8], n: i64) -> usize {
+    let mut digits = [0u8; 20];
+    let mut v = n.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    if n < 0 {
+        out[0] = b'-';
+        len = 1;
+    }
+    let d = &digits[i..];
+    out[len..len + d.len()].copy_from_slice(d);
+    len + d.len()
 }
 
 impl fmt::Display for CacheStatus {
@@ -185,5 +220,8 @@ mod tests {
         assert_eq!(reval.outcome(), Outcome::Revalidated);
         assert_eq!(CacheStatus::forward(Forward::Method).outcome(), Outcome::Bypass);
         assert_eq!(CacheStatus::hit(1).to_header_value(), "tower-optimizer; hit; ttl=1");
+        assert_eq!(CacheStatus::hit(-1234).to_header_value(), "tower-optimizer; hit; ttl=-1234");
+        assert_eq!(CacheStatus::hit(i64::MIN).to_header_value(), format!("tower-optimizer; hit; ttl={}", i64::MIN));
+        assert_eq!(CacheStatus::hit(0).to_header_value(), "tower-optimizer; hit; ttl=0");
     }
 }

@@ -7,7 +7,6 @@
 //! removal goes through [`Store::finish`], which updates the counters and
 //! tells the listener, so no path can skip the accounting.
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -96,7 +95,6 @@ struct Shard {
 
 pub(crate) struct Store {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
     shard_budget: usize,
     max_variants: usize,
     bytes: AtomicUsize,
@@ -136,7 +134,6 @@ impl Store {
                     })
                 })
                 .collect(),
-            hasher: RandomState::new(),
             shard_budget: max_bytes / shards,
             max_variants: max_variants.max(1),
             bytes: AtomicUsize::new(0),
@@ -165,7 +162,7 @@ impl Store {
     }
 
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        let index = (shard_hash(key) % self.shards.len() as u64) as usize;
         lock(&self.shards[index])
     }
 
@@ -386,6 +383,26 @@ impl Store {
         }
         removed
     }
+}
+
+/// A multiply-rotate hash over the key's last 64 bytes (where URIs
+/// differ), eight bytes at a time: it only spreads keys over shards, so
+/// speed matters more than quality; each shard's map uses its own hasher.
+fn shard_hash(key: &str) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let bytes = key.as_bytes();
+    let tail = &bytes[bytes.len().saturating_sub(64)..];
+    let mut hash = bytes.len() as u64;
+    let mut words = tail.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    for &b in words.remainder() {
+        hash = (hash.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    }
+    hash ^ (hash >> 29)
 }
 
 /// Locks a shard; a poisoned lock (a listener panicked) is still usable

@@ -1,0 +1,94 @@
+//! Per-entry memory overhead of the cache, measured with a counting
+//! allocator: bytes really allocated per stored entry beyond its key, header
+//! text and body, against what the byte budget charges for it.
+//!
+//! `cargo bench --bench overhead` prints the figures and fails if the budget
+//! charges less than the real cost.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::{Service, ServiceExt, service_fn};
+use tower_optimizer::cache::{Cache, CacheLayer, ENTRY_OVERHEAD, HEADER_OVERHEAD};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+static BODY: [u8; 1024] = [b'x'; 1024];
+
+async fn one<S>(svc: &mut S, uri: &Uri)
+where
+    S: Service<Request<Full<Bytes>>>,
+    S::Response: Into<Response<tower_optimizer::body::OptimizerBody<Full<Bytes>>>>,
+    S::Error: std::fmt::Debug,
+{
+    let req = Request::get(uri.clone()).body(Full::default()).unwrap();
+    let res: Response<_> = svc.ready().await.unwrap().call(req).await.unwrap().into();
+    res.into_body().collect().await.unwrap();
+}
+
+/// Measures the bytes the cache really allocates per stored entry, beyond
+/// key, header text and body, and checks the budget charges at least that.
+fn overhead() {
+    const N: usize = 20_000;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cache = rt.block_on(async { Cache::builder().max_bytes(512 << 20).sweep_interval(None).build().unwrap() });
+    let bare = service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("cache-control", "max-age=3600")
+                .header("etag", "\"0123456789\"")
+                .body(Full::new(Bytes::copy_from_slice(&BODY)))
+                .unwrap(),
+        )
+    });
+    let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare);
+    let uris: Vec<Uri> = (0..N).map(|i| format!("http://api.test/items/{i:08}").parse().unwrap()).collect();
+    // Warm one-off allocations (runtime, flight table) before measuring.
+    rt.block_on(one(&mut cached, &"http://warm.test/".parse().unwrap()));
+    let region = Region::new(GLOBAL);
+    rt.block_on(async {
+        for uri in &uris {
+            one(&mut cached, uri).await;
+        }
+        // A hit on each entry too: any lazily allocated state shows up now.
+        for uri in &uris {
+            one(&mut cached, uri).await;
+        }
+    });
+    let change = region.change();
+    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
+    let entry = cache.entries().into_iter().find(|m| m.key.contains("items/00000001")).unwrap();
+    // Text the entry holds: key, body, and stored header names and values.
+    let key_len = entry.key.len();
+    let headers = [("content-type", "application/json"), ("cache-control", "max-age=3600"), ("etag", "\"0123456789\"")];
+    let header_text: usize = headers.iter().map(|(_, v)| v.len()).sum::<usize>() + "1024".len();
+    let payload = key_len + header_text + BODY.len();
+    let per_entry = net as f64 / N as f64;
+    let overhead = per_entry - payload as f64;
+    // The stored map has room for 6 lines (`HeaderMap` grows in powers of
+    // two); the budget charges every slot as header storage.
+    let slots = 6;
+    let charged_overhead = ENTRY_OVERHEAD + slots * HEADER_OVERHEAD;
+    println!("per-entry: {per_entry:.0} B allocated, {payload} B of key+header text+body");
+    println!(
+        "per-entry overhead: {overhead:.0} B measured = {:.0} B header-map storage ({slots} slots) + {:.0} B beyond key, headers and body; charged {} + {ENTRY_OVERHEAD} B",
+        (slots * HEADER_OVERHEAD) as f64,
+        overhead - (slots * HEADER_OVERHEAD) as f64,
+        slots * HEADER_OVERHEAD
+    );
+    println!("budget charged per entry: {} B", cache.stats().bytes / (N as u64 + 1));
+    assert!(
+        overhead <= charged_overhead as f64,
+        "the budget under-counts: {overhead:.0} B real overhead vs {charged_overhead} B charged"
+    );
+}
+
+
+fn main() {
+    overhead();
+}
