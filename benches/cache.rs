@@ -27,14 +27,16 @@ use tower_optimizer::cache::{Cache, CacheLayer};
 static BODY: [u8; 1024] = [b'x'; 1024];
 
 /// The bare inner service: builds a 1 KiB response with typical headers.
-fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send> + Clone + Send
-{
+fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
++ Clone
++ Send {
     service_fn(|_req: Request<Full<Bytes>>| async {
         Ok::<_, Infallible>(
             Response::builder()
                 .header("content-type", "application/json")
                 .header("cache-control", "max-age=3600")
                 .header("etag", "\"0123456789\"")
+                .header("content-length", "1024")
                 .body(Full::new(Bytes::copy_from_slice(&BODY)))
                 .unwrap(),
         )
@@ -42,7 +44,11 @@ fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>
 }
 
 fn cache(max_bytes: usize) -> Cache {
-    Cache::builder().max_bytes(max_bytes).sweep_interval(None).build().unwrap()
+    Cache::builder()
+        .max_bytes(max_bytes)
+        .sweep_interval(None)
+        .build()
+        .unwrap()
 }
 
 async fn one<S, B>(svc: &mut S, uri: &Uri) -> usize
@@ -58,14 +64,22 @@ where
 }
 
 fn hit(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let uri: Uri = "http://api.test/items/42".parse().unwrap();
     let mut group = c.benchmark_group("hit");
-    group.bench_function("bare", |b| b.to_async(&rt).iter_custom(|iters| repeat(bare(), uri.clone(), iters)));
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter_custom(|iters| repeat(bare(), uri.clone(), iters))
+    });
     let cache = rt.block_on(async { cache(64 << 20) });
     let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare());
     rt.block_on(one(&mut cached, &uri));
-    group.bench_function("cache", |b| b.to_async(&rt).iter_custom(|iters| repeat(cached.clone(), uri.clone(), iters)));
+    group.bench_function("cache", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| repeat(cached.clone(), uri.clone(), iters))
+    });
     group.finish();
     assert!(cache.stats().hits > 0 && cache.stats().misses == 1);
 }
@@ -137,7 +151,11 @@ where
 }
 
 fn zipf(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let keys = Arc::new(zipf_keys(10_000, TASKS * PER_TASK));
     let mut group = c.benchmark_group("zipf64");
     group.throughput(criterion::Throughput::Elements((TASKS * PER_TASK) as u64));
@@ -179,7 +197,10 @@ fn zipf(c: &mut Criterion) {
 }
 
 fn miss(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("miss");
     let cache = rt.block_on(async { cache(32 << 20) });
     let cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare());
@@ -246,7 +267,10 @@ fn median(group: &str, function: &str) -> Option<f64> {
 fn report() {
     let ratio = |g: &str, a: &str, b: &str| Some(median(g, a)? / median(g, b)?);
     if let (Some(bare), Some(cache)) = (median("hit", "bare"), median("hit", "cache")) {
-        println!("hit path: bare {bare:.0} ns, cache {cache:.0} ns, ratio {:.2} (target <= 1.3)", cache / bare);
+        println!(
+            "hit path: bare {bare:.0} ns, cache {cache:.0} ns, ratio {:.2} (target <= 1.3)",
+            cache / bare
+        );
     }
     if let Some(r) = ratio("zipf64", "bare", "cache") {
         println!("zipf64 hit throughput: {:.0}% of bare (target >= 70%)", r * 100.0);

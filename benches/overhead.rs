@@ -34,20 +34,32 @@ where
 /// key, header text and body, and checks the budget charges at least that.
 fn overhead() {
     const N: usize = 20_000;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let cache = rt.block_on(async { Cache::builder().max_bytes(512 << 20).sweep_interval(None).build().unwrap() });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = rt.block_on(async {
+        Cache::builder()
+            .max_bytes(512 << 20)
+            .sweep_interval(None)
+            .build()
+            .unwrap()
+    });
     let bare = service_fn(|_req: Request<Full<Bytes>>| async {
         Ok::<_, Infallible>(
             Response::builder()
                 .header("content-type", "application/json")
                 .header("cache-control", "max-age=3600")
                 .header("etag", "\"0123456789\"")
+                .header("content-length", "1024")
                 .body(Full::new(Bytes::copy_from_slice(&BODY)))
                 .unwrap(),
         )
     });
     let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare);
-    let uris: Vec<Uri> = (0..N).map(|i| format!("http://api.test/items/{i:08}").parse().unwrap()).collect();
+    let uris: Vec<Uri> = (0..N)
+        .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
+        .collect();
     // Warm one-off allocations (runtime, flight table) before measuring.
     rt.block_on(one(&mut cached, &"http://warm.test/".parse().unwrap()));
     let region = Region::new(GLOBAL);
@@ -62,10 +74,18 @@ fn overhead() {
     });
     let change = region.change();
     let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
-    let entry = cache.entries().into_iter().find(|m| m.key.contains("items/00000001")).unwrap();
+    let entry = cache
+        .entries()
+        .into_iter()
+        .find(|m| m.key.contains("items/00000001"))
+        .unwrap();
     // Text the entry holds: key, body, and stored header names and values.
     let key_len = entry.key.len();
-    let headers = [("content-type", "application/json"), ("cache-control", "max-age=3600"), ("etag", "\"0123456789\"")];
+    let headers = [
+        ("content-type", "application/json"),
+        ("cache-control", "max-age=3600"),
+        ("etag", "\"0123456789\""),
+    ];
     let header_text: usize = headers.iter().map(|(_, v)| v.len()).sum::<usize>() + "1024".len();
     let payload = key_len + header_text + BODY.len();
     let per_entry = net as f64 / N as f64;
@@ -87,7 +107,6 @@ fn overhead() {
         "the budget under-counts: {overhead:.0} B real overhead vs {charged_overhead} B charged"
     );
 }
-
 
 fn main() {
     overhead();

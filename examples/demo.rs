@@ -37,7 +37,11 @@ async fn upstream(calls: Arc<AtomicUsize>) -> std::net::SocketAddr {
                     calls.fetch_add(1, Ordering::Relaxed);
                     async move {
                         tokio::time::sleep(UPSTREAM_DELAY).await;
-                        let body = format!("{{\"item\":\"{}\",\"payload\":\"{}\"}}", req.uri().path(), "x".repeat(900));
+                        let body = format!(
+                            "{{\"item\":\"{}\",\"payload\":\"{}\"}}",
+                            req.uri().path(),
+                            "x".repeat(900)
+                        );
                         Ok::<_, Infallible>(
                             Response::builder()
                                 .header("content-type", "application/json")
@@ -80,7 +84,14 @@ where
                 let key = (i * i + 7 * i) % 97 % (1 + i % 40);
                 let req = Request::get(format!("{base}/items/{key}")).body(Full::default())?;
                 let start = Instant::now();
-                let res: Response<_> = svc.ready().await.map_err(Into::into)?.call(req).await.map_err(Into::into)?.into();
+                let res: Response<_> = svc
+                    .ready()
+                    .await
+                    .map_err(Into::into)?
+                    .call(req)
+                    .await
+                    .map_err(Into::into)?
+                    .into();
                 res.into_body().collect().await?;
                 latencies.push(start.elapsed());
             }
@@ -113,7 +124,9 @@ async fn main() -> Result<(), BoxError> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
     println!("tower-optimizer demo: HTTP/2 upstream on {base}, {total} requests, {CONCURRENCY} concurrent\n");
 
-    let bare = tower::ServiceBuilder::new().map_response(|r: Response<Incoming>| r.map(tower_optimizer::body::OptimizerBody::inner)).service(client.clone());
+    let bare = tower::ServiceBuilder::new()
+        .map_response(|r: Response<Incoming>| r.map(tower_optimizer::body::OptimizerBody::inner))
+        .service(client.clone());
     let without = workload(bare, &base, total).await?;
     let upstream_without = calls.swap(0, Ordering::Relaxed);
 
@@ -127,12 +140,34 @@ async fn main() -> Result<(), BoxError> {
 
     println!("{:<24}{:>14}{:>14}", "", "without cache", "with cache");
     println!("{:<24}{:>14}{:>14}", "upstream calls", upstream_without, upstream_with);
-    println!("{:<24}{:>14.2?}{:>14.2?}", "p50 latency", percentile(&without, 0.5), percentile(&with, 0.5));
-    println!("{:<24}{:>14.2?}{:>14.2?}", "p99 latency", percentile(&without, 0.99), percentile(&with, 0.99));
+    println!(
+        "{:<24}{:>14.2?}{:>14.2?}",
+        "p50 latency",
+        percentile(&without, 0.5),
+        percentile(&with, 0.5)
+    );
+    println!(
+        "{:<24}{:>14.2?}{:>14.2?}",
+        "p99 latency",
+        percentile(&without, 0.99),
+        percentile(&with, 0.99)
+    );
     println!();
-    println!("hit ratio {:.1}%, {} hits, {} misses, {} coalesced waits", stats.hit_ratio() * 100.0, stats.hits, stats.misses, stats.coalesced);
-    println!("cache holds {} entries in {} of {} bytes; cached run took {elapsed:.2?}", stats.entries, stats.bytes, stats.max_bytes);
-    println!("upstream calls saved: {}", upstream_without.saturating_sub(upstream_with));
+    println!(
+        "hit ratio {:.1}%, {} hits, {} misses, {} coalesced waits",
+        stats.hit_ratio() * 100.0,
+        stats.hits,
+        stats.misses,
+        stats.coalesced
+    );
+    println!(
+        "cache holds {} entries in {} of {} bytes; cached run took {elapsed:.2?}",
+        stats.entries, stats.bytes, stats.max_bytes
+    );
+    println!(
+        "upstream calls saved: {}",
+        upstream_without.saturating_sub(upstream_with)
+    );
     println!("\nThe full stack demo (circuit breaker, monitoring, admin dashboard) is coming with OptimizerStack.");
     assert!(cache.audit().is_clean(), "cache accounting drifted");
     Ok(())

@@ -10,8 +10,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version, re
 use tokio::time::Instant;
 
 use super::freshness::Freshness;
-use super::status::{CACHE_NAME, CACHE_STATUS};
 use super::key::Secondary;
+use super::status::{CACHE_NAME, CACHE_STATUS};
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
 /// `Arc<Entry>` allocation, the LRU node, its hash slot and variant slot,
@@ -243,8 +243,13 @@ fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
         |name: &HeaderName| !NOT_STORED.contains(name) && name != CONTENT_LENGTH && !connection_named.contains(name);
     // Our own placeholder from an earlier store (a 304 freshening) is not
     // an upstream cache's member.
-    let keep_value = |name: &HeaderName, value: &HeaderValue| keep(name) && !(name == CACHE_STATUS && value == CACHE_NAME);
-    let total: usize = headers.iter().filter(|(n, v)| keep_value(n, v)).map(|(_, v)| v.len()).sum();
+    let keep_value =
+        |name: &HeaderName, value: &HeaderValue| keep(name) && !(name == CACHE_STATUS && value == CACHE_NAME);
+    let total: usize = headers
+        .iter()
+        .filter(|(n, v)| keep_value(n, v))
+        .map(|(_, v)| v.len())
+        .sum();
     let mut buffer = Vec::with_capacity(total);
     for (_, value) in headers.iter().filter(|(n, v)| keep_value(n, v)) {
         buffer.extend_from_slice(value.as_bytes());

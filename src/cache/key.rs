@@ -1,6 +1,7 @@
 //! Cache keys: the normalised target URI (primary key) and the `Vary`
 //! secondary key (RFC 9111 §4.1). Pure logic.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 
 use http::header::HOST;
@@ -15,17 +16,53 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 /// method is not part of it. `None` when the request names no authority,
 /// neither in its URI nor in `Host`.
 pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    // The hit path runs this on every request: one allocation, no
-    // intermediate strings.
+    let mut key = String::new();
+    write_primary_key(uri, headers, &mut key).then_some(key)
+}
+
+/// Runs `f` with the primary key of a request built in a reused per-thread
+/// buffer: the hit path then allocates nothing for its key.
+pub(crate) fn with_primary_key<R>(uri: &Uri, headers: &HeaderMap, f: impl FnOnce(Option<&str>) -> R) -> R {
+    thread_local! {
+        static BUFFER: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    BUFFER.with(|cell| {
+        // Re-entered from inside `f` (an eviction listener that builds a
+        // key, say): fall back to a buffer of its own.
+        let Ok(mut buffer) = cell.try_borrow_mut() else {
+            let mut own = String::new();
+            let ok = write_primary_key(uri, headers, &mut own);
+            return f(ok.then_some(own.as_str()));
+        };
+        buffer.clear();
+        let ok = write_primary_key(uri, headers, &mut buffer);
+        let result = f(ok.then_some(buffer.as_str()));
+        // One huge URI must not pin a huge buffer on this thread.
+        if buffer.capacity() > MAX_RETAINED_KEY_BUFFER {
+            *buffer = String::new();
+        }
+        result
+    })
+}
+
+/// Largest key buffer kept per thread between requests.
+const MAX_RETAINED_KEY_BUFFER: usize = 4096;
+
+/// Writes the primary key into `key` (which must be empty); `false` when
+/// the request names no authority.
+fn write_primary_key(uri: &Uri, headers: &HeaderMap, key: &mut String) -> bool {
     let scheme = uri.scheme_str().unwrap_or("http");
     let authority = match uri.authority() {
         Some(a) => a.as_str(),
-        None => headers.get(HOST)?.to_str().ok()?.trim(),
+        None => match headers.get(HOST).map(HeaderValue::to_str) {
+            Some(Ok(host)) => host.trim(),
+            _ => return false,
+        },
     };
     // Userinfo never reaches a server in HTTP; drop it from the key.
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
     if host_port.is_empty() {
-        return None;
+        return false;
     }
     let default_port = if scheme.eq_ignore_ascii_case("http") {
         ":80"
@@ -40,20 +77,20 @@ pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     };
     let path = uri.path();
     let query = uri.query();
-    let mut key = String::with_capacity(scheme.len() + 3 + host_port.len() + path.len() + 2 + query.map_or(0, str::len));
-    push_lowercase(&mut key, scheme);
+    key.reserve(scheme.len() + 3 + host_port.len() + path.len() + 2 + query.map_or(0, str::len));
+    push_lowercase(key, scheme);
     key.push_str("://");
-    push_lowercase(&mut key, host_port);
+    push_lowercase(key, host_port);
     if path.is_empty() {
         key.push('/');
     } else {
-        push_normalised(&mut key, path);
+        push_normalised(key, path);
     }
     if let Some(query) = query {
         key.push('?');
-        push_normalised(&mut key, query);
+        push_normalised(key, query);
     }
-    Some(key)
+    true
 }
 
 fn push_lowercase(out: &mut String, text: &str) {

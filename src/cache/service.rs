@@ -78,73 +78,42 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         self.cache.ensure_background();
-        let cache = self.cache.inner.clone();
         let method = request.method();
         if method != Method::GET && method != Method::HEAD {
-            bump(&cache.counters.bypassed);
+            bump(&self.cache.inner.counters.bypassed);
             return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(Forward::Method));
         }
         let head = method == Method::HEAD;
-        let Some(key) = key::primary_key(request.uri(), request.headers()) else {
-            return self.bypass(Bypass::NoKey, request);
-        };
-        if let Err(reason) = cache.rules.check_request(request.method(), request.headers(), &key) {
-            return self.bypass(reason, request);
-        }
         let request_cc = CacheControl::from_headers(request.headers());
         let now = Instant::now();
-        let found = cache
-            .store
-            .get(&key, |e| key::matches(&e.secondary, request.headers()), now);
-        let mut fwd = found.as_ref().err().copied().unwrap_or(Forward::Stale);
-        let mut stale = None;
-        if let Ok(entry) = found {
-            let ttl = entry.freshness.ttl_secs(now);
-            match usability(&entry.freshness, &request_cc, now) {
-                Usability::Fresh => {
-                    bump(&cache.counters.hits);
-                    return ResponseFuture::ready(fetch::from_entry(&entry, now, head, CacheStatus::hit(ttl)));
-                }
-                Usability::StaleAccepted => {
-                    bump(&cache.counters.stale);
-                    let status = CacheStatus {
-                        detail: Some("max-stale"),
-                        ..CacheStatus::hit(ttl)
-                    };
-                    return ResponseFuture::ready(fetch::from_entry(&entry, now, head, status));
-                }
-                Usability::StaleWhileRevalidate => {
-                    bump(&cache.counters.stale);
-                    let status = CacheStatus {
-                        detail: Some("stale-while-revalidate"),
-                        ..CacheStatus::hit(ttl)
-                    };
-                    let response = fetch::from_entry(&entry, now, head, status);
-                    if !head {
-                        self.refresh_in_background(key.into(), entry, request, request_cc);
-                    }
-                    return ResponseFuture::ready(response);
-                }
-                Usability::Validate => {
-                    fwd = if request_cc.no_cache || request_cc.max_age.is_some() || request_cc.min_fresh.is_some() {
-                        Forward::Request
-                    } else {
-                        Forward::Stale
-                    };
-                    stale = Some(entry);
-                }
+        let (key, fwd, stale) = match self.lookup(&request, &request_cc, now) {
+            Lookup::Bypass(reason) => return self.bypass(reason, request),
+            Lookup::Hit(entry, status) => {
+                return ResponseFuture::ready(fetch::from_entry(&entry, now, head, status));
             }
-        }
+            Lookup::StaleWhileRevalidate(entry, key) => {
+                let ttl = entry.freshness.ttl_secs(now);
+                let status = CacheStatus {
+                    detail: Some("stale-while-revalidate"),
+                    ..CacheStatus::hit(ttl)
+                };
+                let response = fetch::from_entry(&entry, now, head, status);
+                if !head {
+                    self.refresh_in_background(key, entry, request, request_cc);
+                }
+                return ResponseFuture::ready(response);
+            }
+            Lookup::Fetch { key, fwd, stale } => (key, fwd, stale),
+        };
+        let cache = self.cache.inner.clone();
+        bump(&cache.counters.misses);
         if request_cc.only_if_cached {
-            bump(&cache.counters.misses);
             return ResponseFuture::ready(fetch::gateway_timeout(fwd));
         }
-        bump(&cache.counters.misses);
         if head {
             // HEAD is answered from stored GETs but never stored itself.
             return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(fwd));
         }
-        let key: Arc<str> = key.into();
         let snapshot = snapshot(&request);
         let mut fetch = Fetch {
             cache: cache.clone(),
@@ -184,7 +153,75 @@ where
     }
 }
 
+/// What the store says about a request.
+enum Lookup {
+    Bypass(Bypass),
+    /// Answer now with this entry and status.
+    Hit(Arc<Entry>, CacheStatus),
+    /// Answer now with this stale entry and refresh it behind.
+    StaleWhileRevalidate(Arc<Entry>, Arc<str>),
+    /// Go upstream (validating `stale` if there is one).
+    Fetch {
+        key: Arc<str>,
+        fwd: Forward,
+        stale: Option<Arc<Entry>>,
+    },
+}
+
 impl<S> CacheService<S> {
+    /// Keys the request and consults the store. The key is built in a
+    /// reused buffer and only copied out when the request goes upstream.
+    fn lookup<B>(&self, request: &Request<B>, request_cc: &CacheControl, now: Instant) -> Lookup {
+        let inner = &self.cache.inner;
+        let headers = request.headers();
+        key::with_primary_key(request.uri(), headers, |key| {
+            let Some(key) = key else {
+                return Lookup::Bypass(Bypass::NoKey);
+            };
+            if let Err(reason) = inner.rules.check_request(request.method(), headers, key) {
+                return Lookup::Bypass(reason);
+            }
+            let entry = match inner.store.get(key, |e| key::matches(&e.secondary, headers), now) {
+                Ok(entry) => entry,
+                Err(fwd) => {
+                    return Lookup::Fetch {
+                        key: key.into(),
+                        fwd,
+                        stale: None,
+                    };
+                }
+            };
+            let ttl = entry.freshness.ttl_secs(now);
+            match usability(&entry.freshness, request_cc, now) {
+                Usability::Fresh => {
+                    bump(&inner.counters.hits);
+                    Lookup::Hit(entry, CacheStatus::hit(ttl))
+                }
+                Usability::StaleAccepted => {
+                    bump(&inner.counters.stale);
+                    let status = CacheStatus {
+                        detail: Some("max-stale"),
+                        ..CacheStatus::hit(ttl)
+                    };
+                    Lookup::Hit(entry, status)
+                }
+                Usability::StaleWhileRevalidate => {
+                    bump(&inner.counters.stale);
+                    Lookup::StaleWhileRevalidate(entry, key.into())
+                }
+                Usability::Validate => {
+                    let forced = request_cc.no_cache || request_cc.max_age.is_some() || request_cc.min_fresh.is_some();
+                    let fwd = if forced { Forward::Request } else { Forward::Stale };
+                    Lookup::Fetch {
+                        key: key.into(),
+                        fwd,
+                        stale: Some(entry),
+                    }
+                }
+            }
+        })
+    }
+
     fn bypass<ReqBody, ResBody>(
         &mut self,
         reason: Bypass,

@@ -220,8 +220,14 @@ mod tests {
         assert_eq!(reval.outcome(), Outcome::Revalidated);
         assert_eq!(CacheStatus::forward(Forward::Method).outcome(), Outcome::Bypass);
         assert_eq!(CacheStatus::hit(1).to_header_value(), "tower-optimizer; hit; ttl=1");
-        assert_eq!(CacheStatus::hit(-1234).to_header_value(), "tower-optimizer; hit; ttl=-1234");
-        assert_eq!(CacheStatus::hit(i64::MIN).to_header_value(), format!("tower-optimizer; hit; ttl={}", i64::MIN));
+        assert_eq!(
+            CacheStatus::hit(-1234).to_header_value(),
+            "tower-optimizer; hit; ttl=-1234"
+        );
+        assert_eq!(
+            CacheStatus::hit(i64::MIN).to_header_value(),
+            format!("tower-optimizer; hit; ttl={}", i64::MIN)
+        );
         assert_eq!(CacheStatus::hit(0).to_header_value(), "tower-optimizer; hit; ttl=0");
     }
 }

@@ -208,7 +208,9 @@ impl Store {
             let mut shard = self.shard(&entry.key);
             // Most URIs have one variant: a one-slot vector costs 8 bytes, not
             // the 32 a default-grown one would.
-            let mut group = shard.map.pop(&*entry.key).unwrap_or_else(|| Group { variants: Vec::with_capacity(1) });
+            let mut group = shard.map.pop(&*entry.key).unwrap_or_else(|| Group {
+                variants: Vec::with_capacity(1),
+            });
             if let Some(pos) = group.variants.iter().position(|e| e.secondary == entry.secondary) {
                 removals.push((group.variants.remove(pos), RemovalCause::Replaced));
             }
