@@ -2,6 +2,7 @@
 //! hit only clones reference-counted parts. Also its byte accounting.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -79,6 +80,9 @@ pub(crate) struct Entry {
     /// Upstream sent no `Cache-Status`, so ours replaces the placeholder
     /// line; otherwise ours is appended after theirs (RFC 9211 §2).
     pub(crate) own_status_line: bool,
+    /// The store's recency tick when this entry was last moved to the front
+    /// of its LRU (see `Store::get_with`).
+    pub(crate) touched: AtomicU32,
 }
 
 impl Entry {
@@ -107,6 +111,7 @@ impl Entry {
         }
         let mut entry = Entry {
             own_status_line,
+            touched: AtomicU32::new(u32::MAX),
             key,
             secondary,
             status: parts.status,

@@ -56,9 +56,14 @@ impl Freshness {
 
     /// Remaining freshness in whole seconds; negative once stale (RFC 9211 `ttl`).
     pub fn ttl_secs(&self, now: Instant) -> i64 {
-        let age = self.age(now).as_secs_f64();
-        let ttl = self.lifetime.as_secs_f64() - age;
-        ttl.floor() as i64
+        let age = self.age(now);
+        if age <= self.lifetime {
+            (self.lifetime - age).as_secs() as i64
+        } else {
+            // floor of a negative number: round the magnitude up.
+            let past = age - self.lifetime;
+            -(past.as_secs() as i64 + i64::from(past.subsec_nanos() > 0))
+        }
     }
 
     /// How long past its lifetime the response is at `now` (zero while fresh).

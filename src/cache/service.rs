@@ -86,11 +86,9 @@ where
         let head = method == Method::HEAD;
         let request_cc = CacheControl::from_headers(request.headers());
         let now = Instant::now();
-        let (key, fwd, stale) = match self.lookup(&request, &request_cc, now) {
+        let (key, fwd, stale) = match self.lookup(&request, &request_cc, now, head) {
             Lookup::Bypass(reason) => return self.bypass(reason, request),
-            Lookup::Hit(entry, status) => {
-                return ResponseFuture::ready(fetch::from_entry(&entry, now, head, status));
-            }
+            Lookup::Hit(response) => return ResponseFuture::ready(response),
             Lookup::StaleWhileRevalidate(entry, key) => {
                 let ttl = entry.freshness.ttl_secs(now);
                 let status = CacheStatus {
@@ -154,10 +152,10 @@ where
 }
 
 /// What the store says about a request.
-enum Lookup {
+enum Lookup<ResBody> {
     Bypass(Bypass),
-    /// Answer now with this entry and status.
-    Hit(Arc<Entry>, CacheStatus),
+    /// Answer now with this response, built from a stored entry.
+    Hit(Response<OptimizerBody<ResBody>>),
     /// Answer now with this stale entry and refresh it behind.
     StaleWhileRevalidate(Arc<Entry>, Arc<str>),
     /// Go upstream (validating `stale` if there is one).
@@ -171,7 +169,13 @@ enum Lookup {
 impl<S> CacheService<S> {
     /// Keys the request and consults the store. The key is built in a
     /// reused buffer and only copied out when the request goes upstream.
-    fn lookup<B>(&self, request: &Request<B>, request_cc: &CacheControl, now: Instant) -> Lookup {
+    fn lookup<B, ResBody>(
+        &self,
+        request: &Request<B>,
+        request_cc: &CacheControl,
+        now: Instant,
+        head: bool,
+    ) -> Lookup<ResBody> {
         let inner = &self.cache.inner;
         let headers = request.headers();
         key::with_primary_key(request.uri(), headers, |key| {
@@ -181,44 +185,45 @@ impl<S> CacheService<S> {
             if let Err(reason) = inner.rules.check_request(request.method(), headers, key) {
                 return Lookup::Bypass(reason);
             }
-            let entry = match inner.store.get(key, |e| key::matches(&e.secondary, headers), now) {
-                Ok(entry) => entry,
-                Err(fwd) => {
-                    return Lookup::Fetch {
-                        key: key.into(),
-                        fwd,
-                        stale: None,
-                    };
-                }
-            };
-            let ttl = entry.freshness.ttl_secs(now);
-            match usability(&entry.freshness, request_cc, now) {
-                Usability::Fresh => {
-                    bump(&inner.counters.hits);
-                    Lookup::Hit(entry, CacheStatus::hit(ttl))
-                }
-                Usability::StaleAccepted => {
-                    bump(&inner.counters.stale);
-                    let status = CacheStatus {
-                        detail: Some("max-stale"),
-                        ..CacheStatus::hit(ttl)
-                    };
-                    Lookup::Hit(entry, status)
-                }
-                Usability::StaleWhileRevalidate => {
-                    bump(&inner.counters.stale);
-                    Lookup::StaleWhileRevalidate(entry, key.into())
-                }
-                Usability::Validate => {
-                    let forced = request_cc.no_cache || request_cc.max_age.is_some() || request_cc.min_fresh.is_some();
-                    let fwd = if forced { Forward::Request } else { Forward::Stale };
-                    Lookup::Fetch {
-                        key: key.into(),
-                        fwd,
-                        stale: Some(entry),
+            let matches = |e: &Entry| key::matches(&e.secondary, headers);
+            // Runs under the shard's read lock: a hit is answered from the
+            // borrowed entry without cloning its `Arc`.
+            let found = inner.store.get_with(key, matches, now, |entry| {
+                let ttl = entry.freshness.ttl_secs(now);
+                match usability(&entry.freshness, request_cc, now) {
+                    Usability::Fresh => {
+                        bump(&inner.counters.hits);
+                        Lookup::Hit(fetch::from_entry(entry, now, head, CacheStatus::hit(ttl)))
+                    }
+                    Usability::StaleAccepted => {
+                        bump(&inner.counters.stale);
+                        let status = CacheStatus {
+                            detail: Some("max-stale"),
+                            ..CacheStatus::hit(ttl)
+                        };
+                        Lookup::Hit(fetch::from_entry(entry, now, head, status))
+                    }
+                    Usability::StaleWhileRevalidate => {
+                        bump(&inner.counters.stale);
+                        Lookup::StaleWhileRevalidate(entry.clone(), key.into())
+                    }
+                    Usability::Validate => {
+                        let forced =
+                            request_cc.no_cache || request_cc.max_age.is_some() || request_cc.min_fresh.is_some();
+                        let fwd = if forced { Forward::Request } else { Forward::Stale };
+                        Lookup::Fetch {
+                            key: key.into(),
+                            fwd,
+                            stale: Some(entry.clone()),
+                        }
                     }
                 }
-            }
+            });
+            found.unwrap_or_else(|fwd| Lookup::Fetch {
+                key: key.into(),
+                fwd,
+                stale: None,
+            })
         })
     }
 

@@ -1,6 +1,8 @@
-//! Cache counters: relaxed atomics, one cache line of writes per event.
+//! Cache counters: striped relaxed atomics, so threads hitting the cache at
+//! once do not fight over one cache line.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::store::{RemovalCause, Store};
 
@@ -53,27 +55,63 @@ impl CacheStats {
     }
 }
 
+/// Stripes per counter: enough that a few worker threads rarely share one.
+const STRIPES: usize = 8;
+
+/// A counter one cache line per stripe; each thread adds to its own stripe.
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) stale: AtomicU64,
-    pub(crate) revalidated: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) coalesce_timeouts: AtomicU64,
-    pub(crate) not_storable: AtomicU64,
-    pub(crate) bypassed: AtomicU64,
-    pub(crate) background_refreshes: AtomicU64,
-    pub(crate) audit_drift: AtomicU64,
+pub(crate) struct Counter {
+    stripes: [Stripe; STRIPES],
 }
 
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    INDEX.with(|index| {
+        if index.get() == usize::MAX {
+            index.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+        }
+        index.get()
+    })
+}
+
+impl Counter {
+    pub(crate) fn add(&self, n: u64) {
+        self.stripes[stripe_index()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.stripes.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: Counter,
+    pub(crate) misses: Counter,
+    pub(crate) stale: Counter,
+    pub(crate) revalidated: Counter,
+    pub(crate) coalesced: Counter,
+    pub(crate) coalesce_timeouts: Counter,
+    pub(crate) not_storable: Counter,
+    pub(crate) bypassed: Counter,
+    pub(crate) background_refreshes: Counter,
+    pub(crate) audit_drift: Counter,
+}
+
+pub(crate) fn bump(counter: &Counter) {
+    counter.add(1);
 }
 
 impl Counters {
     pub(crate) fn snapshot(&self, store: &Store, max_bytes: usize, inflight: usize) -> CacheStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = Counter::get;
         CacheStats {
             hits: get(&self.hits),
             misses: get(&self.misses),

@@ -1,6 +1,6 @@
 //! The sharded, byte-bounded LRU store.
 //!
-//! Each shard is a `Mutex<LruCache>` keyed by the primary key, holding the
+//! Each shard is an `RwLock<LruCache>` keyed by the primary key, holding the
 //! variants stored for that URI. The budget is split evenly between shards,
 //! so each shard enforcing its share enforces `bytes_used <= max_bytes` for
 //! the whole store after every operation, with no global lock. Every
@@ -8,7 +8,7 @@
 //! tells the listener, so no path can skip the accounting.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use lru::LruCache;
 use tokio::time::Instant;
@@ -94,7 +94,8 @@ struct Shard {
 }
 
 pub(crate) struct Store {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[RwLock<Shard>]>,
+    epoch: Instant,
     shard_budget: usize,
     max_variants: usize,
     bytes: AtomicUsize,
@@ -127,13 +128,14 @@ impl Store {
         Store {
             shards: (0..shards)
                 .map(|_| {
-                    Mutex::new(Shard {
+                    RwLock::new(Shard {
                         map: LruCache::unbounded(),
                         bytes: 0,
                         entries: 0,
                     })
                 })
                 .collect(),
+            epoch: Instant::now(),
             shard_budget: max_bytes / shards,
             max_variants: max_variants.max(1),
             bytes: AtomicUsize::new(0),
@@ -161,38 +163,77 @@ impl Store {
         self.evictions[cause.index()].load(Ordering::Relaxed)
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let index = (shard_hash(key) % self.shards.len() as u64) as usize;
-        lock(&self.shards[index])
+    fn index(&self, key: &str) -> usize {
+        (shard_hash(key) % self.shards.len() as u64) as usize
     }
 
-    /// Finds the variant of `key` that `matches` accepts, marking the URI
-    /// recently used. An expired match is removed and not returned. A miss
-    /// says why: no entry for the URI, none for these `Vary` values, or
-    /// the match had expired.
-    pub(crate) fn get(&self, key: &str, matches: impl Fn(&Entry) -> bool, now: Instant) -> Result<Arc<Entry>, Forward> {
-        let mut removals = Removals::new();
-        let found = {
-            let mut shard = self.shard(key);
-            let Some(group) = shard.map.get_mut(key) else {
+    fn shard(&self, key: &str) -> RwLockWriteGuard<'_, Shard> {
+        write(&self.shards[self.index(key)])
+    }
+
+    /// Finds the variant of `key` that `matches` accepts and runs `on_hit`
+    /// on it under the shard's read lock (so a hit clones nothing it does not
+    /// return). Recency is tracked to the second: a URI is moved to the
+    /// front of its shard's LRU at most once a second, which keeps hits on
+    /// hot keys from serialising on the write lock. An expired match is
+    /// removed and not returned. A miss says why: no entry for the URI,
+    /// none for these `Vary` values, or the match had expired.
+    pub(crate) fn get_with<R>(
+        &self,
+        key: &str,
+        matches: impl Fn(&Entry) -> bool,
+        now: Instant,
+        on_hit: impl FnOnce(&Arc<Entry>) -> R,
+    ) -> Result<R, Forward> {
+        let shard = &self.shards[self.index(key)];
+        let tick = self.tick(now);
+        {
+            let guard = read(shard);
+            let Some(group) = guard.map.peek(key) else {
                 return Err(Forward::UriMiss);
             };
-            match group.variants.iter().rposition(|e| matches(e)) {
-                Some(pos) if group.variants[pos].expires_at <= now => {
-                    removals.push((group.variants.remove(pos), RemovalCause::Expired));
-                    let empty = group.variants.is_empty();
-                    if empty {
-                        shard.map.pop(key);
-                    }
-                    self.debit(&mut shard, &removals);
-                    Err(Forward::Stale)
+            let Some(entry) = group.variants.iter().rev().find(|e| matches(e)) else {
+                return Err(Forward::VaryMiss);
+            };
+            if entry.expires_at > now {
+                let promote = entry.touched.load(Ordering::Relaxed) != tick;
+                if promote {
+                    entry.touched.store(tick, Ordering::Relaxed);
                 }
-                Some(pos) => Ok(group.variants[pos].clone()),
-                None => Err(Forward::VaryMiss),
+                let result = on_hit(entry);
+                drop(guard);
+                if promote {
+                    write(shard).map.promote(key);
+                }
+                return Ok(result);
             }
-        };
+        }
+        let mut removals = Removals::new();
+        {
+            let mut guard = write(shard);
+            if let Some(group) = guard.map.peek_mut(key) {
+                if let Some(pos) = group.variants.iter().rposition(|e| matches(e) && e.expires_at <= now) {
+                    removals.push((group.variants.remove(pos), RemovalCause::Expired));
+                    if group.variants.is_empty() {
+                        guard.map.pop(key);
+                    }
+                    self.debit(&mut guard, &removals);
+                }
+            }
+        }
         self.finish(removals);
-        found
+        Err(Forward::Stale)
+    }
+
+    /// [`Store::get_with`] returning the entry itself.
+    #[cfg(test)]
+    pub(crate) fn get(&self, key: &str, matches: impl Fn(&Entry) -> bool, now: Instant) -> Result<Arc<Entry>, Forward> {
+        self.get_with(key, matches, now, Arc::clone)
+    }
+
+    /// Whole seconds since the store was made, for recency ticks.
+    fn tick(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.epoch).as_secs() as u32
     }
 
     /// Stores `entry`, evicting least recently used URIs (then older
@@ -261,7 +302,7 @@ impl Store {
         let mut total = Removed::default();
         for shard in &*self.shards {
             let removals = {
-                let mut shard = lock(shard);
+                let mut shard = write(shard);
                 let mut removals = Removals::new();
                 let mut emptied = Vec::new();
                 for (key, group) in &mut shard.map {
@@ -306,7 +347,7 @@ impl Store {
                     break;
                 }
                 let removals: Removals = {
-                    let mut shard = lock(shard);
+                    let mut shard = write(shard);
                     let Some((_, group)) = shard.map.pop_lru() else {
                         continue;
                     };
@@ -330,7 +371,7 @@ impl Store {
     pub(crate) fn metadata(&self) -> Vec<EntryMeta> {
         let mut out = Vec::with_capacity(self.entries());
         for shard in &*self.shards {
-            let shard = lock(shard);
+            let shard = read(shard);
             out.extend(shard.map.iter().flat_map(|(_, g)| g.variants.iter().map(|e| e.meta())));
         }
         out
@@ -339,7 +380,7 @@ impl Store {
     /// Recomputes the accounting from the live entries, with every shard
     /// locked at once (in index order) so the snapshot is consistent.
     pub(crate) fn audit(&self) -> Audit {
-        let guards: Vec<_> = self.shards.iter().map(lock).collect();
+        let guards: Vec<_> = self.shards.iter().map(write).collect();
         let mut audit = Audit::default();
         let (mut counted_bytes, mut counted_entries) = (0usize, 0usize);
         for shard in &guards {
@@ -407,10 +448,15 @@ fn shard_hash(key: &str) -> u64 {
     hash ^ (hash >> 29)
 }
 
-/// Locks a shard; a poisoned lock (a listener panicked) is still usable
-/// because every mutation keeps the shard consistent before it can unwind.
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Locks a shard for writing. A poisoned lock is still usable: every
+/// mutation leaves the shard consistent before anything can unwind, and
+/// listeners run with no lock held.
+fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    shard.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    shard.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
