@@ -16,6 +16,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
@@ -32,6 +33,8 @@ async fn upstream(calls: Arc<AtomicUsize>) -> std::net::SocketAddr {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let calls = calls.clone();
+            // Small HTTP/2 frames must not wait on Nagle and delayed ACKs.
+            let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     calls.fetch_add(1, Ordering::Relaxed);
@@ -121,7 +124,9 @@ async fn main() -> Result<(), BoxError> {
     let calls = Arc::new(AtomicUsize::new(0));
     let addr = upstream(calls.clone()).await;
     let base = format!("http://{addr}");
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
     println!("tower-optimizer demo: HTTP/2 upstream on {base}, {total} requests, {CONCURRENCY} concurrent\n");
 
     let bare = tower::ServiceBuilder::new()
