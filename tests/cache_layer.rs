@@ -558,3 +558,55 @@ async fn memory_pressure_evicts_down_to_the_low_watermark() {
     );
     reading.store(0, Ordering::SeqCst);
 }
+
+#[test]
+fn configuration_errors_come_from_build() {
+    use tower_optimizer::cache::{MemoryPressure, MemorySource};
+    let cases = [
+        ("zero budget", Cache::builder().max_bytes(0).build().err()),
+        ("zero entry size", Cache::builder().max_entry_bytes(0).build().err()),
+        ("zero variants", Cache::builder().max_variants(0).build().err()),
+        ("percent > 100", Cache::builder().heuristic_freshness(101).build().err()),
+        (
+            "zero sweep",
+            Cache::builder().sweep_interval(Some(Duration::ZERO)).build().err(),
+        ),
+        ("bad regex", Cache::builder().exclude("([").build().err()),
+        ("zero shards", Cache::builder().shards(0).build().err()),
+        (
+            "shards too small",
+            Cache::builder()
+                .max_bytes(1 << 20)
+                .max_entry_bytes(1 << 20)
+                .shards(16)
+                .build()
+                .err(),
+        ),
+        (
+            "watermarks reversed",
+            Cache::builder()
+                .memory_pressure(MemoryPressure::new(MemorySource::ProcessRss, 10, 20))
+                .build()
+                .err(),
+        ),
+    ];
+    for (what, error) in cases {
+        let error = error.unwrap_or_else(|| panic!("{what}: expected a build error"));
+        assert!(
+            error.to_string().starts_with("invalid cache configuration: "),
+            "{what}: {error}"
+        );
+    }
+    let regex_error = Cache::builder().exclude("([").build().unwrap_err();
+    assert!(
+        std::error::Error::source(&regex_error).is_some(),
+        "the regex error is kept as the source"
+    );
+    assert!(
+        Cache::builder()
+            .max_bytes(1 << 20)
+            .max_entry_bytes(64 << 10)
+            .build()
+            .is_ok()
+    );
+}
