@@ -57,11 +57,11 @@ impl Freshness {
     /// Remaining freshness in whole seconds; negative once stale (RFC 9211 `ttl`).
     pub fn ttl_secs(&self, now: Instant) -> i64 {
         let age = self.age(now);
-        if age <= self.lifetime {
-            (self.lifetime - age).as_secs() as i64
+        if let Some(left) = self.lifetime.checked_sub(age) {
+            left.as_secs() as i64
         } else {
             // floor of a negative number: round the magnitude up.
-            let past = age - self.lifetime;
+            let past = age.saturating_sub(self.lifetime);
             -(past.as_secs() as i64 + i64::from(past.subsec_nanos() > 0))
         }
     }
