@@ -2,7 +2,7 @@
 //! hit only clones reference-counted parts. Also its byte accounting.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::freshness::Freshness;
 use super::key::Secondary;
+use super::labels::VersionStamp;
 use super::status::{CACHE_NAME, CACHE_STATUS};
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
@@ -25,6 +26,10 @@ pub(crate) const ENTRY_OVERHEAD: usize = 560;
 /// slot of the stored map's capacity, used or not. Measured by the same bench.
 pub(crate) const HEADER_OVERHEAD: usize = 112;
 
+/// Bytes one tag costs beyond its text: its `Arc`, the slot in the entry and
+/// its share of the shard's tag index (a map slot and a key reference).
+pub(crate) const TAG_OVERHEAD: usize = 96;
+
 /// Hop-by-hop fields (RFC 9110 §7.6.1) a cache must not store, plus `Age`,
 /// which is recomputed on every use.
 const NOT_STORED: [HeaderName; 8] = [
@@ -37,11 +42,6 @@ const NOT_STORED: [HeaderName; 8] = [
     http::header::TRAILER,
     AGE,
 ];
-
-/// The tags a response is stored under, placed in the response extensions by
-/// an inner layer (the invalidation layer does) before the cache stores it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tags(pub Vec<Arc<str>>);
 
 /// Public, read-only description of one stored response, for invalidation
 /// strategies, admin pages and tests.
@@ -63,6 +63,13 @@ pub struct EntryMeta {
     pub size: usize,
 }
 
+/// Tags and version stamps an entry is stored with.
+#[derive(Debug, Default)]
+pub(crate) struct Labels {
+    pub(crate) tags: Box<[Arc<str>]>,
+    pub(crate) versions: Box<[VersionStamp]>,
+}
+
 /// One stored response.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -76,6 +83,10 @@ pub(crate) struct Entry {
     pub(crate) stored_at: Instant,
     pub(crate) expires_at: Instant,
     pub(crate) tags: Box<[Arc<str>]>,
+    /// Namespace versions it was produced under (see `VersionStamp`).
+    pub(crate) versions: Box<[VersionStamp]>,
+    /// Soft-purged: treated as stale from now on, kept for revalidation.
+    pub(crate) purged: AtomicBool,
     pub(crate) size: usize,
     /// Upstream sent no `Cache-Status`, so ours replaces the placeholder
     /// line; otherwise ours is appended after theirs (RFC 9211 §2).
@@ -96,7 +107,7 @@ impl Entry {
         parts: &response::Parts,
         body: Bytes,
         freshness: Freshness,
-        tags: Box<[Arc<str>]>,
+        labels: Labels,
         now: Instant,
         retention: Duration,
         default_stale_if_error: Option<Duration>,
@@ -121,7 +132,9 @@ impl Entry {
             freshness,
             stored_at: now,
             expires_at: now,
-            tags,
+            tags: labels.tags,
+            versions: labels.versions,
+            purged: AtomicBool::new(false),
             size: 0,
         };
         entry.expires_at = entry.compute_expiry(retention, default_stale_if_error);
@@ -144,8 +157,32 @@ impl Entry {
             .iter()
             .map(|(n, v)| name_cost(n) + v.as_ref().map_or(0, HeaderValue::len) + HEADER_OVERHEAD)
             .sum();
-        let tag_bytes: usize = self.tags.iter().map(|t| t.len() + 2 * size_of::<usize>()).sum();
-        self.key.len() + header_bytes + secondary_bytes + tag_bytes + self.body.len() + ENTRY_OVERHEAD
+        // Tags are charged with their text and an index slot each.
+        let tag_bytes: usize = self.tags.iter().map(|t| t.len() + TAG_OVERHEAD).sum();
+        let version_bytes = self.versions.len() * size_of::<VersionStamp>();
+        self.key.len() + header_bytes + secondary_bytes + tag_bytes + version_bytes + self.body.len() + ENTRY_OVERHEAD
+    }
+
+    /// Whether no namespace it was stamped with has been bumped since.
+    pub(crate) fn is_current(&self) -> bool {
+        self.versions.iter().all(VersionStamp::is_current)
+    }
+
+    /// Its freshness as a request sees it: a soft-purged entry is stale.
+    pub(crate) fn freshness(&self) -> Freshness {
+        let mut freshness = self.freshness;
+        if self.purged.load(Ordering::Relaxed) {
+            freshness.lifetime = Duration::ZERO;
+        }
+        freshness
+    }
+
+    /// The labels a replacement of this entry (a 304 freshening) keeps.
+    pub(crate) fn labels(&self) -> Labels {
+        Labels {
+            tags: self.tags.clone(),
+            versions: self.versions.clone(),
+        }
     }
 
     /// Public metadata.

@@ -14,10 +14,11 @@ use tokio::time::Instant;
 
 use super::coalesce::Leader;
 use super::directives::CacheControl;
-use super::entry::{Entry, Tags};
+use super::entry::{Entry, Labels};
 use super::freshness::{self, Freshness, heuristically_cacheable};
 use super::handle::{Inner, Reservation};
 use super::key;
+use super::labels::{Dependencies, Tags, Versions};
 use super::policy::{CacheMode, NotStorable};
 use super::stats::bump;
 use super::status::{CACHE_STATUS, CacheStatus, Forward};
@@ -117,13 +118,13 @@ impl Fetch {
     fn stale_on_error<R>(&mut self, fwd_status: Option<u16>) -> Option<Response<OptimizerBody<R>>> {
         let stale = self.stale.as_ref()?;
         let now = Instant::now();
-        if !stale.freshness.may_serve_on_error(now, self.cache.stale_if_error) {
+        if !stale.freshness().may_serve_on_error(now, self.cache.stale_if_error) {
             return None;
         }
         bump(&self.cache.counters.stale);
         let status = CacheStatus {
             fwd_status,
-            ttl: Some(stale.freshness.ttl_secs(now)),
+            ttl: Some(stale.freshness().ttl_secs(now)),
             detail: Some("stale-if-error"),
             ..CacheStatus::forward(Forward::Stale)
         };
@@ -289,13 +290,13 @@ impl Fetch {
             &parts,
             stale.body.clone(),
             freshness,
-            stale.tags.clone(),
+            stale.labels(),
             now,
             self.cache.stale_retention,
             self.cache.stale_if_error,
         ));
-        status.stored = self.cache.store.insert(entry.clone());
-        status.ttl = Some(entry.freshness.ttl_secs(now));
+        status.stored = self.cache.store.insert(entry.clone(), &[]);
+        status.ttl = Some(entry.freshness().ttl_secs(now));
         if let Some(leader) = self.leader.take() {
             leader.complete(status.stored.then(|| entry.clone()));
         }
@@ -381,10 +382,22 @@ impl Buffer {
         let request = fetch.request.take().unwrap_or_else(|| Request::new(()).into_parts().0);
         let names = super::policy::vary_names(&parts.headers).unwrap_or_default();
         let secondary = key::secondary_key(&names, &request.headers);
-        let tags = parts
+        let labels = Labels {
+            tags: parts
+                .extensions
+                .get::<Tags>()
+                .map(|t| t.0.clone().into_boxed_slice())
+                .unwrap_or_default(),
+            versions: parts
+                .extensions
+                .get::<Versions>()
+                .map(|v| v.0.clone().into_boxed_slice())
+                .unwrap_or_default(),
+        };
+        let deps = parts
             .extensions
-            .get::<Tags>()
-            .map(|t| t.0.clone().into_boxed_slice())
+            .get::<Dependencies>()
+            .map(|d| d.0.as_slice())
             .unwrap_or_default();
         let now = Instant::now();
         let entry = Arc::new(Entry::new(
@@ -393,12 +406,12 @@ impl Buffer {
             &parts,
             body,
             freshness,
-            tags,
+            labels,
             now,
             fetch.cache.stale_retention,
             fetch.cache.stale_if_error,
         ));
-        let stored = fetch.cache.store.insert(entry.clone());
+        let stored = fetch.cache.store.insert(entry.clone(), deps);
         if !stored {
             bump(&fetch.cache.counters.not_storable);
         }
@@ -407,7 +420,7 @@ impl Buffer {
         }
         let status = CacheStatus {
             fwd_status: Some(parts.status.as_u16()),
-            ttl: Some(entry.freshness.ttl_secs(now)),
+            ttl: Some(entry.freshness().ttl_secs(now)),
             stored,
             detail: if stored {
                 fetch.status.detail

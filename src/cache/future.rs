@@ -166,7 +166,7 @@ where
                         let now = Instant::now();
                         let status = CacheStatus {
                             collapsed: true,
-                            ..CacheStatus::hit(entry.freshness.ttl_secs(now))
+                            ..CacheStatus::hit(entry.freshness().ttl_secs(now))
                         };
                         let response = fetch::from_entry(&entry, now, false, status);
                         this.state.set(State::Ready {

@@ -70,7 +70,9 @@ mod fetch;
 mod freshness;
 pub mod future;
 mod handle;
+mod index;
 mod key;
+mod labels;
 mod layer;
 mod policy;
 mod pressure;
@@ -83,16 +85,17 @@ pub use builder::{
     CacheBuilder, DEFAULT_HEURISTIC_MAX, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,
     DEFAULT_MAX_VARIANTS, DEFAULT_STALE_RETENTION, DEFAULT_SWEEP_INTERVAL,
 };
-pub use entry::{EntryMeta, Tags};
+pub use entry::EntryMeta;
 pub use freshness::Freshness;
 pub use handle::Cache;
+pub use labels::{Dependencies, Node, Tags, VersionStamp, Versions};
 pub use layer::CacheLayer;
 pub use policy::{AuthorizationPolicy, Bypass, CacheMode, CachePredicate, NotStorable, SetCookiePolicy};
 pub use pressure::{DEFAULT_PRESSURE_INTERVAL, MemoryPressure, MemorySource};
 pub use service::CacheService;
 pub use stats::CacheStats;
 pub use status::{CACHE_NAME, CACHE_STATUS, CacheStatus, Forward, Outcome};
-pub use store::{Audit, EvictionListener, RemovalCause, Removed};
+pub use store::{Audit, EvictionListener, Purge, RemovalCause, Removed};
 
 /// Per-entry overhead the budget charges beyond key, headers and body.
 #[doc(hidden)]

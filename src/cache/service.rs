@@ -90,7 +90,7 @@ where
             Lookup::Bypass(reason) => return self.bypass(reason, request),
             Lookup::Hit(response) => return ResponseFuture::ready(response),
             Lookup::StaleWhileRevalidate(entry, key) => {
-                let ttl = entry.freshness.ttl_secs(now);
+                let ttl = entry.freshness().ttl_secs(now);
                 let status = CacheStatus {
                     detail: Some("stale-while-revalidate"),
                     ..CacheStatus::hit(ttl)
@@ -189,8 +189,8 @@ impl<S> CacheService<S> {
             // Runs under the shard's read lock: a hit is answered from the
             // borrowed entry without cloning its `Arc`.
             let found = inner.store.get_with(key, matches, now, |entry| {
-                let ttl = entry.freshness.ttl_secs(now);
-                match usability(&entry.freshness, request_cc, now) {
+                let ttl = entry.freshness().ttl_secs(now);
+                match usability(&entry.freshness(), request_cc, now) {
                     Usability::Fresh => {
                         bump(&inner.counters.hits);
                         Lookup::Hit(fetch::from_entry(entry, now, head, CacheStatus::hit(ttl)))

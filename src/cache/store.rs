@@ -14,6 +14,8 @@ use lru::LruCache;
 use tokio::time::Instant;
 
 use super::entry::{Entry, EntryMeta};
+use super::index::ShardIndex;
+use super::labels::Node;
 use super::status::Forward;
 
 /// Why an entry left the cache.
@@ -85,12 +87,41 @@ impl Audit {
 struct Group {
     /// Variants of one URI, least recently stored first.
     variants: Vec<Arc<Entry>>,
+    /// Nodes this URI depends on (kept while any variant is stored).
+    deps: Vec<Node>,
 }
 
 struct Shard {
     map: LruCache<Arc<str>, Group>,
     bytes: usize,
     entries: usize,
+    index: ShardIndex,
+}
+
+impl Shard {
+    /// Takes a URI group out of the shard, forgetting its dependencies.
+    fn pop_group(&mut self, key: &str) -> Option<Group> {
+        let (key, group) = self.map.pop_entry(key)?;
+        self.index.remove_group(&key, &group.deps);
+        Some(group)
+    }
+
+    fn pop_lru_group(&mut self) -> Option<Group> {
+        let (key, group) = self.map.pop_lru()?;
+        self.index.remove_group(&key, &group.deps);
+        Some(group)
+    }
+}
+
+/// Soft purge marks entries stale (kept for revalidation and stale serving
+/// where allowed); hard purge removes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purge {
+    /// Mark stale.
+    Soft,
+    /// Remove.
+    #[default]
+    Hard,
 }
 
 pub(crate) struct Store {
@@ -132,6 +163,7 @@ impl Store {
                         map: LruCache::unbounded(),
                         bytes: 0,
                         entries: 0,
+                        index: ShardIndex::default(),
                     })
                 })
                 .collect(),
@@ -195,7 +227,7 @@ impl Store {
             let Some(entry) = group.variants.iter().rev().find(|e| matches(e)) else {
                 return Err(Forward::VaryMiss);
             };
-            if entry.expires_at > now {
+            if entry.expires_at > now && entry.is_current() {
                 let promote = entry.touched.load(Ordering::Relaxed) != tick;
                 if promote {
                     entry.touched.store(tick, Ordering::Relaxed);
@@ -212,10 +244,18 @@ impl Store {
         {
             let mut guard = write(shard);
             if let Some(group) = guard.map.peek_mut(key) {
-                if let Some(pos) = group.variants.iter().rposition(|e| matches(e) && e.expires_at <= now) {
-                    removals.push((group.variants.remove(pos), RemovalCause::Expired));
+                let gone = |e: &Entry| e.expires_at <= now || !e.is_current();
+                if let Some(pos) = group.variants.iter().rposition(|e| matches(e) && gone(e)) {
+                    let entry = group.variants.remove(pos);
+                    // A bumped namespace is an invalidation, not an expiry.
+                    let cause = if entry.is_current() {
+                        RemovalCause::Expired
+                    } else {
+                        RemovalCause::Invalidated
+                    };
+                    removals.push((entry, cause));
                     if group.variants.is_empty() {
-                        guard.map.pop(key);
+                        guard.pop_group(key);
                     }
                     self.debit(&mut guard, &removals);
                 }
@@ -239,7 +279,7 @@ impl Store {
     /// Stores `entry`, evicting least recently used URIs (then older
     /// variants of its own URI) until it fits. Returns `false` if it can
     /// never fit (larger than a shard's share of the budget).
-    pub(crate) fn insert(&self, entry: Arc<Entry>) -> bool {
+    pub(crate) fn insert(&self, entry: Arc<Entry>, deps: &[Node]) -> bool {
         let size = entry.size;
         if size > self.shard_budget {
             return false;
@@ -251,6 +291,7 @@ impl Store {
             // the 32 a default-grown one would.
             let mut group = shard.map.pop(&*entry.key).unwrap_or_else(|| Group {
                 variants: Vec::with_capacity(1),
+                deps: Vec::new(),
             });
             if let Some(pos) = group.variants.iter().position(|e| e.secondary == entry.secondary) {
                 removals.push((group.variants.remove(pos), RemovalCause::Replaced));
@@ -261,7 +302,7 @@ impl Store {
             self.debit(&mut shard, &removals);
             while shard.bytes + size > self.shard_budget {
                 let before = removals.len();
-                if let Some((_, victim)) = shard.map.pop_lru() {
+                if let Some(victim) = shard.pop_lru_group() {
                     removals.extend(victim.variants.into_iter().map(|e| (e, RemovalCause::Capacity)));
                 } else if !group.variants.is_empty() {
                     removals.push((group.variants.remove(0), RemovalCause::Capacity));
@@ -275,6 +316,13 @@ impl Store {
             self.bytes.fetch_add(size, Ordering::Relaxed);
             self.entries.fetch_add(1, Ordering::Relaxed);
             let key = entry.key.clone();
+            for node in deps {
+                if !group.deps.contains(node) {
+                    group.deps.push(node.clone());
+                    shard.index.add_dependency(&key, node.clone());
+                }
+            }
+            shard.index.add_entry(&entry);
             group.variants.push(entry);
             shard.map.push(key, group);
         }
@@ -286,7 +334,7 @@ impl Store {
     pub(crate) fn remove_key(&self, key: &str, cause: RemovalCause) -> Removed {
         let removals: Removals = {
             let mut shard = self.shard(key);
-            let Some(group) = shard.map.pop(key) else {
+            let Some(group) = shard.pop_group(key) else {
                 return Removed::default();
             };
             let removals: Removals = group.variants.into_iter().map(|e| (e, cause)).collect();
@@ -298,7 +346,7 @@ impl Store {
 
     /// Removes the entries for which `remove` is true, one shard at a time
     /// so no lock is held for the whole walk.
-    pub(crate) fn remove_where(&self, mut remove: impl FnMut(&Entry) -> bool, cause: RemovalCause) -> Removed {
+    pub(crate) fn remove_where(&self, mut remove: impl FnMut(&Entry) -> Option<RemovalCause>) -> Removed {
         let mut total = Removed::default();
         for shard in &*self.shards {
             let removals = {
@@ -308,7 +356,7 @@ impl Store {
                 for (key, group) in &mut shard.map {
                     let mut i = 0;
                     while i < group.variants.len() {
-                        if remove(&group.variants[i]) {
+                        if let Some(cause) = remove(&group.variants[i]) {
                             removals.push((group.variants.remove(i), cause));
                         } else {
                             i += 1;
@@ -319,7 +367,7 @@ impl Store {
                     }
                 }
                 for key in emptied {
-                    shard.map.pop(&key);
+                    shard.pop_group(&key);
                 }
                 self.debit(&mut shard, &removals);
                 removals
@@ -333,7 +381,15 @@ impl Store {
 
     /// Drops entries whose time ran out.
     pub(crate) fn sweep(&self, now: Instant) -> Removed {
-        self.remove_where(|e| e.expires_at <= now, RemovalCause::Expired)
+        self.remove_where(|e| {
+            if !e.is_current() {
+                Some(RemovalCause::Invalidated)
+            } else if e.expires_at <= now {
+                Some(RemovalCause::Expired)
+            } else {
+                None
+            }
+        })
     }
 
     /// Evicts least recently used URIs, taking turns between shards, until
@@ -348,7 +404,7 @@ impl Store {
                 }
                 let removals: Removals = {
                     let mut shard = write(shard);
-                    let Some((_, group)) = shard.map.pop_lru() else {
+                    let Some(group) = shard.pop_lru_group() else {
                         continue;
                     };
                     let removals: Removals = group.variants.into_iter().map(|e| (e, cause)).collect();
@@ -365,6 +421,129 @@ impl Store {
             }
         }
         total
+    }
+
+    /// Purges every variant of the given keys.
+    pub(crate) fn purge_keys(&self, keys: &[Arc<str>], mode: Purge) -> Removed {
+        let mut total = Removed::default();
+        for key in keys {
+            let removed = match mode {
+                Purge::Hard => self.remove_key(key, RemovalCause::Invalidated),
+                Purge::Soft => {
+                    let shard = read(&self.shards[self.index(key)]);
+                    shard
+                        .map
+                        .peek(&**key)
+                        .map_or_else(Removed::default, |g| mark(g.variants.iter()))
+                }
+            };
+            total.entries += removed.entries;
+            total.bytes += removed.bytes;
+        }
+        total
+    }
+
+    /// Purges the variants carrying `tag`; returns what was purged and the
+    /// keys it touched. Costs O(shards + entries with the tag).
+    pub(crate) fn purge_tag(&self, tag: &str, mode: Purge) -> (Removed, Vec<Arc<str>>) {
+        let mut total = Removed::default();
+        let mut touched = Vec::new();
+        for shard in &*self.shards {
+            let (removed, keys) = {
+                let mut shard = write(shard);
+                let keys = shard.index.keys_with_tag(tag);
+                if keys.is_empty() {
+                    continue;
+                }
+                let mut removals = Removals::new();
+                let mut marked = Removed::default();
+                for key in &keys {
+                    let Some(group) = shard.map.peek_mut(&**key) else {
+                        continue;
+                    };
+                    let has_tag = |e: &Arc<Entry>| e.tags.iter().any(|t| &**t == tag);
+                    match mode {
+                        Purge::Soft => {
+                            let m = mark(group.variants.iter().filter(|e| has_tag(e)));
+                            marked.entries += m.entries;
+                            marked.bytes += m.bytes;
+                        }
+                        Purge::Hard => {
+                            let (gone, kept): (Vec<_>, Vec<_>) = group.variants.drain(..).partition(has_tag);
+                            group.variants = kept;
+                            let empty = group.variants.is_empty();
+                            removals.extend(gone.into_iter().map(|e| (e, RemovalCause::Invalidated)));
+                            if empty {
+                                shard.pop_group(key);
+                            }
+                        }
+                    }
+                }
+                self.debit(&mut shard, &removals);
+                drop(shard);
+                let mut removed = self.finish(removals);
+                removed.entries += marked.entries;
+                removed.bytes += marked.bytes;
+                (removed, keys)
+            };
+            total.entries += removed.entries;
+            total.bytes += removed.bytes;
+            touched.extend(keys);
+        }
+        (total, touched)
+    }
+
+    /// Keys whose URI group depends on `node`.
+    pub(crate) fn dependents(&self, node: &Node) -> Vec<Arc<str>> {
+        self.shards
+            .iter()
+            .flat_map(|s| read(s).index.dependents(node))
+            .collect()
+    }
+
+    /// Records that the stored URI `key` depends on `node`; `false` when
+    /// nothing is stored under `key` (the index only holds live entries).
+    pub(crate) fn add_dependency(&self, key: &str, node: Node) -> bool {
+        let mut shard = self.shard(key);
+        let Some(group) = shard.map.peek_mut(key) else {
+            return false;
+        };
+        let Some(key) = group.variants.first().map(|e| e.key.clone()) else {
+            return false;
+        };
+        if !group.deps.contains(&node) {
+            group.deps.push(node.clone());
+            shard.index.add_dependency(&key, node);
+        }
+        true
+    }
+
+    /// Number of shards, for chunked scans.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The keys stored in one shard (a snapshot), for chunked scans.
+    pub(crate) fn shard_keys(&self, shard: usize) -> Vec<Arc<str>> {
+        read(&self.shards[shard]).map.iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Metadata of the variants stored under `key`.
+    pub(crate) fn key_metadata(&self, key: &str) -> Vec<EntryMeta> {
+        let shard = read(&self.shards[self.index(key)]);
+        shard
+            .map
+            .peek(key)
+            .map(|g| g.variants.iter().map(|e| e.meta()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Distinct tags and dependency nodes indexed, over all shards.
+    pub(crate) fn index_sizes(&self) -> (usize, usize) {
+        self.shards
+            .iter()
+            .map(|s| read(s).index.sizes())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
     /// Metadata of every stored entry (a snapshot; takes each shard lock in turn).
@@ -385,6 +564,9 @@ impl Store {
         let (mut counted_bytes, mut counted_entries) = (0usize, 0usize);
         for shard in &guards {
             let (mut bytes, mut entries) = (0usize, 0usize);
+            audit.orphaned_keys += shard
+                .index
+                .mismatches(shard.map.iter().map(|(k, g)| (k, &g.variants[..], &g.deps[..])));
             for (key, group) in &shard.map {
                 if group.variants.is_empty() || group.variants.iter().any(|e| *e.key != **key) {
                     audit.orphaned_keys += 1;
@@ -405,6 +587,9 @@ impl Store {
     }
 
     fn debit(&self, shard: &mut Shard, removals: &[(Arc<Entry>, RemovalCause)]) {
+        for (entry, _) in removals {
+            shard.index.remove_entry(entry);
+        }
         let bytes: usize = removals.iter().map(|(e, _)| e.size).sum();
         shard.bytes -= bytes;
         shard.entries -= removals.len();
@@ -426,6 +611,18 @@ impl Store {
         }
         removed
     }
+}
+
+/// Soft-purges entries: marks them stale; counts those not marked before.
+fn mark<'a>(entries: impl Iterator<Item = &'a Arc<Entry>>) -> Removed {
+    let mut marked = Removed::default();
+    for entry in entries {
+        if !entry.purged.swap(true, Ordering::Relaxed) {
+            marked.entries += 1;
+            marked.bytes += entry.size;
+        }
+    }
+    marked
 }
 
 /// A multiply-rotate hash over the key's last 64 bytes (where URIs

@@ -8,10 +8,15 @@ use proptest::prelude::*;
 use tokio::time::Instant;
 
 use super::*;
-use crate::cache::entry::Entry;
+use crate::cache::entry::{Entry, Labels};
 use crate::cache::freshness::Freshness;
+use crate::cache::labels::Node;
 
 pub(crate) fn entry(key: &str, variant: u8, body_len: usize, now: Instant, ttl: u64) -> Arc<Entry> {
+    tagged(key, variant, body_len, now, ttl, &[])
+}
+
+pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl: u64, tags: &[&str]) -> Arc<Entry> {
     let (parts, ()) = Response::builder()
         .header("cache-control", "max-age=1")
         .body(())
@@ -37,7 +42,10 @@ pub(crate) fn entry(key: &str, variant: u8, body_len: usize, now: Instant, ttl: 
         &parts,
         Bytes::from(vec![7u8; body_len]),
         freshness,
-        Box::default(),
+        Labels {
+            tags: tags.iter().map(|t| Arc::from(*t)).collect(),
+            versions: Box::default(),
+        },
         now,
         Duration::ZERO,
         None,
@@ -54,10 +62,10 @@ async fn evicts_lru_to_stay_under_budget() {
     let size = entry("k0", 0, 1000, now, 60).size;
     let store = Store::new(size * 3, 1, 4, None);
     for i in 0..3 {
-        assert!(store.insert(entry(&format!("k{i}"), 0, 1000, now, 60)));
+        assert!(store.insert(entry(&format!("k{i}"), 0, 1000, now, 60), &[]));
     }
     assert!(store.get("k0", |_| true, now).is_ok(), "touch k0 so k1 is least recent");
-    assert!(store.insert(entry("k3", 0, 1000, now, 60)));
+    assert!(store.insert(entry("k3", 0, 1000, now, 60), &[]));
     assert!(store.get("k1", |_| true, now).is_err());
     assert!(store.get("k0", |_| true, now).is_ok());
     assert_eq!(store.entries(), 3);
@@ -77,14 +85,14 @@ async fn variants_replace_and_cap() {
         }
     });
     let store = Store::new(1 << 20, 1, 2, Some(listener));
-    store.insert(entry("k", 1, 10, now, 60));
-    store.insert(entry("k", 2, 10, now, 60));
+    store.insert(entry("k", 1, 10, now, 60), &[]);
+    store.insert(entry("k", 2, 10, now, 60), &[]);
     assert!(store.get("k", is_variant(1), now).is_ok());
     assert!(store.get("k", is_variant(2), now).is_ok());
-    store.insert(entry("k", 2, 20, now, 60));
+    store.insert(entry("k", 2, 20, now, 60), &[]);
     assert_eq!(seen.load(Ordering::SeqCst), 1);
     assert_eq!(store.entries(), 2);
-    store.insert(entry("k", 3, 10, now, 60));
+    store.insert(entry("k", 3, 10, now, 60), &[]);
     assert_eq!(store.entries(), 2, "max two variants per URI");
     assert!(store.get("k", is_variant(1), now).is_err(), "oldest variant went first");
     assert_eq!(
@@ -100,8 +108,8 @@ async fn variants_replace_and_cap() {
 async fn too_large_is_refused_and_expired_dropped_on_access() {
     let now = Instant::now();
     let store = Store::new(2000, 1, 4, None);
-    assert!(!store.insert(entry("big", 0, 5000, now, 60)));
-    assert!(store.insert(entry("k", 0, 10, now, 5)));
+    assert!(!store.insert(entry("big", 0, 5000, now, 60), &[]));
+    assert!(store.insert(entry("k", 0, 10, now, 5), &[]));
     let later = now + Duration::from_secs(6);
     assert_eq!(store.get("k", |_| true, later).err(), Some(Forward::Stale));
     assert_eq!(store.entries(), 0);
@@ -110,6 +118,14 @@ async fn too_large_is_refused_and_expired_dropped_on_access() {
 
 #[derive(Debug, Clone)]
 enum Op {
+    PurgeTag {
+        tag: u8,
+        soft: bool,
+    },
+    Depend {
+        key: u8,
+        on: u8,
+    },
     Insert {
         key: u8,
         variant: u8,
@@ -135,6 +151,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u8..24, 0u8..3, 0usize..3000, 1u64..50).prop_map(|(key, variant, body, ttl)| Op::Insert { key, variant, body, ttl }),
+        1 => (0u8..4, any::<bool>()).prop_map(|(tag, soft)| Op::PurgeTag { tag, soft }),
+        1 => (0u8..24, 0u8..30).prop_map(|(key, on)| Op::Depend { key, on }),
         3 => (0u8..24, 0u8..3).prop_map(|(key, variant)| Op::Get { key, variant }),
         1 => (0u8..24).prop_map(|key| Op::Remove { key }),
         1 => (0u64..20).prop_map(|secs| Op::Advance { secs }),
@@ -156,9 +174,11 @@ proptest! {
         for op in ops {
             match op {
                 Op::Insert { key, variant, body, ttl } => {
-                    let e = entry(&format!("k{key}"), variant, body, now, ttl);
+                    let tags = ["t0", "t1", "t2", "t3"];
+                    let mine: Vec<&str> = tags.iter().copied().filter(|t| (key as usize + t.len() + variant as usize) % 3 != 0 || t.ends_with(&(key % 4).to_string())).collect();
+                    let e = tagged(&format!("k{key}"), variant, body, now, ttl, &mine);
                     let fits = e.size <= store.shard_budget();
-                    prop_assert_eq!(store.insert(e), fits);
+                    prop_assert_eq!(store.insert(e, &[]), fits);
                     if fits {
                         let found = store.get(&format!("k{key}"), is_variant(variant), now).is_ok();
                         prop_assert!(found);
@@ -178,6 +198,24 @@ proptest! {
                 Op::Sweep => {
                     store.sweep(now);
                     prop_assert!(store.metadata().iter().all(|m| m.expires_at > now));
+                }
+                Op::PurgeTag { tag, soft } => {
+                    let tag = format!("t{tag}");
+                    let mode = if soft { Purge::Soft } else { Purge::Hard };
+                    store.purge_tag(&tag, mode);
+                    if !soft {
+                        prop_assert!(store.metadata().iter().all(|m| !m.tags.iter().any(|t| **t == *tag)));
+                    }
+                }
+                Op::Depend { key, on } => {
+                    let node = if on % 2 == 0 { Node::Tag(format!("t{}", on % 4).into()) } else { Node::Key(format!("k{on}").into()) };
+                    let name = format!("k{key}");
+                    let stored = store.metadata().iter().any(|m| *m.key == *name);
+                    let added = store.add_dependency(&name, node.clone());
+                    prop_assert_eq!(added, stored, "dependencies attach to stored URIs only");
+                    for dependent in store.dependents(&node) {
+                        prop_assert!(store.metadata().iter().any(|m| m.key == dependent), "index holds a gone key");
+                    }
                 }
                 Op::Evict { bytes } => {
                     let before = store.bytes();
