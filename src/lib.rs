@@ -6,7 +6,7 @@
 //! | feature | module | what it gives |
 //! |---|---|---|
 //! | `cache` | [`cache`] | memory-bounded RFC 9111 response cache with coalescing, SWR, stale-if-error |
-//! | `invalidation` | (coming) | tag, pattern, dependency, version invalidation |
+//! | `invalidation` | [`invalidation`] | tag, pattern, dependency, version, predicate and header-driven invalidation |
 //! | `circuit-breaker` | (coming) | per-host breaker with HTTP-aware classification |
 //! | `monitor` | (coming) | metrics, alerts, health checks, dashboard |
 //! | `stack` | (coming) | `OptimizerStack` and the HTTP/2 client |
@@ -27,6 +27,8 @@
 pub mod body;
 #[cfg(feature = "cache")]
 pub mod cache;
+#[cfg(feature = "invalidation")]
+pub mod invalidation;
 
 /// The error type between layers: callers `downcast_ref` to the named
 /// error of the layer that failed.

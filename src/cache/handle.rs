@@ -1,8 +1,9 @@
 //! `Cache`: the cheap-to-clone handle over the store, shared by every
 //! `CacheLayer` built from it and by the invalidation handle.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::request;
@@ -13,6 +14,7 @@ use super::coalesce::Flights;
 use super::entry::EntryMeta;
 use super::freshness::Lifetimes;
 use super::key;
+use super::labels::Node;
 use super::policy::Rules;
 use super::pressure::MemoryPressure;
 use super::stats::{CacheStats, Counters};
@@ -51,6 +53,11 @@ pub(crate) struct Inner {
     pub(crate) audit_interval: Option<Duration>,
     pub(crate) pressure: Option<MemoryPressure>,
     background_started: AtomicBool,
+    /// Namespace version counters (see `VersionStamp`), shared by every
+    /// `Invalidator` over this cache.
+    pub(crate) namespaces: Mutex<HashMap<Arc<str>, Arc<AtomicU64>>>,
+    /// Tag -> dependent tags, declared with `Invalidator::depends_on`.
+    pub(crate) tag_dependents: Mutex<HashMap<Node, HashSet<Arc<str>>>>,
     /// Held by each background task, so tests can see them stop.
     pub(crate) task_token: Arc<()>,
 }
@@ -80,6 +87,8 @@ impl Cache {
                 audit_interval: b.audit_interval,
                 pressure: b.pressure,
                 background_started: AtomicBool::new(false),
+                namespaces: Mutex::default(),
+                tag_dependents: Mutex::default(),
                 task_token: Arc::new(()),
             }),
         };
@@ -125,6 +134,11 @@ impl Cache {
     /// The primary key the cache uses for a request: its normalised absolute URI.
     pub fn key_for(parts: &request::Parts) -> Option<String> {
         key::primary_key(&parts.uri, &parts.headers)
+    }
+
+    /// The primary key for an absolute URI.
+    pub fn key_for_uri(uri: &http::Uri) -> Option<String> {
+        key::primary_key(uri, &http::HeaderMap::new())
     }
 
     /// Removes every variant stored under `key` (see [`Cache::key_for`]).

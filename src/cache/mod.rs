@@ -93,7 +93,7 @@ pub use layer::CacheLayer;
 pub use policy::{AuthorizationPolicy, Bypass, CacheMode, CachePredicate, NotStorable, SetCookiePolicy};
 pub use pressure::{DEFAULT_PRESSURE_INTERVAL, MemoryPressure, MemorySource};
 pub use service::CacheService;
-pub use stats::CacheStats;
+pub use stats::{CacheStats, InvalidationKind};
 pub use status::{CACHE_NAME, CACHE_STATUS, CacheStatus, Forward, Outcome};
 pub use store::{Audit, EvictionListener, Purge, RemovalCause, Removed};
 

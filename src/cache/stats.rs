@@ -29,6 +29,9 @@ pub struct CacheStats {
     pub background_refreshes: u64,
     /// Evictions by cause, indexed by [`RemovalCause::index`].
     pub evictions: [u64; 5],
+    /// Entries invalidated (removed or marked), by strategy, indexed by
+    /// [`InvalidationKind::index`].
+    pub invalidations: [u64; InvalidationKind::ALL.len()],
     /// Audits that found drift (should stay zero).
     pub audit_drift: u64,
     /// Bytes currently charged to the budget.
@@ -37,11 +40,79 @@ pub struct CacheStats {
     pub max_bytes: u64,
     /// Entries currently stored.
     pub entries: u64,
+    /// Distinct tags in the tag index.
+    pub indexed_tags: u64,
+    /// Distinct dependency nodes in the dependency index.
+    pub indexed_dependencies: u64,
     /// Bytes currently held by in-flight misses being buffered.
     pub inflight_bytes: u64,
 }
 
+/// The ways entries get invalidated, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvalidationKind {
+    /// By key or URI.
+    Key,
+    /// By tag (including RFC 9875 groups).
+    Tag,
+    /// By regex pattern.
+    Pattern,
+    /// By cascading through dependencies.
+    Dependency,
+    /// By a namespace version bump (counted when the stale entry is dropped).
+    Version,
+    /// By a predicate over entry metadata.
+    Conditional,
+    /// By age.
+    Time,
+    /// By a user strategy.
+    Custom,
+    /// By HTTP semantics: unsafe methods (RFC 9111 §4.4) and
+    /// `Cache-Group-Invalidation` (RFC 9875).
+    Http,
+}
+
+impl InvalidationKind {
+    /// Every kind, in index order.
+    pub const ALL: [InvalidationKind; 9] = [
+        InvalidationKind::Key,
+        InvalidationKind::Tag,
+        InvalidationKind::Pattern,
+        InvalidationKind::Dependency,
+        InvalidationKind::Version,
+        InvalidationKind::Conditional,
+        InvalidationKind::Time,
+        InvalidationKind::Custom,
+        InvalidationKind::Http,
+    ];
+
+    /// A stable index into per-kind counters.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A lowercase name for metrics and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InvalidationKind::Key => "key",
+            InvalidationKind::Tag => "tag",
+            InvalidationKind::Pattern => "pattern",
+            InvalidationKind::Dependency => "dependency",
+            InvalidationKind::Version => "version",
+            InvalidationKind::Conditional => "conditional",
+            InvalidationKind::Time => "time",
+            InvalidationKind::Custom => "custom",
+            InvalidationKind::Http => "http",
+        }
+    }
+}
+
 impl CacheStats {
+    /// Entries invalidated by one strategy.
+    pub fn invalidations(&self, kind: InvalidationKind) -> u64 {
+        self.invalidations[kind.index()]
+    }
+
     /// Evictions for one cause.
     pub fn evictions(&self, cause: RemovalCause) -> u64 {
         self.evictions[cause.index()]
@@ -103,6 +174,7 @@ pub(crate) struct Counters {
     pub(crate) bypassed: Counter,
     pub(crate) background_refreshes: Counter,
     pub(crate) audit_drift: Counter,
+    pub(crate) invalidations: [Counter; InvalidationKind::ALL.len()],
 }
 
 pub(crate) fn bump(counter: &Counter) {
@@ -124,9 +196,19 @@ impl Counters {
             background_refreshes: get(&self.background_refreshes),
             evictions: RemovalCause::ALL.map(|c| store.evictions(c)),
             audit_drift: get(&self.audit_drift),
+            invalidations: std::array::from_fn(|i| {
+                let extra = if i == InvalidationKind::Version.index() {
+                    store.version_drops()
+                } else {
+                    0
+                };
+                self.invalidations[i].get() + extra
+            }),
             bytes: store.bytes() as u64,
             max_bytes: max_bytes as u64,
             entries: store.entries() as u64,
+            indexed_tags: store.index_sizes().0 as u64,
+            indexed_dependencies: store.index_sizes().1 as u64,
             inflight_bytes: inflight as u64,
         }
     }

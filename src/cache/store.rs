@@ -132,6 +132,8 @@ pub(crate) struct Store {
     bytes: AtomicUsize,
     entries: AtomicUsize,
     evictions: [AtomicU64; 5],
+    /// Entries dropped because a namespace they were stamped with was bumped.
+    version_drops: AtomicU64,
     listener: Option<EvictionListener>,
 }
 
@@ -173,6 +175,7 @@ impl Store {
             bytes: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             evictions: Default::default(),
+            version_drops: AtomicU64::new(0),
             listener,
         }
     }
@@ -189,6 +192,10 @@ impl Store {
 
     pub(crate) fn entries(&self) -> usize {
         self.entries.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn version_drops(&self) -> u64 {
+        self.version_drops.load(Ordering::Relaxed)
     }
 
     pub(crate) fn evictions(&self, cause: RemovalCause) -> u64 {
@@ -251,6 +258,7 @@ impl Store {
                     let cause = if entry.is_current() {
                         RemovalCause::Expired
                     } else {
+                        self.version_drops.fetch_add(1, Ordering::Relaxed);
                         RemovalCause::Invalidated
                     };
                     removals.push((entry, cause));
@@ -383,6 +391,7 @@ impl Store {
     pub(crate) fn sweep(&self, now: Instant) -> Removed {
         self.remove_where(|e| {
             if !e.is_current() {
+                self.version_drops.fetch_add(1, Ordering::Relaxed);
                 Some(RemovalCause::Invalidated)
             } else if e.expires_at <= now {
                 Some(RemovalCause::Expired)

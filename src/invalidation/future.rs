@@ -1,0 +1,302 @@
+//! Response future of [`InvalidationService`](super::InvalidationService).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::header::{CONTENT_LOCATION, LOCATION};
+use http::{Method, Response, Uri, request};
+use pin_project_lite::pin_project;
+
+use super::handle::{Invalidator, group_tag};
+use super::headers::{self, ParsedTags, TagSyntax};
+use super::layer::{Config, HeaderVisibility};
+use super::report::InvalidationReport;
+use super::scan::{Matcher, Scan};
+use super::service::same_origin_key;
+use super::strategy::InvalidationEvent;
+use super::target::{Pattern, Target};
+use crate::cache::{Dependencies, InvalidationKind, Purge, Tags, Versions};
+
+pub(crate) struct SafeCtx {
+    pub(crate) config: Arc<Config>,
+    pub(crate) origin: Option<String>,
+    pub(crate) parts: Option<request::Parts>,
+}
+
+pub(crate) struct WriteCtx {
+    pub(crate) config: Arc<Config>,
+    pub(crate) origin: Option<String>,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+}
+
+pub(crate) enum Ctx {
+    Safe(SafeCtx),
+    Write(WriteCtx),
+}
+
+pin_project! {
+    /// Response future of [`InvalidationService`](super::InvalidationService).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F, R> {
+        #[pin]
+        state: State<F, R>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, R> {
+        Calling { #[pin] future: F, ctx: Option<Box<Ctx>> },
+        // A write's pattern targets are scanned before the response is
+        // released, so the caller's next read cannot see what it replaced.
+        Scanning { scan: Scan, response: Option<Response<R>>, report: InvalidationReport, invalidator: Invalidator },
+        Done,
+    }
+}
+
+impl<F, R> std::fmt::Debug for ResponseFuture<F, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, R> ResponseFuture<F, R> {
+    pub(crate) fn new(future: F, ctx: Ctx) -> Self {
+        ResponseFuture {
+            state: State::Calling {
+                future,
+                ctx: Some(Box::new(ctx)),
+            },
+        }
+    }
+}
+
+const POLLED_AFTER_DONE: &str = "invalidation ResponseFuture polled after completion";
+
+impl<F, R, E> Future for ResponseFuture<F, R>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = Result<Response<R>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future, ctx } => {
+                    let response = match ready!(future.poll(cx)) {
+                        Ok(response) => response,
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                    };
+                    match *ctx.take().expect(POLLED_AFTER_DONE) {
+                        Ctx::Safe(ctx) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(label(response, &ctx)));
+                        }
+                        Ctx::Write(ctx) => {
+                            let (response, report, patterns) = invalidate(response, &ctx);
+                            if patterns.is_empty() {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Ok(with_report(response, report)));
+                            }
+                            let invalidator = ctx.config.invalidator.clone();
+                            let scan = Scan::new(invalidator.cache().clone(), Matcher::Patterns(patterns));
+                            this.state.set(State::Scanning {
+                                scan,
+                                response: Some(response),
+                                report,
+                                invalidator,
+                            });
+                        }
+                    }
+                }
+                StateProj::Scanning {
+                    scan,
+                    response,
+                    report,
+                    invalidator,
+                } => {
+                    let (keys, scanned) = ready!(Pin::new(scan).poll(cx));
+                    let nodes = keys.into_iter().map(crate::cache::Node::Key).collect();
+                    let mut found = invalidator.cascade(nodes, Purge::Hard, InvalidationKind::Pattern);
+                    found.scanned = scanned;
+                    report.merge(&found);
+                    let response = with_report(response.take().expect(POLLED_AFTER_DONE), *report);
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Done => panic!("{POLLED_AFTER_DONE}"),
+            }
+        }
+    }
+}
+
+fn with_report<R>(mut response: Response<R>, report: InvalidationReport) -> Response<R> {
+    response.extensions_mut().insert(report);
+    response
+}
+
+/// Labels a response to a safe request for the cache: tags from headers
+/// and the user's closure, a version stamp, dependencies.
+fn label<R>(response: Response<R>, ctx: &SafeCtx) -> Response<R> {
+    let config = &ctx.config;
+    let (mut parts, body) = response.into_parts();
+    let mut plain = ParsedTags::default();
+    let mut groups = ParsedTags::default();
+    let h = config.headers;
+    if h.cache_groups {
+        headers::read_tags(
+            &parts.headers,
+            &headers::CACHE_GROUPS,
+            TagSyntax::StructuredStrings,
+            &mut groups,
+        );
+    }
+    if h.surrogate_key {
+        headers::read_tags(
+            &parts.headers,
+            &headers::SURROGATE_KEY,
+            TagSyntax::SpaceSeparated,
+            &mut plain,
+        );
+    }
+    if h.cache_tag {
+        headers::read_tags(
+            &parts.headers,
+            &headers::CACHE_TAG,
+            TagSyntax::CommaSeparated,
+            &mut plain,
+        );
+    }
+    if plain.malformed || groups.malformed || plain.dropped + groups.dropped > 0 {
+        tracing::debug!(
+            dropped = plain.dropped + groups.dropped,
+            malformed = plain.malformed || groups.malformed,
+            "tag headers partly ignored"
+        );
+    }
+    let mut tags: Vec<Arc<str>> = parts.extensions.get::<Tags>().map(|t| t.0.clone()).unwrap_or_default();
+    // RFC 9875 groups are scoped to the origin that named them.
+    if let Some(origin) = &ctx.origin {
+        tags.extend(groups.tags.iter().map(|g| Arc::from(group_tag(origin, g))));
+    }
+    tags.extend(plain.tags.into_iter().map(Arc::from));
+    if let (Some(f), Some(req)) = (&config.tag_fn, &ctx.parts) {
+        tags.extend(f(req, &parts).into_iter().map(Arc::from));
+    }
+    tags.sort_unstable();
+    tags.dedup();
+    if !tags.is_empty() {
+        parts.extensions.insert(Tags(tags));
+    }
+    if let (Some(f), Some(req)) = (&config.namespace_fn, &ctx.parts) {
+        if let Some(namespace) = f(req) {
+            let mut versions = parts.extensions.remove::<Versions>().unwrap_or_default();
+            versions.0.push(config.invalidator.stamp(&namespace));
+            parts.extensions.insert(versions);
+        }
+    }
+    if let (Some(f), Some(req)) = (&config.dependency_fn, &ctx.parts) {
+        let nodes = f(req, &parts);
+        if !nodes.is_empty() {
+            let mut deps = parts.extensions.remove::<Dependencies>().unwrap_or_default();
+            deps.0.extend(nodes);
+            parts.extensions.insert(deps);
+        }
+    }
+    if h.visibility == HeaderVisibility::Strip {
+        parts.headers.remove(headers::CACHE_GROUPS);
+        parts.headers.remove(headers::SURROGATE_KEY);
+        parts.headers.remove(headers::CACHE_TAG);
+    }
+    Response::from_parts(parts, body)
+}
+
+/// Applies everything a response to an unsafe request invalidates; returns
+/// the pattern targets still to scan.
+fn invalidate<R>(response: Response<R>, ctx: &WriteCtx) -> (Response<R>, InvalidationReport, Vec<Pattern>) {
+    let inv = &ctx.config.invalidator;
+    let mut report = InvalidationReport::new(InvalidationKind::Http, Purge::Hard);
+    let mut patterns = Vec::new();
+    let status = response.status();
+    let headers = response.headers();
+    let Some(origin) = ctx.origin.as_deref() else {
+        return (response, report, patterns);
+    };
+    // RFC 9875: groups named by the response, same origin only, on any
+    // response to an unsafe request.
+    let mut groups = ParsedTags::default();
+    headers::read_tags(
+        headers,
+        &headers::CACHE_GROUP_INVALIDATION,
+        TagSyntax::StructuredStrings,
+        &mut groups,
+    );
+    let mut http: Vec<Target> = groups
+        .tags
+        .iter()
+        .map(|g| Target::Tag(group_tag(origin, g).into()))
+        .collect();
+    // RFC 9111 §4.4: only after a non-error response.
+    let success = status.is_success() || status.is_redirection();
+    if success {
+        if let Some(key) = crate::cache::Cache::key_for_uri(&absolute(&ctx.uri, origin)) {
+            http.push(Target::Key(key.into()));
+        }
+        for name in [LOCATION, CONTENT_LOCATION] {
+            for value in headers.get_all(name) {
+                if let Some(key) = same_origin_key(origin, value) {
+                    http.push(Target::Key(key.into()));
+                }
+            }
+        }
+    }
+    patterns.extend(inv.apply_now(http, Purge::Hard, InvalidationKind::Http, &mut report));
+    if success {
+        let path = ctx.uri.path();
+        for rule in &ctx.config.rules {
+            let Some(hit) = rule.matches(&ctx.method, path) else {
+                continue;
+            };
+            let mut targets: Vec<Target> = hit.tags.into_iter().map(|t| Target::Tag(t.into())).collect();
+            targets.extend(hit.keys.into_iter().filter_map(|k| {
+                let key = same_origin_key(origin, &http::HeaderValue::from_str(&k).ok()?)?;
+                Some(Target::Key(key.into()))
+            }));
+            targets.extend(hit.namespaces.into_iter().map(|n| Target::Namespace(n.into())));
+            for pattern in hit.patterns {
+                match Pattern::path(&pattern) {
+                    Ok(p) => patterns.push(p.on_origin(origin)),
+                    Err(error) => tracing::warn!(%error, "rule pattern did not compile after filling captures"),
+                }
+            }
+            patterns.extend(inv.apply_now(targets, Purge::Hard, InvalidationKind::Tag, &mut report));
+        }
+    }
+    let event = InvalidationEvent::Write {
+        method: &ctx.method,
+        uri: &ctx.uri,
+        status,
+        headers,
+    };
+    let custom = inv.consult(&event);
+    if !custom.is_empty() {
+        patterns.extend(inv.apply_now(custom, Purge::Hard, InvalidationKind::Custom, &mut report));
+    }
+    (response, report, patterns)
+}
+
+/// The request URI made absolute on `origin` (origin-form requests).
+fn absolute(uri: &Uri, origin: &str) -> Uri {
+    if uri.scheme().is_some() {
+        return uri.clone();
+    }
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{origin}{path}").parse().unwrap_or_else(|_| uri.clone())
+}

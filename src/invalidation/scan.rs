@@ -1,0 +1,96 @@
+//! A chunked scan over the cache's keys that yields to the runtime between
+//! chunks, so a scan of many entries never holds a worker (or a shard lock)
+//! for long.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::target::Pattern;
+use crate::cache::{Cache, EntryMeta};
+
+/// Keys examined per poll: about 100 µs of regex work, short enough that
+/// other tasks on the worker barely notice a scan of 100,000 entries.
+pub const SCAN_CHUNK: usize = 1024;
+
+/// What a scan selects keys by.
+#[derive(Clone)]
+pub(crate) enum Matcher {
+    Patterns(Vec<Pattern>),
+    Meta(Arc<dyn Fn(&EntryMeta) -> bool + Send + Sync>),
+}
+
+/// The scan future: resolves to the matching keys and how many were examined.
+pub(crate) struct Scan {
+    cache: Cache,
+    matcher: Matcher,
+    next_shard: usize,
+    keys: Vec<Arc<str>>,
+    pos: usize,
+    matched: Vec<Arc<str>>,
+    scanned: usize,
+}
+
+impl std::fmt::Debug for Scan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scan")
+            .field("shard", &self.next_shard)
+            .field("scanned", &self.scanned)
+            .finish()
+    }
+}
+
+impl Scan {
+    pub(crate) fn new(cache: Cache, matcher: Matcher) -> Self {
+        Scan {
+            cache,
+            matcher,
+            next_shard: 0,
+            keys: Vec::new(),
+            pos: 0,
+            matched: Vec::new(),
+            scanned: 0,
+        }
+    }
+
+    fn matches(&self, key: &str) -> bool {
+        match &self.matcher {
+            Matcher::Patterns(patterns) => patterns.iter().any(|p| p.is_match(key)),
+            Matcher::Meta(predicate) => self.cache.inner.store.key_metadata(key).iter().any(|m| predicate(m)),
+        }
+    }
+}
+
+impl Future for Scan {
+    type Output = (Vec<Arc<str>>, usize);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut budget = SCAN_CHUNK;
+        loop {
+            if this.pos >= this.keys.len() {
+                if this.next_shard >= this.cache.inner.store.shard_count() {
+                    return Poll::Ready((std::mem::take(&mut this.matched), this.scanned));
+                }
+                // A snapshot of one shard's keys: the lock is held only to
+                // copy them, not while matching.
+                this.keys = this.cache.inner.store.shard_keys(this.next_shard);
+                this.next_shard += 1;
+                this.pos = 0;
+                continue;
+            }
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let key = this.keys[this.pos].clone();
+            this.pos += 1;
+            this.scanned += 1;
+            budget -= 1;
+            if this.matches(&key) {
+                this.matched.push(key);
+            }
+        }
+    }
+}

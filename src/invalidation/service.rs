@@ -1,0 +1,107 @@
+//! [`InvalidationService`]: invalidates on writes, labels safe responses.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Method, Request, Response, Uri, request};
+use tower_service::Service;
+
+use super::future::{Ctx, ResponseFuture, SafeCtx, WriteCtx};
+use super::layer::Config;
+use super::target::split_origin;
+use crate::cache::Cache;
+
+/// Middleware built by [`InvalidationLayer`](super::InvalidationLayer).
+#[derive(Clone, Debug)]
+pub struct InvalidationService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> InvalidationService<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        InvalidationService { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Safe methods (RFC 9110 §9.2.1): they never invalidate.
+pub(crate) fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+/// `scheme://authority` of a request, as cache keys spell it.
+pub(crate) fn origin_of<B>(request: &Request<B>) -> Option<String> {
+    let key = Cache::key_for(&request_parts_view(request))?;
+    Some(split_origin(&key).0.to_owned())
+}
+
+fn request_parts_view<B>(request: &Request<B>) -> request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = request.method().clone();
+    parts.uri = request.uri().clone();
+    parts.version = request.version();
+    parts.headers = request.headers().clone();
+    parts
+}
+
+/// Resolves a `Location`/`Content-Location` value to a cache key on the same
+/// origin (RFC 9111 §4.4: other origins are never invalidated).
+pub(crate) fn same_origin_key(origin: &str, value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?.trim();
+    let uri: Uri = if text.starts_with('/') && !text.starts_with("//") {
+        format!("{origin}{text}").parse().ok()?
+    } else {
+        let uri: Uri = text.parse().ok()?;
+        uri.scheme()?;
+        uri
+    };
+    let key = Cache::key_for_uri(&uri)?;
+    (split_origin(&key).0 == origin).then_some(key)
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InvalidationService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let config = self.config.clone();
+        let origin = origin_of(&request);
+        let ctx = if is_safe(request.method()) {
+            let needs_parts =
+                config.tag_fn.is_some() || config.namespace_fn.is_some() || config.dependency_fn.is_some();
+            let parts = needs_parts.then(|| request_parts_view(&request));
+            Ctx::Safe(SafeCtx { config, origin, parts })
+        } else {
+            Ctx::Write(WriteCtx {
+                config,
+                origin,
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+            })
+        };
+        ResponseFuture::new(self.inner.call(request), ctx)
+    }
+}
