@@ -1,5 +1,6 @@
 //! Bodies through the cache: oversized and failing bodies stream through
 //! intact, the in-flight budget holds, and a long churn leaves no drift.
+#![cfg(feature = "cache")]
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

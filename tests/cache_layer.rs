@@ -1,4 +1,5 @@
 //! The cache layer's behaviour through a real inner service, on paused time.
+#![cfg(feature = "cache")]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! The cache in front of a real hyper-util HTTP/2 client talking to a real
 //! hyper HTTP/2 server on 127.0.0.1 (h2c prior knowledge).
+#![cfg(feature = "cache")]
 
 use std::convert::Infallible;
 use std::pin::Pin;

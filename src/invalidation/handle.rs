@@ -63,7 +63,7 @@ impl Invalidator {
     /// Removes every variant stored under `key` (a normalised absolute URI,
     /// see [`Cache::key_for`]) and, transitively, what depends on it.
     pub fn key(&self, key: &str) -> InvalidationReport {
-        self.purge_nodes(vec![Node::Key(key.into())], Purge::Hard, InvalidationKind::Key)
+        self.purge_nodes(&[Node::Key(key.into())], Purge::Hard, InvalidationKind::Key)
     }
 
     /// Removes every variant stored for `uri` (normalised like request keys).
@@ -77,7 +77,7 @@ impl Invalidator {
     /// Removes every entry tagged `tag` and, transitively, what depends on it.
     /// Costs O(entries with the tag).
     pub fn tag(&self, tag: &str) -> InvalidationReport {
-        self.purge_nodes(vec![Node::Tag(tag.into())], Purge::Hard, InvalidationKind::Tag)
+        self.purge_nodes(&[Node::Tag(tag.into())], Purge::Hard, InvalidationKind::Tag)
     }
 
     /// Removes every entry of an RFC 9875 cache group on `origin`
@@ -89,11 +89,11 @@ impl Invalidator {
     /// Invalidates `node` and everything that depends on it, transitively,
     /// soft or hard. Cycles end: each key and tag is visited once.
     pub fn dependents_of(&self, node: Node, mode: Purge) -> InvalidationReport {
-        self.purge_nodes(vec![node], mode, InvalidationKind::Dependency)
+        self.purge_nodes(&[node], mode, InvalidationKind::Dependency)
     }
 
     /// Invalidates keys and tags, soft or hard, with their dependents.
-    pub fn purge(&self, nodes: Vec<Node>, mode: Purge) -> InvalidationReport {
+    pub fn purge(&self, nodes: &[Node], mode: Purge) -> InvalidationReport {
         let kind = match nodes.first() {
             Some(Node::Tag(_)) => InvalidationKind::Tag,
             _ => InvalidationKind::Key,
@@ -251,11 +251,11 @@ impl Invalidator {
     }
 
     /// Invalidates `nodes` with their dependents, then asks the strategies.
-    fn purge_nodes(&self, nodes: Vec<Node>, mode: Purge, kind: InvalidationKind) -> InvalidationReport {
+    fn purge_nodes(&self, nodes: &[Node], mode: Purge, kind: InvalidationKind) -> InvalidationReport {
         let started = Instant::now();
-        let mut report = self.cascade(nodes.clone(), mode, kind);
+        let mut report = self.cascade(nodes.to_vec(), mode, kind);
         let mut extra = Vec::new();
-        for node in &nodes {
+        for node in nodes {
             extra.extend(self.consult(&InvalidationEvent::Invalidated { node, mode }));
         }
         if !extra.is_empty() {

@@ -54,13 +54,13 @@ pub fn read_tags(headers: &HeaderMap, name: &HeaderName, syntax: TagSyntax, out:
             continue;
         };
         let members: Vec<String> = match syntax {
-            TagSyntax::StructuredStrings => match parse_sf_strings(text) {
-                Some(members) => members,
-                None => {
+            TagSyntax::StructuredStrings => {
+                let Some(members) = parse_sf_strings(text) else {
                     out.malformed = true;
                     continue;
-                }
-            },
+                };
+                members
+            }
             TagSyntax::SpaceSeparated => text.split_ascii_whitespace().map(str::to_owned).collect(),
             TagSyntax::CommaSeparated => text
                 .split(',')

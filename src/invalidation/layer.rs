@@ -49,6 +49,7 @@ pub(crate) type TagFn = Arc<dyn Fn(&request::Parts, &response::Parts) -> Vec<Str
 pub(crate) type NamespaceFn = Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>;
 pub(crate) type DependencyFn = Arc<dyn Fn(&request::Parts, &response::Parts) -> Vec<Node> + Send + Sync>;
 
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) invalidator: Invalidator,
     pub(crate) headers: TagHeaders,
@@ -94,22 +95,7 @@ impl InvalidationLayer {
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        match Arc::get_mut(&mut self.config) {
-            Some(config) => f(config),
-            None => {
-                let old = &*self.config;
-                let mut config = Config {
-                    invalidator: old.invalidator.clone(),
-                    headers: old.headers,
-                    tag_fn: old.tag_fn.clone(),
-                    namespace_fn: old.namespace_fn.clone(),
-                    dependency_fn: old.dependency_fn.clone(),
-                    rules: old.rules.clone(),
-                };
-                f(&mut config);
-                self.config = Arc::new(config);
-            }
-        }
+        f(Arc::make_mut(&mut self.config));
         self
     }
 

@@ -16,6 +16,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use http::Method;
 use regex::Regex;
@@ -77,7 +78,7 @@ impl Rule {
             if names.iter().any(|n| n == name) {
                 return Err(InvalidationError::rule(template, "a capture name is used twice"));
             }
-            regex.push_str(&format!("(?P<{name}>[^/?]+)"));
+            let _ = write!(regex, "(?P<{name}>[^/?]+)");
             names.push(name.to_owned());
             rest = &rest[open + close + 1..];
         }

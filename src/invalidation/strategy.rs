@@ -53,6 +53,7 @@ pub enum InvalidationEvent<'a> {
 /// ```
 pub trait InvalidationStrategy: Send + Sync + 'static {
     /// A name for logs.
+    #[allow(clippy::unnecessary_literal_bound)] // implementors may name themselves at run time
     fn name(&self) -> &str {
         "custom"
     }
