@@ -75,6 +75,10 @@ impl ShardIndex {
             .unwrap_or_default()
     }
 
+    pub(crate) fn has_dependencies(&self) -> bool {
+        !self.deps.is_empty()
+    }
+
     /// Tags and dependency nodes indexed (for stats and tests).
     pub(crate) fn sizes(&self) -> (usize, usize) {
         (self.tags.len(), self.deps.len())

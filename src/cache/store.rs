@@ -502,12 +502,25 @@ impl Store {
         (total, touched)
     }
 
+    /// Keys whose URI group depends on any of `nodes`: one read lock per
+    /// shard, skipped quickly where no dependency is indexed.
+    pub(crate) fn dependents_of(&self, nodes: &[Node]) -> Vec<Arc<str>> {
+        let mut out = Vec::new();
+        for shard in &*self.shards {
+            let shard = read(shard);
+            if shard.index.has_dependencies() {
+                for node in nodes {
+                    out.extend(shard.index.dependents(node));
+                }
+            }
+        }
+        out
+    }
+
     /// Keys whose URI group depends on `node`.
+    #[cfg(test)]
     pub(crate) fn dependents(&self, node: &Node) -> Vec<Arc<str>> {
-        self.shards
-            .iter()
-            .flat_map(|s| read(s).index.dependents(node))
-            .collect()
+        self.dependents_of(std::slice::from_ref(node))
     }
 
     /// Records that the stored URI `key` depends on `node`; `false` when

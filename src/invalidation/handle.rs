@@ -287,52 +287,48 @@ impl Invalidator {
         });
     }
 
-    /// Breadth-first over the dependency graph: each key and tag once, so
-    /// cycles end; the report says how deep it went.
+    /// Breadth-first over the dependency graph, one level at a time (each
+    /// level costs one pass over the shards, not one per node): each key and
+    /// tag once, so cycles end; the report says how deep it went.
     pub(crate) fn cascade(&self, starts: Vec<Node>, mode: Purge, kind: InvalidationKind) -> InvalidationReport {
         let started = Instant::now();
         let store = &self.cache.inner.store;
         let mut report = InvalidationReport::new(kind, mode);
         let mut seen: HashSet<Node> = HashSet::new();
-        let mut queue: VecDeque<(Node, usize)> = VecDeque::new();
-        for node in starts {
-            if seen.insert(node.clone()) {
-                queue.push_back((node, 0));
-            }
-        }
+        let mut level: Vec<Node> = starts.into_iter().filter(|n| seen.insert(n.clone())).collect();
+        let mut depth = 0;
         let mut dependency_entries = 0;
-        while let Some((node, depth)) = queue.pop_front() {
-            report.depth = report.depth.max(depth);
-            report.nodes += 1;
-            // Dependents are read before purging: purging a key forgets the
-            // dependencies it declared, not those declared on it.
-            let mut next: Vec<Node> = self.dependents(&node);
-            let removed = match &node {
-                Node::Key(key) => store.purge_keys(std::slice::from_ref(key), mode),
-                Node::Tag(tag) => {
-                    let (removed, keys) = store.purge_tag(tag, mode);
-                    // Entries invalidated through a tag take their own
-                    // dependents with them.
-                    for key in keys {
-                        let as_node = Node::Key(key);
-                        if seen.insert(as_node.clone()) {
-                            report.nodes += 1;
-                            next.extend(self.dependents(&as_node));
+        while !level.is_empty() {
+            report.depth = depth;
+            report.nodes += level.len();
+            // Purging a key forgets the dependencies it declared, not those
+            // declared on it, so dependents can be read after purging.
+            let mut probe = level.clone();
+            for node in &level {
+                let removed = match node {
+                    Node::Key(key) => store.purge_keys(std::slice::from_ref(key), mode),
+                    Node::Tag(tag) => {
+                        let (removed, keys) = store.purge_tag(tag, mode);
+                        // Entries invalidated through a tag take their own
+                        // dependents with them.
+                        for key in keys {
+                            let as_node = Node::Key(key);
+                            if seen.insert(as_node.clone()) {
+                                report.nodes += 1;
+                                probe.push(as_node);
+                            }
                         }
+                        removed
                     }
-                    removed
-                }
-            };
-            report.entries += removed.entries;
-            report.bytes += removed.bytes;
-            if depth > 0 {
-                dependency_entries += removed.entries;
-            }
-            for dependent in next {
-                if seen.insert(dependent.clone()) {
-                    queue.push_back((dependent, depth + 1));
+                };
+                report.entries += removed.entries;
+                report.bytes += removed.bytes;
+                if depth > 0 {
+                    dependency_entries += removed.entries;
                 }
             }
+            level = self.dependents(&probe).into_iter().filter(|n| seen.insert(n.clone())).collect();
+            depth += 1;
         }
         self.count(kind, report.entries - dependency_entries);
         self.count(InvalidationKind::Dependency, dependency_entries);
@@ -340,23 +336,15 @@ impl Invalidator {
         report
     }
 
-    fn dependents(&self, node: &Node) -> Vec<Node> {
-        let mut out: Vec<Node> = self
-            .cache
-            .inner
-            .store
-            .dependents(node)
-            .into_iter()
-            .map(Node::Key)
-            .collect();
-        let tags = self
-            .cache
-            .inner
-            .tag_dependents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(dependent_tags) = tags.get(node) {
-            out.extend(dependent_tags.iter().cloned().map(Node::Tag));
+    fn dependents(&self, nodes: &[Node]) -> Vec<Node> {
+        let mut out: Vec<Node> = self.cache.inner.store.dependents_of(nodes).into_iter().map(Node::Key).collect();
+        let tags = self.cache.inner.tag_dependents.lock().unwrap_or_else(PoisonError::into_inner);
+        if !tags.is_empty() {
+            for node in nodes {
+                if let Some(dependent_tags) = tags.get(node) {
+                    out.extend(dependent_tags.iter().cloned().map(Node::Tag));
+                }
+            }
         }
         out
     }
