@@ -25,13 +25,16 @@ use tower_optimizer::invalidation::{HeaderVisibility, InvalidationLayer, Invalid
 const ENTRIES: usize = 100_000;
 const TAGS: usize = 1000;
 
-type Upstream = tower::util::ServiceFn<fn(Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>>;
+type Upstream =
+    tower::util::ServiceFn<fn(Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>>;
 
 /// Entry `i` carries tag `t{i % 1000}`, and `hot` when `i % 100 == 0`;
 /// `/plain/` paths carry nothing.
 fn respond(req: Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
     let path = req.uri().path();
-    let mut res = Response::builder().header("cache-control", "max-age=3600").header("content-type", "application/json");
+    let mut res = Response::builder()
+        .header("cache-control", "max-age=3600")
+        .header("content-type", "application/json");
     if let Some(i) = path.strip_prefix("/items/").and_then(|n| n.parse::<usize>().ok()) {
         let hot = if i % 100 == 0 { " hot" } else { "" };
         res = res.header("surrogate-key", format!("t{}{hot}", i % TAGS));
@@ -44,7 +47,10 @@ type Client = tower_optimizer::cache::CacheService<tower_optimizer::invalidation
 fn client(cache: &Cache, inv: &Invalidator) -> Client {
     // Tag headers are stripped so plain and labelled entries store the same
     // headers and the hit comparison measures the labels alone.
-    let strip = TagHeaders { visibility: HeaderVisibility::Strip, ..TagHeaders::default() };
+    let strip = TagHeaders {
+        visibility: HeaderVisibility::Strip,
+        ..TagHeaders::default()
+    };
     let layer = InvalidationLayer::new(inv.clone()).tag_headers(strip).namespace(|req| {
         let i: usize = req.uri.path().strip_prefix("/items/")?.parse().ok()?;
         Some(format!("ns{}", i % TAGS))
@@ -64,7 +70,13 @@ fn item(i: usize) -> Uri {
 }
 
 fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
-    let cache = rt.block_on(async { Cache::builder().max_bytes(1 << 30).sweep_interval(None).build().unwrap() });
+    let cache = rt.block_on(async {
+        Cache::builder()
+            .max_bytes(1 << 30)
+            .sweep_interval(None)
+            .build()
+            .unwrap()
+    });
     let inv = Invalidator::new(cache.clone());
     let mut client = client(&cache, &inv);
     rt.block_on(async {
@@ -101,7 +113,10 @@ fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     group.finish();
 
     let mut group = c.benchmark_group("pattern");
-    group.sample_size(10).measurement_time(Duration::from_secs(4)).throughput(Throughput::Elements(ENTRIES as u64));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(ENTRIES as u64));
     let nothing = Pattern::path(r"^/never/\d+$").unwrap();
     group.bench_function("scan_100000", |b| {
         b.to_async(rt).iter(|| async {
@@ -143,7 +158,10 @@ fn median(group: &str, function: &str) -> Option<f64> {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut c = Criterion::default()
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1))
@@ -152,15 +170,26 @@ fn main() {
     benches(&mut c, &rt);
     c.final_summary();
     if let Some(t) = median("tag", "1000_of_100000") {
-        println!("tag invalidation, 1,000 of 100,000 entries: {:.2} ms ({:.0} ns per entry)", t / 1e6, t / 1000.0);
+        println!(
+            "tag invalidation, 1,000 of 100,000 entries: {:.2} ms ({:.0} ns per entry)",
+            t / 1e6,
+            t / 1000.0
+        );
     }
     if let Some(t) = median("version", "bump") {
         println!("version bump: {t:.0} ns");
     }
     if let Some(t) = median("pattern", "scan_100000") {
-        println!("pattern scan over 100,000 entries: {:.2} ms ({:.0} ns per entry)", t / 1e6, t / ENTRIES as f64);
+        println!(
+            "pattern scan over 100,000 entries: {:.2} ms ({:.0} ns per entry)",
+            t / 1e6,
+            t / ENTRIES as f64
+        );
     }
     if let (Some(plain), Some(labelled)) = (median("hit", "plain"), median("hit", "labelled")) {
-        println!("hit with 1,000 tags and versions in use: {labelled:.0} ns vs {plain:.0} ns, ratio {:.3} (target <= 1.05)", labelled / plain);
+        println!(
+            "hit with 1,000 tags and versions in use: {labelled:.0} ns vs {plain:.0} ns, ratio {:.3} (target <= 1.05)",
+            labelled / plain
+        );
     }
 }

@@ -327,7 +327,11 @@ impl Invalidator {
                     dependency_entries += removed.entries;
                 }
             }
-            level = self.dependents(&probe).into_iter().filter(|n| seen.insert(n.clone())).collect();
+            level = self
+                .dependents(&probe)
+                .into_iter()
+                .filter(|n| seen.insert(n.clone()))
+                .collect();
             depth += 1;
         }
         self.count(kind, report.entries - dependency_entries);
@@ -337,8 +341,20 @@ impl Invalidator {
     }
 
     fn dependents(&self, nodes: &[Node]) -> Vec<Node> {
-        let mut out: Vec<Node> = self.cache.inner.store.dependents_of(nodes).into_iter().map(Node::Key).collect();
-        let tags = self.cache.inner.tag_dependents.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<Node> = self
+            .cache
+            .inner
+            .store
+            .dependents_of(nodes)
+            .into_iter()
+            .map(Node::Key)
+            .collect();
+        let tags = self
+            .cache
+            .inner
+            .tag_dependents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if !tags.is_empty() {
             for node in nodes {
                 if let Some(dependent_tags) = tags.get(node) {
