@@ -1,7 +1,7 @@
 //! [`Invalidator`]: the cheap-to-clone handle that invalidates cache entries
 //! by key, tag, pattern, dependency, version, predicate or age.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
