@@ -30,6 +30,7 @@ type Upstream =
 
 /// Entry `i` carries tag `t{i % 1000}`, and `hot` when `i % 100 == 0`;
 /// `/plain/` paths carry nothing.
+#[allow(clippy::needless_pass_by_value)] // `service_fn` hands the request over by value
 fn respond(req: Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
     let path = req.uri().path();
     let mut res = Response::builder()

@@ -55,8 +55,10 @@ pub(crate) struct Inner {
     background_started: AtomicBool,
     /// Namespace version counters (see `VersionStamp`), shared by every
     /// `Invalidator` over this cache.
+    #[cfg_attr(not(feature = "invalidation"), allow(dead_code))]
     pub(crate) namespaces: Mutex<HashMap<Arc<str>, Arc<AtomicU64>>>,
     /// Tag -> dependent tags, declared with `Invalidator::depends_on`.
+    #[cfg_attr(not(feature = "invalidation"), allow(dead_code))]
     pub(crate) tag_dependents: Mutex<HashMap<Node, HashSet<Arc<str>>>>,
     /// Held by each background task, so tests can see them stop.
     pub(crate) task_token: Arc<()>,

@@ -2,6 +2,8 @@
 //! keys. They live inside each shard and change under its write lock, in the
 //! same critical section as the entries, so they can never disagree with
 //! the store (every removal path goes through `Store::debit`).
+// The invalidation entry points are called only with the `invalidation` feature.
+#![cfg_attr(not(feature = "invalidation"), allow(dead_code))]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -6,6 +6,8 @@
 //! the whole store after every operation, with no global lock. Every
 //! removal goes through [`Store::finish`], which updates the counters and
 //! tells the listener, so no path can skip the accounting.
+// The invalidation entry points are called only with the `invalidation` feature.
+#![cfg_attr(not(feature = "invalidation"), allow(dead_code))]
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
