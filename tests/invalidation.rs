@@ -594,3 +594,52 @@ async fn invalidations_are_counted_through_the_metrics_facade() {
     );
     assert_eq!(cache.stats().invalidations(InvalidationKind::Tag), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn soft_variants_of_key_dependency_predicate_and_age() {
+    let cache = Cache::builder().build().unwrap();
+    let inv = Invalidator::new(cache.clone());
+    let upstream = Upstream::new(|req: Req, _| async move {
+        if req.headers().contains_key("if-none-match") {
+            return Ok::<Res, BoxError>(
+                Response::builder()
+                    .status(304)
+                    .header("cache-control", "max-age=600")
+                    .body(Full::default())
+                    .unwrap(),
+            );
+        }
+        Ok(Response::builder()
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"v\"")
+            .body(Full::new(Bytes::from_static(b"body")))
+            .unwrap())
+    });
+    let mut c = stack(&cache, &InvalidationLayer::new(inv.clone()), &upstream);
+    for p in ["a", "b", "c", "d"] {
+        get(&mut c, &format!("http://api.test/{p}")).await;
+    }
+    let key = |p: &str| Node::Key(format!("http://api.test/{p}").into());
+    inv.depends_on(key("b"), key("a")).unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let reports = [
+        inv.purge(&[key("a")], Purge::Soft),
+        inv.purge_where(|m| m.key.ends_with("/c"), Purge::Soft).await,
+        inv.purge_older_than(Duration::ZERO, Purge::Soft).await,
+    ];
+    assert_eq!(reports[0].entries, 2, "a, and b through its dependency");
+    assert_eq!(reports[0].depth, 1);
+    assert_eq!(reports[1].entries, 1);
+    assert_eq!(reports[2].entries, 1, "only d was not marked yet");
+    assert!(reports.iter().all(|r| r.mode == Purge::Soft));
+    assert_eq!(cache.stats().entries, 4, "soft purges keep every entry");
+    for p in ["a", "b", "c", "d"] {
+        let got = get(&mut c, &format!("http://api.test/{p}")).await;
+        assert_eq!(
+            (got.cache.fwd_status, got.body.as_ref()),
+            (Some(304), b"body".as_ref()),
+            "{p} revalidated"
+        );
+    }
+    assert_eq!(upstream.calls(), 8);
+}
