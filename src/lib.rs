@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `cache` | [`cache`] | memory-bounded RFC 9111 response cache with coalescing, SWR, stale-if-error |
 //! | `invalidation` | [`invalidation`] | tag, pattern, dependency, version, predicate and header-driven invalidation |
-//! | `circuit-breaker` | (coming) | per-host breaker with HTTP-aware classification |
+//! | `circuit-breaker` | [`circuit_breaker`] | per-host breakers, HTTP-aware classification, probes, failover |
 //! | `monitor` | (coming) | metrics, alerts, health checks, dashboard |
 //! | `stack` | (coming) | `OptimizerStack` and the HTTP/2 client |
 //!
@@ -27,6 +27,8 @@
 pub mod body;
 #[cfg(feature = "cache")]
 pub mod cache;
+#[cfg(feature = "circuit-breaker")]
+pub mod circuit_breaker;
 #[cfg(feature = "invalidation")]
 pub mod invalidation;
 

@@ -1,0 +1,171 @@
+//! The response body: a success is recorded when the body ends (or is
+//! dropped), and a body that fails mid-stream counts as a failure.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::classify::{CallResult, Outcome};
+use super::events::{Event, emit};
+use super::registry::{Cell, CircuitBreakers};
+use super::state::Permit;
+use crate::BoxError;
+use std::sync::Arc;
+
+/// A permit in use: records the call's outcome once, or gives the permit
+/// back if the call is dropped unfinished (a cancelled call counts as
+/// neither success nor failure).
+pub(crate) struct Guard {
+    pub(crate) breakers: CircuitBreakers,
+    pub(crate) cell: Arc<Cell>,
+    pub(crate) permit: Permit,
+    pub(crate) start: Instant,
+    /// Recorded on drop instead of releasing (a success waiting for its body).
+    pub(crate) on_drop: Option<Outcome>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("key", &self.cell.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// Records `outcome` (with a `Retry-After` hint) and ends the guard.
+    pub(crate) fn finish(mut self, outcome: Outcome, retry_after: Option<Duration>) {
+        self.on_drop = None;
+        self.record(outcome, retry_after);
+        // Drop now runs with `on_drop` empty and the permit already used.
+        self.permit.recorded = false;
+        self.permit.probe = false;
+    }
+
+    fn record(&self, outcome: Outcome, retry_after: Option<Duration>) {
+        let config = &self.breakers.inner.config;
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
+        let mut transitions = Vec::new();
+        self.cell.lock().record(
+            config,
+            self.permit,
+            outcome,
+            elapsed,
+            retry_after,
+            now,
+            &mut transitions,
+        );
+        if self.permit.recorded {
+            let key = self.cell.key.clone();
+            match outcome {
+                Outcome::Success => emit(
+                    &config.listeners,
+                    &Event::Success {
+                        key: key.clone(),
+                        elapsed,
+                    },
+                ),
+                Outcome::Failure => emit(
+                    &config.listeners,
+                    &Event::Failure {
+                        key: key.clone(),
+                        elapsed,
+                    },
+                ),
+                Outcome::Ignored => {}
+            }
+            if outcome != Outcome::Ignored && elapsed >= config.slow_call {
+                emit(&config.listeners, &Event::SlowCall { key, elapsed });
+            }
+        }
+        self.breakers.emit_transitions(&self.cell, &transitions);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        match self.on_drop.take() {
+            Some(outcome) => self.record(outcome, None),
+            None => {
+                if self.permit.probe {
+                    self.cell.lock().release(self.permit);
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response body of [`CircuitBreakerService`](super::CircuitBreakerService).
+    pub struct BreakerBody<B> {
+        #[pin]
+        inner: B,
+        guard: Option<Guard>,
+    }
+}
+
+impl<B> std::fmt::Debug for BreakerBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BreakerBody").finish_non_exhaustive()
+    }
+}
+
+impl<B> BreakerBody<B> {
+    pub(crate) fn new(inner: B, guard: Option<Guard>) -> Self {
+        BreakerBody { inner, guard }
+    }
+
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B> Body for BreakerBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(None) => {
+                if let Some(guard) = this.guard.take() {
+                    guard.finish(Outcome::Success, None);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(error))) => {
+                let error: BoxError = error.into();
+                if let Some(guard) = this.guard.take() {
+                    let outcome = guard
+                        .breakers
+                        .inner
+                        .config
+                        .classifier
+                        .classify(&CallResult::BodyError(&*error));
+                    guard.finish(outcome, None);
+                }
+                Poll::Ready(Some(Err(error)))
+            }
+            other => other.map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,112 @@
+//! Response future of [`CircuitBreakerService`](super::CircuitBreakerService).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use super::body::{BreakerBody, Guard};
+use super::classify::{CallResult, Outcome, retry_after};
+use super::error::Open;
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`CircuitBreakerService`](super::CircuitBreakerService).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F, FF> {
+        #[pin]
+        kind: Kind<F, FF>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, FF> {
+        Called { #[pin] future: F, guard: Option<Guard> },
+        Fallback { #[pin] future: FF },
+        Rejected { error: Option<Open> },
+    }
+}
+
+impl<F, FF> std::fmt::Debug for ResponseFuture<F, FF> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, FF> ResponseFuture<F, FF> {
+    pub(crate) fn called(future: F, guard: Guard) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                future,
+                guard: Some(guard),
+            },
+        }
+    }
+
+    pub(crate) fn fallback(future: FF) -> Self {
+        ResponseFuture {
+            kind: Kind::Fallback { future },
+        }
+    }
+
+    pub(crate) fn rejected(error: Open) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
+        }
+    }
+}
+
+impl<F, FF, B, E> Future for ResponseFuture<F, FF>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    FF: Future<Output = Result<Response<B>, BoxError>>,
+{
+    type Output = Result<Response<BreakerBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called { future, guard } => {
+                let result = ready!(future.poll(cx));
+                let mut guard = guard
+                    .take()
+                    .expect("circuit breaker ResponseFuture polled after completion");
+                let classifier = guard.breakers.inner.config.classifier.clone();
+                match result {
+                    Ok(response) => {
+                        let status = response.status();
+                        let outcome = classifier.classify(&CallResult::Response {
+                            status,
+                            headers: response.headers(),
+                        });
+                        if outcome == Outcome::Success {
+                            // Decided when the body ends: it may still fail.
+                            guard.on_drop = Some(Outcome::Success);
+                            return Poll::Ready(Ok(response.map(|b| BreakerBody::new(b, Some(guard)))));
+                        }
+                        guard.finish(outcome, retry_after(status, response.headers()));
+                        Poll::Ready(Ok(response.map(|b| BreakerBody::new(b, None))))
+                    }
+                    Err(error) => {
+                        let error: BoxError = error.into();
+                        let outcome = classifier.classify(&CallResult::Error(&*error));
+                        guard.finish(outcome, None);
+                        Poll::Ready(Err(error))
+                    }
+                }
+            }
+            KindProj::Fallback { future } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(response.map(|b| BreakerBody::new(b, None))))
+            }
+            KindProj::Rejected { error } => Poll::Ready(Err(Box::new(
+                error
+                    .take()
+                    .expect("circuit breaker ResponseFuture polled after completion"),
+            ))),
+        }
+    }
+}

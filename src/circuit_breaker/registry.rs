@@ -1,0 +1,331 @@
+//! [`CircuitBreakers`]: the shared, bounded registry of per-key breakers and
+//! the handle to inspect and steer them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::config::{CircuitBreakerConfig, ProbeSuccess};
+use super::events::{Event, emit};
+use super::state::{Breaker, State, Transition};
+use super::window::WindowFigures;
+
+/// One key's breaker.
+#[derive(Debug)]
+pub(crate) struct Cell {
+    pub(crate) key: Arc<str>,
+    breaker: Mutex<Breaker>,
+    /// Milliseconds since the registry's epoch at last use.
+    last_used: AtomicU64,
+    /// Set when the registry dropped this cell (services caching it look again).
+    pub(crate) evicted: AtomicBool,
+    probe_running: AtomicBool,
+}
+
+impl Cell {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What one breaker looks like now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSnapshot {
+    /// Its key.
+    pub key: Arc<str>,
+    /// Its state.
+    pub state: State,
+    /// Its window figures.
+    pub figures: WindowFigures,
+    /// For an open breaker, the time until it lets calls through.
+    pub retry_after: Option<Duration>,
+}
+
+pub(crate) struct Registry {
+    pub(crate) config: CircuitBreakerConfig,
+    map: RwLock<HashMap<Arc<str>, Arc<Cell>>>,
+    epoch: Instant,
+    seed: AtomicU64,
+}
+
+/// The breakers of one [`CircuitBreakerLayer`](super::CircuitBreakerLayer):
+/// a cheap handle shared by every service the layer builds.
+///
+/// ```
+/// use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+///
+/// let layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+/// let breakers = layer.breakers();
+/// breakers.force_open("https://api.example");
+/// assert_eq!(breakers.state("https://api.example"), Some(State::ForcedOpen));
+/// breakers.reset("https://api.example");
+/// assert_eq!(breakers.state("https://api.example"), Some(State::Closed));
+/// ```
+#[derive(Clone)]
+pub struct CircuitBreakers {
+    pub(crate) inner: Arc<Registry>,
+}
+
+impl std::fmt::Debug for CircuitBreakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreakers")
+            .field("keys", &self.len())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl CircuitBreakers {
+    pub(crate) fn new(config: CircuitBreakerConfig) -> Self {
+        CircuitBreakers {
+            inner: Arc::new(Registry {
+                config,
+                map: RwLock::default(),
+                epoch: Instant::now(),
+                seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            }),
+        }
+    }
+
+    /// The settings every breaker here uses.
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.inner.config
+    }
+
+    /// Breakers currently kept.
+    pub fn len(&self) -> usize {
+        self.inner.map.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether no breaker exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The state of `key`'s breaker, if it exists.
+    pub fn state(&self, key: &str) -> Option<State> {
+        let cell = self
+            .inner
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()?;
+        let mut transitions = Vec::new();
+        let state = {
+            let mut breaker = cell.lock();
+            breaker.tick(&self.inner.config, Instant::now(), &mut transitions);
+            breaker.state()
+        };
+        self.emit_transitions(&cell, &transitions);
+        Some(state)
+    }
+
+    /// Every breaker with its figures.
+    pub fn snapshot(&self) -> Vec<BreakerSnapshot> {
+        let cells: Vec<Arc<Cell>> = self
+            .inner
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let now = Instant::now();
+        let mut out: Vec<BreakerSnapshot> = cells
+            .iter()
+            .map(|cell| {
+                let mut breaker = cell.lock();
+                let state = breaker.state();
+                BreakerSnapshot {
+                    key: cell.key.clone(),
+                    state,
+                    figures: breaker.figures(now),
+                    retry_after: (state == State::Open).then(|| breaker.open_until().saturating_duration_since(now)),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Opens `key`'s breaker until it is reset or forced closed.
+    pub fn force_open(&self, key: &str) {
+        self.force(key, State::ForcedOpen);
+    }
+
+    /// Closes `key`'s breaker now (the window starts empty).
+    pub fn force_closed(&self, key: &str) {
+        self.force(key, State::Closed);
+    }
+
+    /// Back to a fresh closed breaker (window and backoff cleared).
+    pub fn reset(&self, key: &str) {
+        self.force(key, State::Closed);
+    }
+
+    /// Lets every call through and records nothing.
+    pub fn disable(&self, key: &str) {
+        self.force(key, State::Disabled);
+    }
+
+    /// Records calls but never trips.
+    pub fn metrics_only(&self, key: &str) {
+        self.force(key, State::MetricsOnly);
+    }
+
+    fn force(&self, key: &str, state: State) {
+        let cell = self.cell(key, Instant::now());
+        let mut transitions = Vec::new();
+        cell.lock().force(state, Instant::now(), &mut transitions);
+        self.emit_transitions(&cell, &transitions);
+    }
+
+    /// The cell for `key`, made if needed. The registry stays bounded: when
+    /// full, idle closed breakers go first, then the least recently used.
+    pub(crate) fn cell(&self, key: &str, now: Instant) -> Arc<Cell> {
+        let registry = &self.inner;
+        if let Some(cell) = registry.map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+            cell.last_used.store(self.millis(now), Ordering::Relaxed);
+            return cell.clone();
+        }
+        let mut map = registry.map.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cell) = map.get(key) {
+            return cell.clone();
+        }
+        if map.len() >= registry.config.max_keys {
+            self.evict(&mut map, now);
+        }
+        let seed = registry.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let cell = Arc::new(Cell {
+            key: key.into(),
+            breaker: Mutex::new(Breaker::new(&registry.config, now, seed)),
+            last_used: AtomicU64::new(self.millis(now)),
+            evicted: AtomicBool::new(false),
+            probe_running: AtomicBool::new(false),
+        });
+        map.insert(cell.key.clone(), cell.clone());
+        cell
+    }
+
+    fn evict(&self, map: &mut HashMap<Arc<str>, Arc<Cell>>, now: Instant) {
+        let idle_ms = u64::try_from(self.inner.config.idle.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = self.millis(now);
+        let closed_idle: Vec<Arc<str>> = map
+            .iter()
+            .filter(|(_, c)| {
+                now_ms.saturating_sub(c.last_used.load(Ordering::Relaxed)) >= idle_ms
+                    && c.lock().state() == State::Closed
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let victims = if closed_idle.is_empty() {
+            map.iter()
+                .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| vec![k.clone()])
+                .unwrap_or_default()
+        } else {
+            closed_idle
+        };
+        for key in victims {
+            if let Some(cell) = map.remove(&key) {
+                cell.evicted.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn millis(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.inner.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Sends events for state changes and starts a recovery probe when a
+    /// breaker opens (if one is configured).
+    pub(crate) fn emit_transitions(&self, cell: &Arc<Cell>, transitions: &[Transition]) {
+        for t in transitions {
+            emit(
+                &self.inner.config.listeners,
+                &Event::StateChanged {
+                    key: cell.key.clone(),
+                    from: t.from,
+                    to: t.to,
+                },
+            );
+            if t.to == State::Open {
+                self.start_probe(cell);
+            }
+        }
+    }
+
+    /// While `cell` stays open, probes its host at the end of each open
+    /// period; success moves it to half-open (or closed), failure re-opens
+    /// it with backoff. One probe loop per breaker; it ends when the
+    /// breaker leaves the open state or the registry is dropped.
+    fn start_probe(&self, cell: &Arc<Cell>) {
+        let Some(probe) = self.inner.config.probe.clone() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if cell.probe_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let registry = Arc::downgrade(&self.inner);
+        let cell = cell.clone();
+        runtime.spawn(async move {
+            loop {
+                let until = {
+                    let breaker = cell.lock();
+                    if breaker.state() != State::Open {
+                        break;
+                    }
+                    breaker.open_until()
+                };
+                tokio::time::sleep_until(until).await;
+                if cell.lock().state() != State::Open {
+                    break;
+                }
+                let healthy = probe(cell.key.clone()).await;
+                let Some(registry) = registry.upgrade() else { break };
+                let breakers = CircuitBreakers { inner: registry };
+                let mut transitions = Vec::new();
+                let still_open = {
+                    let mut breaker = cell.lock();
+                    let now = Instant::now();
+                    if breaker.state() != State::Open && breaker.state() != State::HalfOpen {
+                        false
+                    } else if healthy {
+                        if breaker.state() == State::Open {
+                            let to_closed = breakers.inner.config.probe_success == ProbeSuccess::Closed;
+                            breaker.probe_succeeded(to_closed, now, &mut transitions);
+                        }
+                        false
+                    } else {
+                        // Still down: open again for the next, longer period.
+                        if breaker.state() == State::HalfOpen || now >= breaker.open_until() {
+                            breaker.open(&breakers.inner.config, None, now, &mut transitions);
+                        }
+                        true
+                    }
+                };
+                for t in &transitions {
+                    emit(
+                        &breakers.inner.config.listeners,
+                        &Event::StateChanged {
+                            key: cell.key.clone(),
+                            from: t.from,
+                            to: t.to,
+                        },
+                    );
+                }
+                if !still_open {
+                    break;
+                }
+            }
+            cell.probe_running.store(false, Ordering::Release);
+        });
+    }
+}

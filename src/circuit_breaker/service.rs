@@ -1,0 +1,153 @@
+//! [`CircuitBreakerService`]: per-key breakers around any HTTP service.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, Uri};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::body::{BreakerBody, Guard};
+use super::config::KeyBy;
+use super::error::Open;
+use super::events::{Event, emit};
+use super::fallback::{Fallback, NoFallback};
+use super::future::ResponseFuture;
+use super::registry::{Cell, CircuitBreakers};
+use crate::BoxError;
+
+/// Middleware built by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
+#[derive(Clone, Debug)]
+pub struct CircuitBreakerService<S, F = NoFallback> {
+    inner: S,
+    breakers: CircuitBreakers,
+    fallback: F,
+    /// The breaker of the last request's key: consecutive requests to one
+    /// host skip the registry lookup.
+    last: Option<Arc<Cell>>,
+}
+
+impl<S, F> CircuitBreakerService<S, F> {
+    pub(crate) fn new(inner: S, breakers: CircuitBreakers, fallback: F) -> Self {
+        CircuitBreakerService {
+            inner,
+            breakers,
+            fallback,
+            last: None,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The breakers this service shares with its layer.
+    pub fn breakers(&self) -> &CircuitBreakers {
+        &self.breakers
+    }
+
+    fn cell_for<B>(&mut self, request: &Request<B>, now: Instant) -> Arc<Cell> {
+        let key = match &self.breakers.inner.config.key {
+            KeyBy::Authority => {
+                if let Some(last) = &self.last {
+                    if !last.evicted.load(Ordering::Relaxed) && same_authority(&last.key, request.uri()) {
+                        return last.clone();
+                    }
+                }
+                authority_key(request.uri())
+            }
+            KeyBy::Global => "*".to_owned(),
+            KeyBy::Custom(f) => {
+                let (mut parts, ()) = Request::new(()).into_parts();
+                parts.method = request.method().clone();
+                parts.uri = request.uri().clone();
+                parts.headers = request.headers().clone();
+                f(&parts)
+            }
+        };
+        let cell = self.breakers.cell(&key, now);
+        self.last = Some(cell.clone());
+        cell
+    }
+}
+
+/// `scheme://authority` of a URI (the default breaker key).
+pub(crate) fn authority_key(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    format!("{scheme}://{authority}")
+}
+
+fn same_authority(key: &str, uri: &Uri) -> bool {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    key.len() == scheme.len() + 3 + authority.len()
+        && key.starts_with(scheme)
+        && key[scheme.len()..].starts_with("://")
+        && key.ends_with(authority)
+}
+
+impl<S, F, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreakerService<S, F>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    F: Fallback<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<BreakerBody<ResBody>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, F::Future>;
+
+    /// Only delegates: an open circuit is never a readiness error (that
+    /// would be terminal for `Buffer` and balancers); it fails in `call`.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let now = Instant::now();
+        let cell = self.cell_for(&request, now);
+        let config = &self.breakers.inner.config;
+        let mut transitions = Vec::new();
+        let admitted = cell.lock().admit(config, now, &mut transitions);
+        if !transitions.is_empty() {
+            self.breakers.emit_transitions(&cell, &transitions);
+        }
+        match admitted {
+            Ok(permit) => {
+                let guard = Guard {
+                    breakers: self.breakers.clone(),
+                    cell,
+                    permit,
+                    start: now,
+                    on_drop: None,
+                };
+                ResponseFuture::called(self.inner.call(request), guard)
+            }
+            Err(retry_after) => {
+                emit(
+                    &config.listeners,
+                    &Event::Rejected {
+                        key: cell.key.clone(),
+                        retry_after,
+                    },
+                );
+                match self.fallback.try_call(request) {
+                    Ok(future) => ResponseFuture::fallback(future),
+                    Err(_request) => ResponseFuture::rejected(Open::new(cell.key.clone(), retry_after)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The breaker state machine (resilience4j's, plus `Retry-After`-aware
+//! open periods with backoff and jitter, stuck-probe release and a
+//! generation number that discards late results).
+//!
+//! Pure logic: every method takes `now`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::classify::Outcome;
+use super::config::{CircuitBreakerConfig, WindowKind};
+use super::window::{CountWindow, Sample, TimeWindow, Window, WindowFigures};
+
+/// A breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Calls pass; outcomes are recorded; the breaker may trip.
+    Closed,
+    /// Calls fail fast until the open period ends.
+    Open,
+    /// A bounded number of probe calls decide between closed and open.
+    HalfOpen,
+    /// Calls pass; nothing is recorded.
+    Disabled,
+    /// Calls fail fast until the breaker is reset or forced closed.
+    ForcedOpen,
+    /// Calls pass and are recorded, but the breaker never trips.
+    MetricsOnly,
+}
+
+impl State {
+    /// A lowercase name for metrics and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::Disabled => "disabled",
+            State::ForcedOpen => "forced_open",
+            State::MetricsOnly => "metrics_only",
+        }
+    }
+
+    /// The value of the state gauge (0 closed, 1 open, 2 half-open, 3
+    /// disabled, 4 forced open, 5 metrics only).
+    pub const fn code(self) -> u8 {
+        match self {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+            State::Disabled => 3,
+            State::ForcedOpen => 4,
+            State::MetricsOnly => 5,
+        }
+    }
+}
+
+/// Leave to make one call, tied to the breaker's generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Permit {
+    pub(crate) generation: u64,
+    pub(crate) probe: bool,
+    /// Whether the outcome is recorded at all (not in `Disabled`).
+    pub(crate) recorded: bool,
+}
+
+/// A state change, for events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transition {
+    pub(crate) from: State,
+    pub(crate) to: State,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HalfOpen {
+    admitted: u32,
+    in_flight: u32,
+    successes: u32,
+    since: Instant,
+}
+
+/// One breaker.
+#[derive(Debug, Clone)]
+pub(crate) struct Breaker {
+    state: State,
+    generation: u64,
+    window: Window,
+    consecutive_failures: u32,
+    open_until: Instant,
+    /// Opens since the last close: the backoff exponent.
+    opens: u32,
+    half_open: HalfOpen,
+    rng: u64,
+}
+
+impl Breaker {
+    pub(crate) fn new(config: &CircuitBreakerConfig, now: Instant, seed: u64) -> Self {
+        let window = match config.window {
+            WindowKind::Count(n) => Window::Count(CountWindow::new(n)),
+            WindowKind::Time { length, buckets } => Window::Time(TimeWindow::new(length, buckets, now)),
+        };
+        Breaker {
+            state: State::Closed,
+            generation: 0,
+            window,
+            consecutive_failures: 0,
+            open_until: now,
+            opens: 0,
+            half_open: HalfOpen {
+                admitted: 0,
+                in_flight: 0,
+                successes: 0,
+                since: now,
+            },
+            rng: seed | 1,
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
+    pub(crate) fn figures(&mut self, now: Instant) -> WindowFigures {
+        self.window.figures(now)
+    }
+
+    /// When an open breaker lets calls through again.
+    pub(crate) fn open_until(&self) -> Instant {
+        self.open_until
+    }
+
+    fn to(&mut self, state: State, now: Instant, out: &mut Vec<Transition>) {
+        if self.state != state {
+            out.push(Transition {
+                from: self.state,
+                to: state,
+            });
+        }
+        self.state = state;
+        self.generation += 1;
+        match state {
+            State::HalfOpen => {
+                self.half_open = HalfOpen {
+                    admitted: 0,
+                    in_flight: 0,
+                    successes: 0,
+                    since: now,
+                }
+            }
+            State::Closed | State::MetricsOnly => {
+                self.window.clear();
+                self.consecutive_failures = 0;
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves an open breaker whose period ended to half-open, and frees
+    /// half-open slots held by probes stuck past the maximum half-open time.
+    pub(crate) fn tick(&mut self, config: &CircuitBreakerConfig, now: Instant, out: &mut Vec<Transition>) {
+        if self.state == State::Open && now >= self.open_until {
+            self.to(State::HalfOpen, now, out);
+        }
+        if self.state == State::HalfOpen
+            && self.half_open.in_flight > 0
+            && now.saturating_duration_since(self.half_open.since) >= config.max_half_open
+        {
+            // New generation: the stuck probes' late answers are discarded.
+            self.generation += 1;
+            self.half_open.admitted = self.half_open.successes;
+            self.half_open.in_flight = 0;
+            self.half_open.since = now;
+        }
+    }
+
+    /// Asks to make a call: a permit, or the time until one could be had.
+    pub(crate) fn admit(
+        &mut self,
+        config: &CircuitBreakerConfig,
+        now: Instant,
+        out: &mut Vec<Transition>,
+    ) -> Result<Permit, Duration> {
+        self.tick(config, now, out);
+        let permit = |probe, recorded| Permit {
+            generation: self.generation,
+            probe,
+            recorded,
+        };
+        match self.state {
+            State::Closed | State::MetricsOnly => Ok(permit(false, true)),
+            State::Disabled => Ok(permit(false, false)),
+            State::Open => Err(self.open_until.saturating_duration_since(now)),
+            State::ForcedOpen => Err(config.open),
+            State::HalfOpen => {
+                if self.half_open.admitted < config.half_open_calls {
+                    self.half_open.admitted += 1;
+                    self.half_open.in_flight += 1;
+                    Ok(permit(true, true))
+                } else {
+                    // Probes are out: try again when they may have answered.
+                    Err((self.half_open.since + config.max_half_open).saturating_duration_since(now))
+                }
+            }
+        }
+    }
+
+    /// Gives back a permit whose call was cancelled: it counts as nothing.
+    pub(crate) fn release(&mut self, permit: Permit) {
+        if permit.probe && permit.generation == self.generation && self.state == State::HalfOpen {
+            self.half_open.admitted -= 1;
+            self.half_open.in_flight -= 1;
+        }
+    }
+
+    /// Records a finished call. Results from an earlier generation (the
+    /// state changed while the call was out) are discarded.
+    pub(crate) fn record(
+        &mut self,
+        config: &CircuitBreakerConfig,
+        permit: Permit,
+        outcome: Outcome,
+        elapsed: Duration,
+        retry_after: Option<Duration>,
+        now: Instant,
+        out: &mut Vec<Transition>,
+    ) {
+        if !permit.recorded || permit.generation != self.generation {
+            return;
+        }
+        if outcome == Outcome::Ignored {
+            self.release(permit);
+            return;
+        }
+        let failure = outcome == Outcome::Failure;
+        let slow = elapsed >= config.slow_call;
+        match self.state {
+            State::Closed | State::MetricsOnly => {
+                self.window.record(Sample { failure, slow }, now);
+                self.consecutive_failures = if failure { self.consecutive_failures + 1 } else { 0 };
+                if self.state == State::Closed && self.should_trip(config, now) {
+                    self.open(config, retry_after, now, out);
+                }
+            }
+            State::HalfOpen => {
+                self.half_open.in_flight -= 1;
+                let slow_fails = config.slow_rate.is_some() && slow;
+                if failure || slow_fails {
+                    self.open(config, retry_after, now, out);
+                } else {
+                    self.half_open.successes += 1;
+                    if self.half_open.successes >= config.half_open_calls {
+                        self.close(now, out);
+                    }
+                }
+            }
+            State::Open | State::ForcedOpen | State::Disabled => {}
+        }
+    }
+
+    fn should_trip(&mut self, config: &CircuitBreakerConfig, now: Instant) -> bool {
+        if config
+            .consecutive_failures
+            .is_some_and(|n| self.consecutive_failures >= n)
+        {
+            return true;
+        }
+        let figures = self.window.figures(now);
+        if figures.calls < config.minimum_calls {
+            return false;
+        }
+        config.failure_rate.is_some_and(|t| figures.failure_rate() >= t)
+            || config.slow_rate.is_some_and(|t| figures.slow_rate() >= t)
+    }
+
+    /// Opens for the backoff period (`open * backoff^(opens-1)`, capped,
+    /// shortened by up to `jitter`), or longer if `Retry-After` asks, up to the cap.
+    pub(crate) fn open(
+        &mut self,
+        config: &CircuitBreakerConfig,
+        retry_after: Option<Duration>,
+        now: Instant,
+        out: &mut Vec<Transition>,
+    ) {
+        self.opens += 1;
+        let exponent = i32::try_from(self.opens - 1).unwrap_or(i32::MAX);
+        let base = config.open.as_secs_f64() * config.backoff.powi(exponent);
+        let capped = base.min(config.max_open.as_secs_f64());
+        let jittered = capped * (1.0 - config.jitter * self.random());
+        let mut period = Duration::from_secs_f64(jittered.max(0.0));
+        if let Some(asked) = retry_after {
+            period = period.max(asked.min(config.max_open));
+        }
+        self.open_until = now + period;
+        self.to(State::Open, now, out);
+    }
+
+    pub(crate) fn close(&mut self, now: Instant, out: &mut Vec<Transition>) {
+        self.opens = 0;
+        self.to(State::Closed, now, out);
+    }
+
+    /// A recovery probe succeeded while open.
+    pub(crate) fn probe_succeeded(&mut self, to_closed: bool, now: Instant, out: &mut Vec<Transition>) {
+        if self.state != State::Open {
+            return;
+        }
+        if to_closed {
+            self.close(now, out)
+        } else {
+            self.to(State::HalfOpen, now, out)
+        }
+    }
+
+    pub(crate) fn force(&mut self, state: State, now: Instant, out: &mut Vec<Transition>) {
+        if state == State::Closed {
+            self.close(now, out);
+        } else {
+            self.to(state, now, out);
+        }
+    }
+
+    /// A number in [0, 1) from an xorshift generator (jitter needs no
+    /// more; seeded per breaker so hosts do not move in lockstep).
+    fn random(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests;
