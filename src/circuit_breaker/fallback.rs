@@ -11,11 +11,9 @@ use crate::BoxError;
 
 /// Where requests go when their circuit is open. Implemented by
 /// [`NoFallback`] (fail fast with `error::Open`) and [`WithFallback`].
-pub trait Fallback<Req>: Clone {
-    /// The fallback's response.
-    type Response;
+pub trait Fallback<Req, Res>: Clone {
     /// The fallback's future.
-    type Future: Future<Output = Result<Self::Response, BoxError>>;
+    type Future: Future<Output = Result<Res, BoxError>>;
 
     /// Sends `request` to the fallback, or gives it back if there is none.
     fn try_call(&mut self, request: Req) -> Result<Self::Future, Req>;
@@ -25,9 +23,8 @@ pub trait Fallback<Req>: Clone {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoFallback;
 
-impl<Req> Fallback<Req> for NoFallback {
-    type Response = std::convert::Infallible;
-    type Future = std::future::Pending<Result<Self::Response, BoxError>>;
+impl<Req, Res> Fallback<Req, Res> for NoFallback {
+    type Future = std::future::Pending<Result<Res, BoxError>>;
 
     fn try_call(&mut self, request: Req) -> Result<Self::Future, Req> {
         Err(request)
@@ -39,12 +36,11 @@ impl<Req> Fallback<Req> for NoFallback {
 #[derive(Debug, Clone)]
 pub struct WithFallback<T>(pub T);
 
-impl<T, Req> Fallback<Req> for WithFallback<T>
+impl<T, Req> Fallback<Req, T::Response> for WithFallback<T>
 where
     T: Service<Req> + Clone,
     T::Error: Into<BoxError>,
 {
-    type Response = T::Response;
     type Future = FallbackFuture<T, Req>;
 
     fn try_call(&mut self, request: Req) -> Result<Self::Future, Req> {

@@ -103,7 +103,7 @@ impl<S, F, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreakerService
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
-    F: Fallback<Request<ReqBody>, Response = Response<ResBody>>,
+    F: Fallback<Request<ReqBody>, Response<ResBody>>,
 {
     type Response = Response<BreakerBody<ResBody>>;
     type Error = BoxError;

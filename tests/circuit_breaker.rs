@@ -1,0 +1,352 @@
+//! The circuit breaker layer: readiness, fail-fast, half-open admission
+//! under concurrency, windows under threads, classification, fallback,
+//! events and metrics, and the cache serving stale while a circuit is open.
+#![cfg(all(feature = "circuit-breaker", feature = "cache"))]
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use support::{Req, Res, Upstream};
+use tower::{Service, ServiceExt};
+use tower_optimizer::BoxError;
+use tower_optimizer::circuit_breaker::{
+    CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerService, Event, KeyBy, State, WindowKind, error::Open,
+};
+
+fn layer(config: CircuitBreakerConfig) -> CircuitBreakerLayer {
+    CircuitBreakerLayer::new(config)
+}
+
+fn status(code: u16) -> Res {
+    Response::builder().status(code).body(Full::default()).unwrap()
+}
+
+async fn send<S>(svc: &mut S, uri: &str) -> Result<u16, BoxError>
+where
+    S: Service<Req, Response = Response<tower_optimizer::circuit_breaker::BreakerBody<Full<Bytes>>>, Error = BoxError>,
+{
+    let res = svc.ready().await?.call(Request::get(uri).body(Full::default()).unwrap()).await?;
+    let code = res.status().as_u16();
+    res.into_body().collect().await?;
+    Ok(code)
+}
+
+fn trips_after(n: u32) -> CircuitBreakerConfig {
+    CircuitBreakerConfig::builder().consecutive_failures(Some(n)).jitter(0.0).build().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_fails_fast_in_call_with_a_downcastable_error_and_recovers() {
+    let upstream = Upstream::new(|_, n| async move { Ok(status(if n < 3 { 503 } else { 200 })) });
+    let layer = layer(trips_after(3));
+    let breakers = layer.breakers();
+    let mut svc = tower::Layer::layer(&layer, upstream.clone());
+    for _ in 0..3 {
+        assert_eq!(send(&mut svc, "http://a.test/x").await.unwrap(), 503);
+    }
+    let err = send(&mut svc, "http://a.test/y").await.unwrap_err();
+    let open = err.downcast_ref::<Open>().expect("error::Open");
+    assert_eq!((open.key(), open.retry_after()), ("http://a.test", Duration::from_secs(10)));
+    assert_eq!(err.to_string(), "circuit open for http://a.test, retry in 10.0s");
+    assert_eq!(upstream.calls(), 3, "the open circuit never reached the inner service");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    for _ in 0..3 {
+        assert_eq!(send(&mut svc, "http://a.test/x").await.unwrap(), 200);
+    }
+    assert_eq!(breakers.state("http://a.test"), Some(State::Closed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_only_delegates() {
+    let (mock, mut handle) = tower_test::mock::pair::<Req, Res>();
+    let layer = layer(trips_after(1));
+    let breakers = layer.breakers();
+    let mut svc = tower_test::mock::Spawn::new(tower::Layer::layer(&layer, mock));
+    handle.allow(0);
+    assert!(svc.poll_ready().is_pending(), "not ready while the inner service is not");
+    breakers.force_open("http://a.test");
+    assert!(svc.poll_ready().is_pending(), "an open circuit does not make it ready either: it only delegates");
+    handle.allow(1);
+    assert!(matches!(svc.poll_ready(), std::task::Poll::Ready(Ok(()))), "ready even though the circuit is open");
+    let err = svc.call(Request::get("http://a.test/").body(Full::default()).unwrap()).await.unwrap_err();
+    assert!(err.is::<Open>());
+    assert!(handle.poll_request().is_pending(), "nothing reached the inner service");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_concurrent_calls_against_half_open_let_exactly_the_permitted_through() {
+    let inner_calls = Arc::new(AtomicUsize::new(0));
+    let seen = inner_calls.clone();
+    let upstream = Upstream::new(move |_, _| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(status(200))
+        }
+    });
+    let layer = layer(trips_after(1));
+    let breakers = layer.breakers();
+    breakers.force_open("http://a.test");
+    breakers.force_closed("http://a.test");
+    // Trip it for real, then wait for half-open.
+    let failing = Upstream::new(|_, _| async { Ok(status(500)) });
+    send(&mut tower::Layer::layer(&layer, failing), "http://a.test/").await.unwrap();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(breakers.state("http://a.test"), Some(State::HalfOpen));
+    inner_calls.store(0, Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let mut svc = tower::Layer::layer(&layer, upstream.clone());
+        tasks.push(tokio::spawn(async move { send(&mut svc, "http://a.test/").await }));
+    }
+    let mut ok = 0;
+    let mut rejected = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(200) => ok += 1,
+            Err(e) if e.is::<Open>() => rejected += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((ok, rejected), (3, 997));
+    assert_eq!(inner_calls.load(Ordering::SeqCst), 3);
+    assert_eq!(breakers.state("http://a.test"), Some(State::Closed), "three successful probes closed it");
+}
+
+#[test]
+fn windows_stay_exact_under_threads() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    rt.block_on(async {
+        let config = CircuitBreakerConfig::builder().window(WindowKind::Count(100_000)).build().unwrap();
+        let layer = layer(config);
+        let breakers = layer.breakers();
+        breakers.metrics_only("http://a.test");
+        let upstream = Upstream::new(|req: Req, _| async move {
+            Ok(status(if req.uri().path() == "/fail" { 500 } else { 200 }))
+        });
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let mut svc = tower::Layer::layer(&layer, upstream.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..500 {
+                    let path = if (t + i) % 4 == 0 { "/fail" } else { "/ok" };
+                    send(&mut svc, &format!("http://a.test{path}")).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let snap = breakers.snapshot();
+        // The sequential model: every call recorded once, 1 in 4 failing.
+        assert_eq!(snap[0].figures.calls, 4000);
+        assert_eq!(snap[0].figures.failures, 1000);
+        assert_eq!(snap[0].state, State::MetricsOnly);
+    });
+}
+
+/// A body that fails after its first frame.
+struct Broken(u8);
+
+impl http_body::Body for Broken {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.0 += 1;
+        std::task::Poll::Ready(Some(if self.0 == 1 { Ok(http_body::Frame::data(Bytes::from_static(b"part"))) } else { Err("reset".into()) }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_bodies_fail_cancelled_calls_count_as_neither_other_4xx_succeed() {
+    let layer = layer(trips_after(2));
+    let breakers = layer.breakers();
+    let mut broken = tower::Layer::layer(&layer, tower::service_fn(|_: Req| async { Ok::<_, BoxError>(Response::new(Broken(0))) }));
+    for _ in 0..2 {
+        let res = broken.ready().await.unwrap().call(Request::get("http://b.test/").body(Full::default()).unwrap()).await.unwrap();
+        assert!(res.into_body().collect().await.is_err());
+    }
+    assert_eq!(breakers.state("http://b.test"), Some(State::Open), "two bodies failed mid-stream");
+
+    let mut not_found = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(404)) }));
+    for _ in 0..5 {
+        assert_eq!(send(&mut not_found, "http://c.test/").await.unwrap(), 404);
+    }
+    assert_eq!(breakers.state("http://c.test"), Some(State::Closed), "404 is the host answering correctly");
+
+    let slow = Upstream::new(|_, _| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(status(500))
+    });
+    let mut svc = tower::Layer::layer(&layer, slow);
+    for _ in 0..5 {
+        let call = send(&mut svc, "http://d.test/");
+        assert!(tokio::time::timeout(Duration::from_millis(10), call).await.is_err(), "cancelled");
+    }
+    let snap = breakers.snapshot().into_iter().find(|s| &*s.key == "http://d.test").unwrap();
+    assert_eq!((snap.state, snap.figures.calls), (State::Closed, 0), "dropped calls count as neither");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_sets_the_open_period() {
+    let upstream = Upstream::new(|_, _| async {
+        Ok(Response::builder().status(503).header("retry-after", "120").body(Full::default()).unwrap())
+    });
+    let mut svc = tower::Layer::layer(&layer(trips_after(1)), upstream);
+    send(&mut svc, "http://a.test/").await.unwrap();
+    let err = send(&mut svc, "http://a.test/").await.unwrap_err();
+    assert_eq!(err.downcast_ref::<Open>().unwrap().retry_after(), Duration::from_secs(120));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_serves_requests_whose_circuit_is_open() {
+    let primary = Upstream::new(|_, _| async { Ok(status(503)) });
+    let secondary = Upstream::new(|_, _| async { Ok(status(203)) });
+    let layer = layer(trips_after(1)).with_fallback(secondary.clone());
+    let mut svc: CircuitBreakerService<Upstream, _> = tower::Layer::layer(&layer, primary.clone());
+    assert_eq!(send(&mut svc, "http://a.test/").await.unwrap(), 503);
+    assert_eq!(send(&mut svc, "http://a.test/").await.unwrap(), 203);
+    assert_eq!((primary.calls(), secondary.calls()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn registry_is_bounded_keys_are_per_host_or_global() {
+    let config = CircuitBreakerConfig::builder().registry(2, Duration::from_secs(1)).consecutive_failures(Some(1)).build().unwrap();
+    let layer = layer(config);
+    let breakers = layer.breakers();
+    let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(200)) }));
+    send(&mut svc, "http://a.test/").await.unwrap();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    send(&mut svc, "http://b.test/").await.unwrap();
+    tokio::time::advance(Duration::from_millis(10)).await;
+    send(&mut svc, "http://c.test/").await.unwrap();
+    assert_eq!(breakers.len(), 2);
+    assert_eq!(breakers.state("http://a.test"), None, "the idle one went");
+    assert!(breakers.state("http://b.test").is_some() && breakers.state("http://c.test").is_some());
+    // With nothing idle, the least recently used goes.
+    send(&mut svc, "http://d.test/").await.unwrap();
+    assert_eq!(breakers.len(), 2);
+    assert_eq!(breakers.state("http://b.test"), None);
+    let global = CircuitBreakerConfig::builder().key_by(KeyBy::Global).consecutive_failures(Some(1)).build().unwrap();
+    let layer = CircuitBreakerLayer::new(global);
+    let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(500)) }));
+    send(&mut svc, "http://a.test/").await.unwrap();
+    assert!(send(&mut svc, "http://b.test/").await.unwrap_err().is::<Open>(), "one breaker for all hosts");
+}
+
+#[test]
+fn events_reach_listeners_and_the_metrics_facade() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let log = events.clone();
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(2))
+        .on_event(move |e: &Event| log.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let recorder = Recorder::default();
+    let counts = recorder.counts.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let mut svc = tower::Layer::layer(&layer(config), Upstream::new(|_, _| async { Ok(status(502)) }));
+            send(&mut svc, "http://a.test/").await.unwrap();
+            send(&mut svc, "http://a.test/").await.unwrap();
+            assert!(send(&mut svc, "http://a.test/").await.is_err());
+        });
+    });
+    let events = events.lock().unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            Event::Failure { .. } => "failure",
+            Event::StateChanged { to: State::Open, .. } => "opened",
+            Event::Rejected { .. } => "rejected",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["failure", "failure", "opened", "rejected"]);
+    let counts = counts.lock().unwrap();
+    assert!(counts.iter().any(|(n, l, v)| n == "tower_optimizer.circuit_breaker.calls" && l.contains("failure") && *v == 1));
+    assert!(counts.iter().any(|(n, l, _)| n == "tower_optimizer.circuit_breaker.transitions" && l.contains("open")));
+    assert!(counts.iter().any(|(n, l, v)| n == "tower_optimizer.circuit_breaker.state" && l.contains("a.test") && *v == 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cache_outside_serves_stale_while_the_circuit_is_open() {
+    use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus};
+    let cache = Cache::builder().build().unwrap();
+    let upstream = Upstream::new(|_, n| async move {
+        Ok(if n == 0 {
+            Response::builder().header("cache-control", "max-age=1, stale-if-error=600").body(Full::new(Bytes::from_static(b"cached"))).unwrap()
+        } else {
+            status(503)
+        })
+    });
+    let breaker = layer(trips_after(1));
+    let breakers = breaker.breakers();
+    let mut client = tower::ServiceBuilder::new().layer(CacheLayer::new(cache)).layer(breaker).service(upstream.clone());
+    let get = || Request::get("http://a.test/item").body(Full::default()).unwrap();
+    client.ready().await.unwrap().call(get()).await.unwrap();
+    breakers.force_open("http://a.test");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let res = client.ready().await.unwrap().call(get()).await.unwrap();
+    let status = *res.extensions().get::<CacheStatus>().unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "cached");
+    assert_eq!(status.detail, Some("stale-if-error"), "the open circuit became a stale hit");
+    assert_eq!(upstream.calls(), 1);
+}
+
+/// Records metric values by name, with labels flattened.
+#[derive(Default)]
+struct Recorder {
+    counts: Arc<Mutex<Vec<(String, String, u64)>>>,
+}
+
+struct Handle {
+    name: String,
+    labels: String,
+    counts: Arc<Mutex<Vec<(String, String, u64)>>>,
+}
+
+impl metrics::CounterFn for Handle {
+    fn increment(&self, value: u64) {
+        self.counts.lock().unwrap().push((self.name.clone(), self.labels.clone(), value));
+    }
+    fn absolute(&self, _: u64) {}
+}
+
+impl metrics::GaugeFn for Handle {
+    fn increment(&self, _: f64) {}
+    fn decrement(&self, _: f64) {}
+    fn set(&self, value: f64) {
+        self.counts.lock().unwrap().push((self.name.clone(), self.labels.clone(), value as u64));
+    }
+}
+
+impl metrics::Recorder for Recorder {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(Arc::new(self.handle(key)))
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::from_arc(Arc::new(self.handle(key)))
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+impl Recorder {
+    fn handle(&self, key: &metrics::Key) -> Handle {
+        let labels = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect::<Vec<_>>().join(",");
+        Handle { name: key.name().to_owned(), labels, counts: self.counts.clone() }
+    }
+}
