@@ -31,14 +31,22 @@ async fn send<S>(svc: &mut S, uri: &str) -> Result<u16, BoxError>
 where
     S: Service<Req, Response = Response<tower_optimizer::circuit_breaker::BreakerBody<Full<Bytes>>>, Error = BoxError>,
 {
-    let res = svc.ready().await?.call(Request::get(uri).body(Full::default()).unwrap()).await?;
+    let res = svc
+        .ready()
+        .await?
+        .call(Request::get(uri).body(Full::default()).unwrap())
+        .await?;
     let code = res.status().as_u16();
     res.into_body().collect().await?;
     Ok(code)
 }
 
 fn trips_after(n: u32) -> CircuitBreakerConfig {
-    CircuitBreakerConfig::builder().consecutive_failures(Some(n)).jitter(0.0).build().unwrap()
+    CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(n))
+        .jitter(0.0)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -52,7 +60,10 @@ async fn open_fails_fast_in_call_with_a_downcastable_error_and_recovers() {
     }
     let err = send(&mut svc, "http://a.test/y").await.unwrap_err();
     let open = err.downcast_ref::<Open>().expect("error::Open");
-    assert_eq!((open.key(), open.retry_after()), ("http://a.test", Duration::from_secs(10)));
+    assert_eq!(
+        (open.key(), open.retry_after()),
+        ("http://a.test", Duration::from_secs(10))
+    );
     assert_eq!(err.to_string(), "circuit open for http://a.test, retry in 10.0s");
     assert_eq!(upstream.calls(), 3, "the open circuit never reached the inner service");
     tokio::time::advance(Duration::from_secs(10)).await;
@@ -69,12 +80,24 @@ async fn poll_ready_only_delegates() {
     let breakers = layer.breakers();
     let mut svc = tower_test::mock::Spawn::new(tower::Layer::layer(&layer, mock));
     handle.allow(0);
-    assert!(svc.poll_ready().is_pending(), "not ready while the inner service is not");
+    assert!(
+        svc.poll_ready().is_pending(),
+        "not ready while the inner service is not"
+    );
     breakers.force_open("http://a.test");
-    assert!(svc.poll_ready().is_pending(), "an open circuit does not make it ready either: it only delegates");
+    assert!(
+        svc.poll_ready().is_pending(),
+        "an open circuit does not make it ready either: it only delegates"
+    );
     handle.allow(1);
-    assert!(matches!(svc.poll_ready(), std::task::Poll::Ready(Ok(()))), "ready even though the circuit is open");
-    let err = svc.call(Request::get("http://a.test/").body(Full::default()).unwrap()).await.unwrap_err();
+    assert!(
+        matches!(svc.poll_ready(), std::task::Poll::Ready(Ok(()))),
+        "ready even though the circuit is open"
+    );
+    let err = svc
+        .call(Request::get("http://a.test/").body(Full::default()).unwrap())
+        .await
+        .unwrap_err();
     assert!(err.is::<Open>());
     assert!(handle.poll_request().is_pending(), "nothing reached the inner service");
 }
@@ -96,7 +119,9 @@ async fn a_thousand_concurrent_calls_against_half_open_let_exactly_the_permitted
     breakers.force_closed("http://a.test");
     // Trip it for real, then wait for half-open.
     let failing = Upstream::new(|_, _| async { Ok(status(500)) });
-    send(&mut tower::Layer::layer(&layer, failing), "http://a.test/").await.unwrap();
+    send(&mut tower::Layer::layer(&layer, failing), "http://a.test/")
+        .await
+        .unwrap();
     tokio::time::advance(Duration::from_secs(10)).await;
     assert_eq!(breakers.state("http://a.test"), Some(State::HalfOpen));
     inner_calls.store(0, Ordering::SeqCst);
@@ -116,20 +141,30 @@ async fn a_thousand_concurrent_calls_against_half_open_let_exactly_the_permitted
     }
     assert_eq!((ok, rejected), (3, 997));
     assert_eq!(inner_calls.load(Ordering::SeqCst), 3);
-    assert_eq!(breakers.state("http://a.test"), Some(State::Closed), "three successful probes closed it");
+    assert_eq!(
+        breakers.state("http://a.test"),
+        Some(State::Closed),
+        "three successful probes closed it"
+    );
 }
 
 #[test]
 fn windows_stay_exact_under_threads() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let config = CircuitBreakerConfig::builder().window(WindowKind::Count(100_000)).build().unwrap();
+        let config = CircuitBreakerConfig::builder()
+            .window(WindowKind::Count(100_000))
+            .build()
+            .unwrap();
         let layer = layer(config);
         let breakers = layer.breakers();
         breakers.metrics_only("http://a.test");
-        let upstream = Upstream::new(|req: Req, _| async move {
-            Ok(status(if req.uri().path() == "/fail" { 500 } else { 200 }))
-        });
+        let upstream =
+            Upstream::new(|req: Req, _| async move { Ok(status(if req.uri().path() == "/fail" { 500 } else { 200 })) });
         let mut tasks = Vec::new();
         for t in 0..8 {
             let mut svc = tower::Layer::layer(&layer, upstream.clone());
@@ -157,9 +192,16 @@ struct Broken(u8);
 impl http_body::Body for Broken {
     type Data = Bytes;
     type Error = BoxError;
-    fn poll_frame(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         self.0 += 1;
-        std::task::Poll::Ready(Some(if self.0 == 1 { Ok(http_body::Frame::data(Bytes::from_static(b"part"))) } else { Err("reset".into()) }))
+        std::task::Poll::Ready(Some(if self.0 == 1 {
+            Ok(http_body::Frame::data(Bytes::from_static(b"part")))
+        } else {
+            Err("reset".into())
+        }))
     }
 }
 
@@ -167,18 +209,35 @@ impl http_body::Body for Broken {
 async fn failing_bodies_fail_cancelled_calls_count_as_neither_other_4xx_succeed() {
     let layer = layer(trips_after(2));
     let breakers = layer.breakers();
-    let mut broken = tower::Layer::layer(&layer, tower::service_fn(|_: Req| async { Ok::<_, BoxError>(Response::new(Broken(0))) }));
+    let mut broken = tower::Layer::layer(
+        &layer,
+        tower::service_fn(|_: Req| async { Ok::<_, BoxError>(Response::new(Broken(0))) }),
+    );
     for _ in 0..2 {
-        let res = broken.ready().await.unwrap().call(Request::get("http://b.test/").body(Full::default()).unwrap()).await.unwrap();
+        let res = broken
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::get("http://b.test/").body(Full::default()).unwrap())
+            .await
+            .unwrap();
         assert!(res.into_body().collect().await.is_err());
     }
-    assert_eq!(breakers.state("http://b.test"), Some(State::Open), "two bodies failed mid-stream");
+    assert_eq!(
+        breakers.state("http://b.test"),
+        Some(State::Open),
+        "two bodies failed mid-stream"
+    );
 
     let mut not_found = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(404)) }));
     for _ in 0..5 {
         assert_eq!(send(&mut not_found, "http://c.test/").await.unwrap(), 404);
     }
-    assert_eq!(breakers.state("http://c.test"), Some(State::Closed), "404 is the host answering correctly");
+    assert_eq!(
+        breakers.state("http://c.test"),
+        Some(State::Closed),
+        "404 is the host answering correctly"
+    );
 
     let slow = Upstream::new(|_, _| async {
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -187,21 +246,39 @@ async fn failing_bodies_fail_cancelled_calls_count_as_neither_other_4xx_succeed(
     let mut svc = tower::Layer::layer(&layer, slow);
     for _ in 0..5 {
         let call = send(&mut svc, "http://d.test/");
-        assert!(tokio::time::timeout(Duration::from_millis(10), call).await.is_err(), "cancelled");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), call).await.is_err(),
+            "cancelled"
+        );
     }
-    let snap = breakers.snapshot().into_iter().find(|s| &*s.key == "http://d.test").unwrap();
-    assert_eq!((snap.state, snap.figures.calls), (State::Closed, 0), "dropped calls count as neither");
+    let snap = breakers
+        .snapshot()
+        .into_iter()
+        .find(|s| &*s.key == "http://d.test")
+        .unwrap();
+    assert_eq!(
+        (snap.state, snap.figures.calls),
+        (State::Closed, 0),
+        "dropped calls count as neither"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_sets_the_open_period() {
     let upstream = Upstream::new(|_, _| async {
-        Ok(Response::builder().status(503).header("retry-after", "120").body(Full::default()).unwrap())
+        Ok(Response::builder()
+            .status(503)
+            .header("retry-after", "120")
+            .body(Full::default())
+            .unwrap())
     });
     let mut svc = tower::Layer::layer(&layer(trips_after(1)), upstream);
     send(&mut svc, "http://a.test/").await.unwrap();
     let err = send(&mut svc, "http://a.test/").await.unwrap_err();
-    assert_eq!(err.downcast_ref::<Open>().unwrap().retry_after(), Duration::from_secs(120));
+    assert_eq!(
+        err.downcast_ref::<Open>().unwrap().retry_after(),
+        Duration::from_secs(120)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -217,7 +294,11 @@ async fn fallback_serves_requests_whose_circuit_is_open() {
 
 #[tokio::test(start_paused = true)]
 async fn registry_is_bounded_keys_are_per_host_or_global() {
-    let config = CircuitBreakerConfig::builder().registry(2, Duration::from_secs(1)).consecutive_failures(Some(1)).build().unwrap();
+    let config = CircuitBreakerConfig::builder()
+        .registry(2, Duration::from_secs(1))
+        .consecutive_failures(Some(1))
+        .build()
+        .unwrap();
     let layer = layer(config);
     let breakers = layer.breakers();
     let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(200)) }));
@@ -233,11 +314,18 @@ async fn registry_is_bounded_keys_are_per_host_or_global() {
     send(&mut svc, "http://d.test/").await.unwrap();
     assert_eq!(breakers.len(), 2);
     assert_eq!(breakers.state("http://b.test"), None);
-    let global = CircuitBreakerConfig::builder().key_by(KeyBy::Global).consecutive_failures(Some(1)).build().unwrap();
+    let global = CircuitBreakerConfig::builder()
+        .key_by(KeyBy::Global)
+        .consecutive_failures(Some(1))
+        .build()
+        .unwrap();
     let layer = CircuitBreakerLayer::new(global);
     let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(500)) }));
     send(&mut svc, "http://a.test/").await.unwrap();
-    assert!(send(&mut svc, "http://b.test/").await.unwrap_err().is::<Open>(), "one breaker for all hosts");
+    assert!(
+        send(&mut svc, "http://b.test/").await.unwrap_err().is::<Open>(),
+        "one breaker for all hosts"
+    );
 }
 
 #[test]
@@ -251,7 +339,11 @@ fn events_reach_listeners_and_the_metrics_facade() {
         .unwrap();
     let recorder = Recorder::default();
     let counts = recorder.counts.clone();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
     metrics::with_local_recorder(&recorder, || {
         rt.block_on(async {
             let mut svc = tower::Layer::layer(&layer(config), Upstream::new(|_, _| async { Ok(status(502)) }));
@@ -272,9 +364,21 @@ fn events_reach_listeners_and_the_metrics_facade() {
         .collect();
     assert_eq!(kinds, ["failure", "failure", "opened", "rejected"]);
     let counts = counts.lock().unwrap();
-    assert!(counts.iter().any(|(n, l, v)| n == "tower_optimizer.circuit_breaker.calls" && l.contains("failure") && *v == 1));
-    assert!(counts.iter().any(|(n, l, _)| n == "tower_optimizer.circuit_breaker.transitions" && l.contains("open")));
-    assert!(counts.iter().any(|(n, l, v)| n == "tower_optimizer.circuit_breaker.state" && l.contains("a.test") && *v == 1));
+    assert!(
+        counts
+            .iter()
+            .any(|(n, l, v)| n == "tower_optimizer.circuit_breaker.calls" && l.contains("failure") && *v == 1)
+    );
+    assert!(
+        counts
+            .iter()
+            .any(|(n, l, _)| n == "tower_optimizer.circuit_breaker.transitions" && l.contains("open"))
+    );
+    assert!(
+        counts
+            .iter()
+            .any(|(n, l, v)| n == "tower_optimizer.circuit_breaker.state" && l.contains("a.test") && *v == 1)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -283,14 +387,20 @@ async fn the_cache_outside_serves_stale_while_the_circuit_is_open() {
     let cache = Cache::builder().build().unwrap();
     let upstream = Upstream::new(|_, n| async move {
         Ok(if n == 0 {
-            Response::builder().header("cache-control", "max-age=1, stale-if-error=600").body(Full::new(Bytes::from_static(b"cached"))).unwrap()
+            Response::builder()
+                .header("cache-control", "max-age=1, stale-if-error=600")
+                .body(Full::new(Bytes::from_static(b"cached")))
+                .unwrap()
         } else {
             status(503)
         })
     });
     let breaker = layer(trips_after(1));
     let breakers = breaker.breakers();
-    let mut client = tower::ServiceBuilder::new().layer(CacheLayer::new(cache)).layer(breaker).service(upstream.clone());
+    let mut client = tower::ServiceBuilder::new()
+        .layer(CacheLayer::new(cache))
+        .layer(breaker)
+        .service(upstream.clone());
     let get = || Request::get("http://a.test/item").body(Full::default()).unwrap();
     client.ready().await.unwrap().call(get()).await.unwrap();
     breakers.force_open("http://a.test");
@@ -298,7 +408,11 @@ async fn the_cache_outside_serves_stale_while_the_circuit_is_open() {
     let res = client.ready().await.unwrap().call(get()).await.unwrap();
     let status = *res.extensions().get::<CacheStatus>().unwrap();
     assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "cached");
-    assert_eq!(status.detail, Some("stale-if-error"), "the open circuit became a stale hit");
+    assert_eq!(
+        status.detail,
+        Some("stale-if-error"),
+        "the open circuit became a stale hit"
+    );
     assert_eq!(upstream.calls(), 1);
 }
 
@@ -316,7 +430,10 @@ struct Handle {
 
 impl metrics::CounterFn for Handle {
     fn increment(&self, value: u64) {
-        self.counts.lock().unwrap().push((self.name.clone(), self.labels.clone(), value));
+        self.counts
+            .lock()
+            .unwrap()
+            .push((self.name.clone(), self.labels.clone(), value));
     }
     fn absolute(&self, _: u64) {}
 }
@@ -325,7 +442,10 @@ impl metrics::GaugeFn for Handle {
     fn increment(&self, _: f64) {}
     fn decrement(&self, _: f64) {}
     fn set(&self, value: f64) {
-        self.counts.lock().unwrap().push((self.name.clone(), self.labels.clone(), value as u64));
+        self.counts
+            .lock()
+            .unwrap()
+            .push((self.name.clone(), self.labels.clone(), value as u64));
     }
 }
 
@@ -346,7 +466,15 @@ impl metrics::Recorder for Recorder {
 
 impl Recorder {
     fn handle(&self, key: &metrics::Key) -> Handle {
-        let labels = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect::<Vec<_>>().join(",");
-        Handle { name: key.name().to_owned(), labels, counts: self.counts.clone() }
+        let labels = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect::<Vec<_>>()
+            .join(",");
+        Handle {
+            name: key.name().to_owned(),
+            labels,
+            counts: self.counts.clone(),
+        }
     }
 }

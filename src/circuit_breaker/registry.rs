@@ -295,19 +295,16 @@ impl CircuitBreakers {
                 let still_open = {
                     let mut breaker = cell.lock();
                     let now = Instant::now();
-                    if breaker.state() != State::Open && breaker.state() != State::HalfOpen {
+                    if breaker.state() != State::Open {
+                        // Forced, reset, or user probes took over.
                         false
                     } else if healthy {
-                        if breaker.state() == State::Open {
-                            let to_closed = breakers.inner.config.probe_success == ProbeSuccess::Closed;
-                            breaker.probe_succeeded(to_closed, now, &mut transitions);
-                        }
+                        let to_closed = breakers.inner.config.probe_success == ProbeSuccess::Closed;
+                        breaker.probe_succeeded(to_closed, now, &mut transitions);
                         false
                     } else {
                         // Still down: open again for the next, longer period.
-                        if breaker.state() == State::HalfOpen || now >= breaker.open_until() {
-                            breaker.open(&breakers.inner.config, None, now, &mut transitions);
-                        }
+                        breaker.open(&breakers.inner.config, None, now, &mut transitions);
                         true
                     }
                 };

@@ -159,7 +159,15 @@ impl Breaker {
     /// Moves an open breaker whose period ended to half-open, and frees
     /// half-open slots held by probes stuck past the maximum half-open time.
     pub(crate) fn tick(&mut self, config: &CircuitBreakerConfig, now: Instant, out: &mut Vec<Transition>) {
-        if self.state == State::Open && now >= self.open_until {
+        // With a recovery probe, the probe decides when the open period
+        // ends; user calls take over only if it has not within the
+        // half-open grace (say, the probe task could not run).
+        let grace = if config.probe.is_some() {
+            config.max_half_open
+        } else {
+            Duration::ZERO
+        };
+        if self.state == State::Open && now >= self.open_until + grace {
             self.to(State::HalfOpen, now, out);
         }
         if self.state == State::HalfOpen

@@ -348,3 +348,30 @@ fn jitter_shortens_by_at_most_the_fraction() {
         );
     }
 }
+
+#[test]
+fn with_a_probe_user_calls_wait_for_it_within_the_grace() {
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(1))
+        .jitter(0.0)
+        .probe(|_key| async { true }, crate::circuit_breaker::ProbeSuccess::HalfOpen)
+        .build()
+        .unwrap();
+    let mut run = Run::new(config);
+    run.call(Outcome::Failure).unwrap();
+    run.advance(Duration::from_secs(10));
+    assert!(run.call(Outcome::Success).is_err(), "the probe decides first");
+    run.advance(Duration::from_secs(30));
+    assert_eq!(
+        run.state(),
+        State::HalfOpen,
+        "after the grace, user calls probe themselves"
+    );
+    let mut t = Vec::new();
+    run.breaker.probe_succeeded(true, run.now, &mut t);
+    assert_eq!(
+        run.breaker.state(),
+        State::HalfOpen,
+        "a probe result only acts on an open breaker"
+    );
+}
