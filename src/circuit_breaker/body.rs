@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::classify::{CallResult, Outcome};
 use super::events::{Event, emit};
-use super::registry::{Cell, CircuitBreakers};
+use super::registry::Cell;
 use super::state::Permit;
 use crate::BoxError;
 use std::sync::Arc;
@@ -21,7 +21,6 @@ use std::sync::Arc;
 /// back if the call is dropped unfinished (a cancelled call counts as
 /// neither success nor failure).
 pub(crate) struct Guard {
-    pub(crate) breakers: CircuitBreakers,
     pub(crate) cell: Arc<Cell>,
     pub(crate) permit: Permit,
     pub(crate) start: Instant,
@@ -48,11 +47,12 @@ impl Guard {
     }
 
     fn record(&self, outcome: Outcome, retry_after: Option<Duration>) {
-        let config = &self.breakers.inner.config;
+        let cell = &self.cell;
+        let config = &cell.config;
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.start);
         let mut transitions = Vec::new();
-        self.cell.lock().record(
+        cell.lock().record(
             config,
             self.permit,
             outcome,
@@ -61,30 +61,34 @@ impl Guard {
             now,
             &mut transitions,
         );
-        if self.permit.recorded {
-            let key = self.cell.key.clone();
+        if self.permit.recorded && outcome != Outcome::Ignored {
+            let slow = elapsed >= config.slow_call;
             match outcome {
-                Outcome::Success => emit(
-                    &config.listeners,
-                    &Event::Success {
-                        key: key.clone(),
-                        elapsed,
-                    },
-                ),
-                Outcome::Failure => emit(
-                    &config.listeners,
-                    &Event::Failure {
-                        key: key.clone(),
-                        elapsed,
-                    },
-                ),
-                Outcome::Ignored => {}
+                Outcome::Failure => cell.metrics.failure.increment(1),
+                _ => cell.metrics.success.increment(1),
             }
-            if outcome != Outcome::Ignored && elapsed >= config.slow_call {
-                emit(&config.listeners, &Event::SlowCall { key, elapsed });
+            if slow {
+                cell.metrics.slow.increment(1);
+            }
+            if !config.listeners.is_empty() {
+                let key = cell.key.clone();
+                let event = match outcome {
+                    Outcome::Failure => Event::Failure {
+                        key: key.clone(),
+                        elapsed,
+                    },
+                    _ => Event::Success {
+                        key: key.clone(),
+                        elapsed,
+                    },
+                };
+                emit(&config.listeners, &event);
+                if slow {
+                    emit(&config.listeners, &Event::SlowCall { key, elapsed });
+                }
             }
         }
-        self.breakers.emit_transitions(&self.cell, &transitions);
+        cell.transitions(&transitions);
     }
 }
 
@@ -147,12 +151,7 @@ where
             Poll::Ready(Some(Err(error))) => {
                 let error: BoxError = error.into();
                 if let Some(guard) = this.guard.take() {
-                    let outcome = guard
-                        .breakers
-                        .inner
-                        .config
-                        .classifier
-                        .classify(&CallResult::BodyError(&*error));
+                    let outcome = guard.cell.config.classifier.classify(&CallResult::BodyError(&*error));
                     guard.finish(outcome, None);
                 }
                 Poll::Ready(Some(Err(error)))

@@ -52,21 +52,12 @@ pub(crate) fn emit(listeners: &[super::config::Listener], event: &Event) {
     for listener in listeners {
         listener(event);
     }
-    match event {
-        Event::StateChanged { key, to, .. } => {
-            let key = key.to_string();
-            metrics::counter!("tower_optimizer.circuit_breaker.transitions", "key" => key.clone(), "to" => to.as_str())
-                .increment(1);
-            metrics::gauge!("tower_optimizer.circuit_breaker.state", "key" => key).set(f64::from(to.code()));
-        }
-        Event::Rejected { key, .. } => call(key, "rejected"),
-        Event::Success { key, .. } => call(key, "success"),
-        Event::Failure { key, .. } => call(key, "failure"),
-        Event::SlowCall { key, .. } => call(key, "slow"),
+    // Per-call counters go through handles cached in each breaker; only
+    // the rare state changes register here.
+    if let Event::StateChanged { key, to, .. } = event {
+        let key = key.to_string();
+        metrics::counter!("tower_optimizer.circuit_breaker.transitions", "key" => key.clone(), "to" => to.as_str())
+            .increment(1);
+        metrics::gauge!("tower_optimizer.circuit_breaker.state", "key" => key).set(f64::from(to.code()));
     }
-}
-
-fn call(key: &Arc<str>, outcome: &'static str) {
-    metrics::counter!("tower_optimizer.circuit_breaker.calls", "key" => key.to_string(), "outcome" => outcome)
-        .increment(1);
 }

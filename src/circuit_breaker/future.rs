@@ -74,14 +74,14 @@ where
                 let mut guard = guard
                     .take()
                     .expect("circuit breaker ResponseFuture polled after completion");
-                let classifier = guard.breakers.inner.config.classifier.clone();
                 match result {
                     Ok(response) => {
                         let status = response.status();
-                        let outcome = classifier.classify(&CallResult::Response {
+                        let call = CallResult::Response {
                             status,
                             headers: response.headers(),
-                        });
+                        };
+                        let outcome = guard.cell.config.classifier.classify(&call);
                         if outcome == Outcome::Success {
                             // Decided when the body ends: it may still fail.
                             guard.on_drop = Some(Outcome::Success);
@@ -92,7 +92,7 @@ where
                     }
                     Err(error) => {
                         let error: BoxError = error.into();
-                        let outcome = classifier.classify(&CallResult::Error(&*error));
+                        let outcome = guard.cell.config.classifier.classify(&CallResult::Error(&*error));
                         guard.finish(outcome, None);
                         Poll::Ready(Err(error))
                     }

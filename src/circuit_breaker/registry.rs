@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,6 +17,11 @@ use super::window::WindowFigures;
 #[derive(Debug)]
 pub(crate) struct Cell {
     pub(crate) key: Arc<str>,
+    /// The registry's settings, held here so a call touches only its cell.
+    pub(crate) config: Arc<CircuitBreakerConfig>,
+    registry: Weak<Registry>,
+    /// Metric handles registered once, so a call allocates nothing for them.
+    pub(crate) metrics: CallMetrics,
     breaker: Mutex<Breaker>,
     /// Milliseconds since the registry's epoch at last use.
     last_used: AtomicU64,
@@ -28,6 +33,38 @@ pub(crate) struct Cell {
 impl Cell {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Breaker> {
         self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Emits state-change events (and starts a probe on open) through the
+    /// registry, if it still exists.
+    pub(crate) fn transitions(self: &Arc<Self>, transitions: &[Transition]) {
+        if transitions.is_empty() {
+            return;
+        }
+        if let Some(inner) = self.registry.upgrade() {
+            CircuitBreakers { inner }.emit_transitions(self, transitions);
+        }
+    }
+}
+
+/// Per-key call counters of the `metrics` facade.
+#[derive(Debug)]
+pub(crate) struct CallMetrics {
+    pub(crate) success: metrics::Counter,
+    pub(crate) failure: metrics::Counter,
+    pub(crate) slow: metrics::Counter,
+    pub(crate) rejected: metrics::Counter,
+}
+
+impl CallMetrics {
+    fn new(key: &str) -> Self {
+        let counter = |outcome: &'static str| metrics::counter!("tower_optimizer.circuit_breaker.calls", "key" => key.to_owned(), "outcome" => outcome);
+        CallMetrics {
+            success: counter("success"),
+            failure: counter("failure"),
+            slow: counter("slow"),
+            rejected: counter("rejected"),
+        }
     }
 }
 
@@ -45,7 +82,7 @@ pub struct BreakerSnapshot {
 }
 
 pub(crate) struct Registry {
-    pub(crate) config: CircuitBreakerConfig,
+    pub(crate) config: Arc<CircuitBreakerConfig>,
     map: RwLock<HashMap<Arc<str>, Arc<Cell>>>,
     epoch: Instant,
     seed: AtomicU64,
@@ -82,7 +119,7 @@ impl CircuitBreakers {
     pub(crate) fn new(config: CircuitBreakerConfig) -> Self {
         CircuitBreakers {
             inner: Arc::new(Registry {
-                config,
+                config: Arc::new(config),
                 map: RwLock::default(),
                 epoch: Instant::now(),
                 seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
@@ -202,6 +239,9 @@ impl CircuitBreakers {
         let seed = registry.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         let cell = Arc::new(Cell {
             key: key.into(),
+            config: registry.config.clone(),
+            registry: Arc::downgrade(&self.inner),
+            metrics: CallMetrics::new(key),
             breaker: Mutex::new(Breaker::new(&registry.config, now, seed)),
             last_used: AtomicU64::new(self.millis(now)),
             evicted: AtomicBool::new(false),

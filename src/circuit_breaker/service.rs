@@ -124,10 +124,10 @@ where
         if !transitions.is_empty() {
             self.breakers.emit_transitions(&cell, &transitions);
         }
+        let config = &cell.config;
         match admitted {
             Ok(permit) => {
                 let guard = Guard {
-                    breakers: self.breakers.clone(),
                     cell,
                     permit,
                     start: now,
@@ -136,13 +136,16 @@ where
                 ResponseFuture::called(self.inner.call(request), guard)
             }
             Err(retry_after) => {
-                emit(
-                    &config.listeners,
-                    &Event::Rejected {
-                        key: cell.key.clone(),
-                        retry_after,
-                    },
-                );
+                cell.metrics.rejected.increment(1);
+                if !config.listeners.is_empty() {
+                    emit(
+                        &config.listeners,
+                        &Event::Rejected {
+                            key: cell.key.clone(),
+                            retry_after,
+                        },
+                    );
+                }
                 match self.fallback.try_call(request) {
                     Ok(future) => ResponseFuture::fallback(future),
                     Err(_request) => ResponseFuture::rejected(Open::new(cell.key.clone(), retry_after)),

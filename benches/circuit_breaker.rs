@@ -1,0 +1,156 @@
+//! Circuit breaker overhead on the closed path, against the bare inner
+//! service in the same run:
+//!
+//! - `closed/bare` vs `closed/breaker`: one call on a current-thread runtime
+//!   (target ratio at most 1.1).
+//! - `tasks64/bare` vs `tasks64/breaker`: 64 tasks on a 2-worker runtime
+//!   through one breaker (target: throughput at least 80% of bare).
+//!
+//! `cargo bench --bench circuit_breaker`; the last lines print the ratios.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use tower::{Service, ServiceExt, service_fn};
+use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+
+fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
++ Clone
++ Send {
+    service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
+                .unwrap(),
+        )
+    })
+}
+
+async fn repeat<S, B>(mut svc: S, uri: Uri, iters: u64) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        let req = Request::get(uri.clone()).body(Full::default()).unwrap();
+        let res = svc.ready().await.unwrap().call(req).await.unwrap();
+        std::hint::black_box(res.into_body().collect().await.unwrap());
+    }
+    start.elapsed()
+}
+
+const TASKS: usize = 64;
+const PER_TASK: u64 = 200;
+
+async fn tasks<S, B>(svc: S, uri: Uri) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug + Send,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    let handles: Vec<_> = (0..TASKS)
+        .map(|_| tokio::spawn(repeat(svc.clone(), uri.clone(), PER_TASK)))
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn benches(c: &mut Criterion) {
+    let uri: Uri = "http://api.test/items/1".parse().unwrap();
+    let layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+    let breaker = tower::Layer::layer(&layer, bare());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("closed");
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter_custom(|iters| repeat(bare(), uri.clone(), iters))
+    });
+    group.bench_function("breaker", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| repeat(breaker.clone(), uri.clone(), iters))
+    });
+    group.finish();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("tasks64");
+    group.throughput(Throughput::Elements(TASKS as u64 * PER_TASK));
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let uri = uri.clone();
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += tasks(bare(), uri.clone()).await;
+                }
+                total
+            }
+        });
+    });
+    group.bench_function("breaker", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (uri, breaker) = (uri.clone(), breaker.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += tasks(breaker.clone(), uri.clone()).await;
+                }
+                total
+            }
+        });
+    });
+    group.finish();
+    assert!(
+        layer.breakers().snapshot()[0].figures.calls > 0,
+        "the breaker saw the calls"
+    );
+}
+
+fn median(group: &str, function: &str) -> Option<f64> {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let text = std::fs::read_to_string(format!("{dir}/criterion/{group}/{function}/new/estimates.json")).ok()?;
+    let median = &text[text.find("\"median\"")?..];
+    let point = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    point[..point.find([',', '}'])?].trim().parse().ok()
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(40)
+        .configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+    if let (Some(bare), Some(breaker)) = (median("closed", "bare"), median("closed", "breaker")) {
+        println!(
+            "closed path: bare {bare:.0} ns, breaker {breaker:.0} ns, ratio {:.2} (target <= 1.1)",
+            breaker / bare
+        );
+    }
+    if let (Some(bare), Some(breaker)) = (median("tasks64", "bare"), median("tasks64", "breaker")) {
+        println!(
+            "64 tasks / 2 workers: breaker throughput {:.0}% of bare (target >= 80%)",
+            bare / breaker * 100.0
+        );
+    }
+}
