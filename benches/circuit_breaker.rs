@@ -79,11 +79,11 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("closed");
     group.bench_function("bare", |b| {
-        b.to_async(&rt).iter_custom(|iters| repeat(bare(), uri.clone(), iters))
+        b.to_async(&rt).iter_custom(|iters| repeat(bare(), uri.clone(), iters));
     });
     group.bench_function("breaker", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| repeat(breaker.clone(), uri.clone(), iters))
+            .iter_custom(|iters| repeat(breaker.clone(), uri.clone(), iters));
     });
     group.finish();
 

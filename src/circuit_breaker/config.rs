@@ -301,7 +301,7 @@ impl CircuitBreakerConfigBuilder {
                 "open periods must be non-zero and the cap at least the first period",
             ));
         }
-        if !(c.backoff >= 1.0 && c.backoff.is_finite()) || !(0.0..1.0).contains(&c.jitter) {
+        if !(c.backoff >= 1.0 && c.backoff.is_finite() && (0.0..1.0).contains(&c.jitter)) {
             return Err(ConfigError::new("backoff must be >= 1 and jitter in [0, 1)"));
         }
         Ok(c)

@@ -223,6 +223,7 @@ impl Breaker {
 
     /// Records a finished call. Results from an earlier generation (the
     /// state changed while the call was out) are discarded.
+    #[allow(clippy::too_many_arguments)] // pure logic: the clock and the call's facts all arrive as arguments
     pub(crate) fn record(
         &mut self,
         config: &CircuitBreakerConfig,
@@ -314,9 +315,9 @@ impl Breaker {
             return;
         }
         if to_closed {
-            self.close(now, out)
+            self.close(now, out);
         } else {
-            self.to(State::HalfOpen, now, out)
+            self.to(State::HalfOpen, now, out);
         }
     }
 
