@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::config::{CircuitBreakerConfig, ProbeSuccess};
 use super::events::{Event, emit};
-use super::state::{Breaker, State, Transition};
+use super::state::{Breaker, Permit, State, Transition};
 use super::window::WindowFigures;
 
 /// One key's breaker.
@@ -23,6 +23,9 @@ pub(crate) struct Cell {
     /// Metric handles registered once, so a call allocates nothing for them.
     pub(crate) metrics: CallMetrics,
     breaker: Mutex<Breaker>,
+    /// `generation << 3 | state` of the breaker, kept in step on every unlock,
+    /// so a closed breaker admits calls without taking its lock.
+    mirror: AtomicU64,
     /// Milliseconds since the registry's epoch at last use.
     last_used: AtomicU64,
     /// Set when the registry dropped this cell (services caching it look again).
@@ -31,8 +34,21 @@ pub(crate) struct Cell {
 }
 
 impl Cell {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Breaker> {
-        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        Locked { guard: self.breaker.lock().unwrap_or_else(PoisonError::into_inner), mirror: &self.mirror }
+    }
+
+    /// A permit without the lock when the breaker is closed (or records
+    /// only, or is disabled). A call admitted just before the breaker opens
+    /// carries the old generation, so its result is discarded.
+    pub(crate) fn fast_permit(&self) -> Option<Permit> {
+        let mirror = self.mirror.load(Ordering::Acquire);
+        let generation = mirror >> 3;
+        match State::from_code((mirror & 7) as u8) {
+            State::Closed | State::MetricsOnly => Some(Permit { generation, probe: false, recorded: true }),
+            State::Disabled => Some(Permit { generation, probe: false, recorded: false }),
+            _ => None,
+        }
     }
 
     /// Emits state-change events (and starts a probe on open) through the
@@ -43,6 +59,35 @@ impl Cell {
         }
         if let Some(inner) = self.registry.upgrade() {
             CircuitBreakers { inner }.emit_transitions(self, transitions);
+        }
+    }
+}
+
+/// A locked breaker; on unlock the cell's mirror is brought up to date.
+pub(crate) struct Locked<'a> {
+    guard: MutexGuard<'a, Breaker>,
+    mirror: &'a AtomicU64,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Breaker;
+    fn deref(&self) -> &Breaker {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Breaker {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let packed = (self.guard.generation() << 3) | u64::from(self.guard.state().code());
+        // Written only when it changed: a closed breaker's line stays shared.
+        if self.mirror.load(Ordering::Relaxed) != packed {
+            self.mirror.store(packed, Ordering::Release);
         }
     }
 }
@@ -243,6 +288,7 @@ impl CircuitBreakers {
             registry: Arc::downgrade(&self.inner),
             metrics: CallMetrics::new(key),
             breaker: Mutex::new(Breaker::new(&registry.config, now, seed)),
+            mirror: AtomicU64::new(u64::from(State::Closed.code())),
             last_used: AtomicU64::new(self.millis(now)),
             evicted: AtomicBool::new(false),
             probe_running: AtomicBool::new(false),

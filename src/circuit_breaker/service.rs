@@ -120,7 +120,10 @@ where
         let cell = self.cell_for(&request, now);
         let config = &self.breakers.inner.config;
         let mut transitions = Vec::new();
-        let admitted = cell.lock().admit(config, now, &mut transitions);
+        let admitted = match cell.fast_permit() {
+            Some(permit) => Ok(permit),
+            None => cell.lock().admit(config, now, &mut transitions),
+        };
         if !transitions.is_empty() {
             self.breakers.emit_transitions(&cell, &transitions);
         }

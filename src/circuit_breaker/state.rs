@@ -42,6 +42,17 @@ impl State {
         }
     }
 
+    pub(crate) const fn from_code(code: u8) -> State {
+        match code {
+            0 => State::Closed,
+            1 => State::Open,
+            2 => State::HalfOpen,
+            3 => State::Disabled,
+            4 => State::ForcedOpen,
+            _ => State::MetricsOnly,
+        }
+    }
+
     /// The value of the state gauge (0 closed, 1 open, 2 half-open, 3
     /// disabled, 4 forced open, 5 metrics only).
     pub const fn code(self) -> u8 {
@@ -119,6 +130,10 @@ impl Breaker {
 
     pub(crate) fn state(&self) -> State {
         self.state
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub(crate) fn figures(&mut self, now: Instant) -> WindowFigures {
