@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 use tower::{Service, ServiceExt};
 use tower_optimizer::BoxError;
-use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, ProbeSuccess, State, error::Open};
+use tower_optimizer::circuit_breaker::{
+    CircuitBreakerConfig, CircuitBreakerLayer, ProbeSuccess, State, error::Open, http_probe,
+};
 
 /// A server that can answer 503s, be killed (connections refused) and
 /// come back on the same port.
@@ -134,13 +136,7 @@ async fn failing_host_opens_probe_recovers_other_host_untouched() {
         .open_period(Duration::from_secs(2), Duration::from_secs(8), 2.0)
         .jitter(0.0)
         .probe(
-            move |key| {
-                let probe_client = probe_client.clone();
-                async move {
-                    let req = Request::get(format!("{key}/health")).body(Full::default()).unwrap();
-                    matches!(probe_client.request(req).await, Ok(res) if res.status() == 200)
-                }
-            },
+            http_probe(probe_client, "/health", Duration::from_secs(60)),
             ProbeSuccess::Closed,
         )
         .build()

@@ -44,6 +44,7 @@ mod events;
 mod fallback;
 pub mod future;
 mod layer;
+mod probe;
 mod registry;
 mod service;
 mod state;
@@ -59,6 +60,7 @@ pub use config::{
 pub use events::Event;
 pub use fallback::{Fallback, FallbackFuture, NoFallback, WithFallback};
 pub use layer::CircuitBreakerLayer;
+pub use probe::http_probe;
 pub use registry::{BreakerSnapshot, CircuitBreakers};
 pub use service::CircuitBreakerService;
 pub use state::State;

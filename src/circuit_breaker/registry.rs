@@ -35,7 +35,10 @@ pub(crate) struct Cell {
 
 impl Cell {
     pub(crate) fn lock(&self) -> Locked<'_> {
-        Locked { guard: self.breaker.lock().unwrap_or_else(PoisonError::into_inner), mirror: &self.mirror }
+        Locked {
+            guard: self.breaker.lock().unwrap_or_else(PoisonError::into_inner),
+            mirror: &self.mirror,
+        }
     }
 
     /// A permit without the lock when the breaker is closed (or records
@@ -45,8 +48,16 @@ impl Cell {
         let mirror = self.mirror.load(Ordering::Acquire);
         let generation = mirror >> 3;
         match State::from_code((mirror & 7) as u8) {
-            State::Closed | State::MetricsOnly => Some(Permit { generation, probe: false, recorded: true }),
-            State::Disabled => Some(Permit { generation, probe: false, recorded: false }),
+            State::Closed | State::MetricsOnly => Some(Permit {
+                generation,
+                probe: false,
+                recorded: true,
+            }),
+            State::Disabled => Some(Permit {
+                generation,
+                probe: false,
+                recorded: false,
+            }),
             _ => None,
         }
     }
