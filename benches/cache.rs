@@ -12,6 +12,9 @@
 //! Run with `cargo bench --bench cache`; the last lines print the median
 //! ratios read back from criterion's estimates.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +23,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::Criterion;
 use http::{Request, Response, Uri};
-use http_body_util::{BodyExt, Full};
-use tower::{Service, ServiceExt, service_fn};
+use http_body_util::Full;
+use tower::{Service, service_fn};
 use tower_optimizer::cache::{Cache, CacheLayer};
 
 static BODY: [u8; 1024] = [b'x'; 1024];
@@ -51,18 +54,6 @@ fn cache(max_bytes: usize) -> Cache {
         .unwrap()
 }
 
-async fn one<S, B>(svc: &mut S, uri: &Uri) -> usize
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    let req = Request::get(uri.clone()).body(Full::default()).unwrap();
-    let res = svc.ready().await.unwrap().call(req).await.unwrap();
-    res.into_body().collect().await.unwrap().to_bytes().len()
-}
-
 fn hit(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -71,32 +62,18 @@ fn hit(c: &mut Criterion) {
     let uri: Uri = "http://api.test/items/42".parse().unwrap();
     let mut group = c.benchmark_group("hit");
     group.bench_function("bare", |b| {
-        b.to_async(&rt).iter_custom(|iters| repeat(bare(), uri.clone(), iters));
+        b.to_async(&rt)
+            .iter_custom(|iters| common::repeat(bare(), uri.clone(), iters));
     });
     let cache = rt.block_on(async { cache(64 << 20) });
     let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare());
-    rt.block_on(one(&mut cached, &uri));
+    rt.block_on(common::one(&mut cached, &uri));
     group.bench_function("cache", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| repeat(cached.clone(), uri.clone(), iters));
+            .iter_custom(|iters| common::repeat(cached.clone(), uri.clone(), iters));
     });
     group.finish();
     assert_eq!(cache.stats().misses, 1, "every measured request was a hit");
-}
-
-/// Sends `iters` requests for `uri` one after another; the elapsed time.
-async fn repeat<S, B>(mut svc: S, uri: Uri, iters: u64) -> Duration
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    let start = Instant::now();
-    for _ in 0..iters {
-        std::hint::black_box(one(&mut svc, &uri).await);
-    }
-    start.elapsed()
 }
 
 /// Keys drawn from a Zipf(1) distribution over `n` keys, deterministic.
@@ -140,7 +117,7 @@ where
         let keys = keys.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..PER_TASK {
-                one(&mut svc, &keys[(t * PER_TASK + i) % keys.len()]).await;
+                common::one(&mut svc, &keys[(t * PER_TASK + i) % keys.len()]).await;
             }
         }));
     }
@@ -176,7 +153,7 @@ fn zipf(c: &mut Criterion) {
     rt.block_on(async {
         let mut warm = cached.clone();
         for k in 0..10_000 {
-            one(&mut warm, &format!("http://api.test/items/{k}").parse().unwrap()).await;
+            common::one(&mut warm, &format!("http://api.test/items/{k}").parse().unwrap()).await;
         }
     });
     group.bench_function("cache", |b| {
@@ -210,7 +187,7 @@ fn miss(c: &mut Criterion) {
             let n = counter.fetch_add(1, Ordering::Relaxed);
             let uri: Uri = format!("http://api.test/unique/{n}").parse().unwrap();
             let mut svc = cached.clone();
-            async move { one(&mut svc, &uri).await }
+            async move { common::one(&mut svc, &uri).await }
         });
     });
     // 64 concurrent requests for one new key: one upstream call (which
@@ -237,10 +214,10 @@ fn miss(c: &mut Criterion) {
                         let uri = uri.clone();
                         if with_cache {
                             let mut svc = coalescing.clone();
-                            tasks.push(tokio::spawn(async move { one(&mut svc, &uri).await }));
+                            tasks.push(tokio::spawn(async move { common::one(&mut svc, &uri).await }));
                         } else {
                             let mut svc = slow;
-                            tasks.push(tokio::spawn(async move { one(&mut svc, &uri).await }));
+                            tasks.push(tokio::spawn(async move { common::one(&mut svc, &uri).await }));
                         }
                     }
                     for t in tasks {
@@ -253,19 +230,9 @@ fn miss(c: &mut Criterion) {
     group.finish();
 }
 
-/// Reads criterion's median estimate (ns) for `group/function`.
-fn median(group: &str, function: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let path = format!("{dir}/criterion/{group}/{function}/new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let median = &text[text.find("\"median\"")?..];
-    let point = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
-    point[..point.find([',', '}'])?].trim().parse().ok()
-}
-
 fn report() {
-    let ratio = |g: &str, a: &str, b: &str| Some(median(g, a)? / median(g, b)?);
-    if let (Some(bare), Some(cache)) = (median("hit", "bare"), median("hit", "cache")) {
+    let ratio = |g: &str, a: &str, b: &str| Some(common::median(g, a)? / common::median(g, b)?);
+    if let (Some(bare), Some(cache)) = (common::median("hit", "bare"), common::median("hit", "cache")) {
         println!(
             "hit path: bare {bare:.0} ns, cache {cache:.0} ns, ratio {:.2} (target <= 1.3)",
             cache / bare
@@ -274,7 +241,7 @@ fn report() {
     if let Some(r) = ratio("zipf64", "bare", "cache") {
         println!("zipf64 hit throughput: {:.0}% of bare (target >= 70%)", r * 100.0);
     }
-    if let (Some(miss), Some(hit)) = (median("miss", "store"), median("hit", "cache")) {
+    if let (Some(miss), Some(hit)) = (common::median("miss", "store"), common::median("hit", "cache")) {
         println!("miss that stores: {miss:.0} ns ({:.1}x a hit)", miss / hit);
     }
     if let Some(r) = ratio("miss", "coalesced64_cache", "coalesced64_bare") {
@@ -284,11 +251,7 @@ fn report() {
 
 /// Runs every group with this file's settings (short, for a 2-core machine).
 fn benches() {
-    let mut c = Criterion::default()
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(40)
-        .configure_from_args();
+    let mut c = common::criterion();
     hit(&mut c);
     zipf(&mut c);
     miss(&mut c);

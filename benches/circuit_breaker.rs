@@ -8,14 +8,17 @@
 //!
 //! `cargo bench --bench circuit_breaker`; the last lines print the ratios.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use http::{Request, Response, Uri};
-use http_body_util::{BodyExt, Full};
-use tower::{Service, ServiceExt, service_fn};
+use http_body_util::Full;
+use tower::{Service, service_fn};
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 
 fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
@@ -31,22 +34,6 @@ fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>
     })
 }
 
-async fn repeat<S, B>(mut svc: S, uri: Uri, iters: u64) -> Duration
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    let start = Instant::now();
-    for _ in 0..iters {
-        let req = Request::get(uri.clone()).body(Full::default()).unwrap();
-        let res = svc.ready().await.unwrap().call(req).await.unwrap();
-        std::hint::black_box(res.into_body().collect().await.unwrap());
-    }
-    start.elapsed()
-}
-
 const TASKS: usize = 64;
 const PER_TASK: u64 = 200;
 
@@ -60,7 +47,7 @@ where
 {
     let start = Instant::now();
     let handles: Vec<_> = (0..TASKS)
-        .map(|_| tokio::spawn(repeat(svc.clone(), uri.clone(), PER_TASK)))
+        .map(|_| tokio::spawn(common::repeat(svc.clone(), uri.clone(), PER_TASK)))
         .collect();
     for h in handles {
         h.await.unwrap();
@@ -79,11 +66,12 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("closed");
     group.bench_function("bare", |b| {
-        b.to_async(&rt).iter_custom(|iters| repeat(bare(), uri.clone(), iters));
+        b.to_async(&rt)
+            .iter_custom(|iters| common::repeat(bare(), uri.clone(), iters));
     });
     group.bench_function("breaker", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| repeat(breaker.clone(), uri.clone(), iters));
+            .iter_custom(|iters| common::repeat(breaker.clone(), uri.clone(), iters));
     });
     group.finish();
 
@@ -125,29 +113,17 @@ fn benches(c: &mut Criterion) {
     );
 }
 
-fn median(group: &str, function: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let text = std::fs::read_to_string(format!("{dir}/criterion/{group}/{function}/new/estimates.json")).ok()?;
-    let median = &text[text.find("\"median\"")?..];
-    let point = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
-    point[..point.find([',', '}'])?].trim().parse().ok()
-}
-
 fn main() {
-    let mut c = Criterion::default()
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(40)
-        .configure_from_args();
+    let mut c = common::criterion();
     benches(&mut c);
     c.final_summary();
-    if let (Some(bare), Some(breaker)) = (median("closed", "bare"), median("closed", "breaker")) {
+    if let (Some(bare), Some(breaker)) = (common::median("closed", "bare"), common::median("closed", "breaker")) {
         println!(
             "closed path: bare {bare:.0} ns, breaker {breaker:.0} ns, ratio {:.2} (target <= 1.1)",
             breaker / bare
         );
     }
-    if let (Some(bare), Some(breaker)) = (median("tasks64", "bare"), median("tasks64", "breaker")) {
+    if let (Some(bare), Some(breaker)) = (common::median("tasks64", "bare"), common::median("tasks64", "breaker")) {
         println!(
             "64 tasks / 2 workers: breaker throughput {:.0}% of bare (target >= 80%)",
             bare / breaker * 100.0

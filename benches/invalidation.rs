@@ -11,6 +11,9 @@
 //!
 //! `cargo bench --bench invalidation`; the last lines print the figures.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -150,14 +153,6 @@ fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     group.finish();
 }
 
-fn median(group: &str, function: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let text = std::fs::read_to_string(format!("{dir}/criterion/{group}/{function}/new/estimates.json")).ok()?;
-    let median = &text[text.find("\"median\"")?..];
-    let point = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
-    point[..point.find([',', '}'])?].trim().parse().ok()
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -170,24 +165,24 @@ fn main() {
         .configure_from_args();
     benches(&mut c, &rt);
     c.final_summary();
-    if let Some(t) = median("tag", "1000_of_100000") {
+    if let Some(t) = common::median("tag", "1000_of_100000") {
         println!(
             "tag invalidation, 1,000 of 100,000 entries: {:.2} ms ({:.0} ns per entry)",
             t / 1e6,
             t / 1000.0
         );
     }
-    if let Some(t) = median("version", "bump") {
+    if let Some(t) = common::median("version", "bump") {
         println!("version bump: {t:.0} ns");
     }
-    if let Some(t) = median("pattern", "scan_100000") {
+    if let Some(t) = common::median("pattern", "scan_100000") {
         println!(
             "pattern scan over 100,000 entries: {:.2} ms ({:.0} ns per entry)",
             t / 1e6,
             t / ENTRIES as f64
         );
     }
-    if let (Some(plain), Some(labelled)) = (median("hit", "plain"), median("hit", "labelled")) {
+    if let (Some(plain), Some(labelled)) = (common::median("hit", "plain"), common::median("hit", "labelled")) {
         println!(
             "hit with 1,000 tags and versions in use: {labelled:.0} ns vs {plain:.0} ns, ratio {:.3} (target <= 1.05)",
             labelled / plain

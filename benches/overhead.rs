@@ -5,30 +5,22 @@
 //! `cargo bench --bench overhead` prints the figures and fails if the budget
 //! charges less than the real cost.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower::{Service, ServiceExt, service_fn};
+use tower::service_fn;
 use tower_optimizer::cache::{Cache, CacheLayer, ENTRY_OVERHEAD, HEADER_OVERHEAD};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 static BODY: [u8; 1024] = [b'x'; 1024];
-
-async fn one<S>(svc: &mut S, uri: &Uri)
-where
-    S: Service<Request<Full<Bytes>>>,
-    S::Response: Into<Response<tower_optimizer::body::OptimizerBody<Full<Bytes>>>>,
-    S::Error: std::fmt::Debug,
-{
-    let req = Request::get(uri.clone()).body(Full::default()).unwrap();
-    let res: Response<_> = svc.ready().await.unwrap().call(req).await.unwrap().into();
-    res.into_body().collect().await.unwrap();
-}
 
 /// Measures the bytes the cache really allocates per stored entry, beyond
 /// key, header text and body, and checks the budget charges at least that.
@@ -61,15 +53,15 @@ fn overhead() {
         .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
         .collect();
     // Warm one-off allocations (runtime, flight table) before measuring.
-    rt.block_on(one(&mut cached, &"http://warm.test/".parse().unwrap()));
+    rt.block_on(common::one(&mut cached, &"http://warm.test/".parse().unwrap()));
     let region = Region::new(GLOBAL);
     rt.block_on(async {
         for uri in &uris {
-            one(&mut cached, uri).await;
+            common::one(&mut cached, uri).await;
         }
         // A hit on each entry too: any lazily allocated state shows up now.
         for uri in &uris {
-            one(&mut cached, uri).await;
+            common::one(&mut cached, uri).await;
         }
     });
     let change = region.change();

@@ -23,6 +23,28 @@
 //!             HTTP/2 client
 //! ```
 
+/// Writes `get_ref`, `get_mut` and `into_inner` for a middleware whose
+/// inner service `S` is its field `inner`.
+#[allow(unused_macros)] // used by whichever layers the features enable
+macro_rules! inner_service_accessors {
+    () => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+
 #[cfg(feature = "cache")]
 pub mod body;
 #[cfg(feature = "cache")]

@@ -3,7 +3,11 @@
 //! events and metrics, and the cache serving stale while a circuit is open.
 #![cfg(all(feature = "circuit-breaker", feature = "cache"))]
 
+#[path = "support/recorder.rs"]
+mod recorder;
 mod support;
+
+use recorder::Recorder;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -414,67 +418,4 @@ async fn the_cache_outside_serves_stale_while_the_circuit_is_open() {
         "the open circuit became a stale hit"
     );
     assert_eq!(upstream.calls(), 1);
-}
-
-/// Records metric values by name, with labels flattened.
-#[derive(Default)]
-struct Recorder {
-    counts: Arc<Mutex<Vec<(String, String, u64)>>>,
-}
-
-struct Handle {
-    name: String,
-    labels: String,
-    counts: Arc<Mutex<Vec<(String, String, u64)>>>,
-}
-
-impl metrics::CounterFn for Handle {
-    fn increment(&self, value: u64) {
-        self.counts
-            .lock()
-            .unwrap()
-            .push((self.name.clone(), self.labels.clone(), value));
-    }
-    fn absolute(&self, _: u64) {}
-}
-
-impl metrics::GaugeFn for Handle {
-    fn increment(&self, _: f64) {}
-    fn decrement(&self, _: f64) {}
-    fn set(&self, value: f64) {
-        self.counts
-            .lock()
-            .unwrap()
-            .push((self.name.clone(), self.labels.clone(), value as u64));
-    }
-}
-
-impl metrics::Recorder for Recorder {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::from_arc(Arc::new(self.handle(key)))
-    }
-    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::from_arc(Arc::new(self.handle(key)))
-    }
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
-
-impl Recorder {
-    fn handle(&self, key: &metrics::Key) -> Handle {
-        let labels = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect::<Vec<_>>()
-            .join(",");
-        Handle {
-            name: key.name().to_owned(),
-            labels,
-            counts: self.counts.clone(),
-        }
-    }
 }

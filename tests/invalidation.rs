@@ -2,7 +2,11 @@
 //! invalidation layers with a real inner service, on paused time.
 #![cfg(feature = "invalidation")]
 
+#[path = "support/recorder.rs"]
+mod recorder;
 mod support;
+
+use recorder::Recorder;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -530,52 +534,6 @@ impl TryFrom<HeaderValueBytes> for http::HeaderValue {
     }
 }
 
-/// Records counter increments by name and `strategy` label.
-#[derive(Default)]
-struct Recorder {
-    counts: Arc<Mutex<Vec<(String, String, u64)>>>,
-}
-
-struct Handle {
-    name: String,
-    strategy: String,
-    counts: Arc<Mutex<Vec<(String, String, u64)>>>,
-}
-
-impl metrics::CounterFn for Handle {
-    fn increment(&self, value: u64) {
-        self.counts
-            .lock()
-            .unwrap()
-            .push((self.name.clone(), self.strategy.clone(), value));
-    }
-    fn absolute(&self, _: u64) {}
-}
-
-impl metrics::Recorder for Recorder {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let strategy = key
-            .labels()
-            .find(|l| l.key() == "strategy")
-            .map(|l| l.value().to_owned())
-            .unwrap_or_default();
-        metrics::Counter::from_arc(Arc::new(Handle {
-            name: key.name().to_owned(),
-            strategy,
-            counts: self.counts.clone(),
-        }))
-    }
-    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::noop()
-    }
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn invalidations_are_counted_through_the_metrics_facade() {
     let cache = Cache::builder().build().unwrap();
@@ -590,7 +548,11 @@ async fn invalidations_are_counted_through_the_metrics_facade() {
     assert_eq!(report.entries, 2);
     assert_eq!(
         counts.lock().unwrap().as_slice(),
-        [("tower_optimizer.cache.invalidations".to_owned(), "tag".to_owned(), 2)]
+        [(
+            "tower_optimizer.cache.invalidations".to_owned(),
+            "strategy=tag".to_owned(),
+            2
+        )]
     );
     assert_eq!(cache.stats().invalidations(InvalidationKind::Tag), 2);
 }

@@ -38,20 +38,7 @@ impl<S, F> CircuitBreakerService<S, F> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 
     /// The breakers this service shares with its layer.
     pub fn breakers(&self) -> &CircuitBreakers {

@@ -1,0 +1,57 @@
+//! Helpers shared by the bench binaries.
+// Each bench binary uses a different subset of these.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::Criterion;
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use tower::{Service, ServiceExt};
+
+/// Criterion settings for a noisy 2-core machine: short, fewer samples.
+pub fn criterion() -> Criterion {
+    Criterion::default()
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(40)
+        .configure_from_args()
+}
+
+/// Sends one GET for `uri` and reads the whole body; the body's length.
+pub async fn one<S, B>(svc: &mut S, uri: &Uri) -> usize
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let req = Request::get(uri.clone()).body(Full::default()).unwrap();
+    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    res.into_body().collect().await.unwrap().to_bytes().len()
+}
+
+/// Sends `iters` requests for `uri` one after another; the elapsed time.
+pub async fn repeat<S, B>(mut svc: S, uri: Uri, iters: u64) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(one(&mut svc, &uri).await);
+    }
+    start.elapsed()
+}
+
+/// Criterion's median estimate (ns) for `group/function` from this run.
+pub fn median(group: &str, function: &str) -> Option<f64> {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let text = std::fs::read_to_string(format!("{dir}/criterion/{group}/{function}/new/estimates.json")).ok()?;
+    let median = &text[text.find("\"median\"")?..];
+    let point = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    point[..point.find([',', '}'])?].trim().parse().ok()
+}
