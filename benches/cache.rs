@@ -27,24 +27,7 @@ use http_body_util::Full;
 use tower::{Service, service_fn};
 use tower_optimizer::cache::{Cache, CacheLayer};
 
-static BODY: [u8; 1024] = [b'x'; 1024];
-
-/// The bare inner service: builds a 1 KiB response with typical headers.
-fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
-+ Clone
-+ Send {
-    service_fn(|_req: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(
-            Response::builder()
-                .header("content-type", "application/json")
-                .header("cache-control", "max-age=3600")
-                .header("etag", "\"0123456789\"")
-                .header("content-length", "1024")
-                .body(Full::new(Bytes::copy_from_slice(&BODY)))
-                .unwrap(),
-        )
-    })
-}
+use common::{BODY, bare_1k as bare};
 
 fn cache(max_bytes: usize) -> Cache {
     Cache::builder()

@@ -8,19 +8,13 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::convert::Infallible;
 
-use bytes::Bytes;
-use http::{Request, Response, Uri};
-use http_body_util::Full;
+use http::Uri;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower::service_fn;
 use tower_optimizer::cache::{Cache, CacheLayer, ENTRY_OVERHEAD, HEADER_OVERHEAD};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
-
-static BODY: [u8; 1024] = [b'x'; 1024];
 
 /// Measures the bytes the cache really allocates per stored entry, beyond
 /// key, header text and body, and checks the budget charges at least that.
@@ -37,17 +31,7 @@ fn overhead() {
             .build()
             .unwrap()
     });
-    let bare = service_fn(|_req: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(
-            Response::builder()
-                .header("content-type", "application/json")
-                .header("cache-control", "max-age=3600")
-                .header("etag", "\"0123456789\"")
-                .header("content-length", "1024")
-                .body(Full::new(Bytes::copy_from_slice(&BODY)))
-                .unwrap(),
-        )
-    });
+    let bare = common::bare_1k();
     let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare);
     let uris: Vec<Uri> = (0..N)
         .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
@@ -79,7 +63,7 @@ fn overhead() {
         ("etag", "\"0123456789\""),
     ];
     let header_text: usize = headers.iter().map(|(_, v)| v.len()).sum::<usize>() + "1024".len();
-    let payload = key_len + header_text + BODY.len();
+    let payload = key_len + header_text + common::BODY.len();
     let per_entry = net as f64 / N as f64;
     let overhead = per_entry - payload as f64;
     // The stored map has room for 6 lines (`HeaderMap` grows in powers of

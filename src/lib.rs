@@ -45,6 +45,8 @@ macro_rules! inner_service_accessors {
     };
 }
 
+mod util;
+
 #[cfg(feature = "cache")]
 pub mod body;
 #[cfg(feature = "cache")]

@@ -2,13 +2,14 @@
 // Each bench binary uses a different subset of these.
 #![allow(dead_code, unreachable_pub)]
 
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::Criterion;
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use tower::{Service, ServiceExt};
+use tower::{Service, ServiceExt, service_fn};
 
 /// Criterion settings for a noisy 2-core machine: short, fewer samples.
 pub fn criterion() -> Criterion {
@@ -54,4 +55,26 @@ pub fn median(group: &str, function: &str) -> Option<f64> {
     let median = &text[text.find("\"median\"")?..];
     let point = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
     point[..point.find([',', '}'])?].trim().parse().ok()
+}
+
+/// The 1 KiB body the bare service answers with.
+pub static BODY: [u8; 1024] = [b'x'; 1024];
+
+/// The bare inner service of the cache benches: builds a 1 KiB response
+/// with typical headers on every call.
+pub fn bare_1k()
+-> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
++ Clone
++ Send {
+    service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("cache-control", "max-age=3600")
+                .header("etag", "\"0123456789\"")
+                .header("content-length", "1024")
+                .body(Full::new(Bytes::copy_from_slice(&BODY)))
+                .unwrap(),
+        )
+    })
 }

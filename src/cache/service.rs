@@ -99,7 +99,7 @@ where
             // HEAD is answered from stored GETs but never stored itself.
             return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(fwd));
         }
-        let snapshot = snapshot(&request);
+        let snapshot = crate::util::request_head(&request);
         let mut fetch = Fetch {
             cache: cache.clone(),
             key: key.clone(),
@@ -254,7 +254,7 @@ impl<S> CacheService<S> {
             return;
         };
         bump(&cache.counters.background_refreshes);
-        let snapshot = snapshot(&request);
+        let snapshot = crate::util::request_head(&request);
         fetch::add_validators(&mut request, &entry);
         let clone = self.inner.clone();
         let mut service = std::mem::replace(&mut self.inner, clone);
@@ -277,14 +277,4 @@ impl<S> CacheService<S> {
             }
         });
     }
-}
-
-/// The parts of a request that storing decisions read (not its extensions).
-fn snapshot<B>(request: &Request<B>) -> http::request::Parts {
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = request.method().clone();
-    parts.uri = request.uri().clone();
-    parts.version = request.version();
-    parts.headers = request.headers().clone();
-    parts
 }

@@ -56,13 +56,7 @@ impl<S, F> CircuitBreakerService<S, F> {
                 authority_key(request.uri())
             }
             KeyBy::Global => "*".to_owned(),
-            KeyBy::Custom(f) => {
-                let (mut parts, ()) = Request::new(()).into_parts();
-                parts.method = request.method().clone();
-                parts.uri = request.uri().clone();
-                parts.headers = request.headers().clone();
-                f(&parts)
-            }
+            KeyBy::Custom(f) => f(&crate::util::request_head(request)),
         };
         let cell = self.breakers.cell(&key, now);
         self.last = Some(cell.clone());

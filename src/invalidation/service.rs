@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Method, Request, Response, Uri, request};
+use http::{HeaderValue, Method, Request, Response, Uri};
 use tower_service::Service;
 
 use super::future::{Ctx, ResponseFuture, SafeCtx, WriteCtx};
@@ -33,17 +33,8 @@ pub(crate) fn is_safe(method: &Method) -> bool {
 
 /// `scheme://authority` of a request, as cache keys spell it.
 pub(crate) fn origin_of<B>(request: &Request<B>) -> Option<String> {
-    let key = Cache::key_for(&request_parts_view(request))?;
+    let key = Cache::key_for(&crate::util::request_head(request))?;
     Some(split_origin(&key).0.to_owned())
-}
-
-fn request_parts_view<B>(request: &Request<B>) -> request::Parts {
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = request.method().clone();
-    parts.uri = request.uri().clone();
-    parts.version = request.version();
-    parts.headers = request.headers().clone();
-    parts
 }
 
 /// Resolves a `Location`/`Content-Location` value to a cache key on the same
@@ -79,7 +70,7 @@ where
         let ctx = if is_safe(request.method()) {
             let needs_parts =
                 config.tag_fn.is_some() || config.namespace_fn.is_some() || config.dependency_fn.is_some();
-            let parts = needs_parts.then(|| request_parts_view(&request));
+            let parts = needs_parts.then(|| crate::util::request_head(&request));
             Ctx::Safe(SafeCtx { config, origin, parts })
         } else {
             Ctx::Write(WriteCtx {
