@@ -8,7 +8,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-
 use http::Uri;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower_optimizer::cache::{Cache, CacheLayer, ENTRY_OVERHEAD, HEADER_OVERHEAD};
