@@ -8,7 +8,7 @@
 //! | `cache` | [`cache`] | memory-bounded RFC 9111 response cache with coalescing, SWR, stale-if-error |
 //! | `invalidation` | [`invalidation`] | tag, pattern, dependency, version, predicate and header-driven invalidation |
 //! | `circuit-breaker` | [`circuit_breaker`] | per-host breakers, HTTP-aware classification, probes, failover |
-//! | `monitor` | (coming) | metrics, alerts, health checks, dashboard |
+//! | `monitor` | [`monitor`] | OpenTelemetry client metrics and in-process statistics (alerts, health, dashboard coming) |
 //! | `stack` | (coming) | `OptimizerStack` and the HTTP/2 client |
 //!
 //! The onion, outermost first:
@@ -55,6 +55,8 @@ pub mod cache;
 pub mod circuit_breaker;
 #[cfg(feature = "invalidation")]
 pub mod invalidation;
+#[cfg(feature = "monitor")]
+pub mod monitor;
 
 /// The error type between layers: callers `downcast_ref` to the named
 /// error of the layer that failed.

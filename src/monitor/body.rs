@@ -1,0 +1,82 @@
+//! Response body of [`MetricsService`](super::MetricsService): the request
+//! is measured when it ends, fails, or is dropped.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::future::Guard;
+use crate::BoxError;
+
+pin_project! {
+    /// Response body of [`MetricsService`](super::MetricsService).
+    pub struct MetricsBody<B> {
+        #[pin]
+        inner: B,
+        guard: Guard,
+        bytes: u64,
+    }
+
+    impl<B> PinnedDrop for MetricsBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let bytes = *this.bytes;
+            this.guard.finish(bytes, false);
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for MetricsBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsBody")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> MetricsBody<B> {
+    pub(crate) fn new(inner: B, guard: Guard) -> Self {
+        MetricsBody { inner, guard, bytes: 0 }
+    }
+}
+
+impl<B> Body for MetricsBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.guard.finish(*this.bytes, false);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.guard.finish(*this.bytes, true);
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

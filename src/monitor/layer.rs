@@ -1,0 +1,75 @@
+//! [`MetricsLayer`]: OpenTelemetry HTTP client metrics and in-process statistics.
+
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use super::handles::Handles;
+use super::service::MetricsService;
+use super::stats::Stats;
+
+/// Whether response body sizes are recorded (`http.client.response.body.size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodySizes {
+    /// Not recorded (the default: it is an opt-in metric in OpenTelemetry).
+    #[default]
+    Off,
+    /// Recorded when the body ends.
+    Record,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Config {
+    pub(crate) handles: Handles,
+    pub(crate) stats: Option<Stats>,
+    pub(crate) body_sizes: BodySizes,
+}
+
+/// Records every request that passes (cache hits included when it sits
+/// outside the cache) through the `metrics` facade, and optionally into a
+/// [`Stats`] handle. The library never installs a recorder: with none, the
+/// cost is a few cached no-op handles.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsLayer {
+    config: Arc<Config>,
+}
+
+impl MetricsLayer {
+    /// A layer recording through the `metrics` facade only.
+    pub fn new() -> Self {
+        Handles::describe();
+        MetricsLayer::default()
+    }
+
+    /// Also keeps per-host statistics in `stats`.
+    #[must_use]
+    pub fn stats(self, stats: Stats) -> Self {
+        self.with(|c| c.stats = Some(stats))
+    }
+
+    /// Records response body sizes.
+    #[must_use]
+    pub fn body_sizes(self, body_sizes: BodySizes) -> Self {
+        self.with(|c| c.body_sizes = body_sizes)
+    }
+
+    fn with(self, f: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            handles: Handles::default(),
+            stats: self.config.stats.clone(),
+            body_sizes: self.config.body_sizes,
+        };
+        f(&mut config);
+        MetricsLayer {
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService::new(inner, self.config.clone())
+    }
+}

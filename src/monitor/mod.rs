@@ -1,0 +1,43 @@
+//! Monitoring: the [`MetricsLayer`] (OpenTelemetry HTTP client metrics
+//! through the `metrics` facade) and in-process [`Stats`] with latency
+//! quantiles from a mergeable [`Sketch`].
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower_optimizer::monitor::{MetricsLayer, Stats};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_optimizer::BoxError> {
+//! let stats = Stats::default();
+//! let mut client = ServiceBuilder::new()
+//!     .layer(MetricsLayer::new().stats(stats.clone()))
+//!     .service_fn(|_req: Request<Full<Bytes>>| async {
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+//!     });
+//! let res = client.ready().await?.call(Request::get("http://api.test/").body(Full::default())?).await?;
+//! res.into_body().collect().await?; // the request is measured when its body ends
+//! let snap = stats.snapshot(tokio::time::Instant::now());
+//! assert_eq!(snap.overall.requests, 1);
+//! assert_eq!(snap.hosts[0].0, "api.test:80");
+//! # Ok(())
+//! # }
+//! ```
+
+mod body;
+pub mod future;
+mod handles;
+mod layer;
+mod service;
+mod sketch;
+mod stats;
+
+pub use body::MetricsBody;
+pub use handles::{ACTIVE_REQUESTS, REQUEST_DURATION, RESPONSE_BODY_SIZE};
+pub use layer::{BodySizes, MetricsLayer};
+pub use service::MetricsService;
+pub use sketch::{MAX_VALUE, MIN_VALUE, RELATIVE_ACCURACY, Sketch};
+pub use stats::{DEFAULT_MAX_HOSTS, DEFAULT_WINDOW, DEFAULT_WINDOW_BUCKETS, Stats, StatsSnapshot, WindowStats};

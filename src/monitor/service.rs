@@ -1,0 +1,84 @@
+//! [`MetricsService`]: measures each request until its body ends.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::HOST;
+use http::{Method, Request, Response, Uri};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::future::{Guard, ResponseFuture};
+use super::layer::Config;
+use crate::BoxError;
+
+/// Middleware built by [`MetricsLayer`](super::MetricsLayer).
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> MetricsService<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        MetricsService { inner, config }
+    }
+
+    inner_service_accessors!();
+}
+
+/// `http.request.method`: the known methods, anything else `_OTHER` (a
+/// bounded label, as OpenTelemetry asks).
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
+/// `server.address` and `server.port` from the URI, else the `Host` header.
+pub(crate) fn server<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> (&'a str, u16) {
+    let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+    if let Some(authority) = uri.authority() {
+        return (authority.host(), authority.port_u16().unwrap_or(default_port));
+    }
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || host.starts_with('[') => match p.parse() {
+            Ok(port) => (h, port),
+            Err(_) => (host, default_port),
+        },
+        _ => (host, default_port),
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<super::body::MetricsBody<ResBody>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let method = method_label(request.method());
+        let (host, port) = server(request.uri(), request.headers());
+        let active = self.config.handles.active(method, host, port);
+        active.gauge.increment(1.0);
+        let guard = Guard::new(self.config.clone(), active, method, port, Instant::now());
+        ResponseFuture::new(self.inner.call(request), guard)
+    }
+}

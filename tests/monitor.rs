@@ -1,0 +1,324 @@
+//! The metrics layer: OpenTelemetry names, units and bounded labels, checked
+//! with metrics-util's debugging recorder (a local recorder per test).
+#![cfg(all(feature = "monitor", feature = "cache", feature = "circuit-breaker"))]
+
+mod support;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::{CompositeKey, MetricKind};
+use support::{Req, Res, Upstream};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_optimizer::BoxError;
+use tower_optimizer::cache::{Cache, CacheLayer};
+use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use tower_optimizer::monitor::{ACTIVE_REQUESTS, BodySizes, MetricsLayer, REQUEST_DURATION, RESPONSE_BODY_SIZE, Stats};
+
+type Row = (
+    CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    DebugValue,
+);
+
+/// Runs `f` on a paused current-thread runtime with a local recorder.
+fn recorded(f: impl std::future::Future<Output = ()>) -> Vec<Row> {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || rt.block_on(f));
+    snapshotter.snapshot().into_vec()
+}
+
+fn labels(key: &CompositeKey) -> Vec<(String, String)> {
+    let mut out: Vec<_> = key
+        .key()
+        .labels()
+        .map(|l| (l.key().to_owned(), l.value().to_owned()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn find<'a>(rows: &'a [Row], kind: MetricKind, name: &str, with: &[(&str, &str)]) -> Vec<&'a Row> {
+    rows.iter()
+        .filter(|(k, ..)| k.kind() == kind && k.key().name() == name)
+        .filter(|(k, ..)| {
+            with.iter()
+                .all(|(lk, lv)| labels(k).iter().any(|(a, b)| a == lk && b == lv))
+        })
+        .collect()
+}
+
+fn seconds(value: &DebugValue) -> Vec<f64> {
+    match value {
+        DebugValue::Histogram(values) => values.iter().map(|v| v.into_inner()).collect(),
+        other => panic!("not a histogram: {other:?}"),
+    }
+}
+
+async fn call<S>(svc: &mut S, req: Req) -> Result<u16, BoxError>
+where
+    S: Service<Req, Error = BoxError>,
+    S::Response: Into<Response<tower_optimizer::monitor::MetricsBody<Pinned>>>,
+{
+    let res: Response<_> = svc.ready().await?.call(req).await?.into();
+    let status = res.status().as_u16();
+    res.into_body().collect().await?;
+    Ok(status)
+}
+
+/// A boxed body so every stack below the metrics layer has one body type.
+type Pinned = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+#[test]
+fn duration_histogram_names_units_and_labels() {
+    let rows = recorded(async {
+        let upstream = Upstream::new(|req: Req, _| async move {
+            Ok::<Res, BoxError>(
+                Response::builder()
+                    .status(if req.uri().path() == "/fail" { 503 } else { 200 })
+                    .body(Full::new(Bytes::from_static(b"12345")))
+                    .unwrap(),
+            )
+        });
+        let mut svc = ServiceBuilder::new()
+            .layer(MetricsLayer::new().body_sizes(BodySizes::Record))
+            .map_response(|r: Res| r.map(|b| b.map_err(|e| -> BoxError { match e {} }).boxed_unsync()))
+            .service(upstream);
+        call(
+            &mut svc,
+            Request::get("http://api.test:8080/x").body(Full::default()).unwrap(),
+        )
+        .await
+        .unwrap();
+        call(
+            &mut svc,
+            Request::get("http://api.test:8080/fail").body(Full::default()).unwrap(),
+        )
+        .await
+        .unwrap();
+        let odd = Request::builder()
+            .method(Method::from_bytes(b"PURGE").unwrap())
+            .uri("http://api.test:8080/x")
+            .body(Full::default())
+            .unwrap();
+        call(&mut svc, odd).await.unwrap();
+    });
+    let ok = find(
+        &rows,
+        MetricKind::Histogram,
+        REQUEST_DURATION,
+        &[("http.response.status_code", "200"), ("http.request.method", "GET")],
+    );
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0].1, Some(metrics::Unit::Seconds));
+    assert_eq!(
+        labels(&ok[0].0),
+        [
+            ("http.request.method".to_owned(), "GET".to_owned()),
+            ("http.response.status_code".to_owned(), "200".to_owned()),
+            ("network.protocol.version".to_owned(), "1.1".to_owned()),
+            ("server.address".to_owned(), "api.test".to_owned()),
+            ("server.port".to_owned(), "8080".to_owned()),
+        ]
+    );
+    let failed = find(
+        &rows,
+        MetricKind::Histogram,
+        REQUEST_DURATION,
+        &[("http.response.status_code", "503")],
+    );
+    assert_eq!(
+        labels(&failed[0].0).iter().find(|(k, _)| k == "error.type").unwrap().1,
+        "503"
+    );
+    assert_eq!(
+        find(
+            &rows,
+            MetricKind::Histogram,
+            REQUEST_DURATION,
+            &[("http.request.method", "_OTHER")]
+        )
+        .len(),
+        1,
+        "unknown methods are _OTHER"
+    );
+    let sizes = find(
+        &rows,
+        MetricKind::Histogram,
+        RESPONSE_BODY_SIZE,
+        &[("http.response.status_code", "200")],
+    );
+    assert_eq!(seconds(&sizes[0].3), [5.0]);
+    assert!(
+        rows.iter()
+            .all(|(k, ..)| labels(k).iter().all(|(name, _)| name != "url.path")),
+        "no raw paths"
+    );
+    let active = find(
+        &rows,
+        MetricKind::Gauge,
+        ACTIVE_REQUESTS,
+        &[("http.request.method", "GET")],
+    );
+    assert_eq!(
+        active[0].3,
+        DebugValue::Gauge(0.0.into()),
+        "back to zero once bodies ended"
+    );
+}
+
+/// Yields one frame now and the last after two seconds.
+struct Slow(u8);
+
+impl Body for Slow {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0 += 1;
+        match self.0 {
+            1 => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"a"))))),
+            2 => {
+                let waker = cx.waker().clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    waker.wake();
+                });
+                Poll::Pending
+            }
+            _ => Poll::Ready(None),
+        }
+    }
+}
+
+#[test]
+fn duration_runs_until_the_body_ends() {
+    let rows = recorded(async {
+        let mut svc = ServiceBuilder::new()
+            .layer(MetricsLayer::new())
+            .map_response(|r: Response<Slow>| r.map(BodyExt::boxed_unsync))
+            .service_fn(|_req: Req| async { Ok::<_, BoxError>(Response::new(Slow(0))) });
+        call(
+            &mut svc,
+            Request::get("http://api.test/").body(Full::default()).unwrap(),
+        )
+        .await
+        .unwrap();
+    });
+    let rows = find(&rows, MetricKind::Histogram, REQUEST_DURATION, &[]);
+    let recorded = seconds(&rows[0].3);
+    assert!(
+        recorded[0] >= 2.0,
+        "headers came at once, the body 2 s later: {recorded:?}"
+    );
+}
+
+#[test]
+fn cache_status_breaker_outcome_and_errors_are_labels() {
+    let stats = Stats::default();
+    let stats_in = stats.clone();
+    let rows = recorded(async move {
+        let cache = Cache::builder().build().unwrap();
+        let breaker = CircuitBreakerLayer::new(
+            CircuitBreakerConfig::builder()
+                .consecutive_failures(Some(1))
+                .build()
+                .unwrap(),
+        );
+        let breakers = breaker.breakers();
+        let upstream = Upstream::new(|req: Req, _| async move {
+            if req.uri().host() == Some("down.test") {
+                return Err::<Res, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into());
+            }
+            Ok(Response::builder()
+                .header("cache-control", "max-age=60")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap())
+        });
+        let mut svc = ServiceBuilder::new()
+            .layer(MetricsLayer::new().stats(stats_in))
+            .map_response(|r: Response<_>| r.map(|b: tower_optimizer::body::OptimizerBody<_>| b.boxed_unsync()))
+            .layer(CacheLayer::new(cache))
+            .layer(breaker)
+            .service(upstream);
+        for _ in 0..2 {
+            call(
+                &mut svc,
+                Request::get("http://api.test/a").body(Full::default()).unwrap(),
+            )
+            .await
+            .unwrap();
+        }
+        assert!(
+            call(
+                &mut svc,
+                Request::get("http://down.test/").body(Full::default()).unwrap()
+            )
+            .await
+            .is_err()
+        );
+        assert!(breakers.state("http://down.test").is_some());
+        assert!(
+            call(
+                &mut svc,
+                Request::get("http://down.test/").body(Full::default()).unwrap()
+            )
+            .await
+            .is_err()
+        );
+    });
+    assert_eq!(
+        find(
+            &rows,
+            MetricKind::Histogram,
+            REQUEST_DURATION,
+            &[("tower_optimizer.cache.status", "miss")]
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        find(
+            &rows,
+            MetricKind::Histogram,
+            REQUEST_DURATION,
+            &[("tower_optimizer.cache.status", "hit")]
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        find(
+            &rows,
+            MetricKind::Histogram,
+            REQUEST_DURATION,
+            &[("error.type", "connection_refused")]
+        )
+        .len(),
+        1
+    );
+    let rejected = find(
+        &rows,
+        MetricKind::Histogram,
+        REQUEST_DURATION,
+        &[
+            ("error.type", "circuit_open"),
+            ("tower_optimizer.circuit_breaker.outcome", "rejected"),
+        ],
+    );
+    assert_eq!(rejected.len(), 1);
+    let snap = stats.snapshot(tokio::time::Instant::now());
+    assert_eq!((snap.overall.requests, snap.overall.errors), (4, 2));
+}
