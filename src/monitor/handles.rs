@@ -3,7 +3,7 @@
 //! `metrics` facade builds a key, with owned strings, on every macro call).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use metrics::{Gauge, Histogram, Unit};
@@ -56,8 +56,59 @@ impl RequestLabels<'_> {
     }
 }
 
+/// A multiply-rotate hasher (FxHash's): label sets come from our own
+/// requests, so speed matters more than flooding resistance here, and a
+/// 64-bit hash over at most `MAX_CACHED` sets does not collide in practice.
+#[derive(Default)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The maps' keys are already hashes: use them as they are.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type ByHash<T> = HashMap<u64, T, BuildHasherDefault<Identity>>;
+
 fn hash_of(value: &impl Hash) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
+    let mut hasher = Fx::default();
     value.hash(&mut hasher);
     hasher.finish()
 }
@@ -71,9 +122,9 @@ pub(crate) struct Active {
 
 #[derive(Debug, Default)]
 pub(crate) struct Handles {
-    durations: RwLock<HashMap<u64, Histogram>>,
-    sizes: RwLock<HashMap<u64, Histogram>>,
-    active: RwLock<HashMap<u64, Active>>,
+    durations: RwLock<ByHash<Histogram>>,
+    sizes: RwLock<ByHash<Histogram>>,
+    active: RwLock<ByHash<Active>>,
 }
 
 impl Handles {
@@ -112,7 +163,7 @@ impl Handles {
     }
 }
 
-fn cached<T: Clone>(map: &RwLock<HashMap<u64, T>>, key: u64, make: impl FnOnce() -> T) -> T {
+fn cached<T: Clone>(map: &RwLock<ByHash<T>>, key: u64, make: impl FnOnce() -> T) -> T {
     if let Some(found) = map.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
         return found.clone();
     }

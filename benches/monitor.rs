@@ -1,0 +1,86 @@
+//! MetricsLayer overhead per request against the bare service, in one run:
+//! `metrics/bare` vs `metrics/layer` with no recorder (target ratio at most
+//! 1.1), then `prometheus/bare` vs `prometheus/layer` with the Prometheus
+//! recorder installed (target at most 1.5).
+//!
+//! `cargo bench --bench monitor`; the last lines print the ratios.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use criterion::Criterion;
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tower::{Service, service_fn};
+use tower_optimizer::monitor::MetricsLayer;
+
+fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
++ Clone
++ Send {
+    service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
+                .unwrap(),
+        )
+    })
+}
+
+fn group(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str) {
+    let uri: Uri = "http://api.test:8080/items/1".parse().unwrap();
+    // A new layer per group: handles are registered with the recorder in
+    // place when first used.
+    let layered = tower::Layer::layer(&MetricsLayer::new(), bare());
+    let mut group = c.benchmark_group(name);
+    group.bench_function("bare", |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| common::repeat(bare(), uri.clone(), iters));
+    });
+    group.bench_function("layer", |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| common::repeat(layered.clone(), uri.clone(), iters));
+    });
+    group.finish();
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = common::criterion();
+    group(&mut c, &rt, "metrics");
+    let buckets = [
+        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&buckets)
+        .unwrap()
+        .install_recorder()
+        .unwrap();
+    group(&mut c, &rt, "prometheus");
+    handle.run_upkeep();
+    assert!(
+        handle.render().contains("http_client_request_duration"),
+        "the recorder saw the requests"
+    );
+    c.final_summary();
+    for name in ["metrics", "prometheus"] {
+        if let (Some(bare), Some(layer)) = (common::median(name, "bare"), common::median(name, "layer")) {
+            let target = if name == "metrics" {
+                "1.1 (no recorder)"
+            } else {
+                "1.5 (Prometheus recorder)"
+            };
+            println!(
+                "{name}: bare {bare:.0} ns, layer {layer:.0} ns, ratio {:.2} (target <= {target})",
+                layer / bare
+            );
+        }
+    }
+}
