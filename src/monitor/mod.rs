@@ -27,7 +27,9 @@
 //! # }
 //! ```
 
+mod alert;
 mod body;
+mod figures;
 pub mod future;
 mod handles;
 mod layer;
@@ -35,7 +37,12 @@ mod service;
 mod sketch;
 mod stats;
 
+pub use alert::{
+    Alert, AlertHandler, AlertManager, AlertRule, AlertState, AlertStatus, AsyncAlertHandler, Comparison,
+    DEFAULT_REPEAT_INTERVAL, Figures, Severity,
+};
 pub use body::MetricsBody;
+pub use figures::{FigureSet, resident_memory};
 pub use handles::{ACTIVE_REQUESTS, REQUEST_DURATION, RESPONSE_BODY_SIZE};
 pub use layer::{BodySizes, MetricsLayer};
 pub use service::MetricsService;

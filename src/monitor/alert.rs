@@ -1,0 +1,453 @@
+//! Alerting: rules over sampled figures with Prometheus/Alertmanager
+//! semantics — `for` (pending before firing), `keep_firing_for`
+//! (hysteresis), a repeat interval (cooldown between re-notifications) and a
+//! resolve notification.
+//!
+//! Pure logic: [`AlertManager::evaluate`] takes the figures and `now`; the
+//! sampler calls it on its schedule.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How a figure is compared with the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Comparison {
+    /// Fires when the figure is above the threshold.
+    Above,
+    /// Fires when the figure is below the threshold.
+    Below,
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Severity {
+    /// Worth a look.
+    Warning,
+    /// Act now.
+    Critical,
+}
+
+/// A rule over one named figure.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlertRule {
+    /// The alert's name.
+    pub name: String,
+    /// The figure it watches (see [`FigureSet`](super::FigureSet)).
+    pub figure: String,
+    /// How the figure is compared.
+    pub comparison: Comparison,
+    /// The threshold.
+    pub threshold: f64,
+    /// How long the condition must hold before the alert fires.
+    pub for_: Duration,
+    /// How long a firing alert keeps firing after the condition clears.
+    pub keep_firing_for: Duration,
+    /// Least time between two notifications of a firing alert.
+    pub repeat_interval: Duration,
+    /// Severity.
+    pub severity: Severity,
+}
+
+/// Default cooldown: re-notify a still-firing alert at most every 4 hours,
+/// Alertmanager's default `repeat_interval`.
+pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
+
+impl AlertRule {
+    /// Fires when `figure` is above `threshold` (for one sample, no hysteresis).
+    pub fn above(name: &str, figure: &str, threshold: f64) -> Self {
+        AlertRule {
+            name: name.to_owned(),
+            figure: figure.to_owned(),
+            comparison: Comparison::Above,
+            threshold,
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            repeat_interval: DEFAULT_REPEAT_INTERVAL,
+            severity: Severity::Warning,
+        }
+    }
+
+    /// Fires when `figure` is below `threshold`.
+    pub fn below(name: &str, figure: &str, threshold: f64) -> Self {
+        AlertRule {
+            comparison: Comparison::Below,
+            ..AlertRule::above(name, figure, threshold)
+        }
+    }
+
+    /// Pending for this long before firing.
+    #[must_use]
+    pub fn for_duration(mut self, d: Duration) -> Self {
+        self.for_ = d;
+        self
+    }
+
+    /// Keeps firing this long after the condition clears.
+    #[must_use]
+    pub fn keep_firing_for(mut self, d: Duration) -> Self {
+        self.keep_firing_for = d;
+        self
+    }
+
+    /// Least time between re-notifications while firing.
+    #[must_use]
+    pub fn repeat_interval(mut self, d: Duration) -> Self {
+        self.repeat_interval = d;
+        self
+    }
+
+    /// Severity.
+    #[must_use]
+    pub fn severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
+    fn holds(&self, value: f64) -> bool {
+        match self.comparison {
+            Comparison::Above => value > self.threshold,
+            Comparison::Below => value < self.threshold,
+        }
+    }
+}
+
+/// Where an alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum AlertState {
+    /// Condition false.
+    Inactive,
+    /// Condition true, not yet for long enough.
+    Pending,
+    /// Firing.
+    Firing,
+    /// Was firing; the condition cleared (until it holds again).
+    Resolved,
+}
+
+/// A notification.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Alert {
+    /// The rule's name.
+    pub name: String,
+    /// Its severity.
+    pub severity: Severity,
+    /// `Firing` (first or repeated) or `Resolved`.
+    pub state: AlertState,
+    /// The figure's value at notification.
+    pub value: Option<f64>,
+    /// The threshold.
+    pub threshold: f64,
+    /// A sentence for people.
+    pub summary: String,
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    rule: AlertRule,
+    state: AlertState,
+    since: Instant,
+    last_notified: Option<Instant>,
+    cleared_since: Option<Instant>,
+    value: Option<f64>,
+}
+
+/// A synchronous alert handler.
+pub type AlertHandler = Arc<dyn Fn(&Alert) + Send + Sync>;
+/// An asynchronous alert handler, spawned per notification.
+pub type AsyncAlertHandler = Arc<dyn Fn(Alert) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Evaluates rules and notifies handlers.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+/// use tower_optimizer::monitor::{AlertManager, AlertRule, AlertState};
+///
+/// let mut alerts = AlertManager::new();
+/// alerts.add_rule(AlertRule::above("errors", "http.error_rate", 0.05).for_duration(Duration::from_secs(60)));
+/// let t0 = Instant::now();
+/// let high = |name: &str| (name == "http.error_rate").then_some(0.2);
+/// assert!(alerts.evaluate(&high, t0).is_empty(), "pending first");
+/// let fired = alerts.evaluate(&high, t0 + Duration::from_secs(60));
+/// assert_eq!(fired[0].state, AlertState::Firing);
+/// ```
+#[derive(Default)]
+pub struct AlertManager {
+    tracked: Vec<Tracked>,
+    handlers: Vec<AlertHandler>,
+    async_handlers: Vec<AsyncAlertHandler>,
+}
+
+impl fmt::Debug for AlertManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertManager")
+            .field("rules", &self.tracked.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One rule's current standing, for `/alerts` and the dashboard.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlertStatus {
+    /// The rule.
+    pub rule: AlertRule,
+    /// Its state.
+    pub state: AlertState,
+    /// The figure's last value.
+    pub value: Option<f64>,
+}
+
+impl AlertManager {
+    /// No rules, no handlers.
+    pub fn new() -> Self {
+        AlertManager::default()
+    }
+
+    /// The built-in rules: error rate over 5% for a minute, p99 latency over
+    /// 1 s for five minutes, any breaker open, cache bytes over 90% of the
+    /// budget, process memory over `rss_limit` bytes.
+    pub fn with_default_rules(rss_limit: f64) -> Self {
+        let mut manager = AlertManager::new();
+        for rule in [
+            AlertRule::above("HighErrorRate", "http.error_rate", 0.05)
+                .for_duration(Duration::from_secs(60))
+                .severity(Severity::Critical),
+            AlertRule::above("SlowRequests", "http.p99", 1.0).for_duration(Duration::from_secs(300)),
+            AlertRule::above("CircuitOpen", "circuit_breaker.open", 0.0).severity(Severity::Critical),
+            AlertRule::above("CacheNearBudget", "cache.bytes_ratio", 0.9).for_duration(Duration::from_secs(300)),
+            AlertRule::above("ProcessMemoryHigh", "process.resident_memory", rss_limit)
+                .for_duration(Duration::from_secs(120)),
+        ] {
+            manager.add_rule(rule.keep_firing_for(Duration::from_secs(60)));
+        }
+        manager
+    }
+
+    /// Adds a rule (replacing one of the same name).
+    pub fn add_rule(&mut self, rule: AlertRule) {
+        self.tracked.retain(|t| t.rule.name != rule.name);
+        self.tracked.push(Tracked {
+            rule,
+            state: AlertState::Inactive,
+            since: Instant::now(),
+            last_notified: None,
+            cleared_since: None,
+            value: None,
+        });
+    }
+
+    /// Calls `handler` for every notification.
+    pub fn on_alert(&mut self, handler: impl Fn(&Alert) + Send + Sync + 'static) {
+        self.handlers.push(Arc::new(handler));
+    }
+
+    /// Spawns `handler` for every notification (needs a Tokio runtime).
+    pub fn on_alert_async<F, Fut>(&mut self, handler: F)
+    where
+        F: Fn(Alert) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.async_handlers
+            .push(Arc::new(move |alert| Box::pin(handler(alert))));
+    }
+
+    /// Every rule with its state.
+    pub fn statuses(&self) -> Vec<AlertStatus> {
+        self.tracked
+            .iter()
+            .map(|t| AlertStatus {
+                rule: t.rule.clone(),
+                state: t.state,
+                value: t.value,
+            })
+            .collect()
+    }
+
+    /// Alerts firing now.
+    pub fn firing(&self) -> usize {
+        self.tracked.iter().filter(|t| t.state == AlertState::Firing).count()
+    }
+
+    /// Evaluates every rule against `figures` at `now`; notifies the
+    /// handlers and returns the notifications. A figure that is missing
+    /// counts as the condition not holding.
+    pub fn evaluate(&mut self, figures: &dyn Fn(&str) -> Option<f64>, now: Instant) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for t in &mut self.tracked {
+            let value = figures(&t.rule.figure);
+            t.value = value;
+            let holds = value.is_some_and(|v| t.rule.holds(v));
+            let notify = match (t.state, holds) {
+                (AlertState::Inactive | AlertState::Resolved, true) => {
+                    t.since = now;
+                    t.cleared_since = None;
+                    if t.rule.for_.is_zero() {
+                        t.state = AlertState::Firing;
+                        true
+                    } else {
+                        t.state = AlertState::Pending;
+                        false
+                    }
+                }
+                (AlertState::Pending, true) if now.saturating_duration_since(t.since) >= t.rule.for_ => {
+                    t.state = AlertState::Firing;
+                    true
+                }
+                (AlertState::Pending, false) => {
+                    t.state = AlertState::Inactive;
+                    false
+                }
+                (AlertState::Firing, true) => {
+                    t.cleared_since = None;
+                    t.last_notified
+                        .is_none_or(|at| now.saturating_duration_since(at) >= t.rule.repeat_interval)
+                }
+                (AlertState::Firing, false) => {
+                    let cleared = *t.cleared_since.get_or_insert(now);
+                    if now.saturating_duration_since(cleared) >= t.rule.keep_firing_for {
+                        t.state = AlertState::Resolved;
+                        t.last_notified = None;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                _ => false,
+            };
+            if notify {
+                if t.state == AlertState::Firing {
+                    t.last_notified = Some(now);
+                }
+                let verb = if t.state == AlertState::Firing {
+                    "is firing"
+                } else {
+                    "resolved"
+                };
+                out.push(Alert {
+                    name: t.rule.name.clone(),
+                    severity: t.rule.severity,
+                    state: t.state,
+                    value,
+                    threshold: t.rule.threshold,
+                    summary: format!(
+                        "{} {verb}: {} = {} ({} {})",
+                        t.rule.name,
+                        t.rule.figure,
+                        value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}")),
+                        if t.rule.comparison == Comparison::Above {
+                            "above"
+                        } else {
+                            "below"
+                        },
+                        t.rule.threshold
+                    ),
+                });
+            }
+        }
+        for alert in &out {
+            for handler in &self.handlers {
+                handler(alert);
+            }
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                for handler in &self.async_handlers {
+                    runtime.spawn(handler(alert.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Figures by name, for alert evaluation.
+pub type Figures = HashMap<String, f64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn at(t0: Instant, secs: u64) -> Instant {
+        t0 + Duration::from_secs(secs)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_state_change_and_the_cooldown() {
+        let mut m = AlertManager::new();
+        m.add_rule(
+            AlertRule::above("errors", "e", 0.1)
+                .for_duration(Duration::from_secs(30))
+                .keep_firing_for(Duration::from_secs(20))
+                .repeat_interval(Duration::from_secs(100)),
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        m.on_alert(move |a| log.lock().unwrap().push(a.state));
+        let high = |_: &str| Some(0.5);
+        let low = |_: &str| Some(0.0);
+        let t0 = Instant::now();
+        assert!(m.evaluate(&high, t0).is_empty());
+        assert_eq!(m.statuses()[0].state, AlertState::Pending);
+        assert!(m.evaluate(&low, at(t0, 10)).is_empty(), "pending drops back");
+        assert_eq!(m.statuses()[0].state, AlertState::Inactive);
+        m.evaluate(&high, at(t0, 20));
+        assert!(m.evaluate(&high, at(t0, 49)).is_empty(), "29 s < for 30 s");
+        let fired = m.evaluate(&high, at(t0, 50));
+        assert_eq!(fired[0].state, AlertState::Firing);
+        assert!(fired[0].summary.contains("errors is firing"));
+        assert!(m.evaluate(&high, at(t0, 100)).is_empty(), "cooldown");
+        assert_eq!(
+            m.evaluate(&high, at(t0, 150))[0].state,
+            AlertState::Firing,
+            "re-notified after 100 s"
+        );
+        assert!(m.evaluate(&low, at(t0, 160)).is_empty(), "keeps firing 20 s");
+        assert!(
+            m.evaluate(&high, at(t0, 170)).is_empty(),
+            "cleared and back: still the same firing"
+        );
+        assert!(m.evaluate(&low, at(t0, 175)).is_empty());
+        let resolved = m.evaluate(&low, at(t0, 195));
+        assert_eq!(resolved[0].state, AlertState::Resolved);
+        assert_eq!(m.firing(), 0);
+        assert!(
+            m.evaluate(&|_| None, at(t0, 200)).is_empty(),
+            "missing figures do not fire"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [AlertState::Firing, AlertState::Firing, AlertState::Resolved]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn below_rules_defaults_and_async_handlers() {
+        let mut m = AlertManager::with_default_rules(1e9);
+        assert_eq!(m.statuses().len(), 5);
+        m.add_rule(AlertRule::below("hit ratio", "cache.hit_ratio", 0.5));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        m.on_alert_async(move |alert| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(alert.name);
+            }
+        });
+        let figures = |name: &str| match name {
+            "cache.hit_ratio" => Some(0.2),
+            "circuit_breaker.open" => Some(1.0),
+            _ => Some(0.0),
+        };
+        let fired = m.evaluate(&figures, Instant::now());
+        let mut names: Vec<_> = fired.iter().map(|a| a.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["CircuitOpen", "hit ratio"]);
+        let mut got = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+        got.sort();
+        assert_eq!(got, ["CircuitOpen", "hit ratio"]);
+    }
+}
