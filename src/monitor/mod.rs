@@ -32,6 +32,7 @@ mod body;
 mod figures;
 pub mod future;
 mod handles;
+mod health;
 mod layer;
 mod service;
 mod sketch;
@@ -44,6 +45,11 @@ pub use alert::{
 pub use body::MetricsBody;
 pub use figures::{FigureSet, resident_memory};
 pub use handles::{ACTIVE_REQUESTS, REQUEST_DURATION, RESPONSE_BODY_SIZE};
+#[cfg(feature = "circuit-breaker")]
+pub use health::breakers_check;
+#[cfg(feature = "cache")]
+pub use health::cache_memory_check;
+pub use health::{CheckResult, HEALTH_JSON, HealthRegistry, HealthReport, HealthStatus, Probe};
 pub use layer::{BodySizes, MetricsLayer};
 pub use service::MetricsService;
 pub use sketch::{MAX_VALUE, MIN_VALUE, RELATIVE_ACCURACY, Sketch};

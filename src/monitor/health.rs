@@ -1,0 +1,320 @@
+//! Health checks: named async checks with timeouts, grouped into liveness
+//! (the process itself) and readiness (its dependencies), reported in the
+//! `application/health+json` shape of the IETF health-check draft.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+/// The media type of a health report.
+pub const HEALTH_JSON: &str = "application/health+json";
+
+/// A check's verdict (the draft's `pass` / `warn` / `fail`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Healthy.
+    Pass,
+    /// Healthy, with a concern.
+    Warn,
+    /// Unhealthy.
+    Fail,
+}
+
+impl HealthStatus {
+    /// The HTTP status a report with this status is served with: 503 for
+    /// `fail`, 200 otherwise (as the draft recommends).
+    pub fn http_status(self) -> http::StatusCode {
+        if self == HealthStatus::Fail {
+            http::StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            http::StatusCode::OK
+        }
+    }
+}
+
+/// What one check found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResult {
+    /// The verdict.
+    pub status: HealthStatus,
+    /// A human-readable note, mainly for `warn` and `fail`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// A measured value, if the check has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_value: Option<f64>,
+    /// Its unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_unit: Option<String>,
+}
+
+impl CheckResult {
+    /// A passing result.
+    pub fn pass() -> Self {
+        CheckResult {
+            status: HealthStatus::Pass,
+            output: None,
+            observed_value: None,
+            observed_unit: None,
+        }
+    }
+
+    /// A warning with a note.
+    pub fn warn(output: impl Into<String>) -> Self {
+        CheckResult {
+            status: HealthStatus::Warn,
+            output: Some(output.into()),
+            ..CheckResult::pass()
+        }
+    }
+
+    /// A failure with a note.
+    pub fn fail(output: impl Into<String>) -> Self {
+        CheckResult {
+            status: HealthStatus::Fail,
+            output: Some(output.into()),
+            ..CheckResult::pass()
+        }
+    }
+
+    /// Adds a measured value.
+    #[must_use]
+    pub fn observed(mut self, value: f64, unit: &str) -> Self {
+        self.observed_value = Some(value);
+        self.observed_unit = Some(unit.to_owned());
+        self
+    }
+}
+
+/// Which report a check belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The process itself: restarting it would help.
+    Liveness,
+    /// Its dependencies: sending it traffic would not help now.
+    Readiness,
+}
+
+/// A report: the worst status and every check's result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HealthReport {
+    /// The worst check's status (`pass` with no checks).
+    pub status: HealthStatus,
+    /// Results by check name (each a one-element list, as the draft shapes it).
+    pub checks: BTreeMap<String, Vec<CheckResult>>,
+}
+
+type Run = Pin<Box<dyn Future<Output = CheckResult> + Send>>;
+type Check = Arc<dyn Fn() -> Run + Send + Sync>;
+
+struct Entry {
+    name: String,
+    probe: Probe,
+    timeout: Duration,
+    check: Check,
+}
+
+/// Named health checks; clones share them.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_optimizer::monitor::{CheckResult, HealthRegistry, HealthStatus, Probe};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let health = HealthRegistry::new();
+/// health.register("upstream", Probe::Readiness, Duration::from_secs(1), || async { CheckResult::warn("slow") });
+/// let report = health.report(Probe::Readiness).await;
+/// assert_eq!(report.status, HealthStatus::Warn);
+/// assert_eq!(health.report(Probe::Liveness).await.status, HealthStatus::Pass);
+/// # });
+/// ```
+#[derive(Clone, Default)]
+pub struct HealthRegistry {
+    entries: Arc<RwLock<Vec<Entry>>>,
+}
+
+impl std::fmt::Debug for HealthRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self
+            .entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        f.debug_struct("HealthRegistry").field("checks", &names).finish()
+    }
+}
+
+impl HealthRegistry {
+    /// No checks.
+    pub fn new() -> Self {
+        HealthRegistry::default()
+    }
+
+    /// Adds (or replaces) a check; one that takes longer than `timeout` fails.
+    pub fn register<F, Fut>(&self, name: &str, probe: Probe, timeout: Duration, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = CheckResult> + Send + 'static,
+    {
+        let check: Check = Arc::new(move || Box::pin(check()));
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|e| e.name != name);
+        entries.push(Entry {
+            name: name.to_owned(),
+            probe,
+            timeout,
+            check,
+        });
+    }
+
+    /// Runs the checks of `probe` concurrently and reports.
+    pub async fn report(&self, probe: Probe) -> HealthReport {
+        let runs: Vec<(String, Duration, Run)> = self
+            .entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|e| e.probe == probe)
+            .map(|e| (e.name.clone(), e.timeout, (e.check)()))
+            .collect();
+        let mut handles = Vec::with_capacity(runs.len());
+        for (name, timeout, run) in runs {
+            handles.push((
+                name,
+                tokio::spawn(async move {
+                    tokio::time::timeout(timeout, run)
+                        .await
+                        .unwrap_or_else(|_| CheckResult::fail(format!("timed out after {timeout:?}")))
+                }),
+            ));
+        }
+        let mut checks = BTreeMap::new();
+        let mut status = HealthStatus::Pass;
+        for (name, handle) in handles {
+            let result = handle.await.unwrap_or_else(|_| CheckResult::fail("check panicked"));
+            status = status.max(result.status);
+            checks.insert(name, vec![result]);
+        }
+        HealthReport { status, checks }
+    }
+}
+
+/// A readiness check: fails while any breaker is open (or forced open),
+/// warns while one is half-open.
+#[cfg(feature = "circuit-breaker")]
+pub fn breakers_check(
+    breakers: crate::circuit_breaker::CircuitBreakers,
+) -> impl Fn() -> std::future::Ready<CheckResult> + Send + Sync + 'static {
+    use crate::circuit_breaker::State;
+    move || {
+        let snapshot = breakers.snapshot();
+        let open: Vec<String> = snapshot
+            .iter()
+            .filter(|b| matches!(b.state, State::Open | State::ForcedOpen))
+            .map(|b| b.key.to_string())
+            .collect();
+        let half: Vec<String> = snapshot
+            .iter()
+            .filter(|b| b.state == State::HalfOpen)
+            .map(|b| b.key.to_string())
+            .collect();
+        std::future::ready(if !open.is_empty() {
+            CheckResult::fail(format!("circuit open for {}", open.join(", "))).observed(open.len() as f64, "breakers")
+        } else if !half.is_empty() {
+            CheckResult::warn(format!("circuit half-open for {}", half.join(", ")))
+        } else {
+            CheckResult::pass()
+        })
+    }
+}
+
+/// A readiness check: warns when the cache holds more than `warn_ratio` of
+/// its budget (it is never a failure: a full cache still works).
+#[cfg(feature = "cache")]
+pub fn cache_memory_check(
+    cache: crate::cache::Cache,
+    warn_ratio: f64,
+) -> impl Fn() -> std::future::Ready<CheckResult> + Send + Sync + 'static {
+    move || {
+        let stats = cache.stats();
+        let ratio = if stats.max_bytes == 0 {
+            0.0
+        } else {
+            stats.bytes as f64 / stats.max_bytes as f64
+        };
+        let result = if ratio > warn_ratio {
+            CheckResult::warn(format!("cache at {:.0}% of its budget", ratio * 100.0))
+        } else {
+            CheckResult::pass()
+        };
+        std::future::ready(result.observed(ratio, "ratio"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn worst_status_timeouts_and_json_shape() {
+        let health = HealthRegistry::new();
+        health.register("fast", Probe::Readiness, Duration::from_secs(1), || async {
+            CheckResult::pass().observed(3.0, "ms")
+        });
+        health.register("hung", Probe::Readiness, Duration::from_secs(1), || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            CheckResult::pass()
+        });
+        health.register("process", Probe::Liveness, Duration::from_secs(1), || async {
+            CheckResult::pass()
+        });
+        let ready = health.report(Probe::Readiness).await;
+        assert_eq!(ready.status, HealthStatus::Fail);
+        assert_eq!(ready.status.http_status(), 503);
+        assert_eq!(ready.checks["hung"][0].output.as_deref(), Some("timed out after 1s"));
+        let json = serde_json::to_value(&ready).unwrap();
+        assert_eq!(json["status"], "fail");
+        assert_eq!(json["checks"]["fast"][0]["status"], "pass");
+        assert_eq!(json["checks"]["fast"][0]["observedValue"], 3.0);
+        assert_eq!(json["checks"]["fast"][0]["observedUnit"], "ms");
+        assert!(json["checks"]["fast"][0].get("output").is_none());
+        let live = health.report(Probe::Liveness).await;
+        assert_eq!((live.status, live.checks.len()), (HealthStatus::Pass, 1));
+    }
+
+    #[cfg(all(feature = "circuit-breaker", feature = "cache"))]
+    #[tokio::test(start_paused = true)]
+    async fn built_in_checks() {
+        use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+        let layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+        let breakers = layer.breakers();
+        let health = HealthRegistry::new();
+        health.register(
+            "breakers",
+            Probe::Readiness,
+            Duration::from_secs(1),
+            breakers_check(breakers.clone()),
+        );
+        let cache = crate::cache::Cache::builder().build().unwrap();
+        health.register(
+            "cache",
+            Probe::Readiness,
+            Duration::from_secs(1),
+            cache_memory_check(cache, 0.9),
+        );
+        assert_eq!(health.report(Probe::Readiness).await.status, HealthStatus::Pass);
+        breakers.force_open("http://down.test");
+        let report = health.report(Probe::Readiness).await;
+        assert_eq!(report.status, HealthStatus::Fail);
+        assert_eq!(
+            report.checks["breakers"][0].output.as_deref(),
+            Some("circuit open for http://down.test")
+        );
+    }
+}
