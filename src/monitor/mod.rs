@@ -34,6 +34,8 @@ pub mod future;
 mod handles;
 mod health;
 mod layer;
+mod process;
+mod sampler;
 mod service;
 mod sketch;
 mod stats;
@@ -51,6 +53,11 @@ pub use health::breakers_check;
 pub use health::cache_memory_check;
 pub use health::{CheckResult, HEALTH_JSON, HealthRegistry, HealthReport, HealthStatus, Probe};
 pub use layer::{BodySizes, MetricsLayer};
+pub use process::{ProcessCounters, cpu_percent};
+pub use sampler::{
+    BreakerSample, CacheSample, DEFAULT_HISTORY, DEFAULT_SAMPLE_INTERVAL, Monitor, MonitorBuilder, MonitorSnapshot,
+    Sample,
+};
 pub use service::MetricsService;
 pub use sketch::{MAX_VALUE, MIN_VALUE, RELATIVE_ACCURACY, Sketch};
 pub use stats::{DEFAULT_MAX_HOSTS, DEFAULT_WINDOW, DEFAULT_WINDOW_BUCKETS, Stats, StatsSnapshot, WindowStats};

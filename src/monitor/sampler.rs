@@ -1,0 +1,432 @@
+//! [`Monitor`]: a background sampler of process, cache, breaker, request
+//! and user figures, with a bounded history and alert evaluation.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::alert::{AlertManager, AlertStatus};
+use super::figures::FigureSet;
+use super::process::{ProcessCounters, cpu_percent};
+use super::stats::{Stats, StatsSnapshot};
+
+/// Default sampling period: 5 s, fine enough for a live dashboard and
+/// cheap (a few `/proc` reads).
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// Default history: the last 15 minutes, what the dashboard charts.
+pub const DEFAULT_HISTORY: Duration = Duration::from_secs(15 * 60);
+
+/// Cache figures in a sample.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CacheSample {
+    /// Fresh hits so far.
+    pub hits: u64,
+    /// Misses so far.
+    pub misses: u64,
+    /// Hit ratio so far (stale and revalidated count as hits).
+    pub hit_ratio: f64,
+    /// Bytes charged.
+    pub bytes: u64,
+    /// Budget.
+    pub max_bytes: u64,
+    /// Entries.
+    pub entries: u64,
+}
+
+/// One breaker in a sample.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BreakerSample {
+    /// Its key.
+    pub key: String,
+    /// Its state (`closed`, `open`, `half_open` ...).
+    pub state: &'static str,
+    /// Failure rate of its window, percent.
+    pub failure_rate: f64,
+}
+
+/// Everything sampled at one instant.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sample {
+    /// Milliseconds since the monitor was built.
+    pub at_ms: u64,
+    /// CPU use of the process since the previous sample, percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// Process counters.
+    pub process: ProcessCounters,
+    /// Request statistics, when a `Stats` handle is attached.
+    pub requests: Option<StatsSnapshot>,
+    /// Cache figures, when a cache is attached.
+    pub cache: Option<CacheSample>,
+    /// Breakers, when attached.
+    pub breakers: Vec<BreakerSample>,
+    /// User gauges.
+    pub gauges: BTreeMap<String, f64>,
+    /// Alerts firing after this sample's evaluation.
+    pub alerts_firing: usize,
+}
+
+/// What `/stats` serves: the latest sample, the history and the alerts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MonitorSnapshot {
+    /// The most recent sample.
+    pub latest: Option<Sample>,
+    /// Samples, oldest first.
+    pub history: Vec<Sample>,
+    /// Every alert rule with its state.
+    pub alerts: Vec<AlertStatus>,
+}
+
+type Gauge = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+struct Inner {
+    interval: Duration,
+    history_len: usize,
+    epoch: Instant,
+    stats: Option<Stats>,
+    #[cfg(feature = "cache")]
+    cache: Option<crate::cache::Cache>,
+    #[cfg(feature = "circuit-breaker")]
+    breakers: Option<crate::circuit_breaker::CircuitBreakers>,
+    gauges: Mutex<Vec<(String, Gauge)>>,
+    alerts: Mutex<AlertManager>,
+    history: Mutex<VecDeque<Sample>>,
+    last_cpu: Mutex<Option<(Instant, Option<Duration>)>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            task.abort();
+        }
+    }
+}
+
+/// The sampler handle. Clones share it; the background task stops on
+/// [`Monitor::stop`] or when the last handle is dropped.
+///
+/// ```
+/// use tower_optimizer::monitor::{Monitor, Stats};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let monitor = Monitor::builder().stats(Stats::default()).build();
+/// monitor.register_gauge("queue.depth", || 3.0);
+/// let sample = monitor.sample_now();
+/// assert_eq!(sample.gauges["queue.depth"], 3.0);
+/// assert_eq!(monitor.snapshot().history.len(), 1);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Monitor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("interval", &self.inner.interval)
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+/// Builds a [`Monitor`].
+#[must_use]
+pub struct MonitorBuilder {
+    interval: Duration,
+    history: Duration,
+    stats: Option<Stats>,
+    #[cfg(feature = "cache")]
+    cache: Option<crate::cache::Cache>,
+    #[cfg(feature = "circuit-breaker")]
+    breakers: Option<crate::circuit_breaker::CircuitBreakers>,
+    alerts: AlertManager,
+}
+
+impl std::fmt::Debug for MonitorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorBuilder")
+            .field("interval", &self.interval)
+            .field("history", &self.history)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MonitorBuilder {
+    /// Sampling period (zero is taken as the default).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = if interval.is_zero() {
+            DEFAULT_SAMPLE_INTERVAL
+        } else {
+            interval
+        };
+        self
+    }
+
+    /// How much history to keep.
+    pub fn history(mut self, history: Duration) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Samples these request statistics.
+    pub fn stats(mut self, stats: Stats) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// Samples this cache.
+    #[cfg(feature = "cache")]
+    pub fn cache(mut self, cache: crate::cache::Cache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Samples these breakers.
+    #[cfg(feature = "circuit-breaker")]
+    pub fn breakers(mut self, breakers: crate::circuit_breaker::CircuitBreakers) -> Self {
+        self.breakers = Some(breakers);
+        self
+    }
+
+    /// Evaluates these alerts after every sample.
+    pub fn alerts(mut self, alerts: AlertManager) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
+    /// The monitor (not started: see [`Monitor::start`]).
+    pub fn build(self) -> Monitor {
+        let history_len = usize::try_from(self.history.as_millis() / self.interval.as_millis().max(1))
+            .unwrap_or(usize::MAX)
+            .clamp(1, 100_000);
+        Monitor {
+            inner: Arc::new(Inner {
+                interval: self.interval,
+                history_len,
+                epoch: Instant::now(),
+                stats: self.stats,
+                #[cfg(feature = "cache")]
+                cache: self.cache,
+                #[cfg(feature = "circuit-breaker")]
+                breakers: self.breakers,
+                gauges: Mutex::default(),
+                alerts: Mutex::new(self.alerts),
+                history: Mutex::default(),
+                last_cpu: Mutex::default(),
+                task: Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl Monitor {
+    /// A builder with the defaults (every 5 s, 15 minutes of history).
+    pub fn builder() -> MonitorBuilder {
+        MonitorBuilder {
+            interval: DEFAULT_SAMPLE_INTERVAL,
+            history: DEFAULT_HISTORY,
+            stats: None,
+            #[cfg(feature = "cache")]
+            cache: None,
+            #[cfg(feature = "circuit-breaker")]
+            breakers: None,
+            alerts: AlertManager::new(),
+        }
+    }
+
+    /// Adds a user figure, sampled with the rest (and usable in alert rules).
+    pub fn register_gauge(&self, name: &str, read: impl Fn() -> f64 + Send + Sync + 'static) {
+        let mut gauges = self.inner.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+        gauges.retain(|(n, _)| n != name);
+        gauges.push((name.to_owned(), Arc::new(read)));
+    }
+
+    /// Starts the background sampler (once; needs a Tokio runtime).
+    pub fn start(&self) {
+        let mut task = self.inner.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let period = self.inner.interval;
+        *task = Some(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                Monitor { inner }.sample_now();
+            }
+        }));
+    }
+
+    /// Stops the background sampler.
+    pub fn stop(&self) {
+        if let Some(task) = self.inner.task.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            task.abort();
+        }
+    }
+
+    /// Whether the background sampler runs.
+    pub fn is_running(&self) -> bool {
+        self.inner
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
+    /// Takes a sample now, keeps it in the history and evaluates the alerts.
+    pub fn sample_now(&self) -> Sample {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let process = ProcessCounters::read();
+        let cpu = {
+            let mut last = inner.last_cpu.lock().unwrap_or_else(PoisonError::into_inner);
+            let cpu =
+                last.and_then(|(at, before)| cpu_percent(before, process.cpu_time, now.saturating_duration_since(at)));
+            *last = Some((now, process.cpu_time));
+            cpu
+        };
+        let requests = inner.stats.as_ref().map(|s| s.snapshot(now));
+        let mut figures = FigureSet::new();
+        if let Some(r) = &requests {
+            figures = figures.stats(r);
+        }
+        #[cfg(feature = "cache")]
+        let cache = inner.cache.as_ref().map(|c| {
+            let s = c.stats();
+            figures = std::mem::take(&mut figures).cache(&s);
+            CacheSample {
+                hits: s.hits,
+                misses: s.misses,
+                hit_ratio: s.hit_ratio(),
+                bytes: s.bytes,
+                max_bytes: s.max_bytes,
+                entries: s.entries,
+            }
+        });
+        #[cfg(not(feature = "cache"))]
+        let cache = None;
+        #[cfg(feature = "circuit-breaker")]
+        let breakers: Vec<BreakerSample> = inner.breakers.as_ref().map_or_else(Vec::new, |b| {
+            let snapshot = b.snapshot();
+            figures = std::mem::take(&mut figures).breakers(&snapshot);
+            snapshot
+                .iter()
+                .map(|s| BreakerSample {
+                    key: s.key.to_string(),
+                    state: s.state.as_str(),
+                    failure_rate: s.figures.failure_rate(),
+                })
+                .collect()
+        });
+        #[cfg(not(feature = "circuit-breaker"))]
+        let breakers = Vec::new();
+        let gauges: BTreeMap<String, f64> = {
+            let gauges = inner.gauges.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            gauges.iter().map(|(name, read)| (name.clone(), read())).collect()
+        };
+        for (name, value) in &gauges {
+            figures = figures.with(name, *value);
+        }
+        if let Some(rss) = process.resident_memory {
+            figures = figures.with("process.resident_memory", rss as f64);
+        }
+        if let Some(cpu) = cpu {
+            figures = figures.with("process.cpu_percent", cpu);
+        }
+        let figures = figures.into_map();
+        let alerts_firing = {
+            let mut alerts = inner.alerts.lock().unwrap_or_else(PoisonError::into_inner);
+            alerts.evaluate(&|name| figures.get(name).copied(), now);
+            alerts.firing()
+        };
+        let sample = Sample {
+            at_ms: u64::try_from(now.saturating_duration_since(inner.epoch).as_millis()).unwrap_or(u64::MAX),
+            cpu_percent: cpu,
+            process,
+            requests,
+            cache,
+            breakers,
+            gauges,
+            alerts_firing,
+        };
+        let mut history = inner.history.lock().unwrap_or_else(PoisonError::into_inner);
+        if history.len() >= inner.history_len {
+            history.pop_front();
+        }
+        history.push_back(sample.clone());
+        sample
+    }
+
+    /// The latest sample, the history and the alerts.
+    pub fn snapshot(&self) -> MonitorSnapshot {
+        let history: Vec<Sample> = self
+            .inner
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        MonitorSnapshot {
+            latest: history.last().cloned(),
+            history,
+            alerts: self
+                .inner
+                .alerts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .statuses(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::AlertRule;
+
+    #[tokio::test(start_paused = true)]
+    async fn samples_on_schedule_keeps_bounded_history_and_stops_when_dropped() {
+        let mut alerts = AlertManager::new();
+        alerts.add_rule(AlertRule::above("deep queue", "queue.depth", 5.0));
+        let monitor = Monitor::builder()
+            .interval(Duration::from_secs(5))
+            .history(Duration::from_secs(30))
+            .alerts(alerts)
+            .build();
+        let depth = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let read = depth.clone();
+        monitor.register_gauge("queue.depth", move || {
+            read.load(std::sync::atomic::Ordering::SeqCst) as f64
+        });
+        monitor.start();
+        monitor.start();
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let snap = monitor.snapshot();
+        assert_eq!(snap.history.len(), 6, "30 s of history at one sample per 5 s");
+        assert!(snap.history.windows(2).all(|w| w[1].at_ms - w[0].at_ms == 5000));
+        assert_eq!(snap.latest.as_ref().unwrap().alerts_firing, 0);
+        depth.store(9, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            monitor.snapshot().latest.unwrap().alerts_firing,
+            1,
+            "the user gauge drives an alert"
+        );
+        let json = serde_json::to_value(monitor.snapshot()).unwrap();
+        assert_eq!(json["alerts"][0]["state"], "Firing");
+        assert!(monitor.is_running());
+        let weak = Arc::downgrade(&monitor.inner);
+        drop(monitor);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(weak.upgrade().is_none(), "dropping the handle ended the task");
+    }
+}
