@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod alert;
 mod body;
 mod figures;
@@ -40,6 +41,7 @@ mod service;
 mod sketch;
 mod stats;
 
+pub use admin::{AdminBuilder, AdminService, DEFAULT_ADMIN_ADDR, DURATION_BUCKETS, LivenessAuth, install_prometheus};
 pub use alert::{
     Alert, AlertHandler, AlertManager, AlertRule, AlertState, AlertStatus, AsyncAlertHandler, Comparison,
     DEFAULT_REPEAT_INTERVAL, Figures, Severity,

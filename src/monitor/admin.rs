@@ -1,0 +1,398 @@
+//! The admin service: metrics, health, statistics, alerts, the dashboard and
+//! cache invalidation over HTTP, behind a bearer token.
+//!
+//! It is a tower `Service` over `http::Request<B>` for any body (hyper's
+//! `Incoming`, axum's `Body`), so it mounts in axum with
+//! `Router::nest_service("/admin", admin)`; [`AdminService::serve`] runs it
+//! on its own hyper server, bound to loopback by default.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Full;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_service::Service;
+
+use super::health::{HEALTH_JSON, HealthRegistry, Probe};
+use super::sampler::Monitor;
+
+/// The dashboard page: one self-contained file (no CDN, no external fetch).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Largest invalidation request body read: a JSON object naming one target.
+#[cfg(feature = "invalidation")]
+const MAX_BODY: usize = 64 * 1024;
+
+/// Default address of [`AdminService::serve`]: loopback only, so the admin
+/// routes are never exposed by accident.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
+
+/// OpenTelemetry's advisory buckets for `http.client.request.duration`.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Whether liveness needs the token too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LivenessAuth {
+    /// Every route needs the token (the default).
+    #[default]
+    Required,
+    /// `/health/live` answers without it (for orchestrators' probes).
+    Exempt,
+}
+
+struct Config {
+    token: Option<String>,
+    liveness: LivenessAuth,
+    prometheus: Option<PrometheusHandle>,
+    monitor: Option<Monitor>,
+    health: HealthRegistry,
+    #[cfg(feature = "invalidation")]
+    invalidator: Option<crate::invalidation::Invalidator>,
+}
+
+/// The admin routes as a service. Cheap to clone.
+#[derive(Clone)]
+pub struct AdminService {
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for AdminService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminService")
+            .field("token", &self.config.token.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`AdminService`].
+#[must_use]
+pub struct AdminBuilder {
+    config: Config,
+}
+
+impl std::fmt::Debug for AdminBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminBuilder").finish_non_exhaustive()
+    }
+}
+
+impl AdminBuilder {
+    /// Requires `Authorization: Bearer <token>` (or `?token=` on GET routes,
+    /// for the dashboard in a browser) on every route.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = Some(token.into());
+        self
+    }
+
+    /// Lets `/health/live` answer without the token.
+    pub fn liveness(mut self, liveness: LivenessAuth) -> Self {
+        self.config.liveness = liveness;
+        self
+    }
+
+    /// Serves `/metrics` from this Prometheus recorder handle.
+    pub fn prometheus(mut self, handle: PrometheusHandle) -> Self {
+        self.config.prometheus = Some(handle);
+        self
+    }
+
+    /// Serves `/stats`, `/alerts` and the dashboard from this monitor.
+    pub fn monitor(mut self, monitor: Monitor) -> Self {
+        self.config.monitor = Some(monitor);
+        self
+    }
+
+    /// Serves `/health/*` from these checks.
+    pub fn health(mut self, health: HealthRegistry) -> Self {
+        self.config.health = health;
+        self
+    }
+
+    /// Enables `POST /cache/invalidate`.
+    #[cfg(feature = "invalidation")]
+    pub fn invalidator(mut self, invalidator: crate::invalidation::Invalidator) -> Self {
+        self.config.invalidator = Some(invalidator);
+        self
+    }
+
+    /// The service.
+    pub fn build(self) -> AdminService {
+        AdminService {
+            config: Arc::new(self.config),
+        }
+    }
+}
+
+/// Installs the Prometheus recorder globally with explicit histogram
+/// buckets (OpenTelemetry's advisory ones) and unit suffixes, and starts its
+/// upkeep task.
+/// For binaries and examples: a library never installs a recorder.
+pub fn install_prometheus() -> Result<PrometheusHandle, crate::BoxError> {
+    // Recommended naming (unit suffixes, `_total`) gives the Prometheus names of OpenTelemetry metrics
+    // (`http_client_request_duration_seconds`).
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&DURATION_BUCKETS)?
+        .with_recommended_naming(true)
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            // Without upkeep, histogram buffers grow; 5 s is the exporter's
+            // recommended order of magnitude.
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                ticks.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+    }
+    Ok(handle)
+}
+
+fn response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(body.into()));
+    *res.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        res.headers_mut().insert(CONTENT_TYPE, value);
+    }
+    res
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(body) => response(status, "application/json", body),
+        Err(e) => response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+    }
+}
+
+fn error(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": reason }))
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+impl AdminService {
+    /// A builder: no token, no recorder, no monitor, no checks.
+    pub fn builder() -> AdminBuilder {
+        AdminBuilder {
+            config: Config {
+                token: None,
+                liveness: LivenessAuth::Required,
+                prometheus: None,
+                monitor: None,
+                health: HealthRegistry::new(),
+                #[cfg(feature = "invalidation")]
+                invalidator: None,
+            },
+        }
+    }
+
+    fn authorised<B>(&self, request: &Request<B>) -> bool {
+        let Some(token) = &self.config.token else { return true };
+        if request.uri().path() == "/health/live" && self.config.liveness == LivenessAuth::Exempt {
+            return true;
+        }
+        let from_header = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()));
+        let from_query = request.method() == Method::GET
+            && request
+                .uri()
+                .query()
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .filter_map(|pair| pair.strip_prefix("token="))
+                .any(|given| constant_time_eq(given.as_bytes(), token.as_bytes()));
+        from_header || from_query
+    }
+
+    async fn route<B>(self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<crate::BoxError>,
+    {
+        if !self.authorised(&request) {
+            let mut res = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+            res.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"tower-optimizer\""),
+            );
+            return res;
+        }
+        let config = &self.config;
+        match (request.method().clone(), request.uri().path()) {
+            (Method::GET, "/metrics") => match &config.prometheus {
+                Some(handle) => response(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
+                None => error(StatusCode::NOT_FOUND, "no Prometheus recorder configured"),
+            },
+            (Method::GET, "/health/live") => health(&config.health, Probe::Liveness).await,
+            (Method::GET, "/health/ready") => health(&config.health, Probe::Readiness).await,
+            (Method::GET, "/stats") => match &config.monitor {
+                Some(monitor) => json(StatusCode::OK, &monitor.snapshot()),
+                None => error(StatusCode::NOT_FOUND, "no monitor configured"),
+            },
+            (Method::GET, "/alerts") => match &config.monitor {
+                Some(monitor) => json(StatusCode::OK, &monitor.snapshot().alerts),
+                None => error(StatusCode::NOT_FOUND, "no monitor configured"),
+            },
+            (Method::GET, "/dashboard" | "/") => response(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
+            (Method::POST, "/cache/invalidate") => self.invalidate(request).await,
+            (
+                _,
+                "/metrics" | "/health/live" | "/health/ready" | "/stats" | "/alerts" | "/dashboard"
+                | "/cache/invalidate",
+            ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            _ => error(StatusCode::NOT_FOUND, "no such admin route"),
+        }
+    }
+
+    #[cfg(feature = "invalidation")]
+    async fn invalidate<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<crate::BoxError>,
+    {
+        use http_body_util::{BodyExt, Limited};
+
+        use crate::cache::Purge;
+        let Some(inv) = &self.config.invalidator else {
+            return error(StatusCode::NOT_FOUND, "no invalidator configured");
+        };
+        let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("unreadable body: {e}")),
+        };
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return error(StatusCode::BAD_REQUEST, "expected one JSON object");
+        };
+        let mode = if map.get("soft").and_then(serde_json::Value::as_bool) == Some(true) {
+            Purge::Soft
+        } else {
+            Purge::Hard
+        };
+        let text = |name: &str| map.get(name).and_then(serde_json::Value::as_str);
+        let report = if let Some(uri) = text("uri") {
+            let Some(key) = uri.parse().ok().and_then(|u| crate::cache::Cache::key_for_uri(&u)) else {
+                return error(StatusCode::BAD_REQUEST, "uri must be absolute");
+            };
+            inv.purge(&[crate::cache::Node::Key(key.into())], mode)
+        } else if let Some(tag) = text("tag") {
+            inv.purge(&[crate::cache::Node::Tag(tag.into())], mode)
+        } else if let Some(pattern) = text("pattern") {
+            match crate::invalidation::Pattern::key(pattern) {
+                Ok(p) => inv.purge_pattern(&p, mode).await,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
+        } else if let Some(namespace) = text("version") {
+            inv.bump_version(namespace)
+        } else {
+            return error(StatusCode::BAD_REQUEST, "name one of uri, tag, pattern or version");
+        };
+        json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "kind": report.kind.as_str(),
+                "soft": report.mode == Purge::Soft,
+                "entries": report.entries,
+                "bytes": report.bytes,
+                "depth": report.depth,
+                "scanned": report.scanned,
+                "version": report.version,
+                "elapsed_ms": report.elapsed.as_secs_f64() * 1000.0,
+            }),
+        )
+    }
+
+    #[cfg(not(feature = "invalidation"))]
+    async fn invalidate<B>(&self, _request: Request<B>) -> Response<Full<Bytes>> {
+        error(StatusCode::NOT_FOUND, "built without the invalidation feature")
+    }
+
+    /// Serves the admin routes on `addr` (use [`DEFAULT_ADMIN_ADDR`] for
+    /// loopback) until the returned task is aborted; returns the bound
+    /// address and the task.
+    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = self.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let service = service.clone();
+                        async move { Ok::<_, Infallible>(service.route(req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok((local, task))
+    }
+}
+
+async fn health(registry: &HealthRegistry, probe: Probe) -> Response<Full<Bytes>> {
+    let report = registry.report(probe).await;
+    let mut res = json(report.status.http_status(), &report);
+    res.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static(HEALTH_JSON));
+    res
+}
+
+impl<B> Service<Request<B>> for AdminService
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        // Boxed: this is an application edge (a router mounts it), not a
+        // layer in the client's hot path.
+        Box::pin(async move { Ok(this.route(request).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,237 @@
+//! The admin service over a real hyper server on 127.0.0.1: access control,
+//! health JSON, Prometheus text, statistics and the invalidation route.
+#![cfg(all(feature = "monitor", feature = "invalidation"))]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::PrometheusHandle;
+use support::Upstream;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_optimizer::cache::{Cache, CacheLayer};
+use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
+use tower_optimizer::monitor::{
+    AdminService, CheckResult, HealthRegistry, LivenessAuth, MetricsLayer, Monitor, Probe, Stats, install_prometheus,
+};
+
+/// The Prometheus recorder is process-global: installed once per test binary.
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| install_prometheus().expect("install the recorder"))
+        .clone()
+}
+
+struct Admin {
+    addr: SocketAddr,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Admin {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, http::HeaderMap, String) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let res = self
+            .client
+            .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = res.into_parts();
+        let text = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        (parts.status, parts.headers, text)
+    }
+}
+
+#[tokio::test]
+async fn admin_routes() {
+    let handle = prometheus();
+    let cache = Cache::builder().build().unwrap();
+    let inv = Invalidator::new(cache.clone());
+    let stats = Stats::default();
+    // Traffic through the stack, with the metrics layer built after the
+    // recorder was installed.
+    let upstream = Upstream::new(|_, _| async {
+        Ok(http::Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("surrogate-key", "users")
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap())
+    });
+    let mut client = ServiceBuilder::new()
+        .layer(MetricsLayer::new().stats(stats.clone()))
+        .layer(CacheLayer::new(cache.clone()))
+        .layer(InvalidationLayer::new(inv.clone()))
+        .service(upstream);
+    for i in 0..5 {
+        let res = client
+            .ready()
+            .await
+            .unwrap()
+            .call(
+                Request::get(format!("http://api.test/users/{}", i % 2))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    let monitor = Monitor::builder().stats(stats).cache(cache.clone()).build();
+    monitor.sample_now();
+    let health = HealthRegistry::new();
+    health.register("process", Probe::Liveness, Duration::from_secs(1), || async {
+        CheckResult::pass()
+    });
+    health.register("upstream", Probe::Readiness, Duration::from_secs(1), || async {
+        CheckResult::fail("upstream down")
+    });
+    let service = AdminService::builder()
+        .token("s3cret")
+        .liveness(LivenessAuth::Exempt)
+        .prometheus(handle)
+        .monitor(monitor)
+        .health(health)
+        .invalidator(inv)
+        .build();
+    let (addr, server) = service.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let admin = Admin {
+        addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+
+    // Access control.
+    let (status, headers, _) = admin.send(Method::GET, "/stats", None, "").await;
+    assert_eq!(status, 401);
+    assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert_eq!(admin.send(Method::GET, "/stats", Some("wrong"), "").await.0, 401);
+    assert_eq!(admin.send(Method::GET, "/stats", Some("s3cret"), "").await.0, 200);
+    assert_eq!(
+        admin.send(Method::GET, "/stats?token=s3cret", None, "").await.0,
+        200,
+        "the dashboard's query token"
+    );
+    assert_eq!(
+        admin
+            .send(Method::POST, "/cache/invalidate?token=s3cret", None, "{}")
+            .await
+            .0,
+        401,
+        "query tokens are for GET only"
+    );
+    assert_eq!(
+        admin.send(Method::GET, "/health/live", None, "").await.0,
+        200,
+        "liveness is exempt by setting"
+    );
+
+    // Health in application/health+json.
+    let (status, headers, body) = admin.send(Method::GET, "/health/ready", Some("s3cret"), "").await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["content-type"], "application/health+json");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["status"], "fail");
+    assert_eq!(json["checks"]["upstream"][0]["output"], "upstream down");
+
+    // Prometheus text that parses, with our histogram in it.
+    let (status, _, text) = admin.send(Method::GET, "/metrics", Some("s3cret"), "").await;
+    assert_eq!(status, 200);
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample line: {line}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line}");
+        let name_end = series.find('{').unwrap_or(series.len());
+        assert!(
+            series[..name_end]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name in {line}"
+        );
+    }
+    assert!(text.contains("http_client_request_duration_seconds_bucket"), "{text}");
+    assert!(text.contains("le=\"0.005\""), "explicit OpenTelemetry buckets");
+
+    // Statistics and alerts as JSON.
+    let (_, _, body) = admin.send(Method::GET, "/stats", Some("s3cret"), "").await;
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["latest"]["requests"]["overall"]["requests"], 5);
+    assert_eq!(stats["latest"]["cache"]["hits"], 3);
+    assert_eq!(admin.send(Method::GET, "/alerts", Some("s3cret"), "").await.2, "[]");
+
+    // Invalidation.
+    let (status, _, body) = admin
+        .send(Method::POST, "/cache/invalidate", Some("s3cret"), r#"{"tag": "users"}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (report["kind"].as_str(), report["entries"].as_u64()),
+        (Some("tag"), Some(2))
+    );
+    assert_eq!(cache.stats().entries, 0);
+    let (status, _, body) = admin
+        .send(
+            Method::POST,
+            "/cache/invalidate",
+            Some("s3cret"),
+            r#"{"pattern": "(["}"#,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid pattern"), "{body}");
+    assert_eq!(
+        admin
+            .send(Method::POST, "/cache/invalidate", Some("s3cret"), "not json")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        admin
+            .send(Method::POST, "/cache/invalidate", Some("s3cret"), r#"{"nothing": 1}"#)
+            .await
+            .0,
+        400
+    );
+    let (status, _, body) = admin
+        .send(
+            Method::POST,
+            "/cache/invalidate",
+            Some("s3cret"),
+            r#"{"version": "users", "soft": true}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"version\":1"), "{body}");
+    assert_eq!(
+        admin.send(Method::GET, "/cache/invalidate", Some("s3cret"), "").await.0,
+        405
+    );
+    assert_eq!(admin.send(Method::GET, "/nope", Some("s3cret"), "").await.0, 404);
+    let (status, headers, page) = admin.send(Method::GET, "/dashboard", Some("s3cret"), "").await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the dashboard fetches nothing external"
+    );
+    server.abort();
+}
