@@ -1,6 +1,6 @@
 //! The admin service over a real hyper server on 127.0.0.1: access control,
 //! health JSON, Prometheus text, statistics and the invalidation route.
-#![cfg(all(feature = "monitor", feature = "invalidation"))]
+#![cfg(all(feature = "monitor", feature = "invalidation", feature = "circuit-breaker"))]
 
 mod support;
 
@@ -17,6 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use support::Upstream;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_optimizer::cache::{Cache, CacheLayer};
+use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
 use tower_optimizer::monitor::{
     AdminService, CheckResult, HealthRegistry, LivenessAuth, MetricsLayer, Monitor, Probe, Stats, install_prometheus,
@@ -75,10 +76,13 @@ async fn admin_routes() {
             .body(Full::new(Bytes::from_static(b"x")))
             .unwrap())
     });
+    let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+    let breakers = breaker.breakers();
     let mut client = ServiceBuilder::new()
         .layer(MetricsLayer::new().stats(stats.clone()))
         .layer(CacheLayer::new(cache.clone()))
         .layer(InvalidationLayer::new(inv.clone()))
+        .layer(breaker)
         .service(upstream);
     for i in 0..5 {
         let res = client
@@ -94,7 +98,14 @@ async fn admin_routes() {
             .unwrap();
         res.into_body().collect().await.unwrap();
     }
-    let monitor = Monitor::builder().stats(stats).cache(cache.clone()).build();
+    breakers.force_open("http://flaky.test");
+    let monitor = Monitor::builder()
+        .stats(stats)
+        .cache(cache.clone())
+        .breakers(breakers)
+        .build();
+    // Two samples: CPU use is a difference between readings.
+    monitor.sample_now();
     monitor.sample_now();
     let health = HealthRegistry::new();
     health.register("process", Probe::Liveness, Duration::from_secs(1), || async {
@@ -233,5 +244,32 @@ async fn admin_routes() {
         !page.contains("http://") && !page.contains("https://"),
         "the dashboard fetches nothing external"
     );
+    // Every metric the shipped Prometheus rules and Grafana dashboard use
+    // is one this crate exports.
+    let (_, _, text) = admin.send(Method::GET, "/metrics", Some("s3cret"), "").await;
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["examples/prometheus-rules.yml", "examples/grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let mut used = 0;
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let is_metric = ["http_client_", "tower_optimizer_", "process_"]
+                .iter()
+                .any(|p| word.starts_with(p));
+            if !is_metric || word == "tower_optimizer_cache_status" {
+                continue;
+            }
+            used += 1;
+            assert!(
+                exported.contains(word),
+                "{file} uses {word}, which is not exported:\n{text}"
+            );
+        }
+        assert!(used >= 5, "{file} names the metrics");
+    }
     server.abort();
 }

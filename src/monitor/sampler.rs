@@ -357,6 +357,7 @@ impl Monitor {
             gauges,
             alerts_firing,
         };
+        export(&sample);
         let mut history = inner.history.lock().unwrap_or_else(PoisonError::into_inner);
         if history.len() >= inner.history_len {
             history.pop_front();
@@ -385,6 +386,51 @@ impl Monitor {
                 .unwrap_or_else(PoisonError::into_inner)
                 .statuses(),
         }
+    }
+}
+
+/// Names of the gauges each sample sets through the `metrics` facade.
+pub mod gauges {
+    /// Bytes charged to the cache budget.
+    pub const CACHE_SIZE: &str = "tower_optimizer.cache.size";
+    /// The cache budget in bytes.
+    pub const CACHE_CAPACITY: &str = "tower_optimizer.cache.capacity";
+    /// Entries stored.
+    pub const CACHE_ENTRIES: &str = "tower_optimizer.cache.entries";
+    /// Hit ratio so far (0..=1).
+    pub const CACHE_HIT_RATIO: &str = "tower_optimizer.cache.hit_ratio";
+    /// Alerts firing.
+    pub const ALERTS_FIRING: &str = "tower_optimizer.alerts.firing";
+    /// Resident memory of the process, bytes (OpenTelemetry name).
+    pub const PROCESS_MEMORY: &str = "process.memory.usage";
+    /// CPU use of the process, fraction of one core (OpenTelemetry name).
+    pub const PROCESS_CPU: &str = "process.cpu.utilization";
+}
+
+/// Publishes a sample's figures as gauges (for Prometheus and dashboards).
+fn export(sample: &Sample) {
+    use metrics::Unit;
+    // Described on every sample (every few seconds): cheap, and whichever
+    // recorder is current learns the units.
+    metrics::describe_gauge!(gauges::CACHE_SIZE, Unit::Bytes, "Bytes charged to the cache budget.");
+    metrics::describe_gauge!(gauges::CACHE_CAPACITY, Unit::Bytes, "The cache budget.");
+    metrics::describe_gauge!(gauges::CACHE_ENTRIES, "Entries stored in the cache.");
+    metrics::describe_gauge!(gauges::CACHE_HIT_RATIO, "Cache hit ratio since start.");
+    metrics::describe_gauge!(gauges::ALERTS_FIRING, "Alerts firing.");
+    metrics::describe_gauge!(gauges::PROCESS_MEMORY, Unit::Bytes, "Resident memory of the process.");
+    metrics::describe_gauge!(gauges::PROCESS_CPU, "CPU use of the process, fraction of one core.");
+    if let Some(cache) = &sample.cache {
+        metrics::gauge!(gauges::CACHE_SIZE).set(cache.bytes as f64);
+        metrics::gauge!(gauges::CACHE_CAPACITY).set(cache.max_bytes as f64);
+        metrics::gauge!(gauges::CACHE_ENTRIES).set(cache.entries as f64);
+        metrics::gauge!(gauges::CACHE_HIT_RATIO).set(cache.hit_ratio);
+    }
+    metrics::gauge!(gauges::ALERTS_FIRING).set(sample.alerts_firing as f64);
+    if let Some(rss) = sample.process.resident_memory {
+        metrics::gauge!(gauges::PROCESS_MEMORY).set(rss as f64);
+    }
+    if let Some(cpu) = sample.cpu_percent {
+        metrics::gauge!(gauges::PROCESS_CPU).set(cpu / 100.0);
     }
 }
 
