@@ -9,7 +9,7 @@
 //! | `invalidation` | [`invalidation`] | tag, pattern, dependency, version, predicate and header-driven invalidation |
 //! | `circuit-breaker` | [`circuit_breaker`] | per-host breakers, HTTP-aware classification, probes, failover |
 //! | `monitor` | [`monitor`] | OpenTelemetry client metrics and in-process statistics (alerts, health, dashboard coming) |
-//! | `stack` | (coming) | `OptimizerStack` and the HTTP/2 client |
+//! | `stack` | [`stack`] | `OptimizerStack`, `Optimizer` and the HTTP/2 client |
 //!
 //! The onion, outermost first:
 //!
@@ -57,6 +57,11 @@ pub mod circuit_breaker;
 pub mod invalidation;
 #[cfg(feature = "monitor")]
 pub mod monitor;
+#[cfg(feature = "stack")]
+pub mod stack;
+
+#[cfg(feature = "stack")]
+pub use stack::{Optimizer, OptimizerStack};
 
 /// The error type between layers: callers `downcast_ref` to the named
 /// error of the layer that failed.

@@ -1,0 +1,297 @@
+//! [`OptimizerStack`]: one builder for the whole stack.
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Full;
+use tower::Layer;
+
+use super::client::{ClientConfig, Protocol, http_client};
+use super::gate::GateState;
+use super::layer::{OptimizedService, OptimizerLayer, Overload, Parts};
+use super::optimizer::{Inner, Optimizer};
+use crate::cache::{Cache, CacheLayer};
+use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use crate::invalidation::{InvalidationLayer, Invalidator};
+use crate::monitor::{AlertManager, MetricsLayer, Monitor, Stats};
+
+/// Warm-up fetches run this many at a time by default: enough to fill a
+/// cache quickly without a burst an upstream would notice.
+pub const DEFAULT_WARM_UP_PARALLELISM: usize = 8;
+
+/// Invalid stack configuration, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackError {
+    field: String,
+    reason: String,
+}
+
+impl StackError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        StackError { field: field.into(), reason: reason.into() }
+    }
+
+    /// The field at fault.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+}
+
+impl std::fmt::Display for StackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid optimizer configuration: {}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for StackError {}
+
+/// Monitoring settings of the stack.
+#[derive(Debug)]
+pub struct MonitorSettings {
+    /// Sampling period.
+    pub interval: Duration,
+    /// Alert rules (the defaults watch error rate, latency, breakers, cache
+    /// and process memory).
+    pub alerts: AlertManager,
+    /// Install the Prometheus recorder (for `/metrics`); only in binaries.
+    pub prometheus: bool,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        MonitorSettings {
+            interval: crate::monitor::DEFAULT_SAMPLE_INTERVAL,
+            alerts: AlertManager::with_default_rules(4.0 * 1024.0 * 1024.0 * 1024.0),
+            prometheus: false,
+        }
+    }
+}
+
+/// Builds the stack; every part is optional.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct OptimizerStackBuilder {
+    cache: Option<Cache>,
+    invalidation: Option<InvalidationLayer>,
+    breaker: Option<CircuitBreakerConfig>,
+    secondary: Option<String>,
+    timeout: Option<Duration>,
+    concurrency_limit: Option<usize>,
+    overload: Overload,
+    monitor: Option<MonitorSettings>,
+    admin: Option<(String, Option<String>)>,
+    warm_up: Vec<String>,
+    warm_up_parallelism: Option<usize>,
+    client: ClientConfig,
+}
+
+/// The entry point: `OptimizerStack::builder()`.
+#[derive(Debug)]
+pub struct OptimizerStack;
+
+impl OptimizerStack {
+    /// A builder with nothing configured.
+    pub fn builder() -> OptimizerStackBuilder {
+        OptimizerStackBuilder::default()
+    }
+}
+
+impl OptimizerStackBuilder {
+    /// The response cache.
+    pub fn cache(mut self, cache: Cache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The invalidation layer (default with a cache: one over it, reading
+    /// every tag header).
+    pub fn invalidation(mut self, layer: InvalidationLayer) -> Self {
+        self.invalidation = Some(layer);
+        self
+    }
+
+    /// Per-host circuit breakers.
+    pub fn circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// Where requests go while their circuit is open (and no stale entry
+    /// can answer): `scheme://authority` of a secondary upstream.
+    pub fn secondary_upstream(mut self, origin: &str) -> Self {
+        self.secondary = Some(origin.to_owned());
+        self
+    }
+
+    /// A timeout on each upstream call (inside the breaker, so slow calls count as failures).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// At most `n` upstream calls at once, waiting or shedding beyond.
+    pub fn concurrency_limit(mut self, n: usize, overload: Overload) -> Self {
+        self.concurrency_limit = Some(n);
+        self.overload = overload;
+        self
+    }
+
+    /// Metrics, statistics, the sampler and alerts.
+    pub fn monitor(mut self, settings: MonitorSettings) -> Self {
+        self.monitor = Some(settings);
+        self
+    }
+
+    /// The admin server (started by `Optimizer::start`), with an optional token.
+    pub fn admin(mut self, addr: &str, token: Option<&str>) -> Self {
+        self.admin = Some((addr.to_owned(), token.map(str::to_owned)));
+        self
+    }
+
+    /// URLs fetched into the cache by `Optimizer::start`.
+    pub fn warm_up<I: IntoIterator<Item = S>, S: Into<String>>(mut self, urls: I) -> Self {
+        self.warm_up.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// How many warm-up fetches run at once.
+    pub fn warm_up_parallelism(mut self, n: usize) -> Self {
+        self.warm_up_parallelism = Some(n);
+        self
+    }
+
+    /// Settings of the built-in client (`build_http2_client`).
+    pub fn client(mut self, config: ClientConfig) -> Self {
+        self.client = config;
+        self
+    }
+
+    /// Speak HTTP/1.1 to upstreams (for those that only speak it).
+    pub fn http1(mut self) -> Self {
+        self.client.protocol = Protocol::Http1;
+        self
+    }
+
+    /// Checks the settings; the layer for any client service over
+    /// `http::Request<B>`, and the lifecycle handle.
+    pub fn build<B>(self) -> Result<(OptimizerLayer<B>, Optimizer), StackError> {
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(StackError::new("timeout", "must be greater than zero"));
+        }
+        if self.concurrency_limit == Some(0) {
+            return Err(StackError::new("concurrency_limit", "must be at least 1"));
+        }
+        if self.warm_up_parallelism == Some(0) {
+            return Err(StackError::new("warm_up_parallelism", "must be at least 1"));
+        }
+        let warm_up = self
+            .warm_up
+            .iter()
+            .enumerate()
+            .map(|(i, url)| match url.parse::<Uri>() {
+                Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => Ok(uri),
+                _ => Err(StackError::new(format!("warm_up[{i}]"), format!("{url:?} is not an absolute URL"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let secondary = match &self.secondary {
+            None => None,
+            Some(origin) => {
+                let uri: Uri = origin.parse().map_err(|_| StackError::new("secondary_upstream", "not a URL"))?;
+                match (uri.scheme().cloned(), uri.authority().cloned()) {
+                    (Some(s), Some(a)) if self.breaker.is_some() => Some((s, a)),
+                    (Some(_), Some(_)) => return Err(StackError::new("secondary_upstream", "needs a circuit breaker to decide when to use it")),
+                    _ => return Err(StackError::new("secondary_upstream", "must be scheme://authority")),
+                }
+            }
+        };
+        let admin = match &self.admin {
+            None => None,
+            Some((addr, token)) => {
+                let addr: SocketAddr = addr.parse().map_err(|_| StackError::new("admin", format!("{addr:?} is not an address")))?;
+                if token.as_deref().is_some_and(str::is_empty) {
+                    return Err(StackError::new("admin", "an empty token would allow anyone"));
+                }
+                if self.monitor.is_none() {
+                    return Err(StackError::new("admin", "needs monitoring for /stats and the dashboard"));
+                }
+                Some((addr, token.clone()))
+            }
+        };
+        let invalidator = self.cache.as_ref().map(|c| {
+            self.invalidation.as_ref().map_or_else(|| Invalidator::new(c.clone()), |l| l.invalidator().clone())
+        });
+        let invalidation = match (&self.cache, self.invalidation, &invalidator) {
+            (Some(_), Some(layer), _) => Some(layer),
+            (Some(_), None, Some(inv)) => Some(InvalidationLayer::new(inv.clone())),
+            (None, Some(_), _) => return Err(StackError::new("invalidation", "needs a cache")),
+            _ => None,
+        };
+        let breaker = self.breaker.map(CircuitBreakerLayer::new);
+        let (metrics, stats, monitor, prometheus) = match self.monitor {
+            None => (None, None, None, None),
+            Some(settings) => {
+                let prometheus = if settings.prometheus {
+                    Some(crate::monitor::install_prometheus().map_err(|e| StackError::new("monitor.prometheus", e.to_string()))?)
+                } else {
+                    None
+                };
+                let stats = Stats::default();
+                let mut monitor = Monitor::builder().interval(settings.interval).stats(stats.clone()).alerts(settings.alerts);
+                if let Some(cache) = &self.cache {
+                    monitor = monitor.cache(cache.clone());
+                }
+                if let Some(breaker) = &breaker {
+                    monitor = monitor.breakers(breaker.breakers());
+                }
+                (Some(MetricsLayer::new().stats(stats.clone())), Some(stats), Some(monitor.build()), prometheus)
+            }
+        };
+        let gate = Arc::new(GateState::default());
+        let breakers = breaker.as_ref().map(CircuitBreakerLayer::breakers);
+        let layer = OptimizerLayer {
+            parts: Arc::new(Parts {
+                gate: gate.clone(),
+                metrics,
+                cache: self.cache.clone().map(CacheLayer::new),
+                invalidation,
+                concurrency_limit: self.concurrency_limit,
+                overload: self.overload,
+                breaker,
+                secondary,
+                timeout: self.timeout,
+            }),
+            body: PhantomData,
+        };
+        let optimizer = Optimizer {
+            inner: Arc::new(Inner {
+                gate,
+                cache: self.cache,
+                invalidator,
+                breakers,
+                stats,
+                monitor,
+                admin,
+                prometheus,
+                warm_up,
+                warm_up_parallelism: self.warm_up_parallelism.unwrap_or(DEFAULT_WARM_UP_PARALLELISM),
+                client: Mutex::new(None),
+                tasks: Mutex::default(),
+            }),
+        };
+        Ok((layer, optimizer))
+    }
+
+    /// Builds the stack over the crate's own hyper client (HTTP/2 by prior
+    /// knowledge unless `.http1()`), and lets warm-up use it.
+    pub fn build_http2_client(self) -> Result<(OptimizedService<Full<Bytes>>, Optimizer), StackError> {
+        let client = http_client(&self.client);
+        let (layer, optimizer) = self.build::<Full<Bytes>>()?;
+        let service = layer.layer(client);
+        optimizer.warm_up_through(service.clone());
+        Ok((service, optimizer))
+    }
+}

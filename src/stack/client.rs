@@ -1,0 +1,75 @@
+//! The crate's own HTTP client: hyper-util's legacy `Client`, HTTP/2 by
+//! prior knowledge (h2c) unless told to speak HTTP/1.1.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// Request body of the built-in client.
+pub type ClientBody = Full<Bytes>;
+
+/// The built-in client before layering.
+pub type HttpClient = Client<HttpConnector, ClientBody>;
+
+/// Which HTTP version the client speaks to upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/2 with prior knowledge (h2c) — the default.
+    #[default]
+    Http2,
+    /// HTTP/1.1, for upstreams that only speak it.
+    Http1,
+}
+
+/// Client settings, with defaults for a service-to-service client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Upstream protocol.
+    pub protocol: Protocol,
+    /// Connect timeout: 5 s fails a dead host fast without failing slow networks.
+    pub connect_timeout: Duration,
+    /// Idle pooled connections close after this (90 s, hyper-util's default).
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per host.
+    pub pool_max_idle_per_host: usize,
+    /// HTTP/2 keep-alive ping interval (20 s keeps NATs and load balancers from
+    /// dropping quiet connections).
+    pub http2_keep_alive: Option<Duration>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            protocol: Protocol::Http2,
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 32,
+            http2_keep_alive: Some(Duration::from_secs(20)),
+        }
+    }
+}
+
+/// Builds the hyper-util client. TCP_NODELAY is set: small HTTP/2 frames
+/// must not wait on Nagle and delayed ACKs (about 40 ms otherwise).
+pub fn http_client(config: &ClientConfig) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_host);
+    if config.protocol == Protocol::Http2 {
+        builder.http2_only(true);
+        if let Some(interval) = config.http2_keep_alive {
+            builder.http2_keep_alive_interval(interval).http2_keep_alive_while_idle(true);
+        }
+    }
+    builder.build(connector)
+}

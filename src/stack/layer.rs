@@ -1,0 +1,169 @@
+//! [`OptimizerLayer`]: every configured layer, in the order DESIGN.md draws,
+//! around any client service, behind one boxed service type.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use http_body::Body;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+
+use super::gate::{Gate, GateState};
+use crate::BoxError;
+use crate::cache::CacheLayer;
+use crate::circuit_breaker::CircuitBreakerLayer;
+use crate::invalidation::InvalidationLayer;
+use crate::monitor::MetricsLayer;
+
+/// The one response body type of the assembled stack.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The assembled client service.
+pub type OptimizedService<B> = BoxCloneSyncService<Request<B>, Response<ResponseBody>, BoxError>;
+
+/// Whether requests beyond the concurrency limit are refused (load
+/// shedding) or wait for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overload {
+    /// Wait for a slot (cache hits may wait too, since readiness is shared).
+    #[default]
+    Wait,
+    /// Refuse at once with `tower::load_shed::error::Overloaded` (hits are
+    /// still answered: the cache answers before the limit is consulted).
+    Shed,
+}
+
+pub(crate) struct Parts {
+    pub(crate) gate: Arc<GateState>,
+    pub(crate) metrics: Option<MetricsLayer>,
+    pub(crate) cache: Option<CacheLayer>,
+    pub(crate) invalidation: Option<InvalidationLayer>,
+    pub(crate) concurrency_limit: Option<usize>,
+    pub(crate) overload: Overload,
+    pub(crate) breaker: Option<CircuitBreakerLayer>,
+    pub(crate) secondary: Option<(Scheme, Authority)>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Wraps a client service with the stack. Cheap to clone.
+pub struct OptimizerLayer<B> {
+    pub(crate) parts: Arc<Parts>,
+    pub(crate) body: PhantomData<fn(B)>,
+}
+
+impl<B> Clone for OptimizerLayer<B> {
+    fn clone(&self) -> Self {
+        OptimizerLayer { parts: self.parts.clone(), body: PhantomData }
+    }
+}
+
+impl<B> std::fmt::Debug for OptimizerLayer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.parts;
+        f.debug_struct("OptimizerLayer")
+            .field("metrics", &p.metrics.is_some())
+            .field("cache", &p.cache.is_some())
+            .field("invalidation", &p.invalidation.is_some())
+            .field("concurrency_limit", &p.concurrency_limit)
+            .field("breaker", &p.breaker.is_some())
+            .field("timeout", &p.timeout)
+            .finish()
+    }
+}
+
+fn boxed<R>(response: Response<R>) -> Response<ResponseBody>
+where
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
+{
+    response.map(|body| body.map_err(Into::into).boxed_unsync())
+}
+
+/// Sends a request to a secondary upstream instead: same path and query,
+/// other scheme and authority.
+#[derive(Clone)]
+struct Secondary<S> {
+    inner: S,
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl<S, B> Service<Request<B>> for Secondary<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> S::Future {
+        let mut parts = request.uri().clone().into_parts();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+        self.inner.call(request)
+    }
+}
+
+impl<S, B, R> Layer<S> for OptimizerLayer<B>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
+    B: Send + 'static,
+{
+    type Service = OptimizedService<B>;
+
+    /// Innermost first: timeout, breaker (with the secondary upstream as
+    /// fallback), concurrency limit and load shedding, invalidation, cache,
+    /// metrics, and the lifecycle gate outermost.
+    fn layer(&self, inner: S) -> Self::Service {
+        let p = &self.parts;
+        let mut svc: OptimizedService<B> = BoxCloneSyncService::new(inner.map_response(boxed).map_err(Into::into));
+        if let Some(timeout) = p.timeout {
+            svc = BoxCloneSyncService::new(tower::timeout::Timeout::new(svc, timeout));
+        }
+        if let Some(breaker) = &p.breaker {
+            svc = match &p.secondary {
+                Some((scheme, authority)) => {
+                    let fallback = Secondary { inner: svc.clone(), scheme: scheme.clone(), authority: authority.clone() };
+                    BoxCloneSyncService::new(breaker.clone().with_fallback(fallback).layer(svc).map_response(boxed))
+                }
+                None => BoxCloneSyncService::new(breaker.layer(svc).map_response(boxed)),
+            };
+        }
+        if let Some(limit) = p.concurrency_limit {
+            svc = BoxCloneSyncService::new(tower::limit::ConcurrencyLimit::new(svc, limit));
+            if p.overload == Overload::Shed {
+                svc = BoxCloneSyncService::new(tower::load_shed::LoadShed::new(svc));
+            }
+        }
+        if let Some(invalidation) = &p.invalidation {
+            svc = BoxCloneSyncService::new(invalidation.layer(svc));
+        }
+        if let Some(cache) = &p.cache {
+            svc = BoxCloneSyncService::new(cache.layer(svc).map_response(boxed));
+        }
+        if let Some(metrics) = &p.metrics {
+            svc = BoxCloneSyncService::new(metrics.layer(svc).map_response(boxed));
+        }
+        BoxCloneSyncService::new(Gate::new(svc, p.gate.clone()))
+    }
+}

@@ -1,0 +1,38 @@
+//! The assembled stack: [`OptimizerStack`] builds every configured layer in
+//! the order of the onion around any client service (or the crate's own
+//! HTTP/2 client), and [`Optimizer`] starts, reports and shuts it down.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_optimizer::cache::Cache;
+//! use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
+//! use tower_optimizer::stack::OptimizerStack;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_optimizer::BoxError> {
+//! let (client, optimizer) = OptimizerStack::builder()
+//!     .cache(Cache::builder().max_bytes(32 << 20).build()?)
+//!     .circuit_breaker(CircuitBreakerConfig::default())
+//!     .timeout(Duration::from_secs(10))
+//!     .build_http2_client()?;
+//! optimizer.start().await?;
+//! assert_eq!(optimizer.stats().in_flight, 0);
+//! let last = optimizer.shutdown(Duration::from_secs(5)).await;
+//! assert_eq!(last.cache.unwrap().entries, 0);
+//! # drop(client);
+//! assert!(OptimizerStack::builder().timeout(Duration::ZERO).build::<()>().unwrap_err().to_string().contains("timeout"));
+//! # Ok(())
+//! # }
+//! ```
+
+mod builder;
+mod client;
+mod gate;
+mod layer;
+mod optimizer;
+
+pub use builder::{DEFAULT_WARM_UP_PARALLELISM, MonitorSettings, OptimizerStack, OptimizerStackBuilder, StackError};
+pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
+pub use gate::ShuttingDown;
+pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody};
+pub use optimizer::{Optimizer, OptimizerStats, StartReport};

@@ -1,0 +1,202 @@
+//! [`Optimizer`]: the stack's lifecycle handle — start (warm-up and
+//! background tasks), aggregated stats, and a draining shutdown.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full};
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+use super::gate::GateState;
+use super::layer::OptimizedService;
+use crate::cache::{Cache, CacheStats};
+use crate::circuit_breaker::{BreakerSnapshot, CircuitBreakers};
+use crate::invalidation::Invalidator;
+use crate::monitor::{AdminService, Monitor, Stats, StatsSnapshot};
+
+/// Everything the stack knows, at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerStats {
+    /// Cache counters, if a cache is configured.
+    pub cache: Option<CacheStats>,
+    /// Every breaker.
+    pub breakers: Vec<BreakerSnapshot>,
+    /// Request statistics, if monitoring is configured.
+    pub requests: Option<StatsSnapshot>,
+    /// Requests in flight now.
+    pub in_flight: usize,
+}
+
+/// What `start` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartReport {
+    /// Warm-up URLs fetched (and stored where cacheable).
+    pub warmed: usize,
+    /// Warm-up URLs that failed, with the reason.
+    pub warm_up_failures: Vec<(String, String)>,
+    /// Where the admin server listens, if configured.
+    pub admin: Option<SocketAddr>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) gate: Arc<GateState>,
+    pub(crate) cache: Option<Cache>,
+    pub(crate) invalidator: Option<Invalidator>,
+    pub(crate) breakers: Option<CircuitBreakers>,
+    pub(crate) stats: Option<Stats>,
+    pub(crate) monitor: Option<Monitor>,
+    pub(crate) admin: Option<(SocketAddr, Option<String>)>,
+    pub(crate) prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub(crate) warm_up: Vec<Uri>,
+    pub(crate) warm_up_parallelism: usize,
+    pub(crate) client: Mutex<Option<OptimizedService<Full<Bytes>>>>,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in self.tasks.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// The lifecycle handle returned with the layer. Dropping it (and every
+/// clone) stops its tasks; the cache sweep and monitor stop with their own
+/// last handles.
+#[derive(Clone)]
+pub struct Optimizer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Optimizer").field("in_flight", &self.inner.gate.in_flight()).finish_non_exhaustive()
+    }
+}
+
+impl Optimizer {
+    /// The cache, if configured.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// The invalidator, if configured.
+    pub fn invalidator(&self) -> Option<&Invalidator> {
+        self.inner.invalidator.as_ref()
+    }
+
+    /// The breakers, if configured.
+    pub fn breakers(&self) -> Option<&CircuitBreakers> {
+        self.inner.breakers.as_ref()
+    }
+
+    /// The monitor, if configured.
+    pub fn monitor(&self) -> Option<&Monitor> {
+        self.inner.monitor.as_ref()
+    }
+
+    /// The service warm-up sends through (set by `build_http2_client`, or
+    /// by you with [`Optimizer::warm_up_through`] when you layer your own client).
+    pub fn warm_up_through(&self, client: OptimizedService<Full<Bytes>>) {
+        *self.inner.client.lock().unwrap_or_else(PoisonError::into_inner) = Some(client);
+    }
+
+    /// Starts the monitor sampler and the admin server, then warms the
+    /// cache by fetching the configured URLs (a few at a time) through the
+    /// stack, reporting what failed.
+    pub async fn start(&self) -> Result<StartReport, crate::BoxError> {
+        let inner = &self.inner;
+        let mut report = StartReport::default();
+        if let Some(monitor) = &inner.monitor {
+            monitor.start();
+        }
+        if let Some((addr, token)) = &inner.admin {
+            let mut builder = AdminService::builder();
+            if let Some(token) = token {
+                builder = builder.token(token.clone());
+            }
+            if let Some(handle) = &inner.prometheus {
+                builder = builder.prometheus(handle.clone());
+            }
+            if let Some(monitor) = &inner.monitor {
+                builder = builder.monitor(monitor.clone());
+            }
+            if let Some(invalidator) = &inner.invalidator {
+                builder = builder.invalidator(invalidator.clone());
+            }
+            let health = crate::monitor::HealthRegistry::new();
+            if let Some(breakers) = &inner.breakers {
+                health.register("breakers", crate::monitor::Probe::Readiness, Duration::from_secs(1), crate::monitor::breakers_check(breakers.clone()));
+            }
+            if let Some(cache) = &inner.cache {
+                health.register("cache", crate::monitor::Probe::Readiness, Duration::from_secs(1), crate::monitor::cache_memory_check(cache.clone(), 0.95));
+            }
+            let (bound, task) = builder.health(health).build().serve(*addr).await?;
+            inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
+            report.admin = Some(bound);
+        }
+        let client = inner.client.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(client) = client {
+            let parallel = inner.warm_up_parallelism.max(1);
+            for chunk in inner.warm_up.chunks(parallel) {
+                let fetches = chunk.iter().map(|uri| {
+                    let client = client.clone();
+                    let uri = uri.clone();
+                    async move {
+                        let request = Request::get(uri.clone()).body(Full::default())?;
+                        let response = client.oneshot(request).await?;
+                        let status = response.status();
+                        response.into_body().collect().await?;
+                        if status.is_success() { Ok(()) } else { Err(crate::BoxError::from(format!("status {status}"))) }
+                    }
+                });
+                let handles: Vec<_> = fetches.map(tokio::spawn).collect();
+                let mut results = Vec::with_capacity(handles.len());
+                for handle in handles {
+                    results.push(handle.await.unwrap_or_else(|e| Err(crate::BoxError::from(e.to_string()))));
+                }
+                for (uri, result) in chunk.iter().zip(results) {
+                    match result {
+                        Ok(()) => report.warmed += 1,
+                        Err(e) => report.warm_up_failures.push((uri.to_string(), e.to_string())),
+                    }
+                }
+            }
+        } else if !inner.warm_up.is_empty() {
+            report.warm_up_failures.extend(inner.warm_up.iter().map(|u| (u.to_string(), "no client to warm up through".to_owned())));
+        }
+        Ok(report)
+    }
+
+    /// Every component's figures.
+    pub fn stats(&self) -> OptimizerStats {
+        let inner = &self.inner;
+        OptimizerStats {
+            cache: inner.cache.as_ref().map(Cache::stats),
+            breakers: inner.breakers.as_ref().map(CircuitBreakers::snapshot).unwrap_or_default(),
+            requests: inner.stats.as_ref().map(|s| s.snapshot(tokio::time::Instant::now())),
+            in_flight: inner.gate.in_flight(),
+        }
+    }
+
+    /// Stops taking requests (new ones fail with `ShuttingDown`), waits up
+    /// to `deadline` for those in flight, stops the background tasks and
+    /// returns the final figures.
+    pub async fn shutdown(&self, deadline: Duration) -> OptimizerStats {
+        let inner = &self.inner;
+        inner.gate.close();
+        let _ = tokio::time::timeout(deadline, inner.gate.drained()).await;
+        if let Some(monitor) = &inner.monitor {
+            monitor.stop();
+        }
+        for task in inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            task.abort();
+        }
+        self.stats()
+    }
+}
