@@ -143,6 +143,30 @@ impl Cache {
         key::primary_key(uri, &http::HeaderMap::new())
     }
 
+    /// Whether a stored response would answer `request` if its upstream
+    /// failed now (fresh, or stale within `stale-if-error`): failover uses it
+    /// to leave such requests to the cache.
+    pub fn can_serve_on_error<B>(&self, request: &http::Request<B>) -> bool {
+        let inner = &self.inner;
+        let headers = request.headers();
+        let Some(key) = key::primary_key(request.uri(), headers) else {
+            return false;
+        };
+        if inner.rules.check_request(request.method(), headers, &key).is_err() {
+            return false;
+        }
+        let now = Instant::now();
+        inner
+            .store
+            .get_with(
+                &key,
+                |e| key::matches(&e.secondary, headers),
+                now,
+                |e| e.freshness().may_serve_on_error(now, inner.stale_if_error),
+            )
+            .unwrap_or(false)
+    }
+
     /// Removes every variant stored under `key` (see [`Cache::key_for`]).
     pub fn remove_key(&self, key: &str) -> Removed {
         self.inner.store.remove_key(key, RemovalCause::Invalidated)

@@ -35,6 +35,17 @@ impl CircuitBreakerLayer {
     }
 }
 
+impl CircuitBreakerLayer {
+    /// Sends requests whose circuit is open to a custom [`Fallback`](super::Fallback)
+    /// policy (which may decline a request, leaving it to fail fast).
+    pub fn with_fallback_policy<F>(self, fallback: F) -> CircuitBreakerLayer<F> {
+        CircuitBreakerLayer {
+            breakers: self.breakers,
+            fallback,
+        }
+    }
+}
+
 impl<F> CircuitBreakerLayer<F> {
     /// The handle to inspect and steer the breakers.
     pub fn breakers(&self) -> CircuitBreakers {

@@ -32,7 +32,10 @@ pub struct StackError {
 
 impl StackError {
     fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        StackError { field: field.into(), reason: reason.into() }
+        StackError {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// The field at fault.
@@ -194,16 +197,26 @@ impl OptimizerStackBuilder {
             .enumerate()
             .map(|(i, url)| match url.parse::<Uri>() {
                 Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => Ok(uri),
-                _ => Err(StackError::new(format!("warm_up[{i}]"), format!("{url:?} is not an absolute URL"))),
+                _ => Err(StackError::new(
+                    format!("warm_up[{i}]"),
+                    format!("{url:?} is not an absolute URL"),
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let secondary = match &self.secondary {
             None => None,
             Some(origin) => {
-                let uri: Uri = origin.parse().map_err(|_| StackError::new("secondary_upstream", "not a URL"))?;
+                let uri: Uri = origin
+                    .parse()
+                    .map_err(|_| StackError::new("secondary_upstream", "not a URL"))?;
                 match (uri.scheme().cloned(), uri.authority().cloned()) {
                     (Some(s), Some(a)) if self.breaker.is_some() => Some((s, a)),
-                    (Some(_), Some(_)) => return Err(StackError::new("secondary_upstream", "needs a circuit breaker to decide when to use it")),
+                    (Some(_), Some(_)) => {
+                        return Err(StackError::new(
+                            "secondary_upstream",
+                            "needs a circuit breaker to decide when to use it",
+                        ));
+                    }
                     _ => return Err(StackError::new("secondary_upstream", "must be scheme://authority")),
                 }
             }
@@ -211,18 +224,25 @@ impl OptimizerStackBuilder {
         let admin = match &self.admin {
             None => None,
             Some((addr, token)) => {
-                let addr: SocketAddr = addr.parse().map_err(|_| StackError::new("admin", format!("{addr:?} is not an address")))?;
+                let addr: SocketAddr = addr
+                    .parse()
+                    .map_err(|_| StackError::new("admin", format!("{addr:?} is not an address")))?;
                 if token.as_deref().is_some_and(str::is_empty) {
                     return Err(StackError::new("admin", "an empty token would allow anyone"));
                 }
                 if self.monitor.is_none() {
-                    return Err(StackError::new("admin", "needs monitoring for /stats and the dashboard"));
+                    return Err(StackError::new(
+                        "admin",
+                        "needs monitoring for /stats and the dashboard",
+                    ));
                 }
                 Some((addr, token.clone()))
             }
         };
         let invalidator = self.cache.as_ref().map(|c| {
-            self.invalidation.as_ref().map_or_else(|| Invalidator::new(c.clone()), |l| l.invalidator().clone())
+            self.invalidation
+                .as_ref()
+                .map_or_else(|| Invalidator::new(c.clone()), |l| l.invalidator().clone())
         });
         let invalidation = match (&self.cache, self.invalidation, &invalidator) {
             (Some(_), Some(layer), _) => Some(layer),
@@ -235,19 +255,30 @@ impl OptimizerStackBuilder {
             None => (None, None, None, None),
             Some(settings) => {
                 let prometheus = if settings.prometheus {
-                    Some(crate::monitor::install_prometheus().map_err(|e| StackError::new("monitor.prometheus", e.to_string()))?)
+                    Some(
+                        crate::monitor::install_prometheus()
+                            .map_err(|e| StackError::new("monitor.prometheus", e.to_string()))?,
+                    )
                 } else {
                     None
                 };
                 let stats = Stats::default();
-                let mut monitor = Monitor::builder().interval(settings.interval).stats(stats.clone()).alerts(settings.alerts);
+                let mut monitor = Monitor::builder()
+                    .interval(settings.interval)
+                    .stats(stats.clone())
+                    .alerts(settings.alerts);
                 if let Some(cache) = &self.cache {
                     monitor = monitor.cache(cache.clone());
                 }
                 if let Some(breaker) = &breaker {
                     monitor = monitor.breakers(breaker.breakers());
                 }
-                (Some(MetricsLayer::new().stats(stats.clone())), Some(stats), Some(monitor.build()), prometheus)
+                (
+                    Some(MetricsLayer::new().stats(stats.clone())),
+                    Some(stats),
+                    Some(monitor.build()),
+                    prometheus,
+                )
             }
         };
         let gate = Arc::new(GateState::default());

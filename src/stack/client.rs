@@ -68,7 +68,9 @@ pub fn http_client(config: &ClientConfig) -> HttpClient {
     if config.protocol == Protocol::Http2 {
         builder.http2_only(true);
         if let Some(interval) = config.http2_keep_alive {
-            builder.http2_keep_alive_interval(interval).http2_keep_alive_while_idle(true);
+            builder
+                .http2_keep_alive_interval(interval)
+                .http2_keep_alive_while_idle(true);
         }
     }
     builder.build(connector)

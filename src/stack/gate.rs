@@ -105,11 +105,17 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         if self.state.closed.load(Ordering::SeqCst) {
-            return GateFuture { inner: None, guard: None };
+            return GateFuture {
+                inner: None,
+                guard: None,
+            };
         }
         self.state.in_flight.fetch_add(1, Ordering::SeqCst);
         let guard = InFlight(self.state.clone());
-        GateFuture { inner: Some(self.inner.call(request)), guard: Some(guard) }
+        GateFuture {
+            inner: Some(self.inner.call(request)),
+            guard: Some(guard),
+        }
     }
 }
 

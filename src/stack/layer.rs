@@ -17,7 +17,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::gate::{Gate, GateState};
 use crate::BoxError;
 use crate::cache::CacheLayer;
-use crate::circuit_breaker::CircuitBreakerLayer;
+use crate::circuit_breaker::{CircuitBreakerLayer, Fallback, WithFallback};
 use crate::invalidation::InvalidationLayer;
 use crate::monitor::MetricsLayer;
 
@@ -59,7 +59,10 @@ pub struct OptimizerLayer<B> {
 
 impl<B> Clone for OptimizerLayer<B> {
     fn clone(&self) -> Self {
-        OptimizerLayer { parts: self.parts.clone(), body: PhantomData }
+        OptimizerLayer {
+            parts: self.parts.clone(),
+            body: PhantomData,
+        }
     }
 }
 
@@ -120,6 +123,30 @@ where
     }
 }
 
+/// The secondary upstream as the breaker's fallback, except for requests
+/// the cache can answer stale: those fail with `error::Open`, and the cache
+/// outside serves them stale (stale first, then secondary, then the error).
+#[derive(Clone)]
+struct Failover<S> {
+    secondary: WithFallback<Secondary<S>>,
+    cache: Option<crate::cache::Cache>,
+}
+
+impl<S, B> Fallback<Request<B>, S::Response> for Failover<S>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Future = <WithFallback<Secondary<S>> as Fallback<Request<B>, S::Response>>::Future;
+
+    fn try_call(&mut self, request: Request<B>) -> Result<Self::Future, Request<B>> {
+        if self.cache.as_ref().is_some_and(|c| c.can_serve_on_error(&request)) {
+            return Err(request);
+        }
+        self.secondary.try_call(request)
+    }
+}
+
 impl<S, B, R> Layer<S> for OptimizerLayer<B>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone + Send + Sync + 'static,
@@ -143,8 +170,22 @@ where
         if let Some(breaker) = &p.breaker {
             svc = match &p.secondary {
                 Some((scheme, authority)) => {
-                    let fallback = Secondary { inner: svc.clone(), scheme: scheme.clone(), authority: authority.clone() };
-                    BoxCloneSyncService::new(breaker.clone().with_fallback(fallback).layer(svc).map_response(boxed))
+                    let secondary = Secondary {
+                        inner: svc.clone(),
+                        scheme: scheme.clone(),
+                        authority: authority.clone(),
+                    };
+                    let failover = Failover {
+                        secondary: WithFallback(secondary),
+                        cache: p.cache.as_ref().map(|c| c.cache().clone()),
+                    };
+                    BoxCloneSyncService::new(
+                        breaker
+                            .clone()
+                            .with_fallback_policy(failover)
+                            .layer(svc)
+                            .map_response(boxed),
+                    )
                 }
                 None => BoxCloneSyncService::new(breaker.layer(svc).map_response(boxed)),
             };

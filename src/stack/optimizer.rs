@@ -75,7 +75,9 @@ pub struct Optimizer {
 
 impl std::fmt::Debug for Optimizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Optimizer").field("in_flight", &self.inner.gate.in_flight()).finish_non_exhaustive()
+        f.debug_struct("Optimizer")
+            .field("in_flight", &self.inner.gate.in_flight())
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,10 +133,20 @@ impl Optimizer {
             }
             let health = crate::monitor::HealthRegistry::new();
             if let Some(breakers) = &inner.breakers {
-                health.register("breakers", crate::monitor::Probe::Readiness, Duration::from_secs(1), crate::monitor::breakers_check(breakers.clone()));
+                health.register(
+                    "breakers",
+                    crate::monitor::Probe::Readiness,
+                    Duration::from_secs(1),
+                    crate::monitor::breakers_check(breakers.clone()),
+                );
             }
             if let Some(cache) = &inner.cache {
-                health.register("cache", crate::monitor::Probe::Readiness, Duration::from_secs(1), crate::monitor::cache_memory_check(cache.clone(), 0.95));
+                health.register(
+                    "cache",
+                    crate::monitor::Probe::Readiness,
+                    Duration::from_secs(1),
+                    crate::monitor::cache_memory_check(cache.clone(), 0.95),
+                );
             }
             let (bound, task) = builder.health(health).build().serve(*addr).await?;
             inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
@@ -152,13 +164,21 @@ impl Optimizer {
                         let response = client.oneshot(request).await?;
                         let status = response.status();
                         response.into_body().collect().await?;
-                        if status.is_success() { Ok(()) } else { Err(crate::BoxError::from(format!("status {status}"))) }
+                        if status.is_success() {
+                            Ok(())
+                        } else {
+                            Err(crate::BoxError::from(format!("status {status}")))
+                        }
                     }
                 });
                 let handles: Vec<_> = fetches.map(tokio::spawn).collect();
                 let mut results = Vec::with_capacity(handles.len());
                 for handle in handles {
-                    results.push(handle.await.unwrap_or_else(|e| Err(crate::BoxError::from(e.to_string()))));
+                    results.push(
+                        handle
+                            .await
+                            .unwrap_or_else(|e| Err(crate::BoxError::from(e.to_string()))),
+                    );
                 }
                 for (uri, result) in chunk.iter().zip(results) {
                     match result {
@@ -168,7 +188,12 @@ impl Optimizer {
                 }
             }
         } else if !inner.warm_up.is_empty() {
-            report.warm_up_failures.extend(inner.warm_up.iter().map(|u| (u.to_string(), "no client to warm up through".to_owned())));
+            report.warm_up_failures.extend(
+                inner
+                    .warm_up
+                    .iter()
+                    .map(|u| (u.to_string(), "no client to warm up through".to_owned())),
+            );
         }
         Ok(report)
     }
@@ -178,7 +203,11 @@ impl Optimizer {
         let inner = &self.inner;
         OptimizerStats {
             cache: inner.cache.as_ref().map(Cache::stats),
-            breakers: inner.breakers.as_ref().map(CircuitBreakers::snapshot).unwrap_or_default(),
+            breakers: inner
+                .breakers
+                .as_ref()
+                .map(CircuitBreakers::snapshot)
+                .unwrap_or_default(),
             requests: inner.stats.as_ref().map(|s| s.snapshot(tokio::time::Instant::now())),
             in_flight: inner.gate.in_flight(),
         }

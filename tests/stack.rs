@@ -1,0 +1,286 @@
+//! The whole stack end to end over real h2c servers on 127.0.0.1.
+#![cfg(feature = "stack")]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+use tower_optimizer::BoxError;
+use tower_optimizer::cache::{Cache, CacheStatus};
+use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
+use tower_optimizer::stack::{OptimizedService, OptimizerStack, Overload, ShuttingDown};
+
+type Handler = Arc<dyn Fn(&Request<Incoming>, usize) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// An h2c server answering with `handler`; counts the requests it sees.
+/// Requests to `/hold` wait until `release` is notified.
+async fn server(handler: Handler, release: Arc<Notify>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let (handler, seen, release) = (handler.clone(), seen.clone(), release.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let n = seen.fetch_add(1, Ordering::SeqCst);
+                    let response = handler(&req, n);
+                    let release = release.clone();
+                    let hold = req.uri().path() == "/hold";
+                    async move {
+                        if hold {
+                            release.notified().await;
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+fn respond(status: u16, cache_control: &str, body: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("cache-control", cache_control)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+async fn send(
+    client: &OptimizedService<Full<Bytes>>,
+    method: Method,
+    url: &str,
+) -> Result<(u16, Option<CacheStatus>, Bytes), BoxError> {
+    let req = Request::builder().method(method).uri(url).body(Full::default())?;
+    let res = client.clone().oneshot(req).await?;
+    let status = res.extensions().get::<CacheStatus>().copied();
+    let code = res.status().as_u16();
+    Ok((code, status, res.into_body().collect().await?.to_bytes()))
+}
+
+// Real sockets on the real clock (a paused clock would fire the coalescing
+// lock timeout while the runtime waits on sockets); nothing here sleeps.
+#[tokio::test]
+async fn caching_coalescing_invalidation_warm_up_and_draining_shutdown() {
+    let release = Arc::new(Notify::new());
+    let handler: Handler = Arc::new(|req, n| {
+        let path = req.uri().path().to_owned();
+        match (req.method().clone(), path.as_str()) {
+            (Method::GET, _) => Response::builder()
+                .header("cache-control", "max-age=600")
+                .header("cache-groups", "\"team\"")
+                .body(Full::new(Bytes::from(format!("{path} #{n}"))))
+                .unwrap(),
+            (_, "/groups") => Response::builder()
+                .status(204)
+                .header("cache-group-invalidation", "\"team\"")
+                .body(Full::default())
+                .unwrap(),
+            _ => respond(204, "no-store", ""),
+        }
+    });
+    let (addr, hits) = server(handler, release.clone()).await;
+    let base = format!("http://{addr}");
+    let (client, optimizer) = OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .circuit_breaker(CircuitBreakerConfig::default())
+        .timeout(Duration::from_secs(30))
+        .warm_up([format!("{base}/warm"), format!("{base}/also-warm")])
+        .build_http2_client()
+        .unwrap();
+    let started = optimizer.start().await.unwrap();
+    assert_eq!((started.warmed, started.warm_up_failures.len()), (2, 0));
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let (_, status, _) = send(&client, Method::GET, &format!("{base}/warm")).await.unwrap();
+    assert!(status.unwrap().hit, "warmed into the cache");
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "a hit makes no upstream call");
+
+    // 32 concurrent misses: one upstream request.
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("{base}/hot"));
+            tokio::spawn(async move { send(&client, Method::GET, &url).await.unwrap().2 })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for t in tasks {
+        bodies.push(t.await.unwrap());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+    // An unsafe method invalidates its target; a Cache-Group-Invalidation
+    // response invalidates the group on the same origin.
+    send(&client, Method::PUT, &format!("{base}/hot")).await.unwrap();
+    let (_, status, _) = send(&client, Method::GET, &format!("{base}/hot")).await.unwrap();
+    assert!(!status.unwrap().hit, "PUT invalidated it");
+    send(&client, Method::GET, &format!("{base}/warm")).await.unwrap();
+    send(&client, Method::POST, &format!("{base}/groups")).await.unwrap();
+    let (_, status, _) = send(&client, Method::GET, &format!("{base}/warm")).await.unwrap();
+    assert!(!status.unwrap().hit, "the group was invalidated");
+
+    // Shutdown drains: a held request completes, new ones are refused.
+    let held = {
+        let (client, url) = (client.clone(), format!("{base}/hold"));
+        tokio::spawn(async move { send(&client, Method::GET, &url).await })
+    };
+    while optimizer.stats().in_flight == 0 {
+        tokio::task::yield_now().await;
+    }
+    let shutdown = {
+        let optimizer = optimizer.clone();
+        tokio::spawn(async move { optimizer.shutdown(Duration::from_secs(30)).await })
+    };
+    while !shutdown.is_finished()
+        && send(&client, Method::GET, &format!("{base}/after"))
+            .await
+            .map_or_else(|e| !e.is::<ShuttingDown>(), |_| true)
+    {
+        tokio::task::yield_now().await;
+    }
+    assert!(!shutdown.is_finished(), "shutdown waits for the held request");
+    release.notify_waiters();
+    assert_eq!(held.await.unwrap().unwrap().0, 200, "the in-flight request completed");
+    let last = shutdown.await.unwrap();
+    assert_eq!(last.in_flight, 0);
+    let cache = last.cache.unwrap();
+    assert_eq!(cache.coalesced, 31, "31 of the 32 waited for the first");
+}
+
+// Paused clock with real sockets: open periods pass while the runtime idles.
+#[tokio::test(start_paused = true)]
+async fn storm_opens_the_breaker_stale_and_secondary_failover_then_recovery() {
+    let failing = Arc::new(AtomicUsize::new(0));
+    let mode = failing.clone();
+    let primary: Handler = Arc::new(move |req, _| {
+        if mode.load(Ordering::SeqCst) == 1 {
+            return respond(503, "no-store", "down");
+        }
+        match req.uri().path() {
+            "/stale-ok" => respond(200, "max-age=1, stale-if-error=3600", "cached"),
+            _ => respond(200, "no-store", "primary"),
+        }
+    });
+    let (primary_addr, _) = server(primary, Arc::new(Notify::new())).await;
+    let (secondary_addr, secondary_hits) = server(
+        Arc::new(|_, _| respond(200, "no-store", "secondary")),
+        Arc::new(Notify::new()),
+    )
+    .await;
+    let base = format!("http://{primary_addr}");
+    let (client, optimizer) = OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .circuit_breaker(
+            CircuitBreakerConfig::builder()
+                .consecutive_failures(Some(3))
+                .jitter(0.0)
+                .build()
+                .unwrap(),
+        )
+        .secondary_upstream(&format!("http://{secondary_addr}"))
+        .build_http2_client()
+        .unwrap();
+    optimizer.start().await.unwrap();
+    assert_eq!(
+        send(&client, Method::GET, &format!("{base}/stale-ok")).await.unwrap().2,
+        "cached"
+    );
+    tokio::time::advance(Duration::from_secs(5)).await;
+
+    // A 503 storm: the stale entry answers, the breaker opens.
+    failing.store(1, Ordering::SeqCst);
+    for _ in 0..3 {
+        let (code, status, body) = send(&client, Method::GET, &format!("{base}/stale-ok")).await.unwrap();
+        assert_eq!((code, body.as_ref()), (200, b"cached".as_ref()));
+        assert_eq!(status.unwrap().detail, Some("stale-if-error"));
+    }
+    let breakers = optimizer.breakers().unwrap();
+    assert_eq!(
+        breakers.state(&base),
+        Some(tower_optimizer::circuit_breaker::State::Open)
+    );
+    // Open: stale where the entry allows it, the secondary otherwise.
+    let (_, status, body) = send(&client, Method::GET, &format!("{base}/stale-ok")).await.unwrap();
+    assert_eq!(
+        (status.unwrap().detail, body.as_ref()),
+        (Some("stale-if-error"), b"cached".as_ref())
+    );
+    let (code, _, body) = send(&client, Method::GET, &format!("{base}/fresh-only")).await.unwrap();
+    assert_eq!((code, body.as_ref()), (200, b"secondary".as_ref()));
+    assert_eq!(secondary_hits.load(Ordering::SeqCst), 1);
+
+    // The upstream heals: after the open period, probes close the circuit.
+    failing.store(0, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            send(&client, Method::GET, &format!("{base}/x")).await.unwrap().2,
+            "primary"
+        );
+    }
+    assert_eq!(
+        breakers.state(&base),
+        Some(tower_optimizer::circuit_breaker::State::Closed)
+    );
+    drop(optimizer);
+    let err = OptimizerStack::builder()
+        .secondary_upstream("http://x")
+        .build::<Full<Bytes>>()
+        .unwrap_err();
+    assert_eq!(err.field(), "secondary_upstream");
+}
+
+#[tokio::test]
+async fn configuration_errors_name_the_field() {
+    let cases = [
+        (
+            OptimizerStack::builder()
+                .concurrency_limit(0, Overload::Shed)
+                .build::<Full<Bytes>>()
+                .unwrap_err(),
+            "concurrency_limit",
+        ),
+        (
+            OptimizerStack::builder()
+                .warm_up(["/relative"])
+                .build::<Full<Bytes>>()
+                .unwrap_err(),
+            "warm_up[0]",
+        ),
+        (
+            OptimizerStack::builder()
+                .admin("nope", None)
+                .build::<Full<Bytes>>()
+                .unwrap_err(),
+            "admin",
+        ),
+        (
+            OptimizerStack::builder()
+                .timeout(Duration::ZERO)
+                .build::<Full<Bytes>>()
+                .unwrap_err(),
+            "timeout",
+        ),
+    ];
+    for (err, field) in cases {
+        assert_eq!(err.field(), field, "{err}");
+        assert!(err.to_string().contains(field));
+    }
+}
