@@ -1,57 +1,75 @@
-//! The quick demo: a local HTTP/2 upstream on 127.0.0.1, the same workload
-//! sent once straight to it and once through the cache, and a summary.
+//! The quick demo: a local HTTP/2 upstream on 127.0.0.1 (cacheable, slow,
+//! tagged and flaky endpoints), the same workload sent once straight to it
+//! and once through the full stack (cache, invalidation, circuit breaker,
+//! timeout, monitoring and the admin dashboard), an invalidation by tag
+//! midway, a failing endpoint that opens the breaker and is answered stale,
+//! and a summary.
 //!
-//! `cargo run --release --example demo [-- --requests N]`
-//!
-//! The full demo (circuit breaker, monitoring, admin server) arrives with
-//! `OptimizerStack`; this one shows the cache layer on its own.
+//! `cargo run --release --example demo [-- --duration SECS] [--keep-serving]`
 
 use std::convert::Infallible;
+use std::io::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 use tower_optimizer::BoxError;
-use tower_optimizer::cache::{Cache, CacheLayer};
+use tower_optimizer::cache::{Cache, CacheStatus, Outcome};
+use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, Event, State};
+use tower_optimizer::monitor::AlertState;
+use tower_optimizer::stack::{ClientConfig, MonitorSettings, OptimizedService, OptimizerStack, http_client};
 
-/// Upstream think time per request: what the cache saves on a hit.
-const UPSTREAM_DELAY: Duration = Duration::from_millis(5);
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 16;
 
-async fn upstream(calls: Arc<AtomicUsize>) -> std::net::SocketAddr {
+struct Upstream {
+    calls: AtomicUsize,
+    flaky_down: AtomicBool,
+}
+
+async fn upstream(state: Arc<Upstream>) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let calls = calls.clone();
-            // Small HTTP/2 frames must not wait on Nagle and delayed ACKs.
             let _ = stream.set_nodelay(true);
+            let state = state.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    calls.fetch_add(1, Ordering::Relaxed);
+                    state.calls.fetch_add(1, Ordering::Relaxed);
+                    let state = state.clone();
                     async move {
-                        tokio::time::sleep(UPSTREAM_DELAY).await;
-                        let body = format!(
-                            "{{\"item\":\"{}\",\"payload\":\"{}\"}}",
-                            req.uri().path(),
-                            "x".repeat(900)
-                        );
-                        Ok::<_, Infallible>(
+                        let path = req.uri().path().to_owned();
+                        let res = if path == "/flaky" {
+                            if state.flaky_down.load(Ordering::Relaxed) {
+                                Response::builder()
+                                    .status(503)
+                                    .body(Full::new(Bytes::from_static(b"down")))
+                            } else {
+                                Response::builder()
+                                    .header("cache-control", "max-age=1, stale-if-error=600")
+                                    .body(Full::new(Bytes::from_static(b"{\"flaky\":\"ok\"}")))
+                            }
+                        } else {
+                            let slow = path.starts_with("/slow/");
+                            tokio::time::sleep(Duration::from_millis(if slow { 50 } else { 5 })).await;
+                            let id = path.rsplit('/').next().unwrap_or("0").to_owned();
                             Response::builder()
                                 .header("content-type", "application/json")
                                 .header("cache-control", "max-age=30")
-                                .body(Full::new(Bytes::from(body)))
-                                .expect("valid response"),
-                        )
+                                .header("surrogate-key", format!("items item:{id}"))
+                                .body(Full::new(Bytes::from(format!(
+                                    "{{\"path\":\"{path}\",\"data\":\"{}\"}}",
+                                    "x".repeat(900)
+                                ))))
+                        };
+                        Ok::<_, Infallible>(res.expect("valid response"))
                     }
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -63,117 +81,256 @@ async fn upstream(calls: Arc<AtomicUsize>) -> std::net::SocketAddr {
     addr
 }
 
-/// Runs `total` requests over `keys` with `CONCURRENCY` workers; returns
-/// sorted latencies.
-async fn workload<S>(svc: S, base: &str, total: usize) -> Result<Vec<Duration>, BoxError>
-where
-    S: Service<Request<Full<Bytes>>> + Clone + Send + 'static,
-    S::Response: Into<Response<tower_optimizer::body::OptimizerBody<Incoming>>>,
-    S::Error: Into<BoxError>,
-    S::Future: Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (mut svc, next, base) = (svc.clone(), next.clone(), base.to_owned());
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, BoxError>(latencies);
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    hits: usize,
+    stale: usize,
+    errors: usize,
+}
+
+fn path_for(i: usize) -> String {
+    // Mostly a few hot items, some slow ones, some to the flaky endpoint.
+    match i % 10 {
+        0 => "/flaky".to_owned(),
+        1 | 2 => format!("/slow/{}", i % 7),
+        _ => format!("/items/{}", (i * 7 + i / 3) % 40 % (1 + i % 25)),
+    }
+}
+
+async fn workload(
+    client: OptimizedService<Full<Bytes>>,
+    base: String,
+    until: Instant,
+    next: Arc<AtomicUsize>,
+) -> Tally {
+    let mut tally = Tally::default();
+    while Instant::now() < until {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Ok(req) = Request::get(format!("{base}{}", path_for(i))).body(Full::default()) else {
+            continue;
+        };
+        let start = Instant::now();
+        match client.clone().oneshot(req).await {
+            Ok(res) => {
+                let status = res.extensions().get::<CacheStatus>().copied();
+                let _ = res.into_body().collect().await;
+                tally.latencies.push(start.elapsed());
+                match status.map(|s| s.outcome()) {
+                    Some(Outcome::Hit) => tally.hits += 1,
+                    Some(Outcome::StaleHit) => tally.stale += 1,
+                    _ => {}
                 }
-                // A skewed key mix: a few hot items, a long tail.
-                let key = (i * i + 7 * i) % 97 % (1 + i % 40);
-                let req = Request::get(format!("{base}/items/{key}")).body(Full::default())?;
-                let start = Instant::now();
-                let res: Response<_> = svc
-                    .ready()
-                    .await
-                    .map_err(Into::into)?
-                    .call(req)
-                    .await
-                    .map_err(Into::into)?
-                    .into();
-                res.into_body().collect().await?;
-                latencies.push(start.elapsed());
             }
-        }));
+            Err(_) => tally.errors += 1,
+        }
     }
-    let mut all = Vec::with_capacity(total);
+    tally
+}
+
+async fn run(client: OptimizedService<Full<Bytes>>, base: &str, duration: Duration) -> Tally {
+    let until = Instant::now() + duration;
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| tokio::spawn(workload(client.clone(), base.to_owned(), until, next.clone())))
+        .collect();
+    let mut total = Tally::default();
     for w in workers {
-        all.extend(w.await??);
+        let t = w.await.expect("worker");
+        total.latencies.extend(t.latencies);
+        total.hits += t.hits;
+        total.stale += t.stale;
+        total.errors += t.errors;
     }
-    all.sort();
-    Ok(all)
+    total.latencies.sort();
+    total
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
+    if sorted.is_empty() {
+        Duration::ZERO
+    } else {
+        sorted[((sorted.len() - 1) as f64 * p) as usize]
+    }
+}
+
+fn progress(label: &str, done: f64) {
+    let width = 30;
+    let filled = (done.clamp(0.0, 1.0) * width as f64) as usize;
+    print!(
+        "\r  {label:<28} [{}{}] {:>3.0}%",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        done * 100.0
+    );
+    let _ = std::io::stdout().flush();
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().collect();
-    let total = args
+    let duration = args
         .iter()
-        .position(|a| a == "--requests")
+        .position(|a| a == "--duration")
         .and_then(|i| args.get(i + 1))
-        .map_or(Ok(3000), |n| n.parse())?;
+        .map_or(Ok(20.0), |s| s.parse::<f64>())?;
+    let keep_serving = args.iter().any(|a| a == "--keep-serving");
+    let total = Duration::from_secs_f64(duration.max(2.0));
 
-    let calls = Arc::new(AtomicUsize::new(0));
-    let addr = upstream(calls.clone()).await;
+    let state = Arc::new(Upstream {
+        calls: AtomicUsize::new(0),
+        flaky_down: AtomicBool::new(false),
+    });
+    let addr = upstream(state.clone()).await;
     let base = format!("http://{addr}");
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-    println!("tower-optimizer demo: HTTP/2 upstream on {base}, {total} requests, {CONCURRENCY} concurrent\n");
+    println!("tower-optimizer demo: HTTP/2 upstream on {base}, {CONCURRENCY} concurrent workers\n");
 
-    let bare = tower::ServiceBuilder::new()
-        .map_response(|r: Response<Incoming>| r.map(tower_optimizer::body::OptimizerBody::inner))
-        .service(client.clone());
-    let without = workload(bare, &base, total).await?;
-    let upstream_without = calls.swap(0, Ordering::Relaxed);
+    // 1. Without the stack.
+    let bare = http_client(&ClientConfig::default());
+    let bare: OptimizedService<Full<Bytes>> = tower::util::BoxCloneSyncService::new(
+        bare.map_response(|r: Response<Incoming>| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+            .map_err(Into::into),
+    );
+    let baseline_time = total / 4;
+    progress("without the stack", 0.0);
+    let without = run(bare, &base, baseline_time).await;
+    progress("without the stack", 1.0);
+    println!();
+    let upstream_without = state.calls.swap(0, Ordering::Relaxed);
 
+    // 2. The full stack, with the admin dashboard on 127.0.0.1.
+    let transitions = Arc::new(AtomicUsize::new(0));
+    let seen = transitions.clone();
+    let token = format!("demo-{:x}", std::process::id() as u64 * 0x9E37_79B9);
     let cache = Cache::builder().max_bytes(16 << 20).build()?;
-    let cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), client);
-    let started = Instant::now();
-    let with = workload(cached, &base, total).await?;
-    let elapsed = started.elapsed();
-    let upstream_with = calls.load(Ordering::Relaxed);
-    let stats = cache.stats();
+    let (client, optimizer) = OptimizerStack::builder()
+        .cache(cache.clone())
+        .circuit_breaker(
+            CircuitBreakerConfig::builder()
+                .consecutive_failures(Some(5))
+                .on_event(move |e| {
+                    if matches!(e, Event::StateChanged { .. }) {
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .build()?,
+        )
+        .timeout(Duration::from_secs(5))
+        .monitor(MonitorSettings {
+            interval: Duration::from_secs(1),
+            ..MonitorSettings::default()
+        })
+        .admin("127.0.0.1:0", Some(&token))
+        .warm_up((0..5).map(|i| format!("{base}/items/{i}")))
+        .build_http2_client()?;
+    let started = optimizer.start().await?;
+    if let Some(admin) = started.admin {
+        println!("  admin:     http://{admin}/dashboard?token={token}");
+        println!("  metrics:   curl -H 'Authorization: Bearer {token}' http://{admin}/stats");
+    }
+    println!("  warm-up:   {} URLs fetched into the cache", started.warmed);
 
-    println!("{:<24}{:>14}{:>14}", "", "without cache", "with cache");
-    println!("{:<24}{:>14}{:>14}", "upstream calls", upstream_without, upstream_with);
+    let with_time = total - baseline_time;
+    let phases = [
+        ("through the stack", 0.4),
+        ("after invalidating 'items'", 0.3),
+        ("with /flaky failing", 0.3),
+    ];
+    let mut with = Tally::default();
+    for (n, (label, share)) in phases.iter().enumerate() {
+        if n == 1 {
+            let report = optimizer.invalidator().expect("cache configured").tag("items");
+            println!(
+                "  invalidated tag 'items': {} entries, {} bytes in {:?}",
+                report.entries, report.bytes, report.elapsed
+            );
+        }
+        if n == 2 {
+            state.flaky_down.store(true, Ordering::Relaxed);
+            println!("  /flaky now answers 503: the breaker opens and its cached answer is served stale");
+        }
+        let phase = with_time.mul_f64(*share);
+        let client = client.clone();
+        let base = base.clone();
+        let handle = tokio::spawn(async move { run(client, &base, phase).await });
+        let start = Instant::now();
+        while !handle.is_finished() {
+            progress(label, start.elapsed().as_secs_f64() / phase.as_secs_f64());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        progress(label, 1.0);
+        println!();
+        let t = handle.await?;
+        with.latencies.extend(t.latencies);
+        with.hits += t.hits;
+        with.stale += t.stale;
+        with.errors += t.errors;
+    }
+    with.latencies.sort();
+    let upstream_with = state.calls.load(Ordering::Relaxed);
+    let stats = optimizer.stats();
+    let cache_stats = stats.cache.expect("cache configured");
+    let flaky_state = optimizer
+        .breakers()
+        .and_then(|b| b.state(&base))
+        .unwrap_or(State::Closed);
+    let alerts_fired = optimizer.monitor().map_or(0, |m| {
+        m.snapshot()
+            .alerts
+            .iter()
+            .filter(|a| a.state != AlertState::Inactive)
+            .count()
+    });
+
+    println!();
+    println!("{:<28}{:>16}{:>16}", "", "without stack", "with stack");
     println!(
-        "{:<24}{:>14.2?}{:>14.2?}",
+        "{:<28}{:>16}{:>16}",
+        "requests",
+        without.latencies.len(),
+        with.latencies.len() + with.errors
+    );
+    println!("{:<28}{:>16}{:>16}", "upstream calls", upstream_without, upstream_with);
+    println!(
+        "{:<28}{:>16.2?}{:>16.2?}",
         "p50 latency",
-        percentile(&without, 0.5),
-        percentile(&with, 0.5)
+        percentile(&without.latencies, 0.5),
+        percentile(&with.latencies, 0.5)
     );
     println!(
-        "{:<24}{:>14.2?}{:>14.2?}",
+        "{:<28}{:>16.2?}{:>16.2?}",
         "p99 latency",
-        percentile(&without, 0.99),
-        percentile(&with, 0.99)
+        percentile(&without.latencies, 0.99),
+        percentile(&with.latencies, 0.99)
     );
     println!();
+    let served = with.latencies.len().max(1);
     println!(
-        "hit ratio {:.1}%, {} hits, {} misses, {} coalesced waits",
-        stats.hit_ratio() * 100.0,
-        stats.hits,
-        stats.misses,
-        stats.coalesced
+        "hit ratio (fresh) {:.1}%, stale answers {}, errors {}",
+        with.hits as f64 * 100.0 / served as f64,
+        with.stale,
+        with.errors
     );
     println!(
-        "cache holds {} entries in {} of {} bytes; cached run took {elapsed:.2?}",
-        stats.entries, stats.bytes, stats.max_bytes
+        "upstream calls saved (per request): {:.1}%",
+        100.0 - upstream_with as f64 * 100.0 / (with.latencies.len() + with.errors).max(1) as f64
     );
     println!(
-        "upstream calls saved: {}",
-        upstream_without.saturating_sub(upstream_with)
+        "breaker transitions: {}, state of {base} now: {}",
+        transitions.load(Ordering::Relaxed),
+        flaky_state.as_str()
     );
-    println!("\nThe full stack demo (circuit breaker, monitoring, admin dashboard) is coming with OptimizerStack.");
+    println!(
+        "alerts fired: {alerts_fired}; cache holds {} entries in {} of {} bytes",
+        cache_stats.entries, cache_stats.bytes, cache_stats.max_bytes
+    );
     assert!(cache.audit().is_clean(), "cache accounting drifted");
+
+    if keep_serving {
+        println!("\nserving the dashboard until Ctrl-C …");
+        tokio::signal::ctrl_c().await?;
+    }
+    let last = optimizer.shutdown(Duration::from_secs(5)).await;
+    println!("shut down cleanly with {} requests in flight", last.in_flight);
     Ok(())
 }
