@@ -201,7 +201,7 @@ async fn main() -> Result<(), BoxError> {
     // 2. The full stack, with the admin dashboard on 127.0.0.1.
     let transitions = Arc::new(AtomicUsize::new(0));
     let seen = transitions.clone();
-    let token = format!("demo-{:x}", std::process::id() as u64 * 0x9E37_79B9);
+    let token = format!("demo-{:x}", u64::from(std::process::id()) * 0x9E37_79B9);
     let cache = Cache::builder().max_bytes(16 << 20).build()?;
     let (client, optimizer) = OptimizerStack::builder()
         .cache(cache.clone())
@@ -230,7 +230,7 @@ async fn main() -> Result<(), BoxError> {
     }
     println!("  warm-up:   {} URLs fetched into the cache", started.warmed);
 
-    let with_time = total - baseline_time;
+    let with_time = total.saturating_sub(baseline_time);
     let phases = [
         ("through the stack", 0.4),
         ("after invalidating 'items'", 0.3),
