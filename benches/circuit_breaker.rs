@@ -11,7 +11,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,18 +20,7 @@ use http_body_util::Full;
 use tower::{Service, service_fn};
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 
-fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
-+ Clone
-+ Send {
-    service_fn(|_req: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
-                .unwrap(),
-        )
-    })
-}
+use common::bare_small as bare;
 
 const TASKS: usize = 64;
 const PER_TASK: u64 = 200;

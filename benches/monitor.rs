@@ -8,28 +8,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::convert::Infallible;
-
-use bytes::Bytes;
 use criterion::Criterion;
-use http::{Request, Response, Uri};
-use http_body_util::Full;
+use http::Uri;
 use metrics_exporter_prometheus::PrometheusBuilder;
-use tower::{Service, service_fn};
 use tower_optimizer::monitor::MetricsLayer;
 
-fn bare() -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
-+ Clone
-+ Send {
-    service_fn(|_req: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
-                .unwrap(),
-        )
-    })
-}
+use common::bare_small as bare;
 
 fn group(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str) {
     let uri: Uri = "http://api.test:8080/items/1".parse().unwrap();

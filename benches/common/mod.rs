@@ -78,3 +78,18 @@ pub fn bare_1k()
         )
     })
 }
+
+/// The bare inner service of the layer benches: a small JSON response.
+pub fn bare_small()
+-> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
++ Clone
++ Send {
+    service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
+                .unwrap(),
+        )
+    })
+}
