@@ -17,7 +17,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
-use tower::{Service, service_fn};
+use tower::Service;
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 
 use common::bare_small as bare;
