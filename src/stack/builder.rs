@@ -38,6 +38,10 @@ impl StackError {
         }
     }
 
+    pub(crate) fn field_error(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        StackError::new(field, reason)
+    }
+
     /// The field at fault.
     pub fn field(&self) -> &str {
         &self.field

@@ -27,12 +27,16 @@
 
 mod builder;
 mod client;
+mod config;
 mod gate;
 mod layer;
 mod optimizer;
 
 pub use builder::{DEFAULT_WARM_UP_PARALLELISM, MonitorSettings, OptimizerStack, OptimizerStackBuilder, StackError};
 pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
+pub use config::{
+    AdminSection, BreakerSection, CacheSection, ClientSection, MonitorSection, OptimizerConfig, parse_duration,
+};
 pub use gate::ShuttingDown;
 pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody};
 pub use optimizer::{Optimizer, OptimizerStats, StartReport};

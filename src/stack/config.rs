@@ -1,0 +1,336 @@
+//! [`OptimizerConfig`]: the whole stack from one TOML file. Sizes are in
+//! plain units (`max_memory_mb`), durations are human-readable strings
+//! (`"250ms"`, `"30s"`, `"5m"`, `"1h"`), and every error names its field.
+//!
+//! ```
+//! use tower_optimizer::stack::OptimizerConfig;
+//!
+//! let config = OptimizerConfig::from_toml(r#"
+//!     timeout = "10s"
+//!     [cache]
+//!     max_memory_mb = 64
+//!     default_ttl = "30s"
+//!     [circuit_breaker]
+//!     consecutive_failures = 5
+//! "#).unwrap();
+//! let (layer, optimizer) = config.into_builder().unwrap().build::<http_body_util::Full<bytes::Bytes>>().unwrap();
+//! # drop((layer, optimizer));
+//! let err = OptimizerConfig::from_toml("[cache]\ndefault_ttl = \"soon\"").unwrap().into_builder().unwrap_err();
+//! assert_eq!(err.field(), "cache.default_ttl");
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::OptimizerStack;
+use super::builder::{MonitorSettings, OptimizerStackBuilder, StackError};
+use super::client::{ClientConfig, Protocol};
+use super::layer::Overload;
+use crate::cache::{Cache, CacheMode};
+use crate::circuit_breaker::{CircuitBreakerConfig, WindowKind};
+
+/// The stack's settings as a file holds them.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Timeout of each upstream call.
+    pub timeout: Option<String>,
+    /// Most upstream calls at once.
+    pub concurrency_limit: Option<usize>,
+    /// Refuse calls beyond the limit instead of waiting.
+    pub load_shed: Option<bool>,
+    /// `scheme://authority` to use while a circuit is open.
+    pub secondary_upstream: Option<String>,
+    /// URLs fetched into the cache on start.
+    pub warm_up: Option<Vec<String>>,
+    /// The cache.
+    pub cache: Option<CacheSection>,
+    /// The circuit breaker.
+    pub circuit_breaker: Option<BreakerSection>,
+    /// Monitoring.
+    pub monitor: Option<MonitorSection>,
+    /// The admin server.
+    pub admin: Option<AdminSection>,
+    /// The built-in client.
+    pub client: Option<ClientSection>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Budget in MiB.
+    pub max_memory_mb: Option<u64>,
+    /// Largest cached body in KiB.
+    pub max_entry_kb: Option<u64>,
+    /// Lifetime of responses without freshness.
+    pub default_ttl: Option<String>,
+    /// Cap on lifetimes.
+    pub max_ttl: Option<String>,
+    /// Default stale-if-error window.
+    pub stale_if_error: Option<String>,
+    /// `"private"` (default) or `"shared"`.
+    pub mode: Option<String>,
+    /// Regexes of URIs never cached.
+    pub exclude: Option<Vec<String>>,
+}
+
+/// `[circuit_breaker]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Calls in the count window.
+    pub window_calls: Option<usize>,
+    /// Failure rate (percent) that trips.
+    pub failure_rate: Option<f64>,
+    /// Calls before rates count.
+    pub minimum_calls: Option<u32>,
+    /// Failures in a row that trip.
+    pub consecutive_failures: Option<u32>,
+    /// First open period.
+    pub open: Option<String>,
+    /// Cap of the open period.
+    pub max_open: Option<String>,
+    /// Probe calls in half-open.
+    pub half_open_calls: Option<u32>,
+}
+
+/// `[monitor]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSection {
+    /// Sampling period.
+    pub interval: Option<String>,
+    /// Install the Prometheus recorder (binaries only).
+    pub prometheus: Option<bool>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Listening address (keep it on loopback).
+    pub listen: String,
+    /// Bearer token.
+    pub token: Option<String>,
+}
+
+/// `[client]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// Speak HTTP/1.1 instead of h2c.
+    pub http1: Option<bool>,
+    /// Connect timeout.
+    pub connect_timeout: Option<String>,
+    /// Idle pooled connections close after this.
+    pub pool_idle_timeout: Option<String>,
+    /// Idle connections kept per host.
+    pub pool_max_idle_per_host: Option<usize>,
+}
+
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"2d"` (and `"1.5s"`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" | "sec" | "secs" => value,
+        "m" | "min" | "mins" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+fn duration(field: &str, value: Option<&String>) -> Result<Option<Duration>, StackError> {
+    value
+        .map(|text| {
+            parse_duration(text)
+                .ok_or_else(|| StackError::field_error(field, format!("{text:?} is not a duration (e.g. \"30s\")")))
+        })
+        .transpose()
+}
+
+impl OptimizerConfig {
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, StackError> {
+        toml::from_str(text).map_err(|e| StackError::field_error("config", e.message().to_owned()))
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, StackError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StackError::field_error("config", format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text)
+    }
+
+    /// The builder these settings describe.
+    pub fn into_builder(self) -> Result<OptimizerStackBuilder, StackError> {
+        let mut b = OptimizerStack::builder();
+        if let Some(t) = duration("timeout", self.timeout.as_ref())? {
+            b = b.timeout(t);
+        }
+        if let Some(n) = self.concurrency_limit {
+            let overload = if self.load_shed == Some(true) {
+                Overload::Shed
+            } else {
+                Overload::Wait
+            };
+            b = b.concurrency_limit(n, overload);
+        }
+        if let Some(origin) = &self.secondary_upstream {
+            b = b.secondary_upstream(origin);
+        }
+        if let Some(urls) = self.warm_up {
+            b = b.warm_up(urls);
+        }
+        if let Some(c) = self.cache {
+            let mut cache = Cache::builder();
+            if let Some(mb) = c.max_memory_mb {
+                cache = cache.max_bytes(usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX));
+            }
+            if let Some(kb) = c.max_entry_kb {
+                cache = cache.max_entry_bytes(usize::try_from(kb.saturating_mul(1 << 10)).unwrap_or(usize::MAX));
+            }
+            if let Some(d) = duration("cache.default_ttl", c.default_ttl.as_ref())? {
+                cache = cache.default_ttl(d);
+            }
+            if let Some(d) = duration("cache.max_ttl", c.max_ttl.as_ref())? {
+                cache = cache.max_ttl(d);
+            }
+            if let Some(d) = duration("cache.stale_if_error", c.stale_if_error.as_ref())? {
+                cache = cache.stale_if_error(d);
+            }
+            match c.mode.as_deref() {
+                None | Some("private") => {}
+                Some("shared") => cache = cache.mode(CacheMode::Shared),
+                Some(other) => {
+                    return Err(StackError::field_error(
+                        "cache.mode",
+                        format!("{other:?}: use \"private\" or \"shared\""),
+                    ));
+                }
+            }
+            for pattern in c.exclude.unwrap_or_default() {
+                cache = cache.exclude(pattern);
+            }
+            b = b.cache(
+                cache
+                    .build()
+                    .map_err(|e| StackError::field_error("cache", e.to_string()))?,
+            );
+        }
+        if let Some(s) = self.circuit_breaker {
+            let mut cb = CircuitBreakerConfig::builder();
+            if let Some(n) = s.window_calls {
+                cb = cb.window(WindowKind::Count(n));
+            }
+            if s.failure_rate.is_some() {
+                cb = cb.failure_rate(s.failure_rate);
+            }
+            if let Some(n) = s.minimum_calls {
+                cb = cb.minimum_calls(n);
+            }
+            if s.consecutive_failures.is_some() {
+                cb = cb.consecutive_failures(s.consecutive_failures);
+            }
+            let open =
+                duration("circuit_breaker.open", s.open.as_ref())?.unwrap_or(crate::circuit_breaker::DEFAULT_OPEN);
+            let max_open = duration("circuit_breaker.max_open", s.max_open.as_ref())?
+                .unwrap_or(crate::circuit_breaker::DEFAULT_MAX_OPEN);
+            cb = cb.open_period(open, max_open, 2.0);
+            if let Some(n) = s.half_open_calls {
+                cb = cb.half_open(n, crate::circuit_breaker::DEFAULT_MAX_HALF_OPEN);
+            }
+            b = b.circuit_breaker(
+                cb.build()
+                    .map_err(|e| StackError::field_error("circuit_breaker", e.to_string()))?,
+            );
+        }
+        if let Some(m) = self.monitor {
+            let mut settings = MonitorSettings::default();
+            if let Some(d) = duration("monitor.interval", m.interval.as_ref())? {
+                settings.interval = d;
+            }
+            settings.prometheus = m.prometheus.unwrap_or(false);
+            b = b.monitor(settings);
+        }
+        if let Some(a) = &self.admin {
+            b = b.admin(&a.listen, a.token.as_deref());
+        }
+        if let Some(c) = self.client {
+            let mut client = ClientConfig::default();
+            if c.http1 == Some(true) {
+                client.protocol = Protocol::Http1;
+            }
+            if let Some(d) = duration("client.connect_timeout", c.connect_timeout.as_ref())? {
+                client.connect_timeout = d;
+            }
+            if let Some(d) = duration("client.pool_idle_timeout", c.pool_idle_timeout.as_ref())? {
+                client.pool_idle_timeout = d;
+            }
+            if let Some(n) = c.pool_max_idle_per_host {
+                client.pool_max_idle_per_host = n;
+            }
+            b = b.client(client);
+        }
+        Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (text, ms) in [
+            ("250ms", 250),
+            ("30s", 30_000),
+            ("1.5s", 1500),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+            ("2d", 172_800_000),
+        ] {
+            assert_eq!(parse_duration(text), Some(Duration::from_millis(ms)), "{text}");
+        }
+        for bad in ["", "30", "s", "5 years", "-1s", "1e3s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_file_builds() {
+        let config =
+            OptimizerConfig::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/optimizer.toml")).unwrap();
+        assert_eq!(config.cache.as_ref().unwrap().max_memory_mb, Some(64));
+        let builder = config.into_builder().unwrap();
+        builder.build::<()>().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("timeout = \"10 parsecs\"", "timeout"),
+            ("[cache]\nmode = \"public\"", "cache.mode"),
+            ("[cache]\nexclude = [\"(\"]", "cache"),
+            ("[circuit_breaker]\nfailure_rate = 250.0", "circuit_breaker"),
+            ("[client]\nconnect_timeout = \"x\"", "client.connect_timeout"),
+            ("concurrency_limit = 0", "concurrency_limit"),
+            ("[cache]\nmax_memry_mb = 1", "config"),
+        ];
+        for (text, field) in cases {
+            let built = OptimizerConfig::from_toml(text)
+                .and_then(OptimizerConfig::into_builder)
+                .and_then(OptimizerStackBuilder::build::<()>);
+            let err = built.map(|_| ()).unwrap_err();
+            assert_eq!(err.field(), field, "{text}: {err}");
+        }
+    }
+}
