@@ -47,6 +47,8 @@ macro_rules! inner_service_accessors {
 
 mod util;
 
+#[cfg(feature = "stack")]
+pub mod bench;
 #[cfg(feature = "cache")]
 pub mod body;
 #[cfg(feature = "cache")]
