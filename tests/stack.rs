@@ -284,3 +284,38 @@ async fn configuration_errors_name_the_field() {
         assert!(err.to_string().contains(field));
     }
 }
+
+#[tokio::test]
+async fn dropping_the_optimizer_stops_its_tasks() {
+    let (client, optimizer) = OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .monitor(tower_optimizer::stack::MonitorSettings {
+            interval: Duration::from_millis(50),
+            ..Default::default()
+        })
+        .admin("127.0.0.1:0", Some("t"))
+        .build_http2_client()
+        .unwrap();
+    let admin = optimizer.start().await.unwrap().admin.expect("admin bound");
+    assert!(
+        tokio::net::TcpStream::connect(admin).await.is_ok(),
+        "the admin server answers"
+    );
+    assert!(optimizer.monitor().unwrap().is_running());
+    let monitor = optimizer.monitor().unwrap().clone();
+    drop(client);
+    drop(optimizer);
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(admin).await.is_err() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        tokio::net::TcpStream::connect(admin).await.is_err(),
+        "the admin server stopped with its optimizer"
+    );
+    // The monitor handle kept here keeps sampling; it stops with its last handle.
+    assert!(monitor.is_running());
+    drop(monitor);
+}
