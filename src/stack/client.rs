@@ -53,9 +53,16 @@ impl Default for ClientConfig {
     }
 }
 
-/// Builds the hyper-util client. TCP_NODELAY is set: small HTTP/2 frames
-/// must not wait on Nagle and delayed ACKs (about 40 ms otherwise).
-pub fn http_client(config: &ClientConfig) -> HttpClient {
+/// Builds the hyper-util client for request bodies `B` (for example
+/// [`ClientBody`], or a boxed streaming body in a proxy). TCP_NODELAY is
+/// set: small HTTP/2 frames must not wait on Nagle and delayed ACKs (about
+/// 40 ms otherwise).
+pub fn http_client<B>(config: &ClientConfig) -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.connect_timeout));

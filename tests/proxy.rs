@@ -1,0 +1,152 @@
+//! The proxy example passes requests through intact: methods, large and
+//! streamed bodies, headers, status codes; and answers 502 or 504 when the
+//! upstream fails.
+#![cfg(feature = "stack")]
+
+#[path = "../examples/proxy.rs"]
+mod proxy;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tower_optimizer::cache::CacheMode;
+use tower_optimizer::stack::Protocol;
+
+/// Echoes the method, path, a custom header and the body back, with a
+/// hop-by-hop header the proxy must drop; `?status=N` picks the status.
+async fn echo_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    if req.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                    let status: u16 = req
+                        .uri()
+                        .query()
+                        .and_then(|q| q.strip_prefix("status="))
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(200);
+                    let method = req.method().to_string();
+                    let custom = req.headers().get("x-custom").cloned();
+                    let saw_hop = req.headers().contains_key("x-hop-request");
+                    let path = req.uri().path().to_owned();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let body = if path == "/big" {
+                        Bytes::from(vec![b'z'; 1 << 20])
+                    } else {
+                        body
+                    };
+                    let mut res = Response::builder()
+                        .status(status)
+                        .header("x-method", method)
+                        .header("x-saw-hop", saw_hop.to_string())
+                        .header("connection", "x-hop-response")
+                        .header("x-hop-response", "1");
+                    if let Some(custom) = custom {
+                        res = res.header("x-custom-echo", custom);
+                    }
+                    Ok::<_, Infallible>(res.body(Full::new(body)).unwrap())
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn start_proxy(upstream: &str, timeout: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = proxy::proxy_stack(Protocol::Http1, CacheMode::Shared, timeout).unwrap();
+    proxy::serve(listener, client, upstream.parse().unwrap());
+    addr
+}
+
+async fn call(proxy: SocketAddr, method: Method, path: &str, body: Bytes, headers: &[(&str, &str)]) -> Response<Bytes> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(format!("http://{proxy}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let res = client.request(req.body(Full::new(body)).unwrap()).await.unwrap();
+    let (parts, body) = res.into_parts();
+    Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn requests_pass_through_intact() {
+    let upstream = echo_upstream().await;
+    let proxy = start_proxy(&format!("http://{upstream}"), Duration::from_secs(30)).await;
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "PURGE"] {
+        let res = call(
+            proxy,
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            "/m",
+            Bytes::new(),
+            &[],
+        )
+        .await;
+        assert_eq!(res.headers()["x-method"], method);
+    }
+    let upload = Bytes::from((0..2_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let res = call(
+        proxy,
+        Method::POST,
+        "/upload",
+        upload.clone(),
+        &[
+            ("x-custom", "kept"),
+            ("connection", "x-hop-request"),
+            ("x-hop-request", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(res.body(), &upload, "a 2 MB request body streamed through and back");
+    assert_eq!(res.headers()["x-custom-echo"], "kept");
+    assert_eq!(
+        res.headers()["x-saw-hop"],
+        "false",
+        "hop-by-hop request headers are dropped"
+    );
+    assert!(
+        res.headers().get("x-hop-response").is_none(),
+        "hop-by-hop response headers are dropped"
+    );
+    assert!(res.headers()["via"].to_str().unwrap().ends_with("tower-optimizer"));
+    let big = call(proxy, Method::GET, "/big", Bytes::new(), &[]).await;
+    assert_eq!(big.body().len(), 1 << 20);
+    for status in [201, 304, 404, 418, 503] {
+        let res = call(proxy, Method::GET, &format!("/s?status={status}"), Bytes::new(), &[]).await;
+        assert_eq!(res.status().as_u16(), status);
+    }
+}
+
+// Paused clock: the proxy's 200 ms upstream timeout fires while the
+// runtime waits on the silent upstream, with no real waiting.
+#[tokio::test(start_paused = true)]
+async fn upstream_failures_become_502_and_504() {
+    let upstream = echo_upstream().await;
+    let proxy = start_proxy(&format!("http://{upstream}"), Duration::from_millis(200)).await;
+    let res = call(proxy, Method::GET, "/slow", Bytes::new(), &[]).await;
+    assert_eq!(res.status(), 504);
+    assert_eq!(res.body(), "upstream timed out\n");
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let proxy = start_proxy(&format!("http://{closed}"), Duration::from_secs(30)).await;
+    let res = call(proxy, Method::GET, "/", Bytes::new(), &[]).await;
+    assert_eq!(res.status(), 502);
+    assert!(std::str::from_utf8(res.body()).unwrap().starts_with("upstream failed"));
+}
