@@ -8,8 +8,8 @@
 //! | `cache` | [`cache`] | memory-bounded RFC 9111 response cache with coalescing, SWR, stale-if-error |
 //! | `invalidation` | [`invalidation`] | tag, pattern, dependency, version, predicate and header-driven invalidation |
 //! | `circuit-breaker` | [`circuit_breaker`] | per-host breakers, HTTP-aware classification, probes, failover |
-//! | `monitor` | [`monitor`] | OpenTelemetry client metrics and in-process statistics (alerts, health, dashboard coming) |
-//! | `stack` | [`stack`] | `OptimizerStack`, `Optimizer` and the HTTP/2 client |
+//! | `monitor` | [`monitor`] | OpenTelemetry client metrics, statistics, sampler, alerts, health checks, admin service and dashboard |
+//! | `stack` | [`stack`], [`bench`] | `OptimizerStack`, `Optimizer`, the HTTP/2 client, TOML config and the benchmark engine |
 //!
 //! The onion, outermost first:
 //!
