@@ -9,7 +9,7 @@
 //! | `invalidation` | [`invalidation`] | tag, pattern, dependency, version, predicate and header-driven invalidation |
 //! | `circuit-breaker` | [`circuit_breaker`] | per-host breakers, HTTP-aware classification, probes, failover |
 //! | `monitor` | [`monitor`] | OpenTelemetry client metrics, statistics, sampler, alerts, health checks, admin service and dashboard |
-//! | `stack` | [`stack`], [`bench`] | `OptimizerStack`, `Optimizer`, the HTTP/2 client, TOML config and the benchmark engine |
+//! | `stack` | [`stack`], [`bench`](mod@bench) | `OptimizerStack`, `Optimizer`, the HTTP/2 client, TOML config and the benchmark engine |
 //!
 //! The onion, outermost first:
 //!
