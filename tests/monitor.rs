@@ -19,7 +19,9 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheLayer};
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
-use tower_optimizer::monitor::{ACTIVE_REQUESTS, BodySizes, MetricsLayer, REQUEST_DURATION, RESPONSE_BODY_SIZE, Stats};
+use tower_optimizer::monitor::{
+    ACTIVE_REQUESTS, BodySizes, MetricsLayer, REQUEST_DURATION, RESPONSE_BODY_SIZE, RouteTemplates, Stats,
+};
 
 type Row = (
     CompositeKey,
@@ -163,9 +165,10 @@ fn duration_histogram_names_units_and_labels() {
     );
     assert_eq!(seconds(&sizes[0].3), [5.0]);
     assert!(
-        rows.iter()
-            .all(|(k, ..)| labels(k).iter().all(|(name, _)| name != "url.path")),
-        "no raw paths"
+        rows.iter().all(|(k, ..)| labels(k)
+            .iter()
+            .all(|(name, _)| name != "url.path" && name != "url.template")),
+        "no raw paths, and no template unless templates are given"
     );
     let active = find(
         &rows,
@@ -321,4 +324,49 @@ fn cache_status_breaker_outcome_and_errors_are_labels() {
     assert_eq!(rejected.len(), 1);
     let snap = stats.snapshot(tokio::time::Instant::now());
     assert_eq!((snap.overall.requests, snap.overall.errors), (4, 2));
+}
+
+#[test]
+fn route_templates_label_the_route_not_the_path() {
+    let rows = recorded(async {
+        let upstream = Upstream::new(|_req: Req, _| async move {
+            Ok::<Res, BoxError>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let routes = RouteTemplates::new(["/users/me", "/users/{id}"]).unwrap();
+        let mut svc = ServiceBuilder::new()
+            .layer(MetricsLayer::new().route_templates(routes))
+            .map_response(|r: Res| r.map(|b| b.map_err(|e| -> BoxError { match e {} }).boxed_unsync()))
+            .service(upstream);
+        for path in ["/users/1", "/users/2?x=1", "/users/me", "/elsewhere/3"] {
+            let uri = format!("http://api.test{path}");
+            call(&mut svc, Request::get(uri).body(Full::default()).unwrap())
+                .await
+                .unwrap();
+        }
+    });
+    let count = |template: &str| {
+        find(
+            &rows,
+            MetricKind::Histogram,
+            REQUEST_DURATION,
+            &[("url.template", template)],
+        )
+        .iter()
+        .map(|row| seconds(&row.3).len())
+        .sum::<usize>()
+    };
+    assert_eq!(count("/users/{id}"), 2, "both ids under one label set");
+    assert_eq!(count("/users/me"), 1);
+    let untemplated: Vec<_> = find(&rows, MetricKind::Histogram, REQUEST_DURATION, &[])
+        .into_iter()
+        .filter(|row| labels(&row.0).iter().all(|(k, _)| k != "url.template"))
+        .collect();
+    assert_eq!(untemplated.len(), 1, "an unmatched path gets no url.template");
+    assert_eq!(seconds(&untemplated[0].3).len(), 1);
+    assert!(
+        rows.iter().all(|(k, ..)| labels(k)
+            .iter()
+            .all(|(_, v)| !v.contains("elsewhere") && !v.contains("/users/1"))),
+        "no raw path in any label"
+    );
 }

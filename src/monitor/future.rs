@@ -21,6 +21,7 @@ pub(crate) struct Guard {
     active: Active,
     method: &'static str,
     port: u16,
+    template: Option<Arc<str>>,
     start: Instant,
     status: Option<u16>,
     version: &'static str,
@@ -31,12 +32,20 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    pub(crate) fn new(config: Arc<Config>, active: Active, method: &'static str, port: u16, start: Instant) -> Self {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        active: Active,
+        method: &'static str,
+        port: u16,
+        template: Option<Arc<str>>,
+        start: Instant,
+    ) -> Self {
         Guard {
             config,
             active,
             method,
             port,
+            template,
             start,
             status: None,
             version: "1.1",
@@ -72,6 +81,7 @@ impl Guard {
             method: self.method,
             host: self.host(),
             port: self.port,
+            template: self.template.as_deref(),
             status: self.status,
             error,
             version: self.version,

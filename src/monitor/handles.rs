@@ -25,6 +25,7 @@ pub(crate) struct RequestLabels<'a> {
     pub(crate) method: &'static str,
     pub(crate) host: &'a str,
     pub(crate) port: u16,
+    pub(crate) template: Option<&'a str>,
     pub(crate) status: Option<u16>,
     pub(crate) error: Option<&'a str>,
     pub(crate) version: &'static str,
@@ -40,6 +41,9 @@ impl RequestLabels<'_> {
             metrics::Label::new("server.port", self.port.to_string()),
             metrics::Label::new("network.protocol.version", self.version),
         ];
+        if let Some(template) = self.template {
+            labels.push(metrics::Label::new("url.template", template.to_owned()));
+        }
         if let Some(status) = self.status {
             labels.push(metrics::Label::new("http.response.status_code", status.to_string()));
         }

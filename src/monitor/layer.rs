@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::handles::Handles;
+use super::route::RouteTemplate;
 use super::service::MetricsService;
 use super::stats::Stats;
 
@@ -18,11 +19,22 @@ pub enum BodySizes {
     Record,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Config {
     pub(crate) handles: Handles,
     pub(crate) stats: Option<Stats>,
     pub(crate) body_sizes: BodySizes,
+    pub(crate) routes: Option<Arc<dyn RouteTemplate>>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("stats", &self.stats.is_some())
+            .field("body_sizes", &self.body_sizes)
+            .field("routes", &self.routes.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Records every request that passes (cache hits included when it sits
@@ -53,11 +65,21 @@ impl MetricsLayer {
         self.with(|c| c.body_sizes = body_sizes)
     }
 
+    /// Adds the `url.template` label: the route template `routes` names for
+    /// each request (see [`RouteTemplates`](super::RouteTemplates)). Without
+    /// it, no label carries a path, so label sets stay bounded.
+    #[must_use]
+    pub fn route_templates(self, routes: impl RouteTemplate) -> Self {
+        let routes: Arc<dyn RouteTemplate> = Arc::new(routes);
+        self.with(|c| c.routes = Some(routes))
+    }
+
     fn with(self, f: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
             handles: Handles::default(),
             stats: self.config.stats.clone(),
             body_sizes: self.config.body_sizes,
+            routes: self.config.routes.clone(),
         };
         f(&mut config);
         MetricsLayer {

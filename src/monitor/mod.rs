@@ -36,6 +36,7 @@ mod handles;
 mod health;
 mod layer;
 mod process;
+mod route;
 mod sampler;
 mod service;
 mod sketch;
@@ -56,6 +57,7 @@ pub use health::cache_memory_check;
 pub use health::{CheckResult, HEALTH_JSON, HealthRegistry, HealthReport, HealthStatus, Probe};
 pub use layer::{BodySizes, MetricsLayer};
 pub use process::{ProcessCounters, cpu_percent};
+pub use route::{InvalidTemplate, RouteTemplate, RouteTemplates};
 pub use sampler::gauges;
 pub use sampler::{
     BreakerSample, CacheSample, DEFAULT_HISTORY, DEFAULT_SAMPLE_INTERVAL, Monitor, MonitorBuilder, MonitorSnapshot,

@@ -78,7 +78,12 @@ where
         let (host, port) = server(request.uri(), request.headers());
         let active = self.config.handles.active(method, host, port);
         active.gauge.increment(1.0);
-        let guard = Guard::new(self.config.clone(), active, method, port, Instant::now());
+        let template = self
+            .config
+            .routes
+            .as_ref()
+            .and_then(|routes| routes.template(request.method(), request.uri()));
+        let guard = Guard::new(self.config.clone(), active, method, port, template, Instant::now());
         ResponseFuture::new(self.inner.call(request), guard)
     }
 }

@@ -17,7 +17,7 @@ use super::optimizer::{Inner, Optimizer};
 use crate::cache::{Cache, CacheLayer};
 use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use crate::invalidation::{InvalidationLayer, Invalidator};
-use crate::monitor::{AlertManager, MetricsLayer, Monitor, Stats};
+use crate::monitor::{AlertManager, MetricsLayer, Monitor, RouteTemplates, Stats};
 
 /// Warm-up fetches run this many at a time by default: enough to fill a
 /// cache quickly without a burst an upstream would notice.
@@ -66,6 +66,8 @@ pub struct MonitorSettings {
     pub alerts: AlertManager,
     /// Install the Prometheus recorder (for `/metrics`); only in binaries.
     pub prometheus: bool,
+    /// Route templates for the `url.template` label (none: no path labels).
+    pub route_templates: Option<RouteTemplates>,
 }
 
 impl Default for MonitorSettings {
@@ -74,6 +76,7 @@ impl Default for MonitorSettings {
             interval: crate::monitor::DEFAULT_SAMPLE_INTERVAL,
             alerts: AlertManager::with_default_rules(4.0 * 1024.0 * 1024.0 * 1024.0),
             prometheus: false,
+            route_templates: None,
         }
     }
 }
@@ -277,12 +280,11 @@ impl OptimizerStackBuilder {
                 if let Some(breaker) = &breaker {
                     monitor = monitor.breakers(breaker.breakers());
                 }
-                (
-                    Some(MetricsLayer::new().stats(stats.clone())),
-                    Some(stats),
-                    Some(monitor.build()),
-                    prometheus,
-                )
+                let mut metrics = MetricsLayer::new().stats(stats.clone());
+                if let Some(routes) = settings.route_templates {
+                    metrics = metrics.route_templates(routes);
+                }
+                (Some(metrics), Some(stats), Some(monitor.build()), prometheus)
             }
         };
         let gate = Arc::new(GateState::default());

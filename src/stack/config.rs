@@ -104,6 +104,8 @@ pub struct MonitorSection {
     pub interval: Option<String>,
     /// Install the Prometheus recorder (binaries only).
     pub prometheus: Option<bool>,
+    /// Route templates for the `url.template` label, like `"/users/{id}"`.
+    pub route_templates: Option<Vec<String>>,
 }
 
 /// `[admin]`.
@@ -259,6 +261,12 @@ impl OptimizerConfig {
                 settings.interval = d;
             }
             settings.prometheus = m.prometheus.unwrap_or(false);
+            if let Some(templates) = &m.route_templates {
+                settings.route_templates = Some(
+                    crate::monitor::RouteTemplates::new(templates)
+                        .map_err(|e| StackError::field_error("monitor.route_templates", e.to_string()))?,
+                );
+            }
             b = b.monitor(settings);
         }
         if let Some(a) = &self.admin {
@@ -310,6 +318,8 @@ mod tests {
         let config =
             OptimizerConfig::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/optimizer.toml")).unwrap();
         assert_eq!(config.cache.as_ref().unwrap().max_memory_mb, Some(64));
+        let monitor = config.monitor.as_ref().unwrap();
+        assert!(monitor.route_templates.as_ref().is_some_and(|t| !t.is_empty()));
         let builder = config.into_builder().unwrap();
         builder.build::<()>().unwrap();
     }
@@ -323,6 +333,10 @@ mod tests {
             ("[circuit_breaker]\nfailure_rate = 250.0", "circuit_breaker"),
             ("[client]\nconnect_timeout = \"x\"", "client.connect_timeout"),
             ("concurrency_limit = 0", "concurrency_limit"),
+            (
+                "[monitor]\nroute_templates = [\"users/{id}\"]",
+                "monitor.route_templates",
+            ),
             ("[cache]\nmax_memry_mb = 1", "config"),
         ];
         for (text, field) in cases {
