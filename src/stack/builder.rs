@@ -326,6 +326,31 @@ impl OptimizerStackBuilder {
     /// knowledge unless `.http1()`), and lets warm-up use it.
     pub fn build_http2_client(self) -> Result<(OptimizedService<Full<Bytes>>, Optimizer), StackError> {
         let client = http_client(&self.client);
+        self.build_over(client)
+    }
+
+    /// Like [`build_http2_client`](Self::build_http2_client), over rustls
+    /// with the roots in `tls` (for example [`native_roots`](super::native_roots)):
+    /// `https` upstreams over TLS, HTTP/2 by ALPN unless `.http1()`.
+    #[cfg(feature = "tls")]
+    pub fn build_https_client(
+        self,
+        tls: rustls::ClientConfig,
+    ) -> Result<(OptimizedService<Full<Bytes>>, Optimizer), StackError> {
+        let client = super::client::https_client(&self.client, tls);
+        self.build_over(client)
+    }
+
+    /// Layers the stack over one of the crate's own clients and lets warm-up
+    /// use the result.
+    fn build_over<S, R>(self, client: S) -> Result<(OptimizedService<Full<Bytes>>, Optimizer), StackError>
+    where
+        S: tower::Service<http::Request<Full<Bytes>>, Response = http::Response<R>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<crate::BoxError>,
+        R: http_body::Body<Data = Bytes> + Send + 'static,
+        R::Error: Into<crate::BoxError>,
+    {
         let (layer, optimizer) = self.build::<Full<Bytes>>()?;
         let service = layer.layer(client);
         optimizer.warm_up_through(service.clone());

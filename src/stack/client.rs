@@ -63,9 +63,19 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    client_builder(config).build(connector(config))
+}
+
+/// The TCP connector every client uses.
+fn connector(config: &ClientConfig) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.connect_timeout));
+    connector
+}
+
+/// Pool, timers and protocol, shared by the plain and the TLS client.
+fn client_builder(config: &ClientConfig) -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -80,5 +90,54 @@ where
                 .http2_keep_alive_while_idle(true);
         }
     }
-    builder.build(connector)
+    builder
+}
+
+/// The built-in HTTPS client before layering (feature `tls`).
+#[cfg(feature = "tls")]
+pub type HttpsClient<B = ClientBody> = Client<hyper_rustls::HttpsConnector<HttpConnector>, B>;
+
+/// Builds the hyper-util client over rustls (feature `tls`) with the roots
+/// and settings in `tls`. `https` URIs go over TLS; `http` ones stay in the
+/// clear. With [`Protocol::Http2`] TLS offers only `h2` in ALPN (and the
+/// clear side speaks h2c); with [`Protocol::Http1`], HTTP/1.1 only. Any ALPN
+/// list already in `tls` is replaced accordingly.
+#[cfg(feature = "tls")]
+pub fn https_client<B>(config: &ClientConfig, tls: rustls::ClientConfig) -> HttpsClient<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut tcp = connector(config);
+    // The TLS connector hands `https` URIs to the TCP connector, which
+    // refuses them unless told not to.
+    tcp.enforce_http(false);
+    let schemes = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let https = match config.protocol {
+        Protocol::Http2 => schemes.enable_http2().wrap_connector(tcp),
+        Protocol::Http1 => schemes.enable_http1().wrap_connector(tcp),
+    };
+    client_builder(config).build(https)
+}
+
+/// A rustls client configuration trusting the system's root certificates
+/// (read by rustls-native-certs, e.g. `/etc/ssl/certs`), with the ring
+/// provider and rustls' safe default protocol versions (feature `tls`).
+///
+/// # Errors
+///
+/// When no usable root certificate is found.
+#[cfg(feature = "tls")]
+pub fn native_roots() -> std::io::Result<rustls::ClientConfig> {
+    use hyper_rustls::ConfigBuilderExt;
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_native_roots()?
+            .with_no_client_auth();
+    Ok(config)
 }

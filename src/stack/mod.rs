@@ -34,6 +34,8 @@ mod optimizer;
 
 pub use builder::{DEFAULT_WARM_UP_PARALLELISM, MonitorSettings, OptimizerStack, OptimizerStackBuilder, StackError};
 pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
+#[cfg(feature = "tls")]
+pub use client::{HttpsClient, https_client, native_roots};
 pub use config::{
     AdminSection, BreakerSection, CacheSection, ClientSection, MonitorSection, OptimizerConfig, parse_duration,
 };

@@ -1,0 +1,159 @@
+//! The stack over TLS: a real hyper server behind rustls on 127.0.0.1 with a
+//! self-signed certificate made for the test; HTTP/2 negotiated by ALPN,
+//! HTTP/1.1 when asked, and an untrusted certificate refused with an error.
+#![cfg(feature = "tls")]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use tower_optimizer::cache::{Cache, CacheStatus, Outcome};
+use tower_optimizer::stack::{OptimizedService, OptimizerStack};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A self-signed certificate for 127.0.0.1.
+fn certificate() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let der = key.cert.der().clone();
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
+    (der, private)
+}
+
+/// A TLS server offering h2 and HTTP/1.1 by ALPN; counts requests and
+/// answers with the protocol it spoke.
+async fn tls_server(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                // A failed handshake (the untrusting client) just ends here.
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let body = format!("{:?}", req.version());
+                    async move {
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .header("cache-control", "max-age=60")
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+fn trusting(cert: &CertificateDer<'static>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+async fn get(
+    client: &OptimizedService<Full<Bytes>>,
+    url: &str,
+) -> Result<(Version, Option<Outcome>, String), tower_optimizer::BoxError> {
+    let res = client.clone().oneshot(Request::get(url).body(Full::default())?).await?;
+    let version = res.version();
+    let outcome = res.extensions().get::<CacheStatus>().map(CacheStatus::outcome);
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok((version, outcome, String::from_utf8(body.to_vec())?))
+}
+
+// Real sockets on the real clock; nothing here sleeps.
+#[tokio::test]
+async fn http2_over_tls_with_the_cache() {
+    let (cert, key) = certificate();
+    let (addr, hits) = tls_server(cert.clone(), key).await;
+    let (client, _optimizer) = OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .build_https_client(trusting(&cert))
+        .unwrap();
+    let url = format!("https://{addr}/users/1");
+
+    let (version, outcome, body) = get(&client, &url).await.unwrap();
+    assert_eq!(version, Version::HTTP_2, "h2 by ALPN");
+    assert_eq!(body, "HTTP/2.0", "the server spoke HTTP/2");
+    assert_eq!(outcome, Some(Outcome::Miss));
+    let (_, outcome, body) = get(&client, &url).await.unwrap();
+    assert_eq!((outcome, body.as_str()), (Some(Outcome::Hit), "HTTP/2.0"));
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the second answer came from the cache");
+}
+
+#[tokio::test]
+async fn http1_over_tls_when_asked() {
+    let (cert, key) = certificate();
+    let (addr, hits) = tls_server(cert.clone(), key).await;
+    let (client, _optimizer) = OptimizerStack::builder()
+        .http1()
+        .build_https_client(trusting(&cert))
+        .unwrap();
+    let (version, _, body) = get(&client, &format!("https://{addr}/")).await.unwrap();
+    assert_eq!((version, body.as_str()), (Version::HTTP_11, "HTTP/1.1"));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_an_error() {
+    let (cert, key) = certificate();
+    let (addr, hits) = tls_server(cert, key).await;
+    let (stranger, _) = certificate();
+    let (client, _optimizer) = OptimizerStack::builder()
+        .build_https_client(trusting(&stranger))
+        .unwrap();
+    let error = get(&client, &format!("https://{addr}/")).await.unwrap_err();
+    let mut chain = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    assert!(
+        chain.iter().any(|e| e.contains("certificate")),
+        "the error says why: {chain:?}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing reached the server");
+}
+
+#[test]
+fn system_roots_load() {
+    // Debian's ca-certificates: .ci/run installs it when it is missing.
+    let config = tower_optimizer::stack::native_roots().expect("system roots");
+    assert!(config.alpn_protocols.is_empty(), "the client sets ALPN itself");
+}
