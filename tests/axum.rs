@@ -1,7 +1,7 @@
 //! The admin service mounted in an axum application with
 //! `Router::nest_service`, served by axum on 127.0.0.1: its routes answer
 //! under the prefix, with access control, beside the application's own.
-#![cfg(all(feature = "monitor", feature = "invalidation"))]
+#![cfg(feature = "stack")]
 
 use std::net::SocketAddr;
 
@@ -95,5 +95,31 @@ async fn admin_service_nests_in_an_axum_router() {
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["kind"], "tag");
 
+    server.abort();
+}
+
+#[tokio::test]
+async fn the_optimizers_admin_service_nests_too() {
+    let (_layer, optimizer) = tower_optimizer::stack::OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .circuit_breaker(tower_optimizer::circuit_breaker::CircuitBreakerConfig::default())
+        .build::<Full<Bytes>>()
+        .unwrap();
+    let app = Router::new().nest_service("/ops", optimizer.admin_service(Some("t0ken")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::builder(TokioExecutor::new()).build_http();
+
+    assert_eq!(
+        send(&client, addr, Method::GET, "/ops/health/ready", None, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = send(&client, addr, Method::GET, "/ops/health/ready", Some("t0ken"), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "pass");
+    assert!(health["checks"]["breakers"].is_array(), "{health}");
+    assert!(health["checks"]["cache"].is_array(), "{health}");
     server.abort();
 }

@@ -102,6 +102,47 @@ impl Optimizer {
         self.inner.monitor.as_ref()
     }
 
+    /// The admin service over this stack's parts (Prometheus text when the
+    /// monitor installed it, statistics, alerts, the dashboard, health with
+    /// readiness from the breakers and cache memory, and invalidation),
+    /// requiring `token` when given. [`start`](Self::start) serves one on
+    /// the configured admin address; this one is for mounting in your own
+    /// server, e.g. axum's `Router::nest_service("/admin", ..)`.
+    pub fn admin_service(&self, token: Option<&str>) -> AdminService {
+        let inner = &self.inner;
+        let mut builder = AdminService::builder();
+        if let Some(token) = token {
+            builder = builder.token(token.to_owned());
+        }
+        if let Some(handle) = &inner.prometheus {
+            builder = builder.prometheus(handle.clone());
+        }
+        if let Some(monitor) = &inner.monitor {
+            builder = builder.monitor(monitor.clone());
+        }
+        if let Some(invalidator) = &inner.invalidator {
+            builder = builder.invalidator(invalidator.clone());
+        }
+        let health = crate::monitor::HealthRegistry::new();
+        if let Some(breakers) = &inner.breakers {
+            health.register(
+                "breakers",
+                crate::monitor::Probe::Readiness,
+                Duration::from_secs(1),
+                crate::monitor::breakers_check(breakers.clone()),
+            );
+        }
+        if let Some(cache) = &inner.cache {
+            health.register(
+                "cache",
+                crate::monitor::Probe::Readiness,
+                Duration::from_secs(1),
+                crate::monitor::cache_memory_check(cache.clone(), 0.95),
+            );
+        }
+        builder.health(health).build()
+    }
+
     /// The service warm-up sends through (set by `build_http2_client`, or
     /// by you with [`Optimizer::warm_up_through`] when you layer your own client).
     pub fn warm_up_through(&self, client: OptimizedService<Full<Bytes>>) {
@@ -118,37 +159,7 @@ impl Optimizer {
             monitor.start();
         }
         if let Some((addr, token)) = &inner.admin {
-            let mut builder = AdminService::builder();
-            if let Some(token) = token {
-                builder = builder.token(token.clone());
-            }
-            if let Some(handle) = &inner.prometheus {
-                builder = builder.prometheus(handle.clone());
-            }
-            if let Some(monitor) = &inner.monitor {
-                builder = builder.monitor(monitor.clone());
-            }
-            if let Some(invalidator) = &inner.invalidator {
-                builder = builder.invalidator(invalidator.clone());
-            }
-            let health = crate::monitor::HealthRegistry::new();
-            if let Some(breakers) = &inner.breakers {
-                health.register(
-                    "breakers",
-                    crate::monitor::Probe::Readiness,
-                    Duration::from_secs(1),
-                    crate::monitor::breakers_check(breakers.clone()),
-                );
-            }
-            if let Some(cache) = &inner.cache {
-                health.register(
-                    "cache",
-                    crate::monitor::Probe::Readiness,
-                    Duration::from_secs(1),
-                    crate::monitor::cache_memory_check(cache.clone(), 0.95),
-                );
-            }
-            let (bound, task) = builder.health(health).build().serve(*addr).await?;
+            let (bound, task) = self.admin_service(token.as_deref()).serve(*addr).await?;
             inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
             report.admin = Some(bound);
         }
