@@ -341,7 +341,17 @@ impl OptimizerStackBuilder {
         self.build_over(client)
     }
 
-    /// Layers the stack over one of the crate's own clients and lets warm-up
+    /// Builds the stack over a reqwest client (feature `reqwest`); set
+    /// HTTP/2, TLS and pool options on `client` itself.
+    #[cfg(feature = "reqwest")]
+    pub fn build_reqwest_client(
+        self,
+        client: reqwest::Client,
+    ) -> Result<(OptimizedService<Full<Bytes>>, Optimizer), StackError> {
+        self.build_over(super::ReqwestService::new(client))
+    }
+
+    /// Layers the stack over a client and lets warm-up
     /// use the result.
     fn build_over<S, R>(self, client: S) -> Result<(OptimizedService<Full<Bytes>>, Optimizer), StackError>
     where

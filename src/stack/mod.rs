@@ -31,6 +31,8 @@ mod config;
 mod gate;
 mod layer;
 mod optimizer;
+#[cfg(feature = "reqwest")]
+mod reqwest_client;
 
 pub use builder::{DEFAULT_WARM_UP_PARALLELISM, MonitorSettings, OptimizerStack, OptimizerStackBuilder, StackError};
 pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
@@ -42,3 +44,5 @@ pub use config::{
 pub use gate::ShuttingDown;
 pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody};
 pub use optimizer::{Optimizer, OptimizerStats, StartReport};
+#[cfg(feature = "reqwest")]
+pub use reqwest_client::{ReqwestService, ResponseFuture as ReqwestFuture};
