@@ -11,7 +11,7 @@
 //! | `monitor` | [`monitor`] | OpenTelemetry client metrics, statistics, sampler, alerts, health checks, admin service and dashboard |
 //! | `stack` | [`stack`], [`bench`](mod@bench) | `OptimizerStack`, `Optimizer`, the HTTP/2 client, TOML config and the benchmark engine |
 //! | `reqwest` (not in `full`) | [`stack`] | `ReqwestService`, `build_reqwest_client`: the stack around a `reqwest::Client` |
-//! | `tls` (not in `full`) | [`stack`] | HTTPS upstreams over rustls (ring): `https_client`, `native_roots`, `build_https_client` |
+//! | `tls` (not in `full`) | [`stack`] | HTTPS upstreams over rustls (ring): `https_client`, `native_roots`, `custom_ca`, `build_https_client` |
 //!
 //! The onion, outermost first:
 //!

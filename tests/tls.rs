@@ -36,13 +36,22 @@ fn certificate() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
 /// A TLS server offering h2 and HTTP/1.1 by ALPN; counts requests and
 /// answers with the protocol it spoke.
 async fn tls_server(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) -> (SocketAddr, Arc<AtomicUsize>) {
+    tls_server_with(cert, key, &[b"h2", b"http/1.1"]).await
+}
+
+/// A TLS server offering `alpn`.
+async fn tls_server_with(
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -54,6 +63,7 @@ async fn tls_server(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) 
             tokio::spawn(async move {
                 // A failed handshake (the untrusting client) just ends here.
                 let Ok(tls) = acceptor.accept(stream).await else { return };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     seen.fetch_add(1, Ordering::SeqCst);
                     let body = format!("{:?}", req.version());
@@ -66,9 +76,10 @@ async fn tls_server(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) 
                         )
                     }
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                // Serve what ALPN chose, as real servers do.
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+                let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
             });
         }
     });
@@ -149,6 +160,72 @@ async fn an_untrusted_certificate_is_an_error() {
         "the error says why: {chain:?}"
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing reached the server");
+}
+
+#[tokio::test]
+async fn an_http1_only_server_gets_http1_by_alpn() {
+    let (cert, key) = certificate();
+    let (addr, _) = tls_server_with(cert.clone(), key, &[b"http/1.1"]).await;
+    let (client, _optimizer) = OptimizerStack::builder().build_https_client(trusting(&cert)).unwrap();
+    let (version, _, body) = get(&client, &format!("https://{addr}/")).await.unwrap();
+    assert_eq!((version, body.as_str()), (Version::HTTP_11, "HTTP/1.1"));
+}
+
+#[tokio::test]
+async fn the_tls_client_speaks_h2c_to_http_urls() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{:?}", req.version())))))
+                });
+                // HTTP/2 only: an HTTP/1.1 request would fail here.
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let (cert, _) = certificate();
+    let (client, _optimizer) = OptimizerStack::builder().build_https_client(trusting(&cert)).unwrap();
+    let (version, _, body) = get(&client, &format!("http://{addr}/")).await.unwrap();
+    assert_eq!((version, body.as_str()), (Version::HTTP_2, "HTTP/2.0"));
+}
+
+#[tokio::test]
+async fn a_custom_ca_and_the_development_bypass() {
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let pem = key.cert.pem();
+    let der = key.cert.der().clone();
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
+    let (addr, hits) = tls_server(der, private).await;
+    let url = format!("https://{addr}/");
+
+    let (client, _) = OptimizerStack::builder()
+        .build_https_client(tower_optimizer::stack::custom_ca(pem.as_bytes()).unwrap())
+        .unwrap();
+    assert_eq!(get(&client, &url).await.unwrap().0, Version::HTTP_2);
+
+    let (client, _) = OptimizerStack::builder()
+        .build_https_client(tower_optimizer::stack::danger_accept_invalid_certs())
+        .unwrap();
+    assert_eq!(
+        get(&client, &url).await.unwrap().0,
+        Version::HTTP_2,
+        "accepted unverified"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    for bad in [
+        "",
+        "not a pem",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        let error = tower_optimizer::stack::custom_ca(bad.as_bytes()).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{bad:?}: {error}");
+    }
 }
 
 #[test]

@@ -63,7 +63,11 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    client_builder(config).build(connector(config))
+    let mut builder = client_builder(config);
+    if config.protocol == Protocol::Http2 {
+        builder.http2_only(true);
+    }
+    builder.build(connector(config))
 }
 
 /// The TCP connector every client uses.
@@ -74,7 +78,8 @@ fn connector(config: &ClientConfig) -> HttpConnector {
     connector
 }
 
-/// Pool, timers and protocol, shared by the plain and the TLS client.
+/// Pool, timers and HTTP/2 keep-alive, shared by the plain and the TLS
+/// client (which differ in how they choose HTTP/2).
 fn client_builder(config: &ClientConfig) -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
@@ -83,7 +88,6 @@ fn client_builder(config: &ClientConfig) -> hyper_util::client::legacy::Builder 
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_host);
     if config.protocol == Protocol::Http2 {
-        builder.http2_only(true);
         if let Some(interval) = config.http2_keep_alive {
             builder
                 .http2_keep_alive_interval(interval)
@@ -95,13 +99,15 @@ fn client_builder(config: &ClientConfig) -> hyper_util::client::legacy::Builder 
 
 /// The built-in HTTPS client before layering (feature `tls`).
 #[cfg(feature = "tls")]
-pub type HttpsClient<B = ClientBody> = Client<hyper_rustls::HttpsConnector<HttpConnector>, B>;
+pub type HttpsClient<B = ClientBody> = Client<hyper_rustls::HttpsConnector<super::tls::PriorKnowledge>, B>;
 
 /// Builds the hyper-util client over rustls (feature `tls`) with the roots
-/// and settings in `tls`. `https` URIs go over TLS; `http` ones stay in the
-/// clear. With [`Protocol::Http2`] TLS offers only `h2` in ALPN (and the
-/// clear side speaks h2c); with [`Protocol::Http1`], HTTP/1.1 only. Any ALPN
-/// list already in `tls` is replaced accordingly.
+/// and settings in `tls` (see [`native_roots`](super::native_roots),
+/// [`custom_ca`](super::custom_ca)). `https` URIs go over TLS, `http` ones in
+/// the clear. With [`Protocol::Http2`], TLS offers `h2` then `http/1.1` in
+/// ALPN (an HTTP/1.1-only server still works) and the clear side speaks h2c;
+/// with [`Protocol::Http1`], HTTP/1.1 everywhere. Any ALPN list already in
+/// `tls` is replaced accordingly.
 #[cfg(feature = "tls")]
 pub fn https_client<B>(config: &ClientConfig, tls: rustls::ClientConfig) -> HttpsClient<B>
 where
@@ -113,31 +119,16 @@ where
     // The TLS connector hands `https` URIs to the TCP connector, which
     // refuses them unless told not to.
     tcp.enforce_http(false);
+    let http2 = config.protocol == Protocol::Http2;
+    let tcp = super::tls::PriorKnowledge::new(tcp, http2);
     let schemes = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http();
-    let https = match config.protocol {
-        Protocol::Http2 => schemes.enable_http2().wrap_connector(tcp),
-        Protocol::Http1 => schemes.enable_http1().wrap_connector(tcp),
+        .https_or_http()
+        .enable_http1();
+    let https = if http2 {
+        schemes.enable_http2().wrap_connector(tcp)
+    } else {
+        schemes.wrap_connector(tcp)
     };
     client_builder(config).build(https)
-}
-
-/// A rustls client configuration trusting the system's root certificates
-/// (read by rustls-native-certs, e.g. `/etc/ssl/certs`), with the ring
-/// provider and rustls' safe default protocol versions (feature `tls`).
-///
-/// # Errors
-///
-/// When no usable root certificate is found.
-#[cfg(feature = "tls")]
-pub fn native_roots() -> std::io::Result<rustls::ClientConfig> {
-    use hyper_rustls::ConfigBuilderExt;
-    let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(std::io::Error::other)?
-            .with_native_roots()?
-            .with_no_client_auth();
-    Ok(config)
 }

@@ -33,11 +33,13 @@ mod layer;
 mod optimizer;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use builder::{DEFAULT_WARM_UP_PARALLELISM, MonitorSettings, OptimizerStack, OptimizerStackBuilder, StackError};
 pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
 #[cfg(feature = "tls")]
-pub use client::{HttpsClient, https_client, native_roots};
+pub use client::{HttpsClient, https_client};
 pub use config::{
     AdminSection, BreakerSection, CacheSection, ClientSection, MonitorSection, OptimizerConfig, parse_duration,
 };
@@ -46,3 +48,5 @@ pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody};
 pub use optimizer::{Optimizer, OptimizerStats, StartReport};
 #[cfg(feature = "reqwest")]
 pub use reqwest_client::{ReqwestService, ResponseFuture as ReqwestFuture};
+#[cfg(feature = "tls")]
+pub use tls::{MaybeH2c, PriorKnowledge, custom_ca, danger_accept_invalid_certs, native_roots};
