@@ -234,3 +234,14 @@ fn system_roots_load() {
     let config = tower_optimizer::stack::native_roots().expect("system roots");
     assert!(config.alpn_protocols.is_empty(), "the client sets ALPN itself");
 }
+
+#[tokio::test]
+async fn webpki_roots_do_not_trust_a_self_signed_certificate() {
+    let (cert, key) = certificate();
+    let (addr, _) = tls_server(cert, key).await;
+    let (client, _optimizer) = OptimizerStack::builder()
+        .build_https_client(tower_optimizer::stack::webpki_roots())
+        .unwrap();
+    let error = get(&client, &format!("https://{addr}/")).await.unwrap_err();
+    assert!(format!("{error:?}").contains("UnknownIssuer"), "{error:?}");
+}

@@ -49,4 +49,4 @@ pub use optimizer::{Optimizer, OptimizerStats, StartReport};
 #[cfg(feature = "reqwest")]
 pub use reqwest_client::{ReqwestService, ResponseFuture as ReqwestFuture};
 #[cfg(feature = "tls")]
-pub use tls::{MaybeH2c, PriorKnowledge, custom_ca, danger_accept_invalid_certs, native_roots};
+pub use tls::{MaybeH2c, PriorKnowledge, custom_ca, danger_accept_invalid_certs, native_roots, webpki_roots};

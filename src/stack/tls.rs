@@ -49,6 +49,18 @@ pub fn native_roots() -> io::Result<rustls::ClientConfig> {
     Ok(config)
 }
 
+/// A rustls client configuration trusting Mozilla's root certificates as
+/// compiled into the webpki-roots crate: the same set on every machine,
+/// with no system store needed (containers built from scratch).
+pub fn webpki_roots() -> rustls::ClientConfig {
+    use hyper_rustls::ConfigBuilderExt;
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports rustls' default protocol versions")
+        .with_webpki_roots()
+        .with_no_client_auth()
+}
+
 /// A rustls client configuration trusting only the CA certificates in
 /// `pem` (one or more `-----BEGIN CERTIFICATE-----` blocks): for upstreams
 /// behind a private CA.
