@@ -21,7 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_optimizer::BoxError;
-use tower_optimizer::cache::{Cache, CacheStatus, Outcome};
+use tower_optimizer::bench::{self, BenchReport, Stop, Workload};
+use tower_optimizer::cache::Cache;
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, Event, State};
 use tower_optimizer::monitor::AlertState;
 use tower_optimizer::stack::{ClientConfig, MonitorSettings, OptimizedService, OptimizerStack, http_client};
@@ -81,14 +82,6 @@ async fn upstream(state: Arc<Upstream>) -> std::net::SocketAddr {
     addr
 }
 
-#[derive(Default)]
-struct Tally {
-    latencies: Vec<Duration>,
-    hits: usize,
-    stale: usize,
-    errors: usize,
-}
-
 fn path_for(i: usize) -> String {
     // Mostly a few hot items, some slow ones, some to the flaky endpoint.
     match i % 10 {
@@ -98,59 +91,41 @@ fn path_for(i: usize) -> String {
     }
 }
 
-async fn workload(
+/// The demo's workload for `time`, through `bench::run` (the engine behind
+/// `examples/bench.rs`).
+async fn run(client: OptimizedService<Full<Bytes>>, base: &str, time: Duration) -> BenchReport {
+    let base = base.to_owned();
+    let workload = Workload::generator(move |i| format!("{base}{}", path_for(i)).parse().expect("a valid URI"))
+        .concurrency(CONCURRENCY)
+        .stop(Stop::Duration(time));
+    bench::run(client, &workload).await
+}
+
+/// Runs `run` for `time` in the background, drawing a progress bar.
+async fn with_progress(
+    label: &str,
     client: OptimizedService<Full<Bytes>>,
-    base: String,
-    until: Instant,
-    next: Arc<AtomicUsize>,
-) -> Tally {
-    let mut tally = Tally::default();
-    while Instant::now() < until {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Ok(req) = Request::get(format!("{base}{}", path_for(i))).body(Full::default()) else {
-            continue;
-        };
-        let start = Instant::now();
-        match client.clone().oneshot(req).await {
-            Ok(res) => {
-                let status = res.extensions().get::<CacheStatus>().copied();
-                let _ = res.into_body().collect().await;
-                tally.latencies.push(start.elapsed());
-                match status.map(|s| s.outcome()) {
-                    Some(Outcome::Hit) => tally.hits += 1,
-                    Some(Outcome::StaleHit) => tally.stale += 1,
-                    _ => {}
-                }
-            }
-            Err(_) => tally.errors += 1,
-        }
+    base: &str,
+    time: Duration,
+) -> Result<BenchReport, BoxError> {
+    let base = base.to_owned();
+    let handle = tokio::spawn(async move { run(client, &base, time).await });
+    let start = Instant::now();
+    while !handle.is_finished() {
+        progress(label, start.elapsed().as_secs_f64() / time.as_secs_f64());
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tally
+    progress(label, 1.0);
+    println!();
+    Ok(handle.await?)
 }
 
-async fn run(client: OptimizedService<Full<Bytes>>, base: &str, duration: Duration) -> Tally {
-    let until = Instant::now() + duration;
-    let next = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| tokio::spawn(workload(client.clone(), base.to_owned(), until, next.clone())))
-        .collect();
-    let mut total = Tally::default();
-    for w in workers {
-        let t = w.await.expect("worker");
-        total.latencies.extend(t.latencies);
-        total.hits += t.hits;
-        total.stale += t.stale;
-        total.errors += t.errors;
-    }
-    total.latencies.sort();
-    total
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        Duration::ZERO
-    } else {
-        sorted[((sorted.len() - 1) as f64 * p) as usize]
+/// A latency quantile, in the unit that shows it.
+fn ms(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "-".to_owned(),
+        Some(s) if s < 1e-3 => format!("{:.1} µs", s * 1e6),
+        Some(s) => format!("{:.2} ms", s * 1e3),
     }
 }
 
@@ -161,7 +136,7 @@ fn progress(label: &str, done: f64) {
         "\r  {label:<28} [{}{}] {:>3.0}%",
         "#".repeat(filled),
         ".".repeat(width - filled),
-        done * 100.0
+        done.min(1.0) * 100.0
     );
     let _ = std::io::stdout().flush();
 }
@@ -192,10 +167,7 @@ async fn main() -> Result<(), BoxError> {
             .map_err(Into::into),
     );
     let baseline_time = total / 4;
-    progress("without the stack", 0.0);
-    let without = run(bare, &base, baseline_time).await;
-    progress("without the stack", 1.0);
-    println!();
+    let without = with_progress("without the stack", bare, &base, baseline_time).await?;
     let upstream_without = state.calls.swap(0, Ordering::Relaxed);
 
     // 2. The full stack, with the admin dashboard on 127.0.0.1.
@@ -236,7 +208,7 @@ async fn main() -> Result<(), BoxError> {
         ("after invalidating 'items'", 0.3),
         ("with /flaky failing", 0.3),
     ];
-    let mut with = Tally::default();
+    let mut reports = Vec::new();
     for (n, (label, share)) in phases.iter().enumerate() {
         if n == 1 {
             let report = optimizer.invalidator().expect("cache configured").tag("items");
@@ -249,24 +221,9 @@ async fn main() -> Result<(), BoxError> {
             state.flaky_down.store(true, Ordering::Relaxed);
             println!("  /flaky now answers 503: the breaker opens and its cached answer is served stale");
         }
-        let phase = with_time.mul_f64(*share);
-        let client = client.clone();
-        let base = base.clone();
-        let handle = tokio::spawn(async move { run(client, &base, phase).await });
-        let start = Instant::now();
-        while !handle.is_finished() {
-            progress(label, start.elapsed().as_secs_f64() / phase.as_secs_f64());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        progress(label, 1.0);
-        println!();
-        let t = handle.await?;
-        with.latencies.extend(t.latencies);
-        with.hits += t.hits;
-        with.stale += t.stale;
-        with.errors += t.errors;
+        let report = with_progress(label, client.clone(), &base, with_time.mul_f64(*share)).await?;
+        reports.push((*label, report));
     }
-    with.latencies.sort();
     let upstream_with = state.calls.load(Ordering::Relaxed);
     let stats = optimizer.stats();
     let cache_stats = stats.cache.expect("cache configured");
@@ -283,37 +240,32 @@ async fn main() -> Result<(), BoxError> {
     });
 
     println!();
-    println!("{:<28}{:>16}{:>16}", "", "without stack", "with stack");
     println!(
-        "{:<28}{:>16}{:>16}",
-        "requests",
-        without.latencies.len(),
-        with.latencies.len() + with.errors
+        "{:<28}{:>10}{:>10}{:>12}{:>12}{:>10}{:>8}",
+        "", "requests", "req/s", "p50", "p99", "cached", "errors"
     );
-    println!("{:<28}{:>16}{:>16}", "upstream calls", upstream_without, upstream_with);
-    println!(
-        "{:<28}{:>16.2?}{:>16.2?}",
-        "p50 latency",
-        percentile(&without.latencies, 0.5),
-        percentile(&with.latencies, 0.5)
-    );
-    println!(
-        "{:<28}{:>16.2?}{:>16.2?}",
-        "p99 latency",
-        percentile(&without.latencies, 0.99),
-        percentile(&with.latencies, 0.99)
-    );
+    let row = |label: &str, r: &BenchReport| {
+        println!(
+            "{label:<28}{:>10}{:>10.0}{:>12}{:>12}{:>9.1}%{:>8}",
+            r.requests + r.errors,
+            r.throughput,
+            ms(r.p50),
+            ms(r.p99),
+            r.cache_hits as f64 * 100.0 / r.requests.max(1) as f64,
+            r.errors
+        );
+    };
+    row("without the stack", &without);
+    for (label, report) in &reports {
+        row(label, report);
+    }
     println!();
-    let served = with.latencies.len().max(1);
+    let sent: u64 = reports.iter().map(|(_, r)| r.requests + r.errors).sum();
     println!(
-        "hit ratio (fresh) {:.1}%, stale answers {}, errors {}",
-        with.hits as f64 * 100.0 / served as f64,
-        with.stale,
-        with.errors
-    );
-    println!(
-        "upstream calls saved (per request): {:.1}%",
-        100.0 - upstream_with as f64 * 100.0 / (with.latencies.len() + with.errors).max(1) as f64
+        "upstream calls: {upstream_without} without the stack, {upstream_with} with it for {sent} requests \
+         ({:.1}% saved); stale answers {}",
+        100.0 - upstream_with as f64 * 100.0 / sent.max(1) as f64,
+        cache_stats.stale
     );
     println!(
         "breaker transitions: {}, state of {base} now: {}",
