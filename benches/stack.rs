@@ -1,0 +1,130 @@
+//! The whole stack (metrics, cache, invalidation, circuit breaker, timeout)
+//! against the bare service, each pair measured in the same run:
+//! - `stack_hit/bare` vs `stack_hit/stack`: a fresh hit through the stack
+//!   against the bare in-process service building the same response
+//!   (target ratio at most 1.5);
+//! - `stack_miss/bare` vs `stack_miss/stack`: every request to a loopback
+//!   h2c server (`no-store`, so each one goes upstream) through the bare
+//!   hyper-util client and through `build_http2_client` (target overhead at
+//!   most 5 %).
+//!
+//! `cargo bench --bench stack`; the last lines print the ratios.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use criterion::Criterion;
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tower::Layer;
+use tower_optimizer::cache::Cache;
+use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
+use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
+use tower_optimizer::stack::{ClientConfig, MonitorSettings, OptimizerStack, OptimizerStackBuilder, http_client};
+
+/// Every layer the stack has, as a user would configure it.
+fn full_stack(cache: &Cache) -> OptimizerStackBuilder {
+    OptimizerStack::builder()
+        .cache(cache.clone())
+        .invalidation(InvalidationLayer::new(Invalidator::new(cache.clone())))
+        .circuit_breaker(CircuitBreakerConfig::default())
+        .timeout(std::time::Duration::from_secs(5))
+        .monitor(MonitorSettings::default())
+}
+
+/// An h2c server answering 1 KiB that must not be stored.
+async fn upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", "application/json")
+                            .header("cache-control", "no-store")
+                            .body(Full::new(Bytes::copy_from_slice(&common::BODY)))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn hits(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let uri: Uri = "http://api.test/items/1".parse().unwrap();
+    let (stack, _optimizer) = rt.block_on(async {
+        let cache = Cache::builder().build().unwrap();
+        let (layer, optimizer) = full_stack(&cache).build::<Full<Bytes>>().unwrap();
+        let mut stack = layer.layer(common::bare_1k());
+        common::one(&mut stack, &uri).await; // stores it
+        (stack, optimizer)
+    });
+    let mut group = c.benchmark_group("stack_hit");
+    group.bench_function("bare", |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| common::repeat(common::bare_1k(), uri.clone(), iters));
+    });
+    group.bench_function("stack", |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| common::repeat(stack.clone(), uri.clone(), iters));
+    });
+    group.finish();
+}
+
+fn misses(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let (uri, bare, stack, _optimizer) = rt.block_on(async {
+        let addr = upstream().await;
+        let uri: Uri = format!("http://{addr}/items/1").parse().unwrap();
+        let bare = http_client::<Full<Bytes>>(&ClientConfig::default());
+        let cache = Cache::builder().build().unwrap();
+        let (stack, optimizer) = full_stack(&cache).build_http2_client().unwrap();
+        // Open the connections before measuring.
+        common::one(&mut bare.clone(), &uri).await;
+        common::one(&mut stack.clone(), &uri).await;
+        (uri, bare, stack, optimizer)
+    });
+    let mut group = c.benchmark_group("stack_miss");
+    group.bench_function("bare", |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| common::repeat(bare.clone(), uri.clone(), iters));
+    });
+    group.bench_function("stack", |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| common::repeat(stack.clone(), uri.clone(), iters));
+    });
+    group.finish();
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = common::criterion();
+    hits(&mut c, &rt);
+    misses(&mut c, &rt);
+    c.final_summary();
+    for (name, target) in [("stack_hit", "ratio <= 1.5"), ("stack_miss", "ratio <= 1.05")] {
+        if let (Some(bare), Some(stack)) = (common::median(name, "bare"), common::median(name, "stack")) {
+            println!(
+                "{name}: bare {bare:.0} ns, stack {stack:.0} ns, ratio {:.2} (target {target})",
+                stack / bare
+            );
+        }
+    }
+}
