@@ -43,19 +43,10 @@ fn hit(c: &mut Criterion) {
         .build()
         .unwrap();
     let uri: Uri = "http://api.test/items/42".parse().unwrap();
-    let mut group = c.benchmark_group("hit");
-    group.bench_function("bare", |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| common::repeat(bare(), uri.clone(), iters));
-    });
     let cache = rt.block_on(async { cache(64 << 20) });
     let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare());
     rt.block_on(common::one(&mut cached, &uri));
-    group.bench_function("cache", |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| common::repeat(cached.clone(), uri.clone(), iters));
-    });
-    group.finish();
+    common::versus(c, &rt, "hit", &uri, &bare(), ("cache", &cached));
     assert_eq!(cache.stats().misses, 1, "every measured request was a hit");
 }
 

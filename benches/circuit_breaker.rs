@@ -52,16 +52,7 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let mut group = c.benchmark_group("closed");
-    group.bench_function("bare", |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| common::repeat(bare(), uri.clone(), iters));
-    });
-    group.bench_function("breaker", |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| common::repeat(breaker.clone(), uri.clone(), iters));
-    });
-    group.finish();
+    common::versus(c, &rt, "closed", &uri, &bare(), ("breaker", &breaker));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

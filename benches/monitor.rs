@@ -20,16 +20,7 @@ fn group(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str) {
     // A new layer per group: handles are registered with the recorder in
     // place when first used.
     let layered = tower::Layer::layer(&MetricsLayer::new(), bare());
-    let mut group = c.benchmark_group(name);
-    group.bench_function("bare", |b| {
-        b.to_async(rt)
-            .iter_custom(|iters| common::repeat(bare(), uri.clone(), iters));
-    });
-    group.bench_function("layer", |b| {
-        b.to_async(rt)
-            .iter_custom(|iters| common::repeat(layered.clone(), uri.clone(), iters));
-    });
-    group.finish();
+    common::versus(c, rt, name, &uri, &bare(), ("layer", &layered));
 }
 
 fn main() {

@@ -74,16 +74,7 @@ fn hits(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         common::one(&mut stack, &uri).await; // stores it
         (stack, optimizer)
     });
-    let mut group = c.benchmark_group("stack_hit");
-    group.bench_function("bare", |b| {
-        b.to_async(rt)
-            .iter_custom(|iters| common::repeat(common::bare_1k(), uri.clone(), iters));
-    });
-    group.bench_function("stack", |b| {
-        b.to_async(rt)
-            .iter_custom(|iters| common::repeat(stack.clone(), uri.clone(), iters));
-    });
-    group.finish();
+    common::versus(c, rt, "stack_hit", &uri, &common::bare_1k(), ("stack", &stack));
 }
 
 fn misses(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
@@ -98,16 +89,7 @@ fn misses(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         common::one(&mut stack.clone(), &uri).await;
         (uri, bare, stack, optimizer)
     });
-    let mut group = c.benchmark_group("stack_miss");
-    group.bench_function("bare", |b| {
-        b.to_async(rt)
-            .iter_custom(|iters| common::repeat(bare.clone(), uri.clone(), iters));
-    });
-    group.bench_function("stack", |b| {
-        b.to_async(rt)
-            .iter_custom(|iters| common::repeat(stack.clone(), uri.clone(), iters));
-    });
-    group.finish();
+    common::versus(c, rt, "stack_miss", &uri, &bare, ("stack", &stack));
 }
 
 fn main() {

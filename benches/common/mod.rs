@@ -48,6 +48,38 @@ where
     start.elapsed()
 }
 
+/// Measures `bare` and then `layered` answering the same GET of `uri`, in
+/// one group (`group/bare`, `group/name`), so their medians compare within
+/// one run on the same runtime.
+pub fn versus<A, L, RA, RL>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group: &str,
+    uri: &Uri,
+    bare: &A,
+    (name, layered): (&str, &L),
+) where
+    A: Service<Request<Full<Bytes>>, Response = Response<RA>> + Clone,
+    A::Error: std::fmt::Debug,
+    RA: http_body::Body<Data = Bytes>,
+    RA::Error: std::fmt::Debug,
+    L: Service<Request<Full<Bytes>>, Response = Response<RL>> + Clone,
+    L::Error: std::fmt::Debug,
+    RL: http_body::Body<Data = Bytes>,
+    RL::Error: std::fmt::Debug,
+{
+    let mut group = c.benchmark_group(group);
+    group.bench_function("bare", |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| repeat(bare.clone(), uri.clone(), iters));
+    });
+    group.bench_function(name, |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| repeat(layered.clone(), uri.clone(), iters));
+    });
+    group.finish();
+}
+
 /// Criterion's median estimate (ns) for `group/function` from this run.
 pub fn median(group: &str, function: &str) -> Option<f64> {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
