@@ -15,6 +15,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use super::gate::{Gate, GateState};
+use super::optional::Optional;
 use crate::BoxError;
 use crate::cache::CacheLayer;
 use crate::circuit_breaker::{CircuitBreakerLayer, Fallback, WithFallback};
@@ -123,12 +124,13 @@ where
     }
 }
 
-/// The secondary upstream as the breaker's fallback, except for requests
-/// the cache can answer stale: those fail with `error::Open`, and the cache
-/// outside serves them stale (stale first, then secondary, then the error).
+/// The secondary upstream (if any) as the breaker's fallback, except for
+/// requests the cache can answer stale: those fail with `error::Open`, and
+/// the cache outside serves them stale (stale first, then secondary, then
+/// the error).
 #[derive(Clone)]
 struct Failover<S> {
-    secondary: WithFallback<Secondary<S>>,
+    secondary: Option<WithFallback<Secondary<S>>>,
     cache: Option<crate::cache::Cache>,
 }
 
@@ -140,10 +142,13 @@ where
     type Future = <WithFallback<Secondary<S>> as Fallback<Request<B>, S::Response>>::Future;
 
     fn try_call(&mut self, request: Request<B>) -> Result<Self::Future, Request<B>> {
+        let Some(secondary) = &mut self.secondary else {
+            return Err(request);
+        };
         if self.cache.as_ref().is_some_and(|c| c.can_serve_on_error(&request)) {
             return Err(request);
         }
-        self.secondary.try_call(request)
+        secondary.try_call(request)
     }
 }
 
@@ -160,51 +165,33 @@ where
 
     /// Innermost first: timeout, breaker (with the secondary upstream as
     /// fallback), concurrency limit and load shedding, invalidation, cache,
-    /// metrics, and the lifecycle gate outermost.
+    /// metrics, and the lifecycle gate outermost. Each stage is an
+    /// [`Optional`], so the whole is one concrete type, boxed once here.
     fn layer(&self, inner: S) -> Self::Service {
         let p = &self.parts;
-        let mut svc: OptimizedService<B> = BoxCloneSyncService::new(inner.map_response(boxed).map_err(Into::into));
-        if let Some(timeout) = p.timeout {
-            svc = BoxCloneSyncService::new(tower::timeout::Timeout::new(svc, timeout));
-        }
-        if let Some(breaker) = &p.breaker {
-            svc = match &p.secondary {
-                Some((scheme, authority)) => {
-                    let secondary = Secondary {
-                        inner: svc.clone(),
+        let svc = Optional::new(p.timeout, inner, |timeout, s| tower::timeout::Timeout::new(s, timeout));
+        let svc = Optional::new(p.breaker.clone(), svc, |breaker, s| {
+            let failover = Failover {
+                secondary: p.secondary.as_ref().map(|(scheme, authority)| {
+                    WithFallback(Secondary {
+                        inner: s.clone(),
                         scheme: scheme.clone(),
                         authority: authority.clone(),
-                    };
-                    let failover = Failover {
-                        secondary: WithFallback(secondary),
-                        cache: p.cache.as_ref().map(|c| c.cache().clone()),
-                    };
-                    BoxCloneSyncService::new(
-                        breaker
-                            .clone()
-                            .with_fallback_policy(failover)
-                            .layer(svc)
-                            .map_response(boxed),
-                    )
-                }
-                None => BoxCloneSyncService::new(breaker.layer(svc).map_response(boxed)),
+                    })
+                }),
+                cache: p.cache.as_ref().map(|c| c.cache().clone()),
             };
-        }
-        if let Some(limit) = p.concurrency_limit {
-            svc = BoxCloneSyncService::new(tower::limit::ConcurrencyLimit::new(svc, limit));
-            if p.overload == Overload::Shed {
-                svc = BoxCloneSyncService::new(tower::load_shed::LoadShed::new(svc));
-            }
-        }
-        if let Some(invalidation) = &p.invalidation {
-            svc = BoxCloneSyncService::new(invalidation.layer(svc));
-        }
-        if let Some(cache) = &p.cache {
-            svc = BoxCloneSyncService::new(cache.layer(svc).map_response(boxed));
-        }
-        if let Some(metrics) = &p.metrics {
-            svc = BoxCloneSyncService::new(metrics.layer(svc).map_response(boxed));
-        }
-        BoxCloneSyncService::new(Gate::new(svc, p.gate.clone()))
+            breaker.with_fallback_policy(failover).layer(s)
+        });
+        let svc = Optional::new(p.concurrency_limit, svc, |limit, s| {
+            let shed = (p.overload == Overload::Shed).then_some(());
+            Optional::new(shed, tower::limit::ConcurrencyLimit::new(s, limit), |(), s| {
+                tower::load_shed::LoadShed::new(s)
+            })
+        });
+        let svc = Optional::new(p.invalidation.as_ref(), svc, |invalidation, s| invalidation.layer(s));
+        let svc = Optional::new(p.cache.as_ref(), svc, |cache, s| cache.layer(s));
+        let svc = Optional::new(p.metrics.as_ref(), svc, |metrics, s| metrics.layer(s));
+        BoxCloneSyncService::new(Gate::new(svc, p.gate.clone()).map_response(boxed))
     }
 }

@@ -31,6 +31,7 @@ mod config;
 mod gate;
 mod layer;
 mod optimizer;
+mod optional;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
 #[cfg(feature = "tls")]
