@@ -5,53 +5,38 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{Response, StatusCode, Version};
+use http::{Response, Version};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::body::MetricsBody;
-use super::handles::{Active, RequestLabels};
+use super::handles::{Endpoint, ErrorType, Outcome, VERSION_1_1};
 use super::layer::{BodySizes, Config};
 use crate::BoxError;
 
-/// What a request carries until it is measured.
+/// What a request carries until it is measured. Kept small: it moves with
+/// the response through every layer outside this one.
 #[derive(Debug)]
 pub(crate) struct Guard {
     config: Arc<Config>,
-    active: Active,
-    method: &'static str,
-    port: u16,
+    endpoint: Arc<Endpoint>,
     template: Option<Arc<str>>,
     start: Instant,
-    status: Option<u16>,
-    version: &'static str,
-    cache: Option<&'static str>,
-    breaker: Option<&'static str>,
-    error: Option<&'static str>,
+    outcome: Outcome,
     done: bool,
 }
 
 impl Guard {
-    pub(crate) fn new(
-        config: Arc<Config>,
-        active: Active,
-        method: &'static str,
-        port: u16,
-        template: Option<Arc<str>>,
-        start: Instant,
-    ) -> Self {
+    pub(crate) fn new(config: Arc<Config>, endpoint: Arc<Endpoint>, template: Option<Arc<str>>, start: Instant) -> Self {
         Guard {
             config,
-            active,
-            method,
-            port,
+            endpoint,
             template,
             start,
-            status: None,
-            version: "1.1",
-            cache: None,
-            breaker: None,
-            error: None,
+            outcome: Outcome {
+                version: VERSION_1_1,
+                ..Outcome::default()
+            },
             done: false,
         }
     }
@@ -64,86 +49,66 @@ impl Guard {
         self.done = true;
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.start);
-        let status_text;
-        let error = if body_failed {
-            Some("body")
-        } else if self.error.is_some() {
-            self.error
-        } else if let Some(status) = self.status.filter(|s| *s >= 400) {
-            status_text = StatusCode::from_u16(status)
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default();
-            Some(status_text.as_str())
-        } else {
-            None
-        };
-        let labels = RequestLabels {
-            method: self.method,
-            host: self.host(),
-            port: self.port,
-            template: self.template.as_deref(),
-            status: self.status,
-            error,
-            version: self.version,
-            cache: self.cache,
-            breaker: self.breaker,
-        };
-        let handles = &self.config.handles;
-        handles.duration(&labels).record(elapsed.as_secs_f64());
-        if self.config.body_sizes == BodySizes::Record && self.status.is_some() {
-            handles.body_size(&labels).record(body_bytes as f64);
+        let mut outcome = self.outcome;
+        if body_failed {
+            outcome.error = ErrorType::Body;
+        } else if outcome.error == ErrorType::None && outcome.status >= 400 {
+            outcome.error = ErrorType::Status;
+        }
+        let template = self.template.as_deref();
+        self.endpoint.duration(outcome, template).record(elapsed.as_secs_f64());
+        if self.config.body_sizes == BodySizes::Record && outcome.status != 0 {
+            self.endpoint.body_size(outcome, template).record(body_bytes as f64);
         }
         if let Some(stats) = &self.config.stats {
-            stats.record(&self.active.host, elapsed, error.is_some(), now);
+            let failed = outcome.error != ErrorType::None;
+            stats.record(&self.endpoint.host_port, elapsed, failed, now);
         }
-    }
-
-    fn host(&self) -> &str {
-        // `Active::host` is `host:port`; the label wants the host alone.
-        let text: &str = &self.active.host;
-        text.rsplit_once(':').map_or(text, |(h, _)| h)
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         // A cancelled request is not measured, but it is no longer active.
-        self.active.gauge.decrement(1.0);
+        self.endpoint.gauge.decrement(1.0);
     }
 }
 
-fn version_label(version: Version) -> &'static str {
+/// Index of `version` in [`VERSIONS`](super::handles::VERSIONS).
+fn version_code(version: Version) -> u8 {
     match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
+        Version::HTTP_09 => 0,
+        Version::HTTP_10 => 1,
+        Version::HTTP_2 => 3,
+        Version::HTTP_3 => 4,
+        _ => VERSION_1_1,
     }
 }
 
-/// `error.type` for a failed call, from a fixed set (bounded labels).
-fn error_type(error: &(dyn std::error::Error + 'static)) -> (&'static str, Option<&'static str>) {
+/// `error.type` for a failed call, from a fixed set (bounded labels), and
+/// whether the breaker refused it.
+fn error_type(error: &(dyn std::error::Error + 'static)) -> (ErrorType, bool) {
     #[cfg(feature = "circuit-breaker")]
     if error.is::<crate::circuit_breaker::error::Open>() {
-        return ("circuit_open", Some("rejected"));
+        return (ErrorType::CircuitOpen, true);
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::TimedOut => ("timeout", None),
-                std::io::ErrorKind::ConnectionRefused => ("connection_refused", None),
-                std::io::ErrorKind::ConnectionReset => ("connection_reset", None),
-                _ => ("io", None),
+            let kind = match io.kind() {
+                std::io::ErrorKind::TimedOut => ErrorType::Timeout,
+                std::io::ErrorKind::ConnectionRefused => ErrorType::ConnectionRefused,
+                std::io::ErrorKind::ConnectionReset => ErrorType::ConnectionReset,
+                _ => ErrorType::Io,
             };
+            return (kind, false);
         }
         if e.to_string().contains("timed out") {
-            return ("timeout", None);
+            return (ErrorType::Timeout, false);
         }
         source = e.source();
     }
-    ("_OTHER", None)
+    (ErrorType::Other, false)
 }
 
 pin_project! {
@@ -187,28 +152,29 @@ where
             .expect("metrics ResponseFuture polled after completion");
         match result {
             Ok(response) => {
-                guard.status = Some(response.status().as_u16());
-                guard.version = version_label(response.version());
+                guard.outcome.status = response.status().as_u16();
+                guard.outcome.version = version_code(response.version());
                 #[cfg(feature = "cache")]
                 {
-                    guard.cache = response
+                    // Indexes into `CACHE_STATUSES`.
+                    guard.outcome.cache = response
                         .extensions()
                         .get::<crate::cache::CacheStatus>()
-                        .map(|s| match s.outcome() {
-                            crate::cache::Outcome::Hit => "hit",
-                            crate::cache::Outcome::StaleHit => "stale",
-                            crate::cache::Outcome::Revalidated => "revalidated",
-                            crate::cache::Outcome::Miss => "miss",
-                            crate::cache::Outcome::Bypass => "bypass",
+                        .map_or(0, |s| match s.outcome() {
+                            crate::cache::Outcome::Hit => 1,
+                            crate::cache::Outcome::StaleHit => 2,
+                            crate::cache::Outcome::Revalidated => 3,
+                            crate::cache::Outcome::Miss => 4,
+                            crate::cache::Outcome::Bypass => 5,
                         });
                 }
                 Poll::Ready(Ok(response.map(|body| MetricsBody::new(body, guard))))
             }
             Err(error) => {
                 let error: BoxError = error.into();
-                let (kind, breaker) = error_type(&*error);
-                guard.error = Some(kind);
-                guard.breaker = breaker;
+                let (kind, rejected) = error_type(&*error);
+                guard.outcome.error = kind;
+                guard.outcome.rejected = rejected;
                 guard.finish(0, false);
                 Poll::Ready(Err(error))
             }

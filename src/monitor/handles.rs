@@ -12,6 +12,10 @@ use metrics::{Gauge, Histogram, Unit};
 /// registered per request (still correct, just slower).
 pub(crate) const MAX_CACHED: usize = 4096;
 
+/// Outcomes remembered per endpoint (statuses, errors, cache statuses and
+/// templates combined); past this, as above.
+pub(crate) const MAX_OUTCOMES: usize = 1024;
+
 /// `http.client.request.duration` (seconds).
 pub const REQUEST_DURATION: &str = "http.client.request.duration";
 /// `http.client.active_requests`.
@@ -19,44 +23,138 @@ pub const ACTIVE_REQUESTS: &str = "http.client.active_requests";
 /// `http.client.response.body.size` (bytes, opt-in).
 pub const RESPONSE_BODY_SIZE: &str = "http.client.response.body.size";
 
-/// The labels of one finished request, borrowed.
-#[derive(Debug, Clone, Copy, Hash)]
-pub(crate) struct RequestLabels<'a> {
-    pub(crate) method: &'static str,
-    pub(crate) host: &'a str,
-    pub(crate) port: u16,
-    pub(crate) template: Option<&'a str>,
-    pub(crate) status: Option<u16>,
-    pub(crate) error: Option<&'a str>,
-    pub(crate) version: &'static str,
-    pub(crate) cache: Option<&'static str>,
-    pub(crate) breaker: Option<&'static str>,
+/// `error.type` of a finished request, from a fixed set (bounded labels).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub(crate) enum ErrorType {
+    /// No error.
+    #[default]
+    None,
+    /// The response body failed mid-stream.
+    Body,
+    /// A 4xx or 5xx status: the label is the status code.
+    Status,
+    /// The circuit breaker refused the request.
+    CircuitOpen,
+    /// A timeout.
+    Timeout,
+    /// The connection was refused.
+    ConnectionRefused,
+    /// The connection was reset.
+    ConnectionReset,
+    /// Another I/O error.
+    Io,
+    /// Anything else.
+    Other,
 }
 
-impl RequestLabels<'_> {
-    fn owned(&self) -> Vec<metrics::Label> {
+/// `network.protocol.version` values, indexed by [`Outcome::version`].
+pub(crate) const VERSIONS: [&str; 5] = ["0.9", "1.0", "1.1", "2", "3"];
+/// `tower_optimizer.cache.status` values, indexed by [`Outcome::cache`]
+/// (0: the response carried no cache status).
+pub(crate) const CACHE_STATUSES: [&str; 6] = ["", "hit", "stale", "revalidated", "miss", "bypass"];
+/// Index of HTTP/1.1 in [`VERSIONS`], the label before a response says.
+pub(crate) const VERSION_1_1: u8 = 2;
+
+/// The labels of a finished request beyond its endpoint, as small codes so
+/// the per-request guard stays small (it moves with every response).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Outcome {
+    /// Response status (0: no response).
+    pub(crate) status: u16,
+    pub(crate) error: ErrorType,
+    /// Index into [`VERSIONS`].
+    pub(crate) version: u8,
+    /// Index into [`CACHE_STATUSES`].
+    pub(crate) cache: u8,
+    /// The breaker refused the request.
+    pub(crate) rejected: bool,
+}
+
+impl Outcome {
+    /// The codes packed into one number: distinct outcomes, distinct numbers.
+    fn code(self) -> u64 {
+        u64::from(self.status)
+            | (self.error as u64) << 16
+            | u64::from(self.version) << 24
+            | u64::from(self.cache) << 32
+            | u64::from(self.rejected) << 40
+    }
+
+    /// The key of the handle for this outcome with `template`: the packed
+    /// codes alone, or with a template a hash of both (the top bit set, so
+    /// the two kinds never meet).
+    fn key(self, template: Option<&str>) -> u64 {
+        match template {
+            None => self.code(),
+            Some(template) => hash_of(&(self.code(), template)) | 1 << 63,
+        }
+    }
+}
+
+/// One method, host and port: its active-requests gauge and the handles of
+/// its finished requests by outcome, found without hashing the host again.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) gauge: Gauge,
+    /// `host:port`, the statistics' key.
+    pub(crate) host_port: Arc<str>,
+    host_len: usize,
+    method: &'static str,
+    port: u16,
+    durations: RwLock<ByHash<Histogram>>,
+    sizes: RwLock<ByHash<Histogram>>,
+}
+
+impl Endpoint {
+    fn labels(&self, outcome: Outcome, template: Option<&str>) -> Vec<metrics::Label> {
         let mut labels = vec![
             metrics::Label::new("http.request.method", self.method),
-            metrics::Label::new("server.address", self.host.to_owned()),
+            metrics::Label::new("server.address", self.host_port[..self.host_len].to_owned()),
             metrics::Label::new("server.port", self.port.to_string()),
-            metrics::Label::new("network.protocol.version", self.version),
+            metrics::Label::new("network.protocol.version", VERSIONS[usize::from(outcome.version)]),
         ];
-        if let Some(template) = self.template {
+        if let Some(template) = template {
             labels.push(metrics::Label::new("url.template", template.to_owned()));
         }
-        if let Some(status) = self.status {
-            labels.push(metrics::Label::new("http.response.status_code", status.to_string()));
+        if outcome.status != 0 {
+            labels.push(metrics::Label::new("http.response.status_code", outcome.status.to_string()));
         }
-        if let Some(error) = self.error {
-            labels.push(metrics::Label::new("error.type", error.to_owned()));
+        let error: Option<metrics::SharedString> = match outcome.error {
+            ErrorType::None => None,
+            ErrorType::Status => Some(outcome.status.to_string().into()),
+            ErrorType::Body => Some("body".into()),
+            ErrorType::CircuitOpen => Some("circuit_open".into()),
+            ErrorType::Timeout => Some("timeout".into()),
+            ErrorType::ConnectionRefused => Some("connection_refused".into()),
+            ErrorType::ConnectionReset => Some("connection_reset".into()),
+            ErrorType::Io => Some("io".into()),
+            ErrorType::Other => Some("_OTHER".into()),
+        };
+        if let Some(error) = error {
+            labels.push(metrics::Label::new("error.type", error));
         }
-        if let Some(cache) = self.cache {
+        if outcome.cache != 0 {
+            let cache = CACHE_STATUSES[usize::from(outcome.cache)];
             labels.push(metrics::Label::new("tower_optimizer.cache.status", cache));
         }
-        if let Some(breaker) = self.breaker {
-            labels.push(metrics::Label::new("tower_optimizer.circuit_breaker.outcome", breaker));
+        if outcome.rejected {
+            labels.push(metrics::Label::new("tower_optimizer.circuit_breaker.outcome", "rejected"));
         }
         labels
+    }
+
+    /// The duration histogram for `outcome`.
+    pub(crate) fn duration(&self, outcome: Outcome, template: Option<&str>) -> Histogram {
+        cached(&self.durations, outcome.key(template), MAX_OUTCOMES, || {
+            metrics::histogram!(REQUEST_DURATION, self.labels(outcome, template))
+        })
+    }
+
+    /// The body-size histogram for `outcome`.
+    pub(crate) fn body_size(&self, outcome: Outcome, template: Option<&str>) -> Histogram {
+        cached(&self.sizes, outcome.key(template), MAX_OUTCOMES, || {
+            metrics::histogram!(RESPONSE_BODY_SIZE, self.labels(outcome, template))
+        })
     }
 }
 
@@ -117,18 +215,9 @@ fn hash_of(value: &impl Hash) -> u64 {
     hasher.finish()
 }
 
-/// A handle for the active-requests gauge, and the host it counts.
-#[derive(Debug, Clone)]
-pub(crate) struct Active {
-    pub(crate) gauge: Gauge,
-    pub(crate) host: Arc<str>,
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct Handles {
-    durations: RwLock<ByHash<Histogram>>,
-    sizes: RwLock<ByHash<Histogram>>,
-    active: RwLock<ByHash<Active>>,
+    endpoints: RwLock<ByHash<Arc<Endpoint>>>,
 }
 
 impl Handles {
@@ -142,38 +231,34 @@ impl Handles {
         metrics::describe_histogram!(RESPONSE_BODY_SIZE, Unit::Bytes, "Size of HTTP client response bodies.");
     }
 
-    pub(crate) fn duration(&self, labels: &RequestLabels<'_>) -> Histogram {
-        cached(&self.durations, hash_of(labels), || {
-            metrics::histogram!(REQUEST_DURATION, labels.owned())
-        })
-    }
-
-    pub(crate) fn body_size(&self, labels: &RequestLabels<'_>) -> Histogram {
-        cached(&self.sizes, hash_of(labels), || {
-            metrics::histogram!(RESPONSE_BODY_SIZE, labels.owned())
-        })
-    }
-
-    pub(crate) fn active(&self, method: &'static str, host: &str, port: u16) -> Active {
-        cached(&self.active, hash_of(&(method, host, port)), || Active {
-            gauge: metrics::gauge!(
-                ACTIVE_REQUESTS,
-                "http.request.method" => method,
-                "server.address" => host.to_owned(),
-                "server.port" => port.to_string()
-            ),
-            host: format!("{host}:{port}").into(),
+    /// The endpoint of `method`, `host` and `port`.
+    pub(crate) fn endpoint(&self, method: &'static str, host: &str, port: u16) -> Arc<Endpoint> {
+        cached(&self.endpoints, hash_of(&(method, host, port)), MAX_CACHED, || {
+            Arc::new(Endpoint {
+                gauge: metrics::gauge!(
+                    ACTIVE_REQUESTS,
+                    "http.request.method" => method,
+                    "server.address" => host.to_owned(),
+                    "server.port" => port.to_string()
+                ),
+                host_port: format!("{host}:{port}").into(),
+                host_len: host.len(),
+                method,
+                port,
+                durations: RwLock::default(),
+                sizes: RwLock::default(),
+            })
         })
     }
 }
 
-fn cached<T: Clone>(map: &RwLock<ByHash<T>>, key: u64, make: impl FnOnce() -> T) -> T {
+fn cached<T: Clone>(map: &RwLock<ByHash<T>>, key: u64, cap: usize, make: impl FnOnce() -> T) -> T {
     if let Some(found) = map.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
         return found.clone();
     }
     let made = make();
     let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
-    if map.len() < MAX_CACHED {
+    if map.len() < cap {
         map.insert(key, made.clone());
     }
     made

@@ -76,14 +76,14 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = method_label(request.method());
         let (host, port) = server(request.uri(), request.headers());
-        let active = self.config.handles.active(method, host, port);
-        active.gauge.increment(1.0);
+        let endpoint = self.config.handles.endpoint(method, host, port);
+        endpoint.gauge.increment(1.0);
         let template = self
             .config
             .routes
             .as_ref()
             .and_then(|routes| routes.template(request.method(), request.uri()));
-        let guard = Guard::new(self.config.clone(), active, method, port, template, Instant::now());
+        let guard = Guard::new(self.config.clone(), endpoint, template, Instant::now());
         ResponseFuture::new(self.inner.call(request), guard)
     }
 }
