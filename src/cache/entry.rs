@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::freshness::Freshness;
 use super::key::Secondary;
 use super::labels::VersionStamp;
-use super::status::{CACHE_NAME, CACHE_STATUS};
+use super::status::{CACHE_NAME, CACHE_STATUS, Memo, memoised};
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
 /// `Arc<Entry>` allocation, the LRU node, its hash slot and variant slot,
@@ -207,7 +207,15 @@ impl Entry {
         *response.version_mut() = self.version;
         let headers = response.headers_mut();
         headers.clone_from(&self.headers);
-        headers.insert(AGE, HeaderValue::from(self.freshness.age(now).as_secs()));
+        let age = age_value(self.freshness.age(now).as_secs());
+        // Overwrite the placeholder in place: `insert` would first make room
+        // for a new line and, with the copy's table full, grow it each hit.
+        match headers.get_mut(AGE) {
+            Some(slot) => *slot = age,
+            None => {
+                headers.insert(AGE, age);
+            }
+        }
         response
     }
 
@@ -226,6 +234,12 @@ impl Entry {
         }
         headers
     }
+}
+
+/// The `Age` value for `secs`, shared per thread (see `status::memoised`).
+fn age_value(secs: u64) -> HeaderValue {
+    let n = i64::try_from(secs).unwrap_or(i64::MAX);
+    memoised(Memo::Age, n, HeaderValue::from)
 }
 
 fn name_cost(name: &HeaderName) -> usize {

@@ -75,7 +75,14 @@ pub(crate) fn from_entry<R>(
 ) -> Response<OptimizerBody<R>> {
     let mut response = entry.to_response(now, head).map(OptimizerBody::full);
     if entry.own_status_line {
-        response.headers_mut().insert(CACHE_STATUS, status.to_header_value());
+        // The stored placeholder line, overwritten in place (see `to_response`).
+        let value = status.to_header_value();
+        match response.headers_mut().get_mut(CACHE_STATUS) {
+            Some(slot) => *slot = value,
+            None => {
+                response.headers_mut().insert(CACHE_STATUS, value);
+            }
+        }
         response.extensions_mut().insert(status);
     } else {
         stamp(&mut response, status);

@@ -116,16 +116,17 @@ impl CacheStatus {
 
     /// The header value: `tower-optimizer; hit; ttl=42`.
     pub fn to_header_value(&self) -> HeaderValue {
-        // Hits are the hot path: skip the formatting machinery for them.
+        // Hits are the hot path: their value depends on the TTL alone, so
+        // it is built once per TTL and thread and shared after that.
         if self.hit && self.fwd.is_none() && !self.stored && !self.collapsed && self.detail.is_none() {
             if let Some(ttl) = self.ttl {
-                let mut buf = [0u8; 48];
-                let prefix = b"tower-optimizer; hit; ttl=";
-                buf[..prefix.len()].copy_from_slice(prefix);
-                let len = prefix.len() + write_int(&mut buf[prefix.len()..], ttl);
-                if let Ok(value) = HeaderValue::from_bytes(&buf[..len]) {
-                    return value;
-                }
+                return memoised(Memo::HitTtl, ttl, |ttl| {
+                    let mut buf = [0u8; 48];
+                    let prefix = b"tower-optimizer; hit; ttl=";
+                    buf[..prefix.len()].copy_from_slice(prefix);
+                    let len = prefix.len() + write_int(&mut buf[prefix.len()..], ttl);
+                    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
+                });
             }
         }
         let mut text = String::with_capacity(64);
@@ -133,6 +134,50 @@ impl CacheStatus {
         HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
             .unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
     }
+}
+
+/// Which header value a [`memoised`] one is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Memo {
+    /// `Age: n`.
+    Age = 0,
+    /// `Cache-Status: tower-optimizer; hit; ttl=n`.
+    HitTtl = 1,
+}
+
+/// Slots per kind in the per-thread memo: ages and TTLs of the entries hit
+/// in one second spread over them by value.
+const MEMO_SLOTS: usize = 64;
+
+type MemoSlots = [[Option<(i64, HeaderValue)>; MEMO_SLOTS]; 2];
+
+thread_local! {
+    static MEMO: std::cell::RefCell<MemoSlots> = const {
+        std::cell::RefCell::new([const { [const { None }; MEMO_SLOTS] }; 2])
+    };
+}
+
+/// The header value of `kind` for `n`, from a small per-thread memo: a hit
+/// then clones a shared value instead of allocating a new one (the value
+/// is a function of `n` alone, so any slot holding `n` is right).
+pub(crate) fn memoised(kind: Memo, n: i64, make: fn(i64) -> HeaderValue) -> HeaderValue {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let slot = (n as usize) % MEMO_SLOTS;
+    MEMO.try_with(|memo| {
+        let Ok(mut memo) = memo.try_borrow_mut() else {
+            return make(n);
+        };
+        let entry = &mut memo[kind as usize][slot];
+        if let Some((held, value)) = entry {
+            if *held == n {
+                return value.clone();
+            }
+        }
+        let value = make(n);
+        *entry = Some((n, value.clone()));
+        value
+    })
+    .unwrap_or_else(|_| make(n))
 }
 
 /// Writes `n` in decimal into `out` (which has room for any i64); returns the length.
