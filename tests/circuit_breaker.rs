@@ -419,3 +419,55 @@ async fn the_cache_outside_serves_stale_while_the_circuit_is_open() {
     );
     assert_eq!(upstream.calls(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn successes_counted_without_the_lock_weigh_in_the_window_and_can_trip_it() {
+    let config = |minimum| {
+        CircuitBreakerConfig::builder()
+            .window(WindowKind::Count(20))
+            .minimum_calls(minimum)
+            .failure_rate(Some(50.0))
+            .consecutive_failures(None)
+            .jitter(0.0)
+            .build()
+            .unwrap()
+    };
+    let upstream =
+        Upstream::new(|req: Req, _| async move { Ok(status(if req.uri().path() == "/fail" { 500 } else { 200 })) });
+    let figures = |breakers: &tower_optimizer::circuit_breaker::CircuitBreakers| {
+        let snap = breakers.snapshot();
+        (snap[0].state, snap[0].figures.calls, snap[0].figures.failures)
+    };
+
+    // Fifteen quick successes, then failures: the successes hold the rate
+    // down, so it takes ten failures (10 of the last 20), not five.
+    let first = layer(config(5));
+    let breakers = first.breakers();
+    let mut svc = tower::Layer::layer(&first, upstream.clone());
+    for _ in 0..15 {
+        send(&mut svc, "http://a.test/ok").await.unwrap();
+    }
+    assert_eq!(figures(&breakers), (State::Closed, 15, 0));
+    for _ in 0..9 {
+        send(&mut svc, "http://a.test/fail").await.unwrap();
+    }
+    assert_eq!(figures(&breakers), (State::Closed, 20, 9));
+    send(&mut svc, "http://a.test/fail").await.unwrap();
+    assert_eq!(breakers.state("http://a.test"), Some(State::Open));
+
+    // The call that reaches the minimum trips it even when it succeeds:
+    // five failures and four successes are below the minimum of ten, the
+    // fifth success makes ten calls at 50 %.
+    let second = layer(config(10));
+    let breakers = second.breakers();
+    let mut svc = tower::Layer::layer(&second, upstream.clone());
+    for _ in 0..5 {
+        send(&mut svc, "http://a.test/fail").await.unwrap();
+    }
+    for _ in 0..4 {
+        send(&mut svc, "http://a.test/ok").await.unwrap();
+    }
+    assert_eq!(figures(&breakers), (State::Closed, 9, 5));
+    send(&mut svc, "http://a.test/ok").await.unwrap();
+    assert_eq!(breakers.state("http://a.test"), Some(State::Open));
+}

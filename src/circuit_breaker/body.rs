@@ -52,15 +52,25 @@ impl Guard {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.start);
         let mut transitions = Vec::new();
-        cell.lock().record(
-            config,
-            self.permit,
-            outcome,
-            elapsed,
-            retry_after,
-            now,
-            &mut transitions,
-        );
+        // The common case, a closed breaker's success in time, is counted
+        // without the lock (see `tally.rs`).
+        let fast = outcome == Outcome::Success
+            && self.permit.recorded
+            && !self.permit.probe
+            && retry_after.is_none()
+            && elapsed < config.slow_call
+            && cell.fast_success(self.permit.generation);
+        if !fast {
+            cell.lock().record(
+                config,
+                self.permit,
+                outcome,
+                elapsed,
+                retry_after,
+                now,
+                &mut transitions,
+            );
+        }
         if self.permit.recorded && outcome != Outcome::Ignored {
             let slow = elapsed >= config.slow_call;
             match outcome {

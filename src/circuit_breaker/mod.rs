@@ -48,6 +48,7 @@ mod probe;
 mod registry;
 mod service;
 mod state;
+mod tally;
 mod window;
 
 pub use body::BreakerBody;

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::config::{CircuitBreakerConfig, ProbeSuccess};
 use super::events::{Event, emit};
 use super::state::{Breaker, Permit, State, Transition};
+use super::tally::Tally;
 use super::window::WindowFigures;
 
 /// One key's breaker.
@@ -23,9 +24,12 @@ pub(crate) struct Cell {
     /// Metric handles registered once, so a call allocates nothing for them.
     pub(crate) metrics: CallMetrics,
     breaker: Mutex<Breaker>,
-    /// `generation << 3 | state` of the breaker, kept in step on every unlock,
-    /// so a closed breaker admits calls without taking its lock.
+    /// `generation << 4 | successes-cannot-trip << 3 | state` of the
+    /// breaker, kept in step on every unlock, so a closed breaker admits
+    /// calls and counts successes without taking its lock.
     mirror: AtomicU64,
+    /// Successes counted without the lock, folded in by `lock`.
+    tally: Tally,
     /// Milliseconds since the registry's epoch at last use.
     last_used: AtomicU64,
     /// Set when the registry dropped this cell (services caching it look again).
@@ -34,11 +38,24 @@ pub(crate) struct Cell {
 }
 
 impl Cell {
+    /// The breaker, with the successes counted without the lock folded in.
     pub(crate) fn lock(&self) -> Locked<'_> {
+        let mut guard = self.breaker.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = guard.generation();
+        guard.record_successes(self.tally.take(generation));
         Locked {
-            guard: self.breaker.lock().unwrap_or_else(PoisonError::into_inner),
-            mirror: &self.mirror,
+            guard,
+            generation,
+            cell: self,
         }
+    }
+
+    /// Counts a success (in time, not a probe) of `generation` without the
+    /// lock, if the breaker is still in that generation and no number of
+    /// successes could trip it. False: record it under the lock.
+    pub(crate) fn fast_success(&self, generation: u64) -> bool {
+        let mirror = self.mirror.load(Ordering::Acquire);
+        mirror & SAFE != 0 && mirror >> 4 == generation && self.tally.add(generation)
     }
 
     /// A permit without the lock when the breaker is closed (or records
@@ -46,7 +63,7 @@ impl Cell {
     /// carries the old generation, so its result is discarded.
     pub(crate) fn fast_permit(&self) -> Option<Permit> {
         let mirror = self.mirror.load(Ordering::Acquire);
-        let generation = mirror >> 3;
+        let generation = mirror >> 4;
         match State::from_code((mirror & 7) as u8) {
             State::Closed | State::MetricsOnly => Some(Permit {
                 generation,
@@ -74,10 +91,15 @@ impl Cell {
     }
 }
 
+/// Bit of the mirror: successes cannot trip the breaker.
+const SAFE: u64 = 8;
+
 /// A locked breaker; on unlock the cell's mirror is brought up to date.
 pub(crate) struct Locked<'a> {
     guard: MutexGuard<'a, Breaker>,
-    mirror: &'a AtomicU64,
+    /// The generation when locked.
+    generation: u64,
+    cell: &'a Cell,
 }
 
 impl std::ops::Deref for Locked<'_> {
@@ -95,10 +117,22 @@ impl std::ops::DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        let packed = (self.guard.generation() << 3) | u64::from(self.guard.state().code());
+        let generation = self.guard.generation();
+        if generation != self.generation {
+            // Stripes count for the new generation before the mirror
+            // announces it; what they held of the old one is discarded.
+            self.cell.tally.take(generation);
+        }
+        let safe = if self.guard.success_cannot_trip(&self.cell.config) {
+            SAFE
+        } else {
+            0
+        };
+        let packed = (generation << 4) | safe | u64::from(self.guard.state().code());
         // Written only when it changed: a closed breaker's line stays shared.
-        if self.mirror.load(Ordering::Relaxed) != packed {
-            self.mirror.store(packed, Ordering::Release);
+        let mirror = &self.cell.mirror;
+        if mirror.load(Ordering::Relaxed) != packed {
+            mirror.store(packed, Ordering::Release);
         }
     }
 }
@@ -300,6 +334,7 @@ impl CircuitBreakers {
             metrics: CallMetrics::new(key),
             breaker: Mutex::new(Breaker::new(&registry.config, now, seed)),
             mirror: AtomicU64::new(u64::from(State::Closed.code())),
+            tally: Tally::default(),
             last_used: AtomicU64::new(self.millis(now)),
             evicted: AtomicBool::new(false),
             probe_running: AtomicBool::new(false),

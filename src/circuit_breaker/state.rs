@@ -228,6 +228,46 @@ impl Breaker {
         }
     }
 
+    /// Records `n` successes of the current generation that were counted
+    /// without the lock (see `tally.rs`). No trip check: they were counted
+    /// only while [`success_cannot_trip`](Self::success_cannot_trip) held,
+    /// and a later recorded call checks anyway.
+    pub(crate) fn record_successes(&mut self, n: u64) {
+        if n == 0 || !matches!(self.state, State::Closed | State::MetricsOnly) {
+            return;
+        }
+        self.consecutive_failures = 0;
+        if let Window::Count(window) = &mut self.window {
+            window.record_successes(n);
+        }
+    }
+
+    /// Whether successes, any number of them, could not trip the breaker
+    /// now, so they may be counted without the lock. Only count windows
+    /// qualify (a time window needs each call's time).
+    pub(crate) fn success_cannot_trip(&self, config: &CircuitBreakerConfig) -> bool {
+        let Window::Count(window) = &self.window else {
+            return false;
+        };
+        match self.state {
+            State::MetricsOnly => true,
+            State::Closed => {
+                // One more success gives the highest rates successes can:
+                // later ones only add calls or push failures out.
+                let figures = window.figures();
+                let calls = (figures.calls + 1).min(u32::try_from(window.size()).unwrap_or(u32::MAX));
+                if calls < config.minimum_calls {
+                    return true;
+                }
+                let below = |count: u32, threshold: Option<f64>| {
+                    threshold.is_none_or(|t| f64::from(count) * 100.0 / f64::from(calls) < t)
+                };
+                below(figures.failures, config.failure_rate) && below(figures.slow, config.slow_rate)
+            }
+            _ => false,
+        }
+    }
+
     /// Gives back a permit whose call was cancelled: it counts as nothing.
     pub(crate) fn release(&mut self, permit: Permit) {
         if permit.probe && permit.generation == self.generation && self.state == State::HalfOpen {

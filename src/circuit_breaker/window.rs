@@ -84,6 +84,37 @@ impl CountWindow {
         self.figures.slow += u32::from(sample.slow);
     }
 
+    /// Records `n` successes (neither failed nor slow) at once.
+    pub(crate) fn record_successes(&mut self, n: u64) {
+        let size = self.ring.len();
+        match usize::try_from(n) {
+            Ok(n) if n < size => {
+                for _ in 0..n {
+                    self.record(Sample {
+                        failure: false,
+                        slow: false,
+                    });
+                }
+            }
+            // The whole ring turns over: nothing but successes is left.
+            _ => {
+                self.ring.fill(0);
+                self.next = usize::try_from(n % size as u64).map_or(0, |k| (self.next + k) % size);
+                self.filled = size;
+                self.figures = WindowFigures {
+                    calls: u32::try_from(size).unwrap_or(u32::MAX),
+                    failures: 0,
+                    slow: 0,
+                };
+            }
+        }
+    }
+
+    /// Calls the ring holds when full.
+    pub(crate) fn size(&self) -> usize {
+        self.ring.len()
+    }
+
     pub(crate) fn figures(&self) -> WindowFigures {
         self.figures
     }
