@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::classify::{CallResult, Outcome};
 use super::events::{Event, emit};
-use super::registry::Cell;
+use super::registry::CellRef;
 use super::state::Permit;
 use crate::BoxError;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// back if the call is dropped unfinished (a cancelled call counts as
 /// neither success nor failure).
 pub(crate) struct Guard {
-    pub(crate) cell: Arc<Cell>,
+    pub(crate) cell: Arc<CellRef>,
     pub(crate) permit: Permit,
     pub(crate) start: Instant,
     /// Recorded on drop instead of releasing (a success waiting for its body).

@@ -91,6 +91,17 @@ impl Cell {
     }
 }
 
+/// A service's own reference to a cell, shared by the guards of its calls.
+#[derive(Debug)]
+pub(crate) struct CellRef(pub(crate) Arc<Cell>);
+
+impl std::ops::Deref for CellRef {
+    type Target = Arc<Cell>;
+    fn deref(&self) -> &Arc<Cell> {
+        &self.0
+    }
+}
+
 /// Bit of the mirror: successes cannot trip the breaker.
 const SAFE: u64 = 8;
 

@@ -14,7 +14,7 @@ use super::error::Open;
 use super::events::{Event, emit};
 use super::fallback::{Fallback, NoFallback};
 use super::future::ResponseFuture;
-use super::registry::{Cell, CircuitBreakers};
+use super::registry::{CellRef, CircuitBreakers};
 use crate::BoxError;
 
 /// Middleware built by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
@@ -24,8 +24,10 @@ pub struct CircuitBreakerService<S, F = NoFallback> {
     breakers: CircuitBreakers,
     fallback: F,
     /// The breaker of the last request's key: consecutive requests to one
-    /// host skip the registry lookup.
-    last: Option<Arc<Cell>>,
+    /// host skip the registry lookup, and their guards share this service's
+    /// reference rather than the cell's own count, which every thread
+    /// calling that host would otherwise bounce between cores.
+    last: Option<Arc<CellRef>>,
 }
 
 impl<S, F> CircuitBreakerService<S, F> {
@@ -45,7 +47,7 @@ impl<S, F> CircuitBreakerService<S, F> {
         &self.breakers
     }
 
-    fn cell_for<B>(&mut self, request: &Request<B>, now: Instant) -> Arc<Cell> {
+    fn cell_for<B>(&mut self, request: &Request<B>, now: Instant) -> Arc<CellRef> {
         let key = match &self.breakers.inner.config.key {
             KeyBy::Authority => {
                 if let Some(last) = &self.last {
@@ -58,7 +60,7 @@ impl<S, F> CircuitBreakerService<S, F> {
             KeyBy::Global => "*".to_owned(),
             KeyBy::Custom(f) => f(&crate::util::request_head(request)),
         };
-        let cell = self.breakers.cell(&key, now);
+        let cell = Arc::new(CellRef(self.breakers.cell(&key, now)));
         self.last = Some(cell.clone());
         cell
     }
