@@ -110,19 +110,20 @@ where
             status: CacheStatus::forward(fwd),
             request_time: now,
         };
-        // Take the service that `poll_ready` made ready; leave a clone that
-        // the next `poll_ready` will prepare.
-        let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
         match cache.flights.join(&key) {
             Join::Leader(leader) => {
                 fetch.leader = Some(leader);
                 if let Some(stale) = &fetch.stale {
                     fetch::add_validators(&mut request, stale);
                 }
-                ResponseFuture::calling(service.call(request), fetch)
+                ResponseFuture::calling(self.inner.call(request), fetch)
             }
             Join::Waiter(waiter) => {
+                // A waiter may go upstream later: it takes the service that
+                // `poll_ready` made ready and leaves a clone that the next
+                // `poll_ready` will prepare.
+                let clone = self.inner.clone();
+                let service = std::mem::replace(&mut self.inner, clone);
                 let deadline = now + cache.lock_timeout;
                 ResponseFuture::waiting(
                     waiter,

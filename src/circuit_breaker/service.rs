@@ -48,29 +48,50 @@ impl<S, F> CircuitBreakerService<S, F> {
     }
 
     fn cell_for<B>(&mut self, request: &Request<B>, now: Instant) -> Arc<CellRef> {
-        let key = match &self.breakers.inner.config.key {
+        let cell = match &self.breakers.inner.config.key {
             KeyBy::Authority => {
                 if let Some(last) = &self.last {
                     if !last.evicted.load(Ordering::Relaxed) && same_authority(&last.key, request.uri()) {
                         return last.clone();
                     }
                 }
-                authority_key(request.uri())
+                with_authority_key(request.uri(), |key| self.breakers.cell(key, now))
             }
-            KeyBy::Global => "*".to_owned(),
-            KeyBy::Custom(f) => f(&crate::util::request_head(request)),
+            KeyBy::Global => self.breakers.cell("*", now),
+            KeyBy::Custom(f) => self.breakers.cell(&f(&crate::util::request_head(request)), now),
         };
-        let cell = Arc::new(CellRef(self.breakers.cell(&key, now)));
+        let cell = Arc::new(CellRef(cell));
         self.last = Some(cell.clone());
         cell
     }
 }
 
-/// `scheme://authority` of a URI (the default breaker key).
-pub(crate) fn authority_key(uri: &Uri) -> String {
+/// Runs `f` on the default breaker key of `uri`, `scheme://authority`, built in a reused
+/// per-thread buffer (a lookup of a known key allocates nothing).
+fn with_authority_key<T>(uri: &Uri, f: impl FnOnce(&str) -> T) -> T {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
     let scheme = uri.scheme_str().unwrap_or("http");
     let authority = uri.authority().map_or("", |a| a.as_str());
-    format!("{scheme}://{authority}")
+    let write = |buffer: &mut String| {
+        buffer.clear();
+        buffer.push_str(scheme);
+        buffer.push_str("://");
+        buffer.push_str(authority);
+    };
+    BUFFER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => {
+            write(&mut buffer);
+            f(&buffer)
+        }
+        // Re-entered from inside `f` (it never is): use a fresh buffer.
+        Err(_) => {
+            let mut buffer = String::new();
+            write(&mut buffer);
+            f(&buffer)
+        }
+    })
 }
 
 fn same_authority(key: &str, uri: &Uri) -> bool {

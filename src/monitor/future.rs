@@ -27,7 +27,12 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    pub(crate) fn new(config: Arc<Config>, endpoint: Arc<Endpoint>, template: Option<Arc<str>>, start: Instant) -> Self {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        endpoint: Arc<Endpoint>,
+        template: Option<Arc<str>>,
+        start: Instant,
+    ) -> Self {
         Guard {
             config,
             endpoint,
@@ -157,16 +162,17 @@ where
                 #[cfg(feature = "cache")]
                 {
                     // Indexes into `CACHE_STATUSES`.
-                    guard.outcome.cache = response
-                        .extensions()
-                        .get::<crate::cache::CacheStatus>()
-                        .map_or(0, |s| match s.outcome() {
-                            crate::cache::Outcome::Hit => 1,
-                            crate::cache::Outcome::StaleHit => 2,
-                            crate::cache::Outcome::Revalidated => 3,
-                            crate::cache::Outcome::Miss => 4,
-                            crate::cache::Outcome::Bypass => 5,
-                        });
+                    guard.outcome.cache =
+                        response
+                            .extensions()
+                            .get::<crate::cache::CacheStatus>()
+                            .map_or(0, |s| match s.outcome() {
+                                crate::cache::Outcome::Hit => 1,
+                                crate::cache::Outcome::StaleHit => 2,
+                                crate::cache::Outcome::Revalidated => 3,
+                                crate::cache::Outcome::Miss => 4,
+                                crate::cache::Outcome::Bypass => 5,
+                            });
                 }
                 Poll::Ready(Ok(response.map(|body| MetricsBody::new(body, guard))))
             }

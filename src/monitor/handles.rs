@@ -117,7 +117,10 @@ impl Endpoint {
             labels.push(metrics::Label::new("url.template", template.to_owned()));
         }
         if outcome.status != 0 {
-            labels.push(metrics::Label::new("http.response.status_code", outcome.status.to_string()));
+            labels.push(metrics::Label::new(
+                "http.response.status_code",
+                outcome.status.to_string(),
+            ));
         }
         let error: Option<metrics::SharedString> = match outcome.error {
             ErrorType::None => None,
@@ -138,7 +141,10 @@ impl Endpoint {
             labels.push(metrics::Label::new("tower_optimizer.cache.status", cache));
         }
         if outcome.rejected {
-            labels.push(metrics::Label::new("tower_optimizer.circuit_breaker.outcome", "rejected"));
+            labels.push(metrics::Label::new(
+                "tower_optimizer.circuit_breaker.outcome",
+                "rejected",
+            ));
         }
         labels
     }

@@ -113,9 +113,19 @@ impl Stats {
         } else {
             OTHER
         };
-        let window = inner.hosts.entry(key.into()).or_insert_with(|| HostWindow {
-            buckets: vec![Bucket::default(); n],
-        });
+        // Looked up by `&str` first: the entry API would build an owned key
+        // (an allocation) on every request.
+        if !inner.hosts.contains_key(key) {
+            inner.hosts.insert(
+                key.into(),
+                HostWindow {
+                    buckets: vec![Bucket::default(); n],
+                },
+            );
+        }
+        let Some(window) = inner.hosts.get_mut(key) else {
+            return;
+        };
         let bucket = &mut window.buckets[(slot % n as u64) as usize];
         if bucket.slot != Some(slot) {
             bucket.slot = Some(slot);

@@ -102,8 +102,12 @@ mod tests {
 
     use super::*;
 
-    fn answer(text: &'static str) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone {
-        service_fn(move |_req: Request<()>| async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text)))) })
+    fn answer(
+        text: &'static str,
+    ) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone {
+        service_fn(
+            move |_req: Request<()>| async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text)))) },
+        )
     }
 
     async fn body_of<S>(svc: S) -> Bytes
