@@ -236,10 +236,52 @@ impl Entry {
     }
 }
 
-/// The `Age` value for `secs`, shared per thread (see `status::memoised`).
+/// Ages below this are served from static text: no allocation and no
+/// shared count to bump per hit (a 1,000-second age covers most entries).
+const STATIC_AGES: u64 = 1000;
+
+/// The decimal text of `0..STATIC_AGES`, back to back.
+static AGE_DIGITS: [u8; 2890] = age_digits();
+
+const fn age_digits() -> [u8; 2890] {
+    let mut out = [0u8; 2890];
+    let (mut n, mut i) = (0u64, 0usize);
+    while n < STATIC_AGES {
+        if n >= 100 {
+            out[i] = b'0' + (n / 100) as u8;
+            i += 1;
+        }
+        if n >= 10 {
+            out[i] = b'0' + (n / 10 % 10) as u8;
+            i += 1;
+        }
+        out[i] = b'0' + (n % 10) as u8;
+        i += 1;
+        n += 1;
+    }
+    out
+}
+
+/// The `Age` value for `secs`: static text for small ages, else shared per
+/// thread (see `status::memoised`).
 fn age_value(secs: u64) -> HeaderValue {
-    let n = i64::try_from(secs).unwrap_or(i64::MAX);
-    memoised(Memo::Age, n, HeaderValue::from)
+    #[allow(clippy::cast_possible_truncation)] // below STATIC_AGES
+    if secs < STATIC_AGES {
+        let n = secs as usize;
+        let (start, len) = match n {
+            0..10 => (n, 1),
+            10..100 => (10 + (n - 10) * 2, 2),
+            _ => (190 + (n - 100) * 3, 3),
+        };
+        let text = bytes::Bytes::from_static(&AGE_DIGITS[start..start + len]);
+        if let Ok(value) = HeaderValue::from_maybe_shared(text) {
+            return value;
+        }
+    }
+    match i64::try_from(secs) {
+        Ok(n) => memoised(Memo::Age, n, HeaderValue::from),
+        Err(_) => HeaderValue::from(secs),
+    }
 }
 
 fn name_cost(name: &HeaderName) -> usize {
@@ -334,6 +376,13 @@ fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn age_values_are_the_decimal_text_of_every_age() {
+        for secs in (0..1100).chain([9_999, 86_400, u64::MAX]) {
+            assert_eq!(age_value(secs), secs.to_string().as_str(), "{secs}");
+        }
+    }
 
     #[test]
     fn compaction_drops_hop_by_hop_and_fixes_length() {

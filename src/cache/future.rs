@@ -46,8 +46,10 @@ pin_project! {
     {
         // Answered without upstream (hit, 504 for only-if-cached).
         Ready { response: Option<Response<OptimizerBody<ResBody>>> },
-        // The cache steps aside; the response is only stamped.
-        Passing { #[pin] future: S::Future, status: CacheStatus },
+        // The cache steps aside; the response is only stamped. Upstream
+        // futures are boxed: they can be a whole stack of layers, and a hit
+        // would otherwise build (and move) a future of that size too.
+        Passing { future: Pin<Box<S::Future>>, status: CacheStatus },
         // Another request for this key is upstream.
         Waiting {
             waiter: Waiter,
@@ -56,7 +58,7 @@ pin_project! {
             pending: Option<Box<Pending<S, ReqBody>>>,
         },
         // Upstream call whose response may be stored.
-        Calling { #[pin] future: S::Future, fetch: Option<Box<Fetch>> },
+        Calling { future: Pin<Box<S::Future>>, fetch: Option<Box<Fetch>> },
         // Reading a storable body into memory.
         Buffering { body: Option<Pin<Box<ResBody>>>, buffer: Option<Box<Buffer>> },
         Done,
@@ -86,14 +88,17 @@ where
 
     pub(crate) fn passing(future: S::Future, status: CacheStatus) -> Self {
         ResponseFuture {
-            state: State::Passing { future, status },
+            state: State::Passing {
+                future: Box::pin(future),
+                status,
+            },
         }
     }
 
     pub(crate) fn calling(future: S::Future, fetch: Fetch) -> Self {
         ResponseFuture {
             state: State::Calling {
-                future,
+                future: Box::pin(future),
                 fetch: Some(Box::new(fetch)),
             },
         }
@@ -132,7 +137,7 @@ where
                 }
                 StateProj::Passing { future, status } => {
                     let status = *status;
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let result = ready!(future.as_mut().poll(cx)).map_err(Into::into);
                     this.state.set(State::Done);
                     let mut response = result?.map(OptimizerBody::inner);
                     let status = CacheStatus {
@@ -180,12 +185,12 @@ where
                     }
                     let future = service.call(request);
                     this.state.set(State::Calling {
-                        future,
+                        future: Box::pin(future),
                         fetch: Some(Box::new(fetch)),
                     });
                 }
                 StateProj::Calling { future, fetch } => {
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let result = ready!(future.as_mut().poll(cx)).map_err(Into::into);
                     let fetch = fetch.take().expect(POLLED_AFTER_DONE);
                     match fetch.on_response(result) {
                         Next::Respond(response) => this.state.set(State::Ready {

@@ -67,7 +67,7 @@ impl Guard {
         }
         if let Some(stats) = &self.config.stats {
             let failed = outcome.error != ErrorType::None;
-            stats.record(&self.endpoint.host_port, elapsed, failed, now);
+            self.endpoint.stats(stats).record(elapsed, failed, now);
         }
     }
 }

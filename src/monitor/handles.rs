@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use metrics::{Gauge, Histogram, Unit};
+
+use super::stats::{HostSlot, Stats};
 
 /// Label sets remembered per kind of handle; past this, handles are
 /// registered per request (still correct, just slower).
@@ -103,6 +105,8 @@ pub(crate) struct Endpoint {
     port: u16,
     durations: RwLock<ByHash<Histogram>>,
     sizes: RwLock<ByHash<Histogram>>,
+    /// This host's buckets in the layer's statistics, found once.
+    stats: OnceLock<Arc<HostSlot>>,
 }
 
 impl Endpoint {
@@ -147,6 +151,11 @@ impl Endpoint {
             ));
         }
         labels
+    }
+
+    /// This host's buckets in `stats` (always the layer's one `Stats`).
+    pub(crate) fn stats(&self, stats: &Stats) -> &HostSlot {
+        self.stats.get_or_init(|| stats.host(&self.host_port))
     }
 
     /// The duration histogram for `outcome`.
@@ -253,6 +262,7 @@ impl Handles {
                 port,
                 durations: RwLock::default(),
                 sizes: RwLock::default(),
+                stats: OnceLock::new(),
             })
         })
     }

@@ -60,9 +60,55 @@ struct Bucket {
     latency: Sketch,
 }
 
+/// One host's buckets, shared by the statistics and by the metrics
+/// layer's endpoint of that host, which records into it without looking
+/// the host up again.
 #[derive(Debug)]
-struct HostWindow {
-    buckets: Vec<Bucket>,
+pub(crate) struct HostSlot {
+    epoch: Instant,
+    bucket_len: Duration,
+    buckets: Mutex<Vec<Bucket>>,
+}
+
+impl HostSlot {
+    fn slot(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.epoch).as_nanos() / self.bucket_len.as_nanos()) as u64
+    }
+
+    /// Records one finished request.
+    pub(crate) fn record(&self, latency: Duration, error: bool, now: Instant) {
+        let slot = self.slot(now);
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = buckets.len() as u64;
+        let bucket = &mut buckets[(slot % n) as usize];
+        if bucket.slot != Some(slot) {
+            bucket.slot = Some(slot);
+            bucket.requests = 0;
+            bucket.errors = 0;
+            bucket.latency.clear();
+        }
+        bucket.requests += 1;
+        bucket.errors += u64::from(error);
+        bucket.latency.add(latency.as_secs_f64());
+    }
+
+    /// The live buckets at `now`, merged.
+    fn merged(&self, now: Instant) -> Bucket {
+        let current = self.slot(now);
+        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut merged = Bucket::default();
+        for bucket in buckets.iter() {
+            if bucket
+                .slot
+                .is_some_and(|s| current.saturating_sub(s) < buckets.len() as u64)
+            {
+                merged.requests += bucket.requests;
+                merged.errors += bucket.errors;
+                merged.latency.merge(&bucket.latency);
+            }
+        }
+        merged
+    }
 }
 
 #[derive(Debug)]
@@ -71,13 +117,13 @@ struct Inner {
     window: Duration,
     bucket_len: Duration,
     max_hosts: usize,
-    hosts: HashMap<Arc<str>, HostWindow>,
+    hosts: Mutex<HashMap<Arc<str>, Arc<HostSlot>>>,
 }
 
 /// Shared request statistics; clones share them.
 #[derive(Debug, Clone)]
 pub struct Stats {
-    inner: Arc<Mutex<Inner>>,
+    inner: Arc<Inner>,
 }
 
 impl Default for Stats {
@@ -93,72 +139,60 @@ impl Stats {
     pub fn new(window: Duration, buckets: usize, max_hosts: usize) -> Self {
         let buckets = buckets.max(1);
         Stats {
-            inner: Arc::new(Mutex::new(Inner {
+            inner: Arc::new(Inner {
                 epoch: Instant::now(),
                 window,
                 bucket_len: (window / buckets as u32).max(Duration::from_millis(1)),
                 max_hosts: max_hosts.max(1),
-                hosts: HashMap::new(),
-            })),
+                hosts: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
-    /// Records one finished request.
-    pub fn record(&self, host: &str, latency: Duration, error: bool, now: Instant) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = (now.saturating_duration_since(inner.epoch).as_nanos() / inner.bucket_len.as_nanos()) as u64;
-        let n = (inner.window.as_nanos() / inner.bucket_len.as_nanos()).max(1) as usize;
-        let key: &str = if inner.hosts.contains_key(host) || inner.hosts.len() < inner.max_hosts {
+    /// The buckets `host` records into (`_other` once `max_hosts` hosts
+    /// have theirs).
+    pub(crate) fn host(&self, host: &str) -> Arc<HostSlot> {
+        let inner = &*self.inner;
+        let mut hosts = inner.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = if hosts.contains_key(host) || hosts.len() < inner.max_hosts {
             host
         } else {
             OTHER
         };
-        // Looked up by `&str` first: the entry API would build an owned key
-        // (an allocation) on every request.
-        if !inner.hosts.contains_key(key) {
-            inner.hosts.insert(
-                key.into(),
-                HostWindow {
-                    buckets: vec![Bucket::default(); n],
-                },
-            );
+        if let Some(slot) = hosts.get(key) {
+            return slot.clone();
         }
-        let Some(window) = inner.hosts.get_mut(key) else {
-            return;
-        };
-        let bucket = &mut window.buckets[(slot % n as u64) as usize];
-        if bucket.slot != Some(slot) {
-            bucket.slot = Some(slot);
-            bucket.requests = 0;
-            bucket.errors = 0;
-            bucket.latency.clear();
-        }
-        bucket.requests += 1;
-        bucket.errors += u64::from(error);
-        bucket.latency.add(latency.as_secs_f64());
+        let n = (inner.window.as_nanos() / inner.bucket_len.as_nanos()).max(1) as usize;
+        let slot = Arc::new(HostSlot {
+            epoch: inner.epoch,
+            bucket_len: inner.bucket_len,
+            buckets: Mutex::new(vec![Bucket::default(); n]),
+        });
+        hosts.insert(key.into(), slot.clone());
+        slot
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, host: &str, latency: Duration, error: bool, now: Instant) {
+        self.host(host).record(latency, error, now);
     }
 
     /// Figures over the window ending at `now`.
     pub fn snapshot(&self, now: Instant) -> StatsSnapshot {
-        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = (now.saturating_duration_since(inner.epoch).as_nanos() / inner.bucket_len.as_nanos()) as u64;
-        let span = inner.window.as_secs_f64();
-        let mut overall = Bucket::default();
-        let mut hosts: Vec<(String, WindowStats)> = inner
+        let slots: Vec<(Arc<str>, Arc<HostSlot>)> = self
+            .inner
             .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|(host, window)| {
-                let mut merged = Bucket::default();
-                for bucket in &window.buckets {
-                    let live = bucket
-                        .slot
-                        .is_some_and(|s| current.saturating_sub(s) < window.buckets.len() as u64);
-                    if live {
-                        merged.requests += bucket.requests;
-                        merged.errors += bucket.errors;
-                        merged.latency.merge(&bucket.latency);
-                    }
-                }
+            .map(|(host, slot)| (host.clone(), slot.clone()))
+            .collect();
+        let span = self.inner.window.as_secs_f64();
+        let mut overall = Bucket::default();
+        let mut hosts: Vec<(String, WindowStats)> = slots
+            .iter()
+            .map(|(host, slot)| {
+                let merged = slot.merged(now);
                 overall.requests += merged.requests;
                 overall.errors += merged.errors;
                 overall.latency.merge(&merged.latency);

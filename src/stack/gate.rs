@@ -77,7 +77,10 @@ struct InFlight(Arc<GateState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+        // Only a shutdown waits for the drain, and it closes the gate before
+        // it looks: while open, the last request out need not wake anyone
+        // (`notify_waiters` takes a lock).
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.closed.load(Ordering::SeqCst) {
             self.0.drained.notify_waiters();
         }
     }
