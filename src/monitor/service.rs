@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::future::{Guard, ResponseFuture};
+use super::handles::Endpoint;
 use super::layer::Config;
 use crate::BoxError;
 
@@ -17,11 +18,18 @@ use crate::BoxError;
 pub struct MetricsService<S> {
     inner: S,
     config: Arc<Config>,
+    /// The endpoint of the last request: consecutive requests to one host
+    /// skip the handle lookup.
+    last: Option<Arc<Endpoint>>,
 }
 
 impl<S> MetricsService<S> {
     pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
-        MetricsService { inner, config }
+        MetricsService {
+            inner,
+            config,
+            last: None,
+        }
     }
 
     inner_service_accessors!();
@@ -76,7 +84,14 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = method_label(request.method());
         let (host, port) = server(request.uri(), request.headers());
-        let endpoint = self.config.handles.endpoint(method, host, port);
+        let endpoint = match &self.last {
+            Some(last) if last.is(method, host, port) => last.clone(),
+            _ => {
+                let endpoint = self.config.handles.endpoint(method, host, port);
+                self.last = Some(endpoint.clone());
+                endpoint
+            }
+        };
         endpoint.gauge.increment(1.0);
         let template = self
             .config
