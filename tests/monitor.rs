@@ -117,12 +117,32 @@ fn duration_histogram_names_units_and_labels() {
             .body(Full::default())
             .unwrap();
         call(&mut svc, odd).await.unwrap();
+        // One service, hosts and schemes in turn: each request is labelled
+        // with its own endpoint (the service remembers only the last one).
+        for uri in ["https://other.test/y", "http://other.test/y", "http://api.test:8080/x"] {
+            call(&mut svc, Request::get(uri).body(Full::default()).unwrap())
+                .await
+                .unwrap();
+        }
     });
+    for (port, want) in [("443", 1), ("80", 1)] {
+        let rows = find(
+            &rows,
+            MetricKind::Histogram,
+            REQUEST_DURATION,
+            &[("server.address", "other.test"), ("server.port", port)],
+        );
+        assert_eq!(rows.len(), want, "other.test:{port}");
+    }
     let ok = find(
         &rows,
         MetricKind::Histogram,
         REQUEST_DURATION,
-        &[("http.response.status_code", "200"), ("http.request.method", "GET")],
+        &[
+            ("http.response.status_code", "200"),
+            ("http.request.method", "GET"),
+            ("server.address", "api.test"),
+        ],
     );
     assert_eq!(ok.len(), 1);
     assert_eq!(ok[0].1, Some(metrics::Unit::Seconds));
@@ -161,9 +181,17 @@ fn duration_histogram_names_units_and_labels() {
         &rows,
         MetricKind::Histogram,
         RESPONSE_BODY_SIZE,
-        &[("http.response.status_code", "200")],
+        &[
+            ("http.response.status_code", "200"),
+            ("http.request.method", "GET"),
+            ("server.address", "api.test"),
+        ],
     );
-    assert_eq!(seconds(&sizes[0].3), [5.0]);
+    assert_eq!(
+        seconds(&sizes[0].3),
+        [5.0, 5.0],
+        "both GETs of api.test, before and after other.test"
+    );
     assert!(
         rows.iter().all(|(k, ..)| labels(k)
             .iter()

@@ -110,11 +110,6 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Whether this is the endpoint of `method`, `host` and `port`.
-    pub(crate) fn is(&self, method: &'static str, host: &str, port: u16) -> bool {
-        self.port == port && self.method == method && &self.host_port[..self.host_len] == host
-    }
-
     fn labels(&self, outcome: Outcome, template: Option<&str>) -> Vec<metrics::Label> {
         let mut labels = vec![
             metrics::Label::new("http.request.method", self.method),

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::HOST;
+use http::uri::Authority;
 use http::{Method, Request, Response, Uri};
 use tokio::time::Instant;
 use tower_service::Service;
@@ -19,8 +20,25 @@ pub struct MetricsService<S> {
     inner: S,
     config: Arc<Config>,
     /// The endpoint of the last request: consecutive requests to one host
-    /// skip the handle lookup.
-    last: Option<Arc<Endpoint>>,
+    /// skip parsing the authority and the handle lookup.
+    last: Option<Last>,
+}
+
+/// What the last request's endpoint was found from.
+#[derive(Debug, Clone)]
+struct Last {
+    endpoint: Arc<Endpoint>,
+    method: &'static str,
+    https: bool,
+    authority: Authority,
+}
+
+impl Last {
+    fn matches(&self, method: &'static str, uri: &Uri) -> bool {
+        self.method == method
+            && (uri.scheme_str() == Some("https")) == self.https
+            && uri.authority() == Some(&self.authority)
+    }
 }
 
 impl<S> MetricsService<S> {
@@ -83,12 +101,17 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = method_label(request.method());
-        let (host, port) = server(request.uri(), request.headers());
         let endpoint = match &self.last {
-            Some(last) if last.is(method, host, port) => last.clone(),
+            Some(last) if last.matches(method, request.uri()) => last.endpoint.clone(),
             _ => {
+                let (host, port) = server(request.uri(), request.headers());
                 let endpoint = self.config.handles.endpoint(method, host, port);
-                self.last = Some(endpoint.clone());
+                self.last = request.uri().authority().map(|authority| Last {
+                    endpoint: endpoint.clone(),
+                    method,
+                    https: request.uri().scheme_str() == Some("https"),
+                    authority: authority.clone(),
+                });
                 endpoint
             }
         };
