@@ -2,6 +2,9 @@
 //! hyper HTTP/2 server on 127.0.0.1 (h2c prior knowledge).
 #![cfg(feature = "cache")]
 
+#[path = "support/server.rs"]
+mod server;
+
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 use tower_optimizer::BoxError;
@@ -47,43 +50,28 @@ impl Body for ServerBody {
 }
 
 async fn serve(hits: Arc<AtomicUsize>) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let res = Response::builder()
+                .header("cache-control", "max-age=3600")
+                .header("etag", "\"v1\"");
+            let body = match req.uri().path() {
+                "/big" => ServerBody::Chunks(
+                    (0..200_000u32)
+                        .map(|i| i as u8)
+                        .collect::<Vec<u8>>()
+                        .chunks(16_384)
+                        .map(Bytes::copy_from_slice)
+                        .collect(),
+                ),
+                "/reset" => ServerBody::ResetAfter(Some(Bytes::from_static(b"partial"))),
+                path => ServerBody::Chunks(vec![Bytes::from(format!("hello from {path}"))]),
             };
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        let res = Response::builder()
-                            .header("cache-control", "max-age=3600")
-                            .header("etag", "\"v1\"");
-                        let body = match req.uri().path() {
-                            "/big" => ServerBody::Chunks(
-                                (0..200_000u32)
-                                    .map(|i| i as u8)
-                                    .collect::<Vec<u8>>()
-                                    .chunks(16_384)
-                                    .map(Bytes::copy_from_slice)
-                                    .collect(),
-                            ),
-                            "/reset" => ServerBody::ResetAfter(Some(Bytes::from_static(b"partial"))),
-                            path => ServerBody::Chunks(vec![Bytes::from(format!("hello from {path}"))]),
-                        };
-                        Ok::<_, Infallible>(res.body(body).unwrap())
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            Ok::<_, Infallible>(res.body(body).unwrap())
         }
     });
-    addr
+    server::serve(server::Protocol::H2c, service).await
 }
 
 type H2Client = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;

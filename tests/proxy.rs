@@ -3,6 +3,9 @@
 //! upstream fails.
 #![cfg(feature = "stack")]
 
+#[path = "support/server.rs"]
+mod server;
+
 #[path = "../examples/proxy.rs"]
 mod proxy;
 
@@ -15,7 +18,7 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tower_optimizer::cache::CacheMode;
 use tower_optimizer::stack::Protocol;
@@ -23,49 +26,38 @@ use tower_optimizer::stack::Protocol;
 /// Echoes the method, path, a custom header and the body back, with a
 /// hop-by-hop header the proxy must drop; `?status=N` picks the status.
 async fn echo_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    if req.uri().path() == "/slow" {
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                    }
-                    let status: u16 = req
-                        .uri()
-                        .query()
-                        .and_then(|q| q.strip_prefix("status="))
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(200);
-                    let method = req.method().to_string();
-                    let custom = req.headers().get("x-custom").cloned();
-                    let saw_hop = req.headers().contains_key("x-hop-request");
-                    let path = req.uri().path().to_owned();
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let body = if path == "/big" {
-                        Bytes::from(vec![b'z'; 1 << 20])
-                    } else {
-                        body
-                    };
-                    let mut res = Response::builder()
-                        .status(status)
-                        .header("x-method", method)
-                        .header("x-saw-hop", saw_hop.to_string())
-                        .header("connection", "x-hop-response")
-                        .header("x-hop-response", "1");
-                    if let Some(custom) = custom {
-                        res = res.header("x-custom-echo", custom);
-                    }
-                    Ok::<_, Infallible>(res.body(Full::new(body)).unwrap())
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
         }
+        let status: u16 = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("status="))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(200);
+        let method = req.method().to_string();
+        let custom = req.headers().get("x-custom").cloned();
+        let saw_hop = req.headers().contains_key("x-hop-request");
+        let path = req.uri().path().to_owned();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let body = if path == "/big" {
+            Bytes::from(vec![b'z'; 1 << 20])
+        } else {
+            body
+        };
+        let mut res = Response::builder()
+            .status(status)
+            .header("x-method", method)
+            .header("x-saw-hop", saw_hop.to_string())
+            .header("connection", "x-hop-response")
+            .header("x-hop-response", "1");
+        if let Some(custom) = custom {
+            res = res.header("x-custom-echo", custom);
+        }
+        Ok::<_, Infallible>(res.body(Full::new(body)).unwrap())
     });
-    addr
+    server::serve(server::Protocol::Auto, svc).await
 }
 
 async fn start_proxy(upstream: &str, timeout: Duration) -> SocketAddr {

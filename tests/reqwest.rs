@@ -3,6 +3,9 @@
 //! cannot send or reach are errors, never panics.
 #![cfg(feature = "reqwest")]
 
+#[path = "support/server.rs"]
+mod server;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use bytes::Bytes;
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use server::{Protocol, serve};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_optimizer::cache::{Cache, CacheStatus, Outcome};
@@ -20,34 +23,22 @@ use tower_optimizer::stack::{OptimizerStack, ReqwestService};
 
 /// An h2c server echoing the request body's length and the protocol.
 async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let seen = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        let version = req.version();
-                        let sent = req.into_body().collect().await.map_or(0, |b| b.to_bytes().len());
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .header("cache-control", "max-age=60")
-                                .body(Full::new(Bytes::from(format!("{version:?} {sent}"))))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let version = req.version();
+            let sent = req.into_body().collect().await.map_or(0, |b| b.to_bytes().len());
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("cache-control", "max-age=60")
+                    .body(Full::new(Bytes::from(format!("{version:?} {sent}"))))
+                    .unwrap(),
+            )
         }
     });
-    (addr, hits)
+    (serve(Protocol::H2c, svc).await, hits)
 }
 
 fn reqwest_h2c() -> reqwest::Client {

@@ -1,6 +1,9 @@
 //! The whole stack end to end over real h2c servers on 127.0.0.1.
 #![cfg(feature = "stack")]
 
+#[path = "support/server.rs"]
+mod server;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +14,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use server::{Protocol, serve};
 use tokio::sync::Notify;
 use tower::ServiceExt;
 use tower_optimizer::BoxError;
@@ -25,34 +27,21 @@ type Handler = Arc<dyn Fn(&Request<Incoming>, usize) -> Response<Full<Bytes>> + 
 /// An h2c server answering with `handler`; counts the requests it sees.
 /// Requests to `/hold` wait until `release` is notified.
 async fn server(handler: Handler, release: Arc<Notify>) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let seen = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            let (handler, seen, release) = (handler.clone(), seen.clone(), release.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let n = seen.fetch_add(1, Ordering::SeqCst);
-                    let response = handler(&req, n);
-                    let release = release.clone();
-                    let hold = req.uri().path() == "/hold";
-                    async move {
-                        if hold {
-                            release.notified().await;
-                        }
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        let response = handler(&req, n);
+        let release = release.clone();
+        let hold = req.uri().path() == "/hold";
+        async move {
+            if hold {
+                release.notified().await;
+            }
+            Ok::<_, Infallible>(response)
         }
     });
-    (addr, hits)
+    (serve(Protocol::H2c, svc).await, hits)
 }
 
 fn respond(status: u16, cache_control: &str, body: &str) -> Response<Full<Bytes>> {

@@ -80,13 +80,12 @@ fn with_authority_key<T>(uri: &Uri, f: impl FnOnce(&str) -> T) -> T {
         buffer.push_str("://");
         buffer.push_str(authority);
     };
-    BUFFER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffer) => {
+    BUFFER.with(|cell| {
+        if let Ok(mut buffer) = cell.try_borrow_mut() {
             write(&mut buffer);
             f(&buffer)
-        }
-        // Re-entered from inside `f` (it never is): use a fresh buffer.
-        Err(_) => {
+        } else {
+            // Re-entered from inside `f` (it never is): use a fresh buffer.
             let mut buffer = String::new();
             write(&mut buffer);
             f(&buffer)

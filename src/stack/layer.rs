@@ -189,9 +189,9 @@ where
                 tower::load_shed::LoadShed::new(s)
             })
         });
-        let svc = Optional::new(p.invalidation.as_ref(), svc, |invalidation, s| invalidation.layer(s));
-        let svc = Optional::new(p.cache.as_ref(), svc, |cache, s| cache.layer(s));
-        let svc = Optional::new(p.metrics.as_ref(), svc, |metrics, s| metrics.layer(s));
+        let svc = Optional::new(p.invalidation.as_ref(), svc, Layer::layer);
+        let svc = Optional::new(p.cache.as_ref(), svc, Layer::layer);
+        let svc = Optional::new(p.metrics.as_ref(), svc, Layer::layer);
         BoxCloneSyncService::new(Gate::new(svc, p.gate.clone()).map_response(boxed))
     }
 }
