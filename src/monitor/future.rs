@@ -61,9 +61,9 @@ impl Guard {
             outcome.error = ErrorType::Status;
         }
         let template = self.template.as_deref();
-        self.endpoint.duration(outcome, template).record(elapsed.as_secs_f64());
+        self.endpoint.record_duration(outcome, template, elapsed.as_secs_f64());
         if self.config.body_sizes == BodySizes::Record && outcome.status != 0 {
-            self.endpoint.body_size(outcome, template).record(body_bytes as f64);
+            self.endpoint.record_body_size(outcome, template, body_bytes as f64);
         }
         if let Some(stats) = &self.config.stats {
             let failed = outcome.error != ErrorType::None;

@@ -158,18 +158,26 @@ impl Endpoint {
         self.stats.get_or_init(|| stats.host(&self.host_port))
     }
 
-    /// The duration histogram for `outcome`.
-    pub(crate) fn duration(&self, outcome: Outcome, template: Option<&str>) -> Histogram {
-        cached(&self.durations, outcome.key(template), MAX_OUTCOMES, || {
-            metrics::histogram!(REQUEST_DURATION, self.labels(outcome, template))
-        })
+    /// Records `seconds` in the duration histogram for `outcome`.
+    pub(crate) fn record_duration(&self, outcome: Outcome, template: Option<&str>, seconds: f64) {
+        with_cached(
+            &self.durations,
+            outcome.key(template),
+            MAX_OUTCOMES,
+            || metrics::histogram!(REQUEST_DURATION, self.labels(outcome, template)),
+            |histogram| histogram.record(seconds),
+        );
     }
 
-    /// The body-size histogram for `outcome`.
-    pub(crate) fn body_size(&self, outcome: Outcome, template: Option<&str>) -> Histogram {
-        cached(&self.sizes, outcome.key(template), MAX_OUTCOMES, || {
-            metrics::histogram!(RESPONSE_BODY_SIZE, self.labels(outcome, template))
-        })
+    /// Records `bytes` in the body-size histogram for `outcome`.
+    pub(crate) fn record_body_size(&self, outcome: Outcome, template: Option<&str>, bytes: f64) {
+        with_cached(
+            &self.sizes,
+            outcome.key(template),
+            MAX_OUTCOMES,
+            || metrics::histogram!(RESPONSE_BODY_SIZE, self.labels(outcome, template)),
+            |histogram| histogram.record(bytes),
+        );
     }
 }
 
@@ -269,13 +277,27 @@ impl Handles {
 }
 
 fn cached<T: Clone>(map: &RwLock<ByHash<T>>, key: u64, cap: usize, make: impl FnOnce() -> T) -> T {
+    with_cached(map, key, cap, make, T::clone)
+}
+
+/// Runs `use_it` on the handle of `key`, made and remembered (up to `cap`
+/// of them) on first use. A found handle is used under the read lock, so
+/// the handle's own count is not bumped per request.
+fn with_cached<T: Clone, R>(
+    map: &RwLock<ByHash<T>>,
+    key: u64,
+    cap: usize,
+    make: impl FnOnce() -> T,
+    use_it: impl FnOnce(&T) -> R,
+) -> R {
     if let Some(found) = map.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
-        return found.clone();
+        return use_it(found);
     }
     let made = make();
+    let result = use_it(&made);
     let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
     if map.len() < cap {
-        map.insert(key, made.clone());
+        map.insert(key, made);
     }
-    made
+    result
 }
