@@ -165,8 +165,8 @@ where
 
     /// Innermost first: timeout, breaker (with the secondary upstream as
     /// fallback), concurrency limit and load shedding, invalidation, cache,
-    /// metrics, and the lifecycle gate outermost. Each stage is an
-    /// [`Optional`], so the whole is one concrete type, boxed once here.
+    /// metrics, and the lifecycle gate outermost. Each stage is present or
+    /// skipped within one concrete type, boxed once here.
     fn layer(&self, inner: S) -> Self::Service {
         let p = &self.parts;
         let svc = Optional::new(p.timeout, inner, |timeout, s| tower::timeout::Timeout::new(s, timeout));
