@@ -159,35 +159,50 @@ fn windows_stay_exact_under_threads() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let config = CircuitBreakerConfig::builder()
-            .window(WindowKind::Count(100_000))
-            .build()
-            .unwrap();
-        let layer = layer(config);
-        let breakers = layer.breakers();
-        breakers.metrics_only("http://a.test");
-        let upstream =
-            Upstream::new(|req: Req, _| async move { Ok(status(if req.uri().path() == "/fail" { 500 } else { 200 })) });
-        let mut tasks = Vec::new();
-        for t in 0..8 {
-            let mut svc = tower::Layer::layer(&layer, upstream.clone());
-            tasks.push(tokio::spawn(async move {
-                for i in 0..500 {
-                    let path = if (t + i) % 4 == 0 { "/fail" } else { "/ok" };
-                    send(&mut svc, &format!("http://a.test{path}")).await.unwrap();
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let snap = breakers.snapshot();
-        // The sequential model: every call recorded once, 1 in 4 failing.
-        assert_eq!(snap[0].figures.calls, 4000);
-        assert_eq!(snap[0].figures.failures, 1000);
-        assert_eq!(snap[0].state, State::MetricsOnly);
-    });
+    // Metrics-only, and closed below its minimum of calls: in both,
+    // successes are counted without the lock and failures under it, from
+    // four threads.
+    for metrics_only in [true, false] {
+        rt.block_on(async {
+            let config = CircuitBreakerConfig::builder()
+                .window(WindowKind::Count(100_000))
+                .minimum_calls(100_000)
+                .build()
+                .unwrap();
+            let layer = layer(config);
+            let breakers = layer.breakers();
+            if metrics_only {
+                breakers.metrics_only("http://a.test");
+            }
+            let upstream =
+                Upstream::new(
+                    |req: Req, _| async move { Ok(status(if req.uri().path() == "/fail" { 500 } else { 200 })) },
+                );
+            let mut tasks = Vec::new();
+            for t in 0..8 {
+                let mut svc = tower::Layer::layer(&layer, upstream.clone());
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..500 {
+                        let path = if (t + i) % 4 == 0 { "/fail" } else { "/ok" };
+                        send(&mut svc, &format!("http://a.test{path}")).await.unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let snap = breakers.snapshot();
+            // The sequential model: every call recorded once, 1 in 4 failing.
+            assert_eq!(snap[0].figures.calls, 4000, "metrics only: {metrics_only}");
+            assert_eq!(snap[0].figures.failures, 1000, "metrics only: {metrics_only}");
+            let want = if metrics_only {
+                State::MetricsOnly
+            } else {
+                State::Closed
+            };
+            assert_eq!(snap[0].state, want);
+        });
+    }
 }
 
 /// A body that fails after its first frame.
