@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use lru::LruCache;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use super::entry::{Entry, EntryMeta};
@@ -87,8 +88,9 @@ impl Audit {
 
 #[derive(Default)]
 struct Group {
-    /// Variants of one URI, least recently stored first.
-    variants: Vec<Arc<Entry>>,
+    /// Variants of one URI, least recently stored first. Most URIs have
+    /// one, held inline: a `Vec` would cost each entry another allocation.
+    variants: SmallVec<[Arc<Entry>; 1]>,
     /// Nodes this URI depends on (kept while any variant is stored).
     deps: Vec<Node>,
 }
@@ -300,7 +302,7 @@ impl Store {
             // Most URIs have one variant: a one-slot vector costs 8 bytes, not
             // the 32 a default-grown one would.
             let mut group = shard.map.pop(&*entry.key).unwrap_or_else(|| Group {
-                variants: Vec::with_capacity(1),
+                variants: SmallVec::new(),
                 deps: Vec::new(),
             });
             if let Some(pos) = group.variants.iter().position(|e| e.secondary == entry.secondary) {
@@ -480,7 +482,8 @@ impl Store {
                             marked.bytes += m.bytes;
                         }
                         Purge::Hard => {
-                            let (gone, kept): (Vec<_>, Vec<_>) = group.variants.drain(..).partition(has_tag);
+                            let (gone, kept): (SmallVec<[_; 1]>, SmallVec<[_; 1]>) =
+                                group.variants.drain(..).partition(has_tag);
                             group.variants = kept;
                             let empty = group.variants.is_empty();
                             removals.extend(gone.into_iter().map(|e| (e, RemovalCause::Invalidated)));
