@@ -63,6 +63,52 @@ pub struct EntryMeta {
     pub size: usize,
 }
 
+/// [`Freshness`] in 56 bytes instead of 88: its durations as nanoseconds in
+/// a `u64` each (exact below 584 years; longer ones saturate, which no
+/// lifetime, age or window can tell apart from forever).
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    response_time: Instant,
+    initial_age: u64,
+    lifetime: u64,
+    stale_while_revalidate: u64,
+    /// `u64::MAX`: the response named no `stale-if-error`.
+    stale_if_error: u64,
+    no_cache: bool,
+    must_revalidate: bool,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Packed {
+    fn new(f: &Freshness) -> Self {
+        Packed {
+            response_time: f.response_time,
+            initial_age: nanos(f.initial_age),
+            lifetime: nanos(f.lifetime),
+            stale_while_revalidate: nanos(f.stale_while_revalidate),
+            // `u64::MAX` is the "none" marker, so a present window stops one short.
+            stale_if_error: f.stale_if_error.map_or(u64::MAX, |d| nanos(d).min(u64::MAX - 1)),
+            no_cache: f.no_cache,
+            must_revalidate: f.must_revalidate,
+        }
+    }
+
+    fn get(&self) -> Freshness {
+        Freshness {
+            response_time: self.response_time,
+            initial_age: Duration::from_nanos(self.initial_age),
+            lifetime: Duration::from_nanos(self.lifetime),
+            no_cache: self.no_cache,
+            must_revalidate: self.must_revalidate,
+            stale_while_revalidate: Duration::from_nanos(self.stale_while_revalidate),
+            stale_if_error: (self.stale_if_error != u64::MAX).then(|| Duration::from_nanos(self.stale_if_error)),
+        }
+    }
+}
+
 /// Tags and version stamps an entry is stored with.
 #[derive(Debug, Default)]
 pub(crate) struct Labels {
@@ -79,12 +125,13 @@ pub(crate) struct Entry {
     pub(crate) version: Version,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
-    pub(crate) freshness: Freshness,
+    /// Its freshness, packed (see `Packed`); read it with `freshness()`.
+    freshness: Packed,
     pub(crate) stored_at: Instant,
     pub(crate) expires_at: Instant,
-    pub(crate) tags: Box<[Arc<str>]>,
-    /// Namespace versions it was produced under (see `VersionStamp`).
-    pub(crate) versions: Box<[VersionStamp]>,
+    /// Tags and the namespace versions it was produced under (see
+    /// `VersionStamp`), boxed: most entries have neither.
+    labels: Option<Box<Labels>>,
     /// Soft-purged: treated as stale from now on, kept for revalidation.
     pub(crate) purged: AtomicBool,
     pub(crate) size: usize,
@@ -129,11 +176,10 @@ impl Entry {
             version: parts.version,
             headers,
             body,
-            freshness,
+            freshness: Packed::new(&freshness),
             stored_at: now,
             expires_at: now,
-            tags: labels.tags,
-            versions: labels.versions,
+            labels: (!labels.tags.is_empty() || !labels.versions.is_empty()).then(|| Box::new(labels)),
             purged: AtomicBool::new(false),
             size: 0,
         };
@@ -146,7 +192,7 @@ impl Entry {
     /// windows plus the retention that keeps it for revalidation (a stale
     /// entry with an `ETag` turns a full refetch into a 304) and `max-stale`.
     fn compute_expiry(&self, retention: Duration, default_stale_if_error: Option<Duration>) -> Instant {
-        self.freshness.usable_until(default_stale_if_error) + retention
+        self.freshness.get().usable_until(default_stale_if_error) + retention
     }
 
     fn compute_size(&self) -> usize {
@@ -158,19 +204,29 @@ impl Entry {
             .map(|(n, v)| name_cost(n) + v.as_ref().map_or(0, HeaderValue::len) + HEADER_OVERHEAD)
             .sum();
         // Tags are charged with their text and an index slot each.
-        let tag_bytes: usize = self.tags.iter().map(|t| t.len() + TAG_OVERHEAD).sum();
-        let version_bytes = self.versions.len() * size_of::<VersionStamp>();
+        let tag_bytes: usize = self.tags().iter().map(|t| t.len() + TAG_OVERHEAD).sum();
+        let version_bytes = self.versions().len() * size_of::<VersionStamp>();
         self.key.len() + header_bytes + secondary_bytes + tag_bytes + version_bytes + self.body.len() + ENTRY_OVERHEAD
     }
 
     /// Whether no namespace it was stamped with has been bumped since.
     pub(crate) fn is_current(&self) -> bool {
-        self.versions.iter().all(VersionStamp::is_current)
+        self.versions().iter().all(VersionStamp::is_current)
+    }
+
+    /// Tags it was stored under.
+    pub(crate) fn tags(&self) -> &[Arc<str>] {
+        self.labels.as_ref().map_or(&[], |l| &l.tags)
+    }
+
+    /// Namespace versions it was produced under.
+    pub(crate) fn versions(&self) -> &[VersionStamp] {
+        self.labels.as_ref().map_or(&[], |l| &l.versions)
     }
 
     /// Its freshness as a request sees it: a soft-purged entry is stale.
     pub(crate) fn freshness(&self) -> Freshness {
-        let mut freshness = self.freshness;
+        let mut freshness = self.freshness.get();
         if self.purged.load(Ordering::Relaxed) {
             freshness.lifetime = Duration::ZERO;
         }
@@ -180,21 +236,22 @@ impl Entry {
     /// The labels a replacement of this entry (a 304 freshening) keeps.
     pub(crate) fn labels(&self) -> Labels {
         Labels {
-            tags: self.tags.clone(),
-            versions: self.versions.clone(),
+            tags: self.tags().into(),
+            versions: self.versions().into(),
         }
     }
 
     /// Public metadata.
     pub(crate) fn meta(&self) -> EntryMeta {
-        let fresh_left = self.freshness.lifetime.saturating_sub(self.freshness.initial_age);
+        let freshness = self.freshness.get();
+        let fresh_left = freshness.lifetime.saturating_sub(freshness.initial_age);
         EntryMeta {
             key: self.key.clone(),
             status: self.status,
             stored_at: self.stored_at,
-            fresh_until: self.freshness.response_time + fresh_left.min(Duration::from_secs(1 << 31)),
+            fresh_until: freshness.response_time + fresh_left.min(Duration::from_secs(1 << 31)),
             expires_at: self.expires_at,
-            tags: self.tags.to_vec(),
+            tags: self.tags().to_vec(),
             size: self.size,
         }
     }
@@ -207,7 +264,7 @@ impl Entry {
         *response.version_mut() = self.version;
         let headers = response.headers_mut();
         headers.clone_from(&self.headers);
-        let age = age_value(self.freshness.age(now).as_secs());
+        let age = age_value(self.freshness.get().age(now).as_secs());
         // Overwrite the placeholder in place: `insert` would first make room
         // for a new line and, with the copy's table full, grow it each hit.
         match headers.get_mut(AGE) {
@@ -376,6 +433,41 @@ fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_freshness_reads_back_what_was_stored() {
+        let now = Instant::now();
+        let base = Freshness {
+            response_time: now,
+            initial_age: Duration::new(3, 123_456_789),
+            lifetime: Duration::from_secs(3600),
+            no_cache: false,
+            must_revalidate: true,
+            stale_while_revalidate: Duration::from_secs(30),
+            stale_if_error: None,
+        };
+        assert_eq!(Packed::new(&base).get(), base, "exact to the nanosecond");
+        let windows = Freshness {
+            no_cache: true,
+            stale_if_error: Some(Duration::ZERO),
+            ..base
+        };
+        assert_eq!(Packed::new(&windows).get(), windows, "a zero window is still a window");
+        // Beyond 584 years a duration saturates, and stays what it was:
+        // present, and longer than any other.
+        let forever = Duration::from_secs(u64::MAX);
+        let huge = Packed::new(&Freshness {
+            lifetime: forever,
+            stale_if_error: Some(forever),
+            ..base
+        })
+        .get();
+        assert!(huge.lifetime > Duration::from_secs(500 * 365 * 86_400));
+        assert!(
+            huge.stale_if_error
+                .is_some_and(|d| d > Duration::from_secs(500 * 365 * 86_400))
+        );
+    }
 
     #[test]
     fn age_values_are_the_decimal_text_of_every_age() {

@@ -21,7 +21,7 @@ pub(crate) struct ShardIndex {
 
 impl ShardIndex {
     pub(crate) fn add_entry(&mut self, entry: &Entry) {
-        for tag in &entry.tags {
+        for tag in entry.tags() {
             *self
                 .tags
                 .entry(tag.clone())
@@ -32,7 +32,7 @@ impl ShardIndex {
     }
 
     pub(crate) fn remove_entry(&mut self, entry: &Entry) {
-        for tag in &entry.tags {
+        for tag in entry.tags() {
             let Some(keys) = self.tags.get_mut(tag) else { continue };
             if let Some(count) = keys.get_mut(&entry.key) {
                 *count -= 1;

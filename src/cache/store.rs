@@ -474,7 +474,7 @@ impl Store {
                     let Some(group) = shard.map.peek_mut(&**key) else {
                         continue;
                     };
-                    let has_tag = |e: &Arc<Entry>| e.tags.iter().any(|t| &**t == tag);
+                    let has_tag = |e: &Arc<Entry>| e.tags().iter().any(|t| &**t == tag);
                     match mode {
                         Purge::Soft => {
                             let m = mark(group.variants.iter().filter(|e| has_tag(e)));
