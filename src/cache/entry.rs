@@ -205,7 +205,7 @@ impl Entry {
             .sum();
         // Tags are charged with their text and an index slot each.
         let tag_bytes: usize = self.tags().iter().map(|t| t.len() + TAG_OVERHEAD).sum();
-        let version_bytes = self.versions().len() * size_of::<VersionStamp>();
+        let version_bytes = size_of_val(self.versions());
         self.key.len() + header_bytes + secondary_bytes + tag_bytes + version_bytes + self.body.len() + ENTRY_OVERHEAD
     }
 
