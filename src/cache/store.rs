@@ -92,7 +92,28 @@ struct Group {
     /// one, held inline: a `Vec` would cost each entry another allocation.
     variants: SmallVec<[Arc<Entry>; 1]>,
     /// Nodes this URI depends on (kept while any variant is stored).
-    deps: Vec<Node>,
+    deps: Deps,
+}
+
+/// A group's dependencies, boxed: most URIs have none, and an empty
+/// `Vec` would still cost every LRU node 16 bytes more than this.
+#[derive(Default)]
+struct Deps(Option<Box<Vec<Node>>>);
+
+impl Deps {
+    /// Adds `node` unless it is there; whether it was added.
+    fn add(&mut self, node: &Node) -> bool {
+        let deps = self.0.get_or_insert_with(Box::default);
+        let new = !deps.contains(node);
+        if new {
+            deps.push(node.clone());
+        }
+        new
+    }
+
+    fn as_slice(&self) -> &[Node] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
 }
 
 struct Shard {
@@ -106,13 +127,13 @@ impl Shard {
     /// Takes a URI group out of the shard, forgetting its dependencies.
     fn pop_group(&mut self, key: &str) -> Option<Group> {
         let (key, group) = self.map.pop_entry(key)?;
-        self.index.remove_group(&key, &group.deps);
+        self.index.remove_group(&key, group.deps.as_slice());
         Some(group)
     }
 
     fn pop_lru_group(&mut self) -> Option<Group> {
         let (key, group) = self.map.pop_lru()?;
-        self.index.remove_group(&key, &group.deps);
+        self.index.remove_group(&key, group.deps.as_slice());
         Some(group)
     }
 }
@@ -303,7 +324,7 @@ impl Store {
             // the 32 a default-grown one would.
             let mut group = shard.map.pop(&*entry.key).unwrap_or_else(|| Group {
                 variants: SmallVec::new(),
-                deps: Vec::new(),
+                deps: Deps::default(),
             });
             if let Some(pos) = group.variants.iter().position(|e| e.secondary == entry.secondary) {
                 removals.push((group.variants.remove(pos), RemovalCause::Replaced));
@@ -329,8 +350,7 @@ impl Store {
             self.entries.fetch_add(1, Ordering::Relaxed);
             let key = entry.key.clone();
             for node in deps {
-                if !group.deps.contains(node) {
-                    group.deps.push(node.clone());
+                if group.deps.add(node) {
                     shard.index.add_dependency(&key, node.clone());
                 }
             }
@@ -538,8 +558,7 @@ impl Store {
         let Some(key) = group.variants.first().map(|e| e.key.clone()) else {
             return false;
         };
-        if !group.deps.contains(&node) {
-            group.deps.push(node.clone());
+        if group.deps.add(&node) {
             shard.index.add_dependency(&key, node);
         }
         true
@@ -593,7 +612,7 @@ impl Store {
             let (mut bytes, mut entries) = (0usize, 0usize);
             audit.orphaned_keys += shard
                 .index
-                .mismatches(shard.map.iter().map(|(k, g)| (k, &g.variants[..], &g.deps[..])));
+                .mismatches(shard.map.iter().map(|(k, g)| (k, &g.variants[..], g.deps.as_slice())));
             for (key, group) in &shard.map {
                 if group.variants.is_empty() || group.variants.iter().any(|e| *e.key != **key) {
                     audit.orphaned_keys += 1;
