@@ -98,6 +98,7 @@ struct Group {
 /// A group's dependencies, boxed: most URIs have none, and an empty
 /// `Vec` would still cost every LRU node 16 bytes more than this.
 #[derive(Default)]
+#[allow(clippy::box_collection)] // the point: one thin pointer in every node
 struct Deps(Option<Box<Vec<Node>>>);
 
 impl Deps {
