@@ -264,15 +264,7 @@ impl Entry {
         *response.version_mut() = self.version;
         let headers = response.headers_mut();
         headers.clone_from(&self.headers);
-        let age = age_value(self.freshness.get().age(now).as_secs());
-        // Overwrite the placeholder in place: `insert` would first make room
-        // for a new line and, with the copy's table full, grow it each hit.
-        match headers.get_mut(AGE) {
-            Some(slot) => *slot = age,
-            None => {
-                headers.insert(AGE, age);
-            }
-        }
+        overwrite(headers, AGE, age_value(self.freshness.get().age(now).as_secs()));
         response
     }
 
@@ -290,6 +282,18 @@ impl Entry {
             }
         }
         headers
+    }
+}
+
+/// Sets `name` to `value` on a copy of a stored map: the placeholder line is
+/// overwritten in place, because `insert` first makes room for a new line
+/// and, with the copy's table full, would grow it on every hit.
+pub(crate) fn overwrite(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    match headers.get_mut(&name) {
+        Some(slot) => *slot = value,
+        None => {
+            headers.insert(name, value);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::coalesce::Leader;
 use super::directives::CacheControl;
-use super::entry::{Entry, Labels};
+use super::entry::{self, Entry, Labels};
 use super::freshness::{self, Freshness, heuristically_cacheable};
 use super::handle::{Inner, Reservation};
 use super::key;
@@ -75,14 +75,7 @@ pub(crate) fn from_entry<R>(
 ) -> Response<OptimizerBody<R>> {
     let mut response = entry.to_response(now, head).map(OptimizerBody::full);
     if entry.own_status_line {
-        // The stored placeholder line, overwritten in place (see `to_response`).
-        let value = status.to_header_value();
-        match response.headers_mut().get_mut(CACHE_STATUS) {
-            Some(slot) => *slot = value,
-            None => {
-                response.headers_mut().insert(CACHE_STATUS, value);
-            }
-        }
+        entry::overwrite(response.headers_mut(), CACHE_STATUS, status.to_header_value());
         response.extensions_mut().insert(status);
     } else {
         stamp(&mut response, status);

@@ -112,25 +112,22 @@ mod tests {
     #[test]
     fn threads_lose_no_count() {
         let tally = Arc::new(Tally::default());
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let tally = tally.clone();
-                std::thread::spawn(move || (0..10_000).filter(|_| tally.add(7)).count() as u64)
-            })
-            .collect();
+        // Four threads each try 10,000 successes of generation 7; how many
+        // were accepted.
+        let run = || -> u64 {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let tally = tally.clone();
+                    std::thread::spawn(move || (0..10_000).filter(|_| tally.add(7)).count() as u64)
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum()
+        };
         // The stripes start at generation 0: generation 7 is refused until
         // a lock holder takes for it.
-        let accepted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-        assert_eq!(accepted, 0, "generation 7 was never opened");
+        assert_eq!(run(), 0, "generation 7 was never opened");
         tally.take(7);
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let tally = tally.clone();
-                std::thread::spawn(move || (0..10_000).filter(|_| tally.add(7)).count() as u64)
-            })
-            .collect();
-        let accepted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-        assert_eq!(accepted, 40_000);
+        assert_eq!(run(), 40_000);
         assert_eq!(tally.take(7), 40_000);
     }
 }

@@ -112,10 +112,9 @@ mod tests {
 
     async fn body_of<S>(svc: S) -> Bytes
     where
-        S: Service<Request<()>, Error = BoxError>,
-        S::Response: Into<Response<Either<Full<Bytes>, Full<Bytes>>>>,
+        S: Service<Request<()>, Response = Response<Either<Full<Bytes>, Full<Bytes>>>, Error = BoxError>,
     {
-        let response: Response<_> = svc.oneshot(Request::new(())).await.unwrap().into();
+        let response = svc.oneshot(Request::new(())).await.unwrap();
         response.into_body().collect().await.unwrap().to_bytes()
     }
 
