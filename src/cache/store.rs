@@ -321,8 +321,7 @@ impl Store {
         let mut removals = Removals::new();
         {
             let mut shard = self.shard(&entry.key);
-            // Most URIs have one variant: a one-slot vector costs 8 bytes, not
-            // the 32 a default-grown one would.
+            // Most URIs have one variant, held inline (see `Group`).
             let mut group = shard.map.pop(&*entry.key).unwrap_or_else(|| Group {
                 variants: SmallVec::new(),
                 deps: Deps::default(),
