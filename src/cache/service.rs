@@ -177,8 +177,9 @@ impl<S> CacheService<S> {
             // Runs under the shard's read lock: a hit is answered from the
             // borrowed entry without cloning its `Arc`.
             let found = inner.store.get_with(key, matches, now, |entry| {
-                let ttl = entry.freshness().ttl_secs(now);
-                match usability(&entry.freshness(), request_cc, now) {
+                let freshness = entry.freshness();
+                let ttl = freshness.ttl_secs(now);
+                match usability(&freshness, request_cc, now) {
                     Usability::Fresh => {
                         bump(&inner.counters.hits);
                         Lookup::Hit(fetch::from_entry(entry, now, head, CacheStatus::hit(ttl)))
