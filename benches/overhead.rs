@@ -10,7 +10,8 @@ mod common;
 
 use http::Uri;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower_optimizer::cache::{Cache, CacheLayer, ENTRY_OVERHEAD, HEADER_OVERHEAD};
+use tower_optimizer::cache::{Cache, CacheLayer, DEPENDENCY_OVERHEAD, ENTRY_OVERHEAD, HEADER_OVERHEAD, Node};
+use tower_optimizer::invalidation::Invalidator;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
@@ -83,6 +84,62 @@ fn overhead() {
     );
 }
 
+/// Measures the bytes one dependency edge really costs (the worst case: each
+/// stored URI gains its first edge, on a node of its own) and checks the
+/// budget charges at least that.
+fn dependency_overhead() {
+    const N: usize = 20_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = rt.block_on(async {
+        Cache::builder()
+            .max_bytes(512 << 20)
+            .sweep_interval(None)
+            .build()
+            .unwrap()
+    });
+    let invalidator = Invalidator::new(cache.clone());
+    let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), common::bare_1k());
+    let uris: Vec<Uri> = (0..N)
+        .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
+        .collect();
+    rt.block_on(async {
+        for uri in &uris {
+            common::one(&mut cached, uri).await;
+        }
+    });
+    // The nodes are built before measuring: the caller owns their names.
+    let edges: Vec<(Node, Node)> = uris
+        .iter()
+        .enumerate()
+        .map(|(i, uri)| {
+            let key = Cache::key_for_uri(uri).unwrap();
+            (Node::Key(key.into()), Node::Tag(format!("node-{i:08}").into()))
+        })
+        .collect();
+    let name_len = "node-00000000".len();
+    let bytes_before = cache.stats().bytes;
+    let region = Region::new(GLOBAL);
+    for (dependent, dependency) in &edges {
+        invalidator.depends_on(dependent.clone(), dependency.clone()).unwrap();
+    }
+    let change = region.change();
+    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
+    let per_edge = net as f64 / N as f64;
+    let charged = (cache.stats().bytes - bytes_before) as f64 / N as f64;
+    println!(
+        "per dependency edge: {per_edge:.0} B allocated; charged {charged:.0} B ({DEPENDENCY_OVERHEAD} B + the node's {name_len} B name)"
+    );
+    assert!(
+        per_edge <= charged,
+        "the budget under-counts dependency edges: {per_edge:.0} B real vs {charged:.0} B charged"
+    );
+    assert!(cache.audit().is_clean());
+}
+
 fn main() {
     overhead();
+    dependency_overhead();
 }

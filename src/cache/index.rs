@@ -52,7 +52,7 @@ impl ShardIndex {
     }
 
     /// Forgets the dependencies of a URI group that left the shard.
-    pub(crate) fn remove_group(&mut self, key: &Arc<str>, deps: &[Node]) {
+    pub(crate) fn remove_group(&mut self, key: &str, deps: &[Node]) {
         for node in deps {
             if let Some(keys) = self.deps.get_mut(node) {
                 keys.remove(key);

@@ -102,40 +102,79 @@ struct Group {
 struct Deps(Option<Box<Vec<Node>>>);
 
 impl Deps {
-    /// Adds `node` unless it is there; whether it was added.
-    fn add(&mut self, node: &Node) -> bool {
-        let deps = self.0.get_or_insert_with(Box::default);
-        let new = !deps.contains(node);
-        if new {
-            deps.push(node.clone());
-        }
-        new
+    fn push(&mut self, node: Node) {
+        self.0.get_or_insert_with(Box::default).push(node);
+    }
+
+    fn contains(&self, node: &Node) -> bool {
+        self.as_slice().contains(node)
     }
 
     fn as_slice(&self) -> &[Node] {
         self.0.as_deref().map_or(&[], Vec::as_slice)
     }
+
+    /// What these edges cost the byte budget.
+    fn bytes(&self) -> usize {
+        self.as_slice().iter().map(edge_cost).sum()
+    }
+
+    /// The nodes of `deps` not held yet, each once.
+    fn fresh(&self, deps: &[Node]) -> Vec<Node> {
+        let mut fresh: Vec<Node> = Vec::new();
+        for node in deps {
+            if !self.contains(node) && !fresh.contains(node) {
+                fresh.push(node.clone());
+            }
+        }
+        fresh
+    }
+}
+
+/// Bytes one dependency edge (a URI group depending on a node) costs beyond
+/// the node's name, in the worst case: the group's first edge (its list's
+/// box and a 4-slot buffer, 128 B) on a node new to the shard (a set table,
+/// 96 B, and a 72 B index slot, up to 165 B just after the index grew).
+/// `cargo bench --bench overhead` measures it with a counting allocator
+/// (324 B at 20,000 edges) and fails if this under-counts.
+pub(crate) const DEPENDENCY_OVERHEAD: usize = 400;
+
+/// What one dependency edge costs the byte budget.
+fn edge_cost(node: &Node) -> usize {
+    let (Node::Key(name) | Node::Tag(name)) = node;
+    name.len() + DEPENDENCY_OVERHEAD
 }
 
 struct Shard {
     map: LruCache<Arc<str>, Group>,
+    /// Bytes charged: the live entries and the groups' dependency edges.
     bytes: usize,
     entries: usize,
     index: ShardIndex,
+    /// Dependency bytes released by groups taken out since the last
+    /// [`Store::debit`], which passes them on to the store's total.
+    freed: usize,
 }
 
 impl Shard {
     /// Takes a URI group out of the shard, forgetting its dependencies.
     fn pop_group(&mut self, key: &str) -> Option<Group> {
         let (key, group) = self.map.pop_entry(key)?;
-        self.index.remove_group(&key, group.deps.as_slice());
+        self.forget(&key, &group);
         Some(group)
     }
 
     fn pop_lru_group(&mut self) -> Option<Group> {
         let (key, group) = self.map.pop_lru()?;
-        self.index.remove_group(&key, group.deps.as_slice());
+        self.forget(&key, &group);
         Some(group)
+    }
+
+    fn forget(&mut self, key: &str, group: &Group) {
+        self.index.remove_group(key, group.deps.as_slice());
+        let bytes = group.deps.bytes();
+        self.bytes -= bytes;
+        self.freed += bytes;
     }
 }
 
@@ -192,6 +231,7 @@ impl Store {
                         bytes: 0,
                         entries: 0,
                         index: ShardIndex::default(),
+                        freed: 0,
                     })
                 })
                 .collect(),
@@ -274,6 +314,7 @@ impl Store {
             }
         }
         let mut removals = Removals::new();
+        let mut freed = 0;
         {
             let mut guard = write(shard);
             if let Some(group) = guard.map.peek_mut(key) {
@@ -291,11 +332,11 @@ impl Store {
                     if group.variants.is_empty() {
                         guard.pop_group(key);
                     }
-                    self.debit(&mut guard, &removals);
+                    freed = self.debit(&mut guard, &removals);
                 }
             }
         }
-        self.finish(removals);
+        self.finish(removals, freed);
         Err(Forward::Stale)
     }
 
@@ -310,70 +351,98 @@ impl Store {
         now.saturating_duration_since(self.epoch).as_secs() as u32
     }
 
-    /// Stores `entry`, evicting least recently used URIs (then older
-    /// variants of its own URI) until it fits. Returns `false` if it can
-    /// never fit (larger than a shard's share of the budget).
+    /// Stores `entry` and the dependency edges `deps` its URI gains,
+    /// evicting least recently used URIs (then older variants of its own URI)
+    /// until both fit. Returns `false` if they can never fit (more than a
+    /// shard's share of the budget); the variant `entry` would have replaced
+    /// is removed all the same, since it is now known to be outdated.
     pub(crate) fn insert(&self, entry: Arc<Entry>, deps: &[Node]) -> bool {
-        let size = entry.size;
-        if size > self.shard_budget {
-            return false;
-        }
         let mut removals = Removals::new();
-        {
-            let mut shard = self.shard(&entry.key);
+        let mut freed = 0;
+        let stored = {
+            let key = entry.key.clone();
+            let mut shard = self.shard(&key);
+            let (held, fresh) = match shard.map.peek(&*key) {
+                Some(group) => (group.deps.bytes(), group.deps.fresh(deps)),
+                None => (0, Deps::default().fresh(deps)),
+            };
+            let size = entry.size;
+            let added: usize = fresh.iter().map(edge_cost).sum();
             // Most URIs have one variant, held inline (see `Group`).
-            let mut group = shard.map.pop(&*entry.key).unwrap_or_else(|| Group {
-                variants: SmallVec::new(),
-                deps: Deps::default(),
-            });
+            let mut group = shard.map.pop(&*key).unwrap_or_default();
             if let Some(pos) = group.variants.iter().position(|e| e.secondary == entry.secondary) {
                 removals.push((group.variants.remove(pos), RemovalCause::Replaced));
             }
-            while group.variants.len() >= self.max_variants {
-                removals.push((group.variants.remove(0), RemovalCause::Capacity));
-            }
-            self.debit(&mut shard, &removals);
-            while shard.bytes + size > self.shard_budget {
-                let before = removals.len();
-                if let Some(victim) = shard.pop_lru_group() {
-                    removals.extend(victim.variants.into_iter().map(|e| (e, RemovalCause::Capacity)));
-                } else if !group.variants.is_empty() {
+            let fits = size + held + added <= self.shard_budget;
+            if fits {
+                while group.variants.len() >= self.max_variants {
                     removals.push((group.variants.remove(0), RemovalCause::Capacity));
-                } else {
-                    break;
                 }
-                self.debit(&mut shard, &removals[before..]);
             }
-            shard.bytes += size;
-            shard.entries += 1;
-            self.bytes.fetch_add(size, Ordering::Relaxed);
-            self.entries.fetch_add(1, Ordering::Relaxed);
-            let key = entry.key.clone();
-            for node in deps {
-                if group.deps.add(node) {
+            freed += self.debit(&mut shard, &removals);
+            if fits {
+                freed += self.make_room(&mut shard, size + added, Some(&mut group), &mut removals);
+                shard.bytes += size + added;
+                shard.entries += 1;
+                self.bytes.fetch_add(size + added, Ordering::Relaxed);
+                self.entries.fetch_add(1, Ordering::Relaxed);
+                for node in fresh {
                     shard.index.add_dependency(&key, node.clone());
+                    group.deps.push(node);
                 }
+                shard.index.add_entry(&entry);
+                group.variants.push(entry);
             }
-            shard.index.add_entry(&entry);
-            group.variants.push(entry);
-            shard.map.push(key, group);
+            if !group.variants.is_empty() {
+                shard.map.push(key, group);
+            } else if !group.deps.as_slice().is_empty() {
+                // The refused entry's URI has no variant left: its edges go.
+                shard.forget(&key, &group);
+                freed += self.debit(&mut shard, &[]);
+            }
+            fits
+        };
+        self.finish(removals, freed);
+        stored
+    }
+
+    /// Evicts least recently used URI groups, then the oldest variants of
+    /// `own` (a group taken out of the map while it changes), until `needed`
+    /// more bytes fit in the shard's share; the dependency bytes released.
+    fn make_room(
+        &self,
+        shard: &mut Shard,
+        needed: usize,
+        mut own: Option<&mut Group>,
+        removals: &mut Removals,
+    ) -> usize {
+        let mut freed = 0;
+        while shard.bytes + needed > self.shard_budget {
+            let before = removals.len();
+            if let Some(victim) = shard.pop_lru_group() {
+                removals.extend(victim.variants.into_iter().map(|e| (e, RemovalCause::Capacity)));
+            } else if let Some(group) = own.as_deref_mut().filter(|g| !g.variants.is_empty()) {
+                removals.push((group.variants.remove(0), RemovalCause::Capacity));
+            } else {
+                break;
+            }
+            freed += self.debit(shard, &removals[before..]);
         }
-        self.finish(removals);
-        true
+        freed
     }
 
     /// Removes every variant of `key`.
     pub(crate) fn remove_key(&self, key: &str, cause: RemovalCause) -> Removed {
-        let removals: Removals = {
+        let removals = {
             let mut shard = self.shard(key);
             let Some(group) = shard.pop_group(key) else {
                 return Removed::default();
             };
             let removals: Removals = group.variants.into_iter().map(|e| (e, cause)).collect();
-            self.debit(&mut shard, &removals);
-            removals
+            let freed = self.debit(&mut shard, &removals);
+            (removals, freed)
         };
-        self.finish(removals)
+        self.finish(removals.0, removals.1)
     }
 
     /// Removes the entries for which `remove` is true, one shard at a time
@@ -401,10 +470,10 @@ impl Store {
                 for key in emptied {
                     shard.pop_group(&key);
                 }
-                self.debit(&mut shard, &removals);
-                removals
+                let freed = self.debit(&mut shard, &removals);
+                (removals, freed)
             };
-            let removed = self.finish(removals);
+            let removed = self.finish(removals.0, removals.1);
             total.entries += removed.entries;
             total.bytes += removed.bytes;
         }
@@ -435,17 +504,17 @@ impl Store {
                 if total.bytes >= target {
                     break;
                 }
-                let removals: Removals = {
+                let (removals, freed) = {
                     let mut shard = write(shard);
                     let Some(group) = shard.pop_lru_group() else {
                         continue;
                     };
                     let removals: Removals = group.variants.into_iter().map(|e| (e, cause)).collect();
-                    self.debit(&mut shard, &removals);
-                    removals
+                    let freed = self.debit(&mut shard, &removals);
+                    (removals, freed)
                 };
                 progressed = true;
-                let removed = self.finish(removals);
+                let removed = self.finish(removals, freed);
                 total.entries += removed.entries;
                 total.bytes += removed.bytes;
             }
@@ -513,9 +582,9 @@ impl Store {
                         }
                     }
                 }
-                self.debit(&mut shard, &removals);
+                let freed = self.debit(&mut shard, &removals);
                 drop(shard);
-                let mut removed = self.finish(removals);
+                let mut removed = self.finish(removals, freed);
                 removed.entries += marked.entries;
                 removed.bytes += marked.bytes;
                 (removed, keys)
@@ -550,17 +619,43 @@ impl Store {
 
     /// Records that the stored URI `key` depends on `node`; `false` when
     /// nothing is stored under `key` (the index only holds live entries).
+    /// The edge is charged to the budget, evicting least recently used URIs
+    /// to make room. A URI that cannot fit with the edge at all is removed
+    /// rather than kept without it, so an invalidation of `node` can never
+    /// miss it.
     pub(crate) fn add_dependency(&self, key: &str, node: Node) -> bool {
-        let mut shard = self.shard(key);
-        let Some(group) = shard.map.peek_mut(key) else {
-            return false;
-        };
-        let Some(key) = group.variants.first().map(|e| e.key.clone()) else {
-            return false;
-        };
-        if group.deps.add(&node) {
-            shard.index.add_dependency(&key, node);
+        let mut removals = Removals::new();
+        let mut freed = 0;
+        {
+            let mut shard = self.shard(key);
+            let Some(group) = shard.map.peek(key) else {
+                return false;
+            };
+            if group.variants.is_empty() {
+                return false;
+            }
+            if group.deps.contains(&node) {
+                return true;
+            }
+            let cost = edge_cost(&node);
+            let group_bytes = group.deps.bytes() + group.variants.iter().map(|e| e.size).sum::<usize>();
+            let Some((key, mut group)) = shard.map.pop_entry(key) else {
+                return false;
+            };
+            if group_bytes + cost > self.shard_budget {
+                shard.forget(&key, &group);
+                removals.extend(group.variants.into_iter().map(|e| (e, RemovalCause::Capacity)));
+                freed += self.debit(&mut shard, &removals);
+            } else {
+                freed += self.make_room(&mut shard, cost, None, &mut removals);
+                shard.bytes += cost;
+                self.bytes.fetch_add(cost, Ordering::Relaxed);
+                shard.index.add_dependency(&key, node.clone());
+                group.deps.push(node);
+                shard.map.push(key, group);
+            }
         }
+        self.finish(removals, freed);
         true
     }
 
@@ -617,7 +712,7 @@ impl Store {
                 if group.variants.is_empty() || group.variants.iter().any(|e| *e.key != **key) {
                     audit.orphaned_keys += 1;
                 }
-                bytes += group.variants.iter().map(|e| e.size).sum::<usize>();
+                bytes += group.variants.iter().map(|e| e.size).sum::<usize>() + group.deps.bytes();
                 entries += group.variants.len();
             }
             audit.bytes += bytes;
@@ -632,21 +727,30 @@ impl Store {
         audit
     }
 
-    fn debit(&self, shard: &mut Shard, removals: &[(Arc<Entry>, RemovalCause)]) {
+    /// Takes `removals` and the dependency bytes of groups taken out since
+    /// the last call off the shard's and the store's counts; returns those
+    /// dependency bytes, for [`Store::finish`].
+    fn debit(&self, shard: &mut Shard, removals: &[(Arc<Entry>, RemovalCause)]) -> usize {
         for (entry, _) in removals {
             shard.index.remove_entry(entry);
         }
         let bytes: usize = removals.iter().map(|(e, _)| e.size).sum();
+        let freed = std::mem::take(&mut shard.freed);
         shard.bytes -= bytes;
         shard.entries -= removals.len();
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes + freed, Ordering::Relaxed);
         self.entries.fetch_sub(removals.len(), Ordering::Relaxed);
+        freed
     }
 
-    /// Counts and reports removals; runs with no lock held, and the entries
-    /// (bodies included) are freed here rather than under a shard lock.
-    fn finish(&self, removals: Removals) -> Removed {
-        let mut removed = Removed::default();
+    /// Counts and reports removals (with `freed` dependency bytes released
+    /// alongside); runs with no lock held, and the entries (bodies included)
+    /// are freed here rather than under a shard lock.
+    fn finish(&self, removals: Removals, freed: usize) -> Removed {
+        let mut removed = Removed {
+            bytes: freed,
+            ..Removed::default()
+        };
         for (entry, cause) in removals {
             removed.entries += 1;
             removed.bytes += entry.size;

@@ -110,10 +110,55 @@ async fn too_large_is_refused_and_expired_dropped_on_access() {
     let store = Store::new(2000, 1, 4, None);
     assert!(!store.insert(entry("big", 0, 5000, now, 60), &[]));
     assert!(store.insert(entry("k", 0, 10, now, 5), &[]));
+    // A newer response too large to store still displaces the one it replaces.
+    assert!(!store.insert(entry("k", 0, 5000, now, 60), &[]));
+    assert_eq!(store.get("k", |_| true, now).err(), Some(Forward::UriMiss));
+    assert_eq!(store.evictions(RemovalCause::Replaced), 1);
+    assert!(store.insert(entry("k", 0, 10, now, 5), &[]));
     let later = now + Duration::from_secs(6);
     assert_eq!(store.get("k", |_| true, later).err(), Some(Forward::Stale));
     assert_eq!(store.entries(), 0);
     assert_eq!(store.evictions(RemovalCause::Expired), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dependency_edges_are_charged_to_the_budget() {
+    let now = Instant::now();
+    let size = entry("k0", 0, 1000, now, 60).size;
+    let tag = |i: usize| Node::Tag(format!("tag-{i}").into());
+    let edge = DEPENDENCY_OVERHEAD + "tag-0".len();
+    let store = Store::new(size * 2 + edge, 1, 4, None);
+    assert!(store.insert(entry("k0", 0, 1000, now, 60), &[tag(0), tag(0)]));
+    assert_eq!(store.bytes(), size + edge, "one edge, however often it is named");
+    assert!(store.insert(entry("k1", 0, 1000, now, 60), &[]));
+    // A second edge does not fit beside two entries and one edge: the least
+    // recently used URI goes to make room, not the budget.
+    assert!(store.get("k1", |_| true, now).is_ok());
+    assert!(store.add_dependency("k1", tag(1)));
+    assert!(store.get("k0", |_| true, now).is_err(), "k0 evicted for the edge");
+    assert_eq!(store.bytes(), size + edge);
+    assert_eq!(
+        store.dependents(&tag(0)),
+        Vec::<Arc<str>>::new(),
+        "k0's edge went with it"
+    );
+    assert_eq!(store.dependents(&tag(1)), vec![Arc::<str>::from("k1")]);
+    // Removing the URI releases its edges too, and says so.
+    let removed = store.remove_key("k1", RemovalCause::Invalidated);
+    assert_eq!(removed.bytes, size + edge);
+    assert_eq!(store.bytes(), 0);
+    assert!(store.audit().is_clean());
+    // A URI that cannot fit beside its edge is dropped, never kept without it.
+    let tight = Store::new(size + edge - 1, 1, 4, None);
+    assert!(tight.insert(entry("kk", 0, 1000, now, 60), &[]));
+    assert!(tight.add_dependency("kk", tag(0)));
+    assert!(tight.get("kk", |_| true, now).is_err());
+    assert_eq!((tight.bytes(), tight.entries()), (0, 0));
+    assert!(
+        !tight.insert(entry("kk", 0, 1000, now, 60), &[tag(0)]),
+        "nor stored without it"
+    );
+    assert!(tight.audit().is_clean());
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +176,7 @@ enum Op {
         variant: u8,
         body: usize,
         ttl: u64,
+        deps: Vec<u8>,
     },
     Get {
         key: u8,
@@ -148,9 +194,19 @@ enum Op {
     },
 }
 
+/// A dependency node of the model: a tag or another key.
+fn node(on: u8) -> Node {
+    if on % 2 == 0 {
+        Node::Tag(format!("t{}", on % 4).into())
+    } else {
+        Node::Key(format!("k{on}").into())
+    }
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u8..24, 0u8..3, 0usize..3000, 1u64..50).prop_map(|(key, variant, body, ttl)| Op::Insert { key, variant, body, ttl }),
+        4 => (0u8..24, 0u8..3, 0usize..3000, 1u64..50, proptest::collection::vec(0u8..30, 0..4))
+            .prop_map(|(key, variant, body, ttl, deps)| Op::Insert { key, variant, body, ttl, deps }),
         1 => (0u8..4, any::<bool>()).prop_map(|(tag, soft)| Op::PurgeTag { tag, soft }),
         1 => (0u8..24, 0u8..30).prop_map(|(key, on)| Op::Depend { key, on }),
         3 => (0u8..24, 0u8..3).prop_map(|(key, variant)| Op::Get { key, variant }),
@@ -173,15 +229,26 @@ proptest! {
         let store = Store::new(budget, shards, 2, None);
         for op in ops {
             match op {
-                Op::Insert { key, variant, body, ttl } => {
+                Op::Insert { key, variant, body, ttl, deps } => {
                     let tags = ["t0", "t1", "t2", "t3"];
                     let mine: Vec<&str> = tags.iter().copied().filter(|t| (key as usize + t.len() + variant as usize) % 3 != 0 || t.ends_with(&(key % 4).to_string())).collect();
                     let e = tagged(&format!("k{key}"), variant, body, now, ttl, &mine);
+                    let deps: Vec<Node> = deps.into_iter().map(node).collect();
                     let fits = e.size <= store.shard_budget();
-                    prop_assert_eq!(store.insert(e, &[]), fits);
-                    if fits {
-                        let found = store.get(&format!("k{key}"), is_variant(variant), now).is_ok();
-                        prop_assert!(found);
+                    let name = format!("k{key}");
+                    let had = store.metadata().iter().any(|m| *m.key == *name);
+                    let stored = store.insert(e, &deps);
+                    if !had && deps.is_empty() {
+                        prop_assert_eq!(stored, fits);
+                    }
+                    prop_assert!(fits || !stored);
+                    // A refused response still displaces the variant it would have replaced.
+                    let found = store.get(&name, is_variant(variant), now).is_ok();
+                    prop_assert_eq!(found, stored);
+                    if stored {
+                        for dep in &deps {
+                            prop_assert!(store.dependents(dep).contains(&format!("k{key}").into()), "a stored entry keeps its dependencies");
+                        }
                     }
                 }
                 Op::Get { key, variant } => {
@@ -208,11 +275,13 @@ proptest! {
                     }
                 }
                 Op::Depend { key, on } => {
-                    let node = if on % 2 == 0 { Node::Tag(format!("t{}", on % 4).into()) } else { Node::Key(format!("k{on}").into()) };
+                    let node = node(on);
                     let name = format!("k{key}");
                     let stored = store.metadata().iter().any(|m| *m.key == *name);
                     let added = store.add_dependency(&name, node.clone());
                     prop_assert_eq!(added, stored, "dependencies attach to stored URIs only");
+                    let still = store.metadata().iter().any(|m| *m.key == *name);
+                    prop_assert!(!still || store.dependents(&node).contains(&name.as_str().into()), "kept only with its dependency");
                     for dependent in store.dependents(&node) {
                         prop_assert!(store.metadata().iter().any(|m| m.key == dependent), "index holds a gone key");
                     }
