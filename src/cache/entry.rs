@@ -409,10 +409,14 @@ fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
         .filter(|(n, v)| keep_value(n, v))
         .map(|(_, v)| v.len())
         .sum();
-    let mut buffer = Vec::with_capacity(total);
+    // Content-Length's digits go in the same buffer: one allocation and one
+    // shared count for every stored value, bumped once per value per hit.
+    let length = body_len.to_string();
+    let mut buffer = Vec::with_capacity(total + length.len());
     for (_, value) in headers.iter().filter(|(n, v)| keep_value(n, v)) {
         buffer.extend_from_slice(value.as_bytes());
     }
+    buffer.extend_from_slice(length.as_bytes());
     let buffer = Bytes::from(buffer);
     // Room for exactly the kept lines plus Content-Length, Age and
     // Cache-Status, so the map is allocated once at its final size.
@@ -430,7 +434,11 @@ fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
             value,
         );
     }
-    out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+    let digits = buffer.slice(offset..);
+    out.insert(
+        CONTENT_LENGTH,
+        HeaderValue::from_maybe_shared(digits).unwrap_or_else(|_| HeaderValue::from(body_len)),
+    );
     out
 }
 
