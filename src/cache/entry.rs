@@ -144,22 +144,22 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// Builds an entry. Headers are copied into one fresh buffer so the entry
-    /// holds no slice of a connection's read buffer (which would pin memory
-    /// the accounting cannot see); the body must already be an exact copy.
+    /// Builds an entry. Headers (and a body given as chunks) are copied into
+    /// one fresh buffer so the entry holds no slice of a connection's read
+    /// buffer (which would pin memory the accounting cannot see).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         key: Arc<str>,
         secondary: Secondary,
         parts: &response::Parts,
-        body: Bytes,
+        body: EntryBody,
         freshness: Freshness,
         labels: Labels,
         now: Instant,
         retention: Duration,
         default_stale_if_error: Option<Duration>,
     ) -> Entry {
-        let mut headers = compact_headers(&parts.headers, body.len());
+        let (mut headers, body) = compact(&parts.headers, body);
         // Placeholders for the fields every hit sets, so the per-hit copy of
         // this map already has their slots and never grows.
         headers.insert(AGE, HeaderValue::from_static("0"));
@@ -387,10 +387,31 @@ fn is_standard(name: &HeaderName) -> bool {
     KNOWN.contains(name)
 }
 
+/// A stored body: bytes to keep as they are, or chunks to copy.
+#[derive(Debug)]
+pub(crate) enum EntryBody {
+    /// An exact buffer already owned by the cache (a stored entry's body).
+    Shared(Bytes),
+    /// Chunks read from upstream and their total length: copied into the
+    /// entry's own buffer, so it pins none of a connection's buffers.
+    Chunks(Vec<Bytes>, usize),
+}
+
+impl EntryBody {
+    /// The body's length (for chunks, as declared: a capacity hint only).
+    fn len(&self) -> usize {
+        match self {
+            EntryBody::Shared(body) => body.len(),
+            EntryBody::Chunks(_, len) => *len,
+        }
+    }
+}
+
 /// Copies `headers` without the fields a cache must not store (and those
-/// the `Connection` field names), with every value in one shared buffer and
-/// a `Content-Length` that matches the stored body.
-fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
+/// the `Connection` field names), with every value in one shared buffer
+/// (the body's, when it is copied) and a `Content-Length` that matches the
+/// stored body; the map and the stored body.
+fn compact(headers: &HeaderMap, body: EntryBody) -> (HeaderMap, Bytes) {
     let connection_named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -409,20 +430,36 @@ fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
         .filter(|(n, v)| keep_value(n, v))
         .map(|(_, v)| v.len())
         .sum();
-    // Content-Length's digits go in the same buffer: one allocation and one
-    // shared count for every stored value, bumped once per value per hit.
+    // The body (when it is to be copied), the values and Content-Length's
+    // digits share one buffer: one allocation and one shared count for the
+    // whole entry, bumped once per value per hit.
+    let digit_count = body.len().checked_ilog10().map_or(1, |d| d as usize + 1);
+    let mut buffer = Vec::with_capacity(body.len() + total + digit_count);
+    if let EntryBody::Chunks(chunks, _) = &body {
+        for chunk in chunks {
+            buffer.extend_from_slice(chunk);
+        }
+    }
+    let copied = buffer.len();
+    let body_len = match &body {
+        EntryBody::Shared(body) => body.len(),
+        EntryBody::Chunks(..) => copied,
+    };
     let length = body_len.to_string();
-    let mut buffer = Vec::with_capacity(total + length.len());
     for (_, value) in headers.iter().filter(|(n, v)| keep_value(n, v)) {
         buffer.extend_from_slice(value.as_bytes());
     }
     buffer.extend_from_slice(length.as_bytes());
     let buffer = Bytes::from(buffer);
+    let body = match body {
+        EntryBody::Chunks(..) => buffer.slice(..copied),
+        EntryBody::Shared(body) => body,
+    };
     // Room for exactly the kept lines plus Content-Length, Age and
     // Cache-Status, so the map is allocated once at its final size.
     let kept = headers.iter().filter(|(n, v)| keep_value(n, v)).count();
     let mut out = HeaderMap::with_capacity(kept + 3);
-    let mut offset = 0;
+    let mut offset = copied;
     for (name, value) in headers.iter().filter(|(n, v)| keep_value(n, v)) {
         let slice = buffer.slice(offset..offset + value.len());
         offset += value.len();
@@ -439,7 +476,7 @@ fn compact_headers(headers: &HeaderMap, body_len: usize) -> HeaderMap {
         CONTENT_LENGTH,
         HeaderValue::from_maybe_shared(digits).unwrap_or_else(|_| HeaderValue::from(body_len)),
     );
-    out
+    (out, body)
 }
 
 #[cfg(test)]
@@ -499,8 +536,16 @@ mod tests {
         h.insert("age", "3".parse().unwrap());
         h.append("x-multi", "a".parse().unwrap());
         h.append("x-multi", "b".parse().unwrap());
-        let out = compact_headers(&h, 5);
+        let (out, body) = compact(&h, EntryBody::Shared(Bytes::from_static(b"hello")));
         assert_eq!(out.get("content-length").unwrap(), "5");
+        assert_eq!(body, "hello");
+        // Copied chunks share one buffer with the values, and the length is
+        // what was copied, whatever was declared.
+        let chunks = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cde")];
+        let (copied, body) = compact(&h, EntryBody::Chunks(chunks, 99));
+        assert_eq!(body, "abcde");
+        assert_eq!(copied.get("content-length").unwrap(), "5");
+        assert_eq!(copied.get_all("x-multi").iter().collect::<Vec<_>>(), ["a", "b"]);
         for gone in ["connection", "x-hop", "keep-alive", "transfer-encoding", "age"] {
             assert!(!out.contains_key(gone), "{gone} kept");
         }

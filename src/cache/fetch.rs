@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use http::{Request, Response, StatusCode, request, response};
 use http_body::Frame;
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::coalesce::Leader;
 use super::directives::CacheControl;
-use super::entry::{self, Entry, Labels};
+use super::entry::{self, Entry, EntryBody, Labels};
 use super::freshness::{self, Freshness, heuristically_cacheable};
 use super::handle::{Inner, Reservation};
 use super::key;
@@ -288,7 +288,7 @@ impl Fetch {
             self.key.clone(),
             stale.secondary.clone(),
             &parts,
-            stale.body.clone(),
+            EntryBody::Shared(stale.body.clone()),
             freshness,
             stale.labels(),
             now,
@@ -369,15 +369,11 @@ impl Buffer {
             size,
             reservation,
         } = *self;
-        // One exact-size copy: the entry must not pin the connection's
-        // buffers, or the byte accounting would be a lie.
-        let mut body = BytesMut::with_capacity(size);
-        for frame in frames {
-            if let Ok(data) = frame.into_data() {
-                body.extend_from_slice(&data);
-            }
-        }
-        let body = body.freeze();
+        // `Entry::new` copies the chunks into the entry's own buffer: it
+        // must not pin the connection's buffers, or the byte accounting
+        // would be a lie.
+        let chunks: Vec<Bytes> = frames.into_iter().filter_map(|f| f.into_data().ok()).collect();
+        let body = EntryBody::Chunks(chunks, size);
         drop(reservation);
         let request = fetch.request.take().unwrap_or_else(|| Request::new(()).into_parts().0);
         let names = super::policy::vary_names(&parts.headers).unwrap_or_default();

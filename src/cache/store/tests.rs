@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use tokio::time::Instant;
 
 use super::*;
-use crate::cache::entry::{Entry, Labels};
+use crate::cache::entry::{Entry, EntryBody, Labels};
 use crate::cache::freshness::Freshness;
 use crate::cache::labels::Node;
 
@@ -40,7 +40,7 @@ pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl:
         key.into(),
         secondary,
         &parts,
-        Bytes::from(vec![7u8; body_len]),
+        EntryBody::Shared(Bytes::from(vec![7u8; body_len])),
         freshness,
         Labels {
             tags: tags.iter().map(|t| Arc::from(*t)).collect(),
