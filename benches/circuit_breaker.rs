@@ -53,6 +53,7 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     common::versus(c, &rt, "closed", &uri, &bare(), ("breaker", &breaker));
+    common::clock_pair(c, "closed");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -102,6 +103,7 @@ fn main() {
             breaker / bare
         );
     }
+    common::print_clock_floor("closed");
     if let (Some(bare), Some(breaker)) = (common::median("tasks64", "bare"), common::median("tasks64", "breaker")) {
         println!(
             "64 tasks / 2 workers: breaker throughput {:.0}% of bare (target >= 80%)",

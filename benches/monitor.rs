@@ -21,6 +21,7 @@ fn group(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str) {
     // place when first used.
     let layered = tower::Layer::layer(&MetricsLayer::new(), bare());
     common::versus(c, rt, name, &uri, &bare(), ("layer", &layered));
+    common::clock_pair(c, name);
 }
 
 fn main() {
@@ -57,5 +58,6 @@ fn main() {
                 layer / bare
             );
         }
+        common::print_clock_floor(name);
     }
 }

@@ -125,3 +125,28 @@ pub fn bare_small()
         )
     })
 }
+
+/// Measures what timing one call costs at least, two reads of tokio's clock
+/// and their difference, as `group/clock`: on a 2-core VM each read is a
+/// `clock_gettime` of tens of nanoseconds, which bounds how close a layer
+/// that times its calls can come to a bare service of a few hundred.
+pub fn clock_pair(c: &mut Criterion, group: &str) {
+    let mut group = c.benchmark_group(group);
+    group.bench_function("clock", |b| {
+        b.iter(|| {
+            let start = tokio::time::Instant::now();
+            std::hint::black_box(tokio::time::Instant::now().saturating_duration_since(start))
+        });
+    });
+    group.finish();
+}
+
+/// Prints the ratio two clock reads alone put above `bare` in `group`.
+pub fn print_clock_floor(group: &str) {
+    if let (Some(bare), Some(clock)) = (median(group, "bare"), median(group, "clock")) {
+        println!(
+            "{group}: two clock reads alone cost {clock:.0} ns, a floor of {:.2} for a layer that times each call",
+            (bare + clock) / bare
+        );
+    }
+}

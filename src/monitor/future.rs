@@ -11,14 +11,13 @@ use tokio::time::Instant;
 
 use super::body::MetricsBody;
 use super::handles::{Endpoint, ErrorType, Outcome, VERSION_1_1};
-use super::layer::{BodySizes, Config};
+use super::layer::BodySizes;
 use crate::BoxError;
 
 /// What a request carries until it is measured. Kept small: it moves with
 /// the response through every layer outside this one.
 #[derive(Debug)]
 pub(crate) struct Guard {
-    config: Arc<Config>,
     endpoint: Arc<Endpoint>,
     template: Option<Arc<str>>,
     start: Instant,
@@ -27,14 +26,8 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    pub(crate) fn new(
-        config: Arc<Config>,
-        endpoint: Arc<Endpoint>,
-        template: Option<Arc<str>>,
-        start: Instant,
-    ) -> Self {
+    pub(crate) fn new(endpoint: Arc<Endpoint>, template: Option<Arc<str>>, start: Instant) -> Self {
         Guard {
-            config,
             endpoint,
             template,
             start,
@@ -62,12 +55,12 @@ impl Guard {
         }
         let template = self.template.as_deref();
         self.endpoint.record_duration(outcome, template, elapsed.as_secs_f64());
-        if self.config.body_sizes == BodySizes::Record && outcome.status != 0 {
+        if self.endpoint.body_sizes == BodySizes::Record && outcome.status != 0 {
             self.endpoint.record_body_size(outcome, template, body_bytes as f64);
         }
-        if let Some(stats) = &self.config.stats {
+        if let Some(stats) = &self.endpoint.stats {
             let failed = outcome.error != ErrorType::None;
-            self.endpoint.stats(stats).record(elapsed, failed, now);
+            stats.record(elapsed, failed, now);
         }
     }
 }

@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use metrics::{Gauge, Histogram, Unit};
 
+use super::layer::BodySizes;
 use super::stats::{HostSlot, Stats};
 
 /// Label sets remembered per kind of handle; past this, handles are
@@ -105,8 +106,11 @@ pub(crate) struct Endpoint {
     port: u16,
     durations: RwLock<ByHash<Histogram>>,
     sizes: RwLock<ByHash<Histogram>>,
-    /// This host's buckets in the layer's statistics, found once.
-    stats: OnceLock<Arc<HostSlot>>,
+    /// Whether body sizes are recorded (the layer's setting, kept here so a
+    /// request's guard needs no reference to the layer's configuration).
+    pub(crate) body_sizes: BodySizes,
+    /// This host's buckets in the layer's statistics, if it keeps any.
+    pub(crate) stats: Option<Arc<HostSlot>>,
 }
 
 impl Endpoint {
@@ -154,10 +158,6 @@ impl Endpoint {
     }
 
     /// This host's buckets in `stats` (always the layer's one `Stats`).
-    pub(crate) fn stats(&self, stats: &Stats) -> &HostSlot {
-        self.stats.get_or_init(|| stats.host(&self.host_port))
-    }
-
     /// Records `seconds` in the duration histogram for `outcome`.
     pub(crate) fn record_duration(&self, outcome: Outcome, template: Option<&str>, seconds: f64) {
         with_cached(
@@ -255,8 +255,14 @@ impl Handles {
     }
 
     /// The endpoint of `method`, `host` and `port`.
-    pub(crate) fn endpoint(&self, method: &'static str, host: &str, port: u16) -> Arc<Endpoint> {
+    pub(crate) fn endpoint(
+        &self,
+        (method, host, port): (&'static str, &str, u16),
+        stats: Option<&Stats>,
+        body_sizes: BodySizes,
+    ) -> Arc<Endpoint> {
         cached(&self.endpoints, hash_of(&(method, host, port)), MAX_CACHED, || {
+            let host_port: Arc<str> = format!("{host}:{port}").into();
             Arc::new(Endpoint {
                 gauge: metrics::gauge!(
                     ACTIVE_REQUESTS,
@@ -264,13 +270,14 @@ impl Handles {
                     "server.address" => host.to_owned(),
                     "server.port" => port.to_string()
                 ),
-                host_port: format!("{host}:{port}").into(),
+                stats: stats.map(|stats| stats.host(&host_port)),
+                host_port,
                 host_len: host.len(),
                 method,
                 port,
                 durations: RwLock::default(),
                 sizes: RwLock::default(),
-                stats: OnceLock::new(),
+                body_sizes,
             })
         })
     }

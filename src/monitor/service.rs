@@ -35,9 +35,13 @@ struct Last {
 
 impl Last {
     fn matches(&self, method: &'static str, uri: &Uri) -> bool {
+        // Exact bytes first: the same client sends the same spelling, and
+        // `Authority`'s own comparison ignores case byte by byte.
         self.method == method
             && (uri.scheme_str() == Some("https")) == self.https
-            && uri.authority() == Some(&self.authority)
+            && uri
+                .authority()
+                .is_some_and(|a| a.as_str() == self.authority.as_str() || *a == self.authority)
     }
 }
 
@@ -105,7 +109,10 @@ where
             Some(last) if last.matches(method, request.uri()) => last.endpoint.clone(),
             _ => {
                 let (host, port) = server(request.uri(), request.headers());
-                let endpoint = self.config.handles.endpoint(method, host, port);
+                let config = &self.config;
+                let endpoint = config
+                    .handles
+                    .endpoint((method, host, port), config.stats.as_ref(), config.body_sizes);
                 self.last = request.uri().authority().map(|authority| Last {
                     endpoint: endpoint.clone(),
                     method,
@@ -121,7 +128,7 @@ where
             .routes
             .as_ref()
             .and_then(|routes| routes.template(request.method(), request.uri()));
-        let guard = Guard::new(self.config.clone(), endpoint, template, Instant::now());
+        let guard = Guard::new(endpoint, template, Instant::now());
         ResponseFuture::new(self.inner.call(request), guard)
     }
 }
