@@ -33,9 +33,14 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Debug,
 {
+    // Each task parses its own copy: clones of one `Uri` share one count,
+    // which 64 tasks on two threads would fight over (in bare and breaker
+    // alike), measuring the harness instead of the layer.
+    let uris: Vec<Uri> = (0..TASKS).map(|_| uri.to_string().parse().unwrap()).collect();
     let start = Instant::now();
-    let handles: Vec<_> = (0..TASKS)
-        .map(|_| tokio::spawn(common::repeat(svc.clone(), uri.clone(), PER_TASK)))
+    let handles: Vec<_> = uris
+        .into_iter()
+        .map(|uri| tokio::spawn(common::repeat(svc.clone(), uri, PER_TASK)))
         .collect();
     for h in handles {
         h.await.unwrap();
