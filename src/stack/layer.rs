@@ -15,7 +15,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use super::gate::{Gate, GateState};
-use super::optional::Optional;
+use super::optional::{BoxedFuture, Optional};
 use crate::BoxError;
 use crate::cache::CacheLayer;
 use crate::circuit_breaker::{CircuitBreakerLayer, Fallback, WithFallback};
@@ -190,7 +190,12 @@ where
             })
         });
         let svc = Optional::new(p.invalidation.as_ref(), svc, Layer::layer);
-        let svc = Optional::new(p.cache.as_ref(), svc, Layer::layer);
+        // On a hit only the cache's own (small) future runs; the stack
+        // below is boxed inside it on a miss, and here when there is no cache.
+        let svc = match &p.cache {
+            Some(cache) => Optional::On(cache.layer(svc)),
+            None => Optional::Off(BoxedFuture(svc)),
+        };
         let svc = Optional::new(p.metrics.as_ref(), svc, Layer::layer);
         BoxCloneSyncService::new(Gate::new(svc, p.gate.clone()).map_response(boxed))
     }

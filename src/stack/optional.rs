@@ -91,6 +91,30 @@ where
     }
 }
 
+/// The service below a stage whose own future is small (the cache's, on a
+/// hit), with its future boxed: `Optional`'s future is as large as its
+/// larger side, so without the cache the whole future of the stack below
+/// would sit inline in every future above and be copied at each step.
+#[derive(Debug, Clone)]
+pub(crate) struct BoxedFuture<S>(pub(crate) S);
+
+impl<S, Req> Service<Req> for BoxedFuture<S>
+where
+    S: Service<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        Box::pin(self.0.call(request))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
