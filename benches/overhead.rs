@@ -18,8 +18,21 @@ static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 /// Measures the bytes the cache really allocates per stored entry, beyond
 /// key, header text and body, and checks the budget charges at least that.
-fn overhead() {
-    const N: usize = 20_000;
+/// Entries each bench stores: enough that one-off allocations vanish.
+const N: usize = 20_000;
+
+/// A runtime, a cache with room for everything, the bare 1 KiB service
+/// behind it, and `N` distinct URIs.
+fn setup() -> (
+    tokio::runtime::Runtime,
+    Cache,
+    impl tower::Service<
+        http::Request<http_body_util::Full<bytes::Bytes>>,
+        Response = http::Response<impl http_body::Body<Data = bytes::Bytes, Error = impl std::fmt::Debug>>,
+        Error = impl std::fmt::Debug,
+    >,
+    Vec<Uri>,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -31,11 +44,15 @@ fn overhead() {
             .build()
             .unwrap()
     });
-    let bare = common::bare_1k();
-    let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare);
-    let uris: Vec<Uri> = (0..N)
+    let cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), common::bare_1k());
+    let uris = (0..N)
         .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
         .collect();
+    (rt, cache, cached, uris)
+}
+
+fn overhead() {
+    let (rt, cache, mut cached, uris) = setup();
     // Warm one-off allocations (runtime, flight table) before measuring.
     rt.block_on(common::one(&mut cached, &"http://warm.test/".parse().unwrap()));
     let region = Region::new(GLOBAL);
@@ -88,23 +105,8 @@ fn overhead() {
 /// stored URI gains its first edge, on a node of its own) and checks the
 /// budget charges at least that.
 fn dependency_overhead() {
-    const N: usize = 20_000;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let cache = rt.block_on(async {
-        Cache::builder()
-            .max_bytes(512 << 20)
-            .sweep_interval(None)
-            .build()
-            .unwrap()
-    });
+    let (rt, cache, mut cached, uris) = setup();
     let invalidator = Invalidator::new(cache.clone());
-    let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), common::bare_1k());
-    let uris: Vec<Uri> = (0..N)
-        .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
-        .collect();
     rt.block_on(async {
         for uri in &uris {
             common::one(&mut cached, uri).await;

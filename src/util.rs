@@ -1,6 +1,13 @@
 //! Small helpers shared by the layers.
 
+use std::hash::Hasher;
+use std::task::Poll;
+
+use bytes::Bytes;
 use http::{Request, request};
+use http_body::Frame;
+
+use crate::BoxError;
 
 /// A copy of a request's head (method, URI, version, headers), without its
 /// extensions or body: what policies and user closures look at.
@@ -12,4 +19,73 @@ pub(crate) fn request_head<B>(request: &Request<B>) -> request::Parts {
     parts.version = request.version();
     parts.headers = request.headers().clone();
     parts
+}
+
+/// A multiply-rotate hasher (FxHash's), for keys that come from our own
+/// requests: where speed matters more than resistance to chosen collisions
+/// (spreading keys over shards, caching label sets).
+#[derive(Debug, Default, Clone, Copy)]
+#[allow(dead_code)] // used by whichever layers the features enable
+pub(crate) struct Fx(u64);
+
+const FX_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(FX_K);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// What one poll of a wrapped body showed, for the wrappers that watch a
+/// body to its end (the breaker's verdict, the metrics' duration).
+#[allow(dead_code)] // used by whichever layers the features enable
+pub(crate) enum Seen<'a> {
+    /// A data frame of this many bytes.
+    Data(usize),
+    /// The body ended.
+    End,
+    /// The body failed with this error (passed on after `see` looked).
+    Failed(&'a BoxError),
+}
+
+/// Passes on one poll of a wrapped body, showing `see` what it was.
+#[allow(dead_code)] // used by whichever layers the features enable
+pub(crate) fn watch<E: Into<BoxError>>(
+    poll: Poll<Option<Result<Frame<Bytes>, E>>>,
+    see: impl FnOnce(Seen<'_>),
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match poll {
+        Poll::Ready(None) => {
+            see(Seen::End);
+            Poll::Ready(None)
+        }
+        Poll::Ready(Some(Ok(frame))) => {
+            if let Some(data) = frame.data_ref() {
+                see(Seen::Data(data.len()));
+            }
+            Poll::Ready(Some(Ok(frame)))
+        }
+        Poll::Ready(Some(Err(error))) => {
+            let error = error.into();
+            see(Seen::Failed(&error));
+            Poll::Ready(Some(Err(error)))
+        }
+        Poll::Pending => Poll::Pending,
+    }
 }

@@ -9,6 +9,7 @@
 // The invalidation entry points are called only with the `invalidation` feature.
 #![cfg_attr(not(feature = "invalidation"), allow(dead_code))]
 
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -775,23 +776,15 @@ fn mark<'a>(entries: impl Iterator<Item = &'a Arc<Entry>>) -> Removed {
     marked
 }
 
-/// A multiply-rotate hash over the key's last 64 bytes (where URIs
-/// differ), eight bytes at a time: it only spreads keys over shards, so
-/// speed matters more than quality; each shard's map uses its own hasher.
+/// The key's shard: a fast hash of its last 64 bytes (where URIs differ)
+/// and its length; it only spreads keys over shards, and each shard's map
+/// uses its own hasher.
 fn shard_hash(key: &str) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
     let bytes = key.as_bytes();
-    let tail = &bytes[bytes.len().saturating_sub(64)..];
-    let mut hash = bytes.len() as u64;
-    let mut words = tail.chunks_exact(8);
-    for word in &mut words {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-    }
-    for &b in words.remainder() {
-        hash = (hash.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-    }
+    let mut hasher = crate::util::Fx::default();
+    hasher.write_u64(bytes.len() as u64);
+    hasher.write(&bytes[bytes.len().saturating_sub(64)..]);
+    let hash = hasher.finish();
     hash ^ (hash >> 29)
 }
 

@@ -15,6 +15,7 @@ use super::events::{Event, emit};
 use super::registry::CellRef;
 use super::state::Permit;
 use crate::BoxError;
+use crate::util::{Seen, watch};
 use std::sync::Arc;
 
 /// A permit in use: records the call's outcome once, or gives the permit
@@ -151,23 +152,19 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(None) => {
-                if let Some(guard) = this.guard.take() {
-                    guard.finish(Outcome::Success, None);
-                }
-                Poll::Ready(None)
+        watch(this.inner.poll_frame(cx), |seen| {
+            let outcome = match seen {
+                Seen::Data(_) => return,
+                Seen::End => Outcome::Success,
+                Seen::Failed(error) => match this.guard.as_ref() {
+                    Some(guard) => guard.cell.config.classifier.classify(&CallResult::BodyError(&**error)),
+                    None => return,
+                },
+            };
+            if let Some(guard) = this.guard.take() {
+                guard.finish(outcome, None);
             }
-            Poll::Ready(Some(Err(error))) => {
-                let error: BoxError = error.into();
-                if let Some(guard) = this.guard.take() {
-                    let outcome = guard.cell.config.classifier.classify(&CallResult::BodyError(&*error));
-                    guard.finish(outcome, None);
-                }
-                Poll::Ready(Some(Err(error)))
-            }
-            other => other.map(|f| f.map(|r| r.map_err(Into::into))),
-        }
+        })
     }
 
     fn is_end_stream(&self) -> bool {

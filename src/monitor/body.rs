@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 
 use super::future::Guard;
 use crate::BoxError;
+use crate::util::{Seen, watch};
 
 pin_project! {
     /// Response body of [`MetricsService`](super::MetricsService).
@@ -53,23 +54,11 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(None) => {
-                this.guard.finish(*this.bytes, false);
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    *this.bytes += data.len() as u64;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(error))) => {
-                this.guard.finish(*this.bytes, true);
-                Poll::Ready(Some(Err(error.into())))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        watch(this.inner.poll_frame(cx), |seen| match seen {
+            Seen::Data(len) => *this.bytes += len as u64,
+            Seen::End => this.guard.finish(*this.bytes, false),
+            Seen::Failed(_) => this.guard.finish(*this.bytes, true),
+        })
     }
 
     fn is_end_stream(&self) -> bool {

@@ -37,6 +37,7 @@ pub(crate) enum ErrorType {
     /// A 4xx or 5xx status: the label is the status code.
     Status,
     /// The circuit breaker refused the request.
+    #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))] // only the breaker's error is one
     CircuitOpen,
     /// A timeout.
     Timeout,
@@ -181,35 +182,6 @@ impl Endpoint {
     }
 }
 
-/// A multiply-rotate hasher (FxHash's): label sets come from our own
-/// requests, so speed matters more than flooding resistance here, and a
-/// 64-bit hash over at most `MAX_CACHED` sets does not collide in practice.
-#[derive(Default)]
-struct Fx(u64);
-
-impl Hasher for Fx {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// The maps' keys are already hashes: use them as they are.
 #[derive(Default)]
 struct Identity(u64);
@@ -233,7 +205,7 @@ impl Hasher for Identity {
 type ByHash<T> = HashMap<u64, T, BuildHasherDefault<Identity>>;
 
 fn hash_of(value: &impl Hash) -> u64 {
-    let mut hasher = Fx::default();
+    let mut hasher = crate::util::Fx::default();
     value.hash(&mut hasher);
     hasher.finish()
 }
