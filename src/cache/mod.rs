@@ -71,7 +71,7 @@ mod freshness;
 pub mod future;
 mod handle;
 mod index;
-mod key;
+pub(crate) mod key;
 mod labels;
 mod layer;
 mod policy;

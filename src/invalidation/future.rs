@@ -14,15 +14,29 @@ use super::headers::{self, ParsedTags, TagSyntax};
 use super::layer::{Config, HeaderVisibility};
 use super::report::InvalidationReport;
 use super::scan::{Matcher, Scan};
-use super::service::same_origin_key;
+use super::service::{origin_of, same_origin_key};
 use super::strategy::InvalidationEvent;
 use super::target::{Pattern, Target};
 use crate::cache::{Dependencies, InvalidationKind, Purge, Tags, Versions};
 
 pub(crate) struct SafeCtx {
     pub(crate) config: Arc<Config>,
-    pub(crate) origin: Option<String>,
-    pub(crate) parts: Option<request::Parts>,
+    pub(crate) uri: Uri,
+    /// The request's `Host`, which names the origin of an origin-form URI.
+    pub(crate) host: Option<http::HeaderValue>,
+    /// The request's head, kept only for the user's closures (boxed: most
+    /// stacks have none, and the context is boxed per request).
+    pub(crate) parts: Option<Box<request::Parts>>,
+}
+
+impl SafeCtx {
+    fn origin(&self) -> Option<String> {
+        let mut headers = http::HeaderMap::new();
+        if let Some(host) = &self.host {
+            headers.insert(http::header::HOST, host.clone());
+        }
+        origin_of(&self.uri, &headers)
+    }
 }
 
 pub(crate) struct WriteCtx {
@@ -183,8 +197,10 @@ fn label<R>(response: Response<R>, ctx: &SafeCtx) -> Response<R> {
     }
     let mut tags: Vec<Arc<str>> = parts.extensions.get::<Tags>().map(|t| t.0.clone()).unwrap_or_default();
     // RFC 9875 groups are scoped to the origin that named them.
-    if let Some(origin) = &ctx.origin {
-        tags.extend(groups.tags.iter().map(|g| Arc::from(group_tag(origin, g))));
+    if !groups.tags.is_empty() {
+        if let Some(origin) = ctx.origin() {
+            tags.extend(groups.tags.iter().map(|g| Arc::from(group_tag(&origin, g))));
+        }
     }
     tags.extend(plain.tags.into_iter().map(Arc::from));
     if let (Some(f), Some(req)) = (&config.tag_fn, &ctx.parts) {

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::header::HOST;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use tower_service::Service;
 
 use super::future::{Ctx, ResponseFuture, SafeCtx, WriteCtx};
@@ -31,10 +32,10 @@ pub(crate) fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
-/// `scheme://authority` of a request, as cache keys spell it.
-pub(crate) fn origin_of<B>(request: &Request<B>) -> Option<String> {
-    let key = Cache::key_for(&crate::util::request_head(request))?;
-    Some(split_origin(&key).0.to_owned())
+/// `scheme://authority` of a request for `uri` (`headers` name the host of
+/// an origin-form one), as cache keys spell it.
+pub(crate) fn origin_of(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    crate::cache::key::with_primary_key(uri, headers, |key| key.map(|key| split_origin(key).0.to_owned()))
 }
 
 /// Resolves a `Location`/`Content-Location` value to a cache key on the same
@@ -66,16 +67,22 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = self.config.clone();
-        let origin = origin_of(&request);
         let ctx = if is_safe(request.method()) {
             let needs_parts =
                 config.tag_fn.is_some() || config.namespace_fn.is_some() || config.dependency_fn.is_some();
-            let parts = needs_parts.then(|| crate::util::request_head(&request));
-            Ctx::Safe(SafeCtx { config, origin, parts })
+            let parts = needs_parts.then(|| Box::new(crate::util::request_head(&request)));
+            // The origin is spelled out only if the response names groups
+            // (rare); until then the URI and `Host` are cheap to keep.
+            Ctx::Safe(SafeCtx {
+                config,
+                uri: request.uri().clone(),
+                host: request.headers().get(HOST).cloned(),
+                parts,
+            })
         } else {
             Ctx::Write(WriteCtx {
                 config,
-                origin,
+                origin: origin_of(request.uri(), request.headers()),
                 method: request.method().clone(),
                 uri: request.uri().clone(),
             })
