@@ -34,10 +34,15 @@ impl Flight {
     }
 }
 
+/// Keys with a request in flight, and their flights. Hashed with the LRU
+/// store's seeded hasher (foldhash): SipHash cost each miss two lookups of
+/// a long URI key for nothing this table needs.
+type FlightMap = HashMap<Arc<str>, Arc<Flight>, lru::DefaultHasher>;
+
 /// The table of keys with a request in flight.
 #[derive(Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<Arc<str>, Arc<Flight>>>,
+    map: Mutex<FlightMap>,
 }
 
 impl std::fmt::Debug for Flights {
@@ -55,7 +60,7 @@ pub(crate) enum Join {
 }
 
 impl Flights {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Flight>>> {
+    fn lock(&self) -> MutexGuard<'_, FlightMap> {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

@@ -1,6 +1,7 @@
 //! RFC 9211 `Cache-Status`: what the cache did with each response.
 
 use std::fmt::{self, Write as _};
+use std::hash::Hasher;
 
 use http::HeaderValue;
 use http::header::HeaderName;
@@ -129,11 +130,54 @@ impl CacheStatus {
                 });
             }
         }
+        memoised_status(self)
+    }
+
+    fn render(&self) -> HeaderValue {
         let mut text = String::with_capacity(64);
         let _ = write!(text, "{self}");
         HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
             .unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
     }
+}
+
+/// Slots of the per-thread memo of other statuses.
+const STATUS_SLOTS: usize = 32;
+
+thread_local! {
+    static STATUSES: std::cell::RefCell<[Option<(CacheStatus, HeaderValue)>; STATUS_SLOTS]> =
+        const { std::cell::RefCell::new([const { None }; STATUS_SLOTS]) };
+}
+
+/// The header value of a status other than a plain hit, from a small
+/// per-thread memo keyed by the whole status: misses, bypasses and stale
+/// answers recur (the same reason, upstream status and lifetime), and
+/// formatting one costs a string and a validation per response.
+fn memoised_status(status: &CacheStatus) -> HeaderValue {
+    let mut hasher = crate::util::Fx::default();
+    hasher.write_u64(u64::from(status.hit) | u64::from(status.stored) << 1 | u64::from(status.collapsed) << 2);
+    hasher.write_u64(status.fwd.map_or(0, |f| f as u64 + 1));
+    hasher.write_u64(status.fwd_status.map_or(u64::MAX, u64::from));
+    #[allow(clippy::cast_sign_loss)] // only mixed into a hash
+    hasher.write_u64(status.ttl.map_or(u64::MAX, |t| t as u64));
+    hasher.write(status.detail.unwrap_or("").as_bytes());
+    #[allow(clippy::cast_possible_truncation)] // a slot index
+    let slot = (hasher.finish() >> 32) as usize % STATUS_SLOTS;
+    STATUSES
+        .try_with(|memo| {
+            let Ok(mut memo) = memo.try_borrow_mut() else {
+                return status.render();
+            };
+            if let Some((held, value)) = &memo[slot] {
+                if held == status {
+                    return value.clone();
+                }
+            }
+            let value = status.render();
+            memo[slot] = Some((*status, value.clone()));
+            value
+        })
+        .unwrap_or_else(|_| status.render())
 }
 
 /// Which header value a [`memoised`] one is.
@@ -274,5 +318,19 @@ mod tests {
             format!("tower-optimizer; hit; ttl={}", i64::MIN)
         );
         assert_eq!(CacheStatus::hit(0).to_header_value(), "tower-optimizer; hit; ttl=0");
+        // Other statuses come from their own memo: the same status twice,
+        // and statuses that differ in any member, each render as their own.
+        for _ in 0..2 {
+            assert_eq!(miss.to_header_value(), miss.to_string());
+            assert_eq!(swr.to_header_value(), swr.to_string());
+            assert_eq!(reval.to_header_value(), reval.to_string());
+        }
+        let other_detail = CacheStatus {
+            detail: Some("max-stale"),
+            ..swr
+        };
+        assert_eq!(other_detail.to_header_value(), other_detail.to_string());
+        let collapsed = CacheStatus { collapsed: true, ..miss };
+        assert_eq!(collapsed.to_header_value(), collapsed.to_string());
     }
 }
