@@ -3,6 +3,9 @@
 //! HTTP/1.1 when asked, and an untrusted certificate refused with an error.
 #![cfg(feature = "tls")]
 
+#[path = "support/server.rs"]
+mod server;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -173,21 +176,11 @@ async fn an_http1_only_server_gets_http1_by_alpn() {
 
 #[tokio::test]
 async fn the_tls_client_speaks_h2c_to_http_urls() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{:?}", req.version())))))
-                });
-                // HTTP/2 only: an HTTP/1.1 request would fail here.
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{:?}", req.version())))))
     });
+    // HTTP/2 only: an HTTP/1.1 request would fail here.
+    let addr = server::serve(server::Protocol::H2c, svc).await;
     let (cert, _) = certificate();
     let (client, _optimizer) = OptimizerStack::builder().build_https_client(trusting(&cert)).unwrap();
     let (version, _, body) = get(&client, &format!("http://{addr}/")).await.unwrap();

@@ -330,7 +330,10 @@ mod tests {
             ..swr
         };
         assert_eq!(other_detail.to_header_value(), other_detail.to_string());
-        let collapsed = CacheStatus { collapsed: true, ..miss };
+        let collapsed = CacheStatus {
+            collapsed: true,
+            ..miss
+        };
         assert_eq!(collapsed.to_header_value(), collapsed.to_string());
     }
 }
