@@ -73,9 +73,13 @@ where
         let head = method == Method::HEAD;
         let request_cc = CacheControl::from_headers(request.headers());
         let now = Instant::now();
-        let (key, fwd, stale) = match self.lookup(&request, &request_cc, now, head) {
+        let mut hit = None;
+        let (key, fwd, stale) = match self.lookup(&request, &request_cc, now, head, &mut hit) {
             Lookup::Bypass(reason) => return self.bypass(reason, request),
-            Lookup::Hit(response) => return ResponseFuture::ready(response),
+            Lookup::Hit => match hit {
+                Some(response) => return ResponseFuture::ready(response),
+                None => unreachable!("a hit writes its response"),
+            },
             Lookup::StaleWhileRevalidate(entry, key) => {
                 let ttl = entry.freshness().ttl_secs(now);
                 let status = CacheStatus {
@@ -140,10 +144,12 @@ where
 }
 
 /// What the store says about a request.
-enum Lookup<ResBody> {
+enum Lookup {
     Bypass(Bypass),
-    /// Answer now with this response, built from a stored entry.
-    Hit(Response<OptimizerBody<ResBody>>),
+    /// Answer now with the response the lookup wrote, built from a stored
+    /// entry in place: returned through the lookup's closures, it would be
+    /// copied at each of them.
+    Hit,
     /// Answer now with this stale entry and refresh it behind.
     StaleWhileRevalidate(Arc<Entry>, Arc<str>),
     /// Go upstream (validating `stale` if there is one).
@@ -163,7 +169,8 @@ impl<S> CacheService<S> {
         request_cc: &CacheControl,
         now: Instant,
         head: bool,
-    ) -> Lookup<ResBody> {
+        hit: &mut Option<Response<OptimizerBody<ResBody>>>,
+    ) -> Lookup {
         let inner = &self.cache.inner;
         let headers = request.headers();
         key::with_primary_key(request.uri(), headers, |key| {
@@ -182,7 +189,8 @@ impl<S> CacheService<S> {
                 match usability(&freshness, request_cc, now) {
                     Usability::Fresh => {
                         bump(&inner.counters.hits);
-                        Lookup::Hit(fetch::from_entry(entry, now, head, CacheStatus::hit(ttl)))
+                        *hit = Some(fetch::from_entry(entry, now, head, CacheStatus::hit(ttl)));
+                        Lookup::Hit
                     }
                     Usability::StaleAccepted => {
                         bump(&inner.counters.stale);
@@ -190,7 +198,8 @@ impl<S> CacheService<S> {
                             detail: Some("max-stale"),
                             ..CacheStatus::hit(ttl)
                         };
-                        Lookup::Hit(fetch::from_entry(entry, now, head, status))
+                        *hit = Some(fetch::from_entry(entry, now, head, status));
+                        Lookup::Hit
                     }
                     Usability::StaleWhileRevalidate => {
                         bump(&inner.counters.stale);
