@@ -34,7 +34,8 @@ pub struct CacheStats {
     pub invalidations: [u64; InvalidationKind::ALL.len()],
     /// Audits that found drift (should stay zero).
     pub audit_drift: u64,
-    /// Bytes currently charged to the budget.
+    /// Bytes currently charged to the budget: the entries and the
+    /// dependency edges declared between them.
     pub bytes: u64,
     /// The budget.
     pub max_bytes: u64,

@@ -61,7 +61,8 @@ pub type EvictionListener = Arc<dyn Fn(&EntryMeta, RemovalCause) + Send + Sync>;
 pub struct Removed {
     /// Entries removed.
     pub entries: usize,
-    /// Bytes released from the budget.
+    /// Bytes released from the budget (the entries and the dependency
+    /// edges of URIs that left with them).
     pub bytes: usize,
 }
 
@@ -70,7 +71,7 @@ pub struct Removed {
 pub struct Audit {
     /// Entries found by walking the live entries.
     pub entries: usize,
-    /// Bytes found by walking the live entries.
+    /// Bytes found by walking the live entries and their URIs' dependency edges.
     pub bytes: usize,
     /// Counted bytes minus walked bytes (zero when the accounting is right).
     pub byte_drift: i64,
