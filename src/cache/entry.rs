@@ -82,6 +82,30 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// `t` as signed nanoseconds from `base`, saturating beyond 292 years
+/// either way (an expiry that far off is as good as never).
+fn offset_of(base: Instant, t: Instant) -> i64 {
+    if t >= base {
+        i64::try_from(t.duration_since(base).as_nanos()).unwrap_or(i64::MAX)
+    } else {
+        i64::try_from(base.duration_since(t).as_nanos()).map_or(i64::MIN, |n| -n)
+    }
+}
+
+/// The instant `nanos` from `base` (see [`offset_of`]).
+fn at_offset(base: Instant, nanos: i64) -> Instant {
+    let d = Duration::from_nanos(nanos.unsigned_abs());
+    if nanos >= 0 {
+        // 292 years past any instant a process sees does not overflow; were
+        // it to, a century on is still "never".
+        base.checked_add(d)
+            .or_else(|| base.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+            .unwrap_or(base)
+    } else {
+        base.checked_sub(d).unwrap_or(base)
+    }
+}
+
 impl Packed {
     fn new(f: &Freshness) -> Self {
         Packed {
@@ -127,8 +151,11 @@ pub(crate) struct Entry {
     pub(crate) body: Bytes,
     /// Its freshness, packed (see `Packed`); read it with `freshness()`.
     freshness: Packed,
-    pub(crate) stored_at: Instant,
-    pub(crate) expires_at: Instant,
+    /// When it was stored and when the store drops it, as signed
+    /// nanoseconds from its response time (8 bytes each instead of an
+    /// `Instant`'s 16); read them with `stored_at()` and `expires_at()`.
+    stored_at: i64,
+    expires_at: i64,
     /// Tags and the namespace versions it was produced under (see
     /// `VersionStamp`), boxed: most entries have neither.
     labels: Option<Box<Labels>>,
@@ -177,13 +204,16 @@ impl Entry {
             headers,
             body,
             freshness: Packed::new(&freshness),
-            stored_at: now,
-            expires_at: now,
+            stored_at: offset_of(freshness.response_time, now),
+            expires_at: 0,
             labels: (!labels.tags.is_empty() || !labels.versions.is_empty()).then(|| Box::new(labels)),
             purged: AtomicBool::new(false),
             size: 0,
         };
-        entry.expires_at = entry.compute_expiry(retention, default_stale_if_error);
+        entry.expires_at = offset_of(
+            freshness.response_time,
+            entry.compute_expiry(retention, default_stale_if_error),
+        );
         entry.size = entry.compute_size();
         entry
     }
@@ -193,6 +223,16 @@ impl Entry {
     /// entry with an `ETag` turns a full refetch into a 304) and `max-stale`.
     fn compute_expiry(&self, retention: Duration, default_stale_if_error: Option<Duration>) -> Instant {
         self.freshness.get().usable_until(default_stale_if_error) + retention
+    }
+
+    /// When the entry was stored.
+    pub(crate) fn stored_at(&self) -> Instant {
+        at_offset(self.freshness.response_time, self.stored_at)
+    }
+
+    /// When the store drops the entry even if never used again.
+    pub(crate) fn expires_at(&self) -> Instant {
+        at_offset(self.freshness.response_time, self.expires_at)
     }
 
     fn compute_size(&self) -> usize {
@@ -248,9 +288,9 @@ impl Entry {
         EntryMeta {
             key: self.key.clone(),
             status: self.status,
-            stored_at: self.stored_at,
+            stored_at: self.stored_at(),
             fresh_until: freshness.response_time + fresh_left.min(Duration::from_secs(1 << 31)),
-            expires_at: self.expires_at,
+            expires_at: self.expires_at(),
             tags: self.tags().to_vec(),
             size: self.size,
         }
@@ -482,6 +522,19 @@ fn compact(headers: &HeaderMap, body: EntryBody) -> (HeaderMap, Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_kept_as_offsets_read_back_exactly() {
+        let base = Instant::now() + Duration::from_secs(1_000_000);
+        for d in [Duration::ZERO, Duration::new(3, 7), Duration::from_secs(86_400 * 365 * 100)] {
+            assert_eq!(at_offset(base, offset_of(base, base + d)), base + d, "{d:?} after");
+            assert_eq!(at_offset(base, offset_of(base, base - d)), base - d, "{d:?} before");
+        }
+        // Beyond 292 years the offset saturates: still far in the future.
+        let far = base + Duration::from_secs(86_400 * 365 * 300);
+        assert_eq!(offset_of(base, far), i64::MAX);
+        assert!(at_offset(base, i64::MAX) > base + Duration::from_secs(86_400 * 365 * 290));
+    }
 
     #[test]
     fn packed_freshness_reads_back_what_was_stored() {

@@ -302,7 +302,7 @@ impl Store {
             let Some(entry) = group.variants.iter().rev().find(|e| matches(e)) else {
                 return Err(Forward::VaryMiss);
             };
-            if entry.expires_at > now && entry.is_current() {
+            if entry.expires_at() > now && entry.is_current() {
                 let promote = entry.touched.load(Ordering::Relaxed) != tick;
                 if promote {
                     entry.touched.store(tick, Ordering::Relaxed);
@@ -320,7 +320,7 @@ impl Store {
         {
             let mut guard = write(shard);
             if let Some(group) = guard.map.peek_mut(key) {
-                let gone = |e: &Entry| e.expires_at <= now || !e.is_current();
+                let gone = |e: &Entry| e.expires_at() <= now || !e.is_current();
                 if let Some(pos) = group.variants.iter().rposition(|e| matches(e) && gone(e)) {
                     let entry = group.variants.remove(pos);
                     // A bumped namespace is an invalidation, not an expiry.
@@ -488,7 +488,7 @@ impl Store {
             if !e.is_current() {
                 self.version_drops.fetch_add(1, Ordering::Relaxed);
                 Some(RemovalCause::Invalidated)
-            } else if e.expires_at <= now {
+            } else if e.expires_at() <= now {
                 Some(RemovalCause::Expired)
             } else {
                 None
