@@ -526,7 +526,11 @@ mod tests {
     #[test]
     fn instants_kept_as_offsets_read_back_exactly() {
         let base = Instant::now() + Duration::from_secs(1_000_000);
-        for d in [Duration::ZERO, Duration::new(3, 7), Duration::from_secs(86_400 * 365 * 100)] {
+        for d in [
+            Duration::ZERO,
+            Duration::new(3, 7),
+            Duration::from_secs(86_400 * 365 * 100),
+        ] {
             assert_eq!(at_offset(base, offset_of(base, base + d)), base + d, "{d:?} after");
             assert_eq!(at_offset(base, offset_of(base, base - d)), base - d, "{d:?} before");
         }
