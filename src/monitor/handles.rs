@@ -158,26 +158,32 @@ impl Endpoint {
         labels
     }
 
-    /// This host's buckets in `stats` (always the layer's one `Stats`).
     /// Records `seconds` in the duration histogram for `outcome`.
     pub(crate) fn record_duration(&self, outcome: Outcome, template: Option<&str>, seconds: f64) {
-        with_cached(
-            &self.durations,
-            outcome.key(template),
-            MAX_OUTCOMES,
-            || metrics::histogram!(REQUEST_DURATION, self.labels(outcome, template)),
-            |histogram| histogram.record(seconds),
-        );
+        self.record(&self.durations, REQUEST_DURATION, outcome, template, seconds);
     }
 
     /// Records `bytes` in the body-size histogram for `outcome`.
     pub(crate) fn record_body_size(&self, outcome: Outcome, template: Option<&str>, bytes: f64) {
+        self.record(&self.sizes, RESPONSE_BODY_SIZE, outcome, template, bytes);
+    }
+
+    /// Records `value` in the histogram `name` for `outcome`, registered
+    /// with the recorder the first time that label set is seen.
+    fn record(
+        &self,
+        histograms: &RwLock<ByHash<Histogram>>,
+        name: &'static str,
+        outcome: Outcome,
+        template: Option<&str>,
+        value: f64,
+    ) {
         with_cached(
-            &self.sizes,
+            histograms,
             outcome.key(template),
             MAX_OUTCOMES,
-            || metrics::histogram!(RESPONSE_BODY_SIZE, self.labels(outcome, template)),
-            |histogram| histogram.record(bytes),
+            || metrics::histogram!(name, self.labels(outcome, template)),
+            |histogram| histogram.record(value),
         );
     }
 }
