@@ -364,14 +364,12 @@ impl Store {
         let stored = {
             let key = entry.key.clone();
             let mut shard = self.shard(&key);
-            let (held, fresh) = match shard.map.peek(&*key) {
-                Some(group) => (group.deps.bytes(), group.deps.fresh(deps)),
-                None => (0, Deps::default().fresh(deps)),
-            };
-            let size = entry.size;
-            let added: usize = fresh.iter().map(edge_cost).sum();
             // Most URIs have one variant, held inline (see `Group`).
             let mut group = shard.map.pop(&*key).unwrap_or_default();
+            let held = group.deps.bytes();
+            let fresh = group.deps.fresh(deps);
+            let size = entry.size;
+            let added: usize = fresh.iter().map(edge_cost).sum();
             if let Some(pos) = group.variants.iter().position(|e| e.secondary == entry.secondary) {
                 removals.push((group.variants.remove(pos), RemovalCause::Replaced));
             }
