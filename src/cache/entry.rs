@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::freshness::Freshness;
 use super::key::Secondary;
 use super::labels::VersionStamp;
-use super::status::{CACHE_NAME, CACHE_STATUS, Memo, memoised};
+use super::status::{CACHE_NAME, CACHE_STATUS, Memo, memoised, write_int};
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
 /// `Arc<Entry>` allocation, the LRU node, its hash slot and variant slot,
@@ -432,19 +432,9 @@ fn is_standard(name: &HeaderName) -> bool {
 pub(crate) enum EntryBody {
     /// An exact buffer already owned by the cache (a stored entry's body).
     Shared(Bytes),
-    /// Chunks read from upstream and their total length: copied into the
-    /// entry's own buffer, so it pins none of a connection's buffers.
-    Chunks(Vec<Bytes>, usize),
-}
-
-impl EntryBody {
-    /// The body's length (for chunks, as declared: a capacity hint only).
-    fn len(&self) -> usize {
-        match self {
-            EntryBody::Shared(body) => body.len(),
-            EntryBody::Chunks(_, len) => *len,
-        }
-    }
+    /// Chunks read from upstream: copied into the entry's own buffer, so it
+    /// pins none of a connection's buffers.
+    Chunks(Vec<Bytes>),
 }
 
 /// Copies `headers` without the fields a cache must not store (and those
@@ -473,26 +463,28 @@ fn compact(headers: &HeaderMap, body: EntryBody) -> (HeaderMap, Bytes) {
     // The body (when it is to be copied), the values and Content-Length's
     // digits share one buffer: one allocation and one shared count for the
     // whole entry, bumped once per value per hit.
-    let digit_count = body.len().checked_ilog10().map_or(1, |d| d as usize + 1);
-    let mut buffer = Vec::with_capacity(body.len() + total + digit_count);
-    if let EntryBody::Chunks(chunks, _) = &body {
+    let (copied, body_len) = match &body {
+        EntryBody::Shared(body) => (0, body.len()),
+        EntryBody::Chunks(chunks) => {
+            let len = chunks.iter().map(Bytes::len).sum();
+            (len, len)
+        }
+    };
+    let mut digits = [0u8; 20];
+    let digit_len = write_int(&mut digits, i64::try_from(body_len).unwrap_or(i64::MAX));
+    let mut buffer = Vec::with_capacity(copied + total + digit_len);
+    if let EntryBody::Chunks(chunks) = &body {
         for chunk in chunks {
             buffer.extend_from_slice(chunk);
         }
     }
-    let copied = buffer.len();
-    let body_len = match &body {
-        EntryBody::Shared(body) => body.len(),
-        EntryBody::Chunks(..) => copied,
-    };
-    let length = body_len.to_string();
     for (_, value) in headers.iter().filter(|(n, v)| keep_value(n, v)) {
         buffer.extend_from_slice(value.as_bytes());
     }
-    buffer.extend_from_slice(length.as_bytes());
+    buffer.extend_from_slice(&digits[..digit_len]);
     let buffer = Bytes::from(buffer);
     let body = match body {
-        EntryBody::Chunks(..) => buffer.slice(..copied),
+        EntryBody::Chunks(_) => buffer.slice(..copied),
         EntryBody::Shared(body) => body,
     };
     // Room for exactly the kept lines plus Content-Length, Age and
@@ -597,9 +589,9 @@ mod tests {
         assert_eq!(out.get("content-length").unwrap(), "5");
         assert_eq!(body, "hello");
         // Copied chunks share one buffer with the values, and the length is
-        // what was copied, whatever was declared.
+        // what was copied.
         let chunks = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cde")];
-        let (copied, body) = compact(&h, EntryBody::Chunks(chunks, 99));
+        let (copied, body) = compact(&h, EntryBody::Chunks(chunks));
         assert_eq!(body, "abcde");
         assert_eq!(copied.get("content-length").unwrap(), "5");
         assert_eq!(copied.get_all("x-multi").iter().collect::<Vec<_>>(), ["a", "b"]);

@@ -366,14 +366,14 @@ impl Buffer {
             parts,
             freshness,
             frames,
-            size,
+            size: _,
             reservation,
         } = *self;
         // `Entry::new` copies the chunks into the entry's own buffer: it
         // must not pin the connection's buffers, or the byte accounting
         // would be a lie.
         let chunks: Vec<Bytes> = frames.into_iter().filter_map(|f| f.into_data().ok()).collect();
-        let body = EntryBody::Chunks(chunks, size);
+        let body = EntryBody::Chunks(chunks);
         drop(reservation);
         let request = fetch.request.take().unwrap_or_else(|| Request::new(()).into_parts().0);
         let names = super::policy::vary_names(&parts.headers).unwrap_or_default();

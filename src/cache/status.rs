@@ -225,7 +225,7 @@ pub(crate) fn memoised(kind: Memo, n: i64, make: fn(i64) -> HeaderValue) -> Head
 }
 
 /// Writes `n` in decimal into `out` (which has room for any i64); returns the length.
-fn write_int(out: &mut [u8], n: i64) -> usize {
+pub(crate) fn write_int(out: &mut [u8], n: i64) -> usize {
     let mut digits = [0u8; 20];
     let mut v = n.unsigned_abs();
     let mut i = digits.len();
