@@ -92,12 +92,26 @@ async fn fetch(
     plan: Plan,
     calls: &Arc<AtomicUsize>,
 ) -> (CacheStatus, Result<Bytes, BoxError>, Option<http::HeaderMap>) {
+    fetch_with(cache, plan, calls, None).await
+}
+
+/// [`fetch`] with an optional request `Cache-Control`.
+async fn fetch_with(
+    cache: &Cache,
+    plan: Plan,
+    calls: &Arc<AtomicUsize>,
+    request_cc: Option<&str>,
+) -> (CacheStatus, Result<Bytes, BoxError>, Option<http::HeaderMap>) {
     let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream(plan, calls.clone()));
+    let mut request = Request::get("http://api.test/big");
+    if let Some(cc) = request_cc {
+        request = request.header("cache-control", cc);
+    }
     let res = svc
         .ready()
         .await
         .unwrap()
-        .call(Request::get("http://api.test/big").body(Empty::new()).unwrap())
+        .call(request.body(Empty::new()).unwrap())
         .await
         .unwrap();
     let status = *res.extensions().get::<CacheStatus>().unwrap();
@@ -138,6 +152,35 @@ async fn oversized_bodies_stream_through_intact_and_uncached() {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(cache.stats().inflight_bytes, 0, "reservations released");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_response_too_large_to_store_removes_the_variant_it_outdates() {
+    for declare_length in [false, true] {
+        let cache = Cache::builder().max_entry_bytes(4096).build().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let small = Plan {
+            len: 1000,
+            declare_length,
+            ..PLAN
+        };
+        let (status, ..) = fetch(&cache, small, &calls).await;
+        assert!(status.stored);
+        let (status, ..) = fetch(&cache, small, &calls).await;
+        assert!(status.hit, "the small response is served from cache");
+        // The client asks past the cache; the upstream's answer has grown
+        // beyond what may be stored.
+        let big = Plan { declare_length, ..PLAN };
+        let (status, body, _) = fetch_with(&cache, big, &calls, Some("no-cache")).await;
+        assert_eq!(body.unwrap(), pattern(10_000));
+        assert_eq!(status.detail, Some("too-large"));
+        assert_eq!(cache.stats().entries, 0, "the outdated variant is gone");
+        let (status, body, _) = fetch(&cache, big, &calls).await;
+        assert!(!status.hit, "the older response is never served again");
+        assert_eq!(body.unwrap().len(), 10_000);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(cache.audit().is_clean());
     }
 }
 

@@ -157,6 +157,17 @@ impl Fetch {
         reason.as_str()
     }
 
+    /// A storable response too large to keep has outdated the variant this
+    /// request would be served: remove it, or later requests would get the
+    /// older response until it expired.
+    fn drop_outdated(&self, request: &request::Parts) {
+        self.cache.store.remove_variants(
+            &self.key,
+            |e| key::matches(&e.secondary, &request.headers),
+            super::store::RemovalCause::Replaced,
+        );
+    }
+
     /// Handles the upstream result.
     pub(crate) fn on_response<R>(mut self, result: Result<Response<R>, BoxError>) -> Next<R>
     where
@@ -205,6 +216,7 @@ impl Fetch {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.cache.max_entry_bytes as u64) {
+            self.drop_outdated(&request);
             let detail = self.not_storable(NotStorable::TooLarge);
             return Next::Respond(self.pass(Response::from_parts(parts, body), Some(detail)));
         }
@@ -331,6 +343,9 @@ impl Buffer {
         let reason = if error.is_some() || self.frames.back().is_some_and(|f| !f.is_data()) {
             NotStorable::Body
         } else {
+            if let Some(request) = &self.fetch.request {
+                self.fetch.drop_outdated(request);
+            }
             NotStorable::TooLarge
         };
         let detail = self.fetch.not_storable(reason);

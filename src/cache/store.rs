@@ -445,6 +445,32 @@ impl Store {
         self.finish(removals.0, removals.1)
     }
 
+    /// Removes the variants of `key` for which `which` is true (e.g. the one
+    /// a newer response that could not be stored has outdated).
+    pub(crate) fn remove_variants(&self, key: &str, which: impl Fn(&Entry) -> bool, cause: RemovalCause) -> Removed {
+        let removals = {
+            let mut shard = self.shard(key);
+            let Some(group) = shard.map.peek_mut(key) else {
+                return Removed::default();
+            };
+            let mut removals = Removals::new();
+            let mut i = 0;
+            while i < group.variants.len() {
+                if which(&group.variants[i]) {
+                    removals.push((group.variants.remove(i), cause));
+                } else {
+                    i += 1;
+                }
+            }
+            if group.variants.is_empty() {
+                shard.pop_group(key);
+            }
+            let freed = self.debit(&mut shard, &removals);
+            (removals, freed)
+        };
+        self.finish(removals.0, removals.1)
+    }
+
     /// Removes the entries for which `remove` is true, one shard at a time
     /// so no lock is held for the whole walk.
     pub(crate) fn remove_where(&self, mut remove: impl FnMut(&Entry) -> Option<RemovalCause>) -> Removed {
