@@ -14,6 +14,7 @@ use super::freshness::Freshness;
 use super::key::Secondary;
 use super::labels::VersionStamp;
 use super::status::{CACHE_NAME, CACHE_STATUS, Memo, memoised, write_int};
+use super::text;
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
 /// `Arc<Entry>` allocation, the LRU node, its hash slot and variant slot,
@@ -337,47 +338,11 @@ pub(crate) fn overwrite(headers: &mut HeaderMap, name: HeaderName, value: Header
     }
 }
 
-/// Ages below this are served from static text: no allocation and no
-/// shared count to bump per hit (a 1,000-second age covers most entries).
-const STATIC_AGES: u64 = 1000;
-
-/// The decimal text of `0..STATIC_AGES`, back to back.
-static AGE_DIGITS: [u8; 2890] = age_digits();
-
-const fn age_digits() -> [u8; 2890] {
-    let mut out = [0u8; 2890];
-    let (mut n, mut i) = (0u64, 0usize);
-    while n < STATIC_AGES {
-        if n >= 100 {
-            out[i] = b'0' + (n / 100) as u8;
-            i += 1;
-        }
-        if n >= 10 {
-            out[i] = b'0' + (n / 10 % 10) as u8;
-            i += 1;
-        }
-        out[i] = b'0' + (n % 10) as u8;
-        i += 1;
-        n += 1;
-    }
-    out
-}
-
-/// The `Age` value for `secs`: static text for small ages, else shared per
-/// thread (see `status::memoised`).
+/// The `Age` value for `secs`: static text for ages under
+/// `text::STATIC_NUMBERS`, else shared per thread (see `status::memoised`).
 fn age_value(secs: u64) -> HeaderValue {
-    #[allow(clippy::cast_possible_truncation)] // below STATIC_AGES
-    if secs < STATIC_AGES {
-        let n = secs as usize;
-        let (start, len) = match n {
-            0..10 => (n, 1),
-            10..100 => (10 + (n - 10) * 2, 2),
-            _ => (190 + (n - 100) * 3, 3),
-        };
-        let text = bytes::Bytes::from_static(&AGE_DIGITS[start..start + len]);
-        if let Ok(value) = HeaderValue::from_maybe_shared(text) {
-            return value;
-        }
+    if let Some(value) = text::decimal(secs) {
+        return value;
     }
     match i64::try_from(secs) {
         Ok(n) => memoised(Memo::Age, n, HeaderValue::from),
@@ -455,10 +420,18 @@ fn compact(headers: &HeaderMap, body: EntryBody) -> (HeaderMap, Bytes) {
     // an upstream cache's member.
     let keep_value =
         |name: &HeaderName, value: &HeaderValue| keep(name) && !(name == CACHE_STATUS && value == CACHE_NAME);
-    let total: usize = headers
+    // Values that recur across responses come from the shared table
+    // (`text::shared`); the rest, and Content-Length's digits unless they
+    // are static, are copied into the entry's buffer.
+    let lines: Vec<(&HeaderName, &HeaderValue, Option<HeaderValue>)> = headers
         .iter()
         .filter(|(n, v)| keep_value(n, v))
-        .map(|(_, v)| v.len())
+        .map(|(n, v)| (n, v, text::shared(n, v)))
+        .collect();
+    let total: usize = lines
+        .iter()
+        .filter(|(_, _, shared)| shared.is_none())
+        .map(|(_, v, _)| v.len())
         .sum();
     // The body (when it is to be copied), the values and Content-Length's
     // digits share one buffer: one allocation and one shared count for the
@@ -470,15 +443,20 @@ fn compact(headers: &HeaderMap, body: EntryBody) -> (HeaderMap, Bytes) {
             (len, len)
         }
     };
+    let static_length = text::decimal(body_len as u64);
     let mut digits = [0u8; 20];
-    let digit_len = write_int(&mut digits, i64::try_from(body_len).unwrap_or(i64::MAX));
+    let digit_len = if static_length.is_some() {
+        0
+    } else {
+        write_int(&mut digits, i64::try_from(body_len).unwrap_or(i64::MAX))
+    };
     let mut buffer = Vec::with_capacity(copied + total + digit_len);
     if let EntryBody::Chunks(chunks) = &body {
         for chunk in chunks {
             buffer.extend_from_slice(chunk);
         }
     }
-    for (_, value) in headers.iter().filter(|(n, v)| keep_value(n, v)) {
+    for (_, value, _) in lines.iter().filter(|(_, _, shared)| shared.is_none()) {
         buffer.extend_from_slice(value.as_bytes());
     }
     buffer.extend_from_slice(&digits[..digit_len]);
@@ -489,25 +467,27 @@ fn compact(headers: &HeaderMap, body: EntryBody) -> (HeaderMap, Bytes) {
     };
     // Room for exactly the kept lines plus Content-Length, Age and
     // Cache-Status, so the map is allocated once at its final size.
-    let kept = headers.iter().filter(|(n, v)| keep_value(n, v)).count();
-    let mut out = HeaderMap::with_capacity(kept + 3);
+    let mut out = HeaderMap::with_capacity(lines.len() + 3);
     let mut offset = copied;
-    for (name, value) in headers.iter().filter(|(n, v)| keep_value(n, v)) {
-        let slice = buffer.slice(offset..offset + value.len());
-        offset += value.len();
-        // The bytes came from a valid HeaderValue, so this cannot fail; fall
-        // back to a plain copy rather than panic if it ever did.
-        let value = HeaderValue::from_maybe_shared(slice).unwrap_or_else(|_| value.clone());
+    for (name, value, shared) in lines {
+        let value = shared.unwrap_or_else(|| {
+            let slice = buffer.slice(offset..offset + value.len());
+            offset += value.len();
+            // The bytes came from a valid HeaderValue, so this cannot fail;
+            // fall back to a plain copy rather than panic if it ever did.
+            let mut copy = HeaderValue::from_maybe_shared(slice).unwrap_or_else(|_| value.clone());
+            copy.set_sensitive(value.is_sensitive());
+            copy
+        });
         out.append(
             HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone()),
             value,
         );
     }
-    let digits = buffer.slice(offset..);
-    out.insert(
-        CONTENT_LENGTH,
-        HeaderValue::from_maybe_shared(digits).unwrap_or_else(|_| HeaderValue::from(body_len)),
-    );
+    let length = static_length.unwrap_or_else(|| {
+        HeaderValue::from_maybe_shared(buffer.slice(offset..)).unwrap_or_else(|_| HeaderValue::from(body_len))
+    });
+    out.insert(CONTENT_LENGTH, length);
     (out, body)
 }
 
@@ -585,7 +565,15 @@ mod tests {
         h.insert("age", "3".parse().unwrap());
         h.append("x-multi", "a".parse().unwrap());
         h.append("x-multi", "b".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        let mut secret = HeaderValue::from_static("token");
+        secret.set_sensitive(true);
+        h.insert("x-secret", secret);
         let (out, body) = compact(&h, EntryBody::Shared(Bytes::from_static(b"hello")));
+        // Shared and copied values read back the same; sensitivity is kept.
+        assert_eq!(out.get("content-type").unwrap(), "text/plain");
+        assert!(out.get("x-secret").unwrap().is_sensitive());
+        assert!(!out.get("content-type").unwrap().is_sensitive());
         assert_eq!(out.get("content-length").unwrap(), "5");
         assert_eq!(body, "hello");
         // Copied chunks share one buffer with the values, and the length is

@@ -80,6 +80,7 @@ mod service;
 mod stats;
 mod status;
 mod store;
+mod text;
 
 pub use builder::{
     CacheBuilder, DEFAULT_HEURISTIC_MAX, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,
