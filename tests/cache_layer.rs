@@ -142,6 +142,58 @@ async fn slow_leader_hits_the_lock_timeout() {
     lead.await.unwrap();
 }
 
+/// One waiter runs the flight's timer for all; when it leaves, another
+/// takes over, so the deadline (the lock timeout after the first waiter
+/// joined) still releases the rest; anyone joining after it goes upstream
+/// at once.
+#[tokio::test(start_paused = true)]
+async fn lock_timeout_holds_when_the_waiter_running_the_timer_leaves() {
+    let cache = Cache::builder().lock_timeout(Duration::from_secs(1)).build().unwrap();
+    // The leader's answer arrives after 30 s; the others take 1 s and are
+    // not stored, so the late request still finds the flight.
+    let upstream = Upstream::new(|_, n| async move {
+        let (secs, cc) = if n == 0 { (30, "max-age=60") } else { (1, "no-store") };
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        Ok(ok(cc, "ok"))
+    });
+    let start = Instant::now();
+    let spawn_get = || {
+        let mut c = client(&cache, &upstream);
+        tokio::spawn(async move { get(&mut c, "http://api.test/x").await })
+    };
+    let lead = spawn_get();
+    tokio::task::yield_now().await;
+    let first = spawn_get();
+    tokio::task::yield_now().await;
+    let others: Vec<_> = (0..10).map(|_| spawn_get()).collect();
+    tokio::task::yield_now().await;
+    advance(Duration::from_millis(500)).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    for other in others {
+        assert_eq!(other.await.unwrap().body, "ok");
+    }
+    // Released at the 1 s deadline, then 1 s upstream each: not the
+    // leader's 30 s.
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert_eq!(cache.stats().coalesce_timeouts, 10);
+    let late_start = Instant::now();
+    let late = spawn_get().await.unwrap();
+    assert_eq!(late.body, "ok");
+    assert!(
+        late_start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        late_start.elapsed()
+    );
+    assert_eq!(cache.stats().coalesce_timeouts, 11);
+    assert_eq!(
+        upstream.calls(),
+        12,
+        "the leader, ten released waiters and the late one"
+    );
+    lead.await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn stale_while_revalidate_refreshes_once_in_background() {
     let cache = cache();

@@ -193,8 +193,10 @@ impl CacheBuilder {
         self
     }
 
-    /// How long a request waits for another's upstream call for the same
-    /// key before going upstream itself.
+    /// How long requests wait for another's upstream call for the same key
+    /// before going upstream themselves, counted from when the first of them
+    /// began waiting: past it, the call is taken to be stuck, and every
+    /// waiter, and any request that joins it later, goes upstream alone.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
         self

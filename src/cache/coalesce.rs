@@ -2,13 +2,18 @@
 //! others wait for its outcome.
 //!
 //! A leader that finishes, fails, finds the response not storable or is
-//! dropped (cancelled) completes its flight, so waiters are released at once;
-//! waiters also carry their own timeout (in the response future), so nobody
-//! waits forever. Nothing here holds a lock across an `.await`.
+//! dropped (cancelled) completes its flight, so waiters are released at once.
+//! A flight also has a deadline, the lock timeout after its first waiter
+//! joined: one waiter at a time runs the timer for all of them (a timer per
+//! waiter cost each one a timer registration, and often a wake-up of the
+//! time driver), and when it fires every waiter, and anyone joining later,
+//! goes upstream alone. Nothing here holds a lock across an `.await`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+
+use tokio::time::Instant;
 
 use super::entry::Entry;
 
@@ -21,6 +26,29 @@ struct FlightState {
     outcome: Option<Outcome>,
     wakers: Vec<(u64, Waker)>,
     next_waiter: u64,
+    /// When waiting stops: set by the first waiter to join.
+    deadline: Option<Instant>,
+    /// A waiter runs the flight's timer.
+    timer_held: bool,
+    /// The deadline passed before the leader finished.
+    expired: bool,
+}
+
+impl FlightState {
+    /// Wakes one waiter other than `id` (to take over the timer).
+    fn wake_one(&mut self, id: u64) {
+        if let Some(pos) = self.wakers.iter().position(|(w, _)| *w != id) {
+            self.wakers.swap_remove(pos).1.wake();
+        }
+    }
+}
+
+/// What a waiter gets.
+pub(crate) enum Wait {
+    /// The leader finished: its outcome.
+    Done(Outcome),
+    /// The flight's deadline passed first: go upstream alone.
+    Expired,
 }
 
 #[derive(Default)]
@@ -64,8 +92,9 @@ impl Flights {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Joins the flight for `key`, becoming its leader if there is none.
-    pub(crate) fn join(self: &Arc<Self>, key: &Arc<str>) -> Join {
+    /// Joins the flight for `key`, becoming its leader if there is none. A
+    /// waiter that is the flight's first sets its `deadline`.
+    pub(crate) fn join(self: &Arc<Self>, key: &Arc<str>, deadline: Instant) -> Join {
         let mut map = self.lock();
         if let Some(flight) = map.get(key) {
             let flight = flight.clone();
@@ -73,9 +102,14 @@ impl Flights {
             let id = {
                 let mut state = flight.lock();
                 state.next_waiter += 1;
+                state.deadline.get_or_insert(deadline);
                 state.next_waiter
             };
-            return Join::Waiter(Waiter { flight, id });
+            return Join::Waiter(Waiter {
+                flight,
+                id,
+                holds_timer: false,
+            });
         }
         let flight = Arc::new(Flight::default());
         map.insert(key.clone(), flight.clone());
@@ -168,6 +202,7 @@ impl Drop for Leader {
 pub(crate) struct Waiter {
     flight: Arc<Flight>,
     id: u64,
+    holds_timer: bool,
 }
 
 impl std::fmt::Debug for Waiter {
@@ -177,11 +212,15 @@ impl std::fmt::Debug for Waiter {
 }
 
 impl Waiter {
-    /// Ready with the leader's outcome once the flight ends.
-    pub(crate) fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+    /// Ready with the leader's outcome once the flight ends, or with
+    /// `Expired` once its deadline has passed.
+    pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Wait> {
         let mut state = self.flight.lock();
         if let Some(outcome) = &state.outcome {
-            return Poll::Ready(outcome.clone());
+            return Poll::Ready(Wait::Done(outcome.clone()));
+        }
+        if state.expired {
+            return Poll::Ready(Wait::Expired);
         }
         let id = self.id;
         match state.wakers.iter_mut().find(|(w, _)| *w == id) {
@@ -190,12 +229,43 @@ impl Waiter {
         }
         Poll::Pending
     }
+
+    /// The flight's deadline, if nobody runs its timer yet: this waiter
+    /// runs it from now on and calls [`Waiter::expire`] when it fires.
+    pub(crate) fn claim_timer(&mut self) -> Option<Instant> {
+        let mut state = self.flight.lock();
+        if state.timer_held || state.outcome.is_some() || state.expired {
+            return None;
+        }
+        state.timer_held = true;
+        self.holds_timer = true;
+        state.deadline
+    }
+
+    /// The flight's deadline passed: release every waiter.
+    pub(crate) fn expire(&mut self) {
+        let wakers = {
+            let mut state = self.flight.lock();
+            state.expired = true;
+            std::mem::take(&mut state.wakers)
+        };
+        for (_, waker) in wakers {
+            waker.wake();
+        }
+    }
 }
 
 impl Drop for Waiter {
     fn drop(&mut self) {
         let id = self.id;
-        self.flight.lock().wakers.retain(|(w, _)| *w != id);
+        let mut state = self.flight.lock();
+        state.wakers.retain(|(w, _)| *w != id);
+        // Leaving with the timer (or before taking it over): another waiter
+        // takes it, so the deadline still holds for the rest.
+        if self.holds_timer || !state.timer_held {
+            state.timer_held = false;
+            state.wake_one(id);
+        }
     }
 }
 
@@ -203,24 +273,80 @@ impl Drop for Waiter {
 mod tests {
     use super::*;
     use std::future::poll_fn;
+    use std::time::Duration;
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(1)
+    }
 
     #[tokio::test]
     async fn waiters_get_the_leaders_outcome_and_a_dropped_leader_releases_them() {
         let flights = Arc::new(Flights::default());
         let key: Arc<str> = "k".into();
-        let Join::Leader(leader) = flights.join(&key) else {
+        let Join::Leader(leader) = flights.join(&key, deadline()) else {
             panic!("first is leader")
         };
-        let Join::Waiter(mut waiter) = flights.join(&key) else {
+        let Join::Waiter(mut waiter) = flights.join(&key, deadline()) else {
             panic!("second waits")
         };
         assert!(flights.try_lead(&key).is_none());
-        let task = tokio::spawn(async move { poll_fn(|cx| waiter.poll_outcome(cx)).await });
+        let task = tokio::spawn(async move { poll_fn(|cx| waiter.poll_wait(cx)).await });
         tokio::task::yield_now().await;
         drop(leader);
-        assert!(task.await.unwrap().is_none());
+        assert!(matches!(task.await.unwrap(), Wait::Done(None)));
         assert_eq!(flights.len(), 0);
         assert_eq!(flights.orphans(), 0);
-        assert!(matches!(flights.join(&key), Join::Leader(_)), "a new flight can start");
+        assert!(
+            matches!(flights.join(&key, deadline()), Join::Leader(_)),
+            "a new flight can start"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_waiter_runs_the_timer_and_hands_it_on_when_it_leaves() {
+        let flights = Arc::new(Flights::default());
+        let key: Arc<str> = "k".into();
+        let first_deadline = deadline();
+        let Join::Leader(_leader) = flights.join(&key, first_deadline) else {
+            panic!("first is leader")
+        };
+        let waiter = |flights: &Arc<Flights>, at| match flights.join(&key, at) {
+            Join::Waiter(w) => w,
+            Join::Leader(_) => panic!("a flight is running"),
+        };
+        let mut a = waiter(&flights, first_deadline);
+        let mut b = waiter(&flights, first_deadline + Duration::from_secs(5));
+        assert_eq!(a.claim_timer(), Some(first_deadline), "the first waiter's deadline");
+        assert_eq!(b.claim_timer(), None, "one timer per flight");
+        // `b` is pending (its waker registered); `a` leaves with the timer.
+        let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waker = waker_fn(woken.clone());
+        assert!(b.poll_wait(&mut Context::from_waker(&waker)).is_pending());
+        drop(a);
+        assert!(
+            woken.load(std::sync::atomic::Ordering::SeqCst),
+            "b is told to take over"
+        );
+        assert_eq!(b.claim_timer(), Some(first_deadline));
+        b.expire();
+        assert!(matches!(
+            b.poll_wait(&mut Context::from_waker(&waker)),
+            Poll::Ready(Wait::Expired)
+        ));
+        let mut late = waiter(&flights, deadline());
+        assert!(matches!(
+            late.poll_wait(&mut Context::from_waker(&waker)),
+            Poll::Ready(Wait::Expired)
+        ));
+    }
+
+    fn waker_fn(flag: Arc<std::sync::atomic::AtomicBool>) -> Waker {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        Waker::from(Arc::new(Flag(flag)))
     }
 }

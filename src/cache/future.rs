@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::coalesce::Waiter;
+use super::coalesce::{Wait, Waiter};
 use super::fetch::{self, Buffer, Fetch, Next};
 use super::key;
 use super::stats::bump;
@@ -50,11 +50,12 @@ pin_project! {
         // futures are boxed: they can be a whole stack of layers, and a hit
         // would otherwise build (and move) a future of that size too.
         Passing { future: Pin<Box<S::Future>>, status: CacheStatus },
-        // Another request for this key is upstream.
+        // Another request for this key is upstream. One waiter per flight
+        // runs the flight's timer (see `coalesce`); the others have none.
         Waiting {
             waiter: Waiter,
             #[pin]
-            timeout: Sleep,
+            timeout: Option<Sleep>,
             pending: Option<Box<Pending<S, ReqBody>>>,
         },
         // Upstream call whose response may be stored.
@@ -104,11 +105,11 @@ where
         }
     }
 
-    pub(crate) fn waiting(waiter: Waiter, pending: Pending<S, ReqBody>, deadline: Instant) -> Self {
+    pub(crate) fn waiting(waiter: Waiter, pending: Pending<S, ReqBody>) -> Self {
         ResponseFuture {
             state: State::Waiting {
                 waiter,
-                timeout: tokio::time::sleep_until(deadline),
+                timeout: None,
                 pending: Some(Box::new(pending)),
             },
         }
@@ -149,18 +150,33 @@ where
                 }
                 StateProj::Waiting {
                     waiter,
-                    timeout,
+                    mut timeout,
                     pending,
                 } => {
-                    let outcome = match waiter.poll_outcome(cx) {
-                        Poll::Ready(outcome) => outcome,
+                    let outcome = match waiter.poll_wait(cx) {
+                        Poll::Ready(Wait::Done(outcome)) => Some(outcome),
+                        Poll::Ready(Wait::Expired) => None,
                         Poll::Pending => {
-                            ready!(timeout.poll(cx));
-                            let p = pending.as_ref().expect(POLLED_AFTER_DONE);
-                            bump(&p.fetch.cache.counters.coalesce_timeouts);
+                            if timeout.is_none() {
+                                if let Some(deadline) = waiter.claim_timer() {
+                                    timeout.set(Some(tokio::time::sleep_until(deadline)));
+                                }
+                            }
+                            let Some(timer) = timeout.as_mut().as_pin_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.poll(cx));
+                            waiter.expire();
                             None
                         }
                     };
+                    // `None`: the flight's deadline passed; count each waiter
+                    // it sent upstream.
+                    let outcome = outcome.unwrap_or_else(|| {
+                        let p = pending.as_ref().expect(POLLED_AFTER_DONE);
+                        bump(&p.fetch.cache.counters.coalesce_timeouts);
+                        None
+                    });
                     let Pending {
                         mut service,
                         mut request,

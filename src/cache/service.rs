@@ -114,7 +114,7 @@ where
             status: CacheStatus::forward(fwd),
             request_time: now,
         };
-        match cache.flights.join(&key) {
+        match cache.flights.join(&key, now + cache.lock_timeout) {
             Join::Leader(leader) => {
                 fetch.leader = Some(leader);
                 if let Some(stale) = &fetch.stale {
@@ -128,7 +128,6 @@ where
                 // `poll_ready` will prepare.
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
-                let deadline = now + cache.lock_timeout;
                 ResponseFuture::waiting(
                     waiter,
                     Pending {
@@ -136,7 +135,6 @@ where
                         request,
                         fetch,
                     },
-                    deadline,
                 )
             }
         }
