@@ -111,6 +111,8 @@ impl CacheBuilder {
     }
 
     /// Largest body stored; larger ones stream through uncached and intact.
+    /// An entry is never larger than 4 GiB, whatever this says (its size is
+    /// kept in 32 bits).
     pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
         self.max_entry_bytes = bytes;
         self

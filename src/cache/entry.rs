@@ -64,9 +64,10 @@ pub struct EntryMeta {
     pub size: usize,
 }
 
-/// [`Freshness`] in 56 bytes instead of 88: its durations as nanoseconds in
+/// [`Freshness`] in 48 bytes instead of 88: its durations as nanoseconds in
 /// a `u64` each (exact below 584 years; longer ones saturate, which no
-/// lifetime, age or window can tell apart from forever).
+/// lifetime, age or window can tell apart from forever). Its two flags live
+/// in the entry, beside its other small fields, where they cost no padding.
 #[derive(Debug, Clone, Copy)]
 struct Packed {
     response_time: Instant,
@@ -75,8 +76,6 @@ struct Packed {
     stale_while_revalidate: u64,
     /// `u64::MAX`: the response named no `stale-if-error`.
     stale_if_error: u64,
-    no_cache: bool,
-    must_revalidate: bool,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -116,18 +115,16 @@ impl Packed {
             stale_while_revalidate: nanos(f.stale_while_revalidate),
             // `u64::MAX` is the "none" marker, so a present window stops one short.
             stale_if_error: f.stale_if_error.map_or(u64::MAX, |d| nanos(d).min(u64::MAX - 1)),
-            no_cache: f.no_cache,
-            must_revalidate: f.must_revalidate,
         }
     }
 
-    fn get(&self) -> Freshness {
+    fn get(&self, no_cache: bool, must_revalidate: bool) -> Freshness {
         Freshness {
             response_time: self.response_time,
             initial_age: Duration::from_nanos(self.initial_age),
             lifetime: Duration::from_nanos(self.lifetime),
-            no_cache: self.no_cache,
-            must_revalidate: self.must_revalidate,
+            no_cache,
+            must_revalidate,
             stale_while_revalidate: Duration::from_nanos(self.stale_while_revalidate),
             stale_if_error: (self.stale_if_error != u64::MAX).then(|| Duration::from_nanos(self.stale_if_error)),
         }
@@ -162,7 +159,12 @@ pub(crate) struct Entry {
     labels: Option<Box<Labels>>,
     /// Soft-purged: treated as stale from now on, kept for revalidation.
     pub(crate) purged: AtomicBool,
-    pub(crate) size: usize,
+    /// The response's `no-cache` and `must-revalidate` (see `Packed`).
+    no_cache: bool,
+    must_revalidate: bool,
+    /// Bytes charged, `u32::MAX` for an entry too large to count (never
+    /// stored); read it with `size()`.
+    size: u32,
     /// Upstream sent no `Cache-Status`, so ours replaces the placeholder
     /// line; otherwise ours is appended after theirs (RFC 9211 §2).
     pub(crate) own_status_line: bool,
@@ -209,21 +211,39 @@ impl Entry {
             expires_at: 0,
             labels: (!labels.tags.is_empty() || !labels.versions.is_empty()).then(|| Box::new(labels)),
             purged: AtomicBool::new(false),
+            no_cache: freshness.no_cache,
+            must_revalidate: freshness.must_revalidate,
             size: 0,
         };
         entry.expires_at = offset_of(
             freshness.response_time,
             entry.compute_expiry(retention, default_stale_if_error),
         );
-        entry.size = entry.compute_size();
+        entry.size = u32::try_from(entry.compute_size()).unwrap_or(u32::MAX);
         entry
+    }
+
+    /// Bytes it is charged in the budget (see `compute_size`).
+    pub(crate) fn size(&self) -> usize {
+        self.size as usize
+    }
+
+    /// Whether it is too large for its size to be counted: such an entry is
+    /// never stored.
+    pub(crate) fn too_large(&self) -> bool {
+        self.size == u32::MAX
+    }
+
+    /// Its freshness as stored.
+    fn stored_freshness(&self) -> Freshness {
+        self.freshness.get(self.no_cache, self.must_revalidate)
     }
 
     /// When the entry stops being useful: the end of its freshness and stale
     /// windows plus the retention that keeps it for revalidation (a stale
     /// entry with an `ETag` turns a full refetch into a 304) and `max-stale`.
     fn compute_expiry(&self, retention: Duration, default_stale_if_error: Option<Duration>) -> Instant {
-        self.freshness.get().usable_until(default_stale_if_error) + retention
+        self.stored_freshness().usable_until(default_stale_if_error) + retention
     }
 
     /// When the entry was stored.
@@ -267,7 +287,7 @@ impl Entry {
 
     /// Its freshness as a request sees it: a soft-purged entry is stale.
     pub(crate) fn freshness(&self) -> Freshness {
-        let mut freshness = self.freshness.get();
+        let mut freshness = self.stored_freshness();
         if self.purged.load(Ordering::Relaxed) {
             freshness.lifetime = Duration::ZERO;
         }
@@ -284,7 +304,7 @@ impl Entry {
 
     /// Public metadata.
     pub(crate) fn meta(&self) -> EntryMeta {
-        let freshness = self.freshness.get();
+        let freshness = self.stored_freshness();
         let fresh_left = freshness.lifetime.saturating_sub(freshness.initial_age);
         EntryMeta {
             key: self.key.clone(),
@@ -293,7 +313,7 @@ impl Entry {
             fresh_until: freshness.response_time + fresh_left.min(Duration::from_secs(1 << 31)),
             expires_at: self.expires_at(),
             tags: self.tags().to_vec(),
-            size: self.size,
+            size: self.size(),
         }
     }
 
@@ -305,7 +325,7 @@ impl Entry {
         *response.version_mut() = self.version;
         let headers = response.headers_mut();
         headers.clone_from(&self.headers);
-        overwrite(headers, AGE, age_value(self.freshness.get().age(now).as_secs()));
+        overwrite(headers, AGE, age_value(self.stored_freshness().age(now).as_secs()));
         response
     }
 
@@ -524,22 +544,22 @@ mod tests {
             stale_while_revalidate: Duration::from_secs(30),
             stale_if_error: None,
         };
-        assert_eq!(Packed::new(&base).get(), base, "exact to the nanosecond");
+        let read = |f: &Freshness| Packed::new(f).get(f.no_cache, f.must_revalidate);
+        assert_eq!(read(&base), base, "exact to the nanosecond");
         let windows = Freshness {
             no_cache: true,
             stale_if_error: Some(Duration::ZERO),
             ..base
         };
-        assert_eq!(Packed::new(&windows).get(), windows, "a zero window is still a window");
+        assert_eq!(read(&windows), windows, "a zero window is still a window");
         // Beyond 584 years a duration saturates, and stays what it was:
         // present, and longer than any other.
         let forever = Duration::from_secs(u64::MAX);
-        let huge = Packed::new(&Freshness {
+        let huge = read(&Freshness {
             lifetime: forever,
             stale_if_error: Some(forever),
             ..base
-        })
-        .get();
+        });
         assert!(huge.lifetime > Duration::from_secs(500 * 365 * 86_400));
         assert!(
             huge.stale_if_error

@@ -135,17 +135,40 @@ fn push_normalised(out: &mut String, text: &str) {
 }
 
 /// The request header values a stored response's `Vary` selects, in the
-/// order of its names. A name the request lacks is `None`.
-pub(crate) type Secondary = Box<[(HeaderName, Option<HeaderValue>)]>;
+/// order of its names. A name the request lacks is `None`. One thin pointer,
+/// null for the many responses that vary on nothing (a boxed slice would
+/// cost every entry twice that).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Secondary(Option<Box<Box<[VaryValue]>>>);
+
+/// One `Vary`-selected request field and its normalised value.
+type VaryValue = (HeaderName, Option<HeaderValue>);
+
+impl Secondary {
+    /// A secondary key of these fields (none: varies on nothing).
+    pub(crate) fn new(fields: Vec<VaryValue>) -> Self {
+        Secondary((!fields.is_empty()).then(|| Box::new(fields.into_boxed_slice())))
+    }
+}
+
+impl std::ops::Deref for Secondary {
+    type Target = [VaryValue];
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().map_or(&[], |b| b)
+    }
+}
 
 /// Captures the secondary key of `request_headers` for the `names` a
 /// response varies on. Values are normalised (lines joined by `,`, spaces
 /// around commas dropped) so equivalent requests match.
 pub(crate) fn secondary_key(names: &[HeaderName], request_headers: &HeaderMap) -> Secondary {
-    names
-        .iter()
-        .map(|name| (name.clone(), normalised_value(request_headers, name)))
-        .collect()
+    Secondary::new(
+        names
+            .iter()
+            .map(|name| (name.clone(), normalised_value(request_headers, name)))
+            .collect(),
+    )
 }
 
 /// Whether a request matches a stored response's secondary key (§4.1).

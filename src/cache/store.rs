@@ -368,12 +368,12 @@ impl Store {
             let mut group = shard.map.pop(&*key).unwrap_or_default();
             let held = group.deps.bytes();
             let fresh = group.deps.fresh(deps);
-            let size = entry.size;
+            let size = entry.size();
             let added: usize = fresh.iter().map(edge_cost).sum();
             if let Some(pos) = group.variants.iter().position(|e| e.secondary == entry.secondary) {
                 removals.push((group.variants.remove(pos), RemovalCause::Replaced));
             }
-            let fits = size + held + added <= self.shard_budget;
+            let fits = !entry.too_large() && size + held + added <= self.shard_budget;
             if fits {
                 while group.variants.len() >= self.max_variants {
                     removals.push((group.variants.remove(0), RemovalCause::Capacity));
@@ -664,7 +664,7 @@ impl Store {
                 return true;
             }
             let cost = edge_cost(&node);
-            let group_bytes = group.deps.bytes() + group.variants.iter().map(|e| e.size).sum::<usize>();
+            let group_bytes = group.deps.bytes() + group.variants.iter().map(|e| e.size()).sum::<usize>();
             let Some((key, mut group)) = shard.map.pop_entry(key) else {
                 return false;
             };
@@ -738,7 +738,7 @@ impl Store {
                 if group.variants.is_empty() || group.variants.iter().any(|e| *e.key != **key) {
                     audit.orphaned_keys += 1;
                 }
-                bytes += group.variants.iter().map(|e| e.size).sum::<usize>() + group.deps.bytes();
+                bytes += group.variants.iter().map(|e| e.size()).sum::<usize>() + group.deps.bytes();
                 entries += group.variants.len();
             }
             audit.bytes += bytes;
@@ -760,7 +760,7 @@ impl Store {
         for (entry, _) in removals {
             shard.index.remove_entry(entry);
         }
-        let bytes: usize = removals.iter().map(|(e, _)| e.size).sum();
+        let bytes: usize = removals.iter().map(|(e, _)| e.size()).sum();
         let freed = std::mem::take(&mut shard.freed);
         shard.bytes -= bytes;
         shard.entries -= removals.len();
@@ -779,7 +779,7 @@ impl Store {
         };
         for (entry, cause) in removals {
             removed.entries += 1;
-            removed.bytes += entry.size;
+            removed.bytes += entry.size();
             self.evictions[cause.index()].fetch_add(1, Ordering::Relaxed);
             if let Some(listener) = &self.listener {
                 listener(&entry.meta(), cause);
@@ -795,7 +795,7 @@ fn mark<'a>(entries: impl Iterator<Item = &'a Arc<Entry>>) -> Removed {
     for entry in entries {
         if !entry.purged.swap(true, Ordering::Relaxed) {
             marked.entries += 1;
-            marked.bytes += entry.size;
+            marked.bytes += entry.size();
         }
     }
     marked

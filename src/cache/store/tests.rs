@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::cache::entry::{Entry, EntryBody, Labels};
 use crate::cache::freshness::Freshness;
+use crate::cache::key::Secondary;
 use crate::cache::labels::Node;
 
 pub(crate) fn entry(key: &str, variant: u8, body_len: usize, now: Instant, ttl: u64) -> Arc<Entry> {
@@ -22,11 +23,10 @@ pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl:
         .body(())
         .unwrap()
         .into_parts();
-    let secondary = vec![(
+    let secondary = Secondary::new(vec![(
         HeaderName::from_static("x-v"),
         Some(HeaderValue::from(u16::from(variant))),
-    )]
-    .into_boxed_slice();
+    )]);
     let freshness = Freshness {
         response_time: now,
         initial_age: Duration::ZERO,
@@ -59,7 +59,7 @@ fn is_variant(v: u8) -> impl Fn(&Entry) -> bool {
 #[tokio::test(start_paused = true)]
 async fn evicts_lru_to_stay_under_budget() {
     let now = Instant::now();
-    let size = entry("k0", 0, 1000, now, 60).size;
+    let size = entry("k0", 0, 1000, now, 60).size();
     let store = Store::new(size * 3, 1, 4, None);
     for i in 0..3 {
         assert!(store.insert(entry(&format!("k{i}"), 0, 1000, now, 60), &[]));
@@ -124,7 +124,7 @@ async fn too_large_is_refused_and_expired_dropped_on_access() {
 #[tokio::test(start_paused = true)]
 async fn dependency_edges_are_charged_to_the_budget() {
     let now = Instant::now();
-    let size = entry("k0", 0, 1000, now, 60).size;
+    let size = entry("k0", 0, 1000, now, 60).size();
     let tag = |i: usize| Node::Tag(format!("tag-{i}").into());
     let edge = DEPENDENCY_OVERHEAD + "tag-0".len();
     let store = Store::new(size * 2 + edge, 1, 4, None);
@@ -234,7 +234,7 @@ proptest! {
                     let mine: Vec<&str> = tags.iter().copied().filter(|t| (key as usize + t.len() + variant as usize) % 3 != 0 || t.ends_with(&(key % 4).to_string())).collect();
                     let e = tagged(&format!("k{key}"), variant, body, now, ttl, &mine);
                     let deps: Vec<Node> = deps.into_iter().map(node).collect();
-                    let fits = e.size <= store.shard_budget();
+                    let fits = e.size() <= store.shard_budget();
                     let name = format!("k{key}");
                     let had = store.metadata().iter().any(|m| *m.key == *name);
                     let stored = store.insert(e, &deps);
