@@ -74,11 +74,18 @@ impl CacheControl {
     }
 
     fn apply(&mut self, name: &str, arg: Option<&str>) {
-        let name = name.to_ascii_lowercase();
-        match name.as_str() {
-            "max-age" => set_delta(&mut self.max_age, arg, &mut self.malformed_freshness),
-            "s-maxage" => set_delta(&mut self.s_maxage, arg, &mut self.malformed_freshness),
-            "min-fresh" => {
+        // Lowercased on the stack: every directive we know fits (the longest
+        // is `stale-while-revalidate`), and longer names are ones we ignore.
+        let mut lower = [0u8; 24];
+        let Some(buf) = lower.get_mut(..name.len()) else {
+            return;
+        };
+        buf.copy_from_slice(name.as_bytes());
+        buf.make_ascii_lowercase();
+        match &*buf {
+            b"max-age" => set_delta(&mut self.max_age, arg, &mut self.malformed_freshness),
+            b"s-maxage" => set_delta(&mut self.s_maxage, arg, &mut self.malformed_freshness),
+            b"min-fresh" => {
                 let mut bad = false;
                 set_delta(&mut self.min_fresh, arg, &mut bad);
                 if bad {
@@ -87,7 +94,7 @@ impl CacheControl {
                     self.min_fresh = Some(MAX_DELTA_SECONDS);
                 }
             }
-            "max-stale" => {
+            b"max-stale" => {
                 self.max_stale = match arg.map(parse_delta) {
                     None => Some(MaxStale::Any),
                     Some(Some(n)) => Some(match self.max_stale {
@@ -98,14 +105,14 @@ impl CacheControl {
                     Some(None) => Some(MaxStale::Seconds(0)),
                 };
             }
-            "stale-while-revalidate" => {
+            b"stale-while-revalidate" => {
                 let mut bad = false;
                 set_delta(&mut self.stale_while_revalidate, arg, &mut bad);
                 if bad {
                     self.stale_while_revalidate = None;
                 }
             }
-            "stale-if-error" => {
+            b"stale-if-error" => {
                 let mut bad = false;
                 set_delta(&mut self.stale_if_error, arg, &mut bad);
                 if bad {
@@ -114,13 +121,13 @@ impl CacheControl {
             }
             // `no-cache="Set-Cookie"` and `private="x"` name fields; we treat
             // the qualified forms like the unqualified ones, which is stricter.
-            "no-store" => self.no_store = true,
-            "no-cache" => self.no_cache = true,
-            "private" => self.private = true,
-            "public" => self.public = true,
-            "must-revalidate" => self.must_revalidate = true,
-            "proxy-revalidate" => self.proxy_revalidate = true,
-            "only-if-cached" => self.only_if_cached = true,
+            b"no-store" => self.no_store = true,
+            b"no-cache" => self.no_cache = true,
+            b"private" => self.private = true,
+            b"public" => self.public = true,
+            b"must-revalidate" => self.must_revalidate = true,
+            b"proxy-revalidate" => self.proxy_revalidate = true,
+            b"only-if-cached" => self.only_if_cached = true,
             _ => {}
         }
     }
