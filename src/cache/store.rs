@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use lru::LruCache;
-use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use super::entry::{Entry, EntryMeta};
 use super::index::ShardIndex;
 use super::labels::Node;
 use super::status::Forward;
+use group::Group;
 
 /// Why an entry left the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,54 +88,9 @@ impl Audit {
     }
 }
 
-#[derive(Default)]
-struct Group {
-    /// Variants of one URI, least recently stored first. Most URIs have
-    /// one, held inline: a `Vec` would cost each entry another allocation.
-    variants: SmallVec<[Arc<Entry>; 1]>,
-    /// Nodes this URI depends on (kept while any variant is stored).
-    deps: Deps,
-}
-
-/// A group's dependencies, boxed: most URIs have none, and an empty
-/// `Vec` would still cost every LRU node 16 bytes more than this.
-#[derive(Default)]
-#[allow(clippy::box_collection)] // the point: one thin pointer in every node
-struct Deps(Option<Box<Vec<Node>>>);
-
-impl Deps {
-    fn push(&mut self, node: Node) {
-        self.0.get_or_insert_with(Box::default).push(node);
-    }
-
-    fn contains(&self, node: &Node) -> bool {
-        self.as_slice().contains(node)
-    }
-
-    fn as_slice(&self) -> &[Node] {
-        self.0.as_deref().map_or(&[], Vec::as_slice)
-    }
-
-    /// What these edges cost the byte budget.
-    fn bytes(&self) -> usize {
-        self.as_slice().iter().map(edge_cost).sum()
-    }
-
-    /// The nodes of `deps` not held yet, each once.
-    fn fresh(&self, deps: &[Node]) -> Vec<Node> {
-        let mut fresh: Vec<Node> = Vec::new();
-        for node in deps {
-            if !self.contains(node) && !fresh.contains(node) {
-                fresh.push(node.clone());
-            }
-        }
-        fresh
-    }
-}
-
 /// Bytes one dependency edge (a URI group depending on a node) costs beyond
-/// the node's name, in the worst case: the group's first edge (its list's
-/// box and a 4-slot buffer, 128 B) on a node new to the shard (a set table,
+/// the node's name, in the worst case: the group's first edge (its boxed
+/// record, 48 B, and a 4-slot buffer, 128 B) on a node new to the shard (a set table,
 /// 96 B, and a 72 B index slot, up to 165 B just after the index grew).
 /// `cargo bench --bench overhead` measures it with a counting allocator
 /// (324 B at 20,000 edges) and fails if this under-counts.
@@ -145,6 +100,11 @@ pub(crate) const DEPENDENCY_OVERHEAD: usize = 400;
 fn edge_cost(node: &Node) -> usize {
     let (Node::Key(name) | Node::Tag(name)) = node;
     name.len() + DEPENDENCY_OVERHEAD
+}
+
+/// What a group's dependency edges cost the byte budget.
+fn deps_cost(group: &Group) -> usize {
+    group.deps().iter().map(edge_cost).sum()
 }
 
 struct Shard {
@@ -173,8 +133,8 @@ impl Shard {
     }
 
     fn forget(&mut self, key: &str, group: &Group) {
-        self.index.remove_group(key, group.deps.as_slice());
-        let bytes = group.deps.bytes();
+        self.index.remove_group(key, group.deps());
+        let bytes = deps_cost(group);
         self.bytes -= bytes;
         self.freed += bytes;
     }
@@ -299,7 +259,7 @@ impl Store {
             let Some(group) = guard.map.peek(key) else {
                 return Err(Forward::UriMiss);
             };
-            let Some(entry) = group.variants.iter().rev().find(|e| matches(e)) else {
+            let Some(entry) = group.variants().iter().rev().find(|e| matches(e)) else {
                 return Err(Forward::VaryMiss);
             };
             if entry.expires_at() > now && entry.is_current() {
@@ -321,8 +281,8 @@ impl Store {
             let mut guard = write(shard);
             if let Some(group) = guard.map.peek_mut(key) {
                 let gone = |e: &Entry| e.expires_at() <= now || !e.is_current();
-                if let Some(pos) = group.variants.iter().rposition(|e| matches(e) && gone(e)) {
-                    let entry = group.variants.remove(pos);
+                if let Some(pos) = group.variants().iter().rposition(|e| matches(e) && gone(e)) {
+                    let entry = group.remove(pos);
                     // A bumped namespace is an invalidation, not an expiry.
                     let cause = if entry.is_current() {
                         RemovalCause::Expired
@@ -331,7 +291,7 @@ impl Store {
                         RemovalCause::Invalidated
                     };
                     removals.push((entry, cause));
-                    if group.variants.is_empty() {
+                    if group.is_empty() {
                         guard.pop_group(key);
                     }
                     freed = self.debit(&mut guard, &removals);
@@ -366,17 +326,17 @@ impl Store {
             let mut shard = self.shard(&key);
             // Most URIs have one variant, held inline (see `Group`).
             let mut group = shard.map.pop(&*key).unwrap_or_default();
-            let held = group.deps.bytes();
-            let fresh = group.deps.fresh(deps);
+            let held = deps_cost(&group);
+            let fresh = group.fresh_deps(deps);
             let size = entry.size();
             let added: usize = fresh.iter().map(edge_cost).sum();
-            if let Some(pos) = group.variants.iter().position(|e| e.secondary == entry.secondary) {
-                removals.push((group.variants.remove(pos), RemovalCause::Replaced));
+            if let Some(pos) = group.variants().iter().position(|e| e.secondary == entry.secondary) {
+                removals.push((group.remove(pos), RemovalCause::Replaced));
             }
             let fits = !entry.too_large() && size + held + added <= self.shard_budget;
             if fits {
-                while group.variants.len() >= self.max_variants {
-                    removals.push((group.variants.remove(0), RemovalCause::Capacity));
+                while group.variants().len() >= self.max_variants {
+                    removals.push((group.remove(0), RemovalCause::Capacity));
                 }
             }
             freed += self.debit(&mut shard, &removals);
@@ -388,14 +348,14 @@ impl Store {
                 self.entries.fetch_add(1, Ordering::Relaxed);
                 for node in fresh {
                     shard.index.add_dependency(&key, node.clone());
-                    group.deps.push(node);
+                    group.push_dep(node);
                 }
                 shard.index.add_entry(&entry);
-                group.variants.push(entry);
+                group.push(entry);
             }
-            if !group.variants.is_empty() {
+            if !group.is_empty() {
                 shard.map.push(key, group);
-            } else if !group.deps.as_slice().is_empty() {
+            } else if !group.deps().is_empty() {
                 // The refused entry's URI has no variant left: its edges go.
                 shard.forget(&key, &group);
                 freed += self.debit(&mut shard, &[]);
@@ -420,9 +380,9 @@ impl Store {
         while shard.bytes + needed > self.shard_budget {
             let before = removals.len();
             if let Some(victim) = shard.pop_lru_group() {
-                removals.extend(victim.variants.into_iter().map(|e| (e, RemovalCause::Capacity)));
-            } else if let Some(group) = own.as_deref_mut().filter(|g| !g.variants.is_empty()) {
-                removals.push((group.variants.remove(0), RemovalCause::Capacity));
+                removals.extend(victim.into_variants().into_iter().map(|e| (e, RemovalCause::Capacity)));
+            } else if let Some(group) = own.as_deref_mut().filter(|g| !g.is_empty()) {
+                removals.push((group.remove(0), RemovalCause::Capacity));
             } else {
                 break;
             }
@@ -438,7 +398,7 @@ impl Store {
             let Some(group) = shard.pop_group(key) else {
                 return Removed::default();
             };
-            let removals: Removals = group.variants.into_iter().map(|e| (e, cause)).collect();
+            let removals: Removals = group.into_variants().into_iter().map(|e| (e, cause)).collect();
             let freed = self.debit(&mut shard, &removals);
             (removals, freed)
         };
@@ -453,16 +413,8 @@ impl Store {
             let Some(group) = shard.map.peek_mut(key) else {
                 return Removed::default();
             };
-            let mut removals = Removals::new();
-            let mut i = 0;
-            while i < group.variants.len() {
-                if which(&group.variants[i]) {
-                    removals.push((group.variants.remove(i), cause));
-                } else {
-                    i += 1;
-                }
-            }
-            if group.variants.is_empty() {
+            let removals: Removals = group.extract(|e| which(e).then_some(cause));
+            if group.is_empty() {
                 shard.pop_group(key);
             }
             let freed = self.debit(&mut shard, &removals);
@@ -481,15 +433,8 @@ impl Store {
                 let mut removals = Removals::new();
                 let mut emptied = Vec::new();
                 for (key, group) in &mut shard.map {
-                    let mut i = 0;
-                    while i < group.variants.len() {
-                        if let Some(cause) = remove(&group.variants[i]) {
-                            removals.push((group.variants.remove(i), cause));
-                        } else {
-                            i += 1;
-                        }
-                    }
-                    if group.variants.is_empty() {
+                    removals.extend(group.extract(|e| remove(e)));
+                    if group.is_empty() {
                         emptied.push(key.clone());
                     }
                 }
@@ -535,7 +480,7 @@ impl Store {
                     let Some(group) = shard.pop_lru_group() else {
                         continue;
                     };
-                    let removals: Removals = group.variants.into_iter().map(|e| (e, cause)).collect();
+                    let removals: Removals = group.into_variants().into_iter().map(|e| (e, cause)).collect();
                     let freed = self.debit(&mut shard, &removals);
                     (removals, freed)
                 };
@@ -562,7 +507,7 @@ impl Store {
                     shard
                         .map
                         .peek(&**key)
-                        .map_or_else(Removed::default, |g| mark(g.variants.iter()))
+                        .map_or_else(Removed::default, |g| mark(g.variants().iter()))
                 }
             };
             total.entries += removed.entries;
@@ -592,17 +537,13 @@ impl Store {
                     let has_tag = |e: &Arc<Entry>| e.tags().iter().any(|t| &**t == tag);
                     match mode {
                         Purge::Soft => {
-                            let m = mark(group.variants.iter().filter(|e| has_tag(e)));
+                            let m = mark(group.variants().iter().filter(|e| has_tag(e)));
                             marked.entries += m.entries;
                             marked.bytes += m.bytes;
                         }
                         Purge::Hard => {
-                            let (gone, kept): (SmallVec<[_; 1]>, SmallVec<[_; 1]>) =
-                                group.variants.drain(..).partition(has_tag);
-                            group.variants = kept;
-                            let empty = group.variants.is_empty();
-                            removals.extend(gone.into_iter().map(|e| (e, RemovalCause::Invalidated)));
-                            if empty {
+                            removals.extend(group.extract(|e| has_tag(e).then_some(RemovalCause::Invalidated)));
+                            if group.is_empty() {
                                 shard.pop_group(key);
                             }
                         }
@@ -657,27 +598,27 @@ impl Store {
             let Some(group) = shard.map.peek(key) else {
                 return false;
             };
-            if group.variants.is_empty() {
+            if group.is_empty() {
                 return false;
             }
-            if group.deps.contains(&node) {
+            if group.has_dep(&node) {
                 return true;
             }
             let cost = edge_cost(&node);
-            let group_bytes = group.deps.bytes() + group.variants.iter().map(|e| e.size()).sum::<usize>();
+            let group_bytes = deps_cost(group) + group.variants().iter().map(|e| e.size()).sum::<usize>();
             let Some((key, mut group)) = shard.map.pop_entry(key) else {
                 return false;
             };
             if group_bytes + cost > self.shard_budget {
                 shard.forget(&key, &group);
-                removals.extend(group.variants.into_iter().map(|e| (e, RemovalCause::Capacity)));
+                removals.extend(group.into_variants().into_iter().map(|e| (e, RemovalCause::Capacity)));
                 freed += self.debit(&mut shard, &removals);
             } else {
                 freed += self.make_room(&mut shard, cost, None, &mut removals);
                 shard.bytes += cost;
                 self.bytes.fetch_add(cost, Ordering::Relaxed);
                 shard.index.add_dependency(&key, node.clone());
-                group.deps.push(node);
+                group.push_dep(node);
                 shard.map.push(key, group);
             }
         }
@@ -701,7 +642,7 @@ impl Store {
         shard
             .map
             .peek(key)
-            .map(|g| g.variants.iter().map(|e| e.meta()).collect())
+            .map(|g| g.variants().iter().map(|e| e.meta()).collect())
             .unwrap_or_default()
     }
 
@@ -718,7 +659,12 @@ impl Store {
         let mut out = Vec::with_capacity(self.entries());
         for shard in &*self.shards {
             let shard = read(shard);
-            out.extend(shard.map.iter().flat_map(|(_, g)| g.variants.iter().map(|e| e.meta())));
+            out.extend(
+                shard
+                    .map
+                    .iter()
+                    .flat_map(|(_, g)| g.variants().iter().map(|e| e.meta())),
+            );
         }
         out
     }
@@ -733,13 +679,13 @@ impl Store {
             let (mut bytes, mut entries) = (0usize, 0usize);
             audit.orphaned_keys += shard
                 .index
-                .mismatches(shard.map.iter().map(|(k, g)| (k, &g.variants[..], g.deps.as_slice())));
+                .mismatches(shard.map.iter().map(|(k, g)| (k, g.variants(), g.deps())));
             for (key, group) in &shard.map {
-                if group.variants.is_empty() || group.variants.iter().any(|e| *e.key != **key) {
+                if group.is_empty() || group.variants().iter().any(|e| *e.key != **key) {
                     audit.orphaned_keys += 1;
                 }
-                bytes += group.variants.iter().map(|e| e.size()).sum::<usize>() + group.deps.bytes();
-                entries += group.variants.len();
+                bytes += group.variants().iter().map(|e| e.size()).sum::<usize>() + deps_cost(group);
+                entries += group.variants().len();
             }
             audit.bytes += bytes;
             audit.entries += entries;
@@ -824,5 +770,6 @@ fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
     shard.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+mod group;
 #[cfg(test)]
 mod tests;
