@@ -1,8 +1,8 @@
 //! A stored response: headers compacted and body frozen at store time, so a
 //! hit only clones reference-counted parts. Also its byte accounting.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -64,18 +64,28 @@ pub struct EntryMeta {
     pub size: usize,
 }
 
-/// [`Freshness`] in 48 bytes instead of 88: its durations as nanoseconds in
-/// a `u64` each (exact below 584 years; longer ones saturate, which no
-/// lifetime, age or window can tell apart from forever). Its two flags live
-/// in the entry, beside its other small fields, where they cost no padding.
+/// [`Freshness`] in 40 bytes instead of 88: its response time as signed
+/// nanoseconds from the process's [`epoch`] and its durations as
+/// nanoseconds in a `u64` each (exact below 584 years; longer ones
+/// saturate, which no lifetime, age or window can tell apart from forever).
+/// Its two flags live in the entry, beside its other small fields, where
+/// they cost no padding.
 #[derive(Debug, Clone, Copy)]
 struct Packed {
-    response_time: Instant,
+    response_time: i64,
     initial_age: u64,
     lifetime: u64,
     stale_while_revalidate: u64,
     /// `u64::MAX`: the response named no `stale-if-error`.
     stale_if_error: u64,
+}
+
+/// The instant every entry keeps its times relative to (8 bytes each
+/// instead of an `Instant`'s 16): the first one any cache in the process
+/// asked for.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -109,7 +119,7 @@ fn at_offset(base: Instant, nanos: i64) -> Instant {
 impl Packed {
     fn new(f: &Freshness) -> Self {
         Packed {
-            response_time: f.response_time,
+            response_time: offset_of(epoch(), f.response_time),
             initial_age: nanos(f.initial_age),
             lifetime: nanos(f.lifetime),
             stale_while_revalidate: nanos(f.stale_while_revalidate),
@@ -120,7 +130,7 @@ impl Packed {
 
     fn get(&self, no_cache: bool, must_revalidate: bool) -> Freshness {
         Freshness {
-            response_time: self.response_time,
+            response_time: at_offset(epoch(), self.response_time),
             initial_age: Duration::from_nanos(self.initial_age),
             lifetime: Duration::from_nanos(self.lifetime),
             no_cache,
@@ -150,8 +160,8 @@ pub(crate) struct Entry {
     /// Its freshness, packed (see `Packed`); read it with `freshness()`.
     freshness: Packed,
     /// When it was stored and when the store drops it, as signed
-    /// nanoseconds from its response time (8 bytes each instead of an
-    /// `Instant`'s 16); read them with `stored_at()` and `expires_at()`.
+    /// nanoseconds from the [`epoch`]; read them with `stored_at()` and
+    /// `expires_at()`.
     stored_at: i64,
     expires_at: i64,
     /// Tags and the namespace versions it was produced under (see
@@ -207,7 +217,7 @@ impl Entry {
             headers,
             body,
             freshness: Packed::new(&freshness),
-            stored_at: offset_of(freshness.response_time, now),
+            stored_at: offset_of(epoch(), now),
             expires_at: 0,
             labels: (!labels.tags.is_empty() || !labels.versions.is_empty()).then(|| Box::new(labels)),
             purged: AtomicBool::new(false),
@@ -215,10 +225,7 @@ impl Entry {
             must_revalidate: freshness.must_revalidate,
             size: 0,
         };
-        entry.expires_at = offset_of(
-            freshness.response_time,
-            entry.compute_expiry(retention, default_stale_if_error),
-        );
+        entry.expires_at = offset_of(epoch(), entry.compute_expiry(retention, default_stale_if_error));
         entry.size = u32::try_from(entry.compute_size()).unwrap_or(u32::MAX);
         entry
     }
@@ -248,12 +255,12 @@ impl Entry {
 
     /// When the entry was stored.
     pub(crate) fn stored_at(&self) -> Instant {
-        at_offset(self.freshness.response_time, self.stored_at)
+        at_offset(epoch(), self.stored_at)
     }
 
     /// When the store drops the entry even if never used again.
     pub(crate) fn expires_at(&self) -> Instant {
-        at_offset(self.freshness.response_time, self.expires_at)
+        at_offset(epoch(), self.expires_at)
     }
 
     fn compute_size(&self) -> usize {
