@@ -148,10 +148,10 @@ pub(crate) struct Labels {
     pub(crate) versions: Box<[VersionStamp]>,
 }
 
-/// One stored response.
+/// One stored response. Its key is the store's (the LRU node's), not kept
+/// twice.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) key: Arc<str>,
     pub(crate) secondary: Secondary,
     pub(crate) status: StatusCode,
     pub(crate) version: Version,
@@ -186,10 +186,11 @@ pub(crate) struct Entry {
 impl Entry {
     /// Builds an entry. Headers (and a body given as chunks) are copied into
     /// one fresh buffer so the entry holds no slice of a connection's read
-    /// buffer (which would pin memory the accounting cannot see).
+    /// buffer (which would pin memory the accounting cannot see). `key`,
+    /// the key it will be stored under, counts in its size.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        key: Arc<str>,
+        key: &str,
         secondary: Secondary,
         parts: &response::Parts,
         body: EntryBody,
@@ -210,7 +211,6 @@ impl Entry {
         let mut entry = Entry {
             own_status_line,
             touched: AtomicU32::new(u32::MAX),
-            key,
             secondary,
             status: parts.status,
             version: parts.version,
@@ -226,7 +226,7 @@ impl Entry {
             size: 0,
         };
         entry.expires_at = offset_of(epoch(), entry.compute_expiry(retention, default_stale_if_error));
-        entry.size = u32::try_from(entry.compute_size()).unwrap_or(u32::MAX);
+        entry.size = u32::try_from(entry.compute_size(key)).unwrap_or(u32::MAX);
         entry
     }
 
@@ -263,7 +263,7 @@ impl Entry {
         at_offset(epoch(), self.expires_at)
     }
 
-    fn compute_size(&self) -> usize {
+    fn compute_size(&self, key: &str) -> usize {
         let header_text: usize = self.headers.iter().map(|(n, v)| name_cost(n) + v.len()).sum();
         let header_bytes = header_text + self.headers.capacity() * HEADER_OVERHEAD;
         let secondary_bytes: usize = self
@@ -274,7 +274,7 @@ impl Entry {
         // Tags are charged with their text and an index slot each.
         let tag_bytes: usize = self.tags().iter().map(|t| t.len() + TAG_OVERHEAD).sum();
         let version_bytes = size_of_val(self.versions());
-        self.key.len() + header_bytes + secondary_bytes + tag_bytes + version_bytes + self.body.len() + ENTRY_OVERHEAD
+        key.len() + header_bytes + secondary_bytes + tag_bytes + version_bytes + self.body.len() + ENTRY_OVERHEAD
     }
 
     /// Whether no namespace it was stamped with has been bumped since.
@@ -309,12 +309,12 @@ impl Entry {
         }
     }
 
-    /// Public metadata.
-    pub(crate) fn meta(&self) -> EntryMeta {
+    /// Public metadata, for the entry stored under `key`.
+    pub(crate) fn meta(&self, key: &Arc<str>) -> EntryMeta {
         let freshness = self.stored_freshness();
         let fresh_left = freshness.lifetime.saturating_sub(freshness.initial_age);
         EntryMeta {
-            key: self.key.clone(),
+            key: key.clone(),
             status: self.status,
             stored_at: self.stored_at(),
             fresh_until: freshness.response_time + fresh_left.min(Duration::from_secs(1 << 31)),

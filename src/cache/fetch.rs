@@ -297,7 +297,7 @@ impl Fetch {
             return from_entry(stale, now, head, status);
         };
         let entry = Arc::new(Entry::new(
-            self.key.clone(),
+            &self.key,
             stale.secondary.clone(),
             &parts,
             EntryBody::Shared(stale.body.clone()),
@@ -307,7 +307,7 @@ impl Fetch {
             self.cache.stale_retention,
             self.cache.stale_if_error,
         ));
-        status.stored = self.cache.store.insert(entry.clone(), &[]);
+        status.stored = self.cache.store.insert(self.key.clone(), entry.clone(), &[]);
         status.ttl = Some(entry.freshness().ttl_secs(now));
         if let Some(leader) = self.leader.take() {
             leader.complete(status.stored.then(|| entry.clone()));
@@ -412,7 +412,7 @@ impl Buffer {
             .unwrap_or_default();
         let now = Instant::now();
         let entry = Arc::new(Entry::new(
-            fetch.key.clone(),
+            &fetch.key,
             secondary,
             &parts,
             body,
@@ -422,7 +422,7 @@ impl Buffer {
             fetch.cache.stale_retention,
             fetch.cache.stale_if_error,
         ));
-        let stored = fetch.cache.store.insert(entry.clone(), deps);
+        let stored = fetch.cache.store.insert(fetch.key.clone(), entry.clone(), deps);
         if !stored {
             bump(&fetch.cache.counters.not_storable);
         }

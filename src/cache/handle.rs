@@ -174,12 +174,14 @@ impl Cache {
 
     /// Removes every entry whose metadata matches `predicate`, shard by shard.
     pub fn remove_where(&self, mut predicate: impl FnMut(&EntryMeta) -> bool, cause: RemovalCause) -> Removed {
-        self.inner.store.remove_where(|e| predicate(&e.meta()).then_some(cause))
+        self.inner
+            .store
+            .remove_where(|key, e| predicate(&e.meta(key)).then_some(cause))
     }
 
     /// Removes everything.
     pub fn clear(&self) -> Removed {
-        self.inner.store.remove_where(|_| Some(RemovalCause::Invalidated))
+        self.inner.store.remove_where(|_, _| Some(RemovalCause::Invalidated))
     }
 
     /// Drops expired entries now (the background sweep does this periodically).

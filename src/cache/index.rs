@@ -20,24 +20,24 @@ pub(crate) struct ShardIndex {
 }
 
 impl ShardIndex {
-    pub(crate) fn add_entry(&mut self, entry: &Entry) {
+    pub(crate) fn add_entry(&mut self, key: &Arc<str>, entry: &Entry) {
         for tag in entry.tags() {
             *self
                 .tags
                 .entry(tag.clone())
                 .or_default()
-                .entry(entry.key.clone())
+                .entry(key.clone())
                 .or_default() += 1;
         }
     }
 
-    pub(crate) fn remove_entry(&mut self, entry: &Entry) {
+    pub(crate) fn remove_entry(&mut self, key: &str, entry: &Entry) {
         for tag in entry.tags() {
             let Some(keys) = self.tags.get_mut(tag) else { continue };
-            if let Some(count) = keys.get_mut(&entry.key) {
+            if let Some(count) = keys.get_mut(key) {
                 *count -= 1;
                 if *count == 0 {
-                    keys.remove(&entry.key);
+                    keys.remove(key);
                 }
             }
             if keys.is_empty() {
@@ -95,7 +95,7 @@ impl ShardIndex {
         let mut expected = ShardIndex::default();
         for (key, variants, deps) in groups {
             for entry in variants {
-                expected.add_entry(entry);
+                expected.add_entry(key, entry);
             }
             for node in deps {
                 expected.add_dependency(key, node.clone());

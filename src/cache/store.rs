@@ -120,16 +120,16 @@ struct Shard {
 
 impl Shard {
     /// Takes a URI group out of the shard, forgetting its dependencies.
-    fn pop_group(&mut self, key: &str) -> Option<Group> {
+    fn pop_group(&mut self, key: &str) -> Option<(Arc<str>, Group)> {
         let (key, group) = self.map.pop_entry(key)?;
         self.forget(&key, &group);
-        Some(group)
+        Some((key, group))
     }
 
-    fn pop_lru_group(&mut self) -> Option<Group> {
+    fn pop_lru_group(&mut self) -> Option<(Arc<str>, Group)> {
         let (key, group) = self.map.pop_lru()?;
         self.forget(&key, &group);
-        Some(group)
+        Some((key, group))
     }
 
     fn forget(&mut self, key: &str, group: &Group) {
@@ -175,7 +175,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
-type Removals = Vec<(Arc<Entry>, RemovalCause)>;
+/// Entries on their way out: the key each was stored under, the entry and
+/// why it goes.
+type Removals = Vec<(Arc<str>, Arc<Entry>, RemovalCause)>;
+
+/// `entries` of `key`, all leaving for `cause`.
+fn leaving(
+    key: &Arc<str>,
+    entries: impl IntoIterator<Item = Arc<Entry>>,
+    cause: RemovalCause,
+) -> impl Iterator<Item = (Arc<str>, Arc<Entry>, RemovalCause)> {
+    entries.into_iter().map(move |e| (key.clone(), e, cause))
+}
 
 impl Store {
     pub(crate) fn new(
@@ -290,7 +301,8 @@ impl Store {
                         self.version_drops.fetch_add(1, Ordering::Relaxed);
                         RemovalCause::Invalidated
                     };
-                    removals.push((entry, cause));
+                    // A cold path: the key's own `Arc` is not at hand.
+                    removals.push((Arc::from(key), entry, cause));
                     if group.is_empty() {
                         guard.pop_group(key);
                     }
@@ -318,11 +330,10 @@ impl Store {
     /// until both fit. Returns `false` if they can never fit (more than a
     /// shard's share of the budget); the variant `entry` would have replaced
     /// is removed all the same, since it is now known to be outdated.
-    pub(crate) fn insert(&self, entry: Arc<Entry>, deps: &[Node]) -> bool {
+    pub(crate) fn insert(&self, key: Arc<str>, entry: Arc<Entry>, deps: &[Node]) -> bool {
         let mut removals = Removals::new();
         let mut freed = 0;
         let stored = {
-            let key = entry.key.clone();
             let mut shard = self.shard(&key);
             // Most URIs have one variant, held inline (see `Group`).
             let mut group = shard.map.pop(&*key).unwrap_or_default();
@@ -331,17 +342,17 @@ impl Store {
             let size = entry.size();
             let added: usize = fresh.iter().map(edge_cost).sum();
             if let Some(pos) = group.variants().iter().position(|e| e.secondary == entry.secondary) {
-                removals.push((group.remove(pos), RemovalCause::Replaced));
+                removals.push((key.clone(), group.remove(pos), RemovalCause::Replaced));
             }
             let fits = !entry.too_large() && size + held + added <= self.shard_budget;
             if fits {
                 while group.variants().len() >= self.max_variants {
-                    removals.push((group.remove(0), RemovalCause::Capacity));
+                    removals.push((key.clone(), group.remove(0), RemovalCause::Capacity));
                 }
             }
             freed += self.debit(&mut shard, &removals);
             if fits {
-                freed += self.make_room(&mut shard, size + added, Some(&mut group), &mut removals);
+                freed += self.make_room(&mut shard, size + added, Some((&key, &mut group)), &mut removals);
                 shard.bytes += size + added;
                 shard.entries += 1;
                 self.bytes.fetch_add(size + added, Ordering::Relaxed);
@@ -350,7 +361,7 @@ impl Store {
                     shard.index.add_dependency(&key, node.clone());
                     group.push_dep(node);
                 }
-                shard.index.add_entry(&entry);
+                shard.index.add_entry(&key, &entry);
                 group.push(entry);
             }
             if !group.is_empty() {
@@ -373,16 +384,16 @@ impl Store {
         &self,
         shard: &mut Shard,
         needed: usize,
-        mut own: Option<&mut Group>,
+        mut own: Option<(&Arc<str>, &mut Group)>,
         removals: &mut Removals,
     ) -> usize {
         let mut freed = 0;
         while shard.bytes + needed > self.shard_budget {
             let before = removals.len();
-            if let Some(victim) = shard.pop_lru_group() {
-                removals.extend(victim.into_variants().into_iter().map(|e| (e, RemovalCause::Capacity)));
-            } else if let Some(group) = own.as_deref_mut().filter(|g| !g.is_empty()) {
-                removals.push((group.remove(0), RemovalCause::Capacity));
+            if let Some((key, victim)) = shard.pop_lru_group() {
+                removals.extend(leaving(&key, victim.into_variants(), RemovalCause::Capacity));
+            } else if let Some((key, group)) = own.as_mut().filter(|(_, g)| !g.is_empty()) {
+                removals.push(((*key).clone(), group.remove(0), RemovalCause::Capacity));
             } else {
                 break;
             }
@@ -395,10 +406,10 @@ impl Store {
     pub(crate) fn remove_key(&self, key: &str, cause: RemovalCause) -> Removed {
         let removals = {
             let mut shard = self.shard(key);
-            let Some(group) = shard.pop_group(key) else {
+            let Some((key, group)) = shard.pop_group(key) else {
                 return Removed::default();
             };
-            let removals: Removals = group.into_variants().into_iter().map(|e| (e, cause)).collect();
+            let removals: Removals = leaving(&key, group.into_variants(), cause).collect();
             let freed = self.debit(&mut shard, &removals);
             (removals, freed)
         };
@@ -410,12 +421,18 @@ impl Store {
     pub(crate) fn remove_variants(&self, key: &str, which: impl Fn(&Entry) -> bool, cause: RemovalCause) -> Removed {
         let removals = {
             let mut shard = self.shard(key);
-            let Some(group) = shard.map.peek_mut(key) else {
+            let Some((key, mut group)) = shard.map.pop_entry(key) else {
                 return Removed::default();
             };
-            let removals: Removals = group.extract(|e| which(e).then_some(cause));
+            let removals: Removals = group
+                .extract(|e| which(e).then_some(cause))
+                .into_iter()
+                .map(|(e, cause)| (key.clone(), e, cause))
+                .collect();
             if group.is_empty() {
-                shard.pop_group(key);
+                shard.forget(&key, &group);
+            } else {
+                shard.map.push(key, group);
             }
             let freed = self.debit(&mut shard, &removals);
             (removals, freed)
@@ -425,7 +442,7 @@ impl Store {
 
     /// Removes the entries for which `remove` is true, one shard at a time
     /// so no lock is held for the whole walk.
-    pub(crate) fn remove_where(&self, mut remove: impl FnMut(&Entry) -> Option<RemovalCause>) -> Removed {
+    pub(crate) fn remove_where(&self, mut remove: impl FnMut(&Arc<str>, &Entry) -> Option<RemovalCause>) -> Removed {
         let mut total = Removed::default();
         for shard in &*self.shards {
             let removals = {
@@ -433,7 +450,12 @@ impl Store {
                 let mut removals = Removals::new();
                 let mut emptied = Vec::new();
                 for (key, group) in &mut shard.map {
-                    removals.extend(group.extract(|e| remove(e)));
+                    removals.extend(
+                        group
+                            .extract(|e| remove(key, e))
+                            .into_iter()
+                            .map(|(e, c)| (key.clone(), e, c)),
+                    );
                     if group.is_empty() {
                         emptied.push(key.clone());
                     }
@@ -453,7 +475,7 @@ impl Store {
 
     /// Drops entries whose time ran out.
     pub(crate) fn sweep(&self, now: Instant) -> Removed {
-        self.remove_where(|e| {
+        self.remove_where(|_, e| {
             if !e.is_current() {
                 self.version_drops.fetch_add(1, Ordering::Relaxed);
                 Some(RemovalCause::Invalidated)
@@ -477,10 +499,10 @@ impl Store {
                 }
                 let (removals, freed) = {
                     let mut shard = write(shard);
-                    let Some(group) = shard.pop_lru_group() else {
+                    let Some((key, group)) = shard.pop_lru_group() else {
                         continue;
                     };
-                    let removals: Removals = group.into_variants().into_iter().map(|e| (e, cause)).collect();
+                    let removals: Removals = leaving(&key, group.into_variants(), cause).collect();
                     let freed = self.debit(&mut shard, &removals);
                     (removals, freed)
                 };
@@ -542,7 +564,12 @@ impl Store {
                             marked.bytes += m.bytes;
                         }
                         Purge::Hard => {
-                            removals.extend(group.extract(|e| has_tag(e).then_some(RemovalCause::Invalidated)));
+                            removals.extend(
+                                group
+                                    .extract(|e| has_tag(e).then_some(RemovalCause::Invalidated))
+                                    .into_iter()
+                                    .map(|(e, c)| (key.clone(), e, c)),
+                            );
                             if group.is_empty() {
                                 shard.pop_group(key);
                             }
@@ -611,7 +638,7 @@ impl Store {
             };
             if group_bytes + cost > self.shard_budget {
                 shard.forget(&key, &group);
-                removals.extend(group.into_variants().into_iter().map(|e| (e, RemovalCause::Capacity)));
+                removals.extend(leaving(&key, group.into_variants(), RemovalCause::Capacity));
                 freed += self.debit(&mut shard, &removals);
             } else {
                 freed += self.make_room(&mut shard, cost, None, &mut removals);
@@ -639,10 +666,11 @@ impl Store {
     /// Metadata of the variants stored under `key`.
     pub(crate) fn key_metadata(&self, key: &str) -> Vec<EntryMeta> {
         let shard = read(&self.shards[self.index(key)]);
+        let key: Arc<str> = key.into();
         shard
             .map
-            .peek(key)
-            .map(|g| g.variants().iter().map(|e| e.meta()).collect())
+            .peek(&*key)
+            .map(|g| g.variants().iter().map(|e| e.meta(&key)).collect())
             .unwrap_or_default()
     }
 
@@ -663,7 +691,7 @@ impl Store {
                 shard
                     .map
                     .iter()
-                    .flat_map(|(_, g)| g.variants().iter().map(|e| e.meta())),
+                    .flat_map(|(k, g)| g.variants().iter().map(|e| e.meta(k))),
             );
         }
         out
@@ -680,8 +708,8 @@ impl Store {
             audit.orphaned_keys += shard
                 .index
                 .mismatches(shard.map.iter().map(|(k, g)| (k, g.variants(), g.deps())));
-            for (key, group) in &shard.map {
-                if group.is_empty() || group.variants().iter().any(|e| *e.key != **key) {
+            for (_, group) in &shard.map {
+                if group.is_empty() {
                     audit.orphaned_keys += 1;
                 }
                 bytes += group.variants().iter().map(|e| e.size()).sum::<usize>() + deps_cost(group);
@@ -702,11 +730,11 @@ impl Store {
     /// Takes `removals` and the dependency bytes of groups taken out since
     /// the last call off the shard's and the store's counts; returns those
     /// dependency bytes, for [`Store::finish`].
-    fn debit(&self, shard: &mut Shard, removals: &[(Arc<Entry>, RemovalCause)]) -> usize {
-        for (entry, _) in removals {
-            shard.index.remove_entry(entry);
+    fn debit(&self, shard: &mut Shard, removals: &[(Arc<str>, Arc<Entry>, RemovalCause)]) -> usize {
+        for (key, entry, _) in removals {
+            shard.index.remove_entry(key, entry);
         }
-        let bytes: usize = removals.iter().map(|(e, _)| e.size()).sum();
+        let bytes: usize = removals.iter().map(|(_, e, _)| e.size()).sum();
         let freed = std::mem::take(&mut shard.freed);
         shard.bytes -= bytes;
         shard.entries -= removals.len();
@@ -723,12 +751,12 @@ impl Store {
             bytes: freed,
             ..Removed::default()
         };
-        for (entry, cause) in removals {
+        for (key, entry, cause) in removals {
             removed.entries += 1;
             removed.bytes += entry.size();
             self.evictions[cause.index()].fetch_add(1, Ordering::Relaxed);
             if let Some(listener) = &self.listener {
-                listener(&entry.meta(), cause);
+                listener(&entry.meta(&key), cause);
             }
         }
         removed

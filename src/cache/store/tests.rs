@@ -13,11 +13,14 @@ use crate::cache::freshness::Freshness;
 use crate::cache::key::Secondary;
 use crate::cache::labels::Node;
 
-pub(crate) fn entry(key: &str, variant: u8, body_len: usize, now: Instant, ttl: u64) -> Arc<Entry> {
+/// An entry and the key it is to be stored under.
+type Keyed = (Arc<str>, Arc<Entry>);
+
+pub(crate) fn entry(key: &str, variant: u8, body_len: usize, now: Instant, ttl: u64) -> Keyed {
     tagged(key, variant, body_len, now, ttl, &[])
 }
 
-pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl: u64, tags: &[&str]) -> Arc<Entry> {
+pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl: u64, tags: &[&str]) -> Keyed {
     let (parts, ()) = Response::builder()
         .header("cache-control", "max-age=1")
         .body(())
@@ -36,8 +39,8 @@ pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl:
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: None,
     };
-    Arc::new(Entry::new(
-        key.into(),
+    let entry = Arc::new(Entry::new(
+        key,
         secondary,
         &parts,
         EntryBody::Shared(Bytes::from(vec![7u8; body_len])),
@@ -49,7 +52,13 @@ pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl:
         now,
         Duration::ZERO,
         None,
-    ))
+    ));
+    (key.into(), entry)
+}
+
+/// Stores a keyed entry.
+fn put(store: &Store, (key, entry): Keyed, deps: &[Node]) -> bool {
+    store.insert(key, entry, deps)
 }
 
 fn is_variant(v: u8) -> impl Fn(&Entry) -> bool {
@@ -59,13 +68,13 @@ fn is_variant(v: u8) -> impl Fn(&Entry) -> bool {
 #[tokio::test(start_paused = true)]
 async fn evicts_lru_to_stay_under_budget() {
     let now = Instant::now();
-    let size = entry("k0", 0, 1000, now, 60).size();
+    let size = entry("k0", 0, 1000, now, 60).1.size();
     let store = Store::new(size * 3, 1, 4, None);
     for i in 0..3 {
-        assert!(store.insert(entry(&format!("k{i}"), 0, 1000, now, 60), &[]));
+        assert!(put(&store, entry(&format!("k{i}"), 0, 1000, now, 60), &[]));
     }
     assert!(store.get("k0", |_| true, now).is_ok(), "touch k0 so k1 is least recent");
-    assert!(store.insert(entry("k3", 0, 1000, now, 60), &[]));
+    assert!(put(&store, entry("k3", 0, 1000, now, 60), &[]));
     assert!(store.get("k1", |_| true, now).is_err());
     assert!(store.get("k0", |_| true, now).is_ok());
     assert_eq!(store.entries(), 3);
@@ -85,14 +94,14 @@ async fn variants_replace_and_cap() {
         }
     });
     let store = Store::new(1 << 20, 1, 2, Some(listener));
-    store.insert(entry("k", 1, 10, now, 60), &[]);
-    store.insert(entry("k", 2, 10, now, 60), &[]);
+    put(&store, entry("k", 1, 10, now, 60), &[]);
+    put(&store, entry("k", 2, 10, now, 60), &[]);
     assert!(store.get("k", is_variant(1), now).is_ok());
     assert!(store.get("k", is_variant(2), now).is_ok());
-    store.insert(entry("k", 2, 20, now, 60), &[]);
+    put(&store, entry("k", 2, 20, now, 60), &[]);
     assert_eq!(seen.load(Ordering::SeqCst), 1);
     assert_eq!(store.entries(), 2);
-    store.insert(entry("k", 3, 10, now, 60), &[]);
+    put(&store, entry("k", 3, 10, now, 60), &[]);
     assert_eq!(store.entries(), 2, "max two variants per URI");
     assert!(store.get("k", is_variant(1), now).is_err(), "oldest variant went first");
     assert_eq!(
@@ -108,13 +117,13 @@ async fn variants_replace_and_cap() {
 async fn too_large_is_refused_and_expired_dropped_on_access() {
     let now = Instant::now();
     let store = Store::new(2000, 1, 4, None);
-    assert!(!store.insert(entry("big", 0, 5000, now, 60), &[]));
-    assert!(store.insert(entry("k", 0, 10, now, 5), &[]));
+    assert!(!put(&store, entry("big", 0, 5000, now, 60), &[]));
+    assert!(put(&store, entry("k", 0, 10, now, 5), &[]));
     // A newer response too large to store still displaces the one it replaces.
-    assert!(!store.insert(entry("k", 0, 5000, now, 60), &[]));
+    assert!(!put(&store, entry("k", 0, 5000, now, 60), &[]));
     assert_eq!(store.get("k", |_| true, now).err(), Some(Forward::UriMiss));
     assert_eq!(store.evictions(RemovalCause::Replaced), 1);
-    assert!(store.insert(entry("k", 0, 10, now, 5), &[]));
+    assert!(put(&store, entry("k", 0, 10, now, 5), &[]));
     let later = now + Duration::from_secs(6);
     assert_eq!(store.get("k", |_| true, later).err(), Some(Forward::Stale));
     assert_eq!(store.entries(), 0);
@@ -124,13 +133,13 @@ async fn too_large_is_refused_and_expired_dropped_on_access() {
 #[tokio::test(start_paused = true)]
 async fn dependency_edges_are_charged_to_the_budget() {
     let now = Instant::now();
-    let size = entry("k0", 0, 1000, now, 60).size();
+    let size = entry("k0", 0, 1000, now, 60).1.size();
     let tag = |i: usize| Node::Tag(format!("tag-{i}").into());
     let edge = DEPENDENCY_OVERHEAD + "tag-0".len();
     let store = Store::new(size * 2 + edge, 1, 4, None);
-    assert!(store.insert(entry("k0", 0, 1000, now, 60), &[tag(0), tag(0)]));
+    assert!(put(&store, entry("k0", 0, 1000, now, 60), &[tag(0), tag(0)]));
     assert_eq!(store.bytes(), size + edge, "one edge, however often it is named");
-    assert!(store.insert(entry("k1", 0, 1000, now, 60), &[]));
+    assert!(put(&store, entry("k1", 0, 1000, now, 60), &[]));
     // A second edge does not fit beside two entries and one edge: the least
     // recently used URI goes to make room, not the budget.
     assert!(store.get("k1", |_| true, now).is_ok());
@@ -150,12 +159,12 @@ async fn dependency_edges_are_charged_to_the_budget() {
     assert!(store.audit().is_clean());
     // A URI that cannot fit beside its edge is dropped, never kept without it.
     let tight = Store::new(size + edge - 1, 1, 4, None);
-    assert!(tight.insert(entry("kk", 0, 1000, now, 60), &[]));
+    assert!(put(&tight, entry("kk", 0, 1000, now, 60), &[]));
     assert!(tight.add_dependency("kk", tag(0)));
     assert!(tight.get("kk", |_| true, now).is_err());
     assert_eq!((tight.bytes(), tight.entries()), (0, 0));
     assert!(
-        !tight.insert(entry("kk", 0, 1000, now, 60), &[tag(0)]),
+        !put(&tight, entry("kk", 0, 1000, now, 60), &[tag(0)]),
         "nor stored without it"
     );
     assert!(tight.audit().is_clean());
@@ -234,10 +243,10 @@ proptest! {
                     let mine: Vec<&str> = tags.iter().copied().filter(|t| (key as usize + t.len() + variant as usize) % 3 != 0 || t.ends_with(&(key % 4).to_string())).collect();
                     let e = tagged(&format!("k{key}"), variant, body, now, ttl, &mine);
                     let deps: Vec<Node> = deps.into_iter().map(node).collect();
-                    let fits = e.size() <= store.shard_budget();
+                    let fits = e.1.size() <= store.shard_budget();
                     let name = format!("k{key}");
                     let had = store.metadata().iter().any(|m| *m.key == *name);
-                    let stored = store.insert(e, &deps);
+                    let stored = put(&store, e, &deps);
                     if !had && deps.is_empty() {
                         prop_assert_eq!(stored, fits);
                     }
