@@ -64,16 +64,17 @@ pub struct EntryMeta {
     pub size: usize,
 }
 
-/// [`Freshness`] in 40 bytes instead of 88: its response time as signed
-/// nanoseconds from the process's [`epoch`] and its durations as
-/// nanoseconds in a `u64` each (exact below 584 years; longer ones
-/// saturate, which no lifetime, age or window can tell apart from forever).
-/// Its two flags live in the entry, beside its other small fields, where
-/// they cost no padding.
+/// [`Freshness`] in 32 bytes instead of 88. Its response time and initial
+/// age become one instant, when its age was zero (RFC 9111 §4.2.3: the
+/// current age is the initial age plus the time since the response, so
+/// only their difference matters), kept as signed nanoseconds from the
+/// process's [`epoch`]; its durations are nanoseconds in a `u64` each (exact
+/// below 584 years; longer ones saturate, which no lifetime, age or window
+/// can tell apart from forever). Its two flags live in the entry, beside
+/// its other small fields, where they cost no padding.
 #[derive(Debug, Clone, Copy)]
 struct Packed {
-    response_time: i64,
-    initial_age: u64,
+    born: i64,
     lifetime: u64,
     stale_while_revalidate: u64,
     /// `u64::MAX`: the response named no `stale-if-error`.
@@ -119,8 +120,8 @@ fn at_offset(base: Instant, nanos: i64) -> Instant {
 impl Packed {
     fn new(f: &Freshness) -> Self {
         Packed {
-            response_time: offset_of(epoch(), f.response_time),
-            initial_age: nanos(f.initial_age),
+            born: offset_of(epoch(), f.response_time)
+                .saturating_sub(i64::try_from(nanos(f.initial_age)).unwrap_or(i64::MAX)),
             lifetime: nanos(f.lifetime),
             stale_while_revalidate: nanos(f.stale_while_revalidate),
             // `u64::MAX` is the "none" marker, so a present window stops one short.
@@ -130,8 +131,11 @@ impl Packed {
 
     fn get(&self, no_cache: bool, must_revalidate: bool) -> Freshness {
         Freshness {
-            response_time: at_offset(epoch(), self.response_time),
-            initial_age: Duration::from_nanos(self.initial_age),
+            // Born before the epoch (an `Age` of years), it reads as a
+            // response at the epoch already that old: an `Instant` that far
+            // back may not exist on every platform.
+            response_time: at_offset(epoch(), self.born.max(0)),
+            initial_age: Duration::from_nanos(self.born.max(0).abs_diff(self.born)),
             lifetime: Duration::from_nanos(self.lifetime),
             no_cache,
             must_revalidate,
@@ -552,13 +556,49 @@ mod tests {
             stale_if_error: None,
         };
         let read = |f: &Freshness| Packed::new(f).get(f.no_cache, f.must_revalidate);
-        assert_eq!(read(&base), base, "exact to the nanosecond");
+        // The same age at every instant, to the nanosecond, and the rest as
+        // it was: that is all the freshness rules read.
+        let same = |a: &Freshness, b: &Freshness| {
+            for later in [Duration::ZERO, Duration::new(1, 1), Duration::from_secs(86_400)] {
+                assert_eq!(a.age(now + later), b.age(now + later));
+            }
+            assert_eq!(
+                (Freshness {
+                    response_time: now,
+                    initial_age: Duration::ZERO,
+                    ..*a
+                }),
+                Freshness {
+                    response_time: now,
+                    initial_age: Duration::ZERO,
+                    ..*b
+                }
+            );
+        };
+        same(&read(&base), &base);
+        // Older than the process: the age still reads back exactly.
+        let ancient = Freshness {
+            initial_age: Duration::from_secs(100 * 365 * 86_400),
+            ..base
+        };
+        same(&read(&ancient), &ancient);
+        // An absurd age saturates rather than overflow.
+        let absurd = read(&Freshness {
+            initial_age: Duration::MAX,
+            ..base
+        });
+        assert!(absurd.age(now) > Duration::from_secs(200 * 365 * 86_400));
         let windows = Freshness {
             no_cache: true,
             stale_if_error: Some(Duration::ZERO),
             ..base
         };
-        assert_eq!(read(&windows), windows, "a zero window is still a window");
+        same(&read(&windows), &windows);
+        assert_eq!(
+            read(&windows).stale_if_error,
+            Some(Duration::ZERO),
+            "a zero window is still a window"
+        );
         // Beyond 584 years a duration saturates, and stays what it was:
         // present, and longer than any other.
         let forever = Duration::from_secs(u64::MAX);
