@@ -90,10 +90,10 @@ impl Audit {
 
 /// Bytes one dependency edge (a URI group depending on a node) costs beyond
 /// the node's name, in the worst case: the group's first edge (its boxed
-/// record, 48 B, and a 4-slot buffer, 128 B) on a node new to the shard (a set table,
-/// 96 B, and a 72 B index slot, up to 165 B just after the index grew).
-/// `cargo bench --bench overhead` measures it with a counting allocator
-/// (324 B at 20,000 edges) and fails if this under-counts.
+/// record, 48 B, and a 4-slot buffer, 128 B) on a node new to the shard (a
+/// set table, 96 B, and a 72 B index slot, up to 165 B just after the index
+/// grew). `cargo bench --bench overhead` measures it with a counting
+/// allocator (348 B at 20,000 edges) and fails if this under-counts.
 pub(crate) const DEPENDENCY_OVERHEAD: usize = 400;
 
 /// What one dependency edge costs the byte budget.
@@ -424,11 +424,7 @@ impl Store {
             let Some((key, mut group)) = shard.map.pop_entry(key) else {
                 return Removed::default();
             };
-            let removals: Removals = group
-                .extract(|e| which(e).then_some(cause))
-                .into_iter()
-                .map(|(e, cause)| (key.clone(), e, cause))
-                .collect();
+            let removals = group.extract(&key, |e| which(e).then_some(cause));
             if group.is_empty() {
                 shard.forget(&key, &group);
             } else {
@@ -450,12 +446,7 @@ impl Store {
                 let mut removals = Removals::new();
                 let mut emptied = Vec::new();
                 for (key, group) in &mut shard.map {
-                    removals.extend(
-                        group
-                            .extract(|e| remove(key, e))
-                            .into_iter()
-                            .map(|(e, c)| (key.clone(), e, c)),
-                    );
+                    removals.extend(group.extract(key, |e| remove(key, e)));
                     if group.is_empty() {
                         emptied.push(key.clone());
                     }
@@ -564,12 +555,7 @@ impl Store {
                             marked.bytes += m.bytes;
                         }
                         Purge::Hard => {
-                            removals.extend(
-                                group
-                                    .extract(|e| has_tag(e).then_some(RemovalCause::Invalidated))
-                                    .into_iter()
-                                    .map(|(e, c)| (key.clone(), e, c)),
-                            );
+                            removals.extend(group.extract(key, |e| has_tag(e).then_some(RemovalCause::Invalidated)));
                             if group.is_empty() {
                                 shard.pop_group(key);
                             }

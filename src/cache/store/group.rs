@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use super::{RemovalCause, Removals};
 use crate::cache::entry::Entry;
 use crate::cache::labels::Node;
 
@@ -99,13 +100,18 @@ impl Group {
         entry
     }
 
-    /// Takes out the variants `pick` names a reason for, with the reason.
-    pub(super) fn extract<C>(&mut self, mut pick: impl FnMut(&Arc<Entry>) -> Option<C>) -> Vec<(Arc<Entry>, C)> {
-        let mut out = Vec::new();
+    /// Takes out the variants `pick` names a cause for, as removals of the
+    /// group's `key`.
+    pub(super) fn extract(
+        &mut self,
+        key: &Arc<str>,
+        mut pick: impl FnMut(&Arc<Entry>) -> Option<RemovalCause>,
+    ) -> Removals {
+        let mut out = Removals::new();
         let mut i = 0;
         while i < self.variants().len() {
             match pick(&self.variants()[i]) {
-                Some(reason) => out.push((self.remove(i), reason)),
+                Some(cause) => out.push((key.clone(), self.remove(i), cause)),
                 None => i += 1,
             }
         }
