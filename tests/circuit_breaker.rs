@@ -486,3 +486,64 @@ async fn successes_counted_without_the_lock_weigh_in_the_window_and_can_trip_it(
     send(&mut svc, "http://a.test/ok").await.unwrap();
     assert_eq!(breakers.state("http://a.test"), Some(State::Open));
 }
+
+/// Answers 200 after `secs` of (paused) time.
+fn answers_after(secs: u64) -> Upstream {
+    Upstream::new(move |_, _| async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        Ok(status(200))
+    })
+}
+
+fn figures(breakers: &tower_optimizer::circuit_breaker::CircuitBreakers, key: &str) -> (State, u32, u32) {
+    let snap = breakers.snapshot().into_iter().find(|s| &*s.key == key).unwrap();
+    (snap.state, snap.figures.calls, snap.figures.slow)
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_are_timed_where_a_slow_call_rule_or_a_listener_asks() {
+    // A slow-call rule: two 3 s answers against a 1 s threshold trip it.
+    let rule = CircuitBreakerConfig::builder()
+        .failure_rate(None)
+        .slow_calls(Some(50.0), Duration::from_secs(1))
+        .minimum_calls(2)
+        .build()
+        .unwrap();
+    let timed = layer(rule);
+    let mut svc = tower::Layer::layer(&timed, answers_after(3));
+    for _ in 0..2 {
+        assert_eq!(send(&mut svc, "http://a.test/").await.unwrap(), 200);
+    }
+    assert_eq!(figures(&timed.breakers(), "http://a.test"), (State::Open, 2, 2));
+    assert!(send(&mut svc, "http://a.test/").await.unwrap_err().is::<Open>());
+
+    // A listener, with no rule: each event carries the call's duration.
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let log = events.clone();
+    let listened = CircuitBreakerConfig::builder()
+        .slow_calls(None, Duration::from_secs(1))
+        .on_event(move |e: &Event| log.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let listened = layer(listened);
+    let mut svc = tower::Layer::layer(&listened, answers_after(3));
+    send(&mut svc, "http://b.test/").await.unwrap();
+    let events = events.lock().unwrap().clone();
+    assert!(
+        matches!(events[..], [Event::Success { elapsed: a, .. }, Event::SlowCall { elapsed: b, .. }]
+            if a == Duration::from_secs(3) && b == a),
+        "{events:?}"
+    );
+    assert_eq!(figures(&listened.breakers(), "http://b.test"), (State::Closed, 1, 1));
+
+    // Neither: the call is not timed, so it is not slow.
+    let plain = layer(
+        CircuitBreakerConfig::builder()
+            .slow_calls(None, Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    let mut svc = tower::Layer::layer(&plain, answers_after(3));
+    send(&mut svc, "http://c.test/").await.unwrap();
+    assert_eq!(figures(&plain.breakers(), "http://c.test"), (State::Closed, 1, 0));
+}

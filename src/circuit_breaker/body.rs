@@ -24,7 +24,10 @@ use std::sync::Arc;
 pub(crate) struct Guard {
     pub(crate) cell: Arc<CellRef>,
     pub(crate) permit: Permit,
-    pub(crate) start: Instant,
+    /// When the call began, if the breaker times calls
+    /// ([`CircuitBreakerConfig::times_calls`](super::CircuitBreakerConfig)):
+    /// otherwise a closed breaker's success reads no clock at all.
+    pub(crate) start: Option<Instant>,
     /// Recorded on drop instead of releasing (a success waiting for its body).
     pub(crate) on_drop: Option<Outcome>,
 }
@@ -50,8 +53,13 @@ impl Guard {
     fn record(&self, outcome: Outcome, retry_after: Option<Duration>) {
         let cell = &self.cell;
         let config = &cell.config;
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.start);
+        let timed = self.start.map(|start| {
+            let now = Instant::now();
+            (now, now.saturating_duration_since(start))
+        });
+        // An untimed call is never slow: no slow-call rule is set and no
+        // listener asks how long it took.
+        let elapsed = timed.map_or(Duration::ZERO, |(_, elapsed)| elapsed);
         let mut transitions = Vec::new();
         // The common case, a closed breaker's success in time, is counted
         // without the lock (see `tally.rs`).
@@ -62,6 +70,7 @@ impl Guard {
             && elapsed < config.slow_call
             && cell.fast_success(self.permit.generation);
         if !fast {
+            let now = timed.map_or_else(Instant::now, |(now, _)| now);
             cell.lock().record(
                 config,
                 self.permit,
@@ -73,7 +82,7 @@ impl Guard {
             );
         }
         if self.permit.recorded && outcome != Outcome::Ignored {
-            let slow = elapsed >= config.slow_call;
+            let slow = timed.is_some() && elapsed >= config.slow_call;
             match outcome {
                 Outcome::Failure => cell.metrics.failure.increment(1),
                 _ => cell.metrics.success.increment(1),

@@ -171,6 +171,13 @@ impl CircuitBreakerConfig {
             config: CircuitBreakerConfig::default(),
         }
     }
+
+    /// Whether calls are timed: only a slow-call rule or a listener (whose
+    /// events carry each call's duration) needs it, and the closed path
+    /// otherwise reads no clock.
+    pub(crate) fn times_calls(&self) -> bool {
+        self.slow_rate.is_some() || !self.listeners.is_empty()
+    }
 }
 
 /// Builds a checked [`CircuitBreakerConfig`].
@@ -197,6 +204,11 @@ impl CircuitBreakerConfigBuilder {
     }
 
     /// Slow-call rate (percent) that trips the breaker, and what counts as slow.
+    ///
+    /// Calls are timed only when a slow-call rate is set or an event
+    /// listener is registered ([`on_event`](Self::on_event)): otherwise no
+    /// call counts as slow (in the window figures and the `slow` outcome
+    /// of the calls counter alike) and the closed path reads no clock.
     pub fn slow_calls(self, percent: Option<f64>, slower_than: Duration) -> Self {
         self.with(|c| {
             c.slow_rate = percent;
