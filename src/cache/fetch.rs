@@ -294,6 +294,7 @@ impl Fetch {
                 .store
                 .remove_key(&self.key, super::store::RemovalCause::Replaced);
             self.leader.take();
+            status.ttl = Some(stale.freshness().ttl_secs(now));
             return from_entry(stale, now, head, status);
         };
         let entry = Arc::new(Entry::new(

@@ -109,7 +109,10 @@ impl CacheStatus {
             (true, _, Some(ttl)) if ttl < 0 => Outcome::StaleHit,
             (true, _, _) => Outcome::Hit,
             (false, Some(Forward::Bypass | Forward::Method), _) => Outcome::Bypass,
-            (false, _, _) if self.fwd_status == Some(304) => Outcome::Revalidated,
+            // A 304 that freshened the stored response served (which has a
+            // TTL); a 304 passed on as it came (unsolicited, or for a HEAD
+            // forwarded plainly) is not a revalidation.
+            (false, _, Some(_)) if self.fwd_status == Some(304) => Outcome::Revalidated,
             (false, Some(Forward::Stale), Some(_)) if self.detail == Some("stale-if-error") => Outcome::StaleHit,
             _ => Outcome::Miss,
         }
@@ -304,9 +307,25 @@ mod tests {
         assert_eq!(swr.outcome(), Outcome::StaleHit);
         let reval = CacheStatus {
             fwd_status: Some(304),
+            ttl: Some(60),
             ..CacheStatus::forward(Forward::Stale)
         };
         assert_eq!(reval.outcome(), Outcome::Revalidated);
+        let unsolicited = CacheStatus {
+            fwd_status: Some(304),
+            detail: Some("status"),
+            ..CacheStatus::forward(Forward::UriMiss)
+        };
+        assert_eq!(
+            unsolicited.outcome(),
+            Outcome::Miss,
+            "no stored response was revalidated"
+        );
+        let passed_on = CacheStatus {
+            fwd_status: Some(304),
+            ..CacheStatus::forward(Forward::Stale)
+        };
+        assert_eq!(passed_on.outcome(), Outcome::Miss, "a HEAD's 304 passed on as it came");
         assert_eq!(CacheStatus::forward(Forward::Method).outcome(), Outcome::Bypass);
         assert_eq!(CacheStatus::hit(1).to_header_value(), "tower-optimizer; hit; ttl=1");
         assert_eq!(
