@@ -25,7 +25,7 @@ use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheStatus, Outcome};
 use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
-use tower_optimizer::stack::{MonitorSettings, OptimizerStack};
+use tower_optimizer::stack::{MonitorSettings, OptimizedService, OptimizerStack};
 
 /// Budget small enough that the larger bodies evict each other.
 const MAX_BYTES: usize = 256 << 10;
@@ -251,6 +251,8 @@ struct Exchange {
     path: &'static str,
     headers: Vec<(String, Vec<u8>)>,
     advance: u64,
+    /// Sent together with the next exchange.
+    with_next: bool,
 }
 
 fn exchange() -> impl Strategy<Value = Exchange> {
@@ -266,14 +268,17 @@ fn exchange() -> impl Strategy<Value = Exchange> {
     (
         method,
         prop::sample::select(PATHS),
-        prop::collection::vec(header(REQUEST_VALUES), 0..3),
+        // Most requests carry nothing special, so entries get hit.
+        prop_oneof![3 => Just(Vec::new()), 1 => prop::collection::vec(header(REQUEST_VALUES), 1..3)],
         prop::sample::select(ADVANCES),
+        prop::bool::weighted(0.3),
     )
-        .prop_map(|(method, path, headers, advance)| Exchange {
+        .prop_map(|(method, path, headers, advance, with_next)| Exchange {
             method,
             path,
             headers,
             advance,
+            with_next,
         })
 }
 
@@ -317,6 +322,8 @@ fn upstream(
         let behaviour = script[n % script.len()].clone();
         let sent = sent.clone();
         async move {
+            // Answers take a moment, so requests sent together overlap.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             let (status, headers, len, length, fails_midway) = match behaviour {
                 Behaviour::Error => {
                     return Err::<_, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
@@ -365,6 +372,77 @@ fn upstream(
     })
 }
 
+/// Sends one exchange and checks what comes back.
+async fn exchange_once(
+    i: usize,
+    ex: Exchange,
+    client: OptimizedService<Full<Bytes>>,
+    sent: Sent,
+) -> Result<(), String> {
+    let uri: Uri = format!("http://up.test{}", ex.path).parse().unwrap();
+    let mut req = Request::builder().method(ex.method.clone()).uri(uri.clone());
+    for (name, bytes) in &ex.headers {
+        req = req.header(HeaderName::from_bytes(name.as_bytes()).unwrap(), value(bytes));
+    }
+    let req = req.body(Full::default()).unwrap();
+    let Ok(res) = client.clone().oneshot(req).await else {
+        // An error reaches the caller as an error: allowed.
+        return Ok(());
+    };
+    let status = res.status();
+    let outcome = res.extensions().get::<CacheStatus>().map(CacheStatus::outcome);
+    let from_cache = outcome.is_some_and(|o| matches!(o, Outcome::Hit | Outcome::StaleHit | Outcome::Revalidated));
+    if from_cache && status == 304 {
+        // Conditional requests bypass the cache: a 304 from it would
+        // answer a question the client never asked.
+        return Err(format!("exchange {i}: the cache answered 304 ({outcome:?})"));
+    }
+    if res.headers().get("cache-status").is_none() {
+        return Err(format!("exchange {i}: no Cache-Status header"));
+    }
+    let declared = res.headers().get(CONTENT_LENGTH).cloned();
+    let body = match res.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if from_cache => return Err(format!("exchange {i}: a cached body failed: {e}")),
+        // An upstream body that failed midway fails for its caller too.
+        Err(_) => return Ok(()),
+    };
+    if ex.method == Method::HEAD {
+        if !body.is_empty() {
+            return Err(format!("exchange {i}: HEAD answered with a body"));
+        }
+    } else if !(body.is_empty() && matches!(status.as_u16(), 304 | 504)) {
+        let sent = sent.lock().unwrap();
+        let whole = sent.get(&key_of(&uri)).is_some_and(|bodies| bodies.contains(&body));
+        if !whole {
+            return Err(format!(
+                "exchange {i}: {status} body of {} bytes is not one the upstream sent for {}",
+                body.len(),
+                ex.path
+            ));
+        }
+    }
+    if from_cache {
+        // A HEAD declares the length of the stored GET's body.
+        let expected = if ex.method == Method::HEAD {
+            let sent = sent.lock().unwrap();
+            sent.get(&key_of(&uri))
+                .map(|bodies| bodies.iter().map(|b| b.len().to_string()).collect::<Vec<_>>())
+                .unwrap_or_default()
+        } else {
+            vec![body.len().to_string()]
+        };
+        if let Some(declared) = declared {
+            if !declared.to_str().is_ok_and(|d| expected.iter().any(|e| e == d)) {
+                return Err(format!(
+                    "exchange {i}: cached answer declares {declared:?}, expected one of {expected:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the exchanges through a full stack; the first broken rule, if any.
 async fn run(script: Vec<Behaviour>, exchanges: Vec<Exchange>) -> Result<(), String> {
     let cache = Cache::builder()
@@ -384,68 +462,21 @@ async fn run(script: Vec<Behaviour>, exchanges: Vec<Exchange>) -> Result<(), Str
         .build::<Full<Bytes>>()
         .unwrap();
     let client = layer.layer(upstream(Arc::new(script), sent.clone()));
-    for (i, ex) in exchanges.into_iter().enumerate() {
+    let mut exchanges = exchanges.into_iter().enumerate();
+    while let Some((i, ex)) = exchanges.next() {
         tokio::time::advance(Duration::from_secs(ex.advance)).await;
-        let uri: Uri = format!("http://up.test{}", ex.path).parse().unwrap();
-        let mut req = Request::builder().method(ex.method.clone()).uri(uri.clone());
-        for (name, bytes) in &ex.headers {
-            req = req.header(HeaderName::from_bytes(name.as_bytes()).unwrap(), value(bytes));
+        // A run of exchanges marked `with_next` goes out at once, so
+        // misses coalesce and race refreshes and invalidations.
+        let mut batch = tokio::task::JoinSet::new();
+        let mut with_next = ex.with_next;
+        batch.spawn(exchange_once(i, ex, client.clone(), sent.clone()));
+        while with_next {
+            let Some((i, ex)) = exchanges.next() else { break };
+            with_next = ex.with_next;
+            batch.spawn(exchange_once(i, ex, client.clone(), sent.clone()));
         }
-        let req = req.body(Full::default()).unwrap();
-        let Ok(res) = client.clone().oneshot(req).await else {
-            // An error reaches the caller as an error: allowed.
-            continue;
-        };
-        let status = res.status();
-        let outcome = res.extensions().get::<CacheStatus>().map(CacheStatus::outcome);
-        let from_cache = outcome.is_some_and(|o| matches!(o, Outcome::Hit | Outcome::StaleHit | Outcome::Revalidated));
-        if from_cache && status == 304 {
-            // Conditional requests bypass the cache: a 304 from it would
-            // answer a question the client never asked.
-            return Err(format!("exchange {i}: the cache answered 304 ({outcome:?})"));
-        }
-        if res.headers().get("cache-status").is_none() {
-            return Err(format!("exchange {i}: no Cache-Status header"));
-        }
-        let declared = res.headers().get(CONTENT_LENGTH).cloned();
-        let body = match res.into_body().collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) if from_cache => return Err(format!("exchange {i}: a cached body failed: {e}")),
-            // An upstream body that failed midway fails for its caller too.
-            Err(_) => continue,
-        };
-        if ex.method == Method::HEAD {
-            if !body.is_empty() {
-                return Err(format!("exchange {i}: HEAD answered with a body"));
-            }
-        } else if !(body.is_empty() && matches!(status.as_u16(), 304 | 504)) {
-            let sent = sent.lock().unwrap();
-            let whole = sent.get(&key_of(&uri)).is_some_and(|bodies| bodies.contains(&body));
-            if !whole {
-                return Err(format!(
-                    "exchange {i}: {status} body of {} bytes is not one the upstream sent for {}",
-                    body.len(),
-                    ex.path
-                ));
-            }
-        }
-        if from_cache {
-            // A HEAD declares the length of the stored GET's body.
-            let expected = if ex.method == Method::HEAD {
-                let sent = sent.lock().unwrap();
-                sent.get(&key_of(&uri))
-                    .map(|bodies| bodies.iter().map(|b| b.len().to_string()).collect::<Vec<_>>())
-                    .unwrap_or_default()
-            } else {
-                vec![body.len().to_string()]
-            };
-            if let Some(declared) = declared {
-                if !declared.to_str().is_ok_and(|d| expected.iter().any(|e| e == d)) {
-                    return Err(format!(
-                        "exchange {i}: cached answer declares {declared:?}, expected one of {expected:?}"
-                    ));
-                }
-            }
+        while let Some(result) = batch.join_next().await {
+            result.map_err(|e| format!("an exchange panicked: {e}"))??;
         }
         let stats = cache.stats();
         if stats.bytes > stats.max_bytes {
