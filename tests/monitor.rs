@@ -398,3 +398,72 @@ fn route_templates_label_the_route_not_the_path() {
         "no raw path in any label"
     );
 }
+
+/// GETs one URI through `svc`; the status, after reading the body.
+async fn get<S, B>(svc: &mut S) -> u16
+where
+    S: Service<Req, Response = Response<B>, Error = BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let req = Request::get("http://up.test/x").body(Full::default()).unwrap();
+    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    let status = res.status().as_u16();
+    res.into_body().collect().await.unwrap();
+    status
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_answers_hiding_upstream_errors_raise_an_alert() {
+    use tower_optimizer::monitor::{AlertManager, AlertState, Monitor};
+    // Fresh for a second, then allowed to stand in for errors for ten
+    // minutes; after the first answer the upstream only fails.
+    let upstream = Upstream::new(|_, n| async move {
+        Ok(if n == 0 {
+            support::ok("max-age=1, stale-if-error=600", "kept")
+        } else {
+            Response::builder().status(503).body(Full::default()).unwrap()
+        })
+    });
+    let cache = Cache::builder().build().unwrap();
+    let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let monitor = Monitor::builder()
+        .interval(Duration::from_secs(5))
+        .cache(cache.clone())
+        .alerts(AlertManager::with_default_rules(f64::MAX))
+        .build();
+    assert_eq!(get(&mut svc).await, 200);
+    let figure = |monitor: &Monitor| {
+        let cache = monitor.sample_now().cache.unwrap();
+        (cache.stale_on_error, cache.stale_on_error_ratio)
+    };
+    assert_eq!(figure(&monitor), (0, 0.0), "one miss, nothing hidden");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    // Four failures, each hidden behind the stale answer.
+    for _ in 0..4 {
+        assert_eq!(get(&mut svc).await, 200, "the caller sees success");
+    }
+    assert_eq!(
+        figure(&monitor),
+        (4, 1.0),
+        "every answer since the last sample hid an error"
+    );
+    assert_eq!(figure(&monitor), (4, 0.0), "none since");
+
+    // Kept up for a minute, the hiding raises `ServingStaleOnError`.
+    let firing = |monitor: &Monitor| {
+        monitor
+            .snapshot()
+            .alerts
+            .iter()
+            .find(|a| a.rule.name == "ServingStaleOnError")
+            .map(|a| a.state)
+    };
+    for _ in 0..13 {
+        assert_eq!(get(&mut svc).await, 200);
+        monitor.sample_now();
+        tokio::time::advance(Duration::from_secs(5)).await;
+    }
+    assert_eq!(firing(&monitor), Some(AlertState::Firing));
+    assert_eq!(cache.stats().stale_on_error, 17);
+}

@@ -122,6 +122,7 @@ impl Fetch {
             return None;
         }
         bump(&self.cache.counters.stale);
+        bump(&self.cache.counters.stale_on_error);
         let status = CacheStatus {
             fwd_status,
             ttl: Some(stale.freshness().ttl_secs(now)),

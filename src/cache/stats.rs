@@ -15,6 +15,10 @@ pub struct CacheStats {
     pub misses: u64,
     /// Requests answered with a stale entry (max-stale, SWR, stale-if-error).
     pub stale: u64,
+    /// Of `stale`, the answers that stood in for an upstream error or
+    /// timeout (stale-if-error): each one is an upstream failure the caller
+    /// did not see, so a steady count means an outage is being hidden.
+    pub stale_on_error: u64,
     /// Stale entries validated upstream with a 304.
     pub revalidated: u64,
     /// Requests that waited on another request's upstream call.
@@ -168,6 +172,7 @@ pub(crate) struct Counters {
     pub(crate) hits: Counter,
     pub(crate) misses: Counter,
     pub(crate) stale: Counter,
+    pub(crate) stale_on_error: Counter,
     pub(crate) revalidated: Counter,
     pub(crate) coalesced: Counter,
     pub(crate) coalesce_timeouts: Counter,
@@ -189,6 +194,7 @@ impl Counters {
             hits: get(&self.hits),
             misses: get(&self.misses),
             stale: get(&self.stale),
+            stale_on_error: get(&self.stale_on_error),
             revalidated: get(&self.revalidated),
             coalesced: get(&self.coalesced),
             coalesce_timeouts: get(&self.coalesce_timeouts),

@@ -210,8 +210,13 @@ impl AlertManager {
     }
 
     /// The built-in rules: error rate over 5% for a minute, p99 latency over
-    /// 1 s for five minutes, any breaker open, cache bytes over 90% of the
-    /// budget, process memory over `rss_limit` bytes.
+    /// 1 s for five minutes, any breaker open, the cache standing in for
+    /// upstream errors (stale-if-error) for a minute, cache bytes over 90% of
+    /// the budget, process memory over `rss_limit` bytes.
+    ///
+    /// `ServingStaleOnError` is there because stale-if-error hides outages:
+    /// callers see successes (so the error rate stays low) while the
+    /// upstream fails.
     pub fn with_default_rules(rss_limit: f64) -> Self {
         let mut manager = AlertManager::new();
         for rule in [
@@ -220,6 +225,8 @@ impl AlertManager {
                 .severity(Severity::Critical),
             AlertRule::above("SlowRequests", "http.p99", 1.0).for_duration(Duration::from_secs(300)),
             AlertRule::above("CircuitOpen", "circuit_breaker.open", 0.0).severity(Severity::Critical),
+            AlertRule::above("ServingStaleOnError", "cache.stale_on_error_ratio", 0.0)
+                .for_duration(Duration::from_secs(60)),
             AlertRule::above("CacheNearBudget", "cache.bytes_ratio", 0.9).for_duration(Duration::from_secs(300)),
             AlertRule::above("ProcessMemoryHigh", "process.resident_memory", rss_limit)
                 .for_duration(Duration::from_secs(120)),
@@ -428,7 +435,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn below_rules_defaults_and_async_handlers() {
         let mut m = AlertManager::with_default_rules(1e9);
-        assert_eq!(m.statuses().len(), 5);
+        assert_eq!(m.statuses().len(), 6);
         m.add_rule(AlertRule::below("hit ratio", "cache.hit_ratio", 0.5));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         m.on_alert_async(move |alert| {

@@ -9,6 +9,7 @@ use super::stats::StatsSnapshot;
 /// |---|---|
 /// | `http.rate`, `http.error_rate`, `http.p50`, `http.p99` | [`StatsSnapshot`] (overall) |
 /// | `cache.hit_ratio`, `cache.bytes`, `cache.bytes_ratio`, `cache.entries` | `CacheStats` |
+/// | `cache.stale_on_error_ratio` | the [`Monitor`](super::Monitor)'s sampler: share of the cache's answers since its previous sample that stood in for an upstream error |
 /// | `circuit_breaker.open` | breakers open or forced open |
 /// | `process.resident_memory` | `/proc/self/status` (Linux) |
 ///

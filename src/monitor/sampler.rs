@@ -28,6 +28,14 @@ pub struct CacheSample {
     pub misses: u64,
     /// Hit ratio so far (stale and revalidated count as hits).
     pub hit_ratio: f64,
+    /// Stale answers so far (max-stale, stale-while-revalidate, stale-if-error).
+    pub stale: u64,
+    /// Of those, answers that stood in for an upstream error so far.
+    pub stale_on_error: u64,
+    /// Share of the cache's answers since the previous sample that stood in
+    /// for an upstream error (0..=1): what the `cache.stale_on_error_ratio`
+    /// figure and the `ServingStaleOnError` alert read.
+    pub stale_on_error_ratio: f64,
     /// Bytes charged.
     pub bytes: u64,
     /// Budget.
@@ -94,6 +102,9 @@ struct Inner {
     alerts: Mutex<AlertManager>,
     history: Mutex<VecDeque<Sample>>,
     last_cpu: Mutex<Option<(Instant, Option<Duration>)>>,
+    /// Cache answers and stale-on-error answers at the previous sample.
+    #[cfg(feature = "cache")]
+    last_cache: Mutex<(u64, u64)>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -217,6 +228,8 @@ impl MonitorBuilder {
                 alerts: Mutex::new(self.alerts),
                 history: Mutex::default(),
                 last_cpu: Mutex::default(),
+                #[cfg(feature = "cache")]
+                last_cache: Mutex::default(),
                 task: Mutex::default(),
             }),
         }
@@ -301,11 +314,27 @@ impl Monitor {
         #[cfg(feature = "cache")]
         let cache = inner.cache.as_ref().map(|c| {
             let s = c.stats();
-            figures = std::mem::take(&mut figures).cache(&s);
+            // Answers from the lookup on: a stale-on-error answer was
+            // first counted as a miss, so it is not counted twice.
+            let answered = s.hits + s.misses + (s.stale - s.stale_on_error);
+            let stale_on_error_ratio = {
+                let mut last = inner.last_cache.lock().unwrap_or_else(PoisonError::into_inner);
+                let (before, on_error_before) = std::mem::replace(&mut *last, (answered, s.stale_on_error));
+                ratio(
+                    s.stale_on_error.saturating_sub(on_error_before),
+                    answered.saturating_sub(before),
+                )
+            };
+            figures = std::mem::take(&mut figures)
+                .cache(&s)
+                .with("cache.stale_on_error_ratio", stale_on_error_ratio);
             CacheSample {
                 hits: s.hits,
                 misses: s.misses,
                 hit_ratio: s.hit_ratio(),
+                stale: s.stale,
+                stale_on_error: s.stale_on_error,
+                stale_on_error_ratio,
                 bytes: s.bytes,
                 max_bytes: s.max_bytes,
                 entries: s.entries,
@@ -399,12 +428,25 @@ pub mod gauges {
     pub const CACHE_ENTRIES: &str = "tower_optimizer.cache.entries";
     /// Hit ratio so far (0..=1).
     pub const CACHE_HIT_RATIO: &str = "tower_optimizer.cache.hit_ratio";
+    /// Share of the cache's answers since the previous sample that stood in
+    /// for an upstream error (0..=1).
+    pub const CACHE_STALE_ON_ERROR_RATIO: &str = "tower_optimizer.cache.stale_on_error_ratio";
     /// Alerts firing.
     pub const ALERTS_FIRING: &str = "tower_optimizer.alerts.firing";
     /// Resident memory of the process, bytes (OpenTelemetry name).
     pub const PROCESS_MEMORY: &str = "process.memory.usage";
     /// CPU use of the process, fraction of one core (OpenTelemetry name).
     pub const PROCESS_CPU: &str = "process.cpu.utilization";
+}
+
+/// `part / whole`, 0 when nothing happened.
+#[cfg(feature = "cache")]
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 / whole as f64).min(1.0)
+    }
 }
 
 /// Publishes a sample's figures as gauges (for Prometheus and dashboards).
@@ -416,6 +458,10 @@ fn export(sample: &Sample) {
     metrics::describe_gauge!(gauges::CACHE_CAPACITY, Unit::Bytes, "The cache budget.");
     metrics::describe_gauge!(gauges::CACHE_ENTRIES, "Entries stored in the cache.");
     metrics::describe_gauge!(gauges::CACHE_HIT_RATIO, "Cache hit ratio since start.");
+    metrics::describe_gauge!(
+        gauges::CACHE_STALE_ON_ERROR_RATIO,
+        "Share of cache answers since the previous sample that stood in for an upstream error."
+    );
     metrics::describe_gauge!(gauges::ALERTS_FIRING, "Alerts firing.");
     metrics::describe_gauge!(gauges::PROCESS_MEMORY, Unit::Bytes, "Resident memory of the process.");
     metrics::describe_gauge!(gauges::PROCESS_CPU, "CPU use of the process, fraction of one core.");
@@ -424,6 +470,7 @@ fn export(sample: &Sample) {
         metrics::gauge!(gauges::CACHE_CAPACITY).set(cache.max_bytes as f64);
         metrics::gauge!(gauges::CACHE_ENTRIES).set(cache.entries as f64);
         metrics::gauge!(gauges::CACHE_HIT_RATIO).set(cache.hit_ratio);
+        metrics::gauge!(gauges::CACHE_STALE_ON_ERROR_RATIO).set(cache.stale_on_error_ratio);
     }
     metrics::gauge!(gauges::ALERTS_FIRING).set(sample.alerts_firing as f64);
     if let Some(rss) = sample.process.resident_memory {
