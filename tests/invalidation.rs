@@ -605,3 +605,95 @@ async fn soft_variants_of_key_dependency_predicate_and_age() {
     }
     assert_eq!(upstream.calls(), 8);
 }
+
+/// Upstream that takes a second to answer a GET (so an invalidation can
+/// land while the miss is in flight), tagged `slow`; writes answer 204.
+fn slow_api() -> Upstream {
+    Upstream::new(|req: Req, n| async move {
+        if req.method() != Method::GET {
+            return Ok::<Res, BoxError>(Response::builder().status(204).body(Full::default()).unwrap());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(Response::builder()
+            .header("cache-control", "max-age=600")
+            .header("surrogate-key", "slow")
+            .body(Full::new(Bytes::from(format!("#{n}"))))
+            .unwrap())
+    })
+}
+
+/// How the invalidation in [`invalidated_mid_flight`] is made.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    Key,
+    Tag,
+    Pattern,
+    Post,
+    Clear,
+    Version,
+}
+
+/// An invalidation that lands while a miss is in flight: the miss's caller
+/// gets its answer (it asked first), but that answer is not stored, and a
+/// request made after the invalidation does not share it.
+async fn invalidated_mid_flight(way: Way) {
+    let cache = Cache::builder().build().unwrap();
+    let inv = Invalidator::new(cache.clone());
+    let upstream = slow_api();
+    let layer = InvalidationLayer::new(inv.clone()).namespace(|_| Some("items".to_owned()));
+    let client = stack(&cache, &layer, &upstream);
+    let uri = "http://api.test/items/1";
+    let first = tokio::spawn({
+        let mut c = client.clone();
+        async move { get(&mut c, uri).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = client.clone();
+    match way {
+        Way::Key => {
+            inv.uri(&uri.parse().unwrap());
+        }
+        Way::Tag => {
+            inv.tag("slow");
+        }
+        Way::Pattern => {
+            inv.pattern("items/").await.unwrap();
+        }
+        Way::Post => assert_eq!(write(&mut c, Method::POST, uri).await.status, 204),
+        Way::Clear => {
+            cache.clear();
+        }
+        Way::Version => {
+            inv.bump_version("items");
+        }
+    }
+    // The POST is an upstream call of its own.
+    let fresh: &[u8] = if matches!(way, Way::Post) { b"#2" } else { b"#1" };
+    let after = get(&mut c, uri).await;
+    assert_eq!(
+        &after.body[..],
+        fresh,
+        "{way:?}: asked after the invalidation, answered afresh"
+    );
+    assert!(!after.cache.collapsed, "{way:?}: not the answer fetched before it");
+    assert_eq!(
+        &first.await.unwrap().body[..],
+        b"#0",
+        "{way:?}: the first caller gets its answer"
+    );
+    let later = get(&mut c, uri).await;
+    assert!(later.cache.hit, "{way:?}");
+    assert_eq!(
+        &later.body[..],
+        fresh,
+        "{way:?}: the answer fetched before the invalidation was not stored"
+    );
+    assert_eq!(upstream.calls(), fresh[1] as usize - b'0' as usize + 1, "{way:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_during_a_miss_keeps_its_answer_out() {
+    for way in [Way::Key, Way::Tag, Way::Pattern, Way::Post, Way::Clear, Way::Version] {
+        invalidated_mid_flight(way).await;
+    }
+}

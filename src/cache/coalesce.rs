@@ -16,6 +16,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::time::Instant;
 
 use super::entry::Entry;
+use super::epochs::{Epochs, Stamp};
 
 /// What a flight ended with: the stored entry, or `None` (failed, not
 /// storable, cancelled), which sends each waiter upstream on its own.
@@ -51,12 +52,21 @@ pub(crate) enum Wait {
     Expired,
 }
 
-#[derive(Default)]
 struct Flight {
     state: Mutex<FlightState>,
+    /// The leader's key stripe when it started: a request made after an
+    /// invalidation moved it does not wait for this flight.
+    stamp: Stamp,
 }
 
 impl Flight {
+    fn new(stamp: Stamp) -> Arc<Self> {
+        Arc::new(Flight {
+            state: Mutex::default(),
+            stamp,
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, FlightState> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -71,6 +81,7 @@ type FlightMap = HashMap<Arc<str>, Arc<Flight>, lru::DefaultHasher>;
 #[derive(Default)]
 pub(crate) struct Flights {
     map: Mutex<FlightMap>,
+    epochs: Epochs,
 }
 
 impl std::fmt::Debug for Flights {
@@ -92,11 +103,18 @@ impl Flights {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Joins the flight for `key`, becoming its leader if there is none. A
-    /// waiter that is the flight's first sets its `deadline`.
-    pub(crate) fn join(self: &Arc<Self>, key: &Arc<str>, deadline: Instant) -> Join {
+    /// The invalidation counters of fetches in flight.
+    pub(crate) fn epochs(&self) -> &Epochs {
+        &self.epochs
+    }
+
+    /// Joins the flight for `key`, becoming its leader if there is none, or
+    /// if the one there started before an invalidation of `key` (its answer
+    /// is older than what this request may be given). A waiter that is the
+    /// flight's first sets its `deadline`. `stamp` is this request's.
+    pub(crate) fn join(self: &Arc<Self>, key: &Arc<str>, deadline: Instant, stamp: Stamp) -> Join {
         let mut map = self.lock();
-        if let Some(flight) = map.get(key) {
+        if let Some(flight) = map.get(key).filter(|f| self.epochs.is_current(key, f.stamp)) {
             let flight = flight.clone();
             drop(map);
             let id = {
@@ -111,7 +129,9 @@ impl Flights {
                 holds_timer: false,
             });
         }
-        let flight = Arc::new(Flight::default());
+        // Replacing an outdated flight: its leader, when done, leaves this
+        // one in the table (it removes only its own).
+        let flight = Flight::new(stamp);
         map.insert(key.clone(), flight.clone());
         Join::Leader(Leader {
             flights: self.clone(),
@@ -123,12 +143,12 @@ impl Flights {
 
     /// Becomes leader only if nobody is fetching `key` (background refresh:
     /// at most one per key at a time).
-    pub(crate) fn try_lead(self: &Arc<Self>, key: &Arc<str>) -> Option<Leader> {
+    pub(crate) fn try_lead(self: &Arc<Self>, key: &Arc<str>, stamp: Stamp) -> Option<Leader> {
         let mut map = self.lock();
         if map.contains_key(key) {
             return None;
         }
-        let flight = Arc::new(Flight::default());
+        let flight = Flight::new(stamp);
         map.insert(key.clone(), flight.clone());
         Some(Leader {
             flights: self.clone(),
@@ -279,17 +299,21 @@ mod tests {
         Instant::now() + Duration::from_secs(1)
     }
 
+    fn stamp(flights: &Flights) -> Stamp {
+        flights.epochs().stamp("k")
+    }
+
     #[tokio::test]
     async fn waiters_get_the_leaders_outcome_and_a_dropped_leader_releases_them() {
         let flights = Arc::new(Flights::default());
         let key: Arc<str> = "k".into();
-        let Join::Leader(leader) = flights.join(&key, deadline()) else {
+        let Join::Leader(leader) = flights.join(&key, deadline(), stamp(&flights)) else {
             panic!("first is leader")
         };
-        let Join::Waiter(mut waiter) = flights.join(&key, deadline()) else {
+        let Join::Waiter(mut waiter) = flights.join(&key, deadline(), stamp(&flights)) else {
             panic!("second waits")
         };
-        assert!(flights.try_lead(&key).is_none());
+        assert!(flights.try_lead(&key, stamp(&flights)).is_none());
         let task = tokio::spawn(async move { poll_fn(|cx| waiter.poll_wait(cx)).await });
         tokio::task::yield_now().await;
         drop(leader);
@@ -297,7 +321,7 @@ mod tests {
         assert_eq!(flights.len(), 0);
         assert_eq!(flights.orphans(), 0);
         assert!(
-            matches!(flights.join(&key, deadline()), Join::Leader(_)),
+            matches!(flights.join(&key, deadline(), stamp(&flights)), Join::Leader(_)),
             "a new flight can start"
         );
     }
@@ -307,10 +331,10 @@ mod tests {
         let flights = Arc::new(Flights::default());
         let key: Arc<str> = "k".into();
         let first_deadline = deadline();
-        let Join::Leader(_leader) = flights.join(&key, first_deadline) else {
+        let Join::Leader(_leader) = flights.join(&key, first_deadline, stamp(&flights)) else {
             panic!("first is leader")
         };
-        let waiter = |flights: &Arc<Flights>, at| match flights.join(&key, at) {
+        let waiter = |flights: &Arc<Flights>, at| match flights.join(&key, at, stamp(flights)) {
             Join::Waiter(w) => w,
             Join::Leader(_) => panic!("a flight is running"),
         };

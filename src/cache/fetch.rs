@@ -15,13 +15,16 @@ use tokio::time::Instant;
 use super::coalesce::Leader;
 use super::directives::CacheControl;
 use super::entry::{self, Entry, EntryBody, Labels};
+use super::epochs::Stamp;
 use super::freshness::{self, Freshness, heuristically_cacheable};
 use super::handle::{Inner, Reservation};
 use super::key;
+use super::labels::Node;
 use super::labels::{Dependencies, Tags, Versions};
 use super::policy::{CacheMode, NotStorable};
 use super::stats::bump;
 use super::status::{CACHE_STATUS, CacheStatus, Forward};
+use super::store::RemovalCause;
 use crate::BoxError;
 use crate::body::OptimizerBody;
 
@@ -38,6 +41,9 @@ pub(crate) struct Fetch {
     pub(crate) stale: Option<Arc<Entry>>,
     pub(crate) status: CacheStatus,
     pub(crate) request_time: Instant,
+    /// The key's invalidation stripe when the request started: the answer
+    /// is stored only if no invalidation moved it since.
+    pub(crate) stamp: Stamp,
 }
 
 /// What the future does next with an upstream response.
@@ -108,6 +114,13 @@ pub(crate) fn add_validators<B>(request: &mut Request<B>, stale: &Entry) {
     }
 }
 
+/// What a flight's waiters get: the entry if it was stored, or if only an
+/// invalidation kept it out (they asked before it landed: later requests
+/// start a flight of their own); otherwise nothing, and each goes upstream.
+fn shared(entry: &Arc<Entry>, stored: Result<(), NotStorable>) -> Option<Arc<Entry>> {
+    matches!(stored, Ok(()) | Err(NotStorable::Invalidated)).then(|| entry.clone())
+}
+
 /// Whether a status is one RFC 5861 lets stale-if-error stand in for.
 fn is_error_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
@@ -156,6 +169,27 @@ impl Fetch {
         bump(&self.cache.counters.not_storable);
         self.leader.take();
         reason.as_str()
+    }
+
+    /// Stores `entry` (with the dependency edges `deps`) unless an
+    /// invalidation covering it landed since the request started: checked
+    /// before inserting, and again after, taking the entry back out if one
+    /// landed in between (`epochs.rs` says why that order is exact).
+    fn store(&self, entry: &Arc<Entry>, deps: &[Node]) -> Result<(), NotStorable> {
+        let epochs = self.cache.flights.epochs();
+        if !epochs.is_current(&self.key, self.stamp) {
+            return Err(NotStorable::Invalidated);
+        }
+        if !self.cache.store.insert(self.key.clone(), entry.clone(), deps) {
+            return Err(NotStorable::TooLarge);
+        }
+        if !epochs.is_current(&self.key, self.stamp) {
+            self.cache
+                .store
+                .remove_variants(&self.key, |e| std::ptr::eq(e, Arc::as_ptr(entry)), RemovalCause::Invalidated);
+            return Err(NotStorable::Invalidated);
+        }
+        Ok(())
     }
 
     /// A storable response too large to keep has outdated the variant this
@@ -309,10 +343,14 @@ impl Fetch {
             self.cache.stale_retention,
             self.cache.stale_if_error,
         ));
-        status.stored = self.cache.store.insert(self.key.clone(), entry.clone(), &[]);
+        let stored = self.store(&entry, &[]);
+        status.stored = stored.is_ok();
+        if stored == Err(NotStorable::Invalidated) {
+            status.detail = Some(NotStorable::Invalidated.as_str());
+        }
         status.ttl = Some(entry.freshness().ttl_secs(now));
         if let Some(leader) = self.leader.take() {
-            leader.complete(status.stored.then(|| entry.clone()));
+            leader.complete(shared(&entry, stored));
         }
         from_entry(&entry, now, head, status)
     }
@@ -424,21 +462,20 @@ impl Buffer {
             fetch.cache.stale_retention,
             fetch.cache.stale_if_error,
         ));
-        let stored = fetch.cache.store.insert(fetch.key.clone(), entry.clone(), deps);
-        if !stored {
+        let stored = fetch.store(&entry, deps);
+        if stored.is_err() {
             bump(&fetch.cache.counters.not_storable);
         }
         if let Some(leader) = fetch.leader.take() {
-            leader.complete(stored.then(|| entry.clone()));
+            leader.complete(shared(&entry, stored));
         }
         let status = CacheStatus {
             fwd_status: Some(parts.status.as_u16()),
             ttl: Some(entry.freshness().ttl_secs(now)),
-            stored,
-            detail: if stored {
-                fetch.status.detail
-            } else {
-                Some(NotStorable::TooLarge.as_str())
+            stored: stored.is_ok(),
+            detail: match stored {
+                Ok(()) => fetch.status.detail,
+                Err(reason) => Some(reason.as_str()),
             },
             ..fetch.status
         };

@@ -168,19 +168,28 @@ impl Cache {
     }
 
     /// Removes every variant stored under `key` (see [`Cache::key_for`]).
+    /// A response for `key` in flight now is not stored when it arrives.
     pub fn remove_key(&self, key: &str) -> Removed {
+        self.inner.flights.epochs().invalidate(key);
         self.inner.store.remove_key(key, RemovalCause::Invalidated)
     }
 
-    /// Removes every entry whose metadata matches `predicate`, shard by shard.
+    /// Removes every entry whose metadata matches `predicate`, shard by
+    /// shard. With cause [`RemovalCause::Invalidated`], no response in
+    /// flight now is stored when it arrives (its metadata is not known yet).
     pub fn remove_where(&self, mut predicate: impl FnMut(&EntryMeta) -> bool, cause: RemovalCause) -> Removed {
+        if cause == RemovalCause::Invalidated {
+            self.inner.flights.epochs().invalidate_all();
+        }
         self.inner
             .store
             .remove_where(|key, e| predicate(&e.meta(key)).then_some(cause))
     }
 
-    /// Removes everything.
+    /// Removes everything; no response in flight now is stored when it
+    /// arrives.
     pub fn clear(&self) -> Removed {
+        self.inner.flights.epochs().invalidate_all();
         self.inner.store.remove_where(|_, _| Some(RemovalCause::Invalidated))
     }
 

@@ -65,6 +65,7 @@ mod builder;
 mod coalesce;
 mod directives;
 mod entry;
+mod epochs;
 pub mod error;
 mod fetch;
 mod freshness;

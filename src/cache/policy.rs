@@ -127,6 +127,9 @@ pub enum NotStorable {
     Predicate,
     /// A HEAD request: answered from stored GETs, never stored itself.
     Head,
+    /// An invalidation covering the response landed while it was in
+    /// flight: it answers the requests made before, and is not stored.
+    Invalidated,
 }
 
 impl NotStorable {
@@ -144,6 +147,7 @@ impl NotStorable {
             NotStorable::Body => "body",
             NotStorable::Predicate => "predicate",
             NotStorable::Head => "head",
+            NotStorable::Invalidated => "invalidated",
         }
     }
 }

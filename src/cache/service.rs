@@ -104,6 +104,7 @@ where
             return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(fwd));
         }
         let snapshot = crate::util::request_head(&request);
+        let stamp = cache.flights.epochs().stamp(&key);
         let mut fetch = Fetch {
             cache: cache.clone(),
             key: key.clone(),
@@ -113,8 +114,9 @@ where
             stale,
             status: CacheStatus::forward(fwd),
             request_time: now,
+            stamp,
         };
-        match cache.flights.join(&key, now + cache.lock_timeout) {
+        match cache.flights.join(&key, now + cache.lock_timeout, stamp) {
             Join::Leader(leader) => {
                 fetch.leader = Some(leader);
                 if let Some(stale) = &fetch.stale {
@@ -256,7 +258,8 @@ impl<S> CacheService<S> {
         ResBody::Error: Into<BoxError>,
     {
         let cache = self.cache.inner.clone();
-        let Some(leader) = cache.flights.try_lead(&key) else {
+        let stamp = cache.flights.epochs().stamp(&key);
+        let Some(leader) = cache.flights.try_lead(&key, stamp) else {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -276,6 +279,7 @@ impl<S> CacheService<S> {
             stale: Some(entry),
             status: CacheStatus::forward(Forward::Stale),
             request_time: Instant::now(),
+            stamp,
         };
         let future: ResponseFuture<S, ReqBody, ResBody> = ResponseFuture::calling(service.call(request), fetch);
         runtime.spawn(async move {

@@ -132,6 +132,9 @@ impl Invalidator {
     pub fn bump_version(&self, namespace: &str) -> InvalidationReport {
         let started = Instant::now();
         let counter = self.counter(namespace);
+        // A response in flight may be stamped with the version after this
+        // bump (stamps are taken when it arrives): keep it out.
+        self.cache.inner.flights.epochs().invalidate_all();
         let version = counter.fetch_add(1, Ordering::AcqRel) + 1;
         let mut report = InvalidationReport::new(InvalidationKind::Version, Purge::Hard);
         report.version = Some(version);
@@ -305,6 +308,14 @@ impl Invalidator {
             // declared on it, so dependents can be read after purging.
             let mut probe = level.clone();
             for node in &level {
+                // In-flight responses first (see `cache/epochs.rs`): a
+                // response's tags are unknown until it arrives, so a tag
+                // outdates every fetch in flight.
+                let epochs = self.cache.inner.flights.epochs();
+                match node {
+                    Node::Key(key) => epochs.invalidate(key),
+                    Node::Tag(_) => epochs.invalidate_all(),
+                }
                 let removed = match node {
                     Node::Key(key) => store.purge_keys(std::slice::from_ref(key), mode),
                     Node::Tag(tag) => {

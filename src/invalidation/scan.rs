@@ -42,7 +42,10 @@ impl std::fmt::Debug for Scan {
 }
 
 impl Scan {
+    /// A scan for `matcher`. Responses in flight now are not stored when
+    /// they arrive: the scan cannot see them, and they may match.
     pub(crate) fn new(cache: Cache, matcher: Matcher) -> Self {
+        cache.inner.flights.epochs().invalidate_all();
         Scan {
             cache,
             matcher,
