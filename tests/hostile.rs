@@ -302,6 +302,17 @@ type UpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 /// What the upstream sent, by cache key: every body it answered with.
 type Sent = Arc<Mutex<HashMap<String, Vec<Bytes>>>>;
 
+/// Writes that succeeded, by cache key: the batch they were sent in and the
+/// upstream call that answered the latest.
+type Writes = Arc<Mutex<HashMap<String, (usize, usize)>>>;
+
+/// The upstream call number a body starts with (`#n#`).
+fn call_number(body: &[u8]) -> Option<usize> {
+    let rest = body.strip_prefix(b"#")?;
+    let end = rest.iter().position(|&b| b == b'#')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
 fn key_of(uri: &Uri) -> String {
     Cache::key_for_uri(uri).unwrap_or_default()
 }
@@ -322,8 +333,9 @@ fn upstream(
         let behaviour = script[n % script.len()].clone();
         let sent = sent.clone();
         async move {
-            // Answers take a moment, so requests sent together overlap.
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // Answers take a moment, so requests sent together overlap, and
+            // not all the same moment, so they finish out of order.
+            tokio::time::sleep(Duration::from_millis(10 * (n as u64 % 4 + 1))).await;
             let (status, headers, len, length, fails_midway) = match behaviour {
                 Behaviour::Error => {
                     return Err::<_, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
@@ -372,12 +384,12 @@ fn upstream(
     })
 }
 
-/// Sends one exchange and checks what comes back.
+/// Sends exchange `i` of batch `batch` and checks what comes back.
 async fn exchange_once(
-    i: usize,
+    (i, batch): (usize, usize),
     ex: Exchange,
     client: OptimizedService<Full<Bytes>>,
-    sent: Sent,
+    (sent, writes): (Sent, Writes),
 ) -> Result<(), String> {
     let uri: Uri = format!("http://up.test{}", ex.path).parse().unwrap();
     let mut req = Request::builder().method(ex.method.clone()).uri(uri.clone());
@@ -407,6 +419,25 @@ async fn exchange_once(
         // An upstream body that failed midway fails for its caller too.
         Err(_) => return Ok(()),
     };
+    let n = call_number(&body);
+    let unsafe_method = ex.method == Method::POST || ex.method == Method::DELETE;
+    if let (true, true, Some(n)) = (unsafe_method, status.as_u16() < 400, n) {
+        // RFC 9111 §4.4: a non-error answer to an unsafe method invalidates
+        // the URI; nothing fetched before it may be served after it.
+        let mut writes = writes.lock().unwrap();
+        let latest = writes.entry(key_of(&uri)).or_insert((batch, n));
+        *latest = (batch, latest.1.max(n));
+    }
+    if ex.method == Method::GET {
+        let written = writes.lock().unwrap().get(&key_of(&uri)).copied();
+        if let (Some((write_batch, write_call)), Some(n)) = (written, n) {
+            if write_batch < batch && n < write_call {
+                return Err(format!(
+                    "exchange {i}: answered with call #{n}, fetched before the write answered by call #{write_call}"
+                ));
+            }
+        }
+    }
     if ex.method == Method::HEAD {
         if !body.is_empty() {
             return Err(format!("exchange {i}: HEAD answered with a body"));
@@ -462,20 +493,24 @@ async fn run(script: Vec<Behaviour>, exchanges: Vec<Exchange>) -> Result<(), Str
         .build::<Full<Bytes>>()
         .unwrap();
     let client = layer.layer(upstream(Arc::new(script), sent.clone()));
+    let writes = Writes::default();
     let mut exchanges = exchanges.into_iter().enumerate();
+    let mut batch = 0;
     while let Some((i, ex)) = exchanges.next() {
+        batch += 1;
+        let shared = || (sent.clone(), writes.clone());
         tokio::time::advance(Duration::from_secs(ex.advance)).await;
         // A run of exchanges marked `with_next` goes out at once, so
         // misses coalesce and race refreshes and invalidations.
-        let mut batch = tokio::task::JoinSet::new();
+        let mut tasks = tokio::task::JoinSet::new();
         let mut with_next = ex.with_next;
-        batch.spawn(exchange_once(i, ex, client.clone(), sent.clone()));
+        tasks.spawn(exchange_once((i, batch), ex, client.clone(), shared()));
         while with_next {
             let Some((i, ex)) = exchanges.next() else { break };
             with_next = ex.with_next;
-            batch.spawn(exchange_once(i, ex, client.clone(), sent.clone()));
+            tasks.spawn(exchange_once((i, batch), ex, client.clone(), shared()));
         }
-        while let Some(result) = batch.join_next().await {
+        while let Some(result) = tasks.join_next().await {
             result.map_err(|e| format!("an exchange panicked: {e}"))??;
         }
         let stats = cache.stats();

@@ -184,9 +184,11 @@ impl Fetch {
             return Err(NotStorable::TooLarge);
         }
         if !epochs.is_current(&self.key, self.stamp) {
-            self.cache
-                .store
-                .remove_variants(&self.key, |e| std::ptr::eq(e, Arc::as_ptr(entry)), RemovalCause::Invalidated);
+            self.cache.store.remove_variants(
+                &self.key,
+                |e| std::ptr::eq(e, Arc::as_ptr(entry)),
+                RemovalCause::Invalidated,
+            );
             return Err(NotStorable::Invalidated);
         }
         Ok(())
