@@ -4,24 +4,27 @@
 //! midway, errors and hangs, and clients sending junk directives. Whatever
 //! happens, nothing panics, no response body is cut short or taken from
 //! another URI, a cached answer never carries a lying `Content-Length`, and
-//! the cache's accounting stays within its budget and exact.
+//! the cache's accounting stays within its budget and exact. API
+//! invalidations and writes (`POST`, `DELETE`) are mixed in: nothing fetched
+//! before one is served after it. The generators are in
+//! `support/hostile.rs`.
 #![cfg(feature = "stack")]
 
+#[path = "support/hostile.rs"]
+mod generate;
+
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri};
-use http_body::{Body, Frame};
+use generate::{Behaviour, Exchange, Op, Sent, TIMEOUT, behaviour, call_number, exchange, key_of, upstream, value};
+use http::header::{CONTENT_LENGTH, HeaderName};
+use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use tower::{Layer, ServiceExt};
-use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheStatus, Outcome};
 use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
@@ -31,367 +34,68 @@ use tower_optimizer::stack::{MonitorSettings, OptimizedService, OptimizerStack};
 const MAX_BYTES: usize = 256 << 10;
 /// Bodies above this stream through uncached.
 const MAX_ENTRY: usize = 32 << 10;
-/// The stack's timeout, which a hanging upstream runs into.
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// The version namespace every response is stamped in.
+const NAMESPACE: &str = "all";
 
-/// Response header values an upstream might send, sensible and not.
-const RESPONSE_VALUES: &[(&str, &[&str])] = &[
-    (
-        "cache-control",
-        &[
-            "max-age=60",
-            "max-age=0",
-            "max-age=-5",
-            "max-age=99999999999999999999",
-            "max-age=\"30\"",
-            "max-age",
-            "max-age=1e3",
-            "s-maxage=30",
-            "no-cache",
-            "no-cache=\"set-cookie\"",
-            "no-store",
-            "private",
-            "public",
-            "must-revalidate",
-            "proxy-revalidate",
-            "stale-while-revalidate=30",
-            "stale-if-error=600",
-            "stale-if-error=-1",
-            "immutable",
-            "=,=,;",
-            "MAX-AGE=10, Max-Age=20",
-        ],
-    ),
-    (
-        "age",
-        &["0", "30", "-1", "abc", "18446744073709551616", "4294967296", ""],
-    ),
-    (
-        "date",
-        &[
-            "Sun, 06 Nov 1994 08:49:37 GMT",
-            "Fri, 01 Jan 2100 00:00:00 GMT",
-            "Sunday, 06-Nov-94 08:49:37 GMT",
-            "yesterday",
-        ],
-    ),
-    (
-        "expires",
-        &[
-            "0",
-            "-1",
-            "Fri, 01 Jan 2100 00:00:00 GMT",
-            "Thu, 01 Jan 1970 00:00:00 GMT",
-            "never",
-        ],
-    ),
-    (
-        "last-modified",
-        &[
-            "Sun, 06 Nov 1994 08:49:37 GMT",
-            "Fri, 01 Jan 2100 00:00:00 GMT",
-            "garbage",
-        ],
-    ),
-    ("etag", &["\"v1\"", "W/\"v1\"", "v1", "\"", "*", ""]),
-    (
-        "vary",
-        &["accept-encoding", "*", "Accept-Encoding, Cookie", "x-\u{7f}", ",,", ""],
-    ),
-    ("retry-after", &["120", "-3", "Fri, 01 Jan 2100 00:00:00 GMT", "soon"]),
-    ("set-cookie", &["id=1"]),
-    ("connection", &["etag, x-gone", "close", ",,,"]),
-    ("surrogate-key", &["a b", "", "   ", "a a a"]),
-    ("cache-tag", &["a,b", ",,"]),
-    ("cache-groups", &["\"g\"", "\"", "g, \"h\""]),
-    ("cache-group-invalidation", &["\"g\"", "\"", "junk"]),
-    ("pragma", &["no-cache"]),
-    ("content-type", &["application/json", ""]),
-];
-
-/// Request header values a client might send.
-const REQUEST_VALUES: &[(&str, &[&str])] = &[
-    (
-        "cache-control",
-        &[
-            "no-cache",
-            "no-store",
-            "max-age=0",
-            "max-age=-1",
-            "max-stale",
-            "max-stale=30",
-            "min-fresh=1000",
-            "only-if-cached",
-            "max-age=99999999999999999999",
-            "=;=",
-        ],
-    ),
-    ("accept-encoding", &["gzip", "br", ""]),
-    ("cookie", &["a=1", "a=2"]),
-    ("authorization", &["Bearer x"]),
-    ("if-none-match", &["\"v1\"", "*", "junk"]),
-    ("if-modified-since", &["Sun, 06 Nov 1994 08:49:37 GMT", "junk"]),
-    ("pragma", &["no-cache"]),
-];
-
-const PATHS: &[&str] = &["/a", "/a?x=1", "/A/../a", "/b%20c", "/tagged"];
-const STATUSES: &[u16] = &[
-    200, 200, 200, 200, 200, 200, 200, 200, 203, 204, 206, 301, 304, 404, 410, 429, 500, 502, 503,
-];
-/// Sensible freshness most answers start from, so that entries are stored,
-/// hit, go stale, revalidate and get refreshed before the soup spoils them.
-const FRESHNESS: &[&str] = &[
-    "max-age=600",
-    "max-age=600",
-    "max-age=30, stale-while-revalidate=600",
-    "max-age=1, stale-if-error=6000",
-    "no-cache",
-    "max-age=60, must-revalidate",
-];
-const LENGTHS: &[usize] = &[0, 16, 700, 40 << 10];
-const ADVANCES: &[u64] = &[0, 0, 1, 5, 31, 61, 700, 4000];
-
-/// A header line: a listed value, or arbitrary bytes (invalid ones are
-/// replaced, since no `HeaderValue` can hold them).
-fn header(table: &'static [(&'static str, &'static [&'static str])]) -> impl Strategy<Value = (String, Vec<u8>)> {
-    let listed = (0..table.len()).prop_flat_map(move |i| {
-        let (name, values) = table[i];
-        (
-            Just(name.to_owned()),
-            prop::sample::select(values).prop_map(|v| v.as_bytes().to_vec()),
-        )
-    });
-    let raw = (
-        prop::sample::select(table.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
-        prop::collection::vec(any::<u8>(), 0..24),
-    )
-        .prop_map(|(name, bytes)| (name.to_owned(), bytes));
-    prop_oneof![4 => listed, 1 => raw]
-}
-
-fn value(bytes: &[u8]) -> HeaderValue {
-    let clean: Vec<u8> = bytes
-        .iter()
-        .map(|&b| {
-            if b == b'\t' || (b >= 0x20 && b != 0x7f) {
-                b
-            } else {
-                b'?'
-            }
-        })
-        .collect();
-    HeaderValue::from_bytes(&clean).expect("visible bytes make a value")
-}
-
-#[derive(Debug, Clone)]
-enum Length {
-    Absent,
-    Correct,
-    Wrong,
-    Junk,
-}
-
-#[derive(Debug, Clone)]
-enum Behaviour {
-    Answer {
-        status: u16,
-        headers: Vec<(String, Vec<u8>)>,
-        len: usize,
-        length: Length,
-        fails_midway: bool,
-    },
-    Error,
-    Hang,
-}
-
-fn behaviour() -> impl Strategy<Value = Behaviour> {
-    let base = (
-        prop::option::weighted(0.8, prop::sample::select(FRESHNESS)),
-        prop::option::weighted(0.5, prop::sample::select(&["\"v1\"", "\"v2\"", "W/\"v1\""][..])),
-    )
-        .prop_map(|(freshness, etag)| {
-            let mut headers = Vec::new();
-            if let Some(freshness) = freshness {
-                headers.push(("cache-control".to_owned(), freshness.as_bytes().to_vec()));
-            }
-            if let Some(etag) = etag {
-                headers.push(("etag".to_owned(), etag.as_bytes().to_vec()));
-            }
-            headers
-        });
-    let soup = prop::collection::vec(header(RESPONSE_VALUES), 0..4);
-    let answer = (
-        prop::sample::select(STATUSES),
-        (base, soup).prop_map(|(mut base, soup)| {
-            base.extend(soup);
-            base
-        }),
-        prop::sample::select(LENGTHS),
-        prop_oneof![
-            4 => Just(Length::Absent),
-            4 => Just(Length::Correct),
-            1 => Just(Length::Wrong),
-            1 => Just(Length::Junk)
-        ],
-        prop::bool::weighted(0.1),
-    )
-        .prop_map(|(status, headers, len, length, fails_midway)| Behaviour::Answer {
-            status,
-            headers,
-            len,
-            length,
-            fails_midway,
-        });
-    prop_oneof![18 => answer, 1 => Just(Behaviour::Error), 1 => Just(Behaviour::Hang)]
-}
-
-#[derive(Debug, Clone)]
-struct Exchange {
-    method: Method,
-    path: &'static str,
-    headers: Vec<(String, Vec<u8>)>,
-    advance: u64,
-    /// Sent together with the next exchange.
-    with_next: bool,
-}
-
-fn exchange() -> impl Strategy<Value = Exchange> {
-    let method = prop::sample::select(vec![
-        Method::GET,
-        Method::GET,
-        Method::GET,
-        Method::GET,
-        Method::HEAD,
-        Method::POST,
-        Method::DELETE,
-    ]);
-    (
-        method,
-        prop::sample::select(PATHS),
-        // Most requests carry nothing special, so entries get hit.
-        prop_oneof![3 => Just(Vec::new()), 1 => prop::collection::vec(header(REQUEST_VALUES), 1..3)],
-        prop::sample::select(ADVANCES),
-        prop::bool::weighted(0.3),
-    )
-        .prop_map(|(method, path, headers, advance, with_next)| Exchange {
-            method,
-            path,
-            headers,
-            advance,
-            with_next,
-        })
-}
-
-/// A body that yields half its bytes and then fails.
-struct FailsMidway(Option<Bytes>);
-
-impl Body for FailsMidway {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Poll::Ready(Some(match self.0.take() {
-            Some(half) => Ok(Frame::data(half)),
-            None => Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()),
-        }))
-    }
-}
-
-type UpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-/// What the upstream sent, by cache key: every body it answered with.
-type Sent = Arc<Mutex<HashMap<String, Vec<Bytes>>>>;
-
-/// Writes that succeeded, by cache key: the batch they were sent in and the
-/// upstream call that answered the latest.
+/// Writes and invalidations that succeeded, by cache key (`*`: every key):
+/// the batch of the latest, and the upstream calls that started before it
+/// (answers of calls numbered below must not be served after it).
 type Writes = Arc<Mutex<HashMap<String, (usize, usize)>>>;
 
-/// The upstream call number a body starts with (`#n#`).
-fn call_number(body: &[u8]) -> Option<usize> {
-    let rest = body.strip_prefix(b"#")?;
-    let end = rest.iter().position(|&b| b == b'#')?;
-    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+/// Records that nothing fetched by calls numbered below `barrier` may be
+/// served for `key` after batch `batch`.
+fn record_write(writes: &Writes, key: String, batch: usize, barrier: usize) {
+    let mut writes = writes.lock().unwrap();
+    let latest = writes.entry(key).or_insert((batch, barrier));
+    *latest = (batch, latest.1.max(barrier));
 }
 
-fn key_of(uri: &Uri) -> String {
-    Cache::key_for_uri(uri).unwrap_or_default()
-}
-
-/// The upstream: call `n` behaves as `script[n % len]`, with a body unique
-/// to the call.
-fn upstream(
-    script: Arc<Vec<Behaviour>>,
+/// What every exchange of a run shares.
+#[derive(Clone)]
+struct Ctx {
+    client: OptimizedService<Full<Bytes>>,
+    cache: Cache,
+    invalidator: Invalidator,
+    calls: Arc<AtomicUsize>,
     sent: Sent,
-) -> impl tower::Service<Request<Full<Bytes>>, Response = Response<UpBody>, Error = BoxError, Future = impl Send>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    tower::service_fn(move |req: Request<Full<Bytes>>| {
-        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let behaviour = script[n % script.len()].clone();
-        let sent = sent.clone();
-        async move {
-            // Answers take a moment, so requests sent together overlap, and
-            // not all the same moment, so they finish out of order.
-            tokio::time::sleep(Duration::from_millis(10 * (n as u64 % 4 + 1))).await;
-            let (status, headers, len, length, fails_midway) = match behaviour {
-                Behaviour::Error => {
-                    return Err::<_, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
-                }
-                Behaviour::Hang => {
-                    tokio::time::sleep(TIMEOUT * 4).await;
-                    return Err("hung".into());
-                }
-                Behaviour::Answer {
-                    status,
-                    headers,
-                    len,
-                    length,
-                    fails_midway,
-                } => (status, headers, len, length, fails_midway),
-            };
-            let body = if req.method() == Method::HEAD {
-                Bytes::new()
-            } else {
-                let mut body = format!("#{n}#").into_bytes();
-                body.resize(len.max(body.len()), b'.');
-                Bytes::from(body)
-            };
-            sent.lock()
-                .unwrap()
-                .entry(key_of(req.uri()))
-                .or_default()
-                .push(body.clone());
-            let mut res = Response::builder().status(status);
-            for (name, bytes) in &headers {
-                res = res.header(HeaderName::from_bytes(name.as_bytes()).unwrap(), value(bytes));
-            }
-            match length {
-                Length::Absent => {}
-                Length::Correct => res = res.header(CONTENT_LENGTH, body.len()),
-                Length::Wrong => res = res.header(CONTENT_LENGTH, body.len() + 5),
-                Length::Junk => res = res.header(CONTENT_LENGTH, "12abc"),
-            }
-            let body: UpBody = if fails_midway {
-                FailsMidway(Some(body.slice(..body.len() / 2))).boxed_unsync()
-            } else {
-                Full::new(body).map_err(|e: Infallible| match e {}).boxed_unsync()
-            };
-            Ok(res.body(body).unwrap())
-        }
-    })
+    writes: Writes,
 }
 
 /// Sends exchange `i` of batch `batch` and checks what comes back.
-async fn exchange_once(
-    (i, batch): (usize, usize),
-    ex: Exchange,
-    client: OptimizedService<Full<Bytes>>,
-    (sent, writes): (Sent, Writes),
-) -> Result<(), String> {
+async fn exchange_once((i, batch): (usize, usize), ex: Exchange, ctx: Ctx) -> Result<(), String> {
+    let Ctx {
+        client,
+        cache,
+        invalidator,
+        calls,
+        sent,
+        writes,
+    } = ctx;
     let uri: Uri = format!("http://up.test{}", ex.path).parse().unwrap();
+    if ex.op != Op::Request {
+        let barrier = calls.load(Ordering::SeqCst);
+        let key = match ex.op {
+            Op::Uri => {
+                invalidator.uri(&uri);
+                key_of(&uri)
+            }
+            Op::Clear => {
+                cache.clear();
+                "*".to_owned()
+            }
+            Op::Pattern => {
+                invalidator.pattern(".").await.unwrap();
+                "*".to_owned()
+            }
+            Op::Version => {
+                invalidator.bump_version(NAMESPACE);
+                "*".to_owned()
+            }
+            Op::Request => unreachable!("handled below"),
+        };
+        record_write(&writes, key, batch, barrier);
+        return Ok(());
+    }
     let mut req = Request::builder().method(ex.method.clone()).uri(uri.clone());
     for (name, bytes) in &ex.headers {
         req = req.header(HeaderName::from_bytes(name.as_bytes()).unwrap(), value(bytes));
@@ -424,17 +128,18 @@ async fn exchange_once(
     if let (true, true, Some(n)) = (unsafe_method, status.as_u16() < 400, n) {
         // RFC 9111 §4.4: a non-error answer to an unsafe method invalidates
         // the URI; nothing fetched before it may be served after it.
-        let mut writes = writes.lock().unwrap();
-        let latest = writes.entry(key_of(&uri)).or_insert((batch, n));
-        *latest = (batch, latest.1.max(n));
+        record_write(&writes, key_of(&uri), batch, n);
     }
-    if ex.method == Method::GET {
-        let written = writes.lock().unwrap().get(&key_of(&uri)).copied();
-        if let (Some((write_batch, write_call)), Some(n)) = (written, n) {
-            if write_batch < batch && n < write_call {
-                return Err(format!(
-                    "exchange {i}: answered with call #{n}, fetched before the write answered by call #{write_call}"
-                ));
+    if let (true, Some(n)) = (ex.method == Method::GET, n) {
+        let writes = writes.lock().unwrap();
+        for key in [key_of(&uri), "*".to_owned()] {
+            if let Some(&(write_batch, barrier)) = writes.get(&key) {
+                if write_batch < batch && n < barrier {
+                    return Err(format!(
+                        "exchange {i}: answered with call #{n}, fetched before an invalidation of {key} \
+                         (calls below #{barrier})"
+                    ));
+                }
             }
         }
     }
@@ -484,31 +189,38 @@ async fn run(script: Vec<Behaviour>, exchanges: Vec<Exchange>) -> Result<(), Str
         .build()
         .unwrap();
     let sent = Sent::default();
+    let invalidator = Invalidator::new(cache.clone());
     let (layer, _optimizer) = OptimizerStack::builder()
         .cache(cache.clone())
-        .invalidation(InvalidationLayer::new(Invalidator::new(cache.clone())))
+        .invalidation(InvalidationLayer::new(invalidator.clone()).namespace(|_| Some(NAMESPACE.to_owned())))
         .circuit_breaker(CircuitBreakerConfig::default())
         .timeout(TIMEOUT)
         .monitor(MonitorSettings::default())
         .build::<Full<Bytes>>()
         .unwrap();
-    let client = layer.layer(upstream(Arc::new(script), sent.clone()));
-    let writes = Writes::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let ctx = Ctx {
+        client: layer.layer(upstream(Arc::new(script), sent.clone(), calls.clone())),
+        cache: cache.clone(),
+        invalidator,
+        calls,
+        sent,
+        writes: Writes::default(),
+    };
     let mut exchanges = exchanges.into_iter().enumerate();
     let mut batch = 0;
     while let Some((i, ex)) = exchanges.next() {
         batch += 1;
-        let shared = || (sent.clone(), writes.clone());
         tokio::time::advance(Duration::from_secs(ex.advance)).await;
         // A run of exchanges marked `with_next` goes out at once, so
         // misses coalesce and race refreshes and invalidations.
         let mut tasks = tokio::task::JoinSet::new();
         let mut with_next = ex.with_next;
-        tasks.spawn(exchange_once((i, batch), ex, client.clone(), shared()));
+        tasks.spawn(exchange_once((i, batch), ex, ctx.clone()));
         while with_next {
             let Some((i, ex)) = exchanges.next() else { break };
             with_next = ex.with_next;
-            tasks.spawn(exchange_once((i, batch), ex, client.clone(), shared()));
+            tasks.spawn(exchange_once((i, batch), ex, ctx.clone()));
         }
         while let Some(result) = tasks.join_next().await {
             result.map_err(|e| format!("an exchange panicked: {e}"))??;
