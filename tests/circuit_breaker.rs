@@ -547,3 +547,41 @@ async fn calls_are_timed_where_a_slow_call_rule_or_a_listener_asks() {
     send(&mut svc, "http://c.test/").await.unwrap();
     assert_eq!(figures(&plain.breakers(), "http://c.test"), (State::Closed, 1, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_full_registry_evicts_closed_breakers_before_an_open_one() {
+    let config = CircuitBreakerConfig::builder()
+        .registry(2, Duration::from_secs(600))
+        .consecutive_failures(Some(1))
+        .build()
+        .unwrap();
+    let layer = layer(config);
+    let breakers = layer.breakers();
+    let upstream = Upstream::new(|req, _| async move {
+        Ok(status(if req.uri().host() == Some("down.test") {
+            503
+        } else {
+            200
+        }))
+    });
+    // One client keeps calling a host that is down: its breaker opens and
+    // then rejects, without a registry lookup per call.
+    let mut stuck = tower::Layer::layer(&layer, upstream.clone());
+    send(&mut stuck, "http://down.test/").await.unwrap();
+    // Another client moves on to new hosts, filling the registry.
+    let mut roaming = tower::Layer::layer(&layer, upstream.clone());
+    for host in ["a", "b", "c"] {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(send(&mut stuck, "http://down.test/").await.unwrap_err().is::<Open>());
+        send(&mut roaming, &format!("http://{host}.test/")).await.unwrap();
+    }
+    assert_eq!(breakers.len(), 2);
+    assert_eq!(
+        breakers.state("http://down.test"),
+        Some(State::Open),
+        "an open breaker is kept while closed ones can go"
+    );
+    let calls = upstream.calls();
+    assert!(send(&mut stuck, "http://down.test/").await.unwrap_err().is::<Open>());
+    assert_eq!(upstream.calls(), calls, "the host that is down is still cut off");
+}

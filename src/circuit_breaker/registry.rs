@@ -323,7 +323,8 @@ impl CircuitBreakers {
     }
 
     /// The cell for `key`, made if needed. The registry stays bounded: when
-    /// full, idle closed breakers go first, then the least recently used.
+    /// full, idle closed breakers go first, then the least recently used
+    /// closed one, and only then the least recently used of any state.
     pub(crate) fn cell(&self, key: &str, now: Instant) -> Arc<Cell> {
         let registry = &self.inner;
         if let Some(cell) = registry.map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
@@ -365,11 +366,18 @@ impl CircuitBreakers {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        let victims = if closed_idle.is_empty() {
+        // Forgetting a closed breaker loses a window of figures; forgetting
+        // an open one sends traffic back to a host that is down. And an open
+        // breaker's clients reject through their own cached reference, which
+        // leaves its `last_used` behind: recency alone would pick it.
+        let least_recent = |closed_only: bool| {
             map.iter()
+                .filter(|(_, c)| !closed_only || c.lock().state() == State::Closed)
                 .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
                 .map(|(k, _)| vec![k.clone()])
-                .unwrap_or_default()
+        };
+        let victims = if closed_idle.is_empty() {
+            least_recent(true).or_else(|| least_recent(false)).unwrap_or_default()
         } else {
             closed_idle
         };
