@@ -697,3 +697,81 @@ async fn an_invalidation_during_a_miss_keeps_its_answer_out() {
         invalidated_mid_flight(way).await;
     }
 }
+
+/// Real threads: readers hammer one key while invalidations land between
+/// (and during) their misses. A read that starts after an invalidation
+/// returned never gets an answer from an upstream call that started before
+/// it, whether from the cache, from a shared flight or from its own call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_racing_misses_on_threads_never_resurrect_old_answers() {
+    use std::sync::atomic::AtomicUsize;
+    let cache = Cache::builder().build().unwrap();
+    let inv = Invalidator::new(cache.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let upstream = Upstream::new(move |_, _| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            // Let other tasks run between the call starting and answering.
+            tokio::task::yield_now().await;
+            Ok::<Res, BoxError>(
+                Response::builder()
+                    .header("cache-control", "max-age=600")
+                    .header("surrogate-key", "hot")
+                    .body(Full::new(Bytes::from(n.to_string())))
+                    .unwrap(),
+            )
+        }
+    });
+    let client = stack(&cache, &InvalidationLayer::new(inv.clone()), &upstream);
+    let uri = "http://api.test/hot";
+    // The lowest call number an answer may carry once the latest finished
+    // invalidation has returned.
+    let floor = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut c, floor) = (client.clone(), floor.clone());
+            tokio::spawn(async move {
+                for _ in 0..1500 {
+                    let at_least = floor.load(Ordering::SeqCst);
+                    let got = get(&mut c, uri).await;
+                    let n: usize = std::str::from_utf8(&got.body).unwrap().parse().unwrap();
+                    assert!(
+                        n >= at_least,
+                        "call #{n} answered a read made after calls below #{at_least} were invalidated"
+                    );
+                }
+            })
+        })
+        .collect();
+    // Invalidations keep landing for as long as the readers read.
+    let mut round = 0;
+    while readers.iter().any(|r| !r.is_finished()) {
+        round += 1;
+        let barrier = calls.load(Ordering::SeqCst);
+        match round % 3 {
+            0 => {
+                inv.uri(&uri.parse().unwrap());
+            }
+            1 => {
+                inv.tag("hot");
+            }
+            _ => {
+                cache.clear();
+            }
+        }
+        floor.fetch_max(barrier, Ordering::SeqCst);
+        for _ in 0..round % 7 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert!(cache.audit().is_clean());
+    let calls = calls.load(Ordering::SeqCst);
+    assert!(
+        round > 100 && calls > 100,
+        "{round} invalidations sent {calls} reads upstream"
+    );
+}
