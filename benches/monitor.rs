@@ -1,7 +1,9 @@
 //! MetricsLayer overhead per request against the bare service, in one run:
 //! `metrics/bare` vs `metrics/layer` with no recorder (target ratio at most
 //! 1.1), then `prometheus/bare` vs `prometheus/layer` with the Prometheus
-//! recorder installed (target at most 1.5).
+//! recorder installed (target at most 1.5). `metrics_tasks64/*`: 64 tasks on
+//! a 2-worker runtime through one layer (no recorder), which shows what
+//! threads sharing the layer's handles cost.
 //!
 //! `cargo bench --bench monitor`; the last lines print the ratios.
 
@@ -31,6 +33,14 @@ fn main() {
         .unwrap();
     let mut c = common::criterion();
     group(&mut c, &rt, "metrics");
+    let threads = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri: Uri = "http://api.test:8080/items/1".parse().unwrap();
+    let layered = tower::Layer::layer(&MetricsLayer::new(), bare());
+    common::versus_tasks(&mut c, &threads, "metrics_tasks64", &uri, &bare(), ("layer", &layered));
     let buckets = [
         0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
     ];
@@ -59,5 +69,14 @@ fn main() {
             );
         }
         common::print_clock_floor(name);
+    }
+    if let (Some(bare), Some(layer)) = (
+        common::median("metrics_tasks64", "bare"),
+        common::median("metrics_tasks64", "layer"),
+    ) {
+        println!(
+            "metrics, 64 tasks / 2 workers: layer throughput {:.0}% of bare",
+            bare / layer * 100.0
+        );
     }
 }

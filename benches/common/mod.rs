@@ -80,6 +80,85 @@ pub fn versus<A, L, RA, RL>(
     group.finish();
 }
 
+/// Tasks of [`versus_tasks`], and requests each sends.
+pub const TASKS: usize = 64;
+pub const PER_TASK: u64 = 200;
+
+/// Runs [`TASKS`] tasks of [`PER_TASK`] requests for `uri` through clones
+/// of `svc`; the elapsed time.
+pub async fn tasks<S, B>(svc: S, uri: Uri) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug + Send,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Debug,
+{
+    // Each task parses its own copy: clones of one `Uri` share one count,
+    // which 64 tasks on two threads would fight over (in bare and layered
+    // alike), measuring the harness instead of the layer.
+    let uris: Vec<Uri> = (0..TASKS).map(|_| uri.to_string().parse().unwrap()).collect();
+    let start = Instant::now();
+    let handles: Vec<_> = uris
+        .into_iter()
+        .map(|uri| tokio::spawn(repeat(svc.clone(), uri, PER_TASK)))
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// Like [`versus`], with [`TASKS`] tasks on the multi-thread runtime `rt`
+/// (`group/bare` and `group/name`, throughput in requests).
+pub fn versus_tasks<A, L, RA, RL>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group: &str,
+    uri: &Uri,
+    bare: &A,
+    (name, layered): (&str, &L),
+) where
+    A: Service<Request<Full<Bytes>>, Response = Response<RA>> + Clone + Send + 'static,
+    A::Error: std::fmt::Debug + Send,
+    A::Future: Send,
+    RA: http_body::Body<Data = Bytes> + Send + 'static,
+    RA::Error: std::fmt::Debug,
+    L: Service<Request<Full<Bytes>>, Response = Response<RL>> + Clone + Send + 'static,
+    L::Error: std::fmt::Debug + Send,
+    L::Future: Send,
+    RL: http_body::Body<Data = Bytes> + Send + 'static,
+    RL::Error: std::fmt::Debug,
+{
+    let mut group = c.benchmark_group(group);
+    group.throughput(criterion::Throughput::Elements(TASKS as u64 * PER_TASK));
+    group.bench_function("bare", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (uri, bare) = (uri.clone(), bare.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += tasks(bare.clone(), uri.clone()).await;
+                }
+                total
+            }
+        });
+    });
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (uri, layered) = (uri.clone(), layered.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += tasks(layered.clone(), uri.clone()).await;
+                }
+                total
+            }
+        });
+    });
+    group.finish();
+}
+
 /// Criterion's median estimate (ns) for `group/function` from this run.
 pub fn median(group: &str, function: &str) -> Option<f64> {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use metrics::{Gauge, Histogram, Unit};
 
@@ -105,8 +105,8 @@ pub(crate) struct Endpoint {
     host_len: usize,
     method: &'static str,
     port: u16,
-    durations: RwLock<ByHash<Histogram>>,
-    sizes: RwLock<ByHash<Histogram>>,
+    durations: ByOutcome,
+    sizes: ByOutcome,
     /// Whether body sizes are recorded (the layer's setting, kept here so a
     /// request's guard needs no reference to the layer's configuration).
     pub(crate) body_sizes: BodySizes,
@@ -170,21 +170,47 @@ impl Endpoint {
 
     /// Records `value` in the histogram `name` for `outcome`, registered
     /// with the recorder the first time that label set is seen.
-    fn record(
-        &self,
-        histograms: &RwLock<ByHash<Histogram>>,
-        name: &'static str,
-        outcome: Outcome,
-        template: Option<&str>,
-        value: f64,
-    ) {
-        with_cached(
-            histograms,
+    fn record(&self, histograms: &ByOutcome, name: &'static str, outcome: Outcome, template: Option<&str>, value: f64) {
+        histograms.with(
             outcome.key(template),
-            MAX_OUTCOMES,
             || metrics::histogram!(name, self.labels(outcome, template)),
             |histogram| histogram.record(value),
         );
+    }
+}
+
+/// Outcomes whose handles are found without a lock: an endpoint sees a
+/// handful (a status or two, each with a cache status), and a lock's
+/// reader count would bounce between the threads recording them.
+const SLOTS: usize = 8;
+
+/// An endpoint's histograms by outcome key: the first [`SLOTS`] outcomes in
+/// slots read with a plain load, the rest (up to [`MAX_OUTCOMES`]) in a map.
+#[derive(Debug, Default)]
+struct ByOutcome {
+    slots: [OnceLock<(u64, Histogram)>; SLOTS],
+    rest: RwLock<ByHash<Histogram>>,
+}
+
+impl ByOutcome {
+    /// Runs `use_it` on the histogram of `key`, made by `make` (and
+    /// remembered) on first use.
+    fn with(&self, key: u64, make: impl FnOnce() -> Histogram, use_it: impl FnOnce(&Histogram)) {
+        // `make` runs at most once: a slot it fills holds this key.
+        let mut make = Some(make);
+        let mut made = || make.take().map_or_else(Histogram::noop, |make| make());
+        for slot in &self.slots {
+            let (found, histogram) = match slot.get() {
+                Some(pair) => pair,
+                // Claim the free slot; another thread may fill it first,
+                // with this key or another.
+                None => slot.get_or_init(|| (key, made())),
+            };
+            if *found == key {
+                return use_it(histogram);
+            }
+        }
+        with_cached(&self.rest, key, MAX_OUTCOMES, made, use_it);
     }
 }
 
@@ -253,8 +279,8 @@ impl Handles {
                 host_len: host.len(),
                 method,
                 port,
-                durations: RwLock::default(),
-                sizes: RwLock::default(),
+                durations: ByOutcome::default(),
+                sizes: ByOutcome::default(),
                 body_sizes,
             })
         })
@@ -285,4 +311,46 @@ fn with_cached<T: Clone, R>(
         map.insert(key, made);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A histogram that logs `(its key, value)`.
+    struct Logged(u64, Arc<Mutex<Vec<(u64, f64)>>>);
+
+    impl metrics::HistogramFn for Logged {
+        fn record(&self, value: f64) {
+            self.1.lock().unwrap().push((self.0, value));
+        }
+    }
+
+    #[test]
+    fn outcomes_past_the_slots_are_kept_too_and_each_is_made_once() {
+        let by = ByOutcome::default();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let made = std::cell::Cell::new(0);
+        // Twice as many outcomes as slots, each recorded twice.
+        for round in 0..2 {
+            for key in 0..2 * SLOTS as u64 {
+                let make = || {
+                    made.set(made.get() + 1);
+                    Histogram::from_arc(Arc::new(Logged(key, log.clone())))
+                };
+                by.with(key, make, |h| h.record(f64::from(round)));
+            }
+        }
+        assert_eq!(made.get(), 2 * SLOTS, "one handle per outcome");
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 4 * SLOTS);
+        assert!(
+            log.iter()
+                .enumerate()
+                .all(|(i, &(key, _))| key == (i % (2 * SLOTS)) as u64),
+            "each value reached its own outcome's handle: {log:?}"
+        );
+    }
 }
