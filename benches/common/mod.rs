@@ -132,31 +132,37 @@ pub fn versus_tasks<A, L, RA, RL>(
 {
     let mut group = c.benchmark_group(group);
     group.throughput(criterion::Throughput::Elements(TASKS as u64 * PER_TASK));
-    group.bench_function("bare", |b| {
-        b.to_async(rt).iter_custom(|iters| {
-            let (uri, bare) = (uri.clone(), bare.clone());
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += tasks(bare.clone(), uri.clone()).await;
-                }
-                total
-            }
-        });
-    });
+    bench_tasks(&mut group, rt, "bare", uri, bare);
+    bench_tasks(&mut group, rt, name, uri, layered);
+    group.finish();
+}
+
+/// One function of [`versus_tasks`]: [`tasks`] through clones of `svc`.
+fn bench_tasks<S, B>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    uri: &Uri,
+    svc: &S,
+) where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug + Send,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Debug,
+{
     group.bench_function(name, |b| {
         b.to_async(rt).iter_custom(|iters| {
-            let (uri, layered) = (uri.clone(), layered.clone());
+            let (uri, svc) = (uri.clone(), svc.clone());
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    total += tasks(layered.clone(), uri.clone()).await;
+                    total += tasks(svc.clone(), uri.clone()).await;
                 }
                 total
             }
         });
     });
-    group.finish();
 }
 
 /// Criterion's median estimate (ns) for `group/function` from this run.
