@@ -301,20 +301,25 @@ impl Invalidator {
         let mut level: Vec<Node> = starts.into_iter().filter(|n| seen.insert(n.clone())).collect();
         let mut depth = 0;
         let mut dependency_entries = 0;
+        let mut all_outdated = false;
         while !level.is_empty() {
             report.depth = depth;
             report.nodes += level.len();
             // Purging a key forgets the dependencies it declared, not those
             // declared on it, so dependents can be read after purging.
             let mut probe = level.clone();
+            // In-flight responses first (see `cache/epochs.rs`): a
+            // response's tags are unknown until it arrives, so a tag
+            // outdates every fetch in flight (once per cascade is enough:
+            // it comes before every removal that follows).
+            let epochs = self.cache.inner.flights.epochs();
+            if !all_outdated && level.iter().any(|n| matches!(n, Node::Tag(_))) {
+                epochs.invalidate_all();
+                all_outdated = true;
+            }
             for node in &level {
-                // In-flight responses first (see `cache/epochs.rs`): a
-                // response's tags are unknown until it arrives, so a tag
-                // outdates every fetch in flight.
-                let epochs = self.cache.inner.flights.epochs();
-                match node {
-                    Node::Key(key) => epochs.invalidate(key),
-                    Node::Tag(_) => epochs.invalidate_all(),
+                if let (Node::Key(key), false) = (node, all_outdated) {
+                    epochs.invalidate(key);
                 }
                 let removed = match node {
                     Node::Key(key) => store.purge_keys(std::slice::from_ref(key), mode),
