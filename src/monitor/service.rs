@@ -132,3 +132,29 @@ where
         ResponseFuture::new(self.inner.call(request), guard)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::handles::Handles;
+    use crate::monitor::layer::BodySizes;
+
+    #[test]
+    fn the_last_endpoint_serves_the_same_authority_scheme_and_method_only() {
+        let handles = Handles::default();
+        let last = Last {
+            endpoint: handles.endpoint(("GET", "Api.test", 8080), None, BodySizes::Off),
+            method: "GET",
+            https: false,
+            authority: "Api.test:8080".parse().unwrap(),
+        };
+        let matches = |method, uri: &str| last.matches(method, &uri.parse().unwrap());
+        assert!(matches("GET", "http://Api.test:8080/a"));
+        assert!(matches("GET", "http://api.TEST:8080/b?c"), "case");
+        assert!(!matches("GET", "http://api.test:8081/"), "another port");
+        assert!(!matches("GET", "https://api.test:8080/"), "another scheme");
+        assert!(!matches("POST", "http://api.test:8080/"), "another method");
+        assert!(!matches("GET", "http://api.test.evil:8080/"), "another host");
+        assert!(!matches("GET", "/relative"), "no authority");
+    }
+}
