@@ -728,28 +728,57 @@ async fn invalidations_racing_misses_on_threads_never_resurrect_old_answers() {
     // The lowest call number an answer may carry once the latest finished
     // invalidation has returned.
     let floor = Arc::new(AtomicUsize::new(0));
-    let readers: Vec<_> = (0..4)
+    // Lockstep by phases, so that invalidations land among the reads even
+    // when the machine is busy: in each phase every reader reads a few
+    // times while one invalidation lands, at a varying point.
+    const READERS: usize = 4;
+    const PHASES: usize = 300;
+    let phase = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..READERS)
         .map(|_| {
             let (mut c, floor) = (client.clone(), floor.clone());
+            let (phase, started, finished) = (phase.clone(), started.clone(), finished.clone());
             tokio::spawn(async move {
-                for _ in 0..1500 {
-                    let at_least = floor.load(Ordering::SeqCst);
-                    let got = get(&mut c, uri).await;
-                    let n: usize = std::str::from_utf8(&got.body).unwrap().parse().unwrap();
-                    assert!(
-                        n >= at_least,
-                        "call #{n} answered a read made after calls below #{at_least} were invalidated"
-                    );
+                for p in 1..=PHASES {
+                    while phase.load(Ordering::SeqCst) < p {
+                        tokio::task::yield_now().await;
+                    }
+                    for _ in 0..3 {
+                        let at_least = floor.load(Ordering::SeqCst);
+                        started.fetch_add(1, Ordering::SeqCst);
+                        let got = get(&mut c, uri).await;
+                        let n: usize = std::str::from_utf8(&got.body).unwrap().parse().unwrap();
+                        assert!(
+                            n >= at_least,
+                            "call #{n} answered a read made after calls below #{at_least} were invalidated"
+                        );
+                    }
+                    finished.fetch_add(1, Ordering::SeqCst);
                 }
             })
         })
         .collect();
-    // Invalidations keep landing for as long as the readers read.
-    let mut round = 0;
-    while readers.iter().any(|r| !r.is_finished()) {
-        round += 1;
+    // A reader that stopped early (its check failed) ends the run.
+    let stopped = |readers: &[tokio::task::JoinHandle<()>]| readers.iter().any(tokio::task::JoinHandle::is_finished);
+    for p in 1..=PHASES {
+        if stopped(&readers) {
+            break;
+        }
+        // Land after the phase's first few reads began (the first of them
+        // misses: the last phase invalidated), while they are in flight.
+        let target = started.load(Ordering::SeqCst) + 1 + p % 3;
+        phase.store(p, Ordering::SeqCst);
+        while started.load(Ordering::SeqCst) < target
+            && finished.load(Ordering::SeqCst) < READERS * p
+            && !stopped(&readers)
+        {
+            tokio::task::yield_now().await;
+        }
+        // Calls started so far are older than the invalidation.
         let barrier = calls.load(Ordering::SeqCst);
-        match round % 3 {
+        match p % 3 {
             0 => {
                 inv.uri(&uri.parse().unwrap());
             }
@@ -761,7 +790,7 @@ async fn invalidations_racing_misses_on_threads_never_resurrect_old_answers() {
             }
         }
         floor.fetch_max(barrier, Ordering::SeqCst);
-        for _ in 0..round % 7 {
+        while finished.load(Ordering::SeqCst) < READERS * p && !stopped(&readers) {
             tokio::task::yield_now().await;
         }
     }
@@ -769,9 +798,10 @@ async fn invalidations_racing_misses_on_threads_never_resurrect_old_answers() {
         r.await.unwrap();
     }
     assert!(cache.audit().is_clean());
+    // Each invalidation sends at least the next read upstream.
     let calls = calls.load(Ordering::SeqCst);
     assert!(
-        round > 100 && calls > 100,
-        "{round} invalidations sent {calls} reads upstream"
+        calls >= PHASES / 2,
+        "{PHASES} invalidations sent {calls} reads upstream"
     );
 }
