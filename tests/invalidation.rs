@@ -705,6 +705,8 @@ async fn an_invalidation_during_a_miss_keeps_its_answer_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidations_racing_misses_on_threads_never_resurrect_old_answers() {
     use std::sync::atomic::AtomicUsize;
+    const READERS: usize = 4;
+    const PHASES: usize = 300;
     let cache = Cache::builder().build().unwrap();
     let inv = Invalidator::new(cache.clone());
     let calls = Arc::new(AtomicUsize::new(0));
@@ -731,8 +733,6 @@ async fn invalidations_racing_misses_on_threads_never_resurrect_old_answers() {
     // Lockstep by phases, so that invalidations land among the reads even
     // when the machine is busy: in each phase every reader reads a few
     // times while one invalidation lands, at a varying point.
-    const READERS: usize = 4;
-    const PHASES: usize = 300;
     let phase = Arc::new(AtomicUsize::new(0));
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
