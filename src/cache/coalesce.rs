@@ -114,7 +114,7 @@ impl Flights {
     /// flight's first sets its `deadline`. `stamp` is this request's.
     pub(crate) fn join(self: &Arc<Self>, key: &Arc<str>, deadline: Instant, stamp: Stamp) -> Join {
         let mut map = self.lock();
-        if let Some(flight) = map.get(key).filter(|f| self.epochs.is_current(key, f.stamp)) {
+        if let Some(flight) = map.get(key).filter(|f| self.epochs.is_current(f.stamp)) {
             let flight = flight.clone();
             drop(map);
             let id = {

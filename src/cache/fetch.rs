@@ -176,13 +176,13 @@ impl Fetch {
     /// landed in between (`epochs.rs` says why that order is exact).
     fn store(&self, entry: &Arc<Entry>, deps: &[Node]) -> Result<(), NotStorable> {
         let epochs = self.cache.flights.epochs();
-        if !epochs.is_current(&self.key, self.stamp) {
+        if !epochs.is_current(self.stamp) {
             return Err(NotStorable::Invalidated);
         }
         if !self.cache.store.insert(self.key.clone(), entry.clone(), deps) {
             return Err(NotStorable::TooLarge);
         }
-        if !epochs.is_current(&self.key, self.stamp) {
+        if !epochs.is_current(self.stamp) {
             self.cache.store.remove_variants(
                 &self.key,
                 |e| std::ptr::eq(e, Arc::as_ptr(entry)),
