@@ -358,23 +358,32 @@ impl CircuitBreakers {
     fn evict(&self, map: &mut HashMap<Arc<str>, Arc<Cell>>, now: Instant) {
         let idle_ms = u64::try_from(self.inner.config.idle.as_millis()).unwrap_or(u64::MAX);
         let now_ms = self.millis(now);
-        let closed_idle: Vec<Arc<str>> = map
+        // Each breaker's last use and whether it is closed, read once.
+        let cells: Vec<(&Arc<str>, u64, bool)> = map
             .iter()
-            .filter(|(_, c)| {
-                now_ms.saturating_sub(c.last_used.load(Ordering::Relaxed)) >= idle_ms
-                    && c.lock().state() == State::Closed
+            .map(|(k, c)| {
+                (
+                    k,
+                    c.last_used.load(Ordering::Relaxed),
+                    c.lock().state() == State::Closed,
+                )
             })
-            .map(|(k, _)| k.clone())
+            .collect();
+        let closed_idle: Vec<Arc<str>> = cells
+            .iter()
+            .filter(|&&(_, used, closed)| closed && now_ms.saturating_sub(used) >= idle_ms)
+            .map(|&(k, _, _)| k.clone())
             .collect();
         // Forgetting a closed breaker loses a window of figures; forgetting
         // an open one sends traffic back to a host that is down. And an open
         // breaker's clients reject through their own cached reference, which
         // leaves its `last_used` behind: recency alone would pick it.
         let least_recent = |closed_only: bool| {
-            map.iter()
-                .filter(|(_, c)| !closed_only || c.lock().state() == State::Closed)
-                .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
-                .map(|(k, _)| vec![k.clone()])
+            cells
+                .iter()
+                .filter(|&&(_, _, closed)| closed || !closed_only)
+                .min_by_key(|&&(_, used, _)| used)
+                .map(|&(k, _, _)| vec![k.clone()])
         };
         let victims = if closed_idle.is_empty() {
             least_recent(true).or_else(|| least_recent(false)).unwrap_or_default()
