@@ -315,8 +315,10 @@ impl Monitor {
         let cache = inner.cache.as_ref().map(|c| {
             let s = c.stats();
             // Answers from the lookup on: a stale-on-error answer was
-            // first counted as a miss, so it is not counted twice.
-            let answered = s.hits + s.misses + (s.stale - s.stale_on_error);
+            // first counted as a miss, so it is not counted twice. The
+            // counters are read one by one while others count, so one may
+            // run a step ahead: saturate rather than underflow.
+            let answered = s.hits + s.misses + s.stale.saturating_sub(s.stale_on_error);
             let stale_on_error_ratio = {
                 let mut last = inner.last_cache.lock().unwrap_or_else(PoisonError::into_inner);
                 let (before, on_error_before) = std::mem::replace(&mut *last, (answered, s.stale_on_error));
