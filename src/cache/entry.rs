@@ -20,7 +20,7 @@ use super::text;
 /// `Arc<Entry>` allocation, the LRU node, its hash slot and variant slot,
 /// the key's `Arc` header and the shared-buffer headers of body and header
 /// values. Measured with a counting allocator by `cargo bench --bench
-/// cache` (it prints the figure and fails if this constant under-counts).
+/// overhead` (it prints the figure and fails if this constant under-counts).
 pub(crate) const ENTRY_OVERHEAD: usize = 600;
 
 /// Bytes one `HeaderMap` slot costs (bucket, links and index), charged per
@@ -64,22 +64,34 @@ pub struct EntryMeta {
     pub size: usize,
 }
 
-/// [`Freshness`] in 32 bytes instead of 88. Its response time and initial
+/// [`Freshness`] in 16 bytes instead of 88. Its response time and initial
 /// age become one instant, when its age was zero (RFC 9111 §4.2.3: the
 /// current age is the initial age plus the time since the response, so
 /// only their difference matters), kept as signed nanoseconds from the
-/// process's [`epoch`]; its durations are nanoseconds in a `u64` each (exact
-/// below 584 years; longer ones saturate, which no lifetime, age or window
-/// can tell apart from forever). Its two flags live in the entry, beside
-/// its other small fields, where they cost no padding.
+/// process's [`epoch`]; its lifetime is nanoseconds in a `u64` (exact below
+/// 584 years; longer ones saturate, which no lifetime, age or window can
+/// tell apart from forever). Its stale windows, which most responses lack,
+/// live in the entry's [`Rare`] part, and its two flags in the entry,
+/// beside its other small fields, where they cost no padding.
 #[derive(Debug, Clone, Copy)]
 struct Packed {
     born: i64,
     lifetime: u64,
+}
+
+/// [`Freshness`]'s stale windows as nanoseconds (see [`Packed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Windows {
     stale_while_revalidate: u64,
     /// `u64::MAX`: the response named no `stale-if-error`.
     stale_if_error: u64,
 }
+
+/// No stale window at all: what most responses carry.
+const NO_WINDOWS: Windows = Windows {
+    stale_while_revalidate: 0,
+    stale_if_error: u64::MAX,
+};
 
 /// The instant every entry keeps its times relative to (8 bytes each
 /// instead of an `Instant`'s 16): the first one any cache in the process
@@ -123,13 +135,10 @@ impl Packed {
             born: offset_of(epoch(), f.response_time)
                 .saturating_sub(i64::try_from(nanos(f.initial_age)).unwrap_or(i64::MAX)),
             lifetime: nanos(f.lifetime),
-            stale_while_revalidate: nanos(f.stale_while_revalidate),
-            // `u64::MAX` is the "none" marker, so a present window stops one short.
-            stale_if_error: f.stale_if_error.map_or(u64::MAX, |d| nanos(d).min(u64::MAX - 1)),
         }
     }
 
-    fn get(&self, no_cache: bool, must_revalidate: bool) -> Freshness {
+    fn get(&self, no_cache: bool, must_revalidate: bool, windows: Windows) -> Freshness {
         Freshness {
             // Born before the epoch (an `Age` of years), it reads as a
             // response at the epoch already that old: an `Instant` that far
@@ -139,8 +148,18 @@ impl Packed {
             lifetime: Duration::from_nanos(self.lifetime),
             no_cache,
             must_revalidate,
-            stale_while_revalidate: Duration::from_nanos(self.stale_while_revalidate),
-            stale_if_error: (self.stale_if_error != u64::MAX).then(|| Duration::from_nanos(self.stale_if_error)),
+            stale_while_revalidate: Duration::from_nanos(windows.stale_while_revalidate),
+            stale_if_error: (windows.stale_if_error != u64::MAX).then(|| Duration::from_nanos(windows.stale_if_error)),
+        }
+    }
+}
+
+impl Windows {
+    fn new(f: &Freshness) -> Self {
+        Windows {
+            stale_while_revalidate: nanos(f.stale_while_revalidate),
+            // `u64::MAX` is the "none" marker, so a present window stops one short.
+            stale_if_error: f.stale_if_error.map_or(u64::MAX, |d| nanos(d).min(u64::MAX - 1)),
         }
     }
 }
@@ -152,11 +171,23 @@ pub(crate) struct Labels {
     pub(crate) versions: Box<[VersionStamp]>,
 }
 
+/// What few entries have: a `Vary` secondary key, tags, version stamps
+/// and stale windows. Boxed behind one pointer, null for the common entry,
+/// so each of them costs nothing where it is absent.
+#[derive(Debug)]
+struct Rare {
+    secondary: Secondary,
+    labels: Labels,
+    windows: Windows,
+}
+
+/// The secondary key of an entry that varies on nothing.
+static NO_SECONDARY: Secondary = Secondary::NONE;
+
 /// One stored response. Its key is the store's (the LRU node's), not kept
 /// twice.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) secondary: Secondary,
     pub(crate) status: StatusCode,
     pub(crate) version: Version,
     pub(crate) headers: HeaderMap,
@@ -168,9 +199,9 @@ pub(crate) struct Entry {
     /// `expires_at()`.
     stored_at: i64,
     expires_at: i64,
-    /// Tags and the namespace versions it was produced under (see
-    /// `VersionStamp`), boxed: most entries have neither.
-    labels: Option<Box<Labels>>,
+    /// Its secondary key, tags, version stamps (see `VersionStamp`) and
+    /// stale windows, boxed: most entries have none of them.
+    rare: Option<Box<Rare>>,
     /// Soft-purged: treated as stale from now on, kept for revalidation.
     pub(crate) purged: AtomicBool,
     /// The response's `no-cache` and `must-revalidate` (see `Packed`).
@@ -212,10 +243,12 @@ impl Entry {
         if own_status_line {
             headers.insert(CACHE_STATUS, HeaderValue::from_static(CACHE_NAME));
         }
+        let windows = Windows::new(&freshness);
+        let common =
+            secondary.is_empty() && labels.tags.is_empty() && labels.versions.is_empty() && windows == NO_WINDOWS;
         let mut entry = Entry {
             own_status_line,
             touched: AtomicU32::new(u32::MAX),
-            secondary,
             status: parts.status,
             version: parts.version,
             headers,
@@ -223,7 +256,13 @@ impl Entry {
             freshness: Packed::new(&freshness),
             stored_at: offset_of(epoch(), now),
             expires_at: 0,
-            labels: (!labels.tags.is_empty() || !labels.versions.is_empty()).then(|| Box::new(labels)),
+            rare: (!common).then(|| {
+                Box::new(Rare {
+                    secondary,
+                    labels,
+                    windows,
+                })
+            }),
             purged: AtomicBool::new(false),
             no_cache: freshness.no_cache,
             must_revalidate: freshness.must_revalidate,
@@ -247,7 +286,8 @@ impl Entry {
 
     /// Its freshness as stored.
     fn stored_freshness(&self) -> Freshness {
-        self.freshness.get(self.no_cache, self.must_revalidate)
+        let windows = self.rare.as_ref().map_or(NO_WINDOWS, |r| r.windows);
+        self.freshness.get(self.no_cache, self.must_revalidate, windows)
     }
 
     /// When the entry stops being useful: the end of its freshness and stale
@@ -271,7 +311,7 @@ impl Entry {
         let header_text: usize = self.headers.iter().map(|(n, v)| name_cost(n) + v.len()).sum();
         let header_bytes = header_text + self.headers.capacity() * HEADER_OVERHEAD;
         let secondary_bytes: usize = self
-            .secondary
+            .secondary()
             .iter()
             .map(|(n, v)| name_cost(n) + v.as_ref().map_or(0, HeaderValue::len) + HEADER_OVERHEAD)
             .sum();
@@ -286,14 +326,19 @@ impl Entry {
         self.versions().iter().all(VersionStamp::is_current)
     }
 
+    /// The secondary key it was stored under (§4.1).
+    pub(crate) fn secondary(&self) -> &Secondary {
+        self.rare.as_ref().map_or(&NO_SECONDARY, |r| &r.secondary)
+    }
+
     /// Tags it was stored under.
     pub(crate) fn tags(&self) -> &[Arc<str>] {
-        self.labels.as_ref().map_or(&[], |l| &l.tags)
+        self.rare.as_ref().map_or(&[], |r| &r.labels.tags)
     }
 
     /// Namespace versions it was produced under.
     pub(crate) fn versions(&self) -> &[VersionStamp] {
-        self.labels.as_ref().map_or(&[], |l| &l.versions)
+        self.rare.as_ref().map_or(&[], |r| &r.labels.versions)
     }
 
     /// Its freshness as a request sees it: a soft-purged entry is stale.
@@ -555,7 +600,7 @@ mod tests {
             stale_while_revalidate: Duration::from_secs(30),
             stale_if_error: None,
         };
-        let read = |f: &Freshness| Packed::new(f).get(f.no_cache, f.must_revalidate);
+        let read = |f: &Freshness| Packed::new(f).get(f.no_cache, f.must_revalidate, Windows::new(f));
         // The same age at every instant, to the nanosecond, and the rest as
         // it was: that is all the freshness rules read.
         let same = |a: &Freshness, b: &Freshness| {
@@ -655,5 +700,66 @@ mod tests {
         }
         let multi: Vec<_> = out.get_all("x-multi").iter().collect();
         assert_eq!(multi, ["a", "b"]);
+    }
+
+    #[test]
+    fn only_entries_with_a_rare_part_pay_for_it() {
+        // After the epoch: an instant before it reads back as the epoch.
+        let now = epoch() + Duration::from_secs(1);
+        let (parts, ()) = Response::builder().body(()).unwrap().into_parts();
+        let plain = Freshness {
+            response_time: now,
+            initial_age: Duration::ZERO,
+            lifetime: Duration::from_secs(60),
+            no_cache: false,
+            must_revalidate: false,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: None,
+        };
+        let make = |secondary: Secondary, freshness: Freshness, tags: &[&str]| {
+            let labels = Labels {
+                tags: tags.iter().map(|t| Arc::from(*t)).collect(),
+                versions: Box::default(),
+            };
+            let body = EntryBody::Shared(Bytes::from_static(b"x"));
+            Entry::new(
+                "k",
+                secondary,
+                &parts,
+                body,
+                freshness,
+                labels,
+                now,
+                Duration::ZERO,
+                None,
+            )
+        };
+        // What the freshness rules read (the instants are kept as one offset).
+        let read = |f: Freshness| (f.age(now), f.lifetime, f.stale_while_revalidate, f.stale_if_error);
+        let common = make(Secondary::NONE, plain, &[]);
+        assert!(common.rare.is_none(), "a plain entry carries no rare part");
+        assert!(common.secondary().is_empty() && common.tags().is_empty());
+        assert_eq!(read(common.freshness()), read(plain));
+        // Each rare field alone makes one, and reads back from it.
+        let vary = Secondary::new(vec![(http::header::ACCEPT, Some(HeaderValue::from_static("a/b")))]);
+        let varied = make(vary.clone(), plain, &[]);
+        assert!(varied.rare.is_some());
+        assert_eq!(*varied.secondary(), vary);
+        let tagged = make(Secondary::NONE, plain, &["t"]);
+        assert_eq!(tagged.tags(), [Arc::<str>::from("t")]);
+        for windows in [
+            Freshness {
+                stale_while_revalidate: Duration::from_millis(1500),
+                ..plain
+            },
+            Freshness {
+                stale_if_error: Some(Duration::ZERO),
+                ..plain
+            },
+        ] {
+            let entry = make(Secondary::NONE, windows, &[]);
+            assert!(entry.rare.is_some());
+            assert_eq!(read(entry.freshness()), read(windows));
+        }
     }
 }

@@ -199,7 +199,7 @@ impl Fetch {
     fn drop_outdated(&self, request: &request::Parts) {
         self.cache.store.remove_variants(
             &self.key,
-            |e| key::matches(&e.secondary, &request.headers),
+            |e| key::matches(e.secondary(), &request.headers),
             super::store::RemovalCause::Replaced,
         );
     }
@@ -335,7 +335,7 @@ impl Fetch {
         };
         let entry = Arc::new(Entry::new(
             &self.key,
-            stale.secondary.clone(),
+            stale.secondary().clone(),
             &parts,
             EntryBody::Shared(stale.body.clone()),
             freshness,

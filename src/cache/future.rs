@@ -182,7 +182,7 @@ where
                         mut request,
                         fetch,
                     } = *pending.take().expect(POLLED_AFTER_DONE);
-                    if let Some(entry) = outcome.filter(|e| key::matches(&e.secondary, request.headers())) {
+                    if let Some(entry) = outcome.filter(|e| key::matches(e.secondary(), request.headers())) {
                         bump(&fetch.cache.counters.coalesced);
                         let now = Instant::now();
                         let status = CacheStatus {

@@ -160,7 +160,7 @@ impl Cache {
             .store
             .get_with(
                 &key,
-                |e| key::matches(&e.secondary, headers),
+                |e| key::matches(e.secondary(), headers),
                 now,
                 |e| e.freshness().may_serve_on_error(now, inner.stale_if_error),
             )

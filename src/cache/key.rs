@@ -145,6 +145,9 @@ pub(crate) struct Secondary(Option<Box<Box<[VaryValue]>>>);
 type VaryValue = (HeaderName, Option<HeaderValue>);
 
 impl Secondary {
+    /// The key of a response that varies on nothing.
+    pub(crate) const NONE: Secondary = Secondary(None);
+
     /// A secondary key of these fields (none: varies on nothing).
     pub(crate) fn new(fields: Vec<VaryValue>) -> Self {
         Secondary((!fields.is_empty()).then(|| Box::new(fields.into_boxed_slice())))

@@ -180,7 +180,7 @@ impl<S> CacheService<S> {
             if let Err(reason) = inner.rules.check_request(request.method(), headers, key) {
                 return Lookup::Bypass(reason);
             }
-            let matches = |e: &Entry| key::matches(&e.secondary, headers);
+            let matches = |e: &Entry| key::matches(e.secondary(), headers);
             // Runs under the shard's read lock: a hit is answered from the
             // borrowed entry without cloning its `Arc`.
             let found = inner.store.get_with(key, matches, now, |entry| {

@@ -341,7 +341,7 @@ impl Store {
             let fresh = group.fresh_deps(deps);
             let size = entry.size();
             let added: usize = fresh.iter().map(edge_cost).sum();
-            if let Some(pos) = group.variants().iter().position(|e| e.secondary == entry.secondary) {
+            if let Some(pos) = group.variants().iter().position(|e| e.secondary() == entry.secondary()) {
                 removals.push((key.clone(), group.remove(pos), RemovalCause::Replaced));
             }
             let fits = !entry.too_large() && size + held + added <= self.shard_budget;

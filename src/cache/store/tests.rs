@@ -62,7 +62,7 @@ fn put(store: &Store, (key, entry): Keyed, deps: &[Node]) -> bool {
 }
 
 fn is_variant(v: u8) -> impl Fn(&Entry) -> bool {
-    move |e: &Entry| e.secondary[0].1.as_ref() == Some(&HeaderValue::from(u16::from(v)))
+    move |e: &Entry| e.secondary()[0].1.as_ref() == Some(&HeaderValue::from(u16::from(v)))
 }
 
 #[tokio::test(start_paused = true)]
