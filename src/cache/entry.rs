@@ -428,7 +428,7 @@ fn age_value(secs: u64) -> HeaderValue {
 
 fn name_cost(name: &HeaderName) -> usize {
     // Standard names are static; custom ones own a copy of their text.
-    if http::header::HeaderName::from_bytes(name.as_str().as_bytes()).is_ok_and(|n| is_standard(&n)) {
+    if is_standard(name) {
         0
     } else {
         name.as_str().len() + 4 * size_of::<usize>()
