@@ -4,6 +4,9 @@
 //!   builds a 1 KiB response, and by the cache in front of it (a hit).
 //! - `zipf64/bare` vs `zipf64/cache`: 64 tasks on a 2-worker runtime, each
 //!   sending requests for Zipf-distributed keys (10,000 keys, s = 1).
+//! - `zipf1/bare` vs `zipf1/cache`: the same keys from one task on a
+//!   current-thread runtime, to tell what the threads add from what a hit
+//!   on many entries costs by itself.
 //! - `miss/*`: a miss that stores (unique keys) and 64 coalesced misses.
 //!
 //! The per-entry memory overhead is measured by `benches/overhead.rs`, in
@@ -144,7 +147,49 @@ fn zipf(c: &mut Criterion) {
         });
     });
     group.finish();
+    zipf_one_thread(c, &cached, &keys);
     assert_eq!(cache.stats().misses, 10_000, "every measured request was a hit");
+}
+
+/// The same keys in the same order from one task on a current-thread
+/// runtime: no thread shares a lock or a line with another, so the gap to
+/// bare here is what a hit on 10,000 entries costs by itself (cold entries
+/// included), and the rest of the `zipf64` gap is what the threads add.
+fn zipf_one_thread<S, B>(c: &mut Criterion, cached: &S, keys: &Arc<Vec<Uri>>)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    async fn run<S, B>(mut svc: S, keys: &[Uri], iters: u64) -> Duration
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+        S::Error: std::fmt::Debug,
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::fmt::Debug,
+    {
+        let start = Instant::now();
+        for _ in 0..iters {
+            for key in keys {
+                std::hint::black_box(common::one(&mut svc, key).await);
+            }
+        }
+        start.elapsed()
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("zipf1");
+    group.throughput(criterion::Throughput::Elements(keys.len() as u64));
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter_custom(|iters| run(bare(), keys, iters));
+    });
+    group.bench_function("cache", |b| {
+        b.to_async(&rt).iter_custom(|iters| run(cached.clone(), keys, iters));
+    });
+    group.finish();
 }
 
 fn miss(c: &mut Criterion) {
@@ -214,6 +259,12 @@ fn report() {
     }
     if let Some(r) = ratio("zipf64", "bare", "cache") {
         println!("zipf64 hit throughput: {:.0}% of bare (target >= 70%)", r * 100.0);
+    }
+    if let Some(r) = ratio("zipf1", "bare", "cache") {
+        println!(
+            "the same Zipf keys from one thread: hit throughput {:.0}% of bare",
+            r * 100.0
+        );
     }
     if let (Some(miss), Some(hit)) = (common::median("miss", "store"), common::median("hit", "cache")) {
         println!("miss that stores: {miss:.0} ns ({:.1}x a hit)", miss / hit);
