@@ -6,7 +6,10 @@
 //! - `stack_miss/bare` vs `stack_miss/stack`: every request to a loopback
 //!   h2c server (`no-store`, so each one goes upstream) through the bare
 //!   hyper-util client and through `build_http2_client` (target overhead at
-//!   most 5 %).
+//!   most 5 %);
+//! - `miss_layer_<name>/bare` vs `/<name>`: the same miss through a stack of
+//!   no layer (`none`: the stack's shell and client) or of one layer, to
+//!   tell what each adds.
 //!
 //! `cargo bench --bench stack`; the last lines print the ratios.
 
@@ -90,6 +93,47 @@ fn misses(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         (uri, bare, stack, optimizer)
     });
     common::versus(c, rt, "stack_miss", &uri, &bare, ("stack", &stack));
+    miss_by_layer(c, rt, &uri, &bare);
+}
+
+/// A stack of one layer each, for [`miss_by_layer`].
+type OneLayer = fn(&Cache) -> OptimizerStackBuilder;
+
+/// What each layer adds to a miss: the stack with no layer (its shell and
+/// client alone), then with each layer on its own, each against the bare
+/// client in the same run (`miss_layer_<name>/bare` vs `/<name>`).
+fn miss_by_layer<B>(c: &mut Criterion, rt: &tokio::runtime::Runtime, uri: &Uri, bare: &B)
+where
+    B: tower::Service<Request<Full<Bytes>>, Response = Response<Incoming>> + Clone,
+    B::Error: std::fmt::Debug,
+{
+    let layers: [(&str, OneLayer); 6] = [
+        ("none", |_| OptimizerStack::builder()),
+        ("cache", |cache| OptimizerStack::builder().cache(cache.clone())),
+        ("invalidation", |cache| {
+            OptimizerStack::builder()
+                .cache(cache.clone())
+                .invalidation(InvalidationLayer::new(Invalidator::new(cache.clone())))
+        }),
+        ("breaker", |_| {
+            OptimizerStack::builder().circuit_breaker(CircuitBreakerConfig::default())
+        }),
+        ("timeout", |_| {
+            OptimizerStack::builder().timeout(std::time::Duration::from_secs(5))
+        }),
+        ("monitor", |_| {
+            OptimizerStack::builder().monitor(MonitorSettings::default())
+        }),
+    ];
+    for (name, stack) in layers {
+        let (svc, _optimizer) = rt.block_on(async {
+            let cache = Cache::builder().build().unwrap();
+            let (svc, optimizer) = stack(&cache).build_http2_client().unwrap();
+            common::one(&mut svc.clone(), uri).await;
+            (svc, optimizer)
+        });
+        common::versus(c, rt, &format!("miss_layer_{name}"), uri, bare, (name, &svc));
+    }
 }
 
 fn main() {
@@ -106,6 +150,15 @@ fn main() {
             println!(
                 "{name}: bare {bare:.0} ns, stack {stack:.0} ns, ratio {:.2} (target {target})",
                 stack / bare
+            );
+        }
+    }
+    for name in ["none", "cache", "invalidation", "breaker", "timeout", "monitor"] {
+        let group = format!("miss_layer_{name}");
+        if let (Some(bare), Some(layer)) = (common::median(&group, "bare"), common::median(&group, name)) {
+            println!(
+                "a miss through the stack with {name}: +{:.0} ns over bare",
+                layer - bare
             );
         }
     }
