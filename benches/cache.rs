@@ -8,6 +8,8 @@
 //!   current-thread runtime, to tell what the threads add from what a hit
 //!   on many entries costs by itself.
 //! - `miss/*`: a miss that stores (unique keys) and 64 coalesced misses.
+//! - `no_store/bare` vs `no_store/cache`: a miss whose response may not be
+//!   stored, against the bare service answering it.
 //!
 //! The per-entry memory overhead is measured by `benches/overhead.rs`, in
 //! its own binary so its counting allocator does not slow these.
@@ -247,6 +249,22 @@ fn miss(c: &mut Criterion) {
         });
     }
     group.finish();
+    // A miss the cache cannot store (`no-store`): what passing through
+    // costs (key, lookup, flight, the head kept for `Vary`, response
+    // directives, `Cache-Status`), the same work every miss does before
+    // its response turns out storable or not.
+    let no_store = service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("cache-control", "no-store")
+                .body(Full::new(Bytes::copy_from_slice(&BODY)))
+                .unwrap(),
+        )
+    });
+    let passing = tower::Layer::layer(&CacheLayer::new(cache.clone()), no_store);
+    let uri: Uri = "http://api.test/no-store".parse().unwrap();
+    common::versus(c, &rt, "no_store", &uri, &no_store, ("cache", &passing));
 }
 
 fn report() {
@@ -268,6 +286,9 @@ fn report() {
     }
     if let (Some(miss), Some(hit)) = (common::median("miss", "store"), common::median("hit", "cache")) {
         println!("miss that stores: {miss:.0} ns ({:.1}x a hit)", miss / hit);
+    }
+    if let (Some(bare), Some(cache)) = (common::median("no_store", "bare"), common::median("no_store", "cache")) {
+        println!("a miss that is not stored: +{:.0} ns over bare", cache - bare);
     }
     if let Some(r) = ratio("miss", "coalesced64_cache", "coalesced64_bare") {
         println!("64 coalesced misses vs 64 bare calls: ratio {r:.2}");
