@@ -57,7 +57,8 @@ type Pin<R> = std::pin::Pin<Box<R>>;
 /// A storable response being read into memory.
 #[derive(Debug)]
 pub(crate) struct Buffer {
-    fetch: Fetch,
+    /// Kept in its box from the future's state: moved by pointer, not copied.
+    fetch: Box<Fetch>,
     parts: response::Parts,
     freshness: Freshness,
     frames: VecDeque<Frame<Bytes>>,
@@ -205,7 +206,7 @@ impl Fetch {
     }
 
     /// Handles the upstream result.
-    pub(crate) fn on_response<R>(mut self, result: Result<Response<R>, BoxError>) -> Next<R>
+    pub(crate) fn on_response<R>(mut self: Box<Self>, result: Result<Response<R>, BoxError>) -> Next<R>
     where
         R: http_body::Body<Data = Bytes>,
     {
