@@ -7,6 +7,8 @@
 //!   h2c server (`no-store`, so each one goes upstream) through the bare
 //!   hyper-util client and through `build_http2_client` (target overhead at
 //!   most 5 %);
+//! - `shell/bare` vs `shell/stack`: the stack with no layer over the bare
+//!   in-process service, for what its shell costs by itself;
 //! - `miss_layer_<name>/bare` vs `/<name>`: the same miss through a stack of
 //!   no layer (`none`: the stack's shell and client) or of one layer, to
 //!   tell what each adds.
@@ -78,6 +80,12 @@ fn hits(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         (stack, optimizer)
     });
     common::versus(c, rt, "stack_hit", &uri, &common::bare_1k(), ("stack", &stack));
+    // The stack with no layer at all: what its shell costs by itself.
+    let (shell, _optimizer) = rt.block_on(async {
+        let (layer, optimizer) = OptimizerStack::builder().build::<Full<Bytes>>().unwrap();
+        (layer.layer(common::bare_1k()), optimizer)
+    });
+    common::versus(c, rt, "shell", &uri, &common::bare_1k(), ("stack", &shell));
 }
 
 fn misses(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
@@ -152,6 +160,9 @@ fn main() {
                 stack / bare
             );
         }
+    }
+    if let (Some(bare), Some(shell)) = (common::median("shell", "bare"), common::median("shell", "stack")) {
+        println!("the stack with no layer, in process: +{:.0} ns over bare", shell - bare);
     }
     for name in ["none", "cache", "invalidation", "breaker", "timeout", "monitor"] {
         let group = format!("miss_layer_{name}");
