@@ -308,3 +308,99 @@ async fn dropping_the_optimizer_stops_its_tasks() {
     assert!(monitor.is_running());
     drop(monitor);
 }
+
+/// A response body fed from a channel: frames as they are sent, its end
+/// when the sender is dropped. Without a channel, an empty body.
+struct ChannelBody(Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        match &mut self.0 {
+            Some(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c)))),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+/// Senders of the bodies the streaming server has begun, in request order.
+type Tails = Arc<std::sync::Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Bytes>>>>;
+
+// Real sockets on the real clock, like the first test; nothing sleeps.
+#[tokio::test]
+async fn shutdown_waits_for_response_bodies_still_streaming() {
+    let tails: Tails = Arc::default();
+    let senders = tails.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let response = if req.uri().path() == "/empty" {
+            Response::builder().status(204).body(ChannelBody(None))
+        } else {
+            // The first bytes at once, the rest when the test sends them.
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tx.send(Bytes::from_static(b"head-")).unwrap();
+            senders.lock().unwrap().push(tx);
+            Response::builder()
+                .header("cache-control", "no-store")
+                .body(ChannelBody(Some(rx)))
+        };
+        async move { response }
+    });
+    let addr = serve(Protocol::H2c, svc).await;
+    let (client, optimizer) = OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .build_http2_client()
+        .unwrap();
+    let get = |path: &str| {
+        let req = Request::get(format!("http://{addr}{path}"))
+            .body(Full::default())
+            .unwrap();
+        client.clone().oneshot(req)
+    };
+
+    // An empty body is over with its head.
+    let empty = get("/empty").await.unwrap();
+    assert_eq!(empty.status(), 204);
+    assert_eq!(optimizer.stats().in_flight, 0, "nothing left to stream");
+    // A body dropped unread ends its request.
+    let dropped = get("/stream").await.unwrap();
+    assert_eq!(optimizer.stats().in_flight, 1, "its body is still streaming");
+    drop(dropped);
+    assert_eq!(optimizer.stats().in_flight, 0, "dropping the body ends it");
+
+    // A body still streaming holds the shutdown until it ends.
+    let mut streaming = get("/stream").await.unwrap();
+    let first = streaming.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "head-");
+    assert_eq!(optimizer.stats().in_flight, 1);
+    let tail = tails.lock().unwrap().pop().unwrap();
+    let shutdown = {
+        let optimizer = optimizer.clone();
+        tokio::spawn(async move { optimizer.shutdown(Duration::from_secs(30)).await })
+    };
+    // Once new requests are refused, the shutdown is under way.
+    while !shutdown.is_finished() && get("/stream").await.map_or_else(|e| !e.is::<ShuttingDown>(), |_| true) {
+        tokio::task::yield_now().await;
+    }
+    assert!(!shutdown.is_finished(), "shutdown waits for the body in flight");
+    tail.send(Bytes::from_static(b"tail")).unwrap();
+    drop(tail);
+    // Bounded: a lost frame fails the test instead of hanging it.
+    let bound = Duration::from_secs(10);
+    let rest = tokio::time::timeout(bound, streaming.into_body().collect()).await;
+    assert_eq!(rest.unwrap().unwrap().to_bytes(), "tail", "the body arrived whole");
+    let last = tokio::time::timeout(bound, shutdown)
+        .await
+        .expect("the drain ended with the body");
+    assert_eq!(last.unwrap().in_flight, 0);
+}

@@ -1,13 +1,17 @@
-//! The lifecycle gate: counts requests in flight and refuses new ones once
-//! shutdown has begun, so `Optimizer::shutdown` can drain.
+//! The lifecycle gate: counts requests in flight (until their response
+//! body ends or is dropped) and refuses new ones once shutdown has begun,
+//! so `Optimizer::shutdown` can drain.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tower_service::Service;
@@ -94,11 +98,12 @@ pin_project! {
     }
 }
 
-impl<S, Req> Service<Req> for Gate<S>
+impl<S, Req, B> Service<Req> for Gate<S>
 where
-    S: Service<Req, Error = BoxError>,
+    S: Service<Req, Response = Response<B>, Error = BoxError>,
+    B: Body,
 {
-    type Response = S::Response;
+    type Response = Response<GuardedBody<B>>;
     type Error = BoxError;
     type Future = GateFuture<S::Future>;
 
@@ -122,21 +127,59 @@ where
     }
 }
 
-impl<F, T> Future for GateFuture<F>
+impl<F, B> Future for GateFuture<F>
 where
-    F: Future<Output = Result<T, BoxError>>,
+    F: Future<Output = Result<Response<B>, BoxError>>,
+    B: Body,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<Response<GuardedBody<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.inner.as_pin_mut() {
             None => Poll::Ready(Err(Box::new(ShuttingDown::new()))),
             Some(inner) => {
-                let out = std::task::ready!(inner.poll(cx));
-                this.guard.take();
-                Poll::Ready(out)
+                let response = ready!(inner.poll(cx))?;
+                // The request stays in flight while its body streams: a
+                // drain waits for the bytes, not only for the head.
+                let guard = this.guard.take().filter(|_| !response.body().is_end_stream());
+                Poll::Ready(Ok(response.map(|body| GuardedBody { body, guard })))
             }
         }
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its request counted in flight until it
+    /// ends, fails or is dropped.
+    pub(crate) struct GuardedBody<B> {
+        #[pin]
+        body: B,
+        guard: Option<InFlight>,
+    }
+}
+
+impl<B> Body for GuardedBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.body.poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            this.guard.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -27,7 +27,8 @@ pub struct OptimizerStats {
     pub breakers: Vec<BreakerSnapshot>,
     /// Request statistics, if monitoring is configured.
     pub requests: Option<StatsSnapshot>,
-    /// Requests in flight now.
+    /// Requests in flight now: sent through the stack, and their response
+    /// body not yet ended, failed or dropped.
     pub in_flight: usize,
 }
 
@@ -225,7 +226,8 @@ impl Optimizer {
     }
 
     /// Stops taking requests (new ones fail with `ShuttingDown`), waits up
-    /// to `deadline` for those in flight, stops the background tasks and
+    /// to `deadline` for those in flight (their response bodies included:
+    /// read to the end or dropped), stops the background tasks and
     /// returns the final figures.
     pub async fn shutdown(&self, deadline: Duration) -> OptimizerStats {
         let inner = &self.inner;
