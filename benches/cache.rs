@@ -164,21 +164,6 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
 {
-    async fn run<S, B>(mut svc: S, keys: &[Uri], iters: u64) -> Duration
-    where
-        S: Service<Request<Full<Bytes>>, Response = Response<B>>,
-        S::Error: std::fmt::Debug,
-        B: http_body::Body<Data = Bytes>,
-        B::Error: std::fmt::Debug,
-    {
-        let start = Instant::now();
-        for _ in 0..iters {
-            for key in keys {
-                std::hint::black_box(common::one(&mut svc, key).await);
-            }
-        }
-        start.elapsed()
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -186,10 +171,12 @@ where
     let mut group = c.benchmark_group("zipf1");
     group.throughput(criterion::Throughput::Elements(keys.len() as u64));
     group.bench_function("bare", |b| {
-        b.to_async(&rt).iter_custom(|iters| run(bare(), keys, iters));
+        b.to_async(&rt)
+            .iter_custom(|iters| common::repeat_over(bare(), keys, iters));
     });
     group.bench_function("cache", |b| {
-        b.to_async(&rt).iter_custom(|iters| run(cached.clone(), keys, iters));
+        b.to_async(&rt)
+            .iter_custom(|iters| common::repeat_over(cached.clone(), keys, iters));
     });
     group.finish();
 }

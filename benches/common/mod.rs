@@ -34,7 +34,19 @@ where
 }
 
 /// Sends `iters` requests for `uri` one after another; the elapsed time.
-pub async fn repeat<S, B>(mut svc: S, uri: Uri, iters: u64) -> Duration
+pub async fn repeat<S, B>(svc: S, uri: Uri, iters: u64) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    repeat_over(svc, std::slice::from_ref(&uri), iters).await
+}
+
+/// Sends a request for each of `uris` in turn, `iters` times over, one
+/// after another; the elapsed time.
+pub async fn repeat_over<S, B>(mut svc: S, uris: &[Uri], iters: u64) -> Duration
 where
     S: Service<Request<Full<Bytes>>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
@@ -43,7 +55,9 @@ where
 {
     let start = Instant::now();
     for _ in 0..iters {
-        std::hint::black_box(one(&mut svc, &uri).await);
+        for uri in uris {
+            std::hint::black_box(one(&mut svc, uri).await);
+        }
     }
     start.elapsed()
 }
