@@ -18,8 +18,9 @@ use super::text;
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
 /// `Arc<Entry>` allocation, the LRU node, its hash slot and variant slot,
-/// the key's `Arc` header and the shared-buffer headers of body and header
-/// values. Measured with a counting allocator by `cargo bench --bench
+/// the key's `Arc` header, the shared-buffer headers of body and header
+/// values, and the 56-byte box of its rare part when it has one (see
+/// `Rare`; the text and slots inside are charged on their own). Measured with a counting allocator by `cargo bench --bench
 /// overhead` (it prints the figure and fails if this constant under-counts).
 pub(crate) const ENTRY_OVERHEAD: usize = 600;
 
@@ -738,6 +739,8 @@ mod tests {
         let read = |f: Freshness| (f.age(now), f.lifetime, f.stale_while_revalidate, f.stale_if_error);
         let common = make(Secondary::NONE, plain, &[]);
         assert!(common.rare.is_none(), "a plain entry carries no rare part");
+        // `ENTRY_OVERHEAD` counts this box at 56 bytes.
+        assert!(size_of::<Rare>() <= 56);
         assert!(common.secondary().is_empty() && common.tags().is_empty());
         assert_eq!(read(common.freshness()), read(plain));
         // Each rare field alone makes one, and reads back from it.
