@@ -139,10 +139,12 @@ where
         match this.inner.as_pin_mut() {
             None => Poll::Ready(Err(Box::new(ShuttingDown::new()))),
             Some(inner) => {
-                let response = ready!(inner.poll(cx))?;
+                let result = ready!(inner.poll(cx));
+                let guard = this.guard.take();
+                let response = result?;
                 // The request stays in flight while its body streams: a
                 // drain waits for the bytes, not only for the head.
-                let guard = this.guard.take().filter(|_| !response.body().is_end_stream());
+                let guard = guard.filter(|_| !response.body().is_end_stream());
                 Poll::Ready(Ok(response.map(|body| GuardedBody { body, guard })))
             }
         }
@@ -159,6 +161,14 @@ pin_project! {
     }
 }
 
+impl<B> fmt::Debug for GuardedBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedBody")
+            .field("in_flight", &self.guard.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<B> Body for GuardedBody<B>
 where
     B: Body<Data = Bytes>,
@@ -167,9 +177,11 @@ where
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.body.poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) {
+        let mut this = self.project();
+        let frame = ready!(this.body.as_mut().poll_frame(cx));
+        // Over at its end or error, or with its last frame when the body
+        // says so (a reader may stop there without polling for the end).
+        if !matches!(frame, Some(Ok(_))) || this.body.is_end_stream() {
             this.guard.take();
         }
         Poll::Ready(frame)
@@ -181,5 +193,39 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Full};
+    use tower::{ServiceExt, service_fn};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_is_in_flight_until_its_body_is_done() {
+        let state = Arc::new(GateState::default());
+        let answer = |fail: bool| async move {
+            if fail {
+                return Err::<Response<Full<Bytes>>, BoxError>("upstream failed".into());
+            }
+            Ok(Response::new(Full::new(Bytes::from_static(b"body"))))
+        };
+        let gate = Gate::new(service_fn(answer), state.clone());
+        let mut response = gate.clone().oneshot(false).await.unwrap();
+        assert_eq!(state.in_flight(), 1, "the body is not read yet");
+        let frame = response.body_mut().frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "body");
+        assert_eq!(state.in_flight(), 0, "its last frame ends it, unpolled end or not");
+        assert!(gate.clone().oneshot(true).await.is_err());
+        assert_eq!(state.in_flight(), 0, "a failed call is over");
+        let unread = gate.clone().oneshot(false).await.unwrap();
+        assert_eq!(state.in_flight(), 1);
+        drop(unread);
+        assert_eq!(state.in_flight(), 0, "a dropped body ends it");
+        state.close();
+        let refused = gate.oneshot(false).await.unwrap_err();
+        assert!(refused.is::<ShuttingDown>());
     }
 }
