@@ -10,6 +10,7 @@
 //! goes upstream alone. Nothing here holds a lock across an `.await`.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry as Slot;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -114,25 +115,32 @@ impl Flights {
     /// flight's first sets its `deadline`. `stamp` is this request's.
     pub(crate) fn join(self: &Arc<Self>, key: &Arc<str>, deadline: Instant, stamp: Stamp) -> Join {
         let mut map = self.lock();
-        if let Some(flight) = map.get(key).filter(|f| self.epochs.is_current(f.stamp)) {
-            let flight = flight.clone();
-            drop(map);
-            let id = {
-                let mut state = flight.lock();
-                state.next_waiter += 1;
-                state.deadline.get_or_insert(deadline);
-                state.next_waiter
-            };
-            return Join::Waiter(Waiter {
-                flight,
-                id,
-                holds_timer: false,
-            });
-        }
-        // Replacing an outdated flight: its leader, when done, leaves this
-        // one in the table (it removes only its own).
-        let flight = Flight::new(stamp);
-        map.insert(key.clone(), flight.clone());
+        // One lookup (one hash of the key) whichever way it goes.
+        let flight = match map.entry(key.clone()) {
+            Slot::Occupied(entry) if self.epochs.is_current(entry.get().stamp) => {
+                let flight = entry.get().clone();
+                drop(map);
+                let id = {
+                    let mut state = flight.lock();
+                    state.next_waiter += 1;
+                    state.deadline.get_or_insert(deadline);
+                    state.next_waiter
+                };
+                return Join::Waiter(Waiter {
+                    flight,
+                    id,
+                    holds_timer: false,
+                });
+            }
+            // Replacing an outdated flight: its leader, when done, leaves
+            // this one in the table (it removes only its own).
+            Slot::Occupied(mut entry) => {
+                let flight = Flight::new(stamp);
+                entry.insert(flight.clone());
+                flight
+            }
+            Slot::Vacant(entry) => entry.insert(Flight::new(stamp)).clone(),
+        };
         Join::Leader(Leader {
             flights: self.clone(),
             key: key.clone(),
@@ -195,9 +203,13 @@ impl Leader {
         }
         self.done = true;
         {
+            // Removed with one lookup; put back in the rare case that a newer
+            // flight replaced this one (see `join`).
             let mut map = self.flights.lock();
-            if map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
-                map.remove(&self.key);
+            if let Some((key, flight)) = map.remove_entry(&self.key) {
+                if !Arc::ptr_eq(&flight, &self.flight) {
+                    map.insert(key, flight);
+                }
             }
         }
         let wakers = {
