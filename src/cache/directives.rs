@@ -167,25 +167,11 @@ pub(crate) fn parse_delta(arg: &str) -> Option<u64> {
 }
 
 /// Splits a header line into `(name, argument)` pairs, honouring quoted
-/// strings so a comma inside quotes does not split.
+/// strings so a comma inside quotes does not split. Lazily: parsing the
+/// directives of every request and response allocates nothing.
 fn split_directives(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    let mut parts = Vec::new();
-    let bytes = text.as_bytes();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, &b) in bytes.iter().enumerate() {
-        if escaped {
-            escaped = false;
-        } else if quoted && b == b'\\' {
-            escaped = true;
-        } else if b == b'"' {
-            quoted = !quoted;
-        } else if b == b',' && !quoted {
-            parts.push(&text[start..i]);
-            start = i + 1;
-        }
-    }
-    parts.push(&text[start..]);
-    parts.into_iter().filter_map(|part| {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || rest.map(|t| next_part(t, &mut rest))).filter_map(|part| {
         let part = part.trim();
         if part.is_empty() {
             return None;
@@ -195,6 +181,26 @@ fn split_directives(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
             None => (part, None),
         })
     })
+}
+
+/// The part of `text` before its first comma outside quotes; `rest` becomes
+/// what follows that comma (`None` when there is none).
+fn next_part<'a>(text: &'a str, rest: &mut Option<&'a str>) -> &'a str {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        } else if b == b',' && !quoted {
+            *rest = Some(&text[i + 1..]);
+            return &text[..i];
+        }
+    }
+    *rest = None;
+    text
 }
 
 #[cfg(test)]
@@ -355,6 +361,17 @@ mod tests {
         assert!(CacheControl::from_headers(&headers).no_cache);
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
         assert!(!CacheControl::from_headers(&headers).no_cache);
+    }
+
+    #[test]
+    fn directives_split_at_commas_outside_quotes_only() {
+        let line = r#"a, B="x,\"y\",z" , ,c=1,"#;
+        let parts: Vec<_> = split_directives(line).collect();
+        assert_eq!(parts, [("a", None), ("B", Some(r#""x,\"y\",z""#)), ("c", Some("1"))]);
+        assert_eq!(split_directives("").count(), 0);
+        // An unclosed quote runs to the end of the line.
+        let open: Vec<_> = split_directives(r#"x="a,b"#).collect();
+        assert_eq!(open, [("x", Some(r#""a,b"#))]);
     }
 
     #[test]
