@@ -338,6 +338,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_outdated_flights_leader_leaves_the_newer_flight_in_place() {
+        let flights = Arc::new(Flights::default());
+        let key: Arc<str> = "k".into();
+        let Join::Leader(outdated) = flights.join(&key, deadline(), stamp(&flights)) else {
+            panic!("first is leader")
+        };
+        flights.epochs().invalidate(&key);
+        let Join::Leader(newer) = flights.join(&key, deadline(), stamp(&flights)) else {
+            panic!("an invalidated flight is not joined but replaced")
+        };
+        drop(outdated);
+        assert_eq!(flights.len(), 1, "the newer flight is still in the table");
+        assert!(
+            matches!(flights.join(&key, deadline(), stamp(&flights)), Join::Waiter(_)),
+            "and later requests join it"
+        );
+        drop(newer);
+        assert_eq!((flights.len(), flights.orphans()), (0, 0));
+    }
+
     #[tokio::test]
     async fn one_waiter_runs_the_timer_and_hands_it_on_when_it_leaves() {
         let flights = Arc::new(Flights::default());
