@@ -585,3 +585,35 @@ async fn a_full_registry_evicts_closed_breakers_before_an_open_one() {
     assert!(send(&mut stuck, "http://down.test/").await.unwrap_err().is::<Open>());
     assert_eq!(upstream.calls(), calls, "the host that is down is still cut off");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_in_steady_use_is_not_evicted_as_idle() {
+    let config = CircuitBreakerConfig::builder()
+        .registry(2, Duration::from_secs(1))
+        .consecutive_failures(Some(3))
+        .build()
+        .unwrap();
+    let layer = layer(config);
+    let breakers = layer.breakers();
+    let upstream = Upstream::new(|_, _| async { Ok(status(200)) });
+    // One client calls its host every 200 ms for 2 s, through the breaker
+    // it remembers from its last call (no registry lookup per call).
+    let mut busy = tower::Layer::layer(&layer, upstream.clone());
+    for _ in 0..10 {
+        send(&mut busy, "http://busy.test/").await.unwrap();
+        tokio::time::advance(Duration::from_millis(200)).await;
+    }
+    // Another client moves between hosts and fills the registry.
+    let mut roaming = tower::Layer::layer(&layer, upstream.clone());
+    send(&mut roaming, "http://a.test/").await.unwrap();
+    send(&mut busy, "http://busy.test/").await.unwrap();
+    tokio::time::advance(Duration::from_millis(10)).await;
+    send(&mut roaming, "http://b.test/").await.unwrap();
+    assert_eq!(breakers.len(), 2);
+    assert_eq!(breakers.state("http://a.test"), None, "the least recently used went");
+    assert_eq!(
+        figures(&breakers, "http://busy.test"),
+        (State::Closed, 11, 0),
+        "the busy host's breaker stayed, window and all"
+    );
+}

@@ -2,7 +2,7 @@
 //! the handle to inspect and steer them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -30,10 +30,15 @@ pub(crate) struct Cell {
     mirror: AtomicU64,
     /// Successes counted without the lock, folded in by `lock`.
     tally: Tally,
-    /// Milliseconds since the registry's epoch at last use.
+    /// Milliseconds since the registry's epoch at last use: set by a
+    /// registry lookup, and by an eviction scan for a cell touched since.
     last_used: AtomicU64,
-    /// Set when the registry dropped this cell (services caching it look again).
-    pub(crate) evicted: AtomicBool,
+    /// [`EVICTED`] once the registry dropped this cell (services
+    /// remembering it look again), and [`TOUCHED`] when used since the last
+    /// eviction scan without a registry lookup: such calls read no clock,
+    /// so they leave this mark for the scan to turn into a time. One word,
+    /// so the remembered-breaker check reads both at once.
+    flags: AtomicU8,
     probe_running: AtomicBool,
 }
 
@@ -79,6 +84,18 @@ impl Cell {
         }
     }
 
+    /// Whether the registry still holds this cell; if so, marks it used
+    /// now, for a caller that skips the registry. The mark is written only
+    /// when clear (once per eviction scan at most), so a busy breaker's
+    /// line stays shared between threads.
+    pub(crate) fn touch(&self) -> bool {
+        let flags = self.flags.load(Ordering::Relaxed);
+        if flags & TOUCHED == 0 && flags & EVICTED == 0 {
+            self.flags.fetch_or(TOUCHED, Ordering::Relaxed);
+        }
+        flags & EVICTED == 0
+    }
+
     /// Emits state-change events (and starts a probe on open) through the
     /// registry, if it still exists.
     pub(crate) fn transitions(self: &Arc<Self>, transitions: &[Transition]) {
@@ -101,6 +118,10 @@ impl std::ops::Deref for CellRef {
         &self.0
     }
 }
+
+/// Bits of `Cell::flags`.
+const EVICTED: u8 = 1;
+const TOUCHED: u8 = 2;
 
 /// Bit of the mirror: successes cannot trip the breaker.
 const SAFE: u64 = 8;
@@ -348,7 +369,7 @@ impl CircuitBreakers {
             mirror: AtomicU64::new(u64::from(State::Closed.code())),
             tally: Tally::default(),
             last_used: AtomicU64::new(self.millis(now)),
-            evicted: AtomicBool::new(false),
+            flags: AtomicU8::new(0),
             probe_running: AtomicBool::new(false),
         });
         map.insert(cell.key.clone(), cell.clone());
@@ -358,6 +379,15 @@ impl CircuitBreakers {
     fn evict(&self, map: &mut HashMap<Arc<str>, Arc<Cell>>, now: Instant) {
         let idle_ms = u64::try_from(self.inner.config.idle.as_millis()).unwrap_or(u64::MAX);
         let now_ms = self.millis(now);
+        // A breaker used through a service's remembered reference since the
+        // last scan counts as used now: at worst it looks more recent than
+        // it is by the time between two scans, while without the mark a
+        // busy breaker would look idle since its first lookup.
+        for cell in map.values() {
+            if cell.flags.fetch_and(!TOUCHED, Ordering::Relaxed) & TOUCHED != 0 {
+                cell.last_used.store(now_ms, Ordering::Relaxed);
+            }
+        }
         // Each breaker's last use and whether it is closed, read once.
         let cells: Vec<(&Arc<str>, u64, bool)> = map
             .iter()
@@ -376,8 +406,8 @@ impl CircuitBreakers {
             .collect();
         // Forgetting a closed breaker loses a window of figures; forgetting
         // an open one sends traffic back to a host that is down. And an open
-        // breaker's clients reject through their own cached reference, which
-        // leaves its `last_used` behind: recency alone would pick it.
+        // breaker's clients reject through their own cached reference, so
+        // its last use can lag (see `flags`).
         let least_recent = |closed_only: bool| {
             cells
                 .iter()
@@ -392,7 +422,7 @@ impl CircuitBreakers {
         };
         for key in victims {
             if let Some(cell) = map.remove(&key) {
-                cell.evicted.store(true, Ordering::Relaxed);
+                cell.flags.fetch_or(EVICTED, Ordering::Relaxed);
             }
         }
     }

@@ -1,7 +1,6 @@
 //! [`CircuitBreakerService`]: per-key breakers around any HTTP service.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, Uri};
@@ -51,7 +50,7 @@ impl<S, F> CircuitBreakerService<S, F> {
         let cell = match &self.breakers.inner.config.key {
             KeyBy::Authority => {
                 if let Some(last) = &self.last {
-                    if !last.evicted.load(Ordering::Relaxed) && same_authority(&last.key, request.uri()) {
+                    if same_authority(&last.key, request.uri()) && last.touch() {
                         return last.clone();
                     }
                 }
