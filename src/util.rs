@@ -21,6 +21,19 @@ pub(crate) fn request_head<B>(request: &Request<B>) -> request::Parts {
     parts
 }
 
+/// Which `metrics` recorder is in place on this thread now (the local one,
+/// else the global one, else the no-op one), by address. Layers cache the
+/// handles they register; a handle stays bound to the recorder it was
+/// registered with, so they compare this and register again when it
+/// changed (an application that installs its recorder after the first
+/// requests, a test that sets a local one), as the facade's own macros,
+/// which register on every use, would. Costs a thread-local read and an
+/// atomic load.
+#[cfg(any(feature = "monitor", feature = "circuit-breaker"))]
+pub(crate) fn recorder_id() -> usize {
+    metrics::with_recorder(|recorder| std::ptr::from_ref(recorder).cast::<()>().addr())
+}
+
 /// A multiply-rotate hasher (FxHash's), for keys that come from our own
 /// requests: where speed matters more than resistance to chosen collisions
 /// (spreading keys over shards, caching label sets).

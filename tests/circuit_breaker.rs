@@ -617,3 +617,26 @@ async fn a_breaker_in_steady_use_is_not_evicted_as_idle() {
         "the busy host's breaker stayed, window and all"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_recorder_installed_after_the_first_calls_counts_the_next_ones() {
+    let layer = layer(CircuitBreakerConfig::default());
+    let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(200)) }));
+    // No recorder yet: the breaker of this host is made with no-op counters.
+    send(&mut svc, "http://a.test/").await.unwrap();
+    let recorder = Recorder::default();
+    let counts = recorder.counts.clone();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    send(&mut svc, "http://a.test/").await.unwrap();
+    send(&mut svc, "http://a.test/").await.unwrap();
+    let successes = counts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, labels, _)| {
+            name == "tower_optimizer.circuit_breaker.calls" && labels.contains("outcome=success")
+        })
+        .map(|(_, _, n)| n)
+        .sum::<u64>();
+    assert_eq!(successes, 2, "both calls after it are counted");
+}

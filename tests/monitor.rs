@@ -467,3 +467,39 @@ async fn stale_answers_hiding_upstream_errors_raise_an_alert() {
     assert_eq!(firing(&monitor), Some(AlertState::Firing));
     assert_eq!(cache.stats().stale_on_error, 17);
 }
+
+#[test]
+fn a_recorder_installed_after_the_first_requests_gets_the_next_ones() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let upstream =
+        Upstream::new(|_, _| async { Ok::<Res, BoxError>(Response::new(Full::new(Bytes::from_static(b"ok")))) });
+    let mut svc = ServiceBuilder::new()
+        .layer(MetricsLayer::new())
+        .map_response(|r: Res| r.map(|b| b.map_err(|e| -> BoxError { match e {} }).boxed_unsync()))
+        .service(upstream);
+    let get = || Request::get("http://api.test/x").body(Full::default()).unwrap();
+    // No recorder yet: the layer's handles for this endpoint are no-ops.
+    rt.block_on(call(&mut svc, get())).unwrap();
+    // The application installs its recorder afterwards.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            call(&mut svc, get()).await.unwrap();
+            call(&mut svc, get()).await.unwrap();
+        });
+    });
+    let rows = snapshotter.snapshot().into_vec();
+    let durations = find(
+        &rows,
+        MetricKind::Histogram,
+        REQUEST_DURATION,
+        &[("server.address", "api.test")],
+    );
+    assert_eq!(durations.len(), 1, "{rows:?}");
+    assert_eq!(seconds(&durations[0].3).len(), 2, "both requests after it are recorded");
+}

@@ -21,8 +21,9 @@ pub(crate) struct Cell {
     /// The registry's settings, held here so a call touches only its cell.
     pub(crate) config: Arc<CircuitBreakerConfig>,
     registry: Weak<Registry>,
-    /// Metric handles registered once, so a call allocates nothing for them.
-    pub(crate) metrics: CallMetrics,
+    /// Metric handles registered once per recorder, so a call allocates
+    /// nothing for them (see [`Cell::metrics_for`]).
+    call_metrics: Mutex<Arc<CallMetrics>>,
     breaker: Mutex<Breaker>,
     /// `generation << 4 | successes-cannot-trip << 3 | state` of the
     /// breaker, kept in step on every unlock, so a closed breaker admits
@@ -96,6 +97,17 @@ impl Cell {
         flags & EVICTED == 0
     }
 
+    /// The cell's counters, registered with `recorder` (from
+    /// [`recorder_id`](crate::util::recorder_id)): registered again if the
+    /// recorder changed since. Called per lookup, not per call.
+    pub(crate) fn metrics_for(&self, recorder: usize) -> Arc<CallMetrics> {
+        let mut metrics = self.call_metrics.lock().unwrap_or_else(PoisonError::into_inner);
+        if metrics.recorder != recorder {
+            *metrics = Arc::new(CallMetrics::new(&self.key, recorder));
+        }
+        metrics.clone()
+    }
+
     /// Emits state-change events (and starts a probe on open) through the
     /// registry, if it still exists.
     pub(crate) fn transitions(self: &Arc<Self>, transitions: &[Transition]) {
@@ -108,14 +120,25 @@ impl Cell {
     }
 }
 
-/// A service's own reference to a cell, shared by the guards of its calls.
+/// A service's own reference to a cell, shared by the guards of its calls,
+/// with the cell's counters for the recorder in place when it was made.
 #[derive(Debug)]
-pub(crate) struct CellRef(pub(crate) Arc<Cell>);
+pub(crate) struct CellRef {
+    cell: Arc<Cell>,
+    pub(crate) metrics: Arc<CallMetrics>,
+}
+
+impl CellRef {
+    pub(crate) fn new(cell: Arc<Cell>, recorder: usize) -> Self {
+        let metrics = cell.metrics_for(recorder);
+        CellRef { cell, metrics }
+    }
+}
 
 impl std::ops::Deref for CellRef {
     type Target = Arc<Cell>;
     fn deref(&self) -> &Arc<Cell> {
-        &self.0
+        &self.cell
     }
 }
 
@@ -172,6 +195,8 @@ impl Drop for Locked<'_> {
 /// Per-key call counters of the `metrics` facade.
 #[derive(Debug)]
 pub(crate) struct CallMetrics {
+    /// The recorder these are registered with.
+    pub(crate) recorder: usize,
     pub(crate) success: metrics::Counter,
     pub(crate) failure: metrics::Counter,
     pub(crate) slow: metrics::Counter,
@@ -179,9 +204,10 @@ pub(crate) struct CallMetrics {
 }
 
 impl CallMetrics {
-    fn new(key: &str) -> Self {
+    fn new(key: &str, recorder: usize) -> Self {
         let counter = |outcome: &'static str| metrics::counter!("tower_optimizer.circuit_breaker.calls", "key" => key.to_owned(), "outcome" => outcome);
         CallMetrics {
+            recorder,
             success: counter("success"),
             failure: counter("failure"),
             slow: counter("slow"),
@@ -364,7 +390,7 @@ impl CircuitBreakers {
             key: key.into(),
             config: registry.config.clone(),
             registry: Arc::downgrade(&self.inner),
-            metrics: CallMetrics::new(key),
+            call_metrics: Mutex::new(Arc::new(CallMetrics::new(key, crate::util::recorder_id()))),
             breaker: Mutex::new(Breaker::new(&registry.config, now, seed)),
             mirror: AtomicU64::new(u64::from(State::Closed.code())),
             tally: Tally::default(),

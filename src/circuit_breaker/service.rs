@@ -47,22 +47,39 @@ impl<S, F> CircuitBreakerService<S, F> {
     }
 
     fn cell_for<B>(&mut self, request: &Request<B>, now: &mut Now) -> Arc<CellRef> {
+        let recorder = crate::util::recorder_id();
         let cell = match &self.breakers.inner.config.key {
             KeyBy::Authority => {
-                if let Some(last) = &self.last {
-                    if same_authority(&last.key, request.uri()) && last.touch() {
-                        return last.clone();
-                    }
+                if let Some(last) = reuse(self.last.as_ref(), recorder, |key| same_authority(key, request.uri())) {
+                    return last;
                 }
                 with_authority_key(request.uri(), |key| self.breakers.cell(key, now.get()))
             }
-            KeyBy::Global => self.breakers.cell("*", now.get()),
-            KeyBy::Custom(f) => self.breakers.cell(&f(&crate::util::request_head(request)), now.get()),
+            KeyBy::Global => {
+                if let Some(last) = reuse(self.last.as_ref(), recorder, |_| true) {
+                    return last;
+                }
+                self.breakers.cell("*", now.get())
+            }
+            KeyBy::Custom(f) => {
+                let key = f(&crate::util::request_head(request));
+                if let Some(last) = reuse(self.last.as_ref(), recorder, |last| last == key) {
+                    return last;
+                }
+                self.breakers.cell(&key, now.get())
+            }
         };
-        let cell = Arc::new(CellRef(cell));
+        let cell = Arc::new(CellRef::new(cell, recorder));
         self.last = Some(cell.clone());
         cell
     }
+}
+
+/// The remembered breaker, if it still serves: the key is the same, the
+/// registry still holds it and its counters are `recorder`'s.
+fn reuse(last: Option<&Arc<CellRef>>, recorder: usize, same_key: impl FnOnce(&str) -> bool) -> Option<Arc<CellRef>> {
+    last.filter(|last| same_key(&last.key) && last.metrics.recorder == recorder && last.touch())
+        .cloned()
 }
 
 /// The clock, read at most once per call and only if the call needs it: a

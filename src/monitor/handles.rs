@@ -112,6 +112,8 @@ pub(crate) struct Endpoint {
     pub(crate) body_sizes: BodySizes,
     /// This host's buckets in the layer's statistics, if it keeps any.
     pub(crate) stats: Option<Arc<HostSlot>>,
+    /// The recorder its handles are registered with ([`recorder_id`](crate::util::recorder_id)).
+    pub(crate) recorder: usize,
 }
 
 impl Endpoint {
@@ -258,37 +260,46 @@ impl Handles {
         metrics::describe_histogram!(RESPONSE_BODY_SIZE, Unit::Bytes, "Size of HTTP client response bodies.");
     }
 
-    /// The endpoint of `method`, `host` and `port`.
+    /// The endpoint of `method`, `host` and `port`, with handles of the
+    /// recorder in place now (`recorder`, from [`recorder_id`](crate::util::recorder_id)).
     pub(crate) fn endpoint(
         &self,
         (method, host, port): (&'static str, &str, u16),
+        recorder: usize,
         stats: Option<&Stats>,
         body_sizes: BodySizes,
     ) -> Arc<Endpoint> {
-        cached(&self.endpoints, hash_of(&(method, host, port)), MAX_CACHED, || {
-            let host_port: Arc<str> = format!("{host}:{port}").into();
-            Arc::new(Endpoint {
-                gauge: metrics::gauge!(
-                    ACTIVE_REQUESTS,
-                    "http.request.method" => method,
-                    "server.address" => host.to_owned(),
-                    "server.port" => port.to_string()
-                ),
-                stats: stats.map(|stats| stats.host(&host_port)),
-                host_port,
-                host_len: host.len(),
-                method,
-                port,
-                durations: ByOutcome::default(),
-                sizes: ByOutcome::default(),
-                body_sizes,
-            })
-        })
+        let key = hash_of(&(method, host, port));
+        if let Some(found) = self.endpoints.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            if found.recorder == recorder {
+                return found.clone();
+            }
+        }
+        let host_port: Arc<str> = format!("{host}:{port}").into();
+        let endpoint = Arc::new(Endpoint {
+            gauge: metrics::gauge!(
+                ACTIVE_REQUESTS,
+                "http.request.method" => method,
+                "server.address" => host.to_owned(),
+                "server.port" => port.to_string()
+            ),
+            stats: stats.map(|stats| stats.host(&host_port)),
+            host_port,
+            host_len: host.len(),
+            method,
+            port,
+            durations: ByOutcome::default(),
+            sizes: ByOutcome::default(),
+            body_sizes,
+            recorder,
+        });
+        let mut endpoints = self.endpoints.write().unwrap_or_else(PoisonError::into_inner);
+        // A new recorder replaces the endpoint's handles in place.
+        if endpoints.len() < MAX_CACHED || endpoints.contains_key(&key) {
+            endpoints.insert(key, endpoint.clone());
+        }
+        endpoint
     }
-}
-
-fn cached<T: Clone>(map: &RwLock<ByHash<T>>, key: u64, cap: usize, make: impl FnOnce() -> T) -> T {
-    with_cached(map, key, cap, make, T::clone)
 }
 
 /// Runs `use_it` on the handle of `key`, made and remembered (up to `cap`

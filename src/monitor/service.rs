@@ -34,10 +34,11 @@ struct Last {
 }
 
 impl Last {
-    fn matches(&self, method: &'static str, uri: &Uri) -> bool {
+    fn matches(&self, method: &'static str, uri: &Uri, recorder: usize) -> bool {
         // Exact bytes first: the same client sends the same spelling, and
         // `Authority`'s own comparison ignores case byte by byte.
-        self.method == method
+        self.endpoint.recorder == recorder
+            && self.method == method
             && (uri.scheme_str() == Some("https")) == self.https
             && uri
                 .authority()
@@ -105,14 +106,16 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = method_label(request.method());
+        let recorder = crate::util::recorder_id();
         let endpoint = match &self.last {
-            Some(last) if last.matches(method, request.uri()) => last.endpoint.clone(),
+            Some(last) if last.matches(method, request.uri(), recorder) => last.endpoint.clone(),
             _ => {
                 let (host, port) = server(request.uri(), request.headers());
                 let config = &self.config;
-                let endpoint = config
-                    .handles
-                    .endpoint((method, host, port), config.stats.as_ref(), config.body_sizes);
+                let endpoint =
+                    config
+                        .handles
+                        .endpoint((method, host, port), recorder, config.stats.as_ref(), config.body_sizes);
                 self.last = request.uri().authority().map(|authority| Last {
                     endpoint: endpoint.clone(),
                     method,
@@ -143,12 +146,12 @@ mod tests {
     fn the_last_endpoint_serves_the_same_authority_scheme_and_method_only() {
         let handles = Handles::default();
         let last = Last {
-            endpoint: handles.endpoint(("GET", "Api.test", 8080), None, BodySizes::Off),
+            endpoint: handles.endpoint(("GET", "Api.test", 8080), 1, None, BodySizes::Off),
             method: "GET",
             https: false,
             authority: "Api.test:8080".parse().unwrap(),
         };
-        let matches = |method, uri: &str| last.matches(method, &uri.parse().unwrap());
+        let matches = |method, uri: &str| last.matches(method, &uri.parse().unwrap(), 1);
         assert!(matches("GET", "http://Api.test:8080/a"));
         assert!(matches("GET", "http://api.TEST:8080/b?c"), "case");
         assert!(!matches("GET", "http://api.test:8081/"), "another port");
@@ -156,5 +159,9 @@ mod tests {
         assert!(!matches("POST", "http://api.test:8080/"), "another method");
         assert!(!matches("GET", "http://api.test.evil:8080/"), "another host");
         assert!(!matches("GET", "/relative"), "no authority");
+        assert!(
+            !last.matches("GET", &"http://Api.test:8080/a".parse().unwrap(), 2),
+            "another recorder"
+        );
     }
 }
