@@ -502,4 +502,5 @@ fn a_recorder_installed_after_the_first_requests_gets_the_next_ones() {
     );
     assert_eq!(durations.len(), 1, "{rows:?}");
     assert_eq!(seconds(&durations[0].3).len(), 2, "both requests after it are recorded");
+    assert_eq!(durations[0].1, Some(metrics::Unit::Seconds), "and described to it");
 }

@@ -275,6 +275,9 @@ impl Handles {
                 return found.clone();
             }
         }
+        // Descriptions, like handles, reach only the recorder in place: one
+        // installed after the layer was made has not seen them yet.
+        Self::describe();
         let host_port: Arc<str> = format!("{host}:{port}").into();
         let endpoint = Arc::new(Endpoint {
             gauge: metrics::gauge!(
