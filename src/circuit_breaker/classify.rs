@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::RETRY_AFTER;
+use http::header::{DATE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 
 /// What a call counts as.
@@ -91,7 +91,14 @@ pub(crate) fn retry_after(status: StatusCode, headers: &HeaderMap) -> Option<Dur
         return Some(Duration::from_secs(seconds));
     }
     let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    // A date is read against the response's own `Date` where it has one:
+    // the server's clock may be off from ours, and the difference of two
+    // of its readings is not.
+    let date = headers
+        .get(DATE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
+        .unwrap_or_else(SystemTime::now);
+    Some(at.duration_since(date).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -130,5 +137,21 @@ mod tests {
         h.insert(RETRY_AFTER, later.parse().unwrap());
         let got = retry_after(StatusCode::TOO_MANY_REQUESTS, &h).unwrap();
         assert!(got > Duration::from_secs(3590) && got <= Duration::from_secs(3600));
+        // A server whose clock runs a day ahead: its `Date` says when.
+        let ahead = SystemTime::now() + Duration::from_secs(86_400);
+        h.insert(DATE, httpdate::fmt_http_date(ahead).parse().unwrap());
+        h.insert(
+            RETRY_AFTER,
+            httpdate::fmt_http_date(ahead + Duration::from_secs(30))
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            retry_after(StatusCode::SERVICE_UNAVAILABLE, &h),
+            Some(Duration::from_secs(30))
+        );
+        h.insert(DATE, "not a date".parse().unwrap());
+        let got = retry_after(StatusCode::SERVICE_UNAVAILABLE, &h).unwrap();
+        assert!(got > Duration::from_secs(86_000), "no usable Date: our clock");
     }
 }
