@@ -404,3 +404,55 @@ async fn shutdown_waits_for_response_bodies_still_streaming() {
         .expect("the drain ended with the body");
     assert_eq!(last.unwrap().in_flight, 0);
 }
+
+/// An h2c server whose every answer streams: `head-` at once, the rest
+/// when the test sends it through the sender left in `Tails`.
+async fn streaming_upstream(tails: &Tails) -> SocketAddr {
+    let senders = tails.clone();
+    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(Bytes::from_static(b"head-")).unwrap();
+        senders.lock().unwrap().push(tx);
+        async move {
+            Response::builder()
+                .header("cache-control", "no-store")
+                .body(ChannelBody(Some(rx)))
+        }
+    });
+    serve(Protocol::H2c, svc).await
+}
+
+// Real sockets on the real clock; nothing sleeps.
+#[tokio::test]
+async fn the_concurrency_limit_holds_a_slot_until_the_body_ends() {
+    let tails: Tails = Arc::default();
+    let addr = streaming_upstream(&tails).await;
+    let (client, _optimizer) = OptimizerStack::builder()
+        .concurrency_limit(1, Overload::Shed)
+        .build_http2_client()
+        .unwrap();
+    let get = || {
+        let req = Request::get(format!("http://{addr}/")).body(Full::default()).unwrap();
+        client.clone().oneshot(req)
+    };
+    let bound = Duration::from_secs(10);
+
+    let mut first = get().await.unwrap();
+    let head = first.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(head.into_data().unwrap(), "head-");
+    // The first body still streams: it holds the only slot.
+    let refused = get().await.unwrap_err();
+    assert!(refused.is::<tower::load_shed::error::Overloaded>(), "{refused}");
+    let tail = tails.lock().unwrap().pop().unwrap();
+    tail.send(Bytes::from_static(b"tail")).unwrap();
+    drop(tail);
+    let rest = tokio::time::timeout(bound, first.into_body().collect()).await;
+    assert_eq!(rest.unwrap().unwrap().to_bytes(), "tail", "the body arrived whole");
+
+    // Its end freed the slot; a body dropped unread frees it too.
+    let second = get().await.unwrap();
+    assert!(get().await.unwrap_err().is::<tower::load_shed::error::Overloaded>());
+    drop(second);
+    let third = get().await.expect("the dropped body gave its slot back");
+    drop(third);
+}

@@ -143,7 +143,10 @@ impl OptimizerStackBuilder {
         self
     }
 
-    /// At most `n` upstream calls at once, waiting or shedding beyond.
+    /// At most `n` upstream calls at once, waiting or shedding beyond. A
+    /// call holds its slot until its response body ends, fails or is
+    /// dropped (not only until the head arrives, as tower's own limit does),
+    /// so bodies streaming from a slow upstream count too.
     pub fn concurrency_limit(mut self, n: usize, overload: Overload) -> Self {
         self.concurrency_limit = Some(n);
         self.overload = overload;

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use http::Response;
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tower_service::Service;
 
+use super::held::{HeldBody, hold};
 use crate::BoxError;
 
 /// The stack is shutting down and takes no new requests.
@@ -77,7 +77,8 @@ impl<S> Gate<S> {
     }
 }
 
-struct InFlight(Arc<GateState>);
+/// A request counted in flight, until dropped.
+pub(crate) struct InFlight(Arc<GateState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -103,7 +104,7 @@ where
     S: Service<Req, Response = Response<B>, Error = BoxError>,
     B: Body,
 {
-    type Response = Response<GuardedBody<B>>;
+    type Response = Response<HeldBody<B, InFlight>>;
     type Error = BoxError;
     type Future = GateFuture<S::Future>;
 
@@ -132,7 +133,7 @@ where
     F: Future<Output = Result<Response<B>, BoxError>>,
     B: Body,
 {
-    type Output = Result<Response<GuardedBody<B>>, BoxError>;
+    type Output = Result<Response<HeldBody<B, InFlight>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -141,63 +142,17 @@ where
             Some(inner) => {
                 let result = ready!(inner.poll(cx));
                 let guard = this.guard.take();
-                let response = result?;
                 // The request stays in flight while its body streams: a
                 // drain waits for the bytes, not only for the head.
-                let guard = guard.filter(|_| !response.body().is_end_stream());
-                Poll::Ready(Ok(response.map(|body| GuardedBody { body, guard })))
+                Poll::Ready(result.map(|response| hold(response, guard)))
             }
         }
     }
 }
 
-pin_project! {
-    /// A response body that keeps its request counted in flight until it
-    /// ends, fails or is dropped.
-    pub(crate) struct GuardedBody<B> {
-        #[pin]
-        body: B,
-        guard: Option<InFlight>,
-    }
-}
-
-impl<B> fmt::Debug for GuardedBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GuardedBody")
-            .field("in_flight", &self.guard.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<B> Body for GuardedBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.body.as_mut().poll_frame(cx));
-        // Over at its end or error, or with its last frame when the body
-        // says so (a reader may stop there without polling for the end).
-        if !matches!(frame, Some(Ok(_))) || this.body.is_end_stream() {
-            this.guard.take();
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use tower::{ServiceExt, service_fn};
 

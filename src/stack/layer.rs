@@ -185,7 +185,7 @@ where
         });
         let svc = Optional::new(p.concurrency_limit, svc, |limit, s| {
             let shed = (p.overload == Overload::Shed).then_some(());
-            Optional::new(shed, tower::limit::ConcurrencyLimit::new(s, limit), |(), s| {
+            Optional::new(shed, super::limit::ConcurrencyLimit::new(s, limit), |(), s| {
                 tower::load_shed::LoadShed::new(s)
             })
         });

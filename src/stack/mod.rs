@@ -29,7 +29,9 @@ mod builder;
 mod client;
 mod config;
 mod gate;
+mod held;
 mod layer;
+mod limit;
 mod optimizer;
 mod optional;
 #[cfg(feature = "reqwest")]
