@@ -456,3 +456,48 @@ async fn the_concurrency_limit_holds_a_slot_until_the_body_ends() {
     let third = get().await.expect("the dropped body gave its slot back");
     drop(third);
 }
+
+// Real sockets on the real clock: the timeout under test is the client's
+// own, on a connect that cannot complete.
+#[tokio::test]
+async fn the_client_gives_up_on_a_connect_after_its_connect_timeout() {
+    use tower_optimizer::stack::ClientConfig;
+    // A listener that never accepts, its accept queue filled: Linux drops
+    // further SYNs, so a new connect hangs until someone gives up.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let probe = tokio::net::TcpSocket::new_v4().unwrap().connect(addr);
+        match tokio::time::timeout(Duration::from_millis(200), probe).await {
+            Ok(stream) => queued.push(stream.unwrap()),
+            Err(_) => break,
+        }
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    let (client, _optimizer) = OptimizerStack::builder()
+        .client(ClientConfig {
+            connect_timeout: Duration::from_millis(100),
+            ..ClientConfig::default()
+        })
+        .build_http2_client()
+        .unwrap();
+    let req = Request::get(format!("http://{addr}/")).body(Full::default()).unwrap();
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), client.oneshot(req))
+        .await
+        .expect("the client gave up by itself")
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    let connect = err
+        .downcast_ref::<hyper_util::client::legacy::Error>()
+        .unwrap_or_else(|| panic!("not a client error: {err:?}"));
+    assert!(connect.is_connect(), "{err:?}");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "gave up after {elapsed:?}, not at its 100 ms"
+    );
+    drop(listener);
+}
