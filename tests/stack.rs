@@ -501,3 +501,52 @@ async fn the_client_gives_up_on_a_connect_after_its_connect_timeout() {
     );
     drop(listener);
 }
+
+// Real sockets on the real clock: the pool's idle timer is the client's own
+// and it runs on tokio's clock, which a paused test would advance whenever
+// the runtime waits on a socket. Nothing sleeps: the test waits for the
+// server to see the connection close.
+#[tokio::test]
+async fn the_client_closes_connections_idle_past_its_pool_idle_timeout() {
+    use tower_optimizer::stack::ClientConfig;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(respond(200, "no-store", "ok"))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                let _ = closed_tx.send(n);
+            });
+        }
+    });
+    let idle = Duration::from_millis(200);
+    let (client, _optimizer) = OptimizerStack::builder()
+        .client(ClientConfig {
+            pool_idle_timeout: idle,
+            ..ClientConfig::default()
+        })
+        .build_http2_client()
+        .unwrap();
+    let url = format!("http://{addr}/");
+    let started = std::time::Instant::now();
+    assert_eq!(send(&client, Method::GET, &url).await.unwrap().0, 200);
+    assert_eq!(send(&client, Method::GET, &url).await.unwrap().0, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one pooled connection serves both");
+    let first = tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the idle connection was closed by the client");
+    assert_eq!(first, Some(1));
+    assert!(started.elapsed() >= idle, "not before it was idle that long");
+    assert_eq!(send(&client, Method::GET, &url).await.unwrap().0, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection after that");
+}
