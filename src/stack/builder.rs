@@ -146,7 +146,9 @@ impl OptimizerStackBuilder {
     /// At most `n` upstream calls at once, waiting or shedding beyond. A
     /// call holds its slot until its response body ends, fails or is
     /// dropped (not only until the head arrives, as tower's own limit does),
-    /// so bodies streaming from a slow upstream count too.
+    /// so bodies streaming from a slow upstream count too. A caller holding
+    /// a body it has not finished keeps its slot: with [`Overload::Wait`],
+    /// finish or drop it before waiting on another call under a full limit.
     pub fn concurrency_limit(mut self, n: usize, overload: Overload) -> Self {
         self.concurrency_limit = Some(n);
         self.overload = overload;
