@@ -143,6 +143,12 @@ impl OptimizerStackBuilder {
         self
     }
 
+    /// The client settings so far (for tests of the configuration file).
+    #[cfg(test)]
+    pub(crate) fn client_settings(&self) -> &ClientConfig {
+        &self.client
+    }
+
     /// At most `n` upstream calls at once, waiting or shedding beyond. A
     /// call holds its slot until its response body ends, fails or is
     /// dropped (not only until the head arrives, as tower's own limit does),

@@ -39,6 +39,10 @@ pub struct ClientConfig {
     /// HTTP/2 keep-alive ping interval (20 s keeps NATs and load balancers from
     /// dropping quiet connections).
     pub http2_keep_alive: Option<Duration>,
+    /// With keep-alive on, a connection whose ping goes unanswered this long
+    /// is closed, and the calls on it fail instead of hanging on a peer that
+    /// is gone (20 s, hyper's default).
+    pub http2_keep_alive_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -49,6 +53,7 @@ impl Default for ClientConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 32,
             http2_keep_alive: Some(Duration::from_secs(20)),
+            http2_keep_alive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -91,6 +96,7 @@ fn client_builder(config: &ClientConfig) -> hyper_util::client::legacy::Builder 
         if let Some(interval) = config.http2_keep_alive {
             builder
                 .http2_keep_alive_interval(interval)
+                .http2_keep_alive_timeout(config.http2_keep_alive_timeout)
                 .http2_keep_alive_while_idle(true);
         }
     }

@@ -130,6 +130,10 @@ pub struct ClientSection {
     pub pool_idle_timeout: Option<String>,
     /// Idle connections kept per host.
     pub pool_max_idle_per_host: Option<usize>,
+    /// HTTP/2 keep-alive ping interval, or `"off"`.
+    pub http2_keep_alive: Option<String>,
+    /// How long an unanswered keep-alive ping waits before the connection closes.
+    pub http2_keep_alive_timeout: Option<String>,
 }
 
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"2d"` (and `"1.5s"`).
@@ -286,6 +290,16 @@ impl OptimizerConfig {
             if let Some(n) = c.pool_max_idle_per_host {
                 client.pool_max_idle_per_host = n;
             }
+            if let Some(text) = &c.http2_keep_alive {
+                client.http2_keep_alive = if text.trim() == "off" {
+                    None
+                } else {
+                    duration("client.http2_keep_alive", Some(text))?
+                };
+            }
+            if let Some(d) = duration("client.http2_keep_alive_timeout", c.http2_keep_alive_timeout.as_ref())? {
+                client.http2_keep_alive_timeout = d;
+            }
             b = b.client(client);
         }
         Ok(b)
@@ -325,6 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn client_keep_alive_settings() {
+        let client = |text: &str| {
+            OptimizerConfig::from_toml(text)
+                .and_then(OptimizerConfig::into_builder)
+                .unwrap()
+                .client_settings()
+                .clone()
+        };
+        let set = client("[client]\nhttp2_keep_alive = \"5s\"\nhttp2_keep_alive_timeout = \"2s\"");
+        assert_eq!(set.http2_keep_alive, Some(Duration::from_secs(5)));
+        assert_eq!(set.http2_keep_alive_timeout, Duration::from_secs(2));
+        assert_eq!(client("[client]\nhttp2_keep_alive = \"off\"").http2_keep_alive, None);
+        let default = client("[client]\nhttp1 = false");
+        assert_eq!(default.http2_keep_alive, ClientConfig::default().http2_keep_alive);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             ("timeout = \"10 parsecs\"", "timeout"),
@@ -332,6 +363,11 @@ mod tests {
             ("[cache]\nexclude = [\"(\"]", "cache"),
             ("[circuit_breaker]\nfailure_rate = 250.0", "circuit_breaker"),
             ("[client]\nconnect_timeout = \"x\"", "client.connect_timeout"),
+            ("[client]\nhttp2_keep_alive = \"often\"", "client.http2_keep_alive"),
+            (
+                "[client]\nhttp2_keep_alive_timeout = \"soon\"",
+                "client.http2_keep_alive_timeout",
+            ),
             ("concurrency_limit = 0", "concurrency_limit"),
             (
                 "[monitor]\nroute_templates = [\"users/{id}\"]",
