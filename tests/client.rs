@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 use tower_optimizer::BoxError;
-use tower_optimizer::stack::{ClientConfig, OptimizedService, OptimizerStack};
+use tower_optimizer::stack::{ClientConfig, OptimizedService, OptimizerStack, Protocol};
 
 fn ok() -> Response<Full<Bytes>> {
     Response::builder()
@@ -36,18 +36,62 @@ async fn get(client: &OptimizedService<Full<Bytes>>, url: &str) -> Result<Bytes,
     Ok(res.into_body().collect().await?.to_bytes())
 }
 
-/// Serves h2c on `listener`, each connection on its own task.
-fn serve_h2c(listener: TcpListener) {
+/// A loopback server counting the connections it accepts and reporting
+/// each one's number when it closes. It speaks h2c, or HTTP/1.1 with
+/// `http1`. Its first `together` requests are answered only once all of
+/// them have arrived (none wait when it is 0 or 1).
+struct Server {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed: tokio::sync::mpsc::UnboundedReceiver<usize>,
+}
+
+async fn server(http1: bool, together: usize) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let gate = Arc::new(tokio::sync::Barrier::new(together));
+    let requests = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let (closed_tx, gate, requests) = (closed_tx.clone(), gate.clone(), requests.clone());
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async { Ok::<_, Infallible>(ok()) });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    let gate = gate.clone();
+                    let held = requests.fetch_add(1, Ordering::SeqCst) < together;
+                    async move {
+                        if held {
+                            gate.wait().await;
+                        }
+                        Ok::<_, Infallible>(ok())
+                    }
+                });
+                let io = TokioIo::new(stream);
+                let _ = if http1 {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                } else {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await
+                };
+                let _ = closed_tx.send(n);
             });
         }
     });
+    Server { addr, accepted, closed }
+}
+
+/// The next connection the server saw close, waiting at most 10 s.
+async fn next_close(server: &mut Server) -> usize {
+    tokio::time::timeout(Duration::from_secs(10), server.closed.recv())
+        .await
+        .expect("a connection closed")
+        .unwrap()
 }
 
 /// A TCP relay to `upstream` that can be frozen: once `frozen` is set it
@@ -90,9 +134,7 @@ async fn pump(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin,
 
 #[tokio::test]
 async fn keep_alive_pings_find_a_peer_that_vanished_and_the_next_call_reconnects() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    serve_h2c(listener);
+    let upstream = server(false, 0).await.addr;
     let frozen = Arc::new(AtomicBool::new(false));
     let relay = freezable_relay(upstream, frozen.clone()).await;
     let (client, _optimizer) = OptimizerStack::builder()
@@ -171,24 +213,7 @@ async fn the_client_gives_up_on_a_connect_after_its_connect_timeout() {
 // server to see the connection close.
 #[tokio::test]
 async fn the_client_closes_connections_idle_past_its_pool_idle_timeout() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            let closed_tx = closed_tx.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async { Ok::<_, Infallible>(ok()) });
-                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-                let _ = closed_tx.send(n);
-            });
-        }
-    });
+    let mut server = server(false, 0).await;
     let idle = Duration::from_millis(200);
     let (client, _optimizer) = OptimizerStack::builder()
         .client(ClientConfig {
@@ -197,16 +222,45 @@ async fn the_client_closes_connections_idle_past_its_pool_idle_timeout() {
         })
         .build_http2_client()
         .unwrap();
-    let url = format!("http://{addr}/");
+    let url = format!("http://{}/", server.addr);
     let started = std::time::Instant::now();
     assert_eq!(get(&client, &url).await.unwrap(), "ok");
     assert_eq!(get(&client, &url).await.unwrap(), "ok");
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one pooled connection serves both");
-    let first = tokio::time::timeout(Duration::from_secs(10), closed.recv())
-        .await
-        .expect("the idle connection was closed by the client");
-    assert_eq!(first, Some(1));
+    assert_eq!(
+        server.accepted.load(Ordering::SeqCst),
+        1,
+        "one pooled connection serves both"
+    );
+    assert_eq!(
+        next_close(&mut server).await,
+        1,
+        "the client closed the idle connection"
+    );
     assert!(started.elapsed() >= idle, "not before it was idle that long");
     assert_eq!(get(&client, &url).await.unwrap(), "ok");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection after that");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2, "a new connection after that");
+}
+
+#[tokio::test]
+async fn the_pool_keeps_at_most_its_idle_connections_per_host() {
+    // Two calls at once over HTTP/1.1 take two connections: the server
+    // answers neither until both have arrived.
+    let mut server = server(true, 2).await;
+    let (client, _optimizer) = OptimizerStack::builder()
+        .client(ClientConfig {
+            protocol: Protocol::Http1,
+            pool_max_idle_per_host: 1,
+            ..ClientConfig::default()
+        })
+        .build_http2_client()
+        .unwrap();
+    let url = format!("http://{}/", server.addr);
+    let (a, b) = tokio::join!(get(&client, &url), get(&client, &url));
+    assert_eq!((a.unwrap(), b.unwrap()), (Bytes::from("ok"), Bytes::from("ok")));
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    // Room for one idle connection: the client closes the other, and the
+    // one it kept serves the next call.
+    next_close(&mut server).await;
+    assert_eq!(get(&client, &url).await.unwrap(), "ok");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2, "no new connection");
 }
