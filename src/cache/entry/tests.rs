@@ -1,0 +1,197 @@
+//! Unit tests of the stored entry: instants and freshness packed, `Age` text, header compaction and what the rare part costs.
+
+use super::*;
+
+#[test]
+fn instants_kept_as_offsets_read_back_exactly() {
+    let base = Instant::now() + Duration::from_secs(1_000_000);
+    for d in [
+        Duration::ZERO,
+        Duration::new(3, 7),
+        Duration::from_secs(86_400 * 365 * 100),
+    ] {
+        assert_eq!(at_offset(base, offset_of(base, base + d)), base + d, "{d:?} after");
+        assert_eq!(at_offset(base, offset_of(base, base - d)), base - d, "{d:?} before");
+    }
+    // Beyond 292 years the offset saturates: still far in the future.
+    let far = base + Duration::from_secs(86_400 * 365 * 300);
+    assert_eq!(offset_of(base, far), i64::MAX);
+    assert!(at_offset(base, i64::MAX) > base + Duration::from_secs(86_400 * 365 * 290));
+}
+
+#[test]
+fn packed_freshness_reads_back_what_was_stored() {
+    let now = Instant::now();
+    let base = Freshness {
+        response_time: now,
+        initial_age: Duration::new(3, 123_456_789),
+        lifetime: Duration::from_secs(3600),
+        no_cache: false,
+        must_revalidate: true,
+        stale_while_revalidate: Duration::from_secs(30),
+        stale_if_error: None,
+    };
+    let read = |f: &Freshness| Packed::new(f).get(f.no_cache, f.must_revalidate, Windows::new(f));
+    // The same age at every instant, to the nanosecond, and the rest as
+    // it was: that is all the freshness rules read.
+    let same = |a: &Freshness, b: &Freshness| {
+        for later in [Duration::ZERO, Duration::new(1, 1), Duration::from_secs(86_400)] {
+            assert_eq!(a.age(now + later), b.age(now + later));
+        }
+        assert_eq!(
+            (Freshness {
+                response_time: now,
+                initial_age: Duration::ZERO,
+                ..*a
+            }),
+            Freshness {
+                response_time: now,
+                initial_age: Duration::ZERO,
+                ..*b
+            }
+        );
+    };
+    same(&read(&base), &base);
+    // Older than the process: the age still reads back exactly.
+    let ancient = Freshness {
+        initial_age: Duration::from_secs(100 * 365 * 86_400),
+        ..base
+    };
+    same(&read(&ancient), &ancient);
+    // An absurd age saturates rather than overflow.
+    let absurd = read(&Freshness {
+        initial_age: Duration::MAX,
+        ..base
+    });
+    assert!(absurd.age(now) > Duration::from_secs(200 * 365 * 86_400));
+    let windows = Freshness {
+        no_cache: true,
+        stale_if_error: Some(Duration::ZERO),
+        ..base
+    };
+    same(&read(&windows), &windows);
+    assert_eq!(
+        read(&windows).stale_if_error,
+        Some(Duration::ZERO),
+        "a zero window is still a window"
+    );
+    // Beyond 584 years a duration saturates, and stays what it was:
+    // present, and longer than any other.
+    let forever = Duration::from_secs(u64::MAX);
+    let huge = read(&Freshness {
+        lifetime: forever,
+        stale_if_error: Some(forever),
+        ..base
+    });
+    assert!(huge.lifetime > Duration::from_secs(500 * 365 * 86_400));
+    assert!(
+        huge.stale_if_error
+            .is_some_and(|d| d > Duration::from_secs(500 * 365 * 86_400))
+    );
+}
+
+#[test]
+fn age_values_are_the_decimal_text_of_every_age() {
+    for secs in (0..1100).chain([9_999, 86_400, u64::MAX]) {
+        assert_eq!(age_value(secs), secs.to_string().as_str(), "{secs}");
+    }
+}
+
+#[test]
+fn compaction_drops_hop_by_hop_and_fixes_length() {
+    let mut h = HeaderMap::new();
+    h.insert("connection", "x-hop, keep-alive".parse().unwrap());
+    h.insert("x-hop", "1".parse().unwrap());
+    h.insert("keep-alive", "timeout=5".parse().unwrap());
+    h.insert("transfer-encoding", "chunked".parse().unwrap());
+    h.insert("content-length", "999".parse().unwrap());
+    h.insert("age", "3".parse().unwrap());
+    h.append("x-multi", "a".parse().unwrap());
+    h.append("x-multi", "b".parse().unwrap());
+    h.insert("content-type", "text/plain".parse().unwrap());
+    let mut secret = HeaderValue::from_static("token");
+    secret.set_sensitive(true);
+    h.insert("x-secret", secret);
+    let (out, body) = compact(&h, EntryBody::Shared(Bytes::from_static(b"hello")));
+    // Shared and copied values read back the same; sensitivity is kept.
+    assert_eq!(out.get("content-type").unwrap(), "text/plain");
+    assert!(out.get("x-secret").unwrap().is_sensitive());
+    assert!(!out.get("content-type").unwrap().is_sensitive());
+    assert_eq!(out.get("content-length").unwrap(), "5");
+    assert_eq!(body, "hello");
+    // Copied chunks share one buffer with the values, and the length is
+    // what was copied.
+    let chunks = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cde")];
+    let (copied, body) = compact(&h, EntryBody::Chunks(chunks));
+    assert_eq!(body, "abcde");
+    assert_eq!(copied.get("content-length").unwrap(), "5");
+    assert_eq!(copied.get_all("x-multi").iter().collect::<Vec<_>>(), ["a", "b"]);
+    for gone in ["connection", "x-hop", "keep-alive", "transfer-encoding", "age"] {
+        assert!(!out.contains_key(gone), "{gone} kept");
+    }
+    let multi: Vec<_> = out.get_all("x-multi").iter().collect();
+    assert_eq!(multi, ["a", "b"]);
+}
+
+#[test]
+fn only_entries_with_a_rare_part_pay_for_it() {
+    // After the epoch: an instant before it reads back as the epoch.
+    let now = epoch() + Duration::from_secs(1);
+    let (parts, ()) = Response::builder().body(()).unwrap().into_parts();
+    let plain = Freshness {
+        response_time: now,
+        initial_age: Duration::ZERO,
+        lifetime: Duration::from_secs(60),
+        no_cache: false,
+        must_revalidate: false,
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: None,
+    };
+    let make = |secondary: Secondary, freshness: Freshness, tags: &[&str]| {
+        let labels = Labels {
+            tags: tags.iter().map(|t| Arc::from(*t)).collect(),
+            versions: Box::default(),
+        };
+        let body = EntryBody::Shared(Bytes::from_static(b"x"));
+        Entry::new(
+            "k",
+            secondary,
+            &parts,
+            body,
+            freshness,
+            labels,
+            now,
+            Duration::ZERO,
+            None,
+        )
+    };
+    // What the freshness rules read (the instants are kept as one offset).
+    let read = |f: Freshness| (f.age(now), f.lifetime, f.stale_while_revalidate, f.stale_if_error);
+    let common = make(Secondary::NONE, plain, &[]);
+    assert!(common.rare.is_none(), "a plain entry carries no rare part");
+    // `ENTRY_OVERHEAD` counts this box at 56 bytes.
+    assert!(size_of::<Rare>() <= 56);
+    assert!(common.secondary().is_empty() && common.tags().is_empty());
+    assert_eq!(read(common.freshness()), read(plain));
+    // Each rare field alone makes one, and reads back from it.
+    let vary = Secondary::new(vec![(http::header::ACCEPT, Some(HeaderValue::from_static("a/b")))]);
+    let varied = make(vary.clone(), plain, &[]);
+    assert!(varied.rare.is_some());
+    assert_eq!(*varied.secondary(), vary);
+    let tagged = make(Secondary::NONE, plain, &["t"]);
+    assert_eq!(tagged.tags(), [Arc::<str>::from("t")]);
+    for windows in [
+        Freshness {
+            stale_while_revalidate: Duration::from_millis(1500),
+            ..plain
+        },
+        Freshness {
+            stale_if_error: Some(Duration::ZERO),
+            ..plain
+        },
+    ] {
+        let entry = make(Secondary::NONE, windows, &[]);
+        assert!(entry.rare.is_some());
+        assert_eq!(read(entry.freshness()), read(windows));
+    }
+}
