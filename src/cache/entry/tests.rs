@@ -1,4 +1,5 @@
-//! Unit tests of the stored entry: instants and freshness packed, `Age` text, header compaction and what the rare part costs.
+//! Unit tests of the stored entry: instants and freshness packed, `Age`
+//! text, header compaction and what the rare part costs.
 
 use super::*;
 
