@@ -73,11 +73,21 @@ async fn concurrent_misses_make_one_upstream_call() {
 }
 
 async fn burst(cache: &Cache, upstream: &Upstream, n: usize) -> Vec<Result<Got, tower_optimizer::BoxError>> {
+    burst_at(cache, upstream, n, "http://api.test/x").await
+}
+
+/// `n` concurrent GETs of `uri`, each through its own client.
+async fn burst_at(
+    cache: &Cache,
+    upstream: &Upstream,
+    n: usize,
+    uri: &'static str,
+) -> Vec<Result<Got, tower_optimizer::BoxError>> {
     let mut tasks = Vec::new();
     for _ in 0..n {
         let mut c = client(cache, upstream);
         tasks.push(tokio::spawn(async move {
-            send(&mut c, Request::get("http://api.test/x").body(Full::default()).unwrap()).await
+            send(&mut c, Request::get(uri).body(Full::default()).unwrap()).await
         }));
     }
     let mut out = Vec::new();
@@ -121,6 +131,89 @@ async fn uncacheable_response_releases_waiters_at_once() {
     assert!(start.elapsed() < Duration::from_secs(1));
     assert_eq!(upstream.calls(), 20, "each waiter fetched for itself, none was stored");
     assert_eq!(cache.stats().entries, 0);
+}
+
+/// Hit-for-miss: once a key's answer was not storable, its requests go
+/// upstream at once instead of waiting for a leader's answer they could not
+/// share, until the window ends or a storable answer comes.
+#[tokio::test(start_paused = true)]
+async fn a_key_learned_uncacheable_is_not_coalesced_for_a_while() {
+    let cache = cache();
+    // `no-store` for the first four calls, cacheable from then on.
+    let upstream = Upstream::new(|_, n| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(ok(if n < 4 { "no-store" } else { "max-age=60" }, "v"))
+    });
+    let timed = |n| {
+        let (cache, upstream) = (cache.clone(), upstream.clone());
+        async move {
+            let start = Instant::now();
+            let got = burst_at(&cache, &upstream, n, "http://api.test/x").await;
+            (start.elapsed(), got.into_iter().map(Result::unwrap).collect::<Vec<_>>())
+        }
+    };
+    // Not known yet: the second request waits for the first's answer, then
+    // goes upstream itself.
+    let (first, _) = timed(2).await;
+    assert_eq!(first, Duration::from_millis(200));
+    // Known uncacheable: both go at once, neither waits.
+    let (second, got) = timed(2).await;
+    assert_eq!(second, Duration::from_millis(100), "no queueing behind a leader");
+    assert!(got.iter().all(|g| !g.cache.collapsed && !g.cache.stored));
+    assert_eq!(upstream.calls(), 4);
+    // The answer turns cacheable: still not coalesced, but stored, which
+    // ends the window.
+    let (third, got) = timed(2).await;
+    assert_eq!(third, Duration::from_millis(100));
+    assert!(got.iter().all(|g| g.cache.stored));
+    assert_eq!(upstream.calls(), 6);
+    let (_, got) = timed(2).await;
+    assert!(got.iter().all(|g| g.cache.hit), "served from the cache");
+    assert_eq!(upstream.calls(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_uncacheable_window_ends_and_can_be_turned_off() {
+    let upstream = Upstream::new(|_, _| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(ok("no-store", "v"))
+    });
+    let elapsed = |cache: Cache, uri: &'static str| {
+        let upstream = upstream.clone();
+        async move {
+            let start = Instant::now();
+            burst_at(&cache, &upstream, 2, uri).await;
+            start.elapsed()
+        }
+    };
+    let window = Duration::from_secs(10);
+    let cache = Cache::builder().remember_uncacheable(Some(window)).build().unwrap();
+    assert_eq!(
+        elapsed(cache.clone(), "http://api.test/a").await,
+        Duration::from_millis(200)
+    );
+    assert_eq!(
+        elapsed(cache.clone(), "http://api.test/a").await,
+        Duration::from_millis(100)
+    );
+    assert_eq!(
+        elapsed(cache.clone(), "http://api.test/b").await,
+        Duration::from_millis(200),
+        "per key"
+    );
+    advance(window).await;
+    assert_eq!(
+        elapsed(cache.clone(), "http://api.test/a").await,
+        Duration::from_millis(200),
+        "the window ended: coalesced (and learned) again"
+    );
+    let off = Cache::builder().remember_uncacheable(None).build().unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            elapsed(off.clone(), "http://api.test/a").await,
+            Duration::from_millis(200)
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

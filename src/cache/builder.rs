@@ -20,6 +20,12 @@ pub const DEFAULT_MAX_ENTRY_BYTES: usize = 1 << 20;
 /// Default wait for another request's upstream call: 5 s, nginx's
 /// `proxy_cache_lock_timeout`.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a key whose answer was not storable (`no-store`, `private`,
+/// no freshness, too large ...) is left out of coalescing: 120 s, Varnish's
+/// hit-for-miss default. Requests queued behind a leader whose answer they
+/// cannot share wait a whole upstream call for nothing; a storable answer
+/// ends the window at once, so a key that turns cacheable loses nothing.
+pub const DEFAULT_REMEMBER_UNCACHEABLE: Duration = Duration::from_secs(120);
 /// Default sweep period for expired entries: 30 s keeps dead entries from
 /// holding budget for long while costing one pass per shard per period.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -53,6 +59,7 @@ pub struct CacheBuilder {
     pub(crate) lifetimes: Lifetimes,
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) lock_timeout: Duration,
+    pub(crate) remember_uncacheable: Option<Duration>,
     pub(crate) stale_retention: Duration,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) audit_interval: Option<Duration>,
@@ -93,6 +100,7 @@ impl Default for CacheBuilder {
             },
             stale_if_error: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            remember_uncacheable: Some(DEFAULT_REMEMBER_UNCACHEABLE),
             stale_retention: DEFAULT_STALE_RETENTION,
             sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
             audit_interval: None,
@@ -201,6 +209,17 @@ impl CacheBuilder {
     /// waiter, and any request that joins it later, goes upstream alone.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// How long a key whose answer was not storable for a reason of the
+    /// response's own (`no-store`, `private`, `Set-Cookie`, no freshness,
+    /// `Vary: *`, too large) is left out of coalescing: its requests go
+    /// upstream at once instead of waiting for a leader's answer they could
+    /// not share. A storable answer for the key ends it early; `None`
+    /// coalesces every miss (default [`DEFAULT_REMEMBER_UNCACHEABLE`]).
+    pub fn remember_uncacheable(mut self, window: Option<Duration>) -> Self {
+        self.remember_uncacheable = window;
         self
     }
 

@@ -8,9 +8,16 @@
 //! waiter cost each one a timer registration, and often a wake-up of the
 //! time driver), and when it fires every waiter, and anyone joining later,
 //! goes upstream alone. Nothing here holds a lock across an `.await`.
+//!
+//! A key whose answer turned out not storable for a reason of the
+//! response's own (`no-store`, `private`, no freshness, too large ...) is
+//! remembered for a while (Varnish's hit-for-miss): requests for it go
+//! upstream at once instead of queueing behind a leader whose answer they
+//! could not share anyway. A storable answer for the key ends that early.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry as Slot;
+use std::collections::hash_map::Entry as MapEntry;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -73,21 +80,42 @@ impl Flight {
     }
 }
 
-/// Keys with a request in flight, and their flights. Hashed with the LRU
-/// store's seeded hasher (foldhash): SipHash cost each miss two lookups of
-/// a long URI key for nothing this table needs.
-type FlightMap = HashMap<Arc<str>, Arc<Flight>, lru::DefaultHasher>;
+/// What the table holds for a key.
+enum Slot {
+    /// A request is upstream for it.
+    Flight(Arc<Flight>),
+    /// Its last answer was not storable: until this instant, requests for
+    /// it are not coalesced.
+    Uncacheable(Instant),
+}
+
+/// Keys with a request in flight or learned uncacheable. Hashed with the
+/// LRU store's seeded hasher (foldhash): SipHash cost each miss two lookups
+/// of a long URI key for nothing this table needs.
+type FlightMap = HashMap<Arc<str>, Slot, lru::DefaultHasher>;
+
+/// Keys remembered as uncacheable at most: each costs its key and a slot
+/// (about 100 B), so the table stays under half a MiB whatever the
+/// upstream answers. Past it, expired marks are dropped, and if none has
+/// expired a new key is not remembered (it is coalesced as before).
+pub(crate) const MAX_UNCACHEABLE_KEYS: usize = 4096;
 
 /// The table of keys with a request in flight.
 #[derive(Default)]
 pub(crate) struct Flights {
     map: Mutex<FlightMap>,
+    /// Keys marked uncacheable in `map`: read without the lock, so a store
+    /// skips it when nothing is marked.
+    marked: AtomicUsize,
     epochs: Epochs,
 }
 
 impl std::fmt::Debug for Flights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flights").field("in_flight", &self.len()).finish()
+        f.debug_struct("Flights")
+            .field("in_flight", &self.len())
+            .field("uncacheable", &self.marked.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -97,6 +125,8 @@ pub(crate) enum Join {
     Leader(Leader),
     /// Someone is: wait for their outcome.
     Waiter(Waiter),
+    /// The key is known not to be storable: go upstream without a flight.
+    Alone,
 }
 
 impl Flights {
@@ -112,34 +142,46 @@ impl Flights {
     /// Joins the flight for `key`, becoming its leader if there is none, or
     /// if the one there started before an invalidation of `key` (its answer
     /// is older than what this request may be given). A waiter that is the
-    /// flight's first sets its `deadline`. `stamp` is this request's.
-    pub(crate) fn join(self: &Arc<Self>, key: &Arc<str>, deadline: Instant, stamp: Stamp) -> Join {
+    /// flight's first sets its `deadline`. `stamp` is this request's. A key
+    /// marked uncacheable until after `now` is not coalesced.
+    pub(crate) fn join(self: &Arc<Self>, key: &Arc<str>, now: Instant, deadline: Instant, stamp: Stamp) -> Join {
         let mut map = self.lock();
         // One lookup (one hash of the key) whichever way it goes.
         let flight = match map.entry(key.clone()) {
-            Slot::Occupied(entry) if self.epochs.is_current(entry.get().stamp) => {
-                let flight = entry.get().clone();
-                drop(map);
-                let id = {
-                    let mut state = flight.lock();
-                    state.next_waiter += 1;
-                    state.deadline.get_or_insert(deadline);
-                    state.next_waiter
-                };
-                return Join::Waiter(Waiter {
-                    flight,
-                    id,
-                    holds_timer: false,
-                });
-            }
-            // Replacing an outdated flight: its leader, when done, leaves
-            // this one in the table (it removes only its own).
-            Slot::Occupied(mut entry) => {
+            MapEntry::Occupied(entry) => match entry.get() {
+                Slot::Flight(flight) if self.epochs.is_current(flight.stamp) => {
+                    let flight = flight.clone();
+                    drop(map);
+                    let id = {
+                        let mut state = flight.lock();
+                        state.next_waiter += 1;
+                        state.deadline.get_or_insert(deadline);
+                        state.next_waiter
+                    };
+                    return Join::Waiter(Waiter {
+                        flight,
+                        id,
+                        holds_timer: false,
+                    });
+                }
+                Slot::Uncacheable(until) if *until > now => return Join::Alone,
+                // An expired mark, or an outdated flight (its leader, when
+                // done, leaves this one in the table: it removes only its
+                // own): a new flight takes the slot.
+                replaced => {
+                    if matches!(replaced, Slot::Uncacheable(_)) {
+                        self.marked.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    let flight = Flight::new(stamp);
+                    *entry.into_mut() = Slot::Flight(flight.clone());
+                    flight
+                }
+            },
+            MapEntry::Vacant(entry) => {
                 let flight = Flight::new(stamp);
-                entry.insert(flight.clone());
+                entry.insert(Slot::Flight(flight.clone()));
                 flight
             }
-            Slot::Vacant(entry) => entry.insert(Flight::new(stamp)).clone(),
         };
         Join::Leader(Leader {
             flights: self.clone(),
@@ -153,11 +195,17 @@ impl Flights {
     /// at most one per key at a time).
     pub(crate) fn try_lead(self: &Arc<Self>, key: &Arc<str>, stamp: Stamp) -> Option<Leader> {
         let mut map = self.lock();
-        if map.contains_key(key) {
-            return None;
-        }
         let flight = Flight::new(stamp);
-        map.insert(key.clone(), flight.clone());
+        match map.insert(key.clone(), Slot::Flight(flight.clone())) {
+            Some(Slot::Flight(running)) => {
+                map.insert(key.clone(), Slot::Flight(running));
+                return None;
+            }
+            Some(Slot::Uncacheable(_)) => {
+                self.marked.fetch_sub(1, Ordering::Relaxed);
+            }
+            None => {}
+        }
         Some(Leader {
             flights: self.clone(),
             key: key.clone(),
@@ -166,14 +214,75 @@ impl Flights {
         })
     }
 
+    /// Remembers that `key`'s answer was not storable, until `until`, for
+    /// a request that went upstream without leading a flight (a leader
+    /// uses [`Leader::complete_uncacheable`]). A running flight is left
+    /// alone.
+    pub(crate) fn mark_uncacheable(&self, key: &Arc<str>, until: Instant) {
+        let mut map = self.lock();
+        if let Some(slot) = map.get_mut(key) {
+            if let Slot::Uncacheable(old) = slot {
+                *old = until;
+            }
+            return;
+        }
+        if self.make_room(&mut map) {
+            map.insert(key.clone(), Slot::Uncacheable(until));
+            self.marked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets that `key` was uncacheable: a storable answer came.
+    pub(crate) fn clear_uncacheable(&self, key: &str) {
+        if self.marked.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut map = self.lock();
+        if let Some((key, slot)) = map.remove_entry(key) {
+            match slot {
+                Slot::Uncacheable(_) => {
+                    self.marked.fetch_sub(1, Ordering::Relaxed);
+                }
+                flight @ Slot::Flight(_) => {
+                    map.insert(key, flight);
+                }
+            }
+        }
+    }
+
+    /// Whether one more key may be marked: at the cap, expired marks are
+    /// dropped first. Called with the table locked.
+    fn make_room(&self, map: &mut FlightMap) -> bool {
+        if self.marked.load(Ordering::Relaxed) < MAX_UNCACHEABLE_KEYS {
+            return true;
+        }
+        let now = Instant::now();
+        let before = map.len();
+        map.retain(|_, slot| !matches!(slot, Slot::Uncacheable(until) if *until <= now));
+        self.marked.fetch_sub(before - map.len(), Ordering::Relaxed);
+        self.marked.load(Ordering::Relaxed) < MAX_UNCACHEABLE_KEYS
+    }
+
     /// Keys with a request in flight.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock()
+            .values()
+            .filter(|slot| matches!(slot, Slot::Flight(_)))
+            .count()
+    }
+
+    /// Keys remembered as uncacheable.
+    #[cfg(test)]
+    pub(crate) fn uncacheable(&self) -> usize {
+        self.marked.load(Ordering::Relaxed)
     }
 
     /// Flights that finished but are still in the table (must be zero).
     pub(crate) fn orphans(&self) -> usize {
-        self.lock().values().filter(|f| f.lock().outcome.is_some()).count()
+        self.lock()
+            .values()
+            .filter(|slot| matches!(slot, Slot::Flight(f) if f.lock().outcome.is_some()))
+            .count()
     }
 }
 
@@ -194,10 +303,18 @@ impl std::fmt::Debug for Leader {
 impl Leader {
     /// Ends the flight with `outcome` and wakes every waiter.
     pub(crate) fn complete(mut self, outcome: Outcome) {
-        self.finish(outcome);
+        self.finish(outcome, None);
     }
 
-    fn finish(&mut self, outcome: Outcome) {
+    /// Ends the flight with nothing to share, because the answer was not
+    /// storable for a reason of its own, and remembers the key as
+    /// uncacheable until `until`: requests for it stop queueing behind a
+    /// leader.
+    pub(crate) fn complete_uncacheable(mut self, until: Instant) {
+        self.finish(None, Some(until));
+    }
+
+    fn finish(&mut self, outcome: Outcome, uncacheable: Option<Instant>) {
         if self.done {
             return;
         }
@@ -206,9 +323,19 @@ impl Leader {
             // Removed with one lookup; put back in the rare case that a newer
             // flight replaced this one (see `join`).
             let mut map = self.flights.lock();
-            if let Some((key, flight)) = map.remove_entry(&self.key) {
-                if !Arc::ptr_eq(&flight, &self.flight) {
-                    map.insert(key, flight);
+            if let Some((key, slot)) = map.remove_entry(&self.key) {
+                match slot {
+                    Slot::Flight(flight) if Arc::ptr_eq(&flight, &self.flight) => {
+                        if let Some(until) = uncacheable {
+                            if self.flights.make_room(&mut map) {
+                                map.insert(key, Slot::Uncacheable(until));
+                                self.flights.marked.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    other => {
+                        map.insert(key, other);
+                    }
                 }
             }
         }
@@ -226,7 +353,7 @@ impl Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         // Cancelled or failed without completing: release the waiters.
-        self.finish(None);
+        self.finish(None, None);
     }
 }
 
@@ -302,108 +429,4 @@ impl Drop for Waiter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::future::poll_fn;
-    use std::time::Duration;
-
-    fn deadline() -> Instant {
-        Instant::now() + Duration::from_secs(1)
-    }
-
-    fn stamp(flights: &Flights) -> Stamp {
-        flights.epochs().stamp("k")
-    }
-
-    #[tokio::test]
-    async fn waiters_get_the_leaders_outcome_and_a_dropped_leader_releases_them() {
-        let flights = Arc::new(Flights::default());
-        let key: Arc<str> = "k".into();
-        let Join::Leader(leader) = flights.join(&key, deadline(), stamp(&flights)) else {
-            panic!("first is leader")
-        };
-        let Join::Waiter(mut waiter) = flights.join(&key, deadline(), stamp(&flights)) else {
-            panic!("second waits")
-        };
-        assert!(flights.try_lead(&key, stamp(&flights)).is_none());
-        let task = tokio::spawn(async move { poll_fn(|cx| waiter.poll_wait(cx)).await });
-        tokio::task::yield_now().await;
-        drop(leader);
-        assert!(matches!(task.await.unwrap(), Wait::Done(None)));
-        assert_eq!(flights.len(), 0);
-        assert_eq!(flights.orphans(), 0);
-        assert!(
-            matches!(flights.join(&key, deadline(), stamp(&flights)), Join::Leader(_)),
-            "a new flight can start"
-        );
-    }
-
-    #[test]
-    fn an_outdated_flights_leader_leaves_the_newer_flight_in_place() {
-        let flights = Arc::new(Flights::default());
-        let key: Arc<str> = "k".into();
-        let Join::Leader(outdated) = flights.join(&key, deadline(), stamp(&flights)) else {
-            panic!("first is leader")
-        };
-        flights.epochs().invalidate(&key);
-        let Join::Leader(newer) = flights.join(&key, deadline(), stamp(&flights)) else {
-            panic!("an invalidated flight is not joined but replaced")
-        };
-        drop(outdated);
-        assert_eq!(flights.len(), 1, "the newer flight is still in the table");
-        assert!(
-            matches!(flights.join(&key, deadline(), stamp(&flights)), Join::Waiter(_)),
-            "and later requests join it"
-        );
-        drop(newer);
-        assert_eq!((flights.len(), flights.orphans()), (0, 0));
-    }
-
-    #[tokio::test]
-    async fn one_waiter_runs_the_timer_and_hands_it_on_when_it_leaves() {
-        let flights = Arc::new(Flights::default());
-        let key: Arc<str> = "k".into();
-        let first_deadline = deadline();
-        let Join::Leader(_leader) = flights.join(&key, first_deadline, stamp(&flights)) else {
-            panic!("first is leader")
-        };
-        let waiter = |flights: &Arc<Flights>, at| match flights.join(&key, at, stamp(flights)) {
-            Join::Waiter(w) => w,
-            Join::Leader(_) => panic!("a flight is running"),
-        };
-        let mut a = waiter(&flights, first_deadline);
-        let mut b = waiter(&flights, first_deadline + Duration::from_secs(5));
-        assert_eq!(a.claim_timer(), Some(first_deadline), "the first waiter's deadline");
-        assert_eq!(b.claim_timer(), None, "one timer per flight");
-        // `b` is pending (its waker registered); `a` leaves with the timer.
-        let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let waker = waker_fn(woken.clone());
-        assert!(b.poll_wait(&mut Context::from_waker(&waker)).is_pending());
-        drop(a);
-        assert!(
-            woken.load(std::sync::atomic::Ordering::SeqCst),
-            "b is told to take over"
-        );
-        assert_eq!(b.claim_timer(), Some(first_deadline));
-        b.expire();
-        assert!(matches!(
-            b.poll_wait(&mut Context::from_waker(&waker)),
-            Poll::Ready(Wait::Expired)
-        ));
-        let mut late = waiter(&flights, deadline());
-        assert!(matches!(
-            late.poll_wait(&mut Context::from_waker(&waker)),
-            Poll::Ready(Wait::Expired)
-        ));
-    }
-
-    fn waker_fn(flag: Arc<std::sync::atomic::AtomicBool>) -> Waker {
-        struct Flag(Arc<std::sync::atomic::AtomicBool>);
-        impl std::task::Wake for Flag {
-            fn wake(self: Arc<Self>) {
-                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-        Waker::from(Arc::new(Flag(flag)))
-    }
-}
+mod tests;

@@ -165,9 +165,31 @@ impl Fetch {
         response
     }
 
-    fn not_storable(&mut self, reason: NotStorable) -> &'static str {
+    /// Whether `reason`, for an answer with `status`, is the response's own
+    /// and likely to hold for the next answer too (see
+    /// [`NotStorable::is_lasting`]): a 5xx is taken as passing, and a
+    /// `no-store` this request asked for is its own.
+    fn lasting(&self, reason: NotStorable, status: StatusCode) -> bool {
+        reason.is_lasting()
+            && !status.is_server_error()
+            && !(reason == NotStorable::NoStore && self.request_cc.no_store)
+    }
+
+    /// Counts an answer that will not be stored and ends this request's
+    /// flight; a `lasting` reason leaves the key out of coalescing for a
+    /// while. The reason's `Cache-Status` token.
+    fn not_storable(&mut self, reason: NotStorable, lasting: bool) -> &'static str {
         bump(&self.cache.counters.not_storable);
-        self.leader.take();
+        let until = self
+            .cache
+            .remember_uncacheable
+            .filter(|_| lasting)
+            .map(|window| Instant::now() + window);
+        match (self.leader.take(), until) {
+            (Some(leader), Some(until)) => leader.complete_uncacheable(until),
+            (None, Some(until)) => self.cache.flights.mark_uncacheable(&self.key, until),
+            (leader, None) => drop(leader),
+        }
         reason.as_str()
     }
 
@@ -183,6 +205,8 @@ impl Fetch {
         if !self.cache.store.insert(self.key.clone(), entry.clone(), deps) {
             return Err(NotStorable::TooLarge);
         }
+        // Storable after all: the key is coalesced again.
+        self.cache.flights.clear_uncacheable(&self.key);
         if !epochs.is_current(self.stamp) {
             self.cache.store.remove_variants(
                 &self.key,
@@ -243,7 +267,7 @@ impl Fetch {
         let freshness = match verdict {
             Ok(freshness) => freshness,
             Err(reason) => {
-                let detail = self.not_storable(reason);
+                let detail = self.not_storable(reason, self.lasting(reason, parts.status));
                 self.request = Some(request);
                 return Next::Respond(self.pass(Response::from_parts(parts, body), Some(detail)));
             }
@@ -254,7 +278,7 @@ impl Fetch {
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.cache.max_entry_bytes as u64) {
             self.drop_outdated(&request);
-            let detail = self.not_storable(NotStorable::TooLarge);
+            let detail = self.not_storable(NotStorable::TooLarge, self.lasting(NotStorable::TooLarge, parts.status));
             return Next::Respond(self.pass(Response::from_parts(parts, body), Some(detail)));
         }
         self.request = Some(request);
@@ -390,7 +414,10 @@ impl Buffer {
             }
             NotStorable::TooLarge
         };
-        let detail = self.fetch.not_storable(reason);
+        // Over `max_entry_bytes` it will be again; out of in-flight room is
+        // the moment's load.
+        let lasting = self.fetch.lasting(reason, self.parts.status) && self.size > self.fetch.cache.max_entry_bytes;
+        let detail = self.fetch.not_storable(reason, lasting);
         let frames = std::mem::take(&mut self.frames);
         let parts = self.parts;
         let body = OptimizerBody::replay(frames, rest, error);

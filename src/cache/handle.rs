@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub(crate) inflight_bytes: AtomicUsize,
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) lock_timeout: Duration,
+    /// See [`CacheBuilder::remember_uncacheable`](super::CacheBuilder::remember_uncacheable).
+    pub(crate) remember_uncacheable: Option<Duration>,
     pub(crate) stale_retention: Duration,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) audit_interval: Option<Duration>,
@@ -84,6 +86,7 @@ impl Cache {
                 inflight_bytes: AtomicUsize::new(0),
                 stale_if_error: b.stale_if_error,
                 lock_timeout: b.lock_timeout,
+                remember_uncacheable: b.remember_uncacheable,
                 stale_retention: b.stale_retention,
                 sweep_interval: b.sweep_interval,
                 audit_interval: b.audit_interval,

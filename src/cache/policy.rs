@@ -133,6 +133,24 @@ pub enum NotStorable {
 }
 
 impl NotStorable {
+    /// Whether the reason may be the response's own and would hold for the
+    /// next answer too: what lets the key skip coalescing for a while.
+    /// Reasons of this request (`Authorization`, HEAD), of a failed body, of
+    /// an invalidation or of the user's predicate do not. `NoStore` counts
+    /// only when the request itself did not ask for it (the caller checks).
+    pub(crate) fn is_lasting(self) -> bool {
+        matches!(
+            self,
+            NotStorable::NoStore
+                | NotStorable::Private
+                | NotStorable::SetCookie
+                | NotStorable::Status
+                | NotStorable::NoFreshness
+                | NotStorable::VaryStar
+                | NotStorable::TooLarge
+        )
+    }
+
     /// A short token for `Cache-Status` `detail`.
     pub fn as_str(self) -> &'static str {
         match self {

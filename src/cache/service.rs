@@ -116,9 +116,11 @@ where
             request_time: now,
             stamp,
         };
-        match cache.flights.join(&key, now + cache.lock_timeout, stamp) {
-            Join::Leader(leader) => {
-                fetch.leader = Some(leader);
+        match cache.flights.join(&key, now, now + cache.lock_timeout, stamp) {
+            join @ (Join::Leader(_) | Join::Alone) => {
+                if let Join::Leader(leader) = join {
+                    fetch.leader = Some(leader);
+                }
                 if let Some(stale) = &fetch.stale {
                     fetch::add_validators(&mut request, stale);
                 }
