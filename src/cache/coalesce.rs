@@ -96,8 +96,9 @@ type FlightMap = HashMap<Arc<str>, Slot, lru::DefaultHasher>;
 
 /// Keys remembered as uncacheable at most: each costs its key and a slot
 /// (about 100 B), so the table stays under half a MiB whatever the
-/// upstream answers. Past it, expired marks are dropped, and if none has
-/// expired a new key is not remembered (it is coalesced as before).
+/// upstream answers. Past it, a new mark replaces an arbitrary old one: a
+/// mark is only a hint, and finding the oldest would cost a scan of the
+/// table under its lock.
 pub(crate) const MAX_UNCACHEABLE_KEYS: usize = 4096;
 
 /// The table of keys with a request in flight.
@@ -226,10 +227,9 @@ impl Flights {
             }
             return;
         }
-        if self.make_room(&mut map) {
-            map.insert(key.clone(), Slot::Uncacheable(until));
-            self.marked.fetch_add(1, Ordering::Relaxed);
-        }
+        self.make_room(&mut map);
+        map.insert(key.clone(), Slot::Uncacheable(until));
+        self.marked.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Forgets that `key` was uncacheable: a storable answer came.
@@ -250,17 +250,21 @@ impl Flights {
         }
     }
 
-    /// Whether one more key may be marked: at the cap, expired marks are
-    /// dropped first. Called with the table locked.
-    fn make_room(&self, map: &mut FlightMap) -> bool {
+    /// Makes room for one more mark: at the cap, the first mark the table
+    /// yields goes (flights are few, so it is found at once). Called with
+    /// the table locked.
+    fn make_room(&self, map: &mut FlightMap) {
         if self.marked.load(Ordering::Relaxed) < MAX_UNCACHEABLE_KEYS {
-            return true;
+            return;
         }
-        let now = Instant::now();
-        let before = map.len();
-        map.retain(|_, slot| !matches!(slot, Slot::Uncacheable(until) if *until <= now));
-        self.marked.fetch_sub(before - map.len(), Ordering::Relaxed);
-        self.marked.load(Ordering::Relaxed) < MAX_UNCACHEABLE_KEYS
+        let old = map
+            .iter()
+            .find(|(_, slot)| matches!(slot, Slot::Uncacheable(_)))
+            .map(|(key, _)| key.clone());
+        if let Some(old) = old {
+            map.remove(&old);
+            self.marked.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Keys with a request in flight.
@@ -327,10 +331,9 @@ impl Leader {
                 match slot {
                     Slot::Flight(flight) if Arc::ptr_eq(&flight, &self.flight) => {
                         if let Some(until) = uncacheable {
-                            if self.flights.make_room(&mut map) {
-                                map.insert(key, Slot::Uncacheable(until));
-                                self.flights.marked.fetch_add(1, Ordering::Relaxed);
-                            }
+                            self.flights.make_room(&mut map);
+                            map.insert(key, Slot::Uncacheable(until));
+                            self.flights.marked.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     other => {
