@@ -140,12 +140,23 @@ impl Packed {
     }
 
     fn get(&self, no_cache: bool, must_revalidate: bool, windows: Windows) -> Freshness {
+        // Read back as born at that instant, aged nothing, so its age is
+        // exact at any `now`, before the epoch too: runtimes whose clocks
+        // differ (tests on paused time, one of them advanced, set the
+        // epoch) see instants on either side of it. Only a birth before
+        // anything an `Instant` can hold (an `Age` of years) reads as a
+        // response at the epoch already that old.
+        let (response_time, initial_age) = if self.born >= 0 {
+            (at_offset(epoch(), self.born), Duration::ZERO)
+        } else {
+            let back = Duration::from_nanos(self.born.unsigned_abs());
+            epoch()
+                .checked_sub(back)
+                .map_or((epoch(), back), |birth| (birth, Duration::ZERO))
+        };
         Freshness {
-            // Born before the epoch (an `Age` of years), it reads as a
-            // response at the epoch already that old: an `Instant` that far
-            // back may not exist on every platform.
-            response_time: at_offset(epoch(), self.born.max(0)),
-            initial_age: Duration::from_nanos(self.born.max(0).abs_diff(self.born)),
+            response_time,
+            initial_age,
             lifetime: Duration::from_nanos(self.lifetime),
             no_cache,
             must_revalidate,

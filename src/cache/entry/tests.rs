@@ -21,6 +21,33 @@ fn instants_kept_as_offsets_read_back_exactly() {
 }
 
 #[test]
+fn a_response_born_before_the_epoch_keeps_its_age_at_every_instant() {
+    // Another runtime's clock, ahead of this one, may have set the epoch:
+    // this runtime's instants, its `now` included, then precede it.
+    let e = epoch();
+    let arrived = e.checked_sub(Duration::from_secs(5)).expect("the clock has run 5 s");
+    let stored = Freshness {
+        response_time: arrived,
+        initial_age: Duration::from_secs(10),
+        lifetime: Duration::from_secs(60),
+        no_cache: false,
+        must_revalidate: false,
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: None,
+    };
+    let read = Packed::new(&stored).get(false, false, NO_WINDOWS);
+    for now in [arrived, arrived + Duration::from_secs(1), e, e + Duration::from_secs(1)] {
+        assert_eq!(read.age(now), stored.age(now), "{:?} after arrival", now - arrived);
+        assert_eq!(read.ttl_secs(now), stored.ttl_secs(now));
+    }
+    assert_eq!(
+        read.ttl_secs(arrived),
+        50,
+        "60 s of lifetime, 10 s of it gone on arrival"
+    );
+}
+
+#[test]
 fn packed_freshness_reads_back_what_was_stored() {
     let now = Instant::now();
     let base = Freshness {
