@@ -8,8 +8,9 @@
 //! a few requests to itself, prints what it saw and exits; with `--serve` it
 //! keeps serving (the address is printed) until Ctrl-C.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+#[path = "support/upstream.rs"]
+mod upstream;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,9 +22,8 @@ use axum::routing::get;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_optimizer::BoxError;
@@ -66,42 +66,11 @@ async fn user(State(app): State<App>, Path(id): Path<u32>) -> Response {
     }
 }
 
-/// A local h2c upstream: `/users/{id}` as JSON, cacheable for a minute.
-async fn upstream(calls: Arc<AtomicUsize>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            let calls = calls.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    calls.fetch_add(1, Ordering::Relaxed);
-                    let id = req.uri().path().trim_start_matches("/users/").to_owned();
-                    async move {
-                        Ok::<_, Infallible>(
-                            http::Response::builder()
-                                .header("content-type", "application/json")
-                                .header("cache-control", "max-age=60")
-                                .body(Full::new(Bytes::from(format!("{{\"id\":{id:?}}}"))))
-                                .expect("a valid response"),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let serve = std::env::args().any(|a| a == "--serve");
     let calls = Arc::new(AtomicUsize::new(0));
-    let origin = upstream(calls.clone()).await;
+    let origin = upstream::json_upstream("/users/", calls.clone()).await;
 
     let monitor = MonitorSettings {
         route_templates: Some(RouteTemplates::new(["/users/{id}"])?),

@@ -8,8 +8,9 @@
 //! It starts a local HTTP/2 upstream on 127.0.0.1, sends requests through
 //! both, prints what it saw and exits 0 (1 if the cache did not answer).
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+#[path = "support/upstream.rs"]
+mod upstream;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,45 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_optimizer::BoxError;
 use tower_optimizer::cache::{CACHE_STATUS, Cache, CacheLayer};
 use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
 use tower_optimizer::stack::{OptimizerStack, ReqwestService};
-
-/// A local h2c upstream: `/items/{id}` as JSON, cacheable for a minute.
-/// Counts the requests that reach it.
-async fn upstream(calls: Arc<AtomicUsize>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let calls = calls.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    calls.fetch_add(1, Ordering::Relaxed);
-                    let id = req.uri().path().trim_start_matches("/items/").to_owned();
-                    async move {
-                        Ok::<_, Infallible>(
-                            http::Response::builder()
-                                .header("content-type", "application/json")
-                                .header("cache-control", "max-age=60")
-                                .body(Full::new(Bytes::from(format!("{{\"id\":{id:?}}}"))))
-                                .expect("a valid response"),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 /// Sends `GET url` through `client` and prints the answer and its
 /// `Cache-Status`.
@@ -85,7 +52,7 @@ where
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let calls = Arc::new(AtomicUsize::new(0));
-    let origin = format!("http://{}", upstream(calls.clone()).await);
+    let origin = format!("http://{}", upstream::json_upstream("/items/", calls.clone()).await);
 
     // The reqwest client, configured as you would anyway; this upstream
     // speaks HTTP/2 without TLS, so prior knowledge.
