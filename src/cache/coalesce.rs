@@ -269,10 +269,10 @@ impl Flights {
 
     /// Keys with a request in flight.
     pub(crate) fn len(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|slot| matches!(slot, Slot::Flight(_)))
-            .count()
+        // Every slot is a flight or a mark, and marks are counted under the
+        // same lock: no need to walk up to `MAX_UNCACHEABLE_KEYS` of them.
+        let map = self.lock();
+        map.len() - self.marked.load(Ordering::Relaxed)
     }
 
     /// Keys remembered as uncacheable.
