@@ -42,14 +42,20 @@ pin_project! {
     enum Kind<B> {
         Full { data: Option<Bytes> },
         Inner { #[pin] body: B },
-        Replay {
-            prefix: VecDeque<Frame<Bytes>>,
-            error: Option<BoxError>,
-            // Boxed so a body that is not `Unpin` can move here from the
-            // buffering state after some of it was read.
-            rest: Option<Pin<Box<B>>>,
-        },
+        // Boxed: it is rare (a body too large to store, streamed on after
+        // its prefix), and inline it would triple the size of every body,
+        // which moves with its response through each layer outside.
+        Replay { replay: Box<Replay<B>> },
     }
+}
+
+#[derive(Debug)]
+struct Replay<B> {
+    prefix: VecDeque<Frame<Bytes>>,
+    error: Option<BoxError>,
+    // Boxed so a body that is not `Unpin` can move here from the buffering
+    // state after some of it was read.
+    rest: Option<Pin<Box<B>>>,
 }
 
 impl<B> OptimizerBody<B> {
@@ -72,7 +78,9 @@ impl<B> OptimizerBody<B> {
     /// `error` if reading stopped on one, or the remainder of `rest`.
     pub(crate) fn replay(prefix: VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<B>>>, error: Option<BoxError>) -> Self {
         OptimizerBody {
-            kind: Kind::Replay { prefix, error, rest },
+            kind: Kind::Replay {
+                replay: Box::new(Replay { prefix, error, rest }),
+            },
         }
     }
 }
@@ -95,7 +103,8 @@ where
         match self.project().kind.project() {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProj::Replay { prefix, error, rest } => {
+            KindProj::Replay { replay } => {
+                let Replay { prefix, error, rest } = &mut **replay;
                 if let Some(frame) = prefix.pop_front() {
                     return Poll::Ready(Some(Ok(frame)));
                 }
@@ -114,7 +123,8 @@ where
         match &self.kind {
             Kind::Full { data } => data.is_none(),
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Replay { prefix, error, rest } => {
+            Kind::Replay { replay } => {
+                let Replay { prefix, error, rest } = &**replay;
                 prefix.is_empty() && error.is_none() && rest.as_ref().is_none_or(Body::is_end_stream)
             }
         }
@@ -124,7 +134,8 @@ where
         match &self.kind {
             Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Inner { body } => body.size_hint(),
-            Kind::Replay { prefix, rest, .. } => {
+            Kind::Replay { replay } => {
+                let Replay { prefix, rest, .. } = &**replay;
                 let buffered: u64 = prefix.iter().filter_map(Frame::data_ref).map(|d| d.len() as u64).sum();
                 let rest = rest.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
                 let mut hint = SizeHint::new();

@@ -189,7 +189,10 @@ where
                 tower::load_shed::LoadShed::new(s)
             })
         });
-        let svc = Optional::new(p.invalidation.as_ref(), svc, Layer::layer);
+        // The body from below is boxed here, once per upstream call: it
+        // nests every stage's body, and inline it would be part of every
+        // response above, which each layer moves, hits included.
+        let svc = Optional::new(p.invalidation.as_ref(), svc, Layer::layer).map_response(boxed);
         // On a hit only the cache's own (small) future runs; the stack
         // below is boxed inside it on a miss, and here when there is no cache.
         let svc = match &p.cache {
