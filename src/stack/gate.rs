@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tower_service::Service;
 
-use super::held::{HeldBody, hold};
+use super::held::hold;
+use super::layer::{ResponseBody, boxed};
 use crate::BoxError;
 
 /// The stack is shutting down and takes no new requests.
@@ -102,9 +104,10 @@ pin_project! {
 impl<S, Req, B> Service<Req> for Gate<S>
 where
     S: Service<Req, Response = Response<B>, Error = BoxError>,
-    B: Body,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    type Response = Response<HeldBody<B, InFlight>>;
+    type Response = Response<ResponseBody>;
     type Error = BoxError;
     type Future = GateFuture<S::Future>;
 
@@ -131,9 +134,10 @@ where
 impl<F, B> Future for GateFuture<F>
 where
     F: Future<Output = Result<Response<B>, BoxError>>,
-    B: Body,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<HeldBody<B, InFlight>>, BoxError>;
+    type Output = Result<Response<ResponseBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -143,8 +147,10 @@ where
                 let result = ready!(inner.poll(cx));
                 let guard = this.guard.take();
                 // The request stays in flight while its body streams: a
-                // drain waits for the bytes, not only for the head.
-                Poll::Ready(result.map(|response| hold(response, guard)))
+                // drain waits for the bytes, not only for the head. Boxed
+                // into the stack's one body type here, in the same step, so
+                // the response is not moved through one more future.
+                Poll::Ready(result.map(|response| boxed(hold(response, guard))))
             }
         }
     }

@@ -81,7 +81,8 @@ impl<B> std::fmt::Debug for OptimizerLayer<B> {
     }
 }
 
-fn boxed<R>(response: Response<R>) -> Response<ResponseBody>
+/// `response` with its body boxed into the stack's one body type.
+pub(super) fn boxed<R>(response: Response<R>) -> Response<ResponseBody>
 where
     R: Body<Data = Bytes> + Send + 'static,
     R::Error: Into<BoxError>,
@@ -200,6 +201,6 @@ where
             None => Optional::Off(BoxedFuture(svc)),
         };
         let svc = Optional::new(p.metrics.as_ref(), svc, Layer::layer);
-        BoxCloneSyncService::new(Gate::new(svc, p.gate.clone()).map_response(boxed))
+        BoxCloneSyncService::new(Gate::new(svc, p.gate.clone()))
     }
 }
