@@ -187,7 +187,22 @@ async fn admin_routes() {
     assert_eq!(stats["latest"]["cache"]["hits"], 3);
     assert_eq!(admin.send(Method::GET, "/alerts", Some("s3cret"), "").await.2, "[]");
 
-    // Invalidation.
+    // Invalidation: a pattern anchored at a path matches paths.
+    let (status, _, body) = admin
+        .send(
+            Method::POST,
+            "/cache/invalidate",
+            Some("s3cret"),
+            r#"{"pattern": "^/users/1$"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (report["kind"].as_str(), report["entries"].as_u64()),
+        (Some("pattern"), Some(1))
+    );
+    assert_eq!(cache.stats().entries, 1);
     let (status, _, body) = admin
         .send(Method::POST, "/cache/invalidate", Some("s3cret"), r#"{"tag": "users"}"#)
         .await;
@@ -195,7 +210,7 @@ async fn admin_routes() {
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         (report["kind"].as_str(), report["entries"].as_u64()),
-        (Some("tag"), Some(2))
+        (Some("tag"), Some(1))
     );
     assert_eq!(cache.stats().entries, 0);
     let (status, _, body) = admin

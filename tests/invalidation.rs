@@ -209,6 +209,14 @@ async fn pattern_scans_yield_and_bad_regexes_are_errors() {
         total - report.entries,
         "soft purge keeps entries"
     );
+    // A regex anchored at a path, as one writes it for a route, matches
+    // paths: over whole keys (which start with a scheme) it never could.
+    let before = cache.stats().entries as usize;
+    let by_path = inv.pattern(r"^/items/2\d$").await.unwrap();
+    assert_eq!(by_path.entries, (20..30).filter(|i| i % 10 != 7).count());
+    assert_eq!(cache.stats().entries as usize, before - by_path.entries);
+    let by_key = inv.pattern(r"^http://api\.test/items/3\d$").await.unwrap();
+    assert_eq!(by_key.entries, (30..40).filter(|i| i % 10 != 7).count());
 }
 
 #[tokio::test(start_paused = true)]

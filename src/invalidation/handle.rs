@@ -164,9 +164,11 @@ impl Invalidator {
     }
 
     /// Removes entries whose key matches `regex` (compiled once here; an
-    /// invalid regex is an error). The scan yields between chunks.
+    /// invalid regex is an error). A regex anchored at a path (`^/users/\d+$`)
+    /// is matched against path and query, on every origin; any other against
+    /// the whole key (see [`Pattern::new`]). The scan yields between chunks.
     pub async fn pattern(&self, regex: &str) -> Result<InvalidationReport, InvalidationError> {
-        let pattern = Pattern::key(regex)?;
+        let pattern = Pattern::new(regex)?;
         Ok(self.purge_pattern(&pattern, Purge::Hard).await)
     }
 

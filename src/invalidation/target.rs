@@ -48,6 +48,30 @@ impl fmt::Debug for Pattern {
 }
 
 impl Pattern {
+    /// A regex over the whole key, or over path and query when it is
+    /// anchored at a path (`^/users/\d+$`): no key starts with `/`, so over
+    /// the whole key such a regex could never match anything. An invalid
+    /// regex is an error.
+    ///
+    /// ```
+    /// use tower_optimizer::invalidation::{Pattern, PatternScope};
+    ///
+    /// let path = Pattern::new(r"^/users/\d+$").unwrap();
+    /// assert_eq!(path.scope(), PatternScope::PathAndQuery);
+    /// assert!(path.is_match("https://api.example/users/7"));
+    /// let key = Pattern::new(r"^https://api\.example/").unwrap();
+    /// assert_eq!(key.scope(), PatternScope::Key);
+    /// assert!(!key.is_match("https://other.example/users/7"));
+    /// ```
+    pub fn new(regex: &str) -> Result<Pattern, InvalidationError> {
+        let scope = if anchored_at_path(regex) {
+            PatternScope::PathAndQuery
+        } else {
+            PatternScope::Key
+        };
+        Self::compile(regex, scope)
+    }
+
     /// A regex over the whole key; an invalid regex is an error.
     pub fn key(regex: &str) -> Result<Pattern, InvalidationError> {
         Self::compile(regex, PatternScope::Key)
@@ -74,6 +98,11 @@ impl Pattern {
         self
     }
 
+    /// What part of a key it is matched against.
+    pub fn scope(&self) -> PatternScope {
+        self.scope
+    }
+
     /// Whether `key` matches.
     pub fn is_match(&self, key: &str) -> bool {
         let (origin, rest) = split_origin(key);
@@ -85,6 +114,21 @@ impl Pattern {
             PatternScope::PathAndQuery => self.regex.is_match(rest),
         }
     }
+}
+
+/// Whether `regex` only matches text that starts with `/`: it begins, after
+/// any inline flag groups such as `(?i)`, with `^/` or `\A/`.
+fn anchored_at_path(regex: &str) -> bool {
+    let mut rest = regex;
+    while let Some(after) = rest.strip_prefix("(?") {
+        match after.find(')') {
+            Some(end) if after[..end].chars().all(|c| c.is_ascii_alphabetic() || c == '-') => {
+                rest = &after[end + 1..];
+            }
+            _ => break,
+        }
+    }
+    rest.starts_with("^/") || rest.starts_with("\\A/")
 }
 
 /// Splits a key into its origin and its path-and-query.
@@ -111,5 +155,29 @@ mod tests {
         assert!(k.is_match("https://x.test/v2/a") && !k.is_match("http://x.test/v2/a"));
         assert!(Pattern::key("(").unwrap_err().is_pattern());
         assert_eq!(split_origin("http://a.test"), ("http://a.test", "/"));
+    }
+
+    #[test]
+    fn a_regex_anchored_at_a_path_is_matched_against_the_path() {
+        for (regex, scope) in [
+            (r"^/users/\d+$", PatternScope::PathAndQuery),
+            (r"\A/users", PatternScope::PathAndQuery),
+            (r"(?i)^/Users", PatternScope::PathAndQuery),
+            (r"(?i)(?-u)^/x", PatternScope::PathAndQuery),
+            (r"^https://a\.test/users", PatternScope::Key),
+            (r"/users/\d+$", PatternScope::Key),
+            (r"(?:^/x)", PatternScope::Key),
+            (r"(?i:^/x)", PatternScope::Key),
+            ("^", PatternScope::Key),
+            ("", PatternScope::Key),
+        ] {
+            assert_eq!(Pattern::new(regex).unwrap().scope(), scope, "{regex}");
+        }
+        let p = Pattern::new(r"(?i)^/users/\d+$").unwrap();
+        assert!(p.is_match("http://a.test/USERS/7"));
+        assert!(!p.is_match("http://a.test/teams/users/7"));
+        let unanchored = Pattern::new(r"/users/\d+$").unwrap();
+        assert!(unanchored.is_match("http://a.test/users/7"));
+        assert!(Pattern::new("(?i)(").unwrap_err().is_pattern());
     }
 }

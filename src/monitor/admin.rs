@@ -301,7 +301,7 @@ impl AdminService {
         } else if let Some(tag) = text("tag") {
             inv.purge(&[crate::cache::Node::Tag(tag.into())], mode)
         } else if let Some(pattern) = text("pattern") {
-            match crate::invalidation::Pattern::key(pattern) {
+            match crate::invalidation::Pattern::new(pattern) {
                 Ok(p) => inv.purge_pattern(&p, mode).await,
                 Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
             }
