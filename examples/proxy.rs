@@ -1,7 +1,8 @@
 //! A reverse proxy through the stack: listens with HTTP/1.1 and h2c, forwards
 //! every method to one upstream, streams bodies both ways, removes
 //! hop-by-hop headers, adds `Via`, and answers 502 or 504 with a short
-//! reason when the upstream fails.
+//! reason when the upstream fails, or 503 with `Retry-After` while the
+//! upstream's circuit is open.
 //!
 //! `cargo run --release --example proxy -- --listen 127.0.0.1:8080
 //!  --upstream http://127.0.0.1:9000 [--http1] [--shared] [--config FILE]
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
 use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheMode};
+use tower_optimizer::circuit_breaker::error::Open;
 use tower_optimizer::stack::{ClientConfig, OptimizedService, OptimizerConfig, OptimizerStack, Protocol, http_client};
 
 /// Request bodies stream from the listener to the upstream.
@@ -102,7 +104,17 @@ pub async fn forward(
         Err(error) if error.is::<tower::timeout::error::Elapsed>() => {
             short(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
         }
-        Err(error) => short(StatusCode::BAD_GATEWAY, &format!("upstream failed: {error}")),
+        Err(error) => match error.downcast_ref::<Open>() {
+            // The upstream is known to be down, and for how long: say so,
+            // so the proxy's own clients back off instead of retrying at once.
+            Some(open) => {
+                let mut res = short(StatusCode::SERVICE_UNAVAILABLE, &open.to_string());
+                let (parts, ()) = open.to_response::<()>().into_parts();
+                res.headers_mut().extend(parts.headers);
+                res
+            }
+            None => short(StatusCode::BAD_GATEWAY, &format!("upstream failed: {error}")),
+        },
     }
 }
 

@@ -1,6 +1,6 @@
 //! The proxy example passes requests through intact: methods, large and
 //! streamed bodies, headers, status codes; and answers 502 or 504 when the
-//! upstream fails.
+//! upstream fails, 503 with `Retry-After` once its circuit is open.
 #![cfg(feature = "stack")]
 
 #[path = "support/server.rs"]
@@ -141,4 +141,38 @@ async fn upstream_failures_become_502_and_504() {
     let res = call(proxy, Method::GET, "/", Bytes::new(), &[]).await;
     assert_eq!(res.status(), 502);
     assert!(std::str::from_utf8(res.body()).unwrap().starts_with("upstream failed"));
+}
+
+/// An upstream that answers only 503 opens its circuit; from then on the
+/// proxy answers 503 itself, with `Retry-After`, and the upstream hears no
+/// more. (Real time: nothing here waits, and the circuit stays open for
+/// 10 s, far longer than the test.)
+#[tokio::test]
+async fn an_open_circuit_becomes_503_with_retry_after() {
+    let upstream = echo_upstream().await;
+    let proxy = start_proxy(&format!("http://{upstream}"), Duration::from_secs(30)).await;
+    let mut passed = 0;
+    let mut refused = Vec::new();
+    for _ in 0..40 {
+        let res = call(proxy, Method::GET, "/down?status=503", Bytes::new(), &[]).await;
+        assert_eq!(res.status(), 503);
+        match res.headers().get("retry-after") {
+            // The upstream's own 503, passed through before the circuit opened.
+            None => {
+                assert!(refused.is_empty(), "the upstream was reached after the circuit opened");
+                assert_eq!(res.headers()["x-method"], "GET");
+                passed += 1;
+            }
+            Some(retry) => refused.push((retry.to_str().unwrap().parse::<u64>().unwrap(), res)),
+        }
+    }
+    assert!(
+        (1..=20).contains(&passed),
+        "a host answering only failures is cut off within 20 calls ({passed})"
+    );
+    let (secs, res) = &refused[0];
+    assert!((1..=10).contains(secs), "the first open period is 10 s: {secs}");
+    let text = std::str::from_utf8(res.body()).unwrap();
+    assert!(text.starts_with("circuit open for http://127.0.0.1:"), "{text}");
+    assert!(!res.headers().contains_key("x-method"), "the proxy answered itself");
 }

@@ -27,6 +27,41 @@ impl Open {
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
+
+    /// [`retry_after`](Self::retry_after) in whole seconds, rounded up, as
+    /// a `Retry-After` header gives it (RFC 9110 §10.2.3): a client that
+    /// waits that long finds the circuit no longer open.
+    pub fn retry_after_secs(&self) -> u64 {
+        let secs = self.retry_after.as_secs();
+        if self.retry_after.subsec_nanos() > 0 {
+            secs.saturating_add(1)
+        } else {
+            secs
+        }
+    }
+
+    /// The answer an HTTP hop (a proxy, a gateway, a handler) gives in place
+    /// of this error: `503 Service Unavailable` with a `Retry-After`, so its
+    /// own clients back off for as long as the circuit stays open.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_optimizer::circuit_breaker::error::Open;
+    ///
+    /// let open = Open::new("https://api.example".into(), Duration::from_millis(2500));
+    /// let response: http::Response<String> = open.to_response();
+    /// assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    /// assert_eq!(response.headers()[http::header::RETRY_AFTER], "3");
+    /// ```
+    pub fn to_response<B: Default>(&self) -> http::Response<B> {
+        let mut response = http::Response::new(B::default());
+        *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(self.retry_after_secs()),
+        );
+        response
+    }
 }
 
 impl fmt::Display for Open {
@@ -41,6 +76,23 @@ impl fmt::Display for Open {
 }
 
 impl std::error::Error for Open {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let secs = |d| Open::new("k".into(), d).retry_after_secs();
+        assert_eq!(secs(Duration::ZERO), 0);
+        assert_eq!(secs(Duration::from_nanos(1)), 1);
+        assert_eq!(secs(Duration::from_secs(10)), 10);
+        assert_eq!(secs(Duration::from_millis(10_001)), 11);
+        assert_eq!(secs(Duration::MAX), u64::MAX);
+        let response: http::Response<()> = Open::new("k".into(), Duration::from_secs(7)).to_response();
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "7");
+    }
+}
 
 /// Invalid breaker settings, from `CircuitBreakerConfig::builder().build()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
