@@ -1,4 +1,12 @@
 //! Error types of the cache.
+//!
+//! ```
+//! use tower_optimizer::cache::Cache;
+//!
+//! let error = Cache::builder().exclude("/private/(").build().unwrap_err();
+//! assert!(error.to_string().starts_with("invalid cache configuration"));
+//! assert!(std::error::Error::source(&error).is_some(), "the regex error is its source");
+//! ```
 
 use std::fmt;
 

@@ -1,4 +1,28 @@
 //! Response future of [`CacheService`](super::CacheService).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//! use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus, future::ResponseFuture};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let upstream = service_fn(|_req: http::Request<Full<Bytes>>| async {
+//!     let response = http::Response::builder().header("cache-control", "max-age=60");
+//!     Ok::<_, Infallible>(response.body(Full::new(Bytes::from_static(b"hi"))).unwrap())
+//! });
+//! let mut svc = CacheLayer::new(Cache::builder().build().unwrap()).layer(upstream);
+//! let request = || http::Request::get("http://api.example/x").body(Full::default()).unwrap();
+//! let future: ResponseFuture<_, Full<Bytes>, Full<Bytes>> = svc.ready().await.unwrap().call(request());
+//! let first = future.await.unwrap();
+//! assert!(!first.extensions().get::<CacheStatus>().unwrap().hit);
+//! # drop(first);
+//! let second = svc.ready().await.unwrap().call(request()).await.unwrap();
+//! assert!(second.extensions().get::<CacheStatus>().unwrap().hit);
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;

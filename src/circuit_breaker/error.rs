@@ -1,4 +1,19 @@
 //! Error types of the circuit breaker.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_optimizer::BoxError;
+//! use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
+//! use tower_optimizer::circuit_breaker::error::Open;
+//!
+//! // Refused calls come back as a `BoxError` that downcasts to `Open`.
+//! let error: BoxError = Box::new(Open::new("https://api.example".into(), Duration::from_secs(10)));
+//! let open = error.downcast_ref::<Open>().unwrap();
+//! assert_eq!((open.key(), open.retry_after_secs()), ("https://api.example", 10));
+//! // Bad settings are an error from `build()`, never a panic later.
+//! let bad = CircuitBreakerConfig::builder().failure_rate(Some(150.0)).build().unwrap_err();
+//! assert!(bad.to_string().starts_with("invalid circuit breaker configuration"));
+//! ```
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,4 +1,21 @@
 //! Response future of [`CircuitBreakerService`](super::CircuitBreakerService).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//! use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, error::Open};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+//! let upstream = service_fn(|_req: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+//! let mut svc = layer.layer(upstream);
+//! layer.breakers().force_open("http://down.example");
+//! let future = svc.ready().await.unwrap().call(http::Request::get("http://down.example/x").body(()).unwrap());
+//! let error = future.await.unwrap_err();
+//! assert_eq!(error.downcast_ref::<Open>().unwrap().key(), "http://down.example");
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,4 +1,18 @@
 //! Error types of invalidation.
+//!
+//! ```
+//! use tower_optimizer::cache::Cache;
+//! use tower_optimizer::invalidation::{Invalidator, Rule};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let inv = Invalidator::new(Cache::builder().build().unwrap());
+//! let error = inv.pattern("([").await.unwrap_err();
+//! assert!(error.is_pattern());
+//! assert_eq!(error.to_string(), "invalid pattern \"([\"");
+//! assert!(Rule::any_method("/x").unwrap().pattern("(").is_err());
+//! # }
+//! ```
 
 use std::fmt;
 

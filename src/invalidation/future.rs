@@ -1,4 +1,24 @@
 //! Response future of [`InvalidationService`](super::InvalidationService).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//! use tower_optimizer::cache::Cache;
+//! use tower_optimizer::invalidation::{InvalidationLayer, Invalidator, future::ResponseFuture};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let inv = Invalidator::new(Cache::builder().build().unwrap());
+//! let upstream = service_fn(|_req: http::Request<()>| async {
+//!     let response = http::Response::builder().header("cache-group-invalidation", "\"users\"");
+//!     Ok::<_, Infallible>(response.body(()).unwrap())
+//! });
+//! let mut svc = InvalidationLayer::new(inv.clone()).layer(upstream);
+//! let request = http::Request::post("http://api.example/users").body(()).unwrap();
+//! let future: ResponseFuture<_, ()> = svc.ready().await.unwrap().call(request);
+//! assert_eq!(future.await.unwrap().status(), 200);
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;

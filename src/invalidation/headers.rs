@@ -5,6 +5,18 @@
 //! Pure logic. Input from the network is bounded: at most
 //! [`MAX_TAGS_PER_RESPONSE`] tags of at most [`MAX_TAG_LEN`] bytes each;
 //! a structured field that does not parse is ignored whole (RFC 8941 §4.2).
+//!
+//! ```
+//! use http::HeaderMap;
+//! use tower_optimizer::invalidation::headers::{CACHE_GROUPS, ParsedTags, TagSyntax, read_tags};
+//!
+//! let mut headers = HeaderMap::new();
+//! headers.insert(CACHE_GROUPS, r#""users", "teams";x=1"#.parse().unwrap());
+//! let mut parsed = ParsedTags::default();
+//! read_tags(&headers, &CACHE_GROUPS, TagSyntax::StructuredStrings, &mut parsed);
+//! assert_eq!(parsed.tags, ["users", "teams"]);
+//! assert!(!parsed.malformed);
+//! ```
 
 use http::{HeaderMap, HeaderName};
 

@@ -1,4 +1,26 @@
 //! Response future of [`MetricsService`](super::MetricsService).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//! use tower_optimizer::monitor::{MetricsLayer, Stats, future::ResponseFuture};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let stats = Stats::default();
+//! let upstream = service_fn(|_req: http::Request<()>| async {
+//!     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"hi"))))
+//! });
+//! let mut svc = MetricsLayer::new().stats(stats.clone()).layer(upstream);
+//! let future: ResponseFuture<_> = svc.ready().await.unwrap().call(http::Request::get("http://api.example/").body(()).unwrap());
+//! let response = future.await.unwrap();
+//! // Measured when its body ends, not at its head.
+//! assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "hi");
+//! assert_eq!(stats.snapshot(tokio::time::Instant::now()).overall.requests, 1);
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;
