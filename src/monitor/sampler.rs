@@ -421,6 +421,14 @@ impl Monitor {
 }
 
 /// Names of the gauges each sample sets through the `metrics` facade.
+///
+/// ```
+/// use tower_optimizer::monitor::gauges;
+///
+/// // OpenTelemetry's names where it has one, ours under `tower_optimizer.`.
+/// assert_eq!(gauges::PROCESS_MEMORY, "process.memory.usage");
+/// assert!(gauges::CACHE_SIZE.starts_with("tower_optimizer.cache."));
+/// ```
 pub mod gauges {
     /// Bytes charged to the cache budget.
     pub const CACHE_SIZE: &str = "tower_optimizer.cache.size";
