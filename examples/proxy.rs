@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, VIA};
+use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, RETRY_AFTER, VIA};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -109,8 +109,8 @@ pub async fn forward(
             // so the proxy's own clients back off instead of retrying at once.
             Some(open) => {
                 let mut res = short(StatusCode::SERVICE_UNAVAILABLE, &open.to_string());
-                let (parts, ()) = open.to_response::<()>().into_parts();
-                res.headers_mut().extend(parts.headers);
+                res.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(open.retry_after_secs()));
                 res
             }
             None => short(StatusCode::BAD_GATEWAY, &format!("upstream failed: {error}")),
