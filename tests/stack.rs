@@ -20,7 +20,7 @@ use tower::ServiceExt;
 use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheStatus};
 use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
-use tower_optimizer::stack::{OptimizedService, OptimizerStack, Overload, ShuttingDown};
+use tower_optimizer::stack::{OptimizedService, OptimizerStack, Overload, ShuttingDown, WhenOpen};
 
 type Handler = Arc<dyn Fn(&Request<Incoming>, usize) -> Response<Full<Bytes>> + Send + Sync>;
 
@@ -236,9 +236,56 @@ async fn storm_opens_the_breaker_stale_and_secondary_failover_then_recovery() {
     assert_eq!(err.field(), "secondary_upstream");
 }
 
+// Real sockets on the real clock; the circuit opens on the third failure
+// and stays open for its 10 s first period, far longer than the test.
+#[tokio::test]
+async fn with_respond_503_an_open_circuit_is_a_503_with_retry_after() {
+    let (addr, hits) = server(
+        Arc::new(|_, _| respond(503, "no-store", "down")),
+        Arc::new(Notify::new()),
+    )
+    .await;
+    let url = format!("http://{addr}/x");
+    let (client, optimizer) = OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .circuit_breaker(
+            CircuitBreakerConfig::builder()
+                .consecutive_failures(Some(3))
+                .jitter(0.0)
+                .build()
+                .unwrap(),
+        )
+        .when_open(WhenOpen::Respond503)
+        .build_http2_client()
+        .unwrap();
+    for _ in 0..3 {
+        let (code, _, body) = send(&client, Method::GET, &url).await.unwrap();
+        assert_eq!((code, body.as_ref()), (503, b"down".as_ref()), "the upstream's own 503");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    let res = client
+        .clone()
+        .oneshot(Request::get(&url).body(Full::default()).unwrap())
+        .await
+        .expect("a response, not error::Open");
+    assert_eq!(res.status(), 503);
+    let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry_after), "Retry-After {retry_after}");
+    assert!(res.into_body().collect().await.unwrap().to_bytes().is_empty());
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "answered without the upstream");
+    drop(optimizer);
+}
+
 #[tokio::test]
 async fn configuration_errors_name_the_field() {
     let cases = [
+        (
+            OptimizerStack::builder()
+                .when_open(WhenOpen::Respond503)
+                .build::<Full<Bytes>>()
+                .unwrap_err(),
+            "when_open",
+        ),
         (
             OptimizerStack::builder()
                 .concurrency_limit(0, Overload::Shed)

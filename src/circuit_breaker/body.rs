@@ -140,6 +140,14 @@ impl<B> std::fmt::Debug for BreakerBody<B> {
     }
 }
 
+/// An empty body with no call attached (the body of an answer made in
+/// place of a call, such as [`RespondOpen`](super::RespondOpen)'s `503`).
+impl<B: Default> Default for BreakerBody<B> {
+    fn default() -> Self {
+        BreakerBody::new(B::default(), None)
+    }
+}
+
 impl<B> BreakerBody<B> {
     pub(crate) fn new(inner: B, guard: Option<Guard>) -> Self {
         BreakerBody { inner, guard }

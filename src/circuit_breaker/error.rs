@@ -77,6 +77,43 @@ impl Open {
         );
         response
     }
+
+    /// The `Open` in `error` or anywhere in its `source()` chain, for an
+    /// error that came through a layer that wraps errors (such as
+    /// `tower::buffer`) on its way out.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_optimizer::BoxError;
+    /// use tower_optimizer::circuit_breaker::error::Open;
+    ///
+    /// #[derive(Debug)]
+    /// struct Wrapped(BoxError);
+    /// impl std::fmt::Display for Wrapped {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str("service failed")
+    ///     }
+    /// }
+    /// impl std::error::Error for Wrapped {
+    ///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    ///         Some(&*self.0)
+    ///     }
+    /// }
+    ///
+    /// let error: BoxError = Box::new(Wrapped(Box::new(Open::new("http://a.test".into(), Duration::from_secs(1)))));
+    /// assert!(error.downcast_ref::<Open>().is_none());
+    /// assert_eq!(Open::find(&*error).unwrap().key(), "http://a.test");
+    /// ```
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Open> {
+        let mut source = Some(error);
+        while let Some(e) = source {
+            if let Some(open) = e.downcast_ref::<Open>() {
+                return Some(open);
+            }
+            source = e.source();
+        }
+        None
+    }
 }
 
 impl fmt::Display for Open {

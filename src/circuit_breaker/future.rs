@@ -1,4 +1,5 @@
-//! Response future of [`CircuitBreakerService`](super::CircuitBreakerService).
+//! Response futures of [`CircuitBreakerService`](super::CircuitBreakerService)
+//! and [`RespondOpen`](super::RespondOpen).
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -125,5 +126,49 @@ where
                     .expect("circuit breaker ResponseFuture polled after completion"),
             ))),
         }
+    }
+}
+
+pin_project! {
+    /// Response future of [`RespondOpen`](super::RespondOpen): an
+    /// [`Open`] error (or one wrapping it) becomes its `503` response.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct RespondOpenFuture<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> RespondOpenFuture<F> {
+    pub(crate) fn new(future: F) -> Self {
+        RespondOpenFuture { future }
+    }
+}
+
+impl<F> std::fmt::Debug for RespondOpenFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RespondOpenFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for RespondOpenFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Default,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(self.project().future.poll(cx)) {
+            Ok(response) => Ok(response),
+            Err(error) => {
+                let error: BoxError = error.into();
+                match Open::find(&*error) {
+                    Some(open) => Ok(open.to_response()),
+                    None => Err(error),
+                }
+            }
+        })
     }
 }

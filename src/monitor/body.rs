@@ -17,7 +17,8 @@ pin_project! {
     pub struct MetricsBody<B> {
         #[pin]
         inner: B,
-        guard: Guard,
+        // `None` only for a body made in place of a call (`Default`).
+        guard: Option<Guard>,
         bytes: u64,
     }
 
@@ -25,7 +26,9 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let bytes = *this.bytes;
-            this.guard.finish(bytes, false);
+            if let Some(guard) = this.guard {
+                guard.finish(bytes, false);
+            }
         }
     }
 }
@@ -40,7 +43,23 @@ impl<B> std::fmt::Debug for MetricsBody<B> {
 
 impl<B> MetricsBody<B> {
     pub(crate) fn new(inner: B, guard: Guard) -> Self {
-        MetricsBody { inner, guard, bytes: 0 }
+        MetricsBody {
+            inner,
+            guard: Some(guard),
+            bytes: 0,
+        }
+    }
+}
+
+/// An empty body no request is measured by: the body of an answer made in
+/// place of a call, such as the circuit breaker's `RespondOpen` `503`.
+impl<B: Default> Default for MetricsBody<B> {
+    fn default() -> Self {
+        MetricsBody {
+            inner: B::default(),
+            guard: None,
+            bytes: 0,
+        }
     }
 }
 
@@ -56,8 +75,11 @@ where
         let this = self.project();
         watch(this.inner.poll_frame(cx), |seen| match seen {
             Seen::Data(len) => *this.bytes += len as u64,
-            Seen::End => this.guard.finish(*this.bytes, false),
-            Seen::Failed(_) => this.guard.finish(*this.bytes, true),
+            Seen::End | Seen::Failed(_) => {
+                if let Some(guard) = this.guard {
+                    guard.finish(*this.bytes, matches!(seen, Seen::Failed(_)));
+                }
+            }
         })
     }
 

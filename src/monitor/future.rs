@@ -109,7 +109,7 @@ fn version_code(version: Version) -> u8 {
 /// whether the breaker refused it.
 fn error_type(error: &(dyn std::error::Error + 'static)) -> (ErrorType, bool) {
     #[cfg(feature = "circuit-breaker")]
-    if error.is::<crate::circuit_breaker::error::Open>() {
+    if crate::circuit_breaker::error::Open::find(error).is_some() {
         return (ErrorType::CircuitOpen, true);
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);

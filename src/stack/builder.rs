@@ -12,7 +12,7 @@ use tower::Layer;
 
 use super::client::{ClientConfig, Protocol, http_client};
 use super::gate::GateState;
-use super::layer::{OptimizedService, OptimizerLayer, Overload, Parts};
+use super::layer::{OptimizedService, OptimizerLayer, Overload, Parts, WhenOpen};
 use super::optimizer::{Inner, Optimizer};
 use crate::cache::{Cache, CacheLayer};
 use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
@@ -90,6 +90,7 @@ pub struct OptimizerStackBuilder {
     breaker: Option<CircuitBreakerConfig>,
     secondary: Option<String>,
     timeout: Option<Duration>,
+    when_open: WhenOpen,
     concurrency_limit: Option<usize>,
     overload: Overload,
     monitor: Option<MonitorSettings>,
@@ -134,6 +135,15 @@ impl OptimizerStackBuilder {
     /// can answer): `scheme://authority` of a secondary upstream.
     pub fn secondary_upstream(mut self, origin: &str) -> Self {
         self.secondary = Some(origin.to_owned());
+        self
+    }
+
+    /// What callers get when a request's circuit is open and neither a
+    /// stale entry nor the secondary upstream answers it: the error
+    /// `circuit_breaker::error::Open` (the default) or a `503` with
+    /// `Retry-After` ([`WhenOpen::Respond503`]). Needs a circuit breaker.
+    pub fn when_open(mut self, when_open: WhenOpen) -> Self {
+        self.when_open = when_open;
         self
     }
 
@@ -239,6 +249,9 @@ impl OptimizerStackBuilder {
                 }
             }
         };
+        if self.when_open != WhenOpen::Error && self.breaker.is_none() {
+            return Err(StackError::new("when_open", "needs a circuit breaker to open circuits"));
+        }
         let admin = match &self.admin {
             None => None,
             Some((addr, token)) => {
@@ -311,6 +324,7 @@ impl OptimizerStackBuilder {
                 breaker,
                 secondary,
                 timeout: self.timeout,
+                when_open: self.when_open,
             }),
             body: PhantomData,
         };

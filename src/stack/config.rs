@@ -26,7 +26,7 @@ use serde::Deserialize;
 use super::OptimizerStack;
 use super::builder::{MonitorSettings, OptimizerStackBuilder, StackError};
 use super::client::{ClientConfig, Protocol};
-use super::layer::Overload;
+use super::layer::{Overload, WhenOpen};
 use crate::cache::{Cache, CacheMode};
 use crate::circuit_breaker::{CircuitBreakerConfig, WindowKind};
 
@@ -94,6 +94,9 @@ pub struct BreakerSection {
     pub max_open: Option<String>,
     /// Probe calls in half-open.
     pub half_open_calls: Option<u32>,
+    /// What callers get while a circuit is open: `"error"` (the default)
+    /// or `"respond_503"` (see [`WhenOpen`]).
+    pub when_open: Option<String>,
 }
 
 /// `[monitor]`.
@@ -254,6 +257,16 @@ impl OptimizerConfig {
             if let Some(n) = s.half_open_calls {
                 cb = cb.half_open(n, crate::circuit_breaker::DEFAULT_MAX_HALF_OPEN);
             }
+            match s.when_open.as_deref() {
+                None | Some("error") => {}
+                Some("respond_503") => b = b.when_open(WhenOpen::Respond503),
+                Some(other) => {
+                    return Err(StackError::field_error(
+                        "circuit_breaker.when_open",
+                        format!("{other:?}: use \"error\" or \"respond_503\""),
+                    ));
+                }
+            }
             b = b.circuit_breaker(
                 cb.build()
                     .map_err(|e| StackError::field_error("circuit_breaker", e.to_string()))?,
@@ -362,6 +375,7 @@ mod tests {
             ("[cache]\nmode = \"public\"", "cache.mode"),
             ("[cache]\nexclude = [\"(\"]", "cache"),
             ("[circuit_breaker]\nfailure_rate = 250.0", "circuit_breaker"),
+            ("[circuit_breaker]\nwhen_open = \"panic\"", "circuit_breaker.when_open"),
             ("[client]\nconnect_timeout = \"x\"", "client.connect_timeout"),
             ("[client]\nhttp2_keep_alive = \"often\"", "client.http2_keep_alive"),
             (

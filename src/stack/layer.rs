@@ -18,7 +18,7 @@ use super::gate::{Gate, GateState};
 use super::optional::{BoxedFuture, Optional};
 use crate::BoxError;
 use crate::cache::CacheLayer;
-use crate::circuit_breaker::{CircuitBreakerLayer, Fallback, WithFallback};
+use crate::circuit_breaker::{CircuitBreakerLayer, Fallback, RespondOpen, WithFallback};
 use crate::invalidation::InvalidationLayer;
 use crate::monitor::MetricsLayer;
 
@@ -40,6 +40,20 @@ pub enum Overload {
     Shed,
 }
 
+/// What a caller of the stack gets for a request whose circuit is open and
+/// that neither a stale entry nor the secondary upstream could answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenOpen {
+    /// The error [`circuit_breaker::error::Open`](crate::circuit_breaker::error::Open)
+    /// (downcast it from the `BoxError`).
+    #[default]
+    Error,
+    /// A `503 Service Unavailable` response with `Retry-After`, as
+    /// [`RespondOpenLayer`](crate::circuit_breaker::RespondOpenLayer) makes
+    /// it: for callers that pass responses on (a proxy, a gateway).
+    Respond503,
+}
+
 pub(crate) struct Parts {
     pub(crate) gate: Arc<GateState>,
     pub(crate) metrics: Option<MetricsLayer>,
@@ -50,6 +64,7 @@ pub(crate) struct Parts {
     pub(crate) breaker: Option<CircuitBreakerLayer>,
     pub(crate) secondary: Option<(Scheme, Authority)>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) when_open: WhenOpen,
 }
 
 /// Wraps a client service with the stack. Cheap to clone.
@@ -77,6 +92,7 @@ impl<B> std::fmt::Debug for OptimizerLayer<B> {
             .field("concurrency_limit", &p.concurrency_limit)
             .field("breaker", &p.breaker.is_some())
             .field("timeout", &p.timeout)
+            .field("when_open", &p.when_open)
             .finish()
     }
 }
@@ -166,7 +182,8 @@ where
 
     /// Innermost first: timeout, breaker (with the secondary upstream as
     /// fallback), concurrency limit and load shedding, invalidation, cache,
-    /// metrics, and the lifecycle gate outermost. Each stage is present or
+    /// metrics, the lifecycle gate, and (with [`WhenOpen::Respond503`]) the
+    /// open circuit's `503` outermost. Each stage is present or
     /// skipped within one concrete type, boxed once here.
     fn layer(&self, inner: S) -> Self::Service {
         let p = &self.parts;
@@ -201,6 +218,12 @@ where
             None => Optional::Off(BoxedFuture(svc)),
         };
         let svc = Optional::new(p.metrics.as_ref(), svc, Layer::layer);
-        BoxCloneSyncService::new(Gate::new(svc, p.gate.clone()))
+        let gate = Gate::new(svc, p.gate.clone());
+        // Outside the metrics, which record the refusal as such; either
+        // way the one box is the same type.
+        match p.when_open {
+            WhenOpen::Error => BoxCloneSyncService::new(gate),
+            WhenOpen::Respond503 => BoxCloneSyncService::new(RespondOpen::new(gate)),
+        }
     }
 }

@@ -47,7 +47,7 @@ pub use config::{
     AdminSection, BreakerSection, CacheSection, ClientSection, MonitorSection, OptimizerConfig, parse_duration,
 };
 pub use gate::ShuttingDown;
-pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody};
+pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody, WhenOpen};
 pub use optimizer::{Optimizer, OptimizerStats, StartReport};
 #[cfg(feature = "reqwest")]
 pub use reqwest_client::{ReqwestService, ResponseFuture as ReqwestFuture};
