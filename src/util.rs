@@ -102,3 +102,23 @@ pub(crate) fn watch<E: Into<BoxError>>(
         Poll::Pending => Poll::Pending,
     }
 }
+
+/// An error wrapping another, as `tower::buffer` wraps its service's
+/// errors: for tests that look through `source()` chains.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Wrapped(pub(crate) BoxError);
+
+#[cfg(test)]
+impl std::fmt::Display for Wrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "wrapped: {}", self.0)
+    }
+}
+
+#[cfg(test)]
+impl std::error::Error for Wrapped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}

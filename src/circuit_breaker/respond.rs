@@ -110,22 +110,7 @@ mod tests {
 
     use super::*;
     use crate::circuit_breaker::error::Open;
-
-    /// An error that wraps another, as `tower::buffer` does.
-    #[derive(Debug)]
-    struct Wrapped(BoxError);
-
-    impl std::fmt::Display for Wrapped {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "wrapped: {}", self.0)
-        }
-    }
-
-    impl std::error::Error for Wrapped {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&*self.0)
-        }
-    }
+    use crate::util::Wrapped;
 
     fn failing(
         error: fn() -> BoxError,

@@ -202,3 +202,21 @@ where
         }
     }
 }
+
+#[cfg(all(test, feature = "circuit-breaker"))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::circuit_breaker::error::Open;
+    use crate::util::Wrapped;
+
+    #[test]
+    fn a_refusal_is_circuit_open_wrapped_or_not() {
+        let open = || Box::new(Open::new("http://a.test".into(), Duration::from_secs(1)));
+        assert_eq!(error_type(&*open()), (ErrorType::CircuitOpen, true));
+        assert_eq!(error_type(&Wrapped(open())), (ErrorType::CircuitOpen, true));
+        let other = Wrapped("reset".into());
+        assert_eq!(error_type(&other), (ErrorType::Other, false));
+    }
+}
