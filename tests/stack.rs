@@ -52,6 +52,16 @@ fn respond(status: u16, cache_control: &str, body: &str) -> Response<Full<Bytes>
         .unwrap()
 }
 
+/// A breaker that opens on three failures in a row, with an exact first
+/// open period of 10 s (no jitter).
+fn opens_on_third_failure() -> CircuitBreakerConfig {
+    CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(3))
+        .jitter(0.0)
+        .build()
+        .unwrap()
+}
+
 async fn send(
     client: &OptimizedService<Full<Bytes>>,
     method: Method,
@@ -176,13 +186,7 @@ async fn storm_opens_the_breaker_stale_and_secondary_failover_then_recovery() {
     let base = format!("http://{primary_addr}");
     let (client, optimizer) = OptimizerStack::builder()
         .cache(Cache::builder().build().unwrap())
-        .circuit_breaker(
-            CircuitBreakerConfig::builder()
-                .consecutive_failures(Some(3))
-                .jitter(0.0)
-                .build()
-                .unwrap(),
-        )
+        .circuit_breaker(opens_on_third_failure())
         .secondary_upstream(&format!("http://{secondary_addr}"))
         .build_http2_client()
         .unwrap();
@@ -248,13 +252,7 @@ async fn with_respond_503_an_open_circuit_is_a_503_with_retry_after() {
     let url = format!("http://{addr}/x");
     let (client, optimizer) = OptimizerStack::builder()
         .cache(Cache::builder().build().unwrap())
-        .circuit_breaker(
-            CircuitBreakerConfig::builder()
-                .consecutive_failures(Some(3))
-                .jitter(0.0)
-                .build()
-                .unwrap(),
-        )
+        .circuit_breaker(opens_on_third_failure())
         .when_open(WhenOpen::Respond503)
         .build_http2_client()
         .unwrap();
