@@ -152,6 +152,9 @@ async fn dashboard_shows_what_stats_says() {
     assert_eq!(text_of(&dom, "hit-ratio"), format!("{:.1}%", hit_ratio * 100.0));
     assert_eq!(text_of(&dom, "hit-ratio"), "90.0%");
     assert_eq!(text_of(&dom, "cache-bytes").split_whitespace().last(), Some("KiB"));
+    // The cache-memory chart is scaled to the unit that fits its figures
+    // (about 10 KiB here, not 0.01 MiB).
+    assert_eq!(text_of(&dom, "unit-bytes"), "KiB");
     assert_eq!(text_of(&dom, "alerts-firing"), latest["alerts_firing"].to_string());
     assert!(dom.contains("http://flaky.test"), "the open breaker is listed");
     assert!(dom.contains("class=\"pill forced_open\""), "with its state");
