@@ -129,7 +129,17 @@ fn version_text(version: http::Version) -> &'static str {
 /// Accepts connections on `listener` (HTTP/1.1 and h2c) until the task is aborted.
 pub fn serve(listener: TcpListener, client: OptimizedService<ProxyBody>, upstream: Uri) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // A failed accept (a peer gone, descriptors run out) must
+                // not end the proxy: wait a moment, then accept again.
+                Err(error) => {
+                    eprintln!("proxy: accept failed: {error}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let (client, upstream) = (client.clone(), upstream.clone());
             tokio::spawn(async move {

@@ -3,10 +3,13 @@
 //! events and metrics, and the cache serving stale while a circuit is open.
 #![cfg(all(feature = "circuit-breaker", feature = "cache"))]
 
+#[path = "support/logs.rs"]
+mod logs;
 #[path = "support/recorder.rs"]
 mod recorder;
 mod support;
 
+use logs::Logs;
 use recorder::Recorder;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -348,7 +351,7 @@ async fn registry_is_bounded_keys_are_per_host_or_global() {
 }
 
 #[test]
-fn events_reach_listeners_and_the_metrics_facade() {
+fn events_reach_listeners_the_metrics_facade_and_the_log() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let log = events.clone();
     let config = CircuitBreakerConfig::builder()
@@ -363,25 +366,47 @@ fn events_reach_listeners_and_the_metrics_facade() {
         .start_paused(true)
         .build()
         .unwrap();
+    let (logs, guard) = Logs::capture();
+    let layer = layer(config);
+    let breakers = layer.breakers();
     metrics::with_local_recorder(&recorder, || {
         rt.block_on(async {
-            let mut svc = tower::Layer::layer(&layer(config), Upstream::new(|_, _| async { Ok(status(502)) }));
+            let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(502)) }));
             send(&mut svc, "http://a.test/").await.unwrap();
             send(&mut svc, "http://a.test/").await.unwrap();
             assert!(send(&mut svc, "http://a.test/").await.is_err());
         });
     });
+    breakers.force_closed("http://a.test");
+    drop(guard);
+    // An opening is a warning in the log, the way back a note.
+    let logged = logs.text();
+    let lines: Vec<&str> = logged.lines().collect();
+    assert_eq!(lines.len(), 2, "{logged}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("circuit opened") && lines[0].contains("key=http://a.test"),
+        "{logged}"
+    );
+    assert!(
+        lines[0].contains("from=\"closed\"") && lines[0].contains("to=\"open\""),
+        "{logged}"
+    );
+    assert!(
+        lines[1].contains("INFO") && lines[1].contains("from=\"open\" to=\"closed\""),
+        "{logged}"
+    );
     let events = events.lock().unwrap();
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| match e {
             Event::Failure { .. } => "failure",
             Event::StateChanged { to: State::Open, .. } => "opened",
+            Event::StateChanged { to: State::Closed, .. } => "closed",
             Event::Rejected { .. } => "rejected",
             _ => "other",
         })
         .collect();
-    assert_eq!(kinds, ["failure", "failure", "opened", "rejected"]);
+    assert_eq!(kinds, ["failure", "failure", "opened", "rejected", "closed"]);
     let counts = counts.lock().unwrap();
     assert!(
         counts

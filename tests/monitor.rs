@@ -2,6 +2,8 @@
 //! with metrics-util's debugging recorder (a local recorder per test).
 #![cfg(all(feature = "monitor", feature = "cache", feature = "circuit-breaker"))]
 
+#[path = "support/logs.rs"]
+mod logs;
 mod support;
 
 use std::pin::Pin;
@@ -414,8 +416,9 @@ where
 }
 
 #[tokio::test(start_paused = true)]
-async fn stale_answers_hiding_upstream_errors_raise_an_alert() {
+async fn stale_answers_hiding_upstream_errors_raise_an_alert_and_log_it() {
     use tower_optimizer::monitor::{AlertManager, AlertState, Monitor};
+    let (logs, _guard) = logs::Logs::capture();
     // Fresh for a second, then allowed to stand in for errors for ten
     // minutes; after the first answer the upstream only fails.
     let upstream = Upstream::new(|_, n| async move {
@@ -466,6 +469,15 @@ async fn stale_answers_hiding_upstream_errors_raise_an_alert() {
     }
     assert_eq!(firing(&monitor), Some(AlertState::Firing));
     assert_eq!(cache.stats().stale_on_error, 17);
+    // Logged as a warning too, with no handler set: stale answers must not
+    // hide an outage from whoever reads the logs.
+    let logged = logs.text();
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("ServingStaleOnError is firing")),
+        "{logged}"
+    );
 }
 
 #[test]

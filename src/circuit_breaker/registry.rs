@@ -461,6 +461,13 @@ impl CircuitBreakers {
     /// breaker opens (if one is configured).
     pub(crate) fn emit_transitions(&self, cell: &Arc<Cell>, transitions: &[Transition]) {
         for t in transitions {
+            // An opening is what an operator wants to see in the logs
+            // without asking; the way back is worth a line too.
+            if t.to == State::Open || t.to == State::ForcedOpen {
+                tracing::warn!(key = %cell.key, from = t.from.as_str(), to = t.to.as_str(), "circuit opened");
+            } else {
+                tracing::info!(key = %cell.key, from = t.from.as_str(), to = t.to.as_str(), "circuit state changed");
+            }
             emit(
                 &self.inner.config.listeners,
                 &Event::StateChanged {

@@ -337,7 +337,7 @@ impl AdminService {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            let serve = |(stream, _peer)| {
                 let service = self.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -348,7 +348,8 @@ impl AdminService {
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
                 });
-            }
+            };
+            super::accept::accept_forever(|| listener.accept(), serve).await;
         });
         Ok((local, task))
     }

@@ -358,6 +358,13 @@ impl AlertManager {
             }
         }
         for alert in &out {
+            // Logged whether or not a handler is set: an alert no one
+            // hears of helps no one.
+            if alert.state == AlertState::Firing {
+                tracing::warn!(alert = %alert.name, severity = ?alert.severity, "{}", alert.summary);
+            } else {
+                tracing::info!(alert = %alert.name, "{}", alert.summary);
+            }
             for handler in &self.handlers {
                 handler(alert);
             }

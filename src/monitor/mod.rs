@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod accept;
 mod admin;
 mod alert;
 mod body;
