@@ -513,6 +513,44 @@ async fn vary_keeps_several_variants_and_star_is_never_served() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn vary_on_keys_entries_by_request_headers_the_upstream_does_not_name() {
+    let cache = Cache::builder().vary_on(["X-Tenant"]).build().unwrap();
+    // The upstream answers per tenant but says nothing of it in `Vary`.
+    let upstream = Upstream::new(|req, _| async move {
+        let tenant = match req.headers().get("x-tenant").map(|v| v.to_str().unwrap()) {
+            Some("a") => "a",
+            Some("b") => "b",
+            _ => "nobody",
+        };
+        Ok(ok("max-age=60", tenant))
+    });
+    let mut c = client(&cache, &upstream);
+    let as_tenant = |tenant: Option<&'static str>| {
+        let mut r = req("http://api.test/me");
+        if let Some(t) = tenant {
+            r = r.header("x-tenant", t);
+        }
+        r.body(empty()).unwrap()
+    };
+    assert_eq!(send(&mut c, as_tenant(Some("a"))).await.unwrap().body, "a");
+    let b = send(&mut c, as_tenant(Some("b"))).await.unwrap();
+    assert_eq!((b.body.as_ref(), b.cache.fwd), (b"b".as_ref(), Some(Forward::VaryMiss)));
+    let nobody = send(&mut c, as_tenant(None)).await.unwrap();
+    assert_eq!(nobody.body, "nobody", "no value is a value of its own");
+    for (tenant, body) in [(Some("a"), "a"), (Some("b"), "b"), (None, "nobody")] {
+        let hit = send(&mut c, as_tenant(tenant)).await.unwrap();
+        assert!(hit.cache.hit, "{tenant:?}");
+        assert_eq!(hit.body, body, "never another tenant's answer");
+    }
+    assert_eq!(upstream.calls(), 3);
+    assert_eq!(cache.stats().entries, 3);
+    // One URI, three variants: invalidating the URI removes them all.
+    let removed = cache.remove_key(&Cache::key_for_uri(&"http://api.test/me".parse().unwrap()).unwrap());
+    assert_eq!(removed.entries, 3);
+    assert!(Cache::builder().vary_on(["x tenant"]).build().is_err());
+}
+
+#[tokio::test(start_paused = true)]
 async fn head_is_answered_from_a_stored_get() {
     let cache = cache();
     let upstream = Upstream::fixed("max-age=60", "twelve bytes");

@@ -55,6 +55,7 @@ pub struct CacheBuilder {
     pub(crate) authorization: Option<AuthorizationPolicy>,
     pub(crate) set_cookie: SetCookiePolicy,
     pub(crate) exclude: Vec<String>,
+    pub(crate) vary_on: Vec<String>,
     pub(crate) predicate: Option<Arc<dyn CachePredicate>>,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) stale_if_error: Option<Duration>,
@@ -75,6 +76,7 @@ impl std::fmt::Debug for CacheBuilder {
             .field("mode", &self.mode)
             .field("lifetimes", &self.lifetimes)
             .field("exclude", &self.exclude)
+            .field("vary_on", &self.vary_on)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +93,7 @@ impl Default for CacheBuilder {
             authorization: None,
             set_cookie: SetCookiePolicy::DoNotStore,
             exclude: Vec::new(),
+            vary_on: Vec::new(),
             predicate: None,
             lifetimes: Lifetimes {
                 heuristic_percent: None,
@@ -169,6 +172,32 @@ impl CacheBuilder {
     /// An invalid pattern makes `build()` fail.
     pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
         self.exclude.push(pattern.into());
+        self
+    }
+
+    /// Keys entries by these request headers too, as if every response
+    /// listed them in `Vary` (RFC 9111 §4.1): a request whose value differs
+    /// from the stored one's (or that lacks a value the stored one had) is
+    /// a miss, and its answer is stored as another variant of the URI. For
+    /// a client that sends per-tenant, per-locale or per-API-version headers
+    /// through one cache while its upstream does not say `Vary`. A URI keeps
+    /// at most [`max_variants`](Self::max_variants) of them (the oldest
+    /// goes first); invalidating a URI removes them all. A name that is not
+    /// a valid header name makes `build()` fail.
+    ///
+    /// ```
+    /// use tower_optimizer::cache::Cache;
+    ///
+    /// let cache = Cache::builder().vary_on(["X-Tenant", "accept-language"]).build().unwrap();
+    /// # drop(cache);
+    /// assert!(Cache::builder().vary_on(["bad header"]).build().is_err());
+    /// ```
+    pub fn vary_on<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.vary_on.extend(names.into_iter().map(Into::into));
         self
     }
 
@@ -295,6 +324,14 @@ impl CacheBuilder {
                 self.max_entry_bytes
             )));
         }
+        let mut vary_on: Vec<http::HeaderName> = Vec::with_capacity(self.vary_on.len());
+        for name in &self.vary_on {
+            let parsed = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| BuildError::new(format!("vary_on: {name:?} is not a header name")))?;
+            if !vary_on.contains(&parsed) {
+                vary_on.push(parsed);
+            }
+        }
         let exclude = if self.exclude.is_empty() {
             None
         } else {
@@ -310,6 +347,6 @@ impl CacheBuilder {
             exclude,
             predicate: self.predicate.clone(),
         };
-        Ok(Cache::from_builder(self, rules, shards))
+        Ok(Cache::from_builder(self, rules, shards, vary_on.into_boxed_slice()))
     }
 }

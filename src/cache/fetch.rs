@@ -460,7 +460,12 @@ impl Buffer {
         let body = EntryBody::Chunks(chunks);
         drop(reservation);
         let request = fetch.request.take().unwrap_or_else(|| Request::new(()).into_parts().0);
-        let names = super::policy::vary_names(&parts.headers).unwrap_or_default();
+        let mut names = super::policy::vary_names(&parts.headers).unwrap_or_default();
+        for name in &fetch.cache.vary_on {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
         let secondary = key::secondary_key(&names, &request.headers);
         let labels = Labels {
             tags: parts

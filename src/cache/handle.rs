@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) flights: Arc<Flights>,
     pub(crate) counters: Counters,
     pub(crate) rules: Rules,
+    /// Request headers every entry is keyed by, as if named in `Vary`.
+    pub(crate) vary_on: Box<[http::HeaderName]>,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) max_bytes: usize,
     pub(crate) max_entry_bytes: usize,
@@ -72,13 +74,19 @@ impl Cache {
         CacheBuilder::default()
     }
 
-    pub(crate) fn from_builder(b: CacheBuilder, rules: Rules, shards: usize) -> Cache {
+    pub(crate) fn from_builder(
+        b: CacheBuilder,
+        rules: Rules,
+        shards: usize,
+        vary_on: Box<[http::HeaderName]>,
+    ) -> Cache {
         let cache = Cache {
             inner: Arc::new(Inner {
                 store: Store::new(b.max_bytes, shards, b.max_variants, b.listener),
                 flights: Arc::default(),
                 counters: Counters::default(),
                 rules,
+                vary_on,
                 lifetimes: b.lifetimes,
                 max_bytes: b.max_bytes,
                 max_entry_bytes: b.max_entry_bytes,

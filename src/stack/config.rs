@@ -74,6 +74,8 @@ pub struct CacheSection {
     pub mode: Option<String>,
     /// Regexes of URIs never cached.
     pub exclude: Option<Vec<String>>,
+    /// Request headers every entry is keyed by, as if named in `Vary`.
+    pub vary_on: Option<Vec<String>>,
 }
 
 /// `[circuit_breaker]`.
@@ -229,6 +231,7 @@ impl OptimizerConfig {
             for pattern in c.exclude.unwrap_or_default() {
                 cache = cache.exclude(pattern);
             }
+            cache = cache.vary_on(c.vary_on.unwrap_or_default());
             b = b.cache(
                 cache
                     .build()
@@ -374,6 +377,7 @@ mod tests {
             ("timeout = \"10 parsecs\"", "timeout"),
             ("[cache]\nmode = \"public\"", "cache.mode"),
             ("[cache]\nexclude = [\"(\"]", "cache"),
+            ("[cache]\nvary_on = [\"x tenant\"]", "cache"),
             ("[circuit_breaker]\nfailure_rate = 250.0", "circuit_breaker"),
             ("[circuit_breaker]\nwhen_open = \"panic\"", "circuit_breaker.when_open"),
             ("[client]\nconnect_timeout = \"x\"", "client.connect_timeout"),
