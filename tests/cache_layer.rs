@@ -522,16 +522,20 @@ async fn vary_on_keys_entries_by_request_headers_the_upstream_does_not_name() {
             Some("b") => "b",
             _ => "nobody",
         };
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(ok("max-age=60", tenant))
     });
     let mut c = client(&cache, &upstream);
-    let as_tenant = |tenant: Option<&'static str>| {
-        let mut r = req("http://api.test/me");
+    let on = |path: &str, tenant: Option<&'static str>| {
+        let mut r = req(&format!("http://api.test{path}"));
         if let Some(t) = tenant {
             r = r.header("x-tenant", t);
         }
         r.body(empty()).unwrap()
     };
+    let as_tenant = |tenant| on("/me", tenant);
     assert_eq!(send(&mut c, as_tenant(Some("a"))).await.unwrap().body, "a");
     let b = send(&mut c, as_tenant(Some("b"))).await.unwrap();
     assert_eq!((b.body.as_ref(), b.cache.fwd), (b"b".as_ref(), Some(Forward::VaryMiss)));
@@ -547,6 +551,15 @@ async fn vary_on_keys_entries_by_request_headers_the_upstream_does_not_name() {
     // One URI, three variants: invalidating the URI removes them all.
     let removed = cache.remove_key(&Cache::key_for_uri(&"http://api.test/me".parse().unwrap()).unwrap());
     assert_eq!(removed.entries, 3);
+    // Concurrent misses of two tenants: the second does not take the
+    // first's answer when it lands.
+    let (mut ca, mut cb) = (client(&cache, &upstream), client(&cache, &upstream));
+    let (a, b) = tokio::join!(
+        send(&mut ca, on("/slow", Some("a"))),
+        send(&mut cb, on("/slow", Some("b")))
+    );
+    assert_eq!((a.unwrap().body, b.unwrap().body), ("a".into(), "b".into()));
+    assert_eq!(upstream.calls(), 5);
     assert!(Cache::builder().vary_on(["x tenant"]).build().is_err());
 }
 
