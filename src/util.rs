@@ -122,3 +122,25 @@ impl std::error::Error for Wrapped {
         Some(&*self.0)
     }
 }
+
+/// Runs a user's callback (a listener, an alert handler, a gauge), turning
+/// a panic into `None` and an error in the log: a callback that panics must
+/// not take down the background task that called it (the sampler, the
+/// sweep, a recovery probe), which would stop it for good with nothing
+/// said. The callbacks only read what they are given, so nothing is left
+/// half-updated by the unwind.
+#[allow(dead_code)] // used by whichever layers the features enable
+pub(crate) fn guarded<T>(what: &'static str, callback: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)) {
+        Ok(value) => Some(value),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(callback = what, panic = %message, "a callback panicked; ignored");
+            None
+        }
+    }
+}

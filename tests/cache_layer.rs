@@ -725,6 +725,31 @@ async fn background_sweep_runs_and_stops_with_the_last_handle() {
     );
 }
 
+// An eviction listener that panics is the user's bug; the sweep that
+// called it must go on (and count what it removed), or expired entries
+// would pile up with nothing said.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_eviction_listener_does_not_stop_the_sweep() {
+    let cache = Cache::builder()
+        .sweep_interval(Some(Duration::from_secs(1)))
+        .stale_retention(Duration::ZERO)
+        .eviction_listener(|_, _| panic!("listener bug"))
+        .build()
+        .unwrap();
+    let upstream = Upstream::fixed("max-age=2", "x");
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/1").await;
+    get(&mut c, "http://api.test/2").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(cache.stats().entries, 0, "both swept, the listener's panics aside");
+    // The sweeper survived: a later entry is swept too.
+    get(&mut c, "http://api.test/3").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(cache.stats().entries, 0);
+    assert_eq!(cache.stats().evictions(RemovalCause::Expired), 3);
+    assert!(cache.audit().is_clean());
+}
+
 #[tokio::test(start_paused = true)]
 async fn memory_pressure_evicts_down_to_the_low_watermark() {
     use tower_optimizer::cache::{MemoryPressure, MemorySource};

@@ -665,3 +665,29 @@ async fn a_recorder_installed_after_the_first_calls_counts_the_next_ones() {
         .sum::<u64>();
     assert_eq!(successes, 2, "both calls after it are counted");
 }
+
+// A listener that panics is the user's bug; the breaker still counts,
+// opens and refuses, and the panic is logged, not passed to the caller.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_listener_does_not_break_the_breaker() {
+    let (logs, guard) = Logs::capture();
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(2))
+        .on_event(|_: &Event| panic!("listener bug"))
+        .build()
+        .unwrap();
+    let layer = layer(config);
+    let breakers = layer.breakers();
+    let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(502)) }));
+    assert_eq!(send(&mut svc, "http://a.test/").await.unwrap(), 502);
+    assert_eq!(send(&mut svc, "http://a.test/").await.unwrap(), 502);
+    assert_eq!(breakers.state("http://a.test"), Some(State::Open));
+    let refused = send(&mut svc, "http://a.test/").await.unwrap_err();
+    assert!(refused.is::<Open>());
+    drop(guard);
+    let logged = logs.text();
+    assert!(
+        logged.contains("callback=\"circuit breaker listener\"") && logged.contains("listener bug"),
+        "{logged}"
+    );
+}

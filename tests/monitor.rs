@@ -516,3 +516,51 @@ fn a_recorder_installed_after_the_first_requests_gets_the_next_ones() {
     assert_eq!(seconds(&durations[0].3).len(), 2, "both requests after it are recorded");
     assert_eq!(durations[0].1, Some(metrics::Unit::Seconds), "and described to it");
 }
+
+// A gauge or an alert handler that panics is the user's bug, but it must
+// not stop the sampler for good: the dashboard and the alerts would freeze
+// with nothing said.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_gauge_or_alert_handler_does_not_stop_the_sampler() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower_optimizer::monitor::{AlertManager, AlertRule, Monitor};
+    let (logs, _guard) = logs::Logs::capture();
+    let mut alerts = AlertManager::new();
+    alerts.add_rule(AlertRule::above("Depth", "queue.depth", 1.0));
+    let heard = Arc::new(AtomicUsize::new(0));
+    alerts.on_alert(|_| panic!("handler bug"));
+    let count = heard.clone();
+    alerts.on_alert(move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+    });
+    let monitor = Monitor::builder()
+        .interval(Duration::from_secs(5))
+        .alerts(alerts)
+        .build();
+    monitor.register_gauge("queue.depth", || 3.0);
+    monitor.register_gauge("broken", || panic!("gauge bug"));
+    monitor.start();
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    assert!(monitor.is_running(), "the sampler goes on");
+    let snapshot = monitor.snapshot();
+    assert!(snapshot.history.len() >= 4, "{} samples", snapshot.history.len());
+    let latest = snapshot.latest.unwrap();
+    assert_eq!(latest.gauges.get("queue.depth"), Some(&3.0));
+    assert!(!latest.gauges.contains_key("broken"), "a panicking gauge is left out");
+    assert_eq!(
+        heard.load(Ordering::SeqCst),
+        1,
+        "the other handler still hears the alert"
+    );
+    let logged = logs.text();
+    assert!(
+        logged.contains("callback=\"gauge\"") && logged.contains("gauge bug"),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("callback=\"alert handler\"") && logged.contains("handler bug"),
+        "{logged}"
+    );
+    monitor.stop();
+}

@@ -538,7 +538,7 @@ impl Store {
             removed.bytes += entry.size();
             self.evictions[cause.index()].fetch_add(1, Ordering::Relaxed);
             if let Some(listener) = &self.listener {
-                listener(&entry.meta(&key), cause);
+                crate::util::guarded("cache eviction listener", || listener(&entry.meta(&key), cause));
             }
         }
         removed

@@ -50,7 +50,7 @@ pub enum Event {
 /// Sends an event to the listeners and the `metrics` facade.
 pub(crate) fn emit(listeners: &[super::config::Listener], event: &Event) {
     for listener in listeners {
-        listener(event);
+        crate::util::guarded("circuit breaker listener", || listener(event));
     }
     // Per-call counters go through handles cached in each breaker; only
     // the rare state changes register here.

@@ -366,7 +366,7 @@ impl AlertManager {
                 tracing::info!(alert = %alert.name, "{}", alert.summary);
             }
             for handler in &self.handlers {
-                handler(alert);
+                crate::util::guarded("alert handler", || handler(alert));
             }
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 for handler in &self.async_handlers {

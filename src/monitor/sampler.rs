@@ -361,7 +361,12 @@ impl Monitor {
         let breakers = Vec::new();
         let gauges: BTreeMap<String, f64> = {
             let gauges = inner.gauges.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            gauges.iter().map(|(name, read)| (name.clone(), read())).collect()
+            // A gauge that panics is left out of this sample, not the end
+            // of sampling.
+            gauges
+                .iter()
+                .filter_map(|(name, read)| Some((name.clone(), crate::util::guarded("gauge", || read())?)))
+                .collect()
         };
         for (name, value) in &gauges {
             figures = figures.with(name, *value);
