@@ -691,3 +691,54 @@ async fn a_panicking_listener_does_not_break_the_breaker() {
         "{logged}"
     );
 }
+
+// A recovery probe that panics, then one that never answers, count as
+// unhealthy; the probe loop goes on and the third probe closes the
+// circuit. Its transitions are logged like a call's.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_or_hung_probe_counts_as_unhealthy_and_probing_goes_on() {
+    use tower_optimizer::circuit_breaker::ProbeSuccess;
+    let (logs, guard) = Logs::capture();
+    let probes = Arc::new(AtomicUsize::new(0));
+    let count = probes.clone();
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(1))
+        .jitter(0.0)
+        .open_period(Duration::from_secs(10), Duration::from_secs(60), 2.0)
+        .half_open(1, Duration::from_secs(5))
+        .probe(
+            move |_key| {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match n {
+                        0 => panic!("probe bug"),
+                        1 => std::future::pending().await,
+                        _ => true,
+                    }
+                }
+            },
+            ProbeSuccess::Closed,
+        )
+        .build()
+        .unwrap();
+    let layer = layer(config);
+    let breakers = layer.breakers();
+    let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(503)) }));
+    send(&mut svc, "http://a.test/").await.unwrap();
+    assert_eq!(breakers.state("http://a.test"), Some(State::Open));
+    // Open 10 s, probe panics; open 20 s, probe hangs 5 s; open 40 s, probe heals.
+    tokio::time::sleep(Duration::from_secs(10 + 20 + 5 + 40 + 1)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), 3);
+    assert_eq!(breakers.state("http://a.test"), Some(State::Closed));
+    drop(guard);
+    let logged = logs.text();
+    assert!(
+        logged.contains("recovery probe failed") && logged.contains("panicked"),
+        "{logged}"
+    );
+    assert!(logged.contains("recovery probe did not answer in time"), "{logged}");
+    assert!(
+        logged.contains("circuit state changed") && logged.contains("to=\"closed\""),
+        "{logged}"
+    );
+}

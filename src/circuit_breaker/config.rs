@@ -272,7 +272,9 @@ impl CircuitBreakerConfigBuilder {
     }
 
     /// A synthetic health check run at the end of each open period, and
-    /// where its success leads.
+    /// where its success leads. A probe that panics, or that has not
+    /// answered within the half-open maximum time (see
+    /// [`half_open`](Self::half_open)), counts as unhealthy.
     pub fn probe<F, Fut>(self, probe: F, on_success: ProbeSuccess) -> Self
     where
         F: Fn(Arc<str>) -> Fut + Send + Sync + 'static,

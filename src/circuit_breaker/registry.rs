@@ -498,6 +498,7 @@ impl CircuitBreakers {
         }
         let registry = Arc::downgrade(&self.inner);
         let cell = cell.clone();
+        let max_probe_time = self.inner.config.max_half_open;
         runtime.spawn(async move {
             loop {
                 let until = {
@@ -511,7 +512,7 @@ impl CircuitBreakers {
                 if cell.lock().state() != State::Open {
                     break;
                 }
-                let healthy = probe(cell.key.clone()).await;
+                let healthy = run_probe(&probe, &cell.key, max_probe_time).await;
                 let Some(registry) = registry.upgrade() else { break };
                 let breakers = CircuitBreakers { inner: registry };
                 let mut transitions = Vec::new();
@@ -531,21 +532,35 @@ impl CircuitBreakers {
                         true
                     }
                 };
-                for t in &transitions {
-                    emit(
-                        &breakers.inner.config.listeners,
-                        &Event::StateChanged {
-                            key: cell.key.clone(),
-                            from: t.from,
-                            to: t.to,
-                        },
-                    );
-                }
+                // The same path as a call's transitions: listeners, metrics
+                // and the log (no second probe loop starts: this one runs).
+                breakers.emit_transitions(&cell, &transitions);
                 if !still_open {
                     break;
                 }
             }
             cell.probe_running.store(false, Ordering::Release);
         });
+    }
+}
+
+/// Runs one recovery probe as a task of its own, so a probe that panics or
+/// never answers counts as unhealthy (the host stays open, the next probe
+/// comes after the next open period) instead of ending the probe loop, or
+/// hanging it, with `probe_running` left set and no probe ever again. A
+/// probe gets as long as a half-open probe call may take.
+async fn run_probe(probe: &super::config::Probe, key: &Arc<str>, max_time: std::time::Duration) -> bool {
+    let mut task = tokio::spawn(probe(key.clone()));
+    match tokio::time::timeout(max_time, &mut task).await {
+        Ok(Ok(healthy)) => healthy,
+        Ok(Err(error)) => {
+            tracing::error!(key = %key, %error, "recovery probe failed; counted as unhealthy");
+            false
+        }
+        Err(_) => {
+            task.abort();
+            tracing::warn!(key = %key, ?max_time, "recovery probe did not answer in time; counted as unhealthy");
+            false
+        }
     }
 }
