@@ -501,3 +501,39 @@ async fn the_concurrency_limit_holds_a_slot_until_the_body_ends() {
     let third = get().await.expect("the dropped body gave its slot back");
     drop(third);
 }
+
+// In process on the paused clock: a warm-up URL that never answers is
+// reported as failed after `warm_up_timeout` instead of holding `start()`
+// for good, and the others keep their slots busy meanwhile (a new fetch
+// starts as soon as one ends, not batch by batch).
+#[tokio::test(start_paused = true)]
+async fn warm_up_is_bounded_in_time_and_keeps_its_slots_busy() {
+    let upstream = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+        if req.uri().path() == "/hang" {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, Infallible>(respond(200, "max-age=600", "warm"))
+    });
+    let cache = Cache::builder().build().unwrap();
+    let urls = ["/a", "/hang", "/b", "/c"].map(|p| format!("http://api.test{p}"));
+    let (layer, optimizer) = OptimizerStack::builder()
+        .cache(cache.clone())
+        .warm_up(urls)
+        .warm_up_parallelism(2)
+        .warm_up_timeout(Duration::from_secs(5))
+        .build::<Full<Bytes>>()
+        .unwrap();
+    optimizer.warm_up_through(tower::Layer::layer(&layer, upstream));
+    let started = tokio::time::Instant::now();
+    let report = optimizer.start().await.unwrap();
+    assert_eq!(report.warmed, 3);
+    assert_eq!(
+        report.warm_up_failures,
+        [("http://api.test/hang".to_owned(), "no answer within 5s".to_owned())]
+    );
+    assert_eq!(cache.stats().entries, 3);
+    // /a, /b and /c one after another in the slot /hang leaves free (3 s),
+    // all within /hang's 5 s; batches of two would take 5 + 1 s.
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+}

@@ -23,6 +23,11 @@ use crate::monitor::{AlertManager, MetricsLayer, Monitor, RouteTemplates, Stats}
 /// cache quickly without a burst an upstream would notice.
 pub const DEFAULT_WARM_UP_PARALLELISM: usize = 8;
 
+/// Each warm-up fetch (body included) gets this long by default: ample for
+/// a slow first answer, and a hung upstream cannot hold `Optimizer::start`
+/// for good.
+pub const DEFAULT_WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Invalid stack configuration, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackError {
@@ -97,6 +102,7 @@ pub struct OptimizerStackBuilder {
     admin: Option<(String, Option<String>)>,
     warm_up: Vec<String>,
     warm_up_parallelism: Option<usize>,
+    warm_up_timeout: Option<Duration>,
     client: ClientConfig,
 }
 
@@ -195,6 +201,14 @@ impl OptimizerStackBuilder {
         self
     }
 
+    /// How long each warm-up fetch may take, body included (default
+    /// [`DEFAULT_WARM_UP_TIMEOUT`]); one that takes longer is reported as
+    /// failed.
+    pub fn warm_up_timeout(mut self, timeout: Duration) -> Self {
+        self.warm_up_timeout = Some(timeout);
+        self
+    }
+
     /// Settings of the built-in client (`build_http2_client`).
     pub fn client(mut self, config: ClientConfig) -> Self {
         self.client = config;
@@ -218,6 +232,9 @@ impl OptimizerStackBuilder {
         }
         if self.warm_up_parallelism == Some(0) {
             return Err(StackError::new("warm_up_parallelism", "must be at least 1"));
+        }
+        if self.warm_up_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(StackError::new("warm_up_timeout", "must be greater than zero"));
         }
         let warm_up = self
             .warm_up
@@ -340,6 +357,7 @@ impl OptimizerStackBuilder {
                 prometheus,
                 warm_up,
                 warm_up_parallelism: self.warm_up_parallelism.unwrap_or(DEFAULT_WARM_UP_PARALLELISM),
+                warm_up_timeout: self.warm_up_timeout.unwrap_or(DEFAULT_WARM_UP_TIMEOUT),
                 client: Mutex::new(None),
                 tasks: Mutex::default(),
             }),

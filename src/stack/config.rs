@@ -44,6 +44,8 @@ pub struct OptimizerConfig {
     pub secondary_upstream: Option<String>,
     /// URLs fetched into the cache on start.
     pub warm_up: Option<Vec<String>>,
+    /// How long each warm-up fetch may take.
+    pub warm_up_timeout: Option<String>,
     /// The cache.
     pub cache: Option<CacheSection>,
     /// The circuit breaker.
@@ -200,6 +202,9 @@ impl OptimizerConfig {
         }
         if let Some(urls) = self.warm_up {
             b = b.warm_up(urls);
+        }
+        if let Some(t) = duration("warm_up_timeout", self.warm_up_timeout.as_ref())? {
+            b = b.warm_up_timeout(t);
         }
         if let Some(c) = self.cache {
             let mut cache = Cache::builder();
@@ -375,6 +380,7 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             ("timeout = \"10 parsecs\"", "timeout"),
+            ("warm_up_timeout = \"0s\"", "warm_up_timeout"),
             ("[cache]\nmode = \"public\"", "cache.mode"),
             ("[cache]\nexclude = [\"(\"]", "cache"),
             ("[cache]\nvary_on = [\"x tenant\"]", "cache"),

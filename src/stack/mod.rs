@@ -39,7 +39,10 @@ mod reqwest_client;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use builder::{DEFAULT_WARM_UP_PARALLELISM, MonitorSettings, OptimizerStack, OptimizerStackBuilder, StackError};
+pub use builder::{
+    DEFAULT_WARM_UP_PARALLELISM, DEFAULT_WARM_UP_TIMEOUT, MonitorSettings, OptimizerStack, OptimizerStackBuilder,
+    StackError,
+};
 pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
 #[cfg(feature = "tls")]
 pub use client::{HttpsClient, https_client};

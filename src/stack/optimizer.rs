@@ -54,6 +54,7 @@ pub(crate) struct Inner {
     pub(crate) prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub(crate) warm_up: Vec<Uri>,
     pub(crate) warm_up_parallelism: usize,
+    pub(crate) warm_up_timeout: Duration,
     pub(crate) client: Mutex<Option<OptimizedService<Full<Bytes>>>>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -166,39 +167,15 @@ impl Optimizer {
         }
         let client = inner.client.lock().unwrap_or_else(PoisonError::into_inner).clone();
         if let Some(client) = client {
-            let parallel = inner.warm_up_parallelism.max(1);
-            for chunk in inner.warm_up.chunks(parallel) {
-                let fetches = chunk.iter().map(|uri| {
-                    let client = client.clone();
-                    let uri = uri.clone();
-                    async move {
-                        let request = Request::get(uri.clone()).body(Full::default())?;
-                        let response = client.oneshot(request).await?;
-                        let status = response.status();
-                        response.into_body().collect().await?;
-                        if status.is_success() {
-                            Ok(())
-                        } else {
-                            Err(crate::BoxError::from(format!("status {status}")))
-                        }
-                    }
-                });
-                let handles: Vec<_> = fetches.map(tokio::spawn).collect();
-                let mut results = Vec::with_capacity(handles.len());
-                for handle in handles {
-                    results.push(
-                        handle
-                            .await
-                            .unwrap_or_else(|e| Err(crate::BoxError::from(e.to_string()))),
-                    );
-                }
-                for (uri, result) in chunk.iter().zip(results) {
-                    match result {
-                        Ok(()) => report.warmed += 1,
-                        Err(e) => report.warm_up_failures.push((uri.to_string(), e.to_string())),
-                    }
-                }
-            }
+            let (warmed, failures) = warm_up(
+                &client,
+                &inner.warm_up,
+                inner.warm_up_parallelism,
+                inner.warm_up_timeout,
+            )
+            .await;
+            report.warmed = warmed;
+            report.warm_up_failures = failures;
         } else if !inner.warm_up.is_empty() {
             report.warm_up_failures.extend(
                 inner
@@ -241,4 +218,61 @@ impl Optimizer {
         }
         self.stats()
     }
+}
+
+/// Fetches `urls` through `client`, at most `parallel` at a time (a new one
+/// starts as soon as one ends), each within `timeout` (body included), so a
+/// hung upstream cannot hold `start()` for good. The count fetched with a
+/// 2xx, and the failures with their reason, in the order of `urls`.
+async fn warm_up(
+    client: &OptimizedService<Full<Bytes>>,
+    urls: &[Uri],
+    parallel: usize,
+    timeout: Duration,
+) -> (usize, Vec<(String, String)>) {
+    let fetch = |index: usize, uri: Uri| {
+        let client = client.clone();
+        async move {
+            let attempt = async {
+                let request = Request::get(uri).body(Full::default())?;
+                let response = client.oneshot(request).await?;
+                let status = response.status();
+                response.into_body().collect().await?;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(crate::BoxError::from(format!("status {status}")))
+                }
+            };
+            let result = tokio::time::timeout(timeout, attempt)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}").into()));
+            (index, result.map_err(|e| e.to_string()))
+        }
+    };
+    let mut running = tokio::task::JoinSet::new();
+    let mut pending = urls.iter().cloned().enumerate();
+    let mut results: Vec<Option<Result<(), String>>> = vec![None; urls.len()];
+    loop {
+        while running.len() < parallel.max(1) {
+            let Some((index, uri)) = pending.next() else { break };
+            running.spawn(fetch(index, uri));
+        }
+        let Some(done) = running.join_next().await else { break };
+        match done {
+            Ok((index, result)) => results[index] = Some(result),
+            // A fetch task that panicked: its URL is reported below.
+            Err(error) => tracing::error!(%error, "warm-up fetch failed"),
+        }
+    }
+    let mut warmed = 0;
+    let mut failures = Vec::new();
+    for (uri, result) in urls.iter().zip(results) {
+        match result {
+            Some(Ok(())) => warmed += 1,
+            Some(Err(reason)) => failures.push((uri.to_string(), reason)),
+            None => failures.push((uri.to_string(), "the fetch panicked".to_owned())),
+        }
+    }
+    (warmed, failures)
 }
