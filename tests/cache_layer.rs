@@ -314,6 +314,43 @@ async fn stale_while_revalidate_refreshes_once_in_background() {
     assert_eq!(cache.stats().background_refreshes, 1);
 }
 
+// A background refresh whose upstream never answers gives up after a
+// minute, releasing the key: the next stale hit starts a new refresh.
+#[tokio::test(start_paused = true)]
+async fn a_hung_background_refresh_gives_up_and_the_next_one_runs() {
+    let cache = cache();
+    let upstream = Upstream::new(|_, n| async move {
+        if n == 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok(ok(
+            "max-age=1, stale-while-revalidate=3600",
+            if n == 0 { "v1" } else { "v2" },
+        ))
+    });
+    let mut c = client(&cache, &upstream);
+    assert_eq!(get(&mut c, "http://api.test/swr").await.body, "v1");
+    advance(Duration::from_secs(5)).await;
+    assert_eq!(get(&mut c, "http://api.test/swr").await.body, "v1");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(get(&mut c, "http://api.test/swr").await.body, "v1");
+    assert_eq!(
+        cache.stats().background_refreshes,
+        1,
+        "the hung refresh still holds the key"
+    );
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(get(&mut c, "http://api.test/swr").await.body, "v1");
+    assert_eq!(cache.stats().background_refreshes, 2, "given up: a new refresh ran");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let fresh = get(&mut c, "http://api.test/swr").await;
+    assert_eq!(
+        (fresh.body.as_ref(), fresh.cache.outcome()),
+        (b"v2".as_ref(), Outcome::Hit)
+    );
+    assert_eq!(upstream.calls(), 3);
+}
+
 #[tokio::test(start_paused = true)]
 async fn stale_if_error_covers_5xx_and_inner_errors_within_the_window() {
     let cache = cache();

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -23,6 +24,13 @@ use super::stats::bump;
 use super::status::{CacheStatus, Forward};
 use crate::BoxError;
 use crate::body::OptimizerBody;
+
+/// How long a background refresh (stale-while-revalidate) may run. Nobody
+/// waits on it, so without a limit an upstream that never answers would
+/// hold the key's flight for good: no refresh of the key again, and its
+/// misses no longer coalesced. A minute is ample for any answer worth
+/// storing; a stack's `.timeout()` cuts it shorter.
+const BACKGROUND_REFRESH_LIMIT: Duration = Duration::from_secs(60);
 
 /// Middleware that answers requests from a [`Cache`]. Built by
 /// [`CacheLayer`](super::CacheLayer).
@@ -287,8 +295,11 @@ impl<S> CacheService<S> {
         runtime.spawn(async move {
             // The refreshed entry is stored by the future itself; the
             // response and any error only matter to nobody here.
-            if let Err(error) = future.await {
-                tracing::debug!(%error, "background revalidation failed");
+            match tokio::time::timeout(BACKGROUND_REFRESH_LIMIT, future).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "background revalidation failed"),
+                // Dropping the future gives up the key's flight.
+                Err(_) => tracing::warn!(limit = ?BACKGROUND_REFRESH_LIMIT, "background revalidation gave up"),
             }
         });
     }
