@@ -1,6 +1,8 @@
 //! The cache layer's behaviour through a real inner service, on paused time.
 #![cfg(feature = "cache")]
 
+#[path = "support/logs.rs"]
+mod logs;
 mod support;
 
 use std::sync::Arc;
@@ -816,6 +818,42 @@ async fn memory_pressure_evicts_down_to_the_low_watermark() {
         "one eviction while the reading lags, not the whole cache"
     );
     reading.store(0, Ordering::SeqCst);
+}
+
+// A memory figure that cannot be read is said once, not every tick; a
+// reader that panics is an unreadable figure, not the end of the watcher,
+// which evicts once the figure is back and too high.
+#[tokio::test(start_paused = true)]
+async fn memory_pressure_says_once_it_is_blind_and_outlives_a_panicking_reader() {
+    use tower_optimizer::cache::{MemoryPressure, MemorySource};
+    let (logs, _guard) = logs::Logs::capture();
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let seen = ticks.clone();
+    let source = MemorySource::Custom(Arc::new(move || match seen.fetch_add(1, Ordering::SeqCst) {
+        0..=4 => None,
+        5 => panic!("reader bug"),
+        _ => Some(1_005_000),
+    }));
+    let pressure = MemoryPressure::new(source, 1_000_000, 995_000).interval(Duration::from_millis(100));
+    let cache = Cache::builder().memory_pressure(pressure).build().unwrap();
+    let upstream = Upstream::fixed("max-age=600", "some body");
+    let mut c = client(&cache, &upstream);
+    for i in 0..50 {
+        get(&mut c, &format!("http://api.test/{i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(ticks.load(Ordering::SeqCst) >= 7, "the watcher kept ticking");
+    assert!(cache.stats().evictions(RemovalCause::Pressure) > 0);
+    let logged = logs.text();
+    let blind = logged
+        .lines()
+        .filter(|l| l.contains("cannot read memory usage"))
+        .count();
+    assert_eq!(blind, 1, "said once, not every tick: {logged}");
+    assert!(
+        logged.contains("callback=\"memory source\"") && logged.contains("reader bug"),
+        "{logged}"
+    );
 }
 
 #[test]

@@ -50,13 +50,26 @@ pub(crate) fn spawn(handle: &Handle, weak: Weak<Inner>, inner: &Inner) {
             let mut ticks = interval(pressure.interval);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let mut last_eviction: Option<(u64, u32)> = None;
+            let mut said_unreadable = false;
             loop {
                 ticks.tick().await;
                 let Some(inner) = weak.upgrade() else {
                     drop(token);
                     return;
                 };
-                last_eviction = check_pressure(&inner, &pressure, last_eviction);
+                // A user's reader may panic: that is an unreadable figure,
+                // not the end of the watcher.
+                let Some(usage) = crate::util::guarded("memory source", || pressure.source.read()).flatten() else {
+                    // Once, not every tick: configured but blind (not
+                    // Linux, no cgroup v2) is worth knowing, not a flood.
+                    if !said_unreadable {
+                        tracing::warn!(source = ?pressure.source, "memory pressure: cannot read memory usage; no eviction until it can");
+                        said_unreadable = true;
+                    }
+                    continue;
+                };
+                said_unreadable = false;
+                last_eviction = check_pressure(&inner, &pressure, usage, last_eviction);
             }
         });
     }
@@ -68,10 +81,14 @@ pub(crate) fn spawn(handle: &Handle, weak: Weak<Inner>, inner: &Inner) {
 /// whole cache for memory that is already free.
 const PRESSURE_COOLDOWN_TICKS: u32 = 10;
 
-/// One watcher tick. `last` is the reading at the last eviction and the
-/// ticks since; returns the new value.
-fn check_pressure(inner: &Arc<Inner>, pressure: &MemoryPressure, last: Option<(u64, u32)>) -> Option<(u64, u32)> {
-    let usage = pressure.source.read()?;
+/// One watcher tick at reading `usage`. `last` is the reading at the last
+/// eviction and the ticks since; returns the new value.
+fn check_pressure(
+    inner: &Arc<Inner>,
+    pressure: &MemoryPressure,
+    usage: u64,
+    last: Option<(u64, u32)>,
+) -> Option<(u64, u32)> {
     if let Some((at, ticks)) = last {
         if usage <= at && ticks < PRESSURE_COOLDOWN_TICKS {
             return Some((at, ticks + 1));
