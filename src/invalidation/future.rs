@@ -29,11 +29,11 @@ use http::header::{CONTENT_LOCATION, LOCATION};
 use http::{Method, Response, Uri, request};
 use pin_project_lite::pin_project;
 
-use super::handle::{Invalidator, group_tag};
+use super::handle::group_tag;
 use super::headers::{self, ParsedTags, TagSyntax};
 use super::layer::{Config, HeaderVisibility};
 use super::report::InvalidationReport;
-use super::scan::{Matcher, Scan};
+use super::scan::Matcher;
 use super::service::{origin_of, same_origin_key};
 use super::strategy::InvalidationEvent;
 use super::target::{Pattern, Target};
@@ -86,7 +86,9 @@ pin_project! {
         Calling { #[pin] future: F, ctx: Option<Box<Ctx>> },
         // A write's pattern targets are scanned before the response is
         // released, so the caller's next read cannot see what it replaced.
-        Scanning { scan: Scan, response: Option<Response<R>>, report: InvalidationReport, invalidator: Invalidator },
+        // The scan runs as a task of its own (see `scan_and_purge`): it
+        // finishes even if this future is dropped.
+        Scanning { purge: Pin<Box<dyn Future<Output = InvalidationReport> + Send>>, response: Option<Response<R>>, report: InvalidationReport },
         Done,
     }
 }
@@ -139,27 +141,25 @@ where
                                 this.state.set(State::Done);
                                 return Poll::Ready(Ok(with_report(response, report)));
                             }
-                            let invalidator = ctx.config.invalidator.clone();
-                            let scan = Scan::new(invalidator.cache().clone(), Matcher::Patterns(patterns));
+                            let purge = ctx.config.invalidator.scan_and_purge(
+                                Matcher::Patterns(patterns),
+                                Purge::Hard,
+                                InvalidationKind::Pattern,
+                            );
                             this.state.set(State::Scanning {
-                                scan,
+                                purge: Box::pin(purge),
                                 response: Some(response),
                                 report,
-                                invalidator,
                             });
                         }
                     }
                 }
                 StateProj::Scanning {
-                    scan,
+                    purge,
                     response,
                     report,
-                    invalidator,
                 } => {
-                    let (keys, scanned) = ready!(Pin::new(scan).poll(cx));
-                    let nodes = keys.into_iter().map(crate::cache::Node::Key).collect();
-                    let mut found = invalidator.cascade(nodes, Purge::Hard, InvalidationKind::Pattern);
-                    found.scanned = scanned;
+                    let found = ready!(purge.as_mut().poll(cx));
                     report.merge(&found);
                     let response = with_report(response.take().expect(POLLED_AFTER_DONE), *report);
                     this.state.set(State::Done);

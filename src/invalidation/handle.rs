@@ -2,6 +2,7 @@
 //! by key, tag, pattern, dependency, version, predicate or age.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -200,18 +201,41 @@ impl Invalidator {
             .await
     }
 
-    pub(crate) async fn scan_and_purge(
+    /// Scans for `matcher` and purges what it selects. The work runs as a
+    /// task of its own where there is a runtime, so it finishes even if the
+    /// caller stops waiting (a timed-out admin request, a dropped response
+    /// future): a scan dropped halfway would leave matching entries in place.
+    pub(crate) fn scan_and_purge(
         &self,
         matcher: Matcher,
         mode: Purge,
         kind: InvalidationKind,
-    ) -> InvalidationReport {
-        let started = Instant::now();
-        let (keys, scanned) = Scan::new(self.cache.clone(), matcher).await;
-        let mut report = self.cascade(keys.into_iter().map(Node::Key).collect(), mode, kind);
-        report.scanned = scanned;
-        report.elapsed = started.elapsed();
-        report
+    ) -> impl Future<Output = InvalidationReport> + Send + 'static {
+        let this = self.clone();
+        let work = async move {
+            let started = Instant::now();
+            let (keys, scanned) = Scan::new(this.cache.clone(), matcher).await;
+            let mut report = this.cascade(keys.into_iter().map(Node::Key).collect(), mode, kind);
+            report.scanned = scanned;
+            report.elapsed = started.elapsed();
+            report
+        };
+        // Outside a runtime (another executor), the caller drives it.
+        let run = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Ok(runtime.spawn(work)),
+            Err(_) => Err(work),
+        };
+        async move {
+            match run {
+                Ok(task) => match task.await {
+                    Ok(report) => report,
+                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                    // The runtime is shutting down: nothing more was purged.
+                    Err(_) => InvalidationReport::new(kind, mode),
+                },
+                Err(work) => work.await,
+            }
+        }
     }
 
     /// Registers a strategy consulted on every invalidation event.

@@ -97,3 +97,49 @@ impl Future for Scan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::*;
+    use crate::cache::CacheLayer;
+
+    #[tokio::test]
+    async fn a_scan_yields_between_chunks() {
+        let cache = Cache::builder().build().unwrap();
+        let mut svc =
+            CacheLayer::new(cache.clone()).layer(tower::service_fn(|_req: http::Request<Full<Bytes>>| async {
+                Ok::<_, Infallible>(
+                    http::Response::builder()
+                        .header("cache-control", "max-age=600")
+                        .body(Full::new(Bytes::from_static(b"x")))
+                        .unwrap(),
+                )
+            }));
+        let total = SCAN_CHUNK * 3 + 1;
+        for i in 0..total {
+            let request = http::Request::get(format!("http://a.test/{i}"))
+                .body(Full::default())
+                .unwrap();
+            let response = svc.ready().await.unwrap().call(request).await.unwrap();
+            response.into_body().collect().await.unwrap();
+        }
+        let mut scan = Scan::new(cache, Matcher::Patterns(vec![Pattern::new("7$").unwrap()]));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut pending = 0;
+        let (matched, scanned) = loop {
+            match Pin::new(&mut scan).poll(&mut cx) {
+                Poll::Ready(out) => break out,
+                Poll::Pending => pending += 1,
+            }
+        };
+        assert_eq!(scanned, total);
+        assert_eq!(matched.len(), (0..total).filter(|i| i % 10 == 7).count());
+        assert_eq!(pending, 3, "one pause after each full chunk of {SCAN_CHUNK} keys");
+    }
+}
