@@ -1,27 +1,55 @@
-//! Captures what the crate logs through `tracing` on the current thread.
+//! Captures what the crate logs through `tracing`, per test thread.
+//!
+//! One global subscriber (installed once per test binary) writes each
+//! event to a buffer of the thread it happens on, if that thread asked to
+//! capture. Not a scoped subscriber per test (`set_default`): tracing
+//! caches each callsite's interest process-wide, and a callsite first
+//! reached on a thread with no subscriber while just one scoped subscriber
+//! exists is cached as "never" (tokio-rs/tracing#3611), so a test that
+//! asserts on a log line would fail whenever another test got there first.
+//! Events on threads that do not capture are formatted and dropped.
 #![allow(dead_code, unreachable_pub)]
 
+use std::cell::RefCell;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
-use tracing::subscriber::DefaultGuard;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Log lines written while the guard from [`Logs::capture`] lives.
+thread_local! {
+    static SINK: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+}
+
+/// Log lines written on this thread while the guard from
+/// [`Logs::capture`] lives.
 #[derive(Clone, Default)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+/// Stops capturing on this thread when dropped.
+pub struct Capturing(());
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        SINK.with(|sink| *sink.borrow_mut() = None);
+    }
+}
 
 impl Logs {
     /// Captures every event at `INFO` or above on this thread until the
     /// guard is dropped (a current-thread runtime's tasks included).
-    pub fn capture() -> (Logs, DefaultGuard) {
+    pub fn capture() -> (Logs, Capturing) {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(ThreadSink)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in tests");
+        });
         let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        (logs.clone(), tracing::subscriber::set_default(subscriber))
+        SINK.with(|sink| *sink.borrow_mut() = Some(logs.0.clone()));
+        (logs, Capturing(()))
     }
 
     /// What was logged, one event per line.
@@ -30,9 +58,16 @@ impl Logs {
     }
 }
 
-impl io::Write for Logs {
+/// Writes to the current thread's capture buffer, if any.
+struct ThreadSink;
+
+impl io::Write for ThreadSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        SINK.with(|sink| {
+            if let Some(sink) = sink.borrow().as_ref() {
+                sink.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
@@ -41,10 +76,10 @@ impl io::Write for Logs {
     }
 }
 
-impl<'a> MakeWriter<'a> for Logs {
-    type Writer = Logs;
+impl<'a> MakeWriter<'a> for ThreadSink {
+    type Writer = ThreadSink;
 
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
+    fn make_writer(&'a self) -> ThreadSink {
+        ThreadSink
     }
 }
