@@ -30,7 +30,7 @@ use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheStatus};
 use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
 use tower_optimizer::monitor::RouteTemplates;
-use tower_optimizer::stack::{MonitorSettings, OptimizedService, OptimizerStack};
+use tower_optimizer::stack::{MonitorSettings, OptimizedService, OptimizerStack, WhenOpen};
 
 /// The admin token of this example (use a secret of your own).
 const TOKEN: &str = "example-token";
@@ -79,6 +79,9 @@ async fn main() -> Result<(), BoxError> {
     let (client, optimizer) = OptimizerStack::builder()
         .cache(Cache::builder().max_bytes(16 * 1024 * 1024).build()?)
         .circuit_breaker(CircuitBreakerConfig::default())
+        // A host whose circuit is open is answered 503 + Retry-After, which
+        // the handler passes on as is, rather than an error it maps to 502.
+        .when_open(WhenOpen::Respond503)
         .timeout(Duration::from_secs(5))
         .monitor(monitor)
         .build_http2_client()?;
