@@ -167,7 +167,9 @@ impl Invalidator {
     /// Removes entries whose key matches `regex` (compiled once here; an
     /// invalid regex is an error). A regex anchored at a path (`^/users/\d+$`)
     /// is matched against path and query, on every origin; any other against
-    /// the whole key (see [`Pattern::new`]). The scan yields between chunks.
+    /// the whole key (see [`Pattern::new`]). The scan yields between chunks
+    /// and, inside a Tokio runtime, runs as a task of its own: dropping this
+    /// future stops only the wait for the report, not the purge.
     pub async fn pattern(&self, regex: &str) -> Result<InvalidationReport, InvalidationError> {
         let pattern = Pattern::new(regex)?;
         Ok(self.purge_pattern(&pattern, Purge::Hard).await)
