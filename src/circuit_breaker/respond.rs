@@ -9,30 +9,6 @@
 //! Unavailable` with `Retry-After` in whole seconds, so the caller's own
 //! clients back off for as long as the circuit stays open. Every other
 //! error, and every response, passes through untouched.
-//!
-//! ```
-//! use std::convert::Infallible;
-//! use tower::{Service, ServiceBuilder, ServiceExt};
-//! use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, RespondOpenLayer};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), tower_optimizer::BoxError> {
-//! let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
-//! let breakers = breaker.breakers();
-//! let mut client = ServiceBuilder::new()
-//!     .layer(RespondOpenLayer::new())
-//!     .layer(breaker)
-//!     .service_fn(|_req: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::from("hi"))) });
-//! breakers.force_open("http://down.test");
-//! let response = client.ready().await?.call(http::Request::get("http://down.test/").body(())?).await?;
-//! assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
-//! assert!(response.headers().contains_key(http::header::RETRY_AFTER));
-//! // Other hosts are answered as usual.
-//! let response = client.ready().await?.call(http::Request::get("http://up.test/").body(())?).await?;
-//! assert_eq!(response.status(), http::StatusCode::OK);
-//! # Ok(())
-//! # }
-//! ```
 
 use std::task::{Context, Poll};
 
@@ -45,6 +21,30 @@ use crate::BoxError;
 
 /// Turns [`error::Open`](super::error::Open) errors from the service it
 /// wraps into `503` responses with `Retry-After`.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use tower::{Service, ServiceBuilder, ServiceExt};
+/// use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, RespondOpenLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_optimizer::BoxError> {
+/// let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+/// let breakers = breaker.breakers();
+/// let mut client = ServiceBuilder::new()
+///     .layer(RespondOpenLayer::new())
+///     .layer(breaker)
+///     .service_fn(|_req: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::from("hi"))) });
+/// breakers.force_open("http://down.test");
+/// let response = client.ready().await?.call(http::Request::get("http://down.test/").body(())?).await?;
+/// assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+/// assert!(response.headers().contains_key(http::header::RETRY_AFTER));
+/// // Other hosts are answered as usual.
+/// let response = client.ready().await?.call(http::Request::get("http://up.test/").body(())?).await?;
+/// assert_eq!(response.status(), http::StatusCode::OK);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RespondOpenLayer {
     _private: (),
