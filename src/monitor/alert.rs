@@ -368,9 +368,15 @@ impl AlertManager {
             for handler in &self.handlers {
                 crate::util::guarded("alert handler", || handler(alert));
             }
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                for handler in &self.async_handlers {
-                    runtime.spawn(handler(alert.clone()));
+            if !self.async_handlers.is_empty() {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    for handler in &self.async_handlers {
+                        runtime.spawn(handler(alert.clone()));
+                    }
+                } else {
+                    // Evaluated from a thread with no runtime (a direct
+                    // `sample_now` call): say so rather than drop it unseen.
+                    tracing::warn!(alert = %alert.name, "no Tokio runtime here: the async alert handlers did not run");
                 }
             }
         }
@@ -463,5 +469,38 @@ mod tests {
         let mut got = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
         got.sort();
         assert_eq!(got, ["CircuitOpen", "hit ratio"]);
+    }
+
+    /// A log buffer for a scoped subscriber: this test alone reaches the
+    /// callsite it asserts on.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn async_handlers_without_a_runtime_are_reported_not_dropped_unseen() {
+        let mut m = AlertManager::new();
+        m.add_rule(AlertRule::above("Depth", "depth", 1.0));
+        m.on_alert_async(|_| async {});
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let fired = tracing::subscriber::with_default(subscriber, || m.evaluate(&|_| Some(5.0), Instant::now()));
+        assert_eq!(fired.len(), 1);
+        let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("the async alert handlers did not run"), "{logged}");
     }
 }
