@@ -467,6 +467,53 @@ async fn revalidation_with_304_freshens_and_serves_the_stored_body() {
     assert_eq!(cache.stats().entries, 1);
 }
 
+/// A 304 without `Date` is dated on arrival (RFC 9110 §6.6.1). Were the
+/// stored response's `Date` kept, the freshened entry would be as old as the
+/// first fetch: stale again at once, revalidated on every use.
+#[tokio::test(start_paused = true)]
+async fn a_304_without_date_freshens_from_its_arrival_not_the_old_date() {
+    let cache = cache();
+    // The paused clock does not move the wall clock, so the first response
+    // is dated 100 s back: aged 100 of its 110 s on arrival.
+    let dated = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(100));
+    let upstream = Upstream::new(move |_, n| {
+        let dated = dated.clone();
+        async move {
+            let res = Response::builder()
+                .header("cache-control", "max-age=110")
+                .header("etag", "\"v\"");
+            Ok(if n == 0 {
+                res.header("date", dated)
+                    .body(Full::new(Bytes::from_static(b"body")))
+                    .unwrap()
+            } else {
+                res.status(304).body(Full::default()).unwrap()
+            })
+        }
+    });
+    let mut c = client(&cache, &upstream);
+    let first = get(&mut c, "http://api.test/r").await;
+    // An HTTP date has whole seconds: the apparent age is 100 to 101 s.
+    assert!(matches!(first.cache.ttl, Some(9 | 10)), "{:?}", first.cache.ttl);
+    advance(Duration::from_secs(20)).await;
+    let revalidated = get(&mut c, "http://api.test/r").await;
+    assert_eq!(revalidated.cache.outcome(), Outcome::Revalidated);
+    assert_eq!(revalidated.body, "body");
+    // Aged from the 304's arrival (dated in whole seconds too), not by the
+    // 100 s of the first response's date.
+    assert!(
+        matches!(revalidated.cache.ttl, Some(109 | 110)),
+        "{:?}",
+        revalidated.cache.ttl
+    );
+    assert_eq!(revalidated.header("age"), "0");
+    advance(Duration::from_secs(60)).await;
+    let hit = get(&mut c, "http://api.test/r").await;
+    assert_eq!(hit.cache.outcome(), Outcome::Hit, "still fresh 60 s after the 304");
+    assert_eq!(hit.header("age"), "60");
+    assert_eq!(upstream.calls(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn request_no_cache_forces_validation_and_max_stale_accepts_stale() {
     let cache = cache();

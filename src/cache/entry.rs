@@ -3,10 +3,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AGE, CONNECTION, CONTENT_LENGTH};
+use http::header::{AGE, CONNECTION, CONTENT_LENGTH, DATE};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version, response};
 use tokio::time::Instant;
 
@@ -399,8 +399,20 @@ impl Entry {
 
     /// A copy freshened by a 304 (RFC 9111 §4.3.4): the 304's fields replace
     /// the stored ones, except `Content-Length` and fields never stored.
-    pub(crate) fn freshened_headers(&self, not_modified: &HeaderMap) -> HeaderMap {
+    ///
+    /// A 304 without `Date` gets one, `received` (RFC 9110 §6.6.1: a
+    /// recipient with a clock adds it to a message it caches). Kept, the
+    /// stored response's old `Date` would age the freshened entry by the
+    /// time since the first fetch, leaving it stale, and revalidated on
+    /// every use, however long the 304's `max-age`.
+    pub(crate) fn freshened_headers(&self, not_modified: &HeaderMap, received: SystemTime) -> HeaderMap {
         let mut headers = self.headers.clone();
+        if !not_modified.contains_key(DATE) && headers.contains_key(DATE) {
+            // An HTTP date is ASCII: always a valid value.
+            if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(received)) {
+                overwrite(&mut headers, DATE, date);
+            }
+        }
         for name in not_modified.keys() {
             if name == CONTENT_LENGTH || NOT_STORED.contains(name) {
                 continue;

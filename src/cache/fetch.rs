@@ -338,7 +338,7 @@ impl Fetch {
         response: Response<R>,
     ) -> Response<OptimizerBody<R>> {
         let (mut parts, _empty) = response.into_parts();
-        parts.headers = stale.freshened_headers(&parts.headers);
+        parts.headers = stale.freshened_headers(&parts.headers, SystemTime::now());
         parts.status = stale.status;
         let cc = CacheControl::from_headers(&parts.headers);
         let now = Instant::now();
