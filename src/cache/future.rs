@@ -40,6 +40,7 @@ use super::fetch::{self, Buffer, Fetch, Next};
 use super::key;
 use super::stats::bump;
 use super::status::CacheStatus;
+use super::write::Write;
 use crate::BoxError;
 use crate::body::OptimizerBody;
 
@@ -73,7 +74,8 @@ pin_project! {
         // The cache steps aside; the response is only stamped. Upstream
         // futures are boxed: they can be a whole stack of layers, and a hit
         // would otherwise build (and move) a future of that size too.
-        Passing { future: Pin<Box<S::Future>>, status: CacheStatus },
+        // A write (an unsafe method) also carries what it may invalidate.
+        Passing { future: Pin<Box<S::Future>>, status: CacheStatus, write: Option<Box<Write>> },
         // Another request for this key is upstream. One waiter per flight
         // runs the flight's timer (see `coalesce`); the others have none.
         Waiting {
@@ -111,11 +113,12 @@ where
         }
     }
 
-    pub(crate) fn passing(future: S::Future, status: CacheStatus) -> Self {
+    pub(crate) fn passing(future: S::Future, status: CacheStatus, write: Option<Box<Write>>) -> Self {
         ResponseFuture {
             state: State::Passing {
                 future: Box::pin(future),
                 status,
+                write,
             },
         }
     }
@@ -160,9 +163,17 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Passing { future, status } => {
+                StateProj::Passing { future, status, write } => {
                     let status = *status;
                     let result = ready!(future.as_mut().poll(cx)).map_err(Into::into);
+                    // Settled before the caller sees the answer, so its next
+                    // read cannot meet what the write replaced.
+                    if let Some(mut write) = write.take() {
+                        match &result {
+                            Ok(response) => write.answered(response.status(), response.headers()),
+                            Err(error) => write.failed(error),
+                        }
+                    }
                     this.state.set(State::Done);
                     let mut response = result?.map(OptimizerBody::inner);
                     let status = CacheStatus {

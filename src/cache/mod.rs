@@ -16,6 +16,13 @@
 //!   freshens the stored headers. `stale-while-revalidate` refreshes once in
 //!   the background; `stale-if-error` covers 5xx, errors from the inner
 //!   service (a circuit breaker's open error included) and failing bodies.
+//! - **Writes** (§4.4): after a 2xx or 3xx answer to an unsafe method, the
+//!   target URI and same-origin `Location`/`Content-Location` are removed. A
+//!   write that fails upstream, or whose caller stops waiting, may still
+//!   have happened: its target is marked stale (revalidated on next use),
+//!   unless the error says the request never left (an open circuit, a shed
+//!   load, a failed connect). The `InvalidationLayer` adds tags, rules and
+//!   dependents on top.
 //! - **Coalescing**: concurrent misses for one key make one upstream call,
 //!   with a lock timeout; waiters are released at once when the leader fails.
 //! - **Memory**: a hard byte budget over key, headers, body and measured
@@ -82,6 +89,7 @@ mod stats;
 mod status;
 mod store;
 mod text;
+pub(crate) mod write;
 
 pub use builder::{
     CacheBuilder, DEFAULT_HEURISTIC_MAX, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,

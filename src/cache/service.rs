@@ -22,6 +22,7 @@ use super::key;
 use super::policy::Bypass;
 use super::stats::bump;
 use super::status::{CacheStatus, Forward};
+use super::write::{self, Write};
 use crate::BoxError;
 use crate::body::OptimizerBody;
 
@@ -76,7 +77,10 @@ where
         let method = request.method();
         if method != Method::GET && method != Method::HEAD {
             bump(&self.cache.inner.counters.bypassed);
-            return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(Forward::Method));
+            let write = (!write::is_safe(method))
+                .then(|| Write::new(&self.cache.inner, request.uri(), request.headers()))
+                .flatten();
+            return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(Forward::Method), write);
         }
         let head = method == Method::HEAD;
         let request_cc = CacheControl::from_headers(request.headers());
@@ -109,7 +113,7 @@ where
         }
         if head {
             // HEAD is answered from stored GETs but never stored itself.
-            return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(fwd));
+            return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(fwd), None);
         }
         let snapshot = crate::util::request_head(&request);
         let stamp = cache.flights.epochs().stamp(&key);
@@ -248,7 +252,7 @@ impl<S> CacheService<S> {
             detail: Some(reason.as_str()),
             ..CacheStatus::forward(Forward::Bypass)
         };
-        ResponseFuture::passing(self.inner.call(request), status)
+        ResponseFuture::passing(self.inner.call(request), status, None)
     }
 
     /// Starts one background revalidation of `entry` (stale-while-revalidate)

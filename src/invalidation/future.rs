@@ -34,9 +34,10 @@ use super::headers::{self, ParsedTags, TagSyntax};
 use super::layer::{Config, HeaderVisibility};
 use super::report::InvalidationReport;
 use super::scan::Matcher;
-use super::service::{origin_of, same_origin_key};
+use super::service::origin_of;
 use super::strategy::InvalidationEvent;
 use super::target::{Pattern, Target};
+use crate::cache::write::same_origin_key;
 use crate::cache::{Dependencies, InvalidationKind, Purge, Tags, Versions};
 
 pub(crate) struct SafeCtx {

@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::HOST;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderMap, Request, Response, Uri};
 use tower_service::Service;
 
 use super::future::{Ctx, ResponseFuture, SafeCtx, WriteCtx};
 use super::layer::Config;
-use super::target::split_origin;
-use crate::cache::Cache;
+use crate::cache::write::{is_safe, split_origin};
 
 /// Middleware built by [`InvalidationLayer`](super::InvalidationLayer).
 #[derive(Clone, Debug)]
@@ -27,30 +26,10 @@ impl<S> InvalidationService<S> {
     inner_service_accessors!();
 }
 
-/// Safe methods (RFC 9110 §9.2.1): they never invalidate.
-pub(crate) fn is_safe(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
-}
-
 /// `scheme://authority` of a request for `uri` (`headers` name the host of
 /// an origin-form one), as cache keys spell it.
 pub(crate) fn origin_of(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     crate::cache::key::with_primary_key(uri, headers, |key| key.map(|key| split_origin(key).0.to_owned()))
-}
-
-/// Resolves a `Location`/`Content-Location` value to a cache key on the same
-/// origin (RFC 9111 §4.4: other origins are never invalidated).
-pub(crate) fn same_origin_key(origin: &str, value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?.trim();
-    let uri: Uri = if text.starts_with('/') && !text.starts_with("//") {
-        format!("{origin}{text}").parse().ok()?
-    } else {
-        let uri: Uri = text.parse().ok()?;
-        uri.scheme()?;
-        uri
-    };
-    let key = Cache::key_for_uri(&uri)?;
-    (split_origin(&key).0 == origin).then_some(key)
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InvalidationService<S>
