@@ -7,6 +7,9 @@
 //! With no `--url`, it starts a local HTTP/2 upstream on 127.0.0.1 and
 //! benchmarks that.
 
+#[path = "support/accept.rs"]
+mod accept;
+
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -63,8 +66,7 @@ async fn local_upstream() -> Vec<Uri> {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
+        accept::accept_forever(listener, move |stream| {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -79,7 +81,8 @@ async fn local_upstream() -> Vec<Uri> {
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
-        }
+        })
+        .await;
     });
     (0..50)
         .map(|i| format!("http://{addr}/items/{i}").parse().expect("url"))

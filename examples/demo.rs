@@ -7,6 +7,9 @@
 //!
 //! `cargo run --release --example demo [-- --duration SECS] [--keep-serving]`
 
+#[path = "support/accept.rs"]
+mod accept;
+
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::sync::Arc;
@@ -38,8 +41,7 @@ async fn upstream(state: Arc<Upstream>) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
+        accept::accept_forever(listener, move |stream| {
             let state = state.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -77,7 +79,8 @@ async fn upstream(state: Arc<Upstream>) -> std::net::SocketAddr {
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
-        }
+        })
+        .await;
     });
     addr
 }

@@ -2,6 +2,9 @@
 //! answering `{prefix}{id}` with `{"id":"<id>"}` as JSON, cacheable for a
 //! minute, and counting the requests that reach it.
 
+#[path = "accept.rs"]
+mod accept;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +22,7 @@ pub(crate) async fn json_upstream(prefix: &'static str, calls: Arc<AtomicUsize>)
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
+        accept::accept_forever(listener, move |stream| {
             let calls = calls.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -40,7 +42,8 @@ pub(crate) async fn json_upstream(prefix: &'static str, calls: Arc<AtomicUsize>)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
-        }
+        })
+        .await;
     });
     addr
 }
