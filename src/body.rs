@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -56,6 +56,21 @@ struct Replay<B> {
     // Boxed so a body that is not `Unpin` can move here from the buffering
     // state after some of it was read.
     rest: Option<Pin<Box<B>>>,
+    /// Shown every frame of `rest` as it passes (the cache keeping a copy
+    /// of a body it streams to the caller); dropped unfinished if the body
+    /// fails, or the caller stops reading.
+    tee: Option<Box<dyn Tee>>,
+}
+
+/// What watches a streamed body go by (see [`OptimizerBody::tee`]).
+pub(crate) trait Tee: std::fmt::Debug + Send + Sync {
+    /// A frame passed on. `false`: stop watching (too large, or a trailers
+    /// frame, which the cache does not keep); [`Tee::abandon`] is called.
+    fn record(&mut self, frame: &Frame<Bytes>) -> bool;
+    /// The body ended: everything passed was recorded.
+    fn end(self: Box<Self>);
+    /// The body will not be recorded whole; `failed` if it failed.
+    fn abandon(self: Box<Self>, failed: bool);
 }
 
 impl<B> OptimizerBody<B> {
@@ -79,7 +94,28 @@ impl<B> OptimizerBody<B> {
     pub(crate) fn replay(prefix: VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<B>>>, error: Option<BoxError>) -> Self {
         OptimizerBody {
             kind: Kind::Replay {
-                replay: Box::new(Replay { prefix, error, rest }),
+                replay: Box::new(Replay {
+                    prefix,
+                    error,
+                    rest,
+                    tee: None,
+                }),
+            },
+        }
+    }
+
+    /// `prefix` (frames already read from `rest`, and already shown to
+    /// `tee`), then the rest of `rest`, each frame shown to `tee` as it
+    /// passes.
+    pub(crate) fn tee(prefix: VecDeque<Frame<Bytes>>, rest: Pin<Box<B>>, tee: Box<dyn Tee>) -> Self {
+        OptimizerBody {
+            kind: Kind::Replay {
+                replay: Box::new(Replay {
+                    prefix,
+                    error: None,
+                    rest: Some(rest),
+                    tee: Some(tee),
+                }),
             },
         }
     }
@@ -104,17 +140,40 @@ where
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
             KindProj::Replay { replay } => {
-                let Replay { prefix, error, rest } = &mut **replay;
+                let Replay {
+                    prefix,
+                    error,
+                    rest,
+                    tee,
+                } = &mut **replay;
                 if let Some(frame) = prefix.pop_front() {
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 if let Some(error) = error.take() {
                     return Poll::Ready(Some(Err(error)));
                 }
-                match rest.as_mut() {
-                    Some(rest) => rest.as_mut().poll_frame(cx).map_err(Into::into),
-                    None => Poll::Ready(None),
+                let Some(rest) = rest.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let polled = ready!(rest.as_mut().poll_frame(cx)).map(|r| r.map_err(Into::into));
+                if let Some(mut watcher) = tee.take() {
+                    match &polled {
+                        Some(Ok(frame)) if watcher.record(frame) => {
+                            // A reader may stop at `is_end_stream` without
+                            // polling for the end (hyper does), so the end is
+                            // told as soon as the body says so.
+                            if rest.is_end_stream() {
+                                watcher.end();
+                            } else {
+                                *tee = Some(watcher);
+                            }
+                        }
+                        Some(Ok(_)) => watcher.abandon(false),
+                        Some(Err(_)) => watcher.abandon(true),
+                        None => watcher.end(),
+                    }
                 }
+                Poll::Ready(polled)
             }
         }
     }
@@ -124,7 +183,9 @@ where
             Kind::Full { data } => data.is_none(),
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Replay { replay } => {
-                let Replay { prefix, error, rest } = &**replay;
+                let Replay {
+                    prefix, error, rest, ..
+                } = &**replay;
                 prefix.is_empty() && error.is_none() && rest.as_ref().is_none_or(Body::is_end_stream)
             }
         }

@@ -136,6 +136,21 @@ async fn cache_over_real_http2() {
     assert_eq!(cache.stats().entries, 2);
     assert!(cache.audit().is_clean());
 
+    // With room for it, 200 kB is past the default `stream_above` (64 kB):
+    // the caller reads it as it comes, and the cache stores its copy at the
+    // end of the real HTTP/2 stream.
+    let roomy = Cache::builder().max_entry_bytes(256 << 10).build().unwrap();
+    let mut streaming = tower::Layer::layer(&CacheLayer::new(roomy.clone()), h2_client());
+    let before = hits.load(Ordering::SeqCst);
+    let (streamed, body) = get(&mut streaming, &format!("{base}/big")).await.unwrap();
+    assert_eq!((streamed.stored, streamed.detail), (false, Some("streamed")));
+    assert!(body.iter().enumerate().all(|(i, b)| *b == i as u8) && body.len() == 200_000);
+    let (hit, body) = get(&mut streaming, &format!("{base}/big")).await.unwrap();
+    assert!(hit.hit, "stored at the end of the stream");
+    assert!(body.iter().enumerate().all(|(i, b)| *b == i as u8) && body.len() == 200_000);
+    assert_eq!(hits.load(Ordering::SeqCst), before + 1);
+    assert!(roomy.audit().is_clean());
+
     // A refused connection is an error from the client, passed through.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let err = get(&mut svc, &format!("http://{closed}/x")).await.unwrap_err();

@@ -14,9 +14,17 @@ use super::store::{EvictionListener, RemovalCause};
 /// Default budget: 64 MiB holds tens of thousands of typical API responses
 /// and goes unnoticed in a 1 GiB container.
 pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
-/// Default largest cached body: 1 MiB. Larger bodies are rarely hot, and a
-/// body is buffered before the caller sees it, so big ones would add latency.
+/// Default largest cached body: 1 MiB. Larger bodies are rarely hot, and
+/// each one stored pushes many small ones out of the budget.
 pub const DEFAULT_MAX_ENTRY_BYTES: usize = 1 << 20;
+/// Default length above which a stored miss reaches its caller as it
+/// arrives, not once it is whole: 64 KiB, HTTP/2's initial flow-control
+/// window. A body up to that comes in a few frames without waiting on the
+/// reader, so buffering it delays the caller little and keeps `stored` in
+/// its `Cache-Status` exact and stale-if-error open to a body that fails;
+/// past it, the caller would wait for the whole transfer before its first
+/// byte.
+pub const DEFAULT_STREAM_ABOVE: usize = 64 << 10;
 /// Default wait for another request's upstream call: 5 s, nginx's
 /// `proxy_cache_lock_timeout`.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,6 +57,7 @@ pub struct CacheBuilder {
     pub(crate) max_bytes: usize,
     pub(crate) max_entry_bytes: usize,
     pub(crate) max_inflight_bytes: Option<usize>,
+    pub(crate) stream_above: usize,
     pub(crate) shards: Option<usize>,
     pub(crate) max_variants: usize,
     pub(crate) mode: CacheMode,
@@ -87,6 +96,7 @@ impl Default for CacheBuilder {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             max_inflight_bytes: None,
+            stream_above: DEFAULT_STREAM_ABOVE,
             shards: None,
             max_variants: DEFAULT_MAX_VARIANTS,
             mode: CacheMode::Private,
@@ -133,6 +143,19 @@ impl CacheBuilder {
     /// quarter of `max_bytes`). Past it, responses stream through uncached.
     pub fn max_inflight_bytes(mut self, bytes: usize) -> Self {
         self.max_inflight_bytes = Some(bytes);
+        self
+    }
+
+    /// Length above which a storable miss reaches its caller as it arrives
+    /// (known from `Content-Length`, or once that much was read), while the
+    /// cache keeps a copy and stores it when the body ends (default
+    /// [`DEFAULT_STREAM_ABOVE`]). Its `Cache-Status` says `streamed`, not
+    /// `stored`, since the end is still to come; a body that fails after
+    /// that point reaches the caller as an error, where a buffered one
+    /// could be replaced by a stale entry. `usize::MAX` buffers every
+    /// storable body whole.
+    pub fn stream_above(mut self, bytes: usize) -> Self {
+        self.stream_above = bytes;
         self
     }
 

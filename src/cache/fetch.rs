@@ -25,7 +25,7 @@ use super::stats::bump;
 use super::status::{CACHE_STATUS, CacheStatus, Forward};
 use super::store::RemovalCause;
 use crate::BoxError;
-use crate::body::OptimizerBody;
+use crate::body::{OptimizerBody, Tee};
 
 /// Everything the cache remembers about a request while it is upstream.
 #[derive(Debug)]
@@ -283,17 +283,19 @@ impl Fetch {
         }
         self.request = Some(request);
         let reservation = Reservation::new(self.cache.clone());
-        Next::Buffer(
-            Box::new(Buffer {
-                fetch: self,
-                parts,
-                freshness,
-                frames: VecDeque::new(),
-                size: 0,
-                reservation,
-            }),
-            Box::pin(body),
-        )
+        let buffer = Box::new(Buffer {
+            fetch: self,
+            parts,
+            freshness,
+            frames: VecDeque::new(),
+            size: 0,
+            reservation,
+        });
+        // Known to be long: the caller reads it as it comes from the start.
+        if declared.is_some_and(|len| len > buffer.fetch.cache.stream_above as u64) {
+            return Next::Respond(buffer.stream(Box::pin(body)));
+        }
+        Next::Buffer(buffer, Box::pin(body))
     }
 
     fn freshness(&self, parts: &response::Parts, cc: &CacheControl) -> Result<Freshness, NotStorable> {
@@ -382,19 +384,71 @@ impl Fetch {
     }
 }
 
+/// What buffering does after a frame (see [`Buffer::push`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Read on.
+    More,
+    /// Stop keeping it: the response goes through uncached (too large,
+    /// over the in-flight budget, or trailers, which the cache does not
+    /// store).
+    Stop,
+    /// Long enough that the caller should read it as it comes (see
+    /// `CacheBuilder::stream_above`), while the cache keeps a copy.
+    Stream,
+}
+
 impl Buffer {
-    /// Takes one frame of the body. `false` means stop buffering: the
-    /// response goes through uncached (too large, over the in-flight
-    /// budget, or trailers, which the cache does not store).
-    pub(crate) fn push(&mut self, frame: Frame<Bytes>) -> bool {
+    /// Takes one frame of the body.
+    pub(crate) fn push(&mut self, frame: Frame<Bytes>) -> Step {
+        let kept = self.keep(&frame);
+        self.frames.push_back(frame);
+        match kept {
+            false => Step::Stop,
+            true if self.size > self.fetch.cache.stream_above => Step::Stream,
+            true => Step::More,
+        }
+    }
+
+    /// Counts one frame in; `false` if it cannot be kept.
+    fn keep(&mut self, frame: &Frame<Bytes>) -> bool {
         let Some(data) = frame.data_ref() else {
-            self.frames.push_back(frame);
             return false;
         };
         let len = data.len();
-        self.frames.push_back(frame);
         self.size += len;
         self.size <= self.fetch.cache.max_entry_bytes && self.reservation.grow(len)
+    }
+
+    /// The caller gets the response now, its body as it comes (what was
+    /// read first, then `rest`), while this buffer keeps a copy and stores
+    /// it when the body ends (see `Tee`). Its `Cache-Status` cannot say
+    /// `stored` yet: it says `streamed`.
+    pub(crate) fn stream<R>(self: Box<Self>, rest: Pin<R>) -> Response<OptimizerBody<R>>
+    where
+        R: http_body::Body<Data = Bytes>,
+    {
+        let now = Instant::now();
+        let mut parts = self.parts.clone();
+        let status = CacheStatus {
+            fwd_status: Some(parts.status.as_u16()),
+            ttl: Some(self.freshness.ttl_secs(now)),
+            detail: Some("streamed"),
+            ..self.fetch.status
+        };
+        // The caller's copy leaves out what only the store reads.
+        parts.extensions.remove::<Tags>();
+        parts.extensions.remove::<Versions>();
+        parts.extensions.remove::<Dependencies>();
+        // Only data frames are kept (`keep`), and frames are not `Clone`.
+        let prefix = self
+            .frames
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| Frame::data(d.clone())))
+            .collect();
+        let mut response = Response::from_parts(parts, OptimizerBody::tee(prefix, rest, self));
+        stamp(&mut response, status);
+        response
     }
 
     /// Buffering stopped early: replay what was read, then the rest.
@@ -445,6 +499,37 @@ impl Buffer {
 
     /// The whole body is in: store it and answer from the new entry.
     pub(crate) fn finish<R>(self: Box<Self>) -> Response<OptimizerBody<R>> {
+        let (entry, stored, fetch, extensions, now) = self.store_whole();
+        let status = CacheStatus {
+            fwd_status: Some(entry.status.as_u16()),
+            ttl: Some(entry.freshness().ttl_secs(now)),
+            stored: stored.is_ok(),
+            detail: match stored {
+                Ok(()) => fetch.status.detail,
+                Err(reason) => Some(reason.as_str()),
+            },
+            ..fetch.status
+        };
+        let mut response = from_entry(&entry, now, false, status);
+        // Keep what inner layers put in the extensions (tags, timings ...).
+        let mut extensions = extensions;
+        extensions.extend(std::mem::take(response.extensions_mut()));
+        *response.extensions_mut() = extensions;
+        response
+    }
+
+    /// Builds the entry from the whole body, stores it and completes the
+    /// flight; the entry, whether it was stored, the fetch, the response's
+    /// extensions and when.
+    fn store_whole(
+        self: Box<Self>,
+    ) -> (
+        Arc<Entry>,
+        Result<(), NotStorable>,
+        Box<Fetch>,
+        http::Extensions,
+        Instant,
+    ) {
         let Buffer {
             mut fetch,
             parts,
@@ -503,21 +588,44 @@ impl Buffer {
         if let Some(leader) = fetch.leader.take() {
             leader.complete(shared(&entry, stored));
         }
-        let status = CacheStatus {
-            fwd_status: Some(parts.status.as_u16()),
-            ttl: Some(entry.freshness().ttl_secs(now)),
-            stored: stored.is_ok(),
-            detail: match stored {
-                Ok(()) => fetch.status.detail,
-                Err(reason) => Some(reason.as_str()),
-            },
-            ..fetch.status
+        (entry, stored, fetch, parts.extensions, now)
+    }
+}
+
+/// A body streamed to its caller while the cache keeps a copy: stored when
+/// it ends. Dropped unfinished (the caller stopped reading), the flight's
+/// waiters are released (`Leader`'s drop) and go upstream themselves.
+impl Tee for Buffer {
+    fn record(&mut self, frame: &Frame<Bytes>) -> bool {
+        let kept = self.keep(frame);
+        if let (true, Some(data)) = (kept, frame.data_ref()) {
+            self.frames.push_back(Frame::data(data.clone()));
+        }
+        kept
+    }
+
+    fn end(self: Box<Self>) {
+        // Stored or not, as `store_whole` counted; the caller has the body.
+        let _ = self.store_whole();
+    }
+
+    fn abandon(mut self: Box<Self>, failed: bool) {
+        // A whole new answer (too large, trailers, a full in-flight budget)
+        // outdates the stored one; a failed one leaves it for
+        // stale-if-error.
+        if !failed {
+            if let Some(request) = &self.fetch.request {
+                self.fetch.drop_outdated(request);
+            }
+        }
+        let too_large = self.size > self.fetch.cache.max_entry_bytes;
+        let reason = if too_large {
+            NotStorable::TooLarge
+        } else {
+            NotStorable::Body
         };
-        let mut response = from_entry(&entry, now, false, status);
-        // Keep what inner layers put in the extensions (tags, timings ...).
-        let mut extensions = parts.extensions;
-        extensions.extend(std::mem::take(response.extensions_mut()));
-        *response.extensions_mut() = extensions;
-        response
+        // Over `max_entry_bytes` it will be again; the rest is the moment's.
+        let lasting = too_large && self.fetch.lasting(reason, self.parts.status);
+        self.fetch.not_storable(reason, lasting);
     }
 }

@@ -36,7 +36,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::coalesce::{Wait, Waiter};
-use super::fetch::{self, Buffer, Fetch, Next};
+use super::fetch::{self, Buffer, Fetch, Next, Step};
 use super::key;
 use super::stats::bump;
 use super::status::CacheStatus;
@@ -262,12 +262,16 @@ where
                 StateProj::Buffering { body, buffer } => {
                     let stream = body.as_mut().expect(POLLED_AFTER_DONE);
                     let response = match ready!(stream.as_mut().poll_frame(cx)) {
-                        Some(Ok(frame)) => {
-                            if buffer.as_mut().expect(POLLED_AFTER_DONE).push(frame) {
-                                continue;
-                            }
-                            buffer.take().expect(POLLED_AFTER_DONE).pass_through(body.take(), None)
-                        }
+                        Some(Ok(frame)) => match buffer.as_mut().expect(POLLED_AFTER_DONE).push(frame) {
+                            Step::More => continue,
+                            Step::Stop => buffer.take().expect(POLLED_AFTER_DONE).pass_through(body.take(), None),
+                            // Done already: nothing left to stream.
+                            Step::Stream if stream.is_end_stream() => buffer.take().expect(POLLED_AFTER_DONE).finish(),
+                            Step::Stream => buffer
+                                .take()
+                                .expect(POLLED_AFTER_DONE)
+                                .stream(body.take().expect(POLLED_AFTER_DONE)),
+                        },
                         Some(Err(error)) => buffer.take().expect(POLLED_AFTER_DONE).failed(error.into()),
                         None => buffer.take().expect(POLLED_AFTER_DONE).finish(),
                     };

@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub(crate) max_bytes: usize,
     pub(crate) max_entry_bytes: usize,
     pub(crate) max_inflight_bytes: usize,
+    /// See [`CacheBuilder::stream_above`](super::CacheBuilder::stream_above).
+    pub(crate) stream_above: usize,
     pub(crate) inflight_bytes: AtomicUsize,
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) lock_timeout: Duration,
@@ -91,6 +93,7 @@ impl Cache {
                 max_bytes: b.max_bytes,
                 max_entry_bytes: b.max_entry_bytes,
                 max_inflight_bytes: b.max_inflight_bytes.unwrap_or(b.max_bytes / 4),
+                stream_above: b.stream_above,
                 inflight_bytes: AtomicUsize::new(0),
                 stale_if_error: b.stale_if_error,
                 lock_timeout: b.lock_timeout,

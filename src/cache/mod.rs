@@ -26,7 +26,9 @@
 //! - **Coalescing**: concurrent misses for one key make one upstream call,
 //!   with a lock timeout; waiters are released at once when the leader fails.
 //! - **Memory**: a hard byte budget over key, headers, body and measured
-//!   per-entry overhead; oversized bodies stream through uncached and intact;
+//!   per-entry overhead; oversized bodies stream through uncached and intact,
+//!   and long storable ones reach the caller as they arrive while a copy is
+//!   kept (`stream_above`);
 //!   in-flight buffering is capped; an optional memory-pressure watcher.
 //! - **Observability**: RFC 9211 `Cache-Status` on every response, a
 //!   [`CacheStatus`] in the response extensions, [`CacheStats`], an
@@ -93,7 +95,8 @@ pub(crate) mod write;
 
 pub use builder::{
     CacheBuilder, DEFAULT_HEURISTIC_MAX, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,
-    DEFAULT_MAX_VARIANTS, DEFAULT_REMEMBER_UNCACHEABLE, DEFAULT_STALE_RETENTION, DEFAULT_SWEEP_INTERVAL,
+    DEFAULT_MAX_VARIANTS, DEFAULT_REMEMBER_UNCACHEABLE, DEFAULT_STALE_RETENTION, DEFAULT_STREAM_ABOVE,
+    DEFAULT_SWEEP_INTERVAL,
 };
 pub use entry::EntryMeta;
 pub use freshness::Freshness;

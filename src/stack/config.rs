@@ -66,6 +66,9 @@ pub struct CacheSection {
     pub max_memory_mb: Option<u64>,
     /// Largest cached body in KiB.
     pub max_entry_kb: Option<u64>,
+    /// Length in KiB above which a stored miss reaches its caller as it
+    /// arrives (see [`CacheBuilder::stream_above`](crate::cache::CacheBuilder::stream_above)).
+    pub stream_above_kb: Option<u64>,
     /// Lifetime of responses without freshness.
     pub default_ttl: Option<String>,
     /// Cap on lifetimes.
@@ -214,6 +217,9 @@ impl OptimizerConfig {
             if let Some(kb) = c.max_entry_kb {
                 cache = cache.max_entry_bytes(usize::try_from(kb.saturating_mul(1 << 10)).unwrap_or(usize::MAX));
             }
+            if let Some(kb) = c.stream_above_kb {
+                cache = cache.stream_above(usize::try_from(kb.saturating_mul(1 << 10)).unwrap_or(usize::MAX));
+            }
             if let Some(d) = duration("cache.default_ttl", c.default_ttl.as_ref())? {
                 cache = cache.default_ttl(d);
             }
@@ -353,6 +359,7 @@ mod tests {
         let config =
             OptimizerConfig::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/optimizer.toml")).unwrap();
         assert_eq!(config.cache.as_ref().unwrap().max_memory_mb, Some(64));
+        assert_eq!(config.cache.as_ref().unwrap().stream_above_kb, Some(64));
         let monitor = config.monitor.as_ref().unwrap();
         assert!(monitor.route_templates.as_ref().is_some_and(|t| !t.is_empty()));
         let builder = config.into_builder().unwrap();

@@ -1,0 +1,284 @@
+//! Long storable bodies reach their caller as they arrive, while the cache
+//! keeps a copy and stores it at the end (`CacheBuilder::stream_above`).
+//! The upstream's body is a channel, so each test decides when each frame
+//! arrives and sees the caller get its answer before the body is whole.
+#![cfg(feature = "cache")]
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty};
+use tokio::sync::mpsc;
+use tower::{Service, ServiceExt, service_fn};
+use tower_optimizer::BoxError;
+use tower_optimizer::body::OptimizerBody;
+use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus, Outcome};
+
+/// A body whose frames the test sends; it ends when the sender is dropped,
+/// or, with a declared length, once that much has come (it says so in
+/// `is_end_stream`, as hyper's bodies do).
+struct Channel {
+    frames: mpsc::UnboundedReceiver<Result<Frame<Bytes>, BoxError>>,
+    left: Option<usize>,
+}
+
+impl Body for Channel {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = self.frames.poll_recv(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(left)) = (&polled, self.left.as_mut()) {
+            *left = left.saturating_sub(frame.data_ref().map_or(0, Bytes::len));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == Some(0)
+    }
+}
+
+type Feed = mpsc::UnboundedSender<Result<Frame<Bytes>, BoxError>>;
+
+/// An upstream whose every answer is `max-age=60` (with `Content-Length`
+/// when `declared` is set) and a channel body; each call hands the test the
+/// channel's sender.
+#[allow(clippy::type_complexity)] // the service is only nameable as `impl`
+fn upstream(
+    declared: Option<usize>,
+) -> (
+    impl Service<Request<Empty<Bytes>>, Response = Response<Channel>, Error = BoxError, Future = impl Send> + Clone,
+    mpsc::UnboundedReceiver<Feed>,
+    Arc<AtomicUsize>,
+) {
+    let (feeds, fed) = mpsc::unbounded_channel();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let svc = service_fn(move |_req: Request<Empty<Bytes>>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = mpsc::unbounded_channel();
+        feeds.send(tx).unwrap();
+        async move {
+            let mut res = Response::builder().header("cache-control", "max-age=60");
+            if let Some(len) = declared {
+                res = res.header("content-length", len);
+            }
+            Ok(res
+                .body(Channel {
+                    frames: rx,
+                    left: declared,
+                })
+                .unwrap())
+        }
+    });
+    (svc, fed, calls)
+}
+
+fn data(n: usize) -> Frame<Bytes> {
+    Frame::data(Bytes::from(vec![u8::try_from(n % 251).unwrap(); 1000]))
+}
+
+fn whole(chunks: usize) -> Vec<u8> {
+    (0..chunks)
+        .flat_map(|n| vec![u8::try_from(n % 251).unwrap(); 1000])
+        .collect()
+}
+
+type Answer = Response<OptimizerBody<Channel>>;
+
+async fn call<S>(svc: &mut S) -> Result<Answer, BoxError>
+where
+    S: Service<Request<Empty<Bytes>>, Response = Answer, Error = BoxError>,
+{
+    let request = Request::get("http://api.test/long").body(Empty::new()).unwrap();
+    svc.ready().await?.call(request).await
+}
+
+/// Reads `n` bytes of data frames.
+async fn read(body: &mut OptimizerBody<Channel>, n: usize) -> Vec<u8> {
+    let mut data = Vec::new();
+    while data.len() < n {
+        let frame = body.frame().await.expect("more frames").expect("no error");
+        data.extend_from_slice(frame.data_ref().expect("a data frame"));
+    }
+    data
+}
+
+fn status(response: &Answer) -> CacheStatus {
+    *response.extensions().get::<CacheStatus>().unwrap()
+}
+
+fn cache() -> Cache {
+    Cache::builder()
+        .stream_above(4096)
+        .max_entry_bytes(64 << 10)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_body_reaches_its_caller_as_it_arrives_and_is_stored_at_its_end() {
+    let cache = cache();
+    let (upstream, mut fed, calls) = upstream(None);
+    let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let first = tokio::spawn({
+        let mut svc = svc.clone();
+        async move { call(&mut svc).await }
+    });
+    let feed = fed.recv().await.unwrap();
+    for n in 0..4 {
+        feed.send(Ok(data(n))).unwrap();
+    }
+    tokio::task::yield_now().await;
+    assert!(!first.is_finished(), "4,000 bytes: still buffered, under 4,096");
+    feed.send(Ok(data(4))).unwrap();
+    let response = first.await.unwrap().unwrap();
+    let streamed = status(&response);
+    assert_eq!((streamed.stored, streamed.detail), (false, Some("streamed")));
+    assert_eq!(streamed.ttl, Some(60));
+    assert_eq!(
+        response.headers()["cache-status"],
+        "tower-optimizer; fwd=uri-miss; fwd-status=200; ttl=60; detail=streamed"
+    );
+    let mut body = response.into_body();
+    assert_eq!(read(&mut body, 5000).await, whole(5));
+    // A request for the same key now waits for this flight.
+    let waiter = tokio::spawn({
+        let mut svc = svc.clone();
+        async move { call(&mut svc).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    assert_eq!(cache.stats().entries, 0, "not stored before its end");
+    for n in 5..10 {
+        feed.send(Ok(data(n))).unwrap();
+    }
+    drop(feed);
+    let mut rest = read(&mut body, 5000).await;
+    assert!(body.frame().await.is_none());
+    let mut all = whole(5);
+    all.append(&mut rest);
+    assert_eq!(all, whole(10), "every byte, in order");
+    assert_eq!(cache.stats().entries, 1, "stored at its end");
+    let shared = waiter.await.unwrap().unwrap();
+    assert!(status(&shared).collapsed);
+    assert_eq!(shared.into_body().collect().await.unwrap().to_bytes(), whole(10));
+    let hit = call(&mut svc).await.unwrap();
+    assert_eq!(status(&hit).outcome(), Outcome::Hit);
+    assert_eq!(hit.into_body().collect().await.unwrap().to_bytes(), whole(10));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().inflight_bytes, 0);
+    assert!(cache.audit().is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_declared_long_body_streams_from_its_first_byte_and_is_stored_when_it_says_it_ended() {
+    let cache = cache();
+    let (upstream, mut fed, _) = upstream(Some(6000));
+    let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let (response, feed) = tokio::join!(call(&mut svc), fed.recv());
+    let response = response.unwrap();
+    let feed = feed.unwrap();
+    assert_eq!(status(&response).detail, Some("streamed"), "before any body arrived");
+    let mut body = response.into_body();
+    for n in 0..6 {
+        feed.send(Ok(data(n))).unwrap();
+    }
+    // The reader stops at `is_end_stream`, as hyper does, and never polls
+    // for the end: the entry is stored all the same.
+    assert_eq!(read(&mut body, 6000).await, whole(6));
+    assert!(body.is_end_stream());
+    assert_eq!(cache.stats().entries, 1);
+    drop(feed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_body_the_caller_drops_or_that_fails_is_not_stored_and_releases_its_waiters() {
+    let cache = cache();
+    let (upstream, mut fed, calls) = upstream(None);
+    let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    // The caller stops reading halfway.
+    let first = tokio::spawn({
+        let mut svc = svc.clone();
+        async move { call(&mut svc).await }
+    });
+    let feed = fed.recv().await.unwrap();
+    for n in 0..5 {
+        feed.send(Ok(data(n))).unwrap();
+    }
+    let mut body = first.await.unwrap().unwrap().into_body();
+    read(&mut body, 5000).await;
+    let waiter = tokio::spawn({
+        let mut svc = svc.clone();
+        async move { call(&mut svc).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    drop(body);
+    // Released at once, the waiter goes upstream itself.
+    let feed2 = tokio::time::timeout(Duration::from_millis(1), fed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // This body fails after it started streaming.
+    for n in 0..5 {
+        feed2.send(Ok(data(n))).unwrap();
+    }
+    let mut body = waiter.await.unwrap().unwrap().into_body();
+    read(&mut body, 5000).await;
+    feed2.send(Err("upstream reset the stream".into())).unwrap();
+    let error = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(error.to_string(), "upstream reset the stream");
+    let stats = cache.stats();
+    assert_eq!((stats.entries, stats.inflight_bytes), (0, 0));
+    assert!(stats.not_storable >= 1);
+    assert!(cache.audit().is_clean());
+    drop(feed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_body_past_max_entry_bytes_or_with_trailers_passes_whole_and_uncached() {
+    let cache = Cache::builder()
+        .stream_above(4096)
+        .max_entry_bytes(8000)
+        .build()
+        .unwrap();
+    let (upstream, mut fed, calls) = upstream(None);
+    let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    for trailers in [false, true] {
+        let pending = tokio::spawn({
+            let mut svc = svc.clone();
+            async move { call(&mut svc).await }
+        });
+        let feed = fed.recv().await.unwrap();
+        let chunks = if trailers { 6 } else { 12 };
+        for n in 0..chunks {
+            feed.send(Ok(data(n))).unwrap();
+        }
+        if trailers {
+            let mut t = http::HeaderMap::new();
+            t.insert("x-checksum", "abc".parse().unwrap());
+            feed.send(Ok(Frame::trailers(t))).unwrap();
+        }
+        drop(feed);
+        let response = pending.await.unwrap().unwrap();
+        assert_eq!(status(&response).detail, Some("streamed"));
+        let collected = response.into_body().collect().await.unwrap();
+        if trailers {
+            assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
+        }
+        assert_eq!(collected.to_bytes(), whole(chunks), "every byte, in order");
+        assert_eq!(cache.stats().entries, 0);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(cache.stats().inflight_bytes, 0);
+    assert!(cache.audit().is_clean());
+}
