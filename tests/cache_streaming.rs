@@ -282,3 +282,50 @@ async fn a_streamed_body_past_max_entry_bytes_or_with_trailers_passes_whole_and_
     assert_eq!(cache.stats().inflight_bytes, 0);
     assert!(cache.audit().is_clean());
 }
+
+/// While a stale entry could stand in for a failing body (stale-if-error),
+/// a long body is buffered whole: its failure is answered stale, which a
+/// streamed body could not be.
+#[tokio::test(start_paused = true)]
+async fn a_long_body_that_a_stale_entry_could_replace_is_buffered_and_replaced_when_it_fails() {
+    let cache = Cache::builder()
+        .stream_above(4096)
+        .stale_if_error(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let (upstream, mut fed, _) = upstream(None);
+    let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let (first, feed) = tokio::join!(call(&mut svc), async {
+        let feed = fed.recv().await.unwrap();
+        for n in 0..6 {
+            feed.send(Ok(data(n))).unwrap();
+        }
+        feed
+    });
+    drop(feed);
+    let first = first.unwrap();
+    assert_eq!(status(&first).detail, Some("streamed"), "nothing to stand in: streamed");
+    assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), whole(6));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let second = tokio::spawn({
+        let mut svc = svc.clone();
+        async move { call(&mut svc).await }
+    });
+    let feed = fed.recv().await.unwrap();
+    for n in 10..16 {
+        feed.send(Ok(data(n))).unwrap();
+    }
+    tokio::task::yield_now().await;
+    assert!(
+        !second.is_finished(),
+        "6,000 bytes, but buffered while the stale entry can stand in"
+    );
+    feed.send(Err("upstream reset the stream".into())).unwrap();
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(status(&second).detail, Some("stale-if-error"));
+    assert_eq!(
+        second.into_body().collect().await.unwrap().to_bytes(),
+        whole(6),
+        "the stored body"
+    );
+}

@@ -150,10 +150,10 @@ impl CacheBuilder {
     /// (known from `Content-Length`, or once that much was read), while the
     /// cache keeps a copy and stores it when the body ends (default
     /// [`DEFAULT_STREAM_ABOVE`]). Its `Cache-Status` says `streamed`, not
-    /// `stored`, since the end is still to come; a body that fails after
-    /// that point reaches the caller as an error, where a buffered one
-    /// could be replaced by a stale entry. `usize::MAX` buffers every
-    /// storable body whole.
+    /// `stored`, since the end is still to come. A streamed body that fails
+    /// reaches the caller as an error, so while a stale entry could stand
+    /// in for it (stale-if-error) the body is buffered whole instead.
+    /// `usize::MAX` buffers every storable body whole.
     pub fn stream_above(mut self, bytes: usize) -> Self {
         self.stream_above = bytes;
         self

@@ -146,6 +146,17 @@ impl Fetch {
         Some(from_entry(stale, now, head, status))
     }
 
+    /// Whether a long body may reach the caller as it arrives: not while a
+    /// stale entry could stand in for it should it fail (stale-if-error),
+    /// since a streamed body that fails can only fail.
+    fn may_stream(&self) -> bool {
+        self.stale.as_ref().is_none_or(|stale| {
+            !stale
+                .freshness()
+                .may_serve_on_error(Instant::now(), self.cache.stale_if_error)
+        })
+    }
+
     fn is_head(&self) -> bool {
         self.request.as_ref().is_some_and(|r| r.method == http::Method::HEAD)
     }
@@ -292,7 +303,7 @@ impl Fetch {
             reservation,
         });
         // Known to be long: the caller reads it as it comes from the start.
-        if declared.is_some_and(|len| len > buffer.fetch.cache.stream_above as u64) {
+        if declared.is_some_and(|len| len > buffer.fetch.cache.stream_above as u64) && buffer.fetch.may_stream() {
             return Next::Respond(buffer.stream(Box::pin(body)));
         }
         Next::Buffer(buffer, Box::pin(body))
@@ -405,7 +416,7 @@ impl Buffer {
         self.frames.push_back(frame);
         match kept {
             false => Step::Stop,
-            true if self.size > self.fetch.cache.stream_above => Step::Stream,
+            true if self.size > self.fetch.cache.stream_above && self.fetch.may_stream() => Step::Stream,
             true => Step::More,
         }
     }
