@@ -10,20 +10,51 @@ mod common;
 
 use http::Uri;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower_optimizer::cache::{Cache, CacheLayer, DEPENDENCY_OVERHEAD, ENTRY_OVERHEAD, HEADER_OVERHEAD, Node};
+use tower::Layer as _;
+use tower_optimizer::cache::{
+    Cache, CacheLayer, DEPENDENCY_OVERHEAD, ENTRY_OVERHEAD, HEADER_INDEX_OVERHEAD, HEADER_OVERHEAD, Node,
+};
 use tower_optimizer::invalidation::Invalidator;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-/// Measures the bytes the cache really allocates per stored entry, beyond
-/// key, header text and body, and checks the budget charges at least that.
 /// Entries each bench stores: enough that one-off allocations vanish.
 const N: usize = 20_000;
 
-/// A runtime, a cache with room for everything, the bare 1 KiB service
-/// behind it, and `N` distinct URIs.
-fn setup() -> (
+/// The `Date` and `Server` lines most real upstreams add, for the second
+/// shape measured: 8 stored lines, where the 1 KiB response has 6.
+const DATE: &str = "Thu, 26 Nov 2026 10:00:00 GMT";
+const SERVER: &str = "upstream/1.0";
+
+/// The bare 1 KiB service, with `Date` and `Server` lines when `full_head`.
+fn upstream(
+    full_head: bool,
+) -> impl tower::Service<
+    http::Request<http_body_util::Full<bytes::Bytes>>,
+    Response = http::Response<http_body_util::Full<bytes::Bytes>>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::util::MapResponseLayer::new(move |mut response: http::Response<_>| {
+        if full_head {
+            response
+                .headers_mut()
+                .insert("date", http::HeaderValue::from_static(DATE));
+            response
+                .headers_mut()
+                .insert("server", http::HeaderValue::from_static(SERVER));
+        }
+        response
+    })
+    .layer(common::bare_1k())
+}
+
+/// A runtime, a cache with room for everything, the service behind it, and
+/// `N` distinct URIs.
+fn setup(
+    full_head: bool,
+) -> (
     tokio::runtime::Runtime,
     Cache,
     impl tower::Service<
@@ -44,15 +75,19 @@ fn setup() -> (
             .build()
             .unwrap()
     });
-    let cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), common::bare_1k());
+    let cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream(full_head));
     let uris = (0..N)
         .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
         .collect();
     (rt, cache, cached, uris)
 }
 
-fn overhead() {
-    let (rt, cache, mut cached, uris) = setup();
+/// Measures the bytes the cache really allocates per stored entry, beyond
+/// key, header text and body, and checks the budget charges at least that.
+/// `lines`: the stored header lines (the upstream's kept ones, plus
+/// `Content-Length`, `Age` and `Cache-Status`).
+fn overhead(full_head: bool, lines: usize) {
+    let (rt, cache, mut cached, uris) = setup(full_head);
     // Warm one-off allocations (runtime, flight table) before measuring.
     rt.block_on(common::one(&mut cached, &"http://warm.test/".parse().unwrap()));
     let region = Region::new(GLOBAL);
@@ -75,37 +110,69 @@ fn overhead() {
     // Text the entry holds: key, body, and the header values it stores.
     // `Content-Type` and `Cache-Control` values come from a process-wide
     // table of recurring values and `Content-Length`'s digits are static
-    // text, so of the header text only the `ETag` is allocated per entry;
-    // counting the others here would hide overhead behind text never
-    // allocated.
+    // text, so of the header text only the `ETag` (and `Date` and
+    // `Server`) is allocated per entry; counting the others here would
+    // hide overhead behind text never allocated.
     let key_len = entry.key.len();
-    let header_text = "\"0123456789\"".len();
+    let mut header_text = "\"0123456789\"".len();
+    if full_head {
+        header_text += DATE.len() + SERVER.len();
+    }
     let payload = key_len + header_text + common::BODY.len();
     let per_entry = net as f64 / N as f64;
     let overhead = per_entry - payload as f64;
-    // The stored map has room for 6 lines (`HeaderMap` grows in powers of
-    // two); the budget charges every slot as header storage.
-    let slots = 6;
-    let charged_overhead = ENTRY_OVERHEAD + slots * HEADER_OVERHEAD;
-    println!("per-entry: {per_entry:.0} B allocated, {payload} B of key+header text+body");
+    // The budget charges each line, and the map's hash index (a power of
+    // two of 4-byte slots, 4 for every 3 lines of capacity).
+    let raw = (lines + lines / 3).next_power_of_two();
+    let capacity = raw - raw / 4;
+    let charged_headers = lines * HEADER_OVERHEAD + capacity * HEADER_INDEX_OVERHEAD;
+    let charged_overhead = ENTRY_OVERHEAD + charged_headers;
+    let header_storage = header_storage(lines);
+    println!("{lines} header lines: {per_entry:.0} B allocated per entry, {payload} B of key+header text+body");
     println!(
-        "per-entry overhead: {overhead:.0} B measured = {:.0} B header-map storage ({slots} slots) + {:.0} B beyond key, headers and body; charged {} + {ENTRY_OVERHEAD} B",
-        (slots * HEADER_OVERHEAD) as f64,
-        overhead - (slots * HEADER_OVERHEAD) as f64,
-        slots * HEADER_OVERHEAD
+        "  overhead {overhead:.0} B = {header_storage} B header storage (measured) + {:.0} B beyond key, headers and body; charged {charged_headers} + {ENTRY_OVERHEAD} B",
+        overhead - header_storage as f64,
     );
-    println!("budget charged per entry: {} B", cache.stats().bytes / (N as u64 + 1));
+    println!("  budget charged per entry: {} B", cache.stats().bytes / (N as u64 + 1));
     assert!(
         overhead <= charged_overhead as f64,
         "the budget under-counts: {overhead:.0} B real overhead vs {charged_overhead} B charged"
     );
 }
 
+/// Bytes a stored header map of `lines` lines allocates, measured: a map
+/// built with room for them, then copied, as the cache stores it (values
+/// are static text, which allocates nothing).
+fn header_storage(lines: usize) -> usize {
+    let names = [
+        http::header::CONTENT_TYPE,
+        http::header::CACHE_CONTROL,
+        http::header::ETAG,
+        http::header::DATE,
+        http::header::SERVER,
+        http::header::CONTENT_LENGTH,
+        http::header::AGE,
+        http::header::VARY,
+        http::header::EXPIRES,
+        http::header::LAST_MODIFIED,
+    ];
+    let mut map = http::HeaderMap::with_capacity(lines);
+    for name in names.into_iter().take(lines) {
+        map.insert(name, http::HeaderValue::from_static("x"));
+    }
+    assert_eq!(map.len(), lines);
+    let region = Region::new(GLOBAL);
+    let copy = map.clone();
+    let change = region.change();
+    drop(copy);
+    change.bytes_allocated - change.bytes_deallocated
+}
+
 /// Measures the bytes one dependency edge really costs (the worst case: each
 /// stored URI gains its first edge, on a node of its own) and checks the
 /// budget charges at least that.
 fn dependency_overhead() {
-    let (rt, cache, mut cached, uris) = setup();
+    let (rt, cache, mut cached, uris) = setup(false);
     let invalidator = Invalidator::new(cache.clone());
     rt.block_on(async {
         for uri in &uris {
@@ -142,6 +209,7 @@ fn dependency_overhead() {
 }
 
 fn main() {
-    overhead();
+    overhead(false, 6);
+    overhead(true, 8);
     dependency_overhead();
 }

@@ -116,6 +116,9 @@ pub const ENTRY_OVERHEAD: usize = entry::ENTRY_OVERHEAD;
 /// Per-header overhead the budget charges beyond name and value text.
 #[doc(hidden)]
 pub const HEADER_OVERHEAD: usize = entry::HEADER_OVERHEAD;
+/// Per-line hash-index overhead the budget charges on a header map's capacity.
+#[doc(hidden)]
+pub const HEADER_INDEX_OVERHEAD: usize = entry::HEADER_INDEX_OVERHEAD;
 /// Per-dependency-edge overhead the budget charges beyond the node's name.
 #[doc(hidden)]
 pub const DEPENDENCY_OVERHEAD: usize = store::DEPENDENCY_OVERHEAD;
