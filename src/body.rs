@@ -46,6 +46,18 @@ pin_project! {
         // its prefix), and inline it would triple the size of every body,
         // which moves with its response through each layer outside.
         Replay { replay: Box<Replay<B>> },
+        // A body of the crate's own making (a reader of a body several
+        // requests share), behind one pointer.
+        Boxed { body: DynBody },
+    }
+}
+
+/// A boxed body, with the `Debug` a trait object lacks.
+struct DynBody(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send + Sync>>);
+
+impl std::fmt::Debug for DynBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DynBody")
     }
 }
 
@@ -86,6 +98,13 @@ impl<B> OptimizerBody<B> {
     pub fn inner(body: B) -> Self {
         OptimizerBody {
             kind: Kind::Inner { body },
+        }
+    }
+
+    /// A body of the crate's own making.
+    pub(crate) fn boxed(body: Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send + Sync>>) -> Self {
+        OptimizerBody {
+            kind: Kind::Boxed { body: DynBody(body) },
         }
     }
 
@@ -139,6 +158,7 @@ where
         match self.project().kind.project() {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Boxed { body } => body.0.as_mut().poll_frame(cx),
             KindProj::Replay { replay } => {
                 let Replay {
                     prefix,
@@ -182,6 +202,7 @@ where
         match &self.kind {
             Kind::Full { data } => data.is_none(),
             Kind::Inner { body } => body.is_end_stream(),
+            Kind::Boxed { body } => body.0.is_end_stream(),
             Kind::Replay { replay } => {
                 let Replay {
                     prefix, error, rest, ..
@@ -195,6 +216,7 @@ where
         match &self.kind {
             Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Inner { body } => body.size_hint(),
+            Kind::Boxed { body } => body.0.size_hint(),
             Kind::Replay { replay } => {
                 let Replay { prefix, rest, .. } = &**replay;
                 let buffered: u64 = prefix.iter().filter_map(Frame::data_ref).map(|d| d.len() as u64).sum();

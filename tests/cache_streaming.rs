@@ -97,15 +97,41 @@ async fn call<S>(svc: &mut S) -> Result<Answer, BoxError>
 where
     S: Service<Request<Empty<Bytes>>, Response = Answer, Error = BoxError>,
 {
-    let request = Request::get("http://api.test/long").body(Empty::new()).unwrap();
+    call_as(svc, "a").await
+}
+
+/// A request from `tenant` (an `x-tenant` header).
+async fn call_as<S>(svc: &mut S, tenant: &str) -> Result<Answer, BoxError>
+where
+    S: Service<Request<Empty<Bytes>>, Response = Answer, Error = BoxError>,
+{
+    let request = Request::get("http://api.test/long")
+        .header("x-tenant", tenant)
+        .body(Empty::new())
+        .unwrap();
     svc.ready().await?.call(request).await
 }
 
-/// Reads `n` bytes of data frames.
+/// Starts a request on a task of its own.
+fn spawn_call<S>(svc: &S, tenant: &'static str) -> tokio::task::JoinHandle<Result<Answer, BoxError>>
+where
+    S: Service<Request<Empty<Bytes>>, Response = Answer, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let mut svc = svc.clone();
+    tokio::spawn(async move { call_as(&mut svc, tenant).await })
+}
+
+/// Reads `n` bytes of data frames. Bounded: on the paused clock, a body
+/// that never comes fails the test after a minute instead of hanging it.
 async fn read(body: &mut OptimizerBody<Channel>, n: usize) -> Vec<u8> {
     let mut data = Vec::new();
     while data.len() < n {
-        let frame = body.frame().await.expect("more frames").expect("no error");
+        let frame = tokio::time::timeout(Duration::from_secs(60), body.frame())
+            .await
+            .expect("a frame within a minute")
+            .expect("more frames")
+            .expect("no error");
         data.extend_from_slice(frame.data_ref().expect("a data frame"));
     }
     data
@@ -328,4 +354,88 @@ async fn a_long_body_that_a_stale_entry_could_replace_is_buffered_and_replaced_w
         whole(6),
         "the stored body"
     );
+}
+
+/// A body of declared length is read once, by a task of its own, and every
+/// request for the key reads it as it arrives: the flight's waiters and
+/// those that join while it streams, from its first byte. The request that
+/// fetched it may stop reading without cutting the others off.
+#[tokio::test(start_paused = true)]
+async fn waiters_and_late_joiners_read_a_declared_long_body_as_it_arrives() {
+    let cache = cache();
+    let (upstream, mut fed, calls) = upstream(Some(10_000));
+    let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let leader = spawn_call(&svc, "a");
+    let waiter = spawn_call(&svc, "a");
+    let feed = fed.recv().await.unwrap();
+    for n in 0..3 {
+        feed.send(Ok(data(n))).unwrap();
+    }
+    let (leader, waiter) = (leader.await.unwrap().unwrap(), waiter.await.unwrap().unwrap());
+    assert_eq!(status(&leader).detail, Some("streamed"));
+    let shared = status(&waiter);
+    assert!(shared.collapsed && !shared.hit && !shared.stored, "{shared:?}");
+    assert_eq!(
+        (shared.detail, shared.ttl, shared.fwd_status),
+        (Some("streamed"), Some(60), Some(200))
+    );
+    assert_eq!(waiter.headers()["content-length"], "10000");
+    let mut leader = leader.into_body();
+    let mut waiter = waiter.into_body();
+    assert_eq!(read(&mut leader, 3000).await, whole(3));
+    assert_eq!(read(&mut waiter, 3000).await, whole(3), "read before the body ended");
+    drop(leader);
+    // Joins while it streams, and reads it from the start.
+    let mut late = spawn_call(&svc, "a").await.unwrap().unwrap().into_body();
+    assert_eq!(read(&mut late, 3000).await, whole(3));
+    for n in 3..10 {
+        feed.send(Ok(data(n))).unwrap();
+    }
+    let mut rest = read(&mut waiter, 7000).await;
+    let mut got = whole(3);
+    got.append(&mut rest);
+    assert_eq!(got, whole(10));
+    assert!(waiter.frame().await.is_none());
+    assert_eq!(late.collect().await.unwrap().to_bytes(), whole(10)[3000..]);
+    let hit = call(&mut svc.clone()).await.unwrap();
+    assert!(status(&hit).hit, "stored at its end");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one upstream call for four requests");
+    assert_eq!(cache.stats().coalesced, 2);
+    assert_eq!(cache.stats().inflight_bytes, 0);
+    assert!(cache.audit().is_clean());
+    drop(feed);
+}
+
+/// A shared body that fails reaches every reader as the same error after
+/// what came; nothing is stored, and the next request goes upstream. A
+/// request of another `Vary` variant does not share it.
+#[tokio::test(start_paused = true)]
+async fn a_shared_body_that_fails_fails_every_reader_and_other_variants_go_alone() {
+    let cache = Cache::builder()
+        .stream_above(4096)
+        .vary_on(["x-tenant"])
+        .build()
+        .unwrap();
+    let (upstream, mut fed, calls) = upstream(Some(10_000));
+    let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let leader = spawn_call(&svc, "a");
+    let feed = fed.recv().await.unwrap();
+    let mut leader = leader.await.unwrap().unwrap().into_body();
+    let mut waiter = spawn_call(&svc, "a").await.unwrap().unwrap().into_body();
+    // Another tenant: another variant, so its own upstream call.
+    let other = spawn_call(&svc, "b");
+    let other_feed = fed.recv().await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    feed.send(Ok(data(0))).unwrap();
+    feed.send(Err("upstream reset the stream".into())).unwrap();
+    for body in [&mut leader, &mut waiter] {
+        assert_eq!(read(body, 1000).await, whole(1));
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(error.to_string(), "upstream reset the stream");
+    }
+    assert_eq!(cache.stats().entries, 0);
+    drop((other_feed, other));
+    let _next = spawn_call(&svc, "a");
+    assert!(fed.recv().await.is_some(), "the next request goes upstream");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
 }

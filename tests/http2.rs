@@ -53,11 +53,14 @@ async fn serve(hits: Arc<AtomicUsize>) -> std::net::SocketAddr {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         hits.fetch_add(1, Ordering::SeqCst);
         async move {
-            let res = Response::builder()
+            let mut res = Response::builder()
                 .header("cache-control", "max-age=3600")
                 .header("etag", "\"v1\"");
+            if req.uri().path() == "/big-declared" {
+                res = res.header("content-length", "200000");
+            }
             let body = match req.uri().path() {
-                "/big" => ServerBody::Chunks(
+                "/big" | "/big-declared" => ServerBody::Chunks(
                     (0..200_000u32)
                         .map(|i| i as u8)
                         .collect::<Vec<u8>>()
@@ -149,6 +152,25 @@ async fn cache_over_real_http2() {
     assert!(hit.hit, "stored at the end of the stream");
     assert!(body.iter().enumerate().all(|(i, b)| *b == i as u8) && body.len() == 200_000);
     assert_eq!(hits.load(Ordering::SeqCst), before + 1);
+    assert!(roomy.audit().is_clean());
+
+    // Declared, it is read once and shared as it arrives: eight requests at
+    // once, one upstream stream, every byte to each.
+    let before = hits.load(Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut svc = streaming.clone();
+        let url = format!("{base}/big-declared");
+        tasks.push(tokio::spawn(async move { get(&mut svc, &url).await.unwrap() }));
+    }
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status.detail, Some("streamed"));
+        assert!(body.iter().enumerate().all(|(i, b)| *b == i as u8) && body.len() == 200_000);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), before + 1);
+    let (hit, body) = get(&mut streaming, &format!("{base}/big-declared")).await.unwrap();
+    assert!(hit.hit && body.len() == 200_000);
     assert!(roomy.audit().is_clean());
 
     // A refused connection is an error from the client, passed through.

@@ -23,6 +23,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::time::Instant;
 
+use super::broadcast::Broadcast;
 use super::entry::Entry;
 use super::epochs::{Epochs, Stamp};
 
@@ -33,6 +34,9 @@ type Outcome = Option<Arc<Entry>>;
 #[derive(Default)]
 struct FlightState {
     outcome: Option<Outcome>,
+    /// The leader's body, shared as it arrives (see `broadcast.rs`):
+    /// waiters read it at once instead of waiting for its end.
+    streaming: Option<Arc<Broadcast>>,
     wakers: Vec<(u64, Waker)>,
     next_waiter: u64,
     /// When waiting stops: set by the first waiter to join.
@@ -56,6 +60,8 @@ impl FlightState {
 pub(crate) enum Wait {
     /// The leader finished: its outcome.
     Done(Outcome),
+    /// The leader's body is arriving: read it too.
+    Streaming(Arc<Broadcast>),
     /// The flight's deadline passed first: go upstream alone.
     Expired,
 }
@@ -305,6 +311,19 @@ impl std::fmt::Debug for Leader {
 }
 
 impl Leader {
+    /// Shares the body as it arrives with every waiter, and every request
+    /// that joins before the flight ends.
+    pub(crate) fn publish(&self, broadcast: Arc<Broadcast>) {
+        let wakers = {
+            let mut state = self.flight.lock();
+            state.streaming = Some(broadcast);
+            std::mem::take(&mut state.wakers)
+        };
+        for (_, waker) in wakers {
+            waker.wake();
+        }
+    }
+
     /// Ends the flight with `outcome` and wakes every waiter.
     pub(crate) fn complete(mut self, outcome: Outcome) {
         self.finish(outcome, None);
@@ -378,6 +397,11 @@ impl Waiter {
     /// `Expired` once its deadline has passed.
     pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Wait> {
         let mut state = self.flight.lock();
+        // Before the outcome: a body being shared is read through to its end
+        // even if its copy was not stored.
+        if let Some(broadcast) = &state.streaming {
+            return Poll::Ready(Wait::Streaming(broadcast.clone()));
+        }
         if let Some(outcome) = &state.outcome {
             return Poll::Ready(Wait::Done(outcome.clone()));
         }
@@ -396,7 +420,7 @@ impl Waiter {
     /// runs it from now on and calls [`Waiter::expire`] when it fires.
     pub(crate) fn claim_timer(&mut self) -> Option<Instant> {
         let mut state = self.flight.lock();
-        if state.timer_held || state.outcome.is_some() || state.expired {
+        if state.timer_held || state.outcome.is_some() || state.streaming.is_some() || state.expired {
             return None;
         }
         state.timer_held = true;

@@ -1,31 +1,31 @@
-//! What happens around an upstream call: deciding to store, buffering,
-//! 304 freshening, stale-if-error, and building every response the cache
-//! returns with its `Cache-Status`. Knows nothing of tower.
+//! What happens around an upstream call: deciding to store (the body itself
+//! is `buffer.rs`'s), 304 freshening, stale-if-error, and building every
+//! response the cache returns with its `Cache-Status`. Knows nothing of
+//! tower.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use http::{Request, Response, StatusCode, request, response};
-use http_body::Frame;
 use tokio::time::Instant;
 
+use super::buffer::Buffer;
 use super::coalesce::Leader;
 use super::directives::CacheControl;
-use super::entry::{self, Entry, EntryBody, Labels};
+use super::entry::{self, Entry, EntryBody};
 use super::epochs::Stamp;
 use super::freshness::{self, Freshness, heuristically_cacheable};
 use super::handle::{Inner, Reservation};
 use super::key;
-use super::labels::{Dependencies, Node, Tags, Versions};
+use super::labels::Node;
 use super::policy::{CacheMode, NotStorable};
 use super::stats::bump;
 use super::status::{CACHE_STATUS, CacheStatus, Forward};
 use super::store::RemovalCause;
 use crate::BoxError;
-use crate::body::{OptimizerBody, Tee};
+use crate::body::OptimizerBody;
 
 /// Everything the cache remembers about a request while it is upstream.
 #[derive(Debug)]
@@ -53,18 +53,6 @@ pub(crate) enum Next<R> {
 }
 
 type Pin<R> = std::pin::Pin<Box<R>>;
-
-/// A storable response being read into memory.
-#[derive(Debug)]
-pub(crate) struct Buffer {
-    /// Kept in its box from the future's state: moved by pointer, not copied.
-    fetch: Box<Fetch>,
-    parts: response::Parts,
-    freshness: Freshness,
-    frames: VecDeque<Frame<Bytes>>,
-    size: usize,
-    reservation: Reservation,
-}
 
 /// Adds the `Cache-Status` header and extension to a response.
 pub(crate) fn stamp<B>(response: &mut Response<B>, status: CacheStatus) {
@@ -117,7 +105,7 @@ pub(crate) fn add_validators<B>(request: &mut Request<B>, stale: &Entry) {
 /// What a flight's waiters get: the entry if it was stored, or if only an
 /// invalidation kept it out (they asked before it landed: later requests
 /// start a flight of their own); otherwise nothing, and each goes upstream.
-fn shared(entry: &Arc<Entry>, stored: Result<(), NotStorable>) -> Option<Arc<Entry>> {
+pub(super) fn shared(entry: &Arc<Entry>, stored: Result<(), NotStorable>) -> Option<Arc<Entry>> {
     matches!(stored, Ok(()) | Err(NotStorable::Invalidated)).then(|| entry.clone())
 }
 
@@ -128,7 +116,7 @@ fn is_error_status(status: StatusCode) -> bool {
 
 impl Fetch {
     /// Serves the stale entry instead of an upstream failure, if allowed.
-    fn stale_on_error<R>(&mut self, fwd_status: Option<u16>) -> Option<Response<OptimizerBody<R>>> {
+    pub(super) fn stale_on_error<R>(&mut self, fwd_status: Option<u16>) -> Option<Response<OptimizerBody<R>>> {
         let stale = self.stale.as_ref()?;
         let now = Instant::now();
         if !stale.freshness().may_serve_on_error(now, self.cache.stale_if_error) {
@@ -149,7 +137,7 @@ impl Fetch {
     /// Whether a long body may reach the caller as it arrives: not while a
     /// stale entry could stand in for it should it fail (stale-if-error),
     /// since a streamed body that fails can only fail.
-    fn may_stream(&self) -> bool {
+    pub(super) fn may_stream(&self) -> bool {
         self.stale.as_ref().is_none_or(|stale| {
             !stale
                 .freshness()
@@ -180,7 +168,7 @@ impl Fetch {
     /// and likely to hold for the next answer too (see
     /// [`NotStorable::is_lasting`]): a 5xx is taken as passing, and a
     /// `no-store` this request asked for is its own.
-    fn lasting(&self, reason: NotStorable, status: StatusCode) -> bool {
+    pub(super) fn lasting(&self, reason: NotStorable, status: StatusCode) -> bool {
         reason.is_lasting()
             && !status.is_server_error()
             && !(reason == NotStorable::NoStore && self.request_cc.no_store)
@@ -189,7 +177,7 @@ impl Fetch {
     /// Counts an answer that will not be stored and ends this request's
     /// flight; a `lasting` reason leaves the key out of coalescing for a
     /// while. The reason's `Cache-Status` token.
-    fn not_storable(&mut self, reason: NotStorable, lasting: bool) -> &'static str {
+    pub(super) fn not_storable(&mut self, reason: NotStorable, lasting: bool) -> &'static str {
         bump(&self.cache.counters.not_storable);
         let until = self
             .cache
@@ -208,7 +196,7 @@ impl Fetch {
     /// invalidation covering it landed since the request started: checked
     /// before inserting, and again after, taking the entry back out if one
     /// landed in between (`epochs.rs` says why that order is exact).
-    fn store(&self, entry: &Arc<Entry>, deps: &[Node]) -> Result<(), NotStorable> {
+    pub(super) fn store(&self, entry: &Arc<Entry>, deps: &[Node]) -> Result<(), NotStorable> {
         let epochs = self.cache.flights.epochs();
         if !epochs.is_current(self.stamp) {
             return Err(NotStorable::Invalidated);
@@ -232,7 +220,7 @@ impl Fetch {
     /// A storable response too large to keep has outdated the variant this
     /// request would be served: remove it, or later requests would get the
     /// older response until it expired.
-    fn drop_outdated(&self, request: &request::Parts) {
+    pub(super) fn drop_outdated(&self, request: &request::Parts) {
         self.cache.store.remove_variants(
             &self.key,
             |e| key::matches(e.secondary(), &request.headers),
@@ -243,7 +231,8 @@ impl Fetch {
     /// Handles the upstream result.
     pub(crate) fn on_response<R>(mut self: Box<Self>, result: Result<Response<R>, BoxError>) -> Next<R>
     where
-        R: http_body::Body<Data = Bytes>,
+        R: http_body::Body<Data = Bytes> + Send + 'static,
+        R::Error: Into<BoxError>,
     {
         let response = match result {
             Ok(response) => response,
@@ -294,19 +283,7 @@ impl Fetch {
         }
         self.request = Some(request);
         let reservation = Reservation::new(self.cache.clone());
-        let buffer = Box::new(Buffer {
-            fetch: self,
-            parts,
-            freshness,
-            frames: VecDeque::new(),
-            size: 0,
-            reservation,
-        });
-        // Known to be long: the caller reads it as it comes from the start.
-        if declared.is_some_and(|len| len > buffer.fetch.cache.stream_above as u64) && buffer.fetch.may_stream() {
-            return Next::Respond(buffer.stream(Box::pin(body)));
-        }
-        Next::Buffer(buffer, Box::pin(body))
+        Buffer::new(self, parts, freshness, reservation).start(Box::pin(body), declared)
     }
 
     fn freshness(&self, parts: &response::Parts, cc: &CacheControl) -> Result<Freshness, NotStorable> {
@@ -392,251 +369,5 @@ impl Fetch {
             leader.complete(shared(&entry, stored));
         }
         from_entry(&entry, now, head, status)
-    }
-}
-
-/// What buffering does after a frame (see [`Buffer::push`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Read on.
-    More,
-    /// Stop keeping it: the response goes through uncached (too large,
-    /// over the in-flight budget, or trailers, which the cache does not
-    /// store).
-    Stop,
-    /// Long enough that the caller should read it as it comes (see
-    /// `CacheBuilder::stream_above`), while the cache keeps a copy.
-    Stream,
-}
-
-impl Buffer {
-    /// Takes one frame of the body.
-    pub(crate) fn push(&mut self, frame: Frame<Bytes>) -> Step {
-        let kept = self.keep(&frame);
-        self.frames.push_back(frame);
-        match kept {
-            false => Step::Stop,
-            true if self.size > self.fetch.cache.stream_above && self.fetch.may_stream() => Step::Stream,
-            true => Step::More,
-        }
-    }
-
-    /// Counts one frame in; `false` if it cannot be kept.
-    fn keep(&mut self, frame: &Frame<Bytes>) -> bool {
-        let Some(data) = frame.data_ref() else {
-            return false;
-        };
-        let len = data.len();
-        self.size += len;
-        self.size <= self.fetch.cache.max_entry_bytes && self.reservation.grow(len)
-    }
-
-    /// The caller gets the response now, its body as it comes (what was
-    /// read first, then `rest`), while this buffer keeps a copy and stores
-    /// it when the body ends (see `Tee`). Its `Cache-Status` cannot say
-    /// `stored` yet: it says `streamed`.
-    pub(crate) fn stream<R>(self: Box<Self>, rest: Pin<R>) -> Response<OptimizerBody<R>>
-    where
-        R: http_body::Body<Data = Bytes>,
-    {
-        let now = Instant::now();
-        let mut parts = self.parts.clone();
-        let status = CacheStatus {
-            fwd_status: Some(parts.status.as_u16()),
-            ttl: Some(self.freshness.ttl_secs(now)),
-            detail: Some("streamed"),
-            ..self.fetch.status
-        };
-        // The caller's copy leaves out what only the store reads.
-        parts.extensions.remove::<Tags>();
-        parts.extensions.remove::<Versions>();
-        parts.extensions.remove::<Dependencies>();
-        // Only data frames are kept (`keep`), and frames are not `Clone`.
-        let prefix = self
-            .frames
-            .iter()
-            .filter_map(|f| f.data_ref().map(|d| Frame::data(d.clone())))
-            .collect();
-        let mut response = Response::from_parts(parts, OptimizerBody::tee(prefix, rest, self));
-        stamp(&mut response, status);
-        response
-    }
-
-    /// Buffering stopped early: replay what was read, then the rest.
-    pub(crate) fn pass_through<R>(
-        mut self: Box<Self>,
-        rest: Option<Pin<R>>,
-        error: Option<BoxError>,
-    ) -> Response<OptimizerBody<R>>
-    where
-        R: http_body::Body<Data = Bytes>,
-    {
-        let reason = if error.is_some() || self.frames.back().is_some_and(|f| !f.is_data()) {
-            NotStorable::Body
-        } else {
-            if let Some(request) = &self.fetch.request {
-                self.fetch.drop_outdated(request);
-            }
-            NotStorable::TooLarge
-        };
-        // Over `max_entry_bytes` it will be again; out of in-flight room is
-        // the moment's load.
-        let lasting = self.fetch.lasting(reason, self.parts.status) && self.size > self.fetch.cache.max_entry_bytes;
-        let detail = self.fetch.not_storable(reason, lasting);
-        let frames = std::mem::take(&mut self.frames);
-        let parts = self.parts;
-        let body = OptimizerBody::replay(frames, rest, error);
-        let mut response = Response::from_parts(parts, body);
-        let status = CacheStatus {
-            fwd_status: Some(response.status().as_u16()),
-            detail: Some(detail),
-            ..self.fetch.status
-        };
-        stamp(&mut response, status);
-        response
-    }
-
-    /// The body failed: serve stale if allowed, otherwise pass on what was
-    /// read and the error.
-    pub(crate) fn failed<R>(mut self: Box<Self>, error: BoxError) -> Response<OptimizerBody<R>>
-    where
-        R: http_body::Body<Data = Bytes>,
-    {
-        if let Some(stale) = self.fetch.stale_on_error(Some(self.parts.status.as_u16())) {
-            return stale;
-        }
-        self.pass_through(None, Some(error))
-    }
-
-    /// The whole body is in: store it and answer from the new entry.
-    pub(crate) fn finish<R>(self: Box<Self>) -> Response<OptimizerBody<R>> {
-        let (entry, stored, fetch, extensions, now) = self.store_whole();
-        let status = CacheStatus {
-            fwd_status: Some(entry.status.as_u16()),
-            ttl: Some(entry.freshness().ttl_secs(now)),
-            stored: stored.is_ok(),
-            detail: match stored {
-                Ok(()) => fetch.status.detail,
-                Err(reason) => Some(reason.as_str()),
-            },
-            ..fetch.status
-        };
-        let mut response = from_entry(&entry, now, false, status);
-        // Keep what inner layers put in the extensions (tags, timings ...).
-        let mut extensions = extensions;
-        extensions.extend(std::mem::take(response.extensions_mut()));
-        *response.extensions_mut() = extensions;
-        response
-    }
-
-    /// Builds the entry from the whole body, stores it and completes the
-    /// flight; the entry, whether it was stored, the fetch, the response's
-    /// extensions and when.
-    fn store_whole(
-        self: Box<Self>,
-    ) -> (
-        Arc<Entry>,
-        Result<(), NotStorable>,
-        Box<Fetch>,
-        http::Extensions,
-        Instant,
-    ) {
-        let Buffer {
-            mut fetch,
-            parts,
-            freshness,
-            frames,
-            size: _,
-            reservation,
-        } = *self;
-        // `Entry::new` copies the chunks into the entry's own buffer: it
-        // must not pin the connection's buffers, or the byte accounting
-        // would be a lie.
-        let chunks: Vec<Bytes> = frames.into_iter().filter_map(|f| f.into_data().ok()).collect();
-        let body = EntryBody::Chunks(chunks);
-        drop(reservation);
-        let request = fetch.request.take().unwrap_or_else(|| Request::new(()).into_parts().0);
-        let mut names = super::policy::vary_names(&parts.headers).unwrap_or_default();
-        for name in &fetch.cache.vary_on {
-            if !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
-        let secondary = key::secondary_key(&names, &request.headers);
-        let labels = Labels {
-            tags: parts
-                .extensions
-                .get::<Tags>()
-                .map(|t| t.0.clone().into_boxed_slice())
-                .unwrap_or_default(),
-            versions: parts
-                .extensions
-                .get::<Versions>()
-                .map(|v| v.0.clone().into_boxed_slice())
-                .unwrap_or_default(),
-        };
-        let deps = parts
-            .extensions
-            .get::<Dependencies>()
-            .map(|d| d.0.as_slice())
-            .unwrap_or_default();
-        let now = Instant::now();
-        let entry = Arc::new(Entry::new(
-            &fetch.key,
-            secondary,
-            &parts,
-            body,
-            freshness,
-            labels,
-            now,
-            fetch.cache.stale_retention,
-            fetch.cache.stale_if_error,
-        ));
-        let stored = fetch.store(&entry, deps);
-        if stored.is_err() {
-            bump(&fetch.cache.counters.not_storable);
-        }
-        if let Some(leader) = fetch.leader.take() {
-            leader.complete(shared(&entry, stored));
-        }
-        (entry, stored, fetch, parts.extensions, now)
-    }
-}
-
-/// A body streamed to its caller while the cache keeps a copy: stored when
-/// it ends. Dropped unfinished (the caller stopped reading), the flight's
-/// waiters are released (`Leader`'s drop) and go upstream themselves.
-impl Tee for Buffer {
-    fn record(&mut self, frame: &Frame<Bytes>) -> bool {
-        let kept = self.keep(frame);
-        if let (true, Some(data)) = (kept, frame.data_ref()) {
-            self.frames.push_back(Frame::data(data.clone()));
-        }
-        kept
-    }
-
-    fn end(self: Box<Self>) {
-        // Stored or not, as `store_whole` counted; the caller has the body.
-        let _ = self.store_whole();
-    }
-
-    fn abandon(mut self: Box<Self>, failed: bool) {
-        // A whole new answer (too large, trailers, a full in-flight budget)
-        // outdates the stored one; a failed one leaves it for
-        // stale-if-error.
-        if !failed {
-            if let Some(request) = &self.fetch.request {
-                self.fetch.drop_outdated(request);
-            }
-        }
-        let too_large = self.size > self.fetch.cache.max_entry_bytes;
-        let reason = if too_large {
-            NotStorable::TooLarge
-        } else {
-            NotStorable::Body
-        };
-        // Over `max_entry_bytes` it will be again; the rest is the moment's.
-        let lasting = too_large && self.fetch.lasting(reason, self.parts.status);
-        self.fetch.not_storable(reason, lasting);
     }
 }

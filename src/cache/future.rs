@@ -35,8 +35,9 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use super::buffer::{Buffer, Step};
 use super::coalesce::{Wait, Waiter};
-use super::fetch::{self, Buffer, Fetch, Next, Step};
+use super::fetch::{self, Fetch, Next};
 use super::key;
 use super::stats::bump;
 use super::status::CacheStatus;
@@ -149,7 +150,7 @@ impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
-    ResBody: Body<Data = Bytes>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
     type Output = Result<Response<OptimizerBody<ResBody>>, BoxError>;
@@ -190,6 +191,22 @@ where
                 } => {
                     let outcome = match waiter.poll_wait(cx) {
                         Poll::Ready(Wait::Done(outcome)) => Some(outcome),
+                        Poll::Ready(Wait::Streaming(broadcast)) => {
+                            let p = pending.as_ref().expect(POLLED_AFTER_DONE);
+                            if key::matches(broadcast.secondary(), p.request.headers()) {
+                                bump(&p.fetch.cache.counters.coalesced);
+                                let status = CacheStatus {
+                                    collapsed: true,
+                                    ..broadcast.status(p.fetch.status)
+                                };
+                                this.state.set(State::Ready {
+                                    response: Some(broadcast.response(status)),
+                                });
+                                continue;
+                            }
+                            // Another variant: no answer for this request.
+                            Some(None)
+                        }
                         Poll::Ready(Wait::Expired) => None,
                         Poll::Pending => {
                             if timeout.is_none() {

@@ -70,6 +70,8 @@
 //! ```
 
 mod background;
+mod broadcast;
+mod buffer;
 mod builder;
 mod coalesce;
 mod directives;
