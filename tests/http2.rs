@@ -56,11 +56,11 @@ async fn serve(hits: Arc<AtomicUsize>) -> std::net::SocketAddr {
             let mut res = Response::builder()
                 .header("cache-control", "max-age=3600")
                 .header("etag", "\"v1\"");
-            if req.uri().path() == "/big-declared" {
+            if req.uri().path().starts_with("/big-declared") {
                 res = res.header("content-length", "200000");
             }
             let body = match req.uri().path() {
-                "/big" | "/big-declared" => ServerBody::Chunks(
+                path if path == "/big" || path.starts_with("/big-declared") => ServerBody::Chunks(
                     (0..200_000u32)
                         .map(|i| i as u8)
                         .collect::<Vec<u8>>()
@@ -180,4 +180,28 @@ async fn cache_over_real_http2() {
         err.downcast_ref::<hyper_util::client::legacy::Error>()
             .is_some_and(hyper_util::client::legacy::Error::is_connect)
     );
+}
+
+/// Shared bodies on two worker threads: 64 requests over 4 keys at once,
+/// each body read once upstream and whole by every reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_long_bodies_across_threads() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = serve(hits.clone()).await;
+    let cache = Cache::builder().max_entry_bytes(256 << 10).build().unwrap();
+    let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), h2_client());
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let mut svc = svc.clone();
+        let url = format!("http://{addr}/big-declared/{}", i % 4);
+        tasks.push(tokio::spawn(async move { get(&mut svc, &url).await.unwrap() }));
+    }
+    for task in tasks {
+        let (_, body) = task.await.unwrap();
+        assert!(body.len() == 200_000 && body.iter().enumerate().all(|(i, b)| *b == i as u8));
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 4, "one upstream stream per key");
+    assert_eq!(cache.stats().entries, 4);
+    assert_eq!(cache.stats().inflight_bytes, 0);
+    assert!(cache.audit().is_clean());
 }
