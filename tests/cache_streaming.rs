@@ -193,6 +193,7 @@ async fn a_long_body_reaches_its_caller_as_it_arrives_and_is_stored_at_its_end()
     all.append(&mut rest);
     assert_eq!(all, whole(10), "every byte, in order");
     assert_eq!(cache.stats().entries, 1, "stored at its end");
+    assert_eq!(cache.stats().streamed, 1);
     let shared = waiter.await.unwrap().unwrap();
     assert!(status(&shared).collapsed);
     assert_eq!(shared.into_body().collect().await.unwrap().to_bytes(), whole(10));
@@ -400,6 +401,7 @@ async fn waiters_and_late_joiners_read_a_declared_long_body_as_it_arrives() {
     let hit = call(&mut svc.clone()).await.unwrap();
     assert!(status(&hit).hit, "stored at its end");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one upstream call for four requests");
+    assert_eq!(cache.stats().streamed, 1, "one body streamed, read four times");
     assert_eq!(cache.stats().coalesced, 2);
     assert_eq!(cache.stats().inflight_bytes, 0);
     assert!(cache.audit().is_clean());

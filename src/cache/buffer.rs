@@ -163,6 +163,7 @@ impl Buffer {
         R: http_body::Body<Data = Bytes> + Send + 'static,
         R::Error: Into<BoxError>,
     {
+        bump(&self.fetch.cache.counters.streamed);
         let broadcast = Broadcast::new(&self.parts, self.secondary(), declared, self.freshness);
         let status = broadcast.status(self.fetch.status);
         let parts = self.caller_head();
@@ -184,6 +185,7 @@ impl Buffer {
     where
         R: http_body::Body<Data = Bytes>,
     {
+        bump(&self.fetch.cache.counters.streamed);
         let now = Instant::now();
         let parts = self.caller_head();
         let status = CacheStatus {

@@ -27,6 +27,9 @@ pub struct CacheStats {
     pub coalesce_timeouts: u64,
     /// Responses that could not be stored.
     pub not_storable: u64,
+    /// Storable misses that reached their caller as they arrived (see
+    /// `CacheBuilder::stream_above`), instead of once whole.
+    pub streamed: u64,
     /// Requests the cache stepped aside for (method, exclusions, ...).
     pub bypassed: u64,
     /// Background refreshes started (stale-while-revalidate).
@@ -177,6 +180,7 @@ pub(crate) struct Counters {
     pub(crate) coalesced: Counter,
     pub(crate) coalesce_timeouts: Counter,
     pub(crate) not_storable: Counter,
+    pub(crate) streamed: Counter,
     pub(crate) bypassed: Counter,
     pub(crate) background_refreshes: Counter,
     pub(crate) audit_drift: Counter,
@@ -199,6 +203,7 @@ impl Counters {
             coalesced: get(&self.coalesced),
             coalesce_timeouts: get(&self.coalesce_timeouts),
             not_storable: get(&self.not_storable),
+            streamed: get(&self.streamed),
             bypassed: get(&self.bypassed),
             background_refreshes: get(&self.background_refreshes),
             evictions: RemovalCause::ALL.map(|c| store.evictions(c)),
