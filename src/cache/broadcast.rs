@@ -103,6 +103,12 @@ impl Broadcast {
         &self.secondary
     }
 
+    /// Whether the body failed: a request that has not started reading it
+    /// is better off going upstream itself.
+    pub(crate) fn failed(&self) -> bool {
+        matches!(self.lock().end, Some(End::Failed(_)))
+    }
+
     /// A chunk came; `false` if it makes the body longer than declared.
     fn push(&self, data: Bytes) -> bool {
         let wakers = {
@@ -237,6 +243,29 @@ impl Drop for Reader {
     }
 }
 
+#[cfg(test)]
+impl Broadcast {
+    /// An empty `200` of `length` bytes, fresh for a minute.
+    pub(crate) fn for_test(length: u64) -> Arc<Broadcast> {
+        let head = Response::new(()).into_parts().0;
+        let freshness = Freshness {
+            response_time: tokio::time::Instant::now(),
+            initial_age: std::time::Duration::ZERO,
+            lifetime: std::time::Duration::from_secs(60),
+            no_cache: false,
+            must_revalidate: false,
+            stale_while_revalidate: std::time::Duration::ZERO,
+            stale_if_error: None,
+        };
+        Broadcast::new(&head, Secondary::NONE, length, freshness)
+    }
+
+    /// Ends it as failed upstream.
+    pub(crate) fn fail(&self, reason: &str) {
+        self.finish(End::Failed(reason.into()));
+    }
+}
+
 /// Fails its broadcast when dropped, unless it ended already.
 struct Ends(Arc<Broadcast>);
 
@@ -311,17 +340,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     fn broadcast(length: u64) -> Arc<Broadcast> {
-        let head = Response::new(()).into_parts().0;
-        let freshness = Freshness {
-            response_time: tokio::time::Instant::now(),
-            initial_age: std::time::Duration::ZERO,
-            lifetime: std::time::Duration::from_secs(60),
-            no_cache: false,
-            must_revalidate: false,
-            stale_while_revalidate: std::time::Duration::ZERO,
-            stale_if_error: None,
-        };
-        Broadcast::new(&head, Secondary::NONE, length, freshness)
+        Broadcast::for_test(length)
     }
 
     #[tokio::test]

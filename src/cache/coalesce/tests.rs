@@ -169,3 +169,27 @@ fn marks_are_capped_a_new_one_replacing_an_old_one() {
         "the newest mark is kept"
     );
 }
+
+#[tokio::test]
+async fn waiters_read_a_published_body_unless_it_failed_before_they_looked() {
+    let flights = Arc::new(Flights::default());
+    let key: Arc<str> = "k".into();
+    let Join::Leader(leader) = flights.join(&key, Instant::now(), deadline(), stamp(&flights)) else {
+        panic!("first is leader")
+    };
+    let join = || match flights.join(&key, Instant::now(), deadline(), stamp(&flights)) {
+        Join::Waiter(waiter) => waiter,
+        _ => panic!("the flight is joined"),
+    };
+    let (mut early, mut late) = (join(), join());
+    let broadcast = super::super::broadcast::Broadcast::for_test(10);
+    leader.publish(broadcast.clone());
+    assert!(matches!(poll_fn(|cx| early.poll_wait(cx)).await, Wait::Streaming(_)));
+    assert!(early.claim_timer().is_none(), "no deadline once the body is shared");
+    // The body fails and the leader ends its flight with nothing; a waiter
+    // that looks only now goes upstream itself.
+    broadcast.fail("reset");
+    drop(leader);
+    assert!(matches!(poll_fn(|cx| late.poll_wait(cx)).await, Wait::Done(None)));
+    assert_eq!(flights.len(), 0);
+}
