@@ -441,3 +441,166 @@ async fn a_shared_body_that_fails_fails_every_reader_and_other_variants_go_alone
     assert!(fed.recv().await.is_some(), "the next request goes upstream");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+/// A body that yields its chunks with a pause (one `Pending`) before each,
+/// so concurrent readers interleave, then ends or fails.
+struct Paced {
+    chunks: std::collections::VecDeque<Bytes>,
+    fail: bool,
+    paused: bool,
+}
+
+impl Body for Paced {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.paused {
+            self.paused = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.paused = false;
+        match self.chunks.pop_front() {
+            Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            None if self.fail => {
+                self.fail = false;
+                Poll::Ready(Some(Err("upstream reset the stream".into())))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What one case's upstream sends.
+    #[derive(Debug, Clone)]
+    struct Plan {
+        len: usize,
+        chunk: usize,
+        declared: bool,
+        fail: bool,
+        stream_above: usize,
+        readers: usize,
+    }
+
+    fn plan() -> impl Strategy<Value = Plan> {
+        (
+            0usize..100_000,
+            1usize..20_000,
+            any::<bool>(),
+            prop::bool::weighted(0.25),
+            1usize..40_000,
+            1usize..5,
+        )
+            .prop_map(|(len, chunk, declared, fail, stream_above, readers)| Plan {
+                len,
+                chunk,
+                declared,
+                fail,
+                stream_above,
+                readers,
+            })
+    }
+
+    fn pattern(len: usize) -> Bytes {
+        (0..len)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    /// The bytes a reader got, and its error if the body failed.
+    async fn read_all(mut body: OptimizerBody<Paced>) -> (Vec<u8>, Option<String>) {
+        let mut data = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => data.extend_from_slice(frame.data_ref().expect("data only")),
+                Err(error) => return (data, Some(error.to_string())),
+            }
+        }
+        (data, None)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// However a storable body is delivered (buffered, streamed to one
+        /// caller, or shared with waiters), every reader gets exactly its
+        /// bytes, or a prefix and the upstream's error; only a whole body
+        /// within `max_entry_bytes` is stored, after one upstream call;
+        /// nothing stays reserved and the accounting holds.
+        #[test]
+        fn every_reader_gets_the_body_or_its_prefix_and_error(plan in plan()) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let max_entry = 64 << 10;
+                let cache = Cache::builder()
+                    .stream_above(plan.stream_above)
+                    .max_entry_bytes(max_entry)
+                    .remember_uncacheable(None)
+                    .build()
+                    .unwrap();
+                let calls = Arc::new(AtomicUsize::new(0));
+                let upstream = {
+                    let (plan, calls) = (plan.clone(), calls.clone());
+                    service_fn(move |_req: Request<Empty<Bytes>>| {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let data = pattern(plan.len);
+                        let chunks = (0..plan.len)
+                            .step_by(plan.chunk)
+                            .map(|s| data.slice(s..(s + plan.chunk).min(plan.len)))
+                            .collect();
+                        let mut res = Response::builder().header("cache-control", "max-age=60");
+                        if plan.declared {
+                            res = res.header("content-length", plan.len);
+                        }
+                        let body = Paced { chunks, fail: plan.fail, paused: false };
+                        async move { Ok::<_, BoxError>(res.body(body).unwrap()) }
+                    })
+                };
+                let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+                let tasks: Vec<_> = (0..plan.readers)
+                    .map(|_| {
+                        let mut svc = svc.clone();
+                        tokio::spawn(async move {
+                            let request = Request::get("http://api.test/p").body(Empty::new()).unwrap();
+                            let response = svc.ready().await.unwrap().call(request).await.unwrap();
+                            read_all(response.into_body()).await
+                        })
+                    })
+                    .collect();
+                let whole = pattern(plan.len);
+                for task in tasks {
+                    let (data, error) = tokio::time::timeout(Duration::from_secs(60), task)
+                        .await
+                        .expect("every reader finishes")
+                        .unwrap();
+                    if plan.fail {
+                        assert_eq!(error.as_deref(), Some("upstream reset the stream"), "{plan:?}");
+                        assert_eq!(&data[..], &whole[..data.len()], "a prefix of the body: {plan:?}");
+                    } else {
+                        assert_eq!(error, None, "{plan:?}");
+                        assert!(data == whole, "the whole body, in order: {plan:?}");
+                    }
+                }
+                let stats = cache.stats();
+                let storable = !plan.fail && plan.len <= max_entry;
+                assert_eq!(stats.entries, u64::from(storable), "{plan:?}");
+                if storable {
+                    assert_eq!(calls.load(Ordering::SeqCst), 1, "{plan:?}");
+                }
+                // Released before any reader saw the end (stored or dropped).
+                assert_eq!(stats.inflight_bytes, 0, "{plan:?}");
+                assert!(cache.audit().is_clean(), "{plan:?}");
+            });
+        }
+    }
+}
