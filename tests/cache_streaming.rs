@@ -604,3 +604,48 @@ mod model {
         }
     }
 }
+
+/// An invalidation while a body is shared: its readers, who asked before,
+/// read on; a request after it does not join but goes upstream, and the
+/// outdated body is not stored.
+#[tokio::test(start_paused = true)]
+async fn a_shared_body_outdated_by_an_invalidation_is_not_stored_or_joined() {
+    let cache = cache();
+    let (upstream, mut fed, calls) = upstream(Some(6000));
+    let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let leader = spawn_call(&svc, "a");
+    let feed = fed.recv().await.unwrap();
+    let mut leader = leader.await.unwrap().unwrap().into_body();
+    let mut waiter = spawn_call(&svc, "a").await.unwrap().unwrap().into_body();
+    feed.send(Ok(data(0))).unwrap();
+    assert_eq!(read(&mut waiter, 1000).await, whole(1));
+    let key = Cache::key_for_uri(&"http://api.test/long".parse().unwrap()).unwrap();
+    cache.remove_key(&key);
+    let after = spawn_call(&svc, "a");
+    let fresh_feed = fed
+        .recv()
+        .await
+        .expect("a request after the invalidation goes upstream");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    for n in 1..6 {
+        feed.send(Ok(data(n))).unwrap();
+    }
+    assert_eq!(read(&mut leader, 6000).await, whole(6), "asked before: reads on");
+    assert_eq!(read(&mut waiter, 5000).await, whole(6)[1000..]);
+    assert_eq!(cache.stats().entries, 0, "the outdated body is not stored");
+    for n in 0..6 {
+        fresh_feed.send(Ok(data(n + 20))).unwrap();
+    }
+    let fresh = after
+        .await
+        .unwrap()
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(fresh.len(), 6000);
+    assert_eq!(cache.stats().entries, 1, "the answer after the invalidation is");
+    assert!(cache.audit().is_clean());
+}
