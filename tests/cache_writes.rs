@@ -211,3 +211,79 @@ impl std::error::Error for Wrapped {
         Some(&*self.0)
     }
 }
+
+/// With the invalidation layer, a write of unknown outcome also marks stale
+/// what its rules name (here a tag), not only its target; one refused
+/// before it left marks nothing.
+#[cfg(all(feature = "invalidation", feature = "circuit-breaker"))]
+#[tokio::test(start_paused = true)]
+async fn with_the_invalidation_layer_unknown_outcomes_reach_what_rules_name() {
+    use tower_optimizer::circuit_breaker::error::Open;
+    use tower_optimizer::invalidation::{InvalidationLayer, Invalidator, Rule};
+    let cache = cache();
+    let layer = InvalidationLayer::new(Invalidator::new(cache.clone()))
+        .rule(Rule::new(Method::PUT, "/users/{id}").unwrap().tag("user:{id}"));
+    let upstream = Upstream::new(|req, _| async move {
+        let path = req.uri().path().to_owned();
+        if req.method() == Method::GET {
+            let id = path.rsplit('/').next().unwrap_or_default().to_owned();
+            return Ok(Response::builder()
+                .header("cache-control", "max-age=60")
+                .header("surrogate-key", format!("user:{id}"))
+                .body(Full::new(Bytes::from(path)))
+                .unwrap());
+        }
+        match path.as_str() {
+            "/users/7" => Err("connection reset after the request was sent".into()),
+            "/users/8" => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Response::new(empty()))
+            }
+            _ => Err(Box::new(Wrapped(Box::new(Open::new(
+                "http://api.test".into(),
+                Duration::from_secs(10),
+            )))) as BoxError),
+        }
+    });
+    let mut c = tower::Layer::layer(
+        &tower_optimizer::cache::CacheLayer::new(cache.clone()),
+        tower::Layer::layer(&layer, upstream),
+    );
+    let outcome = |got: Result<Response<_>, BoxError>| {
+        got.unwrap()
+            .extensions()
+            .get::<tower_optimizer::cache::CacheStatus>()
+            .unwrap()
+            .outcome()
+    };
+    for id in [7, 8, 9] {
+        let uri = format!("http://api.test/profile/{id}");
+        let read = || Request::get(uri.as_str()).body(empty()).unwrap();
+        assert_eq!(outcome(c.ready().await.unwrap().call(read()).await), Outcome::Miss);
+        assert_eq!(outcome(c.ready().await.unwrap().call(read()).await), Outcome::Hit);
+    }
+    // Failed after sending.
+    let put = |id: u32| write(Method::PUT, &format!("http://api.test/users/{id}"));
+    assert!(c.ready().await.unwrap().call(put(7)).await.is_err());
+    // Given up on.
+    let mut pending = Box::pin(c.ready().await.unwrap().call(put(8)));
+    assert!(
+        pending
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    );
+    drop(pending);
+    // Refused before it left.
+    assert!(c.ready().await.unwrap().call(put(9)).await.is_err());
+    for (id, expected) in [(7, Outcome::Miss), (8, Outcome::Miss), (9, Outcome::Hit)] {
+        let read = Request::get(format!("http://api.test/profile/{id}"))
+            .body(empty())
+            .unwrap();
+        assert_eq!(
+            outcome(c.ready().await.unwrap().call(read).await),
+            expected,
+            "profile {id}"
+        );
+    }
+}

@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,7 +38,8 @@ use super::scan::Matcher;
 use super::service::origin_of;
 use super::strategy::InvalidationEvent;
 use super::target::{Pattern, Target};
-use crate::cache::write::same_origin_key;
+use crate::BoxError;
+use crate::cache::write::{never_sent, same_origin_key};
 use crate::cache::{Dependencies, InvalidationKind, Purge, Tags, Versions};
 
 pub(crate) struct SafeCtx {
@@ -84,7 +86,7 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, R> {
-        Calling { #[pin] future: F, ctx: Option<Box<Ctx>> },
+        Calling { #[pin] future: F, ctx: Armed },
         // A write's pattern targets are scanned before the response is
         // released, so the caller's next read cannot see what it replaced.
         // The scan runs as a task of its own (see `scan_and_purge`): it
@@ -105,7 +107,7 @@ impl<F, R> ResponseFuture<F, R> {
         ResponseFuture {
             state: State::Calling {
                 future,
-                ctx: Some(Box::new(ctx)),
+                ctx: Armed(Some(Box::new(ctx))),
             },
         }
     }
@@ -113,9 +115,30 @@ impl<F, R> ResponseFuture<F, R> {
 
 const POLLED_AFTER_DONE: &str = "invalidation ResponseFuture polled after completion";
 
+/// A request's context until its answer comes. Dropped before (the caller
+/// stopped waiting), a write's outcome is unknown: see [`unknown_outcome`].
+pub(crate) struct Armed(Option<Box<Ctx>>);
+
+impl Armed {
+    fn take(&mut self) -> Box<Ctx> {
+        self.0.take().expect(POLLED_AFTER_DONE)
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.0.take() {
+            if let Ctx::Write(write) = *ctx {
+                unknown_outcome(&write);
+            }
+        }
+    }
+}
+
 impl<F, R, E> Future for ResponseFuture<F, R>
 where
     F: Future<Output = Result<Response<R>, E>>,
+    E: 'static,
 {
     type Output = Result<Response<R>, E>;
 
@@ -127,11 +150,20 @@ where
                     let response = match ready!(future.poll(cx)) {
                         Ok(response) => response,
                         Err(error) => {
+                            // Sent, perhaps applied, but unanswered: what it
+                            // may have changed is marked stale, unless the
+                            // error says it never left.
+                            if let Ctx::Write(write) = *ctx.take() {
+                                let any: &dyn Any = &error;
+                                if !any.downcast_ref::<BoxError>().is_some_and(never_sent) {
+                                    unknown_outcome(&write);
+                                }
+                            }
                             this.state.set(State::Done);
                             return Poll::Ready(Err(error));
                         }
                     };
-                    match *ctx.take().expect(POLLED_AFTER_DONE) {
+                    match *ctx.take() {
                         Ctx::Safe(ctx) => {
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(label(response, &ctx)));
@@ -296,25 +328,8 @@ fn invalidate<R>(response: Response<R>, ctx: &WriteCtx) -> (Response<R>, Invalid
     }
     patterns.extend(inv.apply_now(http, Purge::Hard, InvalidationKind::Http, &mut report));
     if success {
-        let path = ctx.uri.path();
-        for rule in &ctx.config.rules {
-            let Some(hit) = rule.matches(&ctx.method, path) else {
-                continue;
-            };
-            let mut targets: Vec<Target> = hit.tags.into_iter().map(|t| Target::Tag(t.into())).collect();
-            targets.extend(hit.keys.into_iter().filter_map(|k| {
-                let key = same_origin_key(origin, &http::HeaderValue::from_str(&k).ok()?)?;
-                Some(Target::Key(key.into()))
-            }));
-            targets.extend(hit.namespaces.into_iter().map(|n| Target::Namespace(n.into())));
-            for pattern in hit.patterns {
-                match Pattern::path(&pattern) {
-                    Ok(p) => patterns.push(p.on_origin(origin)),
-                    Err(error) => tracing::warn!(%error, "rule pattern did not compile after filling captures"),
-                }
-            }
-            patterns.extend(inv.apply_now(targets, Purge::Hard, InvalidationKind::Tag, &mut report));
-        }
+        let targets = rule_targets(ctx, origin, &mut patterns);
+        patterns.extend(inv.apply_now(targets, Purge::Hard, InvalidationKind::Tag, &mut report));
     }
     let event = InvalidationEvent::Write {
         method: &ctx.method,
@@ -327,6 +342,53 @@ fn invalidate<R>(response: Response<R>, ctx: &WriteCtx) -> (Response<R>, Invalid
         patterns.extend(inv.apply_now(custom, Purge::Hard, InvalidationKind::Custom, &mut report));
     }
     (response, report, patterns)
+}
+
+/// What the CRUD rules matching a write name: tags, keys and namespaces
+/// returned, patterns (with their captures filled) added to `patterns`.
+fn rule_targets(ctx: &WriteCtx, origin: &str, patterns: &mut Vec<Pattern>) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for rule in &ctx.config.rules {
+        let Some(hit) = rule.matches(&ctx.method, ctx.uri.path()) else {
+            continue;
+        };
+        targets.extend(hit.tags.into_iter().map(|t| Target::Tag(t.into())));
+        targets.extend(hit.keys.into_iter().filter_map(|k| {
+            let key = same_origin_key(origin, &http::HeaderValue::from_str(&k).ok()?)?;
+            Some(Target::Key(key.into()))
+        }));
+        targets.extend(hit.namespaces.into_iter().map(|n| Target::Namespace(n.into())));
+        for pattern in hit.patterns {
+            match Pattern::path(&pattern) {
+                Ok(p) => patterns.push(p.on_origin(origin)),
+                Err(error) => tracing::warn!(%error, "rule pattern did not compile after filling captures"),
+            }
+        }
+    }
+    targets
+}
+
+/// A write that may or may not have been applied (its caller stopped
+/// waiting, or it failed after it was sent): its target URI (and what
+/// depends on it) and what its rules name are marked stale, revalidated on
+/// their next use; a namespace a rule names is bumped. Pattern scans run
+/// as tasks of their own where there is a runtime.
+fn unknown_outcome(ctx: &WriteCtx) {
+    let Some(origin) = ctx.origin.as_deref() else {
+        return;
+    };
+    let inv = &ctx.config.invalidator;
+    let mut report = InvalidationReport::new(InvalidationKind::Http, Purge::Soft);
+    let mut patterns = Vec::new();
+    let mut targets = rule_targets(ctx, origin, &mut patterns);
+    if let Some(key) = crate::cache::Cache::key_for_uri(&absolute(&ctx.uri, origin)) {
+        targets.push(Target::Key(key.into()));
+    }
+    patterns.extend(inv.apply_now(targets, Purge::Soft, InvalidationKind::Http, &mut report));
+    if !patterns.is_empty() {
+        // Spawned at once (see `scan_and_purge`): nothing here can wait.
+        drop(inv.scan_and_purge(Matcher::Patterns(patterns), Purge::Soft, InvalidationKind::Pattern));
+    }
 }
 
 /// The request URI made absolute on `origin` (origin-form requests).

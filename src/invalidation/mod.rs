@@ -7,7 +7,9 @@
 //! [`InvalidationStrategy`]s. Each can be soft (mark stale, keep for
 //! revalidation) or hard (remove), and returns an [`InvalidationReport`].
 //! The layer applies RFC 9111 §4.4 (unsafe methods), RFC 9875
-//! (`Cache-Group-Invalidation`) and CRUD [`Rule`]s.
+//! (`Cache-Group-Invalidation`) and CRUD [`Rule`]s. A write whose outcome
+//! is unknown (failed after it was sent, or given up by its caller) marks
+//! its target and what its rules name stale instead.
 //!
 //! ```
 //! use std::convert::Infallible;

@@ -35,6 +35,8 @@ pub(crate) fn origin_of(uri: &Uri, headers: &HeaderMap) -> Option<String> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InvalidationService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    // Looked at (as a `BoxError`) to tell a write refused before it left.
+    S::Error: 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
