@@ -1,6 +1,7 @@
 //! The response body every layer of this crate returns: a stored body, the
-//! inner service's body streamed through, or a buffered prefix replayed in
-//! front of the rest of a stream.
+//! inner service's body streamed through, a buffered prefix replayed in
+//! front of the rest of a stream, or a reader of a body several requests
+//! share as it arrives.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -27,8 +28,9 @@ use pin_project_lite::pin_project;
 use crate::BoxError;
 
 pin_project! {
-    /// A response body: stored bytes, a streamed inner body, or a replayed
-    /// prefix followed by the rest of the inner body.
+    /// A response body: stored bytes, a streamed inner body, a replayed
+    /// prefix followed by the rest of the inner body, or a reader of a
+    /// shared body.
     #[derive(Debug)]
     pub struct OptimizerBody<B> {
         #[pin]
