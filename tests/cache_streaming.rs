@@ -649,3 +649,51 @@ async fn a_shared_body_outdated_by_an_invalidation_is_not_stored_or_joined() {
     assert_eq!(cache.stats().entries, 1, "the answer after the invalidation is");
     assert!(cache.audit().is_clean());
 }
+
+/// A stale-while-revalidate refresh whose answer is long enough to stream
+/// reads it to its end in the background, so the refreshed copy is stored.
+#[tokio::test(start_paused = true)]
+async fn a_background_refresh_of_a_long_body_stores_it() {
+    let cache = cache();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let upstream = service_fn(move |_req: Request<Empty<Bytes>>| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        // Version `n`: ten 1,000-byte chunks of the byte `n`, no length.
+        let chunks = (0..10)
+            .map(|_| Bytes::from(vec![u8::try_from(n).unwrap(); 1000]))
+            .collect();
+        let res = Response::builder().header("cache-control", "max-age=1, stale-while-revalidate=60");
+        async move {
+            Ok::<_, BoxError>(
+                res.body(Paced {
+                    chunks,
+                    fail: false,
+                    paused: false,
+                })
+                .unwrap(),
+            )
+        }
+    });
+    let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let get = || {
+        let mut svc = svc.clone();
+        async move {
+            let request = Request::get("http://api.test/swr").body(Empty::new()).unwrap();
+            let response = svc.ready().await.unwrap().call(request).await.unwrap();
+            let status = *response.extensions().get::<CacheStatus>().unwrap();
+            (status, response.into_body().collect().await.unwrap().to_bytes())
+        }
+    };
+    let (first, body) = get().await;
+    assert_eq!((first.detail, body[0], body.len()), (Some("streamed"), 0, 10_000));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let (stale, body) = get().await;
+    assert_eq!((stale.detail, body[0]), (Some("stale-while-revalidate"), 0));
+    // The refresh runs on its own; give it time to read its body.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (hit, body) = get().await;
+    assert!(hit.hit && hit.detail.is_none(), "{hit:?}");
+    assert_eq!((body[0], body.len()), (1, 10_000), "the refreshed copy");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

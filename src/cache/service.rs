@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::Body;
+use http_body_util::BodyExt as _;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -297,10 +298,19 @@ impl<S> CacheService<S> {
         };
         let future: ResponseFuture<S, ReqBody, ResBody> = ResponseFuture::calling(service.call(request), fetch);
         runtime.spawn(async move {
-            // The refreshed entry is stored by the future itself; the
-            // response and any error only matter to nobody here.
-            match tokio::time::timeout(BACKGROUND_REFRESH_LIMIT, future).await {
-                Ok(Ok(_)) => {}
+            // The refreshed entry is stored by the future itself, or, for a
+            // long body that streams, once the body has been read to its
+            // end; the bytes and any error only matter to nobody here.
+            let refresh = async {
+                let body = future.await?.into_body();
+                let mut body = std::pin::pin!(body);
+                while let Some(frame) = body.frame().await {
+                    frame?;
+                }
+                Ok::<_, BoxError>(())
+            };
+            match tokio::time::timeout(BACKGROUND_REFRESH_LIMIT, refresh).await {
+                Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::debug!(%error, "background revalidation failed"),
                 // Dropping the future gives up the key's flight.
                 Err(_) => tracing::warn!(limit = ?BACKGROUND_REFRESH_LIMIT, "background revalidation gave up"),
