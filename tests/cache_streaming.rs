@@ -525,14 +525,82 @@ mod model {
         (data, None)
     }
 
+    /// Runs one plan: every reader gets the body or a prefix and the
+    /// upstream's error; only a whole body within `max_entry_bytes` is
+    /// stored, after one upstream call; nothing stays reserved and the
+    /// accounting holds.
+    async fn check(plan: Plan) {
+        let max_entry = 64 << 10;
+        let cache = Cache::builder()
+            .stream_above(plan.stream_above)
+            .max_entry_bytes(max_entry)
+            .remember_uncacheable(None)
+            .build()
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let upstream = {
+            let (plan, calls) = (plan.clone(), calls.clone());
+            service_fn(move |_req: Request<Empty<Bytes>>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let data = pattern(plan.len);
+                let chunks = (0..plan.len)
+                    .step_by(plan.chunk)
+                    .map(|s| data.slice(s..(s + plan.chunk).min(plan.len)))
+                    .collect();
+                let mut res = Response::builder().header("cache-control", "max-age=60");
+                if plan.declared {
+                    res = res.header("content-length", plan.len);
+                }
+                let body = Paced {
+                    chunks,
+                    fail: plan.fail,
+                    paused: false,
+                };
+                async move { Ok::<_, BoxError>(res.body(body).unwrap()) }
+            })
+        };
+        let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+        let tasks: Vec<_> = (0..plan.readers)
+            .map(|_| {
+                let mut svc = svc.clone();
+                tokio::spawn(async move {
+                    let request = Request::get("http://api.test/p").body(Empty::new()).unwrap();
+                    let response = svc.ready().await.unwrap().call(request).await.unwrap();
+                    read_all(response.into_body()).await
+                })
+            })
+            .collect();
+        let whole = pattern(plan.len);
+        for task in tasks {
+            let (data, error) = tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("every reader finishes")
+                .unwrap();
+            if plan.fail {
+                assert_eq!(error.as_deref(), Some("upstream reset the stream"), "{plan:?}");
+                assert_eq!(&data[..], &whole[..data.len()], "a prefix of the body: {plan:?}");
+            } else {
+                assert_eq!(error, None, "{plan:?}");
+                assert!(data == whole, "the whole body, in order: {plan:?}");
+            }
+        }
+        let stats = cache.stats();
+        let storable = !plan.fail && plan.len <= max_entry;
+        assert_eq!(stats.entries, u64::from(storable), "{plan:?}");
+        if storable {
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{plan:?}");
+        }
+        // Released before any reader saw the end (stored or dropped).
+        assert_eq!(stats.inflight_bytes, 0, "{plan:?}");
+        assert!(cache.audit().is_clean(), "{plan:?}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
         /// However a storable body is delivered (buffered, streamed to one
-        /// caller, or shared with waiters), every reader gets exactly its
-        /// bytes, or a prefix and the upstream's error; only a whole body
-        /// within `max_entry_bytes` is stored, after one upstream call;
-        /// nothing stays reserved and the accounting holds.
+        /// caller, or shared with waiters), each reader gets what `check`
+        /// asks, on the paused clock of one thread.
         #[test]
         fn every_reader_gets_the_body_or_its_prefix_and_error(plan in plan()) {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -540,67 +608,23 @@ mod model {
                 .start_paused(true)
                 .build()
                 .unwrap();
-            rt.block_on(async {
-                let max_entry = 64 << 10;
-                let cache = Cache::builder()
-                    .stream_above(plan.stream_above)
-                    .max_entry_bytes(max_entry)
-                    .remember_uncacheable(None)
-                    .build()
-                    .unwrap();
-                let calls = Arc::new(AtomicUsize::new(0));
-                let upstream = {
-                    let (plan, calls) = (plan.clone(), calls.clone());
-                    service_fn(move |_req: Request<Empty<Bytes>>| {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        let data = pattern(plan.len);
-                        let chunks = (0..plan.len)
-                            .step_by(plan.chunk)
-                            .map(|s| data.slice(s..(s + plan.chunk).min(plan.len)))
-                            .collect();
-                        let mut res = Response::builder().header("cache-control", "max-age=60");
-                        if plan.declared {
-                            res = res.header("content-length", plan.len);
-                        }
-                        let body = Paced { chunks, fail: plan.fail, paused: false };
-                        async move { Ok::<_, BoxError>(res.body(body).unwrap()) }
-                    })
-                };
-                let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
-                let tasks: Vec<_> = (0..plan.readers)
-                    .map(|_| {
-                        let mut svc = svc.clone();
-                        tokio::spawn(async move {
-                            let request = Request::get("http://api.test/p").body(Empty::new()).unwrap();
-                            let response = svc.ready().await.unwrap().call(request).await.unwrap();
-                            read_all(response.into_body()).await
-                        })
-                    })
-                    .collect();
-                let whole = pattern(plan.len);
-                for task in tasks {
-                    let (data, error) = tokio::time::timeout(Duration::from_secs(60), task)
-                        .await
-                        .expect("every reader finishes")
-                        .unwrap();
-                    if plan.fail {
-                        assert_eq!(error.as_deref(), Some("upstream reset the stream"), "{plan:?}");
-                        assert_eq!(&data[..], &whole[..data.len()], "a prefix of the body: {plan:?}");
-                    } else {
-                        assert_eq!(error, None, "{plan:?}");
-                        assert!(data == whole, "the whole body, in order: {plan:?}");
-                    }
-                }
-                let stats = cache.stats();
-                let storable = !plan.fail && plan.len <= max_entry;
-                assert_eq!(stats.entries, u64::from(storable), "{plan:?}");
-                if storable {
-                    assert_eq!(calls.load(Ordering::SeqCst), 1, "{plan:?}");
-                }
-                // Released before any reader saw the end (stored or dropped).
-                assert_eq!(stats.inflight_bytes, 0, "{plan:?}");
-                assert!(cache.audit().is_clean(), "{plan:?}");
-            });
+            rt.block_on(check(plan));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// The same on two worker threads, where readers, the shared
+        /// body's task and the upstream run at once.
+        #[test]
+        fn every_reader_gets_the_body_or_its_prefix_and_error_across_threads(plan in plan()) {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(check(plan));
         }
     }
 }
