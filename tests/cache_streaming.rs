@@ -403,6 +403,10 @@ async fn waiters_and_late_joiners_read_a_declared_long_body_as_it_arrives() {
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one upstream call for four requests");
     assert_eq!(cache.stats().streamed, 1, "one body streamed, read four times");
     assert_eq!(cache.stats().coalesced, 2);
+    // The shared chunks count in the in-flight budget while a reader holds
+    // them, stored copy or not.
+    assert_eq!(cache.stats().inflight_bytes, 10_000);
+    drop(waiter);
     assert_eq!(cache.stats().inflight_bytes, 0);
     assert!(cache.audit().is_clean());
     drop(feed);

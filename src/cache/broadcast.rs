@@ -19,6 +19,7 @@ use http::{HeaderMap, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 
 use super::freshness::Freshness;
+use super::handle::Reservation;
 use super::key::Secondary;
 use super::status::CacheStatus;
 use crate::BoxError;
@@ -39,13 +40,26 @@ pub(crate) struct Broadcast {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     chunks: Vec<Bytes>,
     received: u64,
     end: Option<End>,
     wakers: Vec<(u64, Waker)>,
     next_reader: u64,
+    /// Readers alive.
+    readers: usize,
+    /// The body's room in the in-flight budget: given back once it has
+    /// ended and its last reader is gone, whoever of the two is last.
+    held: Option<Reservation>,
+}
+
+impl State {
+    /// Gives the room back if nothing can read the chunks any more.
+    fn release_if_done(&mut self) {
+        if self.readers == 0 && self.end.is_some() {
+            self.held = None;
+        }
+    }
 }
 
 /// How the body ended.
@@ -72,6 +86,7 @@ impl Broadcast {
         secondary: Secondary,
         length: u64,
         freshness: Freshness,
+        held: Reservation,
     ) -> Arc<Self> {
         Arc::new(Broadcast {
             status: head.status,
@@ -80,7 +95,15 @@ impl Broadcast {
             secondary,
             length,
             freshness,
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                chunks: Vec::new(),
+                received: 0,
+                end: None,
+                wakers: Vec::new(),
+                next_reader: 0,
+                readers: 0,
+                held: Some(held),
+            }),
         })
     }
 
@@ -128,6 +151,7 @@ impl Broadcast {
         let wakers = {
             let mut state = self.lock();
             state.end.get_or_insert(end);
+            state.release_if_done();
             std::mem::take(&mut state.wakers)
         };
         wake(wakers);
@@ -149,6 +173,7 @@ impl Broadcast {
         let id = {
             let mut state = self.lock();
             state.next_reader += 1;
+            state.readers += 1;
             state.next_reader
         };
         Reader {
@@ -239,13 +264,17 @@ impl Body for Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         let id = self.id;
-        self.broadcast.lock().wakers.retain(|(r, _)| *r != id);
+        let mut state = self.broadcast.lock();
+        state.wakers.retain(|(r, _)| *r != id);
+        state.readers -= 1;
+        state.release_if_done();
     }
 }
 
 #[cfg(test)]
 impl Broadcast {
-    /// An empty `200` of `length` bytes, fresh for a minute.
+    /// An empty `200` of `length` bytes, fresh for a minute, holding no
+    /// room in any budget.
     pub(crate) fn for_test(length: u64) -> Arc<Broadcast> {
         let head = Response::new(()).into_parts().0;
         let freshness = Freshness {
@@ -257,7 +286,21 @@ impl Broadcast {
             stale_while_revalidate: std::time::Duration::ZERO,
             stale_if_error: None,
         };
-        Broadcast::new(&head, Secondary::NONE, length, freshness)
+        let cache = crate::cache::Cache::builder().build().expect("defaults build");
+        Broadcast::new(
+            &head,
+            Secondary::NONE,
+            length,
+            freshness,
+            Reservation::new(cache.inner.clone()),
+        )
+    }
+
+    /// The same, holding `held`.
+    fn held_for_test(length: u64, held: Reservation) -> Arc<Broadcast> {
+        let fresh = Broadcast::for_test(length);
+        let head = Response::new(()).into_parts().0;
+        Broadcast::new(&head, Secondary::NONE, length, fresh.freshness, held)
     }
 
     /// Ends it as failed upstream.
@@ -384,5 +427,33 @@ mod tests {
         assert_eq!(error.to_string(), "the upstream body was abandoned");
         b.finish(End::Done(None));
         assert!(reader.frame().await.is_none(), "the first end stands");
+    }
+
+    #[tokio::test]
+    async fn its_room_is_held_until_it_ended_and_its_last_reader_is_gone() {
+        let cache = crate::cache::Cache::builder().build().unwrap();
+        let inflight = || cache.stats().inflight_bytes;
+        for readers_first in [false, true] {
+            let mut held = Reservation::new(cache.inner.clone());
+            assert!(held.grow(10));
+            let b = Broadcast::held_for_test(10, held);
+            let (one, two) = (b.reader(), b.reader());
+            drop(one);
+            if readers_first {
+                drop(two);
+                assert_eq!(inflight(), 10, "not ended: a reader may still join");
+                b.finish(End::Done(None));
+            } else {
+                b.finish(End::Done(None));
+                assert_eq!(inflight(), 10, "a reader may still read it");
+                drop(two);
+            }
+            assert_eq!(inflight(), 0);
+            assert_eq!(
+                Arc::strong_count(&b),
+                1,
+                "given back while the broadcast itself lives on"
+            );
+        }
     }
 }

@@ -67,10 +67,9 @@ impl Buffer {
     {
         match declared {
             Some(len) if len > self.fetch.cache.stream_above as u64 && self.fetch.may_stream() => {
-                Next::Respond(if self.can_broadcast(len) {
-                    self.broadcast(body, len)
-                } else {
-                    self.stream(body)
+                Next::Respond(match self.can_broadcast(len) {
+                    Some(held) => self.broadcast(body, len, held),
+                    None => self.stream(body),
                 })
             }
             _ => Next::Buffer(self, body),
@@ -141,30 +140,39 @@ impl Buffer {
     /// Whether a long body of `declared` length can be shared as it
     /// arrives (see [`Buffer::broadcast`]): a flight to share it with, a
     /// runtime to read it in, and room in the in-flight budget for the
-    /// whole body, which a broadcast holds until its last reader is done
-    /// (reserved here when there is).
-    fn can_broadcast(&mut self, declared: u64) -> bool {
+    /// whole body, which a broadcast holds until its last reader is done.
+    /// That room, reserved, when it can.
+    fn can_broadcast(&mut self, declared: u64) -> Option<Reservation> {
         let length = usize::try_from(declared).unwrap_or(usize::MAX);
-        let ready = self.fetch.leader.is_some()
-            && tokio::runtime::Handle::try_current().is_ok()
-            && self.reservation.grow(length);
-        if ready {
-            self.prepaid = length;
+        if self.fetch.leader.is_none() || tokio::runtime::Handle::try_current().is_err() {
+            return None;
         }
-        ready
+        let mut held = Reservation::new(self.fetch.cache.clone());
+        if !held.grow(length) {
+            return None;
+        }
+        // The copy kept for the store is made of the same chunks.
+        self.prepaid = length;
+        Some(held)
     }
 
     /// Shares a long body of `declared` length as it arrives with the
     /// flight's waiters and whoever joins it (see `broadcast.rs`), read by
-    /// a task of its own; the caller gets a reader too. Only after
-    /// [`Buffer::can_broadcast`] said yes.
-    pub(crate) fn broadcast<R>(self: Box<Self>, rest: Pin<R>, declared: u64) -> Response<OptimizerBody<R>>
+    /// a task of its own; the caller gets a reader too. `held` is its room
+    /// in the in-flight budget (from [`Buffer::can_broadcast`]), given back
+    /// when the last reader is done.
+    pub(crate) fn broadcast<R>(
+        self: Box<Self>,
+        rest: Pin<R>,
+        declared: u64,
+        held: Reservation,
+    ) -> Response<OptimizerBody<R>>
     where
         R: http_body::Body<Data = Bytes> + Send + 'static,
         R::Error: Into<BoxError>,
     {
         bump(&self.fetch.cache.counters.streamed);
-        let broadcast = Broadcast::new(&self.parts, self.secondary(), declared, self.freshness);
+        let broadcast = Broadcast::new(&self.parts, self.secondary(), declared, self.freshness, held);
         let status = broadcast.status(self.fetch.status);
         let parts = self.caller_head();
         if let Some(leader) = &self.fetch.leader {
