@@ -52,7 +52,9 @@ pub struct CacheStats {
     pub indexed_tags: u64,
     /// Distinct dependency nodes in the dependency index.
     pub indexed_dependencies: u64,
-    /// Bytes currently held by in-flight misses being buffered.
+    /// Bytes currently held by in-flight misses: bodies being read in to be
+    /// stored, and bodies shared as they arrive, until their last reader
+    /// is done.
     pub inflight_bytes: u64,
 }
 
