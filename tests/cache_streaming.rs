@@ -725,3 +725,60 @@ async fn a_background_refresh_of_a_long_body_stores_it() {
     assert_eq!((body[0], body.len()), (1, 10_000), "the refreshed copy");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// A body that does not match its `Content-Length` is incomplete (RFC 9111
+/// §3.4): never stored, and readers of a shared one see it fail rather
+/// than end short or run long.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_breaks_its_content_length_is_not_stored() {
+    // Declares `declared` bytes but sends what the test feeds, with no
+    // word of its end but the channel closing.
+    let lying = |declared: usize| {
+        let (feeds, fed) = mpsc::unbounded_channel::<Feed>();
+        let svc = service_fn(move |_req: Request<Empty<Bytes>>| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            feeds.send(tx).unwrap();
+            let res = Response::builder()
+                .header("cache-control", "max-age=60")
+                .header("content-length", declared);
+            async move { Ok::<_, BoxError>(res.body(Channel { frames: rx, left: None }).unwrap()) }
+        });
+        (svc, fed)
+    };
+    // (declared, chunks sent, what readers of a shared body see)
+    for (declared, sent, error) in [
+        (6000, 7, Some("the upstream body is longer than its Content-Length")),
+        (6000, 5, Some("the upstream body is shorter than its Content-Length")),
+        // Under `stream_above`: buffered, then passed on as it came.
+        (3000, 2, None),
+    ] {
+        let cache = cache();
+        let (upstream, mut fed) = lying(declared);
+        let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+        let first = spawn_call(&svc, "a");
+        let feed = fed.recv().await.unwrap();
+        for n in 0..sent {
+            feed.send(Ok(data(n))).unwrap();
+        }
+        drop(feed);
+        let mut body = first.await.unwrap().unwrap().into_body();
+        let mut got = Vec::new();
+        let mut failed = None;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => got.extend_from_slice(frame.data_ref().unwrap()),
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        assert_eq!(failed.as_deref(), error, "declared {declared}, sent {sent}");
+        assert_eq!(
+            got,
+            whole(sent.min(declared / 1000)),
+            "what came, no more than declared"
+        );
+        assert_eq!(cache.stats().entries, 0, "declared {declared}, sent {sent}: not stored");
+        assert!(cache.stats().not_storable >= 1);
+        drop(body);
+        assert_eq!(cache.stats().inflight_bytes, 0);
+    }
+}

@@ -371,6 +371,17 @@ where
             break None;
         }
     };
+    if broadcast.lock().received < broadcast.length {
+        // Incomplete: readers see it fail rather than end short, and the
+        // copy is not stored as if whole.
+        if let Some(tee) = tee {
+            tee.abandon(true);
+        }
+        broadcast.finish(End::Failed(
+            "the upstream body is shorter than its Content-Length".into(),
+        ));
+        return;
+    }
     if let Some(tee) = tee {
         tee.end();
     }

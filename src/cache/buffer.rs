@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::broadcast::{self, Broadcast};
 use super::entry::{Entry, EntryBody, Labels};
-use super::fetch::{Fetch, Next, from_entry, shared, stamp};
+use super::fetch::{Fetch, Next, declared_length, from_entry, shared, stamp};
 use super::freshness::Freshness;
 use super::handle::Reservation;
 use super::key::{self, Secondary};
@@ -298,10 +298,13 @@ impl Buffer {
             parts,
             freshness,
             frames,
-            size: _,
+            size,
             reservation,
             prepaid: _,
         } = *self;
+        // RFC 9111 §3.4: a body shorter (or longer) than it said it would be
+        // is incomplete, and is not stored as if whole.
+        let whole = declared_length(&parts.headers).is_none_or(|len| len == size as u64);
         // `Entry::new` copies the chunks into the entry's own buffer: it
         // must not pin the connection's buffers, or the byte accounting
         // would be a lie.
@@ -337,7 +340,11 @@ impl Buffer {
             fetch.cache.stale_retention,
             fetch.cache.stale_if_error,
         ));
-        let stored = fetch.store(&entry, deps);
+        let stored = if whole {
+            fetch.store(&entry, deps)
+        } else {
+            Err(NotStorable::Body)
+        };
         if stored.is_err() {
             bump(&fetch.cache.counters.not_storable);
         }

@@ -109,6 +109,12 @@ pub(super) fn shared(entry: &Arc<Entry>, stored: Result<(), NotStorable>) -> Opt
     matches!(stored, Ok(()) | Err(NotStorable::Invalidated)).then(|| entry.clone())
 }
 
+/// The body length a response declares in `Content-Length`, if it does so
+/// readably.
+pub(super) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 /// Whether a status is one RFC 5861 lets stale-if-error stand in for.
 fn is_error_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
@@ -272,10 +278,7 @@ impl Fetch {
                 return Next::Respond(self.pass(Response::from_parts(parts, body), Some(detail)));
             }
         };
-        let declared = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = declared_length(&parts.headers);
         if declared.is_some_and(|len| len > self.cache.max_entry_bytes as u64) {
             self.drop_outdated(&request);
             let detail = self.not_storable(NotStorable::TooLarge, self.lasting(NotStorable::TooLarge, parts.status));
