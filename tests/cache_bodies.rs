@@ -2,50 +2,22 @@
 //! intact, the in-flight budget holds, and a long churn leaves no drift.
 #![cfg(feature = "cache")]
 
-use std::collections::VecDeque;
+#[path = "support/chunks.rs"]
+mod chunks;
+
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Empty};
 use tower::{Service, ServiceExt, service_fn};
 use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus, RemovalCause};
 
-/// A body that yields the given chunks, then optionally fails.
-struct Chunks {
-    frames: VecDeque<Bytes>,
-    fail_at_end: bool,
-    trailers: bool,
-}
-
-impl Body for Chunks {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(chunk) = self.frames.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
-        }
-        if self.fail_at_end {
-            self.fail_at_end = false;
-            return Poll::Ready(Some(Err("upstream reset the stream".into())));
-        }
-        if self.trailers {
-            self.trailers = false;
-            let mut t = http::HeaderMap::new();
-            t.insert("x-checksum", "abc".parse().unwrap());
-            return Poll::Ready(Some(Ok(Frame::trailers(t))));
-        }
-        Poll::Ready(None)
-    }
-}
+use chunks::Chunks;
 
 fn pattern(len: usize) -> Bytes {
     (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
@@ -71,17 +43,17 @@ fn upstream(
             let chunks = (0..plan.len)
                 .step_by(plan.chunk)
                 .map(|s| data.slice(s..(s + plan.chunk).min(plan.len)))
-                .collect();
+                .collect::<Vec<_>>();
             let mut res = Response::builder().header("cache-control", "max-age=60");
             if plan.declare_length {
                 res = res.header("content-length", plan.len);
             }
             Ok(res
-                .body(Chunks {
-                    frames: chunks,
-                    fail_at_end: plan.fail_at_end,
-                    trailers: plan.trailers,
-                })
+                .body(
+                    Chunks::new(chunks)
+                        .failing(plan.fail_at_end)
+                        .with_trailers(plan.trailers),
+                )
                 .unwrap())
         }
     })

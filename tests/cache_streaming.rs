@@ -4,6 +4,9 @@
 //! arrives and sees the caller get its answer before the body is whole.
 #![cfg(feature = "cache")]
 
+#[path = "support/chunks.rs"]
+mod chunks;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +22,8 @@ use tower::{Service, ServiceExt, service_fn};
 use tower_optimizer::BoxError;
 use tower_optimizer::body::OptimizerBody;
 use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus, Outcome};
+
+use chunks::Chunks;
 
 /// A body whose frames the test sends; it ends when the sender is dropped,
 /// or, with a declared length, once that much has come (it says so in
@@ -446,36 +451,6 @@ async fn a_shared_body_that_fails_fails_every_reader_and_other_variants_go_alone
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
-/// A body that yields its chunks with a pause (one `Pending`) before each,
-/// so concurrent readers interleave, then ends or fails.
-struct Paced {
-    chunks: std::collections::VecDeque<Bytes>,
-    fail: bool,
-    paused: bool,
-}
-
-impl Body for Paced {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !self.paused {
-            self.paused = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        self.paused = false;
-        match self.chunks.pop_front() {
-            Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-            None if self.fail => {
-                self.fail = false;
-                Poll::Ready(Some(Err("upstream reset the stream".into())))
-            }
-            None => Poll::Ready(None),
-        }
-    }
-}
-
 mod model {
     use super::*;
     use proptest::prelude::*;
@@ -518,7 +493,7 @@ mod model {
     }
 
     /// The bytes a reader got, and its error if the body failed.
-    async fn read_all(mut body: OptimizerBody<Paced>) -> (Vec<u8>, Option<String>) {
+    async fn read_all(mut body: OptimizerBody<Chunks>) -> (Vec<u8>, Option<String>) {
         let mut data = Vec::new();
         while let Some(frame) = body.frame().await {
             match frame {
@@ -550,16 +525,12 @@ mod model {
                 let chunks = (0..plan.len)
                     .step_by(plan.chunk)
                     .map(|s| data.slice(s..(s + plan.chunk).min(plan.len)))
-                    .collect();
+                    .collect::<Vec<_>>();
                 let mut res = Response::builder().header("cache-control", "max-age=60");
                 if plan.declared {
                     res = res.header("content-length", plan.len);
                 }
-                let body = Paced {
-                    chunks,
-                    fail: plan.fail,
-                    paused: false,
-                };
+                let body = Chunks::new(chunks).failing(plan.fail).paced();
                 async move { Ok::<_, BoxError>(res.body(body).unwrap()) }
             })
         };
@@ -688,20 +659,9 @@ async fn a_background_refresh_of_a_long_body_stores_it() {
     let upstream = service_fn(move |_req: Request<Empty<Bytes>>| {
         let n = counted.fetch_add(1, Ordering::SeqCst);
         // Version `n`: ten 1,000-byte chunks of the byte `n`, no length.
-        let chunks = (0..10)
-            .map(|_| Bytes::from(vec![u8::try_from(n).unwrap(); 1000]))
-            .collect();
+        let chunks = (0..10).map(move |_| Bytes::from(vec![u8::try_from(n).unwrap(); 1000]));
         let res = Response::builder().header("cache-control", "max-age=1, stale-while-revalidate=60");
-        async move {
-            Ok::<_, BoxError>(
-                res.body(Paced {
-                    chunks,
-                    fail: false,
-                    paused: false,
-                })
-                .unwrap(),
-            )
-        }
+        async move { Ok::<_, BoxError>(res.body(Chunks::new(chunks).paced()).unwrap()) }
     });
     let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
     let get = || {
