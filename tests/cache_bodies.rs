@@ -17,11 +17,7 @@ use tower::{Service, ServiceExt, service_fn};
 use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus, RemovalCause};
 
-use chunks::Chunks;
-
-fn pattern(len: usize) -> Bytes {
-    (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
-}
+use chunks::{Chunks, pattern};
 
 #[derive(Clone, Copy)]
 struct Plan {
@@ -39,18 +35,13 @@ fn upstream(
     service_fn(move |_req: Request<Empty<Bytes>>| {
         calls.fetch_add(1, Ordering::SeqCst);
         async move {
-            let data = pattern(plan.len);
-            let chunks = (0..plan.len)
-                .step_by(plan.chunk)
-                .map(|s| data.slice(s..(s + plan.chunk).min(plan.len)))
-                .collect::<Vec<_>>();
             let mut res = Response::builder().header("cache-control", "max-age=60");
             if plan.declare_length {
                 res = res.header("content-length", plan.len);
             }
             Ok(res
                 .body(
-                    Chunks::new(chunks)
+                    Chunks::pattern(plan.len, plan.chunk)
                         .failing(plan.fail_at_end)
                         .with_trailers(plan.trailers),
                 )

@@ -453,6 +453,7 @@ async fn a_shared_body_that_fails_fails_every_reader_and_other_variants_go_alone
 
 mod model {
     use super::*;
+    use chunks::pattern;
     use proptest::prelude::*;
 
     /// What one case's upstream sends.
@@ -485,13 +486,6 @@ mod model {
             })
     }
 
-    fn pattern(len: usize) -> Bytes {
-        (0..len)
-            .map(|i| u8::try_from(i % 251).unwrap())
-            .collect::<Vec<u8>>()
-            .into()
-    }
-
     /// The bytes a reader got, and its error if the body failed.
     async fn read_all(mut body: OptimizerBody<Chunks>) -> (Vec<u8>, Option<String>) {
         let mut data = Vec::new();
@@ -521,16 +515,11 @@ mod model {
             let (plan, calls) = (plan.clone(), calls.clone());
             service_fn(move |_req: Request<Empty<Bytes>>| {
                 calls.fetch_add(1, Ordering::SeqCst);
-                let data = pattern(plan.len);
-                let chunks = (0..plan.len)
-                    .step_by(plan.chunk)
-                    .map(|s| data.slice(s..(s + plan.chunk).min(plan.len)))
-                    .collect::<Vec<_>>();
                 let mut res = Response::builder().header("cache-control", "max-age=60");
                 if plan.declared {
                     res = res.header("content-length", plan.len);
                 }
-                let body = Chunks::new(chunks).failing(plan.fail).paced();
+                let body = Chunks::pattern(plan.len, plan.chunk).failing(plan.fail).paced();
                 async move { Ok::<_, BoxError>(res.body(body).unwrap()) }
             })
         };

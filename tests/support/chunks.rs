@@ -11,6 +11,14 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use tower_optimizer::BoxError;
 
+/// `len` bytes that show any loss or reordering: byte `i` is `i % 251`.
+pub fn pattern(len: usize) -> Bytes {
+    (0..len)
+        .map(|i| u8::try_from(i % 251).unwrap())
+        .collect::<Vec<u8>>()
+        .into()
+}
+
 /// See the module docs.
 pub struct Chunks {
     frames: VecDeque<Bytes>,
@@ -29,6 +37,12 @@ impl Chunks {
             trailers: false,
             pace: None,
         }
+    }
+
+    /// `len` bytes of [`pattern`], in chunks of `chunk` bytes.
+    pub fn pattern(len: usize, chunk: usize) -> Self {
+        let data = pattern(len);
+        Chunks::new((0..len).step_by(chunk).map(|s| data.slice(s..(s + chunk).min(len))))
     }
 
     /// Fails ("upstream reset the stream") after the chunks, if `fail`.
