@@ -222,12 +222,14 @@ impl Buffer {
     where
         R: http_body::Body<Data = Bytes>,
     {
+        // A whole new answer (too large, or with trailers) outdates the
+        // stored one; a failed one leaves it for stale-if-error.
+        if error.is_none() {
+            self.fetch.outdate_stale();
+        }
         let reason = if error.is_some() || self.frames.back().is_some_and(|f| !f.is_data()) {
             NotStorable::Body
         } else {
-            if let Some(request) = &self.fetch.request {
-                self.fetch.drop_outdated(request);
-            }
             NotStorable::TooLarge
         };
         // Over `max_entry_bytes` it will be again; out of in-flight room is
@@ -377,9 +379,7 @@ impl Tee for Buffer {
         // outdates the stored one; a failed one leaves it for
         // stale-if-error.
         if !failed {
-            if let Some(request) = &self.fetch.request {
-                self.fetch.drop_outdated(request);
-            }
+            self.fetch.outdate_stale();
         }
         let too_large = self.size > self.fetch.cache.max_entry_bytes;
         let reason = if too_large {

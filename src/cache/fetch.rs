@@ -18,7 +18,6 @@ use super::entry::{self, Entry, EntryBody};
 use super::epochs::Stamp;
 use super::freshness::{self, Freshness, heuristically_cacheable};
 use super::handle::{Inner, Reservation};
-use super::key;
 use super::labels::Node;
 use super::policy::{CacheMode, NotStorable};
 use super::stats::bump;
@@ -223,15 +222,20 @@ impl Fetch {
         Ok(())
     }
 
-    /// A storable response too large to keep has outdated the variant this
-    /// request would be served: remove it, or later requests would get the
-    /// older response until it expired.
-    pub(super) fn drop_outdated(&self, request: &request::Parts) {
-        self.cache.store.remove_variants(
-            &self.key,
-            |e| key::matches(e.secondary(), &request.headers),
-            super::store::RemovalCause::Replaced,
-        );
+    /// Drops the stored response this request nominated (the one it would
+    /// have revalidated), now that a whole new answer the cache does not
+    /// store has come instead (too large, or not storable): kept, it would
+    /// answer later requests with content older than what the upstream
+    /// already sent. Only that entry: one stored meanwhile by another
+    /// request may be newer than this answer.
+    pub(super) fn outdate_stale(&self) {
+        if let Some(stale) = &self.stale {
+            self.cache.store.remove_variants(
+                &self.key,
+                |e| std::ptr::eq(e, Arc::as_ptr(stale)),
+                RemovalCause::Replaced,
+            );
+        }
     }
 
     /// Handles the upstream result.
@@ -273,6 +277,9 @@ impl Fetch {
         let freshness = match verdict {
             Ok(freshness) => freshness,
             Err(reason) => {
+                if reason.outdates_stored() && !parts.status.is_server_error() {
+                    self.outdate_stale();
+                }
                 let detail = self.not_storable(reason, self.lasting(reason, parts.status));
                 self.request = Some(request);
                 return Next::Respond(self.pass(Response::from_parts(parts, body), Some(detail)));
@@ -280,7 +287,7 @@ impl Fetch {
         };
         let declared = declared_length(&parts.headers);
         if declared.is_some_and(|len| len > self.cache.max_entry_bytes as u64) {
-            self.drop_outdated(&request);
+            self.outdate_stale();
             let detail = self.not_storable(NotStorable::TooLarge, self.lasting(NotStorable::TooLarge, parts.status));
             return Next::Respond(self.pass(Response::from_parts(parts, body), Some(detail)));
         }

@@ -151,6 +151,23 @@ impl NotStorable {
         )
     }
 
+    /// Whether a whole answer not stored for this reason still shows the
+    /// stored response for its request to be out of date. Not when the
+    /// answer is one caller's own (`private` in a shared cache,
+    /// `Set-Cookie`, `Authorization`), nor when the reason is this
+    /// request's method, body or an invalidation (which removes on its
+    /// own).
+    pub(crate) fn outdates_stored(self) -> bool {
+        matches!(
+            self,
+            NotStorable::NoStore
+                | NotStorable::Status
+                | NotStorable::NoFreshness
+                | NotStorable::VaryStar
+                | NotStorable::Predicate
+        )
+    }
+
     /// A short token for `Cache-Status` `detail`.
     pub fn as_str(self) -> &'static str {
         match self {

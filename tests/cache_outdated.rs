@@ -1,0 +1,154 @@
+//! A whole new answer that the cache may not store still tells it that the
+//! stored one is out of date: the stored response it nominated is dropped,
+//! so no later request is answered with content older than what the
+//! upstream already sent (a cache "dooms" the entry, as browsers do).
+//! Answers personal to one caller (`private` in a shared cache,
+//! `Set-Cookie`, `Authorization`) and 5xx answers leave it in place.
+#![cfg(feature = "cache")]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::Full;
+use support::*;
+use tokio::time::advance;
+use tower_optimizer::cache::{Cache, CacheMode, Forward, Outcome, RemovalCause};
+
+/// An upstream that answers `v1`, fresh for 60 s, then `second` for its
+/// second call, then `v3`, fresh for 60 s.
+fn upstream(second: fn() -> Res) -> Upstream {
+    Upstream::new(move |_, n| async move {
+        Ok(match n {
+            0 => ok("max-age=60", "v1"),
+            1 => second(),
+            _ => ok("max-age=60", "v3"),
+        })
+    })
+}
+
+fn with(status: u16, headers: &[(&str, &str)], body: &'static str) -> Res {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
+}
+
+/// Stores `v1`, then sends a `no-cache` request (forced upstream past a
+/// fresh entry) that `second` answers; what a plain request gets next.
+async fn after_forced_reload(cache: &Cache, second: fn() -> Res) -> (Got, Got, usize) {
+    let upstream = upstream(second);
+    let mut c = client(cache, &upstream);
+    assert_eq!(get(&mut c, "http://api.test/a").await.body, "v1");
+    let reload = send(
+        &mut c,
+        req("http://api.test/a")
+            .header("cache-control", "no-cache")
+            .body(empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let next = get(&mut c, "http://api.test/a").await;
+    (reload, next, upstream.calls())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_no_store_answer_outdates_the_fresh_stored_one() {
+    let cache = cache();
+    let (reload, next, calls) = after_forced_reload(&cache, || with(200, &[("cache-control", "no-store")], "v2")).await;
+    assert_eq!(reload.body, "v2");
+    assert_eq!(reload.cache.fwd, Some(Forward::Request));
+    assert!(!reload.cache.stored);
+    assert_eq!(next.body, "v3", "never v1 again once v2 was seen");
+    assert_eq!(next.cache.fwd, Some(Forward::UriMiss));
+    assert_eq!(calls, 3);
+    assert_eq!(cache.stats().evictions[RemovalCause::Replaced.index()], 1);
+    assert!(cache.audit().is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_without_freshness_or_of_an_unstored_status_outdates_it() {
+    // No freshness and no validators: not storable.
+    let (_, next, _) = after_forced_reload(&cache(), || with(200, &[], "v2")).await;
+    assert_eq!(next.body, "v3");
+    // 403 is not a status a cache stores without explicit freshness.
+    let (reload, next, _) = after_forced_reload(&cache(), || with(403, &[], "gone")).await;
+    assert_eq!(reload.status, 403);
+    assert_eq!(next.body, "v3");
+    // `Vary: *` matches no later request.
+    let (_, next, _) = after_forced_reload(&cache(), || {
+        with(200, &[("cache-control", "max-age=60"), ("vary", "*")], "v2")
+    })
+    .await;
+    assert_eq!(next.body, "v3");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_revalidation_leaves_nothing_stale_to_serve() {
+    // v1 goes stale; its revalidation is answered with a 404 the cache
+    // does not store. A caller that accepts stale answers must not get v1.
+    let cache = cache();
+    let upstream = upstream(|| with(404, &[], "not found"));
+    let mut c = client(&cache, &upstream);
+    assert_eq!(get(&mut c, "http://api.test/a").await.body, "v1");
+    advance(Duration::from_secs(61)).await;
+    let refused = get(&mut c, "http://api.test/a").await;
+    assert_eq!((refused.status, refused.cache.fwd), (404, Some(Forward::Stale)));
+    let stale_ok = send(
+        &mut c,
+        req("http://api.test/a")
+            .header("cache-control", "max-stale")
+            .body(empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stale_ok.body, "v3", "the 404 outdated v1");
+    assert_eq!(stale_ok.cache.outcome(), Outcome::Miss);
+}
+
+#[tokio::test(start_paused = true)]
+async fn personal_and_failed_answers_leave_the_stored_one() {
+    // A `Set-Cookie` answer is one caller's; the stored one still serves
+    // everyone else.
+    let (reload, next, calls) = after_forced_reload(&cache(), || {
+        with(200, &[("cache-control", "max-age=60"), ("set-cookie", "s=1")], "v2")
+    })
+    .await;
+    assert_eq!(reload.body, "v2");
+    assert_eq!(
+        (next.body.as_ref(), next.cache.outcome(), calls),
+        (&b"v1"[..], Outcome::Hit, 2)
+    );
+
+    // So is a `private` one, in a shared cache.
+    let shared = Cache::builder().mode(CacheMode::Shared).build().unwrap();
+    let (_, next, _) =
+        after_forced_reload(&shared, || with(200, &[("cache-control", "private, max-age=60")], "v2")).await;
+    assert_eq!((next.body.as_ref(), next.cache.outcome()), (&b"v1"[..], Outcome::Hit));
+
+    // A 5xx is a failure, not a new version: v1 stands in for it, and
+    // stays.
+    let (reload, next, _) = after_forced_reload(&cache(), || with(503, &[], "down")).await;
+    assert_eq!((reload.body.as_ref(), reload.cache.fwd_status), (&b"v1"[..], Some(503)));
+    assert_eq!((next.body.as_ref(), next.cache.outcome()), (&b"v1"[..], Outcome::Hit));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_removal_is_reported_as_a_replacement() {
+    let causes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = causes.clone();
+    let cache = Cache::builder()
+        .eviction_listener(move |meta, cause| seen.lock().unwrap().push((meta.key.to_string(), cause)))
+        .build()
+        .unwrap();
+    after_forced_reload(&cache, || with(200, &[("cache-control", "no-store")], "v2")).await;
+    assert_eq!(
+        causes.lock().unwrap().as_slice(),
+        [("http://api.test/a".to_owned(), RemovalCause::Replaced)]
+    );
+}
