@@ -416,6 +416,11 @@ impl Entry {
     /// stored response's old `Date` would age the freshened entry by the
     /// time since the first fetch, leaving it stale, and revalidated on
     /// every use, however long the 304's `max-age`.
+    ///
+    /// The 304's `Age` is taken too (RFC 9111 §3.2 excepts only hop-by-hop
+    /// fields and `Content-Length`): the freshened entry's age starts from
+    /// the 304's, not from zero. The stored map holds only the placeholder,
+    /// so a 304 without `Age` starts it from zero.
     pub(crate) fn freshened_headers(&self, not_modified: &HeaderMap, received: SystemTime) -> HeaderMap {
         let mut headers = self.headers.clone();
         if !not_modified.contains_key(DATE) && headers.contains_key(DATE) {
@@ -425,7 +430,7 @@ impl Entry {
             }
         }
         for name in not_modified.keys() {
-            if name == CONTENT_LENGTH || NOT_STORED.contains(name) {
+            if name == CONTENT_LENGTH || (NOT_STORED.contains(name) && name != AGE) {
                 continue;
             }
             headers.remove(name);

@@ -297,7 +297,13 @@ impl Fetch {
     }
 
     fn freshness(&self, parts: &response::Parts, cc: &CacheControl) -> Result<Freshness, NotStorable> {
-        let now = Instant::now();
+        let lifetime = self.lifetime(parts, cc)?;
+        Ok(self.freshness_with(parts, cc, lifetime))
+    }
+
+    /// The answer's freshness lifetime, or why it cannot be stored for
+    /// want of one.
+    fn lifetime(&self, parts: &response::Parts, cc: &CacheControl) -> Result<std::time::Duration, NotStorable> {
         let wall = SystemTime::now();
         let mode = self.cache.rules.mode;
         let lifetime = freshness::lifetime(parts.status, cc, &parts.headers, mode, wall, &self.cache.lifetimes);
@@ -317,16 +323,23 @@ impl Fetch {
             // Stored, it could only ever be refetched in full: pointless.
             return Err(NotStorable::NoFreshness);
         }
+        Ok(lifetime)
+    }
+
+    /// The answer's freshness, arrived now, with `lifetime`.
+    fn freshness_with(&self, parts: &response::Parts, cc: &CacheControl, lifetime: std::time::Duration) -> Freshness {
+        let now = Instant::now();
         let delay = now.saturating_duration_since(self.request_time);
-        Ok(Freshness {
+        let mode = self.cache.rules.mode;
+        Freshness {
             response_time: now,
-            initial_age: freshness::initial_age(&parts.headers, wall, delay),
+            initial_age: freshness::initial_age(&parts.headers, SystemTime::now(), delay),
             lifetime,
             no_cache: cc.no_cache,
             must_revalidate: cc.must_revalidate || (mode == CacheMode::Shared && cc.proxy_revalidate),
             stale_while_revalidate: std::time::Duration::from_secs(cc.stale_while_revalidate.unwrap_or(0)),
             stale_if_error: cc.stale_if_error.map(std::time::Duration::from_secs),
-        })
+        }
     }
 
     /// A 304 for our conditional request: freshen the stored headers
@@ -348,16 +361,12 @@ impl Fetch {
             ..self.status
         };
         bump(&self.cache.counters.revalidated);
-        let Ok(freshness) = self.freshness(&parts, &cc) else {
-            // The 304 made the response unstorable (e.g. now no-store):
-            // serve the stored body this once and forget the entry.
-            self.cache
-                .store
-                .remove_key(&self.key, super::store::RemovalCause::Replaced);
-            self.leader.take();
-            status.ttl = Some(stale.freshness().ttl_secs(now));
-            return from_entry(stale, now, head, status);
-        };
+        let verdict = self
+            .cache
+            .rules
+            .check_response(request, &self.request_cc, &parts, &cc)
+            .and_then(|()| self.lifetime(&parts, &cc));
+        let freshness = self.freshness_with(&parts, &cc, verdict.unwrap_or_default());
         let entry = Arc::new(Entry::new(
             &self.key,
             stale.secondary().clone(),
@@ -369,12 +378,20 @@ impl Fetch {
             self.cache.stale_retention,
             self.cache.stale_if_error,
         ));
+        status.ttl = Some(entry.freshness().ttl_secs(now));
+        if verdict.is_err() {
+            // The 304 made the response unstorable (now `no-store`, say):
+            // answer with the freshened response this once and forget the
+            // stored one.
+            self.outdate_stale();
+            self.leader.take();
+            return from_entry(&entry, now, head, status);
+        }
         let stored = self.store(&entry, &[]);
         status.stored = stored.is_ok();
         if stored == Err(NotStorable::Invalidated) {
             status.detail = Some(NotStorable::Invalidated.as_str());
         }
-        status.ttl = Some(entry.freshness().ttl_secs(now));
         if let Some(leader) = self.leader.take() {
             leader.complete(shared(&entry, stored));
         }
