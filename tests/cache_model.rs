@@ -1,252 +1,182 @@
-//! The cache layer against a model of RFC 9111 for one URI, on paused
-//! time: random request directives, clock steps and origin changes, and an
-//! origin whose answers carry random freshness (`max-age`, `Age`,
-//! `no-cache`, `must-revalidate`, `no-store`), validators and statuses.
+//! The cache layer against a model of RFC 9111 (and RFC 5861) for one
+//! URI, on paused time: random request directives, clock steps, writes,
+//! origin changes and outages, and an origin whose answers carry random
+//! freshness (`max-age`, `Age`, `no-cache`, `must-revalidate`,
+//! `no-store`, `stale-while-revalidate`, `stale-if-error`), validators and
+//! statuses.
 //!
-//! The model keeps what a cache must have stored after each exchange
-//! (§3, §4.3.4 freshening, a not-storable answer outdating the stored one)
-//! and decides each request by §4.2 and §5.2.1: a hit of which version at
-//! which `Age`, a trip upstream with or without `If-None-Match`, or a 504
-//! for `only-if-cached`. The cache must do exactly that, neither more
-//! conservative nor less.
+//! The model (`support/rfc_model.rs`) keeps what a cache must have stored
+//! after each exchange (§3, §4.3.4 freshening, §4.4 writes, an answer that
+//! may not be stored outdating the stored one) and decides each request by
+//! §4.2 and §5.2.1: a hit of which version at which `Age` (refreshed
+//! behind, within `stale-while-revalidate`), a trip upstream with or
+//! without `If-None-Match` (and the stored response standing in for a
+//! failure, within `stale-if-error`), or a 504 for `only-if-cached`. The
+//! cache must do exactly that, neither more conservative nor less.
 #![cfg(feature = "cache")]
 
+#[path = "support/rfc_model.rs"]
+mod rfc_model;
 mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
 use http::header::IF_NONE_MATCH;
+use http::{Method, Request, Response};
 use http_body_util::Full;
 use proptest::prelude::*;
+use rfc_model::{Directive, Health, Shape, Step, Stored, Use, after_answer, etag, shape, step, usability};
 use support::*;
+use tower_optimizer::BoxError;
 use tower_optimizer::cache::Cache;
 
-/// What the origin puts on one answer.
-#[derive(Debug, Clone)]
-#[allow(clippy::struct_excessive_bools)] // one flag per directive the origin may send
-struct Shape {
-    status: u16,
-    max_age: Option<u64>,
-    age: u64,
-    etag: bool,
-    no_cache: bool,
-    no_store: bool,
-    must_revalidate: bool,
-}
-
-impl Shape {
-    /// The `Cache-Control` line, if any directive is set.
-    fn cache_control(&self) -> Option<String> {
-        let mut directives = Vec::new();
-        if let Some(max_age) = self.max_age {
-            directives.push(format!("max-age={max_age}"));
-        }
-        for (set, name) in [
-            (self.no_cache, "no-cache"),
-            (self.no_store, "no-store"),
-            (self.must_revalidate, "must-revalidate"),
-        ] {
-            if set {
-                directives.push(name.to_owned());
-            }
-        }
-        (!directives.is_empty()).then(|| directives.join(", "))
-    }
-}
-
-/// A request's own directive (§5.2.1).
-#[derive(Debug, Clone, Copy)]
-enum Directive {
-    None,
-    NoCache,
-    MaxAge(u64),
-    MinFresh(u64),
-    MaxStale(Option<u64>),
-    OnlyIfCached,
-}
-
-impl Directive {
-    fn header(self) -> Option<String> {
-        match self {
-            Directive::None => None,
-            Directive::NoCache => Some("no-cache".into()),
-            Directive::MaxAge(s) => Some(format!("max-age={s}")),
-            Directive::MinFresh(s) => Some(format!("min-fresh={s}")),
-            Directive::MaxStale(None) => Some("max-stale".into()),
-            Directive::MaxStale(Some(s)) => Some(format!("max-stale={s}")),
-            Directive::OnlyIfCached => Some("only-if-cached".into()),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Step {
-    Advance(u64),
-    Get(Directive),
-    /// The origin's resource changes: validators no longer match.
-    Change,
-}
-
-/// The origin: its resource's version, its answers' shapes (by call
-/// number, cycling) and the `If-None-Match` of the last request it saw.
+/// The origin: its resource's version, its health, its answers' shapes (by
+/// answer number, cycling) and what the last request it saw asked.
 struct Origin {
     version: u32,
+    health: Health,
     shapes: Vec<Shape>,
+    answers: usize,
     calls: usize,
-    if_none_match: Option<String>,
+    last: Option<Seen>,
 }
 
-fn etag(version: u32) -> String {
-    format!("\"v{version}\"")
-}
-
-fn answer(origin: &mut Origin, if_none_match: Option<String>) -> Res {
-    let shape = origin.shapes[origin.calls % origin.shapes.len()].clone();
-    origin.calls += 1;
-    let current = etag(origin.version);
-    let not_modified = shape.etag && if_none_match.as_deref() == Some(current.as_str());
-    origin.if_none_match = if_none_match;
-    let mut builder = Response::builder()
-        .status(if not_modified { 304 } else { shape.status })
-        .header("age", shape.age.to_string());
-    if let Some(cc) = shape.cache_control() {
-        builder = builder.header("cache-control", cc);
-    }
-    if shape.etag {
-        builder = builder.header("etag", current);
-    }
-    let body = if not_modified {
-        Bytes::new()
-    } else {
-        Bytes::from(format!("v{}", origin.version))
-    };
-    builder.body(Full::new(body)).unwrap()
-}
-
-/// What the model says a stored response is.
+/// The last request the origin saw, and the shape it answered with.
 #[derive(Debug, Clone)]
-struct Stored {
-    version: u32,
-    status: u16,
-    /// The stored `Cache-Control` directives (`None`: no such line).
-    shape: Shape,
-    /// Seconds of age it had when it arrived (its `Age`; no `Date` is sent).
-    initial_age: u64,
-    /// When it arrived, in seconds of the test's clock.
-    at: u64,
+struct Seen {
+    method: Method,
+    if_none_match: Option<String>,
+    shape: Option<Shape>,
+    not_modified: bool,
 }
 
-impl Stored {
-    /// Its freshness lifetime: `max-age`, or zero for a response kept only
-    /// for validation (it has an `ETag`).
-    fn lifetime(&self) -> u64 {
-        self.shape.max_age.unwrap_or(0)
-    }
-
-    fn age(&self, now: u64) -> u64 {
-        self.initial_age + (now - self.at)
-    }
+fn answer(origin: &mut Origin, method: &Method, if_none_match: Option<&str>) -> Result<Res, BoxError> {
+    origin.calls += 1;
+    let mut seen = Seen {
+        method: method.clone(),
+        if_none_match: if_none_match.map(str::to_owned),
+        shape: None,
+        not_modified: false,
+    };
+    let result = match (origin.health, method == Method::POST) {
+        (Health::Unreachable, false) => Err("connection reset".into()),
+        (Health::Failing | Health::Unreachable, _) => Ok(bare(503, Bytes::new())),
+        (Health::Up, true) => Ok(bare(204, Bytes::new())),
+        (Health::Up, false) => {
+            let shape = origin.shapes[origin.answers % origin.shapes.len()].clone();
+            origin.answers += 1;
+            let current = etag(origin.version);
+            seen.not_modified = shape.etag && if_none_match == Some(current.as_str());
+            let mut builder = Response::builder()
+                .status(if seen.not_modified { 304 } else { shape.status })
+                .header("age", shape.age.to_string());
+            if let Some(cc) = shape.cache_control() {
+                builder = builder.header("cache-control", cc);
+            }
+            if shape.etag {
+                builder = builder.header("etag", current);
+            }
+            let body = if seen.not_modified || method == Method::HEAD {
+                Bytes::new()
+            } else {
+                Bytes::from(format!("v{}", origin.version))
+            };
+            seen.shape = Some(shape);
+            Ok(builder.body(Full::new(body)).unwrap())
+        }
+    };
+    origin.last = Some(seen);
+    result
 }
 
-/// Whether the cache stores an answer of this shape (§3): no `no-store`,
-/// and freshness or a validator to revalidate with; `no-cache` only with a
-/// validator.
-fn storable(shape: &Shape) -> bool {
-    let validator = shape.etag;
-    !shape.no_store && (shape.max_age.is_some() || validator) && (validator || !shape.no_cache)
+fn bare(status: u16, body: Bytes) -> Res {
+    Response::builder().status(status).body(Full::new(body)).unwrap()
 }
 
 /// What the cache must do with a request.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 enum Expect {
-    Hit { version: u32, age: u64 },
-    Upstream { if_none_match: Option<String> },
+    /// From the store, refreshed behind when `refresh`.
+    Hit {
+        version: u32,
+        age: u64,
+        refresh: bool,
+    },
+    Upstream,
     GatewayTimeout,
 }
 
-/// §4.2 and §5.2.1: may `stored` answer a request with `directive` at
-/// `now` without asking the origin?
-fn usable(stored: &Stored, directive: Directive, now: u64) -> bool {
-    if stored.shape.no_cache || matches!(directive, Directive::NoCache) {
-        return false;
-    }
-    let age = stored.age(now);
-    let lifetime = stored.lifetime();
-    if let Directive::MaxAge(max_age) = directive {
-        if max_age == 0 || age > max_age {
-            return false;
-        }
-    }
-    if age < lifetime {
-        return !matches!(directive, Directive::MinFresh(min) if lifetime - age < min);
-    }
-    if stored.shape.must_revalidate {
-        return false;
-    }
-    match directive {
-        Directive::MaxStale(None) => true,
-        Directive::MaxStale(Some(max)) => age - lifetime <= max,
-        _ => false,
-    }
-}
-
-fn expect(stored: Option<&Stored>, directive: Directive, now: u64) -> Expect {
-    match stored {
-        Some(s) if usable(s, directive, now) => Expect::Hit {
+fn expect(stored: Option<&Stored>, directive: Directive, head: bool, now: u64) -> Expect {
+    let found = stored.map(|s| (s, usability(s, directive, now)));
+    match found {
+        Some((s, Use::Fresh | Use::StaleAccepted)) => Expect::Hit {
             version: s.version,
             age: s.age(now),
+            refresh: false,
+        },
+        Some((s, Use::StaleWhileRevalidate)) => Expect::Hit {
+            version: s.version,
+            age: s.age(now),
+            // HEAD is answered from a stored GET, and refreshes nothing.
+            refresh: !head,
         },
         _ if matches!(directive, Directive::OnlyIfCached) => Expect::GatewayTimeout,
-        Some(s) => Expect::Upstream {
-            if_none_match: s.shape.etag.then(|| etag(s.version)),
-        },
-        None => Expect::Upstream { if_none_match: None },
+        _ => Expect::Upstream,
     }
 }
 
-/// The model's store after the origin answered `shape` for version
-/// `version` at `now`; `not_modified` when it answered 304.
-fn after_answer(stored: Option<Stored>, shape: &Shape, version: u32, not_modified: bool, now: u64) -> Option<Stored> {
-    if not_modified {
-        // §4.3.4: the 304's fields replace the stored ones; a 304 without
-        // `Cache-Control` keeps the stored directives.
-        let old = stored.expect("a 304 answers a conditional request");
-        let merged = if shape.cache_control().is_some() {
-            shape.clone()
-        } else {
-            Shape {
-                etag: true,
-                ..old.shape.clone()
-            }
+/// A readable account of a failed step.
+struct Failure(String);
+
+type Checked = Result<(), Failure>;
+
+fn check(ok: bool, what: impl FnOnce() -> String) -> Checked {
+    if ok { Ok(()) } else { Err(Failure(what())) }
+}
+
+/// What the origin's last answer means for a GET that went upstream, and
+/// for the model's store: the body, status and `Age` the caller must get
+/// (`None`: an error), and the store after it.
+fn upstream_outcome(origin: &Origin, stored: Option<Stored>, now: u64) -> (Option<(String, u16, u64)>, Option<Stored>) {
+    let seen = origin.last.clone().expect("the origin saw the request");
+    let Some(shape) = seen.shape else {
+        // A failure: the stored response stands in where it may, and stays.
+        let stand_in = stored.as_ref().filter(|s| s.serves_on_error(now));
+        let got = match (stand_in, origin.health) {
+            (Some(s), _) => Some((format!("v{}", s.version), s.status, s.age(now))),
+            (None, Health::Unreachable) => None,
+            (None, _) => Some((String::new(), 503, 0)),
         };
-        let keep = storable(&merged);
-        let freshened = Stored {
-            shape: merged,
-            initial_age: shape.age,
-            at: now,
-            ..old
-        };
-        return keep.then_some(freshened);
+        return (got, stored);
+    };
+    let got = match (&stored, seen.not_modified) {
+        (Some(s), true) => (format!("v{}", s.version), s.status, shape.age),
+        _ => (format!("v{}", origin.version), shape.status, shape.age),
+    };
+    (
+        Some(got),
+        after_answer(stored, &shape, origin.version, seen.not_modified, now),
+    )
+}
+
+/// Lets the cache's background refresh run to its end (paused time: only
+/// yields are needed).
+async fn settle() {
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
     }
-    // A whole answer replaces the stored one, stored or not.
-    storable(shape).then(|| Stored {
-        version,
-        status: shape.status,
-        shape: shape.clone(),
-        initial_age: shape.age,
-        at: now,
-    })
 }
 
 async fn run(steps: Vec<Step>, shapes: Vec<Shape>) -> Result<(), String> {
     let origin = Arc::new(Mutex::new(Origin {
         version: 1,
+        health: Health::Up,
         shapes,
+        answers: 0,
         calls: 0,
-        if_none_match: None,
+        last: None,
     }));
     let cache = Cache::builder()
         .max_bytes(1 << 20)
@@ -254,87 +184,36 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>) -> Result<(), String> {
         .stale_retention(Duration::from_secs(24 * 3600))
         .build()
         .unwrap();
-    let seen = origin.clone();
+    let shared = origin.clone();
     let upstream = Upstream::new(move |req: Req, _| {
-        let inm = req.headers().get(IF_NONE_MATCH).map(|v| v.to_str().unwrap().to_owned());
-        let res = answer(&mut seen.lock().unwrap(), inm);
-        async move { Ok(res) }
+        let inm = req.headers().get(IF_NONE_MATCH).map(|v| v.to_str().unwrap());
+        let result = answer(&mut shared.lock().unwrap(), req.method(), inm);
+        async move { result }
     });
     let mut client = client(&cache, &upstream);
     let mut stored: Option<Stored> = None;
     let mut now = 0;
     for (i, step) in steps.into_iter().enumerate() {
-        let directive = match step {
+        let context = format!("step {i} at {now} s, {step:?}, stored {stored:?}");
+        let checked = match step {
             Step::Advance(secs) => {
                 tokio::time::advance(Duration::from_secs(secs)).await;
                 now += secs;
-                continue;
+                Ok(())
             }
             Step::Change => {
                 origin.lock().unwrap().version += 1;
-                continue;
+                Ok(())
             }
-            Step::Get(directive) => directive,
+            Step::Health(health) => {
+                origin.lock().unwrap().health = health;
+                Ok(())
+            }
+            Step::Post => post(&mut client, &origin, &mut stored).await,
+            Step::Head => read(&mut client, &origin, &mut stored, Directive::None, true, now).await,
+            Step::Get(directive) => read(&mut client, &origin, &mut stored, directive, false, now).await,
         };
-        let expected = expect(stored.as_ref(), directive, now);
-        let calls_before = upstream.calls();
-        let mut request = req("http://api.test/r");
-        if let Some(cc) = directive.header() {
-            request = request.header("cache-control", cc);
-        }
-        let got = send(&mut client, request.body(empty()).unwrap())
-            .await
-            .map_err(|e| format!("step {i}: error {e}"))?;
-        let went_up = upstream.calls() > calls_before;
-        let context = format!("step {i} at {now} s, {directive:?}, stored {stored:?}");
-        let fail = |what: String| Err(format!("{context}: {what}"));
-        match expected {
-            Expect::Hit { version, age } => {
-                if went_up {
-                    return fail(format!("expected a hit on v{version}, went upstream"));
-                }
-                if got.body != format!("v{version}") || got.header("age") != age.to_string() {
-                    return fail(format!(
-                        "expected v{version} at age {age}, got {:?} at age {}",
-                        got.body,
-                        got.header("age")
-                    ));
-                }
-            }
-            Expect::GatewayTimeout => {
-                if went_up || got.status != 504 {
-                    return fail(format!("expected 504, got {} (upstream: {went_up})", got.status));
-                }
-            }
-            Expect::Upstream { if_none_match } => {
-                if !went_up {
-                    return fail(format!("expected a trip upstream, got {:?} from the cache", got.body));
-                }
-                let (sent, shape, version) = {
-                    let o = origin.lock().unwrap();
-                    let shape = o.shapes[(o.calls - 1) % o.shapes.len()].clone();
-                    (o.if_none_match.clone(), shape, o.version)
-                };
-                if sent != if_none_match {
-                    return fail(format!("sent If-None-Match {sent:?}, expected {if_none_match:?}"));
-                }
-                let not_modified = shape.etag && sent == Some(etag(version));
-                let (want_body, want_status) = match (&stored, not_modified) {
-                    (Some(s), true) => (format!("v{}", s.version), s.status),
-                    _ => (format!("v{version}"), shape.status),
-                };
-                if got.body != want_body || got.status != want_status || got.header("age") != shape.age.to_string() {
-                    return fail(format!(
-                        "answered {} {:?} at age {}, expected {want_status} {want_body} at age {} ({shape:?})",
-                        got.status,
-                        got.body,
-                        got.header("age"),
-                        shape.age
-                    ));
-                }
-                stored = after_answer(stored, &shape, version, not_modified, now);
-            }
-        }
+        checked.map_err(|Failure(what)| format!("{context}: {what}"))?;
         let entries = cache.stats().entries;
         if entries != u64::from(stored.is_some()) {
             return Err(format!(
@@ -345,50 +224,103 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>) -> Result<(), String> {
     Ok(())
 }
 
-fn shape() -> impl Strategy<Value = Shape> {
-    (
-        prop_oneof![4 => Just(200u16), 1 => Just(404u16)],
-        prop_oneof![1 => Just(None), 4 => (0u64..=10).prop_map(Some)],
-        prop_oneof![3 => Just(0u64), 1 => 1u64..=4],
-        any::<bool>(),
-        prop::bool::weighted(0.15),
-        prop::bool::weighted(0.1),
-        prop::bool::weighted(0.25),
-    )
-        .prop_map(
-            |(status, max_age, age, etag, no_cache, no_store, must_revalidate)| Shape {
-                status,
-                max_age,
-                age,
-                etag,
-                no_cache,
-                no_store,
-                must_revalidate,
-            },
-        )
+/// A write: a 2xx removes the stored response (§4.4); a 503 leaves it.
+async fn post(client: &mut Client, origin: &Mutex<Origin>, stored: &mut Option<Stored>) -> Checked {
+    let request = Request::post("http://api.test/r").body(empty()).unwrap();
+    let got = send(client, request).await.map_err(|e| Failure(format!("error {e}")))?;
+    if got.status == 204 {
+        *stored = None;
+    }
+    let up = origin.lock().unwrap().health == Health::Up;
+    check((got.status == 204) == up, || format!("POST answered {}", got.status))
 }
 
-fn directive() -> impl Strategy<Value = Directive> {
-    prop_oneof![
-        6 => Just(Directive::None),
-        1 => Just(Directive::NoCache),
-        1 => (0u64..=8).prop_map(Directive::MaxAge),
-        1 => (0u64..=8).prop_map(Directive::MinFresh),
-        1 => prop::option::of(0u64..=8).prop_map(Directive::MaxStale),
-        1 => Just(Directive::OnlyIfCached),
-    ]
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        3 => (1u64..=6).prop_map(Step::Advance),
-        6 => directive().prop_map(Step::Get),
-        1 => Just(Step::Change),
-    ]
+/// A GET (or HEAD) with `directive`, checked against the model, which it
+/// then updates.
+async fn read(
+    client: &mut Client,
+    origin: &Mutex<Origin>,
+    stored: &mut Option<Stored>,
+    directive: Directive,
+    head: bool,
+    now: u64,
+) -> Checked {
+    let expected = expect(stored.as_ref(), directive, head, now);
+    let calls_before = origin.lock().unwrap().calls;
+    let mut request = Request::builder()
+        .method(if head { Method::HEAD } else { Method::GET })
+        .uri("http://api.test/r");
+    if let Some(cc) = directive.header() {
+        request = request.header("cache-control", cc);
+    }
+    let result = send(client, request.body(empty()).unwrap()).await;
+    settle().await;
+    let origin = origin.lock().unwrap();
+    let calls = origin.calls - calls_before;
+    let body = |version: u32| if head { String::new() } else { format!("v{version}") };
+    match expected {
+        Expect::GatewayTimeout => {
+            let status = result.as_ref().map(|g| g.status).ok();
+            check(calls == 0 && status == Some(504), || {
+                format!("expected 504, got {status:?} ({calls} calls)")
+            })
+        }
+        Expect::Hit { version, age, refresh } => {
+            let got = result.map_err(|e| Failure(format!("expected a hit, got error {e}")))?;
+            check(
+                got.body == body(version) && got.header("age") == age.to_string(),
+                || {
+                    format!(
+                        "expected v{version} at age {age}, got {:?} at age {}",
+                        got.body,
+                        got.header("age")
+                    )
+                },
+            )?;
+            check(calls == usize::from(refresh), || {
+                format!("expected {} calls behind, saw {calls}", usize::from(refresh))
+            })?;
+            if refresh {
+                let inm = origin.last.as_ref().and_then(|s| s.if_none_match.clone());
+                let want = stored.as_ref().and_then(|s| s.shape.etag.then(|| etag(s.version)));
+                check(inm == want, || {
+                    format!("refreshed with If-None-Match {inm:?}, expected {want:?}")
+                })?;
+                *stored = upstream_outcome(&origin, stored.take(), now).1;
+            }
+            Ok(())
+        }
+        Expect::Upstream => {
+            check(calls == 1, || format!("expected one trip upstream, saw {calls}"))?;
+            let seen = origin.last.clone().expect("the origin saw the request");
+            let method = if head { Method::HEAD } else { Method::GET };
+            check(seen.method == method, || format!("sent {} upstream", seen.method))?;
+            if head {
+                // Passed through: nothing validated, stored or outdated.
+                return check(seen.if_none_match.is_none(), || "HEAD sent a validator".into());
+            }
+            let want = stored.as_ref().and_then(|s| s.shape.etag.then(|| etag(s.version)));
+            check(seen.if_none_match == want, || {
+                format!("sent If-None-Match {:?}, expected {want:?}", seen.if_none_match)
+            })?;
+            let (want, next) = upstream_outcome(&origin, stored.take(), now);
+            *stored = next;
+            let got = result.ok().map(|g| {
+                (
+                    String::from_utf8_lossy(&g.body).into_owned(),
+                    g.status,
+                    g.header("age").parse().unwrap_or(0),
+                )
+            });
+            check(got == want, || {
+                format!("answered {got:?}, expected {want:?} ({seen:?})")
+            })
+        }
+    }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
     #[test]
     fn the_cache_does_what_rfc_9111_says(

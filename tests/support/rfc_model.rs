@@ -1,0 +1,300 @@
+//! The pure model of `tests/cache_model.rs`: what an origin sends, what a
+//! cache must have stored, and what it must do with a request, by RFC 9111
+//! and RFC 5861, for one URI, in whole seconds. No tower, no clock.
+#![allow(dead_code, unreachable_pub)]
+
+use proptest::prelude::*;
+
+/// What the origin puts on one answer.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::struct_excessive_bools)] // one flag per directive the origin may send
+pub struct Shape {
+    pub status: u16,
+    pub max_age: Option<u64>,
+    pub age: u64,
+    pub etag: bool,
+    pub no_cache: bool,
+    pub no_store: bool,
+    pub must_revalidate: bool,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+}
+
+impl Shape {
+    /// The `Cache-Control` line, if any directive is set.
+    pub fn cache_control(&self) -> Option<String> {
+        let mut directives = Vec::new();
+        let numbers = [
+            ("max-age", self.max_age),
+            ("stale-while-revalidate", self.stale_while_revalidate),
+            ("stale-if-error", self.stale_if_error),
+        ];
+        for (name, value) in numbers {
+            if let Some(value) = value {
+                directives.push(format!("{name}={value}"));
+            }
+        }
+        let flags = [
+            (self.no_cache, "no-cache"),
+            (self.no_store, "no-store"),
+            (self.must_revalidate, "must-revalidate"),
+        ];
+        for (set, name) in flags {
+            if set {
+                directives.push(name.to_owned());
+            }
+        }
+        (!directives.is_empty()).then(|| directives.join(", "))
+    }
+
+    /// The same directives as `other`'s `Cache-Control` line (absent
+    /// directives unset), keeping this one's status, `Age` and `ETag`.
+    fn with_directives_of(&self, other: &Shape) -> Shape {
+        Shape {
+            status: self.status,
+            age: self.age,
+            etag: self.etag,
+            ..other.clone()
+        }
+    }
+}
+
+/// A request's own directive (RFC 9111 §5.2.1).
+#[derive(Debug, Clone, Copy)]
+pub enum Directive {
+    None,
+    NoCache,
+    MaxAge(u64),
+    MinFresh(u64),
+    MaxStale(Option<u64>),
+    OnlyIfCached,
+}
+
+impl Directive {
+    pub fn header(self) -> Option<String> {
+        match self {
+            Directive::None => None,
+            Directive::NoCache => Some("no-cache".into()),
+            Directive::MaxAge(s) => Some(format!("max-age={s}")),
+            Directive::MinFresh(s) => Some(format!("min-fresh={s}")),
+            Directive::MaxStale(None) => Some("max-stale".into()),
+            Directive::MaxStale(Some(s)) => Some(format!("max-stale={s}")),
+            Directive::OnlyIfCached => Some("only-if-cached".into()),
+        }
+    }
+}
+
+/// How the origin answers for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    /// A bare 503 to everything.
+    Failing,
+    /// No answer at all: the call fails (a reset connection).
+    Unreachable,
+}
+
+#[derive(Debug, Clone)]
+pub enum Step {
+    Advance(u64),
+    Get(Directive),
+    Head,
+    /// A write to the URI (RFC 9111 §4.4 when it succeeds).
+    Post,
+    /// The origin's resource changes: validators no longer match.
+    Change,
+    Health(Health),
+}
+
+pub fn etag(version: u32) -> String {
+    format!("\"v{version}\"")
+}
+
+/// What the model says a stored response is.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub version: u32,
+    pub status: u16,
+    /// Its directives (those of its last `Cache-Control` line).
+    pub shape: Shape,
+    /// Seconds of age it had when it arrived (its `Age`; no `Date` is sent).
+    pub initial_age: u64,
+    /// When it arrived, in seconds of the test's clock.
+    pub at: u64,
+}
+
+impl Stored {
+    /// Its freshness lifetime: `max-age`, or zero for a response kept only
+    /// for validation (it has an `ETag`).
+    fn lifetime(&self) -> u64 {
+        self.shape.max_age.unwrap_or(0)
+    }
+
+    pub fn age(&self, now: u64) -> u64 {
+        self.initial_age + (now - self.at)
+    }
+
+    fn staleness(&self, now: u64) -> u64 {
+        self.age(now).saturating_sub(self.lifetime())
+    }
+
+    /// RFC 5861 `stale-if-error` (no configured default window): may it
+    /// stand in for a failed trip upstream? Without the directive, only
+    /// while fresh.
+    pub fn serves_on_error(&self, now: u64) -> bool {
+        if self.shape.no_cache || self.shape.must_revalidate {
+            return false;
+        }
+        match self.shape.stale_if_error {
+            Some(window) => self.staleness(now) <= window,
+            None => self.age(now) < self.lifetime(),
+        }
+    }
+}
+
+/// Whether the cache stores an answer of this shape (§3): no `no-store`,
+/// and freshness or a validator to revalidate with; `no-cache` only with a
+/// validator.
+fn storable(shape: &Shape) -> bool {
+    let validator = shape.etag;
+    !shape.no_store && (shape.max_age.is_some() || validator) && (validator || !shape.no_cache)
+}
+
+/// What a request may do with a stored response (§4.2, §5.2.1, RFC 5861).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Fresh,
+    /// Stale, within the request's `max-stale`.
+    StaleAccepted,
+    /// Stale within `stale-while-revalidate`: answered now, refreshed
+    /// behind (GET only).
+    StaleWhileRevalidate,
+    Validate,
+}
+
+pub fn usability(stored: &Stored, directive: Directive, now: u64) -> Use {
+    if stored.shape.no_cache || matches!(directive, Directive::NoCache) {
+        return Use::Validate;
+    }
+    let age = stored.age(now);
+    let lifetime = stored.lifetime();
+    if let Directive::MaxAge(max_age) = directive {
+        // `max-age=0` always asks for an end-to-end check.
+        if max_age == 0 || age > max_age {
+            return Use::Validate;
+        }
+    }
+    if age < lifetime {
+        return match directive {
+            Directive::MinFresh(min) if lifetime - age < min => Use::Validate,
+            _ => Use::Fresh,
+        };
+    }
+    if stored.shape.must_revalidate {
+        return Use::Validate;
+    }
+    let staleness = age - lifetime;
+    match directive {
+        Directive::MaxStale(None) => return Use::StaleAccepted,
+        Directive::MaxStale(Some(max)) if staleness <= max => return Use::StaleAccepted,
+        _ => {}
+    }
+    match stored.shape.stale_while_revalidate {
+        Some(window) if window > 0 && staleness <= window => Use::StaleWhileRevalidate,
+        _ => Use::Validate,
+    }
+}
+
+/// The model's store after the origin answered a GET with `shape` for
+/// `version` at `now`; `not_modified` when it answered 304.
+pub fn after_answer(
+    stored: Option<Stored>,
+    shape: &Shape,
+    version: u32,
+    not_modified: bool,
+    now: u64,
+) -> Option<Stored> {
+    if not_modified {
+        // §4.3.4 and §3.2: the 304's fields replace the stored ones; a 304
+        // without `Cache-Control` keeps the stored directives. Its `Age` is
+        // the freshened response's.
+        let old = stored.expect("a 304 answers a conditional request");
+        let merged = if shape.cache_control().is_some() {
+            old.shape.with_directives_of(shape)
+        } else {
+            old.shape.clone()
+        };
+        let keep = storable(&merged);
+        let freshened = Stored {
+            shape: merged,
+            initial_age: shape.age,
+            at: now,
+            ..old
+        };
+        return keep.then_some(freshened);
+    }
+    // A whole answer replaces the stored one, stored or not.
+    storable(shape).then(|| Stored {
+        version,
+        status: shape.status,
+        shape: shape.clone(),
+        initial_age: shape.age,
+        at: now,
+    })
+}
+
+pub fn shape() -> impl Strategy<Value = Shape> {
+    let window = || prop_oneof![3 => Just(None), 1 => (0u64..=6).prop_map(Some)];
+    (
+        prop_oneof![4 => Just(200u16), 1 => Just(404u16)],
+        prop_oneof![1 => Just(None), 4 => (0u64..=10).prop_map(Some)],
+        prop_oneof![3 => Just(0u64), 1 => 1u64..=4],
+        any::<bool>(),
+        (
+            prop::bool::weighted(0.15),
+            prop::bool::weighted(0.1),
+            prop::bool::weighted(0.2),
+        ),
+        (window(), window()),
+    )
+        .prop_map(
+            |(status, max_age, age, etag, (no_cache, no_store, must_revalidate), (swr, sie))| Shape {
+                status,
+                max_age,
+                age,
+                etag,
+                no_cache,
+                no_store,
+                must_revalidate,
+                stale_while_revalidate: swr,
+                stale_if_error: sie,
+            },
+        )
+}
+
+fn directive() -> impl Strategy<Value = Directive> {
+    prop_oneof![
+        6 => Just(Directive::None),
+        1 => Just(Directive::NoCache),
+        1 => (0u64..=8).prop_map(Directive::MaxAge),
+        1 => (0u64..=8).prop_map(Directive::MinFresh),
+        1 => prop::option::of(0u64..=8).prop_map(Directive::MaxStale),
+        1 => Just(Directive::OnlyIfCached),
+    ]
+}
+
+pub fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (1u64..=6).prop_map(Step::Advance),
+        12 => directive().prop_map(Step::Get),
+        1 => Just(Step::Head),
+        1 => Just(Step::Post),
+        2 => Just(Step::Change),
+        2 => prop_oneof![
+            2 => Just(Health::Up),
+            1 => Just(Health::Failing),
+            1 => Just(Health::Unreachable),
+        ]
+        .prop_map(Step::Health),
+    ]
+}
