@@ -23,11 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::IF_NONE_MATCH;
+use http::header::{ACCEPT_LANGUAGE, IF_NONE_MATCH};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use proptest::prelude::*;
-use rfc_model::{Directive, Health, Shape, Step, Stored, Use, after_answer, etag, shape, step, usability};
+use rfc_model::{
+    Answer, Directive, Health, Lang, Shape, Step, Stored, Use, after_answer, etag, select, shape, step, usability,
+};
 use support::*;
 use tower_optimizer::BoxError;
 use tower_optimizer::cache::Cache;
@@ -43,34 +45,41 @@ struct Origin {
     last: Option<Seen>,
 }
 
-/// The last request the origin saw, and the shape it answered with.
+/// The last request the origin saw, and how it answered (`None`: a
+/// failure).
 #[derive(Debug, Clone)]
 struct Seen {
     method: Method,
     if_none_match: Option<String>,
-    shape: Option<Shape>,
-    not_modified: bool,
+    answer: Option<Answer>,
 }
 
-fn answer(origin: &mut Origin, method: &Method, if_none_match: Option<&str>) -> Result<Res, BoxError> {
+fn answer(origin: &mut Origin, req: &Req) -> Result<Res, BoxError> {
     origin.calls += 1;
+    let method = req.method().clone();
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .map(|v: &http::HeaderValue| v.to_str().unwrap().to_owned())
+    };
     let mut seen = Seen {
+        if_none_match: header(IF_NONE_MATCH),
         method: method.clone(),
-        if_none_match: if_none_match.map(str::to_owned),
-        shape: None,
-        not_modified: false,
+        answer: None,
     };
     let result = match (origin.health, method == Method::POST) {
         (Health::Unreachable, false) => Err("connection reset".into()),
-        (Health::Failing | Health::Unreachable, _) => Ok(bare(503, Bytes::new())),
-        (Health::Up, true) => Ok(bare(204, Bytes::new())),
+        (Health::Failing | Health::Unreachable, _) => Ok(bare(503)),
+        (Health::Up, true) => Ok(bare(204)),
         (Health::Up, false) => {
             let shape = origin.shapes[origin.answers % origin.shapes.len()].clone();
             origin.answers += 1;
             let current = etag(origin.version);
-            seen.not_modified = shape.etag && if_none_match == Some(current.as_str());
+            let not_modified = shape.etag && seen.if_none_match.as_deref() == Some(current.as_str());
+            let lang = header(ACCEPT_LANGUAGE).unwrap_or_else(|| "-".into());
+            let body = format!("v{}:{lang}", origin.version);
             let mut builder = Response::builder()
-                .status(if seen.not_modified { 304 } else { shape.status })
+                .status(if not_modified { 304 } else { shape.status })
                 .header("age", shape.age.to_string());
             if let Some(cc) = shape.cache_control() {
                 builder = builder.header("cache-control", cc);
@@ -78,50 +87,50 @@ fn answer(origin: &mut Origin, method: &Method, if_none_match: Option<&str>) -> 
             if shape.etag {
                 builder = builder.header("etag", current);
             }
-            let body = if seen.not_modified || method == Method::HEAD {
+            if shape.vary {
+                builder = builder.header("vary", "accept-language");
+            }
+            let sent = if not_modified || method == Method::HEAD {
                 Bytes::new()
             } else {
-                Bytes::from(format!("v{}", origin.version))
+                Bytes::from(body.clone())
             };
-            seen.shape = Some(shape);
-            Ok(builder.body(Full::new(body)).unwrap())
+            seen.answer = Some(Answer {
+                shape,
+                version: origin.version,
+                body,
+                not_modified,
+            });
+            Ok(builder.body(Full::new(sent)).unwrap())
         }
     };
     origin.last = Some(seen);
     result
 }
 
-fn bare(status: u16, body: Bytes) -> Res {
-    Response::builder().status(status).body(Full::new(body)).unwrap()
+fn bare(status: u16) -> Res {
+    Response::builder().status(status).body(Full::default()).unwrap()
 }
 
 /// What the cache must do with a request.
 #[derive(Debug)]
 enum Expect {
-    /// From the store, refreshed behind when `refresh`.
+    /// From the stored response at this index, refreshed behind when
+    /// `refresh`.
     Hit {
-        version: u32,
-        age: u64,
+        index: usize,
         refresh: bool,
     },
     Upstream,
     GatewayTimeout,
 }
 
-fn expect(stored: Option<&Stored>, directive: Directive, head: bool, now: u64) -> Expect {
-    let found = stored.map(|s| (s, usability(s, directive, now)));
+fn expect(store: &[Stored], lang: Lang, directive: Directive, head: bool, now: u64) -> Expect {
+    let found = select(store, lang).map(|i| (i, usability(&store[i], directive, now)));
     match found {
-        Some((s, Use::Fresh | Use::StaleAccepted)) => Expect::Hit {
-            version: s.version,
-            age: s.age(now),
-            refresh: false,
-        },
-        Some((s, Use::StaleWhileRevalidate)) => Expect::Hit {
-            version: s.version,
-            age: s.age(now),
-            // HEAD is answered from a stored GET, and refreshes nothing.
-            refresh: !head,
-        },
+        Some((index, Use::Fresh | Use::StaleAccepted)) => Expect::Hit { index, refresh: false },
+        // HEAD is answered from a stored GET, and refreshes nothing.
+        Some((index, Use::StaleWhileRevalidate)) => Expect::Hit { index, refresh: !head },
         _ if matches!(directive, Directive::OnlyIfCached) => Expect::GatewayTimeout,
         _ => Expect::Upstream,
     }
@@ -136,29 +145,33 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Checked {
     if ok { Ok(()) } else { Err(Failure(what())) }
 }
 
-/// What the origin's last answer means for a GET that went upstream, and
-/// for the model's store: the body, status and `Age` the caller must get
-/// (`None`: an error), and the store after it.
-fn upstream_outcome(origin: &Origin, stored: Option<Stored>, now: u64) -> (Option<(String, u16, u64)>, Option<Stored>) {
+/// What the caller of a GET that went upstream must get (body, status,
+/// `Age`; `None`: an error), by the origin's last answer, which then
+/// updates the model's store. `nominated`: the stored response the request
+/// validated.
+fn upstream_outcome(
+    origin: &Origin,
+    store: &mut Vec<Stored>,
+    nominated: Option<usize>,
+    lang: Lang,
+    now: u64,
+) -> Option<(String, u16, u64)> {
     let seen = origin.last.clone().expect("the origin saw the request");
-    let Some(shape) = seen.shape else {
+    let Some(answer) = seen.answer else {
         // A failure: the stored response stands in where it may, and stays.
-        let stand_in = stored.as_ref().filter(|s| s.serves_on_error(now));
-        let got = match (stand_in, origin.health) {
-            (Some(s), _) => Some((format!("v{}", s.version), s.status, s.age(now))),
+        let stand_in = nominated.map(|i| &store[i]).filter(|s| s.serves_on_error(now));
+        return match (stand_in, origin.health) {
+            (Some(s), _) => Some((s.body.clone(), s.status, s.age(now))),
             (None, Health::Unreachable) => None,
             (None, _) => Some((String::new(), 503, 0)),
         };
-        return (got, stored);
     };
-    let got = match (&stored, seen.not_modified) {
-        (Some(s), true) => (format!("v{}", s.version), s.status, shape.age),
-        _ => (format!("v{}", origin.version), shape.status, shape.age),
+    let got = match nominated {
+        Some(i) if answer.not_modified => (store[i].body.clone(), store[i].status, answer.shape.age),
+        _ => (answer.body.clone(), answer.shape.status, answer.shape.age),
     };
-    (
-        Some(got),
-        after_answer(stored, &shape, origin.version, seen.not_modified, now),
-    )
+    after_answer(store, nominated, &answer, lang, now);
+    Some(got)
 }
 
 /// Lets the cache's background refresh run to its end (paused time: only
@@ -186,15 +199,14 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>) -> Result<(), String> {
         .unwrap();
     let shared = origin.clone();
     let upstream = Upstream::new(move |req: Req, _| {
-        let inm = req.headers().get(IF_NONE_MATCH).map(|v| v.to_str().unwrap());
-        let result = answer(&mut shared.lock().unwrap(), req.method(), inm);
+        let result = answer(&mut shared.lock().unwrap(), &req);
         async move { result }
     });
     let mut client = client(&cache, &upstream);
-    let mut stored: Option<Stored> = None;
+    let mut store: Vec<Stored> = Vec::new();
     let mut now = 0;
     for (i, step) in steps.into_iter().enumerate() {
-        let context = format!("step {i} at {now} s, {step:?}, stored {stored:?}");
+        let context = format!("step {i} at {now} s, {step:?}, stored {store:?}");
         let checked = match step {
             Step::Advance(secs) => {
                 tokio::time::advance(Duration::from_secs(secs)).await;
@@ -209,112 +221,128 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>) -> Result<(), String> {
                 origin.lock().unwrap().health = health;
                 Ok(())
             }
-            Step::Post => post(&mut client, &origin, &mut stored).await,
-            Step::Head => read(&mut client, &origin, &mut stored, Directive::None, true, now).await,
-            Step::Get(directive) => read(&mut client, &origin, &mut stored, directive, false, now).await,
+            Step::Post => post(&mut client, &origin, &mut store).await,
+            Step::Head(lang) => {
+                let read = Read {
+                    lang,
+                    directive: Directive::None,
+                    head: true,
+                };
+                read.check(&mut client, &origin, &mut store, now).await
+            }
+            Step::Get(directive, lang) => {
+                let read = Read {
+                    lang,
+                    directive,
+                    head: false,
+                };
+                read.check(&mut client, &origin, &mut store, now).await
+            }
         };
         checked.map_err(|Failure(what)| format!("{context}: {what}"))?;
         let entries = cache.stats().entries;
-        if entries != u64::from(stored.is_some()) {
+        if entries != store.len() as u64 {
             return Err(format!(
-                "after step {i}: the cache holds {entries} entries, the model {stored:?}"
+                "after step {i}: the cache holds {entries} entries, the model {store:?}"
             ));
         }
     }
     Ok(())
 }
 
-/// A write: a 2xx removes the stored response (§4.4); a 503 leaves it.
-async fn post(client: &mut Client, origin: &Mutex<Origin>, stored: &mut Option<Stored>) -> Checked {
+/// A write: a 2xx removes every stored response (§4.4); a 503 leaves them.
+async fn post(client: &mut Client, origin: &Mutex<Origin>, store: &mut Vec<Stored>) -> Checked {
     let request = Request::post("http://api.test/r").body(empty()).unwrap();
     let got = send(client, request).await.map_err(|e| Failure(format!("error {e}")))?;
     if got.status == 204 {
-        *stored = None;
+        store.clear();
     }
     let up = origin.lock().unwrap().health == Health::Up;
     check((got.status == 204) == up, || format!("POST answered {}", got.status))
 }
 
-/// A GET (or HEAD) with `directive`, checked against the model, which it
-/// then updates.
-async fn read(
-    client: &mut Client,
-    origin: &Mutex<Origin>,
-    stored: &mut Option<Stored>,
+/// A GET or HEAD.
+struct Read {
+    lang: Lang,
     directive: Directive,
     head: bool,
-    now: u64,
-) -> Checked {
-    let expected = expect(stored.as_ref(), directive, head, now);
-    let calls_before = origin.lock().unwrap().calls;
-    let mut request = Request::builder()
-        .method(if head { Method::HEAD } else { Method::GET })
-        .uri("http://api.test/r");
-    if let Some(cc) = directive.header() {
-        request = request.header("cache-control", cc);
-    }
-    let result = send(client, request.body(empty()).unwrap()).await;
-    settle().await;
-    let origin = origin.lock().unwrap();
-    let calls = origin.calls - calls_before;
-    let body = |version: u32| if head { String::new() } else { format!("v{version}") };
-    match expected {
-        Expect::GatewayTimeout => {
-            let status = result.as_ref().map(|g| g.status).ok();
-            check(calls == 0 && status == Some(504), || {
-                format!("expected 504, got {status:?} ({calls} calls)")
-            })
+}
+
+impl Read {
+    /// Sends it, checks what the cache did against the model, and updates
+    /// the model.
+    async fn check(self, client: &mut Client, origin: &Mutex<Origin>, store: &mut Vec<Stored>, now: u64) -> Checked {
+        let Read { lang, directive, head } = self;
+        let expected = expect(store, lang, directive, head, now);
+        let nominated = select(store, lang);
+        let calls_before = origin.lock().unwrap().calls;
+        let mut request = Request::builder()
+            .method(if head { Method::HEAD } else { Method::GET })
+            .uri("http://api.test/r");
+        if let Some(cc) = directive.header() {
+            request = request.header("cache-control", cc);
         }
-        Expect::Hit { version, age, refresh } => {
-            let got = result.map_err(|e| Failure(format!("expected a hit, got error {e}")))?;
-            check(
-                got.body == body(version) && got.header("age") == age.to_string(),
-                || {
+        if let Some(lang) = lang {
+            request = request.header(ACCEPT_LANGUAGE, lang);
+        }
+        let result = send(client, request.body(empty()).unwrap()).await;
+        settle().await;
+        let origin = origin.lock().unwrap();
+        let calls = origin.calls - calls_before;
+        let validator = |i: Option<usize>| i.and_then(|i| store[i].shape.etag.then(|| etag(store[i].version)));
+        match expected {
+            Expect::GatewayTimeout => {
+                let status = result.as_ref().map(|g| g.status).ok();
+                check(calls == 0 && status == Some(504), || {
+                    format!("expected 504, got {status:?} ({calls} calls)")
+                })
+            }
+            Expect::Hit { index, refresh } => {
+                let got = result.map_err(|e| Failure(format!("expected a hit, got error {e}")))?;
+                let s = &store[index];
+                let (body, age) = (if head { String::new() } else { s.body.clone() }, s.age(now));
+                check(got.body == body && got.header("age") == age.to_string(), || {
                     format!(
-                        "expected v{version} at age {age}, got {:?} at age {}",
+                        "expected {body:?} at age {age}, got {:?} at age {}",
                         got.body,
                         got.header("age")
                     )
-                },
-            )?;
-            check(calls == usize::from(refresh), || {
-                format!("expected {} calls behind, saw {calls}", usize::from(refresh))
-            })?;
-            if refresh {
-                let inm = origin.last.as_ref().and_then(|s| s.if_none_match.clone());
-                let want = stored.as_ref().and_then(|s| s.shape.etag.then(|| etag(s.version)));
-                check(inm == want, || {
-                    format!("refreshed with If-None-Match {inm:?}, expected {want:?}")
                 })?;
-                *stored = upstream_outcome(&origin, stored.take(), now).1;
+                check(calls == usize::from(refresh), || {
+                    format!("expected {} calls behind, saw {calls}", usize::from(refresh))
+                })?;
+                if refresh {
+                    let inm = origin.last.as_ref().and_then(|s| s.if_none_match.clone());
+                    let want = validator(Some(index));
+                    check(inm == want, || {
+                        format!("refreshed with If-None-Match {inm:?}, expected {want:?}")
+                    })?;
+                    upstream_outcome(&origin, store, Some(index), lang, now);
+                }
+                Ok(())
             }
-            Ok(())
-        }
-        Expect::Upstream => {
-            check(calls == 1, || format!("expected one trip upstream, saw {calls}"))?;
-            let seen = origin.last.clone().expect("the origin saw the request");
-            let method = if head { Method::HEAD } else { Method::GET };
-            check(seen.method == method, || format!("sent {} upstream", seen.method))?;
-            if head {
-                // Passed through: nothing validated, stored or outdated.
-                return check(seen.if_none_match.is_none(), || "HEAD sent a validator".into());
+            Expect::Upstream => {
+                check(calls == 1, || format!("expected one trip upstream, saw {calls}"))?;
+                let seen = origin.last.clone().expect("the origin saw the request");
+                let method = if head { Method::HEAD } else { Method::GET };
+                check(seen.method == method, || format!("sent {} upstream", seen.method))?;
+                if head {
+                    // Passed through: nothing validated, stored or outdated.
+                    return check(seen.if_none_match.is_none(), || "HEAD sent a validator".into());
+                }
+                let want = validator(nominated);
+                check(seen.if_none_match == want, || {
+                    format!("sent If-None-Match {:?}, expected {want:?}", seen.if_none_match)
+                })?;
+                let want = upstream_outcome(&origin, store, nominated, lang, now);
+                let got = result.ok().map(|g| {
+                    let age = g.header("age").parse().unwrap_or(0);
+                    (String::from_utf8_lossy(&g.body).into_owned(), g.status, age)
+                });
+                check(got == want, || {
+                    format!("answered {got:?}, expected {want:?} ({seen:?})")
+                })
             }
-            let want = stored.as_ref().and_then(|s| s.shape.etag.then(|| etag(s.version)));
-            check(seen.if_none_match == want, || {
-                format!("sent If-None-Match {:?}, expected {want:?}", seen.if_none_match)
-            })?;
-            let (want, next) = upstream_outcome(&origin, stored.take(), now);
-            *stored = next;
-            let got = result.ok().map(|g| {
-                (
-                    String::from_utf8_lossy(&g.body).into_owned(),
-                    g.status,
-                    g.header("age").parse().unwrap_or(0),
-                )
-            });
-            check(got == want, || {
-                format!("answered {got:?}, expected {want:?} ({seen:?})")
-            })
         }
     }
 }

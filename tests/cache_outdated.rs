@@ -152,3 +152,35 @@ async fn the_removal_is_reported_as_a_replacement() {
         [("http://api.test/a".to_owned(), RemovalCause::Replaced)]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_answer_with_another_vary_key_replaces_the_one_it_revalidated() {
+    // v1 varies on nothing; a reload is answered by v2, which now varies
+    // on the language. v1 must not go on answering the other languages.
+    let cache = cache();
+    let upstream = Upstream::new(|_, n| async move {
+        Ok(match n {
+            0 => with(200, &[("cache-control", "max-age=60")], "v1"),
+            _ => with(
+                200,
+                &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+                "v2",
+            ),
+        })
+    });
+    let mut c = client(&cache, &upstream);
+    assert_eq!(get(&mut c, "http://api.test/a").await.body, "v1");
+    let reload = req("http://api.test/a")
+        .header("accept-language", "en")
+        .header("cache-control", "no-cache")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&mut c, reload).await.unwrap().body, "v2");
+    let fr = req("http://api.test/a")
+        .header("accept-language", "fr")
+        .body(empty())
+        .unwrap();
+    let fr = send(&mut c, fr).await.unwrap();
+    assert_eq!((fr.body.as_ref(), fr.cache.fwd), (&b"v2"[..], Some(Forward::VaryMiss)));
+    assert_eq!(cache.stats().entries, 2, "the en and fr variants of v2, and no v1");
+}

@@ -201,7 +201,19 @@ impl Fetch {
     /// invalidation covering it landed since the request started: checked
     /// before inserting, and again after, taking the entry back out if one
     /// landed in between (`epochs.rs` says why that order is exact).
+    ///
+    /// The stored response this request nominated is replaced even when
+    /// the new one has another `Vary` key (the upstream now varies, or no
+    /// longer does): kept, it would answer other requests with the content
+    /// this answer replaced.
     pub(super) fn store(&self, entry: &Arc<Entry>, deps: &[Node]) -> Result<(), NotStorable> {
+        if self
+            .stale
+            .as_ref()
+            .is_some_and(|stale| stale.secondary() != entry.secondary())
+        {
+            self.outdate_stale();
+        }
         let epochs = self.cache.flights.epochs();
         if !epochs.is_current(self.stamp) {
             return Err(NotStorable::Invalidated);

@@ -18,6 +18,8 @@ pub struct Shape {
     pub must_revalidate: bool,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
+    /// `Vary: accept-language`.
+    pub vary: bool,
 }
 
 impl Shape {
@@ -94,11 +96,14 @@ pub enum Health {
     Unreachable,
 }
 
+/// A request's `Accept-Language`, if any.
+pub type Lang = Option<&'static str>;
+
 #[derive(Debug, Clone)]
 pub enum Step {
     Advance(u64),
-    Get(Directive),
-    Head,
+    Get(Directive, Lang),
+    Head(Lang),
     /// A write to the URI (RFC 9111 §4.4 when it succeeds).
     Post,
     /// The origin's resource changes: validators no longer match.
@@ -115,6 +120,10 @@ pub fn etag(version: u32) -> String {
 pub struct Stored {
     pub version: u32,
     pub status: u16,
+    pub body: String,
+    /// Its `Vary` key: `None` when it varies on nothing (it matches every
+    /// request), else the `Accept-Language` of the request it answered.
+    pub secondary: Option<Lang>,
     /// Its directives (those of its last `Cache-Control` line).
     pub shape: Shape,
     /// Seconds of age it had when it arrived (its `Age`; no `Date` is sent).
@@ -124,6 +133,11 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// Whether it may answer a request with `lang` (§4.1).
+    pub fn matches(&self, lang: Lang) -> bool {
+        self.secondary.is_none_or(|stored| stored == lang)
+    }
+
     /// Its freshness lifetime: `max-age`, or zero for a response kept only
     /// for validation (it has an `ETag`).
     fn lifetime(&self) -> u64 {
@@ -205,42 +219,60 @@ pub fn usability(stored: &Stored, directive: Directive, now: u64) -> Use {
     }
 }
 
-/// The model's store after the origin answered a GET with `shape` for
-/// `version` at `now`; `not_modified` when it answered 304.
-pub fn after_answer(
-    stored: Option<Stored>,
-    shape: &Shape,
-    version: u32,
-    not_modified: bool,
-    now: u64,
-) -> Option<Stored> {
-    if not_modified {
+/// The stored response a request with `lang` is answered from or
+/// validates (§4.1: the most recent that matches), by its index.
+pub fn select(store: &[Stored], lang: Lang) -> Option<usize> {
+    store.iter().rposition(|s| s.matches(lang))
+}
+
+/// A whole answer to a GET with `lang`, as the origin sent it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub shape: Shape,
+    pub version: u32,
+    pub body: String,
+    pub not_modified: bool,
+}
+
+/// Updates the model's store for `answer` to a GET with `lang` at `now`
+/// that validated (or replaced) the stored response at `nominated`.
+pub fn after_answer(store: &mut Vec<Stored>, nominated: Option<usize>, answer: &Answer, lang: Lang, now: u64) {
+    let shape = &answer.shape;
+    // Whatever came, the response the request nominated is replaced: by
+    // its freshened self, by the new answer, or by nothing.
+    let old = nominated.map(|i| store.remove(i));
+    let new = if answer.not_modified {
         // §4.3.4 and §3.2: the 304's fields replace the stored ones; a 304
         // without `Cache-Control` keeps the stored directives. Its `Age` is
         // the freshened response's.
-        let old = stored.expect("a 304 answers a conditional request");
+        let old = old.expect("a 304 answers a conditional request");
         let merged = if shape.cache_control().is_some() {
             old.shape.with_directives_of(shape)
         } else {
             old.shape.clone()
         };
-        let keep = storable(&merged);
-        let freshened = Stored {
+        Stored {
             shape: merged,
             initial_age: shape.age,
             at: now,
             ..old
-        };
-        return keep.then_some(freshened);
+        }
+    } else {
+        Stored {
+            version: answer.version,
+            status: shape.status,
+            body: answer.body.clone(),
+            secondary: shape.vary.then_some(lang),
+            shape: shape.clone(),
+            initial_age: shape.age,
+            at: now,
+        }
+    };
+    if storable(&new.shape) {
+        // One response per `Vary` key: the newer replaces the older.
+        store.retain(|s| s.secondary != new.secondary);
+        store.push(new);
     }
-    // A whole answer replaces the stored one, stored or not.
-    storable(shape).then(|| Stored {
-        version,
-        status: shape.status,
-        shape: shape.clone(),
-        initial_age: shape.age,
-        at: now,
-    })
 }
 
 pub fn shape() -> impl Strategy<Value = Shape> {
@@ -255,10 +287,10 @@ pub fn shape() -> impl Strategy<Value = Shape> {
             prop::bool::weighted(0.1),
             prop::bool::weighted(0.2),
         ),
-        (window(), window()),
+        (window(), window(), prop::bool::weighted(0.3)),
     )
         .prop_map(
-            |(status, max_age, age, etag, (no_cache, no_store, must_revalidate), (swr, sie))| Shape {
+            |(status, max_age, age, etag, (no_cache, no_store, must_revalidate), (swr, sie, vary))| Shape {
                 status,
                 max_age,
                 age,
@@ -268,6 +300,7 @@ pub fn shape() -> impl Strategy<Value = Shape> {
                 must_revalidate,
                 stale_while_revalidate: swr,
                 stale_if_error: sie,
+                vary,
             },
         )
 }
@@ -283,11 +316,15 @@ fn directive() -> impl Strategy<Value = Directive> {
     ]
 }
 
+fn lang() -> impl Strategy<Value = Lang> {
+    prop_oneof![2 => Just(None), 1 => Just(Some("en")), 1 => Just(Some("fr"))]
+}
+
 pub fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (1u64..=6).prop_map(Step::Advance),
-        12 => directive().prop_map(Step::Get),
-        1 => Just(Step::Head),
+        12 => (directive(), lang()).prop_map(|(d, l)| Step::Get(d, l)),
+        1 => lang().prop_map(Step::Head),
         1 => Just(Step::Post),
         2 => Just(Step::Change),
         2 => prop_oneof![
