@@ -28,11 +28,19 @@ use http::{Method, Request, Response};
 use http_body_util::Full;
 use proptest::prelude::*;
 use rfc_model::{
-    Answer, Directive, Health, Lang, Shape, Step, Stored, Use, after_answer, etag, select, shape, step, usability,
+    Answer, Config, Directive, Health, Lang, Shape, Step, Stored, Use, after_answer, config, etag, select, shape, step,
+    usability,
 };
 use support::*;
 use tower_optimizer::BoxError;
 use tower_optimizer::cache::Cache;
+
+/// The `Date` on every answer: in the future of any test run, so the
+/// cache's apparent age (§4.2.3: now minus `Date`) is exactly zero and
+/// `Expires` gives its whole-second lifetime.
+fn date() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000)
+}
 
 /// The origin: its resource's version, its health, its answers' shapes (by
 /// answer number, cycling) and what the last request it saw asked.
@@ -80,7 +88,12 @@ fn answer(origin: &mut Origin, req: &Req) -> Result<Res, BoxError> {
             let body = format!("v{}:{lang}", origin.version);
             let mut builder = Response::builder()
                 .status(if not_modified { 304 } else { shape.status })
-                .header("age", shape.age.to_string());
+                .header("age", shape.age.to_string())
+                .header("date", httpdate::fmt_http_date(date()));
+            if let Some(expires) = shape.expires {
+                let expires = date() + Duration::from_secs(expires);
+                builder = builder.header("expires", httpdate::fmt_http_date(expires));
+            }
             if let Some(cc) = shape.cache_control() {
                 builder = builder.header("cache-control", cc);
             }
@@ -155,11 +168,12 @@ fn upstream_outcome(
     nominated: Option<usize>,
     lang: Lang,
     now: u64,
+    config: &Config,
 ) -> Option<(String, u16, u64)> {
     let seen = origin.last.clone().expect("the origin saw the request");
     let Some(answer) = seen.answer else {
         // A failure: the stored response stands in where it may, and stays.
-        let stand_in = nominated.map(|i| &store[i]).filter(|s| s.serves_on_error(now));
+        let stand_in = nominated.map(|i| &store[i]).filter(|s| s.serves_on_error(now, config));
         return match (stand_in, origin.health) {
             (Some(s), _) => Some((s.body.clone(), s.status, s.age(now))),
             (None, Health::Unreachable) => None,
@@ -170,7 +184,7 @@ fn upstream_outcome(
         Some(i) if answer.not_modified => (store[i].body.clone(), store[i].status, answer.shape.age),
         _ => (answer.body.clone(), answer.shape.status, answer.shape.age),
     };
-    after_answer(store, nominated, &answer, lang, now);
+    after_answer(store, nominated, &answer, lang, now, config);
     Some(got)
 }
 
@@ -182,7 +196,7 @@ async fn settle() {
     }
 }
 
-async fn run(steps: Vec<Step>, shapes: Vec<Shape>) -> Result<(), String> {
+async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(), String> {
     let origin = Arc::new(Mutex::new(Origin {
         version: 1,
         health: Health::Up,
@@ -191,12 +205,21 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>) -> Result<(), String> {
         calls: 0,
         last: None,
     }));
-    let cache = Cache::builder()
+    let secs = Duration::from_secs;
+    let mut builder = Cache::builder()
         .max_bytes(1 << 20)
         // Longer than any run: nothing leaves the store by expiry.
-        .stale_retention(Duration::from_secs(24 * 3600))
-        .build()
-        .unwrap();
+        .stale_retention(secs(24 * 3600));
+    if let Some(ttl) = config.default_ttl {
+        builder = builder.default_ttl(secs(ttl));
+    }
+    if let Some(ttl) = config.max_ttl {
+        builder = builder.max_ttl(secs(ttl));
+    }
+    if let Some(window) = config.stale_if_error {
+        builder = builder.stale_if_error(secs(window));
+    }
+    let cache = builder.build().unwrap();
     let shared = origin.clone();
     let upstream = Upstream::new(move |req: Req, _| {
         let result = answer(&mut shared.lock().unwrap(), &req);
@@ -228,7 +251,7 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>) -> Result<(), String> {
                     directive: Directive::None,
                     head: true,
                 };
-                read.check(&mut client, &origin, &mut store, now).await
+                read.check(&mut client, &origin, &mut store, now, &config).await
             }
             Step::Get(directive, lang) => {
                 let read = Read {
@@ -236,7 +259,7 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>) -> Result<(), String> {
                     directive,
                     head: false,
                 };
-                read.check(&mut client, &origin, &mut store, now).await
+                read.check(&mut client, &origin, &mut store, now, &config).await
             }
         };
         checked.map_err(|Failure(what)| format!("{context}: {what}"))?;
@@ -271,7 +294,14 @@ struct Read {
 impl Read {
     /// Sends it, checks what the cache did against the model, and updates
     /// the model.
-    async fn check(self, client: &mut Client, origin: &Mutex<Origin>, store: &mut Vec<Stored>, now: u64) -> Checked {
+    async fn check(
+        self,
+        client: &mut Client,
+        origin: &Mutex<Origin>,
+        store: &mut Vec<Stored>,
+        now: u64,
+        config: &Config,
+    ) -> Checked {
         let Read { lang, directive, head } = self;
         let expected = expect(store, lang, directive, head, now);
         let nominated = select(store, lang);
@@ -317,7 +347,7 @@ impl Read {
                     check(inm == want, || {
                         format!("refreshed with If-None-Match {inm:?}, expected {want:?}")
                     })?;
-                    upstream_outcome(&origin, store, Some(index), lang, now);
+                    upstream_outcome(&origin, store, Some(index), lang, now, config);
                 }
                 Ok(())
             }
@@ -334,7 +364,7 @@ impl Read {
                 check(seen.if_none_match == want, || {
                     format!("sent If-None-Match {:?}, expected {want:?}", seen.if_none_match)
                 })?;
-                let want = upstream_outcome(&origin, store, nominated, lang, now);
+                let want = upstream_outcome(&origin, store, nominated, lang, now, config);
                 let got = result.ok().map(|g| {
                     let age = g.header("age").parse().unwrap_or(0);
                     (String::from_utf8_lossy(&g.body).into_owned(), g.status, age)
@@ -354,13 +384,14 @@ proptest! {
     fn the_cache_does_what_rfc_9111_says(
         steps in prop::collection::vec(step(), 1..48),
         shapes in prop::collection::vec(shape(), 1..6),
+        config in config(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)
             .build()
             .unwrap();
-        let outcome = rt.block_on(run(steps, shapes));
+        let outcome = rt.block_on(run(steps, shapes, config));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }

@@ -20,6 +20,8 @@ pub struct Shape {
     pub stale_if_error: Option<u64>,
     /// `Vary: accept-language`.
     pub vary: bool,
+    /// `Expires`, this many seconds after the answer's `Date`.
+    pub expires: Option<u64>,
 }
 
 impl Shape {
@@ -49,15 +51,54 @@ impl Shape {
         (!directives.is_empty()).then(|| directives.join(", "))
     }
 
-    /// The same directives as `other`'s `Cache-Control` line (absent
-    /// directives unset), keeping this one's status, `Age` and `ETag`.
-    fn with_directives_of(&self, other: &Shape) -> Shape {
-        Shape {
-            status: self.status,
-            age: self.age,
-            etag: self.etag,
-            ..other.clone()
+    /// A stored response freshened by a 304 of shape `update` (§4.3.4,
+    /// §3.2): the 304's `Cache-Control` line, if it has one, replaces the
+    /// stored one, and so does its `Expires`; the rest stays.
+    fn freshened_by(&self, update: &Shape) -> Shape {
+        let mut merged = self.clone();
+        if update.cache_control().is_some() {
+            merged = Shape {
+                status: self.status,
+                age: self.age,
+                etag: self.etag,
+                vary: self.vary,
+                expires: self.expires,
+                ..update.clone()
+            };
         }
+        if update.expires.is_some() {
+            merged.expires = update.expires;
+        }
+        merged
+    }
+}
+
+/// The cache's own settings that the model follows, drawn per run.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Lifetime of answers that carry no freshness.
+    pub default_ttl: Option<u64>,
+    /// Cap on every lifetime.
+    pub max_ttl: Option<u64>,
+    /// `stale-if-error` window of answers that carry none.
+    pub stale_if_error: Option<u64>,
+}
+
+impl Config {
+    /// §4.2.1: `max-age`, else `Expires - Date`, else the default TTL
+    /// (both statuses the origin sends are heuristically cacheable); capped
+    /// by `max_ttl`. `None`: no freshness at all.
+    fn lifetime(&self, shape: &Shape) -> Option<u64> {
+        let lifetime = shape.max_age.or(shape.expires).or(self.default_ttl)?;
+        Some(self.max_ttl.map_or(lifetime, |max| lifetime.min(max)))
+    }
+
+    /// Whether the cache stores an answer of this shape (§3): no
+    /// `no-store`, and freshness or a validator to revalidate with;
+    /// `no-cache` only with a validator.
+    fn storable(&self, shape: &Shape) -> bool {
+        let validator = shape.etag;
+        !shape.no_store && (self.lifetime(shape).is_some() || validator) && (validator || !shape.no_cache)
     }
 }
 
@@ -130,6 +171,8 @@ pub struct Stored {
     pub initial_age: u64,
     /// When it arrived, in seconds of the test's clock.
     pub at: u64,
+    /// Its freshness lifetime (zero for one kept only for validation).
+    pub lifetime: u64,
 }
 
 impl Stored {
@@ -138,40 +181,25 @@ impl Stored {
         self.secondary.is_none_or(|stored| stored == lang)
     }
 
-    /// Its freshness lifetime: `max-age`, or zero for a response kept only
-    /// for validation (it has an `ETag`).
-    fn lifetime(&self) -> u64 {
-        self.shape.max_age.unwrap_or(0)
-    }
-
     pub fn age(&self, now: u64) -> u64 {
         self.initial_age + (now - self.at)
     }
 
     fn staleness(&self, now: u64) -> u64 {
-        self.age(now).saturating_sub(self.lifetime())
+        self.age(now).saturating_sub(self.lifetime)
     }
 
-    /// RFC 5861 `stale-if-error` (no configured default window): may it
-    /// stand in for a failed trip upstream? Without the directive, only
-    /// while fresh.
-    pub fn serves_on_error(&self, now: u64) -> bool {
+    /// RFC 5861 `stale-if-error` (or the configured window): may it stand
+    /// in for a failed trip upstream? Without a window, only while fresh.
+    pub fn serves_on_error(&self, now: u64, config: &Config) -> bool {
         if self.shape.no_cache || self.shape.must_revalidate {
             return false;
         }
-        match self.shape.stale_if_error {
+        match self.shape.stale_if_error.or(config.stale_if_error) {
             Some(window) => self.staleness(now) <= window,
-            None => self.age(now) < self.lifetime(),
+            None => self.age(now) < self.lifetime,
         }
     }
-}
-
-/// Whether the cache stores an answer of this shape (§3): no `no-store`,
-/// and freshness or a validator to revalidate with; `no-cache` only with a
-/// validator.
-fn storable(shape: &Shape) -> bool {
-    let validator = shape.etag;
-    !shape.no_store && (shape.max_age.is_some() || validator) && (validator || !shape.no_cache)
 }
 
 /// What a request may do with a stored response (§4.2, §5.2.1, RFC 5861).
@@ -191,7 +219,7 @@ pub fn usability(stored: &Stored, directive: Directive, now: u64) -> Use {
         return Use::Validate;
     }
     let age = stored.age(now);
-    let lifetime = stored.lifetime();
+    let lifetime = stored.lifetime;
     if let Directive::MaxAge(max_age) = directive {
         // `max-age=0` always asks for an end-to-end check.
         if max_age == 0 || age > max_age {
@@ -236,22 +264,24 @@ pub struct Answer {
 
 /// Updates the model's store for `answer` to a GET with `lang` at `now`
 /// that validated (or replaced) the stored response at `nominated`.
-pub fn after_answer(store: &mut Vec<Stored>, nominated: Option<usize>, answer: &Answer, lang: Lang, now: u64) {
+pub fn after_answer(
+    store: &mut Vec<Stored>,
+    nominated: Option<usize>,
+    answer: &Answer,
+    lang: Lang,
+    now: u64,
+    config: &Config,
+) {
     let shape = &answer.shape;
     // Whatever came, the response the request nominated is replaced: by
     // its freshened self, by the new answer, or by nothing.
     let old = nominated.map(|i| store.remove(i));
     let new = if answer.not_modified {
-        // §4.3.4 and §3.2: the 304's fields replace the stored ones; a 304
-        // without `Cache-Control` keeps the stored directives. Its `Age` is
-        // the freshened response's.
+        // Its `Age` is the freshened response's.
         let old = old.expect("a 304 answers a conditional request");
-        let merged = if shape.cache_control().is_some() {
-            old.shape.with_directives_of(shape)
-        } else {
-            old.shape.clone()
-        };
+        let merged = old.shape.freshened_by(shape);
         Stored {
+            lifetime: config.lifetime(&merged).unwrap_or(0),
             shape: merged,
             initial_age: shape.age,
             at: now,
@@ -266,9 +296,10 @@ pub fn after_answer(store: &mut Vec<Stored>, nominated: Option<usize>, answer: &
             shape: shape.clone(),
             initial_age: shape.age,
             at: now,
+            lifetime: config.lifetime(shape).unwrap_or(0),
         }
     };
-    if storable(&new.shape) {
+    if config.storable(&new.shape) {
         // One response per `Vary` key: the newer replaces the older.
         store.retain(|s| s.secondary != new.secondary);
         store.push(new);
@@ -287,10 +318,10 @@ pub fn shape() -> impl Strategy<Value = Shape> {
             prop::bool::weighted(0.1),
             prop::bool::weighted(0.2),
         ),
-        (window(), window(), prop::bool::weighted(0.3)),
+        (window(), window(), prop::bool::weighted(0.3), window()),
     )
         .prop_map(
-            |(status, max_age, age, etag, (no_cache, no_store, must_revalidate), (swr, sie, vary))| Shape {
+            |(status, max_age, age, etag, (no_cache, no_store, must_revalidate), (swr, sie, vary, expires))| Shape {
                 status,
                 max_age,
                 age,
@@ -301,8 +332,18 @@ pub fn shape() -> impl Strategy<Value = Shape> {
                 stale_while_revalidate: swr,
                 stale_if_error: sie,
                 vary,
+                expires,
             },
         )
+}
+
+pub fn config() -> impl Strategy<Value = Config> {
+    let setting = |most: u64| prop_oneof![2 => Just(None), 1 => (0..=most).prop_map(Some)];
+    (setting(8), setting(8), setting(6)).prop_map(|(default_ttl, max_ttl, stale_if_error)| Config {
+        default_ttl,
+        max_ttl,
+        stale_if_error,
+    })
 }
 
 fn directive() -> impl Strategy<Value = Directive> {
