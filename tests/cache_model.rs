@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT_LANGUAGE, IF_NONE_MATCH};
+use http::header::{ACCEPT_LANGUAGE, AUTHORIZATION, IF_NONE_MATCH};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use proptest::prelude::*;
@@ -33,7 +33,7 @@ use rfc_model::{
 };
 use support::*;
 use tower_optimizer::BoxError;
-use tower_optimizer::cache::Cache;
+use tower_optimizer::cache::{Cache, CacheMode};
 
 /// The `Date` on every answer: in the future of any test run, so the
 /// cache's apparent age (§4.2.3: now minus `Date`) is exactly zero and
@@ -136,9 +136,20 @@ enum Expect {
     },
     Upstream,
     GatewayTimeout,
+    /// Past the cache untouched (`Authorization` in a private cache).
+    Bypass,
 }
 
-fn expect(store: &[Stored], lang: Lang, directive: Directive, head: bool, now: u64) -> Expect {
+fn expect(store: &[Stored], read: &Read, now: u64, config: &Config) -> Expect {
+    let Read {
+        lang,
+        directive,
+        head,
+        authorization,
+    } = *read;
+    if authorization && !config.shared {
+        return Expect::Bypass;
+    }
     let found = select(store, lang).map(|i| (i, usability(&store[i], directive, now)));
     match found {
         Some((index, Use::Fresh | Use::StaleAccepted)) => Expect::Hit { index, refresh: false },
@@ -166,7 +177,7 @@ fn upstream_outcome(
     origin: &Origin,
     store: &mut Vec<Stored>,
     nominated: Option<usize>,
-    lang: Lang,
+    request: (Lang, bool),
     now: u64,
     config: &Config,
 ) -> Option<(String, u16, u64)> {
@@ -184,7 +195,7 @@ fn upstream_outcome(
         Some(i) if answer.not_modified => (store[i].body.clone(), store[i].status, answer.shape.age),
         _ => (answer.body.clone(), answer.shape.status, answer.shape.age),
     };
-    after_answer(store, nominated, &answer, lang, now, config);
+    after_answer(store, nominated, &answer, request, now, config);
     Some(got)
 }
 
@@ -219,6 +230,9 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
     if let Some(window) = config.stale_if_error {
         builder = builder.stale_if_error(secs(window));
     }
+    if config.shared {
+        builder = builder.mode(CacheMode::Shared);
+    }
     let cache = builder.build().unwrap();
     let shared = origin.clone();
     let upstream = Upstream::new(move |req: Req, _| {
@@ -250,14 +264,16 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
                     lang,
                     directive: Directive::None,
                     head: true,
+                    authorization: false,
                 };
                 read.check(&mut client, &origin, &mut store, now, &config).await
             }
-            Step::Get(directive, lang) => {
+            Step::Get(directive, lang, authorization) => {
                 let read = Read {
                     lang,
                     directive,
                     head: false,
+                    authorization,
                 };
                 read.check(&mut client, &origin, &mut store, now, &config).await
             }
@@ -285,10 +301,12 @@ async fn post(client: &mut Client, origin: &Mutex<Origin>, store: &mut Vec<Store
 }
 
 /// A GET or HEAD.
+#[derive(Clone, Copy)]
 struct Read {
     lang: Lang,
     directive: Directive,
     head: bool,
+    authorization: bool,
 }
 
 impl Read {
@@ -302,8 +320,13 @@ impl Read {
         now: u64,
         config: &Config,
     ) -> Checked {
-        let Read { lang, directive, head } = self;
-        let expected = expect(store, lang, directive, head, now);
+        let expected = expect(store, &self, now, config);
+        let Read {
+            lang,
+            directive,
+            head,
+            authorization,
+        } = self;
         let nominated = select(store, lang);
         let calls_before = origin.lock().unwrap().calls;
         let mut request = Request::builder()
@@ -314,6 +337,9 @@ impl Read {
         }
         if let Some(lang) = lang {
             request = request.header(ACCEPT_LANGUAGE, lang);
+        }
+        if authorization {
+            request = request.header(AUTHORIZATION, "Bearer model");
         }
         let result = send(client, request.body(empty()).unwrap()).await;
         settle().await;
@@ -347,9 +373,26 @@ impl Read {
                     check(inm == want, || {
                         format!("refreshed with If-None-Match {inm:?}, expected {want:?}")
                     })?;
-                    upstream_outcome(&origin, store, Some(index), lang, now, config);
+                    upstream_outcome(&origin, store, Some(index), (lang, authorization), now, config);
                 }
                 Ok(())
+            }
+            Expect::Bypass => {
+                check(calls == 1, || format!("expected one trip upstream, saw {calls}"))?;
+                let seen = origin.last.clone().expect("the origin saw the request");
+                check(seen.if_none_match.is_none(), || "a bypass sent a validator".into())?;
+                let want = match (&seen.answer, origin.health) {
+                    (Some(a), _) => Some((a.body.clone(), a.shape.status, a.shape.age)),
+                    (None, Health::Unreachable) => None,
+                    (None, _) => Some((String::new(), 503, 0)),
+                };
+                let got = result.ok().map(|g| {
+                    let age = g.header("age").parse().unwrap_or(0);
+                    (String::from_utf8_lossy(&g.body).into_owned(), g.status, age)
+                });
+                check(got == want, || {
+                    format!("answered {got:?}, expected {want:?} ({seen:?})")
+                })
             }
             Expect::Upstream => {
                 check(calls == 1, || format!("expected one trip upstream, saw {calls}"))?;
@@ -364,7 +407,7 @@ impl Read {
                 check(seen.if_none_match == want, || {
                     format!("sent If-None-Match {:?}, expected {want:?}", seen.if_none_match)
                 })?;
-                let want = upstream_outcome(&origin, store, nominated, lang, now, config);
+                let want = upstream_outcome(&origin, store, nominated, (lang, authorization), now, config);
                 let got = result.ok().map(|g| {
                     let age = g.header("age").parse().unwrap_or(0);
                     (String::from_utf8_lossy(&g.body).into_owned(), g.status, age)

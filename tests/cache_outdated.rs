@@ -184,3 +184,34 @@ async fn a_new_answer_with_another_vary_key_replaces_the_one_it_revalidated() {
     assert_eq!((fr.body.as_ref(), fr.cache.fwd), (&b"v2"[..], Some(Forward::VaryMiss)));
     assert_eq!(cache.stats().entries, 2, "the en and fr variants of v2, and no v1");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_304_to_an_authorized_request_neither_freshens_nor_drops_the_shared_entry() {
+    // RFC 9111 §3.5: a shared cache does not store what a request with
+    // `Authorization` got, unless the answer allows it; a 304 without
+    // `public` is such an answer. The entry others share stays as it was.
+    let cache = Cache::builder().mode(CacheMode::Shared).build().unwrap();
+    let upstream = Upstream::new(|_, n| async move {
+        Ok(match n {
+            0 => with(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1"),
+            _ => with(304, &[("cache-control", "max-age=60"), ("etag", "\"a\"")], ""),
+        })
+    });
+    let mut c = client(&cache, &upstream);
+    assert_eq!(get(&mut c, "http://api.test/a").await.body, "v1");
+    advance(Duration::from_secs(2)).await;
+    let authorized = req("http://api.test/a")
+        .header("authorization", "Bearer x")
+        .body(empty())
+        .unwrap();
+    let authorized = send(&mut c, authorized).await.unwrap();
+    assert_eq!((authorized.body.as_ref(), authorized.cache.stored), (&b"v1"[..], false));
+    assert_eq!(cache.stats().entries, 1, "still there for everyone else");
+    let anonymous = get(&mut c, "http://api.test/a").await;
+    assert_eq!(
+        (anonymous.cache.outcome(), anonymous.body.as_ref()),
+        (Outcome::Revalidated, &b"v1"[..]),
+        "still stale: the authorized 304 did not freshen it"
+    );
+    assert_eq!(upstream.calls(), 3);
+}

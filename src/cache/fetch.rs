@@ -391,11 +391,14 @@ impl Fetch {
             self.cache.stale_if_error,
         ));
         status.ttl = Some(entry.freshness().ttl_secs(now));
-        if verdict.is_err() {
-            // The 304 made the response unstorable (now `no-store`, say):
-            // answer with the freshened response this once and forget the
-            // stored one.
-            self.outdate_stale();
+        if let Err(reason) = verdict {
+            // Answered with the freshened response this once, not stored.
+            // A 304 that made the response unstorable (now `no-store`, say)
+            // outdates the stored one; one this caller alone may not store
+            // (its `Authorization`) leaves it for the others.
+            if reason.outdates_stored() {
+                self.outdate_stale();
+            }
             self.leader.take();
             return from_entry(&entry, now, head, status);
         }

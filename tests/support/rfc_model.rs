@@ -22,6 +22,18 @@ pub struct Shape {
     pub vary: bool,
     /// `Expires`, this many seconds after the answer's `Date`.
     pub expires: Option<u64>,
+    /// The directives a shared cache reads (§5.2.2).
+    pub shared: SharedDirectives,
+}
+
+/// `s-maxage`, `private`, `public` and `proxy-revalidate`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[allow(clippy::struct_excessive_bools)] // one flag per directive
+pub struct SharedDirectives {
+    pub s_maxage: Option<u64>,
+    pub private: bool,
+    pub public: bool,
+    pub proxy_revalidate: bool,
 }
 
 impl Shape {
@@ -30,6 +42,7 @@ impl Shape {
         let mut directives = Vec::new();
         let numbers = [
             ("max-age", self.max_age),
+            ("s-maxage", self.shared.s_maxage),
             ("stale-while-revalidate", self.stale_while_revalidate),
             ("stale-if-error", self.stale_if_error),
         ];
@@ -42,6 +55,9 @@ impl Shape {
             (self.no_cache, "no-cache"),
             (self.no_store, "no-store"),
             (self.must_revalidate, "must-revalidate"),
+            (self.shared.private, "private"),
+            (self.shared.public, "public"),
+            (self.shared.proxy_revalidate, "proxy-revalidate"),
         ];
         for (set, name) in flags {
             if set {
@@ -82,6 +98,19 @@ pub struct Config {
     pub max_ttl: Option<u64>,
     /// `stale-if-error` window of answers that carry none.
     pub stale_if_error: Option<u64>,
+    /// `CacheMode::Shared` (else private).
+    pub shared: bool,
+}
+
+/// Why an answer is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unstorable {
+    /// The answer is one caller's (`private` in a shared cache, or to a
+    /// request with `Authorization` that §3.5 does not let a shared cache
+    /// store): the stored response stays as it was.
+    Personal,
+    /// Anything else: the stored response it replaces is dropped.
+    Other,
 }
 
 impl Config {
@@ -89,16 +118,40 @@ impl Config {
     /// (both statuses the origin sends are heuristically cacheable); capped
     /// by `max_ttl`. `None`: no freshness at all.
     fn lifetime(&self, shape: &Shape) -> Option<u64> {
-        let lifetime = shape.max_age.or(shape.expires).or(self.default_ttl)?;
+        let s_maxage = shape.shared.s_maxage.filter(|_| self.shared);
+        let lifetime = s_maxage.or(shape.max_age).or(shape.expires).or(self.default_ttl)?;
         Some(self.max_ttl.map_or(lifetime, |max| lifetime.min(max)))
     }
 
-    /// Whether the cache stores an answer of this shape (§3): no
-    /// `no-store`, and freshness or a validator to revalidate with;
-    /// `no-cache` only with a validator.
-    fn storable(&self, shape: &Shape) -> bool {
+    /// Whether the cache stores an answer of this shape to a request with
+    /// `Authorization` or not (§3, §3.5), in the cache's order: `no-store`;
+    /// `private` in a shared cache; `Authorization` without `public`,
+    /// `s-maxage` or `must-revalidate`; freshness or a validator to
+    /// revalidate with, and `no-cache` only with a validator.
+    fn storable(&self, shape: &Shape, authorization: bool) -> Result<(), Unstorable> {
         let validator = shape.etag;
-        !shape.no_store && (self.lifetime(shape).is_some() || validator) && (validator || !shape.no_cache)
+        if shape.no_store {
+            return Err(Unstorable::Other);
+        }
+        if self.shared && shape.shared.private {
+            return Err(Unstorable::Personal);
+        }
+        let allowed = shape.shared.public || shape.must_revalidate || shape.shared.s_maxage.is_some();
+        if authorization && !allowed {
+            return Err(Unstorable::Personal);
+        }
+        // With a validator it can always be revalidated; without, it needs
+        // a lifetime, and `no-cache` would make every use a full refetch.
+        if validator || (self.lifetime(shape).is_some() && !shape.no_cache) {
+            Ok(())
+        } else {
+            Err(Unstorable::Other)
+        }
+    }
+
+    /// `must-revalidate`, or `proxy-revalidate` in a shared cache.
+    fn must_revalidate(&self, shape: &Shape) -> bool {
+        shape.must_revalidate || (self.shared && shape.shared.proxy_revalidate)
     }
 }
 
@@ -143,7 +196,8 @@ pub type Lang = Option<&'static str>;
 #[derive(Debug, Clone)]
 pub enum Step {
     Advance(u64),
-    Get(Directive, Lang),
+    /// A GET with a directive, a language, and `Authorization` or not.
+    Get(Directive, Lang, bool),
     Head(Lang),
     /// A write to the URI (RFC 9111 §4.4 when it succeeds).
     Post,
@@ -173,6 +227,9 @@ pub struct Stored {
     pub at: u64,
     /// Its freshness lifetime (zero for one kept only for validation).
     pub lifetime: u64,
+    /// Never served stale (`must-revalidate`, or `proxy-revalidate` in a
+    /// shared cache).
+    pub must_revalidate: bool,
 }
 
 impl Stored {
@@ -192,7 +249,7 @@ impl Stored {
     /// RFC 5861 `stale-if-error` (or the configured window): may it stand
     /// in for a failed trip upstream? Without a window, only while fresh.
     pub fn serves_on_error(&self, now: u64, config: &Config) -> bool {
-        if self.shape.no_cache || self.shape.must_revalidate {
+        if self.shape.no_cache || self.must_revalidate {
             return false;
         }
         match self.shape.stale_if_error.or(config.stale_if_error) {
@@ -232,7 +289,7 @@ pub fn usability(stored: &Stored, directive: Directive, now: u64) -> Use {
             _ => Use::Fresh,
         };
     }
-    if stored.shape.must_revalidate {
+    if stored.must_revalidate {
         return Use::Validate;
     }
     let staleness = age - lifetime;
@@ -262,26 +319,26 @@ pub struct Answer {
     pub not_modified: bool,
 }
 
-/// Updates the model's store for `answer` to a GET with `lang` at `now`
-/// that validated (or replaced) the stored response at `nominated`.
+/// Updates the model's store for `answer` to a GET with `lang` (and
+/// `Authorization` or not) at `now` that validated (or replaced) the stored
+/// response at `nominated`.
 pub fn after_answer(
     store: &mut Vec<Stored>,
     nominated: Option<usize>,
     answer: &Answer,
-    lang: Lang,
+    request: (Lang, bool),
     now: u64,
     config: &Config,
 ) {
+    let (lang, authorization) = request;
     let shape = &answer.shape;
-    // Whatever came, the response the request nominated is replaced: by
-    // its freshened self, by the new answer, or by nothing.
-    let old = nominated.map(|i| store.remove(i));
     let new = if answer.not_modified {
         // Its `Age` is the freshened response's.
-        let old = old.expect("a 304 answers a conditional request");
+        let old = store[nominated.expect("a 304 answers a conditional request")].clone();
         let merged = old.shape.freshened_by(shape);
         Stored {
             lifetime: config.lifetime(&merged).unwrap_or(0),
+            must_revalidate: config.must_revalidate(&merged),
             shape: merged,
             initial_age: shape.age,
             at: now,
@@ -297,12 +354,24 @@ pub fn after_answer(
             initial_age: shape.age,
             at: now,
             lifetime: config.lifetime(shape).unwrap_or(0),
+            must_revalidate: config.must_revalidate(shape),
         }
     };
-    if config.storable(&new.shape) {
-        // One response per `Vary` key: the newer replaces the older.
-        store.retain(|s| s.secondary != new.secondary);
-        store.push(new);
+    match config.storable(&new.shape, authorization) {
+        // One caller's answer says nothing of what others are served.
+        Err(Unstorable::Personal) => {}
+        // Otherwise the response the request nominated is replaced: by its
+        // freshened self, by the new answer, or by nothing.
+        verdict => {
+            if let Some(i) = nominated {
+                store.remove(i);
+            }
+            if verdict.is_ok() {
+                // One response per `Vary` key: the newer replaces the older.
+                store.retain(|s| s.secondary != new.secondary);
+                store.push(new);
+            }
+        }
     }
 }
 
@@ -319,30 +388,53 @@ pub fn shape() -> impl Strategy<Value = Shape> {
             prop::bool::weighted(0.2),
         ),
         (window(), window(), prop::bool::weighted(0.3), window()),
+        shared_directives(),
     )
         .prop_map(
-            |(status, max_age, age, etag, (no_cache, no_store, must_revalidate), (swr, sie, vary, expires))| Shape {
-                status,
-                max_age,
-                age,
-                etag,
-                no_cache,
-                no_store,
-                must_revalidate,
-                stale_while_revalidate: swr,
-                stale_if_error: sie,
-                vary,
-                expires,
+            |(status, max_age, age, etag, (no_cache, no_store, must_revalidate), (swr, sie, vary, expires), shared)| {
+                Shape {
+                    status,
+                    max_age,
+                    age,
+                    etag,
+                    no_cache,
+                    no_store,
+                    must_revalidate,
+                    stale_while_revalidate: swr,
+                    stale_if_error: sie,
+                    vary,
+                    expires,
+                    shared,
+                }
             },
         )
 }
 
+fn shared_directives() -> impl Strategy<Value = SharedDirectives> {
+    let flag = || prop::bool::weighted(0.15);
+    (
+        prop_oneof![3 => Just(None), 1 => (0u64..=10).prop_map(Some)],
+        flag(),
+        flag(),
+        flag(),
+    )
+        .prop_map(|(s_maxage, private, public, proxy_revalidate)| SharedDirectives {
+            s_maxage,
+            private,
+            public,
+            proxy_revalidate,
+        })
+}
+
 pub fn config() -> impl Strategy<Value = Config> {
     let setting = |most: u64| prop_oneof![2 => Just(None), 1 => (0..=most).prop_map(Some)];
-    (setting(8), setting(8), setting(6)).prop_map(|(default_ttl, max_ttl, stale_if_error)| Config {
-        default_ttl,
-        max_ttl,
-        stale_if_error,
+    (setting(8), setting(8), setting(6), any::<bool>()).prop_map(|(default_ttl, max_ttl, stale_if_error, shared)| {
+        Config {
+            default_ttl,
+            max_ttl,
+            stale_if_error,
+            shared,
+        }
     })
 }
 
@@ -364,7 +456,7 @@ fn lang() -> impl Strategy<Value = Lang> {
 pub fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (1u64..=6).prop_map(Step::Advance),
-        12 => (directive(), lang()).prop_map(|(d, l)| Step::Get(d, l)),
+        12 => (directive(), lang(), prop::bool::weighted(0.15)).prop_map(|(d, l, a)| Step::Get(d, l, a)),
         1 => lang().prop_map(Step::Head),
         1 => Just(Step::Post),
         2 => Just(Step::Change),
