@@ -105,18 +105,18 @@ pub(crate) fn watch<E: Into<BoxError>>(
 
 /// An error wrapping another, as `tower::buffer` wraps its service's
 /// errors: for tests that look through `source()` chains.
-#[cfg(test)]
+#[cfg(all(test, feature = "circuit-breaker"))]
 #[derive(Debug)]
 pub(crate) struct Wrapped(pub(crate) BoxError);
 
-#[cfg(test)]
+#[cfg(all(test, feature = "circuit-breaker"))]
 impl std::fmt::Display for Wrapped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "wrapped: {}", self.0)
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "circuit-breaker"))]
 impl std::error::Error for Wrapped {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.0)

@@ -197,15 +197,18 @@ async fn a_write_refused_before_sending_leaves_its_target_fresh() {
 }
 
 /// An error that names another as its source, as `tower::buffer`'s does.
+#[cfg(feature = "circuit-breaker")]
 #[derive(Debug)]
 struct Wrapped(BoxError);
 
+#[cfg(feature = "circuit-breaker")]
 impl std::fmt::Display for Wrapped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "wrapped: {}", self.0)
     }
 }
 
+#[cfg(feature = "circuit-breaker")]
 impl std::error::Error for Wrapped {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.0)

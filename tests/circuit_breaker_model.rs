@@ -12,7 +12,8 @@
 //! step the breaker's state, its window figures and its time until retry
 //! must be the model's, every call must be let through or refused as the
 //! model says, and a refusal must carry the model's `retry_after`.
-#![cfg(feature = "circuit-breaker")]
+// The shared test upstream (`support`) needs the cache feature too.
+#![cfg(all(feature = "circuit-breaker", feature = "cache"))]
 
 mod support;
 
