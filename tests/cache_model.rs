@@ -259,6 +259,16 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
                 Ok(())
             }
             Step::Post => post(&mut client, &origin, &mut store).await,
+            Step::Purge { soft } => {
+                if purge(&cache, soft) {
+                    if soft {
+                        store.iter_mut().for_each(|s| s.purged = true);
+                    } else {
+                        store.clear();
+                    }
+                }
+                Ok(())
+            }
             Step::Head(lang) => {
                 let read = Read {
                     lang,
@@ -287,6 +297,22 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Purges the URI through an `Invalidator`; `false` without the
+/// invalidation feature (the model then leaves the store as it is).
+#[cfg(feature = "invalidation")]
+fn purge(cache: &Cache, soft: bool) -> bool {
+    use tower_optimizer::invalidation::{Invalidator, Node, Purge};
+    let key = Cache::key_for_uri(&"http://api.test/r".parse().unwrap()).unwrap();
+    let mode = if soft { Purge::Soft } else { Purge::Hard };
+    Invalidator::new(cache.clone()).purge(&[Node::Key(key.into())], mode);
+    true
+}
+
+#[cfg(not(feature = "invalidation"))]
+fn purge(_: &Cache, _: bool) -> bool {
+    false
 }
 
 /// A write: a 2xx removes every stored response (§4.4); a 503 leaves them.

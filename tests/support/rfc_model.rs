@@ -204,6 +204,12 @@ pub enum Step {
     /// The origin's resource changes: validators no longer match.
     Change,
     Health(Health),
+    /// An invalidation of the URI through the `Invalidator`: hard (its
+    /// responses removed) or soft (marked stale, kept for revalidation and
+    /// stale serving).
+    Purge {
+        soft: bool,
+    },
 }
 
 pub fn etag(version: u32) -> String {
@@ -227,6 +233,8 @@ pub struct Stored {
     pub at: u64,
     /// Its freshness lifetime (zero for one kept only for validation).
     pub lifetime: u64,
+    /// Soft-purged: stale from then on, whatever its lifetime.
+    pub purged: bool,
     /// Never served stale (`must-revalidate`, or `proxy-revalidate` in a
     /// shared cache).
     pub must_revalidate: bool,
@@ -242,8 +250,13 @@ impl Stored {
         self.initial_age + (now - self.at)
     }
 
+    /// Its lifetime as requests see it: none left once soft-purged.
+    fn usable_lifetime(&self) -> u64 {
+        if self.purged { 0 } else { self.lifetime }
+    }
+
     fn staleness(&self, now: u64) -> u64 {
-        self.age(now).saturating_sub(self.lifetime)
+        self.age(now).saturating_sub(self.usable_lifetime())
     }
 
     /// RFC 5861 `stale-if-error` (or the configured window): may it stand
@@ -254,7 +267,7 @@ impl Stored {
         }
         match self.shape.stale_if_error.or(config.stale_if_error) {
             Some(window) => self.staleness(now) <= window,
-            None => self.age(now) < self.lifetime,
+            None => self.age(now) < self.usable_lifetime(),
         }
     }
 }
@@ -276,7 +289,7 @@ pub fn usability(stored: &Stored, directive: Directive, now: u64) -> Use {
         return Use::Validate;
     }
     let age = stored.age(now);
-    let lifetime = stored.lifetime;
+    let lifetime = stored.usable_lifetime();
     if let Directive::MaxAge(max_age) = directive {
         // `max-age=0` always asks for an end-to-end check.
         if max_age == 0 || age > max_age {
@@ -338,6 +351,7 @@ pub fn after_answer(
         let merged = old.shape.freshened_by(shape);
         Stored {
             lifetime: config.lifetime(&merged).unwrap_or(0),
+            purged: false,
             must_revalidate: config.must_revalidate(&merged),
             shape: merged,
             initial_age: shape.age,
@@ -354,6 +368,7 @@ pub fn after_answer(
             initial_age: shape.age,
             at: now,
             lifetime: config.lifetime(shape).unwrap_or(0),
+            purged: false,
             must_revalidate: config.must_revalidate(shape),
         }
     };
@@ -466,5 +481,6 @@ pub fn step() -> impl Strategy<Value = Step> {
             1 => Just(Health::Unreachable),
         ]
         .prop_map(Step::Health),
+        1 => any::<bool>().prop_map(|soft| Step::Purge { soft }),
     ]
 }
