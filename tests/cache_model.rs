@@ -262,7 +262,9 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
             Step::Purge { soft } => {
                 if purge(&cache, soft) {
                     if soft {
-                        store.iter_mut().for_each(|s| s.purged = true);
+                        for stored in &mut store {
+                            stored.purged = true;
+                        }
                     } else {
                         store.clear();
                     }
