@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT_LANGUAGE, AUTHORIZATION, IF_NONE_MATCH};
+use http::header::{ACCEPT_LANGUAGE, AUTHORIZATION, IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use proptest::prelude::*;
@@ -42,6 +42,24 @@ fn date() -> std::time::SystemTime {
     std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000)
 }
 
+/// The `Last-Modified` of `version`: later for each version, before `date()`.
+fn last_modified(version: u32) -> String {
+    httpdate::fmt_http_date(date() - Duration::from_secs(100_000) + Duration::from_secs(u64::from(version)))
+}
+
+/// `If-None-Match` and `If-Modified-Since`, as sent.
+type Validators = (Option<String>, Option<String>);
+
+/// The validators a request that validates `stored` sends.
+fn validators_of(stored: Option<&Stored>) -> Validators {
+    stored.map_or((None, None), |s| {
+        (
+            s.shape.etag.then(|| etag(s.version)),
+            s.shape.last_modified.then(|| last_modified(s.version)),
+        )
+    })
+}
+
 /// The origin: its resource's version, its health, its answers' shapes (by
 /// answer number, cycling) and what the last request it saw asked.
 struct Origin {
@@ -58,7 +76,8 @@ struct Origin {
 #[derive(Debug, Clone)]
 struct Seen {
     method: Method,
-    if_none_match: Option<String>,
+    /// `If-None-Match` and `If-Modified-Since`.
+    validators: Validators,
     answer: Option<Answer>,
 }
 
@@ -71,7 +90,7 @@ fn answer(origin: &mut Origin, req: &Req) -> Result<Res, BoxError> {
             .map(|v: &http::HeaderValue| v.to_str().unwrap().to_owned())
     };
     let mut seen = Seen {
-        if_none_match: header(IF_NONE_MATCH),
+        validators: (header(IF_NONE_MATCH), header(IF_MODIFIED_SINCE)),
         method: method.clone(),
         answer: None,
     };
@@ -83,7 +102,14 @@ fn answer(origin: &mut Origin, req: &Req) -> Result<Res, BoxError> {
             let shape = origin.shapes[origin.answers % origin.shapes.len()].clone();
             origin.answers += 1;
             let current = etag(origin.version);
-            let not_modified = shape.etag && seen.if_none_match.as_deref() == Some(current.as_str());
+            let modified = last_modified(origin.version);
+            // RFC 9110 §13.2.2: `If-None-Match` decides when present, and
+            // `If-Modified-Since` only without it.
+            let not_modified = match &seen.validators {
+                (Some(inm), _) => shape.etag && *inm == current,
+                (None, Some(ims)) => shape.last_modified && *ims == modified,
+                (None, None) => false,
+            };
             let lang = header(ACCEPT_LANGUAGE).unwrap_or_else(|| "-".into());
             let body = format!("v{}:{lang}", origin.version);
             let mut builder = Response::builder()
@@ -99,6 +125,9 @@ fn answer(origin: &mut Origin, req: &Req) -> Result<Res, BoxError> {
             }
             if shape.etag {
                 builder = builder.header("etag", current);
+            }
+            if shape.last_modified {
+                builder = builder.header("last-modified", modified);
             }
             if shape.vary {
                 builder = builder.header("vary", "accept-language");
@@ -373,7 +402,7 @@ impl Read {
         settle().await;
         let origin = origin.lock().unwrap();
         let calls = origin.calls - calls_before;
-        let validator = |i: Option<usize>| i.and_then(|i| store[i].shape.etag.then(|| etag(store[i].version)));
+        let validator = |i: Option<usize>| validators_of(i.map(|i| &store[i]));
         match expected {
             Expect::GatewayTimeout => {
                 let status = result.as_ref().map(|g| g.status).ok();
@@ -396,10 +425,10 @@ impl Read {
                     format!("expected {} calls behind, saw {calls}", usize::from(refresh))
                 })?;
                 if refresh {
-                    let inm = origin.last.as_ref().and_then(|s| s.if_none_match.clone());
+                    let sent = origin.last.as_ref().map(|s| s.validators.clone());
                     let want = validator(Some(index));
-                    check(inm == want, || {
-                        format!("refreshed with If-None-Match {inm:?}, expected {want:?}")
+                    check(sent.as_ref() == Some(&want), || {
+                        format!("refreshed with {sent:?}, expected {want:?}")
                     })?;
                     upstream_outcome(&origin, store, Some(index), (lang, authorization), now, config);
                 }
@@ -408,7 +437,7 @@ impl Read {
             Expect::Bypass => {
                 check(calls == 1, || format!("expected one trip upstream, saw {calls}"))?;
                 let seen = origin.last.clone().expect("the origin saw the request");
-                check(seen.if_none_match.is_none(), || "a bypass sent a validator".into())?;
+                check(seen.validators == (None, None), || "a bypass sent a validator".into())?;
                 let want = match (&seen.answer, origin.health) {
                     (Some(a), _) => Some((a.body.clone(), a.shape.status, a.shape.age)),
                     (None, Health::Unreachable) => None,
@@ -429,11 +458,11 @@ impl Read {
                 check(seen.method == method, || format!("sent {} upstream", seen.method))?;
                 if head {
                     // Passed through: nothing validated, stored or outdated.
-                    return check(seen.if_none_match.is_none(), || "HEAD sent a validator".into());
+                    return check(seen.validators == (None, None), || "HEAD sent a validator".into());
                 }
                 let want = validator(nominated);
-                check(seen.if_none_match == want, || {
-                    format!("sent If-None-Match {:?}, expected {want:?}", seen.if_none_match)
+                check(seen.validators == want, || {
+                    format!("sent validators {:?}, expected {want:?}", seen.validators)
                 })?;
                 let want = upstream_outcome(&origin, store, nominated, (lang, authorization), now, config);
                 let got = result.ok().map(|g| {

@@ -22,6 +22,8 @@ pub struct Shape {
     pub vary: bool,
     /// `Expires`, this many seconds after the answer's `Date`.
     pub expires: Option<u64>,
+    /// `Last-Modified` (the version's own date).
+    pub last_modified: bool,
     /// The directives a shared cache reads (§5.2.2).
     pub shared: SharedDirectives,
 }
@@ -69,7 +71,8 @@ impl Shape {
 
     /// A stored response freshened by a 304 of shape `update` (§4.3.4,
     /// §3.2): the 304's `Cache-Control` line, if it has one, replaces the
-    /// stored one, and so does its `Expires`; the rest stays.
+    /// stored one, and so do its `Expires`, `ETag` and `Last-Modified`; the
+    /// rest stays.
     fn freshened_by(&self, update: &Shape) -> Shape {
         let mut merged = self.clone();
         if update.cache_control().is_some() {
@@ -79,12 +82,16 @@ impl Shape {
                 etag: self.etag,
                 vary: self.vary,
                 expires: self.expires,
+                last_modified: self.last_modified,
                 ..update.clone()
             };
         }
         if update.expires.is_some() {
             merged.expires = update.expires;
         }
+        // Validators the 304 carries are added (§3.2).
+        merged.etag |= update.etag;
+        merged.last_modified |= update.last_modified;
         merged
     }
 }
@@ -129,7 +136,7 @@ impl Config {
     /// `s-maxage` or `must-revalidate`; freshness or a validator to
     /// revalidate with, and `no-cache` only with a validator.
     fn storable(&self, shape: &Shape, authorization: bool) -> Result<(), Unstorable> {
-        let validator = shape.etag;
+        let validator = shape.etag || shape.last_modified;
         if shape.no_store {
             return Err(Unstorable::Other);
         }
@@ -403,10 +410,18 @@ pub fn shape() -> impl Strategy<Value = Shape> {
             prop::bool::weighted(0.2),
         ),
         (window(), window(), prop::bool::weighted(0.3), window()),
-        shared_directives(),
+        (shared_directives(), prop::bool::weighted(0.3)),
     )
         .prop_map(
-            |(status, max_age, age, etag, (no_cache, no_store, must_revalidate), (swr, sie, vary, expires), shared)| {
+            |(
+                status,
+                max_age,
+                age,
+                etag,
+                (no_cache, no_store, must_revalidate),
+                (swr, sie, vary, expires),
+                (shared, last_modified),
+            )| {
                 Shape {
                     status,
                     max_age,
@@ -419,6 +434,7 @@ pub fn shape() -> impl Strategy<Value = Shape> {
                     stale_if_error: sie,
                     vary,
                     expires,
+                    last_modified,
                     shared,
                 }
             },
