@@ -28,8 +28,8 @@ use http::{Method, Request, Response};
 use http_body_util::Full;
 use proptest::prelude::*;
 use rfc_model::{
-    Answer, Config, Directive, Health, Lang, Shape, Step, Stored, Use, after_answer, config, etag, select, shape, step,
-    usability,
+    Answer, Config, Directive, Health, Lang, Shape, Step, Stored, Use, after_answer, after_head, config, etag, select,
+    shape, step, usability,
 };
 use support::*;
 use tower_optimizer::BoxError;
@@ -206,25 +206,35 @@ fn upstream_outcome(
     origin: &Origin,
     store: &mut Vec<Stored>,
     nominated: Option<usize>,
-    request: (Lang, bool),
+    read: &Read,
     now: u64,
     config: &Config,
 ) -> Option<(String, u16, u64)> {
     let seen = origin.last.clone().expect("the origin saw the request");
+    // A HEAD's answer has no body, whoever gives it.
+    let body = |text: &String| if read.head { String::new() } else { text.clone() };
     let Some(answer) = seen.answer else {
         // A failure: the stored response stands in where it may, and stays.
         let stand_in = nominated.map(|i| &store[i]).filter(|s| s.serves_on_error(now, config));
         return match (stand_in, origin.health) {
-            (Some(s), _) => Some((s.body.clone(), s.status, s.age(now))),
+            (Some(s), _) => Some((body(&s.body), s.status, s.age(now))),
             (None, Health::Unreachable) => None,
             (None, _) => Some((String::new(), 503, 0)),
         };
     };
     let got = match nominated {
-        Some(i) if answer.not_modified => (store[i].body.clone(), store[i].status, answer.shape.age),
-        _ => (answer.body.clone(), answer.shape.status, answer.shape.age),
+        Some(i) if answer.not_modified => (body(&store[i].body), store[i].status, answer.shape.age),
+        _ => (body(&answer.body), answer.shape.status, answer.shape.age),
     };
-    after_answer(store, nominated, &answer, request, now, config);
+    if read.head && !answer.not_modified {
+        // A HEAD's own answer is never stored; a 200 updates or outdates
+        // the stored response it revalidated, and any other leaves it.
+        if let (Some(i), 200) = (nominated, answer.shape.status) {
+            after_head(store, i, &answer, now, config);
+        }
+    } else {
+        after_answer(store, nominated, &answer, (read.lang, read.authorization), now, config);
+    }
     Some(got)
 }
 
@@ -430,7 +440,7 @@ impl Read {
                     check(sent.as_ref() == Some(&want), || {
                         format!("refreshed with {sent:?}, expected {want:?}")
                     })?;
-                    upstream_outcome(&origin, store, Some(index), (lang, authorization), now, config);
+                    upstream_outcome(&origin, store, Some(index), &self, now, config);
                 }
                 Ok(())
             }
@@ -456,15 +466,11 @@ impl Read {
                 let seen = origin.last.clone().expect("the origin saw the request");
                 let method = if head { Method::HEAD } else { Method::GET };
                 check(seen.method == method, || format!("sent {} upstream", seen.method))?;
-                if head {
-                    // Passed through: nothing validated, stored or outdated.
-                    return check(seen.validators == (None, None), || "HEAD sent a validator".into());
-                }
                 let want = validator(nominated);
                 check(seen.validators == want, || {
                     format!("sent validators {:?}, expected {want:?}", seen.validators)
                 })?;
-                let want = upstream_outcome(&origin, store, nominated, (lang, authorization), now, config);
+                let want = upstream_outcome(&origin, store, nominated, &self, now, config);
                 let got = result.ok().map(|g| {
                     let age = g.header("age").parse().unwrap_or(0);
                     (String::from_utf8_lossy(&g.body).into_owned(), g.status, age)

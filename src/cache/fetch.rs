@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::buffer::Buffer;
 use super::coalesce::Leader;
 use super::directives::CacheControl;
-use super::entry::{self, Entry, EntryBody};
+use super::entry::{self, Entry};
 use super::epochs::Stamp;
 use super::freshness::{self, Freshness, heuristically_cacheable};
 use super::handle::{Inner, Reservation};
@@ -265,19 +265,29 @@ impl Fetch {
                 };
             }
         };
-        let Some(request) = self.request.take() else {
-            return Next::Respond(self.pass(response, None));
-        };
         let status = response.status();
-        if status == StatusCode::NOT_MODIFIED {
-            if let Some(stale) = self.stale.clone() {
-                return Next::Respond(self.freshen(&request, &stale, response));
-            }
-        }
-        if is_error_status(status) {
+        // Before the request is taken: a stand-in for a HEAD has no body.
+        if is_error_status(status) && self.request.is_some() {
             if let Some(stale) = self.stale_on_error(Some(status.as_u16())) {
                 return Next::Respond(stale);
             }
+        }
+        let Some(request) = self.request.take() else {
+            return Next::Respond(self.pass(response, None));
+        };
+        if status == StatusCode::NOT_MODIFIED {
+            if let Some(stale) = self.stale.clone() {
+                return Next::Respond(self.freshen(&request, &stale, response.headers()));
+            }
+        }
+        if request.method == http::Method::HEAD {
+            // Never stored; a 200 updates or outdates the stored GET it
+            // revalidated (§4.3.5).
+            if let (StatusCode::OK, Some(stale)) = (status, self.stale.clone()) {
+                self.update_from_head(&request, &stale, response.headers());
+            }
+            self.request = Some(request);
+            return Next::Respond(self.pass(response, None));
         }
         let (parts, body) = response.into_parts();
         let response_cc = CacheControl::from_headers(&parts.headers);
@@ -315,7 +325,11 @@ impl Fetch {
 
     /// The answer's freshness lifetime, or why it cannot be stored for
     /// want of one.
-    fn lifetime(&self, parts: &response::Parts, cc: &CacheControl) -> Result<std::time::Duration, NotStorable> {
+    pub(super) fn lifetime(
+        &self,
+        parts: &response::Parts,
+        cc: &CacheControl,
+    ) -> Result<std::time::Duration, NotStorable> {
         let wall = SystemTime::now();
         let mode = self.cache.rules.mode;
         let lifetime = freshness::lifetime(parts.status, cc, &parts.headers, mode, wall, &self.cache.lifetimes);
@@ -339,7 +353,12 @@ impl Fetch {
     }
 
     /// The answer's freshness, arrived now, with `lifetime`.
-    fn freshness_with(&self, parts: &response::Parts, cc: &CacheControl, lifetime: std::time::Duration) -> Freshness {
+    pub(super) fn freshness_with(
+        &self,
+        parts: &response::Parts,
+        cc: &CacheControl,
+        lifetime: std::time::Duration,
+    ) -> Freshness {
         let now = Instant::now();
         let delay = now.saturating_duration_since(self.request_time);
         let mode = self.cache.rules.mode;
@@ -352,64 +371,5 @@ impl Fetch {
             stale_while_revalidate: std::time::Duration::from_secs(cc.stale_while_revalidate.unwrap_or(0)),
             stale_if_error: cc.stale_if_error.map(std::time::Duration::from_secs),
         }
-    }
-
-    /// A 304 for our conditional request: freshen the stored headers
-    /// (§4.3.4), store the result and serve the stored body.
-    fn freshen<R>(
-        &mut self,
-        request: &request::Parts,
-        stale: &Arc<Entry>,
-        response: Response<R>,
-    ) -> Response<OptimizerBody<R>> {
-        let (mut parts, _empty) = response.into_parts();
-        parts.headers = stale.freshened_headers(&parts.headers, SystemTime::now());
-        parts.status = stale.status;
-        let cc = CacheControl::from_headers(&parts.headers);
-        let now = Instant::now();
-        let head = request.method == http::Method::HEAD;
-        let mut status = CacheStatus {
-            fwd_status: Some(304),
-            ..self.status
-        };
-        bump(&self.cache.counters.revalidated);
-        let verdict = self
-            .cache
-            .rules
-            .check_response(request, &self.request_cc, &parts, &cc)
-            .and_then(|()| self.lifetime(&parts, &cc));
-        let freshness = self.freshness_with(&parts, &cc, verdict.unwrap_or_default());
-        let entry = Arc::new(Entry::new(
-            &self.key,
-            stale.secondary().clone(),
-            &parts,
-            EntryBody::Shared(stale.body.clone()),
-            freshness,
-            stale.labels(),
-            now,
-            self.cache.stale_retention,
-            self.cache.stale_if_error,
-        ));
-        status.ttl = Some(entry.freshness().ttl_secs(now));
-        if let Err(reason) = verdict {
-            // Answered with the freshened response this once, not stored.
-            // A 304 that made the response unstorable (now `no-store`, say)
-            // outdates the stored one; one this caller alone may not store
-            // (its `Authorization`) leaves it for the others.
-            if reason.outdates_stored() {
-                self.outdate_stale();
-            }
-            self.leader.take();
-            return from_entry(&entry, now, head, status);
-        }
-        let stored = self.store(&entry, &[]);
-        status.stored = stored.is_ok();
-        if stored == Err(NotStorable::Invalidated) {
-            status.detail = Some(NotStorable::Invalidated.as_str());
-        }
-        if let Some(leader) = self.leader.take() {
-            leader.complete(shared(&entry, stored));
-        }
-        from_entry(&entry, now, head, status)
     }
 }

@@ -79,6 +79,7 @@ mod entry;
 mod epochs;
 pub mod error;
 mod fetch;
+mod freshen;
 mod freshness;
 pub mod future;
 mod handle;

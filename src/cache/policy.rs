@@ -246,7 +246,9 @@ impl Rules {
     }
 
     /// Decides whether a response may be stored (RFC 9111 §3), given the
-    /// request's and response's directives. Freshness is checked by the caller.
+    /// request's and response's directives. Freshness is checked by the
+    /// caller, and so is the method: a HEAD's own answer is never stored,
+    /// but it may update the stored GET it revalidated, by these rules.
     pub(crate) fn check_response(
         &self,
         request: &request::Parts,
@@ -254,9 +256,6 @@ impl Rules {
         response: &response::Parts,
         response_cc: &CacheControl,
     ) -> Result<(), NotStorable> {
-        if request.method == Method::HEAD {
-            return Err(NotStorable::Head);
-        }
         if request_cc.no_store || response_cc.no_store {
             return Err(NotStorable::NoStore);
         }
@@ -447,12 +446,6 @@ mod tests {
                 get().body(()).unwrap(),
                 ok("max-age=5").status(304).body(()).unwrap(),
                 Err(NotStorable::Status),
-            ),
-            (
-                &private,
-                Request::head("http://a.test/").body(()).unwrap(),
-                ok("max-age=5").body(()).unwrap(),
-                Err(NotStorable::Head),
             ),
         ];
         for (i, (rules, req, res, want)) in cases.into_iter().enumerate() {

@@ -112,7 +112,7 @@ where
         if request_cc.only_if_cached {
             return ResponseFuture::ready(fetch::gateway_timeout(fwd));
         }
-        if head {
+        if head && stale.is_none() {
             // HEAD is answered from stored GETs but never stored itself.
             return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(fwd), None);
         }
@@ -129,6 +129,15 @@ where
             request_time: now,
             stamp,
         };
+        if head {
+            // A HEAD revalidates the stored GET it would be answered from
+            // (a 304 or a matching 200 freshens it, §4.3.5), but leads no
+            // flight: its answer has no body for GETs to share.
+            if let Some(stale) = &fetch.stale {
+                fetch::add_validators(&mut request, stale);
+            }
+            return ResponseFuture::calling(self.inner.call(request), fetch);
+        }
         match cache.flights.join(&key, now, now + cache.lock_timeout, stamp) {
             join @ (Join::Leader(_) | Join::Alone) => {
                 if let Join::Leader(leader) = join {

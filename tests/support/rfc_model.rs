@@ -397,6 +397,29 @@ pub fn after_answer(
     }
 }
 
+/// Updates the model's store for a 200 `answer` to a HEAD that revalidated
+/// the stored response at `nominated` (§4.3.5): validators it carries (at
+/// least one) that are the stored response's own freshen it as a 304
+/// would; any other 200 marks it stale.
+pub fn after_head(store: &mut Vec<Stored>, nominated: usize, answer: &Answer, now: u64, config: &Config) {
+    let stored = &store[nominated];
+    let same_version = stored.version == answer.version;
+    let (etag, modified) = (answer.shape.etag, answer.shape.last_modified);
+    // Each validator the answer carries must be the stored one's.
+    let same_etag = !etag || (stored.shape.etag && same_version);
+    let same_modified = !modified || (stored.shape.last_modified && same_version);
+    let matches = (etag || modified) && same_etag && same_modified;
+    if matches {
+        let update = Answer {
+            not_modified: true,
+            ..answer.clone()
+        };
+        after_answer(store, Some(nominated), &update, (None, false), now, config);
+    } else {
+        store[nominated].purged = true;
+    }
+}
+
 pub fn shape() -> impl Strategy<Value = Shape> {
     let window = || prop_oneof![3 => Just(None), 1 => (0u64..=6).prop_map(Some)];
     (

@@ -1,0 +1,114 @@
+//! Updating a stored response from an answer without a body: a 304 to the
+//! cache's conditional request (RFC 9111 §4.3.4), or a 200 to a HEAD
+//! (§4.3.5). Knows nothing of tower.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{ETAG, LAST_MODIFIED};
+use http::{HeaderMap, Response, request};
+use tokio::time::Instant;
+
+use super::directives::CacheControl;
+use super::entry::{Entry, EntryBody};
+use super::fetch::{Fetch, declared_length, from_entry, shared};
+use super::policy::NotStorable;
+use super::stats::bump;
+use super::status::CacheStatus;
+use crate::body::OptimizerBody;
+
+impl Fetch {
+    /// A 304 (its headers `not_modified`) for our conditional request:
+    /// freshen the stored headers (§4.3.4), store the result and serve the
+    /// stored body.
+    pub(super) fn freshen<R>(
+        &mut self,
+        request: &request::Parts,
+        stale: &Arc<Entry>,
+        not_modified: &HeaderMap,
+    ) -> Response<OptimizerBody<R>> {
+        let head = request.method == http::Method::HEAD;
+        bump(&self.cache.counters.revalidated);
+        let (entry, stored, now) = self.freshened(request, stale, not_modified);
+        let mut status = CacheStatus {
+            fwd_status: Some(304),
+            ttl: Some(entry.freshness().ttl_secs(now)),
+            stored: stored.is_ok(),
+            ..self.status
+        };
+        if stored == Err(NotStorable::Invalidated) {
+            status.detail = Some(NotStorable::Invalidated.as_str());
+        }
+        from_entry(&entry, now, head, status)
+    }
+
+    /// A 200 to a HEAD that revalidated `stale` (§4.3.5): where the
+    /// validators it carries (at least one) are the stored response's, and
+    /// its `Content-Length`, if any, is the stored body's, it freshens the
+    /// stored response as a 304 would; otherwise the stored response is
+    /// out of date, and is marked stale (it stays for revalidation).
+    pub(super) fn update_from_head(&mut self, request: &request::Parts, stale: &Arc<Entry>, head: &HeaderMap) {
+        let same = |name: &http::HeaderName| {
+            head.get(name)
+                .is_none_or(|value| stale.headers.get(name) == Some(value))
+        };
+        let validated = head.contains_key(ETAG) || head.contains_key(LAST_MODIFIED);
+        let same_length = declared_length(head).is_none_or(|len| len == stale.body.len() as u64);
+        if validated && same(&ETAG) && same(&LAST_MODIFIED) && same_length {
+            // Stored or not as the rules say: the caller gets the HEAD's
+            // own answer either way.
+            let _ = self.freshened(request, stale, head);
+        } else {
+            stale.purged.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// `stale` with the fields of `update` (a 304's or a HEAD's), stored
+    /// in its place if it may be. One that may no longer be stored (it now
+    /// says `no-store`, say) outdates the stored one; one this caller alone
+    /// may not store (its `Authorization` in a shared cache) leaves it for
+    /// the others. The entry, whether it was stored, and when.
+    fn freshened(
+        &mut self,
+        request: &request::Parts,
+        stale: &Arc<Entry>,
+        update: &HeaderMap,
+    ) -> (Arc<Entry>, Result<(), NotStorable>, Instant) {
+        let mut parts = Response::new(()).into_parts().0;
+        parts.headers = stale.freshened_headers(update, SystemTime::now());
+        parts.status = stale.status;
+        parts.version = stale.version;
+        let cc = CacheControl::from_headers(&parts.headers);
+        let now = Instant::now();
+        let verdict = self
+            .cache
+            .rules
+            .check_response(request, &self.request_cc, &parts, &cc)
+            .and_then(|()| self.lifetime(&parts, &cc));
+        let freshness = self.freshness_with(&parts, &cc, verdict.unwrap_or_default());
+        let entry = Arc::new(Entry::new(
+            &self.key,
+            stale.secondary().clone(),
+            &parts,
+            EntryBody::Shared(stale.body.clone()),
+            freshness,
+            stale.labels(),
+            now,
+            self.cache.stale_retention,
+            self.cache.stale_if_error,
+        ));
+        let stored = match verdict {
+            Ok(_) => self.store(&entry, &[]),
+            Err(reason) => {
+                if reason.outdates_stored() {
+                    self.outdate_stale();
+                }
+                Err(reason)
+            }
+        };
+        if let Some(leader) = self.leader.take() {
+            leader.complete(shared(&entry, stored));
+        }
+        (entry, stored, now)
+    }
+}
