@@ -132,6 +132,10 @@ fn answer(origin: &mut Origin, req: &Req) -> Result<Res, BoxError> {
             if shape.vary {
                 builder = builder.header("vary", "accept-language");
             }
+            if method == Method::HEAD && !not_modified {
+                // The length a GET would have had (RFC 9110 §8.6).
+                builder = builder.header("content-length", body.len());
+            }
             let sent = if not_modified || method == Method::HEAD {
                 Bytes::new()
             } else {

@@ -399,8 +399,8 @@ pub fn after_answer(
 
 /// Updates the model's store for a 200 `answer` to a HEAD that revalidated
 /// the stored response at `nominated` (§4.3.5): validators it carries (at
-/// least one) that are the stored response's own freshen it as a 304
-/// would; any other 200 marks it stale.
+/// least one) and a `Content-Length` that are the stored response's own
+/// freshen it as a 304 would; any other 200 marks it stale.
 pub fn after_head(store: &mut Vec<Stored>, nominated: usize, answer: &Answer, now: u64, config: &Config) {
     let stored = &store[nominated];
     let same_version = stored.version == answer.version;
@@ -408,7 +408,9 @@ pub fn after_head(store: &mut Vec<Stored>, nominated: usize, answer: &Answer, no
     // Each validator the answer carries must be the stored one's.
     let same_etag = !etag || (stored.shape.etag && same_version);
     let same_modified = !modified || (stored.shape.last_modified && same_version);
-    let matches = (etag || modified) && same_etag && same_modified;
+    // And so must its `Content-Length`, which it always sends.
+    let same_length = answer.body.len() == stored.body.len();
+    let matches = (etag || modified) && same_etag && same_modified && same_length;
     if matches {
         let update = Answer {
             not_modified: true,
