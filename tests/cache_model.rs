@@ -496,12 +496,7 @@ proptest! {
         shapes in prop::collection::vec(shape(), 1..6),
         config in config(),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let outcome = rt.block_on(run(steps, shapes, config));
+        let outcome = support::on_paused_runtime(run(steps, shapes, config));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }

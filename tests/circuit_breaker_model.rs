@@ -521,12 +521,7 @@ proptest! {
         settings in settings(),
         steps in prop::collection::vec(step(), 1..80),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let outcome = rt.block_on(run(settings, steps));
+        let outcome = support::on_paused_runtime(run(settings, steps));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }

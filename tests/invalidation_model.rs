@@ -311,12 +311,7 @@ proptest! {
 
     #[test]
     fn invalidations_remove_what_they_name(labels in labels(), steps in prop::collection::vec(step(), 1..48)) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let outcome = rt.block_on(run(labels, steps));
+        let outcome = support::on_paused_runtime(run(labels, steps));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }

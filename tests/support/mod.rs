@@ -127,3 +127,14 @@ pub fn req(uri: &str) -> http::request::Builder {
 pub fn empty() -> Full<Bytes> {
     Full::default()
 }
+
+/// Runs `script` to its end on a fresh current-thread runtime with a paused
+/// clock: what each case of a property test needs.
+pub fn on_paused_runtime<F: std::future::Future>(script: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime builds")
+        .block_on(script)
+}
