@@ -5,7 +5,8 @@
 //! yields [`Bytes`](bytes::Bytes). What it does:
 //!
 //! - **Keys**: normalised absolute URI; GET is stored, HEAD is answered from
-//!   a stored GET; several `Vary` variants per URI; `Vary: *` never stored.
+//!   a stored GET (and one that goes upstream revalidates it, §4.3.5);
+//!   several `Vary` variants per URI; `Vary: *` never stored.
 //! - **Freshness** (§4.2): `s-maxage` (shared mode), `max-age`, `Expires`,
 //!   `Date`, `Age`; heuristic and default lifetimes only when enabled;
 //!   `max_ttl` cap. Served with a correct `Age`.
@@ -13,7 +14,10 @@
 //!   `proxy-revalidate`, `private`/`public`; request `no-cache`, `no-store`,
 //!   `max-age`, `max-stale`, `min-fresh`, `only-if-cached` (504 on miss).
 //! - **Validation** (§4.3) with `If-None-Match`/`If-Modified-Since`; a 304
-//!   freshens the stored headers. `stale-while-revalidate` refreshes once in
+//!   freshens the stored headers. A whole new answer replaces the stored
+//!   response its request revalidated, even one that may not be stored
+//!   itself, unless it is one caller's own or a 5xx.
+//!   `stale-while-revalidate` refreshes once in
 //!   the background; `stale-if-error` covers 5xx, errors from the inner
 //!   service (a circuit breaker's open error included) and failing bodies.
 //! - **Writes** (§4.4): after a 2xx or 3xx answer to an unsafe method, the
