@@ -1,7 +1,8 @@
 //! HEAD requests and the stored GET they would be answered from (RFC 9111
 //! §4.3.5): a HEAD that goes upstream revalidates it, a matching answer
 //! freshens it, a different one marks it stale, and nothing a HEAD gets is
-//! stored as a GET.
+//! stored as a GET; and a 304 that names another validator freshens nothing
+//! (§4.3.4).
 #![cfg(feature = "cache")]
 
 mod support;
@@ -132,4 +133,47 @@ async fn a_stale_stand_in_for_a_failed_head_has_no_body() {
         "the stored GET stands in for the 503"
     );
     assert_eq!((head.status, head.body.len()), (200, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_304_naming_another_etag_does_not_freshen_the_stored_response() {
+    // RFC 9111 §4.3.4: a 304 updates only stored responses with its
+    // validator. One that names another is answered from the stored
+    // response once, unchanged and marked stale, so the next use asks again.
+    let cache = cache();
+    let upstream = Upstream::new(|_, n| async move {
+        Ok(match n {
+            0 => answer(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1"),
+            _ => answer(304, &[("cache-control", "max-age=60"), ("etag", "\"b\"")], ""),
+        })
+    });
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/r").await;
+    advance(Duration::from_secs(2)).await;
+    let odd = get(&mut c, "http://api.test/r").await;
+    assert_eq!(odd.body, "v1");
+    assert_eq!(odd.header("cache-control"), "max-age=1", "not freshened");
+    assert!(!odd.cache.stored);
+    let next = get(&mut c, "http://api.test/r").await;
+    assert_eq!(next.cache.fwd, Some(Forward::Stale), "asked again, not a hit");
+    assert_eq!(upstream.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_304_with_a_weak_form_of_the_same_etag_freshens() {
+    let cache = cache();
+    let upstream = Upstream::new(|_, n| async move {
+        Ok(match n {
+            0 => answer(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1"),
+            _ => answer(304, &[("cache-control", "max-age=60"), ("etag", "W/\"a\"")], ""),
+        })
+    });
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/r").await;
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(
+        get(&mut c, "http://api.test/r").await.cache.outcome(),
+        Outcome::Revalidated
+    );
+    assert_eq!(get(&mut c, "http://api.test/r").await.cache.outcome(), Outcome::Hit);
 }

@@ -21,6 +21,11 @@ impl Fetch {
     /// A 304 (its headers `not_modified`) for our conditional request:
     /// freshen the stored headers (§4.3.4), store the result and serve the
     /// stored body.
+    ///
+    /// A 304 whose `ETag` or `Last-Modified` contradicts the stored one's
+    /// does not describe it, and §4.3.4 forbids updating it from such a
+    /// 304. The stored response answers this once, as it was, marked stale
+    /// so the next use asks again.
     pub(super) fn freshen<R>(
         &mut self,
         request: &request::Parts,
@@ -29,6 +34,18 @@ impl Fetch {
     ) -> Response<OptimizerBody<R>> {
         let head = request.method == http::Method::HEAD;
         bump(&self.cache.counters.revalidated);
+        if contradicts(not_modified, stale) {
+            stale.purged.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.leader.take();
+            let now = Instant::now();
+            let status = CacheStatus {
+                fwd_status: Some(304),
+                ttl: Some(stale.freshness().ttl_secs(now)),
+                detail: Some("validator-mismatch"),
+                ..self.status
+            };
+            return from_entry(stale, now, head, status);
+        }
         let (entry, stored, now) = self.freshened(request, stale, not_modified);
         let mut status = CacheStatus {
             fwd_status: Some(304),
@@ -111,4 +128,21 @@ impl Fetch {
         }
         (entry, stored, now)
     }
+}
+
+/// Whether a 304 names another representation than `stored`: an `ETag` that
+/// differs by weak comparison (RFC 9110 §8.8.3.2), or a `Last-Modified` at
+/// another time, where both carry one (and it can be read).
+fn contradicts(not_modified: &HeaderMap, stored: &Entry) -> bool {
+    let both = |name: &http::HeaderName| Some((not_modified.get(name)?, stored.headers.get(name)?));
+    let opaque = |v: &http::HeaderValue| {
+        let bytes = v.as_bytes();
+        bytes.strip_prefix(b"W/").unwrap_or(bytes).to_owned()
+    };
+    let date = |v: &http::HeaderValue| httpdate::parse_http_date(v.to_str().ok()?).ok();
+    let etag_differs = both(&ETAG).is_some_and(|(new, old)| opaque(new) != opaque(old));
+    let date_differs = both(&LAST_MODIFIED)
+        .and_then(|(new, old)| Some((date(new)?, date(old)?)))
+        .is_some_and(|(new, old)| new != old);
+    etag_differs || date_differs
 }
