@@ -1,6 +1,7 @@
 //! The cache and invalidation layers against a model of what each
 //! invalidation removes, over four URIs of one origin: random labels per
-//! URI (`Surrogate-Key` tags, RFC 9875 `Cache-Groups`), reads, writes
+//! URI (`Surrogate-Key` tags, RFC 9875 `Cache-Groups`, and a CRUD rule: a
+//! write to it also invalidates another URI and a tag), reads, writes
 //! (answered 2xx or 5xx, with `Location` and `Cache-Group-Invalidation`, or
 //! reset), purges by key, tag and group through the `Invalidator`, hard and
 //! soft, and dependency edges between URIs and on tags.
@@ -23,18 +24,20 @@ use support::{Req, Res, Upstream};
 use tower::{Layer, Service, ServiceExt};
 use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheLayer, CacheStatus, Outcome};
-use tower_optimizer::invalidation::{InvalidationLayer, Invalidator, Node, Purge, group_tag};
+use tower_optimizer::invalidation::{InvalidationLayer, Invalidator, Node, Purge, Rule, group_tag};
 
 const ORIGIN: &str = "http://api.test";
 const PATHS: [&str; 4] = ["/a", "/b", "/c", "/d"];
 const TAGS: [&str; 2] = ["t1", "t2"];
 const GROUPS: [&str; 2] = ["g1", "g2"];
 
-/// A path's labels: which tags and groups its responses carry.
+/// A path's labels: which tags and groups its responses carry, and what
+/// its CRUD rule names (a path and a tag) for a write to it.
 #[derive(Debug, Clone, Copy)]
 struct Labels {
     tags: [bool; 2],
     groups: [bool; 2],
+    rule: (Option<usize>, Option<usize>),
 }
 
 /// A node of the dependency graph: a URI, a tag or a group (a tag of its
@@ -182,7 +185,21 @@ async fn run(labels: [Labels; 4], steps: Vec<Step>) -> Result<(), String> {
         let result = answer(path, &labels, req.method(), plan.lock().unwrap().take());
         async move { result }
     });
-    let stack = InvalidationLayer::new(invalidator.clone()).layer(upstream.clone());
+    let mut layer = InvalidationLayer::new(invalidator.clone());
+    for (path, l) in labels.iter().enumerate() {
+        if let (None, None) = l.rule {
+            continue;
+        }
+        let mut rule = Rule::new(Method::POST, PATHS[path]).unwrap();
+        if let Some(to) = l.rule.0 {
+            rule = rule.key(PATHS[to]);
+        }
+        if let Some(tag) = l.rule.1 {
+            rule = rule.tag(TAGS[tag]);
+        }
+        layer = layer.rule(rule);
+    }
+    let stack = layer.layer(upstream.clone());
     let mut client = CacheLayer::new(cache.clone()).layer(stack);
     let mut model = Model::default();
     for (i, step) in steps.into_iter().enumerate() {
@@ -212,9 +229,15 @@ async fn run(labels: [Labels; 4], steps: Vec<Step>) -> Result<(), String> {
                     .body(Full::default())
                     .unwrap();
                 let _ = client.ready().await.unwrap().call(request).await;
+                let (rule_key, rule_tag) = labels[path].rule;
+                let ruled = rule_key.map(On::Path).into_iter().chain(rule_tag.map(On::Tag));
                 match status {
-                    // Sent and unanswered: perhaps applied.
-                    None => model.invalidate(On::Path(path), &labels, true),
+                    // Sent and unanswered: perhaps applied; so are its rules.
+                    None => {
+                        for node in std::iter::once(On::Path(path)).chain(ruled) {
+                            model.invalidate(node, &labels, true);
+                        }
+                    }
                     Some(status) => {
                         // RFC 9875: on any answer to an unsafe request.
                         if let Some(g) = group {
@@ -222,9 +245,9 @@ async fn run(labels: [Labels; 4], steps: Vec<Step>) -> Result<(), String> {
                         }
                         // RFC 9111 §4.4: after a non-error answer only.
                         if status < 400 {
-                            model.invalidate(On::Path(path), &labels, false);
-                            if let Some(to) = location {
-                                model.invalidate(On::Path(to), &labels, false);
+                            let named = std::iter::once(On::Path(path)).chain(location.map(On::Path));
+                            for node in named.chain(ruled) {
+                                model.invalidate(node, &labels, false);
                             }
                         }
                     }
@@ -275,7 +298,12 @@ async fn run(labels: [Labels; 4], steps: Vec<Step>) -> Result<(), String> {
 }
 
 fn labels() -> impl Strategy<Value = [Labels; 4]> {
-    let one = (any::<[bool; 2]>(), any::<[bool; 2]>()).prop_map(|(tags, groups)| Labels { tags, groups });
+    let rule = (
+        prop::option::weighted(0.3, 0usize..4),
+        prop::option::weighted(0.3, 0usize..2),
+    );
+    let one =
+        (any::<[bool; 2]>(), any::<[bool; 2]>(), rule).prop_map(|(tags, groups, rule)| Labels { tags, groups, rule });
     [one.clone(), one.clone(), one.clone(), one]
 }
 
