@@ -69,6 +69,8 @@ struct Origin {
     answers: usize,
     calls: usize,
     last: Option<Seen>,
+    /// Whether GET answers carry `Content-Length`.
+    declare_length: bool,
 }
 
 /// The last request the origin saw, and how it answered (`None`: a
@@ -132,8 +134,8 @@ fn answer(origin: &mut Origin, req: &Req) -> Result<Res, BoxError> {
             if shape.vary {
                 builder = builder.header("vary", "accept-language");
             }
-            if method == Method::HEAD && !not_modified {
-                // The length a GET would have had (RFC 9110 §8.6).
+            if !not_modified && (method == Method::HEAD || origin.declare_length) {
+                // A HEAD's is the length a GET would have had (RFC 9110 §8.6).
                 builder = builder.header("content-length", body.len());
             }
             let sent = if not_modified || method == Method::HEAD {
@@ -258,6 +260,7 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
         answers: 0,
         calls: 0,
         last: None,
+        declare_length: config.declare_length,
     }));
     let secs = Duration::from_secs;
     let mut builder = Cache::builder()
@@ -275,6 +278,9 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
     }
     if config.shared {
         builder = builder.mode(CacheMode::Shared);
+    }
+    if config.stream {
+        builder = builder.stream_above(1);
     }
     let cache = builder.build().unwrap();
     let shared = origin.clone();

@@ -107,6 +107,13 @@ pub struct Config {
     pub stale_if_error: Option<u64>,
     /// `CacheMode::Shared` (else private).
     pub shared: bool,
+    /// Every body is "long" (`stream_above(1)`): answers reach the caller
+    /// as they arrive and are stored at their end, which must change
+    /// nothing the model sees.
+    pub stream: bool,
+    /// The origin declares its bodies' length, so long ones are shared as
+    /// they arrive (the broadcast path).
+    pub declare_length: bool,
 }
 
 /// Why an answer is not stored.
@@ -484,14 +491,16 @@ fn shared_directives() -> impl Strategy<Value = SharedDirectives> {
 
 pub fn config() -> impl Strategy<Value = Config> {
     let setting = |most: u64| prop_oneof![2 => Just(None), 1 => (0..=most).prop_map(Some)];
-    (setting(8), setting(8), setting(6), any::<bool>()).prop_map(|(default_ttl, max_ttl, stale_if_error, shared)| {
-        Config {
+    (setting(8), setting(8), setting(6), any::<[bool; 3]>()).prop_map(
+        |(default_ttl, max_ttl, stale_if_error, [shared, stream, declare_length])| Config {
             default_ttl,
             max_ttl,
             stale_if_error,
             shared,
-        }
-    })
+            stream,
+            declare_length,
+        },
+    )
 }
 
 fn directive() -> impl Strategy<Value = Directive> {
