@@ -142,7 +142,7 @@ impl Config {
     /// `private` in a shared cache; `Authorization` without `public`,
     /// `s-maxage` or `must-revalidate`; freshness or a validator to
     /// revalidate with, and `no-cache` only with a validator.
-    fn storable(&self, shape: &Shape, authorization: bool) -> Result<(), Unstorable> {
+    pub fn storable(&self, shape: &Shape, authorization: bool) -> Result<(), Unstorable> {
         let validator = shape.etag || shape.last_modified;
         if shape.no_store {
             return Err(Unstorable::Other);
@@ -202,6 +202,8 @@ pub enum Health {
     Failing,
     /// No answer at all: the call fails (a reset connection).
     Unreachable,
+    /// Answers as usual, but every GET body fails after its data.
+    BodiesFail,
 }
 
 /// A request's `Accept-Language`, if any.
@@ -344,6 +346,8 @@ pub struct Answer {
     pub version: u32,
     pub body: String,
     pub not_modified: bool,
+    /// Its body failed after its data (see [`Health::BodiesFail`]).
+    pub body_failed: bool,
 }
 
 /// Updates the model's store for `answer` to a GET with `lang` (and
@@ -529,6 +533,7 @@ pub fn step() -> impl Strategy<Value = Step> {
             2 => Just(Health::Up),
             1 => Just(Health::Failing),
             1 => Just(Health::Unreachable),
+            1 => Just(Health::BodiesFail),
         ]
         .prop_map(Step::Health),
         1 => any::<bool>().prop_map(|soft| Step::Purge { soft }),

@@ -1,8 +1,9 @@
-//! HEAD requests and the stored GET they would be answered from (RFC 9111
-//! §4.3.5): a HEAD that goes upstream revalidates it, a matching answer
-//! freshens it, a different one marks it stale, and nothing a HEAD gets is
-//! stored as a GET; and a 304 that names another validator freshens nothing
-//! (§4.3.4).
+//! Revalidation: what a 304 does to the stored response (RFC 9111 §4.3.4:
+//! its `Age` counts, a `no-store` drops it, and one naming another
+//! validator freshens nothing), and HEAD requests and the stored GET they
+//! would be answered from (§4.3.5): a HEAD that goes upstream revalidates
+//! it, a matching answer freshens it, a different one marks it stale, and
+//! nothing a HEAD gets is stored as a GET.
 #![cfg(feature = "cache")]
 
 mod support;
@@ -176,4 +177,49 @@ async fn a_304_with_a_weak_form_of_the_same_etag_freshens() {
         Outcome::Revalidated
     );
     assert_eq!(get(&mut c, "http://api.test/r").await.cache.outcome(), Outcome::Hit);
+}
+
+/// An upstream answering `first`, then `second` to every later call.
+fn two(first: fn() -> Res, second: fn() -> Res) -> Upstream {
+    Upstream::new(move |_, n| async move { Ok(if n == 0 { first() } else { second() }) })
+}
+
+/// A `v1` answer (or a 304 for it) with ETag `"v1"` and an `Age`.
+fn tagged(status: u16, cache_control: &str, age: &str) -> Res {
+    let etag = [("cache-control", cache_control), ("etag", "\"v1\""), ("age", age)];
+    answer(status, &etag, if status == 304 { "" } else { "v1" })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_304_that_says_no_store_leaves_nothing_stored() {
+    let cache = cache();
+    let upstream = two(|| tagged(200, "max-age=1", "0"), || tagged(304, "no-store", "0"));
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/r").await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let revalidated = get(&mut c, "http://api.test/r").await;
+    assert_eq!(revalidated.body, "v1");
+    assert_eq!(revalidated.header("cache-control"), "no-store", "answered as freshened");
+    assert_eq!(revalidated.cache.outcome(), Outcome::Revalidated);
+    assert!(!revalidated.cache.stored);
+    assert_eq!(cache.stats().entries, 0, "not stored again");
+    get(&mut c, "http://api.test/r").await;
+    assert_eq!(upstream.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_304_with_age_ages_the_freshened_entry_from_it() {
+    let cache = cache();
+    let upstream = two(|| tagged(200, "max-age=10", "0"), || tagged(304, "max-age=10", "4"));
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/r").await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let revalidated = get(&mut c, "http://api.test/r").await;
+    assert_eq!(revalidated.header("age"), "4", "the 304's Age");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let hit = get(&mut c, "http://api.test/r").await;
+    assert_eq!((hit.cache.outcome(), hit.header("age")), (Outcome::Hit, "9"));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let stale = get(&mut c, "http://api.test/r").await;
+    assert_eq!(stale.cache.outcome(), Outcome::Revalidated, "fresh for 10 - 4 s only");
 }
