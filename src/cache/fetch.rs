@@ -319,18 +319,19 @@ impl Fetch {
     }
 
     fn freshness(&self, parts: &response::Parts, cc: &CacheControl) -> Result<Freshness, NotStorable> {
-        let lifetime = self.lifetime(parts, cc)?;
-        Ok(self.freshness_with(parts, cc, lifetime))
+        let wall = SystemTime::now();
+        let lifetime = self.lifetime(parts, cc, wall)?;
+        Ok(self.freshness_with(parts, cc, lifetime, wall))
     }
 
     /// The answer's freshness lifetime, or why it cannot be stored for
-    /// want of one.
+    /// want of one; `wall` is when it arrived, by the system clock.
     pub(super) fn lifetime(
         &self,
         parts: &response::Parts,
         cc: &CacheControl,
+        wall: SystemTime,
     ) -> Result<std::time::Duration, NotStorable> {
-        let wall = SystemTime::now();
         let mode = self.cache.rules.mode;
         let lifetime = freshness::lifetime(parts.status, cc, &parts.headers, mode, wall, &self.cache.lifetimes);
         let has_validators = parts.headers.contains_key(ETAG) || parts.headers.contains_key(LAST_MODIFIED);
@@ -352,19 +353,21 @@ impl Fetch {
         Ok(lifetime)
     }
 
-    /// The answer's freshness, arrived now, with `lifetime`.
+    /// The answer's freshness, arrived now (`wall` by the system clock),
+    /// with `lifetime`.
     pub(super) fn freshness_with(
         &self,
         parts: &response::Parts,
         cc: &CacheControl,
         lifetime: std::time::Duration,
+        wall: SystemTime,
     ) -> Freshness {
         let now = Instant::now();
         let delay = now.saturating_duration_since(self.request_time);
         let mode = self.cache.rules.mode;
         Freshness {
             response_time: now,
-            initial_age: freshness::initial_age(&parts.headers, SystemTime::now(), delay),
+            initial_age: freshness::initial_age(&parts.headers, wall, delay),
             lifetime,
             no_cache: cc.no_cache,
             must_revalidate: cc.must_revalidate || (mode == CacheMode::Shared && cc.proxy_revalidate),

@@ -91,8 +91,9 @@ impl Fetch {
         stale: &Arc<Entry>,
         update: &HeaderMap,
     ) -> (Arc<Entry>, Result<(), NotStorable>, Instant) {
+        let wall = SystemTime::now();
         let mut parts = Response::new(()).into_parts().0;
-        parts.headers = stale.freshened_headers(update, SystemTime::now());
+        parts.headers = stale.freshened_headers(update, wall);
         parts.status = stale.status;
         parts.version = stale.version;
         let cc = CacheControl::from_headers(&parts.headers);
@@ -101,8 +102,8 @@ impl Fetch {
             .cache
             .rules
             .check_response(request, &self.request_cc, &parts, &cc)
-            .and_then(|()| self.lifetime(&parts, &cc));
-        let freshness = self.freshness_with(&parts, &cc, verdict.unwrap_or_default());
+            .and_then(|()| self.lifetime(&parts, &cc, wall));
+        let freshness = self.freshness_with(&parts, &cc, verdict.unwrap_or_default(), wall);
         let entry = Arc::new(Entry::new(
             &self.key,
             stale.secondary().clone(),
