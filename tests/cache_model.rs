@@ -37,10 +37,9 @@ use rfc_model::{
 };
 use support::*;
 use tower::util::BoxService;
-use tower::{Service, ServiceExt};
 use tower_optimizer::BoxError;
 use tower_optimizer::body::OptimizerBody;
-use tower_optimizer::cache::{Cache, CacheLayer, CacheMode, CacheStatus};
+use tower_optimizer::cache::{Cache, CacheLayer, CacheMode};
 
 /// The `Date` on every answer: in the future of any test run, so the
 /// cache's apparent age (§4.2.3: now minus `Date`) is exactly zero and
@@ -271,22 +270,6 @@ fn upstream_outcome(
 /// The cache over the model's origin, its body boxed.
 type ModelClient = BoxService<Req, Response<UnsyncBoxBody<Bytes, BoxError>>, BoxError>;
 
-/// Sends `request` and reads the whole answer.
-async fn exchange(client: &mut ModelClient, request: Req) -> Result<Got, BoxError> {
-    let response = client.ready().await?.call(request).await?;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Got {
-        status: parts.status.as_u16(),
-        cache: *parts
-            .extensions
-            .get::<CacheStatus>()
-            .expect("every response carries a CacheStatus"),
-        headers: parts.headers,
-        body,
-    })
-}
-
 /// Lets the cache's background refresh run to its end (paused time: only
 /// yields are needed).
 async fn settle() {
@@ -418,9 +401,7 @@ fn purge(_: &Cache, _: bool) -> bool {
 /// A write: a 2xx removes every stored response (§4.4); a 503 leaves them.
 async fn post(client: &mut ModelClient, origin: &Mutex<Origin>, store: &mut Vec<Stored>) -> Checked {
     let request = Request::post("http://api.test/r").body(empty()).unwrap();
-    let got = exchange(client, request)
-        .await
-        .map_err(|e| Failure(format!("error {e}")))?;
+    let got = send(client, request).await.map_err(|e| Failure(format!("error {e}")))?;
     if got.status == 204 {
         store.clear();
     }
@@ -469,7 +450,7 @@ impl Read {
         if authorization {
             request = request.header(AUTHORIZATION, "Bearer model");
         }
-        let result = exchange(client, request.body(empty()).unwrap()).await;
+        let result = send(client, request.body(empty()).unwrap()).await;
         settle().await;
         let origin = origin.lock().unwrap();
         let calls = origin.calls - calls_before;

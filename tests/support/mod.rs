@@ -99,10 +99,17 @@ impl Got {
     }
 }
 
-pub async fn send(client: &mut Client, req: Req) -> Result<Got, BoxError> {
+/// Sends `req` through `client` (any cache over any upstream) and reads the
+/// whole answer.
+pub async fn send<S, B>(client: &mut S, req: Req) -> Result<Got, BoxError>
+where
+    S: Service<Req, Response = Response<B>, Error = BoxError>,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let res = client.ready().await?.call(req).await?;
     let (parts, body) = res.into_parts();
-    let body = body.collect().await?.to_bytes();
+    let body = body.collect().await.map_err(Into::into)?.to_bytes();
     Ok(Got {
         status: parts.status.as_u16(),
         cache: *parts
