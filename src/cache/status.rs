@@ -59,7 +59,12 @@ pub struct CacheStatus {
     pub stored: bool,
     /// The response came from another request's upstream call (coalesced).
     pub collapsed: bool,
-    /// A short reason (`stale-while-revalidate`, `stale-if-error`, `not-storable` ...).
+    /// A short reason: how a stale response came to be served
+    /// (`stale-while-revalidate`, `stale-if-error`, `max-stale`), why an
+    /// answer was not stored (a [`NotStorable`](super::NotStorable) token),
+    /// `streamed`, `only-if-cached`, or `validator-mismatch` (a 304 that
+    /// named another representation than the stored one, which answered
+    /// unchanged).
     pub detail: Option<&'static str>,
 }
 
