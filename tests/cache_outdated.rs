@@ -10,9 +10,6 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Response;
-use http_body_util::Full;
 use support::*;
 use tokio::time::advance;
 use tower_optimizer::cache::{Cache, CacheMode, Forward, Outcome, RemovalCause};
@@ -27,14 +24,6 @@ fn upstream(second: fn() -> Res) -> Upstream {
             _ => ok("max-age=60", "v3"),
         })
     })
-}
-
-fn with(status: u16, headers: &[(&str, &str)], body: &'static str) -> Res {
-    let mut builder = Response::builder().status(status);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    builder.body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
 }
 
 /// Stores `v1`, then sends a `no-cache` request (forced upstream past a
@@ -59,7 +48,8 @@ async fn after_forced_reload(cache: &Cache, second: fn() -> Res) -> (Got, Got, u
 #[tokio::test(start_paused = true)]
 async fn a_no_store_answer_outdates_the_fresh_stored_one() {
     let cache = cache();
-    let (reload, next, calls) = after_forced_reload(&cache, || with(200, &[("cache-control", "no-store")], "v2")).await;
+    let (reload, next, calls) =
+        after_forced_reload(&cache, || respond(200, &[("cache-control", "no-store")], "v2")).await;
     assert_eq!(reload.body, "v2");
     assert_eq!(reload.cache.fwd, Some(Forward::Request));
     assert!(!reload.cache.stored);
@@ -73,15 +63,15 @@ async fn a_no_store_answer_outdates_the_fresh_stored_one() {
 #[tokio::test(start_paused = true)]
 async fn an_answer_without_freshness_or_of_an_unstored_status_outdates_it() {
     // No freshness and no validators: not storable.
-    let (_, next, _) = after_forced_reload(&cache(), || with(200, &[], "v2")).await;
+    let (_, next, _) = after_forced_reload(&cache(), || respond(200, &[], "v2")).await;
     assert_eq!(next.body, "v3");
     // 403 is not a status a cache stores without explicit freshness.
-    let (reload, next, _) = after_forced_reload(&cache(), || with(403, &[], "gone")).await;
+    let (reload, next, _) = after_forced_reload(&cache(), || respond(403, &[], "gone")).await;
     assert_eq!(reload.status, 403);
     assert_eq!(next.body, "v3");
     // `Vary: *` matches no later request.
     let (_, next, _) = after_forced_reload(&cache(), || {
-        with(200, &[("cache-control", "max-age=60"), ("vary", "*")], "v2")
+        respond(200, &[("cache-control", "max-age=60"), ("vary", "*")], "v2")
     })
     .await;
     assert_eq!(next.body, "v3");
@@ -92,7 +82,7 @@ async fn a_refused_revalidation_leaves_nothing_stale_to_serve() {
     // v1 goes stale; its revalidation is answered with a 404 the cache
     // does not store. A caller that accepts stale answers must not get v1.
     let cache = cache();
-    let upstream = upstream(|| with(404, &[], "not found"));
+    let upstream = upstream(|| respond(404, &[], "not found"));
     let mut c = client(&cache, &upstream);
     assert_eq!(get(&mut c, "http://api.test/a").await.body, "v1");
     advance(Duration::from_secs(61)).await;
@@ -116,7 +106,7 @@ async fn personal_and_failed_answers_leave_the_stored_one() {
     // A `Set-Cookie` answer is one caller's; the stored one still serves
     // everyone else.
     let (reload, next, calls) = after_forced_reload(&cache(), || {
-        with(200, &[("cache-control", "max-age=60"), ("set-cookie", "s=1")], "v2")
+        respond(200, &[("cache-control", "max-age=60"), ("set-cookie", "s=1")], "v2")
     })
     .await;
     assert_eq!(reload.body, "v2");
@@ -127,13 +117,15 @@ async fn personal_and_failed_answers_leave_the_stored_one() {
 
     // So is a `private` one, in a shared cache.
     let shared = Cache::builder().mode(CacheMode::Shared).build().unwrap();
-    let (_, next, _) =
-        after_forced_reload(&shared, || with(200, &[("cache-control", "private, max-age=60")], "v2")).await;
+    let (_, next, _) = after_forced_reload(&shared, || {
+        respond(200, &[("cache-control", "private, max-age=60")], "v2")
+    })
+    .await;
     assert_eq!((next.body.as_ref(), next.cache.outcome()), (&b"v1"[..], Outcome::Hit));
 
     // A 5xx is a failure, not a new version: v1 stands in for it, and
     // stays.
-    let (reload, next, _) = after_forced_reload(&cache(), || with(503, &[], "down")).await;
+    let (reload, next, _) = after_forced_reload(&cache(), || respond(503, &[], "down")).await;
     assert_eq!((reload.body.as_ref(), reload.cache.fwd_status), (&b"v1"[..], Some(503)));
     assert_eq!((next.body.as_ref(), next.cache.outcome()), (&b"v1"[..], Outcome::Hit));
 }
@@ -146,7 +138,7 @@ async fn the_removal_is_reported_as_a_replacement() {
         .eviction_listener(move |meta, cause| seen.lock().unwrap().push((meta.key.to_string(), cause)))
         .build()
         .unwrap();
-    after_forced_reload(&cache, || with(200, &[("cache-control", "no-store")], "v2")).await;
+    after_forced_reload(&cache, || respond(200, &[("cache-control", "no-store")], "v2")).await;
     assert_eq!(
         causes.lock().unwrap().as_slice(),
         [("http://api.test/a".to_owned(), RemovalCause::Replaced)]
@@ -158,16 +150,16 @@ async fn a_new_answer_with_another_vary_key_replaces_the_one_it_revalidated() {
     // v1 varies on nothing; a reload is answered by v2, which now varies
     // on the language. v1 must not go on answering the other languages.
     let cache = cache();
-    let upstream = Upstream::new(|_, n| async move {
-        Ok(match n {
-            0 => with(200, &[("cache-control", "max-age=60")], "v1"),
-            _ => with(
+    let upstream = first_then(
+        || respond(200, &[("cache-control", "max-age=60")], "v1"),
+        || {
+            respond(
                 200,
                 &[("cache-control", "max-age=60"), ("vary", "accept-language")],
                 "v2",
-            ),
-        })
-    });
+            )
+        },
+    );
     let mut c = client(&cache, &upstream);
     assert_eq!(get(&mut c, "http://api.test/a").await.body, "v1");
     let reload = req("http://api.test/a")
@@ -191,12 +183,10 @@ async fn a_304_to_an_authorized_request_neither_freshens_nor_drops_the_shared_en
     // `Authorization` got, unless the answer allows it; a 304 without
     // `public` is such an answer. The entry others share stays as it was.
     let cache = Cache::builder().mode(CacheMode::Shared).build().unwrap();
-    let upstream = Upstream::new(|_, n| async move {
-        Ok(match n {
-            0 => with(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1"),
-            _ => with(304, &[("cache-control", "max-age=60"), ("etag", "\"a\"")], ""),
-        })
-    });
+    let upstream = first_then(
+        || respond(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1"),
+        || respond(304, &[("cache-control", "max-age=60"), ("etag", "\"a\"")], ""),
+    );
     let mut c = client(&cache, &upstream);
     assert_eq!(get(&mut c, "http://api.test/a").await.body, "v1");
     advance(Duration::from_secs(2)).await;

@@ -11,21 +11,10 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Response;
 use http::header::IF_NONE_MATCH;
-use http_body_util::Full;
 use support::*;
 use tokio::time::advance;
 use tower_optimizer::cache::{Forward, Outcome};
-
-fn answer(status: u16, headers: &[(&str, &str)], body: &'static str) -> Res {
-    let mut builder = Response::builder().status(status);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    builder.body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
-}
 
 /// An upstream that answers GETs `v1` (ETag `"a"`, fresh for 1 s) and
 /// HEADs with `head`, recording the `If-None-Match` of each HEAD.
@@ -42,7 +31,7 @@ fn upstream(head: fn() -> Res) -> (Upstream, Arc<Mutex<Vec<Option<String>>>>) {
             Ok(if is_head {
                 head()
             } else {
-                answer(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1")
+                respond(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1")
             })
         }
     });
@@ -60,7 +49,7 @@ fn head_request(cache_control: Option<&str>) -> Req {
 #[tokio::test(start_paused = true)]
 async fn a_head_revalidates_the_stale_get_and_a_304_freshens_it() {
     let cache = cache();
-    let (upstream, seen) = upstream(|| answer(304, &[("cache-control", "max-age=60"), ("etag", "\"a\"")], ""));
+    let (upstream, seen) = upstream(|| respond(304, &[("cache-control", "max-age=60"), ("etag", "\"a\"")], ""));
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
     advance(Duration::from_secs(2)).await;
@@ -85,7 +74,7 @@ async fn a_head_revalidates_the_stale_get_and_a_304_freshens_it() {
 async fn a_head_answered_200_with_the_same_validator_freshens_the_get() {
     let cache = cache();
     // An upstream that ignores conditionals on HEAD.
-    let (upstream, _) = upstream(|| answer(200, &[("cache-control", "max-age=60"), ("etag", "\"a\"")], ""));
+    let (upstream, _) = upstream(|| respond(200, &[("cache-control", "max-age=60"), ("etag", "\"a\"")], ""));
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
     advance(Duration::from_secs(2)).await;
@@ -102,7 +91,7 @@ async fn a_head_answered_200_with_the_same_validator_freshens_the_get() {
 #[tokio::test(start_paused = true)]
 async fn a_head_answered_with_another_validator_marks_the_get_stale() {
     let cache = cache();
-    let (upstream, _) = upstream(|| answer(200, &[("cache-control", "max-age=60"), ("etag", "\"b\"")], ""));
+    let (upstream, _) = upstream(|| respond(200, &[("cache-control", "max-age=60"), ("etag", "\"b\"")], ""));
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
     // The GET is fresh; a HEAD that asks for an end-to-end check goes up.
@@ -123,7 +112,7 @@ async fn a_stale_stand_in_for_a_failed_head_has_no_body() {
         .stale_if_error(Duration::from_secs(60))
         .build()
         .unwrap();
-    let (upstream, _) = upstream(|| answer(503, &[], "down"));
+    let (upstream, _) = upstream(|| respond(503, &[], "down"));
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
     advance(Duration::from_secs(2)).await;
@@ -142,12 +131,10 @@ async fn a_304_naming_another_etag_does_not_freshen_the_stored_response() {
     // validator. One that names another is answered from the stored
     // response once, unchanged and marked stale, so the next use asks again.
     let cache = cache();
-    let upstream = Upstream::new(|_, n| async move {
-        Ok(match n {
-            0 => answer(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1"),
-            _ => answer(304, &[("cache-control", "max-age=60"), ("etag", "\"b\"")], ""),
-        })
-    });
+    let upstream = first_then(
+        || respond(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1"),
+        || respond(304, &[("cache-control", "max-age=60"), ("etag", "\"b\"")], ""),
+    );
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
     advance(Duration::from_secs(2)).await;
@@ -163,12 +150,10 @@ async fn a_304_naming_another_etag_does_not_freshen_the_stored_response() {
 #[tokio::test(start_paused = true)]
 async fn a_304_with_a_weak_form_of_the_same_etag_freshens() {
     let cache = cache();
-    let upstream = Upstream::new(|_, n| async move {
-        Ok(match n {
-            0 => answer(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1"),
-            _ => answer(304, &[("cache-control", "max-age=60"), ("etag", "W/\"a\"")], ""),
-        })
-    });
+    let upstream = first_then(
+        || respond(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1"),
+        || respond(304, &[("cache-control", "max-age=60"), ("etag", "W/\"a\"")], ""),
+    );
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
     advance(Duration::from_secs(2)).await;
@@ -179,21 +164,16 @@ async fn a_304_with_a_weak_form_of_the_same_etag_freshens() {
     assert_eq!(get(&mut c, "http://api.test/r").await.cache.outcome(), Outcome::Hit);
 }
 
-/// An upstream answering `first`, then `second` to every later call.
-fn two(first: fn() -> Res, second: fn() -> Res) -> Upstream {
-    Upstream::new(move |_, n| async move { Ok(if n == 0 { first() } else { second() }) })
-}
-
 /// A `v1` answer (or a 304 for it) with ETag `"v1"` and an `Age`.
 fn tagged(status: u16, cache_control: &str, age: &str) -> Res {
     let etag = [("cache-control", cache_control), ("etag", "\"v1\""), ("age", age)];
-    answer(status, &etag, if status == 304 { "" } else { "v1" })
+    respond(status, &etag, if status == 304 { "" } else { "v1" })
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_304_that_says_no_store_leaves_nothing_stored() {
     let cache = cache();
-    let upstream = two(|| tagged(200, "max-age=1", "0"), || tagged(304, "no-store", "0"));
+    let upstream = first_then(|| tagged(200, "max-age=1", "0"), || tagged(304, "no-store", "0"));
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
     tokio::time::advance(Duration::from_secs(2)).await;
@@ -210,7 +190,7 @@ async fn a_304_that_says_no_store_leaves_nothing_stored() {
 #[tokio::test(start_paused = true)]
 async fn a_304_with_age_ages_the_freshened_entry_from_it() {
     let cache = cache();
-    let upstream = two(|| tagged(200, "max-age=10", "0"), || tagged(304, "max-age=10", "4"));
+    let upstream = first_then(|| tagged(200, "max-age=10", "0"), || tagged(304, "max-age=10", "4"));
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
     tokio::time::advance(Duration::from_secs(11)).await;

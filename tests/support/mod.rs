@@ -70,6 +70,20 @@ pub fn ok(cache_control: &str, body: &'static str) -> Res {
         .unwrap()
 }
 
+/// A response with `status`, the given header lines and `body`.
+pub fn respond(status: u16, headers: &[(&str, &str)], body: &'static str) -> Res {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
+}
+
+/// An upstream answering `first`, then `then` to every later call.
+pub fn first_then(first: fn() -> Res, then: fn() -> Res) -> Upstream {
+    Upstream::new(move |_, n| async move { Ok(if n == 0 { first() } else { then() }) })
+}
+
 pub fn cache() -> Cache {
     Cache::builder()
         .max_bytes(4 << 20)
