@@ -135,11 +135,11 @@ impl Fetch {
 /// differs by weak comparison (RFC 9110 §8.8.3.2), or a `Last-Modified` at
 /// another time, where both carry one (and it can be read).
 fn contradicts(not_modified: &HeaderMap, stored: &Entry) -> bool {
-    let both = |name: &http::HeaderName| Some((not_modified.get(name)?, stored.headers.get(name)?));
-    let opaque = |v: &http::HeaderValue| {
+    fn opaque(v: &http::HeaderValue) -> &[u8] {
         let bytes = v.as_bytes();
-        bytes.strip_prefix(b"W/").unwrap_or(bytes).to_owned()
-    };
+        bytes.strip_prefix(b"W/").unwrap_or(bytes)
+    }
+    let both = |name: &http::HeaderName| Some((not_modified.get(name)?, stored.headers.get(name)?));
     let date = |v: &http::HeaderValue| httpdate::parse_http_date(v.to_str().ok()?).ok();
     let etag_differs = both(&ETAG).is_some_and(|(new, old)| opaque(new) != opaque(old));
     let date_differs = both(&LAST_MODIFIED)
