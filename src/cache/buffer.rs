@@ -264,9 +264,10 @@ impl Buffer {
     /// The whole body is in: store it and answer from the new entry.
     pub(crate) fn finish<R>(self: Box<Self>) -> Response<OptimizerBody<R>> {
         let (entry, stored, fetch, extensions, now) = self.store_whole();
+        let freshness = entry.freshness();
         let status = CacheStatus {
             fwd_status: Some(entry.status.as_u16()),
-            ttl: Some(entry.freshness().ttl_secs(now)),
+            ttl: Some(freshness.ttl_secs(now)),
             stored: stored.is_ok(),
             detail: match stored {
                 Ok(()) => fetch.status.detail,
@@ -274,7 +275,7 @@ impl Buffer {
             },
             ..fetch.status
         };
-        let mut response = from_entry(&entry, now, false, status);
+        let mut response = from_entry(&entry, freshness.age(now), false, status);
         // Keep what inner layers put in the extensions (tags, timings ...).
         let mut extensions = extensions;
         extensions.extend(std::mem::take(response.extensions_mut()));

@@ -396,15 +396,34 @@ impl Entry {
         }
     }
 
-    /// The response this entry answers with at `now`: stored headers plus a
-    /// current `Age`. `head` answers a HEAD request (headers only).
-    pub(crate) fn to_response(&self, now: Instant, head: bool) -> Response<Bytes> {
+    /// The response this entry answers with when its current age is `age`
+    /// (its `Freshness::age`, which the caller has already read to decide
+    /// whether to use it): stored headers plus that `Age` and our
+    /// `Cache-Status` line `status`. `head` answers a HEAD request (headers
+    /// only).
+    pub(crate) fn to_response(&self, age: Duration, head: bool, status: HeaderValue) -> Response<Bytes> {
         let mut response = Response::new(if head { Bytes::new() } else { self.body.clone() });
         *response.status_mut() = self.status;
         *response.version_mut() = self.version;
         let headers = response.headers_mut();
         headers.clone_from(&self.headers);
-        overwrite(headers, AGE, age_value(self.stored_freshness().age(now).as_secs()));
+        let age = age_value(age.as_secs());
+        if self.own_status_line {
+            if let Err((age, status)) = set_placeholders(headers, age, Some(status)) {
+                overwrite(headers, AGE, age);
+                overwrite(
+                    headers,
+                    CACHE_STATUS,
+                    status.unwrap_or_else(|| HeaderValue::from_static(CACHE_NAME)),
+                );
+            }
+        } else {
+            if let Err((age, _)) = set_placeholders(headers, age, None) {
+                overwrite(headers, AGE, age);
+            }
+            // After the upstream's own members (RFC 9211 §2).
+            headers.append(CACHE_STATUS, status);
+        }
         response
     }
 
@@ -440,6 +459,32 @@ impl Entry {
         }
         headers
     }
+}
+
+/// Sets the placeholder lines of a copy of a stored map by their place:
+/// `Entry::new` appends `Age`, then (when it is ours alone) `Cache-Status`,
+/// as the map's last lines, so no name is hashed to find them on a hit.
+/// Gives the values back, setting nothing, if the lines are not there.
+fn set_placeholders(
+    headers: &mut HeaderMap,
+    age: HeaderValue,
+    status: Option<HeaderValue>,
+) -> Result<(), (HeaderValue, Option<HeaderValue>)> {
+    let Some(skip) = headers.len().checked_sub(1 + usize::from(status.is_some())) else {
+        return Err((age, status));
+    };
+    let mut lines = headers.iter_mut().skip(skip);
+    let age_slot = lines.next().filter(|(name, _)| **name == AGE);
+    let status_slot = lines.next().filter(|(name, _)| **name == CACHE_STATUS);
+    match (age_slot, status_slot, status) {
+        (Some((_, age_slot)), None, None) => *age_slot = age,
+        (Some((_, age_slot)), Some((_, status_slot)), Some(status)) => {
+            *age_slot = age;
+            *status_slot = status;
+        }
+        (_, _, status) => return Err((age, status)),
+    }
+    Ok(())
 }
 
 /// Sets `name` to `value` on a copy of a stored map: the placeholder line is

@@ -4,7 +4,7 @@
 //! tower.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::buffer::Buffer;
 use super::coalesce::Leader;
 use super::directives::CacheControl;
-use super::entry::{self, Entry};
+use super::entry::Entry;
 use super::epochs::Stamp;
 use super::freshness::{self, Freshness, heuristically_cacheable};
 use super::handle::{Inner, Reservation};
@@ -59,20 +59,17 @@ pub(crate) fn stamp<B>(response: &mut Response<B>, status: CacheStatus) {
     response.extensions_mut().insert(status);
 }
 
-/// A response served from `entry`.
+/// A response served from `entry`, whose age is `age` now.
 pub(crate) fn from_entry<R>(
     entry: &Entry,
-    now: Instant,
+    age: Duration,
     head: bool,
     status: CacheStatus,
 ) -> Response<OptimizerBody<R>> {
-    let mut response = entry.to_response(now, head).map(OptimizerBody::full);
-    if entry.own_status_line {
-        entry::overwrite(response.headers_mut(), CACHE_STATUS, status.to_header_value());
-        response.extensions_mut().insert(status);
-    } else {
-        stamp(&mut response, status);
-    }
+    let mut response = entry
+        .to_response(age, head, status.to_header_value())
+        .map(OptimizerBody::full);
+    response.extensions_mut().insert(status);
     response
 }
 
@@ -124,19 +121,20 @@ impl Fetch {
     pub(super) fn stale_on_error<R>(&mut self, fwd_status: Option<u16>) -> Option<Response<OptimizerBody<R>>> {
         let stale = self.stale.as_ref()?;
         let now = Instant::now();
-        if !stale.freshness().may_serve_on_error(now, self.cache.stale_if_error) {
+        let freshness = stale.freshness();
+        if !freshness.may_serve_on_error(now, self.cache.stale_if_error) {
             return None;
         }
         bump(&self.cache.counters.stale);
         bump(&self.cache.counters.stale_on_error);
         let status = CacheStatus {
             fwd_status,
-            ttl: Some(stale.freshness().ttl_secs(now)),
+            ttl: Some(freshness.ttl_secs(now)),
             detail: Some("stale-if-error"),
             ..CacheStatus::forward(Forward::Stale)
         };
         let head = self.is_head();
-        Some(from_entry(stale, now, head, status))
+        Some(from_entry(stale, freshness.age(now), head, status))
     }
 
     /// Whether a long body may reach the caller as it arrives: not while a

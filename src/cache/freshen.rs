@@ -38,25 +38,27 @@ impl Fetch {
             stale.purged.store(true, std::sync::atomic::Ordering::Relaxed);
             self.leader.take();
             let now = Instant::now();
+            let freshness = stale.freshness();
             let status = CacheStatus {
                 fwd_status: Some(304),
-                ttl: Some(stale.freshness().ttl_secs(now)),
+                ttl: Some(freshness.ttl_secs(now)),
                 detail: Some("validator-mismatch"),
                 ..self.status
             };
-            return from_entry(stale, now, head, status);
+            return from_entry(stale, freshness.age(now), head, status);
         }
         let (entry, stored, now) = self.freshened(request, stale, not_modified);
+        let freshness = entry.freshness();
         let mut status = CacheStatus {
             fwd_status: Some(304),
-            ttl: Some(entry.freshness().ttl_secs(now)),
+            ttl: Some(freshness.ttl_secs(now)),
             stored: stored.is_ok(),
             ..self.status
         };
         if stored == Err(NotStorable::Invalidated) {
             status.detail = Some(NotStorable::Invalidated.as_str());
         }
-        from_entry(&entry, now, head, status)
+        from_entry(&entry, freshness.age(now), head, status)
     }
 
     /// A 200 to a HEAD that revalidated `stale` (§4.3.5): where the

@@ -237,11 +237,12 @@ where
                     if let Some(entry) = outcome.filter(|e| key::matches(e.secondary(), request.headers())) {
                         bump(&fetch.cache.counters.coalesced);
                         let now = Instant::now();
+                        let freshness = entry.freshness();
                         let status = CacheStatus {
                             collapsed: true,
-                            ..CacheStatus::hit(entry.freshness().ttl_secs(now))
+                            ..CacheStatus::hit(freshness.ttl_secs(now))
                         };
-                        let response = fetch::from_entry(&entry, now, false, status);
+                        let response = fetch::from_entry(&entry, freshness.age(now), false, status);
                         this.state.set(State::Ready {
                             response: Some(response),
                         });

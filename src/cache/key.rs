@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 
 use http::header::HOST;
+use http::uri::Scheme;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 /// Builds the primary key of a request: `scheme://authority/path?query`,
@@ -51,7 +52,16 @@ const MAX_RETAINED_KEY_BUFFER: usize = 4096;
 /// Writes the primary key into `key` (which must be empty); `false` when
 /// the request names no authority.
 fn write_primary_key(uri: &Uri, headers: &HeaderMap, key: &mut String) -> bool {
-    let scheme = uri.scheme_str().unwrap_or("http");
+    // The two schemes nearly every request has compare as small integers.
+    // Either may also come spelled in capitals (built with `Uri::builder`).
+    let (scheme, default_port, known_lowercase) = match uri.scheme() {
+        None => ("http", ":80", true),
+        Some(s) if *s == Scheme::HTTP => ("http", ":80", true),
+        Some(s) if *s == Scheme::HTTPS => ("https", ":443", true),
+        Some(s) if s.as_str().eq_ignore_ascii_case("http") => (s.as_str(), ":80", false),
+        Some(s) if s.as_str().eq_ignore_ascii_case("https") => (s.as_str(), ":443", false),
+        Some(s) => (s.as_str(), "", false),
+    };
     let authority = match uri.authority() {
         Some(a) => a.as_str(),
         None => match headers.get(HOST).map(HeaderValue::to_str) {
@@ -60,17 +70,13 @@ fn write_primary_key(uri: &Uri, headers: &HeaderMap, key: &mut String) -> bool {
         },
     };
     // Userinfo never reaches a server in HTTP; drop it from the key.
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let host_port = match authority.bytes().rposition(|b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
     if host_port.is_empty() {
         return false;
     }
-    let default_port = if scheme.eq_ignore_ascii_case("http") {
-        ":80"
-    } else if scheme.eq_ignore_ascii_case("https") {
-        ":443"
-    } else {
-        ""
-    };
     let host_port = match host_port.strip_suffix(default_port) {
         Some(host) if !default_port.is_empty() => host,
         _ => host_port,
@@ -78,7 +84,12 @@ fn write_primary_key(uri: &Uri, headers: &HeaderMap, key: &mut String) -> bool {
     let path = uri.path();
     let query = uri.query();
     key.reserve(scheme.len() + 3 + host_port.len() + path.len() + 2 + query.map_or(0, str::len));
-    push_lowercase(key, scheme);
+    if known_lowercase {
+        // Already lowercase.
+        key.push_str(scheme);
+    } else {
+        push_lowercase(key, scheme);
+    }
     key.push_str("://");
     push_lowercase(key, host_port);
     if path.is_empty() {
@@ -245,6 +256,29 @@ mod tests {
         for (uri, want) in cases {
             assert_eq!(key(uri).as_deref(), want, "{uri}");
         }
+    }
+
+    #[test]
+    fn schemes_built_in_capitals_or_unknown() {
+        let built = |scheme: &str, authority: &str| {
+            let uri = Uri::builder()
+                .scheme(scheme)
+                .authority(authority)
+                .path_and_query("/a")
+                .build()
+                .unwrap();
+            primary_key(&uri, &HeaderMap::new())
+        };
+        assert_eq!(built("HTTP", "Example.com:80").as_deref(), Some("http://example.com/a"));
+        assert_eq!(
+            built("HTTPS", "example.com:443").as_deref(),
+            Some("https://example.com/a")
+        );
+        assert_eq!(
+            built("HTTPS", "example.com:80").as_deref(),
+            Some("https://example.com:80/a")
+        );
+        assert_eq!(built("Ws", "example.com:80").as_deref(), Some("ws://example.com:80/a"));
     }
 
     #[test]

@@ -94,12 +94,12 @@ where
                 None => unreachable!("a hit writes its response"),
             },
             Lookup::StaleWhileRevalidate(entry, key) => {
-                let ttl = entry.freshness().ttl_secs(now);
+                let freshness = entry.freshness();
                 let status = CacheStatus {
                     detail: Some("stale-while-revalidate"),
-                    ..CacheStatus::hit(ttl)
+                    ..CacheStatus::hit(freshness.ttl_secs(now))
                 };
-                let response = fetch::from_entry(&entry, now, head, status);
+                let response = fetch::from_entry(&entry, freshness.age(now), head, status);
                 if !head {
                     self.refresh_in_background(key, entry, request, request_cc);
                 }
@@ -213,7 +213,12 @@ impl<S> CacheService<S> {
                 match usability(&freshness, request_cc, now) {
                     Usability::Fresh => {
                         bump(&inner.counters.hits);
-                        *hit = Some(fetch::from_entry(entry, now, head, CacheStatus::hit(ttl)));
+                        *hit = Some(fetch::from_entry(
+                            entry,
+                            freshness.age(now),
+                            head,
+                            CacheStatus::hit(ttl),
+                        ));
                         Lookup::Hit
                     }
                     Usability::StaleAccepted => {
@@ -222,7 +227,7 @@ impl<S> CacheService<S> {
                             detail: Some("max-stale"),
                             ..CacheStatus::hit(ttl)
                         };
-                        *hit = Some(fetch::from_entry(entry, now, head, status));
+                        *hit = Some(fetch::from_entry(entry, freshness.age(now), head, status));
                         Lookup::Hit
                     }
                     Usability::StaleWhileRevalidate => {

@@ -223,3 +223,74 @@ fn only_entries_with_a_rare_part_pay_for_it() {
         assert_eq!(read(entry.freshness()), read(windows));
     }
 }
+
+#[test]
+fn a_hit_sets_age_and_cache_status_in_the_placeholder_lines() {
+    let now = epoch() + Duration::from_secs(1);
+    let freshness = Freshness {
+        response_time: now,
+        initial_age: Duration::ZERO,
+        lifetime: Duration::from_secs(60),
+        no_cache: false,
+        must_revalidate: false,
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: None,
+    };
+    let make = |response: http::response::Builder| {
+        let (parts, ()) = response.body(()).unwrap().into_parts();
+        let body = EntryBody::Shared(Bytes::from_static(b"x"));
+        Entry::new(
+            "k",
+            Secondary::NONE,
+            &parts,
+            body,
+            freshness,
+            Labels::default(),
+            now,
+            Duration::ZERO,
+            None,
+        )
+    };
+    let ours = HeaderValue::from_static("tower-optimizer; hit; ttl=7");
+    let lines = |headers: &HeaderMap, name| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    // Multi-valued lines before the placeholders, and an upstream `Age`.
+    let plain = make(
+        Response::builder()
+            .header("x-multi", "a")
+            .header("x-multi", "b")
+            .header("age", "99")
+            .header("content-type", "text/plain"),
+    );
+    assert!(plain.own_status_line);
+    let served = plain.to_response(Duration::from_secs(12), false, ours.clone());
+    assert_eq!(lines(served.headers(), AGE), ["12"]);
+    assert_eq!(lines(served.headers(), CACHE_STATUS), ["tower-optimizer; hit; ttl=7"]);
+    assert_eq!(lines(served.headers(), HeaderName::from_static("x-multi")), ["a", "b"]);
+    assert_eq!(served.headers().len(), plain.headers.len());
+    // An upstream cache's member stays first; ours follows it (RFC 9211 §2).
+    let behind = make(Response::builder().header("cache-status", "upstream; hit"));
+    assert!(!behind.own_status_line);
+    let served = behind.to_response(Duration::from_secs(3), true, ours.clone());
+    assert_eq!(lines(served.headers(), AGE), ["3"]);
+    assert_eq!(
+        lines(served.headers(), CACHE_STATUS),
+        ["upstream; hit", "tower-optimizer; hit; ttl=7"]
+    );
+    assert!(served.body().is_empty(), "HEAD: headers only");
+    // A map without the placeholders at its end is left as it was.
+    let mut other = HeaderMap::new();
+    other.insert(AGE, HeaderValue::from_static("1"));
+    other.insert(CACHE_STATUS, HeaderValue::from_static("x"));
+    other.insert(http::header::ETAG, HeaderValue::from_static("\"e\""));
+    let before = other.clone();
+    assert!(set_placeholders(&mut other, HeaderValue::from_static("5"), Some(ours)).is_err());
+    assert!(set_placeholders(&mut other, HeaderValue::from_static("5"), None).is_err());
+    assert_eq!(other, before);
+    assert!(set_placeholders(&mut HeaderMap::new(), HeaderValue::from_static("5"), None).is_err());
+}
