@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::header::IF_NONE_MATCH;
 use support::*;
 use tokio::time::advance;
-use tower_optimizer::cache::{Forward, Outcome};
+use tower_optimizer::cache::{Forward, InvalidationKind, Outcome};
 
 /// An upstream that answers GETs `v1` (ETag `"a"`, fresh for 1 s) and
 /// HEADs with `head`, recording the `If-None-Match` of each HEAD.
@@ -104,6 +104,11 @@ async fn a_head_answered_with_another_validator_marks_the_get_stale() {
     );
     assert_eq!(upstream.calls(), 3);
     assert_eq!(cache.stats().entries, 1);
+    assert_eq!(
+        cache.stats().invalidations(InvalidationKind::Http),
+        1,
+        "an HTTP invalidation"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -145,6 +150,7 @@ async fn a_304_naming_another_etag_does_not_freshen_the_stored_response() {
     let next = get(&mut c, "http://api.test/r").await;
     assert_eq!(next.cache.fwd, Some(Forward::Stale), "asked again, not a hit");
     assert_eq!(upstream.calls(), 3);
+    assert_eq!(cache.stats().invalidations(InvalidationKind::Http), 1);
 }
 
 #[tokio::test(start_paused = true)]

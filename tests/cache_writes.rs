@@ -16,7 +16,7 @@ use support::*;
 use tokio::time::advance;
 use tower::{Service, ServiceExt};
 use tower_optimizer::BoxError;
-use tower_optimizer::cache::Outcome;
+use tower_optimizer::cache::{InvalidationKind, Outcome};
 
 /// An upstream that stores `max-age=60` answers with an `ETag` for reads,
 /// answers writes with what `write` says, and counts both.
@@ -111,6 +111,11 @@ async fn a_write_invalidates_its_target_and_same_origin_locations_after_success_
     let purge = Method::from_bytes(b"PURGE").unwrap();
     send(&mut c, write(purge, "http://api.test/users")).await.unwrap();
     assert_eq!(outcome(&mut c, "http://api.test/users").await, Outcome::Miss);
+    assert_eq!(
+        cache.stats().invalidations(InvalidationKind::Http),
+        4,
+        "the POST's target and Location, and the PURGE's target and Location (read again since)"
+    );
     assert!(cache.audit().is_clean());
 }
 
@@ -133,6 +138,7 @@ async fn a_write_of_unknown_outcome_marks_its_target_stale() {
         error.to_string().contains("reset"),
         "the caller still gets its error: {error}"
     );
+    assert_eq!(cache.stats().invalidations(InvalidationKind::Http), 1, "marked stale");
     let read = get(&mut c, "http://api.test/reset").await;
     assert_eq!(read.cache.outcome(), Outcome::Revalidated, "stale, so validated");
     assert_eq!(read.body, "/reset", "a 304: the stored body, kept for it");
@@ -171,6 +177,7 @@ async fn a_write_of_unknown_outcome_marks_its_target_stale() {
         read.cache
     );
     assert_eq!(slow.calls(), 3);
+    assert_eq!(cache.stats().invalidations(InvalidationKind::Http), 2);
     assert!(cache.audit().is_clean());
 }
 

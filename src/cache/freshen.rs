@@ -13,7 +13,7 @@ use super::directives::CacheControl;
 use super::entry::{Entry, EntryBody};
 use super::fetch::{Fetch, declared_length, from_entry, shared};
 use super::policy::NotStorable;
-use super::stats::bump;
+use super::stats::{InvalidationKind, bump};
 use super::status::CacheStatus;
 use crate::body::OptimizerBody;
 
@@ -35,7 +35,7 @@ impl Fetch {
         let head = request.method == http::Method::HEAD;
         bump(&self.cache.counters.revalidated);
         if contradicts(not_modified, stale) {
-            stale.purged.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.outdated(stale);
             self.leader.take();
             let now = Instant::now();
             let freshness = stale.freshness();
@@ -78,7 +78,15 @@ impl Fetch {
             // own answer either way.
             let _ = self.freshened(request, stale, head);
         } else {
-            stale.purged.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.outdated(stale);
+        }
+    }
+
+    /// Marks `stale` stale for good (a soft purge): HTTP says it is out of
+    /// date. Counted as an HTTP invalidation the first time.
+    fn outdated(&self, stale: &Entry) {
+        if !stale.purged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.cache.counters.invalidated(InvalidationKind::Http, 1);
         }
     }
 

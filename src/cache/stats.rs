@@ -77,8 +77,10 @@ pub enum InvalidationKind {
     Time,
     /// By a user strategy.
     Custom,
-    /// By HTTP semantics: unsafe methods (RFC 9111 §4.4) and
-    /// `Cache-Group-Invalidation` (RFC 9875).
+    /// By HTTP semantics: unsafe methods (RFC 9111 §4.4, counted by the
+    /// cache layer alone too), `Cache-Group-Invalidation` (RFC 9875), and
+    /// stored responses an answer showed out of date (a HEAD whose
+    /// validators differ, §4.3.5; a 304 naming another validator, §4.3.4).
     Http,
 }
 
@@ -194,6 +196,18 @@ pub(crate) fn bump(counter: &Counter) {
 }
 
 impl Counters {
+    /// Counts `entries` invalidated (removed, or newly marked stale) by
+    /// `kind`: in the stats and, where the `metrics` facade is built in, as
+    /// `tower_optimizer.cache.invalidations`.
+    pub(crate) fn invalidated(&self, kind: InvalidationKind, entries: usize) {
+        if entries == 0 {
+            return;
+        }
+        self.invalidations[kind.index()].add(entries as u64);
+        #[cfg(feature = "invalidation")]
+        metrics::counter!("tower_optimizer.cache.invalidations", "strategy" => kind.as_str()).increment(entries as u64);
+    }
+
     pub(crate) fn snapshot(&self, store: &Store, max_bytes: usize, inflight: usize) -> CacheStats {
         let get = Counter::get;
         CacheStats {

@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use super::handle::Inner;
 use super::key::{primary_key, with_primary_key};
+use super::stats::InvalidationKind;
 use super::store::{Purge, RemovalCause};
 use crate::BoxError;
 
@@ -120,7 +121,10 @@ impl Write {
         // Also outdates a read of `key` in flight: it may carry what the
         // write replaced.
         self.inner.flights.epochs().invalidate(key);
-        self.inner.store.remove_key(key, RemovalCause::Invalidated);
+        let removed = self.inner.store.remove_key(key, RemovalCause::Invalidated);
+        // An invalidation layer inside has usually removed it already, and
+        // counted it: only what this removes counts here.
+        self.inner.counters.invalidated(InvalidationKind::Http, removed.entries);
     }
 }
 
@@ -132,7 +136,8 @@ impl Drop for Write {
         // Stale, not removed: revalidation tells (a 304 if nothing changed)
         // and `stale-if-error` can still answer while the upstream is down.
         self.inner.flights.epochs().invalidate(&self.key);
-        self.inner.store.purge_keys(&[Arc::from(&*self.key)], Purge::Soft);
+        let marked = self.inner.store.purge_keys(&[Arc::from(&*self.key)], Purge::Soft);
+        self.inner.counters.invalidated(InvalidationKind::Http, marked.entries);
     }
 }
 

@@ -410,11 +410,7 @@ impl Invalidator {
     }
 
     fn count(&self, kind: InvalidationKind, entries: usize) {
-        if entries == 0 {
-            return;
-        }
-        self.cache.inner.counters.invalidations[kind.index()].add(entries as u64);
-        metrics::counter!("tower_optimizer.cache.invalidations", "strategy" => kind.as_str()).increment(entries as u64);
+        self.cache.inner.counters.invalidated(kind, entries);
     }
 }
 
