@@ -1,5 +1,5 @@
 //! The circuit breaker layer against a model of its state machine, on
-//! paused time: random count windows, trip conditions (failure rate,
+//! paused time: random count and time windows, trip conditions (failure rate,
 //! slow-call rate, consecutive failures), open periods with backoff and
 //! caps, half-open probe counts and stuck-probe release; up to three calls
 //! in flight at once, each answered (a status or a reset, with or without
@@ -33,10 +33,21 @@ use tower_optimizer::circuit_breaker::{
 
 const KEY: &str = "http://api.test";
 
+/// The window a run's breaker keeps.
+#[derive(Debug, Clone, Copy)]
+enum WindowSpec {
+    /// The last N calls.
+    Count(usize),
+    /// The calls of the last `buckets * bucket` seconds, in `buckets`
+    /// buckets of `bucket` seconds each (whole seconds, so the model's
+    /// bucket edges are exact).
+    Time { buckets: usize, bucket: u64 },
+}
+
 /// The breaker's settings, drawn per run.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
-    window: usize,
+    window: WindowSpec,
     minimum_calls: u32,
     failure_rate: Option<f64>,
     /// Slow-call rate and the threshold, in seconds.
@@ -56,8 +67,15 @@ impl Settings {
             Some((rate, secs)) => (Some(rate), Duration::from_secs(secs)),
             None => (None, Duration::from_secs(5)),
         };
+        let window = match self.window {
+            WindowSpec::Count(n) => WindowKind::Count(n),
+            WindowSpec::Time { buckets, bucket } => WindowKind::Time {
+                length: Duration::from_secs(bucket * buckets as u64),
+                buckets,
+            },
+        };
         CircuitBreakerConfig::builder()
-            .window(WindowKind::Count(self.window))
+            .window(window)
             .minimum_calls(self.minimum_calls)
             .failure_rate(self.failure_rate)
             .slow_calls(slow_rate, slow_call)
@@ -128,8 +146,11 @@ struct Model {
     until: u64,
     /// Opens since the last close.
     opens: u32,
-    /// The last `window` outcomes: (failure, slow).
-    window: VecDeque<(bool, bool)>,
+    /// The outcomes the window may still hold: (when, failure, slow).
+    window: VecDeque<(u64, bool, bool)>,
+    /// When the breaker was made (its time window's buckets count from
+    /// then): at its key's first call or forced state.
+    born: Option<u64>,
     consecutive: u32,
     half_open: HalfOpen,
 }
@@ -143,9 +164,15 @@ impl Model {
             until: 0,
             opens: 0,
             window: VecDeque::new(),
+            born: None,
             consecutive: 0,
             half_open: HalfOpen::default(),
         }
+    }
+
+    /// The breaker exists from `now` on, if it did not already.
+    fn touch(&mut self, now: u64) {
+        self.born.get_or_insert(now);
     }
 
     /// Moves to `state` at `now`; closing (or metrics-only) starts the
@@ -250,12 +277,14 @@ impl Model {
         let retry_after = call.retry_after.filter(|_| matches!(call.status, Some(429 | 503)));
         match self.state {
             State::Closed | State::MetricsOnly => {
-                if self.window.len() == s.window {
+                if let WindowSpec::Count(size) = s.window
+                    && self.window.len() == size
+                {
                     self.window.pop_front();
                 }
-                self.window.push_back((failure, slow));
+                self.window.push_back((now, failure, slow));
                 self.consecutive = if failure { self.consecutive + 1 } else { 0 };
-                if self.state == State::Closed && self.trips() {
+                if self.state == State::Closed && self.trips(now) {
                     self.open(now, retry_after);
                 }
             }
@@ -274,12 +303,12 @@ impl Model {
         }
     }
 
-    fn trips(&self) -> bool {
+    fn trips(&self, now: u64) -> bool {
         let s = self.settings;
         if s.consecutive.is_some_and(|n| self.consecutive >= n) {
             return true;
         }
-        let (calls, failures, slow) = self.figures();
+        let (calls, failures, slow) = self.figures(now);
         if calls < s.minimum_calls {
             return false;
         }
@@ -287,14 +316,27 @@ impl Model {
         s.failure_rate.is_some_and(|t| rate(failures) >= t) || s.slow.is_some_and(|(t, _)| rate(slow) >= t)
     }
 
-    /// Calls, failures and slow calls in the window.
-    fn figures(&self) -> (u32, u32, u32) {
-        let count = |f: fn(&(bool, bool)) -> bool| u32::try_from(self.window.iter().filter(|o| f(o)).count()).unwrap();
-        (
-            u32::try_from(self.window.len()).unwrap(),
-            count(|o| o.0),
-            count(|o| o.1),
-        )
+    /// Calls, failures and slow calls in the window at `now`. A time
+    /// window keeps whole buckets: an outcome counts while its bucket is
+    /// one of the last `buckets`.
+    fn figures(&self, now: u64) -> (u32, u32, u32) {
+        let live = |when: u64| match self.settings.window {
+            WindowSpec::Count(_) => true,
+            WindowSpec::Time { buckets, bucket } => {
+                let born = self.born.unwrap_or(0);
+                let slot = |t: u64| (t - born) / bucket;
+                slot(now) - slot(when) < buckets as u64
+            }
+        };
+        let (mut calls, mut failures, mut slow) = (0, 0, 0);
+        for &(when, failure, was_slow) in &self.window {
+            if live(when) {
+                calls += 1;
+                failures += u32::from(failure);
+                slow += u32::from(was_slow);
+            }
+        }
+        (calls, failures, slow)
     }
 }
 
@@ -317,13 +359,13 @@ fn compare(breakers: &CircuitBreakers, model: &Model, now: u64) -> Result<(), St
     };
     let figures = (breaker.figures.calls, breaker.figures.failures, breaker.figures.slow);
     let retry_after = (model.state == State::Open).then(|| Duration::from_secs(model.until.saturating_sub(now)));
-    if breaker.state != model.state || figures != model.figures() || breaker.retry_after != retry_after {
+    if breaker.state != model.state || figures != model.figures(now) || breaker.retry_after != retry_after {
         return Err(format!(
             "breaker {:?} {figures:?} retry {:?}, model {:?} {:?} retry {retry_after:?}",
             breaker.state,
             breaker.retry_after,
             model.state,
-            model.figures()
+            model.figures(now)
         ));
     }
     Ok(())
@@ -365,18 +407,22 @@ async fn run(settings: Settings, steps: Vec<Step>) -> Result<(), String> {
             }
             Step::ForceOpen => {
                 breakers.force_open(KEY);
+                model.touch(now);
                 model.to(State::ForcedOpen, now);
             }
             Step::ForceClosed => {
                 breakers.force_closed(KEY);
+                model.touch(now);
                 model.close(now);
             }
             Step::Disable => {
                 breakers.disable(KEY);
+                model.touch(now);
                 model.to(State::Disabled, now);
             }
             Step::MetricsOnly => {
                 breakers.metrics_only(KEY);
+                model.touch(now);
                 model.to(State::MetricsOnly, now);
             }
             Step::Answer(index) | Step::Cancel(index) if !in_flight.is_empty() => {
@@ -396,6 +442,7 @@ async fn run(settings: Settings, steps: Vec<Step>) -> Result<(), String> {
             Step::Answer(_) | Step::Cancel(_) => {}
             Step::Start(_) if in_flight.len() >= 3 => {}
             Step::Start(call) => {
+                model.touch(now);
                 let admitted = model.admit(now);
                 let calls_before = upstream.calls();
                 let (go, wait) = tokio::sync::oneshot::channel();
@@ -449,8 +496,12 @@ fn settings() -> impl Strategy<Value = Settings> {
             prop_oneof![Just(20.0), Just(50.0), Just(100.0)].prop_map(Some)
         ]
     };
+    let window = prop_oneof![
+        (1usize..=8).prop_map(WindowSpec::Count),
+        (1usize..=4, 1u64..=3).prop_map(|(buckets, bucket)| WindowSpec::Time { buckets, bucket }),
+    ];
     (
-        1usize..=8,
+        window,
         1u32..=8,
         rate(),
         prop::option::of((prop_oneof![Just(50.0), Just(100.0)], 1u64..=3)),
