@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
-use http::{Request, Response, StatusCode, request, response};
+use http::{HeaderMap, Request, Response, StatusCode, request, response};
 use tokio::time::Instant;
 
 use super::buffer::Buffer;
 use super::coalesce::Leader;
+use super::conditional;
 use super::directives::CacheControl;
 use super::entry::Entry;
 use super::epochs::Stamp;
@@ -69,6 +70,32 @@ pub(crate) fn from_entry<R>(
     let mut response = entry
         .to_response(age, head, status.to_header_value())
         .map(OptimizerBody::full);
+    response.extensions_mut().insert(status);
+    response
+}
+
+/// A response served from `entry` to a request that brought validators of
+/// its own (`request` its headers): a 304 where they match the entry (RFC
+/// 9111 §4.3.2), its `Cache-Status` saying `detail=not-modified`;
+/// otherwise the entry's response.
+pub(crate) fn from_entry_to<R>(
+    request: &HeaderMap,
+    entry: &Entry,
+    age: Duration,
+    head: bool,
+    status: CacheStatus,
+) -> Response<OptimizerBody<R>> {
+    if !conditional::not_modified(request, &entry.headers) {
+        return from_entry(entry, age, head, status);
+    }
+    let status = CacheStatus {
+        detail: Some("not-modified"),
+        ..status
+    };
+    let (mut parts, _) = entry.to_response(age, true, status.to_header_value()).into_parts();
+    parts.status = StatusCode::NOT_MODIFIED;
+    parts.headers = conditional::not_modified_headers(&parts.headers);
+    let mut response = Response::from_parts(parts, OptimizerBody::full(Bytes::new()));
     response.extensions_mut().insert(status);
     response
 }

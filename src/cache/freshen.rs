@@ -9,6 +9,7 @@ use http::header::{ETAG, LAST_MODIFIED};
 use http::{HeaderMap, Response, request};
 use tokio::time::Instant;
 
+use super::conditional::opaque_tag;
 use super::directives::CacheControl;
 use super::entry::{Entry, EntryBody};
 use super::fetch::{Fetch, declared_length, from_entry, shared};
@@ -146,8 +147,7 @@ impl Fetch {
 /// another time, where both carry one (and it can be read).
 fn contradicts(not_modified: &HeaderMap, stored: &Entry) -> bool {
     fn opaque(v: &http::HeaderValue) -> &[u8] {
-        let bytes = v.as_bytes();
-        bytes.strip_prefix(b"W/").unwrap_or(bytes)
+        opaque_tag(v.as_bytes())
     }
     let both = |name: &http::HeaderName| Some((not_modified.get(name)?, stored.headers.get(name)?));
     let date = |v: &http::HeaderValue| httpdate::parse_http_date(v.to_str().ok()?).ok();

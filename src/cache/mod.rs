@@ -16,7 +16,10 @@
 //! - **Validation** (§4.3) with `If-None-Match`/`If-Modified-Since`; a 304
 //!   freshens the stored headers. A whole new answer replaces the stored
 //!   response its request revalidated, even one that may not be stored
-//!   itself, unless it is one caller's own or a 5xx.
+//!   itself, unless it is one caller's own or a 5xx. A caller's own
+//!   `If-None-Match`/`If-Modified-Since` is answered from a usable stored
+//!   response (§4.3.2): a 304 where it matches, the response where not;
+//!   without one, the request goes upstream as it came.
 //!   `stale-while-revalidate` refreshes once in
 //!   the background; `stale-if-error` covers 5xx, errors from the inner
 //!   service (a circuit breaker's open error included) and failing bodies.
@@ -78,6 +81,7 @@ mod broadcast;
 mod buffer;
 mod builder;
 mod coalesce;
+mod conditional;
 mod directives;
 mod entry;
 mod epochs;

@@ -83,10 +83,22 @@ pub enum Bypass {
     Authorization,
     /// The URI matches a configured exclusion pattern.
     Excluded,
-    /// The request carries its own conditional or range headers.
+    /// The request carries a precondition only the origin can evaluate
+    /// (`If-Match`, `If-Unmodified-Since`, `If-Range`) or a `Range`; or
+    /// its own `If-None-Match` / `If-Modified-Since` and no stored response
+    /// the cache could answer it from without asking upstream.
     Conditional,
     /// The URI has no authority and no `Host` header to key it by.
     NoKey,
+}
+
+/// Whether a request brings its own `If-None-Match` or `If-Modified-Since`
+/// (RFC 9111 §4.3.2): answered from a stored response with a 304 where
+/// they match it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallerValidators {
+    Absent,
+    Present,
 }
 
 impl Bypass {
@@ -216,33 +228,36 @@ impl fmt::Debug for Rules {
 }
 
 impl Rules {
-    /// Decides whether a request may use the cache at all.
-    pub(crate) fn check_request(&self, method: &Method, headers: &HeaderMap, key: &str) -> Result<(), Bypass> {
+    /// Decides whether a request may use the cache at all, and whether it
+    /// brings validators of its own.
+    pub(crate) fn check_request(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        key: &str,
+    ) -> Result<CallerValidators, Bypass> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Bypass::Method);
         }
+        let mut validators = CallerValidators::Absent;
         // One pass over the (few) request headers instead of seven lookups.
         for name in headers.keys() {
             if name == AUTHORIZATION {
                 if self.authorization == AuthorizationPolicy::Bypass {
                     return Err(Bypass::Authorization);
                 }
-            } else if name == IF_NONE_MATCH
-                || name == IF_MODIFIED_SINCE
-                || name == IF_MATCH
-                || name == IF_UNMODIFIED_SINCE
-                || name == IF_RANGE
-                || name == RANGE
-            {
-                // A caller's own validators or ranges ask a question the
-                // stored full response cannot answer; let the origin answer.
+            } else if name == IF_NONE_MATCH || name == IF_MODIFIED_SINCE {
+                validators = CallerValidators::Present;
+            } else if name == IF_MATCH || name == IF_UNMODIFIED_SINCE || name == IF_RANGE || name == RANGE {
+                // Preconditions for the origin (RFC 9111 §4.3.2) and ranges
+                // ask what the stored full response cannot answer.
                 return Err(Bypass::Conditional);
             }
         }
         if self.exclude.as_ref().is_some_and(|set| set.is_match(key)) {
             return Err(Bypass::Excluded);
         }
-        Ok(())
+        Ok(validators)
     }
 
     /// Decides whether a response may be stored (RFC 9111 §3), given the
@@ -469,6 +484,15 @@ mod tests {
         );
         assert_eq!(
             check(parts(get().header("if-none-match", "\"x\"")), "k"),
+            Ok(CallerValidators::Present),
+            "evaluated against a stored response"
+        );
+        assert_eq!(
+            check(parts(get().header("if-modified-since", "x")), "k"),
+            Ok(CallerValidators::Present)
+        );
+        assert_eq!(
+            check(parts(get().header("if-match", "\"x\"")), "k"),
             Err(Bypass::Conditional)
         );
         assert_eq!(
@@ -476,7 +500,7 @@ mod tests {
             Err(Bypass::Conditional)
         );
         assert_eq!(check(parts(get()), "http://a/private/1"), Err(Bypass::Excluded));
-        assert_eq!(check(parts(get()), "http://a/public/1"), Ok(()));
+        assert_eq!(check(parts(get()), "http://a/public/1"), Ok(CallerValidators::Absent));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt as _;
@@ -20,7 +21,7 @@ use super::freshness::{Usability, usability};
 use super::future::{Pending, ResponseFuture};
 use super::handle::Cache;
 use super::key;
-use super::policy::Bypass;
+use super::policy::{Bypass, CallerValidators};
 use super::stats::bump;
 use super::status::{CacheStatus, Forward};
 use super::write::{self, Write};
@@ -93,13 +94,17 @@ where
                 Some(response) => return ResponseFuture::ready(response),
                 None => unreachable!("a hit writes its response"),
             },
-            Lookup::StaleWhileRevalidate(entry, key) => {
+            Lookup::StaleWhileRevalidate(entry, key, validators) => {
                 let freshness = entry.freshness();
                 let status = CacheStatus {
                     detail: Some("stale-while-revalidate"),
                     ..CacheStatus::hit(freshness.ttl_secs(now))
                 };
-                let response = fetch::from_entry(&entry, freshness.age(now), head, status);
+                let age = freshness.age(now);
+                let response = match validators {
+                    CallerValidators::Absent => fetch::from_entry(&entry, age, head, status),
+                    CallerValidators::Present => fetch::from_entry_to(request.headers(), &entry, age, head, status),
+                };
                 if !head {
                     self.refresh_in_background(key, entry, request, request_cc);
                 }
@@ -175,7 +180,7 @@ enum Lookup {
     /// copied at each of them.
     Hit,
     /// Answer now with this stale entry and refresh it behind.
-    StaleWhileRevalidate(Arc<Entry>, Arc<str>),
+    StaleWhileRevalidate(Arc<Entry>, Arc<str>, CallerValidators),
     /// Go upstream (validating `stale` if there is one).
     Fetch {
         key: Arc<str>,
@@ -201,9 +206,15 @@ impl<S> CacheService<S> {
             let Some(key) = key else {
                 return Lookup::Bypass(Bypass::NoKey);
             };
-            if let Err(reason) = inner.rules.check_request(request.method(), headers, key) {
-                return Lookup::Bypass(reason);
-            }
+            let validators = match inner.rules.check_request(request.method(), headers, key) {
+                Ok(validators) => validators,
+                Err(reason) => return Lookup::Bypass(reason),
+            };
+            // A hit answers the caller's own validators itself (§4.3.2).
+            let answer = |entry: &Entry, age: Duration, status: CacheStatus| match validators {
+                CallerValidators::Absent => fetch::from_entry(entry, age, head, status),
+                CallerValidators::Present => fetch::from_entry_to(headers, entry, age, head, status),
+            };
             let matches = |e: &Entry| key::matches(e.secondary(), headers);
             // Runs under the shard's read lock: a hit is answered from the
             // borrowed entry without cloning its `Arc`.
@@ -213,12 +224,7 @@ impl<S> CacheService<S> {
                 match usability(&freshness, request_cc, now) {
                     Usability::Fresh => {
                         bump(&inner.counters.hits);
-                        *hit = Some(fetch::from_entry(
-                            entry,
-                            freshness.age(now),
-                            head,
-                            CacheStatus::hit(ttl),
-                        ));
+                        *hit = Some(answer(entry, freshness.age(now), CacheStatus::hit(ttl)));
                         Lookup::Hit
                     }
                     Usability::StaleAccepted => {
@@ -227,12 +233,18 @@ impl<S> CacheService<S> {
                             detail: Some("max-stale"),
                             ..CacheStatus::hit(ttl)
                         };
-                        *hit = Some(fetch::from_entry(entry, freshness.age(now), head, status));
+                        *hit = Some(answer(entry, freshness.age(now), status));
                         Lookup::Hit
                     }
                     Usability::StaleWhileRevalidate => {
                         bump(&inner.counters.stale);
-                        Lookup::StaleWhileRevalidate(entry.clone(), key.into())
+                        Lookup::StaleWhileRevalidate(entry.clone(), key.into(), validators)
+                    }
+                    // The caller's validators are for the origin to judge
+                    // against what it has now (a 304 from it may not be
+                    // about the stored response): it asks on its own.
+                    Usability::Validate if validators == CallerValidators::Present => {
+                        Lookup::Bypass(Bypass::Conditional)
                     }
                     Usability::Validate => {
                         let forced =
@@ -246,10 +258,13 @@ impl<S> CacheService<S> {
                     }
                 }
             });
-            found.unwrap_or_else(|fwd| Lookup::Fetch {
-                key: key.into(),
-                fwd,
-                stale: None,
+            found.unwrap_or_else(|fwd| match validators {
+                CallerValidators::Present => Lookup::Bypass(Bypass::Conditional),
+                CallerValidators::Absent => Lookup::Fetch {
+                    key: key.into(),
+                    fwd,
+                    stale: None,
+                },
             })
         })
     }
@@ -295,6 +310,10 @@ impl<S> CacheService<S> {
             return;
         };
         bump(&cache.counters.background_refreshes);
+        // The refresh revalidates the stored response, not the caller's
+        // copy: a 304 to the caller's validators says nothing of ours.
+        request.headers_mut().remove(IF_NONE_MATCH);
+        request.headers_mut().remove(IF_MODIFIED_SINCE);
         let snapshot = crate::util::request_head(&request);
         fetch::add_validators(&mut request, &entry);
         let clone = self.inner.clone();

@@ -62,9 +62,11 @@ pub struct CacheStatus {
     /// A short reason: how a stale response came to be served
     /// (`stale-while-revalidate`, `stale-if-error`, `max-stale`), why an
     /// answer was not stored (a [`NotStorable`](super::NotStorable) token),
-    /// `streamed`, `only-if-cached`, or `validator-mismatch` (a 304 that
+    /// `streamed`, `only-if-cached`, `validator-mismatch` (a 304 that
     /// named another representation than the stored one, which answered
-    /// unchanged).
+    /// unchanged), or `not-modified` (a 304 the cache gave a caller whose
+    /// own `If-None-Match` or `If-Modified-Since` matched the stored
+    /// response; a negative `ttl` still says it was stale).
     pub detail: Option<&'static str>,
 }
 

@@ -1,0 +1,230 @@
+//! A caller's own conditional requests (RFC 9111 §4.3.2): `If-None-Match`
+//! and `If-Modified-Since` are answered from a usable stored response, with
+//! a 304 where they match it and the stored response where they do not;
+//! with no usable stored response they go upstream as they are, and what
+//! comes back is neither stored nor used to freshen anything.
+#![cfg(feature = "cache")]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
+use support::*;
+use tokio::time::advance;
+use tower_optimizer::cache::{Cache, Forward, Outcome};
+
+const MON: &str = "Mon, 02 Nov 2026 10:00:00 GMT";
+const TUE: &str = "Tue, 03 Nov 2026 10:00:00 GMT";
+
+/// The validators each upstream request carried.
+type Seen = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
+
+/// An upstream whose resource is `v1` (`ETag: "a"`, `Last-Modified` on
+/// Monday) with `cache_control`; it answers a matching `If-None-Match` with
+/// a 304 and records the validators of every request.
+fn upstream(cache_control: &'static str) -> (Upstream, Seen) {
+    upstream_with(cache_control, ("last-modified", MON))
+}
+
+/// [`upstream`] with `extra` in place of its `Last-Modified`.
+fn upstream_with(cache_control: &'static str, extra: (&'static str, &'static str)) -> (Upstream, Seen) {
+    let seen = Seen::default();
+    let log = seen.clone();
+    let upstream = Upstream::new(move |req: Req, _| {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .map(|v: &http::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let (inm, ims) = (header(IF_NONE_MATCH), header(IF_MODIFIED_SINCE));
+        let matched = inm.as_deref() == Some("\"a\"");
+        log.lock().unwrap().push((inm, ims));
+        async move {
+            let headers = [
+                ("cache-control", cache_control),
+                ("etag", "\"a\""),
+                extra,
+                ("content-type", "text/plain"),
+            ];
+            Ok(if matched {
+                respond(304, &headers, "")
+            } else {
+                respond(200, &headers, "v1")
+            })
+        }
+    });
+    (upstream, seen)
+}
+
+fn conditional(name: http::HeaderName, value: &str) -> Req {
+    req("http://api.test/r").header(name, value).body(empty()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_matching_if_none_match_on_a_fresh_entry_gets_a_304_from_the_cache() {
+    let cache = cache();
+    let (upstream, seen) = upstream("max-age=60");
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/r").await;
+    advance(Duration::from_secs(5)).await;
+    let answer = send(&mut c, conditional(IF_NONE_MATCH, "\"x\", W/\"a\""))
+        .await
+        .unwrap();
+    assert_eq!((answer.status, answer.body.len()), (304, 0));
+    assert_eq!(answer.cache.outcome(), Outcome::Hit);
+    assert_eq!(answer.cache.detail, Some("not-modified"));
+    assert_eq!(answer.header("etag"), "\"a\"");
+    assert_eq!(answer.header("cache-control"), "max-age=60");
+    assert_eq!(answer.header("age"), "5");
+    assert_eq!(
+        answer.header("cache-status"),
+        "tower-optimizer; hit; ttl=55; detail=not-modified"
+    );
+    assert!(
+        answer.headers.get("content-type").is_none() && answer.headers.get("content-length").is_none(),
+        "nothing that describes a body: {:?}",
+        answer.headers
+    );
+    // A HEAD asks the same way.
+    let head = req("http://api.test/r")
+        .method(http::Method::HEAD)
+        .header(IF_NONE_MATCH, "*")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&mut c, head).await.unwrap().status, 304);
+    // Another tag: the stored response, whole.
+    let other = send(&mut c, conditional(IF_NONE_MATCH, "\"b\"")).await.unwrap();
+    assert_eq!((other.status, other.body.as_ref()), (200, &b"v1"[..]));
+    assert_eq!(other.cache.outcome(), Outcome::Hit);
+    assert_eq!(upstream.calls(), 1, "all from the cache");
+    assert_eq!(seen.lock().unwrap().as_slice(), [(None, None)]);
+    assert_eq!(cache.stats().hits, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn if_modified_since_is_judged_by_last_modified() {
+    let cache = cache();
+    let (upstream, _) = upstream("max-age=60");
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/r").await;
+    let later = send(&mut c, conditional(IF_MODIFIED_SINCE, TUE)).await.unwrap();
+    assert_eq!(later.status, 304, "not modified since Tuesday");
+    assert_eq!(later.header("last-modified"), MON);
+    let same = send(&mut c, conditional(IF_MODIFIED_SINCE, MON)).await.unwrap();
+    assert_eq!(same.status, 304);
+    let earlier = send(&mut c, conditional(IF_MODIFIED_SINCE, "Sun, 01 Nov 2026 10:00:00 GMT"))
+        .await
+        .unwrap();
+    assert_eq!((earlier.status, earlier.body.as_ref()), (200, &b"v1"[..]));
+    let junk = send(&mut c, conditional(IF_MODIFIED_SINCE, "last week")).await.unwrap();
+    assert_eq!(junk.status, 200, "not a date: ignored");
+    // If-None-Match, when present, decides alone (RFC 9110 §13.2.2).
+    let both = req("http://api.test/r")
+        .header(IF_NONE_MATCH, "\"b\"")
+        .header(IF_MODIFIED_SINCE, TUE)
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&mut c, both).await.unwrap().status, 200);
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_usable_stored_response_the_caller_asks_upstream_itself() {
+    let cache = cache();
+    let (upstream, seen) = upstream("max-age=1");
+    let mut c = client(&cache, &upstream);
+    // A miss: forwarded as it is, the 304 passed back, nothing stored.
+    let miss = send(&mut c, conditional(IF_NONE_MATCH, "\"a\"")).await.unwrap();
+    assert_eq!(miss.status, 304);
+    assert_eq!(miss.cache.fwd, Some(Forward::Bypass));
+    assert_eq!(cache.stats().entries, 0);
+    // A stale entry: the caller's validators go up, not the cache's, and
+    // the 304 to them freshens nothing.
+    get(&mut c, "http://api.test/r").await;
+    advance(Duration::from_secs(2)).await;
+    let stale = send(&mut c, conditional(IF_NONE_MATCH, "\"a\"")).await.unwrap();
+    assert_eq!((stale.status, stale.cache.fwd), (304, Some(Forward::Bypass)));
+    let next = get(&mut c, "http://api.test/r").await;
+    assert_eq!(
+        next.cache.outcome(),
+        Outcome::Revalidated,
+        "still stale: the cache asks"
+    );
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [
+            (Some("\"a\"".to_owned()), None),
+            (None, None),
+            (Some("\"a\"".to_owned()), None),
+            (Some("\"a\"".to_owned()), Some(MON.to_owned())),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_answers_the_caller_and_refreshes_with_its_own_validators() {
+    let cache = Cache::builder().build().unwrap();
+    // No `Last-Modified`: the refresh has no date of its own to send.
+    let (upstream, seen) = upstream_with("max-age=1, stale-while-revalidate=60", ("x-other", "1"));
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/r").await;
+    advance(Duration::from_secs(2)).await;
+    let asks = req("http://api.test/r")
+        .header(IF_NONE_MATCH, "\"a\"")
+        .header(IF_MODIFIED_SINCE, TUE)
+        .body(empty())
+        .unwrap();
+    let answer = send(&mut c, asks).await.unwrap();
+    assert_eq!(answer.status, 304, "answered at once from the stale entry");
+    assert_eq!(answer.cache.detail, Some("not-modified"));
+    // Let the background refresh run.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let log = seen.lock().unwrap().clone();
+    assert_eq!(
+        log.last(),
+        Some(&(Some("\"a\"".to_owned()), None)),
+        "the refresh carries the stored response's validators, not the caller's date: {log:?}"
+    );
+    assert_eq!(upstream.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn preconditions_for_the_origin_still_bypass_the_cache() {
+    let cache = cache();
+    let (upstream, _) = upstream("max-age=60");
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/r").await;
+    for (name, value) in [
+        (http::header::IF_MATCH, "\"a\""),
+        (http::header::IF_UNMODIFIED_SINCE, MON),
+        (http::header::RANGE, "bytes=0-0"),
+    ] {
+        let answer = send(&mut c, conditional(name.clone(), value)).await.unwrap();
+        assert_eq!(answer.cache.fwd, Some(Forward::Bypass), "{name}");
+    }
+    assert_eq!(upstream.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_leaves_a_conditional_request_to_the_cache_only_while_the_entry_is_fresh() {
+    let cache = Cache::builder()
+        .stale_if_error(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (upstream, _) = upstream("max-age=1");
+    let mut c = client(&cache, &upstream);
+    get(&mut c, "http://api.test/r").await;
+    let plain = || req("http://api.test/r").body(empty()).unwrap();
+    let asks = || conditional(IF_NONE_MATCH, "\"a\"");
+    assert!(cache.can_serve_on_error(&plain()) && cache.can_serve_on_error(&asks()));
+    advance(Duration::from_secs(2)).await;
+    assert!(cache.can_serve_on_error(&plain()), "stale-if-error covers it");
+    assert!(
+        !cache.can_serve_on_error(&asks()),
+        "a stale entry sends the caller's validators upstream, and its error back"
+    );
+}
