@@ -23,8 +23,12 @@ use tokio::net::TcpListener;
 use tower_optimizer::cache::CacheMode;
 use tower_optimizer::stack::Protocol;
 
+/// Calls of `/cached`, the one cacheable path.
+static CACHED_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Echoes the method, path, a custom header and the body back, with a
 /// hop-by-hop header the proxy must drop; `?status=N` picks the status.
+/// `/cached` answers `v1`, fresh for a minute, with `ETag: "e1"`.
 async fn echo_upstream() -> SocketAddr {
     let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
         if req.uri().path() == "/slow" {
@@ -46,6 +50,16 @@ async fn echo_upstream() -> SocketAddr {
         } else {
             body
         };
+        if path == "/cached" {
+            CACHED_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let res = Response::builder()
+                .header("cache-control", "max-age=60")
+                .header("etag", "\"e1\"")
+                .header("content-type", "text/plain")
+                .body(Full::new(Bytes::from_static(b"v1")))
+                .unwrap();
+            return Ok::<_, Infallible>(res);
+        }
         let mut res = Response::builder()
             .status(status)
             .header("x-method", method)
@@ -125,6 +139,44 @@ async fn requests_pass_through_intact() {
         let res = call(proxy, Method::GET, &format!("/s?status={status}"), Bytes::new(), &[]).await;
         assert_eq!(res.status().as_u16(), status);
     }
+}
+
+#[tokio::test]
+async fn a_browser_revalidating_its_copy_gets_a_304_from_the_cache() {
+    let upstream = echo_upstream().await;
+    let proxy = start_proxy(&format!("http://{upstream}"), Duration::from_secs(30)).await;
+    let first = call(proxy, Method::GET, "/cached", Bytes::new(), &[]).await;
+    assert_eq!((first.status().as_u16(), first.body().as_ref()), (200, &b"v1"[..]));
+    let again = call(
+        proxy,
+        Method::GET,
+        "/cached",
+        Bytes::new(),
+        &[("if-none-match", "\"e1\"")],
+    )
+    .await;
+    assert_eq!(again.status().as_u16(), 304);
+    assert!(again.body().is_empty());
+    assert_eq!(again.headers()["etag"], "\"e1\"");
+    let status = again.headers()["cache-status"].to_str().unwrap();
+    assert!(
+        status.starts_with("tower-optimizer; hit;") && status.ends_with("detail=not-modified"),
+        "{status}"
+    );
+    let changed = call(
+        proxy,
+        Method::GET,
+        "/cached",
+        Bytes::new(),
+        &[("if-none-match", "\"e0\"")],
+    )
+    .await;
+    assert_eq!((changed.status().as_u16(), changed.body().as_ref()), (200, &b"v1"[..]));
+    assert_eq!(
+        CACHED_CALLS.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one upstream call for the three"
+    );
 }
 
 // Paused clock: the proxy's 200 ms upstream timeout fires while the
