@@ -228,3 +228,28 @@ async fn failover_leaves_a_conditional_request_to_the_cache_only_while_the_entry
         "a stale entry sends the caller's validators upstream, and its error back"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn only_if_cached_never_goes_upstream_even_for_a_request_the_store_cannot_answer() {
+    // RFC 9111 §5.2.1.7: a stored response or a 504, whatever else the
+    // request carries (the RFC model found this one).
+    let cache = cache();
+    let (upstream, _) = upstream("max-age=60");
+    let mut c = client(&cache, &upstream);
+    for (name, value) in [
+        (IF_NONE_MATCH, "\"a\""),
+        (http::header::IF_MATCH, "\"a\""),
+        (http::header::RANGE, "bytes=0-0"),
+        (http::header::AUTHORIZATION, "Bearer x"),
+    ] {
+        let request = req("http://api.test/r")
+            .header("cache-control", "only-if-cached")
+            .header(name.clone(), value)
+            .body(empty())
+            .unwrap();
+        let answer = send(&mut c, request).await.unwrap();
+        assert_eq!(answer.status, 504, "{name}");
+        assert_eq!(answer.cache.detail, Some("only-if-cached"));
+    }
+    assert_eq!(upstream.calls(), 0);
+}

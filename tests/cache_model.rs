@@ -11,8 +11,11 @@
 //! §4.2 and §5.2.1: a hit of which version at which `Age` (refreshed
 //! behind, within `stale-while-revalidate`), a trip upstream with or
 //! without `If-None-Match` (and the stored response standing in for a
-//! failure, within `stale-if-error`), or a 504 for `only-if-cached`. The
-//! cache must do exactly that, neither more conservative nor less.
+//! failure, within `stale-if-error`), or a 504 for `only-if-cached`. A
+//! caller's own `If-None-Match` or `If-Modified-Since` gets a 304 from a
+//! usable stored response it matches (§4.3.2), and goes upstream as it
+//! came without one. The cache must do exactly that, neither more
+//! conservative nor less.
 #![cfg(feature = "cache")]
 
 #[path = "support/chunks.rs"]
@@ -32,8 +35,8 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use proptest::prelude::*;
 use rfc_model::{
-    Answer, Config, Directive, Health, Lang, Shape, Step, Stored, Unstorable, Use, after_answer, after_head, config,
-    etag, select, shape, step, usability,
+    Answer, Ask, Config, Directive, Health, Lang, Shape, Step, Stored, Unstorable, Use, after_answer, after_head,
+    config, etag, select, shape, step, usability,
 };
 use support::*;
 use tower::util::BoxService;
@@ -165,18 +168,30 @@ fn bare(status: u16) -> Response<Chunks> {
     Response::builder().status(status).body(Chunks::new([])).unwrap()
 }
 
+/// The validators a caller with `ask` sends.
+fn validators_asked(ask: Ask) -> Validators {
+    match ask {
+        Ask::None => (None, None),
+        Ask::Tag(version) => (Some(etag(version)), None),
+        Ask::Star => (Some("*".into()), None),
+        Ask::Since(version) => (None, Some(last_modified(version))),
+    }
+}
+
 /// What the cache must do with a request.
 #[derive(Debug)]
 enum Expect {
     /// From the stored response at this index, refreshed behind when
-    /// `refresh`.
+    /// `refresh`; a 304 when the caller's validators match it.
     Hit {
         index: usize,
         refresh: bool,
+        not_modified: bool,
     },
     Upstream,
     GatewayTimeout,
-    /// Past the cache untouched (`Authorization` in a private cache).
+    /// Past the cache untouched (`Authorization` in a private cache, or the
+    /// caller's own validators without a usable stored response).
     Bypass,
 }
 
@@ -186,16 +201,29 @@ fn expect(store: &[Stored], read: &Read, now: u64, config: &Config) -> Expect {
         directive,
         head,
         authorization,
+        ask,
     } = *read;
+    let only_if_cached = matches!(directive, Directive::OnlyIfCached);
     if authorization && !config.shared {
-        return Expect::Bypass;
+        // Never from the store; `only-if-cached` asks for the store only.
+        return if only_if_cached {
+            Expect::GatewayTimeout
+        } else {
+            Expect::Bypass
+        };
     }
     let found = select(store, lang).map(|i| (i, usability(&store[i], directive, now)));
+    let hit = |index: usize, refresh| Expect::Hit {
+        index,
+        refresh,
+        not_modified: ask.not_modified(&store[index]),
+    };
     match found {
-        Some((index, Use::Fresh | Use::StaleAccepted)) => Expect::Hit { index, refresh: false },
+        Some((index, Use::Fresh | Use::StaleAccepted)) => hit(index, false),
         // HEAD is answered from a stored GET, and refreshes nothing.
-        Some((index, Use::StaleWhileRevalidate)) => Expect::Hit { index, refresh: !head },
-        _ if matches!(directive, Directive::OnlyIfCached) => Expect::GatewayTimeout,
+        Some((index, Use::StaleWhileRevalidate)) => hit(index, !head),
+        _ if only_if_cached => Expect::GatewayTimeout,
+        _ if ask != Ask::None => Expect::Bypass,
         _ => Expect::Upstream,
     }
 }
@@ -358,15 +386,17 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
                     directive: Directive::None,
                     head: true,
                     authorization: false,
+                    ask: Ask::None,
                 };
                 read.check(&mut client, &origin, &mut store, now, &config).await
             }
-            Step::Get(directive, lang, authorization) => {
+            Step::Get(directive, lang, authorization, ask) => {
                 let read = Read {
                     lang,
                     directive,
                     head: false,
                     authorization,
+                    ask,
                 };
                 read.check(&mut client, &origin, &mut store, now, &config).await
             }
@@ -416,6 +446,7 @@ struct Read {
     directive: Directive,
     head: bool,
     authorization: bool,
+    ask: Ask,
 }
 
 impl Read {
@@ -435,6 +466,7 @@ impl Read {
             directive,
             head,
             authorization,
+            ask,
         } = self;
         let nominated = select(store, lang);
         let calls_before = origin.lock().unwrap().calls;
@@ -450,6 +482,13 @@ impl Read {
         if authorization {
             request = request.header(AUTHORIZATION, "Bearer model");
         }
+        let (inm, ims) = validators_asked(ask);
+        if let Some(inm) = inm {
+            request = request.header(IF_NONE_MATCH, inm);
+        }
+        if let Some(ims) = ims {
+            request = request.header(IF_MODIFIED_SINCE, ims);
+        }
         let result = send(client, request.body(empty()).unwrap()).await;
         settle().await;
         let origin = origin.lock().unwrap();
@@ -462,17 +501,30 @@ impl Read {
                     format!("expected 504, got {status:?} ({calls} calls)")
                 })
             }
-            Expect::Hit { index, refresh } => {
+            Expect::Hit {
+                index,
+                refresh,
+                not_modified,
+            } => {
                 let got = result.map_err(|e| Failure(format!("expected a hit, got error {e}")))?;
                 let s = &store[index];
-                let (body, age) = (if head { String::new() } else { s.body.clone() }, s.age(now));
-                check(got.body == body && got.header("age") == age.to_string(), || {
-                    format!(
-                        "expected {body:?} at age {age}, got {:?} at age {}",
-                        got.body,
-                        got.header("age")
-                    )
-                })?;
+                let (status, body) = match (not_modified, head) {
+                    (true, _) => (304, String::new()),
+                    (false, true) => (s.status, String::new()),
+                    (false, false) => (s.status, s.body.clone()),
+                };
+                let age = s.age(now);
+                check(
+                    got.status == status && got.body == body && got.header("age") == age.to_string(),
+                    || {
+                        format!(
+                            "expected {status} {body:?} at age {age}, got {} {:?} at age {}",
+                            got.status,
+                            got.body,
+                            got.header("age")
+                        )
+                    },
+                )?;
                 check(calls == usize::from(refresh), || {
                     format!("expected {} calls behind, saw {calls}", usize::from(refresh))
                 })?;
@@ -489,9 +541,13 @@ impl Read {
             Expect::Bypass => {
                 check(calls == 1, || format!("expected one trip upstream, saw {calls}"))?;
                 let seen = origin.last.clone().expect("the origin saw the request");
-                check(seen.validators == (None, None), || "a bypass sent a validator".into())?;
+                let asked = validators_asked(self.ask);
+                check(seen.validators == asked, || {
+                    format!("a bypass sent {:?}, the caller {asked:?}", seen.validators)
+                })?;
                 let want = match (&seen.answer, origin.health) {
                     (Some(a), _) if a.body_failed => None,
+                    (Some(a), _) if a.not_modified => Some((String::new(), 304, a.shape.age)),
                     (Some(a), _) => Some((a.body.clone(), a.shape.status, a.shape.age)),
                     (None, Health::Unreachable) => None,
                     (None, _) => Some((String::new(), 503, 0)),

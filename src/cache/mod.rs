@@ -12,7 +12,8 @@
 //!   `max_ttl` cap. Served with a correct `Age`.
 //! - **Directives**: `no-store`, `no-cache`, `must-revalidate`,
 //!   `proxy-revalidate`, `private`/`public`; request `no-cache`, `no-store`,
-//!   `max-age`, `max-stale`, `min-fresh`, `only-if-cached` (504 on miss).
+//!   `max-age`, `max-stale`, `min-fresh`, `only-if-cached` (504 on a miss,
+//!   or for a request the cache steps aside for).
 //! - **Validation** (§4.3) with `If-None-Match`/`If-Modified-Since`; a 304
 //!   freshens the stored headers. A whole new answer replaces the stored
 //!   response its request revalidated, even one that may not be stored

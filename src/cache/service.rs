@@ -89,6 +89,12 @@ where
         let now = Instant::now();
         let mut hit = None;
         let (key, fwd, stale) = match self.lookup(&request, &request_cc, now, head, &mut hit) {
+            // `only-if-cached` asks for a stored response or a 504
+            // (§5.2.1.7), whatever keeps this request from the store.
+            Lookup::Bypass(_) if request_cc.only_if_cached => {
+                bump(&self.cache.inner.counters.bypassed);
+                return ResponseFuture::ready(fetch::gateway_timeout(Forward::Bypass));
+            }
             Lookup::Bypass(reason) => return self.bypass(reason, request),
             Lookup::Hit => match hit {
                 Some(response) => return ResponseFuture::ready(response),

@@ -194,6 +194,35 @@ impl Directive {
     }
 }
 
+/// A caller's own validators (RFC 9111 §4.3.2), for a version of the
+/// resource it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    None,
+    /// `If-None-Match` with that version's `ETag`.
+    Tag(u32),
+    /// `If-None-Match: *`.
+    Star,
+    /// `If-Modified-Since` that version's `Last-Modified`.
+    Since(u32),
+}
+
+impl Ask {
+    /// Whether the stored response `stored` meets the caller's validators
+    /// (its precondition is false): the cache answers 304. `If-None-Match`
+    /// compares `ETag`s; `If-Modified-Since` compares the stored
+    /// `Last-Modified` (each version's is later than the one before), else
+    /// its `Date`, which is after every `Last-Modified`.
+    pub fn not_modified(self, stored: &Stored) -> bool {
+        match self {
+            Ask::None => false,
+            Ask::Tag(version) => stored.shape.etag && stored.version == version,
+            Ask::Star => true,
+            Ask::Since(version) => stored.shape.last_modified && stored.version <= version,
+        }
+    }
+}
+
 /// How the origin answers for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -212,8 +241,9 @@ pub type Lang = Option<&'static str>;
 #[derive(Debug, Clone)]
 pub enum Step {
     Advance(u64),
-    /// A GET with a directive, a language, and `Authorization` or not.
-    Get(Directive, Lang, bool),
+    /// A GET with a directive, a language, `Authorization` or not, and
+    /// validators of its own or not.
+    Get(Directive, Lang, bool, Ask),
     Head(Lang),
     /// A write to the URI (RFC 9111 §4.4 when it succeeds).
     Post,
@@ -518,6 +548,15 @@ fn directive() -> impl Strategy<Value = Directive> {
     ]
 }
 
+fn ask() -> impl Strategy<Value = Ask> {
+    prop_oneof![
+        8 => Just(Ask::None),
+        2 => (1u32..=4).prop_map(Ask::Tag),
+        1 => Just(Ask::Star),
+        2 => (1u32..=4).prop_map(Ask::Since),
+    ]
+}
+
 fn lang() -> impl Strategy<Value = Lang> {
     prop_oneof![2 => Just(None), 1 => Just(Some("en")), 1 => Just(Some("fr"))]
 }
@@ -525,7 +564,7 @@ fn lang() -> impl Strategy<Value = Lang> {
 pub fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (1u64..=6).prop_map(Step::Advance),
-        12 => (directive(), lang(), prop::bool::weighted(0.15)).prop_map(|(d, l, a)| Step::Get(d, l, a)),
+        12 => (directive(), lang(), prop::bool::weighted(0.15), ask()).prop_map(|(d, l, a, k)| Step::Get(d, l, a, k)),
         1 => lang().prop_map(Step::Head),
         1 => Just(Step::Post),
         2 => Just(Step::Change),
