@@ -58,8 +58,17 @@ fn upstream_with(cache_control: &'static str, extra: (&'static str, &'static str
     (upstream, seen)
 }
 
+/// A GET of the resource with `headers`.
+fn with(headers: &[(http::HeaderName, &str)]) -> Req {
+    let mut request = req("http://api.test/r");
+    for (name, value) in headers {
+        request = request.header(name, *value);
+    }
+    request.body(empty()).unwrap()
+}
+
 fn conditional(name: http::HeaderName, value: &str) -> Req {
-    req("http://api.test/r").header(name, value).body(empty()).unwrap()
+    with(&[(name, value)])
 }
 
 #[tokio::test(start_paused = true)]
@@ -121,11 +130,7 @@ async fn if_modified_since_is_judged_by_last_modified() {
     let junk = send(&mut c, conditional(IF_MODIFIED_SINCE, "last week")).await.unwrap();
     assert_eq!(junk.status, 200, "not a date: ignored");
     // If-None-Match, when present, decides alone (RFC 9110 §13.2.2).
-    let both = req("http://api.test/r")
-        .header(IF_NONE_MATCH, "\"b\"")
-        .header(IF_MODIFIED_SINCE, TUE)
-        .body(empty())
-        .unwrap();
+    let both = with(&[(IF_NONE_MATCH, "\"b\""), (IF_MODIFIED_SINCE, TUE)]);
     assert_eq!(send(&mut c, both).await.unwrap().status, 200);
     assert_eq!(upstream.calls(), 1);
 }
@@ -171,11 +176,7 @@ async fn stale_while_revalidate_answers_the_caller_and_refreshes_with_its_own_va
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
     advance(Duration::from_secs(2)).await;
-    let asks = req("http://api.test/r")
-        .header(IF_NONE_MATCH, "\"a\"")
-        .header(IF_MODIFIED_SINCE, TUE)
-        .body(empty())
-        .unwrap();
+    let asks = with(&[(IF_NONE_MATCH, "\"a\""), (IF_MODIFIED_SINCE, TUE)]);
     let answer = send(&mut c, asks).await.unwrap();
     assert_eq!(answer.status, 304, "answered at once from the stale entry");
     assert_eq!(answer.cache.detail, Some("not-modified"));
@@ -218,7 +219,7 @@ async fn failover_leaves_a_conditional_request_to_the_cache_only_while_the_entry
     let (upstream, _) = upstream("max-age=1");
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
-    let plain = || req("http://api.test/r").body(empty()).unwrap();
+    let plain = || with(&[]);
     let asks = || conditional(IF_NONE_MATCH, "\"a\"");
     assert!(cache.can_serve_on_error(&plain()) && cache.can_serve_on_error(&asks()));
     advance(Duration::from_secs(2)).await;
@@ -242,11 +243,7 @@ async fn only_if_cached_never_goes_upstream_even_for_a_request_the_store_cannot_
         (http::header::RANGE, "bytes=0-0"),
         (http::header::AUTHORIZATION, "Bearer x"),
     ] {
-        let request = req("http://api.test/r")
-            .header("cache-control", "only-if-cached")
-            .header(name.clone(), value)
-            .body(empty())
-            .unwrap();
+        let request = with(&[(http::header::CACHE_CONTROL, "only-if-cached"), (name.clone(), value)]);
         let answer = send(&mut c, request).await.unwrap();
         assert_eq!(answer.status, 504, "{name}");
         assert_eq!(answer.cache.detail, Some("only-if-cached"));

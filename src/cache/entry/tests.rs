@@ -161,12 +161,9 @@ fn compaction_drops_hop_by_hop_and_fixes_length() {
     assert_eq!(multi, ["a", "b"]);
 }
 
-#[test]
-fn only_entries_with_a_rare_part_pay_for_it() {
-    // After the epoch: an instant before it reads back as the epoch.
-    let now = epoch() + Duration::from_secs(1);
-    let (parts, ()) = Response::builder().body(()).unwrap().into_parts();
-    let plain = Freshness {
+/// A plain response that arrived at `now`, fresh for a minute.
+fn fresh_for_a_minute(now: Instant) -> Freshness {
+    Freshness {
         response_time: now,
         initial_age: Duration::ZERO,
         lifetime: Duration::from_secs(60),
@@ -174,7 +171,15 @@ fn only_entries_with_a_rare_part_pay_for_it() {
         must_revalidate: false,
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: None,
-    };
+    }
+}
+
+#[test]
+fn only_entries_with_a_rare_part_pay_for_it() {
+    // After the epoch: an instant before it reads back as the epoch.
+    let now = epoch() + Duration::from_secs(1);
+    let (parts, ()) = Response::builder().body(()).unwrap().into_parts();
+    let plain = fresh_for_a_minute(now);
     let make = |secondary: Secondary, freshness: Freshness, tags: &[&str]| {
         let labels = Labels {
             tags: tags.iter().map(|t| Arc::from(*t)).collect(),
@@ -227,15 +232,7 @@ fn only_entries_with_a_rare_part_pay_for_it() {
 #[test]
 fn a_hit_sets_age_and_cache_status_in_the_placeholder_lines() {
     let now = epoch() + Duration::from_secs(1);
-    let freshness = Freshness {
-        response_time: now,
-        initial_age: Duration::ZERO,
-        lifetime: Duration::from_secs(60),
-        no_cache: false,
-        must_revalidate: false,
-        stale_while_revalidate: Duration::ZERO,
-        stale_if_error: None,
-    };
+    let freshness = fresh_for_a_minute(now);
     let make = |response: http::response::Builder| {
         let (parts, ()) = response.body(()).unwrap().into_parts();
         let body = EntryBody::Shared(Bytes::from_static(b"x"));
