@@ -380,13 +380,13 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
                 }
                 Ok(())
             }
-            Step::Head(lang) => {
+            Step::Head(lang, ask) => {
                 let read = Read {
                     lang,
                     directive: Directive::None,
                     head: true,
                     authorization: false,
-                    ask: Ask::None,
+                    ask,
                 };
                 read.check(&mut client, &origin, &mut store, now, &config).await
             }
@@ -548,6 +548,8 @@ impl Read {
                 let want = match (&seen.answer, origin.health) {
                     (Some(a), _) if a.body_failed => None,
                     (Some(a), _) if a.not_modified => Some((String::new(), 304, a.shape.age)),
+                    // A HEAD's answer has no body.
+                    (Some(a), _) if head => Some((String::new(), a.shape.status, a.shape.age)),
                     (Some(a), _) => Some((a.body.clone(), a.shape.status, a.shape.age)),
                     (None, Health::Unreachable) => None,
                     (None, _) => Some((String::new(), 503, 0)),

@@ -244,7 +244,8 @@ pub enum Step {
     /// A GET with a directive, a language, `Authorization` or not, and
     /// validators of its own or not.
     Get(Directive, Lang, bool, Ask),
-    Head(Lang),
+    /// A HEAD with a language, and validators of its own or not.
+    Head(Lang, Ask),
     /// A write to the URI (RFC 9111 §4.4 when it succeeds).
     Post,
     /// The origin's resource changes: validators no longer match.
@@ -565,7 +566,7 @@ pub fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (1u64..=6).prop_map(Step::Advance),
         12 => (directive(), lang(), prop::bool::weighted(0.15), ask()).prop_map(|(d, l, a, k)| Step::Get(d, l, a, k)),
-        1 => lang().prop_map(Step::Head),
+        1 => (lang(), ask()).prop_map(|(l, k)| Step::Head(l, k)),
         1 => Just(Step::Post),
         2 => Just(Step::Change),
         2 => prop_oneof![
