@@ -1,8 +1,8 @@
 //! A caller's own conditional requests (RFC 9111 §4.3.2): `If-None-Match`
-//! and `If-Modified-Since` are answered from a usable stored response, with
-//! a 304 where they match it and the stored response where they do not;
-//! with no usable stored response they go upstream as they are, and what
-//! comes back is neither stored nor used to freshen anything.
+//! and `If-Modified-Since` are answered from the stored response the cache
+//! answers with, a 304 where they match it and the response where they do
+//! not. Where the cache must go upstream first (a miss, a stale entry), it
+//! asks for itself, without them, and judges them against what it gets.
 #![cfg(feature = "cache")]
 
 mod support;
@@ -136,36 +136,37 @@ async fn if_modified_since_is_judged_by_last_modified() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn without_a_usable_stored_response_the_caller_asks_upstream_itself() {
+async fn without_a_usable_stored_response_the_cache_asks_for_itself_and_judges_the_answer() {
     let cache = cache();
     let (upstream, seen) = upstream("max-age=1");
     let mut c = client(&cache, &upstream);
-    // A miss: forwarded as it is, the 304 passed back, nothing stored.
+    // A miss: the cache fetches the whole response (without the caller's
+    // validators), stores it, and answers the caller's question from it.
     let miss = send(&mut c, conditional(IF_NONE_MATCH, "\"a\"")).await.unwrap();
-    assert_eq!(miss.status, 304);
-    assert_eq!(miss.cache.fwd, Some(Forward::Bypass));
-    assert_eq!(cache.stats().entries, 0);
-    // A stale entry: the caller's validators go up, not the cache's, and
-    // the 304 to them freshens nothing.
-    get(&mut c, "http://api.test/r").await;
-    advance(Duration::from_secs(2)).await;
-    let stale = send(&mut c, conditional(IF_NONE_MATCH, "\"a\"")).await.unwrap();
-    assert_eq!((stale.status, stale.cache.fwd), (304, Some(Forward::Bypass)));
-    let next = get(&mut c, "http://api.test/r").await;
+    assert_eq!((miss.status, miss.body.len()), (304, 0));
+    assert_eq!(miss.cache.fwd, Some(Forward::UriMiss));
+    assert!(miss.cache.stored);
+    assert_eq!(cache.stats().entries, 1);
+    let other = send(&mut c, conditional(IF_NONE_MATCH, "\"old\"")).await.unwrap();
     assert_eq!(
-        next.cache.outcome(),
-        Outcome::Revalidated,
-        "still stale: the cache asks"
+        (other.status, other.body.as_ref()),
+        (200, &b"v1"[..]),
+        "a hit on what it stored"
     );
+    // A stale entry: the cache revalidates its own copy with its own
+    // validators; the 304 freshens it, and the caller's are judged against
+    // the freshened response.
+    advance(Duration::from_secs(2)).await;
+    let stale = send(&mut c, conditional(IF_MODIFIED_SINCE, TUE)).await.unwrap();
+    assert_eq!(stale.status, 304);
+    assert_eq!(stale.cache.fwd_status, Some(304), "revalidated upstream");
+    let next = get(&mut c, "http://api.test/r").await;
+    assert_eq!(next.cache.outcome(), Outcome::Hit, "freshened for everyone");
     assert_eq!(
         seen.lock().unwrap().as_slice(),
-        [
-            (Some("\"a\"".to_owned()), None),
-            (None, None),
-            (Some("\"a\"".to_owned()), None),
-            (Some("\"a\"".to_owned()), Some(MON.to_owned())),
-        ]
+        [(None, None), (Some("\"a\"".to_owned()), Some(MON.to_owned()))]
     );
+    assert_eq!(upstream.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -179,7 +180,11 @@ async fn stale_while_revalidate_answers_the_caller_and_refreshes_with_its_own_va
     let asks = with(&[(IF_NONE_MATCH, "\"a\""), (IF_MODIFIED_SINCE, TUE)]);
     let answer = send(&mut c, asks).await.unwrap();
     assert_eq!(answer.status, 304, "answered at once from the stale entry");
-    assert_eq!(answer.cache.detail, Some("not-modified"));
+    assert_eq!(
+        answer.cache.detail,
+        Some("stale-while-revalidate"),
+        "why a stale entry answered"
+    );
     // Let the background refresh run.
     for _ in 0..10 {
         tokio::task::yield_now().await;
@@ -211,23 +216,24 @@ async fn preconditions_for_the_origin_still_bypass_the_cache() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failover_leaves_a_conditional_request_to_the_cache_only_while_the_entry_is_fresh() {
+async fn a_stale_entry_stands_in_for_a_failure_for_a_conditional_request_too() {
     let cache = Cache::builder()
         .stale_if_error(Duration::from_secs(60))
         .build()
         .unwrap();
-    let (upstream, _) = upstream("max-age=1");
+    let upstream = first_then(
+        || respond(200, &[("cache-control", "max-age=1"), ("etag", "\"a\"")], "v1"),
+        || respond(503, &[], "down"),
+    );
     let mut c = client(&cache, &upstream);
     get(&mut c, "http://api.test/r").await;
-    let plain = || with(&[]);
-    let asks = || conditional(IF_NONE_MATCH, "\"a\"");
-    assert!(cache.can_serve_on_error(&plain()) && cache.can_serve_on_error(&asks()));
     advance(Duration::from_secs(2)).await;
-    assert!(cache.can_serve_on_error(&plain()), "stale-if-error covers it");
-    assert!(
-        !cache.can_serve_on_error(&asks()),
-        "a stale entry sends the caller's validators upstream, and its error back"
-    );
+    let asks = || conditional(IF_NONE_MATCH, "\"a\"");
+    assert!(cache.can_serve_on_error(&asks()), "failover leaves it to the cache");
+    let matched = send(&mut c, asks()).await.unwrap();
+    assert_eq!((matched.status, matched.cache.outcome()), (304, Outcome::StaleHit));
+    let other = send(&mut c, conditional(IF_NONE_MATCH, "\"b\"")).await.unwrap();
+    assert_eq!((other.status, other.body.as_ref()), (200, &b"v1"[..]));
 }
 
 #[tokio::test(start_paused = true)]

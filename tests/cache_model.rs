@@ -12,10 +12,10 @@
 //! behind, within `stale-while-revalidate`), a trip upstream with or
 //! without `If-None-Match` (and the stored response standing in for a
 //! failure, within `stale-if-error`), or a 504 for `only-if-cached`. A
-//! caller's own `If-None-Match` or `If-Modified-Since` gets a 304 from a
-//! usable stored response it matches (§4.3.2), and goes upstream as it
-//! came without one. The cache must do exactly that, neither more
-//! conservative nor less.
+//! caller's own `If-None-Match` or `If-Modified-Since` gets a 304 from
+//! whatever stored response the cache answers with, where it matches it
+//! (§4.3.2); upstream the cache asks with its own validators only. The
+//! cache must do exactly that, neither more conservative nor less.
 #![cfg(feature = "cache")]
 
 #[path = "support/chunks.rs"]
@@ -190,8 +190,8 @@ enum Expect {
     },
     Upstream,
     GatewayTimeout,
-    /// Past the cache untouched (`Authorization` in a private cache, or the
-    /// caller's own validators without a usable stored response).
+    /// Past the cache untouched (`Authorization` in a private cache, a
+    /// HEAD with nothing stored).
     Bypass,
 }
 
@@ -223,7 +223,11 @@ fn expect(store: &[Stored], read: &Read, now: u64, config: &Config) -> Expect {
         // HEAD is answered from a stored GET, and refreshes nothing.
         Some((index, Use::StaleWhileRevalidate)) => hit(index, !head),
         _ if only_if_cached => Expect::GatewayTimeout,
-        _ if ask != Ask::None => Expect::Bypass,
+        // A HEAD with no stored GET to revalidate is passed on as it came,
+        // the caller's validators with it: its answer is never stored.
+        None if head => Expect::Bypass,
+        // With or without the caller's validators: the cache asks for
+        // itself, and judges them against its answer (`upstream_outcome`).
         _ => Expect::Upstream,
     }
 }
@@ -240,7 +244,9 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Checked {
 /// What the caller of a GET that went upstream must get (body, status,
 /// `Age`; `None`: an error), by the origin's last answer, which then
 /// updates the model's store. `nominated`: the stored response the request
-/// validated.
+/// validated. Where the caller is answered from a stored response (a stand-
+/// in, a freshened one, or a new one read whole and stored), its own
+/// validators are judged against it: a 304 where they match.
 fn upstream_outcome(
     origin: &Origin,
     store: &mut Vec<Stored>,
@@ -252,11 +258,18 @@ fn upstream_outcome(
     let seen = origin.last.clone().expect("the origin saw the request");
     // A HEAD's answer has no body, whoever gives it.
     let body = |text: &String| if read.head { String::new() } else { text.clone() };
+    let judged = |s: &Stored, got: (String, u16, u64)| {
+        if read.ask.not_modified(s) {
+            (String::new(), 304, got.2)
+        } else {
+            got
+        }
+    };
     let Some(answer) = seen.answer else {
         // A failure: the stored response stands in where it may, and stays.
         let stand_in = nominated.map(|i| &store[i]).filter(|s| s.serves_on_error(now, config));
         return match (stand_in, origin.health) {
-            (Some(s), _) => Some((body(&s.body), s.status, s.age(now))),
+            (Some(s), _) => Some(judged(s, (body(&s.body), s.status, s.age(now)))),
             (None, Health::Unreachable) => None,
             (None, _) => Some((String::new(), 503, 0)),
         };
@@ -271,7 +284,7 @@ fn upstream_outcome(
             Ok(()) => nominated.map(|i| &store[i]).filter(|s| s.serves_on_error(now, config)),
             Err(_) => None,
         };
-        let got = stand_in.map(|s| (s.body.clone(), s.status, s.age(now)));
+        let got = stand_in.map(|s| judged(s, (s.body.clone(), s.status, s.age(now))));
         if config.storable(&answer.shape, read.authorization) == Err(Unstorable::Other) {
             if let Some(i) = nominated {
                 store.remove(i);
@@ -279,9 +292,28 @@ fn upstream_outcome(
         }
         return got;
     }
+    // A long body streams to the caller unless a stale entry could stand
+    // in for it, should it fail.
+    let streamed = config.stream && !nominated.is_some_and(|i| store[i].serves_on_error(now, config));
     let got = match nominated {
-        Some(i) if answer.not_modified => (body(&store[i].body), store[i].status, answer.shape.age),
-        _ => (body(&answer.body), answer.shape.status, answer.shape.age),
+        Some(i) if answer.not_modified => {
+            let s = &store[i];
+            let freshened = Stored {
+                shape: s.shape.freshened_by(&answer.shape),
+                ..s.clone()
+            };
+            judged(&freshened, (body(&s.body), s.status, answer.shape.age))
+        }
+        _ => {
+            let got = (body(&answer.body), answer.shape.status, answer.shape.age);
+            let new = Stored {
+                version: answer.version,
+                shape: answer.shape.clone(),
+                ..Stored::placeholder()
+            };
+            let read_whole = !read.head && !streamed && config.storable(&answer.shape, read.authorization).is_ok();
+            if read_whole { judged(&new, got) } else { got }
+        }
     };
     if read.head && !answer.not_modified {
         // A HEAD's own answer is never stored; a 200 updates or outdates

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::broadcast::{self, Broadcast};
 use super::entry::{Entry, EntryBody, Labels};
-use super::fetch::{Fetch, Next, declared_length, from_entry, shared, stamp};
+use super::fetch::{Fetch, Next, declared_length, shared, stamp};
 use super::freshness::Freshness;
 use super::handle::Reservation;
 use super::key::{self, Secondary};
@@ -275,7 +275,7 @@ impl Buffer {
             },
             ..fetch.status
         };
-        let mut response = from_entry(&entry, freshness.age(now), false, status);
+        let mut response = fetch.answer(&entry, freshness.age(now), false, status);
         // Keep what inner layers put in the extensions (tags, timings ...).
         let mut extensions = extensions;
         extensions.extend(std::mem::take(response.extensions_mut()));

@@ -6,6 +6,9 @@
 //! A browser behind a proxy built on this crate, or a client with a cache
 //! of its own, asks this way on every reuse; answered here, a match costs
 //! a 304 of a few header lines instead of a trip upstream and a full body.
+//! Where the cache must go upstream first (a miss, a stale entry), it asks
+//! for itself, without the caller's validators, and judges them against
+//! what it then answers from.
 
 use std::time::SystemTime;
 
@@ -73,6 +76,23 @@ pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         return false;
     };
     http_date(modified).is_some_and(|modified| modified <= since)
+}
+
+/// Takes the caller's own `If-None-Match` and `If-Modified-Since` off a
+/// request the cache sends upstream: it asks for the whole response (or
+/// validates its own copy) and judges them itself against its answer.
+/// Empty, without allocating, when there are none.
+pub(crate) fn take(headers: &mut HeaderMap) -> HeaderMap {
+    let mut asked = HeaderMap::new();
+    for name in [IF_NONE_MATCH, IF_MODIFIED_SINCE] {
+        if let http::header::Entry::Occupied(entry) = headers.entry(name) {
+            let (name, values) = entry.remove_entry_mult();
+            for value in values {
+                asked.append(name.clone(), value);
+            }
+        }
+    }
+    asked
 }
 
 /// The head of the 304 for a stored response's head `stored` (already

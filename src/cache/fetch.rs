@@ -43,6 +43,10 @@ pub(crate) struct Fetch {
     /// The key's invalidation stripe when the request started: the answer
     /// is stored only if no invalidation moved it since.
     pub(crate) stamp: Stamp,
+    /// The caller's own `If-None-Match` / `If-Modified-Since`, kept off the
+    /// request upstream (see `conditional::take`) and judged against the
+    /// entry the caller is answered from.
+    pub(crate) asked: HeaderMap,
 }
 
 /// What the future does next with an upstream response.
@@ -76,8 +80,9 @@ pub(crate) fn from_entry<R>(
 
 /// A response served from `entry` to a request that brought validators of
 /// its own (`request` its headers): a 304 where they match the entry (RFC
-/// 9111 §4.3.2), its `Cache-Status` saying `detail=not-modified`;
-/// otherwise the entry's response.
+/// 9111 §4.3.2), its `Cache-Status` saying `detail=not-modified` unless it
+/// already says how a stale entry came to answer; otherwise the entry's
+/// response.
 pub(crate) fn from_entry_to<R>(
     request: &HeaderMap,
     entry: &Entry,
@@ -89,7 +94,7 @@ pub(crate) fn from_entry_to<R>(
         return from_entry(entry, age, head, status);
     }
     let status = CacheStatus {
-        detail: Some("not-modified"),
+        detail: status.detail.or(Some("not-modified")),
         ..status
     };
     let (mut parts, _) = entry.to_response(age, true, status.to_header_value()).into_parts();
@@ -144,6 +149,22 @@ fn is_error_status(status: StatusCode) -> bool {
 }
 
 impl Fetch {
+    /// The caller's answer from `entry`, whose age is `age` now: a 304 if
+    /// it brought validators that match it.
+    pub(crate) fn answer<R>(
+        &self,
+        entry: &Entry,
+        age: Duration,
+        head: bool,
+        status: CacheStatus,
+    ) -> Response<OptimizerBody<R>> {
+        if self.asked.is_empty() {
+            from_entry(entry, age, head, status)
+        } else {
+            from_entry_to(&self.asked, entry, age, head, status)
+        }
+    }
+
     /// Serves the stale entry instead of an upstream failure, if allowed.
     pub(super) fn stale_on_error<R>(&mut self, fwd_status: Option<u16>) -> Option<Response<OptimizerBody<R>>> {
         let stale = self.stale.as_ref()?;
@@ -161,7 +182,7 @@ impl Fetch {
             ..CacheStatus::forward(Forward::Stale)
         };
         let head = self.is_head();
-        Some(from_entry(stale, freshness.age(now), head, status))
+        Some(self.answer(stale, freshness.age(now), head, status))
     }
 
     /// Whether a long body may reach the caller as it arrives: not while a

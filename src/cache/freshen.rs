@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::conditional::opaque_tag;
 use super::directives::CacheControl;
 use super::entry::{Entry, EntryBody};
-use super::fetch::{Fetch, declared_length, from_entry, shared};
+use super::fetch::{Fetch, declared_length, shared};
 use super::policy::NotStorable;
 use super::stats::{InvalidationKind, bump};
 use super::status::CacheStatus;
@@ -46,7 +46,7 @@ impl Fetch {
                 detail: Some("validator-mismatch"),
                 ..self.status
             };
-            return from_entry(stale, freshness.age(now), head, status);
+            return self.answer(stale, freshness.age(now), head, status);
         }
         let (entry, stored, now) = self.freshened(request, stale, not_modified);
         let freshness = entry.freshness();
@@ -59,7 +59,7 @@ impl Fetch {
         if stored == Err(NotStorable::Invalidated) {
             status.detail = Some(NotStorable::Invalidated.as_str());
         }
-        from_entry(&entry, freshness.age(now), head, status)
+        self.answer(&entry, freshness.age(now), head, status)
     }
 
     /// A 200 to a HEAD that revalidated `stale` (§4.3.5): where the

@@ -242,7 +242,7 @@ where
                             collapsed: true,
                             ..CacheStatus::hit(freshness.ttl_secs(now))
                         };
-                        let response = fetch::from_entry(&entry, freshness.age(now), false, status);
+                        let response = fetch.answer(&entry, freshness.age(now), false, status);
                         this.state.set(State::Ready {
                             response: Some(response),
                         });

@@ -15,7 +15,7 @@ use super::entry::EntryMeta;
 use super::freshness::Lifetimes;
 use super::key;
 use super::labels::Node;
-use super::policy::{CallerValidators, Rules};
+use super::policy::Rules;
 use super::pressure::MemoryPressure;
 use super::stats::{CacheStats, Counters};
 use super::store::{Audit, RemovalCause, Removed, Store};
@@ -166,9 +166,9 @@ impl Cache {
         let Some(key) = key::primary_key(request.uri(), headers) else {
             return false;
         };
-        let Ok(validators) = inner.rules.check_request(request.method(), headers, &key) else {
+        if inner.rules.check_request(request.method(), headers, &key).is_err() {
             return false;
-        };
+        }
         let now = Instant::now();
         inner
             .store
@@ -176,12 +176,7 @@ impl Cache {
                 &key,
                 |e| key::matches(e.secondary(), headers),
                 now,
-                |e| match validators {
-                    CallerValidators::Absent => e.freshness().may_serve_on_error(now, inner.stale_if_error),
-                    // Its own validators take a stale entry upstream, and
-                    // the error back to the caller: only a fresh one answers.
-                    CallerValidators::Present => e.freshness().is_fresh(now),
-                },
+                |e| e.freshness().may_serve_on_error(now, inner.stale_if_error),
             )
             .unwrap_or(false)
     }

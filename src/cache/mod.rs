@@ -18,9 +18,10 @@
 //!   freshens the stored headers. A whole new answer replaces the stored
 //!   response its request revalidated, even one that may not be stored
 //!   itself, unless it is one caller's own or a 5xx. A caller's own
-//!   `If-None-Match`/`If-Modified-Since` is answered from a usable stored
-//!   response (§4.3.2): a 304 where it matches, the response where not;
-//!   without one, the request goes upstream as it came.
+//!   `If-None-Match`/`If-Modified-Since` is judged by the cache (§4.3.2)
+//!   against the stored response it answers from: a 304 where it matches,
+//!   the response where not. On a miss or a stale entry the cache asks
+//!   upstream for itself, without them.
 //!   `stale-while-revalidate` refreshes once in
 //!   the background; `stale-if-error` covers 5xx, errors from the inner
 //!   service (a circuit breaker's open error included) and failing bodies.

@@ -84,9 +84,7 @@ pub enum Bypass {
     /// The URI matches a configured exclusion pattern.
     Excluded,
     /// The request carries a precondition only the origin can evaluate
-    /// (`If-Match`, `If-Unmodified-Since`, `If-Range`) or a `Range`; or
-    /// its own `If-None-Match` / `If-Modified-Since` and no stored response
-    /// the cache could answer it from without asking upstream.
+    /// (`If-Match`, `If-Unmodified-Since`, `If-Range`) or a `Range`.
     Conditional,
     /// The URI has no authority and no `Host` header to key it by.
     NoKey,

@@ -6,7 +6,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt as _;
@@ -14,6 +13,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::coalesce::Join;
+use super::conditional;
 use super::directives::CacheControl;
 use super::entry::Entry;
 use super::fetch::{self, Fetch};
@@ -127,6 +127,9 @@ where
             // HEAD is answered from stored GETs but never stored itself.
             return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(fwd), None);
         }
+        // The cache asks for itself (the whole response, or a check of its
+        // own copy) and judges the caller's validators against its answer.
+        let asked = conditional::take(request.headers_mut());
         let snapshot = crate::util::request_head(&request);
         let stamp = cache.flights.epochs().stamp(&key);
         let mut fetch = Fetch {
@@ -139,6 +142,7 @@ where
             status: CacheStatus::forward(fwd),
             request_time: now,
             stamp,
+            asked,
         };
         if head {
             // A HEAD revalidates the stored GET it would be answered from
@@ -246,12 +250,6 @@ impl<S> CacheService<S> {
                         bump(&inner.counters.stale);
                         Lookup::StaleWhileRevalidate(entry.clone(), key.into(), validators)
                     }
-                    // The caller's validators are for the origin to judge
-                    // against what it has now (a 304 from it may not be
-                    // about the stored response): it asks on its own.
-                    Usability::Validate if validators == CallerValidators::Present => {
-                        Lookup::Bypass(Bypass::Conditional)
-                    }
                     Usability::Validate => {
                         let forced =
                             request_cc.no_cache || request_cc.max_age.is_some() || request_cc.min_fresh.is_some();
@@ -264,13 +262,10 @@ impl<S> CacheService<S> {
                     }
                 }
             });
-            found.unwrap_or_else(|fwd| match validators {
-                CallerValidators::Present => Lookup::Bypass(Bypass::Conditional),
-                CallerValidators::Absent => Lookup::Fetch {
-                    key: key.into(),
-                    fwd,
-                    stale: None,
-                },
+            found.unwrap_or_else(|fwd| Lookup::Fetch {
+                key: key.into(),
+                fwd,
+                stale: None,
             })
         })
     }
@@ -318,8 +313,7 @@ impl<S> CacheService<S> {
         bump(&cache.counters.background_refreshes);
         // The refresh revalidates the stored response, not the caller's
         // copy: a 304 to the caller's validators says nothing of ours.
-        request.headers_mut().remove(IF_NONE_MATCH);
-        request.headers_mut().remove(IF_MODIFIED_SINCE);
+        conditional::take(request.headers_mut());
         let snapshot = crate::util::request_head(&request);
         fetch::add_validators(&mut request, &entry);
         let clone = self.inner.clone();
@@ -334,6 +328,7 @@ impl<S> CacheService<S> {
             status: CacheStatus::forward(Forward::Stale),
             request_time: Instant::now(),
             stamp,
+            asked: http::HeaderMap::new(),
         };
         let future: ResponseFuture<S, ReqBody, ResBody> = ResponseFuture::calling(service.call(request), fetch);
         runtime.spawn(async move {

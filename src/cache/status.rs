@@ -66,7 +66,8 @@ pub struct CacheStatus {
     /// named another representation than the stored one, which answered
     /// unchanged), or `not-modified` (a 304 the cache gave a caller whose
     /// own `If-None-Match` or `If-Modified-Since` matched the stored
-    /// response; a negative `ttl` still says it was stale).
+    /// response; a stale one keeps its own reason, and the status code
+    /// tells the 304).
     pub detail: Option<&'static str>,
 }
 

@@ -73,7 +73,7 @@ impl Shape {
     /// §3.2): the 304's `Cache-Control` line, if it has one, replaces the
     /// stored one, and so do its `Expires`, `ETag` and `Last-Modified`; the
     /// rest stays.
-    fn freshened_by(&self, update: &Shape) -> Shape {
+    pub fn freshened_by(&self, update: &Shape) -> Shape {
         let mut merged = self.clone();
         if update.cache_control().is_some() {
             merged = Shape {
@@ -288,6 +288,36 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// A response of no version, for filling in the rest of one.
+    pub fn placeholder() -> Self {
+        Stored {
+            version: 0,
+            status: 200,
+            body: String::new(),
+            secondary: None,
+            shape: Shape {
+                status: 200,
+                max_age: None,
+                age: 0,
+                etag: false,
+                no_cache: false,
+                no_store: false,
+                must_revalidate: false,
+                stale_while_revalidate: None,
+                stale_if_error: None,
+                vary: false,
+                expires: None,
+                last_modified: false,
+                shared: SharedDirectives::default(),
+            },
+            initial_age: 0,
+            at: 0,
+            lifetime: 0,
+            purged: false,
+            must_revalidate: false,
+        }
+    }
+
     /// Whether it may answer a request with `lang` (§4.1).
     pub fn matches(&self, lang: Lang) -> bool {
         self.secondary.is_none_or(|stored| stored == lang)
