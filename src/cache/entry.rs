@@ -408,21 +408,25 @@ impl Entry {
         let headers = response.headers_mut();
         headers.clone_from(&self.headers);
         let age = age_value(age.as_secs());
-        if self.own_status_line {
-            if let Err((age, status)) = set_placeholders(headers, age, Some(status)) {
-                overwrite(headers, AGE, age);
-                overwrite(
-                    headers,
-                    CACHE_STATUS,
-                    status.unwrap_or_else(|| HeaderValue::from_static(CACHE_NAME)),
-                );
+        let own = self.own_status_line;
+        match placeholder_slots(headers, own) {
+            Some((age_slot, Some(status_slot))) => {
+                *age_slot = age;
+                *status_slot = status;
             }
-        } else {
-            if let Err((age, _)) = set_placeholders(headers, age, None) {
-                overwrite(headers, AGE, age);
+            Some((age_slot, None)) => {
+                *age_slot = age;
+                // After the upstream's own members (RFC 9211 §2).
+                headers.append(CACHE_STATUS, status);
             }
-            // After the upstream's own members (RFC 9211 §2).
-            headers.append(CACHE_STATUS, status);
+            None => {
+                overwrite(headers, AGE, age);
+                if own {
+                    overwrite(headers, CACHE_STATUS, status);
+                } else {
+                    headers.append(CACHE_STATUS, status);
+                }
+            }
         }
         response
     }
@@ -461,30 +465,25 @@ impl Entry {
     }
 }
 
-/// Sets the placeholder lines of a copy of a stored map by their place:
-/// `Entry::new` appends `Age`, then (when it is ours alone) `Cache-Status`,
-/// as the map's last lines, so no name is hashed to find them on a hit.
-/// Gives the values back, setting nothing, if the lines are not there.
-fn set_placeholders(
+/// The placeholder lines of a copy of a stored map, found by their place:
+/// `Entry::new` appends `Age`, then (when `own_status`, the line being ours
+/// alone) `Cache-Status`, as the map's last lines, so a hit hashes no name
+/// to find them. `None` if they are not there.
+fn placeholder_slots(
     headers: &mut HeaderMap,
-    age: HeaderValue,
-    status: Option<HeaderValue>,
-) -> Result<(), (HeaderValue, Option<HeaderValue>)> {
-    let Some(skip) = headers.len().checked_sub(1 + usize::from(status.is_some())) else {
-        return Err((age, status));
-    };
+    own_status: bool,
+) -> Option<(&mut HeaderValue, Option<&mut HeaderValue>)> {
+    let skip = headers.len().checked_sub(1 + usize::from(own_status))?;
     let mut lines = headers.iter_mut().skip(skip);
-    let age_slot = lines.next().filter(|(name, _)| **name == AGE);
-    let status_slot = lines.next().filter(|(name, _)| **name == CACHE_STATUS);
-    match (age_slot, status_slot, status) {
-        (Some((_, age_slot)), None, None) => *age_slot = age,
-        (Some((_, age_slot)), Some((_, status_slot)), Some(status)) => {
-            *age_slot = age;
-            *status_slot = status;
-        }
-        (_, _, status) => return Err((age, status)),
+    let (name, age) = lines.next()?;
+    if *name != AGE {
+        return None;
     }
-    Ok(())
+    if !own_status {
+        return Some((age, None));
+    }
+    let (name, status) = lines.next()?;
+    (*name == CACHE_STATUS).then_some((age, Some(status)))
 }
 
 /// Sets `name` to `value` on a copy of a stored map: the placeholder line is
