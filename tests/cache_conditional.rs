@@ -256,3 +256,53 @@ async fn only_if_cached_never_goes_upstream_even_for_a_request_the_store_cannot_
     }
     assert_eq!(upstream.calls(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn coalesced_conditional_misses_each_get_their_own_answer() {
+    // Concurrent misses, some with validators, make one upstream call
+    // (without any caller's validators); each caller's are judged against
+    // the stored answer, the leader's and the waiters' alike.
+    let cache = cache();
+    let (slow, seen) = {
+        let seen = Seen::default();
+        let log = seen.clone();
+        let upstream = Upstream::new(move |req: Req, _| {
+            let inm = req.headers().get(IF_NONE_MATCH).map(|v| v.to_str().unwrap().to_owned());
+            log.lock().unwrap().push((inm, None));
+            async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(respond(
+                    200,
+                    &[("cache-control", "max-age=60"), ("etag", "\"a\"")],
+                    "v1",
+                ))
+            }
+        });
+        (upstream, seen)
+    };
+    let asks = [Some("\"a\""), None, Some("\"b\""), Some("*"), None, Some("\"a\"")];
+    let mut tasks = Vec::new();
+    for ask in asks {
+        let mut c = client(&cache, &slow);
+        let request = match ask {
+            Some(tag) => conditional(IF_NONE_MATCH, tag),
+            None => with(&[]),
+        };
+        tasks.push(tokio::spawn(async move { send(&mut c, request).await.unwrap() }));
+    }
+    let mut collapsed = 0;
+    for (task, ask) in tasks.into_iter().zip(asks) {
+        let got = task.await.unwrap();
+        let matches = matches!(ask, Some("\"a\"" | "*"));
+        let want: (u16, &[u8]) = if matches { (304, b"") } else { (200, b"v1") };
+        assert_eq!((got.status, got.body.as_ref()), want, "{ask:?}");
+        collapsed += usize::from(got.cache.collapsed);
+    }
+    assert_eq!(slow.calls(), 1);
+    assert_eq!(collapsed, asks.len() - 1);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [(None, None)],
+        "no caller's tag went up"
+    );
+}
