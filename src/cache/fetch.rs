@@ -21,7 +21,7 @@ use super::freshness::{self, Freshness, heuristically_cacheable};
 use super::handle::{Inner, Reservation};
 use super::labels::Node;
 use super::policy::{CacheMode, NotStorable};
-use super::stats::bump;
+use super::stats::{Counters, bump};
 use super::status::{CACHE_STATUS, CacheStatus, Forward};
 use super::store::RemovalCause;
 use crate::BoxError;
@@ -84,6 +84,7 @@ pub(crate) fn from_entry<R>(
 /// already says how a stale entry came to answer; otherwise the entry's
 /// response.
 pub(crate) fn from_entry_to<R>(
+    counters: &Counters,
     request: &HeaderMap,
     entry: &Entry,
     age: Duration,
@@ -93,6 +94,7 @@ pub(crate) fn from_entry_to<R>(
     if !conditional::not_modified(request, &entry.headers) {
         return from_entry(entry, age, head, status);
     }
+    bump(&counters.not_modified);
     let status = CacheStatus {
         detail: status.detail.or(Some("not-modified")),
         ..status
@@ -161,7 +163,7 @@ impl Fetch {
         if self.asked.is_empty() {
             from_entry(entry, age, head, status)
         } else {
-            from_entry_to(&self.asked, entry, age, head, status)
+            from_entry_to(&self.cache.counters, &self.asked, entry, age, head, status)
         }
     }
 

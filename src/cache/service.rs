@@ -109,7 +109,9 @@ where
                 let age = freshness.age(now);
                 let response = match validators {
                     CallerValidators::Absent => fetch::from_entry(&entry, age, head, status),
-                    CallerValidators::Present => fetch::from_entry_to(request.headers(), &entry, age, head, status),
+                    CallerValidators::Present => {
+                        fetch::from_entry_to(&self.cache.inner.counters, request.headers(), &entry, age, head, status)
+                    }
                 };
                 if !head {
                     self.refresh_in_background(key, entry, request, request_cc);
@@ -223,7 +225,7 @@ impl<S> CacheService<S> {
             // A hit answers the caller's own validators itself (§4.3.2).
             let answer = |entry: &Entry, age: Duration, status: CacheStatus| match validators {
                 CallerValidators::Absent => fetch::from_entry(entry, age, head, status),
-                CallerValidators::Present => fetch::from_entry_to(headers, entry, age, head, status),
+                CallerValidators::Present => fetch::from_entry_to(&inner.counters, headers, entry, age, head, status),
             };
             let matches = |e: &Entry| key::matches(e.secondary(), headers);
             // Runs under the shard's read lock: a hit is answered from the

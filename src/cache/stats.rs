@@ -21,6 +21,11 @@ pub struct CacheStats {
     pub stale_on_error: u64,
     /// Stale entries validated upstream with a 304.
     pub revalidated: u64,
+    /// 304s the cache gave callers whose own `If-None-Match` or
+    /// `If-Modified-Since` matched the stored response it answered from
+    /// (RFC 9111 §4.3.2), each also counted where it came from (`hits`,
+    /// `stale`, `misses`).
+    pub not_modified: u64,
     /// Requests that waited on another request's upstream call.
     pub coalesced: u64,
     /// Waiters that gave up on a slow leader and went upstream themselves.
@@ -181,6 +186,7 @@ pub(crate) struct Counters {
     pub(crate) stale: Counter,
     pub(crate) stale_on_error: Counter,
     pub(crate) revalidated: Counter,
+    pub(crate) not_modified: Counter,
     pub(crate) coalesced: Counter,
     pub(crate) coalesce_timeouts: Counter,
     pub(crate) not_storable: Counter,
@@ -216,6 +222,7 @@ impl Counters {
             stale: get(&self.stale),
             stale_on_error: get(&self.stale_on_error),
             revalidated: get(&self.revalidated),
+            not_modified: get(&self.not_modified),
             coalesced: get(&self.coalesced),
             coalesce_timeouts: get(&self.coalesce_timeouts),
             not_storable: get(&self.not_storable),
