@@ -78,20 +78,20 @@ pub(crate) fn from_entry<R>(
     response
 }
 
-/// A response served from `entry` to a request that brought validators of
-/// its own (`request` its headers): a 304 where they match the entry (RFC
-/// 9111 §4.3.2), its `Cache-Status` saying `detail=not-modified` unless it
-/// already says how a stale entry came to answer; otherwise the entry's
-/// response.
+/// A response served from `entry` to a caller that brought validators of
+/// its own (`asked`: headers holding them) or not (`None`): a 304 where
+/// they match the entry (RFC 9111 §4.3.2), its `Cache-Status` saying
+/// `detail=not-modified` unless it already says how a stale entry came to
+/// answer; otherwise the entry's response.
 pub(crate) fn from_entry_to<R>(
     counters: &Counters,
-    request: &HeaderMap,
+    asked: Option<&HeaderMap>,
     entry: &Entry,
     age: Duration,
     head: bool,
     status: CacheStatus,
 ) -> Response<OptimizerBody<R>> {
-    if !conditional::not_modified(request, &entry.headers) {
+    if !asked.is_some_and(|asked| conditional::not_modified(asked, &entry.headers)) {
         return from_entry(entry, age, head, status);
     }
     bump(&counters.not_modified);
@@ -160,11 +160,8 @@ impl Fetch {
         head: bool,
         status: CacheStatus,
     ) -> Response<OptimizerBody<R>> {
-        if self.asked.is_empty() {
-            from_entry(entry, age, head, status)
-        } else {
-            from_entry_to(&self.cache.counters, &self.asked, entry, age, head, status)
-        }
+        let asked = (!self.asked.is_empty()).then_some(&self.asked);
+        from_entry_to(&self.cache.counters, asked, entry, age, head, status)
     }
 
     /// Serves the stale entry instead of an upstream failure, if allowed.

@@ -106,13 +106,9 @@ where
                     detail: Some("stale-while-revalidate"),
                     ..CacheStatus::hit(freshness.ttl_secs(now))
                 };
-                let age = freshness.age(now);
-                let response = match validators {
-                    CallerValidators::Absent => fetch::from_entry(&entry, age, head, status),
-                    CallerValidators::Present => {
-                        fetch::from_entry_to(&self.cache.inner.counters, request.headers(), &entry, age, head, status)
-                    }
-                };
+                let asked = (validators == CallerValidators::Present).then(|| request.headers());
+                let counters = &self.cache.inner.counters;
+                let response = fetch::from_entry_to(counters, asked, &entry, freshness.age(now), head, status);
                 if !head {
                     self.refresh_in_background(key, entry, request, request_cc);
                 }
@@ -223,9 +219,9 @@ impl<S> CacheService<S> {
                 Err(reason) => return Lookup::Bypass(reason),
             };
             // A hit answers the caller's own validators itself (§4.3.2).
-            let answer = |entry: &Entry, age: Duration, status: CacheStatus| match validators {
-                CallerValidators::Absent => fetch::from_entry(entry, age, head, status),
-                CallerValidators::Present => fetch::from_entry_to(&inner.counters, headers, entry, age, head, status),
+            let asked = (validators == CallerValidators::Present).then_some(headers);
+            let answer = |entry: &Entry, age: Duration, status: CacheStatus| {
+                fetch::from_entry_to(&inner.counters, asked, entry, age, head, status)
             };
             let matches = |e: &Entry| key::matches(e.secondary(), headers);
             // Runs under the shard's read lock: a hit is answered from the
