@@ -60,6 +60,7 @@
 //!     .service_fn(|_req: Request<Full<Bytes>>| async {
 //!         Ok::<_, Infallible>(Response::builder()
 //!             .header("cache-control", "max-age=60")
+//!             .header("etag", "\"v1\"")
 //!             .body(Full::new(Bytes::from_static(b"hello")))
 //!             .unwrap())
 //!     });
@@ -74,6 +75,14 @@
 //! assert!(res.extensions().get::<CacheStatus>().unwrap().hit);
 //! assert_eq!(cache.stats().hits, 2);
 //! assert_eq!(cache.stats().misses, 1);
+//!
+//! // A caller revalidating its own copy gets a 304 from the cache.
+//! let req = Request::get("http://api.test/greeting")
+//!     .header("if-none-match", "\"v1\"")
+//!     .body(Full::default())?;
+//! let res = client.ready().await?.call(req).await?;
+//! assert_eq!(res.status(), 304);
+//! assert_eq!(cache.stats().not_modified, 1);
 //! # Ok(())
 //! # }
 //! ```
