@@ -56,7 +56,13 @@ impl Freshness {
 
     /// Remaining freshness in whole seconds; negative once stale (RFC 9211 `ttl`).
     pub fn ttl_secs(&self, now: Instant) -> i64 {
-        let age = self.age(now);
+        self.ttl_secs_at_age(self.age(now))
+    }
+
+    /// [`Freshness::ttl_secs`] for a response whose current age is `age`:
+    /// a hit reads its age once and derives the rest from it (each reading
+    /// of the clock's difference costs as much as a header lookup).
+    pub(crate) fn ttl_secs_at_age(&self, age: Duration) -> i64 {
         if let Some(left) = self.lifetime.checked_sub(age) {
             left.as_secs() as i64
         } else {
@@ -118,11 +124,16 @@ pub(crate) enum Usability {
 
 /// Decides how a stored response with `freshness` may answer a request
 /// carrying `request` directives at `now`.
+#[cfg(test)]
 pub(crate) fn usability(freshness: &Freshness, request: &CacheControl, now: Instant) -> Usability {
+    usability_at_age(freshness, request, freshness.age(now))
+}
+
+/// [`usability`] for a stored response whose current age is `age`.
+pub(crate) fn usability_at_age(freshness: &Freshness, request: &CacheControl, age: Duration) -> Usability {
     if freshness.no_cache || request.no_cache {
         return Usability::Validate;
     }
-    let age = freshness.age(now);
     if let Some(max_age) = request.max_age {
         // `max-age=0` is how clients ask for an end-to-end check; honour it
         // even when the stored age rounds to zero.

@@ -17,7 +17,7 @@ use super::conditional;
 use super::directives::CacheControl;
 use super::entry::Entry;
 use super::fetch::{self, Fetch};
-use super::freshness::{Usability, usability};
+use super::freshness::{Usability, usability_at_age};
 use super::future::{Pending, ResponseFuture};
 use super::handle::Cache;
 use super::key;
@@ -228,11 +228,12 @@ impl<S> CacheService<S> {
             // borrowed entry without cloning its `Arc`.
             let found = inner.store.get_with(key, matches, now, |entry| {
                 let freshness = entry.freshness();
-                let ttl = freshness.ttl_secs(now);
-                match usability(&freshness, request_cc, now) {
+                let age = freshness.age(now);
+                let ttl = freshness.ttl_secs_at_age(age);
+                match usability_at_age(&freshness, request_cc, age) {
                     Usability::Fresh => {
                         bump(&inner.counters.hits);
-                        *hit = Some(answer(entry, freshness.age(now), CacheStatus::hit(ttl)));
+                        *hit = Some(answer(entry, age, CacheStatus::hit(ttl)));
                         Lookup::Hit
                     }
                     Usability::StaleAccepted => {
@@ -241,7 +242,7 @@ impl<S> CacheService<S> {
                             detail: Some("max-stale"),
                             ..CacheStatus::hit(ttl)
                         };
-                        *hit = Some(answer(entry, freshness.age(now), status));
+                        *hit = Some(answer(entry, age, status));
                         Lookup::Hit
                     }
                     Usability::StaleWhileRevalidate => {
