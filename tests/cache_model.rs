@@ -14,8 +14,11 @@
 //! failure, within `stale-if-error`), or a 504 for `only-if-cached`. A
 //! caller's own `If-None-Match` or `If-Modified-Since` gets a 304 from
 //! whatever stored response the cache answers with, where it matches it
-//! (§4.3.2); upstream the cache asks with its own validators only. The
-//! cache must do exactly that, neither more conservative nor less.
+//! (§4.3.2); upstream the cache asks with its own validators only. Some
+//! requests carry a `RequestCacheMode` instead of a directive: `NoStore`
+//! goes around the store, `Reload` upstream without validators (its answer
+//! stored), and the others stand for the directives they are named after.
+//! The cache must do exactly that, neither more conservative nor less.
 #![cfg(feature = "cache")]
 
 #[path = "support/chunks.rs"]
@@ -35,7 +38,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use proptest::prelude::*;
 use rfc_model::{
-    Answer, Ask, Config, Directive, Health, Lang, Shape, Step, Stored, Unstorable, Use, after_answer, after_head,
+    Answer, Ask, Config, Directive, Health, Lang, Mode, Shape, Step, Stored, Unstorable, Use, after_answer, after_head,
     config, etag, select, shape, step, usability,
 };
 use support::*;
@@ -202,8 +205,9 @@ fn expect(store: &[Stored], read: &Read, now: u64, config: &Config) -> Expect {
         head,
         authorization,
         ask,
+        mode,
     } = *read;
-    let only_if_cached = matches!(directive, Directive::OnlyIfCached);
+    let only_if_cached = matches!(directive, Directive::OnlyIfCached) || mode == Mode::OnlyIfCached;
     if authorization && !config.shared {
         // Never from the store; `only-if-cached` asks for the store only.
         return if only_if_cached {
@@ -212,6 +216,20 @@ fn expect(store: &[Stored], read: &Read, now: u64, config: &Config) -> Expect {
             Expect::Bypass
         };
     }
+    // The modes that are not directives: around the store, or upstream
+    // whatever it holds (validating nothing, so a HEAD passes as it came).
+    match mode {
+        Mode::NoStore => return Expect::Bypass,
+        Mode::Reload if head => return Expect::Bypass,
+        Mode::Reload => return Expect::Upstream,
+        _ => {}
+    }
+    // The others stand for directives (the step gives no other with them).
+    let directive = match mode {
+        Mode::NoCache => Directive::NoCache,
+        Mode::ForceCache | Mode::OnlyIfCached => Directive::MaxStale(None),
+        _ => directive,
+    };
     let found = select(store, lang).map(|i| (i, usability(&store[i], directive, now)));
     let hit = |index: usize, refresh| Expect::Hit {
         index,
@@ -412,23 +430,25 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
                 }
                 Ok(())
             }
-            Step::Head(lang, ask) => {
+            Step::Head(lang, ask, mode) => {
                 let read = Read {
                     lang,
                     directive: Directive::None,
                     head: true,
                     authorization: false,
                     ask,
+                    mode,
                 };
                 read.check(&mut client, &origin, &mut store, now, &config).await
             }
-            Step::Get(directive, lang, authorization, ask) => {
+            Step::Get(directive, lang, authorization, ask, mode) => {
                 let read = Read {
                     lang,
                     directive,
                     head: false,
                     authorization,
                     ask,
+                    mode,
                 };
                 read.check(&mut client, &origin, &mut store, now, &config).await
             }
@@ -479,6 +499,7 @@ struct Read {
     head: bool,
     authorization: bool,
     ask: Ask,
+    mode: Mode,
 }
 
 impl Read {
@@ -499,14 +520,19 @@ impl Read {
             head,
             authorization,
             ask,
+            mode,
         } = self;
-        let nominated = select(store, lang);
+        // A reload validates nothing: what is stored has no say.
+        let nominated = select(store, lang).filter(|_| mode != Mode::Reload);
         let calls_before = origin.lock().unwrap().calls;
         let mut request = Request::builder()
             .method(if head { Method::HEAD } else { Method::GET })
             .uri("http://api.test/r");
         if let Some(cc) = directive.header() {
             request = request.header("cache-control", cc);
+        }
+        if mode != Mode::Default {
+            request = request.extension(mode);
         }
         if let Some(lang) = lang {
             request = request.header(ACCEPT_LANGUAGE, lang);

@@ -18,7 +18,7 @@ use server::{Protocol, serve};
 use tokio::sync::Notify;
 use tower::ServiceExt;
 use tower_optimizer::BoxError;
-use tower_optimizer::cache::{Cache, CacheStatus};
+use tower_optimizer::cache::{Cache, CacheStatus, RequestCacheMode};
 use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
 use tower_optimizer::stack::{OptimizedService, OptimizerStack, Overload, ShuttingDown, WhenOpen};
 
@@ -218,6 +218,13 @@ async fn storm_opens_the_breaker_stale_and_secondary_failover_then_recovery() {
     let (code, _, body) = send(&client, Method::GET, &format!("{base}/fresh-only")).await.unwrap();
     assert_eq!((code, body.as_ref()), (200, b"secondary".as_ref()));
     assert_eq!(secondary_hits.load(Ordering::SeqCst), 1);
+    // A reload asks for the network, not for the stale copy: the secondary
+    // answers it.
+    let mut reload = Request::get(format!("{base}/stale-ok")).body(Full::default()).unwrap();
+    reload.extensions_mut().insert(RequestCacheMode::Reload);
+    let res = client.clone().oneshot(reload).await.unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "secondary");
+    assert_eq!(secondary_hits.load(Ordering::SeqCst), 2);
 
     // The upstream heals: after the open period, probes close the circuit.
     failing.store(0, Ordering::SeqCst);

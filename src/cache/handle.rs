@@ -15,6 +15,7 @@ use super::entry::EntryMeta;
 use super::freshness::Lifetimes;
 use super::key;
 use super::labels::Node;
+use super::mode::RequestCacheMode;
 use super::policy::Rules;
 use super::pressure::MemoryPressure;
 use super::stats::{CacheStats, Counters};
@@ -159,8 +160,12 @@ impl Cache {
 
     /// Whether a stored response would answer `request` if its upstream
     /// failed now (fresh, or stale within `stale-if-error`): failover uses it
-    /// to leave such requests to the cache.
+    /// to leave such requests to the cache. Never for a request whose
+    /// [`RequestCacheMode`] is `NoStore` or `Reload`.
     pub fn can_serve_on_error<B>(&self, request: &http::Request<B>) -> bool {
+        if !RequestCacheMode::of(request.extensions()).may_use_stored() {
+            return false;
+        }
         let inner = &self.inner;
         let headers = request.headers();
         let Some(key) = key::primary_key(request.uri(), headers) else {

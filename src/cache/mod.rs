@@ -13,7 +13,11 @@
 //! - **Directives**: `no-store`, `no-cache`, `must-revalidate`,
 //!   `proxy-revalidate`, `private`/`public`; request `no-cache`, `no-store`,
 //!   `max-age`, `max-stale`, `min-fresh`, `only-if-cached` (504 on a miss,
-//!   or for a request the cache steps aside for).
+//!   or for a request the cache steps aside for). A caller can also choose
+//!   per request, without a header sent upstream, with a
+//!   [`RequestCacheMode`] in the request's extensions (the Fetch
+//!   standard's `no-store`, `reload`, `no-cache`, `force-cache`,
+//!   `only-if-cached`).
 //! - **Validation** (§4.3) with `If-None-Match`/`If-Modified-Since`; a 304
 //!   freshens the stored headers. A whole new answer replaces the stored
 //!   response its request revalidated, even one that may not be stored
@@ -106,6 +110,7 @@ mod index;
 pub(crate) mod key;
 mod labels;
 mod layer;
+mod mode;
 mod policy;
 mod pressure;
 mod service;
@@ -125,6 +130,7 @@ pub use freshness::Freshness;
 pub use handle::Cache;
 pub use labels::{Dependencies, Node, Tags, VersionStamp, Versions};
 pub use layer::CacheLayer;
+pub use mode::RequestCacheMode;
 pub use policy::{AuthorizationPolicy, Bypass, CacheMode, CachePredicate, NotStorable, SetCookiePolicy};
 pub use pressure::{DEFAULT_PRESSURE_INTERVAL, MemoryPressure, MemorySource};
 pub use service::CacheService;

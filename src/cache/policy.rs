@@ -88,6 +88,9 @@ pub enum Bypass {
     Conditional,
     /// The URI has no authority and no `Host` header to key it by.
     NoKey,
+    /// The request's [`RequestCacheMode`](super::RequestCacheMode) is
+    /// `NoStore`.
+    RequestMode,
 }
 
 /// Whether a request brings its own `If-None-Match` or `If-Modified-Since`
@@ -108,6 +111,7 @@ impl Bypass {
             Bypass::Excluded => "excluded",
             Bypass::Conditional => "conditional",
             Bypass::NoKey => "no-key",
+            Bypass::RequestMode => "request-mode",
         }
     }
 }

@@ -21,6 +21,7 @@ use super::freshness::{Usability, usability_at_age};
 use super::future::{Pending, ResponseFuture};
 use super::handle::Cache;
 use super::key;
+use super::mode::RequestCacheMode;
 use super::policy::{Bypass, CallerValidators};
 use super::stats::bump;
 use super::status::{CacheStatus, Forward};
@@ -85,10 +86,12 @@ where
             return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(Forward::Method), write);
         }
         let head = method == Method::HEAD;
-        let request_cc = CacheControl::from_headers(request.headers());
+        let mut request_cc = CacheControl::from_headers(request.headers());
+        let mode = RequestCacheMode::of(request.extensions());
+        mode.apply(&mut request_cc);
         let now = Instant::now();
         let mut hit = None;
-        let (key, fwd, stale) = match self.lookup(&request, &request_cc, now, head, &mut hit) {
+        let (key, fwd, stale) = match self.lookup(&request, (&request_cc, mode), now, head, &mut hit) {
             // `only-if-cached` asks for a stored response or a 504
             // (§5.2.1.7), whatever keeps this request from the store.
             Lookup::Bypass(_) if request_cc.only_if_cached => {
@@ -203,7 +206,7 @@ impl<S> CacheService<S> {
     fn lookup<B, ResBody>(
         &self,
         request: &Request<B>,
-        request_cc: &CacheControl,
+        (request_cc, mode): (&CacheControl, RequestCacheMode),
         now: Instant,
         head: bool,
         hit: &mut Option<Response<OptimizerBody<ResBody>>>,
@@ -218,6 +221,19 @@ impl<S> CacheService<S> {
                 Ok(validators) => validators,
                 Err(reason) => return Lookup::Bypass(reason),
             };
+            match mode {
+                RequestCacheMode::NoStore => return Lookup::Bypass(Bypass::RequestMode),
+                // Whatever is stored: upstream for a new response, without
+                // the cache's validators.
+                RequestCacheMode::Reload => {
+                    return Lookup::Fetch {
+                        key: key.into(),
+                        fwd: Forward::Request,
+                        stale: None,
+                    };
+                }
+                _ => {}
+            }
             // A hit answers the caller's own validators itself (§4.3.2).
             let asked = (validators == CallerValidators::Present).then_some(headers);
             let answer = |entry: &Entry, age: Duration, status: CacheStatus| {

@@ -4,6 +4,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use proptest::prelude::*;
+/// A caller's per-request choice (the Fetch standard's modes).
+pub use tower_optimizer::cache::RequestCacheMode as Mode;
 
 /// What the origin puts on one answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,11 +243,11 @@ pub type Lang = Option<&'static str>;
 #[derive(Debug, Clone)]
 pub enum Step {
     Advance(u64),
-    /// A GET with a directive, a language, `Authorization` or not, and
-    /// validators of its own or not.
-    Get(Directive, Lang, bool, Ask),
-    /// A HEAD with a language, and validators of its own or not.
-    Head(Lang, Ask),
+    /// A GET with a directive, a language, `Authorization` or not,
+    /// validators of its own or not, and a cache mode.
+    Get(Directive, Lang, bool, Ask, Mode),
+    /// A HEAD with a language, validators of its own or not, and a mode.
+    Head(Lang, Ask, Mode),
     /// A write to the URI (RFC 9111 §4.4 when it succeeds).
     Post,
     /// The origin's resource changes: validators no longer match.
@@ -579,6 +581,26 @@ fn directive() -> impl Strategy<Value = Directive> {
     ]
 }
 
+/// A mode other than the default.
+fn mode() -> impl Strategy<Value = Mode> {
+    prop_oneof![
+        Just(Mode::NoStore),
+        Just(Mode::Reload),
+        Just(Mode::NoCache),
+        Just(Mode::ForceCache),
+        Just(Mode::OnlyIfCached),
+    ]
+}
+
+/// A request directive with the default mode, or a mode alone (the modes
+/// stand for directives; mixing both would model what no caller means).
+fn directive_and_mode() -> impl Strategy<Value = (Directive, Mode)> {
+    prop_oneof![
+        8 => directive().prop_map(|d| (d, Mode::Default)),
+        3 => mode().prop_map(|m| (Directive::None, m)),
+    ]
+}
+
 fn ask() -> impl Strategy<Value = Ask> {
     prop_oneof![
         8 => Just(Ask::None),
@@ -595,8 +617,9 @@ fn lang() -> impl Strategy<Value = Lang> {
 pub fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (1u64..=6).prop_map(Step::Advance),
-        12 => (directive(), lang(), prop::bool::weighted(0.15), ask()).prop_map(|(d, l, a, k)| Step::Get(d, l, a, k)),
-        1 => (lang(), ask()).prop_map(|(l, k)| Step::Head(l, k)),
+        12 => (directive_and_mode(), lang(), prop::bool::weighted(0.15), ask())
+            .prop_map(|((d, m), l, a, k)| Step::Get(d, l, a, k, m)),
+        1 => (lang(), ask(), prop_oneof![3 => Just(Mode::Default), 1 => mode()]).prop_map(|(l, k, m)| Step::Head(l, k, m)),
         1 => Just(Step::Post),
         2 => Just(Step::Change),
         2 => prop_oneof![
