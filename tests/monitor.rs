@@ -564,3 +564,66 @@ async fn a_panicking_gauge_or_alert_handler_does_not_stop_the_sampler() {
     );
     monitor.stop();
 }
+
+// Each sample sets the cache's counters to its running totals, so
+// Prometheus sees evictions by cause, requests by result and the events
+// that say how the cache is doing, without a facade call per request.
+#[test]
+fn each_sample_publishes_the_cache_counters() {
+    use tower_optimizer::cache::RemovalCause;
+    use tower_optimizer::monitor::{Monitor, counters};
+    let (rows, stats) = {
+        let stats = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let out = stats.clone();
+        let rows = recorded(async move {
+            static BODY: [u8; 1500] = [b'x'; 1500];
+            let upstream = Upstream::new(|_, _| async {
+                Ok(Response::builder()
+                    .header("cache-control", "max-age=60")
+                    .body(Full::new(Bytes::from_static(&BODY)))
+                    .unwrap())
+            });
+            // One shard with room for one entry: each new URI evicts the last.
+            let cache = Cache::builder()
+                .max_bytes(4000)
+                .max_inflight_bytes(4000)
+                .shards(1)
+                .build()
+                .unwrap();
+            let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+            for path in ["/a", "/a", "/b", "/a"] {
+                let req = Request::get(format!("http://api.test{path}"))
+                    .body(Full::default())
+                    .unwrap();
+                let res = svc.ready().await.unwrap().call(req).await.unwrap();
+                res.into_body().collect().await.unwrap();
+            }
+            let monitor = Monitor::builder().cache(cache.clone()).build();
+            monitor.sample_now();
+            *out.lock().unwrap() = Some(cache.stats());
+        });
+        let stats = stats.lock().unwrap().take().unwrap();
+        (rows, stats)
+    };
+    let counter = |name: &str, with: &[(&str, &str)]| {
+        let found = find(&rows, MetricKind::Counter, name, with);
+        assert_eq!(found.len(), 1, "{name} {with:?}: {rows:?}");
+        match found[0].3 {
+            DebugValue::Counter(n) => n,
+            ref other => panic!("{name} is not a counter: {other:?}"),
+        }
+    };
+    assert_eq!((stats.hits, stats.misses), (1, 3), "{stats:?}");
+    assert_eq!(stats.evictions(RemovalCause::Capacity), 2, "b evicted a, a evicted b");
+    assert_eq!(counter(counters::CACHE_REQUESTS, &[("result", "hit")]), 1);
+    assert_eq!(counter(counters::CACHE_REQUESTS, &[("result", "miss")]), 3);
+    assert_eq!(counter(counters::CACHE_REQUESTS, &[("result", "bypass")]), 0);
+    assert_eq!(counter(counters::CACHE_EVICTIONS, &[("cause", "capacity")]), 2);
+    assert_eq!(counter(counters::CACHE_EVICTIONS, &[("cause", "expired")]), 0);
+    let evicted = counter(counters::CACHE_EVICTED_BYTES, &[("cause", "capacity")]);
+    assert_eq!(evicted, stats.evicted_bytes(RemovalCause::Capacity));
+    assert!(evicted > 2 * 1500, "two entries' bodies and more: {evicted}");
+    assert_eq!(counter(counters::CACHE_NOT_STORED, &[]), stats.not_storable);
+    let described = find(&rows, MetricKind::Counter, counters::CACHE_EVICTED_BYTES, &[]);
+    assert_eq!(described[0].1, Some(metrics::Unit::Bytes));
+}

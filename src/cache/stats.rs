@@ -41,6 +41,9 @@ pub struct CacheStats {
     pub background_refreshes: u64,
     /// Evictions by cause, indexed by [`RemovalCause::index`].
     pub evictions: [u64; 5],
+    /// Bytes the evicted entries were charged, by cause, indexed by
+    /// [`RemovalCause::index`].
+    pub evicted_bytes: [u64; 5],
     /// Entries invalidated (removed or marked), by strategy, indexed by
     /// [`InvalidationKind::index`].
     pub invalidations: [u64; InvalidationKind::ALL.len()],
@@ -133,6 +136,11 @@ impl CacheStats {
     /// Evictions for one cause.
     pub fn evictions(&self, cause: RemovalCause) -> u64 {
         self.evictions[cause.index()]
+    }
+
+    /// Bytes the entries evicted for one cause were charged.
+    pub fn evicted_bytes(&self, cause: RemovalCause) -> u64 {
+        self.evicted_bytes[cause.index()]
     }
 
     /// Hits (fresh and stale) over all requests that could use the cache.
@@ -230,6 +238,7 @@ impl Counters {
             bypassed: get(&self.bypassed),
             background_refreshes: get(&self.background_refreshes),
             evictions: RemovalCause::ALL.map(|c| store.evictions(c)),
+            evicted_bytes: RemovalCause::ALL.map(|c| store.evicted_bytes(c)),
             audit_drift: get(&self.audit_drift),
             invalidations: std::array::from_fn(|i| {
                 let extra = if i == InvalidationKind::Version.index() {

@@ -51,6 +51,17 @@ impl RemovalCause {
     pub const fn index(self) -> usize {
         self as usize
     }
+
+    /// A short lowercase name, for metric labels and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RemovalCause::Expired => "expired",
+            RemovalCause::Capacity => "capacity",
+            RemovalCause::Invalidated => "invalidated",
+            RemovalCause::Replaced => "replaced",
+            RemovalCause::Pressure => "pressure",
+        }
+    }
 }
 
 /// Called for every entry that leaves the cache, outside any lock.
@@ -159,6 +170,8 @@ pub(crate) struct Store {
     bytes: AtomicUsize,
     entries: AtomicUsize,
     evictions: [AtomicU64; 5],
+    /// Bytes charged to the entries removed, by cause.
+    evicted_bytes: [AtomicU64; 5],
     /// Entries dropped because a namespace they were stamped with was bumped.
     version_drops: AtomicU64,
     listener: Option<EvictionListener>,
@@ -214,6 +227,7 @@ impl Store {
             bytes: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             evictions: Default::default(),
+            evicted_bytes: Default::default(),
             version_drops: AtomicU64::new(0),
             listener,
         }
@@ -239,6 +253,10 @@ impl Store {
 
     pub(crate) fn evictions(&self, cause: RemovalCause) -> u64 {
         self.evictions[cause.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn evicted_bytes(&self, cause: RemovalCause) -> u64 {
+        self.evicted_bytes[cause.index()].load(Ordering::Relaxed)
     }
 
     fn index(&self, key: &str) -> usize {
@@ -537,6 +555,7 @@ impl Store {
             removed.entries += 1;
             removed.bytes += entry.size();
             self.evictions[cause.index()].fetch_add(1, Ordering::Relaxed);
+            self.evicted_bytes[cause.index()].fetch_add(entry.size() as u64, Ordering::Relaxed);
             if let Some(listener) = &self.listener {
                 crate::util::guarded("cache eviction listener", || listener(&entry.meta(&key), cause));
             }

@@ -31,6 +31,7 @@ mod accept;
 mod admin;
 mod alert;
 mod body;
+pub mod counters;
 mod figures;
 pub mod future;
 mod handles;

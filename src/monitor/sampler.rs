@@ -314,6 +314,7 @@ impl Monitor {
         #[cfg(feature = "cache")]
         let cache = inner.cache.as_ref().map(|c| {
             let s = c.stats();
+            super::counters::export(&s);
             // Answers from the lookup on: a stale-on-error answer was
             // first counted as a miss, so it is not counted twice. The
             // counters are read one by one while others count, so one may
@@ -480,6 +481,9 @@ fn export(sample: &Sample) {
     metrics::describe_gauge!(gauges::ALERTS_FIRING, "Alerts firing.");
     metrics::describe_gauge!(gauges::PROCESS_MEMORY, Unit::Bytes, "Resident memory of the process.");
     metrics::describe_gauge!(gauges::PROCESS_CPU, "CPU use of the process, fraction of one core.");
+    if sample.cache.is_some() {
+        super::counters::describe();
+    }
     if let Some(cache) = &sample.cache {
         metrics::gauge!(gauges::CACHE_SIZE).set(cache.bytes as f64);
         metrics::gauge!(gauges::CACHE_CAPACITY).set(cache.max_bytes as f64);
