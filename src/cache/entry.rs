@@ -111,6 +111,29 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// An instant as entries keep their times: signed nanoseconds from the
+/// process's [`epoch`]. A hit takes the clock's difference once, as one of
+/// these, and checks, ages and ticks its entry in integers (each `Instant`
+/// difference costs about as much as a header lookup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp(i64);
+
+impl Stamp {
+    pub(crate) fn of(now: Instant) -> Stamp {
+        Stamp(offset_of(epoch(), now))
+    }
+
+    /// Whole seconds from the epoch, on either side of it (a runtime on
+    /// paused time may run behind it), for the store's recency ticks.
+    pub(crate) fn tick(self) -> u32 {
+        // Truncation wraps after 136 years: ticks are only compared for
+        // equality, a second apart.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let tick = self.0.div_euclid(1_000_000_000) as u32;
+        tick
+    }
+}
+
 /// `t` as signed nanoseconds from `base`, saturating beyond 292 years
 /// either way (an expiry that far off is as good as never).
 fn offset_of(base: Instant, t: Instant) -> i64 {
@@ -362,6 +385,33 @@ impl Entry {
     /// Namespace versions it was produced under.
     pub(crate) fn versions(&self) -> &[VersionStamp] {
         self.rare.as_ref().map_or(&[], |r| &r.labels.versions)
+    }
+
+    /// Whether the store drops it by `at`.
+    pub(crate) fn expired_by(&self, at: Stamp) -> bool {
+        self.expires_at <= at.0
+    }
+
+    /// Its freshness as a request at `at` (the instant `now`) sees it, as
+    /// [`Entry::freshness`] gives it but dated `now`: its response time is
+    /// `now` and its initial age its age then, which is what
+    /// `Freshness::age` reads at `now` and after.
+    pub(crate) fn freshness_at(&self, at: Stamp, now: Instant) -> Freshness {
+        let windows = self.rare.as_ref().map_or(NO_WINDOWS, |r| r.windows);
+        let lifetime = if self.purged.load(Ordering::Relaxed) {
+            0
+        } else {
+            self.freshness.lifetime
+        };
+        Freshness {
+            response_time: now,
+            initial_age: Duration::from_nanos(u64::try_from(at.0.saturating_sub(self.freshness.born)).unwrap_or(0)),
+            lifetime: Duration::from_nanos(lifetime),
+            no_cache: self.no_cache,
+            must_revalidate: self.must_revalidate,
+            stale_while_revalidate: Duration::from_nanos(windows.stale_while_revalidate),
+            stale_if_error: (windows.stale_if_error != u64::MAX).then(|| Duration::from_nanos(windows.stale_if_error)),
+        }
     }
 
     /// Its freshness as a request sees it: a soft-purged entry is stale.

@@ -181,7 +181,7 @@ impl Cache {
                 &key,
                 |e| key::matches(e.secondary(), headers),
                 now,
-                |e| e.freshness().may_serve_on_error(now, inner.stale_if_error),
+                |e, at| e.freshness_at(at, now).may_serve_on_error(now, inner.stale_if_error),
             )
             .unwrap_or(false)
     }

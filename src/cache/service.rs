@@ -242,9 +242,9 @@ impl<S> CacheService<S> {
             let matches = |e: &Entry| key::matches(e.secondary(), headers);
             // Runs under the shard's read lock: a hit is answered from the
             // borrowed entry without cloning its `Arc`.
-            let found = inner.store.get_with(key, matches, now, |entry| {
-                let freshness = entry.freshness();
-                let age = freshness.age(now);
+            let found = inner.store.get_with(key, matches, now, |entry, at| {
+                let freshness = entry.freshness_at(at, now);
+                let age = freshness.initial_age;
                 let ttl = freshness.ttl_secs_at_age(age);
                 match usability_at_age(&freshness, request_cc, age) {
                     Usability::Fresh => {

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use lru::LruCache;
 use tokio::time::Instant;
 
-use super::entry::{Entry, EntryMeta};
+use super::entry::{Entry, EntryMeta, Stamp};
 use super::index::ShardIndex;
 use super::labels::Node;
 use super::status::Forward;
@@ -164,7 +164,6 @@ pub enum Purge {
 
 pub(crate) struct Store {
     shards: Box<[RwLock<Shard>]>,
-    epoch: Instant,
     shard_budget: usize,
     max_variants: usize,
     bytes: AtomicUsize,
@@ -221,7 +220,6 @@ impl Store {
                     })
                 })
                 .collect(),
-            epoch: Instant::now(),
             shard_budget: max_bytes / shards,
             max_variants: max_variants.max(1),
             bytes: AtomicUsize::new(0),
@@ -279,10 +277,11 @@ impl Store {
         key: &str,
         matches: impl Fn(&Entry) -> bool,
         now: Instant,
-        on_hit: impl FnOnce(&Arc<Entry>) -> R,
+        on_hit: impl FnOnce(&Arc<Entry>, Stamp) -> R,
     ) -> Result<R, Forward> {
         let shard = &self.shards[self.index(key)];
-        let tick = self.tick(now);
+        let at = Stamp::of(now);
+        let tick = at.tick();
         {
             let guard = read(shard);
             let Some(group) = guard.map.peek(key) else {
@@ -291,12 +290,12 @@ impl Store {
             let Some(entry) = group.variants().iter().rev().find(|e| matches(e)) else {
                 return Err(Forward::VaryMiss);
             };
-            if entry.expires_at() > now && entry.is_current() {
+            if !entry.expired_by(at) && entry.is_current() {
                 let promote = entry.touched.load(Ordering::Relaxed) != tick;
                 if promote {
                     entry.touched.store(tick, Ordering::Relaxed);
                 }
-                let result = on_hit(entry);
+                let result = on_hit(entry, at);
                 drop(guard);
                 if promote {
                     write(shard).map.promote(key);
@@ -309,7 +308,7 @@ impl Store {
         {
             let mut guard = write(shard);
             if let Some(group) = guard.map.peek_mut(key) {
-                let gone = |e: &Entry| e.expires_at() <= now || !e.is_current();
+                let gone = |e: &Entry| e.expired_by(at) || !e.is_current();
                 if let Some(pos) = group.variants().iter().rposition(|e| matches(e) && gone(e)) {
                     let entry = group.remove(pos);
                     // A bumped namespace is an invalidation, not an expiry.
@@ -335,12 +334,7 @@ impl Store {
     /// [`Store::get_with`] returning the entry itself.
     #[cfg(test)]
     pub(crate) fn get(&self, key: &str, matches: impl Fn(&Entry) -> bool, now: Instant) -> Result<Arc<Entry>, Forward> {
-        self.get_with(key, matches, now, Arc::clone)
-    }
-
-    /// Whole seconds since the store was made, for recency ticks.
-    fn tick(&self, now: Instant) -> u32 {
-        now.saturating_duration_since(self.epoch).as_secs() as u32
+        self.get_with(key, matches, now, |entry, _| Arc::clone(entry))
     }
 
     /// Stores `entry` and the dependency edges `deps` its URI gains,

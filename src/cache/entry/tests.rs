@@ -289,3 +289,73 @@ fn a_hit_sets_age_and_cache_status_in_the_placeholder_lines() {
     assert!(placeholder_slots(&mut other, false).is_none());
     assert!(placeholder_slots(&mut HeaderMap::new(), false).is_none());
 }
+
+#[test]
+fn freshness_dated_now_reads_as_the_stored_freshness_does() {
+    let now = epoch() + Duration::from_secs(1);
+    let (parts, ()) = Response::builder().body(()).unwrap().into_parts();
+    let stored = Freshness {
+        initial_age: Duration::new(7, 5),
+        stale_while_revalidate: Duration::from_secs(30),
+        stale_if_error: Some(Duration::from_secs(90)),
+        must_revalidate: true,
+        ..fresh_for_a_minute(now)
+    };
+    let entry = Entry::new(
+        "k",
+        Secondary::NONE,
+        &parts,
+        EntryBody::Shared(Bytes::from_static(b"x")),
+        stored,
+        Labels::default(),
+        now,
+        Duration::ZERO,
+        None,
+    );
+    let rules = |f: &Freshness, at: Instant| {
+        (
+            f.age(at),
+            f.ttl_secs(at),
+            f.lifetime,
+            f.no_cache,
+            f.must_revalidate,
+            f.stale_while_revalidate,
+            f.stale_if_error,
+        )
+    };
+    for later in [
+        Duration::ZERO,
+        Duration::new(0, 1),
+        Duration::from_secs(61),
+        Duration::from_secs(86_400),
+    ] {
+        let at = now + later;
+        let dated = entry.freshness_at(Stamp::of(at), at);
+        assert_eq!(rules(&dated, at), rules(&entry.freshness(), at), "{later:?} on");
+        // And it keeps ageing as the stored one does.
+        let after = at + Duration::from_secs(3);
+        assert_eq!(dated.age(after), entry.freshness().age(after));
+    }
+    // Soft-purged: stale at once, both ways.
+    entry.purged.store(true, Ordering::Relaxed);
+    let dated = entry.freshness_at(Stamp::of(now), now);
+    assert_eq!(rules(&dated, now), rules(&entry.freshness(), now));
+    assert!(!dated.is_fresh(now));
+    // Expiry compares as the instants do.
+    assert!(!entry.expired_by(Stamp::of(now - Duration::from_nanos(1))));
+    assert!(entry.expired_by(Stamp::of(entry.expires_at())));
+}
+
+#[test]
+fn stamps_tick_once_a_second_on_either_side_of_the_epoch() {
+    let e = epoch();
+    let second = |s: i64| Stamp(s * 1_000_000_000);
+    assert_eq!(second(0).tick(), Stamp(999_999_999).tick());
+    assert_ne!(second(0).tick(), second(1).tick());
+    // Before the epoch (a runtime on paused time may run behind it) the
+    // ticks still change each second rather than sticking at zero.
+    assert_ne!(second(-1).tick(), second(0).tick());
+    assert_ne!(second(-2).tick(), second(-1).tick());
+    assert_eq!(Stamp(-1).tick(), second(-1).tick());
+    assert_eq!(Stamp::of(e), Stamp(0));
+}
