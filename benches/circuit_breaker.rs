@@ -26,7 +26,7 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    common::versus(c, &rt, "closed", &uri, &bare(), ("breaker", &breaker));
+    common::versus_paired(c, &rt, "closed", &uri, &bare(), ("breaker", &breaker));
     common::clock_pair(c, "closed");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -51,6 +51,7 @@ fn main() {
             breaker / bare
         );
     }
+    common::print_paired("closed", "<= 1.1");
     common::print_clock_floor("closed");
     if let (Some(bare), Some(breaker)) = (common::median("tasks64", "bare"), common::median("tasks64", "breaker")) {
         println!(

@@ -22,7 +22,7 @@ fn group(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str) {
     // A new layer per group: handles are registered with the recorder in
     // place when first used.
     let layered = tower::Layer::layer(&MetricsLayer::new(), bare());
-    common::versus(c, rt, name, &uri, &bare(), ("layer", &layered));
+    common::versus_paired(c, rt, name, &uri, &bare(), ("layer", &layered));
     common::clock_pair(c, name);
 }
 
@@ -68,6 +68,7 @@ fn main() {
                 layer / bare
             );
         }
+        common::print_paired(name, if name == "metrics" { "<= 1.1" } else { "<= 1.5" });
         common::print_clock_floor(name);
     }
     if let (Some(bare), Some(layer)) = (

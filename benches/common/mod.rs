@@ -94,6 +94,121 @@ pub fn versus<A, L, RA, RL>(
     group.finish();
 }
 
+/// Whether the filter given on the command line selects `group`, for the
+/// measurements made outside criterion: no filter, or one that begins with
+/// the group's name (`hit`, `^hit/`). Criterion reads the filter as a
+/// regex; this reads only the plain prefixes the README's commands use.
+pub fn selected(group: &str) -> bool {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    filter.is_none_or(|f| {
+        let f = f.trim_start_matches('^');
+        let name = format!("{group}/");
+        name.starts_with(f) || f.starts_with(&name)
+    })
+}
+
+/// Rounds of [`interleaved`], and requests per side in each.
+pub const ROUNDS: usize = 61;
+pub const BATCH: u64 = 2_000;
+
+/// The layered service's time over the bare one's, measured in alternating
+/// batches ([`ROUNDS`] rounds of [`BATCH`] requests each way, which side
+/// goes first alternating too), so a burst of load from elsewhere on a
+/// noisy machine falls on both sides of a round alike: the median of the
+/// per-round ratios and its quartiles. Criterion measures each side in one
+/// stretch, seconds apart, and its two medians can disagree by more than
+/// the layer's cost; this is the ratio the benches report.
+pub fn interleaved<A, L, RA, RL>(rt: &tokio::runtime::Runtime, uri: &Uri, bare: &A, layered: &L) -> Ratio
+where
+    A: Service<Request<Full<Bytes>>, Response = Response<RA>> + Clone,
+    A::Error: std::fmt::Debug,
+    RA: http_body::Body<Data = Bytes>,
+    RA::Error: std::fmt::Debug,
+    L: Service<Request<Full<Bytes>>, Response = Response<RL>> + Clone,
+    L::Error: std::fmt::Debug,
+    RL: http_body::Body<Data = Bytes>,
+    RL::Error: std::fmt::Debug,
+{
+    let mut ratios: Vec<f64> = (0..ROUNDS)
+        .map(|round| {
+            rt.block_on(async {
+                let (a, l) = if round % 2 == 0 {
+                    let a = repeat(bare.clone(), uri.clone(), BATCH).await;
+                    (a, repeat(layered.clone(), uri.clone(), BATCH).await)
+                } else {
+                    let l = repeat(layered.clone(), uri.clone(), BATCH).await;
+                    (repeat(bare.clone(), uri.clone(), BATCH).await, l)
+                };
+                l.as_secs_f64() / a.as_secs_f64()
+            })
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    Ratio {
+        median: ratios[ROUNDS / 2],
+        low: ratios[ROUNDS / 4],
+        high: ratios[ROUNDS * 3 / 4],
+    }
+}
+
+/// [`versus`], then (when the command line selects `group`) the same pair
+/// [`interleaved`], whose ratio [`paired`] reads back for the report.
+pub fn versus_paired<A, L, RA, RL>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group: &str,
+    uri: &Uri,
+    bare: &A,
+    (name, layered): (&str, &L),
+) where
+    A: Service<Request<Full<Bytes>>, Response = Response<RA>> + Clone,
+    A::Error: std::fmt::Debug,
+    RA: http_body::Body<Data = Bytes>,
+    RA::Error: std::fmt::Debug,
+    L: Service<Request<Full<Bytes>>, Response = Response<RL>> + Clone,
+    L::Error: std::fmt::Debug,
+    RL: http_body::Body<Data = Bytes>,
+    RL::Error: std::fmt::Debug,
+{
+    versus(c, rt, group, uri, bare, (name, layered));
+    if selected(group) {
+        let ratio = interleaved(rt, uri, bare, layered);
+        PAIRED.lock().unwrap().push((group.to_owned(), ratio));
+    }
+}
+
+static PAIRED: std::sync::Mutex<Vec<(String, Ratio)>> = std::sync::Mutex::new(Vec::new());
+
+/// The interleaved ratio [`versus_paired`] measured for `group` in this run.
+pub fn paired(group: &str) -> Option<Ratio> {
+    PAIRED.lock().unwrap().iter().find(|(g, _)| g == group).map(|(_, r)| *r)
+}
+
+/// Prints `group`'s interleaved ratio, if measured, against `target`.
+pub fn print_paired(group: &str, target: &str) {
+    if let Some(ratio) = paired(group) {
+        println!("{group}, interleaved with bare: ratio {ratio} (target {target})");
+    }
+}
+
+/// A ratio from [`interleaved`]: median and quartiles over its rounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Ratio {
+    pub median: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2} (quartiles {:.2}-{:.2}, {ROUNDS} interleaved rounds of {BATCH})",
+            self.median, self.low, self.high
+        )
+    }
+}
+
 /// Tasks of [`versus_tasks`], and requests each sends.
 pub const TASKS: usize = 64;
 pub const PER_TASK: u64 = 200;
