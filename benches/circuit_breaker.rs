@@ -59,4 +59,5 @@ fn main() {
             bare / breaker * 100.0
         );
     }
+    common::print_paired_throughput("tasks64", ">= 80%");
 }

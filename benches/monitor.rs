@@ -79,5 +79,6 @@ fn main() {
             "metrics, 64 tasks / 2 workers: layer throughput {:.0}% of bare",
             bare / layer * 100.0
         );
+        common::print_paired_throughput("metrics_tasks64", "none");
     }
 }

@@ -129,18 +129,33 @@ where
     RL: http_body::Body<Data = Bytes>,
     RL::Error: std::fmt::Debug,
 {
+    interleaved_runs(
+        rt,
+        || repeat(bare.clone(), uri.clone(), BATCH),
+        || repeat(layered.clone(), uri.clone(), BATCH),
+    )
+}
+
+/// [`interleaved`] over any two timed runs (`bare()` and `layered()` each
+/// return how long one run took): the layered run's time over the bare
+/// one's, per round.
+pub fn interleaved_runs<FA, FL, A, L>(rt: &tokio::runtime::Runtime, mut bare: FA, mut layered: FL) -> Ratio
+where
+    FA: FnMut() -> A,
+    FL: FnMut() -> L,
+    A: std::future::Future<Output = Duration>,
+    L: std::future::Future<Output = Duration>,
+{
     let mut ratios: Vec<f64> = (0..ROUNDS)
         .map(|round| {
-            rt.block_on(async {
-                let (a, l) = if round % 2 == 0 {
-                    let a = repeat(bare.clone(), uri.clone(), BATCH).await;
-                    (a, repeat(layered.clone(), uri.clone(), BATCH).await)
-                } else {
-                    let l = repeat(layered.clone(), uri.clone(), BATCH).await;
-                    (repeat(bare.clone(), uri.clone(), BATCH).await, l)
-                };
-                l.as_secs_f64() / a.as_secs_f64()
-            })
+            let (a, l) = if round % 2 == 0 {
+                let a = rt.block_on(bare());
+                (a, rt.block_on(layered()))
+            } else {
+                let l = rt.block_on(layered());
+                (rt.block_on(bare()), l)
+            };
+            l.as_secs_f64() / a.as_secs_f64()
         })
         .collect();
     ratios.sort_by(f64::total_cmp);
@@ -148,6 +163,24 @@ where
         median: ratios[ROUNDS / 2],
         low: ratios[ROUNDS / 4],
         high: ratios[ROUNDS * 3 / 4],
+    }
+}
+
+/// Keeps `group`'s interleaved ratio for [`paired`].
+pub fn record(group: &str, ratio: Ratio) {
+    PAIRED.lock().unwrap().push((group.to_owned(), ratio));
+}
+
+/// Prints `group`'s interleaved ratio, if measured, as the layered
+/// service's throughput against the bare one's, with `target`.
+pub fn print_paired_throughput(group: &str, target: &str) {
+    if let Some(r) = paired(group) {
+        println!(
+            "{group}, interleaved with bare: throughput {:.0}% of bare (quartiles {:.0}-{:.0}%, {ROUNDS} rounds) (target {target})",
+            100.0 / r.median,
+            100.0 / r.high,
+            100.0 / r.low
+        );
     }
 }
 
@@ -172,8 +205,7 @@ pub fn versus_paired<A, L, RA, RL>(
 {
     versus(c, rt, group, uri, bare, (name, layered));
     if selected(group) {
-        let ratio = interleaved(rt, uri, bare, layered);
-        PAIRED.lock().unwrap().push((group.to_owned(), ratio));
+        record(group, interleaved(rt, uri, bare, layered));
     }
 }
 
@@ -259,11 +291,19 @@ pub fn versus_tasks<A, L, RA, RL>(
     RL: http_body::Body<Data = Bytes> + Send + 'static,
     RL::Error: std::fmt::Debug,
 {
-    let mut group = c.benchmark_group(group);
-    group.throughput(criterion::Throughput::Elements(TASKS as u64 * PER_TASK));
-    bench_tasks(&mut group, rt, "bare", uri, bare);
-    bench_tasks(&mut group, rt, name, uri, layered);
-    group.finish();
+    let mut criterion_group = c.benchmark_group(group);
+    criterion_group.throughput(criterion::Throughput::Elements(TASKS as u64 * PER_TASK));
+    bench_tasks(&mut criterion_group, rt, "bare", uri, bare);
+    bench_tasks(&mut criterion_group, rt, name, uri, layered);
+    criterion_group.finish();
+    if selected(group) {
+        let ratio = interleaved_runs(
+            rt,
+            || tasks(bare.clone(), uri.clone()),
+            || tasks(layered.clone(), uri.clone()),
+        );
+        record(group, ratio);
+    }
 }
 
 /// One function of [`versus_tasks`]: [`tasks`] through clones of `svc`.
