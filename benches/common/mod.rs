@@ -99,7 +99,33 @@ pub fn versus<A, L, RA, RL>(
 /// the group's name (`hit`, `^hit/`). Criterion reads the filter as a
 /// regex; this reads only the plain prefixes the README's commands use.
 pub fn selected(group: &str) -> bool {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // Criterion's options that take a value, which is not a filter.
+    const VALUED: [&str; 14] = [
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--measurement-time",
+        "--warm-up-time",
+        "--sample-size",
+        "--profile-time",
+        "--output-format",
+        "--color",
+        "--significance-level",
+        "--noise-threshold",
+        "--confidence-level",
+        "--nresamples",
+    ];
+    let mut args = std::env::args().skip(1);
+    let mut filter = None;
+    while let Some(arg) = args.next() {
+        if VALUED.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filter = Some(arg);
+            break;
+        }
+    }
     filter.is_none_or(|f| {
         let f = f.trim_start_matches('^');
         let name = format!("{group}/");
