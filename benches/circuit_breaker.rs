@@ -26,7 +26,7 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    common::versus_paired(c, &rt, "closed", &uri, &bare(), ("breaker", &breaker));
+    common::versus(c, &rt, "closed", &uri, &bare(), ("breaker", &breaker));
     common::clock_pair(c, "closed");
 
     let rt = tokio::runtime::Builder::new_multi_thread()

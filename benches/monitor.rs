@@ -22,7 +22,7 @@ fn group(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str) {
     // A new layer per group: handles are registered with the recorder in
     // place when first used.
     let layered = tower::Layer::layer(&MetricsLayer::new(), bare());
-    common::versus_paired(c, rt, name, &uri, &bare(), ("layer", &layered));
+    common::versus(c, rt, name, &uri, &bare(), ("layer", &layered));
     common::clock_pair(c, name);
 }
 

@@ -79,7 +79,7 @@ fn hits(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         common::one(&mut stack, &uri).await; // stores it
         (stack, optimizer)
     });
-    common::versus_paired(c, rt, "stack_hit", &uri, &common::bare_1k(), ("stack", &stack));
+    common::versus(c, rt, "stack_hit", &uri, &common::bare_1k(), ("stack", &stack));
     // The stack with no layer at all: what its shell costs by itself.
     let (shell, _optimizer) = rt.block_on(async {
         let (layer, optimizer) = OptimizerStack::builder().build::<Full<Bytes>>().unwrap();
@@ -100,7 +100,7 @@ fn misses(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         common::one(&mut stack.clone(), &uri).await;
         (uri, bare, stack, optimizer)
     });
-    common::versus_paired(c, rt, "stack_miss", &uri, &bare, ("stack", &stack));
+    common::versus(c, rt, "stack_miss", &uri, &bare, ("stack", &stack));
     miss_by_layer(c, rt, &uri, &bare);
 }
 

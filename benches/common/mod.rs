@@ -64,7 +64,9 @@ where
 
 /// Measures `bare` and then `layered` answering the same GET of `uri`, in
 /// one group (`group/bare`, `group/name`), so their medians compare within
-/// one run on the same runtime.
+/// one run on the same runtime; then (when the command line selects
+/// `group`) the same pair in [`BATCH`]es [`interleaved_runs`], whose ratio [`paired`] reads
+/// back for the report.
 pub fn versus<A, L, RA, RL>(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
@@ -82,7 +84,8 @@ pub fn versus<A, L, RA, RL>(
     RL: http_body::Body<Data = Bytes>,
     RL::Error: std::fmt::Debug,
 {
-    let mut group = c.benchmark_group(group);
+    let group_name = group;
+    let mut group = c.benchmark_group(group_name);
     group.bench_function("bare", |b| {
         b.to_async(rt)
             .iter_custom(|iters| repeat(bare.clone(), uri.clone(), iters));
@@ -92,6 +95,14 @@ pub fn versus<A, L, RA, RL>(
             .iter_custom(|iters| repeat(layered.clone(), uri.clone(), iters));
     });
     group.finish();
+    if selected(group_name) {
+        let ratio = interleaved_runs(
+            rt,
+            || repeat(bare.clone(), uri.clone(), BATCH),
+            || repeat(layered.clone(), uri.clone(), BATCH),
+        );
+        record(group_name, ratio);
+    }
 }
 
 /// Whether the filter given on the command line selects `group`, for the
@@ -133,38 +144,18 @@ pub fn selected(group: &str) -> bool {
     })
 }
 
-/// Rounds of [`interleaved`], and requests per side in each.
+/// Rounds of [`interleaved_runs`], and requests per side in each round of [`versus`].
 pub const ROUNDS: usize = 61;
 pub const BATCH: u64 = 2_000;
 
-/// The layered service's time over the bare one's, measured in alternating
-/// batches ([`ROUNDS`] rounds of [`BATCH`] requests each way, which side
-/// goes first alternating too), so a burst of load from elsewhere on a
-/// noisy machine falls on both sides of a round alike: the median of the
-/// per-round ratios and its quartiles. Criterion measures each side in one
-/// stretch, seconds apart, and its two medians can disagree by more than
-/// the layer's cost; this is the ratio the benches report.
-pub fn interleaved<A, L, RA, RL>(rt: &tokio::runtime::Runtime, uri: &Uri, bare: &A, layered: &L) -> Ratio
-where
-    A: Service<Request<Full<Bytes>>, Response = Response<RA>> + Clone,
-    A::Error: std::fmt::Debug,
-    RA: http_body::Body<Data = Bytes>,
-    RA::Error: std::fmt::Debug,
-    L: Service<Request<Full<Bytes>>, Response = Response<RL>> + Clone,
-    L::Error: std::fmt::Debug,
-    RL: http_body::Body<Data = Bytes>,
-    RL::Error: std::fmt::Debug,
-{
-    interleaved_runs(
-        rt,
-        || repeat(bare.clone(), uri.clone(), BATCH),
-        || repeat(layered.clone(), uri.clone(), BATCH),
-    )
-}
-
-/// [`interleaved`] over any two timed runs (`bare()` and `layered()` each
-/// return how long one run took): the layered run's time over the bare
-/// one's, per round.
+/// The layered run's time over the bare one's, measured in alternating
+/// rounds ([`ROUNDS`] of them, which side goes first alternating too; each
+/// of `bare()` and `layered()` returns how long one run took), so a burst
+/// of load from elsewhere on a noisy machine falls on both sides of a round
+/// alike: the median of the per-round ratios and its quartiles. Criterion
+/// measures each side in one stretch, seconds apart, and its two medians
+/// can disagree by more than the layer's cost; this is the ratio the
+/// benches report.
 pub fn interleaved_runs<FA, FL, A, L>(rt: &tokio::runtime::Runtime, mut bare: FA, mut layered: FL) -> Ratio
 where
     FA: FnMut() -> A,
@@ -210,34 +201,9 @@ pub fn print_paired_throughput(group: &str, target: &str) {
     }
 }
 
-/// [`versus`], then (when the command line selects `group`) the same pair
-/// [`interleaved`], whose ratio [`paired`] reads back for the report.
-pub fn versus_paired<A, L, RA, RL>(
-    c: &mut Criterion,
-    rt: &tokio::runtime::Runtime,
-    group: &str,
-    uri: &Uri,
-    bare: &A,
-    (name, layered): (&str, &L),
-) where
-    A: Service<Request<Full<Bytes>>, Response = Response<RA>> + Clone,
-    A::Error: std::fmt::Debug,
-    RA: http_body::Body<Data = Bytes>,
-    RA::Error: std::fmt::Debug,
-    L: Service<Request<Full<Bytes>>, Response = Response<RL>> + Clone,
-    L::Error: std::fmt::Debug,
-    RL: http_body::Body<Data = Bytes>,
-    RL::Error: std::fmt::Debug,
-{
-    versus(c, rt, group, uri, bare, (name, layered));
-    if selected(group) {
-        record(group, interleaved(rt, uri, bare, layered));
-    }
-}
-
 static PAIRED: std::sync::Mutex<Vec<(String, Ratio)>> = std::sync::Mutex::new(Vec::new());
 
-/// The interleaved ratio [`versus_paired`] measured for `group` in this run.
+/// The interleaved ratio [`versus`] measured for `group` in this run.
 pub fn paired(group: &str) -> Option<Ratio> {
     PAIRED.lock().unwrap().iter().find(|(g, _)| g == group).map(|(_, r)| *r)
 }
@@ -249,7 +215,7 @@ pub fn print_paired(group: &str, target: &str) {
     }
 }
 
-/// A ratio from [`interleaved`]: median and quartiles over its rounds.
+/// A ratio from [`interleaved_runs`]: median and quartiles over its rounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Ratio {
     pub median: f64,
