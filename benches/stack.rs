@@ -168,8 +168,9 @@ fn main() {
     for name in ["none", "cache", "invalidation", "breaker", "timeout", "monitor"] {
         let group = format!("miss_layer_{name}");
         if let (Some(bare), Some(layer)) = (common::median(&group, "bare"), common::median(&group, name)) {
+            let paired = common::paired(&group).map_or_else(String::new, |r| format!("; interleaved ratio {r}"));
             println!(
-                "a miss through the stack with {name}: +{:.0} ns over bare",
+                "a miss through the stack with {name}: +{:.0} ns over bare{paired}",
                 layer - bare
             );
         }
