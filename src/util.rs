@@ -9,6 +9,24 @@ use http_body::Frame;
 
 use crate::BoxError;
 
+/// Header maps with at most this many names are searched by a scan of
+/// their names (standard names compare as small integers) rather than by
+/// hashing each name looked for: a message rarely has more.
+#[cfg(any(feature = "cache", feature = "invalidation"))]
+const NAME_SCAN_LIMIT: usize = 16;
+
+/// Whether `headers` has none of `names`: the cheap test before parsing
+/// fields most messages lack (one scan of a short map's names instead of a
+/// hash per name looked for).
+#[cfg(any(feature = "cache", feature = "invalidation"))]
+pub(crate) fn has_none_of(headers: &http::HeaderMap, names: &[&http::HeaderName]) -> bool {
+    if headers.keys_len() <= NAME_SCAN_LIMIT {
+        !headers.keys().any(|n| names.contains(&n))
+    } else {
+        !names.iter().any(|n| headers.contains_key(*n))
+    }
+}
+
 /// A copy of a request's head (method, URI, version, headers), without its
 /// extensions or body: what policies and user closures look at.
 #[allow(dead_code)] // used by whichever layers the features enable
@@ -142,5 +160,31 @@ pub(crate) fn guarded<T>(what: &'static str, callback: impl FnOnce() -> T) -> Op
             tracing::error!(callback = what, panic = %message, "a callback panicked; ignored");
             None
         }
+    }
+}
+
+#[cfg(all(test, feature = "cache"))]
+mod tests {
+    use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, PRAGMA};
+
+    use super::*;
+
+    #[test]
+    fn has_none_of_reads_short_and_long_maps_alike() {
+        let tag = HeaderName::from_static("cache-tag");
+        for lines in [1, NAME_SCAN_LIMIT, NAME_SCAN_LIMIT + 1, 40] {
+            let mut headers = http::HeaderMap::new();
+            for i in 0..lines {
+                let name = HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap();
+                headers.insert(name, HeaderValue::from_static("v"));
+            }
+            assert!(has_none_of(&headers, &[&CACHE_CONTROL, &PRAGMA, &tag]), "{lines} lines");
+            headers.append(tag.clone(), HeaderValue::from_static("t"));
+            assert!(!has_none_of(&headers, &[&CACHE_CONTROL, &tag]), "{lines} lines and a tag");
+            headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+            assert!(!has_none_of(&headers, &[&PRAGMA]), "{lines} lines and a standard name");
+            assert!(has_none_of(&headers, &[&CACHE_CONTROL]));
+        }
+        assert!(has_none_of(&http::HeaderMap::new(), &[&CACHE_CONTROL]));
     }
 }

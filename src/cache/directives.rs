@@ -43,21 +43,15 @@ pub(crate) struct CacheControl {
     pub(crate) malformed_freshness: bool,
 }
 
-/// Header maps with at most this many names are searched for the two
-/// fields by a scan of their names before any lookup; beyond it, hashing
-/// twice is the cheaper way (a request rarely has more).
-const NAME_SCAN_LIMIT: usize = 16;
-
 impl CacheControl {
     /// Parses every `Cache-Control` line of `headers`. On a request, a
     /// `Pragma: no-cache` without any `Cache-Control` counts as `no-cache`
     /// (RFC 9111 §5.4).
     pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let mut cc = CacheControl::default();
-        // Most requests carry neither field. A short map is cheaper to scan
-        // by name (standard names compare as small integers) than to hash
-        // both names into, and every hit parses its request's directives.
-        if headers.keys_len() <= NAME_SCAN_LIMIT && !headers.keys().any(|n| n == CACHE_CONTROL || n == PRAGMA) {
+        // Most requests carry neither field, and every hit parses its
+        // request's directives.
+        if crate::util::has_none_of(headers, &[&CACHE_CONTROL, &PRAGMA]) {
             return cc;
         }
         let mut seen_cc = false;

@@ -213,10 +213,24 @@ fn with_report<R>(mut response: Response<R>, report: InvalidationReport) -> Resp
 /// and the user's closure, a version stamp, dependencies.
 fn label<R>(response: Response<R>, ctx: &SafeCtx) -> Response<R> {
     let config = &ctx.config;
+    let h = config.headers;
+    // Most responses carry no tag field, and without the user's closures
+    // there is nothing else to label them with: leave them as they came
+    // (every miss passes here).
+    let unlabelled = config.tag_fn.is_none()
+        && config.namespace_fn.is_none()
+        && config.dependency_fn.is_none()
+        && response.extensions().get::<Tags>().is_none()
+        && crate::util::has_none_of(
+            response.headers(),
+            &[&headers::CACHE_GROUPS, &headers::SURROGATE_KEY, &headers::CACHE_TAG],
+        );
+    if unlabelled {
+        return response;
+    }
     let (mut parts, body) = response.into_parts();
     let mut plain = ParsedTags::default();
     let mut groups = ParsedTags::default();
-    let h = config.headers;
     if h.cache_groups {
         headers::read_tags(
             &parts.headers,
