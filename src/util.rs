@@ -180,7 +180,10 @@ mod tests {
             }
             assert!(has_none_of(&headers, &[&CACHE_CONTROL, &PRAGMA, &tag]), "{lines} lines");
             headers.append(tag.clone(), HeaderValue::from_static("t"));
-            assert!(!has_none_of(&headers, &[&CACHE_CONTROL, &tag]), "{lines} lines and a tag");
+            assert!(
+                !has_none_of(&headers, &[&CACHE_CONTROL, &tag]),
+                "{lines} lines and a tag"
+            );
             headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
             assert!(!has_none_of(&headers, &[&PRAGMA]), "{lines} lines and a standard name");
             assert!(has_none_of(&headers, &[&CACHE_CONTROL]));
