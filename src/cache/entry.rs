@@ -168,20 +168,38 @@ impl Packed {
     }
 
     fn get(&self, no_cache: bool, must_revalidate: bool, windows: Windows) -> Freshness {
+        let (response_time, initial_age) = self.time();
+        self.dated(response_time, initial_age, no_cache, must_revalidate, windows)
+    }
+
+    /// Its response time and initial age as instants.
+    fn time(&self) -> (Instant, Duration) {
         // Read back as born at that instant, aged nothing, so its age is
         // exact at any `now`, before the epoch too: runtimes whose clocks
         // differ (tests on paused time, one of them advanced, set the
         // epoch) see instants on either side of it. Only a birth before
         // anything an `Instant` can hold (an `Age` of years) reads as a
         // response at the epoch already that old.
-        let (response_time, initial_age) = if self.born >= 0 {
+        if self.born >= 0 {
             (at_offset(epoch(), self.born), Duration::ZERO)
         } else {
             let back = Duration::from_nanos(self.born.unsigned_abs());
             epoch()
                 .checked_sub(back)
                 .map_or((epoch(), back), |birth| (birth, Duration::ZERO))
-        };
+        }
+    }
+
+    /// The freshness with this lifetime and `windows`, dated by
+    /// `response_time` and `initial_age` (any pair whose age reads the same).
+    fn dated(
+        &self,
+        response_time: Instant,
+        initial_age: Duration,
+        no_cache: bool,
+        must_revalidate: bool,
+        windows: Windows,
+    ) -> Freshness {
         Freshness {
             response_time,
             initial_age,
@@ -397,26 +415,23 @@ impl Entry {
     /// `now` and its initial age its age then, which is what
     /// `Freshness::age` reads at `now` and after.
     pub(crate) fn freshness_at(&self, at: Stamp, now: Instant) -> Freshness {
-        let windows = self.rare.as_ref().map_or(NO_WINDOWS, |r| r.windows);
-        let lifetime = if self.purged.load(Ordering::Relaxed) {
-            0
-        } else {
-            self.freshness.lifetime
-        };
-        Freshness {
-            response_time: now,
-            initial_age: Duration::from_nanos(u64::try_from(at.0.saturating_sub(self.freshness.born)).unwrap_or(0)),
-            lifetime: Duration::from_nanos(lifetime),
-            no_cache: self.no_cache,
-            must_revalidate: self.must_revalidate,
-            stale_while_revalidate: Duration::from_nanos(windows.stale_while_revalidate),
-            stale_if_error: (windows.stale_if_error != u64::MAX).then(|| Duration::from_nanos(windows.stale_if_error)),
-        }
+        let age = Duration::from_nanos(u64::try_from(at.0.saturating_sub(self.freshness.born)).unwrap_or(0));
+        self.as_seen(now, age)
     }
 
     /// Its freshness as a request sees it: a soft-purged entry is stale.
     pub(crate) fn freshness(&self) -> Freshness {
-        let mut freshness = self.stored_freshness();
+        let (response_time, initial_age) = self.freshness.time();
+        self.as_seen(response_time, initial_age)
+    }
+
+    /// Its freshness dated by `response_time` and `initial_age`, as a
+    /// request sees it: a soft-purged entry is stale.
+    fn as_seen(&self, response_time: Instant, initial_age: Duration) -> Freshness {
+        let windows = self.rare.as_ref().map_or(NO_WINDOWS, |r| r.windows);
+        let mut freshness =
+            self.freshness
+                .dated(response_time, initial_age, self.no_cache, self.must_revalidate, windows);
         if self.purged.load(Ordering::Relaxed) {
             freshness.lifetime = Duration::ZERO;
         }
