@@ -481,10 +481,8 @@ fn export(sample: &Sample) {
     metrics::describe_gauge!(gauges::ALERTS_FIRING, "Alerts firing.");
     metrics::describe_gauge!(gauges::PROCESS_MEMORY, Unit::Bytes, "Resident memory of the process.");
     metrics::describe_gauge!(gauges::PROCESS_CPU, "CPU use of the process, fraction of one core.");
-    if sample.cache.is_some() {
-        super::counters::describe();
-    }
     if let Some(cache) = &sample.cache {
+        super::counters::describe();
         metrics::gauge!(gauges::CACHE_SIZE).set(cache.bytes as f64);
         metrics::gauge!(gauges::CACHE_CAPACITY).set(cache.max_bytes as f64);
         metrics::gauge!(gauges::CACHE_ENTRIES).set(cache.entries as f64);
