@@ -180,13 +180,14 @@ async fn a_long_body_reaches_its_caller_as_it_arrives_and_is_stored_at_its_end()
     );
     let mut body = response.into_body();
     assert_eq!(read(&mut body, 5000).await, whole(5));
-    // A request for the same key now waits for this flight.
-    let waiter = tokio::spawn({
-        let mut svc = svc.clone();
-        async move { call(&mut svc).await }
-    });
-    tokio::task::yield_now().await;
-    assert!(!waiter.is_finished());
+    // A request for the same key now shares the body as it arrives, from
+    // its first byte, though it declared no length.
+    let waiter = spawn_call(&svc, "a").await.unwrap().unwrap();
+    let shared = status(&waiter);
+    assert!(shared.collapsed && !shared.stored, "{shared:?}");
+    assert_eq!(shared.detail, Some("streamed"));
+    let mut shared = waiter.into_body();
+    assert_eq!(read(&mut shared, 5000).await, whole(5), "read before the body ended");
     assert_eq!(cache.stats().entries, 0, "not stored before its end");
     for n in 5..10 {
         feed.send(Ok(data(n))).unwrap();
@@ -199,9 +200,11 @@ async fn a_long_body_reaches_its_caller_as_it_arrives_and_is_stored_at_its_end()
     assert_eq!(all, whole(10), "every byte, in order");
     assert_eq!(cache.stats().entries, 1, "stored at its end");
     assert_eq!(cache.stats().streamed, 1);
-    let shared = waiter.await.unwrap().unwrap();
-    assert!(status(&shared).collapsed);
-    assert_eq!(shared.into_body().collect().await.unwrap().to_bytes(), whole(10));
+    assert_eq!(shared.collect().await.unwrap().to_bytes(), whole(10)[5000..]);
+    // The shared chunks stay counted in the in-flight budget while a
+    // reader holds them.
+    assert_eq!(cache.stats().inflight_bytes, 10_000);
+    drop(body);
     let hit = call(&mut svc).await.unwrap();
     assert_eq!(status(&hit).outcome(), Outcome::Hit);
     assert_eq!(hit.into_body().collect().await.unwrap().to_bytes(), whole(10));
@@ -231,49 +234,39 @@ async fn a_declared_long_body_streams_from_its_first_byte_and_is_stored_when_it_
     drop(feed);
 }
 
+/// A shared body whose first caller stops reading is read on for the
+/// others and the store; one that then fails fails its readers and is not
+/// stored. With no flight to share it (the key known uncacheable), a
+/// caller that stops reading ends the upstream body.
 #[tokio::test(start_paused = true)]
-async fn a_streamed_body_the_caller_drops_or_that_fails_is_not_stored_and_releases_its_waiters() {
+async fn a_shared_body_the_caller_drops_is_read_on_and_one_that_fails_is_not_stored() {
     let cache = cache();
     let (upstream, mut fed, calls) = upstream(None);
     let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
-    // The caller stops reading halfway.
-    let first = tokio::spawn({
-        let mut svc = svc.clone();
-        async move { call(&mut svc).await }
-    });
+    let first = spawn_call(&svc, "a");
     let feed = fed.recv().await.unwrap();
     for n in 0..5 {
         feed.send(Ok(data(n))).unwrap();
     }
     let mut body = first.await.unwrap().unwrap().into_body();
     read(&mut body, 5000).await;
-    let waiter = tokio::spawn({
-        let mut svc = svc.clone();
-        async move { call(&mut svc).await }
-    });
-    tokio::task::yield_now().await;
-    assert!(!waiter.is_finished());
+    let mut waiter = spawn_call(&svc, "a").await.unwrap().unwrap().into_body();
+    // The caller stops reading halfway; the waiter reads on.
     drop(body);
-    // Released at once, the waiter goes upstream itself.
-    let feed2 = tokio::time::timeout(Duration::from_millis(1), fed.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-    // This body fails after it started streaming.
-    for n in 0..5 {
-        feed2.send(Ok(data(n))).unwrap();
+    for n in 5..8 {
+        feed.send(Ok(data(n))).unwrap();
     }
-    let mut body = waiter.await.unwrap().unwrap().into_body();
-    read(&mut body, 5000).await;
-    feed2.send(Err("upstream reset the stream".into())).unwrap();
-    let error = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(read(&mut waiter, 8000).await, whole(8));
+    // The body fails after it started streaming.
+    feed.send(Err("upstream reset the stream".into())).unwrap();
+    let error = waiter.frame().await.unwrap().unwrap_err();
     assert_eq!(error.to_string(), "upstream reset the stream");
+    drop(waiter);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
     let stats = cache.stats();
     assert_eq!((stats.entries, stats.inflight_bytes), (0, 0));
     assert!(stats.not_storable >= 1);
     assert!(cache.audit().is_clean());
-    drop(feed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -730,4 +723,144 @@ async fn a_body_that_breaks_its_content_length_is_not_stored() {
         drop(body);
         assert_eq!(cache.stats().inflight_bytes, 0);
     }
+}
+
+/// A body that declares no length counts the chunks its task took.
+struct Tally {
+    frames: mpsc::UnboundedReceiver<Bytes>,
+    taken: Arc<AtomicUsize>,
+}
+
+impl Body for Tally {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = self.frames.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = polled {
+            self.taken.fetch_add(1, Ordering::SeqCst);
+        }
+        polled.map(|chunk| chunk.map(|data| Ok(Frame::data(data))))
+    }
+}
+
+/// A shared body that declared no length and outgrows `max_entry_bytes`:
+/// those who joined before read every byte, at the pace of the slowest (the
+/// task reads on only while what is held fits the room it had reserved),
+/// or, once a reader has lagged for `lock_timeout`, at their own (a caller
+/// that reads one response to its end before the other must not
+/// deadlock); a request after it goes upstream alone; nothing of it is
+/// stored and nothing stays reserved.
+#[tokio::test(start_paused = true)]
+async fn a_shared_body_that_overflows_goes_at_its_slowest_readers_pace_and_is_not_stored() {
+    let cache = Cache::builder()
+        .stream_above(4096)
+        .max_entry_bytes(8000)
+        .build()
+        .unwrap();
+    let (feeds, mut fed) = mpsc::unbounded_channel();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let upstream = {
+        let (taken, calls) = (taken.clone(), calls.clone());
+        service_fn(move |_req: Request<Empty<Bytes>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let (tx, frames) = mpsc::unbounded_channel();
+            feeds.send(tx).unwrap();
+            let body = Tally {
+                frames,
+                taken: taken.clone(),
+            };
+            async move {
+                let res = Response::builder().header("cache-control", "max-age=60");
+                Ok::<_, BoxError>(res.body(body).unwrap())
+            }
+        })
+    };
+    let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let get = |svc: &_| {
+        let mut svc: tower_optimizer::cache::CacheService<_> = Clone::clone(svc);
+        tokio::spawn(async move {
+            let request = Request::get("http://api.test/huge").body(Empty::new()).unwrap();
+            svc.ready().await.unwrap().call(request).await.unwrap()
+        })
+    };
+    let chunk = |n: usize| data(n).into_data().unwrap();
+    let leader = get(&svc);
+    let feed: mpsc::UnboundedSender<Bytes> = fed.recv().await.unwrap();
+    let waiter = get(&svc);
+    tokio::task::yield_now().await;
+    for n in 0..5 {
+        feed.send(chunk(n)).unwrap();
+    }
+    let (leader, waiter) = (leader.await.unwrap(), waiter.await.unwrap());
+    assert!(waiter.extensions().get::<CacheStatus>().unwrap().collapsed);
+    let (mut leader, mut waiter) = (leader.into_body(), waiter.into_body());
+    for n in 5..30 {
+        feed.send(chunk(n)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // 8,000 bytes are kept whole; the ninth chunk overflows, and with
+    // 9,000 bytes held and reserved the task waits for its readers.
+    assert_eq!(taken.load(Ordering::SeqCst), 9);
+    assert_eq!(cache.stats().inflight_bytes, 9000, "never more than it reserved");
+    // Nobody joins it now: a new request goes upstream alone.
+    let alone = get(&svc);
+    let alone_feed = fed.recv().await.unwrap();
+    drop(alone_feed);
+    assert_eq!(alone.await.unwrap().into_body().collect().await.unwrap().to_bytes(), "");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // One reader alone cannot pull it along: the other still needs it all.
+    let start = tokio::time::Instant::now();
+    let mut got = read_tally(&mut leader, 9000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(taken.load(Ordering::SeqCst), 9, "held for the slowest reader");
+    let mut other = read_tally(&mut waiter, 9000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(taken.load(Ordering::SeqCst), 18, "room again: 9,000 bytes more");
+    // Read one to its end before the other, the sequential pattern: the
+    // task waits for the laggard for the lock timeout (5 s), then reads on.
+    drop(feed);
+    let stalled = tokio::time::Instant::now();
+    let got_rest = tokio::time::timeout(Duration::from_secs(60), leader.collect())
+        .await
+        .expect("no deadlock")
+        .unwrap()
+        .to_bytes();
+    // The wait began when the room filled, just after the second read.
+    let waited = start.elapsed();
+    assert_eq!(
+        stalled.elapsed(),
+        Duration::from_secs(4),
+        "{waited:?}: read on after 5 s, not before"
+    );
+    got.extend(got_rest);
+    assert_eq!(got, whole(30), "every byte, in order");
+    assert_eq!(
+        cache.stats().inflight_bytes,
+        21_000,
+        "what the laggard has yet to read, counted"
+    );
+    other.extend(waiter.collect().await.unwrap().to_bytes());
+    assert_eq!(other, whole(30));
+    assert_eq!(taken.load(Ordering::SeqCst), 30);
+    let stats = cache.stats();
+    // Stored: only the empty answer of the request that went alone.
+    assert_eq!((stats.entries, stats.inflight_bytes), (1, 0));
+    assert!(cache.entries()[0].size < 8000, "{:?}", cache.entries());
+    assert!(cache.audit().is_clean());
+}
+
+/// Reads `n` bytes of data frames, failing after a minute without one.
+async fn read_tally(body: &mut OptimizerBody<Tally>, n: usize) -> Vec<u8> {
+    let mut data = Vec::new();
+    while data.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(60), body.frame())
+            .await
+            .expect("a frame within a minute")
+            .expect("more frames")
+            .expect("no error");
+        data.extend_from_slice(frame.data_ref().expect("a data frame"));
+    }
+    data
 }

@@ -60,14 +60,16 @@ async fn serve(hits: Arc<AtomicUsize>) -> std::net::SocketAddr {
                 res = res.header("content-length", "200000");
             }
             let body = match req.uri().path() {
-                path if path == "/big" || path.starts_with("/big-declared") => ServerBody::Chunks(
-                    (0..200_000u32)
-                        .map(|i| i as u8)
-                        .collect::<Vec<u8>>()
-                        .chunks(16_384)
-                        .map(Bytes::copy_from_slice)
-                        .collect(),
-                ),
+                path if path == "/big" || path.starts_with("/big/") || path.starts_with("/big-declared") => {
+                    ServerBody::Chunks(
+                        (0..200_000u32)
+                            .map(|i| i as u8)
+                            .collect::<Vec<u8>>()
+                            .chunks(16_384)
+                            .map(Bytes::copy_from_slice)
+                            .collect(),
+                    )
+                }
                 "/reset" => ServerBody::ResetAfter(Some(Bytes::from_static(b"partial"))),
                 path => ServerBody::Chunks(vec![Bytes::from(format!("hello from {path}"))]),
             };
@@ -182,8 +184,9 @@ async fn cache_over_real_http2() {
     );
 }
 
-/// Shared bodies on two worker threads: 64 requests over 4 keys at once,
-/// each body read once upstream and whole by every reader.
+/// Shared bodies on two worker threads: 64 requests over 8 keys at once
+/// (4 declaring their length, 4 not), each body read once upstream and
+/// whole by every reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_long_bodies_across_threads() {
     let hits = Arc::new(AtomicUsize::new(0));
@@ -193,15 +196,48 @@ async fn shared_long_bodies_across_threads() {
     let mut tasks = Vec::new();
     for i in 0..64 {
         let mut svc = svc.clone();
-        let url = format!("http://{addr}/big-declared/{}", i % 4);
+        let path = if i % 2 == 0 { "big-declared" } else { "big" };
+        let url = format!("http://{addr}/{path}/{}", i % 8);
         tasks.push(tokio::spawn(async move { get(&mut svc, &url).await.unwrap() }));
     }
     for task in tasks {
         let (_, body) = task.await.unwrap();
         assert!(body.len() == 200_000 && body.iter().enumerate().all(|(i, b)| *b == i as u8));
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 4, "one upstream stream per key");
-    assert_eq!(cache.stats().entries, 4);
+    assert_eq!(hits.load(Ordering::SeqCst), 8, "one upstream stream per key");
+    assert_eq!(cache.stats().entries, 8);
     assert_eq!(cache.stats().inflight_bytes, 0);
+    assert!(cache.audit().is_clean());
+}
+
+/// Bodies that declare no length and outgrow `max_entry_bytes` while
+/// shared, on two worker threads: each reader gets every byte (those that
+/// joined at the pace of the slowest, the rest upstream on their own),
+/// nothing is stored and no room stays reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_bodies_that_overflow_reach_every_reader_whole() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = serve(hits.clone()).await;
+    let cache = Cache::builder()
+        .stream_above(16 << 10)
+        .max_entry_bytes(64 << 10)
+        .build()
+        .unwrap();
+    let svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), h2_client());
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let mut svc = svc.clone();
+        let url = format!("http://{addr}/big/{}", i % 2);
+        tasks.push(tokio::spawn(async move { get(&mut svc, &url).await.unwrap() }));
+    }
+    for task in tasks {
+        let (_, body) = task.await.unwrap();
+        assert!(body.len() == 200_000 && body.iter().enumerate().all(|(i, b)| *b == i as u8));
+    }
+    let hits = hits.load(Ordering::SeqCst);
+    assert!((2..=32).contains(&hits), "{hits} upstream streams");
+    let stats = cache.stats();
+    assert_eq!((stats.entries, stats.inflight_bytes), (0, 0));
+    assert!(stats.coalesced > 0 || hits == 32);
     assert!(cache.audit().is_clean());
 }

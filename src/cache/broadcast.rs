@@ -4,19 +4,36 @@
 //!
 //! A task of its own reads the upstream body (see [`drive`]), so no reader
 //! holds the others up, and one that stops reading leaves the rest and the
-//! store their copy. Only a body whose `Content-Length` was declared, and
-//! reserved in the in-flight budget, is broadcast: every chunk stays here
-//! until the last reader is done, since one may join late and read from the
-//! start.
+//! store their copy. Every chunk stays here, counted in the in-flight
+//! budget, until the last reader is done, since one may join late and read
+//! from the start.
+//!
+//! A body whose `Content-Length` was declared has its whole length
+//! reserved before it is shared. One that declared none is shared once it
+//! has run past `stream_above`, its room reserved chunk by chunk; should it
+//! then outgrow `max_entry_bytes` or the in-flight budget, it *overflows*:
+//! it will not be stored, nobody joins it any more, the chunks every reader
+//! has passed are dropped, and the task reads on only while what is held
+//! fits the room already reserved: its readers go at the pace of the
+//! slowest. A reader that is dropped stops holding the others, and once
+//! none is left the upstream body is dropped too. A reader that is kept but
+//! not read (a caller that holds two responses for one URL and reads one to
+//! its end before the other) would hold the others forever; after
+//! `lock_timeout` of such a wait the task reads on regardless, and the
+//! chunks the laggard has yet to read are kept for it, counted in the
+//! in-flight figure even past its budget: more memory, for a while, rather
+//! than a deadlock.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, Version};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 
 use super::freshness::Freshness;
 use super::handle::Reservation;
@@ -24,6 +41,9 @@ use super::key::Secondary;
 use super::status::CacheStatus;
 use crate::BoxError;
 use crate::body::{OptimizerBody, Tee};
+
+mod reader;
+pub(crate) use reader::Reader;
 
 /// A response head and its body as it arrives.
 pub(crate) struct Broadcast {
@@ -33,21 +53,39 @@ pub(crate) struct Broadcast {
     /// The `Vary` key the stored entry will have: a request that joins
     /// must match it, as it would the entry.
     secondary: Secondary,
-    /// The declared length: the body may not be longer.
-    length: u64,
+    /// The declared length, if any: the body may not be longer.
+    length: Option<u64>,
+    /// The longest body kept whole (`max_entry_bytes`): past it, one that
+    /// declared no length overflows.
+    limit: u64,
+    /// How long an overflowed body's task waits for a lagging reader
+    /// before it reads on regardless (`lock_timeout`).
+    patience: Duration,
     /// The response's freshness, for each reader's `Cache-Status` TTL.
     freshness: Freshness,
     state: Mutex<State>,
 }
 
 struct State {
-    chunks: Vec<Bytes>,
+    /// The chunks still held: the body's chunk `base + i` is `chunks[i]`.
+    chunks: VecDeque<Bytes>,
+    /// Chunks dropped from the front (only once overflowed).
+    base: usize,
+    /// Bytes in `chunks`.
+    held_bytes: usize,
     received: u64,
     end: Option<End>,
     wakers: Vec<(u64, Waker)>,
+    /// Each live reader's next chunk, by reader id.
+    positions: Vec<(u64, usize)>,
     next_reader: u64,
-    /// Readers alive.
-    readers: usize,
+    /// No longer kept whole (see the module docs).
+    overflowed: bool,
+    /// Overflowed, and a lagging reader outwaited its patience: the task
+    /// no longer waits for readers.
+    unpaced: bool,
+    /// The reading task, waiting for the readers to make room.
+    driver: Option<Waker>,
     /// The body's room in the in-flight budget: given back once it has
     /// ended and its last reader is gone, whoever of the two is last.
     held: Option<Reservation>,
@@ -56,9 +94,48 @@ struct State {
 impl State {
     /// Gives the room back if nothing can read the chunks any more.
     fn release_if_done(&mut self) {
-        if self.readers == 0 && self.end.is_some() {
+        if self.positions.is_empty() && self.end.is_some() {
             self.held = None;
         }
+    }
+
+    /// Whether the task may read one more chunk of an overflowed body:
+    /// what is held fits the room reserved, or nothing is held.
+    fn has_room(&self) -> bool {
+        self.unpaced || self.held_bytes == 0 || self.held_bytes < self.reserved()
+    }
+
+    fn reserved(&self) -> usize {
+        self.held.as_ref().map_or(0, Reservation::bytes)
+    }
+
+    /// Once overflowed, drops the chunks every reader has passed, and
+    /// hands back the task's waker if that made room.
+    #[must_use]
+    fn trim(&mut self) -> Option<Waker> {
+        if !self.overflowed {
+            return None;
+        }
+        let end = self.base + self.chunks.len();
+        let slowest = self.positions.iter().map(|&(_, next)| next).min().unwrap_or(end);
+        while self.base < slowest {
+            let Some(chunk) = self.chunks.pop_front() else { break };
+            self.held_bytes -= chunk.len();
+            self.base += 1;
+        }
+        if self.has_room() || self.positions.is_empty() {
+            self.driver.take()
+        } else {
+            None
+        }
+    }
+
+    /// Notes that reader `id` reads chunk `next` next.
+    fn moved(&mut self, id: u64, next: usize) -> Option<Waker> {
+        if let Some(position) = self.positions.iter_mut().find(|(r, _)| *r == id) {
+            position.1 = next;
+        }
+        self.trim()
     }
 }
 
@@ -71,6 +148,17 @@ enum End {
     Failed(Arc<str>),
 }
 
+/// What became of a chunk the task pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    /// Kept, as everything before it.
+    Kept,
+    /// Passed on, but it made the body overflow (this chunk or before).
+    Overflowed,
+    /// It made the body longer than it declared.
+    TooLong,
+}
+
 impl fmt::Debug for Broadcast {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Broadcast")
@@ -81,27 +169,41 @@ impl fmt::Debug for Broadcast {
 }
 
 impl Broadcast {
+    /// A body of `length` (if declared), kept whole up to `limit`, of which
+    /// `chunks` were read already; `held` is its room in the in-flight
+    /// budget (the whole declared length, or what `chunks` took).
     pub(crate) fn new(
         head: &http::response::Parts,
         secondary: Secondary,
-        length: u64,
+        length: Option<u64>,
+        limits: (u64, Duration),
         freshness: Freshness,
         held: Reservation,
+        chunks: Vec<Bytes>,
     ) -> Arc<Self> {
+        let (limit, patience) = limits;
+        let held_bytes = chunks.iter().map(Bytes::len).sum::<usize>();
         Arc::new(Broadcast {
             status: head.status,
             version: head.version,
             headers: head.headers.clone(),
             secondary,
             length,
+            limit,
+            patience,
             freshness,
             state: Mutex::new(State {
-                chunks: Vec::new(),
-                received: 0,
+                chunks: chunks.into(),
+                base: 0,
+                held_bytes,
+                received: held_bytes as u64,
                 end: None,
                 wakers: Vec::new(),
+                positions: Vec::new(),
                 next_reader: 0,
-                readers: 0,
+                overflowed: false,
+                unpaced: false,
+                driver: None,
                 held: Some(held),
             }),
         })
@@ -126,25 +228,87 @@ impl Broadcast {
         &self.secondary
     }
 
-    /// Whether the body failed: a request that has not started reading it
-    /// is better off going upstream itself.
-    pub(crate) fn failed(&self) -> bool {
-        matches!(self.lock().end, Some(End::Failed(_)))
+    /// Whether a request may still join and read it from the first byte:
+    /// not once it failed (a request that has not started reading it is
+    /// better off going upstream itself) or overflowed.
+    pub(crate) fn joinable(&self) -> bool {
+        let state = self.lock();
+        !state.overflowed && !matches!(state.end, Some(End::Failed(_)))
     }
 
-    /// A chunk came; `false` if it makes the body longer than declared.
-    fn push(&self, data: Bytes) -> bool {
-        let wakers = {
+    /// A chunk came: kept for every reader, as long as the body may be.
+    fn push(&self, data: Bytes) -> Pushed {
+        let len = data.len();
+        let (wakers, driver, pushed) = {
             let mut state = self.lock();
-            state.received += data.len() as u64;
-            if state.received > self.length {
-                return false;
+            state.received += len as u64;
+            if self.length.is_some_and(|length| state.received > length) {
+                return Pushed::TooLong;
             }
-            state.chunks.push(data);
-            std::mem::take(&mut state.wakers)
+            if !state.overflowed {
+                // A declared length was reserved whole up front.
+                let room = self.length.is_some() || state.held.as_mut().is_some_and(|held| held.grow(len));
+                state.overflowed = state.received > self.limit || !room;
+            }
+            state.chunks.push_back(data);
+            state.held_bytes += len;
+            // Past its room (by the chunk read last, or for a laggard once
+            // unpaced): counted all the same.
+            let over = state.held_bytes.saturating_sub(state.reserved());
+            if over > 0 {
+                if let Some(held) = state.held.as_mut() {
+                    held.force_grow(over);
+                }
+            }
+            let pushed = if state.overflowed {
+                Pushed::Overflowed
+            } else {
+                Pushed::Kept
+            };
+            let driver = state.trim();
+            (std::mem::take(&mut state.wakers), driver, pushed)
         };
         wake(wakers);
-        true
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        pushed
+    }
+
+    /// Ready with `true` once the task may read another chunk, or with
+    /// `false` if nobody is left to read an overflowed body.
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut state = self.lock();
+        if !state.overflowed {
+            return Poll::Ready(true);
+        }
+        if state.positions.is_empty() {
+            return Poll::Ready(false);
+        }
+        if state.has_room() {
+            return Poll::Ready(true);
+        }
+        state.driver = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Waits for room to read another chunk, as [`Broadcast::poll_room`]
+    /// says, but no longer than `patience` at a time: then the task stops
+    /// waiting for readers for good. `false` if nobody is left to read.
+    async fn room(&self) -> bool {
+        let mut patience = None;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(room) = self.poll_room(cx) {
+                return Poll::Ready(room);
+            }
+            let timer = patience.get_or_insert_with(|| Box::pin(tokio::time::sleep(self.patience)));
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.lock().unpaced = true;
+            Poll::Ready(true)
+        })
+        .await
     }
 
     fn finish(&self, end: End) {
@@ -158,31 +322,39 @@ impl Broadcast {
     }
 
     /// A response for one more reader, from the first byte, stamped with
-    /// `status`.
-    pub(crate) fn response<R>(self: &Arc<Self>, status: CacheStatus) -> Response<OptimizerBody<R>> {
-        let mut response = Response::new(OptimizerBody::boxed(Box::pin(self.reader())));
+    /// `status`; `None` if it may no longer be joined (see
+    /// [`Broadcast::joinable`]).
+    pub(crate) fn response<R>(self: &Arc<Self>, status: CacheStatus) -> Option<Response<OptimizerBody<R>>> {
+        let reader = self.join()?;
+        let mut response = Response::new(OptimizerBody::boxed(Box::pin(reader)));
         *response.status_mut() = self.status;
         *response.version_mut() = self.version;
         *response.headers_mut() = self.headers.clone();
         super::fetch::stamp(&mut response, status);
-        response
+        Some(response)
     }
 
-    /// A reader from the first byte.
-    pub(crate) fn reader(self: &Arc<Self>) -> Reader {
-        let id = {
-            let mut state = self.lock();
-            state.next_reader += 1;
-            state.readers += 1;
-            state.next_reader
-        };
-        Reader {
-            broadcast: self.clone(),
-            next: 0,
-            read: 0,
-            id,
-            finished: false,
+    /// A reader from the first byte, if it may still be joined.
+    fn join(self: &Arc<Self>) -> Option<Reader> {
+        let mut state = self.lock();
+        if state.overflowed || matches!(state.end, Some(End::Failed(_))) {
+            return None;
         }
+        Some(self.add_reader(&mut state))
+    }
+
+    /// The first reader, the caller's who fetched it: made before the
+    /// task starts, when nothing can have failed or overflowed yet.
+    pub(crate) fn first_reader(self: &Arc<Self>) -> Reader {
+        let mut state = self.lock();
+        self.add_reader(&mut state)
+    }
+
+    fn add_reader(self: &Arc<Self>, state: &mut State) -> Reader {
+        state.next_reader += 1;
+        let id = state.next_reader;
+        state.positions.push((id, state.base));
+        Reader::new(self.clone(), id, state.base)
     }
 }
 
@@ -191,91 +363,18 @@ fn wake(wakers: Vec<(u64, Waker)>) {
         waker.wake();
     }
 }
-
-/// One request's view of a [`Broadcast`].
-pub(crate) struct Reader {
-    broadcast: Arc<Broadcast>,
-    /// The next chunk to hand out.
-    next: usize,
-    /// Bytes handed out.
-    read: u64,
-    id: u64,
-    /// The end (trailers or error) was handed out.
-    finished: bool,
-}
-
-impl fmt::Debug for Reader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reader")
-            .field("read", &self.read)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Body for Reader {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let mut state = this.broadcast.lock();
-        if let Some(chunk) = state.chunks.get(this.next) {
-            let chunk = chunk.clone();
-            drop(state);
-            this.next += 1;
-            this.read += chunk.len() as u64;
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
-        }
-        if this.finished {
-            return Poll::Ready(None);
-        }
-        let Some(end) = state.end.clone() else {
-            let id = this.id;
-            match state.wakers.iter_mut().find(|(r, _)| *r == id) {
-                Some((_, waker)) => waker.clone_from(cx.waker()),
-                None => state.wakers.push((id, cx.waker().clone())),
-            }
-            return Poll::Pending;
-        };
-        drop(state);
-        this.finished = true;
-        Poll::Ready(match end {
-            End::Done(trailers) => trailers.map(|t| Ok(Frame::trailers(t))),
-            End::Failed(reason) => Some(Err(reason.to_string().into())),
-        })
-    }
-
-    fn is_end_stream(&self) -> bool {
-        if self.finished {
-            return true;
-        }
-        let state = self.broadcast.lock();
-        self.next == state.chunks.len() && matches!(state.end, Some(End::Done(None)))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        // Never longer than declared (`push`); shorter only if it failed.
-        let mut hint = SizeHint::new();
-        hint.set_upper(self.broadcast.length.saturating_sub(self.read));
-        hint
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        let id = self.id;
-        let mut state = self.broadcast.lock();
-        state.wakers.retain(|(r, _)| *r != id);
-        state.readers -= 1;
-        state.release_if_done();
-    }
-}
-
 #[cfg(test)]
 impl Broadcast {
     /// An empty `200` of `length` bytes, fresh for a minute, holding no
     /// room in any budget.
     pub(crate) fn for_test(length: u64) -> Arc<Broadcast> {
+        let cache = crate::cache::Cache::builder().build().expect("defaults build");
+        Broadcast::held_for_test(Some(length), u64::MAX, Reservation::new(cache.inner.clone()))
+    }
+
+    /// A `200` of `length` bytes (if declared), kept whole up to `limit`,
+    /// holding `held`.
+    fn held_for_test(length: Option<u64>, limit: u64, held: Reservation) -> Arc<Broadcast> {
         let head = Response::new(()).into_parts().0;
         let freshness = Freshness {
             response_time: tokio::time::Instant::now(),
@@ -286,21 +385,8 @@ impl Broadcast {
             stale_while_revalidate: std::time::Duration::ZERO,
             stale_if_error: None,
         };
-        let cache = crate::cache::Cache::builder().build().expect("defaults build");
-        Broadcast::new(
-            &head,
-            Secondary::NONE,
-            length,
-            freshness,
-            Reservation::new(cache.inner.clone()),
-        )
-    }
-
-    /// The same, holding `held`.
-    fn held_for_test(length: u64, held: Reservation) -> Arc<Broadcast> {
-        let fresh = Broadcast::for_test(length);
-        let head = Response::new(()).into_parts().0;
-        Broadcast::new(&head, Secondary::NONE, length, fresh.freshness, held)
+        let limits = (limit, std::time::Duration::from_secs(5));
+        Broadcast::new(&head, Secondary::NONE, length, limits, freshness, held, Vec::new())
     }
 
     /// Ends it as failed upstream.
@@ -331,6 +417,12 @@ where
     let _ends = Ends(broadcast.clone());
     let mut tee = Some(tee);
     let trailers = loop {
+        if !broadcast.room().await {
+            // Overflowed, and its last reader is gone: the rest would be
+            // read for nobody (the copy was given up when it overflowed).
+            broadcast.finish(End::Failed("every reader left".into()));
+            return;
+        }
         let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await else {
             break None;
         };
@@ -353,8 +445,15 @@ where
             }
         }
         match frame.into_data() {
-            Ok(data) => {
-                if !broadcast.push(data) {
+            Ok(data) => match broadcast.push(data) {
+                Pushed::Kept => {}
+                Pushed::Overflowed => {
+                    // Too long, or out of room, to be kept whole: not stored.
+                    if let Some(tee) = tee.take() {
+                        tee.abandon(false);
+                    }
+                }
+                Pushed::TooLong => {
                     if let Some(tee) = tee.take() {
                         tee.abandon(true);
                     }
@@ -363,7 +462,7 @@ where
                     ));
                     return;
                 }
-            }
+            },
             // Trailers end the body (and the copy: `record` refused them).
             Err(frame) => break frame.into_trailers().ok(),
         }
@@ -371,7 +470,8 @@ where
             break None;
         }
     };
-    if broadcast.lock().received < broadcast.length {
+    let received = broadcast.lock().received;
+    if broadcast.length.is_some_and(|length| received < length) {
         // Incomplete: readers see it fail rather than end short, and the
         // copy is not stored as if whole.
         if let Some(tee) = tee {
@@ -389,82 +489,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-
-    fn broadcast(length: u64) -> Arc<Broadcast> {
-        Broadcast::for_test(length)
-    }
-
-    #[tokio::test]
-    async fn readers_get_every_chunk_from_the_start_and_the_end() {
-        let b = broadcast(6);
-        let mut early = b.reader();
-        assert!(b.push(Bytes::from_static(b"abc")));
-        let late = b.reader();
-        assert!(b.push(Bytes::from_static(b"def")));
-        let first = early.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(first, "abc");
-        assert!(!early.is_end_stream(), "not ended yet");
-        b.finish(End::Done(None));
-        assert_eq!(early.collect().await.unwrap().to_bytes(), "def");
-        assert_eq!(
-            late.collect().await.unwrap().to_bytes(),
-            "abcdef",
-            "a late reader starts at the first byte"
-        );
-        assert!(!b.push(Bytes::from_static(b"g")), "longer than declared");
-    }
-
-    #[tokio::test]
-    async fn a_failure_reaches_every_reader_after_what_came() {
-        let b = broadcast(100);
-        let mut reader = b.reader();
-        b.push(Bytes::from_static(b"part"));
-        b.finish(End::Failed("reset".into()));
-        assert_eq!(reader.frame().await.unwrap().unwrap().into_data().unwrap(), "part");
-        assert_eq!(reader.frame().await.unwrap().unwrap_err().to_string(), "reset");
-        assert!(reader.frame().await.is_none());
-        assert!(reader.is_end_stream());
-    }
-
-    #[tokio::test]
-    async fn readers_of_a_body_whose_task_is_dropped_get_an_error() {
-        let b = broadcast(10);
-        let mut reader = b.reader();
-        drop(Ends(b.clone()));
-        let error = reader.frame().await.unwrap().unwrap_err();
-        assert_eq!(error.to_string(), "the upstream body was abandoned");
-        b.finish(End::Done(None));
-        assert!(reader.frame().await.is_none(), "the first end stands");
-    }
-
-    #[tokio::test]
-    async fn its_room_is_held_until_it_ended_and_its_last_reader_is_gone() {
-        let cache = crate::cache::Cache::builder().build().unwrap();
-        let inflight = || cache.stats().inflight_bytes;
-        for readers_first in [false, true] {
-            let mut held = Reservation::new(cache.inner.clone());
-            assert!(held.grow(10));
-            let b = Broadcast::held_for_test(10, held);
-            let (one, two) = (b.reader(), b.reader());
-            drop(one);
-            if readers_first {
-                drop(two);
-                assert_eq!(inflight(), 10, "not ended: a reader may still join");
-                b.finish(End::Done(None));
-            } else {
-                b.finish(End::Done(None));
-                assert_eq!(inflight(), 10, "a reader may still read it");
-                drop(two);
-            }
-            assert_eq!(inflight(), 0);
-            assert_eq!(
-                Arc::strong_count(&b),
-                1,
-                "given back while the broadcast itself lives on"
-            );
-        }
-    }
-}
+mod tests;

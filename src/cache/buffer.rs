@@ -68,7 +68,7 @@ impl Buffer {
         match declared {
             Some(len) if len > self.fetch.cache.stream_above as u64 && self.fetch.may_stream() => {
                 Next::Respond(match self.can_broadcast(len) {
-                    Some(held) => self.broadcast(body, len, held),
+                    Some(held) => self.broadcast(body, Some(len), held, Vec::new()),
                     None => self.stream(body),
                 })
             }
@@ -137,14 +137,20 @@ impl Buffer {
         }
     }
 
+    /// Whether a long body can be shared as it arrives (see
+    /// `broadcast.rs`): a flight to share it with, and a runtime to read it
+    /// in.
+    fn can_share(&self) -> bool {
+        self.fetch.leader.is_some() && tokio::runtime::Handle::try_current().is_ok()
+    }
+
     /// Whether a long body of `declared` length can be shared as it
-    /// arrives (see [`Buffer::broadcast`]): a flight to share it with, a
-    /// runtime to read it in, and room in the in-flight budget for the
-    /// whole body, which a broadcast holds until its last reader is done.
-    /// That room, reserved, when it can.
+    /// arrives, with room in the in-flight budget for the whole body, which
+    /// a broadcast holds until its last reader is done. That room,
+    /// reserved, when it can.
     fn can_broadcast(&mut self, declared: u64) -> Option<Reservation> {
         let length = usize::try_from(declared).unwrap_or(usize::MAX);
-        if self.fetch.leader.is_none() || tokio::runtime::Handle::try_current().is_err() {
+        if !self.can_share() {
             return None;
         }
         let mut held = Reservation::new(self.fetch.cache.clone());
@@ -156,29 +162,60 @@ impl Buffer {
         Some(held)
     }
 
-    /// Shares a long body of `declared` length as it arrives with the
-    /// flight's waiters and whoever joins it (see `broadcast.rs`), read by
-    /// a task of its own; the caller gets a reader too. `held` is its room
-    /// in the in-flight budget (from [`Buffer::can_broadcast`]), given back
-    /// when the last reader is done.
+    /// A body that declared no length has run past `stream_above`: shared
+    /// from here on with the flight's waiters and whoever joins it, the
+    /// chunks read so far and their room in the in-flight budget handed to
+    /// the broadcast, which reserves the rest chunk by chunk; or, with no
+    /// flight to share it with, streamed to the caller alone.
+    pub(crate) fn share_or_stream<R>(mut self: Box<Self>, rest: Pin<R>) -> Response<OptimizerBody<R>>
+    where
+        R: http_body::Body<Data = Bytes> + Send + 'static,
+        R::Error: Into<BoxError>,
+    {
+        if !self.can_share() {
+            return self.stream(rest);
+        }
+        let held = std::mem::replace(&mut self.reservation, Reservation::new(self.fetch.cache.clone()));
+        // The broadcast's room covers the copy's chunks too (the same ones).
+        self.prepaid = usize::MAX;
+        let read = self.frames.iter().filter_map(|f| f.data_ref().cloned()).collect();
+        self.broadcast(rest, None, held, read)
+    }
+
+    /// Shares a long body (of `declared` length, if it said) as it arrives
+    /// with the flight's waiters and whoever joins it (see
+    /// `broadcast.rs`), read by a task of its own; the caller gets a reader
+    /// too. `read`: the chunks already read; `held`: their room, or the
+    /// whole declared length's, in the in-flight budget, given back when
+    /// the last reader is done.
     pub(crate) fn broadcast<R>(
         self: Box<Self>,
         rest: Pin<R>,
-        declared: u64,
+        declared: Option<u64>,
         held: Reservation,
+        read: Vec<Bytes>,
     ) -> Response<OptimizerBody<R>>
     where
         R: http_body::Body<Data = Bytes> + Send + 'static,
         R::Error: Into<BoxError>,
     {
         bump(&self.fetch.cache.counters.streamed);
-        let broadcast = Broadcast::new(&self.parts, self.secondary(), declared, self.freshness, held);
+        let limits = (self.fetch.cache.max_entry_bytes as u64, self.fetch.cache.lock_timeout);
+        let broadcast = Broadcast::new(
+            &self.parts,
+            self.secondary(),
+            declared,
+            limits,
+            self.freshness,
+            held,
+            read,
+        );
         let status = broadcast.status(self.fetch.status);
         let parts = self.caller_head();
+        let reader = broadcast.first_reader();
         if let Some(leader) = &self.fetch.leader {
             leader.publish(broadcast.clone());
         }
-        let reader = broadcast.reader();
         tokio::spawn(broadcast::drive(broadcast, rest, self));
         let mut response = Response::from_parts(parts, OptimizerBody::boxed(Box::pin(reader)));
         stamp(&mut response, status);

@@ -150,11 +150,14 @@ impl CacheBuilder {
     /// (known from `Content-Length`, or once that much was read), while the
     /// cache keeps a copy and stores it when the body ends (default
     /// [`DEFAULT_STREAM_ABOVE`]). Its `Cache-Status` says `streamed`, not
-    /// `stored`, since the end is still to come. A body with a
-    /// `Content-Length` is read by a task of its own and shared as it
-    /// arrives with the requests waiting for the same key, and those that
-    /// join while it streams; it is read to its end, and stored, even if
-    /// every reader stops. A streamed body that fails
+    /// `stored`, since the end is still to come. The body is read by a
+    /// task of its own and shared as it arrives with the requests waiting
+    /// for the same key, and those that join while it streams; it is read
+    /// to its end, and stored, even if every reader stops. One that
+    /// declared no length and outgrows [`CacheBuilder::max_entry_bytes`]
+    /// is not stored: its readers read on at the pace of the slowest, and
+    /// one left unread for [`CacheBuilder::lock_timeout`] stops holding the
+    /// others back. A streamed body that fails
     /// reaches the caller as an error, so while a stale entry could stand
     /// in for it (stale-if-error) the body is buffered whole instead.
     /// `usize::MAX` buffers every storable body whole.

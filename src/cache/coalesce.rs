@@ -398,9 +398,9 @@ impl Waiter {
     pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Wait> {
         let mut state = self.flight.lock();
         // Before the outcome: a body being shared is read through to its end
-        // even if its copy was not stored (unless it failed: then the
-        // outcome, nothing, sends this waiter upstream).
-        if let Some(broadcast) = state.streaming.as_ref().filter(|b| !b.failed()) {
+        // even if its copy was not stored (unless it failed or overflowed:
+        // then the outcome, nothing, sends this waiter upstream).
+        if let Some(broadcast) = state.streaming.as_ref().filter(|b| b.joinable()) {
             return Poll::Ready(Wait::Streaming(broadcast.clone()));
         }
         if let Some(outcome) = &state.outcome {

@@ -193,18 +193,23 @@ where
                         Poll::Ready(Wait::Done(outcome)) => Some(outcome),
                         Poll::Ready(Wait::Streaming(broadcast)) => {
                             let p = pending.as_ref().expect(POLLED_AFTER_DONE);
-                            if key::matches(broadcast.secondary(), p.request.headers()) {
+                            let status = CacheStatus {
+                                collapsed: true,
+                                ..broadcast.status(p.fetch.status)
+                            };
+                            let shared = key::matches(broadcast.secondary(), p.request.headers())
+                                .then(|| broadcast.response(status))
+                                .flatten();
+                            if let Some(response) = shared {
                                 bump(&p.fetch.cache.counters.coalesced);
-                                let status = CacheStatus {
-                                    collapsed: true,
-                                    ..broadcast.status(p.fetch.status)
-                                };
                                 this.state.set(State::Ready {
-                                    response: Some(broadcast.response(status)),
+                                    response: Some(response),
                                 });
                                 continue;
                             }
-                            // Another variant: no answer for this request.
+                            // Another variant, or it can no longer be joined
+                            // (failed or overflowed since): no answer for
+                            // this request.
                             Some(None)
                         }
                         Poll::Ready(Wait::Expired) => None,
@@ -288,7 +293,7 @@ where
                             Step::Stream => buffer
                                 .take()
                                 .expect(POLLED_AFTER_DONE)
-                                .stream(body.take().expect(POLLED_AFTER_DONE)),
+                                .share_or_stream(body.take().expect(POLLED_AFTER_DONE)),
                         },
                         Some(Err(error)) => buffer.take().expect(POLLED_AFTER_DONE).failed(error.into()),
                         None => buffer.take().expect(POLLED_AFTER_DONE).finish(),

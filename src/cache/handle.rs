@@ -269,6 +269,18 @@ impl Reservation {
         }
         result.is_ok()
     }
+
+    /// Reserves `more` bytes even past the budget: memory held already,
+    /// which the in-flight figure must not hide.
+    pub(crate) fn force_grow(&mut self, more: usize) {
+        self.inner.inflight_bytes.fetch_add(more, Ordering::AcqRel);
+        self.bytes += more;
+    }
+
+    /// Bytes reserved.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 impl Drop for Reservation {
