@@ -129,7 +129,10 @@ where
 
 /// Reads `n` bytes of data frames. Bounded: on the paused clock, a body
 /// that never comes fails the test after a minute instead of hanging it.
-async fn read(body: &mut OptimizerBody<Channel>, n: usize) -> Vec<u8> {
+async fn read<B>(body: &mut OptimizerBody<B>, n: usize) -> Vec<u8>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     let mut data = Vec::new();
     while data.len() < n {
         let frame = tokio::time::timeout(Duration::from_secs(60), body.frame())
@@ -812,10 +815,10 @@ async fn a_shared_body_that_overflows_goes_at_its_slowest_readers_pace_and_is_no
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     // One reader alone cannot pull it along: the other still needs it all.
     let start = tokio::time::Instant::now();
-    let mut got = read_tally(&mut leader, 9000).await;
+    let mut got = read(&mut leader, 9000).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(taken.load(Ordering::SeqCst), 9, "held for the slowest reader");
-    let mut other = read_tally(&mut waiter, 9000).await;
+    let mut other = read(&mut waiter, 9000).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(taken.load(Ordering::SeqCst), 18, "room again: 9,000 bytes more");
     // Read one to its end before the other, the sequential pattern: the
@@ -849,18 +852,4 @@ async fn a_shared_body_that_overflows_goes_at_its_slowest_readers_pace_and_is_no
     assert_eq!((stats.entries, stats.inflight_bytes), (1, 0));
     assert!(cache.entries()[0].size < 8000, "{:?}", cache.entries());
     assert!(cache.audit().is_clean());
-}
-
-/// Reads `n` bytes of data frames, failing after a minute without one.
-async fn read_tally(body: &mut OptimizerBody<Tally>, n: usize) -> Vec<u8> {
-    let mut data = Vec::new();
-    while data.len() < n {
-        let frame = tokio::time::timeout(Duration::from_secs(60), body.frame())
-            .await
-            .expect("a frame within a minute")
-            .expect("more frames")
-            .expect("no error");
-        data.extend_from_slice(frame.data_ref().expect("a data frame"));
-    }
-    data
 }
