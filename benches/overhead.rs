@@ -184,7 +184,7 @@ fn dependency_overhead() {
         .iter()
         .enumerate()
         .map(|(i, uri)| {
-            let key = Cache::key_for_uri(uri).unwrap();
+            let key = cache.key_for_uri(uri).unwrap();
             (Node::Key(key.into()), Node::Tag(format!("node-{i:08}").into()))
         })
         .collect();

@@ -635,7 +635,7 @@ async fn vary_on_keys_entries_by_request_headers_the_upstream_does_not_name() {
     assert_eq!(upstream.calls(), 3);
     assert_eq!(cache.stats().entries, 3);
     // One URI, three variants: invalidating the URI removes them all.
-    let removed = cache.remove_key(&Cache::key_for_uri(&"http://api.test/me".parse().unwrap()).unwrap());
+    let removed = cache.remove_key(&cache.key_for_uri(&"http://api.test/me".parse().unwrap()).unwrap());
     assert_eq!(removed.entries, 3);
     // Concurrent misses of two tenants: the second does not take the
     // first's answer when it lands.

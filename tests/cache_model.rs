@@ -469,7 +469,7 @@ async fn run(steps: Vec<Step>, shapes: Vec<Shape>, config: Config) -> Result<(),
 #[cfg(feature = "invalidation")]
 fn purge(cache: &Cache, soft: bool) -> bool {
     use tower_optimizer::invalidation::{Invalidator, Node, Purge};
-    let key = Cache::key_for_uri(&"http://api.test/r".parse().unwrap()).unwrap();
+    let key = cache.key_for_uri(&"http://api.test/r".parse().unwrap()).unwrap();
     let mode = if soft { Purge::Soft } else { Purge::Hard };
     Invalidator::new(cache.clone()).purge(&[Node::Key(key.into())], mode);
     true

@@ -603,7 +603,7 @@ async fn a_shared_body_outdated_by_an_invalidation_is_not_stored_or_joined() {
     let mut waiter = spawn_call(&svc, "a").await.unwrap().unwrap().into_body();
     feed.send(Ok(data(0))).unwrap();
     assert_eq!(read(&mut waiter, 1000).await, whole(1));
-    let key = Cache::key_for_uri(&"http://api.test/long".parse().unwrap()).unwrap();
+    let key = cache.key_for_uri(&"http://api.test/long".parse().unwrap()).unwrap();
     cache.remove_key(&key);
     let after = spawn_call(&svc, "a");
     let fresh_feed = fed

@@ -9,6 +9,7 @@ use super::freshness::Lifetimes;
 use super::handle::Cache;
 use super::policy::{AuthorizationPolicy, CacheMode, CachePredicate, Rules, SetCookiePolicy};
 use super::pressure::MemoryPressure;
+use super::query::QueryKey;
 use super::store::{EvictionListener, RemovalCause};
 
 /// Default budget: 64 MiB holds tens of thousands of typical API responses
@@ -65,6 +66,7 @@ pub struct CacheBuilder {
     pub(crate) set_cookie: SetCookiePolicy,
     pub(crate) exclude: Vec<String>,
     pub(crate) vary_on: Vec<String>,
+    pub(crate) query_key: QueryKey,
     pub(crate) predicate: Option<Arc<dyn CachePredicate>>,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) stale_if_error: Option<Duration>,
@@ -86,6 +88,7 @@ impl std::fmt::Debug for CacheBuilder {
             .field("lifetimes", &self.lifetimes)
             .field("exclude", &self.exclude)
             .field("vary_on", &self.vary_on)
+            .field("query_key", &self.query_key)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +107,7 @@ impl Default for CacheBuilder {
             set_cookie: SetCookiePolicy::DoNotStore,
             exclude: Vec::new(),
             vary_on: Vec::new(),
+            query_key: QueryKey::as_sent(),
             predicate: None,
             lifetimes: Lifetimes {
                 heuristic_percent: None,
@@ -231,6 +235,25 @@ impl CacheBuilder {
         self
     }
 
+    /// Which query parameters the cache key keeps, and in what order
+    /// (default: all of them, as sent; see [`QueryKey`]). For parameters
+    /// that select nothing and change on every request (a presigned URL's
+    /// signature, a cache buster), which would make every request a miss.
+    /// A name that cannot be a parameter name makes `build()` fail.
+    ///
+    /// ```
+    /// use tower_optimizer::cache::{Cache, QueryKey};
+    ///
+    /// let cache = Cache::builder().query_key(QueryKey::as_sent().ignoring(["_"])).build().unwrap();
+    /// let key = cache.key_for_uri(&"http://api.test/list?page=2&_=1764201600".parse().unwrap());
+    /// assert_eq!(key.as_deref(), Some("http://api.test/list?page=2"));
+    /// assert!(Cache::builder().query_key(QueryKey::as_sent().ignoring(["a=b"])).build().is_err());
+    /// ```
+    pub fn query_key(mut self, query_key: QueryKey) -> Self {
+        self.query_key = query_key;
+        self
+    }
+
     /// A rule that can veto storing a response.
     pub fn cache_if(mut self, predicate: impl CachePredicate) -> Self {
         self.predicate = Some(Arc::new(predicate));
@@ -354,6 +377,7 @@ impl CacheBuilder {
                 self.max_entry_bytes
             )));
         }
+        self.query_key.check().map_err(BuildError::new)?;
         let mut vary_on: Vec<http::HeaderName> = Vec::with_capacity(self.vary_on.len());
         for name in &self.vary_on {
             let parsed = http::HeaderName::from_bytes(name.as_bytes())

@@ -18,6 +18,7 @@ use super::labels::Node;
 use super::mode::RequestCacheMode;
 use super::policy::Rules;
 use super::pressure::MemoryPressure;
+use super::query::QueryKey;
 use super::stats::{CacheStats, Counters};
 use super::store::{Audit, RemovalCause, Removed, Store};
 
@@ -44,6 +45,8 @@ pub(crate) struct Inner {
     pub(crate) rules: Rules,
     /// Request headers every entry is keyed by, as if named in `Vary`.
     pub(crate) vary_on: Box<[http::HeaderName]>,
+    /// Which query parameters keys keep.
+    pub(crate) query_key: QueryKey,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) max_bytes: usize,
     pub(crate) max_entry_bytes: usize,
@@ -90,6 +93,7 @@ impl Cache {
                 counters: Counters::default(),
                 rules,
                 vary_on,
+                query_key: b.query_key,
                 lifetimes: b.lifetimes,
                 max_bytes: b.max_bytes,
                 max_entry_bytes: b.max_entry_bytes,
@@ -148,14 +152,24 @@ impl Cache {
         audit
     }
 
-    /// The primary key the cache uses for a request: its normalised absolute URI.
-    pub fn key_for(parts: &request::Parts) -> Option<String> {
-        key::primary_key(&parts.uri, &parts.headers)
+    /// The primary key the cache uses for a request: its normalised
+    /// absolute URI, its query as [`CacheBuilder::query_key`] keeps it.
+    /// `None` for a request that names no host.
+    ///
+    /// [`CacheBuilder::query_key`]: super::CacheBuilder::query_key
+    pub fn key_for(&self, parts: &request::Parts) -> Option<String> {
+        key::primary_key(&parts.uri, &parts.headers, &self.inner.query_key)
     }
 
-    /// The primary key for an absolute URI.
-    pub fn key_for_uri(uri: &http::Uri) -> Option<String> {
-        key::primary_key(uri, &http::HeaderMap::new())
+    /// The primary key for an absolute URI (see [`Cache::key_for`]).
+    pub fn key_for_uri(&self, uri: &http::Uri) -> Option<String> {
+        key::primary_key(uri, &http::HeaderMap::new(), &self.inner.query_key)
+    }
+
+    /// Which query parameters this cache's keys keep.
+    #[cfg(feature = "invalidation")]
+    pub(crate) fn query_key(&self) -> &QueryKey {
+        &self.inner.query_key
     }
 
     /// Whether a stored response would answer `request` if its upstream
@@ -168,7 +182,7 @@ impl Cache {
         }
         let inner = &self.inner;
         let headers = request.headers();
-        let Some(key) = key::primary_key(request.uri(), headers) else {
+        let Some(key) = key::primary_key(request.uri(), headers, &inner.query_key) else {
             return false;
         };
         if inner.rules.check_request(request.method(), headers, &key).is_err() {

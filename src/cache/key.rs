@@ -8,6 +8,8 @@ use http::header::HOST;
 use http::uri::Scheme;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
+use super::query::QueryKey;
+
 /// Builds the primary key of a request: `scheme://authority/path?query`,
 /// with scheme and host lowercased, the default port dropped, an empty path
 /// made `/`, and percent-escapes normalised (unreserved characters decoded,
@@ -16,14 +18,19 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 /// GET and HEAD share a key (HEAD is answered from a stored GET), so the
 /// method is not part of it. `None` when the request names no authority,
 /// neither in its URI nor in `Host`.
-pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap, query: &QueryKey) -> Option<String> {
     let mut key = String::new();
-    write_primary_key(uri, headers, &mut key).then_some(key)
+    write_primary_key(uri, headers, query, &mut key).then_some(key)
 }
 
 /// Runs `f` with the primary key of a request built in a reused per-thread
 /// buffer: the hit path then allocates nothing for its key.
-pub(crate) fn with_primary_key<R>(uri: &Uri, headers: &HeaderMap, f: impl FnOnce(Option<&str>) -> R) -> R {
+pub(crate) fn with_primary_key<R>(
+    uri: &Uri,
+    headers: &HeaderMap,
+    query: &QueryKey,
+    f: impl FnOnce(Option<&str>) -> R,
+) -> R {
     thread_local! {
         static BUFFER: RefCell<String> = const { RefCell::new(String::new()) };
     }
@@ -32,11 +39,11 @@ pub(crate) fn with_primary_key<R>(uri: &Uri, headers: &HeaderMap, f: impl FnOnce
         // key, say): fall back to a buffer of its own.
         let Ok(mut buffer) = cell.try_borrow_mut() else {
             let mut own = String::new();
-            let ok = write_primary_key(uri, headers, &mut own);
+            let ok = write_primary_key(uri, headers, query, &mut own);
             return f(ok.then_some(own.as_str()));
         };
         buffer.clear();
-        let ok = write_primary_key(uri, headers, &mut buffer);
+        let ok = write_primary_key(uri, headers, query, &mut buffer);
         let result = f(ok.then_some(buffer.as_str()));
         // One huge URI must not pin a huge buffer on this thread.
         if buffer.capacity() > MAX_RETAINED_KEY_BUFFER {
@@ -49,9 +56,9 @@ pub(crate) fn with_primary_key<R>(uri: &Uri, headers: &HeaderMap, f: impl FnOnce
 /// Largest key buffer kept per thread between requests.
 const MAX_RETAINED_KEY_BUFFER: usize = 4096;
 
-/// Writes the primary key into `key` (which must be empty); `false` when
-/// the request names no authority.
-fn write_primary_key(uri: &Uri, headers: &HeaderMap, key: &mut String) -> bool {
+/// Writes the primary key into `key` (which must be empty), its query as
+/// `policy` keeps it; `false` when the request names no authority.
+fn write_primary_key(uri: &Uri, headers: &HeaderMap, policy: &QueryKey, key: &mut String) -> bool {
     // The two schemes nearly every request has compare as small integers.
     // Either may also come spelled in capitals (built with `Uri::builder`).
     let (scheme, default_port, known_lowercase) = match uri.scheme() {
@@ -98,8 +105,14 @@ fn write_primary_key(uri: &Uri, headers: &HeaderMap, key: &mut String) -> bool {
         push_normalised(key, path);
     }
     if let Some(query) = query {
-        key.push('?');
-        push_normalised(key, query);
+        if policy.is_as_sent() {
+            key.push('?');
+            push_normalised(key, query);
+        } else {
+            let mut normalised = String::with_capacity(query.len());
+            push_normalised(&mut normalised, query);
+            policy.push(key, &normalised);
+        }
     }
     true
 }
@@ -230,7 +243,7 @@ mod tests {
 
     fn key(uri: &str) -> Option<String> {
         let req = Request::get(uri).body(()).unwrap();
-        primary_key(req.uri(), req.headers())
+        primary_key(req.uri(), req.headers(), &QueryKey::as_sent())
     }
 
     #[test]
@@ -267,7 +280,7 @@ mod tests {
                 .path_and_query("/a")
                 .build()
                 .unwrap();
-            primary_key(&uri, &HeaderMap::new())
+            primary_key(&uri, &HeaderMap::new(), &QueryKey::as_sent())
         };
         assert_eq!(built("HTTP", "Example.com:80").as_deref(), Some("http://example.com/a"));
         assert_eq!(
@@ -285,7 +298,7 @@ mod tests {
     fn host_header_for_origin_form() {
         let req = Request::get("/x?y").header("host", "Api.Test:80").body(()).unwrap();
         assert_eq!(
-            primary_key(req.uri(), req.headers()).as_deref(),
+            primary_key(req.uri(), req.headers(), &QueryKey::as_sent()).as_deref(),
             Some("http://api.test/x?y")
         );
     }

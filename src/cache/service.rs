@@ -213,7 +213,7 @@ impl<S> CacheService<S> {
     ) -> Lookup {
         let inner = &self.cache.inner;
         let headers = request.headers();
-        key::with_primary_key(request.uri(), headers, |key| {
+        key::with_primary_key(request.uri(), headers, &inner.query_key, |key| {
             let Some(key) = key else {
                 return Lookup::Bypass(Bypass::NoKey);
             };

@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use super::handle::Inner;
 use super::key::{primary_key, with_primary_key};
+use super::query::QueryKey;
 use super::stats::InvalidationKind;
 use super::store::{Purge, RemovalCause};
 use crate::BoxError;
@@ -34,7 +35,7 @@ pub(crate) fn split_origin(key: &str) -> (&str, &str) {
 
 /// Resolves a `Location`/`Content-Location` value to a cache key on the same
 /// origin (RFC 9111 §4.4: other origins are never invalidated).
-pub(crate) fn same_origin_key(origin: &str, value: &HeaderValue) -> Option<String> {
+pub(crate) fn same_origin_key(origin: &str, value: &HeaderValue, query: &QueryKey) -> Option<String> {
     let text = value.to_str().ok()?.trim();
     let uri: Uri = if text.starts_with('/') && !text.starts_with("//") {
         format!("{origin}{text}").parse().ok()?
@@ -43,7 +44,7 @@ pub(crate) fn same_origin_key(origin: &str, value: &HeaderValue) -> Option<Strin
         uri.scheme()?;
         uri
     };
-    let key = primary_key(&uri, &HeaderMap::new())?;
+    let key = primary_key(&uri, &HeaderMap::new(), query)?;
     (split_origin(&key).0 == origin).then_some(key)
 }
 
@@ -82,7 +83,7 @@ pub(crate) struct Write {
 impl Write {
     /// `None` for a request whose target has no key (no host to name it).
     pub(crate) fn new(inner: &Arc<Inner>, uri: &Uri, headers: &HeaderMap) -> Option<Box<Write>> {
-        let key = with_primary_key(uri, headers, |key| key.map(Box::<str>::from))?;
+        let key = with_primary_key(uri, headers, &inner.query_key, |key| key.map(Box::<str>::from))?;
         Some(Box::new(Write {
             inner: inner.clone(),
             key,
@@ -102,7 +103,7 @@ impl Write {
         let origin = split_origin(&self.key).0;
         for name in [LOCATION, CONTENT_LOCATION] {
             for value in headers.get_all(name) {
-                if let Some(key) = same_origin_key(origin, value) {
+                if let Some(key) = same_origin_key(origin, value, &self.inner.query_key) {
                     if key != *self.key {
                         self.remove(&key);
                     }
@@ -157,14 +158,15 @@ mod tests {
     #[test]
     fn locations_resolve_on_the_same_origin_only() {
         let origin = "http://a.test";
-        let key = |v: &'static str| same_origin_key(origin, &HeaderValue::from_static(v));
+        let query = QueryKey::as_sent();
+        let key = |v: &'static str| same_origin_key(origin, &HeaderValue::from_static(v), &query);
         assert_eq!(key("/users/7").as_deref(), Some("http://a.test/users/7"));
         assert_eq!(key("http://A.test:80/x").as_deref(), Some("http://a.test/x"));
         assert_eq!(key("http://b.test/x"), None, "another origin");
         assert_eq!(key("//b.test/x"), None, "scheme-relative: another origin");
         assert_eq!(key("users/7"), None, "relative without a slash: not resolved");
         assert_eq!(
-            same_origin_key(origin, &HeaderValue::from_bytes(b"/\xff").unwrap()),
+            same_origin_key(origin, &HeaderValue::from_bytes(b"/\xff").unwrap(), &query),
             None
         );
     }

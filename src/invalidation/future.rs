@@ -329,12 +329,12 @@ fn invalidate<R>(response: Response<R>, ctx: &WriteCtx) -> (Response<R>, Invalid
     // RFC 9111 §4.4: only after a non-error response.
     let success = status.is_success() || status.is_redirection();
     if success {
-        if let Some(key) = crate::cache::Cache::key_for_uri(&absolute(&ctx.uri, origin)) {
+        if let Some(key) = inv.cache().key_for_uri(&absolute(&ctx.uri, origin)) {
             http.push(Target::Key(key.into()));
         }
         for name in [LOCATION, CONTENT_LOCATION] {
             for value in headers.get_all(name) {
-                if let Some(key) = same_origin_key(origin, value) {
+                if let Some(key) = same_origin_key(origin, value, inv.cache().query_key()) {
                     http.push(Target::Key(key.into()));
                 }
             }
@@ -368,7 +368,8 @@ fn rule_targets(ctx: &WriteCtx, origin: &str, patterns: &mut Vec<Pattern>) -> Ve
         };
         targets.extend(hit.tags.into_iter().map(|t| Target::Tag(t.into())));
         targets.extend(hit.keys.into_iter().filter_map(|k| {
-            let key = same_origin_key(origin, &http::HeaderValue::from_str(&k).ok()?)?;
+            let query = ctx.config.invalidator.cache().query_key();
+            let key = same_origin_key(origin, &http::HeaderValue::from_str(&k).ok()?, query)?;
             Some(Target::Key(key.into()))
         }));
         targets.extend(hit.namespaces.into_iter().map(|n| Target::Namespace(n.into())));
@@ -395,7 +396,7 @@ fn unknown_outcome(ctx: &WriteCtx) {
     let mut report = InvalidationReport::new(InvalidationKind::Http, Purge::Soft);
     let mut patterns = Vec::new();
     let mut targets = rule_targets(ctx, origin, &mut patterns);
-    if let Some(key) = crate::cache::Cache::key_for_uri(&absolute(&ctx.uri, origin)) {
+    if let Some(key) = inv.cache().key_for_uri(&absolute(&ctx.uri, origin)) {
         targets.push(Target::Key(key.into()));
     }
     patterns.extend(inv.apply_now(targets, Purge::Soft, InvalidationKind::Http, &mut report));

@@ -69,7 +69,7 @@ impl Invalidator {
 
     /// Removes every variant stored for `uri` (normalised like request keys).
     pub fn uri(&self, uri: &Uri) -> InvalidationReport {
-        match Cache::key_for_uri(uri) {
+        match self.cache.key_for_uri(uri) {
             Some(key) => self.key(&key),
             None => InvalidationReport::new(InvalidationKind::Key, Purge::Hard),
         }

@@ -29,7 +29,11 @@ impl<S> InvalidationService<S> {
 /// `scheme://authority` of a request for `uri` (`headers` name the host of
 /// an origin-form one), as cache keys spell it.
 pub(crate) fn origin_of(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    crate::cache::key::with_primary_key(uri, headers, |key| key.map(|key| split_origin(key).0.to_owned()))
+    // The origin alone: the query is cut off, whatever keys keep of it.
+    let query = crate::cache::QueryKey::as_sent();
+    crate::cache::key::with_primary_key(uri, headers, &query, |key| {
+        key.map(|key| split_origin(key).0.to_owned())
+    })
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InvalidationService<S>

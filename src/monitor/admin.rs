@@ -294,7 +294,7 @@ impl AdminService {
         };
         let text = |name: &str| map.get(name).and_then(serde_json::Value::as_str);
         let report = if let Some(uri) = text("uri") {
-            let Some(key) = uri.parse().ok().and_then(|u| crate::cache::Cache::key_for_uri(&u)) else {
+            let Some(key) = uri.parse().ok().and_then(|u| inv.cache().key_for_uri(&u)) else {
                 return error(StatusCode::BAD_REQUEST, "uri must be absolute");
             };
             inv.purge(&[crate::cache::Node::Key(key.into())], mode)

@@ -27,7 +27,7 @@ use super::OptimizerStack;
 use super::builder::{MonitorSettings, OptimizerStackBuilder, StackError};
 use super::client::{ClientConfig, Protocol};
 use super::layer::{Overload, WhenOpen};
-use crate::cache::{Cache, CacheMode};
+use crate::cache::{Cache, CacheMode, QueryKey, QueryOrder};
 use crate::circuit_breaker::{CircuitBreakerConfig, WindowKind};
 
 /// The stack's settings as a file holds them.
@@ -81,6 +81,12 @@ pub struct CacheSection {
     pub exclude: Option<Vec<String>>,
     /// Request headers every entry is keyed by, as if named in `Vary`.
     pub vary_on: Option<Vec<String>>,
+    /// Query parameters keys leave out: names, or prefixes ending with `*`
+    /// (see [`QueryKey::ignoring`]).
+    pub ignore_query: Option<Vec<String>>,
+    /// `"as-sent"` (default) or `"sorted"`: the order of the query
+    /// parameters keys keep (see [`QueryOrder`]).
+    pub query_order: Option<String>,
 }
 
 /// `[circuit_breaker]`.
@@ -243,6 +249,23 @@ impl OptimizerConfig {
                 cache = cache.exclude(pattern);
             }
             cache = cache.vary_on(c.vary_on.unwrap_or_default());
+            let order = match c.query_order.as_deref() {
+                None | Some("as-sent") => QueryOrder::AsSent,
+                Some("sorted") => QueryOrder::Sorted,
+                Some(other) => {
+                    return Err(StackError::field_error(
+                        "cache.query_order",
+                        format!("{other:?}: use \"as-sent\" or \"sorted\""),
+                    ));
+                }
+            };
+            let query = QueryKey::as_sent()
+                .ignoring(c.ignore_query.unwrap_or_default())
+                .order(order);
+            query
+                .check()
+                .map_err(|e| StackError::field_error("cache.ignore_query", e))?;
+            cache = cache.query_key(query);
             b = b.cache(
                 cache
                     .build()
@@ -360,6 +383,10 @@ mod tests {
             OptimizerConfig::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/optimizer.toml")).unwrap();
         assert_eq!(config.cache.as_ref().unwrap().max_memory_mb, Some(64));
         assert_eq!(config.cache.as_ref().unwrap().stream_above_kb, Some(64));
+        assert_eq!(
+            config.cache.as_ref().unwrap().ignore_query.as_deref(),
+            Some(&["utm_*".to_owned()][..])
+        );
         let monitor = config.monitor.as_ref().unwrap();
         assert!(monitor.route_templates.as_ref().is_some_and(|t| !t.is_empty()));
         let builder = config.into_builder().unwrap();
@@ -391,6 +418,8 @@ mod tests {
             ("[cache]\nmode = \"public\"", "cache.mode"),
             ("[cache]\nexclude = [\"(\"]", "cache"),
             ("[cache]\nvary_on = [\"x tenant\"]", "cache"),
+            ("[cache]\nignore_query = [\"a=b\"]", "cache.ignore_query"),
+            ("[cache]\nquery_order = \"random\"", "cache.query_order"),
             ("[circuit_breaker]\nfailure_rate = 250.0", "circuit_breaker"),
             ("[circuit_breaker]\nwhen_open = \"panic\"", "circuit_breaker.when_open"),
             ("[client]\nconnect_timeout = \"x\"", "client.connect_timeout"),

@@ -323,7 +323,10 @@ pub(crate) fn call_number(body: &[u8]) -> Option<usize> {
 }
 
 pub(crate) fn key_of(uri: &Uri) -> String {
-    Cache::key_for_uri(uri).unwrap_or_default()
+    // Keys as every cache here does (default settings); it runs no task.
+    static KEYS: std::sync::LazyLock<Cache> =
+        std::sync::LazyLock::new(|| Cache::builder().sweep_interval(None).build().unwrap());
+    KEYS.key_for_uri(uri).unwrap_or_default()
 }
 
 /// The upstream: call `n` behaves as `script[n % len]`, with a body unique
