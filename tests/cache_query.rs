@@ -124,3 +124,35 @@ async fn invalidations_that_name_a_uri_key_it_the_same_way() {
     assert_eq!(cache.stats().entries, 0);
     assert_eq!(calls.load(Ordering::SeqCst), 3, "two GETs upstream and the POST");
 }
+
+/// The invalidation layer's keys too: a CRUD rule that names a URI with
+/// its own tracking parameter reaches the entry stored without it.
+#[tokio::test]
+async fn keys_named_by_the_invalidation_layer_follow_the_policy() {
+    use tower_optimizer::invalidation::{InvalidationLayer, Rule};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let addr = upstream(calls.clone()).await;
+    let base = format!("http://{addr}");
+    let cache = Cache::builder()
+        .query_key(QueryKey::as_sent().ignoring(["utm_*"]))
+        .build()
+        .unwrap();
+    let rules = InvalidationLayer::new(Invalidator::new(cache.clone())).rule(
+        Rule::new(Method::POST, "/orders")
+            .unwrap()
+            .key("/doc?id=7&utm_medium=rule"),
+    );
+    let client: H2Client = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), tower::Layer::layer(&rules, client));
+    let doc = format!("{base}/doc?utm_source=a&id=7");
+    for expect_hit in [false, true] {
+        let request = Request::get(doc.as_str()).body(Full::default()).unwrap();
+        let response = svc.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.extensions().get::<CacheStatus>().unwrap().hit, expect_hit);
+    }
+    let post = Request::post(format!("{base}/orders")).body(Full::default()).unwrap();
+    let response = svc.ready().await.unwrap().call(post).await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(cache.stats().entries, 0, "the rule's key is the entry's");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

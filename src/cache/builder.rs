@@ -202,8 +202,9 @@ impl CacheBuilder {
         self
     }
 
-    /// Never cache URIs (normalised absolute form) matching this regex.
-    /// An invalid pattern makes `build()` fail.
+    /// Never cache URIs matching this regex, matched against the key (the
+    /// normalised absolute URI, its query as [`query_key`](Self::query_key)
+    /// keeps it). An invalid pattern makes `build()` fail.
     pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
         self.exclude.push(pattern.into());
         self
