@@ -290,6 +290,10 @@ impl CacheBuilder {
     /// before going upstream themselves, counted from when the first of them
     /// began waiting: past it, the call is taken to be stuck, and every
     /// waiter, and any request that joins it later, goes upstream alone.
+    /// It also bounds how long the readers of a shared body that outgrew
+    /// `max_entry_bytes` wait for one that does not read (see
+    /// [`stream_above`](Self::stream_above)). Default
+    /// [`DEFAULT_LOCK_TIMEOUT`].
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
         self
