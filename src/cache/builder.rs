@@ -11,6 +11,7 @@ use super::policy::{AuthorizationPolicy, CacheMode, CachePredicate, Rules, SetCo
 use super::pressure::MemoryPressure;
 use super::query::QueryKey;
 use super::store::{EvictionListener, RemovalCause};
+use super::ttl::TtlPolicy;
 
 /// Default budget: 64 MiB holds tens of thousands of typical API responses
 /// and goes unnoticed in a 1 GiB container.
@@ -68,6 +69,7 @@ pub struct CacheBuilder {
     pub(crate) vary_on: Vec<String>,
     pub(crate) query_key: QueryKey,
     pub(crate) predicate: Option<Arc<dyn CachePredicate>>,
+    pub(crate) ttl: Option<Arc<dyn TtlPolicy>>,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) lock_timeout: Duration,
@@ -89,6 +91,7 @@ impl std::fmt::Debug for CacheBuilder {
             .field("exclude", &self.exclude)
             .field("vary_on", &self.vary_on)
             .field("query_key", &self.query_key)
+            .field("ttl_with", &self.ttl.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +112,7 @@ impl Default for CacheBuilder {
             vary_on: Vec::new(),
             query_key: QueryKey::as_sent(),
             predicate: None,
+            ttl: None,
             lifetimes: Lifetimes {
                 heuristic_percent: None,
                 heuristic_max: DEFAULT_HEURISTIC_MAX,
@@ -258,6 +262,14 @@ impl CacheBuilder {
     /// A rule that can veto storing a response.
     pub fn cache_if(mut self, predicate: impl CachePredicate) -> Self {
         self.predicate = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Lifetimes route by route where the caller knows better than the
+    /// upstream's headers (see [`TtlPolicy`]): `Some(ttl)` is taken as if
+    /// the response said `max-age`; `None` leaves the headers to decide.
+    pub fn ttl_with(mut self, policy: impl TtlPolicy) -> Self {
+        self.ttl = Some(Arc::new(policy));
         self
     }
 

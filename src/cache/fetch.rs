@@ -340,7 +340,7 @@ impl Fetch {
             .cache
             .rules
             .check_response(&request, &self.request_cc, &parts, &response_cc)
-            .and_then(|()| self.freshness(&parts, &response_cc));
+            .and_then(|()| self.freshness(&request, &parts, &response_cc));
         let freshness = match verdict {
             Ok(freshness) => freshness,
             Err(reason) => {
@@ -363,22 +363,34 @@ impl Fetch {
         Buffer::new(self, parts, freshness, reservation).start(Box::pin(body), declared)
     }
 
-    fn freshness(&self, parts: &response::Parts, cc: &CacheControl) -> Result<Freshness, NotStorable> {
+    fn freshness(
+        &self,
+        request: &request::Parts,
+        parts: &response::Parts,
+        cc: &CacheControl,
+    ) -> Result<Freshness, NotStorable> {
         let wall = SystemTime::now();
-        let lifetime = self.lifetime(parts, cc, wall)?;
+        let lifetime = self.lifetime(request, parts, cc, wall)?;
         Ok(self.freshness_with(parts, cc, lifetime, wall))
     }
 
     /// The answer's freshness lifetime, or why it cannot be stored for
-    /// want of one; `wall` is when it arrived, by the system clock.
+    /// want of one; `wall` is when it arrived, by the system clock. The
+    /// caller's [`TtlPolicy`](super::TtlPolicy), if it names one, before
+    /// the headers.
     pub(super) fn lifetime(
         &self,
+        request: &request::Parts,
         parts: &response::Parts,
         cc: &CacheControl,
         wall: SystemTime,
     ) -> Result<std::time::Duration, NotStorable> {
         let mode = self.cache.rules.mode;
-        let lifetime = freshness::lifetime(parts.status, cc, &parts.headers, mode, wall, &self.cache.lifetimes);
+        let lifetimes = &self.cache.lifetimes;
+        let lifetime = match self.cache.ttl.as_ref().and_then(|policy| policy.ttl(request, parts)) {
+            Some(ttl) => Some(lifetimes.max_ttl.map_or(ttl, |max| ttl.min(max))),
+            None => freshness::lifetime(parts.status, cc, &parts.headers, mode, wall, lifetimes),
+        };
         let has_validators = parts.headers.contains_key(ETAG) || parts.headers.contains_key(LAST_MODIFIED);
         let lifetime = match lifetime {
             Some(lifetime) => lifetime,

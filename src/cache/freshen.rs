@@ -113,7 +113,7 @@ impl Fetch {
             .cache
             .rules
             .check_response(request, &self.request_cc, &parts, &cc)
-            .and_then(|()| self.lifetime(&parts, &cc, wall));
+            .and_then(|()| self.lifetime(request, &parts, &cc, wall));
         let freshness = self.freshness_with(&parts, &cc, verdict.unwrap_or_default(), wall);
         let entry = Arc::new(Entry::new(
             &self.key,

@@ -21,6 +21,7 @@ use super::pressure::MemoryPressure;
 use super::query::QueryKey;
 use super::stats::{CacheStats, Counters};
 use super::store::{Audit, RemovalCause, Removed, Store};
+use super::ttl::TtlPolicy;
 
 /// A memory-bounded HTTP cache. Clone it freely: clones share one store.
 ///
@@ -48,6 +49,8 @@ pub(crate) struct Inner {
     /// Which query parameters keys keep.
     pub(crate) query_key: QueryKey,
     pub(crate) lifetimes: Lifetimes,
+    /// See [`CacheBuilder::ttl_with`](super::CacheBuilder::ttl_with).
+    pub(crate) ttl: Option<Arc<dyn TtlPolicy>>,
     pub(crate) max_bytes: usize,
     pub(crate) max_entry_bytes: usize,
     pub(crate) max_inflight_bytes: usize,
@@ -95,6 +98,7 @@ impl Cache {
                 vary_on,
                 query_key: b.query_key,
                 lifetimes: b.lifetimes,
+                ttl: b.ttl,
                 max_bytes: b.max_bytes,
                 max_entry_bytes: b.max_entry_bytes,
                 max_inflight_bytes: b.max_inflight_bytes.unwrap_or(b.max_bytes / 4),

@@ -119,6 +119,7 @@ mod stats;
 mod status;
 mod store;
 mod text;
+mod ttl;
 pub(crate) mod write;
 
 pub use builder::{
@@ -139,6 +140,7 @@ pub use service::CacheService;
 pub use stats::{CacheStats, InvalidationKind};
 pub use status::{CACHE_NAME, CACHE_STATUS, CacheStatus, Forward, Outcome};
 pub use store::{Audit, EvictionListener, Purge, RemovalCause, Removed};
+pub use ttl::TtlPolicy;
 
 /// Per-entry overhead the budget charges beyond key, headers and body.
 #[doc(hidden)]
