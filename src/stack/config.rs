@@ -87,6 +87,20 @@ pub struct CacheSection {
     /// `"as-sent"` (default) or `"sorted"`: the order of the query
     /// parameters keys keep (see [`QueryOrder`]).
     pub query_order: Option<String>,
+    /// Lifetimes by path for successful (2xx) answers, the first match
+    /// winning, over what the upstream's headers say (see
+    /// [`CacheBuilder::ttl_with`](crate::cache::CacheBuilder::ttl_with)).
+    pub ttl_for: Option<Vec<TtlRoute>>,
+}
+
+/// One entry of `[cache] ttl_for`: `{ path = "^/rates$", ttl = "60s" }`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TtlRoute {
+    /// A regex over the request's path.
+    pub path: String,
+    /// The lifetime of a successful answer on a matching path.
+    pub ttl: String,
 }
 
 /// `[circuit_breaker]`.
@@ -178,6 +192,30 @@ fn duration(field: &str, value: Option<&String>) -> Result<Option<Duration>, Sta
         .transpose()
 }
 
+/// `[cache] ttl_for` as a [`TtlPolicy`](crate::cache::TtlPolicy): the
+/// first route whose path regex matches, for a 2xx answer.
+fn ttl_routes(
+    routes: &[TtlRoute],
+) -> Result<
+    impl Fn(&http::request::Parts, &http::response::Parts) -> Option<Duration> + Send + Sync + 'static,
+    StackError,
+> {
+    const FIELD: &str = "cache.ttl_for";
+    let paths = regex::RegexSet::new(routes.iter().map(|r| r.path.as_str()))
+        .map_err(|e| StackError::field_error(FIELD, e.to_string()))?;
+    let ttls = routes
+        .iter()
+        .map(|r| duration(FIELD, Some(&r.ttl)).map(Option::unwrap_or_default))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(move |req: &http::request::Parts, res: &http::response::Parts| {
+        if !res.status.is_success() {
+            return None;
+        }
+        let first = paths.matches(req.uri.path()).into_iter().next()?;
+        ttls.get(first).copied()
+    })
+}
+
 impl OptimizerConfig {
     /// Parses TOML text.
     pub fn from_toml(text: &str) -> Result<Self, StackError> {
@@ -266,6 +304,9 @@ impl OptimizerConfig {
                 .check()
                 .map_err(|e| StackError::field_error("cache.ignore_query", e))?;
             cache = cache.query_key(query);
+            if let Some(routes) = c.ttl_for {
+                cache = cache.ttl_with(ttl_routes(&routes)?);
+            }
             b = b.cache(
                 cache
                     .build()
@@ -383,6 +424,7 @@ mod tests {
             OptimizerConfig::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/optimizer.toml")).unwrap();
         assert_eq!(config.cache.as_ref().unwrap().max_memory_mb, Some(64));
         assert_eq!(config.cache.as_ref().unwrap().stream_above_kb, Some(64));
+        assert_eq!(config.cache.as_ref().unwrap().ttl_for.as_ref().map(Vec::len), Some(1));
         assert_eq!(
             config.cache.as_ref().unwrap().ignore_query.as_deref(),
             Some(&["utm_*".to_owned()][..])
@@ -411,6 +453,29 @@ mod tests {
     }
 
     #[test]
+    fn ttl_routes_give_the_first_matching_path_a_lifetime_for_successes() {
+        let route = |path: &str, ttl: &str| TtlRoute {
+            path: path.into(),
+            ttl: ttl.into(),
+        };
+        let policy = ttl_routes(&[route("^/rates$", "60s"), route("^/", "1h")]).unwrap();
+        let req = |path: &str| http::Request::get(path).body(()).unwrap().into_parts().0;
+        let res = |status: u16| {
+            http::Response::builder()
+                .status(status)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        assert_eq!(policy(&req("/rates"), &res(200)), Some(Duration::from_secs(60)));
+        assert_eq!(policy(&req("/rates/eur"), &res(200)), Some(Duration::from_secs(3600)));
+        assert_eq!(policy(&req("/rates"), &res(503)), None, "errors: the headers decide");
+        let none = ttl_routes(&[route("^/a$", "1s")]).unwrap();
+        assert_eq!(none(&req("/b"), &res(200)), None);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             ("timeout = \"10 parsecs\"", "timeout"),
@@ -420,6 +485,11 @@ mod tests {
             ("[cache]\nvary_on = [\"x tenant\"]", "cache"),
             ("[cache]\nignore_query = [\"a=b\"]", "cache.ignore_query"),
             ("[cache]\nquery_order = \"random\"", "cache.query_order"),
+            ("[cache]\nttl_for = [{ path = \"(\", ttl = \"1s\" }]", "cache.ttl_for"),
+            (
+                "[cache]\nttl_for = [{ path = \"^/a\", ttl = \"soon\" }]",
+                "cache.ttl_for",
+            ),
             ("[circuit_breaker]\nfailure_rate = 250.0", "circuit_breaker"),
             ("[circuit_breaker]\nwhen_open = \"panic\"", "circuit_breaker.when_open"),
             ("[client]\nconnect_timeout = \"x\"", "client.connect_timeout"),
