@@ -135,7 +135,9 @@ impl QueryKey {
         if self.order == QueryOrder::Sorted {
             // By name, then value: `a=2` before `ab=1` whatever the bytes
             // after the name say.
-            kept.sort_by(|x, y| split(x).cmp(&split(y)));
+            // `b` and `b=` tie on both: the text breaks the tie, so that
+            // any order of them sorts the same.
+            kept.sort_by(|x, y| split(x).cmp(&split(y)).then_with(|| x.cmp(y)));
         }
         for (i, param) in kept.iter().enumerate() {
             key.push(if i == 0 { '?' } else { '&' });
@@ -194,6 +196,7 @@ mod tests {
             keyed(&policy, "ab=1&a=2"),
             "one resource in any order is one key"
         );
+        assert_eq!(keyed(&policy, "b=&b"), keyed(&policy, "b&b="), "ties break on the text");
     }
 
     #[test]
@@ -209,5 +212,56 @@ mod tests {
         );
         let path_only = QueryKey::as_sent().ignoring(["*"]);
         assert_eq!(keyed(&path_only, "a=1&b"), "http://h/p", "'*' alone: the path only");
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Up to eight parameters over a small alphabet, so that names
+        /// repeat, prefixes collide and some have no value.
+        fn params() -> impl Strategy<Value = Vec<String>> {
+            prop::collection::vec("[ab_][ab_]{0,2}(=[ab]{0,2})?", 0..8)
+        }
+
+        fn kept(key: &str) -> Vec<String> {
+            key.split_once('?')
+                .map(|(_, q)| q.split('&').map(str::to_owned).collect())
+                .unwrap_or_default()
+        }
+
+        proptest! {
+            /// Ignoring keeps exactly the parameters not ignored, in the
+            /// order sent; sorting makes every order of them one key.
+            #[test]
+            fn keys_keep_what_is_not_ignored_and_sort_to_one_order(
+                params in params(),
+                seed in any::<u64>(),
+            ) {
+                let query = params.join("&");
+                let ignoring = QueryKey::as_sent().ignoring(["a", "b_*"]);
+                let ignored = |p: &String| {
+                    let name = split(p).0;
+                    name == "a" || name.starts_with("b_")
+                };
+                let expected: Vec<String> = params.iter().filter(|p| !p.is_empty() && !ignored(p)).cloned().collect();
+                prop_assert_eq!(kept(&keyed(&ignoring, &query)), expected.clone());
+                // Any other order of the same parameters: one sorted key.
+                let mut shuffled = params.clone();
+                let mut state = seed | 1;
+                for i in (1..shuffled.len()).rev() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    shuffled.swap(i, usize::try_from(state % (i as u64 + 1)).unwrap());
+                }
+                let sorted = ignoring.clone().order(QueryOrder::Sorted);
+                let one = keyed(&sorted, &query);
+                prop_assert_eq!(&one, &keyed(&sorted, &shuffled.join("&")));
+                let mut by_name = expected;
+                by_name.sort_by(|x, y| split(x).cmp(&split(y)).then_with(|| x.cmp(y)));
+                prop_assert_eq!(kept(&one), by_name);
+            }
+        }
     }
 }
