@@ -6,6 +6,8 @@
 
 #[path = "support/chunks.rs"]
 mod chunks;
+#[path = "support/logs.rs"]
+mod logs;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -756,6 +758,7 @@ impl Body for Tally {
 /// stored and nothing stays reserved.
 #[tokio::test(start_paused = true)]
 async fn a_shared_body_that_overflows_goes_at_its_slowest_readers_pace_and_is_not_stored() {
+    let (logs, _guard) = logs::Logs::capture();
     let cache = Cache::builder()
         .stream_above(4096)
         .max_entry_bytes(8000)
@@ -839,6 +842,11 @@ async fn a_shared_body_that_overflows_goes_at_its_slowest_readers_pace_and_is_no
     );
     got.extend(got_rest);
     assert_eq!(got, whole(30), "every byte, in order");
+    let said = logs.text();
+    assert!(
+        said.contains("WARN") && said.contains("unread for the lock timeout") && said.contains("api.test/huge"),
+        "the wait past the budget is logged, with its key: {said}"
+    );
     assert_eq!(
         cache.stats().inflight_bytes,
         21_000,

@@ -294,8 +294,9 @@ impl Broadcast {
 
     /// Waits for room to read another chunk, as [`Broadcast::poll_room`]
     /// says, but no longer than `patience` at a time: then the task stops
-    /// waiting for readers for good. `false` if nobody is left to read.
-    async fn room(&self) -> bool {
+    /// waiting for readers for good (and says so, naming `key`). `false`
+    /// if nobody is left to read.
+    async fn room(&self, key: &str) -> bool {
         let mut patience = None;
         std::future::poll_fn(|cx| {
             if let Poll::Ready(room) = self.poll_room(cx) {
@@ -306,6 +307,12 @@ impl Broadcast {
                 return Poll::Pending;
             }
             self.lock().unpaced = true;
+            // Memory past the budget from now on: worth a word.
+            tracing::warn!(
+                key,
+                patience = ?self.patience,
+                "a reader left a shared body unread for the lock timeout; reading on, its chunks kept for it"
+            );
             Poll::Ready(true)
         })
         .await
@@ -407,7 +414,7 @@ impl Drop for Ends {
 /// Reads `body` to its end into `broadcast`, showing each frame to `tee`
 /// (the cache's copy, stored at the end). The store comes before the end is
 /// told, so a reader that finishes and asks again finds the entry.
-pub(crate) async fn drive<R>(broadcast: Arc<Broadcast>, mut body: Pin<Box<R>>, tee: Box<dyn Tee>)
+pub(crate) async fn drive<R>(broadcast: Arc<Broadcast>, mut body: Pin<Box<R>>, tee: Box<dyn Tee>, key: Arc<str>)
 where
     R: Body<Data = Bytes>,
     R::Error: Into<BoxError>,
@@ -417,7 +424,7 @@ where
     let _ends = Ends(broadcast.clone());
     let mut tee = Some(tee);
     let trailers = loop {
-        if !broadcast.room().await {
+        if !broadcast.room(&key).await {
             // Overflowed, and its last reader is gone: the rest would be
             // read for nobody (the copy was given up when it overflowed).
             broadcast.finish(End::Failed("every reader left".into()));
@@ -450,6 +457,7 @@ where
                 Pushed::Overflowed => {
                     // Too long, or out of room, to be kept whole: not stored.
                     if let Some(tee) = tee.take() {
+                        tracing::debug!(%key, "a shared body outgrew max_entry_bytes or the in-flight budget: not stored");
                         tee.abandon(false);
                     }
                 }

@@ -216,7 +216,8 @@ impl Buffer {
         if let Some(leader) = &self.fetch.leader {
             leader.publish(broadcast.clone());
         }
-        tokio::spawn(broadcast::drive(broadcast, rest, self));
+        let key = self.fetch.key.clone();
+        tokio::spawn(broadcast::drive(broadcast, rest, self, key));
         let mut response = Response::from_parts(parts, OptimizerBody::boxed(Box::pin(reader)));
         stamp(&mut response, status);
         response

@@ -170,7 +170,7 @@ async fn a_reader_kept_but_not_read_holds_the_others_only_for_a_while() {
     assert_eq!(read.frame().await.unwrap().unwrap().into_data().unwrap(), chunk(0));
     assert_eq!(read.frame().await.unwrap().unwrap().into_data().unwrap(), chunk(1));
     let start = tokio::time::Instant::now();
-    assert!(b.room().await, "room at last, with a reader left");
+    assert!(b.room("k").await, "room at last, with a reader left");
     assert_eq!(start.elapsed(), b.patience, "after its patience, not before");
     for n in 2..10 {
         assert_eq!(b.push(chunk(n)), Pushed::Overflowed);
