@@ -362,13 +362,13 @@ fn invalidate<R>(response: Response<R>, ctx: &WriteCtx) -> (Response<R>, Invalid
 /// returned, patterns (with their captures filled) added to `patterns`.
 fn rule_targets(ctx: &WriteCtx, origin: &str, patterns: &mut Vec<Pattern>) -> Vec<Target> {
     let mut targets = Vec::new();
+    let query = ctx.config.invalidator.cache().query_key();
     for rule in &ctx.config.rules {
         let Some(hit) = rule.matches(&ctx.method, ctx.uri.path()) else {
             continue;
         };
         targets.extend(hit.tags.into_iter().map(|t| Target::Tag(t.into())));
         targets.extend(hit.keys.into_iter().filter_map(|k| {
-            let query = ctx.config.invalidator.cache().query_key();
             let key = same_origin_key(origin, &http::HeaderValue::from_str(&k).ok()?, query)?;
             Some(Target::Key(key.into()))
         }));
