@@ -23,8 +23,6 @@
 //! assert_eq!(cache.key_for_uri(&uri).unwrap(), "https://bucket.test/a.png?a=1&v=2");
 //! ```
 
-use std::fmt;
-
 /// Which query parameters a cache key keeps, and in what order (set with
 /// [`CacheBuilder::query_key`](super::CacheBuilder::query_key)).
 ///
@@ -35,7 +33,7 @@ use std::fmt;
 /// requests never hit. Every key the cache builds follows this: a
 /// request's, and those its invalidations name (a URI, a `Location`, the
 /// admin service's `uri`).
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueryKey {
     /// Names left out: exact, or a prefix where one ends with `*`.
     ignore: Vec<String>,
@@ -52,15 +50,6 @@ pub enum QueryOrder {
     /// Sorted by name, then value, so that one resource asked for with its
     /// parameters in any order is one entry.
     Sorted,
-}
-
-impl fmt::Debug for QueryKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("QueryKey")
-            .field("ignore", &self.ignore)
-            .field("order", &self.order)
-            .finish()
-    }
 }
 
 impl QueryKey {
