@@ -68,10 +68,10 @@ pub fn webpki_roots() -> rustls::ClientConfig {
 /// ```
 /// use tower_optimizer::stack::{OptimizerStack, custom_ca};
 ///
-/// let error = custom_ca(b"not a certificate").unwrap_err();
-/// assert_eq!(error.to_string(), "no certificate in the CA PEM");
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tower_optimizer::BoxError> {
+/// let error = custom_ca(b"not a certificate").unwrap_err();
+/// assert_eq!(error.to_string(), "no certificate in the CA PEM");
 /// # let pem = rcgen::generate_simple_self_signed(vec!["api.internal".to_owned()])?.cert.pem();
 /// // `pem` is your CA's certificate.
 /// let (client, _optimizer) = OptimizerStack::builder().build_https_client(custom_ca(pem.as_bytes())?)?;
