@@ -394,6 +394,20 @@ impl OptimizerStackBuilder {
         self.build_over(super::ReqwestService::new(client))
     }
 
+    /// Builds the stack as a `reqwest_middleware::Middleware` (feature
+    /// `reqwest-middleware`): add it to a `reqwest_middleware::ClientBuilder`
+    /// and a miss goes on down that chain. `client` serves the requests made
+    /// outside any call: warm-up and background refreshes.
+    #[cfg(feature = "reqwest-middleware")]
+    pub fn build_reqwest_middleware(
+        self,
+        client: reqwest::Client,
+    ) -> Result<(super::OptimizerMiddleware, Optimizer), StackError> {
+        let (layer, optimizer) = self.build::<reqwest::Body>()?;
+        optimizer.warm_up_through(super::OptimizerMiddleware::warm_up_service(&layer, client.clone()));
+        Ok((super::OptimizerMiddleware::new(&layer, client), optimizer))
+    }
+
     /// Layers the stack over a client and lets warm-up
     /// use the result.
     fn build_over<S, R>(self, client: S) -> Result<(OptimizedService<Full<Bytes>>, Optimizer), StackError>

@@ -36,9 +36,13 @@ mod optimizer;
 mod optional;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
+#[cfg(feature = "reqwest-middleware")]
+mod reqwest_middleware;
 #[cfg(feature = "tls")]
 mod tls;
 
+#[cfg(feature = "reqwest-middleware")]
+pub use self::reqwest_middleware::OptimizerMiddleware;
 pub use builder::{
     DEFAULT_WARM_UP_PARALLELISM, DEFAULT_WARM_UP_TIMEOUT, MonitorSettings, OptimizerStack, OptimizerStackBuilder,
     StackError,
