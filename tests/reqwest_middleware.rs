@@ -26,8 +26,8 @@ use tower_optimizer::stack::{OptimizerStack, OptimizerStackBuilder};
 
 /// An h2c server: `/items/N` (fresh for a minute), `/swr` (stale at once,
 /// refreshable for a minute), `/old` (a redirect to `/items/7`), `/down`
-/// (503), `/echo` (the request body's length), `/held` (fresh, once the
-/// test adds a permit to the returned semaphore) and `/hang` (never
+/// (503), `/echo` (the request body's length), `/held...` (fresh, once
+/// the test adds a permit to the returned semaphore) and `/hang` (never
 /// answers). Each request's path is sent to the returned receiver.
 async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<String>, Arc<Semaphore>) {
     let (seen, paths) = mpsc::unbounded_channel();
@@ -40,10 +40,10 @@ async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<String>, Arc<Semaphore
         let n = served.fetch_add(1, Ordering::SeqCst) + 1;
         let gate = gate.clone();
         async move {
-            match path.as_str() {
-                "/held" => drop(gate.acquire().await.unwrap()),
-                "/hang" => std::future::pending::<()>().await,
-                _ => {}
+            if path.starts_with("/held") {
+                drop(gate.acquire().await.unwrap());
+            } else if path == "/hang" {
+                std::future::pending::<()>().await;
             }
             let res = match path.as_str() {
                 "/swr" => Response::builder().header("cache-control", "max-age=0, stale-while-revalidate=60"),
@@ -344,4 +344,50 @@ async fn the_stacks_timeout_runs_while_the_chain_below_waits() {
         "{error:?}"
     );
     assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+// Real sockets and two worker threads; the only wait is for the calls to
+// enter the chain, bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_from_many_tasks_make_one_upstream_request_per_key() {
+    let (addr, mut paths, held) = server().await;
+    let (before, after) = (Counter::default(), Counter::default());
+    let client = client(cached(), &before, &after);
+    let calls: Vec<_> = (0..64)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("http://{addr}/held/{}", i % 8);
+            tokio::spawn(async move {
+                let res = client.get(&url).send().await.unwrap();
+                (i % 8, res.text().await.unwrap())
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while before.count() < 64 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("every call entered the chain");
+    held.add_permits(64);
+    let mut bodies = std::collections::HashMap::new();
+    for call in calls {
+        let (key, body) = call.await.unwrap();
+        assert_eq!(
+            *bodies.entry(key).or_insert_with(|| body.clone()),
+            body,
+            "key {key}: one answer"
+        );
+        assert!(body.starts_with(&format!("/held/{key} #")), "{body}");
+    }
+    assert_eq!(bodies.len(), 8);
+    let mut upstream = Vec::new();
+    while let Ok(path) = paths.try_recv() {
+        upstream.push(path);
+    }
+    upstream.sort();
+    let expected: Vec<_> = (0..8).map(|key| format!("/held/{key}")).collect();
+    assert_eq!(upstream, expected, "one upstream request per key");
+    assert_eq!(after.count(), 8);
 }
