@@ -47,6 +47,10 @@
 //!   [`CacheStatus`] in the response extensions, [`CacheStats`], an
 //!   eviction listener, and [`Cache::audit`].
 //!
+//! It runs on Tokio with its timers enabled (`#[tokio::main]` does;
+//! a runtime built by hand needs `enable_time()`): the lock timeout of
+//! coalesced waiters and the background sweep are Tokio timers.
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
