@@ -22,7 +22,7 @@ use server::{Protocol, serve};
 use tokio::sync::{Semaphore, mpsc};
 use tower_optimizer::cache::{CACHE_STATUS, Cache, CacheStatus, Outcome, RemovalCause, RequestCacheMode};
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, error::Open};
-use tower_optimizer::stack::{OptimizerStack, OptimizerStackBuilder};
+use tower_optimizer::stack::{OptimizerStack, OptimizerStackBuilder, ShuttingDown};
 
 /// An h2c server: `/items/N` (fresh for a minute), `/swr` (stale at once,
 /// refreshable for a minute), `/old` (a redirect to `/items/7`), `/down`
@@ -390,4 +390,20 @@ async fn calls_from_many_tasks_make_one_upstream_request_per_key() {
     let expected: Vec<_> = (0..8).map(|key| format!("/held/{key}")).collect();
     assert_eq!(upstream, expected, "one upstream request per key");
     assert_eq!(after.count(), 8);
+}
+
+#[tokio::test]
+async fn after_shutdown_calls_fail_with_shutting_down() {
+    let (addr, _paths, _) = server().await;
+    let reqwest = reqwest_h2c();
+    let (middleware, optimizer) = cached().build_reqwest_middleware(reqwest.clone()).unwrap();
+    let client = ClientBuilder::new(reqwest).with(middleware).build();
+    let url = format!("http://{addr}/items/3");
+    client.get(&url).send().await.unwrap();
+    optimizer.shutdown(Duration::from_secs(1)).await;
+    let error = client.get(&url).send().await.unwrap_err();
+    let reqwest_middleware::Error::Middleware(error) = error else {
+        panic!("shutting down is the stack's own error: {error:?}");
+    };
+    assert!(error.downcast_ref::<ShuttingDown>().is_some(), "{error:?}");
 }
