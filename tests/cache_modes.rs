@@ -126,6 +126,44 @@ async fn reload_fetches_a_whole_new_response_and_stores_it() {
     no_header_sent(&seen);
 }
 
+/// A reload asks for a response fetched after it was made: it does not
+/// join a fetch already in flight, and that older fetch's answer, when it
+/// comes back later, does not replace the reload's in the store.
+#[tokio::test(start_paused = true)]
+async fn reload_does_not_join_an_older_fetch_in_flight() {
+    let cache = cache();
+    // The first call takes 10 s, later ones 1 s; each answers the next version.
+    let upstream = Upstream::new(|_, n| async move {
+        tokio::time::sleep(Duration::from_secs(if n == 0 { 10 } else { 1 })).await;
+        let body: &'static str = Box::leak(format!("v{}", n + 1).into_boxed_str());
+        Ok(ok("max-age=600", body))
+    });
+    let mut first = client(&cache, &upstream);
+    let older = tokio::spawn(async move { fetch(&mut first, RequestCacheMode::Default).await });
+    advance(Duration::from_secs(1)).await;
+    let mut c = client(&cache, &upstream);
+    let reload = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let got = fetch(&mut c, RequestCacheMode::Reload).await;
+        (got, start.elapsed())
+    });
+    let (reloaded, took) = reload.await.unwrap();
+    assert_eq!(
+        took,
+        Duration::from_secs(1),
+        "the reload waited for nobody: its own 1 s call"
+    );
+    assert_eq!(upstream.calls(), 2, "the reload went upstream itself");
+    assert_eq!((reloaded.body.as_ref(), reloaded.cache.collapsed), (&b"v2"[..], false));
+    assert!(reloaded.cache.stored);
+    let older = older.await.unwrap();
+    assert_eq!(older.body, "v1", "the older request gets its own fetch's answer");
+    assert!(!older.cache.stored, "fetched before the reload: not stored over it");
+    let after = get(&mut client(&cache, &upstream), "http://api.test/r").await;
+    assert_eq!((after.body.as_ref(), after.cache.hit), (&b"v2"[..], true));
+    assert_eq!(upstream.calls(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn reload_gets_no_stale_stand_in_when_upstream_fails() {
     let cache = cache();

@@ -75,6 +75,9 @@ pub enum RequestCacheMode {
     /// validators of the cache's copy are sent), and store it if it may be
     /// stored: the stored copy is replaced (`fwd=request`). A failing
     /// upstream gets no stale stand-in: the caller asked for the network.
+    /// It joins no fetch of the same URI already in flight (that answer
+    /// was asked for before the reload), and such a fetch's answer is not
+    /// stored over the reload's; requests made after the reload join it.
     Reload,
     /// A stored response answers only once upstream confirms it (a
     /// conditional request with its validators, `fwd=request`), as for a

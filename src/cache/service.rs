@@ -132,6 +132,13 @@ where
         // own copy) and judges the caller's validators against its answer.
         let asked = conditional::take(request.headers_mut());
         let snapshot = crate::util::request_head(&request);
+        if mode == RequestCacheMode::Reload {
+            // A reload asks for an answer fetched after it was made: a fetch
+            // already in flight is outdated for it, as after an
+            // invalidation, so this one leads a new flight and the older
+            // answer, when it comes, is not stored over the newer.
+            cache.flights.epochs().invalidate(&key);
+        }
         let stamp = cache.flights.epochs().stamp(&key);
         let mut fetch = Fetch {
             cache: cache.clone(),
