@@ -12,6 +12,7 @@
 //! | `stack` | [`stack`], [`bench`](mod@bench) | `OptimizerStack`, `Optimizer`, the HTTP/2 client, TOML config and the benchmark engine |
 //! | `reqwest` (not in `full`) | [`stack`] | `ReqwestService`, `build_reqwest_client`: the stack around a `reqwest::Client` |
 //! | `tls` (not in `full`) | [`stack`] | HTTPS upstreams over rustls (ring): `https_client`, `native_roots`, `custom_ca`, `build_https_client` |
+//! | `reqwest-middleware` (not in `full`) | [`stack`] | `OptimizerMiddleware`, `build_reqwest_middleware`: the stack as a `reqwest_middleware::Middleware` |
 //!
 //! The onion, outermost first:
 //!
@@ -24,6 +25,10 @@
 //!           (timeout)
 //!             HTTP/2 client
 //! ```
+
+// docs.rs builds with `--cfg docsrs` on nightly: each item gated by a
+// feature then says which.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// Writes `get_ref`, `get_mut` and `into_inner` for a middleware whose
 /// inner service `S` is its field `inner`.
@@ -50,21 +55,29 @@ macro_rules! inner_service_accessors {
 mod util;
 
 #[cfg(feature = "stack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
 pub mod bench;
 #[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod body;
 #[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;
 #[cfg(feature = "circuit-breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub mod circuit_breaker;
 #[cfg(feature = "invalidation")]
+#[cfg_attr(docsrs, doc(cfg(feature = "invalidation")))]
 pub mod invalidation;
 #[cfg(feature = "monitor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 pub mod monitor;
 #[cfg(feature = "stack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
 pub mod stack;
 
 #[cfg(feature = "stack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
 pub use stack::{Optimizer, OptimizerStack};
 
 /// The error type between layers: callers `downcast_ref` to the named

@@ -120,6 +120,7 @@ impl AdminBuilder {
 
     /// Enables `POST /cache/invalidate`.
     #[cfg(feature = "invalidation")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "invalidation")))]
     pub fn invalidator(mut self, invalidator: crate::invalidation::Invalidator) -> Self {
         self.config.invalidator = Some(invalidator);
         self

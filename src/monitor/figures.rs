@@ -46,6 +46,7 @@ impl FigureSet {
 
     /// Cache figures.
     #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
     #[must_use]
     pub fn cache(mut self, stats: &crate::cache::CacheStats) -> Self {
         self.set("cache.hit_ratio", stats.hit_ratio());
@@ -59,6 +60,7 @@ impl FigureSet {
 
     /// Breaker figures.
     #[cfg(feature = "circuit-breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
     #[must_use]
     pub fn breakers(mut self, snapshot: &[crate::circuit_breaker::BreakerSnapshot]) -> Self {
         use crate::circuit_breaker::State;

@@ -208,6 +208,7 @@ impl HealthRegistry {
 /// A readiness check: fails while any breaker is open (or forced open),
 /// warns while one is half-open.
 #[cfg(feature = "circuit-breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub fn breakers_check(
     breakers: crate::circuit_breaker::CircuitBreakers,
 ) -> impl Fn() -> std::future::Ready<CheckResult> + Send + Sync + 'static {
@@ -237,6 +238,7 @@ pub fn breakers_check(
 /// A readiness check: warns when the cache holds more than `warn_ratio` of
 /// its budget (it is never a failure: a full cache still works).
 #[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub fn cache_memory_check(
     cache: crate::cache::Cache,
     warn_ratio: f64,

@@ -53,8 +53,10 @@ pub use body::MetricsBody;
 pub use figures::{FigureSet, resident_memory};
 pub use handles::{ACTIVE_REQUESTS, REQUEST_DURATION, RESPONSE_BODY_SIZE};
 #[cfg(feature = "circuit-breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub use health::breakers_check;
 #[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub use health::cache_memory_check;
 pub use health::{CheckResult, HEALTH_JSON, HealthRegistry, HealthReport, HealthStatus, Probe};
 pub use layer::{BodySizes, MetricsLayer};

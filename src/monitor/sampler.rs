@@ -191,6 +191,7 @@ impl MonitorBuilder {
 
     /// Samples this cache.
     #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
     pub fn cache(mut self, cache: crate::cache::Cache) -> Self {
         self.cache = Some(cache);
         self
@@ -198,6 +199,7 @@ impl MonitorBuilder {
 
     /// Samples these breakers.
     #[cfg(feature = "circuit-breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
     pub fn breakers(mut self, breakers: crate::circuit_breaker::CircuitBreakers) -> Self {
         self.breakers = Some(breakers);
         self

@@ -376,6 +376,7 @@ impl OptimizerStackBuilder {
     /// with the roots in `tls` (for example [`native_roots`](super::native_roots)):
     /// `https` upstreams over TLS, HTTP/2 by ALPN unless `.http1()`.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn build_https_client(
         self,
         tls: rustls::ClientConfig,
@@ -387,6 +388,7 @@ impl OptimizerStackBuilder {
     /// Builds the stack over a reqwest client (feature `reqwest`); set
     /// HTTP/2, TLS and pool options on `client` itself.
     #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn build_reqwest_client(
         self,
         client: reqwest::Client,
@@ -399,6 +401,7 @@ impl OptimizerStackBuilder {
     /// and a miss goes on down that chain. `client` serves the requests made
     /// outside any call: warm-up and background refreshes.
     #[cfg(feature = "reqwest-middleware")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
     pub fn build_reqwest_middleware(
         self,
         client: reqwest::Client,

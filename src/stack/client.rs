@@ -105,6 +105,7 @@ fn client_builder(config: &ClientConfig) -> hyper_util::client::legacy::Builder 
 
 /// The built-in HTTPS client before layering (feature `tls`).
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub type HttpsClient<B = ClientBody> = Client<hyper_rustls::HttpsConnector<super::tls::PriorKnowledge>, B>;
 
 /// Builds the hyper-util client over rustls (feature `tls`) with the roots
@@ -115,6 +116,7 @@ pub type HttpsClient<B = ClientBody> = Client<hyper_rustls::HttpsConnector<super
 /// with [`Protocol::Http1`], HTTP/1.1 everywhere. Any ALPN list already in
 /// `tls` is replaced accordingly.
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub fn https_client<B>(config: &ClientConfig, tls: rustls::ClientConfig) -> HttpsClient<B>
 where
     B: http_body::Body + Send + Unpin + 'static,

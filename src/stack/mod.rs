@@ -42,6 +42,7 @@ mod reqwest_middleware;
 mod tls;
 
 #[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use self::reqwest_middleware::OptimizerMiddleware;
 pub use builder::{
     DEFAULT_WARM_UP_PARALLELISM, DEFAULT_WARM_UP_TIMEOUT, MonitorSettings, OptimizerStack, OptimizerStackBuilder,
@@ -49,6 +50,7 @@ pub use builder::{
 };
 pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use client::{HttpsClient, https_client};
 pub use config::{
     AdminSection, BreakerSection, CacheSection, ClientSection, MonitorSection, OptimizerConfig, parse_duration,
@@ -57,6 +59,8 @@ pub use gate::ShuttingDown;
 pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody, WhenOpen};
 pub use optimizer::{Optimizer, OptimizerStats, StartReport};
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use reqwest_client::{ReqwestService, ResponseFuture as ReqwestFuture};
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use tls::{MaybeH2c, PriorKnowledge, custom_ca, danger_accept_invalid_certs, native_roots, webpki_roots};
