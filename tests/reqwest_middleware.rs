@@ -4,6 +4,8 @@
 //! cache sends on its own goes to the client.
 #![cfg(feature = "reqwest-middleware")]
 
+#[path = "support/chunks.rs"]
+mod chunks;
 #[path = "support/server.rs"]
 mod server;
 
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chunks::Chunks;
 use http::{Extensions, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -26,7 +29,8 @@ use tower_optimizer::stack::{OptimizerStack, OptimizerStackBuilder, ShuttingDown
 
 /// An h2c server: `/items/N` (fresh for a minute), `/swr` (stale at once,
 /// refreshable for a minute), `/old` (a redirect to `/items/7`), `/down`
-/// (503), `/echo` (the request body's length), `/held...` (fresh, once
+/// (503), `/echo` (the request body's length), `/reset` (half a body,
+/// then a reset), `/held...` (fresh, once
 /// the test adds a permit to the returned semaphore) and `/hang` (never
 /// answers). Each request's path is sent to the returned receiver.
 async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<String>, Arc<Semaphore>) {
@@ -51,13 +55,20 @@ async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<String>, Arc<Semaphore
                 "/down" => Response::builder().status(503),
                 _ => Response::builder().header("cache-control", "max-age=60"),
             };
+            if path == "/reset" {
+                // Half the body, then the stream is reset.
+                let body = Chunks::pattern(50, 10).failing(true).paced();
+                return Ok::<_, Infallible>(res.header("content-length", "100").body(body.boxed()).unwrap());
+            }
             let body = if path == "/echo" {
                 let sent = req.into_body().collect().await.unwrap().to_bytes();
                 format!("{} bytes", sent.len())
             } else {
                 format!("{path} #{n}")
             };
-            Ok::<_, Infallible>(res.body(Full::new(Bytes::from(body))).unwrap())
+            Ok(res
+                .body(Full::new(Bytes::from(body)).map_err(Into::into).boxed())
+                .unwrap())
         }
     });
     (serve(Protocol::H2c, svc).await, paths, held)
@@ -406,4 +417,32 @@ async fn after_shutdown_calls_fail_with_shutting_down() {
         panic!("shutting down is the stack's own error: {error:?}");
     };
     assert!(error.downcast_ref::<ShuttingDown>().is_some(), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_body_reset_upstream_is_an_error_for_the_caller_and_nothing_is_stored() {
+    let (addr, mut paths, _) = server().await;
+    let client = client(cached(), &Counter::default(), &Counter::default());
+    let url = format!("http://{addr}/reset");
+    for _ in 0..2 {
+        match client.get(&url).send().await {
+            Ok(res) => {
+                assert_eq!(res.status(), 200);
+                let error = res
+                    .bytes()
+                    .await
+                    .expect_err("a cut body is an error, never a short success");
+                assert!(error.is_body() || error.is_decode(), "{error:?}");
+            }
+            // The reset overtook the head (the body is paced so that it
+            // seldom does): an error all the same.
+            Err(reqwest_middleware::Error::Reqwest(error)) => assert!(error.is_request(), "{error:?}"),
+            Err(error) => panic!("a reset is reqwest's error: {error:?}"),
+        }
+        assert_eq!(
+            paths.recv().await.unwrap(),
+            "/reset",
+            "not stored: each call went upstream"
+        );
+    }
 }
