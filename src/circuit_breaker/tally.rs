@@ -6,6 +6,11 @@
 //! so a success admitted before a state change can never be folded into
 //! the window after it (the generation rule of `state.rs`).
 
+// Loom's atomics in the loom model's test build only (loom is a
+// dev-dependency); std's everywhere else.
+#[cfg(all(test, tower_optimizer_loom))]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(all(test, tower_optimizer_loom)))]
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Stripes per breaker: enough for the worker threads of a small runtime to
@@ -37,12 +42,20 @@ fn tag(generation: u64) -> u64 {
 }
 
 /// This thread's stripe.
+#[cfg(not(all(test, tower_optimizer_loom)))]
 fn stripe_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
     }
     INDEX.try_with(|i| *i).unwrap_or(0)
+}
+
+/// Under the loom model every thread counts on one stripe: the case where
+/// their compare-and-swaps and a lock holder's swaps race hardest.
+#[cfg(all(test, tower_optimizer_loom))]
+fn stripe_index() -> usize {
+    0
 }
 
 impl Tally {
@@ -78,7 +91,7 @@ impl Tally {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(tower_optimizer_loom)))]
 mod tests {
     use std::sync::Arc;
 
@@ -129,5 +142,58 @@ mod tests {
         tally.take(7);
         assert_eq!(run(), 40_000);
         assert_eq!(tally.take(7), 40_000);
+    }
+}
+
+/// Every interleaving of lock-free counting against a lock holder's takes,
+/// explored by loom: `RUSTFLAGS="--cfg tower_optimizer_loom" cargo test
+/// --release --lib loom_model` (as `.ci/run` does).
+#[cfg(all(test, tower_optimizer_loom))]
+mod loom_model {
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::*;
+
+    /// Two threads count successes of one generation while a lock holder
+    /// takes them: every success counted is taken exactly once.
+    #[test]
+    fn counts_racing_takes_are_taken_once() {
+        loom::model(|| {
+            let tally = Arc::new(Tally::default());
+            let adders: Vec<_> = (0..2)
+                .map(|_| {
+                    let tally = tally.clone();
+                    thread::spawn(move || u64::from(tally.add(0)) + u64::from(tally.add(0)))
+                })
+                .collect();
+            let early = tally.take(0);
+            let added: u64 = adders.into_iter().map(|t| t.join().unwrap()).sum();
+            assert_eq!(added, 4, "a stripe of the current generation never refuses");
+            assert_eq!(early + tally.take(0), added, "each success taken once");
+        });
+    }
+
+    /// A lock holder moves the breaker to the next generation while a
+    /// thread counts for the old one: the old count never reaches the new
+    /// generation's window, and the stripe refuses the old generation after.
+    #[test]
+    fn a_new_generation_never_takes_the_old_ones_counts() {
+        loom::model(|| {
+            let tally = Arc::new(Tally::default());
+            let adder = {
+                let tally = tally.clone();
+                thread::spawn(move || u64::from(tally.add(0)) + u64::from(tally.add(0)))
+            };
+            // The state change: what generation 0 had is folded, then the
+            // stripes count for generation 1 (`Locked::drop`).
+            let folded = tally.take(0);
+            assert_eq!(tally.take(1), 0, "nothing of generation 0 counts for 1");
+            let added = adder.join().unwrap();
+            assert!(folded <= added);
+            assert!(!tally.add(0), "generation 0 is refused from now on");
+            assert!(tally.add(1));
+            assert_eq!(tally.take(1), 1, "only generation 1's own success");
+        });
     }
 }
