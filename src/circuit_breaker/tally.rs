@@ -6,8 +6,8 @@
 //! so a success admitted before a state change can never be folded into
 //! the window after it (the generation rule of `state.rs`).
 
-// Loom's atomics in the loom model's test build only (loom is a
-// dev-dependency); std's everywhere else.
+// Loom's atomics in the loom model's test build only (the `loom/`
+// package); std's everywhere else.
 #[cfg(all(test, tower_optimizer_loom))]
 use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(all(test, tower_optimizer_loom)))]
@@ -146,8 +146,9 @@ mod tests {
 }
 
 /// Every interleaving of lock-free counting against a lock holder's takes,
-/// explored by loom: `RUSTFLAGS="--cfg tower_optimizer_loom" cargo test
-/// --release --lib loom_model` (as `.ci/run` does).
+/// explored by loom in the package `loom/`, which includes this file:
+/// `RUSTFLAGS="--cfg tower_optimizer_loom" cargo test --release
+/// --manifest-path loom/Cargo.toml` (as `.ci/run` does).
 #[cfg(all(test, tower_optimizer_loom))]
 mod loom_model {
     use loom::sync::Arc;
