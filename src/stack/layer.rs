@@ -73,6 +73,18 @@ pub struct OptimizerLayer<B> {
     pub(crate) body: PhantomData<fn(B)>,
 }
 
+impl<B> OptimizerLayer<B> {
+    /// The same stack (the same handles: cache, breakers, metrics, gate)
+    /// for requests with bodies of type `C`.
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) fn for_body<C>(&self) -> OptimizerLayer<C> {
+        OptimizerLayer {
+            parts: self.parts.clone(),
+            body: PhantomData,
+        }
+    }
+}
+
 impl<B> Clone for OptimizerLayer<B> {
     fn clone(&self) -> Self {
         OptimizerLayer {

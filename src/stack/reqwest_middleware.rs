@@ -87,13 +87,9 @@ impl OptimizerMiddleware {
         layer: &OptimizerLayer<reqwest::Body>,
         client: reqwest::Client,
     ) -> OptimizedService<http_body_util::Full<Bytes>> {
-        let layer: OptimizerLayer<http_body_util::Full<Bytes>> = OptimizerLayer {
-            parts: layer.parts.clone(),
-            body: std::marker::PhantomData,
-        };
         let inner = ChainService::new(client)
             .map_request(|request: Request<http_body_util::Full<Bytes>>| request.map(reqwest::Body::wrap));
-        tower::Layer::layer(&layer, inner)
+        tower::Layer::layer(&layer.for_body(), inner)
     }
 
     /// Runs one request through the stack, serving its upstream calls with
