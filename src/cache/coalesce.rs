@@ -98,7 +98,7 @@ enum Slot {
 /// Keys with a request in flight or learned uncacheable. Hashed with the
 /// LRU store's seeded hasher (foldhash): SipHash cost each miss two lookups
 /// of a long URI key for nothing this table needs.
-type FlightMap = HashMap<Arc<str>, Slot, lru::DefaultHasher>;
+type FlightMap = HashMap<Arc<str>, Slot, hashbrown::DefaultHashBuilder>;
 
 /// Keys remembered as uncacheable at most: each costs its key and a slot
 /// (about 100 B), so the table stays under half a MiB whatever the

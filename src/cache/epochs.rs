@@ -33,14 +33,14 @@ pub(crate) struct Stamp {
 /// The invalidation counters of one cache.
 pub(crate) struct Epochs {
     stripes: Box<[AtomicU64]>,
-    hasher: lru::DefaultHasher,
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
 impl Default for Epochs {
     fn default() -> Self {
         Epochs {
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            hasher: lru::DefaultHasher::default(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
         }
     }
 }

@@ -13,7 +13,6 @@ use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use lru::LruCache;
 use tokio::time::Instant;
 
 use super::entry::{Entry, EntryMeta, Stamp};
@@ -21,6 +20,7 @@ use super::index::ShardIndex;
 use super::labels::Node;
 use super::status::Forward;
 use group::Group;
+use lru::Lru;
 
 /// Why an entry left the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,7 +119,7 @@ fn deps_cost(group: &Group) -> usize {
 }
 
 struct Shard {
-    map: LruCache<Arc<str>, Group>,
+    map: Lru<Group>,
     /// Bytes charged: the live entries and the groups' dependency edges.
     bytes: usize,
     entries: usize,
@@ -212,7 +212,7 @@ impl Store {
             shards: (0..shards)
                 .map(|_| {
                     RwLock::new(Shard {
-                        map: LruCache::unbounded(),
+                        map: Lru::default(),
                         bytes: 0,
                         entries: 0,
                         index: ShardIndex::default(),
@@ -348,7 +348,7 @@ impl Store {
         let stored = {
             let mut shard = self.shard(&key);
             // Most URIs have one variant, held inline (see `Group`).
-            let mut group = shard.map.pop(&*key).unwrap_or_default();
+            let mut group = shard.map.pop(&key).unwrap_or_default();
             let held = deps_cost(&group);
             let fresh = group.fresh_deps(deps);
             let size = entry.size();
@@ -457,12 +457,12 @@ impl Store {
                 let mut shard = write(shard);
                 let mut removals = Removals::new();
                 let mut emptied = Vec::new();
-                for (key, group) in &mut shard.map {
+                shard.map.for_each_mut(|key, group| {
                     removals.extend(group.extract(key, |e| remove(key, e)));
                     if group.is_empty() {
                         emptied.push(key.clone());
                     }
-                }
+                });
                 for key in emptied {
                     shard.pop_group(&key);
                 }
@@ -583,6 +583,7 @@ fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
 
 mod group;
 mod inspect;
+mod lru;
 mod purge;
 #[cfg(test)]
 mod tests;

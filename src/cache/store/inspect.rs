@@ -24,7 +24,7 @@ impl Store {
         let key: Arc<str> = key.into();
         shard
             .map
-            .peek(&*key)
+            .peek(&key)
             .map(|g| g.variants().iter().map(|e| e.meta(&key)).collect())
             .unwrap_or_default()
     }
@@ -63,7 +63,7 @@ impl Store {
             audit.orphaned_keys += shard
                 .index
                 .mismatches(shard.map.iter().map(|(k, g)| (k, g.variants(), g.deps())));
-            for (_, group) in &shard.map {
+            for (_, group) in shard.map.iter() {
                 if group.is_empty() {
                     audit.orphaned_keys += 1;
                 }

@@ -20,7 +20,7 @@ impl Store {
                     let shard = read(&self.shards[self.index(key)]);
                     shard
                         .map
-                        .peek(&**key)
+                        .peek(key)
                         .map_or_else(Removed::default, |g| mark(g.variants().iter()))
                 }
             };
@@ -45,7 +45,7 @@ impl Store {
                 let mut removals = Removals::new();
                 let mut marked = Removed::default();
                 for key in &keys {
-                    let Some(group) = shard.map.peek_mut(&**key) else {
+                    let Some(group) = shard.map.peek_mut(key) else {
                         continue;
                     };
                     let has_tag = |e: &Arc<Entry>| e.tags().iter().any(|t| &**t == tag);
