@@ -42,7 +42,7 @@ pub(crate) struct Lru<V> {
     /// Indices of the used slots, hashed by their keys.
     table: HashTable<u32>,
     hasher: DefaultHashBuilder,
-    chunks: Vec<Box<[Slot<V>]>>,
+    chunks: Vec<Box<[Slot<V>; CHUNK]>>,
     /// First slot of the free list.
     free: u32,
     /// Most recently used.
@@ -52,17 +52,17 @@ pub(crate) struct Lru<V> {
     len: usize,
 }
 
-fn slot<V>(chunks: &[Box<[Slot<V>]>], i: u32) -> &Slot<V> {
+fn slot<V>(chunks: &[Box<[Slot<V>; CHUNK]>], i: u32) -> &Slot<V> {
     let i = i as usize;
     &chunks[i / CHUNK][i % CHUNK]
 }
 
-fn slot_mut<V>(chunks: &mut [Box<[Slot<V>]>], i: u32) -> &mut Slot<V> {
+fn slot_mut<V>(chunks: &mut [Box<[Slot<V>; CHUNK]>], i: u32) -> &mut Slot<V> {
     let i = i as usize;
     &mut chunks[i / CHUNK][i % CHUNK]
 }
 
-fn node<V>(chunks: &[Box<[Slot<V>]>], i: u32) -> &Node<V> {
+fn node<V>(chunks: &[Box<[Slot<V>; CHUNK]>], i: u32) -> &Node<V> {
     match slot(chunks, i) {
         Slot::Used(node) => node,
         // Only used slots are in the table or linked into the list.
@@ -70,7 +70,7 @@ fn node<V>(chunks: &[Box<[Slot<V>]>], i: u32) -> &Node<V> {
     }
 }
 
-fn node_mut<V>(chunks: &mut [Box<[Slot<V>]>], i: u32) -> &mut Node<V> {
+fn node_mut<V>(chunks: &mut [Box<[Slot<V>; CHUNK]>], i: u32) -> &mut Node<V> {
     match slot_mut(chunks, i) {
         Slot::Used(node) => node,
         Slot::Free(_) => unreachable!("slot {i} is linked but free"),
@@ -204,9 +204,11 @@ impl<V> Lru<V> {
             let start = self.capacity();
             // 2^32 - 1 nodes would be over 160 GiB of slab alone.
             let end = u32::try_from(start + CHUNK).expect("fewer than 2^32 keys per shard");
-            self.chunks.push((start as u32 + 1..=end).map(Slot::Free).collect());
-            // The chunk's last slot ends the free list.
-            *slot_mut(&mut self.chunks, end - 1) = Slot::Free(NIL);
+            // Each slot points at the next; the chunk's last ends the list.
+            self.chunks.push(Box::new(std::array::from_fn(|k| {
+                let next = start as u32 + k as u32 + 1;
+                Slot::Free(if next == end { NIL } else { next })
+            })));
             self.free = start as u32;
         }
         let i = self.free;
@@ -234,13 +236,19 @@ impl<V> Lru<V> {
 
     fn unlink(&mut self, i: u32) {
         let Node { prev, next, .. } = *node(&self.chunks, i);
+        self.point_neighbours(prev, next, next, prev);
+    }
+
+    /// Points the node (or the list end) before a place at `after_prev`,
+    /// and the one after it at `before_next`.
+    fn point_neighbours(&mut self, prev: u32, next: u32, after_prev: u32, before_next: u32) {
         match prev {
-            NIL => self.head = next,
-            p => node_mut(&mut self.chunks, p).next = next,
+            NIL => self.head = after_prev,
+            p => node_mut(&mut self.chunks, p).next = after_prev,
         }
         match next {
-            NIL => self.tail = prev,
-            n => node_mut(&mut self.chunks, n).prev = prev,
+            NIL => self.tail = before_next,
+            n => node_mut(&mut self.chunks, n).prev = before_next,
         }
     }
 
@@ -294,14 +302,7 @@ impl<V> Lru<V> {
         };
         let hash = self.hasher.hash_one(&*node_of(&moved).key);
         *slot_mut(&mut self.chunks, to) = moved;
-        match prev {
-            NIL => self.head = to,
-            p => node_mut(&mut self.chunks, p).next = to,
-        }
-        match next {
-            NIL => self.tail = to,
-            n => node_mut(&mut self.chunks, n).prev = to,
-        }
+        self.point_neighbours(prev, next, to, to);
         if let Some(index) = self.table.find_mut(hash, |&j| j == from) {
             *index = to;
         }
@@ -317,7 +318,7 @@ fn node_of<V>(slot: &Slot<V>) -> &Node<V> {
 
 /// Keys and values of an [`Lru`], most recently used first.
 pub(crate) struct Iter<'a, V> {
-    chunks: &'a [Box<[Slot<V>]>],
+    chunks: &'a [Box<[Slot<V>; CHUNK]>],
     at: u32,
 }
 
