@@ -9,10 +9,11 @@
 mod common;
 
 use http::Uri;
+use http_body_util::BodyExt as _;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower::Layer as _;
+use tower::{Layer as _, Service as _, ServiceExt as _};
 use tower_optimizer::cache::{
-    Cache, CacheLayer, DEPENDENCY_OVERHEAD, ENTRY_OVERHEAD, HEADER_INDEX_OVERHEAD, HEADER_OVERHEAD, Node,
+    Cache, CacheLayer, DEPENDENCY_OVERHEAD, ENTRY_OVERHEAD, HEADER_INDEX_OVERHEAD, HEADER_OVERHEAD, Node, Tags,
 };
 use tower_optimizer::invalidation::Invalidator;
 
@@ -208,8 +209,93 @@ fn dependency_overhead() {
     assert!(cache.audit().is_clean());
 }
 
+/// The rarer shape: every URI stored in two `Vary` variants, each tagged
+/// and with a stale window, so each entry has its boxed rare part (its
+/// secondary key, tags and windows) and each URI its boxed variant group.
+/// Checks the budget still charges at least what is really allocated, and
+/// prints the figure beyond key, header text, header storage and body.
+fn rich_overhead(variants: usize, tags: usize) {
+    const LINES: usize = 7; // five from the upstream, plus `Age` and `Cache-Status`
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = rt.block_on(async {
+        Cache::builder()
+            .max_bytes(512 << 20)
+            .sweep_interval(None)
+            .build()
+            .unwrap()
+    });
+    let upstream = tower::service_fn(
+        move |req: http::Request<http_body_util::Full<bytes::Bytes>>| async move {
+            let mut response = http::Response::builder()
+                .header("content-type", "application/json")
+                .header("cache-control", "max-age=3600, stale-while-revalidate=60")
+                .header("etag", "\"0123456789\"")
+                .header("vary", "x-v")
+                .header("content-length", "1024")
+                .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(&common::BODY)))
+                .unwrap();
+            // Tags of the URI's own (as `product:42` would be): their text is
+            // counted as payload.
+            let tags = (0..tags).map(|t| format!("t{t}-{}", req.uri().path()).into()).collect();
+            response.extensions_mut().insert(Tags(tags));
+            Ok::<_, std::convert::Infallible>(response)
+        },
+    );
+    let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let uris: Vec<Uri> = (0..N / 2)
+        .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
+        .collect();
+    let send = |uri: &Uri, variant: &'static str| {
+        http::Request::get(uri.clone())
+            .header("x-v", variant)
+            .body(http_body_util::Full::default())
+            .unwrap()
+    };
+    rt.block_on(async {
+        let warm = "http://warm.test/".parse().unwrap();
+        let res = cached.ready().await.unwrap().call(send(&warm, "a")).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    });
+    let region = Region::new(GLOBAL);
+    rt.block_on(async {
+        // Each URI twice (a miss that stores, then a hit), in each variant.
+        for _ in 0..2 {
+            for uri in &uris {
+                for variant in ["a", "b"].into_iter().take(variants) {
+                    let res = cached.ready().await.unwrap().call(send(uri, variant)).await.unwrap();
+                    res.into_body().collect().await.unwrap();
+                }
+            }
+        }
+    });
+    let change = region.change();
+    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
+    let entries = uris.len() * variants;
+    assert_eq!(cache.stats().entries, entries as u64 + 1, "every variant is stored");
+    let key_len = cache.key_for_uri(&uris[1]).unwrap().len();
+    let tag_len = tags * "t0-/items/00000001".len();
+    let payload = key_len + "\"0123456789\"".len() + tag_len + common::BODY.len();
+    let per_entry = net as f64 / entries as f64;
+    let beyond = per_entry - payload as f64 - header_storage(LINES) as f64;
+    let charged = cache.stats().bytes as f64 / (entries as f64 + 1.0);
+    println!(
+        "{variants} Vary variant(s) per URI, {tags} tags of its own, a stale window: {per_entry:.0} B allocated per entry ({payload} B of key+header text+tag+body); {beyond:.0} B beyond key, headers, tag and body; budget charged per entry: {charged:.0} B"
+    );
+    assert!(
+        per_entry <= charged,
+        "the budget under-counts the rich shape: {per_entry:.0} B real vs {charged:.0} B charged"
+    );
+}
+
 fn main() {
     overhead(false, 6);
     overhead(true, 8);
+    rich_overhead(2, 1);
+    rich_overhead(2, 4);
+    rich_overhead(1, 8);
+    rich_overhead(1, 32);
     dependency_overhead();
 }

@@ -33,9 +33,16 @@ pub(crate) const HEADER_OVERHEAD: usize = 112;
 /// index slot, and 4 slots for every 3 lines), charged on top.
 pub(crate) const HEADER_INDEX_OVERHEAD: usize = 6;
 
-/// Bytes one tag costs beyond its text: its `Arc`, the slot in the entry and
-/// its share of the shard's tag index (a map slot and a key reference).
-pub(crate) const TAG_OVERHEAD: usize = 96;
+/// Bytes one tag costs beyond its text, in the worst case: its `Arc` header
+/// (16), its slot in the entry's tag list (16), and its share of the
+/// shard's tag index. A tag only this URI carries takes a 40-byte slot of
+/// the tag map, up to 94 B with its control byte just after the map grew
+/// (7/16 full); a tag several URIs share costs each a 24-byte slot of the
+/// tag's own map instead (up to 57 B), and the map's 40-byte box once.
+/// `cargo bench --bench overhead` measures entries with 8 and 32 tags of
+/// their own and fails if the budget under-counts them (96 B did, by a
+/// fifth of the entry, before the index held one-URI tags inline).
+pub(crate) const TAG_OVERHEAD: usize = 128;
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) a cache must not store, plus `Age`,
 /// which is recomputed on every use.

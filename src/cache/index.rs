@@ -5,8 +5,9 @@
 // The invalidation entry points are called only with the `invalidation` feature.
 #![cfg_attr(not(feature = "invalidation"), allow(dead_code))]
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use hashbrown::{HashMap, HashSet};
 
 use super::entry::Entry;
 use super::labels::Node;
@@ -14,34 +15,112 @@ use super::labels::Node;
 #[derive(Default)]
 pub(crate) struct ShardIndex {
     /// Tag -> keys with at least one variant carrying it, with the count.
-    tags: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
+    tags: HashMap<Arc<str>, TagKeys>,
     /// Dependency -> keys (URI groups) in this shard that depend on it.
     deps: HashMap<Node, HashSet<Arc<str>>>,
+}
+
+/// The keys carrying one tag, each with the number of its variants that
+/// carry it. Most tags name one URI (`product:42`), so that case is held
+/// inline: such a tag costs one slot of the tag map and no map of its own
+/// (a map of one key took 116 bytes more).
+#[derive(Debug)]
+enum TagKeys {
+    One(Arc<str>, u32),
+    Many(Box<HashMap<Arc<str>, u32>>),
+}
+
+impl TagKeys {
+    fn add(&mut self, key: &Arc<str>) {
+        match self {
+            TagKeys::One(held, count) if **held == **key => *count += 1,
+            TagKeys::One(held, count) => {
+                let mut keys = Box::<HashMap<Arc<str>, u32>>::default();
+                keys.insert(held.clone(), *count);
+                keys.insert(key.clone(), 1);
+                *self = TagKeys::Many(keys);
+            }
+            TagKeys::Many(keys) => *keys.entry(key.clone()).or_default() += 1,
+        }
+    }
+
+    /// Takes one variant of `key` off; whether no key is left.
+    fn remove(&mut self, key: &str) -> bool {
+        match self {
+            TagKeys::One(held, count) => {
+                if **held == *key {
+                    *count = count.saturating_sub(1);
+                }
+                *count == 0
+            }
+            TagKeys::Many(keys) => {
+                if let Some(count) = keys.get_mut(key) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        keys.remove(key);
+                    }
+                }
+                if keys.len() == 1 {
+                    // Back to the inline form, freeing the map.
+                    let last = keys.drain().next();
+                    if let Some((held, count)) = last {
+                        *self = TagKeys::One(held, count);
+                    }
+                    return false;
+                }
+                keys.is_empty()
+            }
+        }
+    }
+
+    fn keys(&self) -> Vec<Arc<str>> {
+        match self {
+            TagKeys::One(held, _) => vec![held.clone()],
+            TagKeys::Many(keys) => keys.keys().cloned().collect(),
+        }
+    }
+
+    fn count(&self, key: &str) -> Option<u32> {
+        match self {
+            TagKeys::One(held, count) => (**held == *key).then_some(*count),
+            TagKeys::Many(keys) => keys.get(key).copied(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            TagKeys::One(..) => 1,
+            TagKeys::Many(keys) => keys.len(),
+        }
+    }
+}
+
+/// The same keys with the same counts, whichever form holds them.
+impl PartialEq for TagKeys {
+    fn eq(&self, other: &TagKeys) -> bool {
+        self.len() == other.len() && self.keys().iter().all(|key| self.count(key) == other.count(key))
+    }
 }
 
 impl ShardIndex {
     pub(crate) fn add_entry(&mut self, key: &Arc<str>, entry: &Entry) {
         for tag in entry.tags() {
-            *self
-                .tags
-                .entry(tag.clone())
-                .or_default()
-                .entry(key.clone())
-                .or_default() += 1;
+            match self.tags.get_mut(&**tag) {
+                Some(keys) => keys.add(key),
+                None => {
+                    self.tags.insert(tag.clone(), TagKeys::One(key.clone(), 1));
+                }
+            }
         }
     }
 
     pub(crate) fn remove_entry(&mut self, key: &str, entry: &Entry) {
         for tag in entry.tags() {
-            let Some(keys) = self.tags.get_mut(tag) else { continue };
-            if let Some(count) = keys.get_mut(key) {
-                *count -= 1;
-                if *count == 0 {
-                    keys.remove(key);
-                }
-            }
-            if keys.is_empty() {
-                self.tags.remove(tag);
+            let Some(keys) = self.tags.get_mut(&**tag) else {
+                continue;
+            };
+            if keys.remove(key) {
+                self.tags.remove(&**tag);
             }
         }
     }
@@ -64,10 +143,7 @@ impl ShardIndex {
     }
 
     pub(crate) fn keys_with_tag(&self, tag: &str) -> Vec<Arc<str>> {
-        self.tags
-            .get(tag)
-            .map(|keys| keys.keys().cloned().collect())
-            .unwrap_or_default()
+        self.tags.get(tag).map(TagKeys::keys).unwrap_or_default()
     }
 
     pub(crate) fn dependents(&self, node: &Node) -> Vec<Arc<str>> {
@@ -109,4 +185,38 @@ impl ShardIndex {
 
 fn symmetric_count<K: Eq + std::hash::Hash, V: PartialEq>(a: &HashMap<K, V>, b: &HashMap<K, V>) -> usize {
     a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).count() + b.keys().filter(|k| !a.contains_key(*k)).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_keys_move_between_inline_and_map_forms_keeping_counts() {
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let mut keys = TagKeys::One(a.clone(), 1);
+        keys.add(&a);
+        assert!(matches!(keys, TagKeys::One(_, 2)));
+        keys.add(&b);
+        assert!(matches!(keys, TagKeys::Many(_)));
+        assert_eq!((keys.count("a"), keys.count("b"), keys.len()), (Some(2), Some(1), 2));
+        // A key that is not there changes nothing.
+        assert!(!keys.remove("c"));
+        assert!(!keys.remove("a"));
+        assert_eq!(keys.count("a"), Some(1));
+        // Down to one key: back inline, with that key's count.
+        assert!(!keys.remove("b"));
+        assert!(matches!(&keys, TagKeys::One(held, 1) if **held == *"a"));
+        assert!(keys.remove("a"));
+    }
+
+    #[test]
+    fn tag_keys_compare_by_keys_and_counts_not_by_form() {
+        let a: Arc<str> = "a".into();
+        let mut many = Box::<HashMap<Arc<str>, u32>>::default();
+        many.insert(a.clone(), 3);
+        assert!(TagKeys::One(a.clone(), 3) == TagKeys::Many(many));
+        assert!(TagKeys::One(a.clone(), 3) != TagKeys::One(a.clone(), 2));
+        assert!(TagKeys::One(a, 1) != TagKeys::One("b".into(), 1));
+    }
 }
