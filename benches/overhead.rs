@@ -290,6 +290,66 @@ fn rich_overhead(variants: usize, tags: usize) {
     );
 }
 
+/// Many header lines: 20 of custom names (parsed at run time, as from the
+/// network, so each name owns its text) with values of the response's own,
+/// and 4 values of one name. Checks the budget charges at least what is
+/// allocated.
+fn many_headers_overhead() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = rt.block_on(async {
+        Cache::builder()
+            .max_bytes(512 << 20)
+            .sweep_interval(None)
+            .build()
+            .unwrap()
+    });
+    let upstream = tower::service_fn(|req: http::Request<http_body_util::Full<bytes::Bytes>>| async move {
+        let mut response = http::Response::builder()
+            .header("content-type", "application/json")
+            .header("cache-control", "max-age=3600")
+            .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(&common::BODY)))
+            .unwrap();
+        let headers = response.headers_mut();
+        for h in 0..20 {
+            let name = http::HeaderName::from_bytes(format!("x-custom-{h:02}").as_bytes()).unwrap();
+            let value = http::HeaderValue::from_str(&format!("{h}-{}", req.uri().path())).unwrap();
+            headers.insert(name, value);
+        }
+        for l in 0..4 {
+            let value = http::HeaderValue::from_str(&format!("<{}/{l}>; rel=next", req.uri().path())).unwrap();
+            headers.append(http::header::LINK, value);
+        }
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
+    let uris: Vec<Uri> = (0..N)
+        .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
+        .collect();
+    rt.block_on(common::one(&mut cached, &"http://warm.test/".parse().unwrap()));
+    let region = Region::new(GLOBAL);
+    rt.block_on(async {
+        for _ in 0..2 {
+            for uri in &uris {
+                common::one(&mut cached, uri).await;
+            }
+        }
+    });
+    let change = region.change();
+    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
+    let per_entry = net as f64 / N as f64;
+    let charged = cache.stats().bytes as f64 / (N as f64 + 1.0);
+    println!(
+        "28 header lines, 20 of custom names: {per_entry:.0} B allocated per entry; budget charged per entry: {charged:.0} B"
+    );
+    assert!(
+        per_entry <= charged,
+        "the budget under-counts many header lines: {per_entry:.0} B real vs {charged:.0} B charged"
+    );
+}
+
 fn main() {
     overhead(false, 6);
     overhead(true, 8);
@@ -297,5 +357,6 @@ fn main() {
     rich_overhead(2, 4);
     rich_overhead(1, 8);
     rich_overhead(1, 32);
+    many_headers_overhead();
     dependency_overhead();
 }
