@@ -23,7 +23,6 @@ mod common;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::Criterion;
@@ -55,77 +54,20 @@ fn hit(c: &mut Criterion) {
     assert_eq!(cache.stats().misses, 1, "every measured request was a hit");
 }
 
-/// Keys drawn from a Zipf(1) distribution over `n` keys, deterministic.
-fn zipf_keys(n: usize, count: usize) -> Vec<Uri> {
-    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / k as f64).collect();
-    let total: f64 = weights.iter().sum();
-    let mut cdf = Vec::with_capacity(n);
-    let mut acc = 0.0;
-    for w in &weights {
-        acc += w / total;
-        cdf.push(acc);
-    }
-    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..count)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
-            let k = cdf.partition_point(|&p| p < u).min(n - 1);
-            format!("http://api.test/items/{k}").parse().unwrap()
-        })
-        .collect()
-}
-
-const TASKS: usize = 64;
-const PER_TASK: usize = 200;
-
-async fn zipf_run<S, B>(svc: S, keys: Arc<Vec<Uri>>) -> Duration
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
-    S::Error: std::fmt::Debug + Send,
-    S::Future: Send,
-    B: http_body::Body<Data = Bytes> + Send,
-    B::Error: std::fmt::Debug,
-{
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(TASKS);
-    for t in 0..TASKS {
-        let mut svc = svc.clone();
-        let keys = keys.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..PER_TASK {
-                common::one(&mut svc, &keys[(t * PER_TASK + i) % keys.len()]).await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    start.elapsed()
-}
-
 fn zipf(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let keys = Arc::new(zipf_keys(10_000, TASKS * PER_TASK));
+    let keys = Arc::new(common::zipf_keys(10_000, common::ZIPF_TASKS * common::ZIPF_PER_TASK));
     let mut group = c.benchmark_group("zipf64");
-    group.throughput(criterion::Throughput::Elements((TASKS * PER_TASK) as u64));
+    group.throughput(criterion::Throughput::Elements(
+        (common::ZIPF_TASKS * common::ZIPF_PER_TASK) as u64,
+    ));
     group.bench_function("bare", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let keys = keys.clone();
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += zipf_run(bare(), keys.clone()).await;
-                }
-                total
-            }
-        });
+        b.to_async(&rt)
+            .iter_custom(|iters| common::zipf_iters(bare(), keys.clone(), iters));
     });
     let cache = rt.block_on(async { cache(256 << 20) });
     let cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), bare());
@@ -136,24 +78,15 @@ fn zipf(c: &mut Criterion) {
         }
     });
     group.bench_function("cache", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let keys = keys.clone();
-            let cached = cached.clone();
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += zipf_run(cached.clone(), keys.clone()).await;
-                }
-                total
-            }
-        });
+        b.to_async(&rt)
+            .iter_custom(|iters| common::zipf_iters(cached.clone(), keys.clone(), iters));
     });
     group.finish();
     if common::selected("zipf64") {
         let ratio = common::interleaved_runs(
             &rt,
-            || zipf_run(bare(), keys.clone()),
-            || zipf_run(cached.clone(), keys.clone()),
+            || common::zipf_run(bare(), keys.clone()),
+            || common::zipf_run(cached.clone(), keys.clone()),
         );
         common::record("zipf64", ratio);
     }

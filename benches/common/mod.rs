@@ -401,3 +401,73 @@ pub fn print_clock_floor(group: &str) {
         );
     }
 }
+
+/// Keys drawn from a Zipf(1) distribution over `n` keys, deterministic.
+pub fn zipf_keys(n: usize, count: usize) -> Vec<Uri> {
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / k as f64).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(n);
+    let mut acc = 0.0;
+    for w in &weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..count)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
+            let k = cdf.partition_point(|&p| p < u).min(n - 1);
+            format!("http://api.test/items/{k}").parse().unwrap()
+        })
+        .collect()
+}
+
+/// Tasks of [`zipf_run`], and requests each sends.
+pub const ZIPF_TASKS: usize = 64;
+pub const ZIPF_PER_TASK: usize = 200;
+
+/// [`ZIPF_TASKS`] tasks on the current runtime, each sending its share of
+/// `keys` through a clone of `svc`; the elapsed time.
+pub async fn zipf_run<S, B>(svc: S, keys: std::sync::Arc<Vec<Uri>>) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug + Send,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(ZIPF_TASKS);
+    for t in 0..ZIPF_TASKS {
+        let mut svc = svc.clone();
+        let keys = keys.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..ZIPF_PER_TASK {
+                one(&mut svc, &keys[(t * ZIPF_PER_TASK + i) % keys.len()]).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// `iters` runs of [`zipf_run`] one after another; their total time.
+pub async fn zipf_iters<S, B>(svc: S, keys: std::sync::Arc<Vec<Uri>>, iters: u64) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug + Send,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: std::fmt::Debug,
+{
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        total += zipf_run(svc.clone(), keys.clone()).await;
+    }
+    total
+}
