@@ -350,6 +350,53 @@ fn many_headers_overhead() {
     );
 }
 
+/// Bytes allocated per stored entry of the 1 KiB response (six stored
+/// lines), ours and the peers' of `benches/peers.rs` (each with its
+/// in-memory moka store), filled the same way: a miss and a hit for each of
+/// `N` URIs. Printed for the README's comparison; nothing is asserted.
+fn peers_memory() {
+    fn measure<S, B>(name: &str, rt: &tokio::runtime::Runtime, mut svc: S)
+    where
+        S: tower::Service<http::Request<http_body_util::Full<bytes::Bytes>>, Response = http::Response<B>>,
+        S::Error: std::fmt::Debug,
+        B: http_body::Body<Data = bytes::Bytes>,
+        B::Error: std::fmt::Debug,
+    {
+        let uris: Vec<Uri> = (0..N)
+            .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
+            .collect();
+        rt.block_on(common::one(&mut svc, &"http://warm.test/".parse().unwrap()));
+        let region = Region::new(GLOBAL);
+        rt.block_on(async {
+            for _ in 0..2 {
+                for uri in &uris {
+                    common::one(&mut svc, uri).await;
+                }
+            }
+        });
+        let change = region.change();
+        let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
+        println!("  {name}: {:.0} B allocated per entry", net as f64 / N as f64);
+        drop(svc);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("the 1 KiB response, {N} entries, side by side (cargo bench --bench peers times them):");
+    let (_rt, _cache, ours, _) = setup(false);
+    measure("tower-optimizer", &_rt, ours);
+    let thc =
+        tower_http_cache::prelude::CacheLayer::builder(tower_http_cache::prelude::InMemoryBackend::new(2 * N as u64))
+            .ttl(std::time::Duration::from_secs(3600))
+            .respect_cache_control(true)
+            .build();
+    measure("tower-http-cache", &rt, thc.layer(upstream(false)));
+    let hct =
+        http_cache_tower::HttpCacheLayer::new(http_cache::MokaManager::new(http_cache::MokaCache::new(2 * N as u64)));
+    measure("http-cache-tower", &rt, hct.layer(upstream(false)));
+}
+
 fn main() {
     overhead(false, 6);
     overhead(true, 8);
@@ -358,5 +405,6 @@ fn main() {
     rich_overhead(1, 8);
     rich_overhead(1, 32);
     many_headers_overhead();
+    peers_memory();
     dependency_overhead();
 }
