@@ -50,9 +50,7 @@ async fn user(State(app): State<App>, Path(id): Path<u32>) -> Response {
         .expect("a valid request");
     match app.client.oneshot(request).await {
         Ok(response) => {
-            let cache = response
-                .extensions()
-                .get::<CacheStatus>()
+            let cache = CacheStatus::from_headers(response.headers())
                 .map(|s| format!("{:?}", s.outcome()))
                 .unwrap_or_default();
             let (mut parts, body) = response.into_parts();

@@ -77,7 +77,7 @@ async fn fetch_with(
         .call(request.body(Empty::new()).unwrap())
         .await
         .unwrap();
-    let status = *res.extensions().get::<CacheStatus>().unwrap();
+    let status = CacheStatus::from_headers(res.headers()).unwrap();
     let mut body = res.into_body();
     let mut data = Vec::new();
     let mut trailers = None;

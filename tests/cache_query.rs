@@ -51,7 +51,7 @@ async fn send(svc: &mut CacheService<H2Client>, method: Method, url: &str) -> (C
         .body(Full::default())
         .unwrap();
     let response = svc.ready().await.unwrap().call(request).await.unwrap();
-    let status = *response.extensions().get::<CacheStatus>().unwrap();
+    let status = CacheStatus::from_headers(response.headers()).unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
@@ -148,7 +148,7 @@ async fn keys_named_by_the_invalidation_layer_follow_the_policy() {
     for expect_hit in [false, true] {
         let request = Request::get(doc.as_str()).body(Full::default()).unwrap();
         let response = svc.ready().await.unwrap().call(request).await.unwrap();
-        assert_eq!(response.extensions().get::<CacheStatus>().unwrap().hit, expect_hit);
+        assert_eq!(CacheStatus::from_headers(response.headers()).unwrap().hit, expect_hit);
     }
     let post = Request::post(format!("{base}/orders")).body(Full::default()).unwrap();
     let response = svc.ready().await.unwrap().call(post).await.unwrap();

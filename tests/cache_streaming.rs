@@ -148,7 +148,7 @@ where
 }
 
 fn status(response: &Answer) -> CacheStatus {
-    *response.extensions().get::<CacheStatus>().unwrap()
+    CacheStatus::from_headers(response.headers()).unwrap()
 }
 
 fn cache() -> Cache {
@@ -656,7 +656,7 @@ async fn a_background_refresh_of_a_long_body_stores_it() {
         async move {
             let request = Request::get("http://api.test/swr").body(Empty::new()).unwrap();
             let response = svc.ready().await.unwrap().call(request).await.unwrap();
-            let status = *response.extensions().get::<CacheStatus>().unwrap();
+            let status = CacheStatus::from_headers(response.headers()).unwrap();
             (status, response.into_body().collect().await.unwrap().to_bytes())
         }
     };
@@ -800,7 +800,7 @@ async fn a_shared_body_that_overflows_goes_at_its_slowest_readers_pace_and_is_no
         feed.send(chunk(n)).unwrap();
     }
     let (leader, waiter) = (leader.await.unwrap(), waiter.await.unwrap());
-    assert!(waiter.extensions().get::<CacheStatus>().unwrap().collapsed);
+    assert!(CacheStatus::from_headers(waiter.headers()).unwrap().collapsed);
     let (mut leader, mut waiter) = (leader.into_body(), waiter.into_body());
     for n in 5..30 {
         feed.send(chunk(n)).unwrap();

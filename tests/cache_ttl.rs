@@ -61,7 +61,7 @@ where
         .body(Empty::new())
         .unwrap();
     let response = svc.ready().await.unwrap().call(request).await.unwrap();
-    let status = *response.extensions().get::<CacheStatus>().unwrap();
+    let status = CacheStatus::from_headers(response.headers()).unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(body.to_vec()).unwrap())
 }

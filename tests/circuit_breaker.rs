@@ -450,7 +450,7 @@ async fn the_cache_outside_serves_stale_while_the_circuit_is_open() {
     breakers.force_open("http://a.test");
     tokio::time::advance(Duration::from_secs(5)).await;
     let res = client.ready().await.unwrap().call(get()).await.unwrap();
-    let status = *res.extensions().get::<CacheStatus>().unwrap();
+    let status = CacheStatus::from_headers(res.headers()).unwrap();
     assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "cached");
     assert_eq!(
         status.detail,

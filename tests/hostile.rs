@@ -106,7 +106,9 @@ async fn exchange_once((i, batch): (usize, usize), ex: Exchange, ctx: Ctx) -> Re
         return Ok(());
     };
     let status = res.status();
-    let outcome = res.extensions().get::<CacheStatus>().map(CacheStatus::outcome);
+    let outcome = CacheStatus::from_headers(res.headers())
+        .as_ref()
+        .map(CacheStatus::outcome);
     let from_cache = outcome.is_some_and(|o| matches!(o, Outcome::Hit | Outcome::StaleHit | Outcome::Revalidated));
     let asked = ex
         .headers

@@ -94,7 +94,7 @@ async fn get(
         .await?
         .call(Request::get(url).body(Full::default())?)
         .await?;
-    let status = *res.extensions().get::<CacheStatus>().unwrap();
+    let status = CacheStatus::from_headers(res.headers()).unwrap();
     Ok((status, res.into_body().collect().await?.to_bytes()))
 }
 

@@ -46,7 +46,7 @@ async fn send(client: &mut Client, req: Req) -> Got {
     let (parts, body) = res.into_parts();
     Got {
         status: parts.status.as_u16(),
-        cache: *parts.extensions.get::<CacheStatus>().unwrap(),
+        cache: CacheStatus::from_headers(&parts.headers).unwrap(),
         report: parts.extensions.get::<InvalidationReport>().copied(),
         headers: parts.headers,
         body: body.collect().await.unwrap().to_bytes(),

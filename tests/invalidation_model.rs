@@ -209,7 +209,10 @@ async fn run(labels: [Labels; 4], steps: Vec<Step>) -> Result<(), String> {
                 let request = Request::get(key(path)).body(Full::default()).unwrap();
                 let response = client.ready().await.unwrap().call(request).await;
                 let response = response.map_err(|e| format!("{context}: error {e}"))?;
-                let hit = response.extensions().get::<CacheStatus>().map(CacheStatus::outcome) == Some(Outcome::Hit);
+                let hit = CacheStatus::from_headers(response.headers())
+                    .as_ref()
+                    .map(CacheStatus::outcome)
+                    == Some(Outcome::Hit);
                 let want = model.stored.get(&path) == Some(&false);
                 if hit != want {
                     return Err(format!("{context}: hit {hit}, the model says {want}"));

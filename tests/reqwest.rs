@@ -62,7 +62,11 @@ async fn the_stack_caches_around_reqwest() {
             .await
             .unwrap();
         assert_eq!(res.version(), Version::HTTP_2);
-        outcomes.push(res.extensions().get::<CacheStatus>().map(CacheStatus::outcome));
+        outcomes.push(
+            CacheStatus::from_headers(res.headers())
+                .as_ref()
+                .map(CacheStatus::outcome),
+        );
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "HTTP/2.0 0");
     }

@@ -124,7 +124,9 @@ fn cached() -> OptimizerStackBuilder {
 }
 
 fn outcome(res: &reqwest::Response) -> Option<Outcome> {
-    res.extensions().get::<CacheStatus>().map(CacheStatus::outcome)
+    CacheStatus::from_headers(res.headers())
+        .as_ref()
+        .map(CacheStatus::outcome)
 }
 
 // Real sockets on the real clock; nothing here sleeps.
@@ -327,7 +329,7 @@ async fn concurrent_misses_from_two_calls_share_one_upstream_request() {
         held.add_permits(1);
     });
     let (a, b) = (a.unwrap(), b.unwrap());
-    let collapsed = |res: &reqwest::Response| res.extensions().get::<CacheStatus>().unwrap().collapsed;
+    let collapsed = |res: &reqwest::Response| CacheStatus::from_headers(res.headers()).unwrap().collapsed;
     assert_eq!((collapsed(&a), collapsed(&b)), (false, true));
     assert_eq!(a.text().await.unwrap(), "/held #1");
     assert_eq!(b.text().await.unwrap(), "/held #1");

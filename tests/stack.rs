@@ -69,7 +69,7 @@ async fn send(
 ) -> Result<(u16, Option<CacheStatus>, Bytes), BoxError> {
     let req = Request::builder().method(method).uri(url).body(Full::default())?;
     let res = client.clone().oneshot(req).await?;
-    let status = res.extensions().get::<CacheStatus>().copied();
+    let status = CacheStatus::from_headers(res.headers());
     let code = res.status().as_u16();
     Ok((code, status, res.into_body().collect().await?.to_bytes()))
 }

@@ -105,7 +105,9 @@ async fn get(
 ) -> Result<(Version, Option<Outcome>, String), tower_optimizer::BoxError> {
     let res = client.clone().oneshot(Request::get(url).body(Full::default())?).await?;
     let version = res.version();
-    let outcome = res.extensions().get::<CacheStatus>().map(CacheStatus::outcome);
+    let outcome = CacheStatus::from_headers(res.headers())
+        .as_ref()
+        .map(CacheStatus::outcome);
     let body = res.into_body().collect().await?.to_bytes();
     Ok((version, outcome, String::from_utf8(body.to_vec())?))
 }

@@ -3,8 +3,8 @@
 use std::fmt::{self, Write as _};
 use std::hash::Hasher;
 
-use http::HeaderValue;
 use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue};
 
 /// The `Cache-Status` header name (RFC 9211).
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -30,6 +30,19 @@ pub enum Forward {
 }
 
 impl Forward {
+    fn from_token(token: &str) -> Option<Forward> {
+        [
+            Forward::Bypass,
+            Forward::Method,
+            Forward::UriMiss,
+            Forward::VaryMiss,
+            Forward::Stale,
+            Forward::Request,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == token)
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Forward::Bypass => "bypass",
@@ -44,6 +57,9 @@ impl Forward {
 
 /// What the cache did with one response; also placed in the response's
 /// extensions so a metrics layer can read it without parsing the header.
+/// Where the extensions did not come through (a layer that rebuilt the
+/// response, a client that kept only the head), [`CacheStatus::from_headers`]
+/// reads the same value back from the `Cache-Status` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStatus {
     /// Answered from cache without waiting on upstream (fresh, or stale
@@ -126,6 +142,38 @@ impl CacheStatus {
         }
     }
 
+    /// This cache's status of a response, read from its `Cache-Status`
+    /// field: the last member named [`CACHE_NAME`] (RFC 9211 lists the
+    /// caches a response passed in order, the one nearest the client last).
+    /// `None` if there is none or it does not parse. It equals the
+    /// response's `CacheStatus` extension, and works where that did not come
+    /// through (pass a `reqwest::Response`'s `headers()` as well).
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use tower_optimizer::cache::{CacheStatus, Outcome};
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.append("cache-status", "ExampleCDN; fwd=uri-miss".parse().unwrap());
+    /// headers.append("cache-status", "tower-optimizer; hit; ttl=42".parse().unwrap());
+    /// let status = CacheStatus::from_headers(&headers).unwrap();
+    /// assert_eq!((status.outcome(), status.ttl), (Outcome::Hit, Some(42)));
+    /// assert!(CacheStatus::from_headers(&HeaderMap::new()).is_none());
+    /// ```
+    pub fn from_headers(headers: &HeaderMap) -> Option<CacheStatus> {
+        let mut found = None;
+        for line in headers.get_all(CACHE_STATUS) {
+            let Ok(text) = line.to_str() else { continue };
+            // Our members hold no quoted strings, so a comma ends a member.
+            for member in text.split(',') {
+                if let Some(status) = parse_member(member) {
+                    found = Some(status);
+                }
+            }
+        }
+        found
+    }
+
     /// The header value: `tower-optimizer; hit; ttl=42`.
     pub fn to_header_value(&self) -> HeaderValue {
         // Hits are the hot path: their value depends on the TTL alone, so
@@ -150,6 +198,69 @@ impl CacheStatus {
         HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
             .unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
     }
+}
+
+/// Every `detail` token the cache writes, so a parsed status holds the
+/// same static text (see `details_cover_every_token_written`).
+const DETAILS: [&str; 24] = [
+    "stale-while-revalidate",
+    "stale-if-error",
+    "max-stale",
+    "not-modified",
+    "only-if-cached",
+    "streamed",
+    "validator-mismatch",
+    // `Bypass` tokens.
+    "method",
+    "authorization",
+    "excluded",
+    "conditional",
+    "no-key",
+    "request-mode",
+    // `NotStorable` tokens (`authorization` is above).
+    "no-store",
+    "private",
+    "set-cookie",
+    "status",
+    "no-freshness",
+    "vary-star",
+    "too-large",
+    "body",
+    "predicate",
+    "head",
+    "invalidated",
+];
+
+/// One `Cache-Status` member, if it is this cache's and parses. Parameters
+/// it does not know are skipped (a later version may add some); a known
+/// one with a malformed value fails the member.
+fn parse_member(member: &str) -> Option<CacheStatus> {
+    let mut params = member.split(';').map(str::trim);
+    if params.next()? != CACHE_NAME {
+        return None;
+    }
+    let mut status = CacheStatus {
+        hit: false,
+        fwd: None,
+        fwd_status: None,
+        ttl: None,
+        stored: false,
+        collapsed: false,
+        detail: None,
+    };
+    for param in params {
+        match param.split_once('=') {
+            None if param == "hit" => status.hit = true,
+            None if param == "stored" => status.stored = true,
+            None if param == "collapsed" => status.collapsed = true,
+            Some(("fwd", value)) => status.fwd = Some(Forward::from_token(value)?),
+            Some(("fwd-status", value)) => status.fwd_status = Some(value.parse().ok()?),
+            Some(("ttl", value)) => status.ttl = Some(value.parse().ok()?),
+            Some(("detail", value)) => status.detail = DETAILS.iter().copied().find(|d| *d == value),
+            _ => {}
+        }
+    }
+    Some(status)
 }
 
 /// Slots of the per-thread memo of other statuses.
@@ -362,5 +473,132 @@ mod tests {
             ..miss
         };
         assert_eq!(collapsed.to_header_value(), collapsed.to_string());
+    }
+
+    #[test]
+    fn details_cover_every_token_written() {
+        use crate::cache::policy::{Bypass, NotStorable};
+        // A variant added to either enum fails to compile here until it is
+        // listed, and then fails the test until `DETAILS` has its token.
+        let bypass = |b: Bypass| match b {
+            Bypass::Method
+            | Bypass::Authorization
+            | Bypass::Excluded
+            | Bypass::Conditional
+            | Bypass::NoKey
+            | Bypass::RequestMode => b.as_str(),
+        };
+        let not_storable = |n: NotStorable| match n {
+            NotStorable::NoStore
+            | NotStorable::Private
+            | NotStorable::Authorization
+            | NotStorable::SetCookie
+            | NotStorable::Status
+            | NotStorable::NoFreshness
+            | NotStorable::VaryStar
+            | NotStorable::TooLarge
+            | NotStorable::Body
+            | NotStorable::Predicate
+            | NotStorable::Head
+            | NotStorable::Invalidated => n.as_str(),
+        };
+        let written = [
+            Bypass::Method,
+            Bypass::Authorization,
+            Bypass::Excluded,
+            Bypass::Conditional,
+            Bypass::NoKey,
+            Bypass::RequestMode,
+        ]
+        .map(bypass)
+        .into_iter()
+        .chain(
+            [
+                NotStorable::NoStore,
+                NotStorable::Private,
+                NotStorable::Authorization,
+                NotStorable::SetCookie,
+                NotStorable::Status,
+                NotStorable::NoFreshness,
+                NotStorable::VaryStar,
+                NotStorable::TooLarge,
+                NotStorable::Body,
+                NotStorable::Predicate,
+                NotStorable::Head,
+                NotStorable::Invalidated,
+            ]
+            .map(not_storable),
+        );
+        for token in written {
+            assert!(DETAILS.contains(&token), "{token} is missing from DETAILS");
+        }
+    }
+
+    #[test]
+    fn every_status_reads_back_from_its_header() {
+        let fwds = [
+            None,
+            Some(Forward::Bypass),
+            Some(Forward::Method),
+            Some(Forward::UriMiss),
+            Some(Forward::VaryMiss),
+            Some(Forward::Stale),
+            Some(Forward::Request),
+        ];
+        let details = std::iter::once(None).chain(DETAILS.iter().copied().map(Some));
+        for (i, detail) in details.enumerate() {
+            for (j, fwd) in fwds.into_iter().enumerate() {
+                let status = CacheStatus {
+                    hit: fwd.is_none(),
+                    fwd,
+                    fwd_status: (j % 2 == 0).then_some(200 + i as u16),
+                    ttl: (i % 3 != 0).then_some(i as i64 - 12),
+                    stored: i % 2 == 0,
+                    collapsed: j % 3 == 0,
+                    detail,
+                };
+                let mut headers = HeaderMap::new();
+                headers.append(CACHE_STATUS, status.to_header_value());
+                assert_eq!(CacheStatus::from_headers(&headers), Some(status), "{status}");
+            }
+        }
+    }
+
+    #[test]
+    fn reading_takes_our_last_member_and_survives_foreign_or_broken_ones() {
+        let read = |lines: &[&[u8]]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(CACHE_STATUS, HeaderValue::from_bytes(line).unwrap());
+            }
+            CacheStatus::from_headers(&headers)
+        };
+        assert_eq!(read(&[]), None);
+        assert_eq!(read(&[b"OtherCache; hit"]), None);
+        // Several members on one line, and over several lines: our last one.
+        let hit = read(&[
+            b"tower-optimizer; fwd=uri-miss, OtherCache; hit",
+            b"tower-optimizer; hit; ttl=7",
+        ]);
+        assert_eq!(hit, Some(CacheStatus::hit(7)));
+        let miss = read(&[b"tower-optimizer; hit; ttl=7, tower-optimizer; fwd=stale; fwd-status=503"]);
+        assert_eq!(
+            miss.map(|s| (s.fwd, s.fwd_status)),
+            Some((Some(Forward::Stale), Some(503)))
+        );
+        // Unknown parameters are skipped; a malformed known one fails the
+        // member; bytes that are not text are skipped, never a panic.
+        assert_eq!(
+            read(&[b"tower-optimizer; hit; ttl=3; key=\"x\""]),
+            Some(CacheStatus::hit(3))
+        );
+        assert_eq!(read(&[b"tower-optimizer; hit; ttl=many"]), None);
+        assert_eq!(read(&[b"tower-optimizer; fwd=sideways"]), None);
+        assert_eq!(
+            read(&[b"tower-optimizer; hit; ttl=1", b"\xff\xfe"]),
+            Some(CacheStatus::hit(1))
+        );
+        let unknown_detail = read(&[b"tower-optimizer; hit; ttl=1; detail=made-up"]).unwrap();
+        assert_eq!(unknown_detail.detail, None);
     }
 }

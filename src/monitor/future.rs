@@ -177,17 +177,18 @@ where
                 #[cfg(feature = "cache")]
                 {
                     // Indexes into `CACHE_STATUSES`.
-                    guard.outcome.cache =
-                        response
-                            .extensions()
-                            .get::<crate::cache::CacheStatus>()
-                            .map_or(0, |s| match s.outcome() {
-                                crate::cache::Outcome::Hit => 1,
-                                crate::cache::Outcome::StaleHit => 2,
-                                crate::cache::Outcome::Revalidated => 3,
-                                crate::cache::Outcome::Miss => 4,
-                                crate::cache::Outcome::Bypass => 5,
-                            });
+                    // The extension is the cheap read; the header is there
+                    // when a layer between rebuilt the response without it.
+                    let status = response.extensions().get::<crate::cache::CacheStatus>().copied();
+                    guard.outcome.cache = status
+                        .or_else(|| crate::cache::CacheStatus::from_headers(response.headers()))
+                        .map_or(0, |s| match s.outcome() {
+                            crate::cache::Outcome::Hit => 1,
+                            crate::cache::Outcome::StaleHit => 2,
+                            crate::cache::Outcome::Revalidated => 3,
+                            crate::cache::Outcome::Miss => 4,
+                            crate::cache::Outcome::Bypass => 5,
+                        });
                 }
                 Poll::Ready(Ok(response.map(|body| MetricsBody::new(body, guard))))
             }

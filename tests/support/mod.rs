@@ -126,10 +126,15 @@ where
     let body = body.collect().await.map_err(Into::into)?.to_bytes();
     Ok(Got {
         status: parts.status.as_u16(),
-        cache: *parts
-            .extensions
-            .get::<CacheStatus>()
-            .expect("every response carries a CacheStatus"),
+        cache: {
+            let extension = *parts
+                .extensions
+                .get::<CacheStatus>()
+                .expect("every response carries a CacheStatus");
+            // The header says the same, read back.
+            assert_eq!(CacheStatus::from_headers(&parts.headers), Some(extension));
+            extension
+        },
         headers: parts.headers,
         body,
     })
