@@ -1,6 +1,6 @@
 //! The sharded, byte-bounded LRU store.
 //!
-//! Each shard is an `RwLock<LruCache>` keyed by the primary key, holding the
+//! Each shard is an `RwLock` over an [`Lru`] keyed by the primary key, holding the
 //! variants stored for that URI. The budget is split evenly between shards,
 //! so each shard enforcing its share enforces `bytes_used <= max_bytes` for
 //! the whole store after every operation, with no global lock. Every

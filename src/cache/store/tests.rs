@@ -84,6 +84,37 @@ async fn evicts_lru_to_stay_under_budget() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn mass_removals_shrink_the_lru_and_leave_the_rest_whole() {
+    let now = Instant::now();
+    let store = Store::new(64 << 20, 1, 4, None);
+    for i in 0..1_000 {
+        assert!(put(&store, entry(&format!("k{i}"), 0, 10, now, 60), &[]));
+    }
+    // Most keys go at once (the LRU's slab shrinks and moves the kept
+    // nodes); the kept ones are found, in LRU order, with clean accounting.
+    let removed = store.remove_where(|key, _| {
+        let i: usize = key[1..].parse().unwrap();
+        (i % 50 != 0).then_some(RemovalCause::Invalidated)
+    });
+    assert_eq!(removed.entries, 980);
+    assert!(store.audit().is_clean());
+    for i in (0..1_000).step_by(50) {
+        assert!(store.get(&format!("k{i}"), |_| true, now).is_ok(), "k{i} kept");
+    }
+    // The oldest kept key is the first evicted once the budget is tight.
+    let evicted = store.evict_bytes(1, RemovalCause::Pressure);
+    assert_eq!(evicted.entries, 1);
+    assert!(store.get("k0", |_| true, now).is_err());
+    assert!(store.get("k50", |_| true, now).is_ok());
+    // And the store takes new keys as before.
+    for i in 1_000..1_100 {
+        assert!(put(&store, entry(&format!("k{i}"), 0, 10, now, 60), &[]));
+    }
+    assert_eq!(store.entries(), 19 + 100);
+    assert!(store.audit().is_clean());
+}
+
+#[tokio::test(start_paused = true)]
 async fn variants_replace_and_cap() {
     let now = Instant::now();
     let seen = Arc::new(AtomicUsize::new(0));
