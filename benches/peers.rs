@@ -8,8 +8,10 @@
 //!   keys (10,000 keys, all stored beforehand).
 //!
 //! The peers, each with its in-memory store and room for every key:
-//! `tower-http-cache` (moka, with `respect_cache_control`) and
-//! `http-cache-tower` (`http-cache`'s `MokaManager`). Each setup checks that
+//! `tower-http-cache` (moka, with `respect_cache_control`),
+//! `http-cache-tower` (`http-cache`'s `MokaManager`) and
+//! `tower-resilience-cache` (a memoizing LRU behind a mutex, keyed by URI,
+//! with no HTTP semantics: it keeps any response for its TTL). Each setup checks that
 //! its measured requests are hits (the upstream is called once per key).
 //! Besides criterion's medians, each peer's time is measured against ours
 //! in alternating rounds (`common::interleaved_runs`), and the report prints
@@ -75,7 +77,7 @@ where
 /// The contestants, in report order: name, service, its upstream's calls.
 fn contestants(max_entries: u64) -> Vec<(&'static str, Boxed, Arc<AtomicU64>)> {
     let calls = || Arc::new(AtomicU64::new(0));
-    let (bare_calls, ours_calls, thc_calls, hct_calls) = (calls(), calls(), calls(), calls());
+    let (bare_calls, ours_calls, thc_calls, hct_calls, trc_calls) = (calls(), calls(), calls(), calls(), calls());
     let ours = Cache::builder()
         .max_bytes(512 << 20)
         .sweep_interval(None)
@@ -88,6 +90,14 @@ fn contestants(max_entries: u64) -> Vec<(&'static str, Boxed, Arc<AtomicU64>)> {
             .build();
     let hct =
         http_cache_tower::HttpCacheLayer::new(http_cache::MokaManager::new(http_cache::MokaCache::new(max_entries)));
+    // A memoizing cache with no HTTP semantics: a response is kept for
+    // its TTL whatever its headers say, and a hit clones it whole.
+    let trc = tower_resilience_cache::CacheLayer::builder()
+        .max_size(usize::try_from(max_entries).unwrap())
+        .ttl(Duration::from_secs(3600))
+        .key_extractor(|req: &Request<Full<Bytes>>| req.uri().to_string())
+        .build()
+        .unwrap();
     vec![
         ("bare", boxed(upstream(bare_calls.clone())), bare_calls),
         (
@@ -104,6 +114,11 @@ fn contestants(max_entries: u64) -> Vec<(&'static str, Boxed, Arc<AtomicU64>)> {
             "http-cache-tower",
             boxed(hct.layer(upstream(hct_calls.clone()))),
             hct_calls,
+        ),
+        (
+            "tower-resilience-cache",
+            boxed(trc.layer(upstream(trc_calls.clone()))),
+            trc_calls,
         ),
     ]
 }
@@ -212,7 +227,7 @@ fn report() {
             ours,
             ours / bare
         );
-        for peer in ["tower-http-cache", "http-cache-tower"] {
+        for peer in ["tower-http-cache", "http-cache-tower", "tower-resilience-cache"] {
             if let Some(t) = common::median(group, peer) {
                 println!("  {peer}: {t:.0} ns, {:.2}x tower-optimizer's time", t / ours);
             }
