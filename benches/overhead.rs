@@ -352,7 +352,7 @@ fn many_headers_overhead() {
 
 /// Bytes allocated per stored entry of the 1 KiB response (six stored
 /// lines), ours and the peers' of `benches/peers.rs` (each with its
-/// in-memory moka store), filled the same way: a miss and a hit for each of
+/// in-memory store), filled the same way: a miss and a hit for each of
 /// `N` URIs. Printed for the README's comparison; nothing is asserted.
 fn peers_memory() {
     fn measure<S, B>(name: &str, rt: &tokio::runtime::Runtime, mut svc: S)
@@ -396,6 +396,13 @@ fn peers_memory() {
     let hct =
         http_cache_tower::HttpCacheLayer::new(http_cache::MokaManager::new(http_cache::MokaCache::new(2 * N as u64)));
     measure("http-cache-tower", &rt, hct.layer(upstream(false)));
+    let trc = tower_resilience_cache::CacheLayer::builder()
+        .max_size(2 * N)
+        .ttl(std::time::Duration::from_secs(3600))
+        .key_extractor(|req: &http::Request<http_body_util::Full<bytes::Bytes>>| req.uri().to_string())
+        .build()
+        .unwrap();
+    measure("tower-resilience-cache", &rt, trc.layer(upstream(false)));
 }
 
 fn main() {
