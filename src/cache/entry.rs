@@ -44,7 +44,8 @@ pub(crate) const HEADER_INDEX_OVERHEAD: usize = 6;
 /// shard's tag index. A tag only this URI carries takes a 40-byte slot of
 /// the tag map, up to 94 B with its control byte just after the map grew
 /// (7/16 full); a tag several URIs share costs each a 24-byte slot of the
-/// tag's own map instead (up to 57 B), and the map's 40-byte box once.
+/// tag's own map instead (up to 57 B), and the map's 48-byte box once.
+/// (The index hashes with std's keyed SipHash: tags come from responses.)
 /// `cargo bench --bench overhead` measures entries with 8 and 32 tags of
 /// their own and fails if the budget under-counts them (96 B did, by a
 /// fifth of the entry, before the index held one-URI tags inline).

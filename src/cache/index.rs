@@ -5,9 +5,8 @@
 // The invalidation entry points are called only with the `invalidation` feature.
 #![cfg_attr(not(feature = "invalidation"), allow(dead_code))]
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-
-use hashbrown::{HashMap, HashSet};
 
 use super::entry::Entry;
 use super::labels::Node;
@@ -27,6 +26,9 @@ pub(crate) struct ShardIndex {
 #[derive(Debug)]
 enum TagKeys {
     One(Arc<str>, u32),
+    // Boxed so this enum, and so every slot of the tag map, stays 24 bytes
+    // (a map inline would double it for the common one-key tag).
+    #[allow(clippy::box_collection)]
     Many(Box<HashMap<Arc<str>, u32>>),
 }
 

@@ -102,9 +102,9 @@ impl Audit {
 /// Bytes one dependency edge (a URI group depending on a node) costs beyond
 /// the node's name, in the worst case: the group's first edge (its boxed
 /// record, 48 B, and a 4-slot buffer, 128 B) on a node new to the shard (a
-/// set table, 96 B, and a 64 B index slot, up to 149 B just after the index
+/// set table, 96 B, and a 72 B index slot, up to 165 B just after the index
 /// grew). `cargo bench --bench overhead` measures it with a counting
-/// allocator (335 B at 20,000 edges) and fails if this under-counts.
+/// allocator (348 B at 20,000 edges) and fails if this under-counts.
 pub(crate) const DEPENDENCY_OVERHEAD: usize = 400;
 
 /// What one dependency edge costs the byte budget.
