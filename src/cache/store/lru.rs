@@ -104,7 +104,10 @@ impl<V> Lru<V> {
     }
 
     fn find(&self, key: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
+        self.find_hashed(self.hasher.hash_one(key), key)
+    }
+
+    fn find_hashed(&self, hash: u64, key: &str) -> Option<u32> {
         self.table.find(hash, |&i| *node(&self.chunks, i).key == *key).copied()
     }
 
@@ -122,23 +125,27 @@ impl<V> Lru<V> {
     /// Makes `key` the most recently used, if present.
     pub(crate) fn promote(&mut self, key: &str) {
         if let Some(i) = self.find(key) {
-            if self.head != i {
-                self.unlink(i);
-                self.link_front(i);
-            }
+            self.move_to_front(i);
+        }
+    }
+
+    fn move_to_front(&mut self, i: u32) {
+        if self.head != i {
+            self.unlink(i);
+            self.link_front(i);
         }
     }
 
     /// Stores `value` under `key` as the most recently used; the value it
     /// replaces, if any.
     pub(crate) fn push(&mut self, key: Arc<str>, value: V) -> Option<V> {
-        if let Some(i) = self.find(&key) {
+        let hash = self.hasher.hash_one(&*key);
+        if let Some(i) = self.find_hashed(hash, &key) {
             let old = std::mem::replace(&mut node_mut(&mut self.chunks, i).value, value);
-            self.promote(&key);
+            self.move_to_front(i);
             return Some(old);
         }
         let i = self.take_free();
-        let hash = self.hasher.hash_one(&*key);
         *slot_mut(&mut self.chunks, i) = Slot::Used(Node {
             key,
             value,
