@@ -51,6 +51,54 @@ fn upstream(
     .layer(common::bare_1k())
 }
 
+/// A current-thread runtime, and a cache built on it with room for
+/// everything each bench stores.
+fn runtime_and_cache() -> (tokio::runtime::Runtime, Cache) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = rt.block_on(async {
+        Cache::builder()
+            .max_bytes(512 << 20)
+            .sweep_interval(None)
+            .build()
+            .unwrap()
+    });
+    (rt, cache)
+}
+
+/// The `N` URIs each bench stores.
+fn uris() -> Vec<Uri> {
+    (0..N)
+        .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
+        .collect()
+}
+
+/// Bytes `svc` allocates, net, per URI while it answers each of [`uris`]
+/// twice (a miss that stores, then a hit, so lazily allocated state shows
+/// up too), after one request that warms one-off allocations.
+fn allocated_per_entry<S, B>(rt: &tokio::runtime::Runtime, svc: &mut S) -> f64
+where
+    S: tower::Service<http::Request<http_body_util::Full<bytes::Bytes>>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let uris = uris();
+    rt.block_on(common::one(svc, &"http://warm.test/".parse().unwrap()));
+    let region = Region::new(GLOBAL);
+    rt.block_on(async {
+        for _ in 0..2 {
+            for uri in &uris {
+                common::one(svc, uri).await;
+            }
+        }
+    });
+    let change = region.change();
+    (change.bytes_allocated as i64 - change.bytes_deallocated as i64) as f64 / N as f64
+}
+
 /// A runtime, a cache with room for everything, the service behind it, and
 /// `N` distinct URIs.
 fn setup(
@@ -65,22 +113,9 @@ fn setup(
     >,
     Vec<Uri>,
 ) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let cache = rt.block_on(async {
-        Cache::builder()
-            .max_bytes(512 << 20)
-            .sweep_interval(None)
-            .build()
-            .unwrap()
-    });
+    let (rt, cache) = runtime_and_cache();
     let cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream(full_head));
-    let uris = (0..N)
-        .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
-        .collect();
-    (rt, cache, cached, uris)
+    (rt, cache, cached, uris())
 }
 
 /// Measures the bytes the cache really allocates per stored entry, beyond
@@ -88,21 +123,8 @@ fn setup(
 /// `lines`: the stored header lines (the upstream's kept ones, plus
 /// `Content-Length`, `Age` and `Cache-Status`).
 fn overhead(full_head: bool, lines: usize) {
-    let (rt, cache, mut cached, uris) = setup(full_head);
-    // Warm one-off allocations (runtime, flight table) before measuring.
-    rt.block_on(common::one(&mut cached, &"http://warm.test/".parse().unwrap()));
-    let region = Region::new(GLOBAL);
-    rt.block_on(async {
-        for uri in &uris {
-            common::one(&mut cached, uri).await;
-        }
-        // A hit on each entry too: any lazily allocated state shows up now.
-        for uri in &uris {
-            common::one(&mut cached, uri).await;
-        }
-    });
-    let change = region.change();
-    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
+    let (rt, cache, mut cached, _) = setup(full_head);
+    let per_entry = allocated_per_entry(&rt, &mut cached);
     let entry = cache
         .entries()
         .into_iter()
@@ -120,7 +142,6 @@ fn overhead(full_head: bool, lines: usize) {
         header_text += DATE.len() + SERVER.len();
     }
     let payload = key_len + header_text + common::BODY.len();
-    let per_entry = net as f64 / N as f64;
     let overhead = per_entry - payload as f64;
     // The budget charges each line, and the map's hash index (a power of
     // two of 4-byte slots, 4 for every 3 lines of capacity).
@@ -216,17 +237,7 @@ fn dependency_overhead() {
 /// prints the figure beyond key, header text, header storage and body.
 fn rich_overhead(variants: usize, tags: usize) {
     const LINES: usize = 7; // five from the upstream, plus `Age` and `Cache-Status`
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let cache = rt.block_on(async {
-        Cache::builder()
-            .max_bytes(512 << 20)
-            .sweep_interval(None)
-            .build()
-            .unwrap()
-    });
+    let (rt, cache) = runtime_and_cache();
     let upstream = tower::service_fn(
         move |req: http::Request<http_body_util::Full<bytes::Bytes>>| async move {
             let mut response = http::Response::builder()
@@ -295,17 +306,7 @@ fn rich_overhead(variants: usize, tags: usize) {
 /// and 4 values of one name. Checks the budget charges at least what is
 /// allocated.
 fn many_headers_overhead() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let cache = rt.block_on(async {
-        Cache::builder()
-            .max_bytes(512 << 20)
-            .sweep_interval(None)
-            .build()
-            .unwrap()
-    });
+    let (rt, cache) = runtime_and_cache();
     let upstream = tower::service_fn(|req: http::Request<http_body_util::Full<bytes::Bytes>>| async move {
         let mut response = http::Response::builder()
             .header("content-type", "application/json")
@@ -325,21 +326,7 @@ fn many_headers_overhead() {
         Ok::<_, std::convert::Infallible>(response)
     });
     let mut cached = tower::Layer::layer(&CacheLayer::new(cache.clone()), upstream);
-    let uris: Vec<Uri> = (0..N)
-        .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
-        .collect();
-    rt.block_on(common::one(&mut cached, &"http://warm.test/".parse().unwrap()));
-    let region = Region::new(GLOBAL);
-    rt.block_on(async {
-        for _ in 0..2 {
-            for uri in &uris {
-                common::one(&mut cached, uri).await;
-            }
-        }
-    });
-    let change = region.change();
-    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
-    let per_entry = net as f64 / N as f64;
+    let per_entry = allocated_per_entry(&rt, &mut cached);
     let charged = cache.stats().bytes as f64 / (N as f64 + 1.0);
     println!(
         "28 header lines, 20 of custom names: {per_entry:.0} B allocated per entry; budget charged per entry: {charged:.0} B"
@@ -362,22 +349,10 @@ fn peers_memory() {
         B: http_body::Body<Data = bytes::Bytes>,
         B::Error: std::fmt::Debug,
     {
-        let uris: Vec<Uri> = (0..N)
-            .map(|i| format!("http://api.test/items/{i:08}").parse().unwrap())
-            .collect();
-        rt.block_on(common::one(&mut svc, &"http://warm.test/".parse().unwrap()));
-        let region = Region::new(GLOBAL);
-        rt.block_on(async {
-            for _ in 0..2 {
-                for uri in &uris {
-                    common::one(&mut svc, uri).await;
-                }
-            }
-        });
-        let change = region.change();
-        let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64;
-        println!("  {name}: {:.0} B allocated per entry", net as f64 / N as f64);
-        drop(svc);
+        println!(
+            "  {name}: {:.0} B allocated per entry",
+            allocated_per_entry(rt, &mut svc)
+        );
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
