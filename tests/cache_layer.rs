@@ -74,6 +74,76 @@ async fn concurrent_misses_make_one_upstream_call() {
     assert!(cache.audit().is_clean());
 }
 
+/// A miss whose lookup ran before another request's flight stored its
+/// answer, and whose join came after that flight ended, is answered with
+/// the stored response instead of leading a second upstream call. The
+/// window between lookup and join is held open here: this request's lookup
+/// drops the expired entry it finds, and the eviction listener that runs
+/// inside that lookup waits while a request on another thread fetches and
+/// stores the key. (Without the check this made a third upstream call; on
+/// two worker threads under load, one case in thousands did.)
+#[test]
+fn a_miss_racing_a_finishing_flight_takes_its_stored_answer() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+
+    let (to_other, other_starts) = mpsc::channel::<()>();
+    let (to_listener, other_done) = mpsc::channel::<()>();
+    let other_done = std::sync::Mutex::new(other_done);
+    let armed = Arc::new(AtomicBool::new(false));
+    let cache = Cache::builder()
+        .max_bytes(4 << 20)
+        .stale_retention(Duration::ZERO)
+        .eviction_listener({
+            let armed = armed.clone();
+            move |_, cause| {
+                if cause == RemovalCause::Expired && armed.swap(false, Ordering::SeqCst) {
+                    to_other.send(()).unwrap();
+                    other_done.lock().unwrap().recv().unwrap();
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let upstream = first_then(|| ok("max-age=1", "old"), || ok("max-age=60", "new"));
+    let paused = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let other = std::thread::spawn({
+        let mut c = client(&cache, &upstream);
+        let rt = paused();
+        move || {
+            rt.block_on(async {
+                advance(Duration::from_secs(2)).await;
+                other_starts.recv().unwrap();
+                let got = get(&mut c, "http://api.test/k").await;
+                to_listener.send(()).unwrap();
+                got
+            })
+        }
+    });
+    let rt = paused();
+    let got = rt.block_on(async {
+        let mut c = client(&cache, &upstream);
+        assert_eq!(get(&mut c, "http://api.test/k").await.body, "old");
+        advance(Duration::from_secs(2)).await;
+        armed.store(true, Ordering::SeqCst);
+        get(&mut c, "http://api.test/k").await
+    });
+    let theirs = other.join().unwrap();
+    assert_eq!((theirs.body.as_ref(), theirs.cache.stored), (b"new".as_ref(), true));
+    assert_eq!(got.body, "new");
+    assert!(got.cache.collapsed, "{:?}", got.cache);
+    assert_eq!(upstream.calls(), 2, "one call for the old answer, one for the new");
+    assert_eq!(cache.stats().coalesced, 1);
+    assert_eq!(cache.in_flight(), 0);
+    assert!(cache.audit().is_clean());
+}
+
 async fn burst(cache: &Cache, upstream: &Upstream, n: usize) -> Vec<Result<Got, tower_optimizer::BoxError>> {
     burst_at(cache, upstream, n, "http://api.test/x").await
 }

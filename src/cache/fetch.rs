@@ -164,6 +164,19 @@ impl Fetch {
         from_entry_to(&self.cache.counters, asked, entry, age, head, status)
     }
 
+    /// The answer of a request that shares another's upstream call: `entry`,
+    /// stored by it, marked collapsed and counted as coalesced.
+    pub(crate) fn collapsed<R>(&self, entry: &Entry) -> Response<OptimizerBody<R>> {
+        bump(&self.cache.counters.coalesced);
+        let now = Instant::now();
+        let freshness = entry.freshness();
+        let status = CacheStatus {
+            collapsed: true,
+            ..CacheStatus::hit(freshness.ttl_secs(now))
+        };
+        self.answer(entry, freshness.age(now), false, status)
+    }
+
     /// Serves the stale entry instead of an upstream failure, if allowed.
     pub(super) fn stale_on_error<R>(&mut self, fwd_status: Option<u16>) -> Option<Response<OptimizerBody<R>>> {
         let stale = self.stale.as_ref()?;

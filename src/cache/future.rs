@@ -32,7 +32,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::buffer::{Buffer, Step};
@@ -240,16 +240,8 @@ where
                         fetch,
                     } = *pending.take().expect(POLLED_AFTER_DONE);
                     if let Some(entry) = outcome.filter(|e| key::matches(e.secondary(), request.headers())) {
-                        bump(&fetch.cache.counters.coalesced);
-                        let now = Instant::now();
-                        let freshness = entry.freshness();
-                        let status = CacheStatus {
-                            collapsed: true,
-                            ..CacheStatus::hit(freshness.ttl_secs(now))
-                        };
-                        let response = fetch.answer(&entry, freshness.age(now), false, status);
                         this.state.set(State::Ready {
-                            response: Some(response),
+                            response: Some(fetch.collapsed(&entry)),
                         });
                         continue;
                     }

@@ -2,6 +2,7 @@
 //! RFC 9111 allows.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use super::entry::Entry;
 use super::fetch::{self, Fetch};
 use super::freshness::{Usability, usability_at_age};
 use super::future::{Pending, ResponseFuture};
-use super::handle::Cache;
+use super::handle::{Cache, Inner};
 use super::key;
 use super::mode::RequestCacheMode;
 use super::policy::{Bypass, CallerValidators};
@@ -164,6 +165,14 @@ where
         match cache.flights.join(&key, now, now + cache.lock_timeout, stamp) {
             join @ (Join::Leader(_) | Join::Alone) => {
                 if let Join::Leader(leader) = join {
+                    // Another request's flight may have stored its answer
+                    // after this one's lookup and ended before its join:
+                    // the answer is in the store, and this request is what
+                    // a waiter of that flight would have been.
+                    if let Some(entry) = stored_since_lookup(&cache, &fetch, &request, mode) {
+                        leader.complete(Some(entry.clone()));
+                        return ResponseFuture::ready(fetch.collapsed(&entry));
+                    }
                     fetch.leader = Some(leader);
                 }
                 if let Some(stale) = &fetch.stale {
@@ -188,6 +197,34 @@ where
             }
         }
     }
+}
+
+/// The variant of `fetch`'s key for `request` that was stored after the
+/// request's lookup (which saw `fetch.stale` or nothing), if any. Checked
+/// by a request that became its key's leader: the lookup and the join are
+/// two steps, and a flight that stored its answer and ended between them
+/// left no flight to wait for. Without this, concurrent misses made a
+/// second upstream call now and then (seen on two worker threads under
+/// load). It costs a leader one more store lookup. A reload wants an
+/// answer fetched after it, not one that was already on its way.
+fn stored_since_lookup<B>(
+    cache: &Inner,
+    fetch: &Fetch,
+    request: &Request<B>,
+    mode: RequestCacheMode,
+) -> Option<Arc<Entry>> {
+    if mode == RequestCacheMode::Reload {
+        return None;
+    }
+    let headers = request.headers();
+    let entry = cache
+        .store
+        .get(&fetch.key, |e| key::matches(e.secondary(), headers), Instant::now())
+        .ok()?;
+    let seen = fetch.stale.as_ref().is_some_and(|stale| Arc::ptr_eq(stale, &entry));
+    // Soft-purged since it was stored: it is to be revalidated, not shared.
+    let purged = entry.purged.load(Ordering::Relaxed);
+    (!seen && !purged).then_some(entry)
 }
 
 /// What the store says about a request.

@@ -332,7 +332,6 @@ impl Store {
     }
 
     /// [`Store::get_with`] returning the entry itself.
-    #[cfg(test)]
     pub(crate) fn get(&self, key: &str, matches: impl Fn(&Entry) -> bool, now: Instant) -> Result<Arc<Entry>, Forward> {
         self.get_with(key, matches, now, |entry, _| Arc::clone(entry))
     }
