@@ -370,17 +370,7 @@ impl Buffer {
             .map(|d| d.0.as_slice())
             .unwrap_or_default();
         let now = Instant::now();
-        let entry = Arc::new(Entry::new(
-            &fetch.key,
-            secondary,
-            &parts,
-            body,
-            freshness,
-            labels,
-            now,
-            fetch.cache.stale_retention,
-            fetch.cache.stale_if_error,
-        ));
+        let entry = Arc::new(Entry::new(&fetch.key, secondary, &parts, body, freshness, labels, now));
         let stored = if whole {
             fetch.store(&entry, deps)
         } else {

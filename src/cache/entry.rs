@@ -17,14 +17,14 @@ use super::status::{CACHE_NAME, CACHE_STATUS, Memo, memoised, write_int};
 use super::text;
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
-/// `Arc<Entry>` allocation (200), the LRU node and its hash slot (about 50),
+/// `Arc<Entry>` allocation (192), the LRU node and its hash slot (about 50),
 /// the key's `Arc` header and the shared buffer's count (40), the 56-byte
 /// box of its rare part when it has one (see `Rare`; the text and slots
 /// inside are charged on their own), and its share of a URI's variant
 /// group when `Vary` gives it several (about 32): 378 B at most as counted,
 /// with the rest left for the allocator's own per-block overhead, which no
 /// counting allocator sees (8 to 16 B on each of the entry's 6 to 13
-/// blocks). `cargo bench --bench overhead` measures the common entry (291 B
+/// blocks). `cargo bench --bench overhead` measures the common entry (283 B
 /// of this) and the rarer shapes (`Vary` variants, stale windows, tags, long
 /// heads), and fails if the budget charges any of them less than is
 /// allocated. It was 600 until the store's own LRU and those measurements.
@@ -112,6 +112,41 @@ const NO_WINDOWS: Windows = Windows {
     stale_while_revalidate: 0,
     stale_if_error: u64::MAX,
 };
+
+/// The longest an entry stays usable past its birth, as nanoseconds: the
+/// cap `Freshness::usable_until` puts on instants computed from header
+/// values.
+const MAX_USABLE: u64 = (1 << 31) * 1_000_000_000;
+
+/// How long a cache keeps entries past their usable life: its retention
+/// for revalidation and its default `stale-if-error` window, the same for
+/// every entry of a cache, so the store holds them once and entries work
+/// out their expiry from them (see `Entry::expiry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Keep {
+    /// Nanoseconds, below 2^63.
+    retention: u64,
+    /// Nanoseconds; 0 when the cache sets no default window (a window of
+    /// zero adds nothing either).
+    stale_if_error: u64,
+}
+
+impl Keep {
+    /// Entries kept only as long as they are usable.
+    #[cfg(test)]
+    pub(crate) const NONE: Keep = Keep {
+        retention: 0,
+        stale_if_error: 0,
+    };
+
+    pub(crate) fn new(retention: Duration, stale_if_error: Option<Duration>) -> Keep {
+        Keep {
+            // A retention of centuries is as good as forever.
+            retention: nanos(retention).min(i64::MAX as u64),
+            stale_if_error: stale_if_error.map_or(0, nanos),
+        }
+    }
+}
 
 /// The instant every entry keeps its times relative to (8 bytes each
 /// instead of an `Instant`'s 16): the first one any cache in the process
@@ -266,11 +301,11 @@ pub(crate) struct Entry {
     pub(crate) body: Bytes,
     /// Its freshness, packed (see `Packed`); read it with `freshness()`.
     freshness: Packed,
-    /// When it was stored and when the store drops it, as signed
-    /// nanoseconds from the [`epoch`]; read them with `stored_at()` and
-    /// `expires_at()`.
+    /// When it was stored, as signed nanoseconds from the [`epoch`]; read
+    /// it with `stored_at()`. When the store drops it is not kept: it
+    /// follows from its freshness and the cache's [`Keep`] (8 bytes less
+    /// per entry), see `expiry`.
     stored_at: i64,
-    expires_at: i64,
     /// Its secondary key, tags, version stamps (see `VersionStamp`) and
     /// stale windows, boxed: most entries have none of them.
     rare: Option<Box<Rare>>,
@@ -304,8 +339,6 @@ impl Entry {
         freshness: Freshness,
         labels: Labels,
         now: Instant,
-        retention: Duration,
-        default_stale_if_error: Option<Duration>,
     ) -> Entry {
         let (mut headers, body) = compact(&parts.headers, body);
         // Placeholders for the fields every hit sets, so the per-hit copy of
@@ -332,7 +365,6 @@ impl Entry {
             body,
             freshness: Packed::new(&freshness),
             stored_at: offset_of(epoch(), now),
-            expires_at: 0,
             rare: (!common).then(|| {
                 Box::new(Rare {
                     secondary,
@@ -345,7 +377,6 @@ impl Entry {
             must_revalidate: freshness.must_revalidate,
             size: 0,
         };
-        entry.expires_at = offset_of(epoch(), entry.compute_expiry(retention, default_stale_if_error));
         entry.size = u32::try_from(entry.compute_size(key)).unwrap_or(u32::MAX);
         entry
     }
@@ -367,11 +398,29 @@ impl Entry {
         self.freshness.get(self.no_cache, self.must_revalidate, windows)
     }
 
-    /// When the entry stops being useful: the end of its freshness and stale
-    /// windows plus the retention that keeps it for revalidation (a stale
-    /// entry with an `ETag` turns a full refetch into a 304) and `max-stale`.
-    fn compute_expiry(&self, retention: Duration, default_stale_if_error: Option<Duration>) -> Instant {
-        self.stored_freshness().usable_until(default_stale_if_error) + retention
+    /// When the store drops the entry, as an offset from the [`epoch`]: the
+    /// end of its freshness and stale windows (`Freshness::usable_until`
+    /// of its stored freshness, in integers) plus the retention that keeps
+    /// it for revalidation (a stale entry with an `ETag` turns a full
+    /// refetch into a 304) and `max-stale`. Computed on each use, a few
+    /// integer operations, rather than kept.
+    fn expiry(&self, keep: Keep) -> i64 {
+        let windows = self.rare.as_ref().map_or(NO_WINDOWS, |r| r.windows);
+        let window = if self.must_revalidate {
+            0
+        } else {
+            let on_error = if windows.stale_if_error == u64::MAX {
+                keep.stale_if_error
+            } else {
+                windows.stale_if_error
+            };
+            windows.stale_while_revalidate.max(on_error)
+        };
+        let usable = self.freshness.lifetime.saturating_add(window).min(MAX_USABLE);
+        // Both below 2^63: `MAX_USABLE` is, and `Keep` caps its retention.
+        #[allow(clippy::cast_possible_wrap)]
+        let (usable, retention) = (usable as i64, keep.retention as i64);
+        self.freshness.born.saturating_add(usable).saturating_add(retention)
     }
 
     /// When the entry was stored.
@@ -380,8 +429,8 @@ impl Entry {
     }
 
     /// When the store drops the entry even if never used again.
-    pub(crate) fn expires_at(&self) -> Instant {
-        at_offset(epoch(), self.expires_at)
+    pub(crate) fn expires_at(&self, keep: Keep) -> Instant {
+        at_offset(epoch(), self.expiry(keep))
     }
 
     fn compute_size(&self, key: &str) -> usize {
@@ -420,8 +469,8 @@ impl Entry {
     }
 
     /// Whether the store drops it by `at`.
-    pub(crate) fn expired_by(&self, at: Stamp) -> bool {
-        self.expires_at <= at.0
+    pub(crate) fn expired_by(&self, at: Stamp, keep: Keep) -> bool {
+        self.expiry(keep) <= at.0
     }
 
     /// Its freshness as a request at `at` (the instant `now`) sees it, as
@@ -460,8 +509,9 @@ impl Entry {
         }
     }
 
-    /// Public metadata, for the entry stored under `key`.
-    pub(crate) fn meta(&self, key: &Arc<str>) -> EntryMeta {
+    /// Public metadata, for the entry stored under `key` in a cache that
+    /// keeps entries as `keep` says.
+    pub(crate) fn meta(&self, key: &Arc<str>, keep: Keep) -> EntryMeta {
         let freshness = self.stored_freshness();
         let fresh_left = freshness.lifetime.saturating_sub(freshness.initial_age);
         EntryMeta {
@@ -469,7 +519,7 @@ impl Entry {
             status: self.status,
             stored_at: self.stored_at(),
             fresh_until: freshness.response_time + fresh_left.min(Duration::from_secs(1 << 31)),
-            expires_at: self.expires_at(),
+            expires_at: self.expires_at(keep),
             tags: self.tags().to_vec(),
             size: self.size(),
         }

@@ -123,8 +123,6 @@ impl Fetch {
             freshness,
             stale.labels(),
             now,
-            self.cache.stale_retention,
-            self.cache.stale_if_error,
         ));
         let stored = match verdict {
             Ok(_) => self.store(&entry, &[]),

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::builder::CacheBuilder;
 use super::coalesce::Flights;
-use super::entry::EntryMeta;
+use super::entry::{EntryMeta, Keep};
 use super::freshness::Lifetimes;
 use super::key;
 use super::labels::Node;
@@ -61,7 +61,6 @@ pub(crate) struct Inner {
     pub(crate) lock_timeout: Duration,
     /// See [`CacheBuilder::remember_uncacheable`](super::CacheBuilder::remember_uncacheable).
     pub(crate) remember_uncacheable: Option<Duration>,
-    pub(crate) stale_retention: Duration,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) audit_interval: Option<Duration>,
     pub(crate) pressure: Option<MemoryPressure>,
@@ -91,7 +90,13 @@ impl Cache {
     ) -> Cache {
         let cache = Cache {
             inner: Arc::new(Inner {
-                store: Store::new(b.max_bytes, shards, b.max_variants, b.listener),
+                store: Store::new(
+                    b.max_bytes,
+                    shards,
+                    b.max_variants,
+                    Keep::new(b.stale_retention, b.stale_if_error),
+                    b.listener,
+                ),
                 flights: Arc::default(),
                 counters: Counters::default(),
                 rules,
@@ -107,7 +112,6 @@ impl Cache {
                 stale_if_error: b.stale_if_error,
                 lock_timeout: b.lock_timeout,
                 remember_uncacheable: b.remember_uncacheable,
-                stale_retention: b.stale_retention,
                 sweep_interval: b.sweep_interval,
                 audit_interval: b.audit_interval,
                 pressure: b.pressure,
@@ -218,9 +222,10 @@ impl Cache {
         if cause == RemovalCause::Invalidated {
             self.inner.flights.epochs().invalidate_all();
         }
+        let keep = self.inner.store.keep();
         self.inner
             .store
-            .remove_where(|key, e| predicate(&e.meta(key)).then_some(cause))
+            .remove_where(|key, e| predicate(&e.meta(key, keep)).then_some(cause))
     }
 
     /// Removes everything; no response in flight now is stored when it

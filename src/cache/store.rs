@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::time::Instant;
 
-use super::entry::{Entry, EntryMeta, Stamp};
+use super::entry::{Entry, EntryMeta, Keep, Stamp};
 use super::index::ShardIndex;
 use super::labels::Node;
 use super::status::Forward;
@@ -166,6 +166,8 @@ pub(crate) struct Store {
     shards: Box<[RwLock<Shard>]>,
     shard_budget: usize,
     max_variants: usize,
+    /// How long entries are kept past their usable life.
+    keep: Keep,
     bytes: AtomicUsize,
     entries: AtomicUsize,
     evictions: [AtomicU64; 5],
@@ -205,6 +207,7 @@ impl Store {
         max_bytes: usize,
         shards: usize,
         max_variants: usize,
+        keep: Keep,
         listener: Option<EvictionListener>,
     ) -> Store {
         let shards = shards.max(1);
@@ -222,6 +225,7 @@ impl Store {
                 .collect(),
             shard_budget: max_bytes / shards,
             max_variants: max_variants.max(1),
+            keep,
             bytes: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             evictions: Default::default(),
@@ -290,7 +294,7 @@ impl Store {
             let Some(entry) = group.variants().iter().rev().find(|e| matches(e)) else {
                 return Err(Forward::VaryMiss);
             };
-            if !entry.expired_by(at) && entry.is_current() {
+            if !entry.expired_by(at, self.keep) && entry.is_current() {
                 let promote = entry.touched.load(Ordering::Relaxed) != tick;
                 if promote {
                     entry.touched.store(tick, Ordering::Relaxed);
@@ -308,7 +312,7 @@ impl Store {
         {
             let mut guard = write(shard);
             if let Some(group) = guard.map.peek_mut(key) {
-                let gone = |e: &Entry| e.expired_by(at) || !e.is_current();
+                let gone = |e: &Entry| e.expired_by(at, self.keep) || !e.is_current();
                 if let Some(pos) = group.variants().iter().rposition(|e| matches(e) && gone(e)) {
                     let entry = group.remove(pos);
                     // A bumped namespace is an invalidation, not an expiry.
@@ -477,11 +481,12 @@ impl Store {
 
     /// Drops entries whose time ran out.
     pub(crate) fn sweep(&self, now: Instant) -> Removed {
+        let at = Stamp::of(now);
         self.remove_where(|_, e| {
             if !e.is_current() {
                 self.version_drops.fetch_add(1, Ordering::Relaxed);
                 Some(RemovalCause::Invalidated)
-            } else if e.expires_at() <= now {
+            } else if e.expired_by(at, self.keep) {
                 Some(RemovalCause::Expired)
             } else {
                 None
@@ -550,7 +555,9 @@ impl Store {
             self.evictions[cause.index()].fetch_add(1, Ordering::Relaxed);
             self.evicted_bytes[cause.index()].fetch_add(entry.size() as u64, Ordering::Relaxed);
             if let Some(listener) = &self.listener {
-                crate::util::guarded("cache eviction listener", || listener(&entry.meta(&key), cause));
+                crate::util::guarded("cache eviction listener", || {
+                    listener(&entry.meta(&key, self.keep), cause)
+                });
             }
         }
         removed

@@ -186,17 +186,7 @@ fn only_entries_with_a_rare_part_pay_for_it() {
             versions: Box::default(),
         };
         let body = EntryBody::Shared(Bytes::from_static(b"x"));
-        Entry::new(
-            "k",
-            secondary,
-            &parts,
-            body,
-            freshness,
-            labels,
-            now,
-            Duration::ZERO,
-            None,
-        )
+        Entry::new("k", secondary, &parts, body, freshness, labels, now)
     };
     // What the freshness rules read (the instants are kept as one offset).
     let read = |f: Freshness| (f.age(now), f.lifetime, f.stale_while_revalidate, f.stale_if_error);
@@ -236,17 +226,7 @@ fn a_hit_sets_age_and_cache_status_in_the_placeholder_lines() {
     let make = |response: http::response::Builder| {
         let (parts, ()) = response.body(()).unwrap().into_parts();
         let body = EntryBody::Shared(Bytes::from_static(b"x"));
-        Entry::new(
-            "k",
-            Secondary::NONE,
-            &parts,
-            body,
-            freshness,
-            Labels::default(),
-            now,
-            Duration::ZERO,
-            None,
-        )
+        Entry::new("k", Secondary::NONE, &parts, body, freshness, Labels::default(), now)
     };
     let ours = HeaderValue::from_static("tower-optimizer; hit; ttl=7");
     let lines = |headers: &HeaderMap, name| -> Vec<String> {
@@ -309,8 +289,6 @@ fn freshness_dated_now_reads_as_the_stored_freshness_does() {
         stored,
         Labels::default(),
         now,
-        Duration::ZERO,
-        None,
     );
     let rules = |f: &Freshness, at: Instant| {
         (
@@ -342,8 +320,73 @@ fn freshness_dated_now_reads_as_the_stored_freshness_does() {
     assert_eq!(rules(&dated, now), rules(&entry.freshness(), now));
     assert!(!dated.is_fresh(now));
     // Expiry compares as the instants do.
-    assert!(!entry.expired_by(Stamp::of(now - Duration::from_nanos(1))));
-    assert!(entry.expired_by(Stamp::of(entry.expires_at())));
+    assert!(!entry.expired_by(Stamp::of(now - Duration::from_nanos(1)), Keep::NONE));
+    assert!(entry.expired_by(Stamp::of(entry.expires_at(Keep::NONE)), Keep::NONE));
+}
+
+#[test]
+fn expiry_is_the_end_of_usable_life_plus_the_caches_retention() {
+    let now = epoch() + Duration::from_secs(1);
+    let (parts, ()) = Response::builder().body(()).unwrap().into_parts();
+    let keeps = [
+        Keep::NONE,
+        Keep::new(Duration::from_millis(1500), None),
+        Keep::new(Duration::ZERO, Some(Duration::from_secs(40))),
+        Keep::new(Duration::from_secs(7), Some(Duration::from_secs(400))),
+        // Forever, for all practical purposes; no overflow.
+        Keep::new(Duration::MAX, Some(Duration::MAX)),
+    ];
+    let shapes = [
+        fresh_for_a_minute(now),
+        Freshness {
+            initial_age: Duration::new(7, 5),
+            stale_while_revalidate: Duration::from_secs(30),
+            ..fresh_for_a_minute(now)
+        },
+        Freshness {
+            stale_if_error: Some(Duration::from_secs(90)),
+            ..fresh_for_a_minute(now)
+        },
+        Freshness {
+            stale_while_revalidate: Duration::from_secs(30),
+            stale_if_error: Some(Duration::from_secs(90)),
+            must_revalidate: true,
+            ..fresh_for_a_minute(now)
+        },
+        Freshness {
+            lifetime: Duration::MAX,
+            ..fresh_for_a_minute(now)
+        },
+    ];
+    for freshness in shapes {
+        let entry = Entry::new(
+            "k",
+            Secondary::NONE,
+            &parts,
+            EntryBody::Shared(Bytes::from_static(b"x")),
+            freshness,
+            Labels::default(),
+            now,
+        );
+        for (keep, (retention, default_window)) in keeps.into_iter().zip([
+            (Duration::ZERO, None),
+            (Duration::from_millis(1500), None),
+            (Duration::ZERO, Some(Duration::from_secs(40))),
+            (Duration::from_secs(7), Some(Duration::from_secs(400))),
+            (Duration::MAX, Some(Duration::MAX)),
+        ]) {
+            let expires = entry.expires_at(keep);
+            // What the freshness rules say, where `Instant` can hold it.
+            if retention < Duration::from_secs(1 << 40) && freshness.lifetime < Duration::from_secs(1 << 40) {
+                let usable = freshness.usable_until(default_window);
+                assert_eq!(expires, usable + retention, "{freshness:?} kept {keep:?}");
+            } else {
+                assert!(expires > now + Duration::from_secs(60 * 365 * 86_400));
+            }
+            assert!(!entry.expired_by(Stamp::of(expires - Duration::from_nanos(1)), keep));
+            assert!(entry.expired_by(Stamp::of(expires), keep));
+        }
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::super::entry::EntryMeta;
+use super::super::entry::{EntryMeta, Keep};
 use super::{Audit, Store, deps_cost, read, write};
 
 impl Store {
@@ -25,7 +25,7 @@ impl Store {
         shard
             .map
             .peek(&key)
-            .map(|g| g.variants().iter().map(|e| e.meta(&key)).collect())
+            .map(|g| g.variants().iter().map(|e| e.meta(&key, self.keep)).collect())
             .unwrap_or_default()
     }
 
@@ -37,6 +37,11 @@ impl Store {
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
+    /// How long entries are kept past their usable life.
+    pub(crate) fn keep(&self) -> Keep {
+        self.keep
+    }
+
     /// Metadata of every stored entry (a snapshot; takes each shard lock in turn).
     pub(crate) fn metadata(&self) -> Vec<EntryMeta> {
         let mut out = Vec::with_capacity(self.entries());
@@ -46,7 +51,7 @@ impl Store {
                 shard
                     .map
                     .iter()
-                    .flat_map(|(k, g)| g.variants().iter().map(|e| e.meta(k))),
+                    .flat_map(|(k, g)| g.variants().iter().map(|e| e.meta(k, self.keep))),
             );
         }
         out

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use tokio::time::Instant;
 
 use super::*;
-use crate::cache::entry::{Entry, EntryBody, Labels};
+use crate::cache::entry::{Entry, EntryBody, Keep, Labels};
 use crate::cache::freshness::Freshness;
 use crate::cache::key::Secondary;
 use crate::cache::labels::Node;
@@ -50,8 +50,6 @@ pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl:
             versions: Box::default(),
         },
         now,
-        Duration::ZERO,
-        None,
     ));
     (key.into(), entry)
 }
@@ -69,7 +67,7 @@ fn is_variant(v: u8) -> impl Fn(&Entry) -> bool {
 async fn evicts_lru_to_stay_under_budget() {
     let now = Instant::now();
     let size = entry("k0", 0, 1000, now, 60).1.size();
-    let store = Store::new(size * 3, 1, 4, None);
+    let store = Store::new(size * 3, 1, 4, Keep::NONE, None);
     for i in 0..3 {
         assert!(put(&store, entry(&format!("k{i}"), 0, 1000, now, 60), &[]));
     }
@@ -86,7 +84,7 @@ async fn evicts_lru_to_stay_under_budget() {
 #[tokio::test(start_paused = true)]
 async fn mass_removals_shrink_the_lru_and_leave_the_rest_whole() {
     let now = Instant::now();
-    let store = Store::new(64 << 20, 1, 4, None);
+    let store = Store::new(64 << 20, 1, 4, Keep::NONE, None);
     for i in 0..1_000 {
         assert!(put(&store, entry(&format!("k{i}"), 0, 10, now, 60), &[]));
     }
@@ -124,7 +122,7 @@ async fn variants_replace_and_cap() {
             counter.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let store = Store::new(1 << 20, 1, 2, Some(listener));
+    let store = Store::new(1 << 20, 1, 2, Keep::NONE, Some(listener));
     put(&store, entry("k", 1, 10, now, 60), &[]);
     put(&store, entry("k", 2, 10, now, 60), &[]);
     assert!(store.get("k", is_variant(1), now).is_ok());
@@ -147,7 +145,7 @@ async fn variants_replace_and_cap() {
 #[tokio::test(start_paused = true)]
 async fn too_large_is_refused_and_expired_dropped_on_access() {
     let now = Instant::now();
-    let store = Store::new(2000, 1, 4, None);
+    let store = Store::new(2000, 1, 4, Keep::NONE, None);
     assert!(!put(&store, entry("big", 0, 5000, now, 60), &[]));
     assert!(put(&store, entry("k", 0, 10, now, 5), &[]));
     // A newer response too large to store still displaces the one it replaces.
@@ -167,7 +165,7 @@ async fn dependency_edges_are_charged_to_the_budget() {
     let size = entry("k0", 0, 1000, now, 60).1.size();
     let tag = |i: usize| Node::Tag(format!("tag-{i}").into());
     let edge = DEPENDENCY_OVERHEAD + "tag-0".len();
-    let store = Store::new(size * 2 + edge, 1, 4, None);
+    let store = Store::new(size * 2 + edge, 1, 4, Keep::NONE, None);
     assert!(put(&store, entry("k0", 0, 1000, now, 60), &[tag(0), tag(0)]));
     assert_eq!(store.bytes(), size + edge, "one edge, however often it is named");
     assert!(put(&store, entry("k1", 0, 1000, now, 60), &[]));
@@ -189,7 +187,7 @@ async fn dependency_edges_are_charged_to_the_budget() {
     assert_eq!(store.bytes(), 0);
     assert!(store.audit().is_clean());
     // A URI that cannot fit beside its edge is dropped, never kept without it.
-    let tight = Store::new(size + edge - 1, 1, 4, None);
+    let tight = Store::new(size + edge - 1, 1, 4, Keep::NONE, None);
     assert!(put(&tight, entry("kk", 0, 1000, now, 60), &[]));
     assert!(tight.add_dependency("kk", tag(0)));
     assert!(tight.get("kk", |_| true, now).is_err());
@@ -266,7 +264,7 @@ proptest! {
     fn accounting_model(ops in proptest::collection::vec(op(), 1..200), shards in 1usize..4, budget in 4_000usize..30_000) {
         let start = Instant::now();
         let mut now = start;
-        let store = Store::new(budget, shards, 2, None);
+        let store = Store::new(budget, shards, 2, Keep::NONE, None);
         for op in ops {
             match op {
                 Op::Insert { key, variant, body, ttl, deps } => {
@@ -293,7 +291,7 @@ proptest! {
                 }
                 Op::Get { key, variant } => {
                     if let Ok(e) = store.get(&format!("k{key}"), is_variant(variant), now) {
-                        prop_assert!(e.expires_at() > now, "expired entry served");
+                        prop_assert!(e.expires_at(Keep::NONE) > now, "expired entry served");
                     }
                 }
                 Op::Remove { key } => {
