@@ -3,7 +3,6 @@
 //! waiters) while a copy is kept and stored at its end.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Response, response};
@@ -11,7 +10,7 @@ use http_body::Frame;
 use tokio::time::Instant;
 
 use super::broadcast::{self, Broadcast};
-use super::entry::{Entry, EntryBody, Labels};
+use super::entry::{Entry, EntryBody, Labels, SharedEntry};
 use super::fetch::{Fetch, Next, declared_length, shared, stamp};
 use super::freshness::Freshness;
 use super::handle::Reservation;
@@ -327,7 +326,7 @@ impl Buffer {
     fn store_whole(
         self: Box<Self>,
     ) -> (
-        Arc<Entry>,
+        SharedEntry,
         Result<(), NotStorable>,
         Box<Fetch>,
         http::Extensions,
@@ -370,7 +369,7 @@ impl Buffer {
             .map(|d| d.0.as_slice())
             .unwrap_or_default();
         let now = Instant::now();
-        let entry = Arc::new(Entry::new(&fetch.key, secondary, &parts, body, freshness, labels, now));
+        let entry = SharedEntry::new(Entry::new(&fetch.key, secondary, &parts, body, freshness, labels, now));
         let stored = if whole {
             fetch.store(&entry, deps)
         } else {

@@ -24,12 +24,12 @@ use std::task::{Context, Poll, Waker};
 use tokio::time::Instant;
 
 use super::broadcast::Broadcast;
-use super::entry::Entry;
+use super::entry::SharedEntry;
 use super::epochs::{Epochs, Stamp};
 
 /// What a flight ended with: the stored entry, or `None` (failed, not
 /// storable, cancelled), which sends each waiter upstream on its own.
-type Outcome = Option<Arc<Entry>>;
+type Outcome = Option<SharedEntry>;
 
 #[derive(Default)]
 struct FlightState {

@@ -15,7 +15,7 @@ use super::buffer::Buffer;
 use super::coalesce::Leader;
 use super::conditional;
 use super::directives::CacheControl;
-use super::entry::Entry;
+use super::entry::{Entry, SharedEntry};
 use super::epochs::Stamp;
 use super::freshness::{self, Freshness, heuristically_cacheable};
 use super::handle::{Inner, Reservation};
@@ -37,7 +37,7 @@ pub(crate) struct Fetch {
     /// or `None` when the cache only passes the exchange through.
     pub(crate) request: Option<request::Parts>,
     pub(crate) request_cc: CacheControl,
-    pub(crate) stale: Option<Arc<Entry>>,
+    pub(crate) stale: Option<SharedEntry>,
     pub(crate) status: CacheStatus,
     pub(crate) request_time: Instant,
     /// The key's invalidation stripe when the request started: the answer
@@ -135,7 +135,7 @@ pub(crate) fn add_validators<B>(request: &mut Request<B>, stale: &Entry) {
 /// What a flight's waiters get: the entry if it was stored, or if only an
 /// invalidation kept it out (they asked before it landed: later requests
 /// start a flight of their own); otherwise nothing, and each goes upstream.
-pub(super) fn shared(entry: &Arc<Entry>, stored: Result<(), NotStorable>) -> Option<Arc<Entry>> {
+pub(super) fn shared(entry: &SharedEntry, stored: Result<(), NotStorable>) -> Option<SharedEntry> {
     matches!(stored, Ok(()) | Err(NotStorable::Invalidated)).then(|| entry.clone())
 }
 
@@ -264,7 +264,7 @@ impl Fetch {
     /// the new one has another `Vary` key (the upstream now varies, or no
     /// longer does): kept, it would answer other requests with the content
     /// this answer replaced.
-    pub(super) fn store(&self, entry: &Arc<Entry>, deps: &[Node]) -> Result<(), NotStorable> {
+    pub(super) fn store(&self, entry: &SharedEntry, deps: &[Node]) -> Result<(), NotStorable> {
         if self
             .stale
             .as_ref()
@@ -284,7 +284,7 @@ impl Fetch {
         if !epochs.is_current(self.stamp) {
             self.cache.store.remove_variants(
                 &self.key,
-                |e| std::ptr::eq(e, Arc::as_ptr(entry)),
+                |e| std::ptr::eq(e, SharedEntry::as_ptr(entry)),
                 RemovalCause::Invalidated,
             );
             return Err(NotStorable::Invalidated);
@@ -302,7 +302,7 @@ impl Fetch {
         if let Some(stale) = &self.stale {
             self.cache.store.remove_variants(
                 &self.key,
-                |e| std::ptr::eq(e, Arc::as_ptr(stale)),
+                |e| std::ptr::eq(e, SharedEntry::as_ptr(stale)),
                 RemovalCause::Replaced,
             );
         }

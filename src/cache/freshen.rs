@@ -2,7 +2,6 @@
 //! cache's conditional request (RFC 9111 §4.3.4), or a 200 to a HEAD
 //! (§4.3.5). Knows nothing of tower.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{ETAG, LAST_MODIFIED};
@@ -11,7 +10,7 @@ use tokio::time::Instant;
 
 use super::conditional::opaque_tag;
 use super::directives::CacheControl;
-use super::entry::{Entry, EntryBody};
+use super::entry::{Entry, EntryBody, SharedEntry};
 use super::fetch::{Fetch, declared_length, shared};
 use super::policy::NotStorable;
 use super::stats::{InvalidationKind, bump};
@@ -30,7 +29,7 @@ impl Fetch {
     pub(super) fn freshen<R>(
         &mut self,
         request: &request::Parts,
-        stale: &Arc<Entry>,
+        stale: &SharedEntry,
         not_modified: &HeaderMap,
     ) -> Response<OptimizerBody<R>> {
         let head = request.method == http::Method::HEAD;
@@ -67,7 +66,7 @@ impl Fetch {
     /// its `Content-Length`, if any, is the stored body's, it freshens the
     /// stored response as a 304 would; otherwise the stored response is
     /// out of date, and is marked stale (it stays for revalidation).
-    pub(super) fn update_from_head(&mut self, request: &request::Parts, stale: &Arc<Entry>, head: &HeaderMap) {
+    pub(super) fn update_from_head(&mut self, request: &request::Parts, stale: &SharedEntry, head: &HeaderMap) {
         let same = |name: &http::HeaderName| {
             head.get(name)
                 .is_none_or(|value| stale.headers.get(name) == Some(value))
@@ -99,9 +98,9 @@ impl Fetch {
     fn freshened(
         &mut self,
         request: &request::Parts,
-        stale: &Arc<Entry>,
+        stale: &SharedEntry,
         update: &HeaderMap,
-    ) -> (Arc<Entry>, Result<(), NotStorable>, Instant) {
+    ) -> (SharedEntry, Result<(), NotStorable>, Instant) {
         let wall = SystemTime::now();
         let mut parts = Response::new(()).into_parts().0;
         parts.headers = stale.freshened_headers(update, wall);
@@ -115,7 +114,7 @@ impl Fetch {
             .check_response(request, &self.request_cc, &parts, &cc)
             .and_then(|()| self.lifetime(request, &parts, &cc, wall));
         let freshness = self.freshness_with(&parts, &cc, verdict.unwrap_or_default(), wall);
-        let entry = Arc::new(Entry::new(
+        let entry = SharedEntry::new(Entry::new(
             &self.key,
             stale.secondary().clone(),
             &parts,

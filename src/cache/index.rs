@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::entry::Entry;
+use super::entry::{Entry, SharedEntry};
 use super::labels::Node;
 
 #[derive(Default)]
@@ -168,7 +168,7 @@ impl ShardIndex {
     /// returns the number of disagreeing index slots.
     pub(crate) fn mismatches<'a>(
         &self,
-        groups: impl Iterator<Item = (&'a Arc<str>, &'a [Arc<Entry>], &'a [Node])>,
+        groups: impl Iterator<Item = (&'a Arc<str>, &'a [SharedEntry], &'a [Node])>,
     ) -> usize {
         let mut expected = ShardIndex::default();
         for (key, variants, deps) in groups {

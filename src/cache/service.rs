@@ -16,7 +16,7 @@ use tower_service::Service;
 use super::coalesce::Join;
 use super::conditional;
 use super::directives::CacheControl;
-use super::entry::Entry;
+use super::entry::{Entry, SharedEntry};
 use super::fetch::{self, Fetch};
 use super::freshness::{Usability, usability_at_age};
 use super::future::{Pending, ResponseFuture};
@@ -212,7 +212,7 @@ fn stored_since_lookup<B>(
     fetch: &Fetch,
     request: &Request<B>,
     mode: RequestCacheMode,
-) -> Option<Arc<Entry>> {
+) -> Option<SharedEntry> {
     if mode == RequestCacheMode::Reload {
         return None;
     }
@@ -221,7 +221,10 @@ fn stored_since_lookup<B>(
         .store
         .get(&fetch.key, |e| key::matches(e.secondary(), headers), Instant::now())
         .ok()?;
-    let seen = fetch.stale.as_ref().is_some_and(|stale| Arc::ptr_eq(stale, &entry));
+    let seen = fetch
+        .stale
+        .as_ref()
+        .is_some_and(|stale| SharedEntry::ptr_eq(stale, &entry));
     // Soft-purged since it was stored: it is to be revalidated, not shared.
     let purged = entry.purged.load(Ordering::Relaxed);
     (!seen && !purged).then_some(entry)
@@ -235,12 +238,12 @@ enum Lookup {
     /// copied at each of them.
     Hit,
     /// Answer now with this stale entry and refresh it behind.
-    StaleWhileRevalidate(Arc<Entry>, Arc<str>, CallerValidators),
+    StaleWhileRevalidate(SharedEntry, Arc<str>, CallerValidators),
     /// Go upstream (validating `stale` if there is one).
     Fetch {
         key: Arc<str>,
         fwd: Forward,
-        stale: Option<Arc<Entry>>,
+        stale: Option<SharedEntry>,
     },
 }
 
@@ -350,7 +353,7 @@ impl<S> CacheService<S> {
     fn refresh_in_background<ReqBody, ResBody>(
         &mut self,
         key: Arc<str>,
-        entry: Arc<Entry>,
+        entry: SharedEntry,
         mut request: Request<ReqBody>,
         request_cc: CacheControl,
     ) where

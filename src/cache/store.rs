@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::time::Instant;
 
-use super::entry::{Entry, EntryMeta, Keep, Stamp};
+use super::entry::{Entry, EntryMeta, Keep, SharedEntry, Stamp};
 use super::index::ShardIndex;
 use super::labels::Node;
 use super::status::Forward;
@@ -191,14 +191,14 @@ impl std::fmt::Debug for Store {
 
 /// Entries on their way out: the key each was stored under, the entry and
 /// why it goes.
-type Removals = Vec<(Arc<str>, Arc<Entry>, RemovalCause)>;
+type Removals = Vec<(Arc<str>, SharedEntry, RemovalCause)>;
 
 /// `entries` of `key`, all leaving for `cause`.
 fn leaving(
     key: &Arc<str>,
-    entries: impl IntoIterator<Item = Arc<Entry>>,
+    entries: impl IntoIterator<Item = SharedEntry>,
     cause: RemovalCause,
-) -> impl Iterator<Item = (Arc<str>, Arc<Entry>, RemovalCause)> {
+) -> impl Iterator<Item = (Arc<str>, SharedEntry, RemovalCause)> {
     entries.into_iter().map(move |e| (key.clone(), e, cause))
 }
 
@@ -281,7 +281,7 @@ impl Store {
         key: &str,
         matches: impl Fn(&Entry) -> bool,
         now: Instant,
-        on_hit: impl FnOnce(&Arc<Entry>, Stamp) -> R,
+        on_hit: impl FnOnce(&SharedEntry, Stamp) -> R,
     ) -> Result<R, Forward> {
         let shard = &self.shards[self.index(key)];
         let at = Stamp::of(now);
@@ -336,8 +336,13 @@ impl Store {
     }
 
     /// [`Store::get_with`] returning the entry itself.
-    pub(crate) fn get(&self, key: &str, matches: impl Fn(&Entry) -> bool, now: Instant) -> Result<Arc<Entry>, Forward> {
-        self.get_with(key, matches, now, |entry, _| Arc::clone(entry))
+    pub(crate) fn get(
+        &self,
+        key: &str,
+        matches: impl Fn(&Entry) -> bool,
+        now: Instant,
+    ) -> Result<SharedEntry, Forward> {
+        self.get_with(key, matches, now, |entry, _| SharedEntry::clone(entry))
     }
 
     /// Stores `entry` and the dependency edges `deps` its URI gains,
@@ -345,7 +350,7 @@ impl Store {
     /// until both fit. Returns `false` if they can never fit (more than a
     /// shard's share of the budget); the variant `entry` would have replaced
     /// is removed all the same, since it is now known to be outdated.
-    pub(crate) fn insert(&self, key: Arc<str>, entry: Arc<Entry>, deps: &[Node]) -> bool {
+    pub(crate) fn insert(&self, key: Arc<str>, entry: SharedEntry, deps: &[Node]) -> bool {
         let mut removals = Removals::new();
         let mut freed = 0;
         let stored = {
@@ -528,7 +533,7 @@ impl Store {
     /// Takes `removals` and the dependency bytes of groups taken out since
     /// the last call off the shard's and the store's counts; returns those
     /// dependency bytes, for [`Store::finish`].
-    fn debit(&self, shard: &mut Shard, removals: &[(Arc<str>, Arc<Entry>, RemovalCause)]) -> usize {
+    fn debit(&self, shard: &mut Shard, removals: &[(Arc<str>, SharedEntry, RemovalCause)]) -> usize {
         for (key, entry, _) in removals {
             shard.index.remove_entry(key, entry);
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::{RemovalCause, Removals};
-use crate::cache::entry::Entry;
+use crate::cache::entry::SharedEntry;
 use crate::cache::labels::Node;
 
 /// A URI's variants (least recently stored first) and dependencies (kept
@@ -21,7 +21,7 @@ pub(super) enum Group {
     #[default]
     Empty,
     /// One variant, no dependencies.
-    One(Arc<Entry>),
+    One(SharedEntry),
     /// Anything else.
     Rich(Box<Rich>),
 }
@@ -29,12 +29,12 @@ pub(super) enum Group {
 /// The uncommon case; one variant is still held inline.
 #[derive(Default)]
 pub(super) struct Rich {
-    variants: SmallVec<[Arc<Entry>; 1]>,
+    variants: SmallVec<[SharedEntry; 1]>,
     deps: Vec<Node>,
 }
 
 impl Group {
-    pub(super) fn variants(&self) -> &[Arc<Entry>] {
+    pub(super) fn variants(&self) -> &[SharedEntry] {
         match self {
             Group::Empty => &[],
             Group::One(entry) => std::slice::from_ref(entry),
@@ -79,7 +79,7 @@ impl Group {
     }
 
     /// Adds the newest variant.
-    pub(super) fn push(&mut self, entry: Arc<Entry>) {
+    pub(super) fn push(&mut self, entry: SharedEntry) {
         if let Group::Empty = self {
             *self = Group::One(entry);
         } else {
@@ -88,7 +88,7 @@ impl Group {
     }
 
     /// Takes out the variant at `index` (which must exist).
-    pub(super) fn remove(&mut self, index: usize) -> Arc<Entry> {
+    pub(super) fn remove(&mut self, index: usize) -> SharedEntry {
         let entry = match self {
             Group::Rich(rich) => rich.variants.remove(index),
             _ => match std::mem::take(self) {
@@ -105,7 +105,7 @@ impl Group {
     pub(super) fn extract(
         &mut self,
         key: &Arc<str>,
-        mut pick: impl FnMut(&Arc<Entry>) -> Option<RemovalCause>,
+        mut pick: impl FnMut(&SharedEntry) -> Option<RemovalCause>,
     ) -> Removals {
         let mut out = Removals::new();
         let mut i = 0;
@@ -119,7 +119,7 @@ impl Group {
     }
 
     /// All the variants, leaving the group empty of them.
-    pub(super) fn into_variants(self) -> SmallVec<[Arc<Entry>; 1]> {
+    pub(super) fn into_variants(self) -> SmallVec<[SharedEntry; 1]> {
         match self {
             Group::Empty => SmallVec::new(),
             Group::One(entry) => smallvec::smallvec![entry],

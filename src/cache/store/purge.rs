@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::super::entry::Entry;
+use super::super::entry::SharedEntry;
 use super::super::labels::Node;
 use super::{Purge, RemovalCause, Removals, Removed, Store, deps_cost, edge_cost, leaving, read, write};
 
@@ -48,7 +48,7 @@ impl Store {
                     let Some(group) = shard.map.peek_mut(key) else {
                         continue;
                     };
-                    let has_tag = |e: &Arc<Entry>| e.tags().iter().any(|t| &**t == tag);
+                    let has_tag = |e: &SharedEntry| e.tags().iter().any(|t| &**t == tag);
                     match mode {
                         Purge::Soft => {
                             let m = mark(group.variants().iter().filter(|e| has_tag(e)));
@@ -142,7 +142,7 @@ impl Store {
 }
 
 /// Soft-purges entries: marks them stale; counts those not marked before.
-fn mark<'a>(entries: impl Iterator<Item = &'a Arc<Entry>>) -> Removed {
+fn mark<'a>(entries: impl Iterator<Item = &'a SharedEntry>) -> Removed {
     let mut marked = Removed::default();
     for entry in entries {
         if !entry.purged.swap(true, Ordering::Relaxed) {

@@ -14,7 +14,7 @@ use crate::cache::key::Secondary;
 use crate::cache::labels::Node;
 
 /// An entry and the key it is to be stored under.
-type Keyed = (Arc<str>, Arc<Entry>);
+type Keyed = (Arc<str>, SharedEntry);
 
 pub(crate) fn entry(key: &str, variant: u8, body_len: usize, now: Instant, ttl: u64) -> Keyed {
     tagged(key, variant, body_len, now, ttl, &[])
@@ -39,7 +39,7 @@ pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl:
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: None,
     };
-    let entry = Arc::new(Entry::new(
+    let entry = SharedEntry::new(Entry::new(
         key,
         secondary,
         &parts,
