@@ -17,7 +17,7 @@ use super::status::{CACHE_NAME, CACHE_STATUS, Memo, memoised, write_int};
 use super::text;
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
-/// `SharedEntry` allocation (192), the LRU node and its hash slot (about 50),
+/// `SharedEntry` allocation (184), the LRU node and its hash slot (about 50),
 /// the key's `Arc` header and the shared buffer's count (40), the 56-byte
 /// box of its rare part when it has one (see `Rare`; the text and slots
 /// inside are charged on their own), and its share of a URI's variant

@@ -561,7 +561,7 @@ impl Store {
             self.evicted_bytes[cause.index()].fetch_add(entry.size() as u64, Ordering::Relaxed);
             if let Some(listener) = &self.listener {
                 crate::util::guarded("cache eviction listener", || {
-                    listener(&entry.meta(&key, self.keep), cause)
+                    listener(&entry.meta(&key, self.keep), cause);
                 });
             }
         }
