@@ -1,7 +1,7 @@
 //! A stored response: headers compacted and body frozen at store time, so a
 //! hit only clones reference-counted parts. Also its byte accounting.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -17,14 +17,14 @@ use super::status::{CACHE_NAME, CACHE_STATUS, Memo, memoised, write_int};
 use super::text;
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
-/// `SharedEntry` allocation (184), the LRU node and its hash slot (about 50),
+/// `SharedEntry` allocation (176), the LRU node and its hash slot (about 50),
 /// the key's `Arc` header and the shared buffer's count (40), the 56-byte
 /// box of its rare part when it has one (see `Rare`; the text and slots
 /// inside are charged on their own), and its share of a URI's variant
-/// group when `Vary` gives it several (about 32): 362 B at most as counted,
+/// group when `Vary` gives it several (about 32): 354 B at most as counted,
 /// with the rest left for the allocator's own per-block overhead, which no
 /// counting allocator sees (8 to 16 B on each of the entry's 6 to 13
-/// blocks). `cargo bench --bench overhead` measures the common entry (275 B
+/// blocks). `cargo bench --bench overhead` measures the common entry (267 B
 /// of this) and the rarer shapes (`Vary` variants, stale windows, tags, long
 /// heads), and fails if the budget charges any of them less than is
 /// allocated. It was 600 until the store's own LRU and those measurements.
@@ -291,6 +291,75 @@ struct Rare {
 /// The secondary key of an entry that varies on nothing.
 static NO_SECONDARY: Secondary = Secondary::NONE;
 
+/// An entry's HTTP version and flags, in one byte beside its status (so
+/// the entry's small fields fit one word with its size and `State`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Flags(u8);
+
+impl Flags {
+    /// The low three bits: the version, as `VERSIONS` lists them.
+    const VERSION: u8 = 0b111;
+    /// Upstream sent no `Cache-Status` (see `Entry::own_status_line`).
+    const OWN_STATUS_LINE: u8 = 1 << 3;
+    /// The response's `no-cache` (see `Packed`).
+    const NO_CACHE: u8 = 1 << 4;
+    /// The response's `must-revalidate` (see `Packed`).
+    const MUST_REVALIDATE: u8 = 1 << 5;
+
+    const VERSIONS: [Version; 5] = [
+        Version::HTTP_09,
+        Version::HTTP_10,
+        Version::HTTP_11,
+        Version::HTTP_2,
+        Version::HTTP_3,
+    ];
+
+    fn new(version: Version, own_status_line: bool, freshness: &Freshness) -> Flags {
+        // `Version` has no other values today; were one added, a stored
+        // response would answer as HTTP/1.1, as the cache would build it.
+        let index = Self::VERSIONS.iter().position(|v| *v == version).unwrap_or(2);
+        // At most 4: fits the three bits.
+        #[allow(clippy::cast_possible_truncation)]
+        let mut bits = index as u8;
+        for (set, flag) in [
+            (own_status_line, Self::OWN_STATUS_LINE),
+            (freshness.no_cache, Self::NO_CACHE),
+            (freshness.must_revalidate, Self::MUST_REVALIDATE),
+        ] {
+            if set {
+                bits |= flag;
+            }
+        }
+        Flags(bits)
+    }
+
+    fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    fn version(self) -> Version {
+        Self::VERSIONS
+            .get(usize::from(self.0 & Self::VERSION))
+            .copied()
+            .unwrap_or(Version::HTTP_11)
+    }
+}
+
+/// What changes in a stored entry, in one atomic byte: the soft-purge mark
+/// (the high bit), whether a hit has moved the entry to the front of its
+/// LRU yet, and the low 6 bits of the store's recency tick when one last
+/// did.
+#[derive(Debug, Default)]
+struct State(AtomicU8);
+
+impl State {
+    const PURGED: u8 = 0x80;
+    const TOUCHED: u8 = 0x40;
+    const TICK: u8 = 0x3f;
+    /// The bits `Entry::touch` compares.
+    const LAST_TOUCH: u8 = Self::TOUCHED | Self::TICK;
+}
+
 /// A stored response as the store, flights and hits share it: an `Arc`
 /// without a weak count (8 bytes less per entry; nothing holds an entry
 /// weakly).
@@ -301,7 +370,6 @@ pub(crate) type SharedEntry = triomphe::Arc<Entry>;
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) status: StatusCode,
-    pub(crate) version: Version,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     /// Its freshness, packed (see `Packed`); read it with `freshness()`.
@@ -314,20 +382,13 @@ pub(crate) struct Entry {
     /// Its secondary key, tags, version stamps (see `VersionStamp`) and
     /// stale windows, boxed: most entries have none of them.
     rare: Option<Box<Rare>>,
-    /// Soft-purged: treated as stale from now on, kept for revalidation.
-    pub(crate) purged: AtomicBool,
-    /// The response's `no-cache` and `must-revalidate` (see `Packed`).
-    no_cache: bool,
-    must_revalidate: bool,
+    /// Its HTTP version and three flags (see `Flags`).
+    flags: Flags,
+    /// Soft-purged, and the store's recency tick (see `State`).
+    state: State,
     /// Bytes charged, `u32::MAX` for an entry too large to count (never
     /// stored); read it with `size()`.
     size: u32,
-    /// Upstream sent no `Cache-Status`, so ours replaces the placeholder
-    /// line; otherwise ours is appended after theirs (RFC 9211 §2).
-    pub(crate) own_status_line: bool,
-    /// The store's recency tick when this entry was last moved to the front
-    /// of its LRU (see `Store::get_with`).
-    pub(crate) touched: AtomicU32,
 }
 
 impl Entry {
@@ -362,10 +423,9 @@ impl Entry {
         let common =
             secondary.is_empty() && labels.tags.is_empty() && labels.versions.is_empty() && windows == NO_WINDOWS;
         let mut entry = Entry {
-            own_status_line,
-            touched: AtomicU32::new(u32::MAX),
             status: parts.status,
-            version: parts.version,
+            flags: Flags::new(parts.version, own_status_line, &freshness),
+            state: State::default(),
             headers,
             body,
             freshness: Packed::new(&freshness),
@@ -377,13 +437,54 @@ impl Entry {
                     windows,
                 })
             }),
-            purged: AtomicBool::new(false),
-            no_cache: freshness.no_cache,
-            must_revalidate: freshness.must_revalidate,
             size: 0,
         };
         entry.size = u32::try_from(entry.compute_size(key)).unwrap_or(u32::MAX);
         entry
+    }
+
+    /// The stored response's HTTP version.
+    pub(crate) fn version(&self) -> Version {
+        self.flags.version()
+    }
+
+    /// Upstream sent no `Cache-Status`, so ours replaces the placeholder
+    /// line; otherwise ours is appended after theirs (RFC 9211 §2).
+    pub(crate) fn own_status_line(&self) -> bool {
+        self.flags.has(Flags::OWN_STATUS_LINE)
+    }
+
+    /// Soft-purged: treated as stale from now on, kept for revalidation.
+    pub(crate) fn is_purged(&self) -> bool {
+        self.state.0.load(Ordering::Relaxed) & State::PURGED != 0
+    }
+
+    /// Marks it soft-purged; whether it was not already.
+    pub(crate) fn purge(&self) -> bool {
+        self.state.0.fetch_or(State::PURGED, Ordering::Relaxed) & State::PURGED == 0
+    }
+
+    /// Notes a use at the store's recency `tick` (see `Store::get_with`):
+    /// whether it is the entry's first hit, or the first of that tick, so
+    /// the entry is to be moved to the front of its LRU. Ticks are compared
+    /// by their low 6 bits: a use exactly a multiple of 64 seconds after
+    /// the last move skips one, which only makes the order a little less
+    /// exact.
+    pub(crate) fn touch(&self, tick: u32) -> bool {
+        // The low 6 bits, by design.
+        #[allow(clippy::cast_possible_truncation)]
+        let last = State::TOUCHED | (tick as u8 & State::TICK);
+        if self.state.0.load(Ordering::Relaxed) & State::LAST_TOUCH == last {
+            return false;
+        }
+        // An update, keeping a purge made meanwhile; if another use of
+        // the same tick got there first, this one need not move it.
+        self.state
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                (s & State::LAST_TOUCH != last).then_some((s & State::PURGED) | last)
+            })
+            .is_ok()
     }
 
     /// Bytes it is charged in the budget (see `compute_size`).
@@ -400,7 +501,11 @@ impl Entry {
     /// Its freshness as stored.
     fn stored_freshness(&self) -> Freshness {
         let windows = self.rare.as_ref().map_or(NO_WINDOWS, |r| r.windows);
-        self.freshness.get(self.no_cache, self.must_revalidate, windows)
+        self.freshness.get(
+            self.flags.has(Flags::NO_CACHE),
+            self.flags.has(Flags::MUST_REVALIDATE),
+            windows,
+        )
     }
 
     /// When the store drops the entry, as an offset from the [`epoch`]: the
@@ -411,7 +516,7 @@ impl Entry {
     /// integer operations, rather than kept.
     fn expiry(&self, keep: Keep) -> i64 {
         let windows = self.rare.as_ref().map_or(NO_WINDOWS, |r| r.windows);
-        let window = if self.must_revalidate {
+        let window = if self.flags.has(Flags::MUST_REVALIDATE) {
             0
         } else {
             let on_error = if windows.stale_if_error == u64::MAX {
@@ -497,10 +602,14 @@ impl Entry {
     /// request sees it: a soft-purged entry is stale.
     fn as_seen(&self, response_time: Instant, initial_age: Duration) -> Freshness {
         let windows = self.rare.as_ref().map_or(NO_WINDOWS, |r| r.windows);
-        let mut freshness =
-            self.freshness
-                .dated(response_time, initial_age, self.no_cache, self.must_revalidate, windows);
-        if self.purged.load(Ordering::Relaxed) {
+        let mut freshness = self.freshness.dated(
+            response_time,
+            initial_age,
+            self.flags.has(Flags::NO_CACHE),
+            self.flags.has(Flags::MUST_REVALIDATE),
+            windows,
+        );
+        if self.is_purged() {
             freshness.lifetime = Duration::ZERO;
         }
         freshness
@@ -538,11 +647,11 @@ impl Entry {
     pub(crate) fn to_response(&self, age: Duration, head: bool, status: HeaderValue) -> Response<Bytes> {
         let mut response = Response::new(if head { Bytes::new() } else { self.body.clone() });
         *response.status_mut() = self.status;
-        *response.version_mut() = self.version;
+        *response.version_mut() = self.flags.version();
         let headers = response.headers_mut();
         headers.clone_from(&self.headers);
         let age = age_value(age.as_secs());
-        let own = self.own_status_line;
+        let own = self.own_status_line();
         match placeholder_slots(headers, own) {
             Some((age_slot, Some(status_slot))) => {
                 *age_slot = age;

@@ -85,7 +85,7 @@ impl Fetch {
     /// Marks `stale` stale for good (a soft purge): HTTP says it is out of
     /// date. Counted as an HTTP invalidation the first time.
     fn outdated(&self, stale: &Entry) {
-        if !stale.purged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if stale.purge() {
             self.cache.counters.invalidated(InvalidationKind::Http, 1);
         }
     }
@@ -105,7 +105,7 @@ impl Fetch {
         let mut parts = Response::new(()).into_parts().0;
         parts.headers = stale.freshened_headers(update, wall);
         parts.status = stale.status;
-        parts.version = stale.version;
+        parts.version = stale.version();
         let cc = CacheControl::from_headers(&parts.headers);
         let now = Instant::now();
         let verdict = self

@@ -2,7 +2,6 @@
 //! RFC 9111 allows.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -226,7 +225,7 @@ fn stored_since_lookup<B>(
         .as_ref()
         .is_some_and(|stale| SharedEntry::ptr_eq(stale, &entry));
     // Soft-purged since it was stored: it is to be revalidated, not shared.
-    let purged = entry.purged.load(Ordering::Relaxed);
+    let purged = entry.is_purged();
     (!seen && !purged).then_some(entry)
 }
 

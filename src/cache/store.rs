@@ -295,10 +295,7 @@ impl Store {
                 return Err(Forward::VaryMiss);
             };
             if !entry.expired_by(at, self.keep) && entry.is_current() {
-                let promote = entry.touched.load(Ordering::Relaxed) != tick;
-                if promote {
-                    entry.touched.store(tick, Ordering::Relaxed);
-                }
+                let promote = entry.touch(tick);
                 let result = on_hit(entry, at);
                 drop(guard);
                 if promote {

@@ -244,7 +244,7 @@ fn a_hit_sets_age_and_cache_status_in_the_placeholder_lines() {
             .header("age", "99")
             .header("content-type", "text/plain"),
     );
-    assert!(plain.own_status_line);
+    assert!(plain.own_status_line());
     let served = plain.to_response(Duration::from_secs(12), false, ours.clone());
     assert_eq!(lines(served.headers(), AGE), ["12"]);
     assert_eq!(lines(served.headers(), CACHE_STATUS), ["tower-optimizer; hit; ttl=7"]);
@@ -252,7 +252,7 @@ fn a_hit_sets_age_and_cache_status_in_the_placeholder_lines() {
     assert_eq!(served.headers().len(), plain.headers.len());
     // An upstream cache's member stays first; ours follows it (RFC 9211 §2).
     let behind = make(Response::builder().header("cache-status", "upstream; hit"));
-    assert!(!behind.own_status_line);
+    assert!(!behind.own_status_line());
     let served = behind.to_response(Duration::from_secs(3), true, ours);
     assert_eq!(lines(served.headers(), AGE), ["3"]);
     assert_eq!(
@@ -315,7 +315,7 @@ fn freshness_dated_now_reads_as_the_stored_freshness_does() {
         assert_eq!(dated.age(after), entry.freshness().age(after));
     }
     // Soft-purged: stale at once, both ways.
-    entry.purged.store(true, Ordering::Relaxed);
+    entry.purge();
     let dated = entry.freshness_at(Stamp::of(now), now);
     assert_eq!(rules(&dated, now), rules(&entry.freshness(), now));
     assert!(!dated.is_fresh(now));
@@ -401,4 +401,84 @@ fn stamps_tick_once_a_second_on_either_side_of_the_epoch() {
     assert_ne!(second(-2).tick(), second(-1).tick());
     assert_eq!(Stamp(-1).tick(), second(-1).tick());
     assert_eq!(Stamp::of(e), Stamp(0));
+}
+
+#[test]
+fn version_flags_and_state_share_a_word_and_read_back() {
+    // The small fields fit the word beside the status and size.
+    assert_eq!(size_of::<Entry>(), 168, "the entry grew");
+    let now = epoch() + Duration::from_secs(1);
+    for version in Flags::VERSIONS {
+        for (no_cache, must_revalidate, upstream_status) in
+            [(false, false, false), (true, false, true), (false, true, false), (true, true, true)]
+        {
+            let mut response = Response::builder().version(version).status(299);
+            if upstream_status {
+                response = response.header(CACHE_STATUS, "upstream; hit");
+            }
+            let (parts, ()) = response.body(()).unwrap().into_parts();
+            let freshness = Freshness {
+                no_cache,
+                must_revalidate,
+                ..fresh_for_a_minute(now)
+            };
+            let entry = Entry::new(
+                "k",
+                Secondary::NONE,
+                &parts,
+                EntryBody::Shared(Bytes::from_static(b"x")),
+                freshness,
+                Labels::default(),
+                now,
+            );
+            assert_eq!(entry.version(), version);
+            assert_eq!(entry.status.as_u16(), 299);
+            assert_eq!(entry.own_status_line(), !upstream_status);
+            let read = entry.freshness();
+            assert_eq!((read.no_cache, read.must_revalidate), (no_cache, must_revalidate));
+            let answer = entry.to_response(Duration::ZERO, false, HeaderValue::from_static("ours"));
+            assert_eq!(answer.version(), version);
+        }
+    }
+}
+
+#[test]
+fn touches_move_once_a_tick_and_never_undo_a_purge() {
+    let now = epoch() + Duration::from_secs(1);
+    let (parts, ()) = Response::builder().body(()).unwrap().into_parts();
+    let entry = Entry::new(
+        "k",
+        Secondary::NONE,
+        &parts,
+        EntryBody::Shared(Bytes::from_static(b"x")),
+        fresh_for_a_minute(now),
+        Labels::default(),
+        now,
+    );
+    // The first hit moves it, whatever the tick; the next of the same tick
+    // does not; a later tick does.
+    for first in [0, 7, 64, u32::MAX] {
+        let fresh = Entry::new(
+            "k",
+            Secondary::NONE,
+            &parts,
+            EntryBody::Shared(Bytes::from_static(b"x")),
+            fresh_for_a_minute(now),
+            Labels::default(),
+            now,
+        );
+        assert!(fresh.touch(first), "first hit at tick {first}");
+        assert!(!fresh.touch(first));
+        assert!(fresh.touch(first.wrapping_add(1)));
+    }
+    assert!(entry.touch(5));
+    assert!(!entry.is_purged());
+    assert!(entry.purge(), "newly purged");
+    assert!(!entry.purge(), "already purged");
+    // Touches keep the mark, and still move once a tick.
+    assert!(!entry.touch(5));
+    assert!(entry.touch(6));
+    assert!(!entry.touch(6));
+    assert!(entry.is_purged());
+    assert!(!entry.freshness().is_fresh(now), "a purged entry reads stale");
 }

@@ -145,7 +145,7 @@ impl Store {
 fn mark<'a>(entries: impl Iterator<Item = &'a SharedEntry>) -> Removed {
     let mut marked = Removed::default();
     for entry in entries {
-        if !entry.purged.swap(true, Ordering::Relaxed) {
+        if entry.purge() {
             marked.entries += 1;
             marked.bytes += entry.size();
         }
