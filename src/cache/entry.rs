@@ -17,14 +17,14 @@ use super::status::{CACHE_NAME, CACHE_STATUS, Memo, memoised, write_int};
 use super::text;
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
-/// `SharedEntry` allocation (176), the LRU node and its hash slot (about 50),
+/// `SharedEntry` allocation (176), the LRU node and its hash slot (about 40),
 /// the key's `Arc` header and the shared buffer's count (40), the 56-byte
 /// box of its rare part when it has one (see `Rare`; the text and slots
 /// inside are charged on their own), and its share of a URI's variant
-/// group when `Vary` gives it several (about 32): 354 B at most as counted,
+/// group when `Vary` gives it several (about 32): 344 B at most as counted,
 /// with the rest left for the allocator's own per-block overhead, which no
 /// counting allocator sees (8 to 16 B on each of the entry's 6 to 13
-/// blocks). `cargo bench --bench overhead` measures the common entry (267 B
+/// blocks). `cargo bench --bench overhead` measures the common entry (259 B
 /// of this) and the rarer shapes (`Vary` variants, stale windows, tags, long
 /// heads), and fails if the budget charges any of them less than is
 /// allocated. It was 600 until the store's own LRU and those measurements.

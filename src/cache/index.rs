@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::entry::{Entry, SharedEntry};
+use super::entry::Entry;
 use super::labels::Node;
 
 #[derive(Default)]
@@ -166,14 +166,15 @@ impl ShardIndex {
 
     /// Compares the index with what the live groups say it should hold;
     /// returns the number of disagreeing index slots.
-    pub(crate) fn mismatches<'a>(
-        &self,
-        groups: impl Iterator<Item = (&'a Arc<str>, &'a [SharedEntry], &'a [Node])>,
-    ) -> usize {
+    pub(crate) fn mismatches<'a, V>(&self, groups: impl Iterator<Item = (&'a Arc<str>, V, &'a [Node])>) -> usize
+    where
+        V: IntoIterator,
+        V::Item: std::ops::Deref<Target = Entry>,
+    {
         let mut expected = ShardIndex::default();
         for (key, variants, deps) in groups {
             for entry in variants {
-                expected.add_entry(key, entry);
+                expected.add_entry(key, &entry);
             }
             for node in deps {
                 expected.add_dependency(key, node.clone());

@@ -100,11 +100,11 @@ impl Audit {
 }
 
 /// Bytes one dependency edge (a URI group depending on a node) costs beyond
-/// the node's name, in the worst case: the group's first edge (its boxed
-/// record, 48 B, and a 4-slot buffer, 128 B) on a node new to the shard (a
+/// the node's name, in the worst case: the group's first edge (its shared
+/// record, 56 B, and a 4-slot buffer, 128 B) on a node new to the shard (a
 /// set table, 96 B, and a 72 B index slot, up to 165 B just after the index
 /// grew). `cargo bench --bench overhead` measures it with a counting
-/// allocator (348 B at 20,000 edges) and fails if this under-counts.
+/// allocator (356 B at 20,000 edges) and fails if this under-counts.
 pub(crate) const DEPENDENCY_OVERHEAD: usize = 400;
 
 /// What one dependency edge costs the byte budget.
@@ -291,12 +291,13 @@ impl Store {
             let Some(group) = guard.map.peek(key) else {
                 return Err(Forward::UriMiss);
             };
-            let Some(entry) = group.variants().iter().rev().find(|e| matches(e)) else {
+            let Some(entry) = group.variants().rev().find(|e| matches(e)) else {
                 return Err(Forward::VaryMiss);
             };
             if !entry.expired_by(at, self.keep) && entry.is_current() {
                 let promote = entry.touch(tick);
-                let result = on_hit(entry, at);
+                // A borrowed handle: the hit clones the entry only if it keeps it.
+                let result = entry.with_arc(|entry| on_hit(entry, at));
                 drop(guard);
                 if promote {
                     write(shard).map.promote(key);
@@ -310,7 +311,7 @@ impl Store {
             let mut guard = write(shard);
             if let Some(group) = guard.map.peek_mut(key) {
                 let gone = |e: &Entry| e.expired_by(at, self.keep) || !e.is_current();
-                if let Some(pos) = group.variants().iter().rposition(|e| matches(e) && gone(e)) {
+                if let Some(pos) = group.variants().rposition(|e| matches(&e) && gone(&e)) {
                     let entry = group.remove(pos);
                     // A bumped namespace is an invalidation, not an expiry.
                     let cause = if entry.is_current() {
@@ -358,12 +359,12 @@ impl Store {
             let fresh = group.fresh_deps(deps);
             let size = entry.size();
             let added: usize = fresh.iter().map(edge_cost).sum();
-            if let Some(pos) = group.variants().iter().position(|e| e.secondary() == entry.secondary()) {
+            if let Some(pos) = group.variants().position(|e| e.secondary() == entry.secondary()) {
                 removals.push((key.clone(), group.remove(pos), RemovalCause::Replaced));
             }
             let fits = !entry.too_large() && size + held + added <= self.shard_budget;
             if fits {
-                while group.variants().len() >= self.max_variants {
+                while group.len() >= self.max_variants {
                     removals.push((key.clone(), group.remove(0), RemovalCause::Capacity));
                 }
             }

@@ -409,9 +409,12 @@ fn version_flags_and_state_share_a_word_and_read_back() {
     assert_eq!(size_of::<Entry>(), 168, "the entry grew");
     let now = epoch() + Duration::from_secs(1);
     for version in Flags::VERSIONS {
-        for (no_cache, must_revalidate, upstream_status) in
-            [(false, false, false), (true, false, true), (false, true, false), (true, true, true)]
-        {
+        for (no_cache, must_revalidate, upstream_status) in [
+            (false, false, false),
+            (true, false, true),
+            (false, true, false),
+            (true, true, true),
+        ] {
             let mut response = Response::builder().version(version).status(299);
             if upstream_status {
                 response = response.header(CACHE_STATUS, "upstream; hit");

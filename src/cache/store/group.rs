@@ -1,116 +1,150 @@
 //! What the store keeps per URI: its variants and the nodes it depends on,
-//! in 16 bytes of LRU node.
+//! in 8 bytes of LRU node.
 //!
 //! Almost every URI has one variant and no dependencies; that case is one
-//! `Arc`, with no allocation of its own. The rest (several `Vary` variants,
-//! or dependency edges) moves to one boxed record.
+//! shared entry, with no allocation of its own. The rest (several `Vary`
+//! variants, or dependency edges) moves to one shared record. Both are
+//! `triomphe` `Arc`s, told apart by the low bit of one pointer
+//! (`ArcUnion`): an enum of the two would take 16 bytes.
 
 use std::sync::Arc;
 
 use smallvec::SmallVec;
+use triomphe::{ArcBorrow, ArcUnion, ArcUnionBorrow};
 
 use super::{RemovalCause, Removals};
-use crate::cache::entry::SharedEntry;
+use crate::cache::entry::{Entry, SharedEntry};
 use crate::cache::labels::Node;
 
 /// A URI's variants (least recently stored first) and dependencies (kept
-/// while any variant is stored).
+/// while any variant is stored). Empty while being built, or emptied on
+/// its way out of the map.
 #[derive(Default)]
-pub(super) enum Group {
-    /// Being built, or emptied on its way out of the map.
-    #[default]
-    Empty,
-    /// One variant, no dependencies.
-    One(SharedEntry),
-    /// Anything else.
-    Rich(Box<Rich>),
-}
+pub(super) struct Group(Option<ArcUnion<Entry, Rich>>);
 
-/// The uncommon case; one variant is still held inline.
-#[derive(Default)]
+/// The uncommon case; one variant is still held inline. Shared only in
+/// form: a group is its record's one owner, so it can always change it.
+#[derive(Default, Clone)]
 pub(super) struct Rich {
     variants: SmallVec<[SharedEntry; 1]>,
     deps: Vec<Node>,
 }
 
-impl Group {
-    pub(super) fn variants(&self) -> &[SharedEntry] {
+/// A group's variants, oldest first, borrowed.
+pub(super) enum Variants<'a> {
+    /// The common group's one variant, until taken.
+    One(Option<ArcBorrow<'a, Entry>>),
+    /// A record's variants.
+    Many(std::slice::Iter<'a, SharedEntry>),
+}
+
+impl<'a> Iterator for Variants<'a> {
+    type Item = ArcBorrow<'a, Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
         match self {
-            Group::Empty => &[],
-            Group::One(entry) => std::slice::from_ref(entry),
-            Group::Rich(rich) => &rich.variants,
+            Variants::One(one) => one.take(),
+            Variants::Many(many) => many.next().map(SharedEntry::borrow_arc),
         }
     }
 
-    pub(super) fn deps(&self) -> &[Node] {
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match self {
+            Variants::One(one) => usize::from(one.is_some()),
+            Variants::Many(many) => many.len(),
+        };
+        (n, Some(n))
+    }
+}
+
+impl DoubleEndedIterator for Variants<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
         match self {
-            Group::Rich(rich) => &rich.deps,
+            Variants::One(one) => one.take(),
+            Variants::Many(many) => many.next_back().map(SharedEntry::borrow_arc),
+        }
+    }
+}
+
+impl ExactSizeIterator for Variants<'_> {}
+
+impl Group {
+    pub(super) fn variants(&self) -> Variants<'_> {
+        match self.0.as_ref().map(ArcUnion::borrow) {
+            None => Variants::One(None),
+            Some(ArcUnionBorrow::First(entry)) => Variants::One(Some(entry)),
+            Some(ArcUnionBorrow::Second(rich)) => Variants::Many(rich.get().variants.iter()),
+        }
+    }
+
+    /// How many variants it holds.
+    pub(super) fn len(&self) -> usize {
+        self.variants().len()
+    }
+
+    pub(super) fn deps(&self) -> &[Node] {
+        match self.0.as_ref().map(ArcUnion::borrow) {
+            Some(ArcUnionBorrow::Second(rich)) => &rich.get().deps,
             _ => &[],
         }
     }
 
+    /// Whether it holds no variant (its dependencies go with the last).
     pub(super) fn is_empty(&self) -> bool {
-        self.variants().is_empty()
+        self.len() == 0
     }
 
-    /// The record, made if the group is not one yet.
-    fn rich(&mut self) -> &mut Rich {
-        if !matches!(self, Group::Rich(_)) {
-            let mut rich = Box::<Rich>::default();
-            if let Group::One(entry) = std::mem::take(self) {
-                rich.variants.push(entry);
-            }
-            *self = Group::Rich(rich);
-        }
-        match self {
-            Group::Rich(rich) => rich,
-            // Made just above.
-            Group::Empty | Group::One(_) => unreachable!("the group was made rich"),
-        }
-    }
-
-    /// Back to the smallest form that holds the same.
-    fn compact(&mut self) {
-        if let Group::Rich(rich) = self {
-            if rich.deps.is_empty() && rich.variants.len() <= 1 {
-                *self = rich.variants.pop().map_or(Group::Empty, Group::One);
-            }
-        }
+    /// The record, made if the group is not one yet, for `change`; then
+    /// back to the smallest form that holds the same.
+    fn change_rich<R>(&mut self, change: impl FnOnce(&mut Rich) -> R) -> R {
+        let mut rich = match self.0.take().as_ref().map(ArcUnion::borrow) {
+            None => triomphe::Arc::new(Rich::default()),
+            Some(ArcUnionBorrow::First(entry)) => triomphe::Arc::new(Rich {
+                variants: smallvec::smallvec![entry.clone_arc()],
+                deps: Vec::new(),
+            }),
+            Some(ArcUnionBorrow::Second(rich)) => rich.clone_arc(),
+        };
+        // The union taken out is dropped by now, so this is the record's
+        // one handle; were it not, the change goes to a copy of it.
+        let out = change(triomphe::Arc::make_mut(&mut rich));
+        self.0 = if rich.deps.is_empty() && rich.variants.len() <= 1 {
+            rich.variants.first().cloned().map(ArcUnion::from_first)
+        } else {
+            Some(ArcUnion::from_second(rich))
+        };
+        out
     }
 
     /// Adds the newest variant.
     pub(super) fn push(&mut self, entry: SharedEntry) {
-        if let Group::Empty = self {
-            *self = Group::One(entry);
+        if self.0.is_none() {
+            self.0 = Some(ArcUnion::from_first(entry));
         } else {
-            self.rich().variants.push(entry);
+            self.change_rich(|rich| rich.variants.push(entry));
         }
     }
 
     /// Takes out the variant at `index` (which must exist).
     pub(super) fn remove(&mut self, index: usize) -> SharedEntry {
-        let entry = match self {
-            Group::Rich(rich) => rich.variants.remove(index),
-            _ => match std::mem::take(self) {
-                Group::One(entry) if index == 0 => entry,
-                _ => panic!("no variant {index} in this group"),
-            },
-        };
-        self.compact();
-        entry
+        match self.0.as_ref().map(ArcUnion::borrow) {
+            Some(ArcUnionBorrow::First(entry)) if index == 0 => {
+                let entry = entry.clone_arc();
+                self.0 = None;
+                entry
+            }
+            Some(ArcUnionBorrow::Second(_)) => self.change_rich(|rich| rich.variants.remove(index)),
+            _ => panic!("no variant {index} in this group"),
+        }
     }
 
     /// Takes out the variants `pick` names a cause for, as removals of the
     /// group's `key`.
-    pub(super) fn extract(
-        &mut self,
-        key: &Arc<str>,
-        mut pick: impl FnMut(&SharedEntry) -> Option<RemovalCause>,
-    ) -> Removals {
+    pub(super) fn extract(&mut self, key: &Arc<str>, mut pick: impl FnMut(&Entry) -> Option<RemovalCause>) -> Removals {
         let mut out = Removals::new();
         let mut i = 0;
-        while i < self.variants().len() {
-            match pick(&self.variants()[i]) {
+        while let Some(entry) = self.variants().nth(i) {
+            match pick(&entry) {
                 Some(cause) => out.push((key.clone(), self.remove(i), cause)),
                 None => i += 1,
             }
@@ -119,11 +153,11 @@ impl Group {
     }
 
     /// All the variants, leaving the group empty of them.
-    pub(super) fn into_variants(self) -> SmallVec<[SharedEntry; 1]> {
-        match self {
-            Group::Empty => SmallVec::new(),
-            Group::One(entry) => smallvec::smallvec![entry],
-            Group::Rich(rich) => rich.variants,
+    pub(super) fn into_variants(mut self) -> SmallVec<[SharedEntry; 1]> {
+        match self.0.as_ref().map(ArcUnion::borrow) {
+            None => SmallVec::new(),
+            Some(ArcUnionBorrow::First(entry)) => smallvec::smallvec![entry.clone_arc()],
+            Some(ArcUnionBorrow::Second(_)) => self.change_rich(|rich| std::mem::take(&mut rich.variants)),
         }
     }
 
@@ -132,7 +166,7 @@ impl Group {
     }
 
     pub(super) fn push_dep(&mut self, node: Node) {
-        self.rich().deps.push(node);
+        self.change_rich(|rich| rich.deps.push(node));
     }
 
     /// The nodes of `deps` not held yet, each once.
@@ -152,7 +186,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_group_is_sixteen_bytes() {
-        assert_eq!(size_of::<Group>(), 16);
+    fn a_group_is_eight_bytes() {
+        assert_eq!(size_of::<Group>(), 8);
     }
 }

@@ -25,7 +25,7 @@ impl Store {
         shard
             .map
             .peek(&key)
-            .map(|g| g.variants().iter().map(|e| e.meta(&key, self.keep)).collect())
+            .map(|g| g.variants().map(|e| e.meta(&key, self.keep)).collect())
             .unwrap_or_default()
     }
 
@@ -51,7 +51,7 @@ impl Store {
                 shard
                     .map
                     .iter()
-                    .flat_map(|(k, g)| g.variants().iter().map(|e| e.meta(k, self.keep))),
+                    .flat_map(|(k, g)| g.variants().map(|e| e.meta(k, self.keep))),
             );
         }
         out
@@ -72,7 +72,7 @@ impl Store {
                 if group.is_empty() {
                     audit.orphaned_keys += 1;
                 }
-                bytes += group.variants().iter().map(|e| e.size()).sum::<usize>() + deps_cost(group);
+                bytes += group.variants().map(|e| e.size()).sum::<usize>() + deps_cost(group);
                 entries += group.variants().len();
             }
             audit.bytes += bytes;

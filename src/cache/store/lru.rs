@@ -2,10 +2,10 @@
 //!
 //! Nodes live in a slab of fixed-size chunks and link to each other by
 //! 32-bit index; the hash table holds those indices. The `lru` crate this
-//! replaces allocates each node on its own (key, value and two pointers, 48
-//! bytes for the store's 16-byte values) and its table holds two pointers
-//! per slot (16 bytes); here a node is 40 bytes inside a chunk and a table
-//! slot is 4 bytes, about 30 bytes less per stored URI. Nodes never move
+//! replaces allocates each node on its own (key, value and two pointers, 40
+//! bytes for the store's 8-byte values) and its table holds two pointers
+//! per slot (16 bytes); here a node is 32 bytes inside a chunk and a table
+//! slot is 4 bytes, about 20 bytes less per stored URI. Nodes never move
 //! while in use except when the slab shrinks after mass removals, which
 //! the `lru` crate's table never does.
 
@@ -19,7 +19,7 @@ const NIL: u32 = u32::MAX;
 
 /// Nodes per chunk. The slab grows a chunk at a time, so existing nodes
 /// never move as it grows and at most one chunk per shard is unused
-/// (64 × 40 bytes); small enough that a near-empty shard costs little.
+/// (64 × 32 bytes); small enough that a near-empty shard costs little.
 const CHUNK: usize = 64;
 
 struct Node<V> {
@@ -355,9 +355,9 @@ mod tests {
     }
 
     #[test]
-    fn a_node_is_forty_bytes_for_the_stores_sixteen_byte_values() {
+    fn a_node_is_thirty_two_bytes_for_the_stores_eight_byte_values() {
         // The memory figure in the module docs rests on this.
-        assert_eq!(std::mem::size_of::<Slot<super::super::Group>>(), 40);
+        assert_eq!(std::mem::size_of::<Slot<super::super::Group>>(), 32);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::super::entry::SharedEntry;
+use super::super::entry::Entry;
 use super::super::labels::Node;
 use super::{Purge, RemovalCause, Removals, Removed, Store, deps_cost, edge_cost, leaving, read, write};
 
@@ -21,7 +21,7 @@ impl Store {
                     shard
                         .map
                         .peek(key)
-                        .map_or_else(Removed::default, |g| mark(g.variants().iter()))
+                        .map_or_else(Removed::default, |g| mark(g.variants()))
                 }
             };
             total.entries += removed.entries;
@@ -48,10 +48,10 @@ impl Store {
                     let Some(group) = shard.map.peek_mut(key) else {
                         continue;
                     };
-                    let has_tag = |e: &SharedEntry| e.tags().iter().any(|t| &**t == tag);
+                    let has_tag = |e: &Entry| e.tags().iter().any(|t| &**t == tag);
                     match mode {
                         Purge::Soft => {
-                            let m = mark(group.variants().iter().filter(|e| has_tag(e)));
+                            let m = mark(group.variants().filter(|e| has_tag(e)));
                             marked.entries += m.entries;
                             marked.bytes += m.bytes;
                         }
@@ -119,7 +119,7 @@ impl Store {
                 return true;
             }
             let cost = edge_cost(&node);
-            let group_bytes = deps_cost(group) + group.variants().iter().map(|e| e.size()).sum::<usize>();
+            let group_bytes = deps_cost(group) + group.variants().map(|e| e.size()).sum::<usize>();
             let Some((key, mut group)) = shard.map.pop_entry(key) else {
                 return false;
             };
@@ -142,7 +142,7 @@ impl Store {
 }
 
 /// Soft-purges entries: marks them stale; counts those not marked before.
-fn mark<'a>(entries: impl Iterator<Item = &'a SharedEntry>) -> Removed {
+fn mark(entries: impl Iterator<Item = impl std::ops::Deref<Target = Entry>>) -> Removed {
     let mut marked = Removed::default();
     for entry in entries {
         if entry.purge() {
