@@ -17,14 +17,14 @@ use super::status::{CACHE_NAME, CACHE_STATUS, Memo, memoised, write_int};
 use super::text;
 
 /// Bytes an entry costs beyond its key text, header storage and body: the
-/// `SharedEntry` allocation (176), the LRU node and its hash slot (about 40),
-/// the key's `Arc` header and the shared buffer's count (40), the 56-byte
+/// `SharedEntry` allocation (176), the LRU node and its hash slot (about 30),
+/// the key's header (see `UriKey`) and the shared buffer's count (40), the 56-byte
 /// box of its rare part when it has one (see `Rare`; the text and slots
 /// inside are charged on their own), and its share of a URI's variant
-/// group when `Vary` gives it several (about 32): 344 B at most as counted,
+/// group when `Vary` gives it several (about 32): 334 B at most as counted,
 /// with the rest left for the allocator's own per-block overhead, which no
 /// counting allocator sees (8 to 16 B on each of the entry's 6 to 13
-/// blocks). `cargo bench --bench overhead` measures the common entry (259 B
+/// blocks). `cargo bench --bench overhead` measures the common entry (251 B
 /// of this) and the rarer shapes (`Vary` variants, stale windows, tags, long
 /// heads), and fails if the budget charges any of them less than is
 /// allocated. It was 600 until the store's own LRU and those measurements.
@@ -41,10 +41,10 @@ pub(crate) const HEADER_INDEX_OVERHEAD: usize = 6;
 
 /// Bytes one tag costs beyond its text, in the worst case: its `Arc` header
 /// (16), its slot in the entry's tag list (16), and its share of the
-/// shard's tag index. A tag only this URI carries takes a 40-byte slot of
-/// the tag map, up to 94 B with its control byte just after the map grew
-/// (7/16 full); a tag several URIs share costs each a 24-byte slot of the
-/// tag's own map instead (up to 57 B), and the map's 48-byte box once.
+/// shard's tag index. A tag only this URI carries takes a 32-byte slot of
+/// the tag map, up to 76 B with its control byte just after the map grew
+/// (7/16 full); a tag several URIs share costs each a 16-byte slot of the
+/// tag's own map instead (up to 39 B), and the map's 48-byte box once.
 /// (The index hashes with std's keyed SipHash: tags come from responses.)
 /// `cargo bench --bench overhead` measures entries with 8 and 32 tags of
 /// their own and fails if the budget under-counts them (96 B did, by a
@@ -625,11 +625,11 @@ impl Entry {
 
     /// Public metadata, for the entry stored under `key` in a cache that
     /// keeps entries as `keep` says.
-    pub(crate) fn meta(&self, key: &Arc<str>, keep: Keep) -> EntryMeta {
+    pub(crate) fn meta(&self, key: Arc<str>, keep: Keep) -> EntryMeta {
         let freshness = self.stored_freshness();
         let fresh_left = freshness.lifetime.saturating_sub(freshness.initial_age);
         EntryMeta {
-            key: key.clone(),
+            key,
             status: self.status,
             stored_at: self.stored_at(),
             fresh_until: freshness.response_time + fresh_left.min(Duration::from_secs(1 << 31)),

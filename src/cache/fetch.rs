@@ -276,7 +276,7 @@ impl Fetch {
         if !epochs.is_current(self.stamp) {
             return Err(NotStorable::Invalidated);
         }
-        if !self.cache.store.insert(self.key.clone(), entry.clone(), deps) {
+        if !self.cache.store.insert(&self.key, entry.clone(), deps) {
             return Err(NotStorable::TooLarge);
         }
         // Storable after all: the key is coalesced again.

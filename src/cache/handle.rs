@@ -225,7 +225,7 @@ impl Cache {
         let keep = self.inner.store.keep();
         self.inner
             .store
-            .remove_where(|key, e| predicate(&e.meta(key, keep)).then_some(cause))
+            .remove_where(|key, e| predicate(&e.meta(key.to_arc(), keep)).then_some(cause))
     }
 
     /// Removes everything; no response in flight now is stored when it

@@ -10,34 +10,36 @@ use std::sync::Arc;
 
 use super::entry::Entry;
 use super::labels::Node;
+use super::store::UriKey;
 
 #[derive(Default)]
 pub(crate) struct ShardIndex {
     /// Tag -> keys with at least one variant carrying it, with the count.
     tags: HashMap<Arc<str>, TagKeys>,
     /// Dependency -> keys (URI groups) in this shard that depend on it.
-    deps: HashMap<Node, HashSet<Arc<str>>>,
+    deps: HashMap<Node, HashSet<UriKey>>,
 }
 
 /// The keys carrying one tag, each with the number of its variants that
 /// carry it. Most tags name one URI (`product:42`), so that case is held
 /// inline: such a tag costs one slot of the tag map and no map of its own
-/// (a map of one key took 116 bytes more).
+/// (a map of one key took 116 bytes more). Keys are the store's own
+/// (`UriKey`): the index shares the LRU node's copy of the text.
 #[derive(Debug)]
 enum TagKeys {
-    One(Arc<str>, u32),
-    // Boxed so this enum, and so every slot of the tag map, stays 24 bytes
+    One(UriKey, u32),
+    // Boxed so this enum, and so every slot of the tag map, stays 16 bytes
     // (a map inline would double it for the common one-key tag).
     #[allow(clippy::box_collection)]
-    Many(Box<HashMap<Arc<str>, u32>>),
+    Many(Box<HashMap<UriKey, u32>>),
 }
 
 impl TagKeys {
-    fn add(&mut self, key: &Arc<str>) {
+    fn add(&mut self, key: &UriKey) {
         match self {
-            TagKeys::One(held, count) if **held == **key => *count += 1,
+            TagKeys::One(held, count) if held == key => *count += 1,
             TagKeys::One(held, count) => {
-                let mut keys = Box::<HashMap<Arc<str>, u32>>::default();
+                let mut keys = Box::<HashMap<UriKey, u32>>::default();
                 keys.insert(held.clone(), *count);
                 keys.insert(key.clone(), 1);
                 *self = TagKeys::Many(keys);
@@ -50,16 +52,16 @@ impl TagKeys {
     fn remove(&mut self, key: &str) -> bool {
         match self {
             TagKeys::One(held, count) => {
-                if **held == *key {
+                if held.as_bytes() == key.as_bytes() {
                     *count = count.saturating_sub(1);
                 }
                 *count == 0
             }
             TagKeys::Many(keys) => {
-                if let Some(count) = keys.get_mut(key) {
+                if let Some(count) = keys.get_mut(key.as_bytes()) {
                     *count = count.saturating_sub(1);
                     if *count == 0 {
-                        keys.remove(key);
+                        keys.remove(key.as_bytes());
                     }
                 }
                 if keys.len() == 1 {
@@ -75,7 +77,7 @@ impl TagKeys {
         }
     }
 
-    fn keys(&self) -> Vec<Arc<str>> {
+    fn keys(&self) -> Vec<UriKey> {
         match self {
             TagKeys::One(held, _) => vec![held.clone()],
             TagKeys::Many(keys) => keys.keys().cloned().collect(),
@@ -84,8 +86,8 @@ impl TagKeys {
 
     fn count(&self, key: &str) -> Option<u32> {
         match self {
-            TagKeys::One(held, count) => (**held == *key).then_some(*count),
-            TagKeys::Many(keys) => keys.get(key).copied(),
+            TagKeys::One(held, count) => (held.as_bytes() == key.as_bytes()).then_some(*count),
+            TagKeys::Many(keys) => keys.get(key.as_bytes()).copied(),
         }
     }
 
@@ -100,12 +102,16 @@ impl TagKeys {
 /// The same keys with the same counts, whichever form holds them.
 impl PartialEq for TagKeys {
     fn eq(&self, other: &TagKeys) -> bool {
-        self.len() == other.len() && self.keys().iter().all(|key| self.count(key) == other.count(key))
+        self.len() == other.len()
+            && self
+                .keys()
+                .iter()
+                .all(|key| self.count(key.as_str()) == other.count(key.as_str()))
     }
 }
 
 impl ShardIndex {
-    pub(crate) fn add_entry(&mut self, key: &Arc<str>, entry: &Entry) {
+    pub(crate) fn add_entry(&mut self, key: &UriKey, entry: &Entry) {
         for tag in entry.tags() {
             match self.tags.get_mut(&**tag) {
                 Some(keys) => keys.add(key),
@@ -128,7 +134,7 @@ impl ShardIndex {
     }
 
     /// Records that the URI group `key` depends on `node`; `false` if known.
-    pub(crate) fn add_dependency(&mut self, key: &Arc<str>, node: Node) -> bool {
+    pub(crate) fn add_dependency(&mut self, key: &UriKey, node: Node) -> bool {
         self.deps.entry(node).or_default().insert(key.clone())
     }
 
@@ -136,7 +142,7 @@ impl ShardIndex {
     pub(crate) fn remove_group(&mut self, key: &str, deps: &[Node]) {
         for node in deps {
             if let Some(keys) = self.deps.get_mut(node) {
-                keys.remove(key);
+                keys.remove(key.as_bytes());
                 if keys.is_empty() {
                     self.deps.remove(node);
                 }
@@ -144,11 +150,11 @@ impl ShardIndex {
         }
     }
 
-    pub(crate) fn keys_with_tag(&self, tag: &str) -> Vec<Arc<str>> {
+    pub(crate) fn keys_with_tag(&self, tag: &str) -> Vec<UriKey> {
         self.tags.get(tag).map(TagKeys::keys).unwrap_or_default()
     }
 
-    pub(crate) fn dependents(&self, node: &Node) -> Vec<Arc<str>> {
+    pub(crate) fn dependents(&self, node: &Node) -> Vec<UriKey> {
         self.deps
             .get(node)
             .map(|keys| keys.iter().cloned().collect())
@@ -166,7 +172,7 @@ impl ShardIndex {
 
     /// Compares the index with what the live groups say it should hold;
     /// returns the number of disagreeing index slots.
-    pub(crate) fn mismatches<'a, V>(&self, groups: impl Iterator<Item = (&'a Arc<str>, V, &'a [Node])>) -> usize
+    pub(crate) fn mismatches<'a, V>(&self, groups: impl Iterator<Item = (&'a UriKey, V, &'a [Node])>) -> usize
     where
         V: IntoIterator,
         V::Item: std::ops::Deref<Target = Entry>,
@@ -196,7 +202,7 @@ mod tests {
 
     #[test]
     fn tag_keys_move_between_inline_and_map_forms_keeping_counts() {
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let (a, b) = (UriKey::new("a"), UriKey::new("b"));
         let mut keys = TagKeys::One(a.clone(), 1);
         keys.add(&a);
         assert!(matches!(keys, TagKeys::One(_, 2)));
@@ -209,17 +215,17 @@ mod tests {
         assert_eq!(keys.count("a"), Some(1));
         // Down to one key: back inline, with that key's count.
         assert!(!keys.remove("b"));
-        assert!(matches!(&keys, TagKeys::One(held, 1) if **held == *"a"));
+        assert!(matches!(&keys, TagKeys::One(held, 1) if held.as_str() == "a"));
         assert!(keys.remove("a"));
     }
 
     #[test]
     fn tag_keys_compare_by_keys_and_counts_not_by_form() {
-        let a: Arc<str> = "a".into();
-        let mut many = Box::<HashMap<Arc<str>, u32>>::default();
+        let a = UriKey::new("a");
+        let mut many = Box::<HashMap<UriKey, u32>>::default();
         many.insert(a.clone(), 3);
         assert!(TagKeys::One(a.clone(), 3) == TagKeys::Many(many));
         assert!(TagKeys::One(a.clone(), 3) != TagKeys::One(a.clone(), 2));
-        assert!(TagKeys::One(a, 1) != TagKeys::One("b".into(), 1));
+        assert!(TagKeys::One(a, 1) != TagKeys::One(UriKey::new("b"), 1));
     }
 }

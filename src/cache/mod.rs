@@ -126,6 +126,10 @@ mod text;
 mod ttl;
 pub(crate) mod write;
 
+// The store's key copies, for the invalidation scan's key snapshots.
+#[cfg(feature = "invalidation")]
+pub(crate) use store::UriKey;
+
 pub use builder::{
     CacheBuilder, DEFAULT_HEURISTIC_MAX, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,
     DEFAULT_MAX_VARIANTS, DEFAULT_REMEMBER_UNCACHEABLE, DEFAULT_STALE_RETENTION, DEFAULT_STREAM_ABOVE,

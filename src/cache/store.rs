@@ -21,6 +21,7 @@ use super::labels::Node;
 use super::status::Forward;
 use group::Group;
 use lru::Lru;
+pub(crate) use uri::UriKey;
 
 /// Why an entry left the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,9 +103,10 @@ impl Audit {
 /// Bytes one dependency edge (a URI group depending on a node) costs beyond
 /// the node's name, in the worst case: the group's first edge (its shared
 /// record, 56 B, and a 4-slot buffer, 128 B) on a node new to the shard (a
-/// set table, 96 B, and a 72 B index slot, up to 165 B just after the index
-/// grew). `cargo bench --bench overhead` measures it with a counting
-/// allocator (356 B at 20,000 edges) and fails if this under-counts.
+/// set table of the store's thin keys, 64 B, and a 72 B index slot, up to
+/// 165 B just after the index grew). `cargo bench --bench overhead`
+/// measures it with a counting allocator (324 B at 20,000 edges) and fails
+/// if this under-counts.
 pub(crate) const DEPENDENCY_OVERHEAD: usize = 400;
 
 /// What one dependency edge costs the byte budget.
@@ -131,15 +133,15 @@ struct Shard {
 
 impl Shard {
     /// Takes a URI group out of the shard, forgetting its dependencies.
-    fn pop_group(&mut self, key: &str) -> Option<(Arc<str>, Group)> {
+    fn pop_group(&mut self, key: &str) -> Option<(UriKey, Group)> {
         let (key, group) = self.map.pop_entry(key)?;
-        self.forget(&key, &group);
+        self.forget(key.as_str(), &group);
         Some((key, group))
     }
 
-    fn pop_lru_group(&mut self) -> Option<(Arc<str>, Group)> {
+    fn pop_lru_group(&mut self) -> Option<(UriKey, Group)> {
         let (key, group) = self.map.pop_lru()?;
-        self.forget(&key, &group);
+        self.forget(key.as_str(), &group);
         Some((key, group))
     }
 
@@ -191,14 +193,14 @@ impl std::fmt::Debug for Store {
 
 /// Entries on their way out: the key each was stored under, the entry and
 /// why it goes.
-type Removals = Vec<(Arc<str>, SharedEntry, RemovalCause)>;
+type Removals = Vec<(UriKey, SharedEntry, RemovalCause)>;
 
 /// `entries` of `key`, all leaving for `cause`.
 fn leaving(
-    key: &Arc<str>,
+    key: &UriKey,
     entries: impl IntoIterator<Item = SharedEntry>,
     cause: RemovalCause,
-) -> impl Iterator<Item = (Arc<str>, SharedEntry, RemovalCause)> {
+) -> impl Iterator<Item = (UriKey, SharedEntry, RemovalCause)> {
     entries.into_iter().map(move |e| (key.clone(), e, cause))
 }
 
@@ -321,7 +323,7 @@ impl Store {
                         RemovalCause::Invalidated
                     };
                     // A cold path: the key's own `Arc` is not at hand.
-                    removals.push((Arc::from(key), entry, cause));
+                    removals.push((UriKey::new(key), entry, cause));
                     if group.is_empty() {
                         guard.pop_group(key);
                     }
@@ -348,45 +350,48 @@ impl Store {
     /// until both fit. Returns `false` if they can never fit (more than a
     /// shard's share of the budget); the variant `entry` would have replaced
     /// is removed all the same, since it is now known to be outdated.
-    pub(crate) fn insert(&self, key: Arc<str>, entry: SharedEntry, deps: &[Node]) -> bool {
+    pub(crate) fn insert(&self, key: &str, entry: SharedEntry, deps: &[Node]) -> bool {
         let mut removals = Removals::new();
         let mut freed = 0;
         let stored = {
-            let mut shard = self.shard(&key);
+            let mut shard = self.shard(key);
             // Most URIs have one variant, held inline (see `Group`).
-            let mut group = shard.map.pop(&key).unwrap_or_default();
+            let (stored_key, mut group) = shard
+                .map
+                .pop_entry(key)
+                .unwrap_or_else(|| (UriKey::new(key), Group::default()));
             let held = deps_cost(&group);
             let fresh = group.fresh_deps(deps);
             let size = entry.size();
             let added: usize = fresh.iter().map(edge_cost).sum();
             if let Some(pos) = group.variants().position(|e| e.secondary() == entry.secondary()) {
-                removals.push((key.clone(), group.remove(pos), RemovalCause::Replaced));
+                removals.push((stored_key.clone(), group.remove(pos), RemovalCause::Replaced));
             }
             let fits = !entry.too_large() && size + held + added <= self.shard_budget;
             if fits {
                 while group.len() >= self.max_variants {
-                    removals.push((key.clone(), group.remove(0), RemovalCause::Capacity));
+                    removals.push((stored_key.clone(), group.remove(0), RemovalCause::Capacity));
                 }
             }
             freed += self.debit(&mut shard, &removals);
             if fits {
-                freed += self.make_room(&mut shard, size + added, Some((&key, &mut group)), &mut removals);
+                freed += self.make_room(&mut shard, size + added, Some((&stored_key, &mut group)), &mut removals);
                 shard.bytes += size + added;
                 shard.entries += 1;
                 self.bytes.fetch_add(size + added, Ordering::Relaxed);
                 self.entries.fetch_add(1, Ordering::Relaxed);
                 for node in fresh {
-                    shard.index.add_dependency(&key, node.clone());
+                    shard.index.add_dependency(&stored_key, node.clone());
                     group.push_dep(node);
                 }
-                shard.index.add_entry(&key, &entry);
+                shard.index.add_entry(&stored_key, &entry);
                 group.push(entry);
             }
             if !group.is_empty() {
-                shard.map.push(key, group);
+                shard.map.push(stored_key, group);
             } else if !group.deps().is_empty() {
                 // The refused entry's URI has no variant left: its edges go.
-                shard.forget(&key, &group);
+                shard.forget(key, &group);
                 freed += self.debit(&mut shard, &[]);
             }
             fits
@@ -402,7 +407,7 @@ impl Store {
         &self,
         shard: &mut Shard,
         needed: usize,
-        mut own: Option<(&Arc<str>, &mut Group)>,
+        mut own: Option<(&UriKey, &mut Group)>,
         removals: &mut Removals,
     ) -> usize {
         let mut freed = 0;
@@ -444,7 +449,7 @@ impl Store {
             };
             let removals = group.extract(&key, |e| which(e).then_some(cause));
             if group.is_empty() {
-                shard.forget(&key, &group);
+                shard.forget(key.as_str(), &group);
             } else {
                 shard.map.push(key, group);
             }
@@ -456,7 +461,7 @@ impl Store {
 
     /// Removes the entries for which `remove` is true, one shard at a time
     /// so no lock is held for the whole walk.
-    pub(crate) fn remove_where(&self, mut remove: impl FnMut(&Arc<str>, &Entry) -> Option<RemovalCause>) -> Removed {
+    pub(crate) fn remove_where(&self, mut remove: impl FnMut(&UriKey, &Entry) -> Option<RemovalCause>) -> Removed {
         let mut total = Removed::default();
         for shard in &*self.shards {
             let removals = {
@@ -470,7 +475,7 @@ impl Store {
                     }
                 });
                 for key in emptied {
-                    shard.pop_group(&key);
+                    shard.pop_group(key.as_str());
                 }
                 let freed = self.debit(&mut shard, &removals);
                 (removals, freed)
@@ -531,9 +536,9 @@ impl Store {
     /// Takes `removals` and the dependency bytes of groups taken out since
     /// the last call off the shard's and the store's counts; returns those
     /// dependency bytes, for [`Store::finish`].
-    fn debit(&self, shard: &mut Shard, removals: &[(Arc<str>, SharedEntry, RemovalCause)]) -> usize {
+    fn debit(&self, shard: &mut Shard, removals: &[(UriKey, SharedEntry, RemovalCause)]) -> usize {
         for (key, entry, _) in removals {
-            shard.index.remove_entry(key, entry);
+            shard.index.remove_entry(key.as_str(), entry);
         }
         let bytes: usize = removals.iter().map(|(_, e, _)| e.size()).sum();
         let freed = std::mem::take(&mut shard.freed);
@@ -559,7 +564,7 @@ impl Store {
             self.evicted_bytes[cause.index()].fetch_add(entry.size() as u64, Ordering::Relaxed);
             if let Some(listener) = &self.listener {
                 crate::util::guarded("cache eviction listener", || {
-                    listener(&entry.meta(&key, self.keep), cause);
+                    listener(&entry.meta(key.to_arc(), self.keep), cause);
                 });
             }
         }
@@ -596,3 +601,4 @@ mod lru;
 mod purge;
 #[cfg(test)]
 mod tests;
+mod uri;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::target::Pattern;
-use crate::cache::{Cache, EntryMeta};
+use crate::cache::{Cache, EntryMeta, UriKey};
 
 /// Keys examined per poll: about 100 µs of regex work, short enough that
 /// other tasks on the worker barely notice a scan of 100,000 entries.
@@ -26,7 +26,7 @@ pub(crate) struct Scan {
     cache: Cache,
     matcher: Matcher,
     next_shard: usize,
-    keys: Vec<Arc<str>>,
+    keys: Vec<UriKey>,
     pos: usize,
     matched: Vec<Arc<str>>,
     scanned: usize,
@@ -87,12 +87,12 @@ impl Future for Scan {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let key = this.keys[this.pos].clone();
+            let key = &this.keys[this.pos];
             this.pos += 1;
             this.scanned += 1;
             budget -= 1;
-            if this.matches(&key) {
-                this.matched.push(key);
+            if this.matches(key.as_str()) {
+                this.matched.push(key.to_arc());
             }
         }
     }

@@ -7,12 +7,10 @@
 //! `triomphe` `Arc`s, told apart by the low bit of one pointer
 //! (`ArcUnion`): an enum of the two would take 16 bytes.
 
-use std::sync::Arc;
-
 use smallvec::SmallVec;
 use triomphe::{ArcBorrow, ArcUnion, ArcUnionBorrow};
 
-use super::{RemovalCause, Removals};
+use super::{RemovalCause, Removals, UriKey};
 use crate::cache::entry::{Entry, SharedEntry};
 use crate::cache::labels::Node;
 
@@ -140,7 +138,7 @@ impl Group {
 
     /// Takes out the variants `pick` names a cause for, as removals of the
     /// group's `key`.
-    pub(super) fn extract(&mut self, key: &Arc<str>, mut pick: impl FnMut(&Entry) -> Option<RemovalCause>) -> Removals {
+    pub(super) fn extract(&mut self, key: &UriKey, mut pick: impl FnMut(&Entry) -> Option<RemovalCause>) -> Removals {
         let mut out = Removals::new();
         let mut i = 0;
         while let Some(entry) = self.variants().nth(i) {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::super::entry::{EntryMeta, Keep};
-use super::{Audit, Store, deps_cost, read, write};
+use super::{Audit, Store, UriKey, deps_cost, read, write};
 
 impl Store {
     /// Number of shards, for chunked scans.
@@ -14,7 +14,7 @@ impl Store {
     }
 
     /// The keys stored in one shard (a snapshot), for chunked scans.
-    pub(crate) fn shard_keys(&self, shard: usize) -> Vec<Arc<str>> {
+    pub(crate) fn shard_keys(&self, shard: usize) -> Vec<UriKey> {
         read(&self.shards[shard]).map.iter().map(|(k, _)| k.clone()).collect()
     }
 
@@ -25,7 +25,7 @@ impl Store {
         shard
             .map
             .peek(&key)
-            .map(|g| g.variants().map(|e| e.meta(&key, self.keep)).collect())
+            .map(|g| g.variants().map(|e| e.meta(key.clone(), self.keep)).collect())
             .unwrap_or_default()
     }
 
@@ -51,7 +51,7 @@ impl Store {
                 shard
                     .map
                     .iter()
-                    .flat_map(|(k, g)| g.variants().map(|e| e.meta(k, self.keep))),
+                    .flat_map(|(k, g)| g.variants().map(|e| e.meta(k.to_arc(), self.keep))),
             );
         }
         out

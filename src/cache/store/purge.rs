@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::super::entry::Entry;
 use super::super::labels::Node;
-use super::{Purge, RemovalCause, Removals, Removed, Store, deps_cost, edge_cost, leaving, read, write};
+use super::{Purge, RemovalCause, Removals, Removed, Store, UriKey, deps_cost, edge_cost, leaving, read, write};
 
 impl Store {
     /// Purges every variant of the given keys.
@@ -45,7 +45,7 @@ impl Store {
                 let mut removals = Removals::new();
                 let mut marked = Removed::default();
                 for key in &keys {
-                    let Some(group) = shard.map.peek_mut(key) else {
+                    let Some(group) = shard.map.peek_mut(key.as_str()) else {
                         continue;
                     };
                     let has_tag = |e: &Entry| e.tags().iter().any(|t| &**t == tag);
@@ -58,7 +58,7 @@ impl Store {
                         Purge::Hard => {
                             removals.extend(group.extract(key, |e| has_tag(e).then_some(RemovalCause::Invalidated)));
                             if group.is_empty() {
-                                shard.pop_group(key);
+                                shard.pop_group(key.as_str());
                             }
                         }
                     }
@@ -72,7 +72,7 @@ impl Store {
             };
             total.entries += removed.entries;
             total.bytes += removed.bytes;
-            touched.extend(keys);
+            touched.extend(keys.iter().map(UriKey::to_arc));
         }
         (total, touched)
     }
@@ -85,7 +85,7 @@ impl Store {
             let shard = read(shard);
             if shard.index.has_dependencies() {
                 for node in nodes {
-                    out.extend(shard.index.dependents(node));
+                    out.extend(shard.index.dependents(node).iter().map(UriKey::to_arc));
                 }
             }
         }
@@ -124,7 +124,7 @@ impl Store {
                 return false;
             };
             if group_bytes + cost > self.shard_budget {
-                shard.forget(&key, &group);
+                shard.forget(key.as_str(), &group);
                 removals.extend(leaving(&key, group.into_variants(), RemovalCause::Capacity));
                 freed += self.debit(&mut shard, &removals);
             } else {

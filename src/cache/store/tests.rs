@@ -56,7 +56,7 @@ pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl:
 
 /// Stores a keyed entry.
 fn put(store: &Store, (key, entry): Keyed, deps: &[Node]) -> bool {
-    store.insert(key, entry, deps)
+    store.insert(&key, entry, deps)
 }
 
 fn is_variant(v: u8) -> impl Fn(&Entry) -> bool {
@@ -91,7 +91,7 @@ async fn mass_removals_shrink_the_lru_and_leave_the_rest_whole() {
     // Most keys go at once (the LRU's slab shrinks and moves the kept
     // nodes); the kept ones are found, in LRU order, with clean accounting.
     let removed = store.remove_where(|key, _| {
-        let i: usize = key[1..].parse().unwrap();
+        let i: usize = key.as_str()[1..].parse().unwrap();
         (i % 50 != 0).then_some(RemovalCause::Invalidated)
     });
     assert_eq!(removed.entries, 980);
