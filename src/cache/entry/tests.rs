@@ -162,6 +162,12 @@ fn compaction_drops_hop_by_hop_and_fixes_length() {
 }
 
 /// A plain response that arrived at `now`, fresh for a minute.
+/// An entry of one byte, no `Vary` key and no labels, stored at `now`.
+fn plain(parts: &response::Parts, freshness: Freshness, now: Instant) -> Entry {
+    let body = EntryBody::Shared(Bytes::from_static(b"x"));
+    Entry::new("k", Secondary::NONE, parts, body, freshness, Labels::default(), now)
+}
+
 fn fresh_for_a_minute(now: Instant) -> Freshness {
     Freshness {
         response_time: now,
@@ -281,15 +287,7 @@ fn freshness_dated_now_reads_as_the_stored_freshness_does() {
         must_revalidate: true,
         ..fresh_for_a_minute(now)
     };
-    let entry = Entry::new(
-        "k",
-        Secondary::NONE,
-        &parts,
-        EntryBody::Shared(Bytes::from_static(b"x")),
-        stored,
-        Labels::default(),
-        now,
-    );
+    let entry = plain(&parts, stored, now);
     let rules = |f: &Freshness, at: Instant| {
         (
             f.age(at),
@@ -359,15 +357,7 @@ fn expiry_is_the_end_of_usable_life_plus_the_caches_retention() {
         },
     ];
     for freshness in shapes {
-        let entry = Entry::new(
-            "k",
-            Secondary::NONE,
-            &parts,
-            EntryBody::Shared(Bytes::from_static(b"x")),
-            freshness,
-            Labels::default(),
-            now,
-        );
+        let entry = plain(&parts, freshness, now);
         for (keep, (retention, default_window)) in keeps.into_iter().zip([
             (Duration::ZERO, None),
             (Duration::from_millis(1500), None),
@@ -425,15 +415,7 @@ fn version_flags_and_state_share_a_word_and_read_back() {
                 must_revalidate,
                 ..fresh_for_a_minute(now)
             };
-            let entry = Entry::new(
-                "k",
-                Secondary::NONE,
-                &parts,
-                EntryBody::Shared(Bytes::from_static(b"x")),
-                freshness,
-                Labels::default(),
-                now,
-            );
+            let entry = plain(&parts, freshness, now);
             assert_eq!(entry.version(), version);
             assert_eq!(entry.status.as_u16(), 299);
             assert_eq!(entry.own_status_line(), !upstream_status);
@@ -449,27 +431,11 @@ fn version_flags_and_state_share_a_word_and_read_back() {
 fn touches_move_once_a_tick_and_never_undo_a_purge() {
     let now = epoch() + Duration::from_secs(1);
     let (parts, ()) = Response::builder().body(()).unwrap().into_parts();
-    let entry = Entry::new(
-        "k",
-        Secondary::NONE,
-        &parts,
-        EntryBody::Shared(Bytes::from_static(b"x")),
-        fresh_for_a_minute(now),
-        Labels::default(),
-        now,
-    );
+    let entry = plain(&parts, fresh_for_a_minute(now), now);
     // The first hit moves it, whatever the tick; the next of the same tick
     // does not; a later tick does.
     for first in [0, 7, 64, u32::MAX] {
-        let fresh = Entry::new(
-            "k",
-            Secondary::NONE,
-            &parts,
-            EntryBody::Shared(Bytes::from_static(b"x")),
-            fresh_for_a_minute(now),
-            Labels::default(),
-            now,
-        );
+        let fresh = plain(&parts, fresh_for_a_minute(now), now);
         assert!(fresh.touch(first), "first hit at tick {first}");
         assert!(!fresh.touch(first));
         assert!(fresh.touch(first.wrapping_add(1)));
