@@ -1024,3 +1024,110 @@ fn configuration_errors_come_from_build() {
             .is_ok()
     );
 }
+
+/// The same requests through a cache that inserts the `CacheStatus`
+/// extension and one that omits it: the same `Cache-Status` lines and
+/// bodies, and no extension from the second (misses, hits, HEAD, a bypass,
+/// `only-if-cached`, coalesced waiters, a response not stored, a stale
+/// answer while revalidating).
+#[tokio::test(start_paused = true)]
+async fn an_omitted_status_extension_changes_nothing_but_the_extension() {
+    use http::header::CACHE_CONTROL;
+    use tower::{Service, ServiceExt};
+    use tower_optimizer::cache::{CacheStatus, StatusExtension};
+
+    let upstream = || {
+        Upstream::new(|req: Req, _| async move {
+            let cc = match req.uri().path() {
+                "/swr" => "max-age=1, stale-while-revalidate=30",
+                "/nostore" => "no-store",
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    "max-age=60"
+                }
+                _ => "max-age=60",
+            };
+            Ok(ok(cc, "body"))
+        })
+    };
+    let script = |extension: StatusExtension| async move {
+        let cache = Cache::builder().status_extension(extension).build().unwrap();
+        let upstream = upstream();
+        let c = client(&cache, &upstream);
+        let send = |method: http::Method, path: &str, only_if_cached: bool| {
+            let mut c = c.clone();
+            let mut request = Request::builder().method(method).uri(format!("http://api.test{path}"));
+            if only_if_cached {
+                request = request.header(CACHE_CONTROL, "only-if-cached");
+            }
+            let request = request.body(Full::default()).unwrap();
+            async move {
+                let response = c.ready().await.unwrap().call(request).await.unwrap();
+                let (parts, body) = response.into_parts();
+                let body = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
+                let lines: Vec<String> = parts
+                    .headers
+                    .get_all("cache-status")
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .collect();
+                let read = CacheStatus::of(&parts.extensions, &parts.headers).unwrap();
+                (
+                    parts.extensions.get::<CacheStatus>().copied(),
+                    read,
+                    lines,
+                    parts.status,
+                    body,
+                )
+            }
+        };
+        let mut seen = Vec::new();
+        for (method, path, only_if_cached) in [
+            (http::Method::GET, "/a", false),
+            (http::Method::GET, "/a", false),
+            (http::Method::HEAD, "/a", false),
+            (http::Method::POST, "/a", false),
+            (http::Method::GET, "/b", true),
+            (http::Method::GET, "/nostore", false),
+            (http::Method::GET, "/swr", false),
+        ] {
+            seen.push(send(method, path, only_if_cached).await);
+        }
+        advance(Duration::from_secs(5)).await;
+        seen.push(send(http::Method::GET, "/swr", false).await);
+        let (x, y, z) = tokio::join!(
+            send(http::Method::GET, "/slow", false),
+            send(http::Method::GET, "/slow", false),
+            send(http::Method::GET, "/slow", false)
+        );
+        seen.extend([x, y, z]);
+        seen
+    };
+    let inserted = script(StatusExtension::Insert).await;
+    let omitted = script(StatusExtension::Omit).await;
+    let outcomes: Vec<Outcome> = omitted.iter().map(|s| s.1.outcome()).collect();
+    assert_eq!(
+        outcomes[..8],
+        [
+            Outcome::Miss,
+            Outcome::Hit,
+            Outcome::Hit,
+            Outcome::Bypass,
+            Outcome::Miss,
+            Outcome::Miss,
+            Outcome::Miss,
+            Outcome::StaleHit
+        ]
+    );
+    assert_eq!(omitted[4].3, 504, "only-if-cached on a miss");
+    assert_eq!(
+        omitted.iter().filter(|s| s.1.collapsed).count(),
+        2,
+        "two waiters shared one call"
+    );
+    for (with, without) in inserted.iter().zip(&omitted) {
+        assert_eq!(with.0, Some(with.1), "the extension is the header's status");
+        assert_eq!(without.0, None, "no extension when omitted");
+        assert_eq!((&with.2, with.3, &with.4), (&without.2, without.3, &without.4));
+    }
+}

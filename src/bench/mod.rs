@@ -237,7 +237,7 @@ where
 {
     let response = service.oneshot(request).await.map_err(Into::into)?;
     let status = response.status().as_u16();
-    let hit = response.extensions().get::<CacheStatus>().is_some_and(|s| s.hit);
+    let hit = CacheStatus::of(response.extensions(), response.headers()).is_some_and(|s| s.hit);
     response.into_body().collect().await.map_err(Into::into)?;
     Ok((status, hit))
 }
@@ -345,7 +345,7 @@ where
     let request = Request::get(url.clone()).body(Full::default()).ok()?;
     let response = service.oneshot(request).await.ok()?;
     let (parts, body) = response.into_parts();
-    let hit = parts.extensions.get::<CacheStatus>().is_some_and(|s| s.hit);
+    let hit = CacheStatus::of(&parts.extensions, &parts.headers).is_some_and(|s| s.hit);
     let body = body.collect().await.ok()?.to_bytes();
     Some((parts.status.as_u16(), parts.headers, body, hit))
 }

@@ -38,7 +38,7 @@ use http_body::Body;
 use super::freshness::Freshness;
 use super::handle::Reservation;
 use super::key::Secondary;
-use super::status::CacheStatus;
+use super::status::{CacheStatus, StatusExtension};
 use crate::BoxError;
 use crate::body::{OptimizerBody, Tee};
 
@@ -331,13 +331,17 @@ impl Broadcast {
     /// A response for one more reader, from the first byte, stamped with
     /// `status`; `None` if it may no longer be joined (see
     /// [`Broadcast::joinable`]).
-    pub(crate) fn response<R>(self: &Arc<Self>, status: CacheStatus) -> Option<Response<OptimizerBody<R>>> {
+    pub(crate) fn response<R>(
+        self: &Arc<Self>,
+        status: CacheStatus,
+        extension: StatusExtension,
+    ) -> Option<Response<OptimizerBody<R>>> {
         let reader = self.join()?;
         let mut response = Response::new(OptimizerBody::boxed(Box::pin(reader)));
         *response.status_mut() = self.status;
         *response.version_mut() = self.version;
         *response.headers_mut() = self.headers.clone();
-        super::fetch::stamp(&mut response, status);
+        super::fetch::stamp(&mut response, status, extension);
         Some(response)
     }
 

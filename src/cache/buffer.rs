@@ -210,6 +210,7 @@ impl Buffer {
             read,
         );
         let status = broadcast.status(self.fetch.status);
+        let extension = self.fetch.cache.status_extension;
         let parts = self.caller_head();
         let reader = broadcast.first_reader();
         if let Some(leader) = &self.fetch.leader {
@@ -218,7 +219,7 @@ impl Buffer {
         let key = self.fetch.key.clone();
         tokio::spawn(broadcast::drive(broadcast, rest, self, key));
         let mut response = Response::from_parts(parts, OptimizerBody::boxed(Box::pin(reader)));
-        stamp(&mut response, status);
+        stamp(&mut response, status, extension);
         response
     }
 
@@ -239,6 +240,7 @@ impl Buffer {
             detail: Some("streamed"),
             ..self.fetch.status
         };
+        let extension = self.fetch.cache.status_extension;
         // Only data frames are kept (`keep`), and frames are not `Clone`.
         let prefix = self
             .frames
@@ -246,7 +248,7 @@ impl Buffer {
             .filter_map(|f| f.data_ref().map(|d| Frame::data(d.clone())))
             .collect();
         let mut response = Response::from_parts(parts, OptimizerBody::tee(prefix, rest, self));
-        stamp(&mut response, status);
+        stamp(&mut response, status, extension);
         response
     }
 
@@ -282,7 +284,7 @@ impl Buffer {
             detail: Some(detail),
             ..self.fetch.status
         };
-        stamp(&mut response, status);
+        stamp(&mut response, status, self.fetch.cache.status_extension);
         response
     }
 

@@ -10,6 +10,7 @@ use super::handle::Cache;
 use super::policy::{AuthorizationPolicy, CacheMode, CachePredicate, Rules, SetCookiePolicy};
 use super::pressure::MemoryPressure;
 use super::query::QueryKey;
+use super::status::StatusExtension;
 use super::store::{EvictionListener, RemovalCause};
 use super::ttl::TtlPolicy;
 
@@ -74,6 +75,7 @@ pub struct CacheBuilder {
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) lock_timeout: Duration,
     pub(crate) remember_uncacheable: Option<Duration>,
+    pub(crate) status_extension: StatusExtension,
     pub(crate) stale_retention: Duration,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) audit_interval: Option<Duration>,
@@ -122,6 +124,7 @@ impl Default for CacheBuilder {
             stale_if_error: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             remember_uncacheable: Some(DEFAULT_REMEMBER_UNCACHEABLE),
+            status_extension: StatusExtension::Insert,
             stale_retention: DEFAULT_STALE_RETENTION,
             sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
             audit_interval: None,
@@ -319,6 +322,15 @@ impl CacheBuilder {
     /// coalesces every miss (default [`DEFAULT_REMEMBER_UNCACHEABLE`]).
     pub fn remember_uncacheable(mut self, window: Option<Duration>) -> Self {
         self.remember_uncacheable = window;
+        self
+    }
+
+    /// Whether each response also carries its [`CacheStatus`](super::CacheStatus) in its
+    /// extensions (default [`StatusExtension::Insert`]); the `Cache-Status`
+    /// header is set either way. [`StatusExtension::Omit`] saves three
+    /// small allocations per response where nothing reads the extension.
+    pub fn status_extension(mut self, extension: StatusExtension) -> Self {
+        self.status_extension = extension;
         self
     }
 

@@ -22,7 +22,7 @@ use super::handle::{Inner, Reservation};
 use super::labels::Node;
 use super::policy::{CacheMode, NotStorable};
 use super::stats::{Counters, bump};
-use super::status::{CACHE_STATUS, CacheStatus, Forward};
+use super::status::{CACHE_STATUS, CacheStatus, Forward, StatusExtension};
 use super::store::RemovalCause;
 use crate::BoxError;
 use crate::body::OptimizerBody;
@@ -58,10 +58,11 @@ pub(crate) enum Next<R> {
 
 type Pin<R> = std::pin::Pin<Box<R>>;
 
-/// Adds the `Cache-Status` header and extension to a response.
-pub(crate) fn stamp<B>(response: &mut Response<B>, status: CacheStatus) {
+/// Adds the `Cache-Status` header to a response, and the extension unless
+/// `extension` omits it.
+pub(crate) fn stamp<B>(response: &mut Response<B>, status: CacheStatus, extension: StatusExtension) {
     response.headers_mut().append(CACHE_STATUS, status.to_header_value());
-    response.extensions_mut().insert(status);
+    extension.apply(response, status);
 }
 
 /// A response served from `entry`, whose age is `age` now.
@@ -69,12 +70,12 @@ pub(crate) fn from_entry<R>(
     entry: &Entry,
     age: Duration,
     head: bool,
-    status: CacheStatus,
+    (status, extension): (CacheStatus, StatusExtension),
 ) -> Response<OptimizerBody<R>> {
     let mut response = entry
         .to_response(age, head, status.to_header_value())
         .map(OptimizerBody::full);
-    response.extensions_mut().insert(status);
+    extension.apply(&mut response, status);
     response
 }
 
@@ -89,10 +90,10 @@ pub(crate) fn from_entry_to<R>(
     entry: &Entry,
     age: Duration,
     head: bool,
-    status: CacheStatus,
+    (status, extension): (CacheStatus, StatusExtension),
 ) -> Response<OptimizerBody<R>> {
     if !asked.is_some_and(|asked| conditional::not_modified(asked, &entry.headers)) {
-        return from_entry(entry, age, head, status);
+        return from_entry(entry, age, head, (status, extension));
     }
     bump(&counters.not_modified);
     let status = CacheStatus {
@@ -103,12 +104,12 @@ pub(crate) fn from_entry_to<R>(
     parts.status = StatusCode::NOT_MODIFIED;
     parts.headers = conditional::not_modified_headers(&parts.headers);
     let mut response = Response::from_parts(parts, OptimizerBody::full(Bytes::new()));
-    response.extensions_mut().insert(status);
+    extension.apply(&mut response, status);
     response
 }
 
 /// The 504 RFC 9111 §5.2.1.7 asks for when `only-if-cached` cannot be met.
-pub(crate) fn gateway_timeout<R>(fwd: Forward) -> Response<OptimizerBody<R>> {
+pub(crate) fn gateway_timeout<R>(fwd: Forward, extension: StatusExtension) -> Response<OptimizerBody<R>> {
     let mut response = Response::new(OptimizerBody::full(Bytes::new()));
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     response.headers_mut().insert(CONTENT_LENGTH, 0.into());
@@ -118,6 +119,7 @@ pub(crate) fn gateway_timeout<R>(fwd: Forward) -> Response<OptimizerBody<R>> {
             detail: Some("only-if-cached"),
             ..CacheStatus::forward(fwd)
         },
+        extension,
     );
     response
 }
@@ -161,7 +163,14 @@ impl Fetch {
         status: CacheStatus,
     ) -> Response<OptimizerBody<R>> {
         let asked = (!self.asked.is_empty()).then_some(&self.asked);
-        from_entry_to(&self.cache.counters, asked, entry, age, head, status)
+        from_entry_to(
+            &self.cache.counters,
+            asked,
+            entry,
+            age,
+            head,
+            (status, self.cache.status_extension),
+        )
     }
 
     /// The answer of a request that shares another's upstream call: `entry`,
@@ -223,6 +232,7 @@ impl Fetch {
                 detail: detail.or(self.status.detail),
                 ..self.status
             },
+            self.cache.status_extension,
         );
         response
     }

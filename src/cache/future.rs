@@ -40,7 +40,7 @@ use super::coalesce::{Wait, Waiter};
 use super::fetch::{self, Fetch, Next};
 use super::key;
 use super::stats::bump;
-use super::status::CacheStatus;
+use super::status::{CacheStatus, StatusExtension};
 use super::write::Write;
 use crate::BoxError;
 use crate::body::OptimizerBody;
@@ -76,7 +76,7 @@ pin_project! {
         // futures are boxed: they can be a whole stack of layers, and a hit
         // would otherwise build (and move) a future of that size too.
         // A write (an unsafe method) also carries what it may invalidate.
-        Passing { future: Pin<Box<S::Future>>, status: CacheStatus, write: Option<Box<Write>> },
+        Passing { future: Pin<Box<S::Future>>, status: (CacheStatus, StatusExtension), write: Option<Box<Write>> },
         // Another request for this key is upstream. One waiter per flight
         // runs the flight's timer (see `coalesce`); the others have none.
         Waiting {
@@ -114,7 +114,11 @@ where
         }
     }
 
-    pub(crate) fn passing(future: S::Future, status: CacheStatus, write: Option<Box<Write>>) -> Self {
+    pub(crate) fn passing(
+        future: S::Future,
+        status: (CacheStatus, StatusExtension),
+        write: Option<Box<Write>>,
+    ) -> Self {
         ResponseFuture {
             state: State::Passing {
                 future: Box::pin(future),
@@ -165,7 +169,7 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Passing { future, status, write } => {
-                    let status = *status;
+                    let (status, extension) = *status;
                     let result = ready!(future.as_mut().poll(cx)).map_err(Into::into);
                     // Settled before the caller sees the answer, so its next
                     // read cannot meet what the write replaced.
@@ -181,7 +185,7 @@ where
                         fwd_status: Some(response.status().as_u16()),
                         ..status
                     };
-                    fetch::stamp(&mut response, status);
+                    fetch::stamp(&mut response, status, extension);
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Waiting {
@@ -198,7 +202,7 @@ where
                                 ..broadcast.status(p.fetch.status)
                             };
                             let shared = key::matches(broadcast.secondary(), p.request.headers())
-                                .then(|| broadcast.response(status))
+                                .then(|| broadcast.response(status, p.fetch.cache.status_extension))
                                 .flatten();
                             if let Some(response) = shared {
                                 bump(&p.fetch.cache.counters.coalesced);

@@ -20,6 +20,7 @@ use super::policy::Rules;
 use super::pressure::MemoryPressure;
 use super::query::QueryKey;
 use super::stats::{CacheStats, Counters};
+use super::status::StatusExtension;
 use super::store::{Audit, RemovalCause, Removed, Store};
 use super::ttl::TtlPolicy;
 
@@ -61,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) lock_timeout: Duration,
     /// See [`CacheBuilder::remember_uncacheable`](super::CacheBuilder::remember_uncacheable).
     pub(crate) remember_uncacheable: Option<Duration>,
+    /// See [`CacheBuilder::status_extension`](super::CacheBuilder::status_extension).
+    pub(crate) status_extension: StatusExtension,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) audit_interval: Option<Duration>,
     pub(crate) pressure: Option<MemoryPressure>,
@@ -112,6 +115,7 @@ impl Cache {
                 stale_if_error: b.stale_if_error,
                 lock_timeout: b.lock_timeout,
                 remember_uncacheable: b.remember_uncacheable,
+                status_extension: b.status_extension,
                 sweep_interval: b.sweep_interval,
                 audit_interval: b.audit_interval,
                 pressure: b.pressure,

@@ -44,7 +44,8 @@
 //!   kept (`stream_above`);
 //!   in-flight buffering is capped; an optional memory-pressure watcher.
 //! - **Observability**: RFC 9211 `Cache-Status` on every response, a
-//!   [`CacheStatus`] in the response extensions, [`CacheStats`], an
+//!   [`CacheStatus`] in the response extensions (unless
+//!   [`StatusExtension::Omit`]), [`CacheStats`], an
 //!   eviction listener, and [`Cache::audit`].
 //!
 //! It runs on Tokio with its timers enabled (`#[tokio::main]` does;
@@ -146,7 +147,7 @@ pub use pressure::{DEFAULT_PRESSURE_INTERVAL, MemoryPressure, MemorySource};
 pub use query::{QueryKey, QueryOrder};
 pub use service::CacheService;
 pub use stats::{CacheStats, InvalidationKind};
-pub use status::{CACHE_NAME, CACHE_STATUS, CacheStatus, Forward, Outcome};
+pub use status::{CACHE_NAME, CACHE_STATUS, CacheStatus, Forward, Outcome, StatusExtension};
 pub use store::{Audit, EvictionListener, Purge, RemovalCause, Removed};
 pub use ttl::TtlPolicy;
 

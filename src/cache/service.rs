@@ -83,7 +83,8 @@ where
             let write = (!write::is_safe(method))
                 .then(|| Write::new(&self.cache.inner, request.uri(), request.headers()))
                 .flatten();
-            return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(Forward::Method), write);
+            let status = (CacheStatus::forward(Forward::Method), self.cache.inner.status_extension);
+            return ResponseFuture::passing(self.inner.call(request), status, write);
         }
         let head = method == Method::HEAD;
         let mut request_cc = CacheControl::from_headers(request.headers());
@@ -96,7 +97,10 @@ where
             // (§5.2.1.7), whatever keeps this request from the store.
             Lookup::Bypass(_) if request_cc.only_if_cached => {
                 bump(&self.cache.inner.counters.bypassed);
-                return ResponseFuture::ready(fetch::gateway_timeout(Forward::Bypass));
+                return ResponseFuture::ready(fetch::gateway_timeout(
+                    Forward::Bypass,
+                    self.cache.inner.status_extension,
+                ));
             }
             Lookup::Bypass(reason) => return self.bypass(reason, request),
             Lookup::Hit => match hit {
@@ -110,8 +114,9 @@ where
                     ..CacheStatus::hit(freshness.ttl_secs(now))
                 };
                 let asked = (validators == CallerValidators::Present).then(|| request.headers());
-                let counters = &self.cache.inner.counters;
-                let response = fetch::from_entry_to(counters, asked, &entry, freshness.age(now), head, status);
+                let inner = &self.cache.inner;
+                let status = (status, inner.status_extension);
+                let response = fetch::from_entry_to(&inner.counters, asked, &entry, freshness.age(now), head, status);
                 if !head {
                     self.refresh_in_background(key, entry, request, request_cc);
                 }
@@ -122,11 +127,12 @@ where
         let cache = self.cache.inner.clone();
         bump(&cache.counters.misses);
         if request_cc.only_if_cached {
-            return ResponseFuture::ready(fetch::gateway_timeout(fwd));
+            return ResponseFuture::ready(fetch::gateway_timeout(fwd, cache.status_extension));
         }
         if head && stale.is_none() {
             // HEAD is answered from stored GETs but never stored itself.
-            return ResponseFuture::passing(self.inner.call(request), CacheStatus::forward(fwd), None);
+            let status = (CacheStatus::forward(fwd), cache.status_extension);
+            return ResponseFuture::passing(self.inner.call(request), status, None);
         }
         // The cache asks for itself (the whole response, or a check of its
         // own copy) and judges the caller's validators against its answer.
@@ -283,7 +289,14 @@ impl<S> CacheService<S> {
             // A hit answers the caller's own validators itself (§4.3.2).
             let asked = (validators == CallerValidators::Present).then_some(headers);
             let answer = |entry: &Entry, age: Duration, status: CacheStatus| {
-                fetch::from_entry_to(&inner.counters, asked, entry, age, head, status)
+                fetch::from_entry_to(
+                    &inner.counters,
+                    asked,
+                    entry,
+                    age,
+                    head,
+                    (status, inner.status_extension),
+                )
             };
             let matches = |e: &Entry| key::matches(e.secondary(), headers);
             // Runs under the shard's read lock: a hit is answered from the
@@ -344,6 +357,7 @@ impl<S> CacheService<S> {
             detail: Some(reason.as_str()),
             ..CacheStatus::forward(Forward::Bypass)
         };
+        let status = (status, self.cache.inner.status_extension);
         ResponseFuture::passing(self.inner.call(request), status, None)
     }
 

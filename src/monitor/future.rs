@@ -179,9 +179,7 @@ where
                     // Indexes into `CACHE_STATUSES`.
                     // The extension is the cheap read; the header is there
                     // when a layer between rebuilt the response without it.
-                    let status = response.extensions().get::<crate::cache::CacheStatus>().copied();
-                    guard.outcome.cache = status
-                        .or_else(|| crate::cache::CacheStatus::from_headers(response.headers()))
+                    guard.outcome.cache = crate::cache::CacheStatus::of(response.extensions(), response.headers())
                         .map_or(0, |s| match s.outcome() {
                             crate::cache::Outcome::Hit => 1,
                             crate::cache::Outcome::StaleHit => 2,
