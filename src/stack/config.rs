@@ -27,7 +27,7 @@ use super::OptimizerStack;
 use super::builder::{MonitorSettings, OptimizerStackBuilder, StackError};
 use super::client::{ClientConfig, Protocol};
 use super::layer::{Overload, WhenOpen};
-use crate::cache::{Cache, CacheMode, QueryKey, QueryOrder};
+use crate::cache::{Cache, CacheMode, QueryKey, QueryOrder, StatusExtension};
 use crate::circuit_breaker::{CircuitBreakerConfig, WindowKind};
 
 /// The stack's settings as a file holds them.
@@ -77,6 +77,10 @@ pub struct CacheSection {
     pub stale_if_error: Option<String>,
     /// `"private"` (default) or `"shared"`.
     pub mode: Option<String>,
+    /// `"insert"` (default) or `"omit"`: whether responses carry the
+    /// `CacheStatus` extension as well as the `Cache-Status` header (see
+    /// [`CacheBuilder::status_extension`](crate::cache::CacheBuilder::status_extension)).
+    pub status_extension: Option<String>,
     /// Regexes of URIs never cached.
     pub exclude: Option<Vec<String>>,
     /// Request headers every entry is keyed by, as if named in `Vary`.
@@ -283,6 +287,16 @@ impl OptimizerConfig {
                     ));
                 }
             }
+            match c.status_extension.as_deref() {
+                None | Some("insert") => {}
+                Some("omit") => cache = cache.status_extension(StatusExtension::Omit),
+                Some(other) => {
+                    return Err(StackError::field_error(
+                        "cache.status_extension",
+                        format!("{other:?}: use \"insert\" or \"omit\""),
+                    ));
+                }
+            }
             for pattern in c.exclude.unwrap_or_default() {
                 cache = cache.exclude(pattern);
             }
@@ -435,6 +449,41 @@ mod tests {
         builder.build::<()>().unwrap();
     }
 
+    #[tokio::test]
+    async fn status_extension_omit_reaches_the_cache() {
+        use tower::{Layer as _, ServiceExt as _};
+        let answer = |text: &str| {
+            let (layer, _optimizer) = OptimizerConfig::from_toml(text)
+                .unwrap()
+                .into_builder()
+                .unwrap()
+                .build::<http_body_util::Full<bytes::Bytes>>()
+                .unwrap();
+            let upstream = tower::service_fn(|_req: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .header("cache-control", "max-age=60")
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+                        .unwrap(),
+                )
+            });
+            let request = http::Request::get("http://api.test/a")
+                .body(http_body_util::Full::default())
+                .unwrap();
+            async move { layer.layer(upstream).oneshot(request).await.unwrap() }
+        };
+        for (text, carried) in [
+            ("[cache]\n", true),
+            ("[cache]\nstatus_extension = \"insert\"", true),
+            ("[cache]\nstatus_extension = \"omit\"", false),
+        ] {
+            let response = answer(text).await;
+            let extension = response.extensions().get::<crate::cache::CacheStatus>();
+            assert_eq!(extension.is_some(), carried, "{text}");
+            assert!(response.headers().contains_key("cache-status"), "{text}");
+        }
+    }
+
     #[test]
     fn client_keep_alive_settings() {
         let client = |text: &str| {
@@ -485,6 +534,7 @@ mod tests {
             ("[cache]\nvary_on = [\"x tenant\"]", "cache"),
             ("[cache]\nignore_query = [\"a=b\"]", "cache.ignore_query"),
             ("[cache]\nquery_order = \"random\"", "cache.query_order"),
+            ("[cache]\nstatus_extension = \"sometimes\"", "cache.status_extension"),
             ("[cache]\nttl_for = [{ path = \"(\", ttl = \"1s\" }]", "cache.ttl_for"),
             (
                 "[cache]\nttl_for = [{ path = \"^/a\", ttl = \"soon\" }]",
