@@ -1131,3 +1131,31 @@ async fn an_omitted_status_extension_changes_nothing_but_the_extension() {
         assert_eq!((&with.2, with.3, &with.4), (&without.2, without.3, &without.4));
     }
 }
+
+/// A retention of `Duration::MAX` keeps stale entries for revalidation
+/// as long as the budget allows, without overflowing an instant (adding it
+/// to the end of an entry's usable life once panicked on store).
+#[tokio::test(start_paused = true)]
+async fn an_endless_retention_keeps_stale_entries_without_overflow() {
+    let cache = Cache::builder()
+        .stale_retention(Duration::MAX)
+        .stale_if_error(Duration::MAX)
+        .build()
+        .unwrap();
+    let upstream = Upstream::new(|_, n| async move {
+        Ok(if n == 0 {
+            respond(200, &[("cache-control", "max-age=1"), ("etag", "\"v1\"")], "v1")
+        } else {
+            respond(304, &[("cache-control", "max-age=1"), ("etag", "\"v1\"")], "")
+        })
+    });
+    let mut c = client(&cache, &upstream);
+    assert_eq!(get(&mut c, "http://api.test/a").await.body, "v1");
+    advance(Duration::from_secs(86_400 * 365)).await;
+    cache.sweep();
+    assert_eq!(cache.stats().entries, 1, "kept, stale, for revalidation");
+    let revalidated = get(&mut c, "http://api.test/a").await;
+    assert_eq!((revalidated.status, revalidated.body.as_ref()), (200, b"v1".as_ref()));
+    assert_eq!(cache.stats().revalidated, 1);
+    assert_eq!(upstream.calls(), 2);
+}
