@@ -187,6 +187,25 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
+/// The value `options` names `value`, the first option's when the field is
+/// absent (each setting's default comes first); otherwise an error naming
+/// `field` and the words it takes.
+fn choice<T: Copy>(field: &str, value: Option<&str>, options: [(&str, T); 2]) -> Result<T, StackError> {
+    let Some(value) = value else {
+        return Ok(options[0].1);
+    };
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|&(_, chosen)| chosen)
+        .ok_or_else(|| {
+            StackError::field_error(
+                field,
+                format!("{value:?}: use \"{}\" or \"{}\"", options[0].0, options[1].0),
+            )
+        })
+}
+
 fn duration(field: &str, value: Option<&String>) -> Result<Option<Duration>, StackError> {
     value
         .map(|text| {
@@ -277,40 +296,25 @@ impl OptimizerConfig {
             if let Some(d) = duration("cache.stale_if_error", c.stale_if_error.as_ref())? {
                 cache = cache.stale_if_error(d);
             }
-            match c.mode.as_deref() {
-                None | Some("private") => {}
-                Some("shared") => cache = cache.mode(CacheMode::Shared),
-                Some(other) => {
-                    return Err(StackError::field_error(
-                        "cache.mode",
-                        format!("{other:?}: use \"private\" or \"shared\""),
-                    ));
-                }
-            }
-            match c.status_extension.as_deref() {
-                None | Some("insert") => {}
-                Some("omit") => cache = cache.status_extension(StatusExtension::Omit),
-                Some(other) => {
-                    return Err(StackError::field_error(
-                        "cache.status_extension",
-                        format!("{other:?}: use \"insert\" or \"omit\""),
-                    ));
-                }
-            }
+            cache = cache.mode(choice(
+                "cache.mode",
+                c.mode.as_deref(),
+                [("private", CacheMode::Private), ("shared", CacheMode::Shared)],
+            )?);
+            cache = cache.status_extension(choice(
+                "cache.status_extension",
+                c.status_extension.as_deref(),
+                [("insert", StatusExtension::Insert), ("omit", StatusExtension::Omit)],
+            )?);
             for pattern in c.exclude.unwrap_or_default() {
                 cache = cache.exclude(pattern);
             }
             cache = cache.vary_on(c.vary_on.unwrap_or_default());
-            let order = match c.query_order.as_deref() {
-                None | Some("as-sent") => QueryOrder::AsSent,
-                Some("sorted") => QueryOrder::Sorted,
-                Some(other) => {
-                    return Err(StackError::field_error(
-                        "cache.query_order",
-                        format!("{other:?}: use \"as-sent\" or \"sorted\""),
-                    ));
-                }
-            };
+            let order = choice(
+                "cache.query_order",
+                c.query_order.as_deref(),
+                [("as-sent", QueryOrder::AsSent), ("sorted", QueryOrder::Sorted)],
+            )?;
             let query = QueryKey::as_sent()
                 .ignoring(c.ignore_query.unwrap_or_default())
                 .order(order);
@@ -349,16 +353,11 @@ impl OptimizerConfig {
             if let Some(n) = s.half_open_calls {
                 cb = cb.half_open(n, crate::circuit_breaker::DEFAULT_MAX_HALF_OPEN);
             }
-            match s.when_open.as_deref() {
-                None | Some("error") => {}
-                Some("respond_503") => b = b.when_open(WhenOpen::Respond503),
-                Some(other) => {
-                    return Err(StackError::field_error(
-                        "circuit_breaker.when_open",
-                        format!("{other:?}: use \"error\" or \"respond_503\""),
-                    ));
-                }
-            }
+            b = b.when_open(choice(
+                "circuit_breaker.when_open",
+                s.when_open.as_deref(),
+                [("error", WhenOpen::Error), ("respond_503", WhenOpen::Respond503)],
+            )?);
             b = b.circuit_breaker(
                 cb.build()
                     .map_err(|e| StackError::field_error("circuit_breaker", e.to_string()))?,
