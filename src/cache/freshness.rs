@@ -107,7 +107,7 @@ impl Freshness {
 
 /// Cap for instants computed from header values, so huge lifetimes cannot
 /// overflow `Instant` arithmetic (about 68 years, more than 2^31 seconds).
-const MAX_INSTANT_OFFSET: Duration = Duration::from_secs(1 << 31);
+pub(crate) const MAX_INSTANT_OFFSET: Duration = Duration::from_secs(1 << 31);
 
 /// What a request may do with a stored response (§4.2, §4.2.4, RFC 5861).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

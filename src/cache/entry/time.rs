@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Freshness;
+use crate::cache::freshness::MAX_INSTANT_OFFSET;
 
 /// [`Freshness`] in 16 bytes instead of 88. Its response time and initial
 /// age become one instant, when its age was zero (RFC 9111 §4.2.3: the
@@ -40,8 +41,8 @@ pub(super) const NO_WINDOWS: Windows = Windows {
 
 /// The longest an entry stays usable past its birth, as nanoseconds: the
 /// cap `Freshness::usable_until` puts on instants computed from header
-/// values.
-pub(super) const MAX_USABLE: u64 = (1 << 31) * 1_000_000_000;
+/// values (whole seconds, so exact in nanoseconds).
+pub(super) const MAX_USABLE: u64 = MAX_INSTANT_OFFSET.as_secs() * 1_000_000_000;
 
 /// How long a cache keeps entries past their usable life: its retention
 /// for revalidation and its default `stale-if-error` window, the same for
