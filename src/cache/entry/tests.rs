@@ -2,6 +2,7 @@
 //! text, header compaction and what the rare part costs.
 
 use super::*;
+use http::HeaderName;
 
 #[test]
 fn instants_kept_as_offsets_read_back_exactly() {
