@@ -60,7 +60,7 @@ pub struct Removed {
     pub bytes: usize,
 }
 
-/// Result of [`Cache::audit`](super::Cache::audit).
+/// Result of [`Cache::audit`](crate::cache::Cache::audit).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Audit {
     /// Entries found by walking the live entries.
