@@ -20,7 +20,8 @@ use tower_optimizer::cache::{Cache, CacheLayer};
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
 use tower_optimizer::monitor::{
-    AdminService, CheckResult, HealthRegistry, LivenessAuth, MetricsLayer, Monitor, Probe, Stats, install_prometheus,
+    AdminService, AlertManager, CheckResult, HealthRegistry, LivenessAuth, MetricsLayer, Monitor, Probe, Stats,
+    install_prometheus,
 };
 
 /// The Prometheus recorder is process-global: installed once per test binary.
@@ -103,6 +104,7 @@ async fn admin_routes() {
         .stats(stats)
         .cache(cache.clone())
         .breakers(breakers)
+        .alerts(AlertManager::with_default_rules(4.0 * 1024.0 * 1024.0 * 1024.0))
         .build();
     // Two samples: CPU use is a difference between readings.
     monitor.sample_now();
@@ -185,7 +187,43 @@ async fn admin_routes() {
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(stats["latest"]["requests"]["overall"]["requests"], 5);
     assert_eq!(stats["latest"]["cache"]["hits"], 3);
-    assert_eq!(admin.send(Method::GET, "/alerts", Some("s3cret"), "").await.2, "[]");
+    // Hosts as one object keyed by host, CPU time in seconds.
+    assert_eq!(
+        stats["latest"]["requests"]["hosts"]["api.test:80"]["requests"], 5,
+        "{body}"
+    );
+    let process = &stats["latest"]["process"];
+    assert!(process.get("cpu_time").is_none(), "{process}");
+    if cfg!(target_os = "linux") {
+        // A number (whole ticks of 10 ms: a young test process may read 0).
+        assert!(process["cpu_seconds"].as_f64().is_some_and(|s| s >= 0.0), "{process}");
+    }
+    // Alerts: states, severities and comparisons in snake case, durations
+    // in seconds; the forced-open breaker fires `CircuitOpen`.
+    let (_, _, body) = admin.send(Method::GET, "/alerts", Some("s3cret"), "").await;
+    let alerts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rule = |name: &str| {
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["rule"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .clone()
+    };
+    let open = rule("CircuitOpen");
+    assert_eq!(
+        (open["state"].as_str(), open["value"].as_f64()),
+        (Some("firing"), Some(1.0))
+    );
+    assert_eq!(open["rule"]["severity"], "critical");
+    assert_eq!(open["rule"]["comparison"], "above");
+    let errors = rule("HighErrorRate");
+    assert_eq!(errors["state"], "inactive");
+    assert_eq!(errors["rule"]["for_seconds"].as_f64(), Some(60.0));
+    assert_eq!(errors["rule"]["repeat_interval_seconds"].as_f64(), Some(4.0 * 3600.0));
+    assert_eq!(errors["rule"]["keep_firing_for_seconds"].as_f64(), Some(60.0));
+    assert!(errors["rule"].get("for_").is_none(), "{body}");
 
     // Invalidation: a pattern anchored at a path matches paths.
     let (status, _, body) = admin

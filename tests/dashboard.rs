@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_optimizer::cache::{Cache, CacheLayer};
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
-use tower_optimizer::monitor::{AdminService, MetricsLayer, Monitor, Stats};
+use tower_optimizer::monitor::{AdminService, AlertManager, MetricsLayer, Monitor, Stats};
 
 fn chromium() -> Option<PathBuf> {
     [
@@ -114,7 +114,12 @@ async fn dashboard_shows_what_stats_says() {
         res.into_body().collect().await.unwrap();
     }
     breakers.force_open("http://flaky.test");
-    let monitor = Monitor::builder().stats(stats).cache(cache).breakers(breakers).build();
+    let monitor = Monitor::builder()
+        .stats(stats)
+        .cache(cache)
+        .breakers(breakers)
+        .alerts(AlertManager::with_default_rules(4.0 * 1024.0 * 1024.0 * 1024.0))
+        .build();
     for _ in 0..3 {
         monitor.sample_now();
     }
@@ -158,6 +163,40 @@ async fn dashboard_shows_what_stats_says() {
     assert_eq!(text_of(&dom, "alerts-firing"), latest["alerts_firing"].to_string());
     assert!(dom.contains("http://flaky.test"), "the open breaker is listed");
     assert!(dom.contains("class=\"pill forced_open\""), "with its state");
+    // Alerts: the open breaker's one fires; each value and threshold is
+    // shown in its figure's unit.
+    assert!(
+        dom.contains("class=\"pill firing\">firing<"),
+        "CircuitOpen fires:\n{dom}"
+    );
+    let row = |name: &str| {
+        let start = dom
+            .find(&format!("<td>{name}</td>"))
+            .unwrap_or_else(|| panic!("no {name} row"));
+        let end = start + dom[start..].find("</tr>").unwrap();
+        dom[start..end].to_owned()
+    };
+    assert!(
+        row("ProcessMemoryHigh").contains("<td>4.0 GiB</td>"),
+        "{}",
+        row("ProcessMemoryHigh")
+    );
+    assert!(row("ProcessMemoryHigh").contains(" MiB</td>"), "resident memory in MiB");
+    assert!(
+        row("CacheNearBudget").contains("<td>90.0%</td>"),
+        "{}",
+        row("CacheNearBudget")
+    );
+    assert!(
+        row("HighErrorRate").contains("<td>0.0%</td><td>5.0%</td>"),
+        "{}",
+        row("HighErrorRate")
+    );
+    assert!(
+        row("SlowRequests").contains("<td>1.00 s</td>"),
+        "{}",
+        row("SlowRequests")
+    );
 
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let _ = std::fs::remove_file(&shot);

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 /// How a figure is compared with the threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Comparison {
     /// Fires when the figure is above the threshold.
     Above,
@@ -26,6 +27,7 @@ pub enum Comparison {
 
 /// How urgent an alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Worth a look.
     Warning,
@@ -44,11 +46,17 @@ pub struct AlertRule {
     pub comparison: Comparison,
     /// The threshold.
     pub threshold: f64,
-    /// How long the condition must hold before the alert fires.
+    /// How long the condition must hold before the alert fires (in JSON,
+    /// `for_seconds`).
+    #[serde(rename = "for_seconds", serialize_with = "super::json::seconds")]
     pub for_: Duration,
-    /// How long a firing alert keeps firing after the condition clears.
+    /// How long a firing alert keeps firing after the condition clears (in
+    /// JSON, `keep_firing_for_seconds`).
+    #[serde(rename = "keep_firing_for_seconds", serialize_with = "super::json::seconds")]
     pub keep_firing_for: Duration,
-    /// Least time between two notifications of a firing alert.
+    /// Least time between two notifications of a firing alert (in JSON,
+    /// `repeat_interval_seconds`).
+    #[serde(rename = "repeat_interval_seconds", serialize_with = "super::json::seconds")]
     pub repeat_interval: Duration,
     /// Severity.
     pub severity: Severity,
@@ -119,6 +127,7 @@ impl AlertRule {
 
 /// Where an alert stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// Condition false.
     Inactive,

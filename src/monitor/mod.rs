@@ -36,6 +36,7 @@ mod figures;
 pub mod future;
 mod handles;
 mod health;
+mod json;
 mod layer;
 mod process;
 mod route;

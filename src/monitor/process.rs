@@ -6,7 +6,8 @@ use std::time::Duration;
 /// What `/proc` says about this process right now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct ProcessCounters {
-    /// CPU time used (user + system), if known.
+    /// CPU time used (user + system), if known (in JSON, `cpu_seconds`).
+    #[serde(rename = "cpu_seconds", serialize_with = "super::json::optional_seconds")]
     pub cpu_time: Option<Duration>,
     /// Resident memory in bytes.
     pub resident_memory: Option<u64>,

@@ -534,7 +534,7 @@ mod tests {
             "the user gauge drives an alert"
         );
         let json = serde_json::to_value(monitor.snapshot()).unwrap();
-        assert_eq!(json["alerts"][0]["state"], "Firing");
+        assert_eq!(json["alerts"][0]["state"], "firing");
         assert!(monitor.is_running());
         let weak = Arc::downgrade(&monitor.inner);
         drop(monitor);

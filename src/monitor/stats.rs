@@ -48,7 +48,9 @@ pub struct WindowStats {
 pub struct StatsSnapshot {
     /// Every host together.
     pub overall: WindowStats,
-    /// Per host (`host:port`), sorted by name.
+    /// Per host (`host:port`), sorted by name (in JSON, one object keyed
+    /// by host).
+    #[cfg_attr(feature = "monitor", serde(serialize_with = "super::json::object"))]
     pub hosts: Vec<(String, WindowStats)>,
 }
 
