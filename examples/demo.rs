@@ -132,6 +132,35 @@ fn ms(seconds: Option<f64>) -> String {
     }
 }
 
+/// A count with its thousands grouped: `1,917,391`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// A byte count in the unit that shows it: `75.1 KiB`.
+fn bytes(n: u64) -> String {
+    let mut value = n as f64;
+    for unit in ["B", "KiB", "MiB"] {
+        if value < 1024.0 {
+            return if unit == "B" {
+                format!("{n} B")
+            } else {
+                format!("{value:.1} {unit}")
+            };
+        }
+        value /= 1024.0;
+    }
+    format!("{value:.1} GiB")
+}
+
 fn progress(label: &str, done: f64) {
     let width = 30;
     let filled = (done.clamp(0.0, 1.0) * width as f64) as usize;
@@ -244,14 +273,15 @@ async fn main() -> Result<(), BoxError> {
 
     println!();
     println!(
-        "{:<28}{:>10}{:>10}{:>12}{:>12}{:>10}{:>8}",
+        "{:<28}{:>12}{:>10}{:>12}{:>12}{:>10}{:>8}",
         "", "requests", "req/s", "p50", "p99", "cached", "errors"
     );
     let row = |label: &str, r: &BenchReport| {
         println!(
-            "{label:<28}{:>10}{:>10.0}{:>12}{:>12}{:>9.1}%{:>8}",
-            r.requests + r.errors,
-            r.throughput,
+            "{label:<28}{:>12}{:>10}{:>12}{:>12}{:>9.1}%{:>8}",
+            grouped(r.requests + r.errors),
+            // Whole requests per second: the cast only drops the fraction.
+            grouped(r.throughput.max(0.0).round() as u64),
             ms(r.p50),
             ms(r.p99),
             r.cache_hits as f64 * 100.0 / r.requests.max(1) as f64,
@@ -265,10 +295,12 @@ async fn main() -> Result<(), BoxError> {
     println!();
     let sent: u64 = reports.iter().map(|(_, r)| r.requests + r.errors).sum();
     println!(
-        "upstream calls: {upstream_without} without the stack, {upstream_with} with it for {sent} requests \
-         ({:.1}% saved); stale answers {}",
+        "upstream calls: {} without the stack, {} with it for {} requests ({:.1}% saved); stale answers {}",
+        grouped(upstream_without as u64),
+        grouped(upstream_with as u64),
+        grouped(sent),
         100.0 - upstream_with as f64 * 100.0 / sent.max(1) as f64,
-        cache_stats.stale
+        grouped(cache_stats.stale)
     );
     println!(
         "breaker transitions: {}, state of {base} now: {}",
@@ -276,8 +308,10 @@ async fn main() -> Result<(), BoxError> {
         flaky_state.as_str()
     );
     println!(
-        "alerts fired: {alerts_fired}; cache holds {} entries in {} of {} bytes",
-        cache_stats.entries, cache_stats.bytes, cache_stats.max_bytes
+        "alerts fired: {alerts_fired}; cache holds {} entries in {} of {}",
+        grouped(cache_stats.entries),
+        bytes(cache_stats.bytes),
+        bytes(cache_stats.max_bytes)
     );
     assert!(cache.audit().is_clean(), "cache accounting drifted");
 
