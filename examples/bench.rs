@@ -89,8 +89,14 @@ async fn local_upstream() -> Vec<Uri> {
         .collect()
 }
 
+/// A latency quantile in the unit that shows it.
 fn ms(seconds: Option<f64>) -> String {
-    seconds.map_or_else(|| "–".to_owned(), |s| format!("{:.3} ms", s * 1000.0))
+    match seconds {
+        None => "–".to_owned(),
+        // A cache hit takes microseconds: `0.001 ms` would hide them.
+        Some(s) if s < 1e-4 => format!("{:.1} µs", s * 1e6),
+        Some(s) => format!("{:.3} ms", s * 1000.0),
+    }
 }
 
 fn row(name: &str, f: impl Fn(&BenchReport) -> String, a: &BenchReport, b: &BenchReport) {
