@@ -13,6 +13,7 @@
 //! | `reqwest` (not in `full`) | [`stack`] | `ReqwestService`, `build_reqwest_client`: the stack around a `reqwest::Client` |
 //! | `tls` (not in `full`) | [`stack`] | HTTPS upstreams over rustls (ring): `https_client`, `native_roots`, `custom_ca`, `build_https_client` |
 //! | `reqwest-middleware` (not in `full`) | [`stack`] | `OptimizerMiddleware`, `build_reqwest_middleware`: the stack as a `reqwest_middleware::Middleware` |
+//! | `serde` (on with `monitor`) | | `serde::Serialize` for `CacheStats`, `BreakerSnapshot`, `OptimizerStats` and the monitor's snapshots (durations in seconds, per-cause counters keyed by name) |
 //!
 //! The onion, outermost first:
 //!
@@ -52,6 +53,8 @@ macro_rules! inner_service_accessors {
     };
 }
 
+#[cfg(feature = "serde")]
+mod json;
 mod util;
 
 #[cfg(feature = "stack")]

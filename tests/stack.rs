@@ -20,7 +20,7 @@ use tower::ServiceExt;
 use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheStatus, RequestCacheMode};
 use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
-use tower_optimizer::stack::{OptimizedService, OptimizerStack, Overload, ShuttingDown, WhenOpen};
+use tower_optimizer::stack::{MonitorSettings, OptimizedService, OptimizerStack, Overload, ShuttingDown, WhenOpen};
 
 type Handler = Arc<dyn Fn(&Request<Incoming>, usize) -> Response<Full<Bytes>> + Send + Sync>;
 
@@ -324,6 +324,57 @@ async fn configuration_errors_name_the_field() {
         assert_eq!(err.field(), field, "{err}");
         assert!(err.to_string().contains(field));
     }
+}
+
+/// `OptimizerStats` as JSON: what a caller logs from `stats()` or
+/// `shutdown()`, with durations in seconds and per-cause counters keyed
+/// by name.
+#[tokio::test]
+async fn the_stats_serialise_to_readable_json() {
+    let cache = Cache::builder().build().unwrap();
+    let (layer, optimizer) = OptimizerStack::builder()
+        .cache(cache.clone())
+        .circuit_breaker(CircuitBreakerConfig::default())
+        .monitor(MonitorSettings::default())
+        .build::<Full<Bytes>>()
+        .unwrap();
+    let upstream = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(respond(200, "max-age=60", "hello"))
+    });
+    let client = tower::Layer::layer(&layer, upstream);
+    for _ in 0..2 {
+        let request = Request::get("http://api.test/a").body(Full::default()).unwrap();
+        let response = client.clone().oneshot(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    let report = optimizer.invalidator().unwrap().key("http://api.test/a");
+    assert_eq!(report.entries, 1);
+    optimizer.breakers().unwrap().force_open("http://down.test");
+
+    let json = serde_json::to_value(optimizer.stats()).unwrap();
+    let cache_json = &json["cache"];
+    assert_eq!(
+        (cache_json["hits"].as_u64(), cache_json["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(cache_json["evictions"]["invalidated"], 1, "{cache_json}");
+    assert_eq!(cache_json["evictions"]["capacity"], 0);
+    assert_eq!(cache_json["invalidations"]["key"], 1, "{cache_json}");
+    let breakers = json["breakers"].as_array().unwrap();
+    let breaker = |key: &str| {
+        breakers
+            .iter()
+            .find(|b| b["key"] == key)
+            .unwrap_or_else(|| panic!("{json}"))
+    };
+    let up = breaker("http://api.test");
+    assert_eq!(up["state"], "closed");
+    assert_eq!(up["figures"]["calls"], 1);
+    assert!(up["retry_after_seconds"].is_null());
+    let down = breaker("http://down.test");
+    assert_eq!(down["state"], "forced_open");
+    assert_eq!(json["requests"]["overall"]["requests"], 2, "{json}");
+    assert_eq!(json["in_flight"], 0);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use super::store::{RemovalCause, Store};
 
 /// A snapshot of the cache's counters and size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CacheStats {
     /// Requests answered fresh from cache.
     pub hits: u64,
@@ -39,13 +40,18 @@ pub struct CacheStats {
     pub bypassed: u64,
     /// Background refreshes started (stale-while-revalidate).
     pub background_refreshes: u64,
-    /// Evictions by cause, indexed by [`RemovalCause::index`].
+    /// Evictions by cause, indexed by [`RemovalCause::index`] (serialised
+    /// as an object keyed by [`RemovalCause::as_str`]).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "by_cause"))]
     pub evictions: [u64; 5],
     /// Bytes the evicted entries were charged, by cause, indexed by
-    /// [`RemovalCause::index`].
+    /// [`RemovalCause::index`] (serialised as `evictions` is).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "by_cause"))]
     pub evicted_bytes: [u64; 5],
     /// Entries invalidated (removed or marked), by strategy, indexed by
-    /// [`InvalidationKind::index`].
+    /// [`InvalidationKind::index`] (serialised as an object keyed by
+    /// [`InvalidationKind::as_str`]).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "by_kind"))]
     pub invalidations: [u64; InvalidationKind::ALL.len()],
     /// Audits that found drift (should stay zero).
     pub audit_drift: u64,
@@ -64,6 +70,21 @@ pub struct CacheStats {
     /// stored, and bodies shared as they arrive, until their last reader
     /// is done.
     pub inflight_bytes: u64,
+}
+
+/// Counts per removal cause as one JSON object keyed by cause.
+#[cfg(feature = "serde")]
+fn by_cause<S: serde::Serializer>(counts: &[u64; 5], serializer: S) -> Result<S::Ok, S::Error> {
+    crate::json::named(&RemovalCause::ALL.map(RemovalCause::as_str), counts, serializer)
+}
+
+/// Counts per invalidation strategy as one JSON object keyed by strategy.
+#[cfg(feature = "serde")]
+fn by_kind<S: serde::Serializer>(
+    counts: &[u64; InvalidationKind::ALL.len()],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    crate::json::named(&InvalidationKind::ALL.map(InvalidationKind::as_str), counts, serializer)
 }
 
 /// The ways entries get invalidated, for counting.

@@ -21,14 +21,21 @@ use cell::{EVICTED, TOUCHED};
 
 /// What one breaker looks like now.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BreakerSnapshot {
     /// Its key.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::json::shared_str"))]
     pub key: Arc<str>,
     /// Its state.
     pub state: State,
     /// Its window figures.
     pub figures: WindowFigures,
-    /// For an open breaker, the time until it lets calls through.
+    /// For an open breaker, the time until it lets calls through (in JSON,
+    /// `retry_after_seconds`).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "retry_after_seconds", serialize_with = "crate::json::optional_seconds")
+    )]
     pub retry_after: Option<Duration>,
 }
 

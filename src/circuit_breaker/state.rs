@@ -12,8 +12,9 @@ use super::classify::Outcome;
 use super::config::{CircuitBreakerConfig, WindowKind};
 use super::window::{CountWindow, Sample, TimeWindow, Window, WindowFigures};
 
-/// A breaker's state.
+/// A breaker's state (serialised as [`State::as_str`] gives it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
 pub enum State {
     /// Calls pass; outcomes are recorded; the breaker may trip.
     Closed,

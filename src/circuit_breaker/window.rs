@@ -16,6 +16,7 @@ pub(crate) struct Sample {
 
 /// Window figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WindowFigures {
     /// Calls in the window.
     pub calls: u32,

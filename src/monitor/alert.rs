@@ -48,15 +48,15 @@ pub struct AlertRule {
     pub threshold: f64,
     /// How long the condition must hold before the alert fires (in JSON,
     /// `for_seconds`).
-    #[serde(rename = "for_seconds", serialize_with = "super::json::seconds")]
+    #[serde(rename = "for_seconds", serialize_with = "crate::json::seconds")]
     pub for_: Duration,
     /// How long a firing alert keeps firing after the condition clears (in
     /// JSON, `keep_firing_for_seconds`).
-    #[serde(rename = "keep_firing_for_seconds", serialize_with = "super::json::seconds")]
+    #[serde(rename = "keep_firing_for_seconds", serialize_with = "crate::json::seconds")]
     pub keep_firing_for: Duration,
     /// Least time between two notifications of a firing alert (in JSON,
     /// `repeat_interval_seconds`).
-    #[serde(rename = "repeat_interval_seconds", serialize_with = "super::json::seconds")]
+    #[serde(rename = "repeat_interval_seconds", serialize_with = "crate::json::seconds")]
     pub repeat_interval: Duration,
     /// Severity.
     pub severity: Severity,

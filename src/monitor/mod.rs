@@ -36,7 +36,6 @@ mod figures;
 pub mod future;
 mod handles;
 mod health;
-mod json;
 mod layer;
 mod process;
 mod route;

@@ -7,7 +7,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct ProcessCounters {
     /// CPU time used (user + system), if known (in JSON, `cpu_seconds`).
-    #[serde(rename = "cpu_seconds", serialize_with = "super::json::optional_seconds")]
+    #[serde(rename = "cpu_seconds", serialize_with = "crate::json::optional_seconds")]
     pub cpu_time: Option<Duration>,
     /// Resident memory in bytes.
     pub resident_memory: Option<u64>,

@@ -19,8 +19,7 @@ pub const DEFAULT_WINDOW_BUCKETS: usize = 6;
 pub const DEFAULT_MAX_HOSTS: usize = 64;
 
 /// Figures over the window.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-#[cfg_attr(feature = "monitor", derive(serde::Serialize))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct WindowStats {
     /// Requests finished in the window.
     pub requests: u64,
@@ -43,14 +42,13 @@ pub struct WindowStats {
 }
 
 /// Overall and per-host figures.
-#[derive(Debug, Clone, Default, PartialEq)]
-#[cfg_attr(feature = "monitor", derive(serde::Serialize))]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct StatsSnapshot {
     /// Every host together.
     pub overall: WindowStats,
     /// Per host (`host:port`), sorted by name (in JSON, one object keyed
     /// by host).
-    #[cfg_attr(feature = "monitor", serde(serialize_with = "super::json::object"))]
+    #[serde(serialize_with = "crate::json::object")]
     pub hosts: Vec<(String, WindowStats)>,
 }
 

@@ -18,8 +18,10 @@ use crate::circuit_breaker::{BreakerSnapshot, CircuitBreakers};
 use crate::invalidation::Invalidator;
 use crate::monitor::{AdminService, Monitor, Stats, StatsSnapshot};
 
-/// Everything the stack knows, at one moment.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything the stack knows, at one moment; `serde::Serialize`, to log
+/// or export it as JSON (durations in seconds, counters per cause keyed by
+/// name).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct OptimizerStats {
     /// Cache counters, if a cache is configured.
     pub cache: Option<CacheStats>,
