@@ -234,6 +234,8 @@ async fn main() -> Result<(), BoxError> {
     let server = serve(listener, client, upstream);
     tokio::signal::ctrl_c().await?;
     server.abort();
-    optimizer.shutdown(Duration::from_secs(10)).await;
+    let last = optimizer.shutdown(Duration::from_secs(10)).await;
+    // One JSON line a log collector can keep: what the proxy did.
+    println!("final stats: {}", serde_json::to_string(&last)?);
     Ok(())
 }
