@@ -113,7 +113,17 @@ pub async fn forward(
                     .insert(RETRY_AFTER, HeaderValue::from(open.retry_after_secs()));
                 res
             }
-            None => short(StatusCode::BAD_GATEWAY, &format!("upstream failed: {error}")),
+            None => {
+                // The error and its sources: `client error (Connect)` alone
+                // would not say that the connection was refused.
+                let mut reason = format!("upstream failed: {error}");
+                let mut source = error.source();
+                while let Some(e) = source {
+                    reason = format!("{reason}: {e}");
+                    source = e.source();
+                }
+                short(StatusCode::BAD_GATEWAY, &reason)
+            }
         },
     }
 }

@@ -121,6 +121,22 @@ pub(crate) fn watch<E: Into<BoxError>>(
     }
 }
 
+/// An error's text followed by its sources' (`outer: inner: innermost`),
+/// for a reason shown to people: by the Rust API guidelines an error's own
+/// `Display` leaves its source out, which would drop the useful part (what
+/// a regex's parser objects to, and where).
+#[allow(dead_code)] // used by whichever layers the features enable
+pub(crate) fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
 /// An error wrapping another, as `tower::buffer` wraps its service's
 /// errors: for tests that look through `source()` chains.
 #[cfg(all(test, feature = "circuit-breaker"))]

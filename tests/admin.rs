@@ -261,12 +261,21 @@ async fn admin_routes() {
         .await;
     assert_eq!(status, 400);
     assert!(body.contains("invalid pattern"), "{body}");
+    // With the regex parser's own reason, not only that it failed.
+    assert!(body.contains("unclosed"), "{body}");
+    let (status, _, body) = admin
+        .send(Method::POST, "/cache/invalidate", Some("s3cret"), "not json")
+        .await;
+    assert_eq!(status, 400);
+    // serde's reason says where the text went wrong.
+    assert!(body.contains("line 1 column"), "{body}");
+    let (status, _, body) = admin
+        .send(Method::POST, "/cache/invalidate", Some("s3cret"), "[1, 2]")
+        .await;
     assert_eq!(
-        admin
-            .send(Method::POST, "/cache/invalidate", Some("s3cret"), "not json")
-            .await
-            .0,
-        400
+        (status, body.contains("expected one JSON object")),
+        (StatusCode::BAD_REQUEST, true),
+        "{body}"
     );
     assert_eq!(
         admin

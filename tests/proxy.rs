@@ -192,7 +192,10 @@ async fn upstream_failures_become_502_and_504() {
     let proxy = start_proxy(&format!("http://{closed}"), Duration::from_secs(30)).await;
     let res = call(proxy, Method::GET, "/", Bytes::new(), &[]).await;
     assert_eq!(res.status(), 502);
-    assert!(std::str::from_utf8(res.body()).unwrap().starts_with("upstream failed"));
+    let reason = std::str::from_utf8(res.body()).unwrap();
+    assert!(reason.starts_with("upstream failed"), "{reason}");
+    // The error's sources too: what actually went wrong.
+    assert!(reason.to_lowercase().contains("connection refused"), "{reason}");
 }
 
 /// An upstream that answers only 503 opens its circuit; from then on the

@@ -285,8 +285,11 @@ impl AdminService {
             Ok(body) => body.to_bytes(),
             Err(e) => return error(StatusCode::BAD_REQUEST, &format!("unreadable body: {e}")),
         };
-        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(&body) else {
-            return error(StatusCode::BAD_REQUEST, "expected one JSON object");
+        let map = match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => return error(StatusCode::BAD_REQUEST, "expected one JSON object"),
+            // serde's reason says where the text went wrong (line and column).
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("expected one JSON object: {e}")),
         };
         let mode = if map.get("soft").and_then(serde_json::Value::as_bool) == Some(true) {
             Purge::Soft
@@ -304,7 +307,9 @@ impl AdminService {
         } else if let Some(pattern) = text("pattern") {
             match crate::invalidation::Pattern::new(pattern) {
                 Ok(p) => inv.purge_pattern(&p, mode).await,
-                Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+                // With the regex's own reason (its source), which says
+                // what is wrong and where.
+                Err(e) => return error(StatusCode::BAD_REQUEST, &crate::util::with_sources(&e)),
             }
         } else if let Some(namespace) = text("version") {
             inv.bump_version(namespace)
