@@ -104,27 +104,25 @@ pub async fn forward(
         Err(error) if error.is::<tower::timeout::error::Elapsed>() => {
             short(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
         }
-        Err(error) => match error.downcast_ref::<Open>() {
+        Err(error) => {
             // The upstream is known to be down, and for how long: say so,
             // so the proxy's own clients back off instead of retrying at once.
-            Some(open) => {
+            if let Some(open) = error.downcast_ref::<Open>() {
                 let mut res = short(StatusCode::SERVICE_UNAVAILABLE, &open.to_string());
                 res.headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from(open.retry_after_secs()));
-                res
+                return res;
             }
-            None => {
-                // The error and its sources: `client error (Connect)` alone
-                // would not say that the connection was refused.
-                let mut reason = format!("upstream failed: {error}");
-                let mut source = error.source();
-                while let Some(e) = source {
-                    reason = format!("{reason}: {e}");
-                    source = e.source();
-                }
-                short(StatusCode::BAD_GATEWAY, &reason)
+            // The error and its sources: `client error (Connect)` alone
+            // would not say that the connection was refused.
+            let mut reason = format!("upstream failed: {error}");
+            let mut source = error.source();
+            while let Some(e) = source {
+                reason = format!("{reason}: {e}");
+                source = e.source();
             }
-        },
+            short(StatusCode::BAD_GATEWAY, &reason)
+        }
     }
 }
 
