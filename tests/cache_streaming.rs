@@ -415,6 +415,22 @@ async fn waiters_and_late_joiners_read_a_declared_long_body_as_it_arrives() {
     drop(feed);
 }
 
+/// An upstream body error with a source, as hyper's are.
+#[derive(Debug)]
+struct Reset(std::io::Error);
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upstream reset the stream")
+    }
+}
+
+impl std::error::Error for Reset {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// A shared body that fails reaches every reader as the same error after
 /// what came; nothing is stored, and the next request goes upstream. A
 /// request of another `Vary` variant does not share it.
@@ -436,11 +452,16 @@ async fn a_shared_body_that_fails_fails_every_reader_and_other_variants_go_alone
     let other_feed = fed.recv().await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     feed.send(Ok(data(0))).unwrap();
-    feed.send(Err("upstream reset the stream".into())).unwrap();
+    feed.send(Err(Box::new(Reset(std::io::Error::from(
+        std::io::ErrorKind::ConnectionReset,
+    )))))
+    .unwrap();
     for body in [&mut leader, &mut waiter] {
         assert_eq!(read(body, 1000).await, whole(1));
         let error = body.frame().await.unwrap().unwrap_err();
-        assert_eq!(error.to_string(), "upstream reset the stream");
+        // Every reader gets the error's text with its source's: what the
+        // connection said is not lost on the way.
+        assert_eq!(error.to_string(), "upstream reset the stream: connection reset");
     }
     assert_eq!(cache.stats().entries, 0);
     drop((other_feed, other));

@@ -560,6 +560,29 @@ async fn the_concurrency_limit_holds_a_slot_until_the_body_ends() {
     drop(third);
 }
 
+/// A warm-up URL whose host refuses the connection is reported with the
+/// reason, not only `client error (Connect)`.
+#[tokio::test]
+async fn a_refused_warm_up_says_why() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_client, optimizer) = OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .warm_up([format!("http://{closed}/a")])
+        .build_http2_client()
+        .unwrap();
+    let report = optimizer.start().await.unwrap();
+    assert_eq!(report.warmed, 0);
+    let [(url, reason)] = &report.warm_up_failures[..] else {
+        panic!("one failure: {:?}", report.warm_up_failures);
+    };
+    assert_eq!(url, &format!("http://{closed}/a"));
+    assert!(reason.to_lowercase().contains("connection refused"), "{reason}");
+}
+
 // In process on the paused clock: a warm-up URL that never answers is
 // reported as failed after `warm_up_timeout` instead of holding `start()`
 // for good, and the others keep their slots busy meanwhile (a new fetch

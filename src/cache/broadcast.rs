@@ -444,7 +444,9 @@ where
                     tee.abandon(true);
                 }
                 let error: BoxError = error.into();
-                broadcast.finish(End::Failed(error.to_string().into()));
+                // The readers get text: keep the sources' part of it (what
+                // the connection said), which the error's own text omits.
+                broadcast.finish(End::Failed(crate::util::with_sources(&*error).into()));
                 return;
             }
         };

@@ -249,7 +249,9 @@ async fn warm_up(
             let result = tokio::time::timeout(timeout, attempt)
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}").into()));
-            (index, result.map_err(|e| e.to_string()))
+            // With its sources: a client error's own text (`client error
+            // (Connect)`) does not say that the connection was refused.
+            (index, result.map_err(|e| crate::util::with_sources(&*e)))
         }
     };
     let mut running = tokio::task::JoinSet::new();
