@@ -420,7 +420,10 @@ impl<S> CacheService<S> {
             };
             match tokio::time::timeout(BACKGROUND_REFRESH_LIMIT, refresh).await {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::debug!(%error, "background revalidation failed"),
+                Ok(Err(error)) => {
+                    let error = crate::util::with_sources(&*error);
+                    tracing::debug!(%error, "background revalidation failed");
+                }
                 // Dropping the future gives up the key's flight.
                 Err(_) => tracing::warn!(limit = ?BACKGROUND_REFRESH_LIMIT, "background revalidation gave up"),
             }
