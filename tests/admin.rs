@@ -187,6 +187,9 @@ async fn admin_routes() {
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(stats["latest"]["requests"]["overall"]["requests"], 5);
     assert_eq!(stats["latest"]["cache"]["hits"], 3);
+    // The wall-clock time of the sample (after 2020, before 2100).
+    let unix_ms = stats["latest"]["unix_ms"].as_u64().unwrap();
+    assert!((1_577_836_800_000..4_102_444_800_000).contains(&unix_ms), "{unix_ms}");
     // Hosts as one object keyed by host, CPU time in seconds.
     assert_eq!(
         stats["latest"]["requests"]["hosts"]["api.test:80"]["requests"], 5,

@@ -60,6 +60,9 @@ pub struct BreakerSample {
 pub struct Sample {
     /// Milliseconds since the monitor was built.
     pub at_ms: u64,
+    /// When it was taken on the wall clock, milliseconds since the Unix
+    /// epoch: what a script that reads `/stats` lines up with its logs.
+    pub unix_ms: u64,
     /// CPU use of the process since the previous sample, percent of one core.
     pub cpu_percent: Option<f64>,
     /// Process counters.
@@ -388,6 +391,9 @@ impl Monitor {
         };
         let sample = Sample {
             at_ms: u64::try_from(now.saturating_duration_since(inner.epoch).as_millis()).unwrap_or(u64::MAX),
+            unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
             cpu_percent: cpu,
             process,
             requests,
