@@ -39,19 +39,25 @@ where
     S: Serializer,
     V: serde::Serialize,
 {
-    let mut map = serializer.serialize_map(Some(pairs.len()))?;
-    for (name, value) in pairs {
-        map.serialize_entry(name, value)?;
-    }
-    map.end()
+    entries(pairs.iter().map(|(name, value)| (name, value)), serializer)
 }
 
 /// Counters indexed by an enum's `index()`, as one object keyed by each
 /// index's name (`names` in index order).
 pub(crate) fn named<S: Serializer>(names: &[&'static str], counts: &[u64], serializer: S) -> Result<S::Ok, S::Error> {
-    let mut map = serializer.serialize_map(Some(counts.len()))?;
-    for (name, count) in names.iter().zip(counts) {
-        map.serialize_entry(name, count)?;
+    entries(names.iter().zip(counts), serializer)
+}
+
+/// The one way both of the above write an object.
+fn entries<S, K, V>(pairs: impl ExactSizeIterator<Item = (K, V)>, serializer: S) -> Result<S::Ok, S::Error>
+where
+    S: Serializer,
+    K: serde::Serialize,
+    V: serde::Serialize,
+{
+    let mut map = serializer.serialize_map(Some(pairs.len()))?;
+    for (name, value) in pairs {
+        map.serialize_entry(&name, &value)?;
     }
     map.end()
 }
