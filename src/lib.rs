@@ -8,6 +8,7 @@
 //! | `cache` | [`cache`] | memory-bounded RFC 9111 response cache with coalescing, SWR, stale-if-error |
 //! | `invalidation` | [`invalidation`] | tag, pattern, dependency, version, predicate and header-driven invalidation |
 //! | `circuit-breaker` | [`circuit_breaker`] | per-host breakers, HTTP-aware classification, probes, failover |
+//! | `retry` | [`retry`] | a `tower::retry` policy: HTTP rules, backoff with jitter, `Retry-After`, a retry budget, never retrying an open circuit |
 //! | `monitor` | [`monitor`] | OpenTelemetry client metrics, statistics, sampler, alerts, health checks, admin service and dashboard |
 //! | `stack` | [`stack`], [`bench`](mod@bench) | `OptimizerStack`, `Optimizer`, the HTTP/2 client, TOML config and the benchmark engine |
 //! | `reqwest` (not in `full`) | [`stack`] | `ReqwestService`, `build_reqwest_client`: the stack around a `reqwest::Client` |
@@ -75,6 +76,9 @@ pub mod invalidation;
 #[cfg(feature = "monitor")]
 #[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 pub mod monitor;
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+pub mod retry;
 #[cfg(feature = "stack")]
 #[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
 pub mod stack;

@@ -207,3 +207,27 @@ mod tests {
         assert!(has_none_of(&http::HeaderMap::new(), &[&CACHE_CONTROL]));
     }
 }
+
+/// Numbers in [0, 1) from an xorshift generator: jitter needs no more, and
+/// each user seeds its own (a breaker per host, a retry per request) so
+/// that they do not move in lockstep.
+#[allow(dead_code)] // used by whichever layers the features enable
+#[derive(Debug, Clone)]
+pub(crate) struct Xorshift(u64);
+
+#[allow(dead_code)]
+impl Xorshift {
+    /// A generator from `seed` (any value: zero, which xorshift never
+    /// leaves, is avoided).
+    pub(crate) fn new(seed: u64) -> Self {
+        Xorshift(seed | 1)
+    }
+
+    /// The next number in [0, 1).
+    pub(crate) fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}

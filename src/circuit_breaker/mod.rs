@@ -53,6 +53,8 @@ mod tally;
 mod window;
 
 pub use body::BreakerBody;
+#[allow(unused_imports)] // used by the retry layer when it is built
+pub(crate) use classify::retry_after;
 pub use classify::{CallResult, Classify, FAILURE_STATUSES, HttpClassifier, Outcome};
 pub use config::{
     CircuitBreakerConfig, CircuitBreakerConfigBuilder, DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_CALLS, DEFAULT_IDLE,

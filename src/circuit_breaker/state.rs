@@ -103,7 +103,7 @@ pub(crate) struct Breaker {
     /// Opens since the last close: the backoff exponent.
     opens: u32,
     half_open: HalfOpen,
-    rng: u64,
+    rng: crate::util::Xorshift,
 }
 
 impl Breaker {
@@ -125,7 +125,7 @@ impl Breaker {
                 successes: 0,
                 since: now,
             },
-            rng: seed | 1,
+            rng: crate::util::Xorshift::new(seed),
         }
     }
 
@@ -351,7 +351,7 @@ impl Breaker {
         let exponent = i32::try_from(self.opens - 1).unwrap_or(i32::MAX);
         let base = config.open.as_secs_f64() * config.backoff.powi(exponent);
         let capped = base.min(config.max_open.as_secs_f64());
-        let jittered = capped * (1.0 - config.jitter * self.random());
+        let jittered = capped * (1.0 - config.jitter * self.rng.next_f64());
         let mut period = Duration::from_secs_f64(jittered.max(0.0));
         if let Some(asked) = retry_after {
             period = period.max(asked.min(config.max_open));
@@ -383,15 +383,6 @@ impl Breaker {
         } else {
             self.to(state, now, out);
         }
-    }
-
-    /// A number in [0, 1) from an xorshift generator (jitter needs no
-    /// more; seeded per breaker so hosts do not move in lockstep).
-    fn random(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -1,0 +1,252 @@
+//! Whether a finished attempt is tried again: the default HTTP rule and the
+//! trait a user rule implements. Pure logic: no tower, no clock.
+
+use std::time::Duration;
+
+use http::{Method, Uri};
+
+use crate::circuit_breaker::CallResult;
+use crate::circuit_breaker::error::Open;
+
+/// A finished attempt, as a [`RetryOn`] rule sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Attempt<'a> {
+    /// The request's method.
+    pub method: &'a Method,
+    /// The request's URI.
+    pub uri: &'a Uri,
+    /// Which attempt this was: 1 for the first try.
+    pub number: u32,
+    /// What it came to ([`CallResult::BodyError`] never occurs here: a
+    /// response is judged before its body is read).
+    pub result: CallResult<'a>,
+}
+
+/// What a [`RetryOn`] rule decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The result stands.
+    Stop,
+    /// Try again, if the request's method may be repeated (see
+    /// [`Methods`](super::Methods)).
+    Retry,
+    /// Try again no sooner than this (the response's `Retry-After`), if
+    /// the method may be repeated and the wait is within
+    /// [`max_retry_after`](super::RetryConfigBuilder::max_retry_after).
+    RetryAfter(Duration),
+    /// Try again whatever the method: the request never reached the
+    /// server (its connection was refused), so repeating it repeats
+    /// nothing.
+    RetryAnyMethod,
+}
+
+/// Decides whether an attempt is tried again; implemented for closures, so
+/// a user rule can wrap the default:
+///
+/// ```
+/// use tower_optimizer::retry::{Attempt, Decision, HttpRetry, RetryOn};
+/// use tower_optimizer::circuit_breaker::CallResult;
+///
+/// // Also retry a 500, otherwise as usual.
+/// let rule = |attempt: &Attempt<'_>| match attempt.result {
+///     CallResult::Response { status, .. } if status == 500 => Decision::Retry,
+///     _ => HttpRetry.decide(attempt),
+/// };
+/// # let _ = rule;
+/// ```
+pub trait RetryOn: Send + Sync + 'static {
+    /// The decision for `attempt`.
+    fn decide(&self, attempt: &Attempt<'_>) -> Decision;
+}
+
+impl<F> RetryOn for F
+where
+    F: Fn(&Attempt<'_>) -> Decision + Send + Sync + 'static,
+{
+    fn decide(&self, attempt: &Attempt<'_>) -> Decision {
+        self(attempt)
+    }
+}
+
+/// Statuses the default rule retries: the gateway's and the server's way
+/// of saying "not now" (502, 503, 504), a request the server timed out
+/// reading (408), and rate limiting (429). A 500 is not among them: it
+/// usually means the request itself broke something, and repeating it
+/// repeats that.
+pub const RETRY_STATUSES: [u16; 5] = [502, 503, 504, 408, 429];
+
+/// The default rule.
+///
+/// - A response with a status of [`RETRY_STATUSES`] is retried, after its
+///   `Retry-After` where a 429 or 503 carries one.
+/// - An open circuit ([`Open`]) is never retried: the breaker says the
+///   host is down, and retrying would spend the budget on requests that
+///   fail at once. Nor is load shedding (`tower`'s `Overloaded`):
+///   retrying adds to the overload it reports.
+/// - A refused connection is retried whatever the method.
+/// - Any other error (a timeout, a reset, a `GOAWAY`) is retried.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpRetry;
+
+impl RetryOn for HttpRetry {
+    fn decide(&self, attempt: &Attempt<'_>) -> Decision {
+        match attempt.result {
+            CallResult::Response { status, headers } if RETRY_STATUSES.contains(&status.as_u16()) => {
+                crate::circuit_breaker::retry_after(status, headers).map_or(Decision::Retry, Decision::RetryAfter)
+            }
+            CallResult::Response { .. } | CallResult::BodyError(_) => Decision::Stop,
+            CallResult::Error(error) => {
+                if Open::find(error).is_some() || is_overloaded(error) {
+                    Decision::Stop
+                } else if never_sent(error) {
+                    Decision::RetryAnyMethod
+                } else {
+                    Decision::Retry
+                }
+            }
+        }
+    }
+}
+
+/// The sources of `error`, itself first.
+fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}
+
+fn is_overloaded(error: &(dyn std::error::Error + 'static)) -> bool {
+    chain(error).any(|e| e.is::<tower::load_shed::error::Overloaded>())
+}
+
+/// Whether `error` says the connection was refused, so no byte of the
+/// request reached the server (hyper-util's and reqwest's connect errors
+/// carry the `io::Error` as a source).
+pub(crate) fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
+    chain(error).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
+/// Whether `method` may be repeated without changing what it does
+/// (RFC 9110 §9.2.2: the safe methods, `PUT` and `DELETE`).
+pub(crate) fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The wait before retry `retry` (1 for the first retry): a random time up
+/// to `base * 2^(retry-1)`, capped at `max` ("full jitter": callers that
+/// failed together do not come back together). `random` is in [0, 1).
+pub(crate) fn backoff(retry: u32, base: Duration, max: Duration, random: f64) -> Duration {
+    let exponent = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
+    let ceiling = (base.as_secs_f64() * 2f64.powi(exponent)).min(max.as_secs_f64());
+    Duration::from_secs_f64((ceiling * random).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    use super::*;
+    use crate::BoxError;
+
+    fn decide(method: &Method, result: CallResult<'_>) -> Decision {
+        let uri = Uri::from_static("http://a.test/x");
+        HttpRetry.decide(&Attempt {
+            method,
+            uri: &uri,
+            number: 1,
+            result,
+        })
+    }
+
+    fn status(code: u16, headers: &HeaderMap) -> CallResult<'_> {
+        CallResult::Response {
+            status: StatusCode::from_u16(code).unwrap(),
+            headers,
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        let none = HeaderMap::new();
+        for code in RETRY_STATUSES {
+            assert_eq!(decide(&Method::GET, status(code, &none)), Decision::Retry, "{code}");
+        }
+        for code in [200, 204, 304, 400, 404, 409, 500, 501] {
+            assert_eq!(decide(&Method::GET, status(code, &none)), Decision::Stop, "{code}");
+        }
+        let mut later = HeaderMap::new();
+        later.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(
+            decide(&Method::GET, status(503, &later)),
+            Decision::RetryAfter(Duration::from_secs(3))
+        );
+        assert_eq!(
+            decide(&Method::GET, status(429, &later)),
+            Decision::RetryAfter(Duration::from_secs(3))
+        );
+        // Only 429 and 503 give `Retry-After` that meaning (RFC 9110 §10.2.3).
+        assert_eq!(decide(&Method::GET, status(502, &later)), Decision::Retry);
+        let mut garbage = HeaderMap::new();
+        garbage.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(decide(&Method::GET, status(503, &garbage)), Decision::Retry);
+    }
+
+    #[test]
+    fn errors() {
+        let open: BoxError = Box::new(Open::new("http://a.test".into(), Duration::from_secs(5)));
+        assert_eq!(decide(&Method::GET, CallResult::Error(&*open)), Decision::Stop);
+        let wrapped: BoxError = Box::new(crate::util::Wrapped(open));
+        assert_eq!(
+            decide(&Method::GET, CallResult::Error(&*wrapped)),
+            Decision::Stop,
+            "found in the source chain"
+        );
+        let shed: BoxError = Box::new(tower::load_shed::error::Overloaded::new());
+        assert_eq!(decide(&Method::GET, CallResult::Error(&*shed)), Decision::Stop);
+        let refused: BoxError = Box::new(crate::util::Wrapped(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        ))));
+        assert_eq!(
+            decide(&Method::POST, CallResult::Error(&*refused)),
+            Decision::RetryAnyMethod
+        );
+        let reset: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(decide(&Method::GET, CallResult::Error(&*reset)), Decision::Retry);
+        let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        assert_eq!(decide(&Method::GET, CallResult::Error(&*elapsed)), Decision::Retry);
+        assert_eq!(
+            decide(&Method::GET, CallResult::BodyError(&*reset)),
+            Decision::Stop
+        );
+    }
+
+    #[test]
+    fn idempotent_methods() {
+        for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(idempotent(&method.parse().unwrap()), "{method}");
+        }
+        for method in ["POST", "PATCH", "CONNECT", "PURGE"] {
+            assert!(!idempotent(&method.parse().unwrap()), "{method}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_is_jittered() {
+        let base = Duration::from_millis(50);
+        let max = Duration::from_secs(1);
+        let almost_one = 1.0 - f64::EPSILON;
+        let ceiling = |retry| backoff(retry, base, max, almost_one).as_secs_f64();
+        assert!((ceiling(1) - 0.05).abs() < 1e-6);
+        assert!((ceiling(2) - 0.1).abs() < 1e-6);
+        assert!((ceiling(3) - 0.2).abs() < 1e-6);
+        assert!((ceiling(6) - 1.0).abs() < 1e-6, "capped");
+        assert!((ceiling(u32::MAX) - 1.0).abs() < 1e-6, "no overflow");
+        assert_eq!(backoff(3, base, max, 0.0), Duration::ZERO);
+        assert!((backoff(3, base, max, 0.5).as_secs_f64() - 0.1).abs() < 1e-6);
+    }
+}

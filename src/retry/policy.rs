@@ -1,0 +1,199 @@
+//! [`RetryPolicy`]: the handle, and its `tower::retry::Policy`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio::time::{Instant, Sleep};
+use tower::retry::{Policy, RetryLayer};
+
+use super::budget::Budget;
+use super::config::{Methods, RetryConfig};
+use super::decide::{Attempt, Decision, backoff, idempotent};
+use super::replay;
+use crate::BoxError;
+use crate::circuit_breaker::CallResult;
+use crate::util::Xorshift;
+
+/// A retry policy for [`tower::retry::Retry`], and the handle to its
+/// shared budget and figures. Cheap to clone: clones share both.
+///
+/// Put it outside the circuit breaker, so that each attempt passes the
+/// breaker (and counts in its window), and an open circuit ends the
+/// retries at once; and inside the cache, so that a hit is never retried
+/// and a failure after the last attempt can still be answered stale.
+#[derive(Clone)]
+pub struct RetryPolicy {
+    shared: Arc<Shared>,
+    /// Attempts made for the request this clone serves (tower clones the
+    /// policy per request).
+    attempts: u32,
+    rng: Option<Xorshift>,
+}
+
+struct Shared {
+    config: RetryConfig,
+    budget: Budget,
+    seed: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    budget_exhausted: AtomicU64,
+    attempts_exhausted: AtomicU64,
+}
+
+impl std::fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`RetryPolicy`] did, since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct RetryStats {
+    /// Requests whose first attempt finished (and could have been retried).
+    pub requests: u64,
+    /// Retries sent.
+    pub retries: u64,
+    /// Retries the budget refused: the failure went back to the caller.
+    pub budget_exhausted: u64,
+    /// Failures after the last attempt allowed.
+    pub attempts_exhausted: u64,
+}
+
+impl RetryPolicy {
+    /// A policy with `config`, and a budget of its own.
+    pub fn new(config: RetryConfig) -> Self {
+        let budget = Budget::new(config.budget, Instant::now());
+        RetryPolicy {
+            shared: Arc::new(Shared {
+                config,
+                budget,
+                seed: AtomicU64::new(0x2545_F491_4F6C_DD1D),
+                requests: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+                budget_exhausted: AtomicU64::new(0),
+                attempts_exhausted: AtomicU64::new(0),
+            }),
+            attempts: 0,
+            rng: None,
+        }
+    }
+
+    /// `tower`'s retry layer with this policy.
+    pub fn layer(&self) -> RetryLayer<RetryPolicy> {
+        RetryLayer::new(self.fresh())
+    }
+
+    /// This policy's settings.
+    pub fn config(&self) -> &RetryConfig {
+        &self.shared.config
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> RetryStats {
+        let s = &self.shared;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RetryStats {
+            requests: get(&s.requests),
+            retries: get(&s.retries),
+            budget_exhausted: get(&s.budget_exhausted),
+            attempts_exhausted: get(&s.attempts_exhausted),
+        }
+    }
+
+    /// A clone with no attempts counted.
+    fn fresh(&self) -> Self {
+        RetryPolicy {
+            shared: self.shared.clone(),
+            attempts: 0,
+            rng: None,
+        }
+    }
+
+    /// How long to wait before retrying after `decision`, or `None` to let
+    /// the result stand. Counts the attempt.
+    fn next(&mut self, method: &http::Method, decision: Decision) -> Option<Duration> {
+        let shared = &*self.shared;
+        let config = &shared.config;
+        let now = Instant::now();
+        self.attempts += 1;
+        if self.attempts == 1 {
+            shared.budget.deposit(now);
+            shared.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        let method_ok = config.methods == Methods::All || idempotent(method);
+        let at_least = match decision {
+            Decision::Stop => return None,
+            Decision::Retry if method_ok => Duration::ZERO,
+            Decision::RetryAfter(wait) if method_ok && wait <= config.max_retry_after => wait,
+            Decision::RetryAnyMethod => Duration::ZERO,
+            Decision::Retry | Decision::RetryAfter(_) => return None,
+        };
+        if self.attempts >= config.max_attempts {
+            shared.attempts_exhausted.fetch_add(1, Ordering::Relaxed);
+            gave_up("attempts");
+            return None;
+        }
+        if !shared.budget.withdraw(now) {
+            shared.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+            gave_up("budget");
+            return None;
+        }
+        shared.retries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tower_optimizer.retry.retries").increment(1);
+        let seed = || Xorshift::new(shared.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed));
+        let random = self.rng.get_or_insert_with(seed).next_f64();
+        let wait = backoff(self.attempts, config.base_delay, config.max_delay, random).max(at_least);
+        Some(wait)
+    }
+}
+
+/// Counts a retry not sent, by why.
+fn gave_up(why: &'static str) {
+    metrics::counter!("tower_optimizer.retry.given_up", "why" => why).increment(1);
+}
+
+impl<B, R> Policy<Request<B>, Response<R>, BoxError> for RetryPolicy
+where
+    B: 'static,
+{
+    type Future = Sleep;
+
+    fn retry(&mut self, request: &mut Request<B>, result: &mut Result<Response<R>, BoxError>) -> Option<Sleep> {
+        let call = match result {
+            Ok(response) => CallResult::Response {
+                status: response.status(),
+                headers: response.headers(),
+            },
+            Err(error) => CallResult::Error(&**error),
+        };
+        let attempt = Attempt {
+            method: request.method(),
+            uri: request.uri(),
+            number: self.attempts + 1,
+            result: call,
+        };
+        let decision = self.shared.config.retry_on.decide(&attempt);
+        let wait = self.next(request.method(), decision)?;
+        tracing::debug!(
+            uri = %request.uri(),
+            attempt = self.attempts,
+            wait_ms = wait.as_millis(),
+            "retrying"
+        );
+        Some(tokio::time::sleep(wait))
+    }
+
+    fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
+        if self.shared.config.max_attempts <= 1 {
+            return None;
+        }
+        replay::copy(request, &self.shared.config.replay)
+    }
+}
