@@ -80,8 +80,8 @@ impl Budget {
     fn with_ring<T>(&self, now: Instant, f: impl FnOnce(&mut Ring) -> T) -> T {
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         let bucket = (self.config.window / BUCKETS as u32).max(Duration::from_millis(1));
-        let tick = u64::try_from(now.saturating_duration_since(ring.start).as_nanos() / bucket.as_nanos())
-            .unwrap_or(u64::MAX);
+        let tick =
+            u64::try_from(now.saturating_duration_since(ring.start).as_nanos() / bucket.as_nanos()).unwrap_or(u64::MAX);
         // Clear the buckets the window moved past (all of them after a
         // long quiet spell).
         let passed = tick.saturating_sub(ring.tick).min(BUCKETS as u64);
@@ -141,7 +141,9 @@ mod tests {
     }
 
     fn withdrawals(budget: &Budget, now: Instant) -> usize {
-        std::iter::from_fn(|| budget.withdraw(now).then_some(())).take(10_000).count()
+        std::iter::from_fn(|| budget.withdraw(now).then_some(()))
+            .take(10_000)
+            .count()
     }
 
     #[test]

@@ -110,12 +110,14 @@ impl RetryOn for HttpRetry {
 }
 
 /// The sources of `error`, itself first.
-fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+fn chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(error), |e| e.source())
 }
 
 fn is_overloaded(error: &(dyn std::error::Error + 'static)) -> bool {
-    chain(error).any(|e| e.is::<tower::load_shed::error::Overloaded>())
+    chain(error).any(<dyn std::error::Error>::is::<tower::load_shed::error::Overloaded>)
 }
 
 /// Whether `error` says the connection was refused, so no byte of the
@@ -219,10 +221,7 @@ mod tests {
         assert_eq!(decide(&Method::GET, CallResult::Error(&*reset)), Decision::Retry);
         let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
         assert_eq!(decide(&Method::GET, CallResult::Error(&*elapsed)), Decision::Retry);
-        assert_eq!(
-            decide(&Method::GET, CallResult::BodyError(&*reset)),
-            Decision::Stop
-        );
+        assert_eq!(decide(&Method::GET, CallResult::BodyError(&*reset)), Decision::Stop);
     }
 
     #[test]

@@ -129,11 +129,12 @@ impl RetryPolicy {
         }
         let method_ok = config.methods == Methods::All || idempotent(method);
         let at_least = match decision {
-            Decision::Stop => return None,
             Decision::Retry if method_ok => Duration::ZERO,
             Decision::RetryAfter(wait) if method_ok && wait <= config.max_retry_after => wait,
             Decision::RetryAnyMethod => Duration::ZERO,
-            Decision::Retry | Decision::RetryAfter(_) => return None,
+            // A method that may not be repeated, a wait too long, or a
+            // result that stands.
+            Decision::Stop | Decision::Retry | Decision::RetryAfter(_) => return None,
         };
         if self.attempts >= config.max_attempts {
             shared.attempts_exhausted.fetch_add(1, Ordering::Relaxed);

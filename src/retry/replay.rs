@@ -43,7 +43,10 @@ const KNOWN: &[Replayer] = &[
 /// reqwest's body is copied when it is buffered (not a stream).
 #[cfg(feature = "reqwest")]
 fn reqwest_body(from: &dyn Any, to: &mut dyn Any) -> bool {
-    match (from.downcast_ref::<reqwest::Body>(), to.downcast_mut::<Option<reqwest::Body>>()) {
+    match (
+        from.downcast_ref::<reqwest::Body>(),
+        to.downcast_mut::<Option<reqwest::Body>>(),
+    ) {
         (Some(body), Some(slot)) => match body.as_bytes() {
             Some(bytes) => {
                 *slot = Some(reqwest::Body::from(Bytes::copy_from_slice(bytes)));

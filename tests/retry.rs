@@ -1,0 +1,348 @@
+//! Retries over real HTTP/2: a hyper server on 127.0.0.1 that fails a
+//! scripted number of times, the retry policy outside the circuit breaker
+//! as the `retry` module documents, on the paused clock (backoff and
+//! `Retry-After` waits pass at once; nothing here has a timeout that an
+//! early timer could break).
+#![cfg(feature = "retry")]
+
+#[path = "support/server.rs"]
+mod server;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tower::util::BoxCloneService;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_optimizer::BoxError;
+use tower_optimizer::circuit_breaker::{BreakerBody, CircuitBreakerConfig, CircuitBreakerLayer, error::Open};
+use tower_optimizer::retry::{BudgetConfig, Methods, RetryConfig, RetryPolicy};
+
+use server::{Protocol, serve};
+
+type Client2 = BoxCloneService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
+
+/// A server whose first `failures` answers are `status` (with the given
+/// `Retry-After`, if any), then 200s carrying the call's number.
+async fn failing_server(
+    failures: usize,
+    status: u16,
+    retry_after: Option<&'static str>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            // The body arrives on every attempt: read it back in the 200.
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .unwrap_or_default();
+            let mut response = Response::builder();
+            if n < failures {
+                response = response.status(status);
+                if let Some(after) = retry_after {
+                    response = response.header("retry-after", after);
+                }
+                return Ok::<_, Infallible>(response.body(Full::new(Bytes::from_static(b"try later"))).unwrap());
+            }
+            let text = format!("call {n}: {}", String::from_utf8_lossy(&body));
+            Ok(response.body(Full::new(Bytes::from(text))).unwrap())
+        }
+    });
+    (serve(Protocol::H2c, service).await, calls)
+}
+
+fn h2_client() -> Client2 {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    BoxCloneService::new(client.map_err(BoxError::from))
+}
+
+/// The retry policy outside a default breaker, over the HTTP/2 client.
+fn stack(
+    policy: &RetryPolicy,
+    breaker: CircuitBreakerLayer,
+) -> BoxCloneService<Request<Full<Bytes>>, Response<BreakerBody<Incoming>>, BoxError> {
+    BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(policy.layer())
+            .layer(breaker)
+            .service(h2_client()),
+    )
+}
+
+fn request(method: Method, url: &str, body: &'static str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+async fn text<B>(response: Response<B>) -> String
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+fn breaker() -> CircuitBreakerLayer {
+    CircuitBreakerLayer::new(CircuitBreakerConfig::default())
+}
+
+#[tokio::test(start_paused = true)]
+async fn unavailable_twice_then_answered_with_the_body_sent_each_time() {
+    let (addr, calls) = failing_server(2, 503, None).await;
+    let policy = RetryPolicy::new(RetryConfig::default());
+    let mut client = stack(&policy, breaker());
+    let response = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Method::PUT, &format!("http://{addr}/item"), "payload"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(text(response).await, "call 2: payload", "the third call, with the body");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let stats = policy.stats();
+    assert_eq!((stats.requests, stats.retries, stats.attempts_exhausted), (1, 2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_failure_is_passed_on_after_max_attempts() {
+    let (addr, calls) = failing_server(10, 502, None).await;
+    let policy = RetryPolicy::new(RetryConfig::builder().max_attempts(4).build().unwrap());
+    let mut client = stack(&policy, breaker());
+    let response = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Method::GET, &format!("http://{addr}/"), ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(text(response).await, "try later");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(policy.stats().attempts_exhausted, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_is_not_repeated_unless_every_method_is_allowed() {
+    let (addr, calls) = failing_server(1, 503, None).await;
+    let url = format!("http://{addr}/orders");
+    let policy = RetryPolicy::new(RetryConfig::default());
+    let mut client = stack(&policy, breaker());
+    let response = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Method::POST, &url, "order"))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        503,
+        "a POST that reached the server is not sent twice"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let (addr, calls) = failing_server(1, 503, None).await;
+    let policy = RetryPolicy::new(RetryConfig::builder().methods(Methods::All).build().unwrap());
+    let mut client = stack(&policy, breaker());
+    let url = format!("http://{addr}/orders");
+    let response = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Method::POST, &url, "order"))
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, "call 1: order");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_connection_is_retried_whatever_the_method() {
+    // A port that was just bound and let go: connections to it are refused.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let policy = RetryPolicy::new(RetryConfig::default());
+    // No breaker here: three refusals in a row are what this test counts.
+    let mut client = ServiceBuilder::new().layer(policy.layer()).service(h2_client());
+    let error = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Method::POST, &format!("http://{addr}/orders"), "order"))
+        .await
+        .unwrap_err();
+    assert!(
+        tower_optimizer_sources(&*error).contains("onnection refused"),
+        "{error}"
+    );
+    let stats = policy.stats();
+    assert_eq!(
+        (stats.retries, stats.attempts_exhausted),
+        (2, 1),
+        "three attempts: {stats:?}"
+    );
+}
+
+fn tower_optimizer_sources(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_waited_for_and_a_long_one_is_passed_on() {
+    let (addr, calls) = failing_server(1, 503, Some("3")).await;
+    let policy = RetryPolicy::new(RetryConfig::default());
+    let mut client = stack(&policy, breaker());
+    let start = Instant::now();
+    let response = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Method::GET, &format!("http://{addr}/"), ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "waited {:?}",
+        start.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    let (addr, calls) = failing_server(1, 429, Some("60")).await;
+    let response = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Method::GET, &format!("http://{addr}/"), ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        429,
+        "60 s is past max_retry_after: the caller decides"
+    );
+    assert_eq!(response.headers()["retry-after"], "60");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_ends_the_retries() {
+    let (addr, calls) = failing_server(100, 503, None).await;
+    let policy = RetryPolicy::new(RetryConfig::builder().max_attempts(6).build().unwrap());
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(2))
+        .build()
+        .unwrap();
+    let mut client = stack(&policy, CircuitBreakerLayer::new(config));
+    let error = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Method::GET, &format!("http://{addr}/"), ""))
+        .await
+        .unwrap_err();
+    let open = error.downcast_ref::<Open>().expect("the breaker's error");
+    assert_eq!(open.key(), format!("http://{addr}"));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "two 503s opened the circuit; nothing more was sent"
+    );
+    let stats = policy.stats();
+    assert_eq!(
+        (stats.retries, stats.attempts_exhausted, stats.budget_exhausted),
+        (2, 0, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_caps_retries_across_requests() {
+    let (addr, calls) = failing_server(1_000, 503, None).await;
+    // One retry per ten requests, no reserve.
+    let budget = BudgetConfig {
+        ratio: 0.1,
+        min_per_second: 0,
+        window: Duration::from_secs(10),
+    };
+    let policy = RetryPolicy::new(RetryConfig::builder().budget(budget).build().unwrap());
+    // A breaker that never opens, so that only the budget limits.
+    let config = CircuitBreakerConfig::builder()
+        .failure_rate(None)
+        .consecutive_failures(Some(u32::MAX))
+        .build()
+        .unwrap();
+    let mut client = stack(&policy, CircuitBreakerLayer::new(config));
+    for _ in 0..20 {
+        let response = client
+            .ready()
+            .await
+            .unwrap()
+            .call(request(Method::GET, &format!("http://{addr}/"), ""))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+    }
+    let stats = policy.stats();
+    assert_eq!(stats.requests, 20);
+    assert_eq!(stats.retries, 2, "10 % of 20 requests: {stats:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 22);
+    assert!(stats.budget_exhausted >= 17, "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_of_an_unknown_type_is_sent_once_unless_registered() {
+    #[derive(Clone)]
+    struct Payload(Bytes);
+    impl http_body::Body for Payload {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            let data = std::mem::take(&mut self.0);
+            std::task::Poll::Ready((!data.is_empty()).then(|| Ok(http_body::Frame::data(data))))
+        }
+    }
+    let run = |policy: RetryPolicy| async move {
+        let (addr, calls) = failing_server(1, 503, None).await;
+        let client: Client<HttpConnector, Payload> =
+            Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+        let mut client = policy.layer().layer(client.map_err(BoxError::from));
+        let request = Request::get(format!("http://{addr}/"))
+            .body(Payload(Bytes::from_static(b"mine")))
+            .unwrap();
+        let response = client.ready().await.unwrap().call(request).await.unwrap();
+        (response.status(), calls.load(Ordering::SeqCst))
+    };
+    let unknown = RetryPolicy::new(RetryConfig::default());
+    assert_eq!(run(unknown).await, (http::StatusCode::SERVICE_UNAVAILABLE, 1));
+    let registered = RetryPolicy::new(RetryConfig::builder().replay_body::<Payload>().build().unwrap());
+    assert_eq!(run(registered).await, (http::StatusCode::OK, 2));
+}
