@@ -346,3 +346,52 @@ async fn a_body_of_an_unknown_type_is_sent_once_unless_registered() {
     let registered = RetryPolicy::new(RetryConfig::builder().replay_body::<Payload>().build().unwrap());
     assert_eq!(run(registered).await, (http::StatusCode::OK, 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn in_the_stack_between_the_cache_and_the_breaker() {
+    use tower_optimizer::cache::{Cache, CacheStatus};
+    use tower_optimizer::stack::{MonitorSettings, OptimizerStack};
+
+    // The first answer is a 503, then a cacheable 200.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        let response = Response::builder()
+            .status(if n == 0 { 503 } else { 200 })
+            .header("cache-control", "max-age=60")
+            .body(Full::new(Bytes::from(format!("call {n}"))))
+            .unwrap();
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let addr = serve(Protocol::H2c, service).await;
+    let policy = RetryPolicy::new(RetryConfig::default());
+    let (client, optimizer) = OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .retry(policy.clone())
+        .circuit_breaker(CircuitBreakerConfig::default())
+        .monitor(MonitorSettings::default())
+        .build_http2_client()
+        .unwrap();
+    for expected in ["miss", "hit"] {
+        let request = Request::get(format!("http://{addr}/a")).body(Full::default()).unwrap();
+        let response = client.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let status = CacheStatus::from_headers(response.headers()).unwrap();
+        assert_eq!(status.hit, expected == "hit", "{expected}: {status:?}");
+        assert_eq!(text(response).await, "call 1", "the retried answer, stored");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the 503 and its retry; the hit went nowhere"
+    );
+    let stats = optimizer.stats();
+    let retry = stats.retry.expect("retries are configured");
+    assert_eq!((retry.requests, retry.retries), (1, 1), "the hit is not counted");
+    assert_eq!(retry, policy.stats());
+    let breaker = &stats.breakers[0];
+    assert_eq!(breaker.figures.calls, 2, "each attempt passed the breaker");
+    let json = serde_json::to_value(&stats).unwrap();
+    assert_eq!(json["retry"]["retries"], 1, "{json}");
+}

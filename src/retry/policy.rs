@@ -108,7 +108,7 @@ impl RetryPolicy {
     }
 
     /// A clone with no attempts counted.
-    fn fresh(&self) -> Self {
+    pub(crate) fn fresh(&self) -> Self {
         RetryPolicy {
             shared: self.shared.clone(),
             attempts: 0,

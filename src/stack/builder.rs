@@ -18,6 +18,7 @@ use crate::cache::{Cache, CacheLayer};
 use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use crate::invalidation::{InvalidationLayer, Invalidator};
 use crate::monitor::{AlertManager, MetricsLayer, Monitor, RouteTemplates, Stats};
+use crate::retry::RetryPolicy;
 
 /// Warm-up fetches run this many at a time by default: enough to fill a
 /// cache quickly without a burst an upstream would notice.
@@ -93,6 +94,7 @@ pub struct OptimizerStackBuilder {
     cache: Option<Cache>,
     invalidation: Option<InvalidationLayer>,
     breaker: Option<CircuitBreakerConfig>,
+    retry: Option<RetryPolicy>,
     secondary: Option<String>,
     timeout: Option<Duration>,
     when_open: WhenOpen,
@@ -134,6 +136,15 @@ impl OptimizerStackBuilder {
     /// Per-host circuit breakers.
     pub fn circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
         self.breaker = Some(config);
+        self
+    }
+
+    /// Retries of failed upstream calls, outside the breaker (each attempt
+    /// passes it, and an open circuit ends the retries) and inside the
+    /// cache (a hit is never retried). `policy` is the handle its figures
+    /// are read from; they are in [`Optimizer::stats`] too.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
         self
     }
 
@@ -339,6 +350,7 @@ impl OptimizerStackBuilder {
                 concurrency_limit: self.concurrency_limit,
                 overload: self.overload,
                 breaker,
+                retry: self.retry.clone(),
                 secondary,
                 timeout: self.timeout,
                 when_open: self.when_open,
@@ -351,6 +363,7 @@ impl OptimizerStackBuilder {
                 cache: self.cache,
                 invalidator,
                 breakers,
+                retry: self.retry,
                 stats,
                 monitor,
                 admin,

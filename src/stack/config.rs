@@ -29,6 +29,7 @@ use super::client::{ClientConfig, Protocol};
 use super::layer::{Overload, WhenOpen};
 use crate::cache::{Cache, CacheMode, QueryKey, QueryOrder, StatusExtension};
 use crate::circuit_breaker::{CircuitBreakerConfig, WindowKind};
+use crate::retry::{BudgetConfig, Methods, RetryConfig, RetryPolicy};
 
 /// The stack's settings as a file holds them.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -50,6 +51,8 @@ pub struct OptimizerConfig {
     pub cache: Option<CacheSection>,
     /// The circuit breaker.
     pub circuit_breaker: Option<BreakerSection>,
+    /// Retries.
+    pub retry: Option<RetrySection>,
     /// Monitoring.
     pub monitor: Option<MonitorSection>,
     /// The admin server.
@@ -128,6 +131,30 @@ pub struct BreakerSection {
     /// What callers get while a circuit is open: `"error"` (the default)
     /// or `"respond_503"` (see [`WhenOpen`]).
     pub when_open: Option<String>,
+}
+
+/// `[retry]` (see [`RetryConfig`](crate::retry::RetryConfig); absent
+/// fields keep its defaults).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Attempts per request, the first included.
+    pub max_attempts: Option<u32>,
+    /// Ceiling of the first retry's random wait, doubling per retry.
+    pub backoff: Option<String>,
+    /// Cap of the wait.
+    pub max_backoff: Option<String>,
+    /// Longest `Retry-After` waited for.
+    pub max_retry_after: Option<String>,
+    /// `"idempotent"` (default) or `"all"`: which methods are retried
+    /// (see [`Methods`](crate::retry::Methods)).
+    pub methods: Option<String>,
+    /// Retries allowed per request over the budget window.
+    pub budget_ratio: Option<f64>,
+    /// Retries per second allowed whatever the traffic.
+    pub budget_min_per_second: Option<u32>,
+    /// How far back the budget counts.
+    pub budget_window: Option<String>,
 }
 
 /// `[monitor]`.
@@ -237,6 +264,34 @@ fn ttl_routes(
         let first = paths.matches(req.uri.path()).into_iter().next()?;
         ttls.get(first).copied()
     })
+}
+
+/// `[retry]` as a checked [`RetryConfig`].
+fn retry_config(r: &RetrySection) -> Result<RetryConfig, StackError> {
+    let mut retry = RetryConfig::builder();
+    if let Some(n) = r.max_attempts {
+        retry = retry.max_attempts(n);
+    }
+    let base = duration("retry.backoff", r.backoff.as_ref())?.unwrap_or(crate::retry::DEFAULT_BASE_DELAY);
+    let max = duration("retry.max_backoff", r.max_backoff.as_ref())?.unwrap_or(crate::retry::DEFAULT_MAX_DELAY);
+    retry = retry.backoff(base, max);
+    if let Some(d) = duration("retry.max_retry_after", r.max_retry_after.as_ref())? {
+        retry = retry.max_retry_after(d);
+    }
+    retry = retry.methods(choice(
+        "retry.methods",
+        r.methods.as_deref(),
+        [("idempotent", Methods::Idempotent), ("all", Methods::All)],
+    )?);
+    let defaults = BudgetConfig::default();
+    retry = retry.budget(BudgetConfig {
+        ratio: r.budget_ratio.unwrap_or(defaults.ratio),
+        min_per_second: r.budget_min_per_second.unwrap_or(defaults.min_per_second),
+        window: duration("retry.budget_window", r.budget_window.as_ref())?.unwrap_or(defaults.window),
+    });
+    retry
+        .build()
+        .map_err(|e| StackError::field_error("retry", e.to_string()))
 }
 
 impl OptimizerConfig {
@@ -362,6 +417,9 @@ impl OptimizerConfig {
                 cb.build()
                     .map_err(|e| StackError::field_error("circuit_breaker", e.to_string()))?,
             );
+        }
+        if let Some(r) = self.retry {
+            b = b.retry(RetryPolicy::new(retry_config(&r)?));
         }
         if let Some(m) = self.monitor {
             let mut settings = MonitorSettings::default();

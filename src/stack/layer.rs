@@ -62,6 +62,7 @@ pub(crate) struct Parts {
     pub(crate) concurrency_limit: Option<usize>,
     pub(crate) overload: Overload,
     pub(crate) breaker: Option<CircuitBreakerLayer>,
+    pub(crate) retry: Option<crate::retry::RetryPolicy>,
     pub(crate) secondary: Option<(Scheme, Authority)>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) when_open: WhenOpen,
@@ -103,6 +104,7 @@ impl<B> std::fmt::Debug for OptimizerLayer<B> {
             .field("invalidation", &p.invalidation.is_some())
             .field("concurrency_limit", &p.concurrency_limit)
             .field("breaker", &p.breaker.is_some())
+            .field("retry", &p.retry.is_some())
             .field("timeout", &p.timeout)
             .field("when_open", &p.when_open)
             .finish()
@@ -193,7 +195,7 @@ where
     type Service = OptimizedService<B>;
 
     /// Innermost first: timeout, breaker (with the secondary upstream as
-    /// fallback), concurrency limit and load shedding, invalidation, cache,
+    /// fallback), concurrency limit and load shedding, retries, invalidation, cache,
     /// metrics, the lifecycle gate, and (with [`WhenOpen::Respond503`]) the
     /// open circuit's `503` outermost. Each stage is present or
     /// skipped within one concrete type, boxed once here.
@@ -218,6 +220,13 @@ where
             Optional::new(shed, super::limit::ConcurrencyLimit::new(s, limit), |(), s| {
                 tower::load_shed::LoadShed::new(s)
             })
+        });
+        // Outside the limit, so a request waiting out its backoff holds no
+        // slot. Its future (a copy of the request and of the services
+        // below) is boxed, so that a stack without retries does not carry
+        // it inline in every future above.
+        let svc = Optional::new(p.retry.clone(), svc, |policy, s| {
+            BoxedFuture(tower::retry::Retry::new(policy.fresh(), s))
         });
         // The body from below is boxed here, once per upstream call: it
         // nests every stage's body, and inline it would be part of every

@@ -17,6 +17,7 @@ use crate::cache::{Cache, CacheStats};
 use crate::circuit_breaker::{BreakerSnapshot, CircuitBreakers};
 use crate::invalidation::Invalidator;
 use crate::monitor::{AdminService, Monitor, Stats, StatsSnapshot};
+use crate::retry::{RetryPolicy, RetryStats};
 
 /// Everything the stack knows, at one moment; `serde::Serialize`, to log
 /// or export it as JSON (durations in seconds, counters per cause keyed by
@@ -27,6 +28,8 @@ pub struct OptimizerStats {
     pub cache: Option<CacheStats>,
     /// Every breaker.
     pub breakers: Vec<BreakerSnapshot>,
+    /// Retry counters, if retries are configured.
+    pub retry: Option<RetryStats>,
     /// Request statistics, if monitoring is configured.
     pub requests: Option<StatsSnapshot>,
     /// Requests in flight now: sent through the stack, and their response
@@ -50,6 +53,7 @@ pub(crate) struct Inner {
     pub(crate) cache: Option<Cache>,
     pub(crate) invalidator: Option<Invalidator>,
     pub(crate) breakers: Option<CircuitBreakers>,
+    pub(crate) retry: Option<RetryPolicy>,
     pub(crate) stats: Option<Stats>,
     pub(crate) monitor: Option<Monitor>,
     pub(crate) admin: Option<(SocketAddr, Option<String>)>,
@@ -199,6 +203,7 @@ impl Optimizer {
                 .as_ref()
                 .map(CircuitBreakers::snapshot)
                 .unwrap_or_default(),
+            retry: inner.retry.as_ref().map(RetryPolicy::stats),
             requests: inner.stats.as_ref().map(|s| s.snapshot(tokio::time::Instant::now())),
             in_flight: inner.gate.in_flight(),
         }

@@ -28,6 +28,16 @@ fn the_shipped_example_file_builds() {
         config.cache.as_ref().unwrap().ignore_query.as_deref(),
         Some(&["utm_*".to_owned()][..])
     );
+    let retry = retry_config(config.retry.as_ref().unwrap()).unwrap();
+    assert_eq!(retry.max_attempts(), 3);
+    assert_eq!(
+        retry.budget(),
+        crate::retry::BudgetConfig {
+            ratio: 0.2,
+            min_per_second: 10,
+            window: Duration::from_secs(10)
+        }
+    );
     let monitor = config.monitor.as_ref().unwrap();
     assert!(monitor.route_templates.as_ref().is_some_and(|t| !t.is_empty()));
     let builder = config.into_builder().unwrap();
@@ -127,6 +137,11 @@ fn errors_name_the_field() {
         ),
         ("[circuit_breaker]\nfailure_rate = 250.0", "circuit_breaker"),
         ("[circuit_breaker]\nwhen_open = \"panic\"", "circuit_breaker.when_open"),
+        ("[retry]\nmethods = \"some\"", "retry.methods"),
+        ("[retry]\nbackoff = \"soon\"", "retry.backoff"),
+        ("[retry]\nbudget_window = \"1 week\"", "retry.budget_window"),
+        ("[retry]\nmax_attempts = 0", "retry"),
+        ("[retry]\nbudget_ratio = -1.0", "retry"),
         ("[client]\nconnect_timeout = \"x\"", "client.connect_timeout"),
         ("[client]\nhttp2_keep_alive = \"often\"", "client.http2_keep_alive"),
         (
