@@ -22,10 +22,11 @@
 //! MetricsLayer          sees every request, hits included
 //!   CacheLayer          fresh hit -> answer; miss -> coalesce; stale + error -> serve stale
 //!     InvalidationLayer unsafe methods and invalidation headers -> Invalidator
-//!       (concurrency limit / load shed)
-//!         CircuitBreakerLayer   per-host state; open -> fails fast
-//!           (timeout)
-//!             HTTP/2 client
+//!       (retry)         tower::retry with a RetryPolicy, under a budget
+//!         (concurrency limit / load shed)
+//!           CircuitBreakerLayer   per-host state; open -> fails fast
+//!             (timeout)
+//!               HTTP/2 client
 //! ```
 
 // docs.rs builds with `--cfg docsrs` on nightly: each item gated by a
