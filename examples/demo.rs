@@ -1,7 +1,7 @@
 //! The quick demo: a local HTTP/2 upstream on 127.0.0.1 (cacheable, slow,
 //! tagged and flaky endpoints), the same workload sent once straight to it
-//! and once through the full stack (cache, invalidation, circuit breaker,
-//! timeout, monitoring and the admin dashboard), an invalidation by tag
+//! and once through the full stack (cache, invalidation, retries, circuit
+//! breaker, timeout, monitoring and the admin dashboard), an invalidation by tag
 //! midway, a failing endpoint that opens the breaker and is answered stale,
 //! and a summary.
 //!
@@ -28,6 +28,7 @@ use tower_optimizer::bench::{self, BenchReport, Stop, Workload};
 use tower_optimizer::cache::Cache;
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, Event, State};
 use tower_optimizer::monitor::AlertState;
+use tower_optimizer::retry::{RetryConfig, RetryPolicy};
 use tower_optimizer::stack::{ClientConfig, MonitorSettings, OptimizedService, OptimizerStack, http_client};
 
 const CONCURRENCY: usize = 16;
@@ -219,6 +220,7 @@ async fn main() -> Result<(), BoxError> {
                 })
                 .build()?,
         )
+        .retry(RetryPolicy::new(RetryConfig::default()))
         .timeout(Duration::from_secs(5))
         .monitor(MonitorSettings {
             interval: Duration::from_secs(1),
@@ -306,6 +308,13 @@ async fn main() -> Result<(), BoxError> {
         "breaker transitions: {}, state of {base} now: {}",
         transitions.load(Ordering::Relaxed),
         flaky_state.as_str()
+    );
+    let retries = stats.retry.expect("retries configured");
+    println!(
+        "retries: {} sent for {} requests that went upstream, {} refused by the budget",
+        grouped(retries.retries),
+        grouped(retries.requests),
+        grouped(retries.budget_exhausted)
     );
     println!(
         "alerts fired: {alerts_fired}; cache holds {} entries in {} of {}",

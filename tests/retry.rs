@@ -276,9 +276,29 @@ async fn an_open_circuit_ends_the_retries() {
     );
     let stats = policy.stats();
     assert_eq!(
-        (stats.retries, stats.attempts_exhausted, stats.budget_exhausted),
-        (2, 0, 0)
+        (
+            stats.requests,
+            stats.retries,
+            stats.attempts_exhausted,
+            stats.budget_exhausted
+        ),
+        (1, 2, 0, 0)
     );
+
+    // While it is open, requests fail at once, unretried, and do not count
+    // towards the budget: they never reached the host.
+    for _ in 0..10 {
+        let error = client
+            .ready()
+            .await
+            .unwrap()
+            .call(request(Method::GET, &format!("http://{addr}/"), ""))
+            .await
+            .unwrap_err();
+        assert!(error.downcast_ref::<Open>().is_some(), "{error}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(policy.stats(), stats);
 }
 
 #[tokio::test(start_paused = true)]

@@ -14,6 +14,7 @@ use super::decide::{Attempt, Decision, backoff, idempotent};
 use super::replay;
 use crate::BoxError;
 use crate::circuit_breaker::CallResult;
+use crate::circuit_breaker::error::Open;
 use crate::util::Xorshift;
 
 /// A retry policy for [`tower::retry::Retry`], and the handle to its
@@ -56,7 +57,9 @@ impl std::fmt::Debug for RetryPolicy {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct RetryStats {
-    /// Requests whose first attempt finished (and could have been retried).
+    /// Requests whose first attempt went upstream and could have been
+    /// retried (their body is of a type the policy can resend); a request
+    /// an open circuit refused is not one, and adds nothing to the budget.
     pub requests: u64,
     /// Retries sent.
     pub retries: u64,
@@ -118,12 +121,14 @@ impl RetryPolicy {
 
     /// How long to wait before retrying after `decision`, or `None` to let
     /// the result stand. Counts the attempt.
-    fn next(&mut self, method: &http::Method, decision: Decision) -> Option<Duration> {
+    fn next(&mut self, method: &http::Method, decision: Decision, refused: bool) -> Option<Duration> {
         let shared = &*self.shared;
         let config = &shared.config;
         let now = Instant::now();
         self.attempts += 1;
-        if self.attempts == 1 {
+        // A request the breaker refused never reached the host: counted,
+        // it would let the retries of those that do grow with the outage.
+        if self.attempts == 1 && !refused {
             shared.budget.deposit(now);
             shared.requests.fetch_add(1, Ordering::Relaxed);
         }
@@ -174,6 +179,7 @@ where
             },
             Err(error) => CallResult::Error(&**error),
         };
+        let refused = matches!(call, CallResult::Error(error) if Open::find(error).is_some());
         let attempt = Attempt {
             method: request.method(),
             uri: request.uri(),
@@ -181,7 +187,7 @@ where
             result: call,
         };
         let decision = self.shared.config.retry_on.decide(&attempt);
-        let wait = self.next(request.method(), decision)?;
+        let wait = self.next(request.method(), decision, refused)?;
         tracing::debug!(
             uri = %request.uri(),
             attempt = self.attempts,
