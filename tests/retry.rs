@@ -5,6 +5,8 @@
 //! early timer could break).
 #![cfg(feature = "retry")]
 
+#[path = "support/recorder.rs"]
+mod recorder;
 #[path = "support/server.rs"]
 mod server;
 
@@ -318,6 +320,10 @@ async fn the_budget_caps_retries_across_requests() {
         .build()
         .unwrap();
     let mut client = stack(&policy, CircuitBreakerLayer::new(config));
+    // The test's runtime polls on this thread: the metrics land here.
+    let recorder = recorder::Recorder::default();
+    let counts = recorder.counts.clone();
+    let _guard = metrics::set_default_local_recorder(&recorder);
     for _ in 0..20 {
         let response = client
             .ready()
@@ -333,6 +339,19 @@ async fn the_budget_caps_retries_across_requests() {
     assert_eq!(stats.retries, 2, "10 % of 20 requests: {stats:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 22);
     assert!(stats.budget_exhausted >= 17, "{stats:?}");
+    let counted = |name: &str, labels: &str| -> u64 {
+        let counts = counts.lock().unwrap();
+        counts
+            .iter()
+            .filter(|(n, l, _)| n == name && l == labels)
+            .map(|(_, _, v)| v)
+            .sum()
+    };
+    assert_eq!(counted("tower_optimizer.retry.retries", ""), stats.retries);
+    assert_eq!(
+        counted("tower_optimizer.retry.given_up", "why=budget"),
+        stats.budget_exhausted
+    );
 }
 
 #[tokio::test(start_paused = true)]
