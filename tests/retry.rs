@@ -28,7 +28,7 @@ use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_optimizer::BoxError;
 use tower_optimizer::circuit_breaker::{BreakerBody, CircuitBreakerConfig, CircuitBreakerLayer, error::Open};
-use tower_optimizer::retry::{BudgetConfig, Methods, RetryConfig, RetryPolicy};
+use tower_optimizer::retry::{BudgetConfig, Methods, RequestRetry, RetryConfig, RetryPolicy};
 
 use server::{Protocol, serve};
 
@@ -177,6 +177,35 @@ async fn a_post_is_not_repeated_unless_every_method_is_allowed() {
         .unwrap();
     assert_eq!(text(response).await, "call 1: order");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_caller_decides_per_request() {
+    let policy = RetryPolicy::new(RetryConfig::default());
+    let mut client = stack(&policy, breaker());
+    // A POST with an idempotency key is repeated: the server answers a
+    // repeat with its first answer.
+    let (addr, calls) = failing_server(1, 503, None).await;
+    let mut keyed = request(Method::POST, &format!("http://{addr}/payments"), "pay");
+    keyed.headers_mut().insert("idempotency-key", "\"a1\"".parse().unwrap());
+    let response = client.ready().await.unwrap().call(keyed).await.unwrap();
+    assert_eq!(text(response).await, "call 1: pay");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // So is one the caller marks.
+    let (addr, calls) = failing_server(1, 503, None).await;
+    let mut marked = request(Method::PATCH, &format!("http://{addr}/items/1"), "patch");
+    marked.extensions_mut().insert(RequestRetry::Idempotent);
+    let response = client.ready().await.unwrap().call(marked).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A GET marked `Never` is sent once.
+    let (addr, calls) = failing_server(1, 503, None).await;
+    let mut once = request(Method::GET, &format!("http://{addr}/"), "");
+    once.extensions_mut().insert(RequestRetry::Never);
+    let response = client.ready().await.unwrap().call(once).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(policy.stats().requests, 2, "the request sent once was not one to retry");
 }
 
 #[tokio::test(start_paused = true)]

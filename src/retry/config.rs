@@ -29,8 +29,10 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Methods {
     /// Only idempotent methods (RFC 9110 §9.2.2: `GET`, `HEAD`, `OPTIONS`,
-    /// `TRACE`, `PUT`, `DELETE`): a `POST` that timed out may have been
-    /// carried out, and sending it again may carry it out twice.
+    /// `TRACE`, `PUT`, `DELETE`) and requests with an `Idempotency-Key`
+    /// header or marked [`RequestRetry::Idempotent`](super::RequestRetry):
+    /// a `POST` that timed out may have been carried out, and sending it
+    /// again may carry it out twice.
     #[default]
     Idempotent,
     /// Every method: for upstreams whose writes are idempotent by design

@@ -130,13 +130,41 @@ pub(crate) fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
-/// Whether `method` may be repeated without changing what it does
-/// (RFC 9110 §9.2.2: the safe methods, `PUT` and `DELETE`).
-pub(crate) fn idempotent(method: &Method) -> bool {
+/// How one request may be retried, chosen by its caller in the request's
+/// extensions; it goes no further than the retry layer.
+///
+/// ```
+/// use tower_optimizer::retry::RequestRetry;
+///
+/// let mut request = http::Request::post("http://api.test/payments").body(()).unwrap();
+/// // The caller retries this one itself, with its own bookkeeping.
+/// request.extensions_mut().insert(RequestRetry::Never);
+/// # assert_eq!(request.extensions().get(), Some(&RequestRetry::Never));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequestRetry {
+    /// As the policy says.
+    #[default]
+    Default,
+    /// Sent once, never retried.
+    Never,
+    /// Retried whatever its method, as an idempotent one is: the caller
+    /// vouches that repeating it does no harm (a request with an
+    /// `Idempotency-Key` header is taken as such without being marked).
+    Idempotent,
+}
+
+/// Whether `request` may be repeated without changing what it does: an
+/// idempotent method (RFC 9110 §9.2.2: the safe methods, `PUT` and
+/// `DELETE`), an `Idempotency-Key` header (the IETF httpapi draft: the
+/// server answers a repeat with the first answer), or the caller's word
+/// ([`RequestRetry::Idempotent`]).
+pub(crate) fn idempotent<B>(request: &http::Request<B>) -> bool {
     matches!(
-        *method,
+        *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+    ) || request.extensions().get::<RequestRetry>() == Some(&RequestRetry::Idempotent)
+        || request.headers().contains_key("idempotency-key")
 }
 
 /// The wait before retry `retry` (1 for the first retry): a random time up
@@ -225,13 +253,24 @@ mod tests {
     }
 
     #[test]
-    fn idempotent_methods() {
+    fn idempotent_requests() {
+        let request = |method: &str| http::Request::builder().method(method).body(()).unwrap();
         for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
-            assert!(idempotent(&method.parse().unwrap()), "{method}");
+            assert!(idempotent(&request(method)), "{method}");
         }
         for method in ["POST", "PATCH", "CONNECT", "PURGE"] {
-            assert!(!idempotent(&method.parse().unwrap()), "{method}");
+            assert!(!idempotent(&request(method)), "{method}");
         }
+        let mut keyed = request("POST");
+        keyed
+            .headers_mut()
+            .insert("idempotency-key", "\"8e03978e\"".parse().unwrap());
+        assert!(idempotent(&keyed));
+        let mut vouched = request("PATCH");
+        vouched.extensions_mut().insert(RequestRetry::Idempotent);
+        assert!(idempotent(&vouched));
+        vouched.extensions_mut().insert(RequestRetry::Never);
+        assert!(!idempotent(&vouched));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tower::retry::{Policy, RetryLayer};
 
 use super::budget::Budget;
 use super::config::{Methods, RetryConfig};
-use super::decide::{Attempt, Decision, backoff, idempotent};
+use super::decide::{Attempt, Decision, RequestRetry, backoff, idempotent};
 use super::replay;
 use crate::BoxError;
 use crate::circuit_breaker::CallResult;
@@ -121,7 +121,7 @@ impl RetryPolicy {
 
     /// How long to wait before retrying after `decision`, or `None` to let
     /// the result stand. Counts the attempt.
-    fn next(&mut self, method: &http::Method, decision: Decision, refused: bool) -> Option<Duration> {
+    fn next(&mut self, repeatable: bool, decision: Decision, refused: bool) -> Option<Duration> {
         let shared = &*self.shared;
         let config = &shared.config;
         let now = Instant::now();
@@ -132,7 +132,7 @@ impl RetryPolicy {
             shared.budget.deposit(now);
             shared.requests.fetch_add(1, Ordering::Relaxed);
         }
-        let method_ok = config.methods == Methods::All || idempotent(method);
+        let method_ok = config.methods == Methods::All || repeatable;
         let at_least = match decision {
             Decision::Retry if method_ok => Duration::ZERO,
             Decision::RetryAfter(wait) if method_ok && wait <= config.max_retry_after => wait,
@@ -187,7 +187,7 @@ where
             result: call,
         };
         let decision = self.shared.config.retry_on.decide(&attempt);
-        let wait = self.next(request.method(), decision, refused)?;
+        let wait = self.next(idempotent(request), decision, refused)?;
         tracing::debug!(
             uri = %request.uri(),
             attempt = self.attempts,
@@ -198,7 +198,7 @@ where
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
-        if self.shared.config.max_attempts <= 1 {
+        if self.shared.config.max_attempts <= 1 || request.extensions().get() == Some(&RequestRetry::Never) {
             return None;
         }
         replay::copy(request, &self.shared.config.replay)
