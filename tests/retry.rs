@@ -418,7 +418,7 @@ async fn a_body_of_an_unknown_type_is_sent_once_unless_registered() {
 #[tokio::test(start_paused = true)]
 async fn in_the_stack_between_the_cache_and_the_breaker() {
     use tower_optimizer::cache::{Cache, CacheStatus};
-    use tower_optimizer::stack::{MonitorSettings, OptimizerStack};
+    use tower_optimizer::stack::{MonitorSettings, OptimizerStack, RETRIES_GAUGE, RETRY_BUDGET_EXHAUSTED_GAUGE};
 
     // The first answer is a 503, then a cacheable 200.
     let calls = Arc::new(AtomicUsize::new(0));
@@ -462,4 +462,8 @@ async fn in_the_stack_between_the_cache_and_the_breaker() {
     assert_eq!(breaker.figures.calls, 2, "each attempt passed the breaker");
     let json = serde_json::to_value(&stats).unwrap();
     assert_eq!(json["retry"]["retries"], 1, "{json}");
+    // The monitor samples them too, for `/stats` and alert rules.
+    let sample = optimizer.monitor().unwrap().sample_now();
+    assert_eq!(sample.gauges.get(RETRIES_GAUGE), Some(&1.0), "{:?}", sample.gauges);
+    assert_eq!(sample.gauges.get(RETRY_BUDGET_EXHAUSTED_GAUGE), Some(&0.0));
 }

@@ -18,7 +18,14 @@ use crate::cache::{Cache, CacheLayer};
 use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use crate::invalidation::{InvalidationLayer, Invalidator};
 use crate::monitor::{AlertManager, MetricsLayer, Monitor, RouteTemplates, Stats};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, RetryStats};
+
+/// The monitor's figure for the retries sent so far, where the stack has
+/// both ([`RetryStats::retries`]).
+pub const RETRIES_GAUGE: &str = "retry.retries";
+/// The monitor's figure for the retries the budget refused so far
+/// ([`RetryStats::budget_exhausted`]).
+pub const RETRY_BUDGET_EXHAUSTED_GAUGE: &str = "retry.budget_exhausted";
 
 /// Warm-up fetches run this many at a time by default: enough to fill a
 /// cache quickly without a burst an upstream would notice.
@@ -336,7 +343,19 @@ impl OptimizerStackBuilder {
                 if let Some(routes) = settings.route_templates {
                     metrics = metrics.route_templates(routes);
                 }
-                (Some(metrics), Some(stats), Some(monitor.build()), prometheus)
+                let monitor = monitor.build();
+                if let Some(policy) = &self.retry {
+                    // In every sample (and `/stats`), for alert rules too.
+                    for (name, read) in [
+                        (RETRIES_GAUGE, (|s: RetryStats| s.retries) as fn(RetryStats) -> u64),
+                        (RETRY_BUDGET_EXHAUSTED_GAUGE, |s: RetryStats| s.budget_exhausted),
+                    ] {
+                        let policy = policy.clone();
+                        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+                        monitor.register_gauge(name, move || read(policy.stats()) as f64);
+                    }
+                }
+                (Some(metrics), Some(stats), Some(monitor), prometheus)
             }
         };
         let gate = Arc::new(GateState::default());

@@ -46,14 +46,15 @@ mod tls;
 pub use self::reqwest_middleware::OptimizerMiddleware;
 pub use builder::{
     DEFAULT_WARM_UP_PARALLELISM, DEFAULT_WARM_UP_TIMEOUT, MonitorSettings, OptimizerStack, OptimizerStackBuilder,
-    StackError,
+    RETRIES_GAUGE, RETRY_BUDGET_EXHAUSTED_GAUGE, StackError,
 };
 pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use client::{HttpsClient, https_client};
 pub use config::{
-    AdminSection, BreakerSection, CacheSection, ClientSection, MonitorSection, OptimizerConfig, parse_duration,
+    AdminSection, BreakerSection, CacheSection, ClientSection, MonitorSection, OptimizerConfig, RetrySection,
+    parse_duration,
 };
 pub use gate::ShuttingDown;
 pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody, WhenOpen};
