@@ -244,6 +244,61 @@ fn tower_optimizer_sources(error: &(dyn std::error::Error + 'static)) -> String 
         .join(": ")
 }
 
+/// A raw HTTP/2 server that resets its first `refusals` streams with
+/// `REFUSED_STREAM` (what a server at its stream limit does) and answers
+/// the others; counts the streams.
+async fn refusing_server(refusals: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let streams = Arc::new(AtomicUsize::new(0));
+    let seen = streams.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                // Accepting drives the connection: the answers go out while
+                // it waits for the next stream.
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    let n = seen.fetch_add(1, Ordering::SeqCst);
+                    if n < refusals {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let head = Response::builder().status(200).body(()).unwrap();
+                    if let Ok(mut body) = respond.send_response(head, false) {
+                        let _ = body.send_data(Bytes::from(format!("stream {n}")), true);
+                    }
+                }
+            });
+        }
+    });
+    (addr, streams)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_stream_is_retried_whatever_the_method() {
+    let (addr, streams) = refusing_server(1).await;
+    let policy = RetryPolicy::new(RetryConfig::default());
+    let mut client = stack(&policy, breaker());
+    let response = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Method::POST, &format!("http://{addr}/orders"), "order"))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(response).await,
+        "stream 1",
+        "the server processed nothing the first time"
+    );
+    assert_eq!(streams.load(Ordering::SeqCst), 2);
+    assert_eq!(policy.stats().retries, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_waited_for_and_a_long_one_is_passed_on() {
     let (addr, calls) = failing_server(1, 503, Some("3")).await;

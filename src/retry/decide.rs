@@ -84,7 +84,7 @@ pub const RETRY_STATUSES: [u16; 5] = [502, 503, 504, 408, 429];
 ///   host is down, and retrying would spend the budget on requests that
 ///   fail at once. Nor is load shedding (`tower`'s `Overloaded`):
 ///   retrying adds to the overload it reports.
-/// - A refused connection is retried whatever the method.
+/// - A refused connection or HTTP/2 stream is retried whatever the method.
 /// - Any other error (a timeout, a reset, a `GOAWAY`) is retried.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpRetry;
@@ -120,13 +120,18 @@ fn is_overloaded(error: &(dyn std::error::Error + 'static)) -> bool {
     chain(error).any(<dyn std::error::Error>::is::<tower::load_shed::error::Overloaded>)
 }
 
-/// Whether `error` says the connection was refused, so no byte of the
-/// request reached the server (hyper-util's and reqwest's connect errors
-/// carry the `io::Error` as a source).
+/// Whether `error` says the request was never processed: its connection
+/// was refused (hyper-util's and reqwest's connect errors carry the
+/// `io::Error` as a source), or the HTTP/2 server refused its stream
+/// (`REFUSED_STREAM`, which RFC 9113 §8.7 says guarantees exactly that).
+/// A `GOAWAY` is not taken as such: whether a stream was processed depends
+/// on its number, which the error does not say.
 pub(crate) fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
     chain(error).any(|e| {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            || e.downcast_ref::<h2::Error>()
+                .is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
     })
 }
 
