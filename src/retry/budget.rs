@@ -191,6 +191,69 @@ mod tests {
         assert!(!budget.withdraw(much_later));
     }
 
+    /// One step of a budget's life.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Deposit,
+        Withdraw,
+        Advance(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => Just(Op::Deposit),
+            3 => Just(Op::Withdraw),
+            // Up to 2.5 windows of 10 s, in milliseconds.
+            2 => (0u64..25_000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Against a naive model that keeps every event with its time and
+        /// counts those of the last ten buckets: the same answers.
+        #[test]
+        fn matches_a_naive_model(
+            ops in proptest::collection::vec(op(), 1..200),
+            ratio in 0.0f64..1.5,
+            min_per_second in 0u32..3,
+        ) {
+            let start = Instant::now();
+            let config = BudgetConfig { ratio, min_per_second, window: Duration::from_secs(10) };
+            let budget = Budget::new(config, start);
+            // (bucket of the event, is it a retry)
+            let mut events: Vec<(u64, bool)> = Vec::new();
+            let mut ms = 0u64;
+            for op in ops {
+                let now = start + Duration::from_millis(ms);
+                let tick = ms / 1_000;
+                match op {
+                    Op::Advance(by) => ms += by,
+                    Op::Deposit => {
+                        budget.deposit(now);
+                        events.push((tick, false));
+                    }
+                    Op::Withdraw => {
+                        let live = events.iter().filter(|(t, _)| t + BUCKETS as u64 > tick);
+                        let (requests, retries) = live.fold((0u64, 0u64), |(q, r), &(_, retry)| {
+                            if retry { (q, r + 1) } else { (q + 1, r) }
+                        });
+                        #[allow(clippy::cast_precision_loss)]
+                        let allowed = f64::from(min_per_second) * 10.0 + ratio * requests as f64;
+                        #[allow(clippy::cast_precision_loss)]
+                        let expected = retries as f64 + 1.0 <= allowed;
+                        proptest::prop_assert_eq!(budget.withdraw(now), expected, "at {} ms", ms);
+                        if expected {
+                            events.push((tick, true));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_fractional_ratio_is_exact() {
         // tower's `TpsBudget` is reported to over-allocate for ratios
