@@ -10,8 +10,9 @@
 //! - `shell/bare` vs `shell/stack`: the stack with no layer over the bare
 //!   in-process service, for what its shell costs by itself;
 //! - `miss_layer_<name>/bare` vs `/<name>`: the same miss through a stack of
-//!   no layer (`none`: the stack's shell and client) or of one layer, to
-//!   tell what each adds.
+//!   no layer (`none`: the stack's shell and client) or of one layer
+//!   (`retry` among them, which the full stack leaves out), to tell what
+//!   each adds.
 //!
 //! `cargo bench --bench stack`; the last lines print the ratios.
 
@@ -32,6 +33,7 @@ use tower::Layer;
 use tower_optimizer::cache::Cache;
 use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
+use tower_optimizer::retry::{RetryConfig, RetryPolicy};
 use tower_optimizer::stack::{ClientConfig, MonitorSettings, OptimizerStack, OptimizerStackBuilder, http_client};
 
 /// Every layer the stack has, as a user would configure it.
@@ -115,7 +117,7 @@ where
     B: tower::Service<Request<Full<Bytes>>, Response = Response<Incoming>> + Clone,
     B::Error: std::fmt::Debug,
 {
-    let layers: [(&str, OneLayer); 6] = [
+    let layers: [(&str, OneLayer); 7] = [
         ("none", |_| OptimizerStack::builder()),
         ("cache", |cache| OptimizerStack::builder().cache(cache.clone())),
         ("invalidation", |cache| {
@@ -125,6 +127,9 @@ where
         }),
         ("breaker", |_| {
             OptimizerStack::builder().circuit_breaker(CircuitBreakerConfig::default())
+        }),
+        ("retry", |_| {
+            OptimizerStack::builder().retry(RetryPolicy::new(RetryConfig::default()))
         }),
         ("timeout", |_| {
             OptimizerStack::builder().timeout(std::time::Duration::from_secs(5))
@@ -165,7 +170,15 @@ fn main() {
     if let (Some(bare), Some(shell)) = (common::median("shell", "bare"), common::median("shell", "stack")) {
         println!("the stack with no layer, in process: +{:.0} ns over bare", shell - bare);
     }
-    for name in ["none", "cache", "invalidation", "breaker", "timeout", "monitor"] {
+    for name in [
+        "none",
+        "cache",
+        "invalidation",
+        "breaker",
+        "retry",
+        "timeout",
+        "monitor",
+    ] {
         let group = format!("miss_layer_{name}");
         if let (Some(bare), Some(layer)) = (common::median(&group, "bare"), common::median(&group, name)) {
             let paired = common::paired(&group).map_or_else(String::new, |r| format!("; interleaved ratio {r}"));
