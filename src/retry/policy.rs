@@ -69,6 +69,13 @@ pub struct RetryStats {
     pub attempts_exhausted: u64,
 }
 
+/// A policy with the documented defaults ([`RetryConfig::default`]).
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::new(RetryConfig::default())
+    }
+}
+
 impl RetryPolicy {
     /// A policy with `config`, and a budget of its own.
     pub fn new(config: RetryConfig) -> Self {
