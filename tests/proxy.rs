@@ -25,6 +25,8 @@ use tower_optimizer::stack::Protocol;
 
 /// Calls of `/cached`, the one cacheable path.
 static CACHED_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Calls of `/flaky-once`, which answers 503 the first time.
+static FLAKY_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Echoes the method, path, a custom header and the body back, with a
 /// hop-by-hop header the proxy must drop; `?status=N` picks the status.
@@ -34,12 +36,15 @@ async fn echo_upstream() -> SocketAddr {
         if req.uri().path() == "/slow" {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
-        let status: u16 = req
+        let mut status: u16 = req
             .uri()
             .query()
             .and_then(|q| q.strip_prefix("status="))
             .and_then(|s| s.parse().ok())
             .unwrap_or(200);
+        if req.uri().path() == "/flaky-once" && FLAKY_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            status = 503;
+        }
         let method = req.method().to_string();
         let custom = req.headers().get("x-custom").cloned();
         let saw_hop = req.headers().contains_key("x-hop-request");
@@ -230,4 +235,48 @@ async fn an_open_circuit_becomes_503_with_retry_after() {
     let text = std::str::from_utf8(res.body()).unwrap();
     assert!(text.starts_with("circuit open for http://127.0.0.1:"), "{text}");
     assert!(!res.headers().contains_key("x-method"), "the proxy answered itself");
+}
+
+/// With retries in its stack (`[retry]` in a `--config` file), the proxy
+/// resends a bodiless request that met a 503: the streamed body of a
+/// forwarded `GET` is empty, and is replayed as empty. A `PUT` with content
+/// cannot be replayed from a stream, and is passed on as it came back.
+#[tokio::test(start_paused = true)]
+async fn with_retries_a_bodiless_request_is_resent() {
+    use tower::Layer as _;
+    use tower_optimizer::retry::RetryPolicy;
+    use tower_optimizer::stack::{ClientConfig, OptimizerStack, http_client};
+
+    let upstream = echo_upstream().await;
+    let policy = RetryPolicy::default();
+    let (layer, _optimizer) = OptimizerStack::builder()
+        .circuit_breaker(tower_optimizer::circuit_breaker::CircuitBreakerConfig::default())
+        .retry(policy.clone())
+        .build::<proxy::ProxyBody>()
+        .unwrap();
+    let client = layer.layer(http_client::<proxy::ProxyBody>(&ClientConfig {
+        protocol: Protocol::Http1,
+        ..ClientConfig::default()
+    }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    proxy::serve(listener, client, format!("http://{upstream}").parse().unwrap());
+
+    let res = call(proxy, Method::GET, "/flaky-once", Bytes::new(), &[]).await;
+    assert_eq!(res.status(), 200, "retried past the first 503");
+    assert_eq!(res.headers()["x-method"], "GET");
+    assert_eq!(FLAKY_CALLS.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(policy.stats().retries, 1);
+
+    let res = call(
+        proxy,
+        Method::PUT,
+        "/put?status=503",
+        Bytes::from_static(b"content"),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 503, "a streamed body with content is sent once");
+    assert_eq!(res.body().as_ref(), b"content");
+    assert_eq!(policy.stats().retries, 1);
 }

@@ -4,12 +4,19 @@
 //! body is copied by its concrete type, looked up at run time: the common
 //! buffered types are known, and a user adds their own with
 //! [`RetryConfigBuilder::replay_body`](super::RetryConfigBuilder::replay_body).
-//! A request whose body is of no known type is sent once, never retried.
+//! The boxed bodies of `http-body-util` cannot be copied, but an empty one
+//! (a `GET` a proxy forwards) is replayed as empty. A request whose body
+//! is of no known type, or a boxed body with content, is sent once, never
+//! retried.
 
 use std::any::Any;
 
 use bytes::Bytes;
 use http::Request;
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+use http_body_util::{BodyExt as _, Empty};
+
+use crate::BoxError;
 
 /// Writes a copy of `from` into `to` (an `Option` of the same type), if
 /// both are of the type it knows.
@@ -36,9 +43,40 @@ const KNOWN: &[Replayer] = &[
     by_clone::<Vec<u8>>,
     by_clone::<&'static str>,
     by_clone::<()>,
+    empty_boxed::<UnsyncBoxBody<Bytes, BoxError>>,
+    empty_boxed::<BoxBody<Bytes, BoxError>>,
     #[cfg(feature = "reqwest")]
     reqwest_body,
 ];
+
+/// A boxed body that is already at its end, replayed as a new empty one.
+fn empty_boxed<T>(from: &dyn Any, to: &mut dyn Any) -> bool
+where
+    T: http_body::Body + From<EmptyBoxed> + 'static,
+{
+    match (from.downcast_ref::<T>(), to.downcast_mut::<Option<T>>()) {
+        (Some(body), Some(slot)) if body.is_end_stream() => {
+            *slot = Some(T::from(EmptyBoxed));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// An empty body, for [`empty_boxed`] to turn into the boxed type.
+struct EmptyBoxed;
+
+impl From<EmptyBoxed> for UnsyncBoxBody<Bytes, BoxError> {
+    fn from(_: EmptyBoxed) -> Self {
+        Empty::new().map_err(|never| match never {}).boxed_unsync()
+    }
+}
+
+impl From<EmptyBoxed> for BoxBody<Bytes, BoxError> {
+    fn from(_: EmptyBoxed) -> Self {
+        Empty::new().map_err(|never| match never {}).boxed()
+    }
+}
 
 /// reqwest's body is copied when it is buffered (not a stream).
 #[cfg(feature = "reqwest")]
@@ -78,6 +116,7 @@ pub(crate) fn copy<B: 'static>(request: &Request<B>, known: &[Replayer]) -> Opti
 
 #[cfg(test)]
 mod tests {
+    use http_body::Body as _;
     use http_body_util::{BodyExt, Full};
 
     use super::*;
@@ -97,6 +136,23 @@ mod tests {
         assert_eq!(copy.into_body().collect().await.unwrap().to_bytes(), "payload");
         assert!(super::copy(&Request::new(String::from("s")), &[]).is_some());
         assert!(super::copy(&Request::new(()), &[]).is_some());
+    }
+
+    #[tokio::test]
+    async fn an_empty_boxed_body_is_replayed_empty_and_a_full_one_not_at_all() {
+        let empty: UnsyncBoxBody<Bytes, BoxError> = Empty::new().map_err(|never| match never {}).boxed_unsync();
+        let copy = copy(&Request::new(empty), &[]).expect("empty: replayed");
+        assert!(copy.body().is_end_stream());
+        assert!(copy.into_body().collect().await.unwrap().to_bytes().is_empty());
+        let full: BoxBody<Bytes, BoxError> = Full::new(Bytes::from_static(b"x"))
+            .map_err(|never| match never {})
+            .boxed();
+        assert!(
+            super::copy(&Request::new(full), &[]).is_none(),
+            "content cannot be copied"
+        );
+        let empty: BoxBody<Bytes, BoxError> = Full::new(Bytes::new()).map_err(|never| match never {}).boxed();
+        assert!(super::copy(&Request::new(empty), &[]).is_some());
     }
 
     #[test]
