@@ -103,6 +103,14 @@ where
     String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
+/// Sends `request` once `client` is ready.
+async fn send<S>(client: &mut S, request: Request<Full<Bytes>>) -> Result<S::Response, BoxError>
+where
+    S: Service<Request<Full<Bytes>>, Error = BoxError>,
+{
+    client.ready().await?.call(request).await
+}
+
 fn breaker() -> CircuitBreakerLayer {
     CircuitBreakerLayer::new(CircuitBreakerConfig::default())
 }
@@ -112,13 +120,12 @@ async fn unavailable_twice_then_answered_with_the_body_sent_each_time() {
     let (addr, calls) = failing_server(2, 503, None).await;
     let policy = RetryPolicy::new(RetryConfig::default());
     let mut client = stack(&policy, breaker());
-    let response = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Method::PUT, &format!("http://{addr}/item"), "payload"))
-        .await
-        .unwrap();
+    let response = send(
+        &mut client,
+        request(Method::PUT, &format!("http://{addr}/item"), "payload"),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(text(response).await, "call 2: payload", "the third call, with the body");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -131,11 +138,7 @@ async fn the_last_failure_is_passed_on_after_max_attempts() {
     let (addr, calls) = failing_server(10, 502, None).await;
     let policy = RetryPolicy::new(RetryConfig::builder().max_attempts(4).build().unwrap());
     let mut client = stack(&policy, breaker());
-    let response = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Method::GET, &format!("http://{addr}/"), ""))
+    let response = send(&mut client, request(Method::GET, &format!("http://{addr}/"), ""))
         .await
         .unwrap();
     assert_eq!(response.status(), 502);
@@ -150,13 +153,7 @@ async fn a_post_is_not_repeated_unless_every_method_is_allowed() {
     let url = format!("http://{addr}/orders");
     let policy = RetryPolicy::new(RetryConfig::default());
     let mut client = stack(&policy, breaker());
-    let response = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Method::POST, &url, "order"))
-        .await
-        .unwrap();
+    let response = send(&mut client, request(Method::POST, &url, "order")).await.unwrap();
     assert_eq!(
         response.status(),
         503,
@@ -168,13 +165,7 @@ async fn a_post_is_not_repeated_unless_every_method_is_allowed() {
     let policy = RetryPolicy::new(RetryConfig::builder().methods(Methods::All).build().unwrap());
     let mut client = stack(&policy, breaker());
     let url = format!("http://{addr}/orders");
-    let response = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Method::POST, &url, "order"))
-        .await
-        .unwrap();
+    let response = send(&mut client, request(Method::POST, &url, "order")).await.unwrap();
     assert_eq!(text(response).await, "call 1: order");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
@@ -188,21 +179,21 @@ async fn the_caller_decides_per_request() {
     let (addr, calls) = failing_server(1, 503, None).await;
     let mut keyed = request(Method::POST, &format!("http://{addr}/payments"), "pay");
     keyed.headers_mut().insert("idempotency-key", "\"a1\"".parse().unwrap());
-    let response = client.ready().await.unwrap().call(keyed).await.unwrap();
+    let response = send(&mut client, keyed).await.unwrap();
     assert_eq!(text(response).await, "call 1: pay");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     // So is one the caller marks.
     let (addr, calls) = failing_server(1, 503, None).await;
     let mut marked = request(Method::PATCH, &format!("http://{addr}/items/1"), "patch");
     marked.extensions_mut().insert(RequestRetry::Idempotent);
-    let response = client.ready().await.unwrap().call(marked).await.unwrap();
+    let response = send(&mut client, marked).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     // A GET marked `Never` is sent once.
     let (addr, calls) = failing_server(1, 503, None).await;
     let mut once = request(Method::GET, &format!("http://{addr}/"), "");
     once.extensions_mut().insert(RequestRetry::Never);
-    let response = client.ready().await.unwrap().call(once).await.unwrap();
+    let response = send(&mut client, once).await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(policy.stats().requests, 2, "the request sent once was not one to retry");
@@ -218,13 +209,12 @@ async fn a_refused_connection_is_retried_whatever_the_method() {
     let policy = RetryPolicy::new(RetryConfig::default());
     // No breaker here: three refusals in a row are what this test counts.
     let mut client = ServiceBuilder::new().layer(policy.layer()).service(h2_client());
-    let error = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Method::POST, &format!("http://{addr}/orders"), "order"))
-        .await
-        .unwrap_err();
+    let error = send(
+        &mut client,
+        request(Method::POST, &format!("http://{addr}/orders"), "order"),
+    )
+    .await
+    .unwrap_err();
     assert!(
         tower_optimizer_sources(&*error).contains("onnection refused"),
         "{error}"
@@ -283,13 +273,12 @@ async fn a_refused_stream_is_retried_whatever_the_method() {
     let (addr, streams) = refusing_server(1).await;
     let policy = RetryPolicy::new(RetryConfig::default());
     let mut client = stack(&policy, breaker());
-    let response = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Method::POST, &format!("http://{addr}/orders"), "order"))
-        .await
-        .unwrap();
+    let response = send(
+        &mut client,
+        request(Method::POST, &format!("http://{addr}/orders"), "order"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         text(response).await,
         "stream 1",
@@ -305,11 +294,7 @@ async fn retry_after_is_waited_for_and_a_long_one_is_passed_on() {
     let policy = RetryPolicy::new(RetryConfig::default());
     let mut client = stack(&policy, breaker());
     let start = Instant::now();
-    let response = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Method::GET, &format!("http://{addr}/"), ""))
+    let response = send(&mut client, request(Method::GET, &format!("http://{addr}/"), ""))
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -321,11 +306,7 @@ async fn retry_after_is_waited_for_and_a_long_one_is_passed_on() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
     let (addr, calls) = failing_server(1, 429, Some("60")).await;
-    let response = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Method::GET, &format!("http://{addr}/"), ""))
+    let response = send(&mut client, request(Method::GET, &format!("http://{addr}/"), ""))
         .await
         .unwrap();
     assert_eq!(
@@ -346,11 +327,7 @@ async fn an_open_circuit_ends_the_retries() {
         .build()
         .unwrap();
     let mut client = stack(&policy, CircuitBreakerLayer::new(config));
-    let error = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Method::GET, &format!("http://{addr}/"), ""))
+    let error = send(&mut client, request(Method::GET, &format!("http://{addr}/"), ""))
         .await
         .unwrap_err();
     let open = error.downcast_ref::<Open>().expect("the breaker's error");
@@ -374,11 +351,7 @@ async fn an_open_circuit_ends_the_retries() {
     // While it is open, requests fail at once, unretried, and do not count
     // towards the budget: they never reached the host.
     for _ in 0..10 {
-        let error = client
-            .ready()
-            .await
-            .unwrap()
-            .call(request(Method::GET, &format!("http://{addr}/"), ""))
+        let error = send(&mut client, request(Method::GET, &format!("http://{addr}/"), ""))
             .await
             .unwrap_err();
         assert!(error.downcast_ref::<Open>().is_some(), "{error}");
@@ -409,11 +382,7 @@ async fn the_budget_caps_retries_across_requests() {
     let counts = recorder.counts.clone();
     let _guard = metrics::set_default_local_recorder(&recorder);
     for _ in 0..20 {
-        let response = client
-            .ready()
-            .await
-            .unwrap()
-            .call(request(Method::GET, &format!("http://{addr}/"), ""))
+        let response = send(&mut client, request(Method::GET, &format!("http://{addr}/"), ""))
             .await
             .unwrap();
         assert_eq!(response.status(), 503);
