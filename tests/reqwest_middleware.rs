@@ -448,3 +448,31 @@ async fn a_body_reset_upstream_is_an_error_for_the_caller_and_nothing_is_stored(
         );
     }
 }
+
+/// With retries in the stack, a retried request goes down the chain again,
+/// its buffered body with it (on the paused clock: the backoff passes at
+/// once).
+#[tokio::test(start_paused = true)]
+async fn a_retry_goes_down_the_chain_again() {
+    let (addr, mut paths, _) = server().await;
+    let policy = tower_optimizer::retry::RetryPolicy::default();
+    let after = Counter::default();
+    let client = client(
+        OptimizerStack::builder().retry(policy.clone()),
+        &Counter::default(),
+        &after,
+    );
+    let res = client
+        .put(format!("http://{addr}/down"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503, "three 503s: the last is passed on");
+    assert_eq!(after.count(), 3, "each attempt went down the chain");
+    for _ in 0..3 {
+        assert_eq!(paths.recv().await.as_deref(), Some("/down"));
+    }
+    let stats = policy.stats();
+    assert_eq!((stats.retries, stats.attempts_exhausted), (2, 1), "{stats:?}");
+}
