@@ -491,3 +491,43 @@ async fn in_the_stack_between_the_cache_and_the_breaker() {
     assert_eq!(sample.gauges.get(RETRIES_GAUGE), Some(&1.0), "{:?}", sample.gauges);
     assert_eq!(sample.gauges.get(RETRY_BUDGET_EXHAUSTED_GAUGE), Some(&0.0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_retry_starts_past_the_deadline() {
+    // In process, so that only the waits move the clock: a 503 asking for
+    // a second each time, for ever.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let upstream = tower::service_fn(move |_req: Request<Full<Bytes>>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async {
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(503)
+                    .header("retry-after", "1")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+        }
+    });
+    let config = RetryConfig::builder()
+        .max_attempts(10)
+        .deadline(Duration::from_millis(2_500))
+        .build()
+        .unwrap();
+    let policy = RetryPolicy::new(config);
+    let mut client = policy.layer().layer(upstream);
+    let start = Instant::now();
+    let response = send(&mut client, request(Method::GET, "http://api.test/", ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    // Tries at 0 s, 1 s and 2 s; one more would start at 3 s.
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    let stats = policy.stats();
+    assert_eq!(
+        (stats.retries, stats.deadline_exceeded, stats.attempts_exhausted),
+        (2, 1, 0)
+    );
+}

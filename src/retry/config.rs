@@ -47,6 +47,7 @@ pub struct RetryConfig {
     pub(crate) base_delay: Duration,
     pub(crate) max_delay: Duration,
     pub(crate) max_retry_after: Duration,
+    pub(crate) deadline: Option<Duration>,
     pub(crate) methods: Methods,
     pub(crate) budget: BudgetConfig,
     pub(crate) retry_on: Arc<dyn RetryOn>,
@@ -60,6 +61,7 @@ impl fmt::Debug for RetryConfig {
             .field("base_delay", &self.base_delay)
             .field("max_delay", &self.max_delay)
             .field("max_retry_after", &self.max_retry_after)
+            .field("deadline", &self.deadline)
             .field("methods", &self.methods)
             .field("budget", &self.budget)
             .field("replay_types", &self.replay.len())
@@ -74,6 +76,7 @@ impl Default for RetryConfig {
             base_delay: DEFAULT_BASE_DELAY,
             max_delay: DEFAULT_MAX_DELAY,
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            deadline: None,
             methods: Methods::Idempotent,
             budget: BudgetConfig::default(),
             retry_on: Arc::new(HttpRetry),
@@ -132,6 +135,14 @@ impl RetryConfigBuilder {
     /// is passed on as it is.
     pub fn max_retry_after(self, max: Duration) -> Self {
         self.with(|c| c.max_retry_after = max)
+    }
+
+    /// No retry starts later than this after the request's first attempt
+    /// began (its wait included), so that retries add a known bound to a
+    /// request's time: the failure at hand is passed on instead. Off by
+    /// default: the attempts and their waits bound it already.
+    pub fn deadline(self, deadline: Duration) -> Self {
+        self.with(|c| c.deadline = Some(deadline))
     }
 
     /// Which methods are retried on failures that may have reached the

@@ -30,6 +30,8 @@ pub struct RetryPolicy {
     /// Attempts made for the request this clone serves (tower clones the
     /// policy per request).
     attempts: u32,
+    /// When its first attempt began (for the deadline).
+    started: Option<Instant>,
     rng: Option<Xorshift>,
 }
 
@@ -41,6 +43,7 @@ struct Shared {
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
     attempts_exhausted: AtomicU64,
+    deadline_exceeded: AtomicU64,
 }
 
 impl std::fmt::Debug for RetryPolicy {
@@ -67,6 +70,9 @@ pub struct RetryStats {
     pub budget_exhausted: u64,
     /// Failures after the last attempt allowed.
     pub attempts_exhausted: u64,
+    /// Retries not sent because they would have started past the
+    /// [deadline](super::RetryConfigBuilder::deadline).
+    pub deadline_exceeded: u64,
 }
 
 /// A policy with the documented defaults ([`RetryConfig::default`]).
@@ -89,8 +95,10 @@ impl RetryPolicy {
                 retries: AtomicU64::new(0),
                 budget_exhausted: AtomicU64::new(0),
                 attempts_exhausted: AtomicU64::new(0),
+                deadline_exceeded: AtomicU64::new(0),
             }),
             attempts: 0,
+            started: None,
             rng: None,
         }
     }
@@ -114,6 +122,7 @@ impl RetryPolicy {
             retries: get(&s.retries),
             budget_exhausted: get(&s.budget_exhausted),
             attempts_exhausted: get(&s.attempts_exhausted),
+            deadline_exceeded: get(&s.deadline_exceeded),
         }
     }
 
@@ -122,6 +131,7 @@ impl RetryPolicy {
         RetryPolicy {
             shared: self.shared.clone(),
             attempts: 0,
+            started: None,
             rng: None,
         }
     }
@@ -153,6 +163,15 @@ impl RetryPolicy {
             gave_up("attempts");
             return None;
         }
+        let seed = || Xorshift::new(shared.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed));
+        let random = self.rng.get_or_insert_with(seed).next_f64();
+        let wait = backoff(self.attempts, config.base_delay, config.max_delay, random).max(at_least);
+        let started = *self.started.get_or_insert(now);
+        if config.deadline.is_some_and(|deadline| now + wait > started + deadline) {
+            shared.deadline_exceeded.fetch_add(1, Ordering::Relaxed);
+            gave_up("deadline");
+            return None;
+        }
         if !shared.budget.withdraw(now) {
             shared.budget_exhausted.fetch_add(1, Ordering::Relaxed);
             gave_up("budget");
@@ -160,9 +179,6 @@ impl RetryPolicy {
         }
         shared.retries.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("tower_optimizer.retry.retries").increment(1);
-        let seed = || Xorshift::new(shared.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed));
-        let random = self.rng.get_or_insert_with(seed).next_f64();
-        let wait = backoff(self.attempts, config.base_delay, config.max_delay, random).max(at_least);
         Some(wait)
     }
 }
@@ -207,6 +223,12 @@ where
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
         if self.shared.config.max_attempts <= 1 || request.extensions().get() == Some(&RequestRetry::Never) {
             return None;
+        }
+        if self.attempts == 0 && self.shared.config.deadline.is_some() {
+            // The first attempt is about to be sent: tower's `Retry` asks
+            // for the copy just before it calls, and clones this policy
+            // (and so this time) into the request's future just after.
+            self.started = Some(Instant::now());
         }
         replay::copy(request, &self.shared.config.replay)
     }

@@ -146,6 +146,8 @@ pub struct RetrySection {
     pub max_backoff: Option<String>,
     /// Longest `Retry-After` waited for.
     pub max_retry_after: Option<String>,
+    /// No retry starts later than this after the first attempt.
+    pub deadline: Option<String>,
     /// `"idempotent"` (default) or `"all"`: which methods are retried
     /// (see [`Methods`](crate::retry::Methods)).
     pub methods: Option<String>,
@@ -277,6 +279,9 @@ fn retry_config(r: &RetrySection) -> Result<RetryConfig, StackError> {
     retry = retry.backoff(base, max);
     if let Some(d) = duration("retry.max_retry_after", r.max_retry_after.as_ref())? {
         retry = retry.max_retry_after(d);
+    }
+    if let Some(d) = duration("retry.deadline", r.deadline.as_ref())? {
+        retry = retry.deadline(d);
     }
     retry = retry.methods(choice(
         "retry.methods",

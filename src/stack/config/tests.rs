@@ -30,6 +30,7 @@ fn the_shipped_example_file_builds() {
     );
     let retry = retry_config(config.retry.as_ref().unwrap()).unwrap();
     assert_eq!(retry.max_attempts(), 3);
+    assert!(format!("{retry:?}").contains("deadline: Some(8s)"), "{retry:?}");
     assert_eq!(
         retry.budget(),
         crate::retry::BudgetConfig {
@@ -139,6 +140,7 @@ fn errors_name_the_field() {
         ("[circuit_breaker]\nwhen_open = \"panic\"", "circuit_breaker.when_open"),
         ("[retry]\nmethods = \"some\"", "retry.methods"),
         ("[retry]\nbackoff = \"soon\"", "retry.backoff"),
+        ("[retry]\ndeadline = \"later\"", "retry.deadline"),
         ("[retry]\nbudget_window = \"1 week\"", "retry.budget_window"),
         ("[retry]\nmax_attempts = 0", "retry"),
         ("[retry]\nbudget_ratio = -1.0", "retry"),
