@@ -120,6 +120,12 @@ async fn dashboard_shows_what_stats_says() {
         .breakers(breakers)
         .alerts(AlertManager::with_default_rules(4.0 * 1024.0 * 1024.0 * 1024.0))
         .build();
+    // A user figure that grows by 1,000 a sample, as a counter does.
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = reads.clone();
+    monitor.register_gauge("retry.retries", move || {
+        (counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1) as f64 * 1000.0
+    });
     for _ in 0..3 {
         monitor.sample_now();
     }
@@ -196,6 +202,13 @@ async fn dashboard_shows_what_stats_says() {
         row("SlowRequests").contains("<td>1.00 s</td>"),
         "{}",
         row("SlowRequests")
+    );
+
+    assert_eq!(latest["gauges"]["retry.retries"], 3000.0);
+    assert!(
+        row("retry.retries").starts_with("<td>retry.retries</td><td>3,000</td>"),
+        "{}",
+        row("retry.retries")
     );
 
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
