@@ -531,3 +531,24 @@ async fn no_retry_starts_past_the_deadline() {
         (2, 1, 0)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_under_a_concurrency_limit_of_one_gets_the_slot_back() {
+    use tower_optimizer::stack::{OptimizerStack, Overload};
+
+    let (addr, calls) = failing_server(1, 503, None).await;
+    let (client, _optimizer) = OptimizerStack::builder()
+        .retry(RetryPolicy::default())
+        .concurrency_limit(1, Overload::Wait)
+        .build_http2_client()
+        .unwrap();
+    // The 503's body holds the one slot until it is dropped: the retry
+    // waits for it, so a response kept alive would deadlock here.
+    let request = Request::get(format!("http://{addr}/")).body(Full::default()).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(60), client.oneshot(request))
+        .await
+        .expect("the retry got the slot")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
