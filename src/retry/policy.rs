@@ -211,8 +211,10 @@ where
         };
         let decision = self.shared.config.retry_on.decide(&attempt);
         let wait = self.next(idempotent(request), decision, refused)?;
+        // The host and path, not the query, which may carry a credential.
         tracing::debug!(
-            uri = %request.uri(),
+            host = request.uri().host().unwrap_or(""),
+            path = request.uri().path(),
             attempt = self.attempts,
             wait_ms = wait.as_millis(),
             "retrying"
