@@ -1,6 +1,6 @@
 //! The admin service over a real hyper server on 127.0.0.1: access control,
 //! health JSON, Prometheus text, statistics and the invalidation route.
-#![cfg(all(feature = "monitor", feature = "invalidation", feature = "circuit-breaker"))]
+#![cfg(all(feature = "monitor", feature = "invalidation", feature = "retry"))]
 
 mod support;
 
@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 use support::Upstream;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_optimizer::cache::{Cache, CacheLayer};
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
@@ -23,6 +23,7 @@ use tower_optimizer::monitor::{
     AdminService, AlertManager, CheckResult, HealthRegistry, LivenessAuth, MetricsLayer, Monitor, Probe, Stats,
     install_prometheus,
 };
+use tower_optimizer::retry::{BudgetConfig, RetryConfig, RetryPolicy};
 
 /// The Prometheus recorder is process-global: installed once per test binary.
 fn prometheus() -> PrometheusHandle {
@@ -98,6 +99,27 @@ async fn admin_routes() {
             .await
             .unwrap();
         res.into_body().collect().await.unwrap();
+    }
+    // Retries: one sent, one the budget refuses (no wait: the clock is real).
+    let quick = || RetryConfig::builder().backoff(Duration::ZERO, Duration::ZERO);
+    let unavailable_once = |_, n: usize| async move {
+        Ok(http::Response::builder()
+            .status(if n == 0 { 503 } else { 200 })
+            .body(Full::new(Bytes::new()))
+            .unwrap())
+    };
+    let no_budget = BudgetConfig {
+        ratio: 0.0,
+        min_per_second: 0,
+        window: Duration::from_secs(10),
+    };
+    for (config, expected) in [(quick(), 200), (quick().budget(no_budget), 503)] {
+        let mut retrying = RetryPolicy::new(config.build().unwrap())
+            .layer()
+            .layer(Upstream::new(unavailable_once));
+        let request = Request::get("http://api.test/r").body(Full::default()).unwrap();
+        let res = retrying.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(res.status(), expected);
     }
     breakers.force_open("http://flaky.test");
     let monitor = Monitor::builder()
