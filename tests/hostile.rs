@@ -1,7 +1,8 @@
 //! Hostile input through the whole stack, on paused time: an upstream
 //! answering arbitrary header soup (junk directives, absurd ages, lying
 //! lengths, odd statuses, `Vary: *`, invalidation headers), bodies that fail
-//! midway, errors and hangs, and clients sending junk directives. Whatever
+//! midway, errors and hangs (retried, as the stack's retries would), and
+//! clients sending junk directives. Whatever
 //! happens, nothing panics, no response body is cut short or taken from
 //! another URI, a cached answer never carries a lying `Content-Length`, and
 //! the cache's accounting stays within its budget and exact. API
@@ -28,6 +29,7 @@ use tower::{Layer, ServiceExt};
 use tower_optimizer::cache::{Cache, CacheStatus, Outcome};
 use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
+use tower_optimizer::retry::RetryPolicy;
 use tower_optimizer::stack::{MonitorSettings, OptimizedService, OptimizerStack};
 
 /// Budget small enough that the larger bodies evict each other.
@@ -200,6 +202,7 @@ async fn run(script: Vec<Behaviour>, exchanges: Vec<Exchange>) -> Result<(), Str
         .cache(cache.clone())
         .invalidation(InvalidationLayer::new(invalidator.clone()).namespace(|_| Some(NAMESPACE.to_owned())))
         .circuit_breaker(CircuitBreakerConfig::default())
+        .retry(RetryPolicy::default())
         .timeout(TIMEOUT)
         .monitor(MonitorSettings::default())
         .build::<Full<Bytes>>()
