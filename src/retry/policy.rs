@@ -188,19 +188,20 @@ fn gave_up(why: &'static str) {
     metrics::counter!("tower_optimizer.retry.given_up", "why" => why).increment(1);
 }
 
-impl<B, R> Policy<Request<B>, Response<R>, BoxError> for RetryPolicy
-where
-    B: 'static,
-{
-    type Future = Sleep;
-
-    fn retry(&mut self, request: &mut Request<B>, result: &mut Result<Response<R>, BoxError>) -> Option<Sleep> {
+impl RetryPolicy {
+    /// The wait before the next attempt after `result`, or `None` to let it
+    /// stand: the one decision behind every error type's `Policy`.
+    fn after<B, R>(
+        &mut self,
+        request: &Request<B>,
+        result: Result<&Response<R>, &(dyn std::error::Error + Send + Sync + 'static)>,
+    ) -> Option<Sleep> {
         let call = match result {
             Ok(response) => CallResult::Response {
                 status: response.status(),
                 headers: response.headers(),
             },
-            Err(error) => CallResult::Error(&**error),
+            Err(error) => CallResult::Error(error),
         };
         let refused = matches!(call, CallResult::Error(error) if Open::find(error).is_some());
         let attempt = Attempt {
@@ -222,7 +223,8 @@ where
         Some(tokio::time::sleep(wait))
     }
 
-    fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
+    /// A copy of `request` for the next attempt, if it may have one.
+    fn copy<B: 'static>(&mut self, request: &Request<B>) -> Option<Request<B>> {
         if self.shared.config.max_attempts <= 1 || request.extensions().get() == Some(&RequestRetry::Never) {
             return None;
         }
@@ -233,5 +235,42 @@ where
             self.started = Some(Instant::now());
         }
         replay::copy(request, &self.shared.config.replay)
+    }
+}
+
+/// Over this crate's layers (and any service whose error is `BoxError`).
+impl<B, R> Policy<Request<B>, Response<R>, BoxError> for RetryPolicy
+where
+    B: 'static,
+{
+    type Future = Sleep;
+
+    fn retry(&mut self, request: &mut Request<B>, result: &mut Result<Response<R>, BoxError>) -> Option<Sleep> {
+        self.after(request, result.as_ref().map_err(|e| &**e))
+    }
+
+    fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
+        self.copy(request)
+    }
+}
+
+/// Straight over hyper-util's client, whose error is its own.
+#[cfg(feature = "stack")]
+impl<B, R> Policy<Request<B>, Response<R>, hyper_util::client::legacy::Error> for RetryPolicy
+where
+    B: 'static,
+{
+    type Future = Sleep;
+
+    fn retry(
+        &mut self,
+        request: &mut Request<B>,
+        result: &mut Result<Response<R>, hyper_util::client::legacy::Error>,
+    ) -> Option<Sleep> {
+        self.after(request, result.as_ref().map_err(|e| e as _))
+    }
+
+    fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
+        self.copy(request)
     }
 }
