@@ -138,7 +138,9 @@ impl RetryPolicy {
 
     /// How long to wait before retrying after `decision`, or `None` to let
     /// the result stand. Counts the attempt.
-    fn next(&mut self, repeatable: bool, decision: Decision, refused: bool) -> Option<Duration> {
+    /// `repeatable` says whether the request may be sent twice; it is
+    /// asked only of a result that could be retried (most are not).
+    fn next(&mut self, repeatable: impl Fn() -> bool, decision: Decision, refused: bool) -> Option<Duration> {
         let shared = &*self.shared;
         let config = &shared.config;
         let now = Instant::now();
@@ -149,10 +151,10 @@ impl RetryPolicy {
             shared.budget.deposit(now);
             shared.requests.fetch_add(1, Ordering::Relaxed);
         }
-        let method_ok = config.methods == Methods::All || repeatable;
+        let method_ok = || config.methods == Methods::All || repeatable();
         let at_least = match decision {
-            Decision::Retry if method_ok => Duration::ZERO,
-            Decision::RetryAfter(wait) if method_ok && wait <= config.max_retry_after => wait,
+            Decision::Retry if method_ok() => Duration::ZERO,
+            Decision::RetryAfter(wait) if wait <= config.max_retry_after && method_ok() => wait,
             Decision::RetryAnyMethod => Duration::ZERO,
             // A method that may not be repeated, a wait too long, or a
             // result that stands.
@@ -211,7 +213,7 @@ impl RetryPolicy {
             result: call,
         };
         let decision = self.shared.config.retry_on.decide(&attempt);
-        let wait = self.next(idempotent(request), decision, refused)?;
+        let wait = self.next(|| idempotent(request), decision, refused)?;
         // The host and path, not the query, which may carry a credential.
         tracing::debug!(
             host = request.uri().host().unwrap_or(""),
