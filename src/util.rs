@@ -139,18 +139,19 @@ pub(crate) fn with_sources(error: &dyn std::error::Error) -> String {
 
 /// An error wrapping another, as `tower::buffer` wraps its service's
 /// errors: for tests that look through `source()` chains.
-#[cfg(all(test, feature = "circuit-breaker"))]
+#[cfg(test)]
+#[allow(dead_code)] // used by the tests of whichever layers the features enable
 #[derive(Debug)]
 pub(crate) struct Wrapped(pub(crate) BoxError);
 
-#[cfg(all(test, feature = "circuit-breaker"))]
+#[cfg(test)]
 impl std::fmt::Display for Wrapped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "wrapped: {}", self.0)
     }
 }
 
-#[cfg(all(test, feature = "circuit-breaker"))]
+#[cfg(test)]
 impl std::error::Error for Wrapped {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.0)
@@ -230,4 +231,40 @@ impl Xorshift {
         self.0 ^= self.0 << 17;
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// Whether `error` (or one of its sources) says the request never reached
+/// the server, so nothing it asked for was done: an open circuit, a shed
+/// load, a connection never made (hyper-util's connect errors, or a
+/// refused connection as an `io::Error` under any client's), or an HTTP/2
+/// stream the server refused (`REFUSED_STREAM`, which RFC 9113 §8.7 says
+/// guarantees that). A `GOAWAY` is not taken as such: whether a stream was
+/// processed depends on its number, which the error does not say. Each
+/// check is built where the features bring its error type.
+#[allow(dead_code)] // used by whichever layers the features enable
+pub(crate) fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        #[cfg(feature = "circuit-breaker")]
+        if e.is::<crate::circuit_breaker::error::Open>() {
+            return true;
+        }
+        #[cfg(any(feature = "stack", feature = "retry"))]
+        if e.is::<tower::load_shed::error::Overloaded>() {
+            return true;
+        }
+        #[cfg(feature = "stack")]
+        if e.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect)
+        {
+            return true;
+        }
+        #[cfg(feature = "retry")]
+        if e.downcast_ref::<h2::Error>()
+            .is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+        {
+            return true;
+        }
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
 }

@@ -199,6 +199,8 @@ async fn the_caller_decides_per_request() {
     assert_eq!(policy.stats().requests, 2, "the request sent once was not one to retry");
 }
 
+// Needs the stack (hyper-util's client, the builder).
+#[cfg(feature = "stack")]
 #[tokio::test(start_paused = true)]
 async fn a_refused_connection_is_retried_whatever_the_method() {
     // A port that was just bound and let go: connections to it are refused.
@@ -224,6 +226,7 @@ async fn a_refused_connection_is_retried_whatever_the_method() {
     );
 }
 
+#[cfg(feature = "stack")]
 fn tower_optimizer_sources(error: &(dyn std::error::Error + 'static)) -> String {
     std::iter::successors(Some(error), |e| e.source())
         .map(ToString::to_string)
@@ -436,6 +439,8 @@ async fn a_body_of_an_unknown_type_is_sent_once_unless_registered() {
     assert_eq!(run(registered).await, (http::StatusCode::OK, 2));
 }
 
+// Needs the stack (hyper-util's client, the builder).
+#[cfg(feature = "stack")]
 #[tokio::test(start_paused = true)]
 async fn in_the_stack_between_the_cache_and_the_breaker() {
     use tower_optimizer::cache::{Cache, CacheStatus};
@@ -529,6 +534,8 @@ async fn no_retry_starts_past_the_deadline() {
     );
 }
 
+// Needs the stack (hyper-util's client, the builder).
+#[cfg(feature = "stack")]
 #[tokio::test(start_paused = true)]
 async fn a_retry_under_a_concurrency_limit_of_one_gets_the_slot_back() {
     use tower_optimizer::stack::{OptimizerStack, Overload};

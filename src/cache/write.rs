@@ -48,28 +48,6 @@ pub(crate) fn same_origin_key(origin: &str, value: &HeaderValue, query: &QueryKe
     (split_origin(&key).0 == origin).then_some(key)
 }
 
-/// Whether `error` says the request never left: an open circuit, a shed
-/// load, a connection never made. A write refused that way changed nothing,
-/// and its target stays as fresh as it was.
-pub(crate) fn never_sent(error: &BoxError) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
-    while let Some(e) = source {
-        #[cfg(feature = "circuit-breaker")]
-        if e.is::<crate::circuit_breaker::error::Open>() {
-            return true;
-        }
-        #[cfg(feature = "stack")]
-        if e.is::<tower::load_shed::error::Overloaded>()
-            || e.downcast_ref::<hyper_util::client::legacy::Error>()
-                .is_some_and(hyper_util::client::legacy::Error::is_connect)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
 /// An unsafe request on its way upstream, seen from the cache. Settled by
 /// its response or error; dropped unsettled (the caller gave up first), it
 /// soft-purges its target, since the upstream may have applied it.
@@ -115,7 +93,7 @@ impl Write {
     /// The upstream call failed. Unless the request never left, the write
     /// may have happened: the target is soft-purged (on drop).
     pub(crate) fn failed(&mut self, error: &BoxError) {
-        self.settled = never_sent(error);
+        self.settled = crate::util::never_sent(&**error);
     }
 
     fn remove(&self, key: &str) {
@@ -173,6 +151,7 @@ mod tests {
 
     #[test]
     fn refusals_before_sending_are_told_apart() {
+        let never_sent = |error: &BoxError| crate::util::never_sent(&**error);
         let plain: BoxError = "reset".into();
         assert!(!never_sent(&plain));
         #[cfg(feature = "circuit-breaker")]
@@ -186,5 +165,10 @@ mod tests {
             let shed: BoxError = Box::new(tower::load_shed::error::Overloaded::new());
             assert!(never_sent(&shed));
         }
+        // Whatever the client: a refused connection carried as a source.
+        let refused: BoxError = Box::new(crate::util::Wrapped(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        ))));
+        assert!(never_sent(&refused));
     }
 }

@@ -39,7 +39,7 @@ use super::service::origin_of;
 use super::strategy::InvalidationEvent;
 use super::target::{Pattern, Target};
 use crate::BoxError;
-use crate::cache::write::{never_sent, same_origin_key};
+use crate::cache::write::same_origin_key;
 use crate::cache::{Dependencies, InvalidationKind, Purge, Tags, Versions};
 
 pub(crate) struct SafeCtx {
@@ -155,7 +155,10 @@ where
                             // error says it never left.
                             if let Ctx::Write(write) = *ctx.take() {
                                 let any: &dyn Any = &error;
-                                if !any.downcast_ref::<BoxError>().is_some_and(never_sent) {
+                                if !any
+                                    .downcast_ref::<BoxError>()
+                                    .is_some_and(|e| crate::util::never_sent(&**e))
+                                {
                                     unknown_outcome(&write);
                                 }
                             }

@@ -84,7 +84,8 @@ pub const RETRY_STATUSES: [u16; 5] = [502, 503, 504, 408, 429];
 ///   host is down, and retrying would spend the budget on requests that
 ///   fail at once. Nor is load shedding (`tower`'s `Overloaded`):
 ///   retrying adds to the overload it reports.
-/// - A refused connection or HTTP/2 stream is retried whatever the method.
+/// - A request that never reached the server (a connection not made, a
+///   refused HTTP/2 stream) is retried whatever the method.
 /// - Any other error (a timeout, a reset, a `GOAWAY`) is retried.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpRetry;
@@ -97,9 +98,10 @@ impl RetryOn for HttpRetry {
             }
             CallResult::Response { .. } | CallResult::BodyError(_) => Decision::Stop,
             CallResult::Error(error) => {
+                // Checked first: `never_sent` counts these too.
                 if Open::find(error).is_some() || is_overloaded(error) {
                     Decision::Stop
-                } else if never_sent(error) {
+                } else if crate::util::never_sent(error) {
                     Decision::RetryAnyMethod
                 } else {
                     Decision::Retry
@@ -109,30 +111,9 @@ impl RetryOn for HttpRetry {
     }
 }
 
-/// The sources of `error`, itself first.
-fn chain<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(error), |e| e.source())
-}
-
 fn is_overloaded(error: &(dyn std::error::Error + 'static)) -> bool {
-    chain(error).any(<dyn std::error::Error>::is::<tower::load_shed::error::Overloaded>)
-}
-
-/// Whether `error` says the request was never processed: its connection
-/// was refused (hyper-util's and reqwest's connect errors carry the
-/// `io::Error` as a source), or the HTTP/2 server refused its stream
-/// (`REFUSED_STREAM`, which RFC 9113 §8.7 says guarantees exactly that).
-/// A `GOAWAY` is not taken as such: whether a stream was processed depends
-/// on its number, which the error does not say.
-pub(crate) fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
-    chain(error).any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-            || e.downcast_ref::<h2::Error>()
-                .is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
-    })
+    std::iter::successors(Some(error), |e| e.source())
+        .any(<dyn std::error::Error>::is::<tower::load_shed::error::Overloaded>)
 }
 
 /// How one request may be retried, chosen by its caller in the request's
