@@ -311,10 +311,11 @@ async fn main() -> Result<(), BoxError> {
     );
     let retries = stats.retry.expect("retries configured");
     println!(
-        "retries: {} sent for {} requests that went upstream, {} refused by the budget",
+        "retries: {} sent for {} requests that went upstream, {} refused by the budget, {} left to stale answers",
         grouped(retries.retries),
         grouped(retries.requests),
-        grouped(retries.budget_exhausted)
+        grouped(retries.budget_exhausted),
+        grouped(retries.answered_otherwise)
     );
     println!(
         "alerts fired: {alerts_fired}; cache holds {} entries in {} of {}",

@@ -556,3 +556,64 @@ async fn a_retry_under_a_concurrency_limit_of_one_gets_the_slot_back() {
     assert_eq!(response.status(), 200);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+// Needs the stack (the builder, its cache).
+#[cfg(feature = "stack")]
+#[tokio::test(start_paused = true)]
+async fn in_the_stack_a_stale_answer_is_not_kept_waiting_for_retries() {
+    use tower_optimizer::cache::{Cache, CacheStatus};
+    use tower_optimizer::stack::OptimizerStack;
+
+    // Fresh for a second, then only 503s asking for a 4 s wait.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        let response = if n == 0 {
+            Response::builder().header("cache-control", "max-age=1")
+        } else {
+            Response::builder().status(503).header("retry-after", "4")
+        };
+        async move { Ok::<_, Infallible>(response.body(Full::new(Bytes::from(format!("call {n}")))).unwrap()) }
+    });
+    let addr = serve(Protocol::H2c, service).await;
+    let policy = RetryPolicy::default();
+    let (client, _optimizer) = OptimizerStack::builder()
+        .cache(
+            Cache::builder()
+                .stale_if_error(Duration::from_secs(300))
+                .build()
+                .unwrap(),
+        )
+        .retry(policy.clone())
+        .circuit_breaker(CircuitBreakerConfig::default())
+        .build_http2_client()
+        .unwrap();
+    let get = || Request::get(format!("http://{addr}/a")).body(Full::default()).unwrap();
+    let first = client.clone().oneshot(get()).await.unwrap();
+    assert_eq!(text(first).await, "call 0");
+    tokio::time::advance(Duration::from_secs(2)).await;
+
+    // Stale now, and the upstream fails: the cache answers with its copy
+    // at once instead of after a 4 s retry.
+    let start = Instant::now();
+    let stale = client.clone().oneshot(get()).await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "answered after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(stale.status(), 200);
+    let status = CacheStatus::from_headers(stale.headers()).unwrap();
+    assert_eq!(status.detail, Some("stale-if-error"), "{status:?}");
+    assert_eq!(text(stale).await, "call 0");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one try, no retry");
+    let stats = policy.stats();
+    assert_eq!((stats.retries, stats.answered_otherwise), (0, 1), "{stats:?}");
+
+    // A URI with nothing stored is retried as before.
+    let other = Request::get(format!("http://{addr}/b")).body(Full::default()).unwrap();
+    let response = client.clone().oneshot(other).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(policy.stats().retries, 2);
+}

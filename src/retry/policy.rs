@@ -44,6 +44,7 @@ struct Shared {
     budget_exhausted: AtomicU64,
     attempts_exhausted: AtomicU64,
     deadline_exceeded: AtomicU64,
+    answered_otherwise: AtomicU64,
 }
 
 impl std::fmt::Debug for RetryPolicy {
@@ -73,6 +74,9 @@ pub struct RetryStats {
     /// Retries not sent because they would have started past the
     /// [deadline](super::RetryConfigBuilder::deadline).
     pub deadline_exceeded: u64,
+    /// Retries not sent because the failure had another answer: in
+    /// `OptimizerStack`, a stale entry the cache serves on error at once.
+    pub answered_otherwise: u64,
 }
 
 /// A policy with the documented defaults ([`RetryConfig::default`]).
@@ -96,6 +100,7 @@ impl RetryPolicy {
                 budget_exhausted: AtomicU64::new(0),
                 attempts_exhausted: AtomicU64::new(0),
                 deadline_exceeded: AtomicU64::new(0),
+                answered_otherwise: AtomicU64::new(0),
             }),
             attempts: 0,
             started: None,
@@ -123,6 +128,7 @@ impl RetryPolicy {
             budget_exhausted: get(&s.budget_exhausted),
             attempts_exhausted: get(&s.attempts_exhausted),
             deadline_exceeded: get(&s.deadline_exceeded),
+            answered_otherwise: get(&s.answered_otherwise),
         }
     }
 
@@ -138,9 +144,17 @@ impl RetryPolicy {
 
     /// How long to wait before retrying after `decision`, or `None` to let
     /// the result stand. Counts the attempt.
-    /// `repeatable` says whether the request may be sent twice; it is
-    /// asked only of a result that could be retried (most are not).
-    fn next(&mut self, repeatable: impl Fn() -> bool, decision: Decision, refused: bool) -> Option<Duration> {
+    /// `repeatable` says whether the request may be sent twice, and
+    /// `answered_otherwise` whether its failure has another answer (a
+    /// stale entry); both are asked only of a result that could be retried
+    /// (most are not).
+    fn next(
+        &mut self,
+        repeatable: impl Fn() -> bool,
+        answered_otherwise: impl FnOnce() -> bool,
+        decision: Decision,
+        refused: bool,
+    ) -> Option<Duration> {
         let shared = &*self.shared;
         let config = &shared.config;
         let now = Instant::now();
@@ -160,6 +174,11 @@ impl RetryPolicy {
             // result that stands.
             Decision::Stop | Decision::Retry | Decision::RetryAfter(_) => return None,
         };
+        if answered_otherwise() {
+            shared.answered_otherwise.fetch_add(1, Ordering::Relaxed);
+            gave_up("answered_otherwise");
+            return None;
+        }
         if self.attempts >= config.max_attempts {
             shared.attempts_exhausted.fetch_add(1, Ordering::Relaxed);
             gave_up("attempts");
@@ -193,10 +212,11 @@ fn gave_up(why: &'static str) {
 impl RetryPolicy {
     /// The wait before the next attempt after `result`, or `None` to let it
     /// stand: the one decision behind every error type's `Policy`.
-    fn after<B, R>(
+    pub(crate) fn after<B, R>(
         &mut self,
         request: &Request<B>,
         result: Result<&Response<R>, &(dyn std::error::Error + Send + Sync + 'static)>,
+        answered_otherwise: impl FnOnce() -> bool,
     ) -> Option<Sleep> {
         let call = match result {
             Ok(response) => CallResult::Response {
@@ -213,7 +233,7 @@ impl RetryPolicy {
             result: call,
         };
         let decision = self.shared.config.retry_on.decide(&attempt);
-        let wait = self.next(|| idempotent(request), decision, refused)?;
+        let wait = self.next(|| idempotent(request), answered_otherwise, decision, refused)?;
         // The host and path, not the query, which may carry a credential.
         tracing::debug!(
             host = request.uri().host().unwrap_or(""),
@@ -226,7 +246,7 @@ impl RetryPolicy {
     }
 
     /// A copy of `request` for the next attempt, if it may have one.
-    fn copy<B: 'static>(&mut self, request: &Request<B>) -> Option<Request<B>> {
+    pub(crate) fn copy<B: 'static>(&mut self, request: &Request<B>) -> Option<Request<B>> {
         if self.shared.config.max_attempts <= 1 || request.extensions().get() == Some(&RequestRetry::Never) {
             return None;
         }
@@ -248,7 +268,7 @@ where
     type Future = Sleep;
 
     fn retry(&mut self, request: &mut Request<B>, result: &mut Result<Response<R>, BoxError>) -> Option<Sleep> {
-        self.after(request, result.as_ref().map_err(|e| &**e))
+        self.after(request, result.as_ref().map_err(|e| &**e), || false)
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
@@ -269,7 +289,7 @@ where
         request: &mut Request<B>,
         result: &mut Result<Response<R>, hyper_util::client::legacy::Error>,
     ) -> Option<Sleep> {
-        self.after(request, result.as_ref().map_err(|e| e as _))
+        self.after(request, result.as_ref().map_err(|e| e as _), || false)
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {

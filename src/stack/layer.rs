@@ -183,6 +183,31 @@ where
     }
 }
 
+/// The stack's retries: the policy's, except that a failure the cache
+/// will answer stale (`stale-if-error`) is left to it at once instead of
+/// retried, as the breaker's failover leaves such a request to it rather
+/// than sending it to the secondary upstream.
+#[derive(Clone)]
+struct StackRetry {
+    policy: crate::retry::RetryPolicy,
+    cache: Option<crate::cache::Cache>,
+}
+
+impl<B: 'static, R> tower::retry::Policy<Request<B>, Response<R>, BoxError> for StackRetry {
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, request: &mut Request<B>, result: &mut Result<Response<R>, BoxError>) -> Option<Self::Future> {
+        let (cache, request) = (&self.cache, &*request);
+        let stale_ready = || cache.as_ref().is_some_and(|c| c.can_serve_on_error(request));
+        self.policy
+            .after(request, result.as_ref().map_err(|e| &**e), stale_ready)
+    }
+
+    fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
+        self.policy.copy(request)
+    }
+}
+
 impl<S, B, R> Layer<S> for OptimizerLayer<B>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone + Send + Sync + 'static,
@@ -225,8 +250,12 @@ where
         // slot. Its future (a copy of the request and of the services
         // below) is boxed, so that a stack without retries does not carry
         // it inline in every future above.
-        let svc = Optional::new(p.retry.clone(), svc, |policy, s| {
-            BoxedFuture(tower::retry::Retry::new(policy.fresh(), s))
+        let svc = Optional::new(p.retry.as_ref(), svc, |policy, s| {
+            let policy = StackRetry {
+                policy: policy.fresh(),
+                cache: p.cache.as_ref().map(|c| c.cache().clone()),
+            };
+            BoxedFuture(tower::retry::Retry::new(policy, s))
         });
         // The body from below is boxed here, once per upstream call: it
         // nests every stage's body, and inline it would be part of every
