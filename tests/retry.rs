@@ -34,6 +34,22 @@ use server::{Protocol, serve};
 
 type Client2 = BoxCloneService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
 
+/// An HTTP/2 server on 127.0.0.1 answering each request with `answer`,
+/// given the number of calls before it; counts the calls.
+async fn counting_server<F, Fut>(answer: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(usize, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let response = answer(seen.fetch_add(1, Ordering::SeqCst), req);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    (serve(Protocol::H2c, service).await, calls)
+}
+
 /// A server whose first `failures` answers are `status` (with the given
 /// `Retry-After`, if any), then 200s carrying the call's number.
 async fn failing_server(
@@ -41,31 +57,26 @@ async fn failing_server(
     status: u16,
     retry_after: Option<&'static str>,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let n = seen.fetch_add(1, Ordering::SeqCst);
-        async move {
-            // The body arrives on every attempt: read it back in the 200.
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(http_body_util::Collected::to_bytes)
-                .unwrap_or_default();
-            let mut response = Response::builder();
-            if n < failures {
-                response = response.status(status);
-                if let Some(after) = retry_after {
-                    response = response.header("retry-after", after);
-                }
-                return Ok::<_, Infallible>(response.body(Full::new(Bytes::from_static(b"try later"))).unwrap());
+    counting_server(move |n, req: Request<Incoming>| async move {
+        // The body arrives on every attempt: read it back in the 200.
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        let mut response = Response::builder();
+        if n < failures {
+            response = response.status(status);
+            if let Some(after) = retry_after {
+                response = response.header("retry-after", after);
             }
-            let text = format!("call {n}: {}", String::from_utf8_lossy(&body));
-            Ok(response.body(Full::new(Bytes::from(text))).unwrap())
+            return response.body(Full::new(Bytes::from_static(b"try later"))).unwrap();
         }
-    });
-    (serve(Protocol::H2c, service).await, calls)
+        let text = format!("call {n}: {}", String::from_utf8_lossy(&body));
+        response.body(Full::new(Bytes::from(text))).unwrap()
+    })
+    .await
 }
 
 fn h2_client() -> Client2 {
@@ -447,18 +458,14 @@ async fn in_the_stack_between_the_cache_and_the_breaker() {
     use tower_optimizer::stack::{MonitorSettings, OptimizerStack, RETRIES_GAUGE, RETRY_BUDGET_EXHAUSTED_GAUGE};
 
     // The first answer is a 503, then a cacheable 200.
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
-    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
-        let n = seen.fetch_add(1, Ordering::SeqCst);
-        let response = Response::builder()
+    let (addr, calls) = counting_server(|n, _| async move {
+        Response::builder()
             .status(if n == 0 { 503 } else { 200 })
             .header("cache-control", "max-age=60")
             .body(Full::new(Bytes::from(format!("call {n}"))))
-            .unwrap();
-        async move { Ok::<_, Infallible>(response) }
-    });
-    let addr = serve(Protocol::H2c, service).await;
+            .unwrap()
+    })
+    .await;
     let policy = RetryPolicy::new(RetryConfig::default());
     let (client, optimizer) = OptimizerStack::builder()
         .cache(Cache::builder().build().unwrap())
@@ -565,18 +572,15 @@ async fn in_the_stack_a_stale_answer_is_not_kept_waiting_for_retries() {
     use tower_optimizer::stack::OptimizerStack;
 
     // Fresh for a second, then only 503s asking for a 4 s wait.
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
-    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
-        let n = seen.fetch_add(1, Ordering::SeqCst);
+    let (addr, calls) = counting_server(|n, _| async move {
         let response = if n == 0 {
             Response::builder().header("cache-control", "max-age=1")
         } else {
             Response::builder().status(503).header("retry-after", "4")
         };
-        async move { Ok::<_, Infallible>(response.body(Full::new(Bytes::from(format!("call {n}")))).unwrap()) }
-    });
-    let addr = serve(Protocol::H2c, service).await;
+        response.body(Full::new(Bytes::from(format!("call {n}")))).unwrap()
+    })
+    .await;
     let policy = RetryPolicy::default();
     let (client, _optimizer) = OptimizerStack::builder()
         .cache(
