@@ -62,13 +62,19 @@ struct Ring {
 #[derive(Debug)]
 pub(crate) struct Budget {
     config: BudgetConfig,
+    /// One bucket's span in nanoseconds, worked out once: every request
+    /// finds its bucket with it, and a 64-bit division is several times
+    /// cheaper than `Duration`'s 128-bit one.
+    bucket_nanos: u64,
     ring: Mutex<Ring>,
 }
 
 impl Budget {
     pub(crate) fn new(config: BudgetConfig, now: Instant) -> Self {
+        let bucket = (config.window / BUCKETS as u32).max(Duration::from_millis(1));
         Budget {
             config,
+            bucket_nanos: u64::try_from(bucket.as_nanos()).unwrap_or(u64::MAX),
             ring: Mutex::new(Ring {
                 buckets: [Bucket::default(); BUCKETS],
                 start: now,
@@ -79,9 +85,9 @@ impl Budget {
 
     fn with_ring<T>(&self, now: Instant, f: impl FnOnce(&mut Ring) -> T) -> T {
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket = (self.config.window / BUCKETS as u32).max(Duration::from_millis(1));
-        let tick =
-            u64::try_from(now.saturating_duration_since(ring.start).as_nanos() / bucket.as_nanos()).unwrap_or(u64::MAX);
+        // Past 584 years the clock reads the last tick: nothing overflows.
+        let since = u64::try_from(now.saturating_duration_since(ring.start).as_nanos()).unwrap_or(u64::MAX);
+        let tick = since / self.bucket_nanos;
         // Clear the buckets the window moved past (all of them after a
         // long quiet spell).
         let passed = tick.saturating_sub(ring.tick).min(BUCKETS as u64);
