@@ -89,6 +89,8 @@ impl Hasher for Fx {
 pub(crate) enum Seen<'a> {
     /// A data frame of this many bytes.
     Data(usize),
+    /// The trailers (the last frame, by HTTP's framing).
+    Trailers(&'a http::HeaderMap),
     /// The body ended.
     End,
     /// The body failed with this error (passed on after `see` looked).
@@ -109,6 +111,8 @@ pub(crate) fn watch<E: Into<BoxError>>(
         Poll::Ready(Some(Ok(frame))) => {
             if let Some(data) = frame.data_ref() {
                 see(Seen::Data(data.len()));
+            } else if let Some(trailers) = frame.trailers_ref() {
+                see(Seen::Trailers(trailers));
             }
             Poll::Ready(Some(Ok(frame)))
         }

@@ -1,5 +1,6 @@
 //! The response body: a success is recorded when the body ends (or is
-//! dropped), and a body that fails mid-stream counts as a failure.
+//! dropped), a body that fails mid-stream counts as a failure, and
+//! trailers are classified as they arrive.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -170,13 +171,15 @@ where
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         watch(this.inner.poll_frame(cx), |seen| {
+            let Some(guard) = this.guard.as_ref() else {
+                return;
+            };
+            let classify = |result| guard.cell.config.classifier.classify(&result);
             let outcome = match seen {
                 Seen::Data(_) => return,
                 Seen::End => Outcome::Success,
-                Seen::Failed(error) => match this.guard.as_ref() {
-                    Some(guard) => guard.cell.config.classifier.classify(&CallResult::BodyError(&**error)),
-                    None => return,
-                },
+                Seen::Trailers(trailers) => classify(CallResult::Trailers(trailers)),
+                Seen::Failed(error) => classify(CallResult::BodyError(&**error)),
             };
             if let Some(guard) = this.guard.take() {
                 guard.finish(outcome, None);

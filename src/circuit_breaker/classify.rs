@@ -32,6 +32,11 @@ pub enum CallResult<'a> {
     Error(&'a (dyn std::error::Error + Send + Sync + 'static)),
     /// A success-classified response whose body then failed mid-stream.
     BodyError(&'a (dyn std::error::Error + Send + Sync + 'static)),
+    /// The trailers that ended a success-classified response's body: where
+    /// gRPC puts a call's `grpc-status` (see [`GrpcClassifier`]).
+    ///
+    /// [`GrpcClassifier`]: super::GrpcClassifier
+    Trailers(&'a HeaderMap),
 }
 
 /// Decides outcomes; implemented for closures, so a user rule can wrap the
@@ -65,6 +70,8 @@ where
 /// The default: 500, 502, 503, 504, 408 and 429 fail, other statuses
 /// (other 4xx included: the host answered correctly) succeed; every error
 /// from the inner service fails, and so does a body that fails mid-stream.
+/// Trailers change nothing (HTTP gives them no verdict; for gRPC's, use
+/// [`GrpcClassifier`](super::GrpcClassifier)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpClassifier;
 
@@ -75,7 +82,7 @@ impl Classify for HttpClassifier {
     fn classify(&self, result: &CallResult<'_>) -> Outcome {
         match result {
             CallResult::Response { status, .. } if FAILURE_STATUSES.contains(&status.as_u16()) => Outcome::Failure,
-            CallResult::Response { .. } => Outcome::Success,
+            CallResult::Response { .. } | CallResult::Trailers(_) => Outcome::Success,
             CallResult::Error(_) | CallResult::BodyError(_) => Outcome::Failure,
         }
     }

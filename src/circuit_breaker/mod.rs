@@ -43,6 +43,7 @@ pub mod error;
 mod events;
 mod fallback;
 pub mod future;
+mod grpc;
 mod layer;
 mod probe;
 mod registry;
@@ -63,6 +64,7 @@ pub use config::{
 };
 pub use events::Event;
 pub use fallback::{Fallback, FallbackFuture, NoFallback, WithFallback};
+pub use grpc::{DEFAULT_GRPC_FAILURES, GrpcClassifier, GrpcCode};
 pub use layer::CircuitBreakerLayer;
 pub use probe::http_probe;
 pub use registry::{BreakerSnapshot, CircuitBreakers};

@@ -75,6 +75,8 @@ where
         let this = self.project();
         watch(this.inner.poll_frame(cx), |seen| match seen {
             Seen::Data(len) => *this.bytes += len as u64,
+            // The request ends with the body, which the next poll shows.
+            Seen::Trailers(_) => {}
             Seen::End | Seen::Failed(_) => {
                 if let Some(guard) = this.guard {
                     guard.finish(*this.bytes, matches!(seen, Seen::Failed(_)));

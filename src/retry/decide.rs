@@ -18,8 +18,9 @@ pub struct Attempt<'a> {
     pub uri: &'a Uri,
     /// Which attempt this was: 1 for the first try.
     pub number: u32,
-    /// What it came to ([`CallResult::BodyError`] never occurs here: a
-    /// response is judged before its body is read).
+    /// What it came to ([`CallResult::BodyError`] and
+    /// [`CallResult::Trailers`] never occur here: a response is judged
+    /// before its body is read).
     pub result: CallResult<'a>,
 }
 
@@ -96,7 +97,7 @@ impl RetryOn for HttpRetry {
             CallResult::Response { status, headers } if RETRY_STATUSES.contains(&status.as_u16()) => {
                 crate::circuit_breaker::retry_after(status, headers).map_or(Decision::Retry, Decision::RetryAfter)
             }
-            CallResult::Response { .. } | CallResult::BodyError(_) => Decision::Stop,
+            CallResult::Response { .. } | CallResult::BodyError(_) | CallResult::Trailers(_) => Decision::Stop,
             CallResult::Error(error) => {
                 // Checked first: `never_sent` counts these too.
                 if Open::find(error).is_some() || is_overloaded(error) {

@@ -131,6 +131,11 @@ pub struct BreakerSection {
     /// What callers get while a circuit is open: `"error"` (the default)
     /// or `"respond_503"` (see [`WhenOpen`]).
     pub when_open: Option<String>,
+    /// What counts as a failure: `"http"` (the default,
+    /// [`HttpClassifier`](crate::circuit_breaker::HttpClassifier)) or
+    /// `"grpc"` (also a call's `grpc-status`, see
+    /// [`GrpcClassifier`](crate::circuit_breaker::GrpcClassifier)).
+    pub classifier: Option<String>,
 }
 
 /// `[retry]` (see [`RetryConfig`](crate::retry::RetryConfig); absent
@@ -412,6 +417,15 @@ impl OptimizerConfig {
             cb = cb.open_period(open, max_open, 2.0);
             if let Some(n) = s.half_open_calls {
                 cb = cb.half_open(n, crate::circuit_breaker::DEFAULT_MAX_HALF_OPEN);
+            }
+            let grpc = Some(crate::circuit_breaker::GrpcClassifier::new());
+            let classifier = choice(
+                "circuit_breaker.classifier",
+                s.classifier.as_deref(),
+                [("http", None), ("grpc", grpc)],
+            )?;
+            if let Some(grpc) = classifier {
+                cb = cb.classifier(grpc);
             }
             b = b.when_open(choice(
                 "circuit_breaker.when_open",

@@ -138,6 +138,10 @@ fn errors_name_the_field() {
         ),
         ("[circuit_breaker]\nfailure_rate = 250.0", "circuit_breaker"),
         ("[circuit_breaker]\nwhen_open = \"panic\"", "circuit_breaker.when_open"),
+        (
+            "[circuit_breaker]\nclassifier = \"protobuf\"",
+            "circuit_breaker.classifier",
+        ),
         ("[retry]\nmethods = \"some\"", "retry.methods"),
         ("[retry]\nbackoff = \"soon\"", "retry.backoff"),
         ("[retry]\ndeadline = \"later\"", "retry.deadline"),

@@ -1,0 +1,184 @@
+//! The breaker in front of gRPC calls, over real HTTP/2: a hyper server on
+//! 127.0.0.1 answering as a gRPC server does (`200`, `application/grpc`,
+//! a length-prefixed message, then `grpc-status` in the trailers; or a
+//! Trailers-Only head), and `GrpcClassifier` judging each call by its
+//! `grpc-status`.
+#![cfg(feature = "circuit-breaker")]
+
+#[path = "support/server.rs"]
+mod server;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::util::BoxCloneService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_optimizer::BoxError;
+use tower_optimizer::circuit_breaker::{
+    BreakerBody, CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakers, GrpcClassifier, State, error::Open,
+};
+
+use server::{Protocol, serve};
+
+type Breaker = BoxCloneService<Request<Full<Bytes>>, Response<BreakerBody<Incoming>>, BoxError>;
+
+/// A gRPC-shaped server: the request's `x-code` header is the
+/// `grpc-status` it answers with, in the trailers after one message, or
+/// in the head alone with `x-trailers-only`.
+async fn grpc_server() -> SocketAddr {
+    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        let code = req
+            .headers()
+            .get("x-code")
+            .cloned()
+            .unwrap_or_else(|| "0".parse().unwrap());
+        let head = Response::builder().header("content-type", "application/grpc");
+        let response = if req.headers().contains_key("x-trailers-only") {
+            let body = Full::new(Bytes::new()).boxed();
+            head.header("grpc-status", code).body(body).unwrap()
+        } else {
+            // One message: a zero compression flag, its length, its bytes.
+            let message = Bytes::from_static(b"\0\0\0\0\x02hi");
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", code);
+            let body = Full::new(message).with_trailers(async move { Some(Ok(trailers)) });
+            head.body(body.boxed()).unwrap()
+        };
+        Ok::<Response<BoxBody<Bytes, Infallible>>, Infallible>(response)
+    });
+    serve(Protocol::H2c, service).await
+}
+
+fn breaker(config: CircuitBreakerConfig) -> (Breaker, CircuitBreakers) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let layer = CircuitBreakerLayer::new(config);
+    let breakers = layer.breakers();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(client.map_err(BoxError::from));
+    (BoxCloneService::new(service), breakers)
+}
+
+/// Three failures in a row open it.
+fn config(grpc: bool) -> CircuitBreakerConfig {
+    let builder = CircuitBreakerConfig::builder().consecutive_failures(Some(3));
+    let builder = if grpc {
+        builder.classifier(GrpcClassifier::new())
+    } else {
+        builder
+    };
+    builder.build().unwrap()
+}
+
+fn call(addr: SocketAddr, code: &'static str) -> Request<Full<Bytes>> {
+    Request::post(format!("http://{addr}/items.Items/Get"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("x-code", code)
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap()
+}
+
+/// Sends `request` and reads its body to the end, as a gRPC client does;
+/// the trailers' `grpc-status`.
+async fn grpc_status(client: &mut Breaker, request: Request<Full<Bytes>>) -> Result<String, BoxError> {
+    let response = client.ready().await?.call(request).await?;
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await?;
+    let trailers = collected.trailers().expect("trailers");
+    Ok(trailers["grpc-status"].to_str().unwrap().to_owned())
+}
+
+#[tokio::test(start_paused = true)]
+async fn unavailable_in_the_trailers_opens_the_circuit() {
+    let addr = grpc_server().await;
+    let (mut client, breakers) = breaker(config(true));
+    let key = format!("http://{addr}");
+    for _ in 0..3 {
+        assert_eq!(grpc_status(&mut client, call(addr, "14")).await.unwrap(), "14");
+    }
+    assert_eq!(breakers.state(&key), Some(State::Open));
+    let refused = grpc_status(&mut client, call(addr, "0")).await.unwrap_err();
+    assert!(refused.downcast_ref::<Open>().is_some(), "{refused}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_the_caller_got_wrong_are_successes_and_cancelled_counts_as_nothing() {
+    let addr = grpc_server().await;
+    let (mut client, breakers) = breaker(config(true));
+    // NOT_FOUND, INVALID_ARGUMENT, OK: the server did its job.
+    for code in ["5", "3", "0", "5", "3"] {
+        assert_eq!(grpc_status(&mut client, call(addr, code)).await.unwrap(), code);
+    }
+    // Two failures, a cancelled call, a success, a failure: not three in
+    // a row, and the cancelled call is in no figure.
+    for code in ["13", "14", "1", "0", "4"] {
+        grpc_status(&mut client, call(addr, code)).await.unwrap();
+    }
+    let snapshot = &breakers.snapshot()[0];
+    assert_eq!(snapshot.state, State::Closed, "{snapshot:?}");
+    assert_eq!((snapshot.figures.calls, snapshot.figures.failures), (9, 3));
+    // Nor does a cancelled call break a run of failures: the third opens.
+    for code in ["14", "1", "8"] {
+        grpc_status(&mut client, call(addr, code)).await.unwrap();
+    }
+    assert_eq!(breakers.snapshot()[0].state, State::Open, "{:?}", breakers.snapshot());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trailers_only_answer_is_judged_by_its_head() {
+    let addr = grpc_server().await;
+    let (mut client, breakers) = breaker(config(true));
+    for _ in 0..3 {
+        let mut request = call(addr, "14");
+        request.headers_mut().insert("x-trailers-only", "1".parse().unwrap());
+        let response = client.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.headers()["grpc-status"], "14");
+        // Dropped unread: the head alone decided.
+        drop(response);
+    }
+    assert_eq!(breakers.snapshot()[0].state, State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_http_classifier_sees_only_successes() {
+    let addr = grpc_server().await;
+    let (mut client, breakers) = breaker(config(false));
+    for _ in 0..5 {
+        grpc_status(&mut client, call(addr, "14")).await.unwrap();
+    }
+    let snapshot = &breakers.snapshot()[0];
+    assert_eq!((snapshot.state, snapshot.figures.failures), (State::Closed, 0));
+}
+
+#[cfg(feature = "stack")]
+#[tokio::test(start_paused = true)]
+async fn the_stack_takes_the_grpc_classifier_from_toml() {
+    use tower_optimizer::stack::OptimizerConfig;
+
+    let addr = grpc_server().await;
+    let config = "[circuit_breaker]\nclassifier = \"grpc\"\nconsecutive_failures = 3\n";
+    let (client, optimizer) = OptimizerConfig::from_toml(config)
+        .unwrap()
+        .into_builder()
+        .unwrap()
+        .build_http2_client()
+        .unwrap();
+    for _ in 0..3 {
+        let response = client.clone().oneshot(call(addr, "14")).await.unwrap();
+        let collected = response.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "14");
+    }
+    let refused = client.clone().oneshot(call(addr, "0")).await.unwrap_err();
+    assert!(Open::find(&*refused).is_some(), "{refused}");
+    assert_eq!(optimizer.stats().breakers[0].state, State::Open);
+}
