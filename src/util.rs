@@ -4,7 +4,7 @@ use std::hash::Hasher;
 use std::task::Poll;
 
 use bytes::Bytes;
-use http::{Request, request};
+use http::{Request, Uri, request};
 use http_body::Frame;
 
 use crate::BoxError;
@@ -270,5 +270,34 @@ pub(crate) fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
         }
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
+/// Runs `f` on `uri`'s origin, `scheme://authority` (the breaker's default
+/// key, and the per-host limit's), built in a reused per-thread buffer (a
+/// lookup of a known key allocates nothing).
+#[allow(dead_code)] // used by whichever layers the features enable
+pub(crate) fn with_authority_key<T>(uri: &Uri, f: impl FnOnce(&str) -> T) -> T {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let write = |buffer: &mut String| {
+        buffer.clear();
+        buffer.push_str(scheme);
+        buffer.push_str("://");
+        buffer.push_str(authority);
+    };
+    BUFFER.with(|cell| {
+        if let Ok(mut buffer) = cell.try_borrow_mut() {
+            write(&mut buffer);
+            f(&buffer)
+        } else {
+            // Re-entered from inside `f` (it never is): use a fresh buffer.
+            let mut buffer = String::new();
+            write(&mut buffer);
+            f(&buffer)
+        }
     })
 }

@@ -618,3 +618,73 @@ async fn warm_up_is_bounded_in_time_and_keeps_its_slots_busy() {
     // all within /hang's 5 s; batches of two would take 5 + 1 s.
     assert_eq!(started.elapsed(), Duration::from_secs(5));
 }
+
+// Real sockets on the real clock; nothing sleeps.
+#[tokio::test]
+async fn the_per_host_limit_keeps_a_slow_host_from_the_others() {
+    let (slow_tails, other_tails): (Tails, Tails) = (Arc::default(), Arc::default());
+    let slow = streaming_upstream(&slow_tails).await;
+    let other = streaming_upstream(&other_tails).await;
+    let (client, _optimizer) = OptimizerStack::builder()
+        .per_host_limit(1, Overload::Shed)
+        .build_http2_client()
+        .unwrap();
+    let get = |addr: SocketAddr| {
+        let req = Request::get(format!("http://{addr}/")).body(Full::default()).unwrap();
+        client.clone().oneshot(req)
+    };
+    let bound = Duration::from_secs(10);
+
+    // The slow host's one slot is taken while its body streams.
+    let streaming = get(slow).await.unwrap();
+    let refused = get(slow).await.unwrap_err();
+    assert!(refused.is::<tower::load_shed::error::Overloaded>(), "{refused}");
+    // The other host has slots of its own.
+    let answered = get(other).await.unwrap();
+    drop(answered);
+    // The body's end gives the slot back.
+    let tail = slow_tails.lock().unwrap().pop().unwrap();
+    tail.send(Bytes::from_static(b"tail")).unwrap();
+    drop(tail);
+    let body = tokio::time::timeout(bound, streaming.into_body().collect()).await;
+    assert_eq!(body.unwrap().unwrap().to_bytes(), "head-tail");
+    drop(get(slow).await.expect("the slot is free again"));
+}
+
+// Real sockets on the real clock; nothing sleeps.
+#[tokio::test]
+async fn a_call_waiting_for_its_host_holds_no_global_slot() {
+    let (slow_tails, other_tails): (Tails, Tails) = (Arc::default(), Arc::default());
+    let slow = streaming_upstream(&slow_tails).await;
+    let other = streaming_upstream(&other_tails).await;
+    // Two slots in all, one per host, and callers wait for them.
+    let (client, optimizer) = OptimizerStack::builder()
+        .concurrency_limit(2, Overload::Wait)
+        .per_host_limit(1, Overload::Wait)
+        .build_http2_client()
+        .unwrap();
+    let get = |addr: SocketAddr| {
+        let req = Request::get(format!("http://{addr}/")).body(Full::default()).unwrap();
+        client.clone().oneshot(req)
+    };
+    let bound = Duration::from_secs(10);
+
+    let first = get(slow).await.unwrap();
+    let waiting = tokio::spawn(get(slow));
+    // Once it is in flight, it is waiting for its host's slot (the stack
+    // calls down to that point in one go).
+    while optimizer.stats().in_flight < 2 {
+        tokio::task::yield_now().await;
+    }
+    // Were the waiting call holding the second global slot, this one would
+    // wait for it, and the test would end at the bound.
+    let answered = tokio::time::timeout(bound, get(other)).await;
+    let answered = answered.expect("the other host was not kept waiting").unwrap();
+    drop(answered);
+    assert!(!waiting.is_finished(), "the slow host's slot is still taken");
+    drop(first);
+    let second = tokio::time::timeout(bound, waiting)
+        .await
+        .expect("the dropped body freed the slot");
+    assert_eq!(second.unwrap().unwrap().status(), 200);
+}

@@ -15,6 +15,7 @@ use super::fallback::{Fallback, NoFallback};
 use super::future::ResponseFuture;
 use super::registry::{CellRef, CircuitBreakers};
 use crate::BoxError;
+use crate::util::with_authority_key;
 
 /// Middleware built by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
 #[derive(Clone, Debug)]
@@ -92,33 +93,6 @@ impl Now {
     fn get(&mut self) -> Instant {
         *self.0.get_or_insert_with(Instant::now)
     }
-}
-
-/// Runs `f` on the default breaker key of `uri`, `scheme://authority`, built in a reused
-/// per-thread buffer (a lookup of a known key allocates nothing).
-fn with_authority_key<T>(uri: &Uri, f: impl FnOnce(&str) -> T) -> T {
-    thread_local! {
-        static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-    }
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let authority = uri.authority().map_or("", |a| a.as_str());
-    let write = |buffer: &mut String| {
-        buffer.clear();
-        buffer.push_str(scheme);
-        buffer.push_str("://");
-        buffer.push_str(authority);
-    };
-    BUFFER.with(|cell| {
-        if let Ok(mut buffer) = cell.try_borrow_mut() {
-            write(&mut buffer);
-            f(&buffer)
-        } else {
-            // Re-entered from inside `f` (it never is): use a fresh buffer.
-            let mut buffer = String::new();
-            write(&mut buffer);
-            f(&buffer)
-        }
-    })
 }
 
 fn same_authority(key: &str, uri: &Uri) -> bool {

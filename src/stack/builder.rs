@@ -107,6 +107,7 @@ pub struct OptimizerStackBuilder {
     when_open: WhenOpen,
     concurrency_limit: Option<usize>,
     overload: Overload,
+    per_host_limit: Option<(usize, Overload)>,
     monitor: Option<MonitorSettings>,
     admin: Option<(String, Option<String>)>,
     warm_up: Vec<String>,
@@ -195,6 +196,20 @@ impl OptimizerStackBuilder {
         self
     }
 
+    /// At most `n` upstream calls at once to each host (`scheme://authority`),
+    /// waiting or shedding beyond: a bulkhead per origin, so that one slow
+    /// host cannot take the slots of the others, as it can under
+    /// [`concurrency_limit`](Self::concurrency_limit) alone. A call holds
+    /// its slot until its response body ends, fails or is dropped, as there.
+    /// A call waiting for its host's slot holds no global slot meanwhile;
+    /// one refused ([`Overload::Shed`]) fails at once with tower's
+    /// `Overloaded`, which the cache answers stale where the entry allows,
+    /// and which the breaker never sees.
+    pub fn per_host_limit(mut self, n: usize, overload: Overload) -> Self {
+        self.per_host_limit = Some((n, overload));
+        self
+    }
+
     /// Metrics, statistics, the sampler and alerts.
     pub fn monitor(mut self, settings: MonitorSettings) -> Self {
         self.monitor = Some(settings);
@@ -247,6 +262,9 @@ impl OptimizerStackBuilder {
         }
         if self.concurrency_limit == Some(0) {
             return Err(StackError::new("concurrency_limit", "must be at least 1"));
+        }
+        if self.per_host_limit.is_some_and(|(n, _)| n == 0) {
+            return Err(StackError::new("per_host_limit", "must be at least 1"));
         }
         if self.warm_up_parallelism == Some(0) {
             return Err(StackError::new("warm_up_parallelism", "must be at least 1"));
@@ -368,6 +386,7 @@ impl OptimizerStackBuilder {
                 invalidation,
                 concurrency_limit: self.concurrency_limit,
                 overload: self.overload,
+                per_host_limit: self.per_host_limit,
                 breaker,
                 retry: self.retry.clone(),
                 secondary,

@@ -39,7 +39,9 @@ pub struct OptimizerConfig {
     pub timeout: Option<String>,
     /// Most upstream calls at once.
     pub concurrency_limit: Option<usize>,
-    /// Refuse calls beyond the limit instead of waiting.
+    /// Most upstream calls at once to each host (`scheme://authority`).
+    pub per_host_limit: Option<usize>,
+    /// Refuse calls beyond the limits instead of waiting.
     pub load_shed: Option<bool>,
     /// `scheme://authority` to use while a circuit is open.
     pub secondary_upstream: Option<String>,
@@ -324,13 +326,16 @@ impl OptimizerConfig {
         if let Some(t) = duration("timeout", self.timeout.as_ref())? {
             b = b.timeout(t);
         }
+        let overload = if self.load_shed == Some(true) {
+            Overload::Shed
+        } else {
+            Overload::Wait
+        };
         if let Some(n) = self.concurrency_limit {
-            let overload = if self.load_shed == Some(true) {
-                Overload::Shed
-            } else {
-                Overload::Wait
-            };
             b = b.concurrency_limit(n, overload);
+        }
+        if let Some(n) = self.per_host_limit {
+            b = b.per_host_limit(n, overload);
         }
         if let Some(origin) = &self.secondary_upstream {
             b = b.secondary_upstream(origin);

@@ -61,6 +61,7 @@ pub(crate) struct Parts {
     pub(crate) invalidation: Option<InvalidationLayer>,
     pub(crate) concurrency_limit: Option<usize>,
     pub(crate) overload: Overload,
+    pub(crate) per_host_limit: Option<(usize, Overload)>,
     pub(crate) breaker: Option<CircuitBreakerLayer>,
     pub(crate) retry: Option<crate::retry::RetryPolicy>,
     pub(crate) secondary: Option<(Scheme, Authority)>,
@@ -103,6 +104,7 @@ impl<B> std::fmt::Debug for OptimizerLayer<B> {
             .field("cache", &p.cache.is_some())
             .field("invalidation", &p.invalidation.is_some())
             .field("concurrency_limit", &p.concurrency_limit)
+            .field("per_host_limit", &p.per_host_limit)
             .field("breaker", &p.breaker.is_some())
             .field("retry", &p.retry.is_some())
             .field("timeout", &p.timeout)
@@ -220,7 +222,7 @@ where
     type Service = OptimizedService<B>;
 
     /// Innermost first: timeout, breaker (with the secondary upstream as
-    /// fallback), concurrency limit and load shedding, retries, invalidation, cache,
+    /// fallback), concurrency limit and load shedding, the per-host limit, retries, invalidation, cache,
     /// metrics, the lifecycle gate, and (with [`WhenOpen::Respond503`]) the
     /// open circuit's `503` outermost. Each stage is present or
     /// skipped within one concrete type, boxed once here.
@@ -246,7 +248,13 @@ where
                 tower::load_shed::LoadShed::new(s)
             })
         });
-        // Outside the limit, so a request waiting out its backoff holds no
+        // Outside the global limit, so a request waiting for its host's
+        // slot holds none of the global ones (see `host_limit`).
+        let svc = Optional::new(p.per_host_limit, svc, |(limit, overload), s| {
+            let hosts = Arc::new(super::host_limit::Hosts::new(limit));
+            super::host_limit::HostLimit::new(s, hosts, overload)
+        });
+        // Outside the limits, so a request waiting out its backoff holds no
         // slot. Its future (a copy of the request and of the services
         // below) is boxed, so that a stack without retries does not carry
         // it inline in every future above.

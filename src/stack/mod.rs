@@ -30,6 +30,7 @@ mod client;
 mod config;
 mod gate;
 mod held;
+mod host_limit;
 mod layer;
 mod limit;
 mod optimizer;

@@ -155,6 +155,7 @@ fn errors_name_the_field() {
             "client.http2_keep_alive_timeout",
         ),
         ("concurrency_limit = 0", "concurrency_limit"),
+        ("per_host_limit = 0", "per_host_limit"),
         (
             "[monitor]\nroute_templates = [\"users/{id}\"]",
             "monitor.route_templates",
