@@ -114,6 +114,10 @@ fn error_type(error: &(dyn std::error::Error + 'static)) -> (ErrorType, bool) {
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
+        #[cfg(feature = "stack")]
+        if e.is::<tower::load_shed::error::Overloaded>() {
+            return (ErrorType::Overloaded, false);
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             let kind = match io.kind() {
                 std::io::ErrorKind::TimedOut => ErrorType::Timeout,
@@ -217,5 +221,13 @@ mod tests {
         assert_eq!(error_type(&Wrapped(open())), (ErrorType::CircuitOpen, true));
         let other = Wrapped("reset".into());
         assert_eq!(error_type(&other), (ErrorType::Other, false));
+    }
+
+    #[cfg(feature = "stack")]
+    #[test]
+    fn a_shed_request_is_overloaded_wrapped_or_not() {
+        let shed = || Box::new(tower::load_shed::error::Overloaded::new());
+        assert_eq!(error_type(&*shed()), (ErrorType::Overloaded, false));
+        assert_eq!(error_type(&Wrapped(shed())), (ErrorType::Overloaded, false));
     }
 }

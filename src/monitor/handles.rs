@@ -47,6 +47,9 @@ pub(crate) enum ErrorType {
     ConnectionReset,
     /// Another I/O error.
     Io,
+    /// A concurrency limit refused the request (load shedding).
+    #[cfg_attr(not(feature = "stack"), allow(dead_code))] // only the stack sheds load
+    Overloaded,
     /// Anything else.
     Other,
 }
@@ -142,6 +145,7 @@ impl Endpoint {
             ErrorType::ConnectionRefused => Some("connection_refused".into()),
             ErrorType::ConnectionReset => Some("connection_reset".into()),
             ErrorType::Io => Some("io".into()),
+            ErrorType::Overloaded => Some("overloaded".into()),
             ErrorType::Other => Some("_OTHER".into()),
         };
         if let Some(error) = error {
