@@ -360,3 +360,115 @@ async fn admin_routes() {
     }
     server.abort();
 }
+
+/// Operators read and set breakers over HTTP: `GET /breakers` and
+/// `POST /breakers {"key", "action"}`.
+#[tokio::test]
+async fn breakers_are_read_and_forced_over_http() {
+    let upstream = Upstream::new(|_, _| async { Ok(http::Response::new(Full::new(Bytes::from_static(b"ok")))) });
+    let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+    let breakers = breaker.breakers();
+    let client = ServiceBuilder::new().layer(breaker).service(upstream);
+    let call = || {
+        let request = Request::get("http://api.test/a").body(Full::default()).unwrap();
+        client.clone().oneshot(request)
+    };
+    call().await.unwrap();
+    let service = AdminService::builder()
+        .token("s3cret")
+        .breakers(breakers.clone())
+        .build();
+    let (addr, server) = service.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let admin = Admin {
+        addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    let act = |body: &'static str| admin.send(Method::POST, "/breakers", Some("s3cret"), body);
+
+    let (status, _, body) = admin.send(Method::GET, "/breakers?token=s3cret", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["key"], "http://api.test", "{list}");
+    assert_eq!(list[0]["state"], "closed", "{list}");
+    assert_eq!(list[0]["figures"]["calls"], 1, "{list}");
+
+    let (status, _, body) = act(r#"{"key": "http://api.test", "action": "force_open"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["state"], "forced_open", "{one}");
+    let refused = call().await.unwrap_err();
+    assert!(
+        refused.is::<tower_optimizer::circuit_breaker::error::Open>(),
+        "{refused}"
+    );
+    let (status, _, body) = act(r#"{"key": "http://api.test", "action": "reset"}"#).await;
+    assert_eq!(
+        (status, body.contains(r#""state":"closed""#)),
+        (StatusCode::OK, true),
+        "{body}"
+    );
+    call().await.expect("closed again");
+
+    // A mistyped key changes nothing and makes no breaker; only
+    // `force_open` may name a host before its first request.
+    let (status, _, body) = act(r#"{"key": "http://api.tset", "action": "disable"}"#).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(breakers.len(), 1);
+    let (status, _, _) = act(r#"{"key": "http://later.test", "action": "force_open"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        breakers.state("http://later.test"),
+        Some(tower_optimizer::circuit_breaker::State::ForcedOpen)
+    );
+
+    // Bad requests say what is wrong.
+    let (status, _, body) = act(r#"{"key": "http://api.test", "action": "explode"}"#).await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("force_open, force_closed, reset, disable, metrics_only"),
+        "{body}"
+    );
+    let (status, _, body) = act(r#"{"action": "reset"}"#).await;
+    assert_eq!(
+        (status, body.contains("key")),
+        (StatusCode::BAD_REQUEST, true),
+        "{body}"
+    );
+    let (status, _, body) = act("not json").await;
+    assert_eq!(
+        (status, body.contains("line 1 column")),
+        (StatusCode::BAD_REQUEST, true),
+        "{body}"
+    );
+    // A POST needs the token in its header; a PUT is no route's.
+    let (status, _, _) = admin
+        .send(
+            Method::POST,
+            "/breakers?token=s3cret",
+            None,
+            r#"{"key": "http://api.test", "action": "force_open"}"#,
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        breakers.state("http://api.test"),
+        Some(tower_optimizer::circuit_breaker::State::Closed)
+    );
+    assert_eq!(admin.send(Method::PUT, "/breakers", Some("s3cret"), "").await.0, 405);
+    server.abort();
+
+    // Without breakers the route says so.
+    let bare = AdminService::builder().build();
+    let (addr, server) = bare.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let admin = Admin {
+        addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    let (status, _, body) = admin.send(Method::GET, "/breakers", None, "").await;
+    assert_eq!(
+        (status, body.contains("no circuit breaker")),
+        (StatusCode::NOT_FOUND, true),
+        "{body}"
+    );
+    server.abort();
+}

@@ -121,5 +121,12 @@ async fn the_optimizers_admin_service_nests_too() {
     assert_eq!(health["status"], "pass");
     assert!(health["checks"]["breakers"].is_array(), "{health}");
     assert!(health["checks"]["cache"].is_array(), "{health}");
+    // The stack's breakers are the admin's too.
+    let action = r#"{"key": "http://api.test", "action": "force_open"}"#;
+    let (status, body) = send(&client, addr, Method::POST, "/ops/breakers", Some("t0ken"), action).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stats = optimizer.stats();
+    assert_eq!(stats.breakers[0].key.as_ref(), "http://api.test");
+    assert_eq!(stats.breakers[0].state.as_str(), "forced_open");
     server.abort();
 }

@@ -1,5 +1,5 @@
-//! The admin service: metrics, health, statistics, alerts, the dashboard and
-//! cache invalidation over HTTP, behind a bearer token.
+//! The admin service: metrics, health, statistics, alerts, the dashboard,
+//! cache invalidation and breaker control over HTTP, behind a bearer token.
 //!
 //! It is a tower `Service` over `http::Request<B>` for any body (hyper's
 //! `Incoming`, axum's `Body`), so it mounts in axum with
@@ -27,8 +27,8 @@ use super::sampler::Monitor;
 /// The dashboard page: one self-contained file (no CDN, no external fetch).
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// Largest invalidation request body read: a JSON object naming one target.
-#[cfg(feature = "invalidation")]
+/// Largest request body read (an invalidation, a breaker action): a JSON
+/// object naming one target.
 const MAX_BODY: usize = 64 * 1024;
 
 /// Default address of [`AdminService::serve`]: loopback only, so the admin
@@ -58,6 +58,8 @@ struct Config {
     health: HealthRegistry,
     #[cfg(feature = "invalidation")]
     invalidator: Option<crate::invalidation::Invalidator>,
+    #[cfg(feature = "circuit-breaker")]
+    breakers: Option<crate::circuit_breaker::CircuitBreakers>,
 }
 
 /// The admin routes as a service. Cheap to clone.
@@ -126,6 +128,23 @@ impl AdminBuilder {
         self
     }
 
+    /// Enables `GET /breakers` (every breaker's state and figures) and
+    /// `POST /breakers`, which takes one JSON object, `{"key": ..,
+    /// "action": ..}`, the action one of `force_open`, `force_closed`,
+    /// `reset`, `disable` and `metrics_only` (see [`CircuitBreakers`]), and
+    /// answers with that breaker's state. Only `force_open` may name a key
+    /// no request has made yet (to cut a host off before it is used); any
+    /// other action on an unknown key is a 404, so a mistyped key changes
+    /// nothing.
+    ///
+    /// [`CircuitBreakers`]: crate::circuit_breaker::CircuitBreakers
+    #[cfg(feature = "circuit-breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
+    pub fn breakers(mut self, breakers: crate::circuit_breaker::CircuitBreakers) -> Self {
+        self.config.breakers = Some(breakers);
+        self
+    }
+
     /// The service.
     pub fn build(self) -> AdminService {
         AdminService {
@@ -180,6 +199,32 @@ fn error(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": reason }))
 }
 
+/// The request's body as one JSON object, or the `400` that says why not.
+#[allow(dead_code)] // used by whichever routes the features enable
+async fn json_object<B>(
+    request: Request<B>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Response<Full<Bytes>>>
+where
+    B: Body,
+    B::Error: Into<crate::BoxError>,
+{
+    use http_body_util::{BodyExt, Limited};
+
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("unreadable body: {e}"))),
+    };
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(error(StatusCode::BAD_REQUEST, "expected one JSON object")),
+        // serde's reason says where the text went wrong (line and column).
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("expected one JSON object: {e}"),
+        )),
+    }
+}
+
 /// Compares in time independent of where the inputs differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
@@ -203,6 +248,8 @@ impl AdminService {
                 health: HealthRegistry::new(),
                 #[cfg(feature = "invalidation")]
                 invalidator: None,
+                #[cfg(feature = "circuit-breaker")]
+                breakers: None,
             },
         }
     }
@@ -260,10 +307,12 @@ impl AdminService {
             },
             (Method::GET, "/dashboard" | "/") => response(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
             (Method::POST, "/cache/invalidate") => self.invalidate(request).await,
+            (Method::GET, "/breakers") => self.breakers::<B>(None).await,
+            (Method::POST, "/breakers") => self.breakers(Some(request)).await,
             (
                 _,
                 "/metrics" | "/health/live" | "/health/ready" | "/stats" | "/alerts" | "/dashboard"
-                | "/cache/invalidate",
+                | "/cache/invalidate" | "/breakers",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such admin route"),
         }
@@ -275,21 +324,13 @@ impl AdminService {
         B: Body,
         B::Error: Into<crate::BoxError>,
     {
-        use http_body_util::{BodyExt, Limited};
-
         use crate::cache::Purge;
         let Some(inv) = &self.config.invalidator else {
             return error(StatusCode::NOT_FOUND, "no invalidator configured");
         };
-        let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("unreadable body: {e}")),
-        };
-        let map = match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(serde_json::Value::Object(map)) => map,
-            Ok(_) => return error(StatusCode::BAD_REQUEST, "expected one JSON object"),
-            // serde's reason says where the text went wrong (line and column).
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("expected one JSON object: {e}")),
+        let map = match json_object(request).await {
+            Ok(map) => map,
+            Err(refused) => return refused,
         };
         let mode = if map.get("soft").and_then(serde_json::Value::as_bool) == Some(true) {
             Purge::Soft
@@ -334,6 +375,59 @@ impl AdminService {
     #[cfg(not(feature = "invalidation"))]
     async fn invalidate<B>(&self, _request: Request<B>) -> Response<Full<Bytes>> {
         error(StatusCode::NOT_FOUND, "built without the invalidation feature")
+    }
+
+    /// `GET /breakers` (no request) or `POST /breakers` (an action).
+    #[cfg(feature = "circuit-breaker")]
+    async fn breakers<B>(&self, request: Option<Request<B>>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<crate::BoxError>,
+    {
+        use crate::circuit_breaker::CircuitBreakers;
+        type Action = fn(&CircuitBreakers, &str);
+        const ACTIONS: [(&str, Action); 5] = [
+            ("force_open", CircuitBreakers::force_open),
+            ("force_closed", CircuitBreakers::force_closed),
+            ("reset", CircuitBreakers::reset),
+            ("disable", CircuitBreakers::disable),
+            ("metrics_only", CircuitBreakers::metrics_only),
+        ];
+        let Some(breakers) = &self.config.breakers else {
+            return error(StatusCode::NOT_FOUND, "no circuit breaker configured");
+        };
+        let Some(request) = request else {
+            return json(StatusCode::OK, &breakers.snapshot());
+        };
+        let map = match json_object(request).await {
+            Ok(map) => map,
+            Err(refused) => return refused,
+        };
+        let text = |name: &str| map.get(name).and_then(serde_json::Value::as_str);
+        let Some(key) = text("key") else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "name the breaker: \"key\": \"scheme://authority\"",
+            );
+        };
+        let Some(&(name, act)) = ACTIONS.iter().find(|(name, _)| Some(*name) == text("action")) else {
+            let names = ACTIONS.map(|(name, _)| name).join(", ");
+            return error(StatusCode::BAD_REQUEST, &format!("\"action\" is one of {names}"));
+        };
+        if name != "force_open" && breakers.state(key).is_none() {
+            return error(StatusCode::NOT_FOUND, &format!("no breaker has the key {key:?}"));
+        }
+        act(breakers, key);
+        match breakers.snapshot().into_iter().find(|b| &*b.key == key) {
+            Some(snapshot) => json(StatusCode::OK, &snapshot),
+            // Evicted at once from a full registry: the action had no lasting effect.
+            None => error(StatusCode::CONFLICT, "the breaker registry is full"),
+        }
+    }
+
+    #[cfg(not(feature = "circuit-breaker"))]
+    async fn breakers<B>(&self, _request: Option<Request<B>>) -> Response<Full<Bytes>> {
+        error(StatusCode::NOT_FOUND, "built without the circuit-breaker feature")
     }
 
     /// Serves the admin routes on `addr` (use [`DEFAULT_ADMIN_ADDR`] for

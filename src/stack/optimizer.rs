@@ -131,6 +131,9 @@ impl Optimizer {
         if let Some(invalidator) = &inner.invalidator {
             builder = builder.invalidator(invalidator.clone());
         }
+        if let Some(breakers) = &inner.breakers {
+            builder = builder.breakers(breakers.clone());
+        }
         let health = crate::monitor::HealthRegistry::new();
         if let Some(breakers) = &inner.breakers {
             health.register(
