@@ -56,6 +56,26 @@ pub enum Decision {
 /// };
 /// # let _ = rule;
 /// ```
+///
+/// A gRPC call answered `UNAVAILABLE` in a Trailers-Only response (the
+/// status in its head; a status in the trailers comes after the answer has
+/// begun, too late to retry). gRPC calls are `POST`s: configure
+/// [`Methods::All`](super::Methods::All) for services whose calls are safe
+/// to repeat.
+///
+/// ```
+/// use tower_optimizer::retry::{Attempt, Decision, HttpRetry, Methods, RetryConfig, RetryOn};
+/// use tower_optimizer::circuit_breaker::{CallResult, GrpcCode};
+///
+/// let grpc = |attempt: &Attempt<'_>| match attempt.result {
+///     CallResult::Response { headers, .. } if GrpcCode::of(headers) == Some(GrpcCode::Unavailable) => {
+///         Decision::Retry
+///     }
+///     _ => HttpRetry.decide(attempt),
+/// };
+/// let config = RetryConfig::builder().retry_on(grpc).methods(Methods::All).build().unwrap();
+/// assert_eq!(config.max_attempts(), 3);
+/// ```
 pub trait RetryOn: Send + Sync + 'static {
     /// The decision for `attempt`.
     fn decide(&self, attempt: &Attempt<'_>) -> Decision;
