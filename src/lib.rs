@@ -71,6 +71,9 @@ pub mod cache;
 #[cfg(feature = "circuit-breaker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub mod circuit_breaker;
+#[cfg(any(feature = "circuit-breaker", feature = "monitor"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "circuit-breaker", feature = "monitor"))))]
+pub mod grpc;
 #[cfg(feature = "invalidation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "invalidation")))]
 pub mod invalidation;

@@ -5,6 +5,8 @@
 //! `grpc-status`.
 #![cfg(feature = "circuit-breaker")]
 
+#[path = "support/recorder.rs"]
+mod recorder;
 #[path = "support/server.rs"]
 mod server;
 
@@ -181,4 +183,50 @@ async fn the_stack_takes_the_grpc_classifier_from_toml() {
     let refused = client.clone().oneshot(call(addr, "0")).await.unwrap_err();
     assert!(Open::find(&*refused).is_some(), "{refused}");
     assert_eq!(optimizer.stats().breakers[0].state, State::Open);
+}
+
+/// The metrics layer labels a gRPC call with its status, in the trailers
+/// or a Trailers-Only head, and counts a code other than `OK` as an error.
+#[cfg(feature = "monitor")]
+#[tokio::test]
+async fn metrics_label_the_grpc_status_and_count_failures() {
+    use tower_optimizer::monitor::{MetricsLayer, Stats};
+
+    let addr = grpc_server().await;
+    // The test's runtime polls on this thread: the metrics land here.
+    let recorder = recorder::Recorder::default();
+    let counts = recorder.counts.clone();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let stats = Stats::default();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let mut client = ServiceBuilder::new()
+        .layer(MetricsLayer::new().stats(stats.clone()))
+        .service(client);
+    for (code, trailers_only) in [("0", false), ("14", false), ("5", true)] {
+        let mut request = call(addr, code);
+        if trailers_only {
+            request.headers_mut().insert("x-trailers-only", "1".parse().unwrap());
+        }
+        let response = client.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    let overall = stats.snapshot(tokio::time::Instant::now()).overall;
+    assert_eq!((overall.requests, overall.errors), (3, 2), "{overall:?}");
+    let durations: Vec<String> = counts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, ..)| name == "http.client.request.duration")
+        .map(|(_, labels, _)| labels.clone())
+        .collect();
+    assert_eq!(durations.len(), 3, "{durations:#?}");
+    let with = |part: &str| durations.iter().filter(|l| l.contains(part)).count();
+    assert_eq!(with("rpc.grpc.status_code=0"), 1, "{durations:#?}");
+    assert_eq!(with("rpc.grpc.status_code=14"), 1, "{durations:#?}");
+    assert_eq!(with("rpc.grpc.status_code=5"), 1, "{durations:#?}");
+    assert_eq!(with("error.type=UNAVAILABLE"), 1, "{durations:#?}");
+    assert_eq!(with("error.type=NOT_FOUND"), 1, "{durations:#?}");
+    assert_eq!(with("error.type"), 2, "OK is no error: {durations:#?}");
 }

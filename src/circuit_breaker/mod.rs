@@ -53,6 +53,7 @@ mod state;
 mod tally;
 mod window;
 
+pub use crate::grpc::GrpcCode;
 pub use body::BreakerBody;
 #[allow(unused_imports)] // used by the retry layer when it is built
 pub(crate) use classify::retry_after;
@@ -64,7 +65,7 @@ pub use config::{
 };
 pub use events::Event;
 pub use fallback::{Fallback, FallbackFuture, NoFallback, WithFallback};
-pub use grpc::{DEFAULT_GRPC_FAILURES, GrpcClassifier, GrpcCode};
+pub use grpc::{DEFAULT_GRPC_FAILURES, GrpcClassifier};
 pub use layer::CircuitBreakerLayer;
 pub use probe::http_probe;
 pub use registry::{BreakerSnapshot, CircuitBreakers};

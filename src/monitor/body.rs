@@ -75,8 +75,13 @@ where
         let this = self.project();
         watch(this.inner.poll_frame(cx), |seen| match seen {
             Seen::Data(len) => *this.bytes += len as u64,
-            // The request ends with the body, which the next poll shows.
-            Seen::Trailers(_) => {}
+            // gRPC's status; the request ends with the body, which the
+            // next poll shows.
+            Seen::Trailers(trailers) => {
+                if let Some(guard) = this.guard {
+                    guard.note_trailers(trailers);
+                }
+            }
             Seen::End | Seen::Failed(_) => {
                 if let Some(guard) = this.guard {
                     guard.finish(*this.bytes, matches!(seen, Seen::Failed(_)));

@@ -61,6 +61,11 @@ impl Guard {
         }
     }
 
+    /// Notes a gRPC status in the response's trailers.
+    pub(crate) fn note_trailers(&mut self, trailers: &http::HeaderMap) {
+        self.outcome.note_grpc(trailers);
+    }
+
     /// Records the request as finished now, with `body_bytes` read.
     pub(crate) fn finish(&mut self, body_bytes: u64, body_failed: bool) {
         if self.done {
@@ -164,6 +169,7 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
+    B: http_body::Body,
 {
     type Output = Result<Response<MetricsBody<B>>, BoxError>;
 
@@ -178,6 +184,13 @@ where
             Ok(response) => {
                 guard.outcome.status = response.status().as_u16();
                 guard.outcome.version = version_code(response.version());
+                // A gRPC answer with no message has its status in its head
+                // (Trailers-Only) and a body already at its end; any other
+                // body may bring trailers, which the body reads, and an
+                // ordinary answer costs no header lookup here.
+                if response.body().is_end_stream() {
+                    guard.outcome.note_grpc(response.headers());
+                }
                 #[cfg(feature = "cache")]
                 {
                     // Indexes into `CACHE_STATUSES`.

@@ -10,6 +10,7 @@ use metrics::{Gauge, Histogram, Unit};
 
 use super::layer::BodySizes;
 use super::stats::{HostSlot, Stats};
+use crate::grpc::GrpcCode;
 
 /// Label sets remembered per kind of handle; past this, handles are
 /// registered per request (still correct, just slower).
@@ -47,6 +48,8 @@ pub(crate) enum ErrorType {
     ConnectionReset,
     /// Another I/O error.
     Io,
+    /// A gRPC status other than `OK`: the label is its name.
+    Grpc,
     /// A concurrency limit refused the request (load shedding).
     #[cfg_attr(not(feature = "stack"), allow(dead_code))] // only the stack sheds load
     Overloaded,
@@ -59,6 +62,10 @@ pub(crate) const VERSIONS: [&str; 5] = ["0.9", "1.0", "1.1", "2", "3"];
 /// `tower_optimizer.cache.status` values, indexed by [`Outcome::cache`]
 /// (0: the response carried no cache status).
 pub(crate) const CACHE_STATUSES: [&str; 6] = ["", "hit", "stale", "revalidated", "miss", "bypass"];
+/// `rpc.grpc.status_code` values, indexed by code.
+const GRPC_CODES: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
 /// Index of HTTP/1.1 in [`VERSIONS`], the label before a response says.
 pub(crate) const VERSION_1_1: u8 = 2;
 
@@ -75,6 +82,8 @@ pub(crate) struct Outcome {
     pub(crate) cache: u8,
     /// The breaker refused the request.
     pub(crate) rejected: bool,
+    /// The gRPC status the response carried, plus one (0: none).
+    pub(crate) grpc: u8,
 }
 
 impl Outcome {
@@ -85,6 +94,18 @@ impl Outcome {
             | u64::from(self.version) << 24
             | u64::from(self.cache) << 32
             | u64::from(self.rejected) << 40
+            | u64::from(self.grpc) << 48
+    }
+
+    /// Notes the `grpc-status` in `headers` (a Trailers-Only head, or the
+    /// trailers), if there is one; a code other than `OK` is the request's
+    /// error, as gRPC clients report every other code as one.
+    pub(crate) fn note_grpc(&mut self, headers: &http::HeaderMap) {
+        let Some(code) = GrpcCode::of(headers) else { return };
+        self.grpc = code as u8 + 1;
+        if code != GrpcCode::Ok && self.error == ErrorType::None {
+            self.error = ErrorType::Grpc;
+        }
     }
 
     /// The key of the handle for this outcome with `template`: the packed
@@ -146,10 +167,19 @@ impl Endpoint {
             ErrorType::ConnectionReset => Some("connection_reset".into()),
             ErrorType::Io => Some("io".into()),
             ErrorType::Overloaded => Some("overloaded".into()),
+            ErrorType::Grpc => GrpcCode::ALL
+                .get(usize::from(outcome.grpc.saturating_sub(1)))
+                .map(|code| code.name().into()),
             ErrorType::Other => Some("_OTHER".into()),
         };
         if let Some(error) = error {
             labels.push(metrics::Label::new("error.type", error));
+        }
+        if outcome.grpc != 0 {
+            // `rpc.grpc.status_code` is an int in OpenTelemetry's gRPC
+            // conventions: the code's digits.
+            let code = usize::from(outcome.grpc - 1);
+            labels.push(metrics::Label::new("rpc.grpc.status_code", GRPC_CODES[code]));
         }
         if outcome.cache != 0 {
             let cache = CACHE_STATUSES[usize::from(outcome.cache)];

@@ -95,6 +95,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
+    ResBody: http_body::Body,
 {
     type Response = Response<super::body::MetricsBody<ResBody>>;
     type Error = BoxError;
