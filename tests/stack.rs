@@ -619,20 +619,33 @@ async fn warm_up_is_bounded_in_time_and_keeps_its_slots_busy() {
     assert_eq!(started.elapsed(), Duration::from_secs(5));
 }
 
+/// Two streaming upstreams, two hosts to the per-host limit; the first's
+/// senders are kept.
+async fn two_streaming_hosts() -> (SocketAddr, Tails, SocketAddr) {
+    let slow_tails: Tails = Arc::default();
+    let slow = streaming_upstream(&slow_tails).await;
+    let other = streaming_upstream(&Arc::default()).await;
+    (slow, slow_tails, other)
+}
+
+/// `GET /` on `addr` through a clone of `client`.
+fn get_root(
+    client: &OptimizedService<Full<Bytes>>,
+    addr: SocketAddr,
+) -> tower::util::Oneshot<OptimizedService<Full<Bytes>>, Request<Full<Bytes>>> {
+    let req = Request::get(format!("http://{addr}/")).body(Full::default()).unwrap();
+    client.clone().oneshot(req)
+}
+
 // Real sockets on the real clock; nothing sleeps.
 #[tokio::test]
 async fn the_per_host_limit_keeps_a_slow_host_from_the_others() {
-    let (slow_tails, other_tails): (Tails, Tails) = (Arc::default(), Arc::default());
-    let slow = streaming_upstream(&slow_tails).await;
-    let other = streaming_upstream(&other_tails).await;
+    let (slow, slow_tails, other) = two_streaming_hosts().await;
     let (client, _optimizer) = OptimizerStack::builder()
         .per_host_limit(1, Overload::Shed)
         .build_http2_client()
         .unwrap();
-    let get = |addr: SocketAddr| {
-        let req = Request::get(format!("http://{addr}/")).body(Full::default()).unwrap();
-        client.clone().oneshot(req)
-    };
+    let get = |addr: SocketAddr| get_root(&client, addr);
     let bound = Duration::from_secs(10);
 
     // The slow host's one slot is taken while its body streams.
@@ -654,19 +667,14 @@ async fn the_per_host_limit_keeps_a_slow_host_from_the_others() {
 // Real sockets on the real clock; nothing sleeps.
 #[tokio::test]
 async fn a_call_waiting_for_its_host_holds_no_global_slot() {
-    let (slow_tails, other_tails): (Tails, Tails) = (Arc::default(), Arc::default());
-    let slow = streaming_upstream(&slow_tails).await;
-    let other = streaming_upstream(&other_tails).await;
+    let (slow, _tails, other) = two_streaming_hosts().await;
     // Two slots in all, one per host, and callers wait for them.
     let (client, optimizer) = OptimizerStack::builder()
         .concurrency_limit(2, Overload::Wait)
         .per_host_limit(1, Overload::Wait)
         .build_http2_client()
         .unwrap();
-    let get = |addr: SocketAddr| {
-        let req = Request::get(format!("http://{addr}/")).body(Full::default()).unwrap();
-        client.clone().oneshot(req)
-    };
+    let get = |addr: SocketAddr| get_root(&client, addr);
     let bound = Duration::from_secs(10);
 
     let first = get(slow).await.unwrap();
