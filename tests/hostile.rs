@@ -1,9 +1,9 @@
 //! Hostile input through the whole stack, on paused time: an upstream
 //! answering arbitrary header soup (junk directives, absurd ages, lying
-//! lengths, odd statuses, `Vary: *`, invalidation headers), bodies that fail
-//! midway, errors and hangs (retried, as the stack's retries would), and
-//! clients sending junk directives. Whatever
-//! happens, nothing panics, no response body is cut short or taken from
+//! lengths, odd statuses, `Vary: *`, invalidation headers, `grpc-status`
+//! junk read by a gRPC-aware breaker), bodies that fail midway or end in
+//! trailers, errors and hangs (retried, as the stack's retries would), and
+//! clients sending junk directives. Whatever happens, nothing panics, no response body is cut short or taken from
 //! another URI, a cached answer never carries a lying `Content-Length`, and
 //! the cache's accounting stays within its budget and exact. API
 //! invalidations and writes (`POST`, `DELETE`) are mixed in: nothing fetched
@@ -27,7 +27,7 @@ use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use tower::{Layer, ServiceExt};
 use tower_optimizer::cache::{Cache, CacheStatus, Outcome};
-use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
+use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, GrpcClassifier};
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
 use tower_optimizer::retry::RetryPolicy;
 use tower_optimizer::stack::{MonitorSettings, OptimizedService, OptimizerStack};
@@ -201,7 +201,13 @@ async fn run(script: Vec<Behaviour>, exchanges: Vec<Exchange>) -> Result<(), Str
     let (layer, _optimizer) = OptimizerStack::builder()
         .cache(cache.clone())
         .invalidation(InvalidationLayer::new(invalidator.clone()).namespace(|_| Some(NAMESPACE.to_owned())))
-        .circuit_breaker(CircuitBreakerConfig::default())
+        // gRPC-aware, so the statuses in heads and trailers are read too.
+        .circuit_breaker(
+            CircuitBreakerConfig::builder()
+                .classifier(GrpcClassifier::new())
+                .build()
+                .unwrap(),
+        )
         .retry(RetryPolicy::default())
         .timeout(TIMEOUT)
         .monitor(MonitorSettings::default())

@@ -94,8 +94,14 @@ pub(crate) const RESPONSE_VALUES: &[(&str, &[&str])] = &[
     ("cache-groups", &["\"g\"", "\"", "g, \"h\""]),
     ("cache-group-invalidation", &["\"g\"", "\"", "junk"]),
     ("pragma", &["no-cache"]),
-    ("content-type", &["application/json", ""]),
+    ("content-type", &["application/json", "application/grpc", ""]),
+    // gRPC's status in a head (a Trailers-Only answer), valid or not.
+    ("grpc-status", GRPC_STATUSES),
 ];
+
+/// `grpc-status` values, in a head or in trailers: codes, a code gRPC does
+/// not define, and junk.
+pub(crate) const GRPC_STATUSES: &[&str] = &["0", "5", "14", "99", "", "abc", "18446744073709551616"];
 
 /// Request header values a client might send.
 pub(crate) const REQUEST_VALUES: &[(&str, &[&str])] = &[
@@ -189,6 +195,8 @@ pub(crate) enum Behaviour {
         len: usize,
         length: Length,
         fails_midway: bool,
+        /// A `grpc-status` in trailers after the body.
+        trailers: Option<&'static str>,
     },
     Error,
     Hang,
@@ -224,14 +232,18 @@ pub(crate) fn behaviour() -> impl Strategy<Value = Behaviour> {
             1 => Just(Length::Junk)
         ],
         prop::bool::weighted(0.1),
+        prop::option::weighted(0.15, prop::sample::select(GRPC_STATUSES)),
     )
-        .prop_map(|(status, headers, len, length, fails_midway)| Behaviour::Answer {
-            status,
-            headers,
-            len,
-            length,
-            fails_midway,
-        });
+        .prop_map(
+            |(status, headers, len, length, fails_midway, trailers)| Behaviour::Answer {
+                status,
+                headers,
+                len,
+                length,
+                fails_midway,
+                trailers,
+            },
+        );
     prop_oneof![18 => answer, 1 => Just(Behaviour::Error), 1 => Just(Behaviour::Hang)]
 }
 
@@ -348,7 +360,7 @@ pub(crate) fn upstream(
             // Answers take a moment, so requests sent together overlap, and
             // not all the same moment, so they finish out of order.
             tokio::time::sleep(Duration::from_millis(10 * (n as u64 % 4 + 1))).await;
-            let (status, headers, len, length, fails_midway) = match behaviour {
+            let (status, headers, len, length, fails_midway, trailers) = match behaviour {
                 Behaviour::Error => {
                     return Err::<_, BoxError>(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
                 }
@@ -362,7 +374,8 @@ pub(crate) fn upstream(
                     len,
                     length,
                     fails_midway,
-                } => (status, headers, len, length, fails_midway),
+                    trailers,
+                } => (status, headers, len, length, fails_midway, trailers),
             };
             let body = if req.method() == Method::HEAD {
                 Bytes::new()
@@ -388,6 +401,13 @@ pub(crate) fn upstream(
             }
             let body: UpBody = if fails_midway {
                 FailsMidway(Some(body.slice(..body.len() / 2))).boxed_unsync()
+            } else if let Some(status) = trailers {
+                let mut map = http::HeaderMap::new();
+                map.insert("grpc-status", http::HeaderValue::from_static(status));
+                Full::new(body)
+                    .with_trailers(async move { Some(Ok(map)) })
+                    .map_err(|e: Infallible| match e {})
+                    .boxed_unsync()
             } else {
                 Full::new(body).map_err(|e: Infallible| match e {}).boxed_unsync()
             };
