@@ -200,8 +200,10 @@ impl OptimizerStackBuilder {
     /// waiting or shedding beyond: a bulkhead per origin, so that one slow
     /// host cannot take the slots of the others, as it can under
     /// [`concurrency_limit`](Self::concurrency_limit) alone. A call holds
-    /// its slot until its response body ends, fails or is dropped, as there.
-    /// A call waiting for its host's slot holds no global slot meanwhile;
+    /// its slot until its response body ends, fails or is dropped, as there
+    /// (so with [`Overload::Wait`], finish or drop a body before waiting on
+    /// another call to the same full host). A call waiting for its host's
+    /// slot holds no global slot meanwhile;
     /// one refused ([`Overload::Shed`]) fails at once with tower's
     /// `Overloaded`, which the cache answers stale where the entry allows,
     /// and which the breaker never sees.
