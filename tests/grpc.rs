@@ -230,3 +230,89 @@ async fn metrics_label_the_grpc_status_and_count_failures() {
     assert_eq!(with("error.type=NOT_FOUND"), 1, "{durations:#?}");
     assert_eq!(with("error.type"), 2, "OK is no error: {durations:#?}");
 }
+
+/// tonic's client (its `Grpc` dispatcher, without its transport) over the
+/// stack's layer.
+#[cfg(feature = "stack")]
+mod tonic_client {
+    use super::*;
+
+    /// tonic's message codec for raw bytes: the tests need no protobuf.
+    #[derive(Debug, Default, Clone, Copy)]
+    struct RawCodec;
+
+    impl tonic::codec::Codec for RawCodec {
+        type Encode = Bytes;
+        type Decode = Bytes;
+        type Encoder = RawCodec;
+        type Decoder = RawCodec;
+
+        fn encoder(&mut self) -> RawCodec {
+            RawCodec
+        }
+
+        fn decoder(&mut self) -> RawCodec {
+            RawCodec
+        }
+    }
+
+    impl tonic::codec::Encoder for RawCodec {
+        type Item = Bytes;
+        type Error = tonic::Status;
+
+        fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            bytes::BufMut::put(dst, item);
+            Ok(())
+        }
+    }
+
+    impl tonic::codec::Decoder for RawCodec {
+        type Item = Bytes;
+        type Error = tonic::Status;
+
+        fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+            use bytes::Buf;
+            Ok(Some(src.copy_to_bytes(src.remaining())))
+        }
+    }
+
+    /// tonic's own client through the whole stack: it reads the status the
+    /// breaker counted, and an open circuit reaches it as an error it can
+    /// tell apart.
+    #[tokio::test(start_paused = true)]
+    async fn a_tonic_client_through_the_stack() {
+        use tonic::client::Grpc;
+        use tower::Layer;
+        use tower_optimizer::stack::{MonitorSettings, OptimizerStack};
+
+        let addr = grpc_server().await;
+        let (layer, optimizer) = OptimizerStack::builder()
+            .circuit_breaker(config(true))
+            .monitor(MonitorSettings::default())
+            .build::<tonic::body::Body>()
+            .unwrap();
+        let channel: Client<HttpConnector, tonic::body::Body> =
+            Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+        let origin: http::Uri = format!("http://{addr}").parse().unwrap();
+        let mut grpc = Grpc::with_origin(layer.layer(channel), origin);
+        let path = http::uri::PathAndQuery::from_static("/items.Items/Get");
+        let mut call = async |code: &'static str| {
+            let mut request = tonic::Request::new(Bytes::from_static(b"id"));
+            request.metadata_mut().insert("x-code", code.parse().unwrap());
+            grpc.ready().await.unwrap();
+            grpc.unary::<Bytes, Bytes, _>(request, path.clone(), RawCodec).await
+        };
+
+        let answer = call("0").await.unwrap();
+        assert_eq!(answer.into_inner(), "hi");
+        for _ in 0..3 {
+            let status = call("14").await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        }
+        assert_eq!(optimizer.stats().breakers[0].state, State::Open);
+        let refused = call("0").await.unwrap_err();
+        assert!(Open::find(&refused).is_some(), "{refused:?}");
+        let requests = optimizer.stats().requests.unwrap().overall;
+        assert_eq!((requests.requests, requests.errors), (5, 4), "{requests:?}");
+    }
+}
