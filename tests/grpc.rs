@@ -1,8 +1,9 @@
 //! The breaker in front of gRPC calls, over real HTTP/2: a hyper server on
 //! 127.0.0.1 answering as a gRPC server does (`200`, `application/grpc`,
 //! a length-prefixed message, then `grpc-status` in the trailers; or a
-//! Trailers-Only head), and `GrpcClassifier` judging each call by its
-//! `grpc-status`.
+//! Trailers-Only head), `GrpcClassifier` judging each call by its
+//! `grpc-status`, the metrics labelling it, and tonic's own client over the
+//! whole stack.
 #![cfg(feature = "circuit-breaker")]
 
 #[path = "support/recorder.rs"]
