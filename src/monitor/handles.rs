@@ -103,8 +103,14 @@ impl Outcome {
     pub(crate) fn note_grpc(&mut self, headers: &http::HeaderMap) {
         let Some(code) = GrpcCode::of(headers) else { return };
         self.grpc = code as u8 + 1;
-        if code != GrpcCode::Ok && self.error == ErrorType::None {
-            self.error = ErrorType::Grpc;
+        // The last status read stands (a head's, then the trailers').
+        match (code, self.error) {
+            (GrpcCode::Ok, ErrorType::Grpc) => self.error = ErrorType::None,
+            (GrpcCode::Ok, _) | (_, ErrorType::Grpc) => {}
+            (_, ErrorType::None) => self.error = ErrorType::Grpc,
+            // Another error came first (none does today: an error ends
+            // the request before any status).
+            _ => {}
         }
     }
 
@@ -399,6 +405,35 @@ mod tests {
                 .enumerate()
                 .all(|(i, &(key, _))| key == (i % (2 * SLOTS)) as u64),
             "each value reached its own outcome's handle: {log:?}"
+        );
+    }
+
+    #[test]
+    fn the_last_grpc_status_read_stands() {
+        let status = |code: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-status", http::HeaderValue::from_static(code));
+            headers
+        };
+        let mut outcome = Outcome::default();
+        outcome.note_grpc(&http::HeaderMap::new());
+        assert_eq!(
+            (outcome.grpc, outcome.error),
+            (0, ErrorType::None),
+            "no status, no label"
+        );
+        outcome.note_grpc(&status("0"));
+        assert_eq!((outcome.grpc, outcome.error), (1, ErrorType::None));
+        outcome.note_grpc(&status("14"));
+        assert_eq!((outcome.grpc, outcome.error), (15, ErrorType::Grpc));
+        outcome.note_grpc(&status("0"));
+        assert_eq!((outcome.grpc, outcome.error), (1, ErrorType::None), "OK after all");
+        outcome.error = ErrorType::Body;
+        outcome.note_grpc(&status("14"));
+        assert_eq!(
+            (outcome.grpc, outcome.error),
+            (15, ErrorType::Body),
+            "the first error stands"
         );
     }
 }
