@@ -1,6 +1,8 @@
 //! The whole stack end to end over real h2c servers on 127.0.0.1.
 #![cfg(feature = "stack")]
 
+#[path = "support/recorder.rs"]
+mod recorder;
 #[path = "support/server.rs"]
 mod server;
 
@@ -641,8 +643,13 @@ fn get_root(
 #[tokio::test]
 async fn the_per_host_limit_keeps_a_slow_host_from_the_others() {
     let (slow, slow_tails, other) = two_streaming_hosts().await;
+    // The test's runtime polls on this thread: the metrics land here.
+    let recorder = recorder::Recorder::default();
+    let counts = recorder.counts.clone();
+    let _guard = metrics::set_default_local_recorder(&recorder);
     let (client, _optimizer) = OptimizerStack::builder()
         .per_host_limit(1, Overload::Shed)
+        .monitor(MonitorSettings::default())
         .build_http2_client()
         .unwrap();
     let get = |addr: SocketAddr| get_root(&client, addr);
@@ -652,6 +659,12 @@ async fn the_per_host_limit_keeps_a_slow_host_from_the_others() {
     let streaming = get(slow).await.unwrap();
     let refused = get(slow).await.unwrap_err();
     assert!(refused.is::<tower::load_shed::error::Overloaded>(), "{refused}");
+    // The metrics say which host refused it.
+    let port = format!("server.port={}", slow.port());
+    let shed = counts.lock().unwrap().iter().any(|(name, labels, _)| {
+        name == "http.client.request.duration" && labels.contains("error.type=overloaded") && labels.contains(&port)
+    });
+    assert!(shed, "{:#?}", counts.lock().unwrap());
     // The other host has slots of its own.
     let answered = get(other).await.unwrap();
     drop(answered);
