@@ -490,6 +490,70 @@ async fn configured_stale_if_error_window_and_must_revalidate() {
     );
 }
 
+/// In a shared cache `s-maxage` carries `proxy-revalidate`'s rule (RFC 9111
+/// §5.2.2.10): what says it is never served stale, neither while
+/// revalidating nor on an error (§4.2.4). A private cache ignores
+/// `s-maxage`, and serves the same response stale.
+#[tokio::test(start_paused = true)]
+async fn s_maxage_forbids_stale_in_a_shared_cache_only() {
+    let upstream = Upstream::new(|_, n| async move {
+        Ok(match n % 2 {
+            0 => ok(
+                "max-age=1, s-maxage=1, stale-while-revalidate=60, stale-if-error=60",
+                "stored",
+            ),
+            _ => Response::builder().status(503).body(Full::default()).unwrap(),
+        })
+    });
+    for mode in [CacheMode::Shared, CacheMode::Private] {
+        let cache = Cache::builder().mode(mode).build().unwrap();
+        let mut c = client(&cache, &upstream);
+        get(&mut c, "http://api.test/s").await;
+        advance(Duration::from_secs(5)).await;
+        let after = get(&mut c, "http://api.test/s").await;
+        if mode == CacheMode::Shared {
+            assert_eq!(after.status, 503, "no stale answer: {}", after.header("cache-status"));
+            assert_ne!(after.cache.outcome(), Outcome::StaleHit);
+        } else {
+            assert_eq!((after.status, after.body.as_ref()), (200, b"stored".as_ref()));
+            assert_eq!(after.cache.detail, Some("stale-while-revalidate"));
+        }
+        // The private cache's background refresh (a 503) runs.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(upstream.calls(), 4);
+}
+
+/// `public` makes a response heuristically cacheable whatever its status
+/// (RFC 9111 §5.2.2.9): a `302` without explicit freshness gets the
+/// configured lifetime when it says `public`, and is not stored otherwise.
+#[tokio::test(start_paused = true)]
+async fn public_makes_any_status_heuristically_cacheable() {
+    let upstream = Upstream::new(|req: Req, _| async move {
+        let public = req.uri().path() == "/public";
+        let mut res = Response::builder().status(302).header("location", "/elsewhere");
+        if public {
+            res = res.header("cache-control", "public");
+        }
+        Ok(res.body(Full::default()).unwrap())
+    });
+    let cache = Cache::builder().default_ttl(Duration::from_secs(60)).build().unwrap();
+    let mut c = client(&cache, &upstream);
+    let stored = get(&mut c, "http://api.test/public").await;
+    assert!(
+        stored.cache.stored && stored.cache.ttl == Some(60),
+        "{}",
+        stored.header("cache-status")
+    );
+    assert_eq!(
+        get(&mut c, "http://api.test/public").await.cache.outcome(),
+        Outcome::Hit
+    );
+    let plain = get(&mut c, "http://api.test/plain").await;
+    assert_eq!((plain.cache.stored, plain.cache.detail), (false, Some("status")));
+    assert_eq!(upstream.calls(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn revalidation_with_304_freshens_and_serves_the_stored_body() {
     let cache = cache();

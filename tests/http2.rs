@@ -241,3 +241,94 @@ async fn shared_bodies_that_overflow_reach_every_reader_whole() {
     assert!(stats.coalesced > 0 || hits == 32);
     assert!(cache.audit().is_clean());
 }
+
+/// A server whose answers carry the `Cache-Control` the path names:
+/// `/must-understand/<status>` says `max-age=3600, must-understand,
+/// no-store` with that status, `/immutable` adds `immutable` to an hour's
+/// freshness, `/mutable` has the hour alone.
+async fn serve_directives(hits: Arc<AtomicUsize>) -> std::net::SocketAddr {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let path = req.uri().path();
+            let (status, cache_control) = match path.strip_prefix("/must-understand/") {
+                Some(status) => (status.parse().unwrap(), "max-age=3600, must-understand, no-store"),
+                None if path == "/immutable" => (200, "max-age=3600, immutable"),
+                None => (200, "max-age=3600"),
+            };
+            let response = Response::builder()
+                .status(status)
+                .header("cache-control", cache_control)
+                .body(Full::new(Bytes::from(format!("{path} #{n}"))))
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    server::serve(server::Protocol::H2c, service).await
+}
+
+/// `must-understand` (RFC 9111 §5.2.2.3) and `immutable` (RFC 8246) as a
+/// real server sends them.
+#[tokio::test]
+async fn must_understand_and_immutable_over_real_http2() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let base = format!("http://{}", serve_directives(hits.clone()).await);
+    let cache = Cache::builder().build().unwrap();
+    let mut svc = tower::Layer::layer(&CacheLayer::new(cache.clone()), h2_client());
+    let with = |path: &str, cache_control: &str| {
+        Request::get(format!("{base}{path}"))
+            .header("cache-control", cache_control)
+            .body(Full::default())
+            .unwrap()
+    };
+
+    // A status this cache knows: stored, the `no-store` beside
+    // `must-understand` being for caches that do not.
+    let (first, body) = get(&mut svc, &format!("{base}/must-understand/200")).await.unwrap();
+    assert!(first.stored, "{first}");
+    let (hit, again) = get(&mut svc, &format!("{base}/must-understand/200")).await.unwrap();
+    assert!(hit.hit && again == body, "{hit}");
+    // One it does not know (299 has no meaning in RFC 9110): never stored.
+    for _ in 0..2 {
+        let (unknown, _) = get(&mut svc, &format!("{base}/must-understand/299")).await.unwrap();
+        assert_eq!((unknown.stored, unknown.detail), (false, Some("status")), "{unknown}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+    // A reload (`max-age=0`) of a fresh immutable response is answered
+    // from the cache; of an ordinary one, it goes upstream.
+    for path in ["/immutable", "/mutable"] {
+        assert!(get(&mut svc, &format!("{base}{path}")).await.unwrap().0.stored);
+    }
+    let before = hits.load(Ordering::SeqCst);
+    let reload = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(with("/immutable", "max-age=0"))
+        .await
+        .unwrap();
+    assert!(CacheStatus::of(reload.extensions(), reload.headers()).unwrap().hit);
+    assert_eq!(hits.load(Ordering::SeqCst), before, "not revalidated");
+    let reload = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(with("/mutable", "max-age=0"))
+        .await
+        .unwrap();
+    assert!(!CacheStatus::of(reload.extensions(), reload.headers()).unwrap().hit);
+    assert_eq!(hits.load(Ordering::SeqCst), before + 1, "revalidated");
+    // A forced reload (`no-cache`) goes upstream, immutable or not.
+    let forced = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(with("/immutable", "no-cache"))
+        .await
+        .unwrap();
+    let status = CacheStatus::of(forced.extensions(), forced.headers()).unwrap();
+    assert_eq!(status.fwd, Some(tower_optimizer::cache::Forward::Request), "{status}");
+    assert_eq!(hits.load(Ordering::SeqCst), before + 2);
+    assert!(cache.audit().is_clean());
+}

@@ -393,6 +393,7 @@ impl Broadcast {
             lifetime: std::time::Duration::from_secs(60),
             no_cache: false,
             must_revalidate: false,
+            immutable: false,
             stale_while_revalidate: std::time::Duration::ZERO,
             stale_if_error: None,
         };

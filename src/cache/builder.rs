@@ -276,7 +276,10 @@ impl CacheBuilder {
         self
     }
 
-    /// Lifetime for cacheable responses that carry no freshness (off by default).
+    /// Lifetime for cacheable responses that carry no freshness (off by
+    /// default): those whose status is heuristically cacheable (RFC 9110
+    /// §15.1: 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501) or
+    /// that say `public` (RFC 9111 §5.2.2.9) and are not a 5xx.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.lifetimes.default_ttl = Some(ttl);
         self

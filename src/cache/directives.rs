@@ -37,6 +37,11 @@ pub(crate) struct CacheControl {
     pub(crate) must_revalidate: bool,
     pub(crate) proxy_revalidate: bool,
     pub(crate) only_if_cached: bool,
+    /// `must-understand` (§5.2.2.3): store only if the cache understands
+    /// the status, and then regardless of `no-store`.
+    pub(crate) must_understand: bool,
+    /// `immutable` (RFC 8246): the response will not change while fresh.
+    pub(crate) immutable: bool,
     /// A freshness directive (`max-age`, `s-maxage`) was present but unusable:
     /// garbage, or repeated with different values. §4.2.1 lets us treat the
     /// response as stale, which is the safe reading.
@@ -133,6 +138,8 @@ impl CacheControl {
             b"must-revalidate" => self.must_revalidate = true,
             b"proxy-revalidate" => self.proxy_revalidate = true,
             b"only-if-cached" => self.only_if_cached = true,
+            b"must-understand" => self.must_understand = true,
+            b"immutable" => self.immutable = true,
             _ => {}
         }
     }
@@ -357,6 +364,15 @@ mod tests {
         assert_eq!(cc(&[b"min-fresh=x"]).min_fresh, Some(MAX_DELTA_SECONDS));
         assert_eq!(cc(&[b"stale-while-revalidate=x"]).stale_while_revalidate, None);
         assert_eq!(cc(&[b"stale-if-error=30"]).stale_if_error, Some(30));
+    }
+
+    #[test]
+    fn must_understand_and_immutable() {
+        let parsed = cc(&[b"max-age=60, Must-Understand, no-store", b"IMMUTABLE"]);
+        assert!(parsed.must_understand && parsed.no_store && parsed.immutable);
+        assert_eq!(parsed.max_age, Some(60));
+        let plain = cc(&[b"max-age=60"]);
+        assert!(!plain.must_understand && !plain.immutable);
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub(crate) struct Entry {
     /// Its secondary key, tags, version stamps (see `VersionStamp`) and
     /// stale windows, boxed: most entries have none of them.
     rare: Option<Box<Rare>>,
-    /// Its HTTP version and three flags (see `Flags`).
+    /// Its HTTP version and four flags (see `Flags`).
     flags: Flags,
     /// Soft-purged, and the store's recency tick (see `State`).
     state: State,
@@ -243,11 +243,7 @@ impl Entry {
     /// Its freshness as stored.
     fn stored_freshness(&self) -> Freshness {
         let windows = self.rare.as_ref().map_or(NO_WINDOWS, |r| r.windows);
-        self.freshness.get(
-            self.flags.has(Flags::NO_CACHE),
-            self.flags.has(Flags::MUST_REVALIDATE),
-            windows,
-        )
+        self.freshness.get(self.flags, windows)
     }
 
     /// When the store drops the entry, as an offset from the [`epoch`]: the
@@ -344,13 +340,7 @@ impl Entry {
     /// request sees it: a soft-purged entry is stale.
     fn as_seen(&self, response_time: Instant, initial_age: Duration) -> Freshness {
         let windows = self.rare.as_ref().map_or(NO_WINDOWS, |r| r.windows);
-        let mut freshness = self.freshness.dated(
-            response_time,
-            initial_age,
-            self.flags.has(Flags::NO_CACHE),
-            self.flags.has(Flags::MUST_REVALIDATE),
-            windows,
-        );
+        let mut freshness = self.freshness.dated(response_time, initial_age, self.flags, windows);
         if self.is_purged() {
             freshness.lifetime = Duration::ZERO;
         }

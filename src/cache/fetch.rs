@@ -417,9 +417,9 @@ impl Fetch {
         let has_validators = parts.headers.contains_key(ETAG) || parts.headers.contains_key(LAST_MODIFIED);
         let lifetime = match lifetime {
             Some(lifetime) => lifetime,
-            None if has_validators && heuristically_cacheable(parts.status) => std::time::Duration::ZERO,
+            None if has_validators && heuristically_cacheable(parts.status, cc) => std::time::Duration::ZERO,
             None => {
-                return Err(if heuristically_cacheable(parts.status) {
+                return Err(if heuristically_cacheable(parts.status, cc) {
                     NotStorable::NoFreshness
                 } else {
                     NotStorable::Status
@@ -450,7 +450,12 @@ impl Fetch {
             initial_age: freshness::initial_age(&parts.headers, wall, delay),
             lifetime,
             no_cache: cc.no_cache,
-            must_revalidate: cc.must_revalidate || (mode == CacheMode::Shared && cc.proxy_revalidate),
+            // In a shared cache, `s-maxage` carries `proxy-revalidate`'s
+            // rule too (§5.2.2.10), and both forbid serving it stale
+            // (§4.2.4), stale-while-revalidate and stale-if-error included.
+            must_revalidate: cc.must_revalidate
+                || (mode == CacheMode::Shared && (cc.proxy_revalidate || cc.s_maxage.is_some())),
+            immutable: cc.immutable,
             stale_while_revalidate: std::time::Duration::from_secs(cc.stale_while_revalidate.unwrap_or(0)),
             stale_if_error: cc.stale_if_error.map(std::time::Duration::from_secs),
         }

@@ -37,6 +37,9 @@ pub struct Freshness {
     pub no_cache: bool,
     /// `must-revalidate` (or `proxy-revalidate` in a shared cache): never serve stale.
     pub must_revalidate: bool,
+    /// `immutable` (RFC 8246): while fresh, it answers a caller's reload
+    /// (`max-age=0`) too; only `no-cache` sends it for validation.
+    pub immutable: bool,
     /// `stale-while-revalidate` window (zero when absent).
     pub stale_while_revalidate: Duration,
     /// `stale-if-error` window, if the response named one.
@@ -136,8 +139,11 @@ pub(crate) fn usability_at_age(freshness: &Freshness, request: &CacheControl, ag
     }
     if let Some(max_age) = request.max_age {
         // `max-age=0` is how clients ask for an end-to-end check; honour it
-        // even when the stored age rounds to zero.
-        if max_age == 0 || age > Duration::from_secs(max_age) {
+        // even when the stored age rounds to zero. Not for a fresh
+        // `immutable` response (RFC 8246 §2): it cannot have changed, so a
+        // reload is answered from it, and a forced one sends `no-cache`.
+        let unchanged = freshness.immutable && age < freshness.lifetime;
+        if !unchanged && (max_age == 0 || age > Duration::from_secs(max_age)) {
             return Usability::Validate;
         }
     }
@@ -199,12 +205,17 @@ pub(crate) fn initial_age(headers: &HeaderMap, response_wall: SystemTime, respon
     apparent_age.max(corrected_age_value).min(MAX_INSTANT_OFFSET)
 }
 
-/// Statuses that are heuristically cacheable (RFC 9110 §15.1).
-pub(crate) fn heuristically_cacheable(status: StatusCode) -> bool {
-    matches!(
-        status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
-    )
+/// Whether a response without explicit freshness is heuristically
+/// cacheable: its status is one RFC 9110 §15.1 lists, or it says `public`,
+/// which makes any other status so (RFC 9111 §5.2.2.9). Any but a server
+/// error: a heuristic is a MAY, and a configured `default_ttl` must not
+/// keep an outage's answers after the upstream has recovered.
+pub(crate) fn heuristically_cacheable(status: StatusCode, cc: &CacheControl) -> bool {
+    (cc.public && !status.is_server_error())
+        || matches!(
+            status.as_u16(),
+            200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        )
 }
 
 /// Freshness lifetime (§4.2.1): `s-maxage` (shared only), `max-age`,
@@ -238,7 +249,7 @@ pub(crate) fn lifetime(
         })
     };
     let lifetime = explicit.or_else(|| {
-        if !heuristically_cacheable(status) {
+        if !heuristically_cacheable(status, cc) {
             return None;
         }
         heuristic(headers, response_wall, config).or(config.default_ttl)

@@ -11,7 +11,10 @@
 //!   `Date`, `Age`; heuristic and default lifetimes only when enabled;
 //!   `max_ttl` cap. Served with a correct `Age`.
 //! - **Directives**: `no-store`, `no-cache`, `must-revalidate`,
-//!   `proxy-revalidate`, `private`/`public`; request `no-cache`, `no-store`,
+//!   `proxy-revalidate`, `private`/`public`, `must-understand` (stored
+//!   for a status this cache knows, `no-store` beside it notwithstanding),
+//!   `immutable` (RFC 8246: a fresh one answers a `max-age=0` reload);
+//!   request `no-cache`, `no-store`,
 //!   `max-age`, `max-stale`, `min-fresh`, `only-if-cached` (504 on a miss,
 //!   or for a request the cache steps aside for). A caller can also choose
 //!   per request, without a header sent upstream, with a

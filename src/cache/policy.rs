@@ -21,8 +21,9 @@ pub enum CacheMode {
     /// A private cache: stores `private` responses, ignores `s-maxage`.
     #[default]
     Private,
-    /// A shared cache: never stores `private`, prefers `s-maxage`, honours
-    /// `proxy-revalidate`, and applies §3.5 to `Authorization`.
+    /// A shared cache: never stores `private`, prefers `s-maxage`, never
+    /// serves stale a response with `proxy-revalidate` or `s-maxage`
+    /// (§5.2.2.10), and applies §3.5 to `Authorization`.
     Shared,
 }
 
@@ -273,10 +274,20 @@ impl Rules {
         response: &response::Parts,
         response_cc: &CacheControl,
     ) -> Result<(), NotStorable> {
-        if request_cc.no_store || response_cc.no_store {
+        let status = response.status;
+        if request_cc.no_store {
             return Err(NotStorable::NoStore);
         }
-        let status = response.status;
+        // `must-understand` (§5.2.2.3) limits storing to a cache that knows
+        // the status's rules, and such a cache ignores the `no-store` sent
+        // beside it for the older caches that do not.
+        if response_cc.must_understand {
+            if !understood(status) {
+                return Err(NotStorable::Status);
+            }
+        } else if response_cc.no_store {
+            return Err(NotStorable::NoStore);
+        }
         if status.is_informational() || status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
             return Err(NotStorable::Status);
         }
@@ -308,6 +319,17 @@ impl Rules {
         }
         Ok(())
     }
+}
+
+/// Whether this cache implements the caching rules of `status`, as
+/// `must-understand` asks (RFC 9111 §3): the final statuses RFC 9110
+/// defines, but for 206 (no range support) and 304 (a validation answer,
+/// never stored itself).
+pub(crate) fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=205 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
 }
 
 /// The header names listed in `Vary`, lowercased and deduplicated, or `None`

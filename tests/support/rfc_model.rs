@@ -18,6 +18,10 @@ pub struct Shape {
     pub no_cache: bool,
     pub no_store: bool,
     pub must_revalidate: bool,
+    /// `immutable` (RFC 8246).
+    pub immutable: bool,
+    /// `must-understand` (§5.2.2.3), which both statuses drawn are.
+    pub must_understand: bool,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
     /// `Vary: accept-language`.
@@ -59,6 +63,8 @@ impl Shape {
             (self.no_cache, "no-cache"),
             (self.no_store, "no-store"),
             (self.must_revalidate, "must-revalidate"),
+            (self.immutable, "immutable"),
+            (self.must_understand, "must-understand"),
             (self.shared.private, "private"),
             (self.shared.public, "public"),
             (self.shared.proxy_revalidate, "proxy-revalidate"),
@@ -146,7 +152,9 @@ impl Config {
     /// revalidate with, and `no-cache` only with a validator.
     pub fn storable(&self, shape: &Shape, authorization: bool) -> Result<(), Unstorable> {
         let validator = shape.etag || shape.last_modified;
-        if shape.no_store {
+        // A cache that understands the status (this one knows 200 and 404)
+        // ignores a `no-store` sent beside `must-understand`.
+        if shape.no_store && !shape.must_understand {
             return Err(Unstorable::Other);
         }
         if self.shared && shape.shared.private {
@@ -165,9 +173,10 @@ impl Config {
         }
     }
 
-    /// `must-revalidate`, or `proxy-revalidate` in a shared cache.
+    /// `must-revalidate`, or in a shared cache `proxy-revalidate` or
+    /// `s-maxage`, which carries its rule (§5.2.2.10).
     fn must_revalidate(&self, shape: &Shape) -> bool {
-        shape.must_revalidate || (self.shared && shape.shared.proxy_revalidate)
+        shape.must_revalidate || (self.shared && (shape.shared.proxy_revalidate || shape.shared.s_maxage.is_some()))
     }
 }
 
@@ -305,6 +314,8 @@ impl Stored {
                 no_cache: false,
                 no_store: false,
                 must_revalidate: false,
+                immutable: false,
+                must_understand: false,
                 stale_while_revalidate: None,
                 stale_if_error: None,
                 vary: false,
@@ -370,8 +381,10 @@ pub fn usability(stored: &Stored, directive: Directive, now: u64) -> Use {
     let age = stored.age(now);
     let lifetime = stored.usable_lifetime();
     if let Directive::MaxAge(max_age) = directive {
-        // `max-age=0` always asks for an end-to-end check.
-        if max_age == 0 || age > max_age {
+        // `max-age=0` asks for an end-to-end check, but for a fresh
+        // `immutable` response (RFC 8246), which cannot have changed.
+        let unchanged = stored.shape.immutable && age < lifetime;
+        if !unchanged && (max_age == 0 || age > max_age) {
             return Use::Validate;
         }
     }
@@ -507,6 +520,8 @@ pub fn shape() -> impl Strategy<Value = Shape> {
             prop::bool::weighted(0.15),
             prop::bool::weighted(0.1),
             prop::bool::weighted(0.2),
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.1),
         ),
         (window(), window(), prop::bool::weighted(0.3), window()),
         (shared_directives(), prop::bool::weighted(0.3)),
@@ -517,7 +532,7 @@ pub fn shape() -> impl Strategy<Value = Shape> {
                 max_age,
                 age,
                 etag,
-                (no_cache, no_store, must_revalidate),
+                (no_cache, no_store, must_revalidate, immutable, must_understand),
                 (swr, sie, vary, expires),
                 (shared, last_modified),
             )| {
@@ -529,6 +544,8 @@ pub fn shape() -> impl Strategy<Value = Shape> {
                     no_cache,
                     no_store,
                     must_revalidate,
+                    immutable,
+                    must_understand,
                     stale_while_revalidate: swr,
                     stale_if_error: sie,
                     vary,

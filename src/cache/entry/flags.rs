@@ -22,6 +22,8 @@ impl Flags {
     pub(super) const NO_CACHE: u8 = 1 << 4;
     /// The response's `must-revalidate` (see `Packed`).
     pub(super) const MUST_REVALIDATE: u8 = 1 << 5;
+    /// The response's `immutable` (see `Packed`).
+    pub(super) const IMMUTABLE: u8 = 1 << 6;
 
     pub(super) const VERSIONS: [Version; 5] = [
         Version::HTTP_09,
@@ -42,6 +44,7 @@ impl Flags {
             (own_status_line, Self::OWN_STATUS_LINE),
             (freshness.no_cache, Self::NO_CACHE),
             (freshness.must_revalidate, Self::MUST_REVALIDATE),
+            (freshness.immutable, Self::IMMUTABLE),
         ] {
             if set {
                 bits |= flag;

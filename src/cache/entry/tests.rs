@@ -33,10 +33,11 @@ fn a_response_born_before_the_epoch_keeps_its_age_at_every_instant() {
         lifetime: Duration::from_secs(60),
         no_cache: false,
         must_revalidate: false,
+        immutable: false,
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: None,
     };
-    let read = Packed::new(&stored).get(false, false, NO_WINDOWS);
+    let read = Packed::new(&stored).get(Flags::new(Version::HTTP_11, false, &stored), NO_WINDOWS);
     for now in [arrived, arrived + Duration::from_secs(1), e, e + Duration::from_secs(1)] {
         assert_eq!(read.age(now), stored.age(now), "{:?} after arrival", now - arrived);
         assert_eq!(read.ttl_secs(now), stored.ttl_secs(now));
@@ -57,10 +58,11 @@ fn packed_freshness_reads_back_what_was_stored() {
         lifetime: Duration::from_secs(3600),
         no_cache: false,
         must_revalidate: true,
+        immutable: false,
         stale_while_revalidate: Duration::from_secs(30),
         stale_if_error: None,
     };
-    let read = |f: &Freshness| Packed::new(f).get(f.no_cache, f.must_revalidate, Windows::new(f));
+    let read = |f: &Freshness| Packed::new(f).get(Flags::new(Version::HTTP_11, false, f), Windows::new(f));
     // The same age at every instant, to the nanosecond, and the rest as
     // it was: that is all the freshness rules read.
     let same = |a: &Freshness, b: &Freshness| {
@@ -95,6 +97,7 @@ fn packed_freshness_reads_back_what_was_stored() {
     assert!(absurd.age(now) > Duration::from_secs(200 * 365 * 86_400));
     let windows = Freshness {
         no_cache: true,
+        immutable: true,
         stale_if_error: Some(Duration::ZERO),
         ..base
     };
@@ -176,6 +179,7 @@ fn fresh_for_a_minute(now: Instant) -> Freshness {
         lifetime: Duration::from_secs(60),
         no_cache: false,
         must_revalidate: false,
+        immutable: false,
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: None,
     }

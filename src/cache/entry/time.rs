@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Freshness;
+use super::flags::Flags;
 use crate::cache::freshness::MAX_INSTANT_OFFSET;
 
 /// [`Freshness`] in 16 bytes instead of 88. Its response time and initial
@@ -17,7 +18,7 @@ use crate::cache::freshness::MAX_INSTANT_OFFSET;
 /// process's [`epoch`]; its lifetime is nanoseconds in a `u64` (exact below
 /// 584 years; longer ones saturate, which no lifetime, age or window can
 /// tell apart from forever). Its stale windows, which most responses lack,
-/// live in the entry's `Rare` part, and its two flags in the entry,
+/// live in the entry's `Rare` part, and its three flags in the entry,
 /// beside its other small fields, where they cost no padding.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Packed {
@@ -142,9 +143,9 @@ impl Packed {
         }
     }
 
-    pub(super) fn get(&self, no_cache: bool, must_revalidate: bool, windows: Windows) -> Freshness {
+    pub(super) fn get(&self, flags: Flags, windows: Windows) -> Freshness {
         let (response_time, initial_age) = self.time();
-        self.dated(response_time, initial_age, no_cache, must_revalidate, windows)
+        self.dated(response_time, initial_age, flags, windows)
     }
 
     /// Its response time and initial age as instants.
@@ -165,22 +166,23 @@ impl Packed {
         }
     }
 
-    /// The freshness with this lifetime and `windows`, dated by
-    /// `response_time` and `initial_age` (any pair whose age reads the same).
+    /// The freshness with this lifetime, the directives in `flags` and
+    /// `windows`, dated by `response_time` and `initial_age` (any pair
+    /// whose age reads the same).
     pub(super) fn dated(
         &self,
         response_time: Instant,
         initial_age: Duration,
-        no_cache: bool,
-        must_revalidate: bool,
+        flags: Flags,
         windows: Windows,
     ) -> Freshness {
         Freshness {
             response_time,
             initial_age,
             lifetime: Duration::from_nanos(self.lifetime),
-            no_cache,
-            must_revalidate,
+            no_cache: flags.has(Flags::NO_CACHE),
+            must_revalidate: flags.has(Flags::MUST_REVALIDATE),
+            immutable: flags.has(Flags::IMMUTABLE),
             stale_while_revalidate: Duration::from_nanos(windows.stale_while_revalidate),
             stale_if_error: (windows.stale_if_error != u64::MAX).then(|| Duration::from_nanos(windows.stale_if_error)),
         }

@@ -159,6 +159,20 @@ fn default_ttl_only_for_heuristically_cacheable_statuses() {
     assert_eq!(got, None);
     let got = lifetime(StatusCode::NOT_FOUND, &cc, &h, CacheMode::Private, wall(0), &config);
     assert_eq!(got, Some(Duration::from_secs(30)));
+    // `public` makes any status heuristically cacheable (RFC 9111 §5.2.2.9).
+    let public = CacheControl::from_headers(&headers(&[("cache-control", "public")]));
+    let found = lifetime(StatusCode::FOUND, &public, &h, CacheMode::Private, wall(0), &config);
+    assert_eq!(found, Some(Duration::from_secs(30)));
+    assert_eq!(
+        lifetime(StatusCode::FOUND, &cc, &h, CacheMode::Private, wall(0), &config),
+        None
+    );
+    // But for a server error: an outage's answer is not kept by default.
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    assert_eq!(
+        lifetime(unavailable, &public, &h, CacheMode::Private, wall(0), &config),
+        None
+    );
 }
 
 #[test]
@@ -191,6 +205,7 @@ fn fresh(lifetime: u64) -> Freshness {
         lifetime: Duration::from_secs(lifetime),
         no_cache: false,
         must_revalidate: false,
+        immutable: false,
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: None,
     }
@@ -236,6 +251,14 @@ async fn usability_table() {
         usability(&no_cache, &CacheControl::default(), at(1)),
         Usability::Validate
     );
+    // RFC 8246: a reload does not revalidate a fresh immutable response;
+    // a forced reload (`no-cache`) does, and so does staleness.
+    let immutable = Freshness { immutable: true, ..f };
+    assert_eq!(usability(&immutable, &req("max-age=0"), at(0)), Usability::Fresh);
+    assert_eq!(usability(&immutable, &req("max-age=5"), at(10)), Usability::Fresh);
+    assert_eq!(usability(&immutable, &req("no-cache"), at(10)), Usability::Validate);
+    assert_eq!(usability(&immutable, &req("max-age=0"), at(60)), Usability::Validate);
+    assert_eq!(usability(&immutable, &req("min-fresh=55"), at(10)), Usability::Validate);
 }
 
 #[tokio::test(start_paused = true)]

@@ -126,6 +126,47 @@ fn storability_table() {
             ok("max-age=5").status(304).body(()).unwrap(),
             Err(NotStorable::Status),
         ),
+        // `must-understand` (§5.2.2.3): a status this cache knows is
+        // stored despite the `no-store` meant for caches that do not.
+        (
+            &private,
+            get().body(()).unwrap(),
+            ok("max-age=5, must-understand, no-store").body(()).unwrap(),
+            Ok(()),
+        ),
+        (
+            &shared,
+            get().body(()).unwrap(),
+            ok("must-understand, no-store, max-age=5").status(404).body(()).unwrap(),
+            Ok(()),
+        ),
+        // ... and one it does not know is not stored at all.
+        (
+            &private,
+            get().body(()).unwrap(),
+            ok("max-age=5, must-understand").status(299).body(()).unwrap(),
+            Err(NotStorable::Status),
+        ),
+        (
+            &private,
+            get().body(()).unwrap(),
+            ok("max-age=5, must-understand").status(206).body(()).unwrap(),
+            Err(NotStorable::Status),
+        ),
+        // The request's own `no-store` still holds.
+        (
+            &private,
+            get().header("cache-control", "no-store").body(()).unwrap(),
+            ok("max-age=5, must-understand, no-store").body(()).unwrap(),
+            Err(NotStorable::NoStore),
+        ),
+        // What a response says beside it still holds too.
+        (
+            &shared,
+            get().body(()).unwrap(),
+            ok("max-age=5, must-understand, no-store, private").body(()).unwrap(),
+            Err(NotStorable::Private),
+        ),
     ];
     for (i, (rules, req, res, want)) in cases.into_iter().enumerate() {
         assert_eq!(check(rules, req, res), want, "case {i}");
@@ -182,4 +223,15 @@ fn vary_parsing() {
     );
     h.append(VARY, http::HeaderValue::from_bytes(b"\xff").unwrap());
     assert_eq!(vary_names(&h), None);
+}
+
+#[test]
+fn understood_statuses_are_rfc_9110_s_final_ones_less_206_and_304() {
+    let understood: Vec<u16> = (100..=999)
+        .filter(|code| understood(StatusCode::from_u16(*code).unwrap()))
+        .collect();
+    let mut want: Vec<u16> = (200..=205).chain(300..=303).collect();
+    want.extend([305, 307, 308]);
+    want.extend((400..=417).chain([421, 422, 426]).chain(500..=505));
+    assert_eq!(understood, want);
 }

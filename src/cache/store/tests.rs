@@ -36,6 +36,7 @@ pub(crate) fn tagged(key: &str, variant: u8, body_len: usize, now: Instant, ttl:
         lifetime: Duration::from_secs(ttl),
         no_cache: false,
         must_revalidate: false,
+        immutable: false,
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: None,
     };
