@@ -28,7 +28,7 @@ use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_optimizer::BoxError;
 use tower_optimizer::circuit_breaker::{BreakerBody, CircuitBreakerConfig, CircuitBreakerLayer, error::Open};
-use tower_optimizer::retry::{BudgetConfig, Methods, RequestRetry, RetryConfig, RetryPolicy};
+use tower_optimizer::retry::{BudgetConfig, Methods, RequestRetry, Resent, RetryConfig, RetryPolicy};
 
 use server::{Protocol, serve};
 
@@ -138,6 +138,7 @@ async fn unavailable_twice_then_answered_with_the_body_sent_each_time() {
     .await
     .unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(Resent::of(&response), 2, "sent twice again");
     assert_eq!(text(response).await, "call 2: payload", "the third call, with the body");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let stats = policy.stats();
@@ -153,6 +154,7 @@ async fn the_last_failure_is_passed_on_after_max_attempts() {
         .await
         .unwrap();
     assert_eq!(response.status(), 502);
+    assert_eq!(Resent::of(&response), 3, "the last failure says how often it was tried");
     assert_eq!(text(response).await, "try later");
     assert_eq!(calls.load(Ordering::SeqCst), 4);
     assert_eq!(policy.stats().attempts_exhausted, 1);
@@ -480,6 +482,8 @@ async fn in_the_stack_between_the_cache_and_the_breaker() {
         assert_eq!(response.status(), 200);
         let status = CacheStatus::from_headers(response.headers()).unwrap();
         assert_eq!(status.hit, expected == "hit", "{expected}: {status:?}");
+        // The miss came after one retry; the hit was sent nowhere.
+        assert_eq!(Resent::of(&response), u32::from(expected == "miss"), "{expected}");
         assert_eq!(text(response).await, "call 1", "the retried answer, stored");
     }
     assert_eq!(

@@ -137,6 +137,30 @@ fn is_overloaded(error: &(dyn std::error::Error + 'static)) -> bool {
         .any(<dyn std::error::Error>::is::<tower::load_shed::error::Overloaded>)
 }
 
+/// How many times a request was sent again before the answer it got, in
+/// that answer's extensions (OpenTelemetry's `http.request.resend_count`):
+/// absent from an answer to the first attempt. An error after retries
+/// carries none; [`RetryStats`](super::RetryStats) counts those.
+///
+/// ```
+/// use tower_optimizer::retry::Resent;
+///
+/// let response = http::Response::new(());
+/// assert_eq!(Resent::of(&response), 0);
+/// let mut retried = http::Response::new(());
+/// retried.extensions_mut().insert(Resent(2));
+/// assert_eq!(Resent::of(&retried), 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resent(pub u32);
+
+impl Resent {
+    /// How many times the request of `response` was sent again (0 if never).
+    pub fn of<B>(response: &http::Response<B>) -> u32 {
+        response.extensions().get::<Resent>().map_or(0, |r| r.0)
+    }
+}
+
 /// How one request may be retried, chosen by its caller in the request's
 /// extensions; it goes no further than the retry layer.
 ///

@@ -60,5 +60,5 @@ pub use config::{
     ConfigError, DEFAULT_BASE_DELAY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRY_AFTER, Methods,
     RetryConfig, RetryConfigBuilder,
 };
-pub use decide::{Attempt, Decision, HttpRetry, RETRY_STATUSES, RequestRetry, RetryOn};
+pub use decide::{Attempt, Decision, HttpRetry, RETRY_STATUSES, RequestRetry, Resent, RetryOn};
 pub use policy::{RetryPolicy, RetryStats};

@@ -10,7 +10,7 @@ use tower::retry::{Policy, RetryLayer};
 
 use super::budget::Budget;
 use super::config::{Methods, RetryConfig};
-use super::decide::{Attempt, Decision, RequestRetry, backoff, idempotent};
+use super::decide::{Attempt, Decision, RequestRetry, Resent, backoff, idempotent};
 use super::replay;
 use crate::BoxError;
 use crate::circuit_breaker::CallResult;
@@ -245,6 +245,27 @@ impl RetryPolicy {
         Some(tokio::time::sleep(wait))
     }
 
+    /// The wait before the next attempt after `result`, as [`after`]
+    /// decides; when the result stands, an answer after retries is marked
+    /// with how many ([`Resent`]).
+    ///
+    /// [`after`]: RetryPolicy::after
+    pub(crate) fn settle<B, R, E>(
+        &mut self,
+        request: &Request<B>,
+        result: &mut Result<Response<R>, E>,
+        as_error: impl Fn(&E) -> &(dyn std::error::Error + Send + Sync + 'static),
+        answered_otherwise: impl FnOnce() -> bool,
+    ) -> Option<Sleep> {
+        let wait = self.after(request, result.as_ref().map_err(&as_error), answered_otherwise);
+        if wait.is_none() && self.attempts > 1 {
+            if let Ok(response) = result {
+                response.extensions_mut().insert(Resent(self.attempts - 1));
+            }
+        }
+        wait
+    }
+
     /// A copy of `request` for the next attempt, if it may have one.
     pub(crate) fn copy<B: 'static>(&mut self, request: &Request<B>) -> Option<Request<B>> {
         if self.shared.config.max_attempts <= 1 || request.extensions().get() == Some(&RequestRetry::Never) {
@@ -268,7 +289,7 @@ where
     type Future = Sleep;
 
     fn retry(&mut self, request: &mut Request<B>, result: &mut Result<Response<R>, BoxError>) -> Option<Sleep> {
-        self.after(request, result.as_ref().map_err(|e| &**e), || false)
+        self.settle(request, result, |e| &**e, || false)
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
@@ -289,7 +310,7 @@ where
         request: &mut Request<B>,
         result: &mut Result<Response<R>, hyper_util::client::legacy::Error>,
     ) -> Option<Sleep> {
-        self.after(request, result.as_ref().map_err(|e| e as _), || false)
+        self.settle(request, result, |e| e as _, || false)
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
