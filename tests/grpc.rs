@@ -35,9 +35,13 @@ type Breaker = BoxCloneService<Request<Full<Bytes>>, Response<BreakerBody<Incomi
 
 /// A gRPC-shaped server: the request's `x-code` header is the
 /// `grpc-status` it answers with, in the trailers after one message, or
-/// in the head alone with `x-trailers-only`.
+/// in the head alone with `x-trailers-only`; with `x-hold` it never
+/// answers.
 async fn grpc_server() -> SocketAddr {
     let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        if req.headers().contains_key("x-hold") {
+            std::future::pending::<()>().await;
+        }
         let code = req
             .headers()
             .get("x-code")
@@ -277,25 +281,34 @@ mod tonic_client {
         }
     }
 
+    /// tonic's client over the stack `builder` makes, around a hyper-util
+    /// h2c client to a fresh [`grpc_server`]; and the stack's handle.
+    async fn tonic_over(
+        builder: tower_optimizer::stack::OptimizerStackBuilder,
+    ) -> (
+        tonic::client::Grpc<tower_optimizer::stack::OptimizedService<tonic::body::Body>>,
+        tower_optimizer::Optimizer,
+    ) {
+        let addr = grpc_server().await;
+        let (layer, optimizer) = builder.build::<tonic::body::Body>().unwrap();
+        let channel: Client<HttpConnector, tonic::body::Body> =
+            Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+        let origin: http::Uri = format!("http://{addr}").parse().unwrap();
+        let grpc = tonic::client::Grpc::with_origin(tower::Layer::layer(&layer, channel), origin);
+        (grpc, optimizer)
+    }
+
     /// tonic's own client through the whole stack: it reads the status the
     /// breaker counted, and an open circuit reaches it as an error it can
     /// tell apart.
     #[tokio::test(start_paused = true)]
     async fn a_tonic_client_through_the_stack() {
-        use tonic::client::Grpc;
-        use tower::Layer;
         use tower_optimizer::stack::{MonitorSettings, OptimizerStack};
 
-        let addr = grpc_server().await;
-        let (layer, optimizer) = OptimizerStack::builder()
+        let builder = OptimizerStack::builder()
             .circuit_breaker(config(true))
-            .monitor(MonitorSettings::default())
-            .build::<tonic::body::Body>()
-            .unwrap();
-        let channel: Client<HttpConnector, tonic::body::Body> =
-            Client::builder(TokioExecutor::new()).http2_only(true).build_http();
-        let origin: http::Uri = format!("http://{addr}").parse().unwrap();
-        let mut grpc = Grpc::with_origin(layer.layer(channel), origin);
+            .monitor(MonitorSettings::default());
+        let (mut grpc, optimizer) = tonic_over(builder).await;
         let path = http::uri::PathAndQuery::from_static("/items.Items/Get");
         let mut call = async |code: &'static str| {
             let mut request = tonic::Request::new(Bytes::from_static(b"id"));
@@ -315,5 +328,41 @@ mod tonic_client {
         assert!(Open::find(&refused).is_some(), "{refused:?}");
         let requests = optimizer.stats().requests.unwrap().overall;
         assert_eq!((requests.requests, requests.errors), (5, 4), "{requests:?}");
+    }
+
+    /// A tonic deadline (`grpc-timeout`) through the stack is the caller's
+    /// limit: the call ends when it passes, though the server never
+    /// answers, and the breaker counts nothing against the host.
+    #[tokio::test(start_paused = true)]
+    async fn a_tonic_deadline_is_the_callers_limit() {
+        use std::time::Duration;
+        use tower_optimizer::stack::OptimizerStack;
+
+        let builder = OptimizerStack::builder()
+            .circuit_breaker(config(true))
+            .timeout(Duration::from_secs(30));
+        let (mut grpc, optimizer) = tonic_over(builder).await;
+        let path = http::uri::PathAndQuery::from_static("/items.Items/Get");
+        for _ in 0..3 {
+            let mut request = tonic::Request::new(Bytes::from_static(b"id"));
+            request.metadata_mut().insert("x-hold", "1".parse().unwrap());
+            request.set_timeout(Duration::from_millis(200));
+            let start = tokio::time::Instant::now();
+            grpc.ready().await.unwrap();
+            let status = grpc
+                .unary::<Bytes, Bytes, _>(request, path.clone(), RawCodec)
+                .await
+                .unwrap_err();
+            assert_eq!(start.elapsed(), Duration::from_millis(200), "{status:?}");
+            let elapsed = std::iter::successors(Some(&status as &(dyn std::error::Error + 'static)), |e| e.source())
+                .any(<dyn std::error::Error>::is::<tower::timeout::error::Elapsed>);
+            assert!(elapsed, "{status:?}");
+        }
+        let breaker = &optimizer.stats().breakers[0];
+        assert_eq!(
+            (breaker.figures.calls, breaker.state),
+            (0, State::Closed),
+            "{breaker:?}"
+        );
     }
 }

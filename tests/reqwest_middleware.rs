@@ -359,6 +359,46 @@ async fn the_stacks_timeout_runs_while_the_chain_below_waits() {
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 
+// Paused time, as above: reqwest's own per-request timeout is the caller's
+// limit, which the stack keeps. Shorter than the stack's, it ends the call
+// on time, and the breaker counts the cut calls as cancelled, not failed.
+#[tokio::test(start_paused = true)]
+async fn a_requests_own_timeout_is_the_callers_limit() {
+    let (addr, _paths, _) = server().await;
+    let reqwest = reqwest_h2c();
+    let (middleware, optimizer) = cached()
+        .circuit_breaker(
+            CircuitBreakerConfig::builder()
+                .consecutive_failures(Some(3))
+                .build()
+                .unwrap(),
+        )
+        .timeout(Duration::from_secs(30))
+        .build_reqwest_middleware(reqwest.clone())
+        .unwrap();
+    let client = ClientBuilder::new(reqwest).with(middleware).build();
+    for _ in 0..4 {
+        let start = tokio::time::Instant::now();
+        let error = client
+            .get(format!("http://{addr}/hang"))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .unwrap_err();
+        let reqwest_middleware::Error::Middleware(error) = error else {
+            panic!("the limit is kept by the stack: {error:?}");
+        };
+        assert!(
+            error.downcast_ref::<tower::timeout::error::Elapsed>().is_some(),
+            "{error:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+    }
+    let breaker = &optimizer.breakers().unwrap().snapshot()[0];
+    assert_eq!(breaker.figures.failures, 0, "{breaker:?}");
+    assert_eq!(breaker.state, tower_optimizer::circuit_breaker::State::Closed);
+}
+
 // Real sockets and two worker threads; the only wait is for the calls to
 // enter the chain, bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

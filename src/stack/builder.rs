@@ -172,7 +172,9 @@ impl OptimizerStackBuilder {
         self
     }
 
-    /// A timeout on each upstream call (inside the breaker, so slow calls count as failures).
+    /// A timeout on each upstream call (inside the breaker, so slow calls
+    /// count as failures). A request can carry its own limit, shorter or
+    /// longer, in a [`RequestTimeout`](super::RequestTimeout).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

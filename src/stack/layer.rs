@@ -14,6 +14,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
+use super::deadline::{Deadline, Side};
 use super::gate::{Gate, GateState};
 use super::optional::{BoxedFuture, Optional};
 use crate::BoxError;
@@ -201,8 +202,7 @@ impl<B: 'static, R> tower::retry::Policy<Request<B>, Response<R>, BoxError> for 
     fn retry(&mut self, request: &mut Request<B>, result: &mut Result<Response<R>, BoxError>) -> Option<Self::Future> {
         let (cache, request) = (&self.cache, &*request);
         let stale_ready = || cache.as_ref().is_some_and(|c| c.can_serve_on_error(request));
-        self.policy
-            .after(request, result.as_ref().map_err(|e| &**e), stale_ready)
+        self.policy.settle(request, result, |e| &**e, stale_ready)
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
@@ -228,7 +228,10 @@ where
     /// skipped within one concrete type, boxed once here.
     fn layer(&self, inner: S) -> Self::Service {
         let p = &self.parts;
-        let svc = Optional::new(p.timeout, inner, |timeout, s| tower::timeout::Timeout::new(s, timeout));
+        // The stack's limit, or a caller's longer one (see `deadline`).
+        let svc = Optional::new(p.timeout, inner, |timeout, s| {
+            Deadline::new(s, Some(timeout), Side::Host)
+        });
         let svc = Optional::new(p.breaker.clone(), svc, |breaker, s| {
             let failover = Failover {
                 secondary: p.secondary.as_ref().map(|(scheme, authority)| {
@@ -275,6 +278,10 @@ where
             Some(cache) => Optional::On(cache.layer(svc)),
             None => Optional::Off(BoxedFuture(svc)),
         };
+        // A caller's limit shorter than the stack's bounds the whole
+        // request, waiting for a coalesced answer included; passing it
+        // drops the call below, which the breaker counts as cancelled.
+        let svc = Deadline::new(svc, p.timeout, Side::Caller);
         let svc = Optional::new(p.metrics.as_ref(), svc, Layer::layer);
         let gate = Gate::new(svc, p.gate.clone());
         // Outside the metrics, which record the refusal as such; either

@@ -28,6 +28,7 @@
 mod builder;
 mod client;
 mod config;
+mod deadline;
 mod gate;
 mod held;
 mod host_limit;
@@ -57,6 +58,7 @@ pub use config::{
     AdminSection, BreakerSection, CacheSection, ClientSection, MonitorSection, OptimizerConfig, RetrySection,
     parse_duration,
 };
+pub use deadline::RequestTimeout;
 pub use gate::ShuttingDown;
 pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody, WhenOpen};
 pub use optimizer::{Optimizer, OptimizerStats, StartReport};

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use tower::ServiceExt;
 use tower_service::Service;
 
+use super::deadline::RequestTimeout;
 use super::gate::ShuttingDown;
 use super::layer::{OptimizedService, OptimizerLayer, ResponseBody};
 use super::reqwest_client::{ReqwestService, ResponseFuture as ReqwestFuture};
@@ -62,7 +63,11 @@ use crate::circuit_breaker::error::Open;
 /// `Error::Reqwest`, and the stack's own as `Error::Middleware`, whose
 /// `downcast_ref` finds them: [`error::Open`](crate::circuit_breaker::error::Open),
 /// [`ShuttingDown`](super::ShuttingDown), and tower's `Elapsed` (the
-/// stack's timeout) and `Overloaded` (load shedding).
+/// stack's timeout) and `Overloaded` (load shedding). A request's own
+/// timeout (`RequestBuilder::timeout`) is kept by the stack as a
+/// [`RequestTimeout`](super::RequestTimeout): a short one bounds the
+/// whole call, a wait for a coalesced answer included, and is not a
+/// failure for the breaker.
 #[derive(Clone)]
 pub struct OptimizerMiddleware {
     service: OptimizedService<reqwest::Body>,
@@ -102,8 +107,14 @@ impl OptimizerMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let url = request.url().clone();
+        // reqwest's per-request timeout (`RequestBuilder::timeout`) is the
+        // caller's limit: the stack keeps it, as a `RequestTimeout`.
+        let asked = request.timeout().copied();
         let mut request = Request::<reqwest::Body>::try_from(request)?;
         request.extensions_mut().extend(extensions.clone());
+        if let Some(limit) = asked {
+            request.extensions_mut().insert(RequestTimeout(limit));
+        }
         let (sender, mut receiver) = mpsc::unbounded_channel();
         request.extensions_mut().insert(Chain(sender));
         let mut call = std::pin::pin!(self.service.clone().oneshot(request));
@@ -200,15 +211,20 @@ async fn down_the_chain(
     reply: oneshot::Sender<Reply>,
 ) -> Extensions {
     let result = match reqwest::Request::try_from(request) {
-        Ok(request) => match next.run(request, &mut extensions).await {
-            Ok(response) => {
-                let url = response.url().clone();
-                let mut response = Response::from(response);
-                response.extensions_mut().insert(FinalUrl(url));
-                Ok(response)
+        Ok(mut request) => {
+            // The stack keeps the caller's limit (see `run`): the client
+            // below must not count it again from each upstream call.
+            *request.timeout_mut() = None;
+            match next.run(request, &mut extensions).await {
+                Ok(response) => {
+                    let url = response.url().clone();
+                    let mut response = Response::from(response);
+                    response.extensions_mut().insert(FinalUrl(url));
+                    Ok(response)
+                }
+                Err(error) => Err(BoxError::from(error)),
             }
-            Err(error) => Err(BoxError::from(error)),
-        },
+        }
         Err(error) => Err(BoxError::from(error)),
     };
     let _ = reply.send(Reply::Done(result));
