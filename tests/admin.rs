@@ -63,6 +63,33 @@ impl Admin {
     }
 }
 
+/// A base64 token (`+`, `/`, `=`) in the query, as typed or
+/// percent-encoded: both forms are the token, as the dashboard's page reads
+/// it too; a `+` is never a space.
+#[tokio::test]
+async fn query_tokens_are_read_as_typed_or_percent_encoded() {
+    let service = AdminService::builder().token("aB+c/d=").build();
+    let (addr, server) = service.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let admin = Admin {
+        addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    for (query, status) in [
+        ("aB+c/d=", 200),
+        ("aB%2Bc%2Fd%3D", 200),
+        ("aB%2bc/d%3d", 200),
+        ("aB%20c/d=", 401),
+        ("aB+c/d", 401),
+        ("aB%2Bc%2Fd%3", 401),
+    ] {
+        let (got, _, _) = admin
+            .send(Method::GET, &format!("/health/live?token={query}"), None, "")
+            .await;
+        assert_eq!(got, status, "{query}");
+    }
+    server.abort();
+}
+
 #[tokio::test]
 async fn admin_routes() {
     let handle = prometheus();
@@ -319,11 +346,25 @@ async fn admin_routes() {
         .await;
     assert_eq!(status, 200);
     assert!(body.contains("\"version\":1"), "{body}");
+    // A 405 names the methods the route answers (RFC 9110 §15.5.6).
+    let (status, headers, _) = admin.send(Method::GET, "/cache/invalidate", Some("s3cret"), "").await;
     assert_eq!(
-        admin.send(Method::GET, "/cache/invalidate", Some("s3cret"), "").await.0,
-        405
+        (status, headers["allow"].to_str().unwrap()),
+        (StatusCode::METHOD_NOT_ALLOWED, "POST")
+    );
+    let (status, headers, _) = admin.send(Method::DELETE, "/stats", Some("s3cret"), "").await;
+    assert_eq!(
+        (status, headers["allow"].to_str().unwrap()),
+        (StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD")
     );
     assert_eq!(admin.send(Method::GET, "/nope", Some("s3cret"), "").await.0, 404);
+    // A HEAD is the GET without its content: what uptime checkers send,
+    // with the query token as a GET takes it.
+    let (status, headers, body) = admin.send(Method::HEAD, "/stats?token=s3cret", None, "").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(body.is_empty(), "{body}");
+    assert_eq!(admin.send(Method::HEAD, "/health/ready", None, "").await.0, 401);
     let (status, headers, page) = admin.send(Method::GET, "/dashboard", Some("s3cret"), "").await;
     assert_eq!(status, 200);
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
@@ -454,7 +495,11 @@ async fn breakers_are_read_and_forced_over_http() {
         breakers.state("http://api.test"),
         Some(tower_optimizer::circuit_breaker::State::Closed)
     );
-    assert_eq!(admin.send(Method::PUT, "/breakers", Some("s3cret"), "").await.0, 405);
+    let (status, headers, _) = admin.send(Method::PUT, "/breakers", Some("s3cret"), "").await;
+    assert_eq!(
+        (status, headers["allow"].to_str().unwrap()),
+        (StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD, POST")
+    );
     server.abort();
 
     // Without breakers the route says so.

@@ -129,9 +129,12 @@ async fn dashboard_shows_what_stats_says() {
     for _ in 0..3 {
         monitor.sample_now();
     }
-    let admin = AdminService::builder().token("t0ken").monitor(monitor).build();
+    // A base64 token: its `+` must reach `/stats` as a `+` (a form
+    // decoder, such as `URLSearchParams`, would make it a space).
+    let token = "t0k+en/x=";
+    let admin = AdminService::builder().token(token).monitor(monitor).build();
     let (addr, server) = admin.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let url = format!("http://{addr}/dashboard?token=t0ken");
+    let url = format!("http://{addr}/dashboard?token={token}");
 
     let dom = run_chromium(&binary, &url, &["--dump-dom"]).await;
     assert!(
@@ -145,7 +148,7 @@ async fn dashboard_shows_what_stats_says() {
     let res = client
         .request(
             Request::get(format!("http://{addr}/stats"))
-                .header("authorization", "Bearer t0ken")
+                .header("authorization", format!("Bearer {token}"))
                 .body(Full::default())
                 .unwrap(),
         )

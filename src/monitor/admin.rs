@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
@@ -195,6 +195,17 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Byte
     }
 }
 
+/// The methods an admin route answers, for the `Allow` of a 405 (RFC 9110
+/// §15.5.6 requires it); `None` for no route.
+fn allowed(path: &str) -> Option<&'static str> {
+    match path {
+        "/metrics" | "/health/live" | "/health/ready" | "/stats" | "/alerts" | "/dashboard" | "/" => Some("GET, HEAD"),
+        "/cache/invalidate" => Some("POST"),
+        "/breakers" => Some("GET, HEAD, POST"),
+        _ => None,
+    }
+}
+
 fn error(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": reason }))
 }
@@ -236,6 +247,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// `text` with its `%XX` escapes decoded, as JavaScript's
+/// `decodeURIComponent` reads it: `+` stays `+` (only form decoding makes
+/// it a space), and a `%` not followed by two hex digits stays as it is.
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        if let (b'%', Some(high), Some(low)) = (bytes[i], hex(i + 1), hex(i + 2)) {
+            // Two hex digits: at most 255.
+            #[allow(clippy::cast_possible_truncation)]
+            out.push((high * 16 + low) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 impl AdminService {
     /// A builder: no token, no recorder, no monitor, no checks.
     pub fn builder() -> AdminBuilder {
@@ -265,14 +298,19 @@ impl AdminService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()));
-        let from_query = request.method() == Method::GET
+        let from_query = matches!(*request.method(), Method::GET | Method::HEAD)
             && request
                 .uri()
                 .query()
                 .into_iter()
                 .flat_map(|q| q.split('&'))
                 .filter_map(|pair| pair.strip_prefix("token="))
-                .any(|given| constant_time_eq(given.as_bytes(), token.as_bytes()));
+                // As sent, or percent-decoded as the dashboard reads it: a
+                // token with `+`, `/` or `=` (base64) may come either way.
+                .any(|given| {
+                    let raw = constant_time_eq(given.as_bytes(), token.as_bytes());
+                    raw | constant_time_eq(&percent_decoded(given), token.as_bytes())
+                });
         from_header || from_query
     }
 
@@ -290,7 +328,12 @@ impl AdminService {
             return res;
         }
         let config = &self.config;
-        match (request.method().clone(), request.uri().path()) {
+        // A HEAD is answered as its GET, and its body left out by `call`.
+        let method = match request.method() {
+            &Method::HEAD => Method::GET,
+            other => other.clone(),
+        };
+        match (method, request.uri().path()) {
             (Method::GET, "/metrics") => match &config.prometheus {
                 Some(handle) => response(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
                 None => error(StatusCode::NOT_FOUND, "no Prometheus recorder configured"),
@@ -309,12 +352,14 @@ impl AdminService {
             (Method::POST, "/cache/invalidate") => self.invalidate(request).await,
             (Method::GET, "/breakers") => self.breakers::<B>(None).await,
             (Method::POST, "/breakers") => self.breakers(Some(request)).await,
-            (
-                _,
-                "/metrics" | "/health/live" | "/health/ready" | "/stats" | "/alerts" | "/dashboard"
-                | "/cache/invalidate" | "/breakers",
-            ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-            _ => error(StatusCode::NOT_FOUND, "no such admin route"),
+            (_, path) => match allowed(path) {
+                Some(methods) => {
+                    let mut res = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+                    res.headers_mut().insert(ALLOW, http::HeaderValue::from_static(methods));
+                    res
+                }
+                None => error(StatusCode::NOT_FOUND, "no such admin route"),
+            },
         }
     }
 
@@ -479,15 +524,33 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let this = self.clone();
+        let head = request.method() == Method::HEAD;
         // Boxed: this is an application edge (a router mounts it), not a
         // layer in the client's hot path.
-        Box::pin(async move { Ok(this.route(request).await) })
+        Box::pin(async move {
+            let mut response = this.route(request).await;
+            if head {
+                // RFC 9110 §9.3.2: the GET's head, without its content
+                // (uptime checkers and load balancers probe with HEAD).
+                *response.body_mut() = Full::default();
+            }
+            Ok(response)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, percent_decoded};
+
+    #[test]
+    fn percent_decoding_as_decode_uri_component() {
+        assert_eq!(percent_decoded("a%2Bb%2fc%3D"), b"a+b/c=");
+        assert_eq!(percent_decoded("a+b"), b"a+b", "a plus is no space");
+        assert_eq!(percent_decoded("100%"), b"100%");
+        assert_eq!(percent_decoded("%zz%4"), b"%zz%4");
+        assert_eq!(percent_decoded("%C3%A9"), "é".as_bytes());
+    }
 
     #[test]
     fn token_comparison() {
