@@ -107,8 +107,9 @@ pub fn versus<A, L, RA, RL>(
 
 /// Whether the filter given on the command line selects `group`, for the
 /// measurements made outside criterion: no filter, or one that begins with
-/// the group's name (`hit`, `^hit/`); never in criterion's `--test` mode. Criterion reads the filter as a
-/// regex; this reads only the plain prefixes the README's commands use.
+/// the group's name (`hit`, `^hit/`); never in criterion's test mode.
+/// Criterion reads the filter as a regex; this reads only the plain
+/// prefixes the README's commands use.
 pub fn selected(group: &str) -> bool {
     // Criterion's options that take a value, which is not a filter.
     const VALUED: [&str; 14] = [
@@ -127,9 +128,12 @@ pub fn selected(group: &str) -> bool {
         "--confidence-level",
         "--nresamples",
     ];
-    // Criterion's smoke mode (`--test`, what CI runs) and `--list`
-    // measure nothing, and neither does this.
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
+    // Criterion's smoke mode measures nothing, and neither does this: asked
+    // for with `--test`, or the binary run without the `--bench` that
+    // `cargo bench` passes (`cargo test --benches`, what CI runs). `--list`
+    // measures nothing either.
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test" || a == "--list") {
         return false;
     }
     let mut args = std::env::args().skip(1);
