@@ -59,7 +59,13 @@ impl Server {
                         if req.uri().path() != "/health" {
                             user_requests.fetch_add(1, Ordering::SeqCst);
                         }
-                        let status = if failing.load(Ordering::SeqCst) { 503 } else { 200 };
+                        let status = if failing.load(Ordering::SeqCst) {
+                            503
+                        } else if req.uri().path() == "/missing" {
+                            404
+                        } else {
+                            200
+                        };
                         async move {
                             Ok::<_, Infallible>(
                                 Response::builder()
@@ -184,4 +190,37 @@ async fn failing_host_opens_probe_recovers_other_host_untouched() {
     }
     assert_eq!(breakers.state(&url_b), Some(State::Open));
     assert_eq!(breakers.state(&url_a), Some(State::Closed));
+}
+
+/// With tower-http's client rule, a host answering only 404s (a
+/// misrouted upstream) is cut off; the default rule calls them successes.
+#[cfg(feature = "tower-http")]
+#[tokio::test(start_paused = true)]
+async fn tower_http_client_rule_counts_404s_from_a_real_server() {
+    use tower_http::classify::StatusInRangeAsFailures;
+    use tower_optimizer::circuit_breaker::TowerHttpClassifier;
+
+    let server = Server::start().await;
+    let url = format!("http://{}/missing", server.addr);
+    let key = format!("http://{}", server.addr);
+    let strict = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(3))
+        .classifier(TowerHttpClassifier::new(
+            StatusInRangeAsFailures::new_for_client_and_server_errors(),
+        ))
+        .build()
+        .unwrap();
+    let default = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(3))
+        .build()
+        .unwrap();
+    for (config, state) in [(default, State::Closed), (strict, State::Open)] {
+        let layer = CircuitBreakerLayer::new(config);
+        let breakers = layer.breakers();
+        let mut svc = tower::Layer::layer(&layer, client());
+        for _ in 0..3 {
+            assert_eq!(get(&mut svc, &url).await.unwrap(), 404);
+        }
+        assert_eq!(breakers.state(&key), Some(state));
+    }
 }

@@ -167,6 +167,47 @@ async fn the_http_classifier_sees_only_successes() {
     assert_eq!((snapshot.state, snapshot.figures.failures), (State::Closed, 0));
 }
 
+/// tower-http's gRPC classifier judges calls as the crate's own does:
+/// by the trailers after a message, by the head of a Trailers-Only answer.
+#[cfg(feature = "tower-http")]
+#[tokio::test(start_paused = true)]
+async fn tower_http_grpc_classifier_judges_trailers_and_heads() {
+    use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures};
+    use tower_optimizer::circuit_breaker::TowerHttpClassifier;
+
+    let addr = grpc_server().await;
+    let config = || {
+        let rule = GrpcErrorsAsFailures::new().with_success(GrpcCode::NotFound);
+        CircuitBreakerConfig::builder()
+            .consecutive_failures(Some(3))
+            .classifier(TowerHttpClassifier::new(rule))
+            .build()
+            .unwrap()
+    };
+    let (mut client, breakers) = breaker(config());
+    // OK and (by `with_success`) NOT_FOUND succeed; UNAVAILABLE fails.
+    for code in ["0", "5", "14", "5", "14", "14"] {
+        assert_eq!(grpc_status(&mut client, call(addr, code)).await.unwrap(), code);
+    }
+    let snapshot = &breakers.snapshot()[0];
+    assert_eq!(
+        (snapshot.figures.calls, snapshot.figures.failures),
+        (6, 3),
+        "{snapshot:?}"
+    );
+    assert_eq!(snapshot.state, State::Closed, "not three in a row");
+    grpc_status(&mut client, call(addr, "14")).await.unwrap();
+    assert_eq!(breakers.snapshot()[0].state, State::Open);
+
+    let (mut client, breakers) = breaker(config());
+    for _ in 0..3 {
+        let mut request = call(addr, "14");
+        request.headers_mut().insert("x-trailers-only", "1".parse().unwrap());
+        drop(client.ready().await.unwrap().call(request).await.unwrap());
+    }
+    assert_eq!(breakers.snapshot()[0].state, State::Open);
+}
+
 #[cfg(feature = "stack")]
 #[tokio::test(start_paused = true)]
 async fn the_stack_takes_the_grpc_classifier_from_toml() {

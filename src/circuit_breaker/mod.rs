@@ -51,6 +51,8 @@ mod respond;
 mod service;
 mod state;
 mod tally;
+#[cfg(feature = "tower-http")]
+mod tower_http_classify;
 mod window;
 
 pub use crate::grpc::GrpcCode;
@@ -72,4 +74,7 @@ pub use registry::{BreakerSnapshot, CircuitBreakers};
 pub use respond::{RespondOpen, RespondOpenLayer};
 pub use service::CircuitBreakerService;
 pub use state::State;
+#[cfg(feature = "tower-http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower-http")))]
+pub use tower_http_classify::TowerHttpClassifier;
 pub use window::WindowFigures;
