@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, RETRY_AFTER, VIA};
+use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, RETRY_AFTER, TE, VIA};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -82,7 +82,32 @@ pub async fn forward(
         return short(StatusCode::BAD_REQUEST, "bad request target");
     };
     let via = format!("{} tower-optimizer", version_text(parts.version));
+    // `TE: trailers` says the client reads trailers (gRPC's always does);
+    // it is the one hop-by-hop field HTTP/2 keeps (RFC 9113 §8.2.2), so it
+    // goes on, with the `Connection: te` an HTTP/1.1 hop needs beside it
+    // (RFC 9110 §10.1.4; the HTTP/2 client drops that line itself).
+    let wants_trailers = parts
+        .headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            coding
+                .split(';')
+                .next()
+                .is_some_and(|c| c.trim().eq_ignore_ascii_case("trailers"))
+        });
     strip_hop_by_hop(&mut parts.headers);
+    if wants_trailers {
+        parts.headers.insert(TE, HeaderValue::from_static("trailers"));
+        parts.headers.insert(CONNECTION, HeaderValue::from_static("te"));
+    }
+    // Every proxy that forwards a message says so, in both directions
+    // (RFC 9110 §7.6.3).
+    if let Ok(value) = HeaderValue::from_str(&via) {
+        parts.headers.append(VIA, value);
+    }
     // The client names the upstream itself (`Host` or `:authority`).
     parts.headers.remove(HOST);
     parts.uri = uri;
@@ -96,6 +121,8 @@ pub async fn forward(
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            // The protocol this answer came in with, from the upstream.
+            let via = format!("{} tower-optimizer", version_text(parts.version));
             if let Ok(value) = HeaderValue::from_str(&via) {
                 parts.headers.append(VIA, value);
             }

@@ -48,6 +48,8 @@ async fn echo_upstream() -> SocketAddr {
         let method = req.method().to_string();
         let custom = req.headers().get("x-custom").cloned();
         let saw_hop = req.headers().contains_key("x-hop-request");
+        let via = req.headers().get("via").cloned();
+        let te = req.headers().get("te").cloned();
         let path = req.uri().path().to_owned();
         let body = req.into_body().collect().await.unwrap().to_bytes();
         let body = if path == "/big" {
@@ -73,6 +75,12 @@ async fn echo_upstream() -> SocketAddr {
             .header("x-hop-response", "1");
         if let Some(custom) = custom {
             res = res.header("x-custom-echo", custom);
+        }
+        if let Some(via) = via {
+            res = res.header("x-via-echo", via);
+        }
+        if let Some(te) = te {
+            res = res.header("x-te-echo", te);
         }
         Ok::<_, Infallible>(res.body(Full::new(body)).unwrap())
     });
@@ -138,6 +146,31 @@ async fn requests_pass_through_intact() {
         "hop-by-hop response headers are dropped"
     );
     assert!(res.headers()["via"].to_str().unwrap().ends_with("tower-optimizer"));
+    assert_eq!(
+        res.headers()["x-via-echo"],
+        "1.1 tower-optimizer",
+        "the forwarded request says so too"
+    );
+    assert!(res.headers().get("x-te-echo").is_none());
+    // `TE: trailers` (a gRPC client's) goes on, other codings do not.
+    let te = call(
+        proxy,
+        Method::GET,
+        "/m",
+        Bytes::new(),
+        &[("te", "gzip, trailers;q=1"), ("connection", "te")],
+    )
+    .await;
+    assert_eq!(te.headers()["x-te-echo"], "trailers");
+    let te = call(
+        proxy,
+        Method::GET,
+        "/m",
+        Bytes::new(),
+        &[("te", "gzip"), ("connection", "te")],
+    )
+    .await;
+    assert!(te.headers().get("x-te-echo").is_none());
     let big = call(proxy, Method::GET, "/big", Bytes::new(), &[]).await;
     assert_eq!(big.body().len(), 1 << 20);
     for status in [201, 304, 404, 418, 503] {
