@@ -273,6 +273,31 @@ pub(crate) fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
+/// Whether `error` (or one of its sources) is the caller's own doing, not
+/// the host's: hyper refused the request or its body failed while being
+/// sent (a user error, as hyper reports it over HTTP/1.1), or the HTTP/2
+/// stream was reset by our side's hyper (neither the server nor h2 itself),
+/// which it does when the request's body fails. A proxy's client that hangs
+/// up mid-upload is the common case: the upstream did nothing wrong. The
+/// error types come with the features that depend on hyper and h2.
+#[allow(dead_code)] // used by whichever layers the features enable
+pub(crate) fn callers_fault(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        #[cfg(any(feature = "monitor", feature = "stack"))]
+        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
+            return true;
+        }
+        #[cfg(feature = "retry")]
+        if e.downcast_ref::<h2::Error>()
+            .is_some_and(|h2| h2.is_reset() && !h2.is_remote() && !h2.is_library())
+        {
+            return true;
+        }
+        let _ = e;
+        false
+    })
+}
+
 /// Runs `f` on `uri`'s origin, `scheme://authority` (the breaker's default
 /// key, and the per-host limit's), built in a reused per-thread buffer (a
 /// lookup of a known key allocates nothing).

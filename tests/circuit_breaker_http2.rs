@@ -224,3 +224,91 @@ async fn tower_http_client_rule_counts_404s_from_a_real_server() {
         assert_eq!(breakers.state(&key), Some(state));
     }
 }
+
+/// A request body that sends 16 KiB and then, if `fail`, fails: a proxy's
+/// client hanging up mid-upload.
+struct Upload {
+    fail: bool,
+    sent: bool,
+}
+
+impl http_body::Body for Upload {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if !self.sent {
+            self.sent = true;
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(vec![b'u'; 16 * 1024])))));
+        }
+        std::task::Poll::Ready(self.fail.then(|| Err(std::io::Error::other("the caller hung up"))))
+    }
+}
+
+/// An upload whose body fails on the caller's side is the caller's doing:
+/// the breaker counts it as nothing, over HTTP/2 (where hyper resets the
+/// stream itself) and HTTP/1.1 (where it reports a user error) alike, so
+/// clients hanging up mid-upload cannot open a healthy host's circuit.
+#[tokio::test(start_paused = true)]
+async fn a_request_body_failing_on_the_callers_side_counts_as_nothing() {
+    // Reads the whole upload before it answers, as an upload endpoint does.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let status = if req.into_body().collect().await.is_ok() {
+                        200
+                    } else {
+                        400
+                    };
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let key = format!("http://{addr}");
+    for http2 in [true, false] {
+        let client: Client<HttpConnector, Upload> =
+            Client::builder(TokioExecutor::new()).http2_only(http2).build_http();
+        let config = CircuitBreakerConfig::builder()
+            .consecutive_failures(Some(1))
+            .build()
+            .unwrap();
+        let layer = CircuitBreakerLayer::new(config);
+        let breakers = layer.breakers();
+        let mut svc = tower::Layer::layer(&layer, client);
+        let upload = |fail| {
+            Request::post(format!("{key}/upload"))
+                .body(Upload { fail, sent: false })
+                .unwrap()
+        };
+        for _ in 0..3 {
+            let error = svc.ready().await.unwrap().call(upload(true)).await.unwrap_err();
+            assert!(error.downcast_ref::<Open>().is_none(), "http2 {http2}: {error}");
+        }
+        let snapshot = &breakers.snapshot()[0];
+        assert_eq!(snapshot.state, State::Closed, "http2 {http2}");
+        assert_eq!(
+            (snapshot.figures.calls, snapshot.figures.failures),
+            (0, 0),
+            "http2 {http2}: {snapshot:?}"
+        );
+        let ok = svc.ready().await.unwrap().call(upload(false)).await.unwrap();
+        assert_eq!(ok.status(), 200);
+        ok.into_body().collect().await.unwrap();
+        assert_eq!(breakers.snapshot()[0].figures.calls, 1, "http2 {http2}");
+    }
+}

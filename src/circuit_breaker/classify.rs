@@ -72,6 +72,14 @@ where
 /// from the inner service fails, and so does a body that fails mid-stream.
 /// Trailers change nothing (HTTP gives them no verdict; for gRPC's, use
 /// [`GrpcClassifier`](super::GrpcClassifier)).
+///
+/// One kind of error counts as nothing: the caller's own, where the
+/// request's body failed while hyper sent it (a proxy's client hanging up
+/// mid-upload) or hyper refused the request as malformed. Over HTTP/1.1
+/// hyper says so in a user error; over HTTP/2 it resets the stream itself,
+/// a reset that came neither from the server nor from h2. Telling these
+/// apart needs hyper's and h2's error types, which the `stack` and `retry`
+/// features (and the default features) bring.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpClassifier;
 
@@ -83,6 +91,7 @@ impl Classify for HttpClassifier {
         match result {
             CallResult::Response { status, .. } if FAILURE_STATUSES.contains(&status.as_u16()) => Outcome::Failure,
             CallResult::Response { .. } | CallResult::Trailers(_) => Outcome::Success,
+            CallResult::Error(error) if crate::util::callers_fault(*error) => Outcome::Ignored,
             CallResult::Error(_) | CallResult::BodyError(_) => Outcome::Failure,
         }
     }

@@ -35,7 +35,9 @@ use super::classify::{CallResult, Classify, Outcome};
 /// - a body that ends without trailers succeeds, as tower-http's own
 ///   end-of-stream classifiers say of `classify_eos(None)`;
 /// - an error from the inner service or the body fails: tower-http's
-///   `classify_error` has no success to give.
+///   `classify_error` has no success to give; except the caller's own
+///   errors (its request's body failed), which count as nothing, as with
+///   [`HttpClassifier`](super::HttpClassifier).
 ///
 /// Each answer's headers are copied once for the classifier to read (it
 /// takes a `Response`); [`HttpClassifier`](super::HttpClassifier) and
@@ -79,6 +81,7 @@ where
                 },
                 ClassifiedResponse::Ready(_) => Outcome::Success,
             },
+            CallResult::Error(error) if crate::util::callers_fault(*error) => Outcome::Ignored,
             CallResult::Error(_) | CallResult::BodyError(_) => Outcome::Failure,
         }
     }
