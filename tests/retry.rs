@@ -625,3 +625,58 @@ async fn in_the_stack_a_stale_answer_is_not_kept_waiting_for_retries() {
     assert_eq!(response.status(), 503);
     assert_eq!(policy.stats().retries, 2);
 }
+
+/// A request body, copyable for retries, that sends a little and then
+/// fails: the caller's own failure.
+#[derive(Clone)]
+struct BrokenUpload(bool);
+
+impl http_body::Body for BrokenUpload {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        let sent = std::mem::replace(&mut self.0, true);
+        std::task::Poll::Ready(Some(if sent {
+            Err(std::io::Error::other("the upload's source failed"))
+        } else {
+            Ok(http_body::Frame::data(Bytes::from_static(b"part")))
+        }))
+    }
+}
+
+/// An idempotent request whose own body fails is sent once: a retry would
+/// fail the same way, and the host is not at fault.
+#[tokio::test(start_paused = true)]
+async fn the_callers_own_failure_is_not_retried() {
+    let (addr, calls) = counting_server(|_, req: Request<Incoming>| async move {
+        let status = if req.into_body().collect().await.is_ok() {
+            200
+        } else {
+            400
+        };
+        Response::builder().status(status).body(Full::default()).unwrap()
+    })
+    .await;
+    let config = RetryConfig::builder().replay_body::<BrokenUpload>().build().unwrap();
+    let policy = RetryPolicy::new(config);
+    let client: Client<HttpConnector, BrokenUpload> =
+        Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let mut svc = ServiceBuilder::new()
+        .layer(policy.layer())
+        .layer(breaker())
+        .service(client.map_err(BoxError::from));
+    let request = Request::put(format!("http://{addr}/file"))
+        .body(BrokenUpload(false))
+        .unwrap();
+    let error = svc.ready().await.unwrap().call(request).await.unwrap_err();
+    assert!(error.downcast_ref::<Open>().is_none(), "{error}");
+    // The server may see the stream or not, as the reset overtakes it;
+    // the policy says whether it was sent again.
+    assert!(calls.load(Ordering::SeqCst) <= 1, "sent once: {error}");
+    let stats = policy.stats();
+    assert_eq!((stats.retries, stats.attempts_exhausted), (0, 0), "{stats:?}");
+}

@@ -105,6 +105,9 @@ pub const RETRY_STATUSES: [u16; 5] = [502, 503, 504, 408, 429];
 ///   host is down, and retrying would spend the budget on requests that
 ///   fail at once. Nor is load shedding (`tower`'s `Overloaded`):
 ///   retrying adds to the overload it reports.
+/// - Nor is the caller's own failure (its request's body failed while
+///   hyper sent it, or hyper refused the request): sent again, it fails
+///   again.
 /// - A request that never reached the server (a connection not made, a
 ///   refused HTTP/2 stream) is retried whatever the method.
 /// - Any other error (a timeout, a reset, a `GOAWAY`) is retried.
@@ -120,7 +123,7 @@ impl RetryOn for HttpRetry {
             CallResult::Response { .. } | CallResult::BodyError(_) | CallResult::Trailers(_) => Decision::Stop,
             CallResult::Error(error) => {
                 // Checked first: `never_sent` counts these too.
-                if Open::find(error).is_some() || is_overloaded(error) {
+                if Open::find(error).is_some() || is_overloaded(error) || crate::util::callers_fault(error) {
                     Decision::Stop
                 } else if crate::util::never_sent(error) {
                     Decision::RetryAnyMethod
