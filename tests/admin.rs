@@ -517,3 +517,43 @@ async fn breakers_are_read_and_forced_over_http() {
     );
     server.abort();
 }
+
+/// A connection that never finishes its request's head is closed after
+/// `HEADER_READ_TIMEOUT` (a slow-headers attack holds nothing for long),
+/// and the server goes on answering others.
+#[tokio::test(start_paused = true)]
+async fn a_request_head_never_finished_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tower_optimizer::monitor::HEADER_READ_TIMEOUT;
+
+    let (addr, server) = AdminService::builder()
+        .build()
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHost: admin\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(HEADER_READ_TIMEOUT * 6, slow.read_to_end(&mut answer))
+        .await
+        .expect("closed by the server")
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= HEADER_READ_TIMEOUT && waited < HEADER_READ_TIMEOUT * 2,
+        "{waited:?}"
+    );
+    // Whatever it said before closing, it answered nothing to the request.
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"), "{answer:?}");
+
+    let admin = Admin {
+        addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    let (status, _, _) = admin.send(Method::GET, "/health/live", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    server.abort();
+}

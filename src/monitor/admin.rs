@@ -31,6 +31,13 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// object naming one target.
 const MAX_BODY: usize = 64 * 1024;
 
+/// How long [`AdminService::serve`] waits for an HTTP/1.1 request's head
+/// before it closes the connection: a browser, `curl` or a Prometheus
+/// scrape sends it at once, and a connection that has not in this time is
+/// stuck or hostile (a slow-headers attack), holding a task and a file
+/// descriptor until cut off; without a timer hyper would wait forever.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Default address of [`AdminService::serve`]: loopback only, so the admin
 /// routes are never exposed by accident.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
@@ -489,7 +496,13 @@ impl AdminService {
                         let service = service.clone();
                         async move { Ok::<_, Infallible>(service.route(req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    let mut builder =
+                        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT);
+                    let _ = builder
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
                 });

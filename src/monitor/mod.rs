@@ -44,7 +44,10 @@ mod service;
 mod sketch;
 mod stats;
 
-pub use admin::{AdminBuilder, AdminService, DEFAULT_ADMIN_ADDR, DURATION_BUCKETS, LivenessAuth, install_prometheus};
+pub use admin::{
+    AdminBuilder, AdminService, DEFAULT_ADMIN_ADDR, DURATION_BUCKETS, HEADER_READ_TIMEOUT, LivenessAuth,
+    install_prometheus,
+};
 pub use alert::{
     Alert, AlertHandler, AlertManager, AlertRule, AlertState, AlertStatus, AsyncAlertHandler, Comparison,
     DEFAULT_REPEAT_INTERVAL, Figures, Severity,
