@@ -182,9 +182,14 @@ pub fn serve(listener: TcpListener, client: OptimizedService<ProxyBody>, upstrea
                     let (client, upstream) = (client.clone(), upstream.clone());
                     async move { Ok::<_, Infallible>(forward(client, upstream, req).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                // A client that never finishes its request's head is cut
+                // off, as the admin server does (hyper needs the timer).
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(tower_optimizer::monitor::HEADER_READ_TIMEOUT);
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
             });
         }
     })
