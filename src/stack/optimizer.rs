@@ -247,7 +247,13 @@ async fn warm_up(
                 let request = Request::get(uri).body(Full::default())?;
                 let response = client.oneshot(request).await?;
                 let status = response.status();
-                response.into_body().collect().await?;
+                // Read to the end and let go of each frame: the cache keeps
+                // what it stores, and a body too large for it must not be
+                // held here whole instead.
+                let mut body = std::pin::pin!(response.into_body());
+                while let Some(frame) = body.frame().await {
+                    frame?;
+                }
                 if status.is_success() {
                     Ok(())
                 } else {
