@@ -237,6 +237,20 @@ impl Xorshift {
     }
 }
 
+/// Reads `body` to its end, letting go of each frame as it comes: for a
+/// caller that wants the exchange finished (the cache storing what it
+/// keeps, a latency measured to the last byte) but not the bytes, so a
+/// large body is never held whole.
+#[cfg(feature = "stack")]
+pub(crate) async fn drain<B: http_body::Body>(body: B) -> Result<(), B::Error> {
+    use http_body_util::BodyExt as _;
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        frame?;
+    }
+    Ok(())
+}
+
 /// Whether `error` (or one of its sources) says the request never reached
 /// the server, so nothing it asked for was done: an open circuit, a shed
 /// load, a connection never made (hyper-util's connect errors, or a

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
@@ -247,13 +247,9 @@ async fn warm_up(
                 let request = Request::get(uri).body(Full::default())?;
                 let response = client.oneshot(request).await?;
                 let status = response.status();
-                // Read to the end and let go of each frame: the cache keeps
-                // what it stores, and a body too large for it must not be
-                // held here whole instead.
-                let mut body = std::pin::pin!(response.into_body());
-                while let Some(frame) = body.frame().await {
-                    frame?;
-                }
+                // The cache keeps what it stores; a body too large for it
+                // must not be held here whole instead.
+                crate::util::drain(response.into_body()).await?;
                 if status.is_success() {
                     Ok(())
                 } else {
