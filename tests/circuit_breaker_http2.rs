@@ -4,6 +4,9 @@
 //! breaker is untouched throughout.
 #![cfg(feature = "circuit-breaker")]
 
+#[path = "support/server.rs"]
+mod server;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -225,29 +228,6 @@ async fn tower_http_client_rule_counts_404s_from_a_real_server() {
     }
 }
 
-/// A request body that sends 16 KiB and then, if `fail`, fails: a proxy's
-/// client hanging up mid-upload.
-struct Upload {
-    fail: bool,
-    sent: bool,
-}
-
-impl http_body::Body for Upload {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        if !self.sent {
-            self.sent = true;
-            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(vec![b'u'; 16 * 1024])))));
-        }
-        std::task::Poll::Ready(self.fail.then(|| Err(std::io::Error::other("the caller hung up"))))
-    }
-}
-
 /// An upload whose body fails on the caller's side is the caller's doing:
 /// the breaker counts it as nothing, over HTTP/2 (where hyper resets the
 /// stream itself) and HTTP/1.1 (where it reports a user error) alike, so
@@ -281,7 +261,7 @@ async fn a_request_body_failing_on_the_callers_side_counts_as_nothing() {
     });
     let key = format!("http://{addr}");
     for http2 in [true, false] {
-        let client: Client<HttpConnector, Upload> =
+        let client: Client<HttpConnector, server::Upload> =
             Client::builder(TokioExecutor::new()).http2_only(http2).build_http();
         let config = CircuitBreakerConfig::builder()
             .consecutive_failures(Some(1))
@@ -292,7 +272,7 @@ async fn a_request_body_failing_on_the_callers_side_counts_as_nothing() {
         let mut svc = tower::Layer::layer(&layer, client);
         let upload = |fail| {
             Request::post(format!("{key}/upload"))
-                .body(Upload { fail, sent: false })
+                .body(server::Upload::new(fail))
                 .unwrap()
         };
         for _ in 0..3 {

@@ -626,28 +626,6 @@ async fn in_the_stack_a_stale_answer_is_not_kept_waiting_for_retries() {
     assert_eq!(policy.stats().retries, 2);
 }
 
-/// A request body, copyable for retries, that sends a little and then
-/// fails: the caller's own failure.
-#[derive(Clone)]
-struct BrokenUpload(bool);
-
-impl http_body::Body for BrokenUpload {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        let sent = std::mem::replace(&mut self.0, true);
-        std::task::Poll::Ready(Some(if sent {
-            Err(std::io::Error::other("the upload's source failed"))
-        } else {
-            Ok(http_body::Frame::data(Bytes::from_static(b"part")))
-        }))
-    }
-}
-
 /// An idempotent request whose own body fails is sent once: a retry would
 /// fail the same way, and the host is not at fault.
 #[tokio::test(start_paused = true)]
@@ -661,16 +639,16 @@ async fn the_callers_own_failure_is_not_retried() {
         Response::builder().status(status).body(Full::default()).unwrap()
     })
     .await;
-    let config = RetryConfig::builder().replay_body::<BrokenUpload>().build().unwrap();
+    let config = RetryConfig::builder().replay_body::<server::Upload>().build().unwrap();
     let policy = RetryPolicy::new(config);
-    let client: Client<HttpConnector, BrokenUpload> =
+    let client: Client<HttpConnector, server::Upload> =
         Client::builder(TokioExecutor::new()).http2_only(true).build_http();
     let mut svc = ServiceBuilder::new()
         .layer(policy.layer())
         .layer(breaker())
         .service(client.map_err(BoxError::from));
     let request = Request::put(format!("http://{addr}/file"))
-        .body(BrokenUpload(false))
+        .body(server::Upload::new(true))
         .unwrap();
     let error = svc.ready().await.unwrap().call(request).await.unwrap_err();
     assert!(error.downcast_ref::<Open>().is_none(), "{error}");

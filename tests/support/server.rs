@@ -57,3 +57,55 @@ where
     });
     addr
 }
+
+/// A request body that sends `part` (a few bytes) and then, if `fail`,
+/// fails: a caller's upload whose source broke, a proxy's client hanging
+/// up mid-upload. Cloned for retries, each copy fails alike.
+#[derive(Clone)]
+pub struct Upload {
+    pub fail: bool,
+    sent: bool,
+}
+
+impl Upload {
+    pub fn new(fail: bool) -> Self {
+        Upload { fail, sent: false }
+    }
+}
+
+impl http_body::Body for Upload {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        let sent = std::mem::replace(&mut self.sent, true);
+        std::task::Poll::Ready(match (sent, self.fail) {
+            (false, _) => Some(Ok(http_body::Frame::data(bytes::Bytes::from(vec![b'u'; 16 * 1024])))),
+            (true, true) => Some(Err(std::io::Error::other("the upload's source failed"))),
+            (true, false) => None,
+        })
+    }
+}
+
+/// Connects to `addr`, sends `head` (a request head never finished) and
+/// reads until the server closes the connection, which must happen after
+/// `timeout` and well before twice that (paused clock); what the server
+/// said before closing.
+pub async fn slow_head_is_cut_off(addr: SocketAddr, head: &[u8], timeout: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(head).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(timeout * 6, slow.read_to_end(&mut answer))
+        .await
+        .expect("closed by the server")
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= timeout && waited < timeout * 2, "{waited:?}");
+    String::from_utf8_lossy(&answer).into_owned()
+}
