@@ -643,6 +643,42 @@ async fn a_breaker_in_steady_use_is_not_evicted_as_idle() {
     );
 }
 
+/// A full registry evicts even an open breaker, last of all; the next
+/// request for its host starts a closed one, and the state gauge says so at
+/// once, or an exporter would show (and alert on) the open state for good.
+#[tokio::test(start_paused = true)]
+async fn an_evicted_open_breaker_leaves_its_gauge_closed() {
+    let recorder = Recorder::default();
+    let counts = recorder.counts.clone();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let config = CircuitBreakerConfig::builder()
+        .registry(1, Duration::from_secs(1))
+        .consecutive_failures(Some(1))
+        .build()
+        .unwrap();
+    let layer = layer(config);
+    let breakers = layer.breakers();
+    let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(503)) }));
+    send(&mut svc, "http://down.test/").await.unwrap();
+    assert_eq!(breakers.state("http://down.test"), Some(State::Open));
+    let state = |counts: &[(String, String, u64)]| {
+        counts
+            .iter()
+            .filter(|(n, l, _)| n == "tower_optimizer.circuit_breaker.state" && l.contains("down.test"))
+            .map(|&(_, _, v)| v)
+            .next_back()
+    };
+    assert_eq!(state(&counts.lock().unwrap()), Some(1), "open");
+    let mut other = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(200)) }));
+    send(&mut other, "http://up.test/").await.unwrap();
+    assert_eq!(breakers.state("http://down.test"), None, "evicted for the new host");
+    assert_eq!(
+        state(&counts.lock().unwrap()),
+        Some(0),
+        "closed, as the next breaker starts"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_recorder_installed_after_the_first_calls_counts_the_next_ones() {
     let layer = layer(CircuitBreakerConfig::default());

@@ -240,7 +240,13 @@ impl Counters {
         }
         self.invalidations[kind.index()].add(entries as u64);
         #[cfg(feature = "invalidation")]
-        metrics::counter!("tower_optimizer.cache.invalidations", "strategy" => kind.as_str()).increment(entries as u64);
+        {
+            const INVALIDATIONS: &str = "tower_optimizer.cache.invalidations";
+            // Help text for exporters, given as it is counted: a recorder
+            // installed after the cache was built still gets it.
+            metrics::describe_counter!(INVALIDATIONS, "Entries invalidated, by strategy.");
+            metrics::counter!(INVALIDATIONS, "strategy" => kind.as_str()).increment(entries as u64);
+        }
     }
 
     pub(crate) fn snapshot(&self, store: &Store, max_bytes: usize, inflight: usize) -> CacheStats {

@@ -47,6 +47,30 @@ pub enum Event {
     },
 }
 
+/// The breaker's state per key, as [`State::code`]: 0 closed, 1 open, 2
+/// half-open, 3 disabled, 4 forced open, 5 metrics only.
+pub(crate) const STATE_GAUGE: &str = "tower_optimizer.circuit_breaker.state";
+/// State changes, by key and new state.
+pub(crate) const TRANSITIONS: &str = "tower_optimizer.circuit_breaker.transitions";
+/// Calls, by key and outcome.
+pub(crate) const CALLS: &str = "tower_optimizer.circuit_breaker.calls";
+
+/// Describes the breaker's metrics to the recorder in place, so an
+/// exporter gives them help text (Prometheus linters flag a family
+/// without). Called where the breaker registers its handles: once per key
+/// and recorder, and on each (rare) state change.
+pub(crate) fn describe_metrics() {
+    metrics::describe_gauge!(
+        STATE_GAUGE,
+        "Circuit breaker state per key: 0 closed, 1 open, 2 half-open, 3 disabled, 4 forced open, 5 metrics only."
+    );
+    metrics::describe_counter!(TRANSITIONS, "Circuit breaker state changes, by key and new state.");
+    metrics::describe_counter!(
+        CALLS,
+        "Calls through a circuit breaker, by key and outcome (success, failure, slow, rejected)."
+    );
+}
+
 /// Sends an event to the listeners and the `metrics` facade.
 pub(crate) fn emit(listeners: &[super::config::Listener], event: &Event) {
     for listener in listeners {
@@ -56,8 +80,8 @@ pub(crate) fn emit(listeners: &[super::config::Listener], event: &Event) {
     // the rare state changes register here.
     if let Event::StateChanged { key, to, .. } = event {
         let key = key.to_string();
-        metrics::counter!("tower_optimizer.circuit_breaker.transitions", "key" => key.clone(), "to" => to.as_str())
-            .increment(1);
-        metrics::gauge!("tower_optimizer.circuit_breaker.state", "key" => key).set(f64::from(to.code()));
+        describe_metrics();
+        metrics::counter!(TRANSITIONS, "key" => key.clone(), "to" => to.as_str()).increment(1);
+        metrics::gauge!(STATE_GAUGE, "key" => key).set(f64::from(to.code()));
     }
 }

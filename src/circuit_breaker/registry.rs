@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::{CircuitBreakerConfig, ProbeSuccess};
-use super::events::{Event, emit};
+use super::events::{Event, STATE_GAUGE, emit};
 use super::state::{Breaker, State, Transition};
 use super::tally::Tally;
 use super::window::WindowFigures;
@@ -256,9 +256,22 @@ impl CircuitBreakers {
         } else {
             closed_idle
         };
-        for key in victims {
+        let victims: Vec<(Arc<str>, bool)> = victims
+            .into_iter()
+            .map(|key| {
+                let closed = cells.iter().any(|&(k, _, closed)| closed && *k == key);
+                (key, closed)
+            })
+            .collect();
+        for (key, closed) in victims {
             if let Some(cell) = map.remove(&key) {
                 cell.flags.fetch_or(EVICTED, Ordering::Relaxed);
+                // The next request for the key starts a new, closed
+                // breaker; the gauge says so now, or an exporter would show
+                // (and alert on) the evicted breaker's last state for good.
+                if !closed {
+                    metrics::gauge!(STATE_GAUGE, "key" => key.to_string()).set(f64::from(State::Closed.code()));
+                }
             }
         }
     }

@@ -199,14 +199,33 @@ impl RetryPolicy {
             return None;
         }
         shared.retries.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("tower_optimizer.retry.retries").increment(1);
+        describe_metrics();
+        metrics::counter!(RETRIES).increment(1);
         Some(wait)
     }
 }
 
+/// Retries sent.
+const RETRIES: &str = "tower_optimizer.retry.retries";
+/// Retries wanted but not sent, by why.
+const GIVEN_UP: &str = "tower_optimizer.retry.given_up";
+
+/// Describes the retry metrics to the recorder in place (help text for
+/// exporters). Called as they are counted: a retry waits out a backoff
+/// anyway, and a recorder installed after the policy was built (as the
+/// stack's is) still gets them.
+fn describe_metrics() {
+    metrics::describe_counter!(RETRIES, "Retries sent.");
+    metrics::describe_counter!(
+        GIVEN_UP,
+        "Retries wanted but not sent, by why (budget, attempts, deadline, answered_otherwise)."
+    );
+}
+
 /// Counts a retry not sent, by why.
 fn gave_up(why: &'static str) {
-    metrics::counter!("tower_optimizer.retry.given_up", "why" => why).increment(1);
+    describe_metrics();
+    metrics::counter!(GIVEN_UP, "why" => why).increment(1);
 }
 
 impl RetryPolicy {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use super::super::config::CircuitBreakerConfig;
+use super::super::events::{CALLS, describe_metrics};
 use super::super::state::{Breaker, Permit, State, Transition};
 use super::super::tally::Tally;
 use super::{CircuitBreakers, Registry};
@@ -201,7 +202,8 @@ pub(crate) struct CallMetrics {
 
 impl CallMetrics {
     pub(super) fn new(key: &str, recorder: usize) -> Self {
-        let counter = |outcome: &'static str| metrics::counter!("tower_optimizer.circuit_breaker.calls", "key" => key.to_owned(), "outcome" => outcome);
+        describe_metrics();
+        let counter = |outcome: &'static str| metrics::counter!(CALLS, "key" => key.to_owned(), "outcome" => outcome);
         CallMetrics {
             recorder,
             success: counter("success"),
