@@ -374,33 +374,6 @@ async fn admin_routes() {
         !page.contains("http://") && !page.contains("https://"),
         "the dashboard fetches nothing external"
     );
-    // Every metric the shipped Prometheus rules and Grafana dashboard use
-    // is one this crate exports.
-    let (_, _, text) = admin.send(Method::GET, "/metrics", Some("s3cret"), "").await;
-    let exported: std::collections::HashSet<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| l.split(['{', ' ']).next().unwrap())
-        .collect();
-    let root = env!("CARGO_MANIFEST_DIR");
-    for file in ["examples/prometheus-rules.yml", "examples/grafana-dashboard.json"] {
-        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
-        let mut used = 0;
-        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-            let is_metric = ["http_client_", "tower_optimizer_", "process_"]
-                .iter()
-                .any(|p| word.starts_with(p));
-            if !is_metric || word == "tower_optimizer_cache_status" {
-                continue;
-            }
-            used += 1;
-            assert!(
-                exported.contains(word),
-                "{file} uses {word}, which is not exported:\n{text}"
-            );
-        }
-        assert!(used >= 5, "{file} names the metrics");
-    }
     server.abort();
 }
 
