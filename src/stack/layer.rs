@@ -16,6 +16,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::deadline::{Deadline, Side};
 use super::gate::{Gate, GateState};
+use super::grpc_refusals::GrpcRefusals;
 use super::optional::{BoxedFuture, Optional};
 use crate::BoxError;
 use crate::cache::CacheLayer;
@@ -223,8 +224,9 @@ where
 
     /// Innermost first: timeout, breaker (with the secondary upstream as
     /// fallback), concurrency limit and load shedding, the per-host limit, retries, invalidation, cache,
-    /// metrics, the lifecycle gate, and (with [`WhenOpen::Respond503`]) the
-    /// open circuit's `503` outermost. Each stage is present or
+    /// the caller's deadline, metrics, the lifecycle gate, the gRPC status of
+    /// a refused gRPC call ([`GrpcRefusals`](super::GrpcRefusals)), and
+    /// (with [`WhenOpen::Respond503`]) the open circuit's `503` outermost. Each stage is present or
     /// skipped within one concrete type, boxed once here.
     fn layer(&self, inner: S) -> Self::Service {
         let p = &self.parts;
@@ -283,9 +285,12 @@ where
         // drops the call below, which the breaker counts as cancelled.
         let svc = Deadline::new(svc, p.timeout, Side::Caller);
         let svc = Optional::new(p.metrics.as_ref(), svc, Layer::layer);
-        let gate = Gate::new(svc, p.gate.clone());
-        // Outside the metrics, which record the refusal as such; either
-        // way the one box is the same type.
+        // A gRPC call the stack refused gets its gRPC status, which its
+        // client can read (`DEADLINE_EXCEEDED`, `UNAVAILABLE`), where the
+        // error would read as `UNKNOWN`; outside the metrics, which record
+        // the refusal as such.
+        let gate = GrpcRefusals::new(Gate::new(svc, p.gate.clone()));
+        // Outside the metrics too; either way the one box is the same type.
         match p.when_open {
             WhenOpen::Error => BoxCloneSyncService::new(gate),
             WhenOpen::Respond503 => BoxCloneSyncService::new(RespondOpen::new(gate)),

@@ -30,6 +30,7 @@ mod client;
 mod config;
 mod deadline;
 mod gate;
+mod grpc_refusals;
 mod held;
 mod host_limit;
 mod layer;
@@ -60,6 +61,7 @@ pub use config::{
 };
 pub use deadline::RequestTimeout;
 pub use gate::ShuttingDown;
+pub use grpc_refusals::{GrpcRefusals, GrpcRefusalsFuture, GrpcRefusalsLayer};
 pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody, WhenOpen};
 pub use optimizer::{Optimizer, OptimizerStats, StartReport};
 #[cfg(feature = "reqwest")]
