@@ -1,26 +1,8 @@
 //! [`GrpcRefusalsLayer`]: a gRPC call this crate's layers refused, answered
 //! with the status a gRPC client expects instead of an error it cannot read.
 //!
-//! A gRPC client turns an error from its transport into a status by what
-//! it recognises (tonic: its own errors, hyper's and h2's); anything else,
-//! a passed deadline or an open circuit included, reads as `UNKNOWN`, a
-//! code no retry policy acts on and no dashboard tells apart. Here a call
-//! whose `content-type` is gRPC's gets a Trailers-Only answer instead
-//! (gRPC's `PROTOCOL-HTTP2.md`: `200`, `grpc-status` and `grpc-message` in
-//! the head, no body), with the codes gRPC's `statuscodes.md` gives for
-//! what happened on the client's side:
-//!
-//! | refusal | `grpc-status` |
-//! |---|---|
-//! | tower's `Elapsed`: a deadline passed (the call's `grpc-timeout`, the stack's timeout) | 4 `DEADLINE_EXCEEDED` |
-//! | [`Open`]: the host's circuit is open | 14 `UNAVAILABLE`, with `grpc-retry-pushback-ms` (gRPC's retry pushback) until it lets calls through |
-//! | tower's `Overloaded`: a concurrency limit shed the call | 14 `UNAVAILABLE` |
-//! | [`ShuttingDown`](super::ShuttingDown): the stack no longer takes calls | 14 `UNAVAILABLE` |
-//!
-//! Every other error (a connection refused, a stream reset: the client
-//! reads those itself), every response and every request that is not gRPC
-//! passes through untouched. The [`OptimizerStack`](crate::OptimizerStack)
-//! puts it outermost, so its metrics still record the refusal as such.
+//! Pure mapping in [`Refusal`]; the service only reads the call's
+//! `content-type` and, for a gRPC call, turns a refusal into its answer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,7 +23,28 @@ use crate::circuit_breaker::error::Open;
 use crate::grpc::GrpcCode;
 
 /// Answers gRPC calls refused by this crate's layers with their gRPC
-/// status (see the [module](self) for the codes).
+/// status.
+///
+/// A gRPC client turns an error from its transport into a status by what
+/// it recognises (tonic: its own errors, hyper's and h2's); anything else,
+/// a passed deadline or an open circuit included, reads as `UNKNOWN`, a
+/// code no retry policy acts on and no dashboard tells apart. Here a call
+/// whose `content-type` is gRPC's gets a Trailers-Only answer instead
+/// (gRPC's `PROTOCOL-HTTP2.md`: `200`, `grpc-status` and `grpc-message` in
+/// the head, no body), with the codes gRPC's `statuscodes.md` gives for
+/// what happened on the client's side:
+///
+/// | refusal | `grpc-status` |
+/// |---|---|
+/// | tower's `Elapsed`: a deadline passed (the call's `grpc-timeout`, the stack's timeout) | 4 `DEADLINE_EXCEEDED` |
+/// | [`Open`]: the host's circuit is open | 14 `UNAVAILABLE`, with `grpc-retry-pushback-ms` (gRPC's retry pushback) until it lets calls through |
+/// | tower's `Overloaded`: a concurrency limit shed the call | 14 `UNAVAILABLE` |
+/// | [`ShuttingDown`](super::ShuttingDown): the stack no longer takes calls | 14 `UNAVAILABLE` |
+///
+/// Every other error (a connection refused, a stream reset: the client
+/// reads those itself), every response and every request that is not gRPC
+/// passes through untouched. The [`OptimizerStack`](crate::OptimizerStack)
+/// puts it outermost, so its metrics still record the refusal as such.
 ///
 /// ```
 /// use std::time::Duration;
