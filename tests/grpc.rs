@@ -422,4 +422,30 @@ mod tonic_client {
             "{breaker:?}"
         );
     }
+
+    /// A host that refuses connections: tonic reads hyper-util's connect
+    /// error as `UNKNOWN`; through the stack it is `UNAVAILABLE`, as gRPC
+    /// says a connection failure reads, with the reason in the message.
+    #[tokio::test]
+    async fn a_host_that_cannot_be_reached_is_unavailable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let (layer, _optimizer) = tower_optimizer::stack::OptimizerStack::builder()
+            .build::<tonic::body::Body>()
+            .unwrap();
+        let channel: Client<HttpConnector, tonic::body::Body> =
+            Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+        let origin: http::Uri = format!("http://{addr}").parse().unwrap();
+        let mut grpc = tonic::client::Grpc::with_origin(tower::Layer::layer(&layer, channel), origin);
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static("/items.Items/Get");
+        let request = tonic::Request::new(Bytes::from_static(b"id"));
+        let status = grpc
+            .unary::<Bytes, Bytes, _>(request, path, RawCodec)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("Connection refused"), "{status:?}");
+    }
 }

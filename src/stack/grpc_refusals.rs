@@ -40,10 +40,11 @@ use crate::grpc::GrpcCode;
 /// | [`Open`]: the host's circuit is open | 14 `UNAVAILABLE`, with `grpc-retry-pushback-ms` (gRPC's retry pushback) until it lets calls through |
 /// | tower's `Overloaded`: a concurrency limit shed the call | 14 `UNAVAILABLE` |
 /// | [`ShuttingDown`](super::ShuttingDown): the stack no longer takes calls | 14 `UNAVAILABLE` |
+/// | no connection: hyper-util's connect error (refused, unresolved, timed out), a refused `io::Error` | 14 `UNAVAILABLE` (tonic reads hyper-util's as `UNKNOWN`) |
 ///
-/// Every other error (a connection refused, a stream reset: the client
-/// reads those itself), every response and every request that is not gRPC
-/// passes through untouched. The [`OptimizerStack`](crate::OptimizerStack)
+/// Every other error (a stream reset, a connection lost mid-call: tonic
+/// reads hyper's and h2's errors itself), every response and every request
+/// that is not gRPC passes through untouched. The [`OptimizerStack`](crate::OptimizerStack)
 /// puts it outermost, so its metrics still record the refusal as such.
 ///
 /// ```
@@ -200,14 +201,16 @@ impl Refusal {
                 (GrpcCode::Unavailable, Some(open.retry_after()))
             } else if e.is::<Elapsed>() {
                 (GrpcCode::DeadlineExceeded, None)
-            } else if e.is::<Overloaded>() || e.is::<ShuttingDown>() {
+            } else if e.is::<Overloaded>() || e.is::<ShuttingDown>() || no_connection(e) {
                 (GrpcCode::Unavailable, None)
             } else {
                 return None;
             };
             Some(Refusal {
                 code,
-                message: e.to_string(),
+                // With its sources: a connect error's own text is only
+                // `client error (Connect)`.
+                message: crate::util::with_sources(e),
                 pushback,
             })
         })
@@ -232,6 +235,18 @@ impl Refusal {
         }
         response
     }
+}
+
+/// Whether `error` is a connection that could not be made: hyper-util's
+/// connect error (a refused connection, a name that did not resolve, a
+/// connect timeout), or a refused connection as any client reports it.
+fn no_connection(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<hyper_util::client::legacy::Error>()
+        .is_some_and(hyper_util::client::legacy::Error::is_connect)
+        || error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// `grpc-message` encoding: bytes outside printable ASCII, and `%`, as
@@ -271,6 +286,10 @@ mod tests {
             .unwrap()
     }
 
+    fn refused() -> BoxError {
+        Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    }
+
     fn open() -> BoxError {
         Box::new(Open::new("http://api.test".into(), Duration::from_millis(1500)))
     }
@@ -279,7 +298,7 @@ mod tests {
     async fn each_refusal_gets_its_status_wrapped_or_not() {
         type MakeError = fn() -> BoxError;
         // (the error, the refusal in it, its status, its pushback)
-        let cases: [(MakeError, MakeError, &str, Option<&str>); 5] = [
+        let cases: [(MakeError, MakeError, &str, Option<&str>); 6] = [
             (|| Box::new(Elapsed::new()), || Box::new(Elapsed::new()), "4", None),
             (open, open, "14", Some("1500")),
             (|| Box::new(Wrapped(open())), open, "14", Some("1500")),
@@ -295,6 +314,7 @@ mod tests {
                 "14",
                 None,
             ),
+            (refused, refused, "14", None),
         ];
         for (error, refusal, status, pushback) in cases {
             let answer = failing(error)
@@ -310,7 +330,8 @@ mod tests {
                 pushback
             );
             // The refusal's own words, not a wrapper's.
-            assert_eq!(headers["grpc-message"], percent_encode(&refusal().to_string()).as_str());
+            let message = crate::util::with_sources(&*refusal());
+            assert_eq!(headers["grpc-message"], percent_encode(&message).as_str());
             assert!(answer.body().is_empty(), "Trailers-Only: no messages");
         }
         let open = failing(open).oneshot(grpc_call("application/grpc")).await.unwrap();
