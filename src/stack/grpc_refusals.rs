@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Request, Response, Version};
+use http::{HeaderValue, Method, Request, Response, Version};
 use pin_project_lite::pin_project;
 use tower::load_shed::error::Overloaded;
 use tower::timeout::error::Elapsed;
@@ -124,9 +124,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let grpc = request
-            .headers()
-            .get(CONTENT_TYPE)
+        // gRPC calls are `POST`s: other requests (every cache hit among
+        // them) cost one comparison here.
+        let grpc = (request.method() == Method::POST)
+            .then(|| request.headers().get(CONTENT_TYPE))
+            .flatten()
             .filter(|value| is_grpc(value.as_bytes()))
             .cloned();
         GrpcRefusalsFuture {
@@ -352,6 +354,14 @@ mod tests {
                 .unwrap_err();
             assert!(error.is::<Elapsed>(), "{content_type}");
         }
+        let get = Request::get("http://api.test/")
+            .header(CONTENT_TYPE, "application/grpc")
+            .body(())
+            .unwrap();
+        assert!(
+            failing(open).oneshot(get).await.unwrap_err().is::<Open>(),
+            "gRPC calls are POSTs"
+        );
         let plain = Request::get("http://api.test/").body(()).unwrap();
         assert!(failing(open).oneshot(plain).await.unwrap_err().is::<Open>());
         assert!(is_grpc(b"APPLICATION/GRPC-web"), "media types are case-insensitive");
