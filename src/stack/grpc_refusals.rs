@@ -130,7 +130,7 @@ where
             .then(|| request.headers().get(CONTENT_TYPE))
             .flatten()
             .filter(|value| is_grpc(value.as_bytes()))
-            .cloned();
+            .map(|value| Box::new(value.clone()));
         GrpcRefusalsFuture {
             inner: self.inner.call(request),
             grpc,
@@ -150,8 +150,10 @@ pin_project! {
     pub struct GrpcRefusalsFuture<F> {
         #[pin]
         inner: F,
-        // The call's content type, for a gRPC call: its answer's.
-        grpc: Option<HeaderValue>,
+        // The call's content type, for a gRPC call: its answer's. Boxed:
+        // every call's future is moved whole into the stack's box, and
+        // nearly all are not gRPC.
+        grpc: Option<Box<HeaderValue>>,
     }
 }
 
@@ -178,7 +180,7 @@ where
             Err(error) => {
                 let error: BoxError = error.into();
                 match (this.grpc.take(), Refusal::of(&*error)) {
-                    (Some(content_type), Some(refusal)) => Ok(refusal.answer(content_type)),
+                    (Some(content_type), Some(refusal)) => Ok(refusal.answer(*content_type)),
                     _ => Err(error),
                 }
             }
