@@ -138,10 +138,23 @@ where
     }
 }
 
-/// `application/grpc`, alone or with a subtype (`+proto`, `-web`...).
+/// `application/grpc`, alone, with a message format (`+proto`, `+json`),
+/// or as gRPC-Web's `application/grpc-web` (and `-web-text`); parameters
+/// after `;` allowed. Not another type that happens to start alike.
 fn is_grpc(content_type: &[u8]) -> bool {
     const GRPC: &[u8] = b"application/grpc";
-    content_type.len() >= GRPC.len() && content_type[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+    if content_type.len() < GRPC.len() || !content_type[..GRPC.len()].eq_ignore_ascii_case(GRPC) {
+        return false;
+    }
+    let rest = &content_type[GRPC.len()..];
+    let web = rest.len() >= 4 && rest[..4].eq_ignore_ascii_case(b"-web");
+    let rest = if web { &rest[4..] } else { rest };
+    let rest = if web && rest.len() >= 5 && rest[..5].eq_ignore_ascii_case(b"-text") {
+        &rest[5..]
+    } else {
+        rest
+    };
+    matches!(rest.first(), None | Some(b'+' | b';' | b' '))
 }
 
 pin_project! {
@@ -367,6 +380,23 @@ mod tests {
         let plain = Request::get("http://api.test/").body(()).unwrap();
         assert!(failing(open).oneshot(plain).await.unwrap_err().is::<Open>());
         assert!(is_grpc(b"APPLICATION/GRPC-web"), "media types are case-insensitive");
+        for yes in [
+            &b"application/grpc"[..],
+            b"application/grpc+proto",
+            b"application/grpc+json",
+            b"application/grpc-web-text+proto",
+            b"application/grpc; charset=utf-8",
+        ] {
+            assert!(is_grpc(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &b"application/grpcx"[..],
+            b"application/grpc-webby",
+            b"application/json",
+            b"application/grp",
+        ] {
+            assert!(!is_grpc(no), "{}", String::from_utf8_lossy(no));
+        }
     }
 
     #[test]
