@@ -192,6 +192,8 @@ impl OptimizerStackBuilder {
     /// so bodies streaming from a slow upstream count too. A caller holding
     /// a body it has not finished keeps its slot: with [`Overload::Wait`],
     /// finish or drop it before waiting on another call under a full limit.
+    /// [`Overload::WaitAtMost`] bounds the wait, then refuses with tower's
+    /// `Overloaded` (TOML: `max_wait = "100ms"`).
     pub fn concurrency_limit(mut self, n: usize, overload: Overload) -> Self {
         self.concurrency_limit = Some(n);
         self.overload = overload;

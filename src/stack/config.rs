@@ -43,6 +43,9 @@ pub struct OptimizerConfig {
     pub per_host_limit: Option<usize>,
     /// Refuse calls beyond the limits instead of waiting.
     pub load_shed: Option<bool>,
+    /// Wait for a slot under the limits at most this long, then refuse
+    /// (instead of `load_shed`, which refuses at once).
+    pub max_wait: Option<String>,
     /// `scheme://authority` to use while a circuit is open.
     pub secondary_upstream: Option<String>,
     /// URLs fetched into the cache on start.
@@ -326,10 +329,16 @@ impl OptimizerConfig {
         if let Some(t) = duration("timeout", self.timeout.as_ref())? {
             b = b.timeout(t);
         }
-        let overload = if self.load_shed == Some(true) {
-            Overload::Shed
-        } else {
-            Overload::Wait
+        let overload = match (self.load_shed, duration("max_wait", self.max_wait.as_ref())?) {
+            (Some(true), Some(_)) => {
+                return Err(StackError::field_error(
+                    "max_wait",
+                    "refuse at once (load_shed = true) or after max_wait, not both",
+                ));
+            }
+            (Some(true), None) => Overload::Shed,
+            (_, Some(wait)) => Overload::WaitAtMost(wait),
+            (_, None) => Overload::Wait,
         };
         if let Some(n) = self.concurrency_limit {
             b = b.concurrency_limit(n, overload);

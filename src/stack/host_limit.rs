@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body;
@@ -143,22 +144,27 @@ where
                 slot: Some(slot),
             };
         }
-        match self.overload {
-            Overload::Shed => HostLimitFuture::Shed,
-            Overload::Wait => {
-                // A fresh clone: the ready one keeps what its readiness
-                // reserved (a global slot) for the next call, and this one
-                // asks for it only once its host has room.
-                let below = self.inner.clone();
-                HostLimitFuture::Waiting {
-                    future: Box::pin(async move {
-                        // The semaphore is never closed.
-                        let slot = slots.acquire_owned().await.map_err(BoxError::from)?;
-                        let response = below.oneshot(request).await?;
-                        Ok(hold(response, Some(slot)))
-                    }),
+        let max_wait = self.overload.max_wait();
+        if max_wait == Some(Duration::ZERO) {
+            return HostLimitFuture::Shed;
+        }
+        // A fresh clone: the ready one keeps what its readiness reserved (a
+        // global slot) for the next call, and this one asks for it only
+        // once its host has room.
+        let below = self.inner.clone();
+        HostLimitFuture::Waiting {
+            future: Box::pin(async move {
+                // The semaphore is never closed.
+                let slot = match max_wait {
+                    None => slots.acquire_owned().await,
+                    Some(wait) => tokio::time::timeout(wait, slots.acquire_owned())
+                        .await
+                        .map_err(|_| Overloaded::new())?,
                 }
-            }
+                .map_err(BoxError::from)?;
+                let response = below.oneshot(request).await?;
+                Ok(hold(response, Some(slot)))
+            }),
         }
     }
 }

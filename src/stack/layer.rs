@@ -40,6 +40,24 @@ pub enum Overload {
     /// Refuse at once with `tower::load_shed::error::Overloaded` (hits are
     /// still answered: the cache answers before the limit is consulted).
     Shed,
+    /// Wait for a slot at most this long, then refuse with `Overloaded`:
+    /// resilience4j's bulkhead `maxWaitDuration`, a short queue that rides
+    /// out a burst without letting a slow upstream pile up waiters for
+    /// good. Under the global limit, readiness is shared, so a cache hit
+    /// waits at most this long too.
+    WaitAtMost(Duration),
+}
+
+impl Overload {
+    /// The longest a call waits for a slot before it is refused: `None`
+    /// for as long as it takes.
+    pub(crate) fn max_wait(self) -> Option<Duration> {
+        match self {
+            Overload::Wait => None,
+            Overload::Shed => Some(Duration::ZERO),
+            Overload::WaitAtMost(wait) => Some(wait),
+        }
+    }
 }
 
 /// What a caller of the stack gets for a request whose circuit is open and
@@ -248,9 +266,9 @@ where
             breaker.with_fallback_policy(failover).layer(s)
         });
         let svc = Optional::new(p.concurrency_limit, svc, |limit, s| {
-            let shed = (p.overload == Overload::Shed).then_some(());
-            Optional::new(shed, super::limit::ConcurrencyLimit::new(s, limit), |(), s| {
-                tower::load_shed::LoadShed::new(s)
+            let limited = super::limit::ConcurrencyLimit::new(s, limit);
+            Optional::new(p.overload.max_wait(), limited, |wait, s| {
+                super::limit::Shed::new(s, wait)
             })
         });
         // Outside the global limit, so a request waiting for its host's

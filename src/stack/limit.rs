@@ -1,5 +1,6 @@
 //! [`ConcurrencyLimit`]: at most N requests at once, each holding its slot
-//! until its response body is done.
+//! until its response body is done; [`Shed`]: refusing calls the limit has
+//! kept waiting too long.
 //!
 //! tower's `ConcurrencyLimit` gives the slot back when the response head
 //! arrives, so bodies still streaming from a slow upstream are not counted
@@ -11,15 +12,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tokio_util::sync::PollSemaphore;
+use tower::load_shed::error::Overloaded;
 use tower_service::Service;
 
 use super::held::{HeldBody, hold};
+use crate::BoxError;
 
 /// The limit over `S`. Clones share the slots; each holds at most one
 /// slot, taken by `poll_ready` and spent by the next `call`.
@@ -108,6 +113,105 @@ where
     }
 }
 
+/// Refuses calls once its service has not been ready for `max_wait`:
+/// tower's `LoadShed` with a grace period (none: refuse at once, as
+/// `LoadShed` does). The refusal is tower's
+/// [`Overloaded`](tower::load_shed::error::Overloaded), so everything that
+/// knows shed load (the retry rules, the metrics, the reqwest adapters)
+/// knows it.
+#[derive(Debug)]
+pub(crate) struct Shed<S> {
+    inner: S,
+    max_wait: Duration,
+    /// Started when readiness first went pending, cleared when it comes.
+    waiting: Option<Pin<Box<Sleep>>>,
+    /// The next call is refused: the wait ran out.
+    refuse: bool,
+}
+
+impl<S> Shed<S> {
+    pub(crate) fn new(inner: S, max_wait: Duration) -> Self {
+        Shed {
+            inner,
+            max_wait,
+            waiting: None,
+            refuse: false,
+        }
+    }
+}
+
+impl<S: Clone> Clone for Shed<S> {
+    fn clone(&self) -> Self {
+        // A clone starts its own wait.
+        Shed::new(self.inner.clone(), self.max_wait)
+    }
+}
+
+impl<S, Req> Service<Req> for Shed<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ShedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if let Poll::Ready(ready) = self.inner.poll_ready(cx) {
+            self.waiting = None;
+            self.refuse = false;
+            return Poll::Ready(ready.map_err(Into::into));
+        }
+        if !self.max_wait.is_zero() {
+            let max_wait = self.max_wait;
+            let waiting = self
+                .waiting
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(max_wait)));
+            if waiting.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        // Ready to refuse the next call; the wait starts again after it.
+        self.waiting = None;
+        self.refuse = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        if std::mem::take(&mut self.refuse) {
+            return ShedFuture::Refused;
+        }
+        ShedFuture::Called {
+            future: self.inner.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Shed`].
+    #[project = ShedProj]
+    #[derive(Debug)]
+    pub(crate) enum ShedFuture<F> {
+        Called { #[pin] future: F },
+        Refused,
+    }
+}
+
+impl<F, T, E> Future for ShedFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ShedProj::Called { future } => future.poll(cx).map_err(Into::into),
+            ShedProj::Refused => Poll::Ready(Err(Box::new(Overloaded::new()))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -165,5 +269,62 @@ mod tests {
         assert!(!ready(&mut second));
         drop(unread);
         assert!(ready(&mut second), "the dropped body gave its slot back");
+    }
+
+    type Limited = Shed<ConcurrencyLimit<Mock>>;
+
+    fn shed_ready(svc: &mut Spawn<Limited>) -> bool {
+        match svc.poll_ready() {
+            Poll::Ready(result) => {
+                result.unwrap();
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Under a full limit a call waits at most `max_wait` for a slot, then
+    /// is refused with `Overloaded`; a slot that frees within the wait is
+    /// taken; with no wait the call is refused at once, as `LoadShed` does.
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_wait_takes_a_slot_that_frees_in_time_and_refuses_after() {
+        let (service, mut handle) = mock::pair::<(), Response<Full<Bytes>>>();
+        handle.allow(10);
+        let limited = Shed::new(ConcurrencyLimit::new(service, 1), Duration::from_millis(100));
+        let mut holder = Spawn::new(limited.clone());
+        let mut waiter = Spawn::new(limited.clone());
+        assert!(shed_ready(&mut holder));
+        let held = holder.call(());
+        let ((), send) = handle.next_request().await.unwrap();
+        send.send_response(Response::new(Full::new(Bytes::from_static(b"held"))));
+        let held = held.await.unwrap();
+
+        // The slot stays taken: after 100 ms the waiter is ready to refuse.
+        assert!(!shed_ready(&mut waiter));
+        tokio::time::advance(Duration::from_millis(99)).await;
+        assert!(!shed_ready(&mut waiter), "still within the wait");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(waiter.is_woken(), "the wait's end wakes the caller");
+        assert!(shed_ready(&mut waiter));
+        let refused = waiter.call(()).await.unwrap_err();
+        assert!(refused.is::<Overloaded>(), "{refused}");
+
+        // A new wait starts; the slot frees 50 ms into it and is taken.
+        assert!(!shed_ready(&mut waiter));
+        tokio::time::advance(Duration::from_millis(50)).await;
+        drop(held);
+        assert!(waiter.is_woken());
+        assert!(shed_ready(&mut waiter), "the freed slot, within the wait");
+        let call = waiter.call(());
+        let ((), send) = handle.next_request().await.unwrap();
+        send.send_response(Response::new(Full::new(Bytes::from_static(b"served"))));
+        let served = call.await.unwrap();
+
+        // No wait at all: refused at once.
+        let mut at_once = Spawn::new(Shed::new(limited.inner.clone(), Duration::ZERO));
+        assert!(shed_ready(&mut at_once), "ready to refuse, without waiting");
+        assert!(at_once.call(()).await.unwrap_err().is::<Overloaded>());
+        drop(served);
+        assert!(shed_ready(&mut at_once));
     }
 }

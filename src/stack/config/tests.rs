@@ -121,6 +121,17 @@ fn ttl_routes_give_the_first_matching_path_a_lifetime_for_successes() {
 }
 
 #[test]
+fn max_wait_bounds_the_wait_of_both_limits() {
+    let text = "concurrency_limit = 8\nper_host_limit = 2\nmax_wait = \"100ms\"";
+    let builder = OptimizerConfig::from_toml(text).unwrap().into_builder().unwrap();
+    let debug = format!("{builder:?}");
+    let wait = "WaitAtMost(100ms)";
+    assert_eq!(debug.matches(wait).count(), 2, "{debug}");
+    let shed = OptimizerConfig::from_toml("concurrency_limit = 8\nload_shed = true").unwrap();
+    assert!(format!("{:?}", shed.into_builder().unwrap()).contains("Shed"));
+}
+
+#[test]
 fn errors_name_the_field() {
     let cases = [
         ("timeout = \"10 parsecs\"", "timeout"),
@@ -156,6 +167,8 @@ fn errors_name_the_field() {
         ),
         ("concurrency_limit = 0", "concurrency_limit"),
         ("per_host_limit = 0", "per_host_limit"),
+        ("max_wait = \"a while\"", "max_wait"),
+        ("load_shed = true\nmax_wait = \"100ms\"", "max_wait"),
         (
             "[monitor]\nroute_templates = [\"users/{id}\"]",
             "monitor.route_templates",
