@@ -106,6 +106,51 @@ async fn a_full_host_does_not_hold_up_another() {
     assert_eq!(busy.await.unwrap().unwrap(), "slow");
 }
 
+/// A gRPC call's deadline reaches the server as the time the call has
+/// left when it is sent: after 150 ms waiting for its host's slot, a call
+/// asking for a second is sent with 850 ms, not with the second it asked
+/// for. (A wait for a global slot happens at readiness, before the call
+/// and its deadline are known.)
+#[tokio::test(start_paused = true)]
+async fn a_grpc_call_is_sent_with_the_time_it_has_left() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let upstream = tower::service_fn(move |req: Request<Full<Bytes>>| {
+        let timeout = req
+            .headers()
+            .get("grpc-timeout")
+            .map(|v| v.to_str().unwrap().to_owned());
+        log.lock().unwrap().push(timeout);
+        async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"done"))))
+        }
+    });
+    let (layer, _optimizer) = OptimizerStack::builder()
+        .per_host_limit(1, Overload::Wait)
+        .build::<Full<Bytes>>()
+        .unwrap();
+    let client = layer.layer(upstream);
+    let call = || {
+        Request::post("http://api.test/items.Items/Get")
+            .header("content-type", "application/grpc")
+            .header("grpc-timeout", "1S")
+            .body(Full::default())
+            .unwrap()
+    };
+    let first = tokio::spawn(client.clone().oneshot(call()).then_read());
+    tokio::task::yield_now().await;
+    let second = client.clone().oneshot(call()).then_read().await.unwrap();
+    assert_eq!(second, "done");
+    first.await.unwrap().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        *seen,
+        [Some("1000m".to_owned()), Some("850m".to_owned())],
+        "each as it was sent"
+    );
+}
+
 /// Reads a response's body to the end (giving its slot back).
 trait ThenRead {
     async fn then_read(self) -> Result<Bytes, tower_optimizer::BoxError>;

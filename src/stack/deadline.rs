@@ -19,9 +19,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderName, Request};
+use http::{HeaderName, HeaderValue, Request};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower::timeout::error::Elapsed;
 use tower_service::Service;
 
@@ -33,8 +33,9 @@ use crate::BoxError;
 /// [`timeout`](super::OptimizerStackBuilder::timeout) does.
 ///
 /// Shorter than the stack's timeout (or without one), it bounds the whole
-/// request, retries and waits included, and passing it counts for the
-/// circuit breaker as a cancelled call. Longer, it replaces the stack's
+/// request, retries and waits in the call included (a wait for a global
+/// concurrency slot is at readiness, before the call), and passing it
+/// counts for the circuit breaker as a cancelled call. Longer, it replaces the stack's
 /// timeout for each of this request's upstream calls, which count as
 /// failures when they outlast it. Like the stack's timeout, it does not
 /// limit the reading of the body.
@@ -51,7 +52,8 @@ use crate::BoxError;
 /// A gRPC call's deadline, the `grpc-timeout` header (tonic's
 /// `Request::set_timeout`), is read the same way when the request carries
 /// no `RequestTimeout`: through the stack, a client's tight deadline ends
-/// the call on time and does not count against the host.
+/// the call on time and does not count against the host. Each attempt is
+/// sent with the time the call has left in its `grpc-timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestTimeout(pub Duration);
 
@@ -98,6 +100,59 @@ fn grpc_timeout(value: &[u8]) -> Option<Duration> {
         b'n' => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// When a gRPC call's deadline passes: set in its extensions by the
+/// caller's stage, read by the host's, just before each attempt is sent.
+#[derive(Debug, Clone, Copy)]
+struct GrpcDeadline(Instant);
+
+/// A gRPC call's deadline travels as the time it has left: the caller's
+/// stage notes when it passes, and the host's stage (the innermost, so per
+/// attempt) rewrites `grpc-timeout` to the time left then, as gRPC's own
+/// clients compute it when they send. Without this, time spent in the stack
+/// (waiting for a slot, earlier attempts and their backoff) would give the
+/// server more time than the caller waits, and it would work on past the
+/// point where nobody reads its answer.
+fn propagate<B>(side: Side, asked: Option<Duration>, request: &mut Request<B>) {
+    match side {
+        Side::Caller => {
+            let Some(asked) = asked else { return };
+            if crate::util::has_none_of(request.headers(), &[&GRPC_TIMEOUT]) {
+                return;
+            }
+            request.extensions_mut().insert(GrpcDeadline(Instant::now() + asked));
+        }
+        Side::Host => {
+            let Some(&GrpcDeadline(at)) = request.extensions().get() else {
+                return;
+            };
+            let left = at.saturating_duration_since(Instant::now());
+            if let Ok(value) = HeaderValue::from_str(&grpc_timeout_text(left)) {
+                request.headers_mut().insert(GRPC_TIMEOUT, value);
+            }
+        }
+    }
+}
+
+/// `left` as a `grpc-timeout` value: whole milliseconds rounded up (a
+/// deadline not yet passed never reads as zero), or a coarser unit when
+/// they take more than the eight digits gRPC allows.
+fn grpc_timeout_text(left: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let ms = left.as_nanos().div_ceil(1_000_000).max(u128::from(!left.is_zero()));
+    if ms <= MAX {
+        return format!("{ms}m");
+    }
+    let secs = ms.div_ceil(1000);
+    if secs <= MAX {
+        return format!("{secs}S");
+    }
+    let minutes = secs.div_ceil(60);
+    if minutes <= MAX {
+        return format!("{minutes}M");
+    }
+    format!("{}H", minutes.div_ceil(60).min(MAX))
 }
 
 /// Which side of the breaker a [`Deadline`] stage is on.
@@ -155,8 +210,10 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let limit = limit(self.side, self.stack, asked(&request));
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let asked = asked(&request);
+        propagate(self.side, asked, &mut request);
+        let limit = limit(self.side, self.stack, asked);
         DeadlineFuture {
             inner: self.inner.call(request),
             // Boxed: most requests carry no limit of their own, and the
@@ -238,6 +295,48 @@ mod tests {
         assert_eq!(asked(&request), Some(Duration::from_secs(5)));
         request.extensions_mut().insert(RequestTimeout(Duration::from_secs(1)));
         assert_eq!(asked(&request), Some(Duration::from_secs(1)), "the extension first");
+    }
+
+    #[test]
+    fn time_left_is_written_as_grpc_reads_it() {
+        let cases = [
+            (Duration::ZERO, "0m"),
+            (Duration::from_nanos(1), "1m"),
+            (Duration::from_micros(1500), "2m"),
+            (Duration::from_millis(850), "850m"),
+            (Duration::from_millis(99_999_999), "99999999m"),
+            (Duration::from_secs(100_000), "100000S"),
+            (Duration::from_secs(100_000_000), "1666667M"),
+            (Duration::MAX, "99999999H"),
+        ];
+        for (left, text) in cases {
+            assert_eq!(grpc_timeout_text(left), text, "{left:?}");
+            let read = grpc_timeout(text.as_bytes()).unwrap();
+            assert!(
+                read >= left.min(Duration::from_secs(99_999_999 * 3600)),
+                "{text} reads back short of {left:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_host_side_sends_the_time_a_grpc_call_has_left() {
+        let mut request = Request::post("http://api.test/items.Items/Get")
+            .header(GRPC_TIMEOUT, "1S")
+            .body(())
+            .unwrap();
+        let limit = asked(&request);
+        propagate(Side::Caller, limit, &mut request);
+        tokio::time::advance(Duration::from_millis(150)).await;
+        propagate(Side::Host, limit, &mut request);
+        assert_eq!(request.headers()[GRPC_TIMEOUT], "850m");
+        // Not a gRPC call: nothing noted, nothing written.
+        let mut plain = Request::get("http://api.test/").body(()).unwrap();
+        plain.extensions_mut().insert(RequestTimeout(Duration::from_secs(1)));
+        let limit = asked(&plain);
+        propagate(Side::Caller, limit, &mut plain);
+        propagate(Side::Host, limit, &mut plain);
+        assert!(!plain.headers().contains_key(GRPC_TIMEOUT));
     }
 
     #[test]

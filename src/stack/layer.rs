@@ -248,10 +248,10 @@ where
     /// skipped within one concrete type, boxed once here.
     fn layer(&self, inner: S) -> Self::Service {
         let p = &self.parts;
-        // The stack's limit, or a caller's longer one (see `deadline`).
-        let svc = Optional::new(p.timeout, inner, |timeout, s| {
-            Deadline::new(s, Some(timeout), Side::Host)
-        });
+        // The stack's limit, or a caller's longer one (see `deadline`);
+        // always present, as it also sends each attempt of a gRPC call with
+        // the time the call has left.
+        let svc = Deadline::new(inner, p.timeout, Side::Host);
         let svc = Optional::new(p.breaker.clone(), svc, |breaker, s| {
             let failover = Failover {
                 secondary: p.secondary.as_ref().map(|(scheme, authority)| {
