@@ -121,7 +121,11 @@ fn propagate<B>(side: Side, asked: Option<Duration>, request: &mut Request<B>) {
             if crate::util::has_none_of(request.headers(), &[&GRPC_TIMEOUT]) {
                 return;
             }
-            request.extensions_mut().insert(GrpcDeadline(Instant::now() + asked));
+            // A limit too far off to be a point in time (a caller's
+            // `RequestTimeout(Duration::MAX)`) leaves the header as it is.
+            if let Some(at) = Instant::now().checked_add(asked) {
+                request.extensions_mut().insert(GrpcDeadline(at));
+            }
         }
         Side::Host => {
             let Some(&GrpcDeadline(at)) = request.extensions().get() else {
@@ -330,6 +334,16 @@ mod tests {
         tokio::time::advance(Duration::from_millis(150)).await;
         propagate(Side::Host, limit, &mut request);
         assert_eq!(request.headers()[GRPC_TIMEOUT], "850m");
+        // A limit beyond any point in time: the header is left as it is.
+        let mut endless = Request::post("http://api.test/items.Items/Get")
+            .header(GRPC_TIMEOUT, "1S")
+            .body(())
+            .unwrap();
+        endless.extensions_mut().insert(RequestTimeout(Duration::MAX));
+        let limit = asked(&endless);
+        propagate(Side::Caller, limit, &mut endless);
+        propagate(Side::Host, limit, &mut endless);
+        assert_eq!(endless.headers()[GRPC_TIMEOUT], "1S");
         // Not a gRPC call: nothing noted, nothing written.
         let mut plain = Request::get("http://api.test/").body(()).unwrap();
         plain.extensions_mut().insert(RequestTimeout(Duration::from_secs(1)));
