@@ -125,6 +125,16 @@ pub(crate) fn watch<E: Into<BoxError>>(
     }
 }
 
+/// `at + d`, or a century on where that would pass what an instant can
+/// hold: "never", without the panic of `+`. For durations that come from
+/// the network (a `Retry-After`) or from settings with no upper bound.
+#[cfg(any(feature = "cache", feature = "circuit-breaker"))]
+#[allow(dead_code)] // used by whichever layers the features enable
+pub(crate) fn instant_after(at: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
+    const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+    at.checked_add(d).or_else(|| at.checked_add(CENTURY)).unwrap_or(at)
+}
+
 /// An error's text followed by its sources' (`outer: inner: innermost`),
 /// for a reason shown to people: by the Rust API guidelines an error's own
 /// `Display` leaves its source out, which would drop the useful part (what

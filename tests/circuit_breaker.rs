@@ -778,3 +778,32 @@ async fn a_panicking_or_hung_probe_counts_as_unhealthy_and_probing_goes_on() {
         "{logged}"
     );
 }
+
+/// A `Retry-After` beyond any point in time, under a cap set as high (no
+/// cap at all): the circuit opens for "never" without overflowing the
+/// clock, and the breaker reports a wait it can say.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_any_time_opens_without_overflow() {
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(1))
+        .open_period(Duration::from_secs(1), Duration::MAX, 2.0)
+        .build()
+        .unwrap();
+    let layer = layer(config);
+    let breakers = layer.breakers();
+    let mut svc = tower::Layer::layer(
+        &layer,
+        Upstream::new(|_, _| async {
+            Ok(Response::builder()
+                .status(503)
+                .header("retry-after", u64::MAX.to_string())
+                .body(Full::default())
+                .unwrap())
+        }),
+    );
+    assert_eq!(send(&mut svc, "http://far.test/").await.unwrap(), 503);
+    assert_eq!(breakers.state("http://far.test"), Some(State::Open));
+    let refused = send(&mut svc, "http://far.test/").await.unwrap_err();
+    let open = refused.downcast_ref::<Open>().unwrap();
+    assert!(open.retry_after() > Duration::from_secs(50 * 365 * 86_400), "{open:?}");
+}

@@ -212,6 +212,36 @@ async fn the_caller_decides_per_request() {
     assert_eq!(policy.stats().requests, 2, "the request sent once was not one to retry");
 }
 
+/// A server's `Retry-After` beyond any point in time, under a cap set with
+/// no bound: the retry would start past the deadline, so the answer is
+/// passed on at once (adding the wait to the clock overflowed before).
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_any_time_is_past_the_deadline() {
+    let upstream = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, BoxError>(
+            Response::builder()
+                .status(503)
+                .header("retry-after", u64::MAX.to_string())
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    });
+    let config = RetryConfig::builder()
+        .max_retry_after(Duration::MAX)
+        .deadline(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let policy = RetryPolicy::new(config);
+    let mut client = policy.layer().layer(upstream);
+    let start = Instant::now();
+    let response = send(&mut client, request(Method::GET, "http://api.test/", ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(policy.stats().deadline_exceeded, 1);
+}
+
 // Needs the stack (hyper-util's client, the builder).
 #[cfg(feature = "stack")]
 #[tokio::test(start_paused = true)]

@@ -356,7 +356,8 @@ impl Breaker {
         if let Some(asked) = retry_after {
             period = period.max(asked.min(config.max_open));
         }
-        self.open_until = now + period;
+        // `Retry-After` comes from the network, and the cap may be none.
+        self.open_until = crate::util::instant_after(now, period);
         self.to(State::Open, now, out);
     }
 

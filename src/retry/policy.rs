@@ -188,7 +188,10 @@ impl RetryPolicy {
         let random = self.rng.get_or_insert_with(seed).next_f64();
         let wait = backoff(self.attempts, config.base_delay, config.max_delay, random).max(at_least);
         let started = *self.started.get_or_insert(now);
-        if config.deadline.is_some_and(|deadline| now + wait > started + deadline) {
+        // In durations, saturating: the wait may be a server's `Retry-After`
+        // under a cap set without bound, too far off to add to an instant.
+        let by_then = now.saturating_duration_since(started).saturating_add(wait);
+        if config.deadline.is_some_and(|deadline| by_then > deadline) {
             shared.deadline_exceeded.fetch_add(1, Ordering::Relaxed);
             gave_up("deadline");
             return None;

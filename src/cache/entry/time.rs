@@ -126,9 +126,7 @@ pub(super) fn at_offset(base: Instant, nanos: i64) -> Instant {
     if nanos >= 0 {
         // 292 years past any instant a process sees does not overflow; were
         // it to, a century on is still "never".
-        base.checked_add(d)
-            .or_else(|| base.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-            .unwrap_or(base)
+        crate::util::instant_after(base, d)
     } else {
         base.checked_sub(d).unwrap_or(base)
     }
