@@ -205,6 +205,36 @@ async fn uncacheable_response_releases_waiters_at_once() {
     assert_eq!(cache.stats().entries, 0);
 }
 
+/// Settings without bound ("wait for the leader however long", "remember
+/// an uncacheable key for good") are taken as "never" on the clock, not
+/// added to it: adding them overflowed on the first miss.
+#[tokio::test(start_paused = true)]
+async fn unbounded_lock_timeout_and_uncacheable_window_are_never() {
+    let cache = Cache::builder()
+        .lock_timeout(Duration::MAX)
+        .remember_uncacheable(Some(Duration::MAX))
+        .build()
+        .unwrap();
+    let upstream = Upstream::new(|_, _| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(ok("no-store", "v"))
+    });
+    let first = burst(&cache, &upstream, 3).await;
+    assert!(first.iter().all(|r| r.as_ref().unwrap().body == "v"));
+    assert_eq!(upstream.calls(), 3, "the waiters were released to go themselves");
+    // Remembered as uncacheable a year on: both go upstream at once.
+    tokio::time::advance(Duration::from_secs(365 * 86_400)).await;
+    let start = Instant::now();
+    let later = burst(&cache, &upstream, 2).await;
+    assert!(later.iter().all(|r| !r.as_ref().unwrap().cache.collapsed));
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "neither waited for a leader"
+    );
+    assert_eq!(upstream.calls(), 5);
+}
+
 /// Hit-for-miss: once a key's answer was not storable, its requests go
 /// upstream at once instead of waiting for a leader's answer they could not
 /// share, until the window ends or a storable answer comes.

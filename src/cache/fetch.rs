@@ -256,7 +256,7 @@ impl Fetch {
             .cache
             .remember_uncacheable
             .filter(|_| lasting)
-            .map(|window| Instant::now() + window);
+            .map(|window| crate::util::instant_after(Instant::now(), window));
         match (self.leader.take(), until) {
             (Some(leader), Some(until)) => leader.complete_uncacheable(until),
             (None, Some(until)) => self.cache.flights.mark_uncacheable(&self.key, until),

@@ -167,7 +167,9 @@ where
             }
             return ResponseFuture::calling(self.inner.call(request), fetch);
         }
-        match cache.flights.join(&key, now, now + cache.lock_timeout, stamp) {
+        // A lock timeout may be set without bound ("wait for the leader").
+        let give_up = crate::util::instant_after(now, cache.lock_timeout);
+        match cache.flights.join(&key, now, give_up, stamp) {
             join @ (Join::Leader(_) | Join::Alone) => {
                 if let Join::Leader(leader) = join {
                     // Another request's flight may have stored its answer
