@@ -807,3 +807,39 @@ async fn a_retry_after_beyond_any_time_opens_without_overflow() {
     let open = refused.downcast_ref::<Open>().unwrap();
     assert!(open.retry_after() > Duration::from_secs(50 * 365 * 86_400), "{open:?}");
 }
+
+/// A half-open time set without bound: a call arriving while the probe is
+/// out is refused with a wait it can say, not an overflow of the clock.
+#[tokio::test(start_paused = true)]
+async fn an_unbounded_half_open_time_refuses_without_overflow() {
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(1))
+        .open_period(Duration::from_secs(1), Duration::from_secs(10), 2.0)
+        .jitter(0.0)
+        .half_open(1, Duration::MAX)
+        .build()
+        .unwrap();
+    let layer = layer(config);
+    let upstream = Upstream::new(|_, n| async move {
+        if n == 0 {
+            return Ok(status(503));
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(status(200))
+    });
+    let mut svc = tower::Layer::layer(&layer, upstream);
+    assert_eq!(send(&mut svc, "http://slow.test/").await.unwrap(), 503);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let mut probe = tower::Layer::layer(
+        &layer,
+        Upstream::new(|_, _| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(status(200))
+        }),
+    );
+    let probing = tokio::spawn(async move { send(&mut probe, "http://slow.test/").await });
+    tokio::task::yield_now().await;
+    let refused = send(&mut svc, "http://slow.test/").await.unwrap_err();
+    assert!(refused.downcast_ref::<Open>().is_some(), "{refused}");
+    assert_eq!(probing.await.unwrap().unwrap(), 200);
+}

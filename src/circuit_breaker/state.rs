@@ -183,7 +183,7 @@ impl Breaker {
         } else {
             Duration::ZERO
         };
-        if self.state == State::Open && now >= self.open_until + grace {
+        if self.state == State::Open && now >= crate::util::instant_after(self.open_until, grace) {
             self.to(State::HalfOpen, now, out);
         }
         if self.state == State::HalfOpen
@@ -223,7 +223,8 @@ impl Breaker {
                     Ok(permit(true, true))
                 } else {
                     // Probes are out: try again when they may have answered.
-                    Err((self.half_open.since + config.max_half_open).saturating_duration_since(now))
+                    let answered_by = crate::util::instant_after(self.half_open.since, config.max_half_open);
+                    Err(answered_by.saturating_duration_since(now))
                 }
             }
         }
