@@ -507,6 +507,7 @@ async fn a_request_head_never_finished_is_cut_off() {
         .unwrap();
     let head = b"GET /health/live HTTP/1.1\r\nHost: admin\r\n";
     let answer = server::slow_head_is_cut_off(addr, head, HEADER_READ_TIMEOUT).await;
+    let answer = String::from_utf8_lossy(&answer);
     // Whatever it said before closing, it answered nothing to the request.
     assert!(!answer.contains("200 OK"), "{answer}");
 
@@ -516,5 +517,33 @@ async fn a_request_head_never_finished_is_cut_off() {
     };
     let (status, _, _) = admin.send(Method::GET, "/health/live", None, "").await;
     assert_eq!(status, StatusCode::OK);
+    server.abort();
+}
+
+/// An HTTP/2 connection has no request head to time out between requests:
+/// one left idle is asked to go (`GOAWAY`) and closed after
+/// `MAX_CONNECTION_AGE`, so idle connections cannot pile up.
+#[tokio::test(start_paused = true)]
+async fn an_idle_http2_connection_is_closed_after_its_age() {
+    use tower_optimizer::monitor::MAX_CONNECTION_AGE;
+
+    let (addr, server) = AdminService::builder()
+        .build()
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let bytes = server::slow_head_is_cut_off(addr, &hello, MAX_CONNECTION_AGE).await;
+    // The server's frames: 9-byte headers, the type in the fourth byte.
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16 | usize::from(bytes[at + 1]) << 8 | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        at += 9 + len;
+    }
+    assert!(types.contains(&7), "a GOAWAY before closing: frame types {types:?}");
     server.abort();
 }

@@ -38,6 +38,18 @@ const MAX_BODY: usize = 64 * 1024;
 /// descriptor until cut off; without a timer hyper would wait forever.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long [`AdminService::serve`] keeps any one connection: then it asks
+/// the client to go (an HTTP/2 `GOAWAY`, or closing after the current
+/// HTTP/1.1 answer) and lets requests in flight finish for
+/// [`CONNECTION_DRAIN`]. An HTTP/2 connection has no request head to time
+/// out between requests, so an idle one would otherwise be held for good;
+/// five minutes costs a dashboard or a scraper one reconnect.
+pub const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How long requests in flight on a connection past [`MAX_CONNECTION_AGE`]
+/// may take before it is closed under them.
+pub const CONNECTION_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Default address of [`AdminService::serve`]: loopback only, so the admin
 /// routes are never exposed by accident.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
@@ -502,9 +514,15 @@ impl AdminService {
                         .http1()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(HEADER_READ_TIMEOUT);
-                    let _ = builder
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let mut connection = std::pin::pin!(connection);
+                    if tokio::time::timeout(MAX_CONNECTION_AGE, connection.as_mut())
+                        .await
+                        .is_err()
+                    {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(CONNECTION_DRAIN, connection).await;
+                    }
                 });
             };
             super::accept::accept_forever(|| listener.accept(), serve).await;

@@ -45,8 +45,8 @@ mod sketch;
 mod stats;
 
 pub use admin::{
-    AdminBuilder, AdminService, DEFAULT_ADMIN_ADDR, DURATION_BUCKETS, HEADER_READ_TIMEOUT, LivenessAuth,
-    install_prometheus,
+    AdminBuilder, AdminService, CONNECTION_DRAIN, DEFAULT_ADMIN_ADDR, DURATION_BUCKETS, HEADER_READ_TIMEOUT,
+    LivenessAuth, MAX_CONNECTION_AGE, install_prometheus,
 };
 pub use alert::{
     Alert, AlertHandler, AlertManager, AlertRule, AlertState, AlertStatus, AsyncAlertHandler, Comparison,

@@ -92,9 +92,9 @@ impl http_body::Body for Upload {
 
 /// Connects to `addr`, sends `head` (a request head never finished) and
 /// reads until the server closes the connection, which must happen after
-/// `timeout` and well before twice that (paused clock); what the server
-/// said before closing.
-pub async fn slow_head_is_cut_off(addr: SocketAddr, head: &[u8], timeout: std::time::Duration) -> String {
+/// `timeout` and well before twice that (paused clock); the bytes the
+/// server sent before closing.
+pub async fn slow_head_is_cut_off(addr: SocketAddr, head: &[u8], timeout: std::time::Duration) -> Vec<u8> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -107,5 +107,5 @@ pub async fn slow_head_is_cut_off(addr: SocketAddr, head: &[u8], timeout: std::t
         .unwrap();
     let waited = started.elapsed();
     assert!(waited >= timeout && waited < timeout * 2, "{waited:?}");
-    String::from_utf8_lossy(&answer).into_owned()
+    answer
 }
