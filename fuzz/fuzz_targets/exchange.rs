@@ -5,7 +5,7 @@
 //! headers, `grpc-timeout`) and the freshness arithmetic over the paused
 //! clock. Nothing may panic.
 //!
-//! Input: blocks separated by an empty line, alternating a request (first
+//! Input: a settings byte, then blocks separated by a NUL byte, alternating a request (first
 //! line `<method byte><path>`, then `name: value` lines) and the response
 //! the upstream gives it (first line the status digits, then headers); a
 //! block's last line `+N` advances the clock N seconds after the exchange.
@@ -23,8 +23,8 @@ use tower::{Layer, Service, ServiceExt};
 use tower_optimizer::cache::Cache;
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, GrpcClassifier};
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
-use tower_optimizer::retry::RetryPolicy;
-use tower_optimizer::stack::OptimizerStack;
+use tower_optimizer::retry::{RetryConfig, RetryPolicy};
+use tower_optimizer::stack::{OptimizerStack, Overload};
 
 const METHODS: [Method; 6] = [
     Method::GET,
@@ -86,6 +86,10 @@ fn response(spec: &Block<'_>) -> Response<Full<Bytes>> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The first byte picks settings: bit 0 lifts every cap a network value
+    // is held under (the breaker's open period, `Retry-After` for retries);
+    // bit 1 puts the stack's limits in, with a bounded wait.
+    let (&settings, data) = data.split_first().unwrap_or((&0, data));
     let text: Vec<&[u8]> = data.split(|&b| b == b'\x00').collect();
     let blocks: Vec<Block<'_>> = text.iter().map(|t| block(t)).collect();
     if blocks.len() > 16 {
@@ -104,18 +108,25 @@ fuzz_target!(|data: &[u8]| {
             .build()
             .unwrap();
         let invalidator = Invalidator::new(cache.clone());
-        let breaker = CircuitBreakerConfig::builder()
-            .classifier(GrpcClassifier::new())
-            .build()
-            .unwrap();
-        let (layer, _optimizer) = OptimizerStack::builder()
+        let uncapped = settings & 1 == 1;
+        let mut breaker = CircuitBreakerConfig::builder().classifier(GrpcClassifier::new());
+        let mut retry = RetryConfig::builder();
+        if uncapped {
+            breaker = breaker.open_period(Duration::from_secs(1), Duration::MAX, 2.0);
+            retry = retry.max_retry_after(Duration::MAX).deadline(Duration::from_secs(60));
+        }
+        let mut builder = OptimizerStack::builder()
             .cache(cache.clone())
             .invalidation(InvalidationLayer::new(invalidator))
-            .circuit_breaker(breaker)
-            .retry(RetryPolicy::default())
-            .timeout(Duration::from_secs(30))
-            .build::<Full<Bytes>>()
-            .unwrap();
+            .circuit_breaker(breaker.build().unwrap())
+            .retry(RetryPolicy::new(retry.build().unwrap()))
+            .timeout(Duration::from_secs(30));
+        if settings & 2 == 2 {
+            builder = builder
+                .concurrency_limit(2, Overload::Shed)
+                .per_host_limit(1, Overload::WaitAtMost(Duration::from_millis(50)));
+        }
+        let (layer, _optimizer) = builder.build::<Full<Bytes>>().unwrap();
         let answers: Arc<Mutex<VecDeque<Response<Full<Bytes>>>>> = Arc::default();
         let queue = answers.clone();
         let upstream = tower::service_fn(move |_req: Request<Full<Bytes>>| {
