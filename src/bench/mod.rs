@@ -174,7 +174,14 @@ where
                     return tally;
                 }
                 if let Some(rate) = rate {
-                    let slot = start + Duration::from_secs_f64(i as f64 / rate);
+                    // A rate so low that the slot is past any instant ends
+                    // the run, as a slot past its deadline does.
+                    let Some(slot) = Duration::try_from_secs_f64(i as f64 / rate)
+                        .ok()
+                        .and_then(|after| start.checked_add(after))
+                    else {
+                        return tally;
+                    };
                     if deadline.is_some_and(|d| slot >= d) {
                         return tally;
                     }

@@ -353,7 +353,9 @@ impl Breaker {
         let base = config.open.as_secs_f64() * config.backoff.powi(exponent);
         let capped = base.min(config.max_open.as_secs_f64());
         let jittered = capped * (1.0 - config.jitter * self.rng.next_f64());
-        let mut period = Duration::from_secs_f64(jittered.max(0.0));
+        // Under a cap set without bound, many opens pass what a `Duration`
+        // holds: the cap then.
+        let mut period = Duration::try_from_secs_f64(jittered.max(0.0)).unwrap_or(config.max_open);
         if let Some(asked) = retry_after {
             period = period.max(asked.min(config.max_open));
         }

@@ -207,7 +207,9 @@ pub(crate) fn idempotent<B>(request: &http::Request<B>) -> bool {
 pub(crate) fn backoff(retry: u32, base: Duration, max: Duration, random: f64) -> Duration {
     let exponent = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
     let ceiling = (base.as_secs_f64() * 2f64.powi(exponent)).min(max.as_secs_f64());
-    Duration::from_secs_f64((ceiling * random).max(0.0))
+    // Under a cap set without bound the product may pass what a
+    // `Duration` holds: the cap then.
+    Duration::try_from_secs_f64((ceiling * random).max(0.0)).unwrap_or(max)
 }
 
 #[cfg(test)]
@@ -320,5 +322,9 @@ mod tests {
         assert!((ceiling(u32::MAX) - 1.0).abs() < 1e-6, "no overflow");
         assert_eq!(backoff(3, base, max, 0.0), Duration::ZERO);
         assert!((backoff(3, base, max, 0.5).as_secs_f64() - 0.1).abs() < 1e-6);
+        // A cap set without bound: the doubling passes what a `Duration`
+        // holds, and the longest wait is still one.
+        let longest = backoff(u32::MAX, base, Duration::MAX, 1.0 - f64::EPSILON);
+        assert!(longest > Duration::from_secs(1 << 60), "{longest:?}");
     }
 }

@@ -223,7 +223,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "d" => value * 86_400.0,
         _ => return None,
     };
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    // Not a duration if negative, not finite or past what one holds.
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// The value `options` names `value`, the first option's when the field is
