@@ -235,10 +235,11 @@ impl CircuitBreakers {
                 )
             })
             .collect();
-        let closed_idle: Vec<Arc<str>> = cells
+        // Each victim with whether it was closed (its gauge needs no reset).
+        let closed_idle: Vec<(Arc<str>, bool)> = cells
             .iter()
             .filter(|&&(_, used, closed)| closed && now_ms.saturating_sub(used) >= idle_ms)
-            .map(|&(k, _, _)| k.clone())
+            .map(|&(k, _, _)| (k.clone(), true))
             .collect();
         // Forgetting a closed breaker loses a window of figures; forgetting
         // an open one sends traffic back to a host that is down. And an open
@@ -249,20 +250,13 @@ impl CircuitBreakers {
                 .iter()
                 .filter(|&&(_, _, closed)| closed || !closed_only)
                 .min_by_key(|&&(_, used, _)| used)
-                .map(|&(k, _, _)| vec![k.clone()])
+                .map(|&(k, _, closed)| vec![(k.clone(), closed)])
         };
         let victims = if closed_idle.is_empty() {
             least_recent(true).or_else(|| least_recent(false)).unwrap_or_default()
         } else {
             closed_idle
         };
-        let victims: Vec<(Arc<str>, bool)> = victims
-            .into_iter()
-            .map(|key| {
-                let closed = cells.iter().any(|&(k, _, closed)| closed && *k == key);
-                (key, closed)
-            })
-            .collect();
         for (key, closed) in victims {
             if let Some(cell) = map.remove(&key) {
                 cell.flags.fetch_or(EVICTED, Ordering::Relaxed);
