@@ -51,6 +51,26 @@ impl Guard {
         self.permit.probe = false;
     }
 
+    /// Ends the guard of a call whose body ended well: the closed path's
+    /// common case (an untimed call, so no slow-call rule and no listener
+    /// to tell, and not a probe) counted without the lock in a few
+    /// instructions; anything else through [`Guard::finish`].
+    #[inline]
+    pub(crate) fn succeed(mut self) {
+        let cell = &self.cell;
+        let quick = self.start.is_none()
+            && self.permit.recorded
+            && !self.permit.probe
+            && cell.fast_success(self.permit.generation);
+        if quick {
+            cell.metrics.success.increment(1);
+            // Counted: the drop has nothing left to record or release.
+            self.on_drop = None;
+            return;
+        }
+        self.finish(Outcome::Success, None);
+    }
+
     fn record(&self, outcome: Outcome, retry_after: Option<Duration>) {
         let cell = &self.cell;
         let config = &cell.config;
@@ -182,7 +202,11 @@ where
                 Seen::Failed(error) => classify(CallResult::BodyError(&**error)),
             };
             if let Some(guard) = this.guard.take() {
-                guard.finish(outcome, None);
+                if outcome == Outcome::Success {
+                    guard.succeed();
+                } else {
+                    guard.finish(outcome, None);
+                }
             }
         })
     }

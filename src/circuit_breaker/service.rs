@@ -78,6 +78,7 @@ impl<S, F> CircuitBreakerService<S, F> {
 
 /// The remembered breaker, if it still serves: the key is the same, the
 /// registry still holds it and its counters are `recorder`'s.
+#[inline]
 fn reuse(last: Option<&Arc<CellRef>>, recorder: usize, same_key: impl FnOnce(&str) -> bool) -> Option<Arc<CellRef>> {
     last.filter(|last| same_key(&last.key) && last.metrics.recorder == recorder && last.touch())
         .cloned()
@@ -95,13 +96,23 @@ impl Now {
     }
 }
 
+#[inline]
 fn same_authority(key: &str, uri: &Uri) -> bool {
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let authority = uri.authority().map_or("", |a| a.as_str());
-    key.len() == scheme.len() + 3 + authority.len()
-        && key.starts_with(scheme)
-        && key[scheme.len()..].starts_with("://")
-        && key.ends_with(authority)
+    let authority = uri.authority().map_or("", |a| a.as_str()).as_bytes();
+    let Some(at) = key.len().checked_sub(authority.len()) else {
+        return false;
+    };
+    let (prefix, rest) = key.as_bytes().split_at(at);
+    // The common schemes against constants, which compile to a compare
+    // in place rather than a call.
+    rest == authority
+        && match uri.scheme_str() {
+            None | Some("http") => prefix == b"http://",
+            Some("https") => prefix == b"https://",
+            Some(scheme) => {
+                prefix.len() == scheme.len() + 3 && prefix.starts_with(scheme.as_bytes()) && prefix.ends_with(b"://")
+            }
+        }
 }
 
 impl<S, F, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreakerService<S, F>
