@@ -210,6 +210,13 @@ impl CacheStatus {
     /// assert!(CacheStatus::from_headers(&HeaderMap::new()).is_none());
     /// ```
     pub fn from_headers(headers: &HeaderMap) -> Option<CacheStatus> {
+        // Most responses that pass here have no `Cache-Status` (a request
+        // the cache never saw, or one whose status came as the extension)
+        // and a handful of fields: a walk over their names (the standard
+        // ones compared by tag) costs less than hashing ours for a lookup.
+        if !headers.keys().any(|name| name == CACHE_STATUS) {
+            return None;
+        }
         let mut found = None;
         for line in headers.get_all(CACHE_STATUS) {
             let Ok(text) = line.to_str() else { continue };
