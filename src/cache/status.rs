@@ -211,10 +211,8 @@ impl CacheStatus {
     /// ```
     pub fn from_headers(headers: &HeaderMap) -> Option<CacheStatus> {
         // Most responses that pass here have no `Cache-Status` (a request
-        // the cache never saw, or one whose status came as the extension)
-        // and a handful of fields: a walk over their names (the standard
-        // ones compared by tag) costs less than hashing ours for a lookup.
-        if !headers.keys().any(|name| name == CACHE_STATUS) {
+        // the cache never saw, or one whose status came as the extension).
+        if crate::util::has_none_of(headers, &[&CACHE_STATUS]) {
             return None;
         }
         let mut found = None;
