@@ -7,6 +7,9 @@
 //!   h2c server (`no-store`, so each one goes upstream) through the bare
 //!   hyper-util client and through `build_http2_client` (target overhead at
 //!   most 5 %);
+//! - `stack_hit_tasks64/bare` vs `/stack`: the same fresh hit from 64 tasks
+//!   on a 2-worker runtime through clones of one stack (no target: what
+//!   threads sharing the stack's state cost);
 //! - `shell/bare` vs `shell/stack`: the stack with no layer over the bare
 //!   in-process service, for what its shell costs by itself;
 //! - `miss_layer_<name>/bare` vs `/<name>`: the same miss through a stack of
@@ -90,6 +93,26 @@ fn hits(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     common::versus(c, rt, "shell", &uri, &common::bare_1k(), ("stack", &shell));
 }
 
+/// Fresh hits from 64 tasks on two worker threads, through clones of one
+/// stack: its shared state (the cache's shard, the breaker, the metrics'
+/// endpoint, the lifecycle gate) under threads.
+fn hits_from_tasks(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri: Uri = "http://api.test/items/1".parse().unwrap();
+    let (stack, _optimizer) = rt.block_on(async {
+        let cache = Cache::builder().build().unwrap();
+        let (layer, optimizer) = full_stack(&cache).build::<Full<Bytes>>().unwrap();
+        let mut stack = layer.layer(common::bare_1k());
+        common::one(&mut stack, &uri).await; // stores it
+        (stack, optimizer)
+    });
+    common::versus_tasks(c, &rt, "stack_hit_tasks64", &uri, &common::bare_1k(), ("stack", &stack));
+}
+
 fn misses(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let (uri, bare, stack, _optimizer) = rt.block_on(async {
         let addr = upstream().await;
@@ -156,6 +179,7 @@ fn main() {
         .unwrap();
     let mut c = common::criterion();
     hits(&mut c, &rt);
+    hits_from_tasks(&mut c);
     misses(&mut c, &rt);
     c.final_summary();
     for (name, target) in [("stack_hit", "ratio <= 1.5"), ("stack_miss", "ratio <= 1.05")] {
@@ -167,6 +191,16 @@ fn main() {
         }
         common::print_paired(name, target);
     }
+    if let (Some(bare), Some(stack)) = (
+        common::median("stack_hit_tasks64", "bare"),
+        common::median("stack_hit_tasks64", "stack"),
+    ) {
+        println!(
+            "stack_hit_tasks64: stack throughput {:.0}% of bare (no target)",
+            bare / stack * 100.0
+        );
+    }
+    common::print_paired_throughput("stack_hit_tasks64", "none");
     if let (Some(bare), Some(shell)) = (common::median("shell", "bare"), common::median("shell", "stack")) {
         println!("the stack with no layer, in process: +{:.0} ns over bare", shell - bare);
     }
