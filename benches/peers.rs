@@ -233,15 +233,7 @@ fn report() {
             }
         }
     }
-    for (name, r) in VERSUS_OURS.lock().unwrap().iter() {
-        println!(
-            "{name}, interleaved with tower-optimizer: time ratio {:.2} (quartiles {:.2}-{:.2}, {} rounds)",
-            r.median,
-            r.low,
-            r.high,
-            common::ROUNDS
-        );
-    }
+    common::print_versus_ours(&VERSUS_OURS.lock().unwrap(), "tower-optimizer");
 }
 
 fn main() {

@@ -75,7 +75,10 @@ fn benches(c: &mut Criterion) {
             || common::repeat(ours.clone(), uri.clone(), common::BATCH),
             || common::repeat(peer.clone(), uri.clone(), common::BATCH),
         );
-        VERSUS_OURS.lock().unwrap().push((group_name.to_owned(), ratio));
+        VERSUS_OURS
+            .lock()
+            .unwrap()
+            .push((format!("{group_name}/{PEER}"), ratio));
     }
 
     let threads = tokio::runtime::Builder::new_multi_thread()
@@ -114,7 +117,10 @@ fn benches(c: &mut Criterion) {
             || common::tasks(ours.clone(), uri.clone()),
             || common::tasks(peer.clone(), uri.clone()),
         );
-        VERSUS_OURS.lock().unwrap().push((group_name.to_owned(), ratio));
+        VERSUS_OURS
+            .lock()
+            .unwrap()
+            .push((format!("{group_name}/{PEER}"), ratio));
     }
 
     // Both saw the calls and stayed closed throughout.
@@ -143,15 +149,7 @@ fn report() {
             );
         }
     }
-    for (name, r) in VERSUS_OURS.lock().unwrap().iter() {
-        println!(
-            "{name}/{PEER}, interleaved with {OURS}: time ratio {:.2} (quartiles {:.2}-{:.2}, {} rounds)",
-            r.median,
-            r.low,
-            r.high,
-            common::ROUNDS
-        );
-    }
+    common::print_versus_ours(&VERSUS_OURS.lock().unwrap(), OURS);
 }
 
 fn main() {

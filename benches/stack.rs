@@ -37,7 +37,9 @@ use tower_optimizer::cache::Cache;
 use tower_optimizer::circuit_breaker::CircuitBreakerConfig;
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
 use tower_optimizer::retry::{RetryConfig, RetryPolicy};
-use tower_optimizer::stack::{ClientConfig, MonitorSettings, OptimizerStack, OptimizerStackBuilder, http_client};
+use tower_optimizer::stack::{
+    ClientConfig, MonitorSettings, OptimizedService, Optimizer, OptimizerStack, OptimizerStackBuilder, http_client,
+};
 
 /// Every layer the stack has, as a user would configure it.
 fn full_stack(cache: &Cache) -> OptimizerStackBuilder {
@@ -75,15 +77,18 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
+/// The full stack over the bare 1 KiB service, with `uri`'s answer stored.
+async fn stored(uri: &Uri) -> (OptimizedService<Full<Bytes>>, Optimizer) {
+    let cache = Cache::builder().build().unwrap();
+    let (layer, optimizer) = full_stack(&cache).build::<Full<Bytes>>().unwrap();
+    let mut stack = layer.layer(common::bare_1k());
+    common::one(&mut stack, uri).await; // stores it
+    (stack, optimizer)
+}
+
 fn hits(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let uri: Uri = "http://api.test/items/1".parse().unwrap();
-    let (stack, _optimizer) = rt.block_on(async {
-        let cache = Cache::builder().build().unwrap();
-        let (layer, optimizer) = full_stack(&cache).build::<Full<Bytes>>().unwrap();
-        let mut stack = layer.layer(common::bare_1k());
-        common::one(&mut stack, &uri).await; // stores it
-        (stack, optimizer)
-    });
+    let (stack, _optimizer) = rt.block_on(stored(&uri));
     common::versus(c, rt, "stack_hit", &uri, &common::bare_1k(), ("stack", &stack));
     // The stack with no layer at all: what its shell costs by itself.
     let (shell, _optimizer) = rt.block_on(async {
@@ -103,13 +108,7 @@ fn hits_from_tasks(c: &mut Criterion) {
         .build()
         .unwrap();
     let uri: Uri = "http://api.test/items/1".parse().unwrap();
-    let (stack, _optimizer) = rt.block_on(async {
-        let cache = Cache::builder().build().unwrap();
-        let (layer, optimizer) = full_stack(&cache).build::<Full<Bytes>>().unwrap();
-        let mut stack = layer.layer(common::bare_1k());
-        common::one(&mut stack, &uri).await; // stores it
-        (stack, optimizer)
-    });
+    let (stack, _optimizer) = rt.block_on(stored(&uri));
     common::versus_tasks(c, &rt, "stack_hit_tasks64", &uri, &common::bare_1k(), ("stack", &stack));
 }
 

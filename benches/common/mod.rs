@@ -242,6 +242,17 @@ impl std::fmt::Display for Ratio {
     }
 }
 
+/// Prints each peer's time over ours, measured in alternating rounds, as
+/// `name, interleaved with ours: time ratio ...`.
+pub fn print_versus_ours(ratios: &[(String, Ratio)], ours: &str) {
+    for (name, r) in ratios {
+        println!(
+            "{name}, interleaved with {ours}: time ratio {:.2} (quartiles {:.2}-{:.2}, {ROUNDS} rounds)",
+            r.median, r.low, r.high
+        );
+    }
+}
+
 /// Tasks of [`versus_tasks`], and requests each sends.
 pub const TASKS: usize = 64;
 pub const PER_TASK: u64 = 200;
