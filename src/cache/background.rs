@@ -61,7 +61,7 @@ pub(crate) fn spawn(handle: &Handle, weak: Weak<Inner>, inner: &Inner) {
                 // not the end of the watcher.
                 let Some(usage) = crate::util::guarded("memory source", || pressure.source.read()).flatten() else {
                     // Once, not every tick: configured but blind (not
-                    // Linux, no cgroup v2) is worth knowing, not a flood.
+                    // Linux, no cgroup memory accounting) is worth knowing, not a flood.
                     if !said_unreadable {
                         tracing::warn!(source = ?pressure.source, "memory pressure: cannot read memory usage; no eviction until it can");
                         said_unreadable = true;

@@ -103,6 +103,7 @@ mod background;
 mod broadcast;
 mod buffer;
 mod builder;
+mod cgroup;
 mod coalesce;
 mod conditional;
 mod directives;

@@ -6,6 +6,7 @@
 //! `background.rs`.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,10 @@ pub const DEFAULT_PRESSURE_INTERVAL: Duration = Duration::from_secs(1);
 pub enum MemorySource {
     /// The process's resident set (`VmRSS` in `/proc/self/status`).
     ProcessRss,
-    /// The cgroup v2 the process runs in (`/sys/fs/cgroup/memory.current`).
+    /// The cgroup the process runs in, v2 or v1's memory controller, found
+    /// from `/proc/self/cgroup`: its working set, the usage less the
+    /// inactive file cache (as the kubelet and `docker stats` count it),
+    /// since the kernel reclaims that before the cgroup runs out.
     Cgroup,
     /// A user-supplied reading in bytes (`None` when unavailable).
     Custom(Arc<dyn Fn() -> Option<u64> + Send + Sync>),
@@ -36,23 +40,19 @@ impl fmt::Debug for MemorySource {
 
 impl MemorySource {
     /// Current usage in bytes, or `None` when it cannot be read (not Linux,
-    /// no cgroup v2): the watcher then does nothing.
+    /// no cgroup memory accounting): the watcher then does nothing.
     pub fn read(&self) -> Option<u64> {
         match self {
             MemorySource::ProcessRss => parse_status_rss(&std::fs::read_to_string("/proc/self/status").ok()?),
-            MemorySource::Cgroup => std::fs::read_to_string("/sys/fs/cgroup/memory.current")
-                .ok()?
-                .trim()
-                .parse()
-                .ok(),
+            MemorySource::Cgroup => super::cgroup::working_set(Path::new("/")),
             MemorySource::Custom(read) => read(),
         }
     }
 }
 
-/// The cgroup v2 memory limit, if one is set.
+/// The memory limit on the process's cgroup (v2 or v1), if one is set.
 pub(crate) fn cgroup_limit() -> Option<u64> {
-    parse_cgroup_max(&std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok()?)
+    super::cgroup::limit(Path::new("/"))
 }
 
 /// Memory-pressure settings.
@@ -75,8 +75,9 @@ impl MemoryPressure {
         }
     }
 
-    /// Watermarks as fractions of the cgroup limit, reading cgroup usage.
-    /// `None` when the process has no cgroup v2 memory limit.
+    /// Watermarks as fractions of the cgroup limit (the lowest set on the
+    /// process's cgroup or an ancestor), reading the cgroup's working set.
+    /// `None` when the process has no cgroup memory limit.
     pub fn cgroup_fraction(high: f64, low: f64) -> Option<Self> {
         let limit = cgroup_limit()? as f64;
         Some(Self::new(
@@ -116,11 +117,6 @@ fn parse_status_rss(status: &str) -> Option<u64> {
     })
 }
 
-fn parse_cgroup_max(text: &str) -> Option<u64> {
-    let text = text.trim();
-    if text == "max" { None } else { text.parse().ok() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,8 +135,6 @@ mod tests {
         assert_eq!(parse_status_rss("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2048 * 1024));
         assert_eq!(parse_status_rss("VmRSS: garbage"), None);
         assert_eq!(parse_status_rss(""), None);
-        assert_eq!(parse_cgroup_max("max\n"), None);
-        assert_eq!(parse_cgroup_max("1073741824\n"), Some(1 << 30));
         #[cfg(target_os = "linux")]
         assert!(MemorySource::ProcessRss.read().is_some_and(|rss| rss > 0));
     }
