@@ -121,7 +121,7 @@ mod labels;
 mod layer;
 mod mode;
 mod policy;
-mod pressure;
+pub(crate) mod pressure;
 mod query;
 mod service;
 mod stats;

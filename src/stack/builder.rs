@@ -83,11 +83,33 @@ pub struct MonitorSettings {
     pub route_templates: Option<RouteTemplates>,
 }
 
+/// The built-in `ProcessMemoryHigh` threshold without a cgroup limit: a
+/// figure for a process on a machine of its own, well above what the
+/// stack itself needs (its cache budget included) and below most hosts'
+/// memory.
+pub const DEFAULT_RSS_ALERT: f64 = 4.0 * 1024.0 * 1024.0 * 1024.0;
+
+/// Of a cgroup memory limit, where the built-in `ProcessMemoryHigh` rule
+/// fires: near enough to warn before the kernel's OOM killer acts, far
+/// enough that a process sized to its limit does not alert in steady use.
+pub const CGROUP_RSS_ALERT_FRACTION: f64 = 0.9;
+
+/// The `ProcessMemoryHigh` threshold for a process whose cgroup has
+/// `limit` (or none): a fixed 4 GiB would never fire in a container of
+/// 512 MiB, whose process the OOM killer ends first.
+fn rss_alert(limit: Option<u64>) -> f64 {
+    limit.map_or(DEFAULT_RSS_ALERT, |limit| limit as f64 * CGROUP_RSS_ALERT_FRACTION)
+}
+
 impl Default for MonitorSettings {
+    /// Sampling every [`DEFAULT_SAMPLE_INTERVAL`](crate::monitor::DEFAULT_SAMPLE_INTERVAL),
+    /// the built-in alert rules with `ProcessMemoryHigh` at
+    /// [`CGROUP_RSS_ALERT_FRACTION`] of the process's cgroup memory limit
+    /// when it has one (a container), else at [`DEFAULT_RSS_ALERT`].
     fn default() -> Self {
         MonitorSettings {
             interval: crate::monitor::DEFAULT_SAMPLE_INTERVAL,
-            alerts: AlertManager::with_default_rules(4.0 * 1024.0 * 1024.0 * 1024.0),
+            alerts: AlertManager::with_default_rules(rss_alert(crate::cache::pressure::cgroup_limit())),
             prometheus: false,
             route_templates: None,
         }
@@ -482,5 +504,31 @@ impl OptimizerStackBuilder {
         let service = layer.layer(client);
         optimizer.warm_up_through(service.clone());
         Ok((service, optimizer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The thresholds are the same arithmetic on the same numbers: exact.
+    #[allow(clippy::float_cmp)]
+    #[test]
+    fn the_memory_alert_follows_a_cgroup_limit_where_there_is_one() {
+        assert_eq!(rss_alert(None), DEFAULT_RSS_ALERT);
+        assert_eq!(rss_alert(Some(512 << 20)), 0.9 * f64::from(512u32 << 20));
+        let rule = |settings: &MonitorSettings| {
+            settings
+                .alerts
+                .statuses()
+                .into_iter()
+                .find(|s| s.rule.name == "ProcessMemoryHigh")
+                .map(|s| s.rule.threshold)
+        };
+        // This machine's own: whatever its cgroup says.
+        assert_eq!(
+            rule(&MonitorSettings::default()),
+            Some(rss_alert(crate::cache::pressure::cgroup_limit()))
+        );
     }
 }

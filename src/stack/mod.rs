@@ -48,8 +48,8 @@ mod tls;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use self::reqwest_middleware::OptimizerMiddleware;
 pub use builder::{
-    DEFAULT_WARM_UP_PARALLELISM, DEFAULT_WARM_UP_TIMEOUT, MonitorSettings, OptimizerStack, OptimizerStackBuilder,
-    RETRIES_GAUGE, RETRY_BUDGET_EXHAUSTED_GAUGE, StackError,
+    CGROUP_RSS_ALERT_FRACTION, DEFAULT_RSS_ALERT, DEFAULT_WARM_UP_PARALLELISM, DEFAULT_WARM_UP_TIMEOUT,
+    MonitorSettings, OptimizerStack, OptimizerStackBuilder, RETRIES_GAUGE, RETRY_BUDGET_EXHAUSTED_GAUGE, StackError,
 };
 pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
 #[cfg(feature = "tls")]
