@@ -21,18 +21,19 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/peer_caches.rs"]
+mod peer_caches;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::Criterion;
 use http::{Request, Response, Uri};
 use http_body_util::Full;
-use tower::{Layer, Service, ServiceExt as _};
-use tower_optimizer::cache::{Cache, CacheLayer};
+use peer_caches::Boxed;
+use tower::{Service, ServiceExt as _};
 
 /// Keys of the Zipf run; every store has room for all of them.
 const KEYS: usize = 10_000;
@@ -51,76 +52,16 @@ fn upstream(
     })
 }
 
-/// A boxed, cloneable service with a boxed body, so the four contestants
-/// have one type; each pays the same two boxes.
-type Boxed = tower::util::BoxCloneSyncService<
-    Request<Full<Bytes>>,
-    Response<http_body_util::combinators::UnsyncBoxBody<Bytes, tower::BoxError>>,
-    tower::BoxError,
->;
-
-fn boxed<S, B>(svc: S) -> Boxed
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Error: Into<tower::BoxError>,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<tower::BoxError>,
-{
-    use http_body_util::BodyExt as _;
-    tower::util::BoxCloneSyncService::new(
-        svc.map_response(|r: Response<B>| r.map(|b| b.map_err(Into::into).boxed_unsync()))
-            .map_err(Into::into),
-    )
-}
-
 /// The contestants, in report order: name, service, its upstream's calls.
 fn contestants(max_entries: u64) -> Vec<(&'static str, Boxed, Arc<AtomicU64>)> {
-    let calls = || Arc::new(AtomicU64::new(0));
-    let (bare_calls, ours_calls, thc_calls, hct_calls, trc_calls) = (calls(), calls(), calls(), calls(), calls());
-    let ours = Cache::builder()
-        .max_bytes(512 << 20)
-        .sweep_interval(None)
-        .build()
-        .unwrap();
-    let thc =
-        tower_http_cache::prelude::CacheLayer::builder(tower_http_cache::prelude::InMemoryBackend::new(max_entries))
-            .ttl(Duration::from_secs(3600))
-            .respect_cache_control(true)
-            .build();
-    let hct =
-        http_cache_tower::HttpCacheLayer::new(http_cache::MokaManager::new(http_cache::MokaCache::new(max_entries)));
-    // A memoizing cache with no HTTP semantics: a response is kept for
-    // its TTL whatever its headers say, and a hit clones it whole.
-    let trc = tower_resilience_cache::CacheLayer::builder()
-        .max_size(usize::try_from(max_entries).unwrap())
-        .ttl(Duration::from_secs(3600))
-        .key_extractor(|req: &Request<Full<Bytes>>| req.uri().to_string())
-        .build()
-        .unwrap();
-    vec![
-        ("bare", boxed(upstream(bare_calls.clone())), bare_calls),
-        (
-            "tower-optimizer",
-            boxed(CacheLayer::new(ours).layer(upstream(ours_calls.clone()))),
-            ours_calls,
-        ),
-        (
-            "tower-http-cache",
-            boxed(thc.layer(upstream(thc_calls.clone()))),
-            thc_calls,
-        ),
-        (
-            "http-cache-tower",
-            boxed(hct.layer(upstream(hct_calls.clone()))),
-            hct_calls,
-        ),
-        (
-            "tower-resilience-cache",
-            boxed(trc.layer(upstream(trc_calls.clone()))),
-            trc_calls,
-        ),
-    ]
+    std::iter::once("bare")
+        .chain(peer_caches::NAMES)
+        .map(|name| {
+            let calls = Arc::new(AtomicU64::new(0));
+            let svc = peer_caches::layered(name, max_entries, upstream(calls.clone()));
+            (name, svc, calls)
+        })
+        .collect()
 }
 
 /// Ratios of each peer's time to ours, measured in alternating rounds.

@@ -1,0 +1,405 @@
+//! RFC 9111 side by side: the same requests through the cache layer and its
+//! peers (`tower-http-cache`, `http-cache-tower`, `tower-resilience-cache`,
+//! each with its in-memory store, set up as in `benches/peers.rs`), each in
+//! front of an in-process upstream that counts its calls. Prints which
+//! cache does what the RFC asks in each case, and exits 1 if ours misses
+//! any (CI runs it).
+//!
+//! `cargo run --example conformance`
+//!
+//! The cases need no time to pass (the peers keep time by their own
+//! clocks, not tokio's paused one): what may be stored, what must be
+//! validated first, which variant answers, what a hit must say.
+
+#[path = "../benches/common/peer_caches.rs"]
+mod peer_caches;
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use peer_caches::Boxed;
+use tower::ServiceExt;
+
+/// How the upstream answers a request.
+type Respond = Arc<dyn Fn(&Request<Full<Bytes>>) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// A cache under test: its service and its upstream's call count.
+struct Subject {
+    svc: Boxed,
+    calls: Arc<AtomicU64>,
+}
+
+impl Subject {
+    fn new(name: &str, respond: Respond) -> Self {
+        Subject::answering_after(name, respond, Duration::ZERO)
+    }
+
+    /// An upstream that takes `delay` to answer, so that requests overlap.
+    fn answering_after(name: &str, respond: Respond, delay: Duration) -> Self {
+        let calls = Arc::new(AtomicU64::new(0));
+        let counted = calls.clone();
+        let upstream = tower::service_fn(move |req: Request<Full<Bytes>>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let res = respond(&req);
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok::<_, Infallible>(res)
+            }
+        });
+        Subject {
+            svc: peer_caches::layered(name, 1_000, upstream),
+            calls,
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Sends `method` for `/x` with `headers`; the answer read whole.
+    async fn send(&self, method: Method, headers: &[(&str, &str)]) -> Result<Answer, String> {
+        let mut req = Request::builder().method(method).uri("http://origin.test/x");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = self
+            .svc
+            .clone()
+            .oneshot(req.body(Full::default()).map_err(|e| e.to_string())?)
+            .await
+            .map_err(|e| format!("error: {e}"))?;
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    async fn get(&self, headers: &[(&str, &str)]) -> Result<Answer, String> {
+        self.send(Method::GET, headers).await
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A 200 with these header lines and body `body` (none to a `HEAD`, as
+/// RFC 9110 §9.3.2 has it).
+fn answer(lines: &'static [(&'static str, &'static str)], body: &'static str) -> Respond {
+    Arc::new(move |req| {
+        let mut res = Response::builder();
+        for (name, value) in lines {
+            res = res.header(*name, *value);
+        }
+        let body = if req.method() == Method::HEAD { "" } else { body };
+        res.body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
+    })
+}
+
+/// `Ok` when `got` upstream calls were made, else what was.
+fn calls(subject: &Subject, want: u64, what: &str) -> Result<(), String> {
+    let got = subject.calls();
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: {got} upstream calls, not {want}"))
+    }
+}
+
+type Check = Pin<Box<dyn Future<Output = Result<(), String>>>>;
+
+/// One case: what it checks, where the RFC asks it, and the check run
+/// against the named cache.
+struct Case {
+    what: &'static str,
+    rfc: &'static str,
+    run: fn(&'static str) -> Check,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        what: "a fresh response (`max-age`) is reused",
+        rfc: "§4.2",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
+                s.get(&[]).await?;
+                let again = s.get(&[]).await?;
+                calls(&s, 1, "second GET")?;
+                if again.body == "one" {
+                    Ok(())
+                } else {
+                    Err("another body".into())
+                }
+            })
+        },
+    },
+    Case {
+        what: "a reused response carries `Age`",
+        rfc: "§4, §5.1",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
+                s.get(&[]).await?;
+                let hit = s.get(&[]).await?;
+                calls(&s, 1, "second GET")?;
+                if hit.headers.contains_key("age") {
+                    Ok(())
+                } else {
+                    Err("no Age on the reused response".into())
+                }
+            })
+        },
+    },
+    Case {
+        what: "`no-store` is never stored",
+        rfc: "§5.2.2.5",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "no-store")], "one"));
+                s.get(&[]).await?;
+                s.get(&[]).await?;
+                calls(&s, 2, "second GET")
+            })
+        },
+    },
+    Case {
+        what: "`no-cache` is validated before each reuse",
+        rfc: "§5.2.2.4",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(
+                    name,
+                    answer(&[("cache-control", "no-cache"), ("etag", "\"v1\"")], "one"),
+                );
+                s.get(&[]).await?;
+                s.get(&[]).await?;
+                calls(&s, 2, "second GET")
+            })
+        },
+    },
+    Case {
+        what: "`max-age=0` is stale at once",
+        rfc: "§4.2",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=0")], "one"));
+                s.get(&[]).await?;
+                s.get(&[]).await?;
+                calls(&s, 2, "second GET")
+            })
+        },
+    },
+    Case {
+        what: "an `Age` past `max-age` is stale on arrival",
+        rfc: "§4.2.3",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=60"), ("age", "120")], "one"));
+                s.get(&[]).await?;
+                s.get(&[]).await?;
+                calls(&s, 2, "second GET")
+            })
+        },
+    },
+    Case {
+        what: "an `Expires` in the past is stale",
+        rfc: "§5.3",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("expires", "Thu, 01 Jan 1970 00:00:00 GMT")], "one"));
+                s.get(&[]).await?;
+                s.get(&[]).await?;
+                calls(&s, 2, "second GET")
+            })
+        },
+    },
+    Case {
+        what: "`Vary` keeps each variant's answer to its own requests",
+        rfc: "§4.1",
+        run: |name| {
+            Box::pin(async move {
+                let respond: Respond = Arc::new(|req| {
+                    let lang = req.headers().get("accept-language").cloned();
+                    let body = Bytes::copy_from_slice(lang.as_ref().map_or(&b"none"[..], |l| l.as_bytes()));
+                    Response::builder()
+                        .header("cache-control", "max-age=3600")
+                        .header("vary", "accept-language")
+                        .body(Full::new(body))
+                        .unwrap()
+                });
+                let s = Subject::new(name, respond);
+                for lang in ["en", "fr", "en", "fr"] {
+                    let got = s.get(&[("accept-language", lang)]).await?;
+                    if got.body != lang {
+                        return Err(format!("asked {lang}, got {:?}", got.body));
+                    }
+                }
+                Ok(())
+            })
+        },
+    },
+    Case {
+        what: "`Vary: *` is never reused",
+        rfc: "§4.1",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=3600"), ("vary", "*")], "one"));
+                s.get(&[]).await?;
+                s.get(&[]).await?;
+                calls(&s, 2, "second GET")
+            })
+        },
+    },
+    Case {
+        what: "a request's `no-cache` goes to the origin",
+        rfc: "§5.2.1.4",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
+                s.get(&[]).await?;
+                s.get(&[("cache-control", "no-cache")]).await?;
+                calls(&s, 2, "GET with no-cache")
+            })
+        },
+    },
+    Case {
+        what: "`only-if-cached` with nothing stored is a 504",
+        rfc: "§5.2.1.7",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
+                let got = s.get(&[("cache-control", "only-if-cached")]).await?;
+                calls(&s, 0, "only-if-cached")?;
+                if got.status == StatusCode::GATEWAY_TIMEOUT {
+                    Ok(())
+                } else {
+                    Err(format!("status {}", got.status))
+                }
+            })
+        },
+    },
+    Case {
+        what: "a `POST` invalidates the stored `GET`",
+        rfc: "§4.4",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
+                s.get(&[]).await?;
+                s.send(Method::POST, &[]).await?;
+                s.get(&[]).await?;
+                calls(&s, 3, "GET after the POST")
+            })
+        },
+    },
+    Case {
+        what: "a `HEAD` after a stored `GET` is answered without a body",
+        rfc: "§4 (RFC 9110 §9.3.2)",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
+                s.get(&[]).await?;
+                let head = s.send(Method::HEAD, &[]).await?;
+                if head.status == StatusCode::OK && head.body.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("status {}, {} body bytes", head.status, head.body.len()))
+                }
+            })
+        },
+    },
+    Case {
+        what: "a `HEAD` is answered from a stored `GET` (allowed, not required)",
+        rfc: "§4",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
+                s.get(&[]).await?;
+                let head = s.send(Method::HEAD, &[]).await?;
+                calls(&s, 1, "HEAD")?;
+                if head.body.is_empty() {
+                    Ok(())
+                } else {
+                    Err("the GET's body on a HEAD".into())
+                }
+            })
+        },
+    },
+    Case {
+        what: "concurrent misses make one upstream call (beyond the RFC)",
+        rfc: "-",
+        run: |name| {
+            Box::pin(async move {
+                let respond = answer(&[("cache-control", "max-age=3600")], "one");
+                let s = Arc::new(Subject::answering_after(name, respond, Duration::from_millis(100)));
+                let tasks: Vec<_> = (0..10)
+                    .map(|_| {
+                        let s = s.clone();
+                        tokio::spawn(async move { s.get(&[]).await.map(|a| a.body) })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.map_err(|e| e.to_string())??;
+                }
+                calls(&s, 1, "10 concurrent GETs")
+            })
+        },
+    },
+];
+
+/// How long one case may take before it counts as hung.
+const CASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut table = format!("| case | RFC 9111 | {} |\n|---|---|", peer_caches::NAMES.join(" | "));
+    table.push_str(&"---|".repeat(peer_caches::NAMES.len()));
+    table.push('\n');
+    let mut ours_failed = Vec::new();
+    let mut passed = [0usize; peer_caches::NAMES.len()];
+    for case in CASES {
+        let mut row = format!("| {} | {} |", case.what, case.rfc);
+        for (i, name) in peer_caches::NAMES.into_iter().enumerate() {
+            let outcome = match tokio::time::timeout(CASE_TIMEOUT, (case.run)(name)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err("hung".into()),
+            };
+            match outcome {
+                Ok(()) => {
+                    passed[i] += 1;
+                    row.push_str(" yes |");
+                }
+                Err(why) => {
+                    if i == 0 {
+                        ours_failed.push(format!("{}: {why}", case.what));
+                    }
+                    let _ = write!(row, " no ({why}) |");
+                }
+            }
+        }
+        table.push_str(&row);
+        table.push('\n');
+    }
+    let totals: Vec<String> = passed.iter().map(|n| format!("{n} of {}", CASES.len())).collect();
+    let _ = writeln!(table, "| **cases met** | | {} |", totals.join(" | "));
+    println!("{table}");
+    if !ours_failed.is_empty() {
+        eprintln!("tower-optimizer missed: {ours_failed:#?}");
+        std::process::exit(1);
+    }
+}
