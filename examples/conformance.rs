@@ -279,6 +279,64 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        what: "a request's `no-store` keeps its answer out of the store",
+        rfc: "§5.2.1.5",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
+                s.get(&[("cache-control", "no-store")]).await?;
+                s.get(&[]).await?;
+                calls(&s, 2, "GET after a no-store one")
+            })
+        },
+    },
+    Case {
+        what: "a `500` without explicit freshness is not reused",
+        rfc: "§4.2.2",
+        run: |name| {
+            Box::pin(async move {
+                let respond: Respond = Arc::new(|_| {
+                    Response::builder()
+                        .status(StatusCode::INTERNAL_SERVER_ERROR)
+                        .body(Full::new(Bytes::from_static(b"oops")))
+                        .unwrap()
+                });
+                let s = Subject::new(name, respond);
+                s.get(&[]).await?;
+                s.get(&[]).await?;
+                calls(&s, 2, "second GET")
+            })
+        },
+    },
+    Case {
+        what: "a `206` partial answer never stands in for the whole",
+        rfc: "§3.3, §3.4",
+        run: |name| {
+            Box::pin(async move {
+                let respond: Respond = Arc::new(|req| {
+                    let ranged = req.headers().contains_key("range");
+                    let res = Response::builder().header("cache-control", "max-age=3600");
+                    if ranged {
+                        res.status(StatusCode::PARTIAL_CONTENT)
+                            .header("content-range", "bytes 0-1/8")
+                            .body(Full::new(Bytes::from_static(b"wh")))
+                    } else {
+                        res.body(Full::new(Bytes::from_static(b"whole!!!")))
+                    }
+                    .unwrap()
+                });
+                let s = Subject::new(name, respond);
+                s.get(&[("range", "bytes=0-1")]).await?;
+                let whole = s.get(&[]).await?;
+                if whole.status == StatusCode::OK && whole.body == "whole!!!" {
+                    Ok(())
+                } else {
+                    Err(format!("status {}, body {:?}", whole.status, whole.body))
+                }
+            })
+        },
+    },
+    Case {
         what: "`only-if-cached` with nothing stored is a 504",
         rfc: "§5.2.1.7",
         run: |name| {
