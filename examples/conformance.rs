@@ -111,6 +111,23 @@ fn answer(lines: &'static [(&'static str, &'static str)], body: &'static str) ->
     })
 }
 
+/// A 200 with these header lines and body `one` to the first request, a
+/// `500` to every later one.
+fn first_then_500(lines: &'static [(&'static str, &'static str)]) -> Respond {
+    let first = answer(lines, "one");
+    let served = AtomicU64::new(0);
+    Arc::new(move |req| {
+        if served.fetch_add(1, Ordering::SeqCst) == 0 {
+            first(req)
+        } else {
+            Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .body(Full::new(Bytes::from_static(b"failed")))
+                .unwrap()
+        }
+    })
+}
+
 /// `Ok` when `got` upstream calls were made, else what was.
 fn calls(subject: &Subject, want: u64, what: &str) -> Result<(), String> {
     let got = subject.calls();
@@ -332,6 +349,71 @@ const CASES: &[Case] = &[
                     Ok(())
                 } else {
                     Err(format!("status {}, body {:?}", whole.status, whole.body))
+                }
+            })
+        },
+    },
+    Case {
+        what: "a stale response is validated with its `ETag`, and a `304` answers from the store",
+        rfc: "§4.3.1, §4.3.4",
+        run: |name| {
+            Box::pin(async move {
+                let respond: Respond = Arc::new(|req| {
+                    let res = Response::builder()
+                        .header("cache-control", "max-age=0")
+                        .header("etag", "\"v1\"");
+                    if req.headers().get("if-none-match").is_some_and(|v| v == "\"v1\"") {
+                        res.status(StatusCode::NOT_MODIFIED).body(Full::default())
+                    } else {
+                        res.body(Full::new(Bytes::from_static(b"one")))
+                    }
+                    .unwrap()
+                });
+                let s = Subject::new(name, respond);
+                s.get(&[]).await?;
+                let again = s.get(&[]).await?;
+                calls(&s, 2, "second GET")?;
+                if again.status == StatusCode::OK && again.body == "one" {
+                    Ok(())
+                } else {
+                    Err(format!("status {}, body {:?}", again.status, again.body))
+                }
+            })
+        },
+    },
+    Case {
+        what: "a stale response is not served in place of the origin's `500`",
+        rfc: "§4.2.4",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(name, first_then_500(&[("cache-control", "max-age=0")]));
+                s.get(&[]).await?;
+                let again = s.get(&[]).await?;
+                if again.status == StatusCode::INTERNAL_SERVER_ERROR {
+                    Ok(())
+                } else {
+                    Err(format!("status {}, body {:?}", again.status, again.body))
+                }
+            })
+        },
+    },
+    Case {
+        what: "`stale-if-error` serves the stale response when the origin fails",
+        rfc: "RFC 5861 §4",
+        run: |name| {
+            Box::pin(async move {
+                let s = Subject::new(
+                    name,
+                    first_then_500(&[("cache-control", "max-age=0, stale-if-error=600")]),
+                );
+                s.get(&[]).await?;
+                let again = s.get(&[]).await?;
+                // The origin was asked (the response is stale), and failed.
+                calls(&s, 2, "second GET")?;
+                if again.status == StatusCode::OK && again.body == "one" {
+                    Ok(())
+                } else {
+                    Err(format!("status {}", again.status))
                 }
             })
         },
