@@ -326,3 +326,25 @@ async fn a_request_head_never_finished_is_cut_off() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(!answer.contains("x-method"), "{answer}");
 }
+
+/// An HTTP/2 client that goes silent (the preface and its SETTINGS, then
+/// nothing: no answer to pings) is pinged after `KEEP_ALIVE_INTERVAL` and
+/// its connection closed once `KEEP_ALIVE_TIMEOUT` more has passed.
+#[tokio::test(start_paused = true)]
+async fn a_silent_http2_client_is_pinged_then_closed() {
+    let upstream = echo_upstream().await;
+    let proxy = start_proxy(&format!("http://{upstream}"), Duration::from_secs(30)).await;
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let bytes =
+        server::slow_head_is_cut_off(proxy, &hello, proxy::KEEP_ALIVE_INTERVAL + proxy::KEEP_ALIVE_TIMEOUT).await;
+    // The proxy's frames: 9-byte headers, the type in the fourth byte.
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16 | usize::from(bytes[at + 1]) << 8 | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        at += 9 + len;
+    }
+    assert!(types.contains(&6), "a PING before closing: frame types {types:?}");
+}
