@@ -131,6 +131,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let mut now = Now::default();
         let cell = self.cell_for(&request, &mut now);

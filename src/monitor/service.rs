@@ -107,6 +107,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = method_label(request.method());
         let recorder = crate::util::recorder_id();
