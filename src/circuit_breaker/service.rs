@@ -175,3 +175,24 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same_authority;
+
+    #[test]
+    fn a_remembered_key_serves_its_own_scheme_and_authority_only() {
+        let same = |key: &str, uri: &str| same_authority(key, &uri.parse().unwrap());
+        assert!(same("http://a.test", "http://a.test/x?y"));
+        assert!(same("https://a.test:8443", "https://a.test:8443/"));
+        assert!(same("ws://a.test", "ws://a.test/chat"));
+        assert!(same("http://", "/relative"), "no authority keys as plain http");
+        assert!(!same("http://a.test", "https://a.test/"), "another scheme");
+        assert!(!same("https://a.test", "http://a.test/"));
+        assert!(!same("http://a.test", "http://b.test/"), "another host");
+        assert!(!same("http://a.test", "http://a.test:81/"), "another port");
+        assert!(!same("http://a.test", "http://xa.test/"), "a longer host ending alike");
+        assert!(!same("ws://a.test", "wss://a.test/"));
+        assert!(!same("a", "http://a.test/"), "a key shorter than the authority");
+    }
+}
