@@ -11,8 +11,10 @@
 //! errors. No case needs time to pass: each drives a breaker open with
 //! failing calls and looks at what happens next.
 
+#[path = "support/side_by_side.rs"]
+mod side_by_side;
+
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +25,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
+use side_by_side::Case;
 use tower::{BoxError, Layer, ServiceExt};
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, error::Open};
 use tower_resilience_circuitbreaker::{CircuitBreakerError, CircuitBreakerLayer as PeerLayer};
@@ -156,13 +159,6 @@ fn refused(error: &BoxError) -> bool {
 /// Enough failing calls to open either breaker.
 const FAILURES: usize = 30;
 
-type Check = Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
-
-struct Case {
-    what: &'static str,
-    run: fn(&'static str) -> Check,
-}
-
 /// The call after [`FAILURES`] to `http://a.test/`: refused, and how.
 async fn after_failures(s: &Subject) -> Result<BoxError, String> {
     s.drive("http://a.test/", FAILURES).await;
@@ -176,6 +172,7 @@ async fn after_failures(s: &Subject) -> Result<BoxError, String> {
 
 const CASES: &[Case] = &[
     Case {
+        refs: "",
         what: "503 answers open the circuit; the next call is refused without reaching the upstream",
         run: |name| {
             Box::pin(async move {
@@ -185,6 +182,7 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        refs: "",
         what: "an open circuit leaves the service ready (`poll_ready` never fails)",
         run: |name| {
             Box::pin(async move {
@@ -199,6 +197,7 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        refs: "",
         what: "one failing host leaves another's calls through (a breaker per host)",
         run: |name| {
             Box::pin(async move {
@@ -217,6 +216,7 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        refs: "",
         what: "the refusal says when calls will be let through again",
         run: |name| {
             Box::pin(async move {
@@ -230,6 +230,7 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        refs: "",
         what: "a 503's `Retry-After: 120` keeps the circuit open that long",
         run: |name| {
             Box::pin(async move {
@@ -244,6 +245,7 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        refs: "",
         what: "a body that fails after a 200 head counts as a failure",
         run: |name| {
             Box::pin(async move {
@@ -257,41 +259,5 @@ const CASES: &[Case] = &[
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let mut table = format!("| case | {OURS} | {PEER} |\n|---|---|---|\n");
-    let mut ours_failed = Vec::new();
-    let mut met = [0usize; 2];
-    for case in CASES {
-        let _ = write!(table, "| {} |", case.what);
-        for (i, name) in [OURS, PEER].into_iter().enumerate() {
-            let outcome = match tokio::time::timeout(Duration::from_secs(5), (case.run)(name)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err("hung".into()),
-            };
-            match outcome {
-                Ok(()) => {
-                    met[i] += 1;
-                    table.push_str(" yes |");
-                }
-                Err(why) => {
-                    if i == 0 {
-                        ours_failed.push(format!("{}: {why}", case.what));
-                    }
-                    let _ = write!(table, " no ({why}) |");
-                }
-            }
-        }
-        table.push('\n');
-    }
-    let _ = writeln!(
-        table,
-        "| **cases met** | {} of {n} | {} of {n} |",
-        met[0],
-        met[1],
-        n = CASES.len()
-    );
-    println!("{table}");
-    if !ours_failed.is_empty() {
-        eprintln!("{OURS} missed: {ours_failed:#?}");
-        std::process::exit(1);
-    }
+    side_by_side::run(None, &[OURS, PEER], CASES).await;
 }

@@ -13,11 +13,10 @@
 
 #[path = "../benches/common/peer_caches.rs"]
 mod peer_caches;
+#[path = "support/side_by_side.rs"]
+mod side_by_side;
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,6 +25,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use peer_caches::Boxed;
+use side_by_side::{Case, Check};
 use tower::ServiceExt;
 
 /// How the upstream answers a request.
@@ -128,6 +128,17 @@ fn first_then_500(lines: &'static [(&'static str, &'static str)]) -> Respond {
     })
 }
 
+/// The check of a response that may not be reused as it is: a second
+/// `GET` goes upstream.
+fn not_reused(name: &'static str, lines: &'static [(&'static str, &'static str)]) -> Check {
+    Box::pin(async move {
+        let s = Subject::new(name, answer(lines, "one"));
+        s.get(&[]).await?;
+        s.get(&[]).await?;
+        calls(&s, 2, "second GET")
+    })
+}
+
 /// `Ok` when `got` upstream calls were made, else what was.
 fn calls(subject: &Subject, want: u64, what: &str) -> Result<(), String> {
     let got = subject.calls();
@@ -138,20 +149,10 @@ fn calls(subject: &Subject, want: u64, what: &str) -> Result<(), String> {
     }
 }
 
-type Check = Pin<Box<dyn Future<Output = Result<(), String>>>>;
-
-/// One case: what it checks, where the RFC asks it, and the check run
-/// against the named cache.
-struct Case {
-    what: &'static str,
-    rfc: &'static str,
-    run: fn(&'static str) -> Check,
-}
-
 const CASES: &[Case] = &[
     Case {
         what: "a fresh response (`max-age`) is reused",
-        rfc: "§4.2",
+        refs: "§4.2",
         run: |name| {
             Box::pin(async move {
                 let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
@@ -168,7 +169,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "a reused response carries `Age`",
-        rfc: "§4, §5.1",
+        refs: "§4, §5.1",
         run: |name| {
             Box::pin(async move {
                 let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
@@ -185,70 +186,32 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "`no-store` is never stored",
-        rfc: "§5.2.2.5",
-        run: |name| {
-            Box::pin(async move {
-                let s = Subject::new(name, answer(&[("cache-control", "no-store")], "one"));
-                s.get(&[]).await?;
-                s.get(&[]).await?;
-                calls(&s, 2, "second GET")
-            })
-        },
+        refs: "§5.2.2.5",
+        run: |name| not_reused(name, &[("cache-control", "no-store")]),
     },
     Case {
         what: "`no-cache` is validated before each reuse",
-        rfc: "§5.2.2.4",
-        run: |name| {
-            Box::pin(async move {
-                let s = Subject::new(
-                    name,
-                    answer(&[("cache-control", "no-cache"), ("etag", "\"v1\"")], "one"),
-                );
-                s.get(&[]).await?;
-                s.get(&[]).await?;
-                calls(&s, 2, "second GET")
-            })
-        },
+        refs: "§5.2.2.4",
+        run: |name| not_reused(name, &[("cache-control", "no-cache"), ("etag", "\"v1\"")]),
     },
     Case {
         what: "`max-age=0` is stale at once",
-        rfc: "§4.2",
-        run: |name| {
-            Box::pin(async move {
-                let s = Subject::new(name, answer(&[("cache-control", "max-age=0")], "one"));
-                s.get(&[]).await?;
-                s.get(&[]).await?;
-                calls(&s, 2, "second GET")
-            })
-        },
+        refs: "§4.2",
+        run: |name| not_reused(name, &[("cache-control", "max-age=0")]),
     },
     Case {
         what: "an `Age` past `max-age` is stale on arrival",
-        rfc: "§4.2.3",
-        run: |name| {
-            Box::pin(async move {
-                let s = Subject::new(name, answer(&[("cache-control", "max-age=60"), ("age", "120")], "one"));
-                s.get(&[]).await?;
-                s.get(&[]).await?;
-                calls(&s, 2, "second GET")
-            })
-        },
+        refs: "§4.2.3",
+        run: |name| not_reused(name, &[("cache-control", "max-age=60"), ("age", "120")]),
     },
     Case {
         what: "an `Expires` in the past is stale",
-        rfc: "§5.3",
-        run: |name| {
-            Box::pin(async move {
-                let s = Subject::new(name, answer(&[("expires", "Thu, 01 Jan 1970 00:00:00 GMT")], "one"));
-                s.get(&[]).await?;
-                s.get(&[]).await?;
-                calls(&s, 2, "second GET")
-            })
-        },
+        refs: "§5.3",
+        run: |name| not_reused(name, &[("expires", "Thu, 01 Jan 1970 00:00:00 GMT")]),
     },
     Case {
         what: "`Vary` keeps each variant's answer to its own requests",
-        rfc: "§4.1",
+        refs: "§4.1",
         run: |name| {
             Box::pin(async move {
                 let respond: Respond = Arc::new(|req| {
@@ -273,19 +236,12 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "`Vary: *` is never reused",
-        rfc: "§4.1",
-        run: |name| {
-            Box::pin(async move {
-                let s = Subject::new(name, answer(&[("cache-control", "max-age=3600"), ("vary", "*")], "one"));
-                s.get(&[]).await?;
-                s.get(&[]).await?;
-                calls(&s, 2, "second GET")
-            })
-        },
+        refs: "§4.1",
+        run: |name| not_reused(name, &[("cache-control", "max-age=3600"), ("vary", "*")]),
     },
     Case {
         what: "a request's `no-cache` goes to the origin",
-        rfc: "§5.2.1.4",
+        refs: "§5.2.1.4",
         run: |name| {
             Box::pin(async move {
                 let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
@@ -297,7 +253,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "a request's `no-store` keeps its answer out of the store",
-        rfc: "§5.2.1.5",
+        refs: "§5.2.1.5",
         run: |name| {
             Box::pin(async move {
                 let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
@@ -309,7 +265,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "a `500` without explicit freshness is not reused",
-        rfc: "§4.2.2",
+        refs: "§4.2.2",
         run: |name| {
             Box::pin(async move {
                 let respond: Respond = Arc::new(|_| {
@@ -327,7 +283,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "a `206` partial answer never stands in for the whole",
-        rfc: "§3.3, §3.4",
+        refs: "§3.3, §3.4",
         run: |name| {
             Box::pin(async move {
                 let respond: Respond = Arc::new(|req| {
@@ -355,7 +311,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "a stale response is validated with its `ETag`, and a `304` answers from the store",
-        rfc: "§4.3.1, §4.3.4",
+        refs: "§4.3.1, §4.3.4",
         run: |name| {
             Box::pin(async move {
                 let respond: Respond = Arc::new(|req| {
@@ -383,7 +339,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "a stale response is not served in place of the origin's `500`",
-        rfc: "§4.2.4",
+        refs: "§4.2.4",
         run: |name| {
             Box::pin(async move {
                 let s = Subject::new(name, first_then_500(&[("cache-control", "max-age=0")]));
@@ -399,7 +355,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "`stale-if-error` serves the stale response when the origin fails",
-        rfc: "RFC 5861 §4",
+        refs: "RFC 5861 §4",
         run: |name| {
             Box::pin(async move {
                 let s = Subject::new(
@@ -420,7 +376,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "`only-if-cached` with nothing stored is a 504",
-        rfc: "§5.2.1.7",
+        refs: "§5.2.1.7",
         run: |name| {
             Box::pin(async move {
                 let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
@@ -436,7 +392,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "a `POST` invalidates the stored `GET`",
-        rfc: "§4.4",
+        refs: "§4.4",
         run: |name| {
             Box::pin(async move {
                 let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
@@ -449,7 +405,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "a `HEAD` after a stored `GET` is answered without a body",
-        rfc: "§4 (RFC 9110 §9.3.2)",
+        refs: "§4 (RFC 9110 §9.3.2)",
         run: |name| {
             Box::pin(async move {
                 let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
@@ -465,7 +421,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "a `HEAD` is answered from a stored `GET` (allowed, not required)",
-        rfc: "§4",
+        refs: "§4",
         run: |name| {
             Box::pin(async move {
                 let s = Subject::new(name, answer(&[("cache-control", "max-age=3600")], "one"));
@@ -482,7 +438,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "concurrent misses make one upstream call (beyond the RFC)",
-        rfc: "-",
+        refs: "-",
         run: |name| {
             Box::pin(async move {
                 let respond = answer(&[("cache-control", "max-age=3600")], "one");
@@ -502,44 +458,7 @@ const CASES: &[Case] = &[
     },
 ];
 
-/// How long one case may take before it counts as hung.
-const CASE_TIMEOUT: Duration = Duration::from_secs(5);
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let mut table = format!("| case | RFC 9111 | {} |\n|---|---|", peer_caches::NAMES.join(" | "));
-    table.push_str(&"---|".repeat(peer_caches::NAMES.len()));
-    table.push('\n');
-    let mut ours_failed = Vec::new();
-    let mut passed = [0usize; peer_caches::NAMES.len()];
-    for case in CASES {
-        let mut row = format!("| {} | {} |", case.what, case.rfc);
-        for (i, name) in peer_caches::NAMES.into_iter().enumerate() {
-            let outcome = match tokio::time::timeout(CASE_TIMEOUT, (case.run)(name)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err("hung".into()),
-            };
-            match outcome {
-                Ok(()) => {
-                    passed[i] += 1;
-                    row.push_str(" yes |");
-                }
-                Err(why) => {
-                    if i == 0 {
-                        ours_failed.push(format!("{}: {why}", case.what));
-                    }
-                    let _ = write!(row, " no ({why}) |");
-                }
-            }
-        }
-        table.push_str(&row);
-        table.push('\n');
-    }
-    let totals: Vec<String> = passed.iter().map(|n| format!("{n} of {}", CASES.len())).collect();
-    let _ = writeln!(table, "| **cases met** | | {} |", totals.join(" | "));
-    println!("{table}");
-    if !ours_failed.is_empty() {
-        eprintln!("tower-optimizer missed: {ours_failed:#?}");
-        std::process::exit(1);
-    }
+    side_by_side::run(Some("RFC 9111"), &peer_caches::NAMES, CASES).await;
 }

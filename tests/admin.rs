@@ -532,18 +532,8 @@ async fn an_idle_http2_connection_is_closed_after_its_age() {
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    let bytes = server::slow_head_is_cut_off(addr, &hello, MAX_CONNECTION_AGE).await;
-    // The server's frames: 9-byte headers, the type in the fourth byte.
-    let mut types = Vec::new();
-    let mut at = 0;
-    while at + 9 <= bytes.len() {
-        let len = usize::from(bytes[at]) << 16 | usize::from(bytes[at + 1]) << 8 | usize::from(bytes[at + 2]);
-        types.push(bytes[at + 3]);
-        at += 9 + len;
-    }
+    let bytes = server::slow_head_is_cut_off(addr, server::SILENT_H2_HELLO, MAX_CONNECTION_AGE).await;
+    let types = server::frame_types(&bytes);
     assert!(types.contains(&7), "a GOAWAY before closing: frame types {types:?}");
     server.abort();
 }

@@ -334,17 +334,8 @@ async fn a_request_head_never_finished_is_cut_off() {
 async fn a_silent_http2_client_is_pinged_then_closed() {
     let upstream = echo_upstream().await;
     let proxy = start_proxy(&format!("http://{upstream}"), Duration::from_secs(30)).await;
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    let bytes =
-        server::slow_head_is_cut_off(proxy, &hello, proxy::KEEP_ALIVE_INTERVAL + proxy::KEEP_ALIVE_TIMEOUT).await;
-    // The proxy's frames: 9-byte headers, the type in the fourth byte.
-    let mut types = Vec::new();
-    let mut at = 0;
-    while at + 9 <= bytes.len() {
-        let len = usize::from(bytes[at]) << 16 | usize::from(bytes[at + 1]) << 8 | usize::from(bytes[at + 2]);
-        types.push(bytes[at + 3]);
-        at += 9 + len;
-    }
+    let silence = proxy::KEEP_ALIVE_INTERVAL + proxy::KEEP_ALIVE_TIMEOUT;
+    let bytes = server::slow_head_is_cut_off(proxy, server::SILENT_H2_HELLO, silence).await;
+    let types = server::frame_types(&bytes);
     assert!(types.contains(&6), "a PING before closing: frame types {types:?}");
 }

@@ -109,3 +109,21 @@ pub async fn slow_head_is_cut_off(addr: SocketAddr, head: &[u8], timeout: std::t
     assert!(waited >= timeout && waited < timeout * 2, "{waited:?}");
     answer
 }
+
+/// What an HTTP/2 client that says hello and then falls silent sends: the
+/// preface and an empty SETTINGS frame.
+pub const SILENT_H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// The types of the HTTP/2 frames in `bytes`, as a server wrote them:
+/// 9-byte headers, the length in the first three bytes, the type in the
+/// fourth.
+pub fn frame_types(bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16 | usize::from(bytes[at + 1]) << 8 | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        at += 9 + len;
+    }
+    types
+}
