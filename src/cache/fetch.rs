@@ -291,6 +291,9 @@ impl Fetch {
         }
         // Storable after all: the key is coalesced again.
         self.cache.flights.clear_uncacheable(&self.key);
+        if let Some(request) = &self.request {
+            self.cache.seen.mark(&request.uri);
+        }
         if !epochs.is_current(self.stamp) {
             self.cache.store.remove_variants(
                 &self.key,

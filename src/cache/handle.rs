@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) audit_interval: Option<Duration>,
     pub(crate) pressure: Option<MemoryPressure>,
     background_started: AtomicBool,
+    /// Which request URIs may have a stored response (`seen.rs`).
+    pub(crate) seen: super::seen::Seen,
     /// Namespace version counters (see `VersionStamp`), shared by every
     /// `Invalidator` over this cache.
     #[cfg_attr(not(feature = "invalidation"), allow(dead_code))]
@@ -120,6 +122,7 @@ impl Cache {
                 audit_interval: b.audit_interval,
                 pressure: b.pressure,
                 background_started: AtomicBool::new(false),
+                seen: super::seen::Seen::default(),
                 namespaces: Mutex::default(),
                 tag_dependents: Mutex::default(),
                 task_token: Arc::new(()),

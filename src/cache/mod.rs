@@ -123,6 +123,7 @@ mod mode;
 mod policy;
 pub(crate) mod pressure;
 mod query;
+mod seen;
 mod service;
 mod stats;
 mod status;

@@ -24,7 +24,7 @@ use super::key;
 use super::mode::RequestCacheMode;
 use super::policy::{Bypass, CallerValidators};
 use super::stats::bump;
-use super::status::{CacheStatus, Forward};
+use super::status::{CacheStatus, Forward, Outcome};
 use super::write::{self, Write};
 use crate::BoxError;
 use crate::body::OptimizerBody;
@@ -87,12 +87,13 @@ where
             return ResponseFuture::passing(self.inner.call(request), status, write);
         }
         let head = method == Method::HEAD;
-        let mut request_cc = CacheControl::from_headers(request.headers());
-        let mode = RequestCacheMode::of(request.extensions());
-        mode.apply(&mut request_cc);
+        let (request_cc, mode) = directives(&request);
         let now = Instant::now();
         let mut hit = None;
-        let (key, fwd, stale) = match self.lookup(&request, (&request_cc, mode), now, head, &mut hit) {
+        let looked = self
+            .cache
+            .lookup(&request, (&request_cc, mode), (now, head), Wanted::Any, &mut hit);
+        let (key, fwd, stale) = match looked {
             // `only-if-cached` asks for a stored response or a 504
             // (§5.2.1.7), whatever keeps this request from the store.
             Lookup::Bypass(_) if request_cc.only_if_cached => {
@@ -103,11 +104,12 @@ where
                 ));
             }
             Lookup::Bypass(reason) => return self.bypass(reason, request),
-            Lookup::Hit => match hit {
+            Lookup::Hit(_) => match hit {
                 Some(response) => return ResponseFuture::ready(response),
                 None => unreachable!("a hit writes its response"),
             },
             Lookup::StaleWhileRevalidate(entry, key, validators) => {
+                bump(&self.cache.inner.counters.stale);
                 let freshness = entry.freshness();
                 let status = CacheStatus {
                     detail: Some("stale-while-revalidate"),
@@ -123,6 +125,7 @@ where
                 return ResponseFuture::ready(response);
             }
             Lookup::Fetch { key, fwd, stale } => (key, fwd, stale),
+            Lookup::Elsewhere => unreachable!("only asked of `Wanted::AtOnce`"),
         };
         let cache = self.cache.inner.clone();
         bump(&cache.counters.misses);
@@ -238,12 +241,14 @@ fn stored_since_lookup<B>(
 }
 
 /// What the store says about a request.
+#[cfg_attr(not(feature = "stack"), allow(dead_code))] // `Hit`'s outcome: the stack's
 enum Lookup {
     Bypass(Bypass),
     /// Answer now with the response the lookup wrote, built from a stored
     /// entry in place: returned through the lookup's closures, it would be
-    /// copied at each of them.
-    Hit,
+    /// copied at each of them. A fresh hit, or a stale one the request
+    /// accepts.
+    Hit(Outcome),
     /// Answer now with this stale entry and refresh it behind.
     StaleWhileRevalidate(SharedEntry, Arc<str>, CallerValidators),
     /// Go upstream (validating `stale` if there is one).
@@ -252,20 +257,72 @@ enum Lookup {
         fwd: Forward,
         stale: Option<SharedEntry>,
     },
+    /// Not a hit, under `Wanted::AtOnce`: the request is to go the whole
+    /// way, which looks again.
+    Elsewhere,
 }
 
-impl<S> CacheService<S> {
+/// What a lookup is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "stack"), allow(dead_code))] // `AtOnce`: the stack's
+enum Wanted {
+    /// Whatever the store says: the cache's own call.
+    Any,
+    /// A hit only: anything else is `Lookup::Elsewhere`, with no key copied
+    /// out, no entry kept and no counter moved, since the request goes on
+    /// to the cache's call, which looks again and counts.
+    AtOnce,
+}
+
+/// The request's cache directives, with its [`RequestCacheMode`] applied.
+fn directives<B>(request: &Request<B>) -> (CacheControl, RequestCacheMode) {
+    let mut request_cc = CacheControl::from_headers(request.headers());
+    let mode = RequestCacheMode::of(request.extensions());
+    mode.apply(&mut request_cc);
+    (request_cc, mode)
+}
+
+impl Cache {
+    /// The answer to `request` if the store has one to give at once (fresh,
+    /// or stale as far as the request accepts), counted as a hit; `None`
+    /// otherwise, with nothing counted: the request is then to go through
+    /// [`CacheService`], which looks again. For the stack, which answers
+    /// such a hit at its edge rather than through each stage between
+    /// (`stack::hit_first`). With the answer, the time it was looked up
+    /// at (read only once the request may be one) and whether it is fresh.
+    #[cfg(feature = "stack")]
+    pub(crate) fn answer_at_once<B, R>(
+        &self,
+        request: &Request<B>,
+    ) -> Option<(Response<OptimizerBody<R>>, Instant, Outcome)> {
+        let method = request.method();
+        if method != Method::GET && method != Method::HEAD || !self.inner.seen.may_hold(request.uri()) {
+            return None;
+        }
+        self.ensure_background();
+        let now = Instant::now();
+        let (request_cc, mode) = directives(request);
+        let head = method == Method::HEAD;
+        let mut hit = None;
+        match self.lookup(request, (&request_cc, mode), (now, head), Wanted::AtOnce, &mut hit) {
+            Lookup::Hit(outcome) => hit.map(|response| (response, now, outcome)),
+            _ => None,
+        }
+    }
+}
+
+impl Cache {
     /// Keys the request and consults the store. The key is built in a
     /// reused buffer and only copied out when the request goes upstream.
     fn lookup<B, ResBody>(
         &self,
         request: &Request<B>,
         (request_cc, mode): (&CacheControl, RequestCacheMode),
-        now: Instant,
-        head: bool,
+        (now, head): (Instant, bool),
+        wanted: Wanted,
         hit: &mut Option<Response<OptimizerBody<ResBody>>>,
     ) -> Lookup {
-        let inner = &self.cache.inner;
+        let inner = &self.inner;
         let headers = request.headers();
         key::with_primary_key(request.uri(), headers, &inner.query_key, |key| {
             let Some(key) = key else {
@@ -311,7 +368,7 @@ impl<S> CacheService<S> {
                     Usability::Fresh => {
                         bump(&inner.counters.hits);
                         *hit = Some(answer(entry, age, CacheStatus::hit(ttl)));
-                        Lookup::Hit
+                        Lookup::Hit(Outcome::Hit)
                     }
                     Usability::StaleAccepted => {
                         bump(&inner.counters.stale);
@@ -320,10 +377,10 @@ impl<S> CacheService<S> {
                             ..CacheStatus::hit(ttl)
                         };
                         *hit = Some(answer(entry, age, status));
-                        Lookup::Hit
+                        Lookup::Hit(Outcome::StaleHit)
                     }
+                    _ if wanted == Wanted::AtOnce => Lookup::Elsewhere,
                     Usability::StaleWhileRevalidate => {
-                        bump(&inner.counters.stale);
                         Lookup::StaleWhileRevalidate(entry.clone(), key.into(), validators)
                     }
                     Usability::Validate => {
@@ -338,14 +395,20 @@ impl<S> CacheService<S> {
                     }
                 }
             });
-            found.unwrap_or_else(|fwd| Lookup::Fetch {
-                key: key.into(),
-                fwd,
-                stale: None,
-            })
+            match found {
+                Ok(lookup) => lookup,
+                Err(_) if wanted == Wanted::AtOnce => Lookup::Elsewhere,
+                Err(fwd) => Lookup::Fetch {
+                    key: key.into(),
+                    fwd,
+                    stale: None,
+                },
+            }
         })
     }
+}
 
+impl<S> CacheService<S> {
     fn bypass<ReqBody, ResBody>(
         &mut self,
         reason: Bypass,

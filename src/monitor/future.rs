@@ -61,6 +61,38 @@ impl Guard {
         }
     }
 
+    /// `response` measured until its body ends.
+    #[inline]
+    pub(crate) fn respond<B: http_body::Body>(self, response: Response<B>) -> Response<MetricsBody<B>> {
+        // The extension is the cheap read; the header is there when a
+        // layer between rebuilt the response without it.
+        #[cfg(feature = "cache")]
+        let cache = crate::cache::CacheStatus::of(response.extensions(), response.headers()).map(|s| s.outcome());
+        #[cfg(not(feature = "cache"))]
+        let cache = None;
+        self.respond_as(response, cache)
+    }
+
+    /// `response` measured until its body ends, its cache outcome known.
+    #[inline]
+    pub(crate) fn respond_as<B: http_body::Body>(
+        mut self,
+        response: Response<B>,
+        cache: Option<CacheOutcome>,
+    ) -> Response<MetricsBody<B>> {
+        self.outcome.status = response.status().as_u16();
+        self.outcome.version = version_code(response.version());
+        // A gRPC answer with no message has its status in its head
+        // (Trailers-Only) and a body already at its end; any other body may
+        // bring trailers, which the body reads, and an ordinary answer costs
+        // no header lookup here.
+        if response.body().is_end_stream() {
+            self.outcome.note_grpc(response.headers());
+        }
+        self.outcome.cache = cache_code(cache);
+        response.map(|body| MetricsBody::new(body, self))
+    }
+
     /// Notes a gRPC status in the response's trailers.
     pub(crate) fn note_trailers(&mut self, trailers: &http::HeaderMap) {
         self.outcome.note_grpc(trailers);
@@ -96,6 +128,34 @@ impl Drop for Guard {
     fn drop(&mut self) {
         // A cancelled request is not measured, but it is no longer active.
         self.endpoint.gauge.decrement(1.0);
+    }
+}
+
+/// The cache's outcome, where the crate has a cache.
+#[cfg(feature = "cache")]
+pub(crate) type CacheOutcome = crate::cache::Outcome;
+/// The cache's outcome, where the crate has a cache.
+#[cfg(not(feature = "cache"))]
+pub(crate) type CacheOutcome = std::convert::Infallible;
+
+/// Index of `outcome` in `CACHE_STATUSES` (0: no cache answered).
+fn cache_code(outcome: Option<CacheOutcome>) -> u8 {
+    #[cfg(feature = "cache")]
+    {
+        use crate::cache::Outcome;
+        match outcome {
+            None => 0,
+            Some(Outcome::Hit) => 1,
+            Some(Outcome::StaleHit) => 2,
+            Some(Outcome::Revalidated) => 3,
+            Some(Outcome::Miss) => 4,
+            Some(Outcome::Bypass) => 5,
+        }
+    }
+    #[cfg(not(feature = "cache"))]
+    match outcome {
+        None => 0,
+        Some(never) => match never {},
     }
 }
 
@@ -185,32 +245,7 @@ where
             .take()
             .expect("metrics ResponseFuture polled after completion");
         match result {
-            Ok(response) => {
-                guard.outcome.status = response.status().as_u16();
-                guard.outcome.version = version_code(response.version());
-                // A gRPC answer with no message has its status in its head
-                // (Trailers-Only) and a body already at its end; any other
-                // body may bring trailers, which the body reads, and an
-                // ordinary answer costs no header lookup here.
-                if response.body().is_end_stream() {
-                    guard.outcome.note_grpc(response.headers());
-                }
-                #[cfg(feature = "cache")]
-                {
-                    // Indexes into `CACHE_STATUSES`.
-                    // The extension is the cheap read; the header is there
-                    // when a layer between rebuilt the response without it.
-                    guard.outcome.cache = crate::cache::CacheStatus::of(response.extensions(), response.headers())
-                        .map_or(0, |s| match s.outcome() {
-                            crate::cache::Outcome::Hit => 1,
-                            crate::cache::Outcome::StaleHit => 2,
-                            crate::cache::Outcome::Revalidated => 3,
-                            crate::cache::Outcome::Miss => 4,
-                            crate::cache::Outcome::Bypass => 5,
-                        });
-                }
-                Poll::Ready(Ok(response.map(|body| MetricsBody::new(body, guard))))
-            }
+            Ok(response) => Poll::Ready(Ok(guard.respond(response))),
             Err(error) => {
                 let error: BoxError = error.into();
                 let (kind, rejected) = error_type(&*error);

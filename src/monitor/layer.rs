@@ -95,3 +95,12 @@ impl<S> Layer<S> for MetricsLayer {
         MetricsService::new(inner, self.config.clone())
     }
 }
+
+#[cfg(feature = "stack")]
+impl MetricsLayer {
+    /// What the layer's services measure requests with, for a stage that
+    /// measures as they do (the stack's edge, `stack::hit_first`).
+    pub(crate) fn meter(&self) -> super::Meter {
+        super::Meter::new(self.config.clone())
+    }
+}

@@ -70,6 +70,8 @@ pub use sampler::{
     BreakerSample, CacheSample, DEFAULT_HISTORY, DEFAULT_SAMPLE_INTERVAL, Monitor, MonitorBuilder, MonitorSnapshot,
     Sample,
 };
+#[cfg(feature = "stack")]
+pub(crate) use service::Meter;
 pub use service::MetricsService;
 pub use sketch::{MAX_VALUE, MIN_VALUE, RELATIVE_ACCURACY, Sketch};
 pub use stats::{DEFAULT_MAX_HOSTS, DEFAULT_WINDOW, DEFAULT_WINDOW_BUCKETS, Stats, StatsSnapshot, WindowStats};

@@ -18,6 +18,14 @@ use crate::BoxError;
 #[derive(Debug, Clone)]
 pub struct MetricsService<S> {
     inner: S,
+    meter: Meter,
+}
+
+/// What starts measuring a request: the layer's configuration and the
+/// endpoint of the last request. Also used by the stack, which measures a
+/// hit it answers at its edge with the same guard.
+#[derive(Debug, Clone)]
+pub(crate) struct Meter {
     config: Arc<Config>,
     /// The endpoint of the last request: consecutive requests to one host
     /// skip parsing the authority and the handle lookup.
@@ -52,12 +60,50 @@ impl<S> MetricsService<S> {
     pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
         MetricsService {
             inner,
-            config,
-            last: None,
+            meter: Meter::new(config),
         }
     }
 
     inner_service_accessors!();
+}
+
+impl Meter {
+    pub(crate) fn new(config: Arc<Config>) -> Self {
+        Meter { config, last: None }
+    }
+
+    /// Starts measuring `request`, sent at `start`: counted active until
+    /// the guard is dropped.
+    #[inline]
+    pub(crate) fn start<B>(&mut self, request: &Request<B>, start: Instant) -> Guard {
+        let method = method_label(request.method());
+        let recorder = crate::util::recorder_id();
+        let endpoint = match &self.last {
+            Some(last) if last.matches(method, request.uri(), recorder) => last.endpoint.clone(),
+            _ => {
+                let (host, port) = server(request.uri(), request.headers());
+                let config = &self.config;
+                let endpoint =
+                    config
+                        .handles
+                        .endpoint((method, host, port), recorder, config.stats.as_ref(), config.body_sizes);
+                self.last = request.uri().authority().map(|authority| Last {
+                    endpoint: endpoint.clone(),
+                    method,
+                    https: request.uri().scheme_str() == Some("https"),
+                    authority: authority.clone(),
+                });
+                endpoint
+            }
+        };
+        endpoint.gauge.increment(1.0);
+        let template = self
+            .config
+            .routes
+            .as_ref()
+            .and_then(|routes| routes.template(request.method(), request.uri()));
+        Guard::new(endpoint, template, start)
+    }
 }
 
 /// `http.request.method`: the known methods, anything else `_OTHER` (a
@@ -109,33 +155,7 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let method = method_label(request.method());
-        let recorder = crate::util::recorder_id();
-        let endpoint = match &self.last {
-            Some(last) if last.matches(method, request.uri(), recorder) => last.endpoint.clone(),
-            _ => {
-                let (host, port) = server(request.uri(), request.headers());
-                let config = &self.config;
-                let endpoint =
-                    config
-                        .handles
-                        .endpoint((method, host, port), recorder, config.stats.as_ref(), config.body_sizes);
-                self.last = request.uri().authority().map(|authority| Last {
-                    endpoint: endpoint.clone(),
-                    method,
-                    https: request.uri().scheme_str() == Some("https"),
-                    authority: authority.clone(),
-                });
-                endpoint
-            }
-        };
-        endpoint.gauge.increment(1.0);
-        let template = self
-            .config
-            .routes
-            .as_ref()
-            .and_then(|routes| routes.template(request.method(), request.uri()));
-        let guard = Guard::new(endpoint, template, Instant::now());
+        let guard = self.meter.start(&request, Instant::now());
         ResponseFuture::new(self.inner.call(request), guard)
     }
 }

@@ -51,6 +51,20 @@ impl GateState {
         self.closed.store(true, Ordering::SeqCst);
     }
 
+    /// A new request counted in flight, or `None` once shutdown has begun.
+    #[inline]
+    pub(crate) fn enter(self: &Arc<Self>) -> Option<InFlight> {
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Some(InFlight(self.clone()))
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
@@ -116,17 +130,10 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        if self.state.closed.load(Ordering::SeqCst) {
-            return GateFuture {
-                inner: None,
-                guard: None,
-            };
-        }
-        self.state.in_flight.fetch_add(1, Ordering::SeqCst);
-        let guard = InFlight(self.state.clone());
+        let guard = self.state.enter();
         GateFuture {
-            inner: Some(self.inner.call(request)),
-            guard: Some(guard),
+            inner: guard.is_some().then(|| self.inner.call(request)),
+            guard,
         }
     }
 }

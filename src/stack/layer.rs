@@ -17,6 +17,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::deadline::{Deadline, Side};
 use super::gate::{Gate, GateState};
 use super::grpc_refusals::GrpcRefusals;
+use super::hit_first::HitFirst;
 use super::optional::{BoxedFuture, Optional};
 use crate::BoxError;
 use crate::cache::CacheLayer;
@@ -142,6 +143,20 @@ where
     response.map(|body| body.map_err(Into::into).boxed_unsync())
 }
 
+/// `svc` boxed, with the open circuit's `503` outermost if asked for:
+/// either way the one box is the same type.
+fn outermost<S, B>(svc: S, when_open: WhenOpen) -> OptimizedService<B>
+where
+    S: Service<Request<B>, Response = Response<ResponseBody>, Error = BoxError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    B: 'static,
+{
+    match when_open {
+        WhenOpen::Error => BoxCloneSyncService::new(svc),
+        WhenOpen::Respond503 => BoxCloneSyncService::new(RespondOpen::new(svc)),
+    }
+}
+
 /// Sends a request to a secondary upstream instead: same path and query,
 /// other scheme and authority.
 #[derive(Clone)]
@@ -245,7 +260,9 @@ where
     /// the caller's deadline, metrics, the lifecycle gate, the gRPC status of
     /// a refused gRPC call ([`GrpcRefusals`](super::GrpcRefusals)), and
     /// (with [`WhenOpen::Respond503`]) the open circuit's `503` outermost. Each stage is present or
-    /// skipped within one concrete type, boxed once here.
+    /// skipped within one concrete type, boxed once here. With a cache, a
+    /// stored response to give at once is answered at the edge (measured
+    /// and counted in flight as the stages would), not passed through them.
     fn layer(&self, inner: S) -> Self::Service {
         let p = &self.parts;
         // The stack's limit, or a caller's longer one (see `deadline`);
@@ -308,10 +325,15 @@ where
         // error would read as `UNKNOWN`; outside the metrics, which record
         // the refusal as such.
         let gate = GrpcRefusals::new(Gate::new(svc, p.gate.clone()));
-        // Outside the metrics too; either way the one box is the same type.
-        match p.when_open {
-            WhenOpen::Error => BoxCloneSyncService::new(gate),
-            WhenOpen::Respond503 => BoxCloneSyncService::new(RespondOpen::new(gate)),
+        // A hit to give at once is answered here, measured and counted as
+        // the stages below would (see `hit_first`).
+        match &p.cache {
+            Some(cache) => {
+                let meter = p.metrics.as_ref().map(MetricsLayer::meter);
+                let edge = HitFirst::new(gate, cache.cache().clone(), meter, p.gate.clone());
+                outermost(edge, p.when_open)
+            }
+            None => outermost(gate, p.when_open),
         }
     }
 }

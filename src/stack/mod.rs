@@ -32,6 +32,7 @@ mod deadline;
 mod gate;
 mod grpc_refusals;
 mod held;
+mod hit_first;
 mod host_limit;
 mod layer;
 mod limit;

@@ -1,0 +1,170 @@
+//! The stack's edge answers a hit itself (`stack::hit_first`): what the
+//! stages between would have done to it is done all the same (measured
+//! from the call to the body's end, counted in flight, refused after
+//! shutdown, counted once by the cache), and whatever is not a hit to give
+//! at once goes the whole way. On paused time, so durations are exact.
+#![cfg(feature = "stack")]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use metrics_util::MetricKind;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use tower::{Layer, ServiceExt, service_fn};
+use tower_optimizer::cache::{Cache, CacheStatus};
+use tower_optimizer::monitor::{ACTIVE_REQUESTS, REQUEST_DURATION};
+use tower_optimizer::stack::{MonitorSettings, OptimizedService, Optimizer, OptimizerStack, ShuttingDown};
+
+/// A stack with a cache and the monitor's metrics over an in-process
+/// upstream answering `cache_control`, counting its calls.
+fn stack(cache_control: &'static str) -> (OptimizedService<Full<Bytes>>, Optimizer, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let upstream = service_fn(move |_: Request<Full<Bytes>>| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("cache-control", cache_control)
+                    .body(Full::new(Bytes::from(format!("answer #{n}"))))
+                    .unwrap(),
+            )
+        }
+    });
+    let (layer, optimizer) = OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .monitor(MonitorSettings::default())
+        .build::<Full<Bytes>>()
+        .unwrap();
+    (layer.layer(upstream), optimizer, calls)
+}
+
+fn get(uri: &str, cache_control: Option<&str>) -> Request<Full<Bytes>> {
+    let mut request = Request::get(uri);
+    if let Some(cc) = cache_control {
+        request = request.header("cache-control", cc);
+    }
+    request.body(Full::default()).unwrap()
+}
+
+async fn text(client: &OptimizedService<Full<Bytes>>, request: Request<Full<Bytes>>) -> (CacheStatus, Bytes) {
+    let response = client.clone().oneshot(request).await.unwrap();
+    let status = CacheStatus::from_headers(response.headers()).unwrap();
+    (status, response.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[test]
+fn a_hit_at_the_edge_is_measured_held_in_flight_and_refused_after_shutdown() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let (client, optimizer, calls) = stack("max-age=600");
+            let uri = "http://api.test/item";
+            let (status, body) = text(&client, get(uri, None)).await;
+            assert!(!status.hit);
+            assert_eq!(body, "answer #0");
+
+            let response = client.clone().oneshot(get(uri, None)).await.unwrap();
+            assert!(CacheStatus::from_headers(response.headers()).unwrap().hit);
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "a hit makes no upstream call");
+            assert_eq!(optimizer.stats().in_flight, 1, "in flight until its body is read");
+            // Measured until the body ends, not at the head.
+            tokio::time::advance(Duration::from_millis(250)).await;
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "answer #0");
+            assert_eq!(optimizer.stats().in_flight, 0);
+
+            let stats = optimizer.stats();
+            assert_eq!(
+                stats.cache.as_ref().map(|c| (c.hits, c.misses)),
+                Some((1, 1)),
+                "counted once"
+            );
+            assert_eq!(stats.requests.map(|r| r.overall.requests), Some(2));
+
+            optimizer.shutdown(Duration::from_secs(1)).await;
+            let refused = client.clone().oneshot(get(uri, None)).await.unwrap_err();
+            assert!(refused.is::<ShuttingDown>(), "{refused}");
+            assert_eq!(
+                optimizer.stats().cache.map(|c| c.hits),
+                Some(1),
+                "a refused request is no hit"
+            );
+        });
+    });
+    let rows = snapshotter.snapshot().into_vec();
+    let durations = |status: &str| -> Vec<f64> {
+        rows.iter()
+            .filter(|(k, ..)| k.kind() == MetricKind::Histogram && k.key().name() == REQUEST_DURATION)
+            .filter(|(k, ..)| {
+                k.key()
+                    .labels()
+                    .any(|l| l.key() == "tower_optimizer.cache.status" && l.value() == status)
+            })
+            .flat_map(|(.., value)| match value {
+                DebugValue::Histogram(values) => values.iter().map(|v| v.into_inner()).collect::<Vec<_>>(),
+                other => panic!("not a histogram: {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(durations("hit"), [0.25], "from the call to the body's end");
+    assert_eq!(durations("miss").len(), 1);
+    let active: Vec<_> = rows
+        .iter()
+        .filter(|(k, ..)| k.kind() == MetricKind::Gauge && k.key().name() == ACTIVE_REQUESTS)
+        .map(|(.., value)| value)
+        .collect();
+    assert!(!active.is_empty());
+    assert!(
+        active
+            .iter()
+            .all(|v| matches!(v, DebugValue::Gauge(g) if g.into_inner() == 0.0)),
+        "nothing left active: {active:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_is_not_a_hit_to_give_at_once_goes_the_whole_way_counted_once() {
+    let (client, optimizer, calls) = stack("max-age=1, stale-while-revalidate=60");
+    let uri = "http://api.test/swr";
+    text(&client, get(uri, None)).await;
+    let (status, _) = text(&client, get(uri, None)).await;
+    assert!(status.hit);
+
+    // Stale within its stale-while-revalidate window: answered stale, once
+    // counted, and refreshed once behind.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let (status, body) = text(&client, get(uri, None)).await;
+    assert_eq!((status.hit, status.detail), (true, Some("stale-while-revalidate")));
+    assert_eq!(body, "answer #0");
+    // Paused: the sleep ends once every task is idle, the refresh stored.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let cache = optimizer.stats().cache.unwrap();
+    assert_eq!((cache.hits, cache.stale, cache.background_refreshes), (1, 1, 1));
+
+    // The request's own directives are the cache's to judge.
+    let (status, body) = text(&client, get(uri, Some("no-cache"))).await;
+    assert!(!status.hit, "no-cache validates");
+    assert_eq!(body, "answer #2");
+    let (status, body) = text(&client, get(uri, Some("max-stale=0, min-fresh=3600"))).await;
+    assert!(!status.hit, "not fresh enough for this request");
+    assert_eq!(body, "answer #3");
+    let (status, body) = text(&client, get(uri, None)).await;
+    assert!(status.hit);
+    assert_eq!(body, "answer #3");
+    let cache = optimizer.stats().cache.unwrap();
+    assert_eq!((cache.hits, cache.stale), (2, 1), "each request counted once");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
