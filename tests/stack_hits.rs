@@ -93,12 +93,19 @@ fn a_hit_at_the_edge_is_measured_held_in_flight_and_refused_after_shutdown() {
             );
             assert_eq!(stats.requests.map(|r| r.overall.requests), Some(2));
 
+            // A HEAD is answered from the stored GET, with no body.
+            let head = Request::head(uri).body(Full::default()).unwrap();
+            let response = client.clone().oneshot(head).await.unwrap();
+            assert!(CacheStatus::from_headers(response.headers()).unwrap().hit);
+            assert!(response.into_body().collect().await.unwrap().to_bytes().is_empty());
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+
             optimizer.shutdown(Duration::from_secs(1)).await;
             let refused = client.clone().oneshot(get(uri, None)).await.unwrap_err();
             assert!(refused.is::<ShuttingDown>(), "{refused}");
             assert_eq!(
                 optimizer.stats().cache.map(|c| c.hits),
-                Some(1),
+                Some(2),
                 "a refused request is no hit"
             );
         });
@@ -118,7 +125,23 @@ fn a_hit_at_the_edge_is_measured_held_in_flight_and_refused_after_shutdown() {
             })
             .collect()
     };
-    assert_eq!(durations("hit"), [0.25], "from the call to the body's end");
+    let mut hits = durations("hit");
+    hits.sort_by(f64::total_cmp);
+    assert_eq!(
+        hits,
+        [0.0, 0.25],
+        "from the call to the body's end (the HEAD's is empty)"
+    );
+    let heads = rows
+        .iter()
+        .filter(|(k, ..)| k.key().name() == REQUEST_DURATION)
+        .filter(|(k, ..)| {
+            k.key()
+                .labels()
+                .any(|l| l.key() == "http.request.method" && l.value() == "HEAD")
+        })
+        .count();
+    assert_eq!(heads, 1, "the HEAD measured as one");
     assert_eq!(durations("miss").len(), 1);
     let active: Vec<_> = rows
         .iter()
