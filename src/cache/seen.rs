@@ -54,7 +54,7 @@ impl Seen {
         (index / 64, 1 << (index % 64))
     }
 
-    /// Notes that a response to `uri` was stored (or served).
+    /// Notes that a response to `uri` was stored.
     pub(crate) fn mark(&self, uri: &Uri) {
         let (word, bit) = self.bit(uri);
         let word = &self.words[word];

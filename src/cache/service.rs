@@ -309,9 +309,7 @@ impl Cache {
             _ => None,
         }
     }
-}
 
-impl Cache {
     /// Keys the request and consults the store. The key is built in a
     /// reused buffer and only copied out when the request goes upstream.
     fn lookup<B, ResBody>(
@@ -336,6 +334,7 @@ impl Cache {
                 RequestCacheMode::NoStore => return Lookup::Bypass(Bypass::RequestMode),
                 // Whatever is stored: upstream for a new response, without
                 // the cache's validators.
+                RequestCacheMode::Reload if wanted == Wanted::AtOnce => return Lookup::Elsewhere,
                 RequestCacheMode::Reload => {
                     return Lookup::Fetch {
                         key: key.into(),

@@ -54,7 +54,7 @@ impl GateState {
     /// A new request counted in flight, or `None` once shutdown has begun.
     #[inline]
     pub(crate) fn enter(self: &Arc<Self>) -> Option<InFlight> {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.is_closed() {
             return None;
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);

@@ -3,10 +3,11 @@
 //! would have done, without passing it through each of them.
 //!
 //! A hit goes through no stage below the cache, and the stages between the
-//! edge and the cache (the lifecycle gate, the metrics, the caller's
-//! deadline, the gRPC refusals, the open circuit's `503`) do nothing to a
-//! response that is ready when its call returns but wrap it: each its
-//! future, each its body, each moving the response on. Counted with
+//! edge and the cache (the gRPC refusals, the lifecycle gate, the metrics,
+//! the caller's deadline) do nothing to a response that is ready when its
+//! call returns but wrap it: each its future, each its body, each moving
+//! the response on. (The open circuit's `503`, when asked for, sits
+//! outside this stage and passes an answer on as it is.) Counted with
 //! callgrind, that wrapping was about 2,800 instructions of a fresh hit's
 //! 8,500 (the bare service's own 5,000). Here a hit is one lookup, one
 //! measurement and one in-flight count; anything else goes the whole way,
