@@ -191,3 +191,112 @@ async fn what_is_not_a_hit_to_give_at_once_goes_the_whole_way_counted_once() {
     assert_eq!((cache.hits, cache.stale), (2, 1), "each request counted once");
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+/// What each path of the differential test's upstream answers with.
+const PATHS: [&str; 4] = [
+    "max-age=10",
+    "max-age=1, stale-while-revalidate=5",
+    "no-store",
+    "max-age=3, must-revalidate",
+];
+
+/// Request directives the differential test sends.
+const ASKS: [Option<&str>; 5] = [
+    None,
+    Some("no-cache"),
+    Some("max-age=0"),
+    Some("max-stale=5"),
+    Some("min-fresh=2"),
+];
+
+/// An upstream answering each path with its directives and a body that
+/// counts its calls, so that two sides answer alike only while they call
+/// upstream alike.
+fn counting_upstream()
+-> impl tower::Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    let calls = Arc::new(AtomicUsize::new(0));
+    service_fn(move |request: Request<Full<Bytes>>| {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        let path: usize = request.uri().path()[1..].parse().unwrap();
+        async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("cache-control", PATHS[path])
+                    .header("etag", format!("\"{n}\""))
+                    .body(Full::new(Bytes::from(format!("call #{n}"))))
+                    .unwrap(),
+            )
+        }
+    })
+}
+
+/// What a caller sees of one answer: status, body, and whether it was a
+/// hit and went forward.
+async fn seen<S>(svc: &mut S, request: Request<Full<Bytes>>) -> (u16, Bytes, bool, bool)
+where
+    S: tower::Service<
+            Request<Full<Bytes>>,
+            Response = Response<tower_optimizer::stack::ResponseBody>,
+            Error = tower_optimizer::BoxError,
+        >,
+{
+    let response = svc.ready().await.unwrap().call(request).await.unwrap();
+    let status = CacheStatus::from_headers(response.headers()).unwrap();
+    let code = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (code, body, status.hit, status.fwd.is_some())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// The stack, whose edge answers hits, answers every request as the
+    /// cache layer alone does over the same upstream, at the same times,
+    /// and counts alike.
+    #[test]
+    fn the_edge_answers_as_the_cache_layer_does(
+        steps in proptest::collection::vec((0..PATHS.len(), proptest::bool::ANY, 0..ASKS.len(), 0u64..4), 1..24)
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let (layer, optimizer) = OptimizerStack::builder()
+                .cache(Cache::builder().build().unwrap())
+                .monitor(MonitorSettings::default())
+                .build::<Full<Bytes>>()
+                .unwrap();
+            let mut stack = layer.layer(counting_upstream());
+            let cache = Cache::builder().build().unwrap();
+            let mut alone = tower::ServiceBuilder::new()
+                .map_response(|r: Response<_>| r.map(|b: tower_optimizer::body::OptimizerBody<Full<Bytes>>| b.boxed_unsync()))
+                .layer(tower_optimizer::cache::CacheLayer::new(cache.clone()))
+                .service(counting_upstream());
+            for (i, (path, head, ask, wait)) in steps.into_iter().enumerate() {
+                let request = || {
+                    let mut r = Request::builder().uri(format!("http://api.test/{path}"));
+                    if head {
+                        r = r.method(http::Method::HEAD);
+                    }
+                    if let Some(cc) = ASKS[ask] {
+                        r = r.header("cache-control", cc);
+                    }
+                    r.body(Full::default()).unwrap()
+                };
+                let ours = seen(&mut stack, request()).await;
+                let theirs = seen(&mut alone, request()).await;
+                assert_eq!(ours, theirs, "step {i}: path {path}, head {head}, {:?}", ASKS[ask]);
+                // Background refreshes finish, and time moves on alike.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::advance(Duration::from_secs(wait)).await;
+            }
+            let (ours, theirs) = (optimizer.stats().cache.unwrap(), cache.stats());
+            assert_eq!(
+                (ours.hits, ours.misses, ours.stale, ours.revalidated, ours.background_refreshes),
+                (theirs.hits, theirs.misses, theirs.stale, theirs.revalidated, theirs.background_refreshes)
+            );
+        });
+    }
+}
