@@ -161,15 +161,6 @@ fn version_text(version: http::Version) -> &'static str {
     }
 }
 
-/// How long an HTTP/2 client may stay silent before the proxy pings it.
-/// A client that vanished (a laptop closed, a NAT entry dropped) sends no
-/// FIN, and its connection would hold a socket and its state for good.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
-
-/// How long the proxy waits for a ping's answer before it closes the
-/// connection: generous for a slow mobile link, short beside a leak.
-pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// Accepts connections on `listener` (HTTP/1.1 and h2c) until the task is aborted.
 pub fn serve(listener: TcpListener, client: OptimizedService<ProxyBody>, upstream: Uri) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -192,8 +183,9 @@ pub fn serve(listener: TcpListener, client: OptimizedService<ProxyBody>, upstrea
                     async move { Ok::<_, Infallible>(forward(client, upstream, req).await) }
                 });
                 // A client that never finishes its request's head is cut
-                // off, as the admin server does (hyper needs the timer);
-                // an HTTP/2 client that stops answering pings is gone.
+                // off, and an HTTP/2 client that stops answering pings is
+                // gone, with the admin server's limits (hyper needs the
+                // timer for both).
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 builder
                     .http1()
@@ -202,8 +194,8 @@ pub fn serve(listener: TcpListener, client: OptimizedService<ProxyBody>, upstrea
                 builder
                     .http2()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-                    .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+                    .keep_alive_interval(tower_optimizer::monitor::KEEP_ALIVE_INTERVAL)
+                    .keep_alive_timeout(tower_optimizer::monitor::KEEP_ALIVE_TIMEOUT);
                 let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
             });
         }

@@ -521,8 +521,9 @@ async fn a_request_head_never_finished_is_cut_off() {
 }
 
 /// An HTTP/2 connection has no request head to time out between requests:
-/// one left idle is asked to go (`GOAWAY`) and closed after
-/// `MAX_CONNECTION_AGE`, so idle connections cannot pile up.
+/// one left idle, its client still there (answering pings), is asked to go
+/// (`GOAWAY`) and closed after `MAX_CONNECTION_AGE`, so idle connections
+/// cannot pile up.
 #[tokio::test(start_paused = true)]
 async fn an_idle_http2_connection_is_closed_after_its_age() {
     use tower_optimizer::monitor::MAX_CONNECTION_AGE;
@@ -532,8 +533,28 @@ async fn an_idle_http2_connection_is_closed_after_its_age() {
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let bytes = server::slow_head_is_cut_off(addr, server::SILENT_H2_HELLO, MAX_CONNECTION_AGE).await;
-    let types = server::frame_types(&bytes);
+    let (types, kept) = server::answer_pings_until_closed(addr, MAX_CONNECTION_AGE * 3).await;
+    assert!(types.contains(&6), "pinged meanwhile: frame types {types:?}");
     assert!(types.contains(&7), "a GOAWAY before closing: frame types {types:?}");
+    assert!(kept >= MAX_CONNECTION_AGE && kept < MAX_CONNECTION_AGE * 2, "{kept:?}");
+    server.abort();
+}
+
+/// An HTTP/2 client that vanished answers no ping: its connection is
+/// closed once `KEEP_ALIVE_INTERVAL` and `KEEP_ALIVE_TIMEOUT` have passed,
+/// long before its age would end it.
+#[tokio::test(start_paused = true)]
+async fn a_silent_http2_client_is_pinged_then_closed() {
+    use tower_optimizer::monitor::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT};
+
+    let (addr, server) = AdminService::builder()
+        .build()
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let silence = KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT;
+    let bytes = server::slow_head_is_cut_off(addr, server::SILENT_H2_HELLO, silence).await;
+    let types = server::frame_types(&bytes);
+    assert!(types.contains(&6), "a PING before closing: frame types {types:?}");
     server.abort();
 }

@@ -46,6 +46,16 @@ pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// five minutes costs a dashboard or a scraper one reconnect.
 pub const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// How long an HTTP/2 client of [`AdminService::serve`] may stay silent
+/// before it is pinged. A client that vanished (a laptop closed, a NAT
+/// entry dropped) sends no FIN; without pings its connection would be held
+/// until [`MAX_CONNECTION_AGE`]. A dashboard polls more often than this.
+pub const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How long a ping's answer may take before the connection is closed:
+/// generous for a slow link, short beside [`MAX_CONNECTION_AGE`].
+pub const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// How long requests in flight on a connection past [`MAX_CONNECTION_AGE`]
 /// may take before it is closed under them.
 pub const CONNECTION_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -514,6 +524,11 @@ impl AdminService {
                         .http1()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(HEADER_READ_TIMEOUT);
+                    builder
+                        .http2()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+                        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
                     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                     let mut connection = std::pin::pin!(connection);
                     if tokio::time::timeout(MAX_CONNECTION_AGE, connection.as_mut())

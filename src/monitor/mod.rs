@@ -46,7 +46,7 @@ mod stats;
 
 pub use admin::{
     AdminBuilder, AdminService, CONNECTION_DRAIN, DEFAULT_ADMIN_ADDR, DURATION_BUCKETS, HEADER_READ_TIMEOUT,
-    LivenessAuth, MAX_CONNECTION_AGE, install_prometheus,
+    KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, LivenessAuth, MAX_CONNECTION_AGE, install_prometheus,
 };
 pub use alert::{
     Alert, AlertHandler, AlertManager, AlertRule, AlertState, AlertStatus, AsyncAlertHandler, Comparison,

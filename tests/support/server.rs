@@ -127,3 +127,40 @@ pub fn frame_types(bytes: &[u8]) -> Vec<u8> {
     }
     types
 }
+
+/// An HTTP/2 client that says hello ([`SILENT_H2_HELLO`]), then only
+/// answers the server's pings, until the server closes the connection (at
+/// most `limit`): the types of the frames it got, and how long it was kept.
+pub async fn answer_pings_until_closed(addr: SocketAddr, limit: std::time::Duration) -> (Vec<u8>, std::time::Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(SILENT_H2_HELLO).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let run = async move {
+        let (mut types, mut pending, mut chunk) = (Vec::new(), Vec::new(), [0u8; 4096]);
+        // A reset or a refused write is the server closing too.
+        while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+            pending.extend_from_slice(&chunk[..n]);
+            while pending.len() >= 9 {
+                let len = usize::from(pending[0]) << 16 | usize::from(pending[1]) << 8 | usize::from(pending[2]);
+                if pending.len() < 9 + len {
+                    break;
+                }
+                let frame: Vec<u8> = pending.drain(..9 + len).collect();
+                types.push(frame[3]);
+                // A PING without the ACK flag gets its payload back, ACKed.
+                if frame[3] == 6 && frame[4] & 1 == 0 {
+                    let mut ack = frame;
+                    ack[4] = 1;
+                    if stream.write_all(&ack).await.is_err() {
+                        return types;
+                    }
+                }
+            }
+        }
+        types
+    };
+    let types = tokio::time::timeout(limit, run).await.expect("closed by the server");
+    (types, started.elapsed())
+}
