@@ -332,9 +332,10 @@ async fn a_request_head_never_finished_is_cut_off() {
 /// its connection closed once `KEEP_ALIVE_TIMEOUT` more has passed.
 #[tokio::test(start_paused = true)]
 async fn a_silent_http2_client_is_pinged_then_closed() {
+    use tower_optimizer::monitor::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT};
+
     let upstream = echo_upstream().await;
     let proxy = start_proxy(&format!("http://{upstream}"), Duration::from_secs(30)).await;
-    use tower_optimizer::monitor::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT};
     let silence = KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT;
     let bytes = server::slow_head_is_cut_off(proxy, server::SILENT_H2_HELLO, silence).await;
     let types = server::frame_types(&bytes);
