@@ -2,6 +2,8 @@
 //! with metrics-util's debugging recorder (a local recorder per test).
 #![cfg(all(feature = "monitor", feature = "cache", feature = "circuit-breaker"))]
 
+#[path = "support/debugging.rs"]
+mod debugging;
 #[path = "support/logs.rs"]
 mod logs;
 mod support;
@@ -11,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use debugging::{Row, recorded};
 use http::{Method, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
@@ -24,26 +27,6 @@ use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer
 use tower_optimizer::monitor::{
     ACTIVE_REQUESTS, BodySizes, MetricsLayer, REQUEST_DURATION, RESPONSE_BODY_SIZE, RouteTemplates, Stats,
 };
-
-type Row = (
-    CompositeKey,
-    Option<metrics::Unit>,
-    Option<metrics::SharedString>,
-    DebugValue,
-);
-
-/// Runs `f` on a paused current-thread runtime with a local recorder.
-fn recorded(f: impl std::future::Future<Output = ()>) -> Vec<Row> {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || rt.block_on(f));
-    snapshotter.snapshot().into_vec()
-}
 
 fn labels(key: &CompositeKey) -> Vec<(String, String)> {
     let mut out: Vec<_> = key

@@ -5,16 +5,20 @@
 //! at once goes the whole way. On paused time, so durations are exact.
 #![cfg(feature = "stack")]
 
+#[path = "support/debugging.rs"]
+mod debugging;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use debugging::recorded;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use metrics_util::MetricKind;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebugValue;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_optimizer::cache::{Cache, CacheStatus};
 use tower_optimizer::monitor::{ACTIVE_REQUESTS, REQUEST_DURATION};
@@ -60,57 +64,47 @@ async fn text(client: &OptimizedService<Full<Bytes>>, request: Request<Full<Byte
 
 #[test]
 fn a_hit_at_the_edge_is_measured_held_in_flight_and_refused_after_shutdown() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
-            let (client, optimizer, calls) = stack("max-age=600");
-            let uri = "http://api.test/item";
-            let (status, body) = text(&client, get(uri, None)).await;
-            assert!(!status.hit);
-            assert_eq!(body, "answer #0");
+    let rows = recorded(async {
+        let (client, optimizer, calls) = stack("max-age=600");
+        let uri = "http://api.test/item";
+        let (status, body) = text(&client, get(uri, None)).await;
+        assert!(!status.hit);
+        assert_eq!(body, "answer #0");
 
-            let response = client.clone().oneshot(get(uri, None)).await.unwrap();
-            assert!(CacheStatus::from_headers(response.headers()).unwrap().hit);
-            assert_eq!(calls.load(Ordering::SeqCst), 1, "a hit makes no upstream call");
-            assert_eq!(optimizer.stats().in_flight, 1, "in flight until its body is read");
-            // Measured until the body ends, not at the head.
-            tokio::time::advance(Duration::from_millis(250)).await;
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            assert_eq!(body, "answer #0");
-            assert_eq!(optimizer.stats().in_flight, 0);
+        let response = client.clone().oneshot(get(uri, None)).await.unwrap();
+        assert!(CacheStatus::from_headers(response.headers()).unwrap().hit);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "a hit makes no upstream call");
+        assert_eq!(optimizer.stats().in_flight, 1, "in flight until its body is read");
+        // Measured until the body ends, not at the head.
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "answer #0");
+        assert_eq!(optimizer.stats().in_flight, 0);
 
-            let stats = optimizer.stats();
-            assert_eq!(
-                stats.cache.as_ref().map(|c| (c.hits, c.misses)),
-                Some((1, 1)),
-                "counted once"
-            );
-            assert_eq!(stats.requests.map(|r| r.overall.requests), Some(2));
+        let stats = optimizer.stats();
+        assert_eq!(
+            stats.cache.as_ref().map(|c| (c.hits, c.misses)),
+            Some((1, 1)),
+            "counted once"
+        );
+        assert_eq!(stats.requests.map(|r| r.overall.requests), Some(2));
 
-            // A HEAD is answered from the stored GET, with no body.
-            let head = Request::head(uri).body(Full::default()).unwrap();
-            let response = client.clone().oneshot(head).await.unwrap();
-            assert!(CacheStatus::from_headers(response.headers()).unwrap().hit);
-            assert!(response.into_body().collect().await.unwrap().to_bytes().is_empty());
-            assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A HEAD is answered from the stored GET, with no body.
+        let head = Request::head(uri).body(Full::default()).unwrap();
+        let response = client.clone().oneshot(head).await.unwrap();
+        assert!(CacheStatus::from_headers(response.headers()).unwrap().hit);
+        assert!(response.into_body().collect().await.unwrap().to_bytes().is_empty());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
 
-            optimizer.shutdown(Duration::from_secs(1)).await;
-            let refused = client.clone().oneshot(get(uri, None)).await.unwrap_err();
-            assert!(refused.is::<ShuttingDown>(), "{refused}");
-            assert_eq!(
-                optimizer.stats().cache.map(|c| c.hits),
-                Some(2),
-                "a refused request is no hit"
-            );
-        });
+        optimizer.shutdown(Duration::from_secs(1)).await;
+        let refused = client.clone().oneshot(get(uri, None)).await.unwrap_err();
+        assert!(refused.is::<ShuttingDown>(), "{refused}");
+        assert_eq!(
+            optimizer.stats().cache.map(|c| c.hits),
+            Some(2),
+            "a refused request is no hit"
+        );
     });
-    let rows = snapshotter.snapshot().into_vec();
     let durations = |status: &str| -> Vec<f64> {
         rows.iter()
             .filter(|(k, ..)| k.kind() == MetricKind::Histogram && k.key().name() == REQUEST_DURATION)
