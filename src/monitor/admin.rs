@@ -252,6 +252,14 @@ where
 
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
+        // Too long is the client's to shorten, not a malformed body
+        // (RFC 9110 §15.5.14): it says so, and by how much it may be.
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is over {MAX_BODY} bytes"),
+            ));
+        }
         Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("unreadable body: {e}"))),
     };
     match serde_json::from_slice::<serde_json::Value>(&body) {
@@ -274,6 +282,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(x ^ y);
     }
     diff == 0
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme
+/// is case-insensitive and may be followed by several spaces (RFC 9110
+/// §11.1, §11.4): `bearer abc` is the same credentials as `Bearer abc`.
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer";
+    let scheme = value.get(..SCHEME.len())?;
+    let rest = &value[SCHEME.len()..];
+    if !scheme.eq_ignore_ascii_case(SCHEME) || rest.first() != Some(&b' ') {
+        return None;
+    }
+    Some(rest.trim_ascii())
 }
 
 /// `text` with its `%XX` escapes decoded, as JavaScript's
@@ -324,9 +345,8 @@ impl AdminService {
         let from_header = request
             .headers()
             .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()));
+            .and_then(|v| bearer_credentials(v.as_bytes()))
+            .is_some_and(|given| constant_time_eq(given, token.as_bytes()));
         let from_query = matches!(*request.method(), Method::GET | Method::HEAD)
             && request
                 .uri()
@@ -587,7 +607,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{constant_time_eq, percent_decoded};
+    use super::{bearer_credentials, constant_time_eq, percent_decoded};
 
     #[test]
     fn percent_decoding_as_decode_uri_component() {
@@ -596,6 +616,18 @@ mod tests {
         assert_eq!(percent_decoded("100%"), b"100%");
         assert_eq!(percent_decoded("%zz%4"), b"%zz%4");
         assert_eq!(percent_decoded("%C3%A9"), "é".as_bytes());
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_credentials(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"BEARER   abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"Bearerabc"), None);
+        assert_eq!(bearer_credentials(b"Basic abc"), None);
+        assert_eq!(bearer_credentials(b"Bear"), None);
+        assert_eq!(bearer_credentials(b"Bearer"), None);
+        assert_eq!(bearer_credentials(b"Bearer "), Some(&b""[..]));
     }
 
     #[test]
