@@ -580,18 +580,21 @@ async fn default_and_max_ttl() {
 fn configuration_errors_come_from_build() {
     use tower_optimizer::cache::{MemoryPressure, MemorySource};
     let cases = [
-        ("zero budget", Cache::builder().max_bytes(0).build().err()),
-        ("zero entry size", Cache::builder().max_entry_bytes(0).build().err()),
-        ("zero variants", Cache::builder().max_variants(0).build().err()),
-        ("percent > 100", Cache::builder().heuristic_freshness(101).build().err()),
+        ("max_bytes", Cache::builder().max_bytes(0).build().err()),
+        ("max_entry_bytes", Cache::builder().max_entry_bytes(0).build().err()),
+        ("max_variants", Cache::builder().max_variants(0).build().err()),
         (
-            "zero sweep",
+            "heuristic_freshness",
+            Cache::builder().heuristic_freshness(101).build().err(),
+        ),
+        (
+            "sweep_interval",
             Cache::builder().sweep_interval(Some(Duration::ZERO)).build().err(),
         ),
-        ("bad regex", Cache::builder().exclude("([").build().err()),
-        ("zero shards", Cache::builder().shards(0).build().err()),
+        ("exclude", Cache::builder().exclude("([").build().err()),
+        ("shards", Cache::builder().shards(0).build().err()),
         (
-            "shards too small",
+            "shards",
             Cache::builder()
                 .max_bytes(1 << 20)
                 .max_entry_bytes(1 << 20)
@@ -600,20 +603,26 @@ fn configuration_errors_come_from_build() {
                 .err(),
         ),
         (
-            "watermarks reversed",
+            "memory_pressure",
             Cache::builder()
                 .memory_pressure(MemoryPressure::new(MemorySource::ProcessRss, 10, 20))
                 .build()
                 .err(),
         ),
     ];
-    for (what, error) in cases {
-        let error = error.unwrap_or_else(|| panic!("{what}: expected a build error"));
+    // Each case is named by the setting at fault, which the error names too.
+    for (setting, error) in cases {
+        let error = error.unwrap_or_else(|| panic!("{setting}: expected a build error"));
         assert!(
             error.to_string().starts_with("invalid cache configuration: "),
-            "{what}: {error}"
+            "{setting}: {error}"
         );
+        assert_eq!(error.setting(), setting, "{error}");
     }
+    let audit = Cache::builder().audit_interval(Duration::ZERO).build().unwrap_err();
+    assert_eq!(audit.setting(), "audit_interval");
+    let vary = Cache::builder().vary_on(["x tenant"]).build().unwrap_err();
+    assert_eq!(vary.setting(), "vary_on");
     let regex_error = Cache::builder().exclude("([").build().unwrap_err();
     assert!(
         std::error::Error::source(&regex_error).is_some(),

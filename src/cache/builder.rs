@@ -375,45 +375,63 @@ impl CacheBuilder {
     /// now if called inside a Tokio runtime, otherwise on first use.
     pub fn build(self) -> Result<Cache, BuildError> {
         if self.max_bytes == 0 {
-            return Err(BuildError::new("max_bytes must be greater than zero"));
+            return Err(BuildError::new("max_bytes", "max_bytes must be greater than zero"));
         }
         if self.max_entry_bytes == 0 {
-            return Err(BuildError::new("max_entry_bytes must be greater than zero"));
+            return Err(BuildError::new(
+                "max_entry_bytes",
+                "max_entry_bytes must be greater than zero",
+            ));
         }
         if self.max_variants == 0 {
-            return Err(BuildError::new("max_variants must be at least 1"));
+            return Err(BuildError::new("max_variants", "max_variants must be at least 1"));
         }
         if self.lifetimes.heuristic_percent.is_some_and(|p| p > 100) {
-            return Err(BuildError::new("heuristic_freshness percent must be at most 100"));
+            return Err(BuildError::new(
+                "heuristic_freshness",
+                "heuristic_freshness percent must be at most 100",
+            ));
         }
-        if self.sweep_interval.is_some_and(|i| i.is_zero()) || self.audit_interval.is_some_and(|i| i.is_zero()) {
-            return Err(BuildError::new("sweep and audit intervals must be non-zero"));
+        if self.sweep_interval.is_some_and(|i| i.is_zero()) {
+            return Err(BuildError::new("sweep_interval", "the sweep interval must be non-zero"));
+        }
+        if self.audit_interval.is_some_and(|i| i.is_zero()) {
+            return Err(BuildError::new("audit_interval", "the audit interval must be non-zero"));
         }
         if let Some(p) = &self.pressure {
             if p.low > p.high {
-                return Err(BuildError::new("memory pressure low watermark is above the high one"));
+                return Err(BuildError::new(
+                    "memory_pressure",
+                    "memory pressure low watermark is above the high one",
+                ));
             }
             if p.interval.is_zero() {
-                return Err(BuildError::new("memory pressure interval must be non-zero"));
+                return Err(BuildError::new(
+                    "memory_pressure",
+                    "memory pressure interval must be non-zero",
+                ));
             }
         }
         let shards = match self.shards {
-            Some(0) => return Err(BuildError::new("shards must be at least 1")),
+            Some(0) => return Err(BuildError::new("shards", "shards must be at least 1")),
             Some(n) => n,
             None => (self.max_bytes / self.max_entry_bytes.saturating_mul(4).max(1)).clamp(1, MAX_SHARDS),
         };
         if self.max_bytes / shards < self.max_entry_bytes.min(self.max_bytes) / 2 {
-            return Err(BuildError::new(format!(
-                "{shards} shards leave {} bytes each, too little for entries of up to {} bytes; use fewer shards",
-                self.max_bytes / shards,
-                self.max_entry_bytes
-            )));
+            return Err(BuildError::new(
+                "shards",
+                format!(
+                    "{shards} shards leave {} bytes each, too little for entries of up to {} bytes; use fewer shards",
+                    self.max_bytes / shards,
+                    self.max_entry_bytes
+                ),
+            ));
         }
-        self.query_key.check().map_err(BuildError::new)?;
+        self.query_key.check().map_err(|e| BuildError::new("query_key", e))?;
         let mut vary_on: Vec<http::HeaderName> = Vec::with_capacity(self.vary_on.len());
         for name in &self.vary_on {
             let parsed = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| BuildError::new(format!("vary_on: {name:?} is not a header name")))?;
+                .map_err(|_| BuildError::new("vary_on", format!("vary_on: {name:?} is not a header name")))?;
             if !vary_on.contains(&parsed) {
                 vary_on.push(parsed);
             }

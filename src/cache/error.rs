@@ -6,6 +6,7 @@
 //! let error = Cache::builder().exclude("/private/(").build().unwrap_err();
 //! assert!(error.to_string().starts_with("invalid cache configuration"));
 //! assert!(std::error::Error::source(&error).is_some(), "the regex error is its source");
+//! assert_eq!(error.setting(), "exclude");
 //! ```
 
 use std::fmt;
@@ -13,13 +14,15 @@ use std::fmt;
 /// The cache configuration is invalid; returned by [`CacheBuilder::build`](super::CacheBuilder::build).
 #[derive(Debug)]
 pub struct BuildError {
+    setting: &'static str,
     message: String,
     source: Option<regex::Error>,
 }
 
 impl BuildError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(setting: &'static str, message: impl Into<String>) -> Self {
         BuildError {
+            setting,
             message: message.into(),
             source: None,
         }
@@ -27,9 +30,19 @@ impl BuildError {
 
     pub(crate) fn regex(error: regex::Error) -> Self {
         BuildError {
+            setting: "exclude",
             message: "invalid exclusion pattern".into(),
             source: Some(error),
         }
+    }
+
+    /// The [`CacheBuilder`](super::CacheBuilder) setting at fault, by its
+    /// method's name (`"max_bytes"`, `"exclude"`, `"vary_on"`, ...), for a
+    /// caller that maps it back to where the value came from (as
+    /// [`OptimizerConfig`](crate::stack::OptimizerConfig) names its key).
+    #[must_use]
+    pub fn setting(&self) -> &'static str {
+        self.setting
     }
 }
 

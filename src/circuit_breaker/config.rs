@@ -290,34 +290,92 @@ impl CircuitBreakerConfigBuilder {
     pub fn build(self) -> Result<CircuitBreakerConfig, ConfigError> {
         let c = self.config;
         let percent_ok = |p: Option<f64>| p.is_none_or(|p| p > 0.0 && p <= 100.0);
-        if !percent_ok(c.failure_rate) || !percent_ok(c.slow_rate) {
-            return Err(ConfigError::new("rates are percentages in (0, 100]"));
+        if !percent_ok(c.failure_rate) {
+            return Err(ConfigError::new("failure_rate", "rates are percentages in (0, 100]"));
+        }
+        if !percent_ok(c.slow_rate) {
+            return Err(ConfigError::new("slow_calls", "rates are percentages in (0, 100]"));
         }
         if c.failure_rate.is_none() && c.slow_rate.is_none() && c.consecutive_failures.is_none() {
             return Err(ConfigError::new(
+                "failure_rate",
                 "no trip condition: set a failure rate, a slow-call rate or consecutive failures",
             ));
         }
         match c.window {
-            WindowKind::Count(0) => return Err(ConfigError::new("a count window needs at least one call")),
+            WindowKind::Count(0) => return Err(ConfigError::new("window", "a count window needs at least one call")),
             WindowKind::Time { length, buckets } if length.is_zero() || buckets == 0 => {
-                return Err(ConfigError::new("a time window needs a length and at least one bucket"));
+                return Err(ConfigError::new(
+                    "window",
+                    "a time window needs a length and at least one bucket",
+                ));
             }
             _ => {}
         }
-        if c.consecutive_failures == Some(0) || c.half_open_calls == 0 || c.max_keys == 0 {
+        if c.consecutive_failures == Some(0) {
             return Err(ConfigError::new(
-                "consecutive failures, half-open calls and max keys must be at least 1",
+                "consecutive_failures",
+                "consecutive failures must be at least 1",
             ));
         }
-        if c.open.is_zero() || c.max_open < c.open || c.max_half_open.is_zero() {
+        if c.half_open_calls == 0 || c.max_half_open.is_zero() {
             return Err(ConfigError::new(
+                "half_open",
+                "half-open calls must be at least 1 and their time non-zero",
+            ));
+        }
+        if c.max_keys == 0 {
+            return Err(ConfigError::new("registry", "max keys must be at least 1"));
+        }
+        if c.open.is_zero() || c.max_open < c.open {
+            return Err(ConfigError::new(
+                "open_period",
                 "open periods must be non-zero and the cap at least the first period",
             ));
         }
-        if !(c.backoff >= 1.0 && c.backoff.is_finite() && (0.0..1.0).contains(&c.jitter)) {
-            return Err(ConfigError::new("backoff must be >= 1 and jitter in [0, 1)"));
+        if !(c.backoff >= 1.0 && c.backoff.is_finite()) {
+            return Err(ConfigError::new("open_period", "backoff must be >= 1"));
+        }
+        if !(0.0..1.0).contains(&c.jitter) {
+            return Err(ConfigError::new("jitter", "jitter must be in [0, 1)"));
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{CircuitBreakerConfig, CircuitBreakerConfigBuilder, WindowKind};
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let setting = |b: CircuitBreakerConfigBuilder| b.build().unwrap_err().setting();
+        let b = CircuitBreakerConfig::builder;
+        let s = Duration::from_secs;
+        assert_eq!(setting(b().failure_rate(Some(0.0))), "failure_rate");
+        assert_eq!(setting(b().failure_rate(Some(f64::NAN))), "failure_rate");
+        assert_eq!(setting(b().slow_calls(Some(101.0), s(1))), "slow_calls");
+        assert_eq!(
+            setting(b().failure_rate(None).consecutive_failures(None)),
+            "failure_rate",
+            "no trip condition"
+        );
+        assert_eq!(setting(b().window(WindowKind::Count(0))), "window");
+        let no_buckets = WindowKind::Time {
+            length: s(10),
+            buckets: 0,
+        };
+        assert_eq!(setting(b().window(no_buckets)), "window");
+        assert_eq!(setting(b().consecutive_failures(Some(0))), "consecutive_failures");
+        assert_eq!(setting(b().half_open(0, s(1))), "half_open");
+        assert_eq!(setting(b().half_open(1, Duration::ZERO)), "half_open");
+        assert_eq!(setting(b().registry(0, s(1))), "registry");
+        assert_eq!(setting(b().open_period(Duration::ZERO, s(1), 2.0)), "open_period");
+        assert_eq!(setting(b().open_period(s(10), s(1), 2.0)), "open_period");
+        assert_eq!(setting(b().open_period(s(1), s(10), 0.5)), "open_period");
+        assert_eq!(setting(b().jitter(1.0)), "jitter");
+        assert!(b().build().is_ok(), "the defaults hold");
     }
 }

@@ -149,12 +149,21 @@ mod tests {
 /// Invalid breaker settings, from `CircuitBreakerConfig::builder().build()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    setting: &'static str,
     message: &'static str,
 }
 
 impl ConfigError {
-    pub(crate) const fn new(message: &'static str) -> Self {
-        ConfigError { message }
+    pub(crate) const fn new(setting: &'static str, message: &'static str) -> Self {
+        ConfigError { setting, message }
+    }
+
+    /// The builder setting at fault, by its method's name
+    /// (`"failure_rate"`, `"window"`, `"open_period"`, ...), for a caller
+    /// that maps it back to where the value came from.
+    #[must_use]
+    pub fn setting(&self) -> &'static str {
+        self.setting
     }
 }
 

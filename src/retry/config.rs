@@ -179,16 +179,25 @@ impl RetryConfigBuilder {
     pub fn build(self) -> Result<RetryConfig, ConfigError> {
         let c = self.config;
         if c.max_attempts == 0 {
-            return Err(ConfigError::new("max_attempts must be at least 1 (the first try)"));
+            return Err(ConfigError::new(
+                "max_attempts",
+                "max_attempts must be at least 1 (the first try)",
+            ));
         }
         if c.max_delay < c.base_delay {
-            return Err(ConfigError::new("the backoff cap must be at least its base"));
+            return Err(ConfigError::new("backoff", "the backoff cap must be at least its base"));
         }
         if !(c.budget.ratio.is_finite() && c.budget.ratio >= 0.0) {
-            return Err(ConfigError::new("the budget ratio must be a number >= 0"));
+            return Err(ConfigError::new(
+                "budget.ratio",
+                "the budget ratio must be a number >= 0",
+            ));
         }
         if c.budget.window < Duration::from_millis(10) {
-            return Err(ConfigError::new("the budget window must be at least 10 ms"));
+            return Err(ConfigError::new(
+                "budget.window",
+                "the budget window must be at least 10 ms",
+            ));
         }
         Ok(c)
     }
@@ -197,12 +206,22 @@ impl RetryConfigBuilder {
 /// Invalid retry settings, from [`RetryConfigBuilder::build`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    setting: &'static str,
     message: &'static str,
 }
 
 impl ConfigError {
-    const fn new(message: &'static str) -> Self {
-        ConfigError { message }
+    const fn new(setting: &'static str, message: &'static str) -> Self {
+        ConfigError { setting, message }
+    }
+
+    /// The builder setting at fault, by its method's name (`"max_attempts"`,
+    /// `"backoff"`), or a field of its argument (`"budget.ratio"`,
+    /// `"budget.window"`), for a caller that maps it back to where the
+    /// value came from.
+    #[must_use]
+    pub fn setting(&self) -> &'static str {
+        self.setting
     }
 }
 
@@ -233,6 +252,20 @@ mod tests {
         assert!(err(RetryConfig::builder().budget(budget(f64::NAN, Duration::from_secs(1)))).contains("ratio"));
         assert!(err(RetryConfig::builder().budget(budget(-0.1, Duration::from_secs(1)))).contains("ratio"));
         assert!(err(RetryConfig::builder().budget(budget(0.1, Duration::ZERO))).contains("window"));
+        let setting = |b: RetryConfigBuilder| b.build().unwrap_err().setting();
+        assert_eq!(setting(RetryConfig::builder().max_attempts(0)), "max_attempts");
+        assert_eq!(
+            setting(RetryConfig::builder().backoff(Duration::from_secs(2), Duration::from_secs(1))),
+            "backoff"
+        );
+        assert_eq!(
+            setting(RetryConfig::builder().budget(budget(-0.1, Duration::from_secs(1)))),
+            "budget.ratio"
+        );
+        assert_eq!(
+            setting(RetryConfig::builder().budget(budget(0.1, Duration::ZERO))),
+            "budget.window"
+        );
         let ok = RetryConfig::builder().max_attempts(1).build().unwrap();
         assert_eq!(ok.max_attempts(), 1);
     }

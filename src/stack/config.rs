@@ -227,6 +227,16 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(seconds).ok()
 }
 
+/// The 1-based line and column (in characters) of byte `at` of `text`.
+fn line_and_column(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
 /// The value `options` names `value`, the first option's when the field is
 /// absent (each setting's default comes first); otherwise an error naming
 /// `field` and the words it takes.
@@ -305,15 +315,36 @@ fn retry_config(r: &RetrySection) -> Result<RetryConfig, StackError> {
         min_per_second: r.budget_min_per_second.unwrap_or(defaults.min_per_second),
         window: duration("retry.budget_window", r.budget_window.as_ref())?.unwrap_or(defaults.window),
     });
-    retry
-        .build()
-        .map_err(|e| StackError::field_error("retry", e.to_string()))
+    retry.build().map_err(|e| {
+        let field = match e.setting() {
+            "max_attempts" => "retry.max_attempts",
+            "backoff" => "retry.max_backoff",
+            "budget.ratio" => "retry.budget_ratio",
+            "budget.window" => "retry.budget_window",
+            _ => "retry",
+        };
+        StackError::field_error(field, e.to_string())
+    })
 }
 
 impl OptimizerConfig {
-    /// Parses TOML text.
+    /// Parses TOML text. An error names the key at fault as a dotted path
+    /// (`cache.max_memory_mb`; `config` for the file as a whole, when its
+    /// TOML is malformed) and gives the line and column.
     pub fn from_toml(text: &str) -> Result<Self, StackError> {
-        toml::from_str(text).map_err(|e| StackError::field_error("config", e.message().to_owned()))
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "config".to_owned() } else { path };
+            let error = e.into_inner();
+            let reason = match error.span() {
+                Some(span) => {
+                    let (line, column) = line_and_column(text, span.start);
+                    format!("{} (line {line}, column {column})", error.message())
+                }
+                None => error.message().to_owned(),
+            };
+            StackError::field_error(field, reason)
+        })
     }
 
     /// Reads and parses a TOML file.
@@ -405,11 +436,19 @@ impl OptimizerConfig {
             if let Some(routes) = c.ttl_for {
                 cache = cache.ttl_with(ttl_routes(&routes)?);
             }
-            b = b.cache(
-                cache
-                    .build()
-                    .map_err(|e| StackError::field_error("cache", e.to_string()))?,
-            );
+            b = b.cache(cache.build().map_err(|e| {
+                // The builder's setting, as this file spells it.
+                let field = match e.setting() {
+                    "max_bytes" => "cache.max_memory_mb",
+                    "max_entry_bytes" => "cache.max_entry_kb",
+                    "exclude" => "cache.exclude",
+                    "vary_on" => "cache.vary_on",
+                    "query_key" => "cache.ignore_query",
+                    _ => "cache",
+                };
+                // With the regex's own reason, which says what is wrong and where.
+                StackError::field_error(field, crate::util::with_sources(&e))
+            })?);
         }
         if let Some(s) = self.circuit_breaker {
             let mut cb = CircuitBreakerConfig::builder();
@@ -447,10 +486,18 @@ impl OptimizerConfig {
                 s.when_open.as_deref(),
                 [("error", WhenOpen::Error), ("respond_503", WhenOpen::Respond503)],
             )?);
-            b = b.circuit_breaker(
-                cb.build()
-                    .map_err(|e| StackError::field_error("circuit_breaker", e.to_string()))?,
-            );
+            b = b.circuit_breaker(cb.build().map_err(|e| {
+                let field = match e.setting() {
+                    "failure_rate" => "circuit_breaker.failure_rate",
+                    "window" => "circuit_breaker.window_calls",
+                    "consecutive_failures" => "circuit_breaker.consecutive_failures",
+                    "half_open" => "circuit_breaker.half_open_calls",
+                    "open_period" if open.is_zero() => "circuit_breaker.open",
+                    "open_period" => "circuit_breaker.max_open",
+                    _ => "circuit_breaker",
+                };
+                StackError::field_error(field, e.to_string())
+            })?);
         }
         if let Some(r) = self.retry {
             b = b.retry(RetryPolicy::new(retry_config(&r)?));
@@ -458,6 +505,11 @@ impl OptimizerConfig {
         if let Some(m) = self.monitor {
             let mut settings = MonitorSettings::default();
             if let Some(d) = duration("monitor.interval", m.interval.as_ref())? {
+                // The monitor would take zero for its default; in a file it
+                // is more likely a slip than a wish for five seconds.
+                if d.is_zero() {
+                    return Err(StackError::field_error("monitor.interval", "must be longer than zero"));
+                }
                 settings.interval = d;
             }
             settings.prometheus = m.prometheus.unwrap_or(false);

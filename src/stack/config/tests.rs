@@ -137,8 +137,15 @@ fn errors_name_the_field() {
         ("timeout = \"10 parsecs\"", "timeout"),
         ("warm_up_timeout = \"0s\"", "warm_up_timeout"),
         ("[cache]\nmode = \"public\"", "cache.mode"),
-        ("[cache]\nexclude = [\"(\"]", "cache"),
-        ("[cache]\nvary_on = [\"x tenant\"]", "cache"),
+        ("[cache]\nexclude = [\"(\"]", "cache.exclude"),
+        ("[cache]\nvary_on = [\"x tenant\"]", "cache.vary_on"),
+        ("[cache]\nmax_memory_mb = 0", "cache.max_memory_mb"),
+        ("[cache]\nmax_memory_mb = \"64\"", "cache.max_memory_mb"),
+        ("timeout = 10", "timeout"),
+        ("[client]\npool_max_idle_per_host = -1", "client.pool_max_idle_per_host"),
+        ("[cache\n", "config"),
+        ("[admin]\ntoken = \"t\"", "admin"),
+        ("[monitor]\ninterval = \"0s\"", "monitor.interval"),
         ("[cache]\nignore_query = [\"a=b\"]", "cache.ignore_query"),
         ("[cache]\nquery_order = \"random\"", "cache.query_order"),
         ("[cache]\nstatus_extension = \"sometimes\"", "cache.status_extension"),
@@ -147,7 +154,24 @@ fn errors_name_the_field() {
             "[cache]\nttl_for = [{ path = \"^/a\", ttl = \"soon\" }]",
             "cache.ttl_for",
         ),
-        ("[circuit_breaker]\nfailure_rate = 250.0", "circuit_breaker"),
+        (
+            "[circuit_breaker]\nfailure_rate = 250.0",
+            "circuit_breaker.failure_rate",
+        ),
+        ("[circuit_breaker]\nwindow_calls = 0", "circuit_breaker.window_calls"),
+        (
+            "[circuit_breaker]\nconsecutive_failures = 0",
+            "circuit_breaker.consecutive_failures",
+        ),
+        (
+            "[circuit_breaker]\nhalf_open_calls = 0",
+            "circuit_breaker.half_open_calls",
+        ),
+        ("[circuit_breaker]\nopen = \"0s\"", "circuit_breaker.open"),
+        (
+            "[circuit_breaker]\nopen = \"10s\"\nmax_open = \"1s\"",
+            "circuit_breaker.max_open",
+        ),
         ("[circuit_breaker]\nwhen_open = \"panic\"", "circuit_breaker.when_open"),
         (
             "[circuit_breaker]\nclassifier = \"protobuf\"",
@@ -157,8 +181,10 @@ fn errors_name_the_field() {
         ("[retry]\nbackoff = \"soon\"", "retry.backoff"),
         ("[retry]\ndeadline = \"later\"", "retry.deadline"),
         ("[retry]\nbudget_window = \"1 week\"", "retry.budget_window"),
-        ("[retry]\nmax_attempts = 0", "retry"),
-        ("[retry]\nbudget_ratio = -1.0", "retry"),
+        ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
+        ("[retry]\nbackoff = \"2s\"\nmax_backoff = \"1s\"", "retry.max_backoff"),
+        ("[retry]\nbudget_window = \"1ms\"", "retry.budget_window"),
+        ("[retry]\nbudget_ratio = -1.0", "retry.budget_ratio"),
         ("[client]\nconnect_timeout = \"x\"", "client.connect_timeout"),
         ("[client]\nhttp2_keep_alive = \"often\"", "client.http2_keep_alive"),
         (
@@ -173,7 +199,7 @@ fn errors_name_the_field() {
             "[monitor]\nroute_templates = [\"users/{id}\"]",
             "monitor.route_templates",
         ),
-        ("[cache]\nmax_memry_mb = 1", "config"),
+        ("[cache]\nmax_memry_mb = 1", "cache.max_memry_mb"),
     ];
     for (text, field) in cases {
         let built = OptimizerConfig::from_toml(text)
@@ -182,4 +208,22 @@ fn errors_name_the_field() {
         let err = built.map(|_| ()).unwrap_err();
         assert_eq!(err.field(), field, "{text}: {err}");
     }
+}
+
+#[test]
+fn errors_say_where_and_why() {
+    let err = OptimizerConfig::from_toml("timeout = \"1s\"\n[cache]\nmax_memory_mb = \"64\"\n").unwrap_err();
+    assert!(err.to_string().contains("(line 3, column 17)"), "{err}");
+    assert!(err.to_string().contains("expected u64"), "{err}");
+    let err = OptimizerConfig::from_toml("[cache]\nexclude = [\"^/ok$\", \"/private/(\"]")
+        .and_then(OptimizerConfig::into_builder)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("unclosed group"), "the regex's reason: {err}");
+    assert_eq!(
+        super::line_and_column("ab\ncé\nx", 6),
+        (2, 3),
+        "columns count characters"
+    );
+    assert_eq!(super::line_and_column("abc", 0), (1, 1));
 }
