@@ -25,7 +25,8 @@ use tower_optimizer::BoxError;
 use tower_optimizer::cache::{Cache, CacheLayer};
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use tower_optimizer::monitor::{
-    ACTIVE_REQUESTS, BodySizes, MetricsLayer, REQUEST_DURATION, RESPONSE_BODY_SIZE, RouteTemplates, Stats,
+    ACTIVE_REQUESTS, BodySizes, MetricsLayer, OTHER_SERVER_ADDRESS, REQUEST_DURATION, RESPONSE_BODY_SIZE,
+    RouteTemplates, Stats,
 };
 
 fn labels(key: &CompositeKey) -> Vec<(String, String)> {
@@ -381,6 +382,76 @@ fn route_templates_label_the_route_not_the_path() {
             .iter()
             .all(|(_, v)| !v.contains("elsewhere") && !v.contains("/users/1"))),
         "no raw path in any label"
+    );
+}
+
+/// A client sent to endless hosts adds no endless series: past the cap,
+/// hosts are labelled `_OTHER` (their requests still counted, their port
+/// kept), while the hosts admitted before keep their own label, however
+/// the requests interleave.
+#[test]
+fn server_addresses_past_the_cap_are_labelled_other() {
+    let rows = recorded(async {
+        let upstream = Upstream::new(|_req: Req, _| async move {
+            Ok::<Res, BoxError>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let mut svc = ServiceBuilder::new()
+            .layer(MetricsLayer::new().max_server_addresses(2))
+            .map_response(|r: Res| r.map(|b| b.map_err(|e| -> BoxError { match e {} }).boxed_unsync()))
+            .service(upstream);
+        for host in [
+            "a.test",
+            "b.test",
+            "c.test",
+            "a.test",
+            "d.test:8443",
+            "b.test",
+            "c.test",
+        ] {
+            let uri = format!("http://{host}/x");
+            call(&mut svc, Request::get(uri).body(Full::default()).unwrap())
+                .await
+                .unwrap();
+        }
+    });
+    let count = |with: &[(&str, &str)]| {
+        find(&rows, MetricKind::Histogram, REQUEST_DURATION, with)
+            .iter()
+            .map(|row| seconds(&row.3).len())
+            .sum::<usize>()
+    };
+    assert_eq!(count(&[("server.address", "a.test")]), 2);
+    assert_eq!(count(&[("server.address", "b.test")]), 2);
+    assert_eq!(
+        count(&[("server.address", OTHER_SERVER_ADDRESS), ("server.port", "80")]),
+        2,
+        "c.test twice"
+    );
+    assert_eq!(
+        count(&[("server.address", OTHER_SERVER_ADDRESS), ("server.port", "8443")]),
+        1,
+        "d.test"
+    );
+    assert!(
+        rows.iter().all(|(k, ..)| labels(k)
+            .iter()
+            .all(|(_, v)| !v.contains("c.test") && !v.contains("d.test"))),
+        "no label names a host past the cap"
+    );
+    let gauges: Vec<String> = find(&rows, MetricKind::Gauge, ACTIVE_REQUESTS, &[])
+        .iter()
+        .filter_map(|row| {
+            labels(&row.0)
+                .into_iter()
+                .find(|(k, _)| k == "server.address")
+                .map(|(_, v)| v)
+        })
+        .collect();
+    assert!(
+        gauges
+            .iter()
+            .all(|v| ["a.test", "b.test", OTHER_SERVER_ADDRESS].contains(&v.as_str())),
+        "{gauges:?}"
     );
 }
 

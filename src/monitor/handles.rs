@@ -2,9 +2,9 @@
 //! nothing and allocates nothing once a label set has been seen (the
 //! `metrics` facade builds a key, with owned strings, on every macro call).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use metrics::{Gauge, Histogram, Unit};
 
@@ -19,6 +19,18 @@ pub(crate) const MAX_CACHED: usize = 4096;
 /// Outcomes remembered per endpoint (statuses, errors, cache statuses and
 /// templates combined); past this, as above.
 pub(crate) const MAX_OUTCOMES: usize = 1024;
+
+/// Distinct `server.address` labels the metrics carry by default; the
+/// hosts past them are labelled [`OTHER_SERVER_ADDRESS`]. A client of a
+/// few APIs stays far below it, while one sent to hosts it is given (a
+/// webhook sender, a crawler) would otherwise add series for every host,
+/// without end, to every scrape (Prometheus holds each series in memory).
+/// Set per layer with [`MetricsLayer::max_server_addresses`](super::MetricsLayer::max_server_addresses).
+pub const DEFAULT_MAX_SERVER_ADDRESSES: usize = 256;
+
+/// The `server.address` label of the hosts past the cap, as OpenTelemetry
+/// spells a value it folds (`_OTHER`, as for unknown methods).
+pub const OTHER_SERVER_ADDRESS: &str = "_OTHER";
 
 /// `http.client.request.duration` (seconds).
 pub const REQUEST_DURATION: &str = "http.client.request.duration";
@@ -133,6 +145,8 @@ pub(crate) struct Endpoint {
     /// `host:port`, the statistics' key.
     pub(crate) host_port: Arc<str>,
     host_len: usize,
+    /// Labelled [`OTHER_SERVER_ADDRESS`]: its host came past the cap.
+    folded: bool,
     method: &'static str,
     port: u16,
     durations: ByOutcome,
@@ -147,10 +161,25 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    /// Its `server.address` label.
+    fn address(&self) -> &str {
+        if self.folded {
+            OTHER_SERVER_ADDRESS
+        } else {
+            &self.host_port[..self.host_len]
+        }
+    }
+
+    /// Whether it is the endpoint of `method`, `host` and `port` (its map's
+    /// key is only a hash of them).
+    fn is(&self, method: &str, host: &str, port: u16) -> bool {
+        self.method == method && self.port == port && &self.host_port[..self.host_len] == host
+    }
+
     fn labels(&self, outcome: Outcome, template: Option<&str>) -> Vec<metrics::Label> {
         let mut labels = vec![
             metrics::Label::new("http.request.method", self.method),
-            metrics::Label::new("server.address", self.host_port[..self.host_len].to_owned()),
+            metrics::Label::new("server.address", self.address().to_owned()),
             metrics::Label::new("server.port", self.port.to_string()),
             metrics::Label::new("network.protocol.version", VERSIONS[usize::from(outcome.version)]),
         ];
@@ -284,12 +313,44 @@ fn hash_of(value: &impl Hash) -> u64 {
     hasher.finish()
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Handles {
     endpoints: RwLock<ByHash<Arc<Endpoint>>>,
+    /// The hosts labelled as themselves, at most `max_addresses`.
+    addresses: Mutex<HashSet<Box<str>>>,
+    max_addresses: usize,
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        Handles::new(DEFAULT_MAX_SERVER_ADDRESSES)
+    }
 }
 
 impl Handles {
+    /// Handles labelling at most `max_addresses` hosts as themselves.
+    pub(crate) fn new(max_addresses: usize) -> Self {
+        Handles {
+            endpoints: RwLock::default(),
+            addresses: Mutex::default(),
+            max_addresses,
+        }
+    }
+
+    /// Whether `host` is labelled as itself: it is, or there is room for
+    /// it, among the hosts so labelled. Decided once per endpoint.
+    fn admit(&self, host: &str) -> bool {
+        let mut addresses = self.addresses.lock().unwrap_or_else(PoisonError::into_inner);
+        if addresses.contains(host) {
+            return true;
+        }
+        if addresses.len() >= self.max_addresses {
+            return false;
+        }
+        addresses.insert(host.into());
+        true
+    }
+
     pub(crate) fn describe() {
         metrics::describe_histogram!(
             REQUEST_DURATION,
@@ -310,8 +371,12 @@ impl Handles {
         body_sizes: BodySizes,
     ) -> Arc<Endpoint> {
         let key = hash_of(&(method, host, port));
+        let mut collided = false;
         if let Some(found) = self.endpoints.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
-            if found.recorder == recorder {
+            // Another endpoint under the same hash (host names may be
+            // anyone's choosing) is not this one.
+            collided = !found.is(method, host, port);
+            if found.recorder == recorder && !collided {
                 return found.clone();
             }
         }
@@ -319,16 +384,19 @@ impl Handles {
         // installed after the layer was made has not seen them yet.
         Self::describe();
         let host_port: Arc<str> = format!("{host}:{port}").into();
+        let folded = !self.admit(host);
+        let address = if folded { OTHER_SERVER_ADDRESS } else { host };
         let endpoint = Arc::new(Endpoint {
             gauge: metrics::gauge!(
                 ACTIVE_REQUESTS,
                 "http.request.method" => method,
-                "server.address" => host.to_owned(),
+                "server.address" => address.to_owned(),
                 "server.port" => port.to_string()
             ),
             stats: stats.map(|stats| stats.host(&host_port)),
             host_port,
             host_len: host.len(),
+            folded,
             method,
             port,
             durations: ByOutcome::default(),
@@ -338,7 +406,9 @@ impl Handles {
         });
         let mut endpoints = self.endpoints.write().unwrap_or_else(PoisonError::into_inner);
         // A new recorder replaces the endpoint's handles in place.
-        if endpoints.len() < MAX_CACHED || endpoints.contains_key(&key) {
+        // A colliding one keeps its place: this one is made afresh each
+        // time, which is correct, only slower.
+        if !collided && (endpoints.len() < MAX_CACHED || endpoints.contains_key(&key)) {
             endpoints.insert(key, endpoint.clone());
         }
         endpoint
@@ -435,5 +505,42 @@ mod tests {
             (15, ErrorType::Body),
             "the first error stands"
         );
+    }
+
+    #[test]
+    fn an_endpoint_found_under_another_hosts_hash_is_not_taken() {
+        let handles = Handles::new(8);
+        let recorder = crate::util::recorder_id();
+        let a = handles.endpoint(("GET", "a.test", 80), recorder, None, BodySizes::Off);
+        // As if b.test's hash were a.test's: its slot holds a.test's endpoint.
+        let b_key = hash_of(&("GET", "b.test", 80u16));
+        handles.endpoints.write().unwrap().insert(b_key, a.clone());
+        let b = handles.endpoint(("GET", "b.test", 80), recorder, None, BodySizes::Off);
+        assert_eq!(&*b.host_port, "b.test:80");
+        assert_eq!(b.address(), "b.test");
+        assert!(
+            Arc::ptr_eq(&handles.endpoints.read().unwrap()[&b_key], &a),
+            "the slot is kept"
+        );
+        assert!(a.is("GET", "a.test", 80));
+        assert!(!a.is("POST", "a.test", 80) && !a.is("GET", "a.test", 81) && !a.is("GET", "a.tes", 80));
+    }
+
+    #[test]
+    fn hosts_past_the_cap_are_folded_and_admitted_ones_stay() {
+        let handles = Handles::new(1);
+        let recorder = crate::util::recorder_id();
+        let endpoint = |host| handles.endpoint(("GET", host, 80), recorder, None, BodySizes::Off);
+        assert_eq!(endpoint("a.test").address(), "a.test");
+        assert_eq!(endpoint("b.test").address(), OTHER_SERVER_ADDRESS);
+        assert_eq!(
+            endpoint("b.test").host_port.as_ref(),
+            "b.test:80",
+            "its own statistics key"
+        );
+        assert_eq!(endpoint("a.test").address(), "a.test");
+        let none = Handles::new(0);
+        let folded = none.endpoint(("GET", "a.test", 80), recorder, None, BodySizes::Off);
+        assert_eq!(folded.address(), OTHER_SERVER_ADDRESS, "a cap of 0 folds every host");
     }
 }

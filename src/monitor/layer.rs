@@ -19,17 +19,31 @@ pub enum BodySizes {
     Record,
 }
 
-#[derive(Default)]
 pub(crate) struct Config {
     pub(crate) handles: Handles,
+    /// The `server.address` cap the handles were made with.
+    pub(crate) max_addresses: usize,
     pub(crate) stats: Option<Stats>,
     pub(crate) body_sizes: BodySizes,
     pub(crate) routes: Option<Arc<dyn RouteTemplate>>,
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            handles: Handles::default(),
+            max_addresses: super::DEFAULT_MAX_SERVER_ADDRESSES,
+            stats: None,
+            body_sizes: BodySizes::Off,
+            routes: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
+            .field("max_addresses", &self.max_addresses)
             .field("stats", &self.stats.is_some())
             .field("body_sizes", &self.body_sizes)
             .field("routes", &self.routes.is_some())
@@ -74,14 +88,27 @@ impl MetricsLayer {
         self.with(|c| c.routes = Some(routes))
     }
 
+    /// Labels at most `hosts` distinct hosts' requests with their own
+    /// `server.address`; the requests to any host past them are labelled
+    /// [`OTHER_SERVER_ADDRESS`](super::OTHER_SERVER_ADDRESS) (default
+    /// [`DEFAULT_MAX_SERVER_ADDRESSES`](super::DEFAULT_MAX_SERVER_ADDRESSES)),
+    /// so a client sent to endless hosts adds no endless series. The
+    /// hosts keep their own figures in [`Stats`] (which has its own cap).
+    #[must_use]
+    pub fn max_server_addresses(self, hosts: usize) -> Self {
+        self.with(|c| c.max_addresses = hosts)
+    }
+
     fn with(self, f: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
             handles: Handles::default(),
+            max_addresses: self.config.max_addresses,
             stats: self.config.stats.clone(),
             body_sizes: self.config.body_sizes,
             routes: self.config.routes.clone(),
         };
         f(&mut config);
+        config.handles = Handles::new(config.max_addresses);
         MetricsLayer {
             config: Arc::new(config),
         }

@@ -54,7 +54,9 @@ pub use alert::{
 };
 pub use body::MetricsBody;
 pub use figures::{FigureSet, resident_memory};
-pub use handles::{ACTIVE_REQUESTS, REQUEST_DURATION, RESPONSE_BODY_SIZE};
+pub use handles::{
+    ACTIVE_REQUESTS, DEFAULT_MAX_SERVER_ADDRESSES, OTHER_SERVER_ADDRESS, REQUEST_DURATION, RESPONSE_BODY_SIZE,
+};
 #[cfg(feature = "circuit-breaker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub use health::breakers_check;

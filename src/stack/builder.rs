@@ -81,6 +81,9 @@ pub struct MonitorSettings {
     pub prometheus: bool,
     /// Route templates for the `url.template` label (none: no path labels).
     pub route_templates: Option<RouteTemplates>,
+    /// Hosts labelled with their own `server.address`, past which they are
+    /// `_OTHER` (see [`MetricsLayer::max_server_addresses`]).
+    pub max_server_addresses: usize,
 }
 
 /// The built-in `ProcessMemoryHigh` threshold without a cgroup limit: a
@@ -112,6 +115,7 @@ impl Default for MonitorSettings {
             alerts: AlertManager::with_default_rules(rss_alert(crate::cache::pressure::cgroup_limit())),
             prometheus: false,
             route_templates: None,
+            max_server_addresses: crate::monitor::DEFAULT_MAX_SERVER_ADDRESSES,
         }
     }
 }
@@ -385,7 +389,9 @@ impl OptimizerStackBuilder {
                 if let Some(breaker) = &breaker {
                     monitor = monitor.breakers(breaker.breakers());
                 }
-                let mut metrics = MetricsLayer::new().stats(stats.clone());
+                let mut metrics = MetricsLayer::new()
+                    .stats(stats.clone())
+                    .max_server_addresses(settings.max_server_addresses);
                 if let Some(routes) = settings.route_templates {
                     metrics = metrics.route_templates(routes);
                 }

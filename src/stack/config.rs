@@ -179,6 +179,9 @@ pub struct MonitorSection {
     pub prometheus: Option<bool>,
     /// Route templates for the `url.template` label, like `"/users/{id}"`.
     pub route_templates: Option<Vec<String>>,
+    /// Hosts labelled with their own `server.address` (default 256), past
+    /// which they are `_OTHER`.
+    pub max_server_addresses: Option<usize>,
 }
 
 /// `[admin]`.
@@ -513,6 +516,9 @@ impl OptimizerConfig {
                 settings.interval = d;
             }
             settings.prometheus = m.prometheus.unwrap_or(false);
+            if let Some(hosts) = m.max_server_addresses {
+                settings.max_server_addresses = hosts;
+            }
             if let Some(templates) = &m.route_templates {
                 settings.route_templates = Some(
                     crate::monitor::RouteTemplates::new(templates)

@@ -40,6 +40,7 @@ fn the_shipped_example_file_builds() {
         }
     );
     let monitor = config.monitor.as_ref().unwrap();
+    assert_eq!(monitor.max_server_addresses, Some(256));
     assert!(monitor.route_templates.as_ref().is_some_and(|t| !t.is_empty()));
     let builder = config.into_builder().unwrap();
     builder.build::<()>().unwrap();
