@@ -23,7 +23,8 @@ use support::{Req, Res, Upstream};
 use tower::{Service, ServiceExt};
 use tower_optimizer::BoxError;
 use tower_optimizer::circuit_breaker::{
-    CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerService, Event, KeyBy, State, WindowKind, error::Open,
+    CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerService, Event, KeyBy, OTHER_KEY, State, WindowKind,
+    error::Open,
 };
 
 fn layer(config: CircuitBreakerConfig) -> CircuitBreakerLayer {
@@ -422,6 +423,88 @@ fn events_reach_listeners_the_metrics_facade_and_the_log() {
         counts
             .iter()
             .any(|(n, l, v)| n == "tower_optimizer.circuit_breaker.state" && l.contains("a.test") && *v == 1)
+    );
+}
+
+/// Keys past the registry's first `max_keys` are labelled `_OTHER` in the
+/// metrics (their calls and transitions counted there, no state gauge,
+/// which several breakers would share), while listeners and the log still
+/// see the real key; the first keys keep their labels when they come back.
+#[test]
+fn keys_past_the_labelled_ones_are_other_in_the_metrics() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let log = events.clone();
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(1))
+        .registry(2, Duration::from_secs(60))
+        .on_event(move |e: &Event| log.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let recorder = Recorder::default();
+    let counts = recorder.counts.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let layer = layer(config);
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let mut svc = tower::Layer::layer(
+                &layer,
+                Upstream::new(|req: Req, _| async move {
+                    let failing = req.uri().host() == Some("c.test");
+                    Ok(status(if failing { 503 } else { 200 }))
+                }),
+            );
+            for host in ["a.test", "b.test", "c.test", "a.test", "d.test"] {
+                send(&mut svc, &format!("http://{host}/")).await.unwrap();
+            }
+        });
+    });
+    let counts = counts.lock().unwrap();
+    let calls = |key: &str, outcome: &str| -> u64 {
+        counts
+            .iter()
+            .filter(|(n, l, _)| {
+                n == "tower_optimizer.circuit_breaker.calls"
+                    && l.contains(&format!("key={key}"))
+                    && l.contains(&format!("outcome={outcome}"))
+            })
+            .map(|(.., v)| v)
+            .sum()
+    };
+    assert_eq!(calls("http://a.test", "success"), 2);
+    assert_eq!(calls("http://b.test", "success"), 1);
+    assert_eq!(calls(OTHER_KEY, "success"), 1, "d.test");
+    assert_eq!(calls(OTHER_KEY, "failure"), 1, "c.test");
+    assert!(
+        counts
+            .iter()
+            .any(|(n, l, _)| n == "tower_optimizer.circuit_breaker.transitions"
+                && l.contains(&format!("key={OTHER_KEY}"))
+                && l.contains("to=open")),
+        "c.test's opening, counted as _OTHER: {counts:?}"
+    );
+    assert!(
+        !counts
+            .iter()
+            .any(|(n, l, _)| n == "tower_optimizer.circuit_breaker.state" && l.contains(OTHER_KEY)),
+        "no state gauge for _OTHER"
+    );
+    assert!(
+        counts
+            .iter()
+            .all(|(_, l, _)| !l.contains("c.test") && !l.contains("d.test")),
+        "{counts:?}"
+    );
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::StateChanged { key, to: State::Open, .. } if &**key == "http://c.test")),
+        "listeners see the real key"
     );
 }
 

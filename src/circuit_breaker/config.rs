@@ -253,7 +253,11 @@ impl CircuitBreakerConfigBuilder {
         self.with(|c| c.key = key)
     }
 
-    /// Most breakers kept, and how long an unused closed one stays.
+    /// Most breakers kept, and how long an unused closed one stays. The
+    /// first `max_keys` keys seen are also the metrics' `key` labels; the
+    /// breakers of later keys are labelled [`OTHER_KEY`](super::OTHER_KEY),
+    /// so keys that come and go (a client sent to endless hosts) add no
+    /// endless series to an exporter.
     pub fn registry(self, max_keys: usize, idle: Duration) -> Self {
         self.with(|c| {
             c.max_keys = max_keys;

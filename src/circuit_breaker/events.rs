@@ -71,17 +71,27 @@ pub(crate) fn describe_metrics() {
     );
 }
 
-/// Sends an event to the listeners and the `metrics` facade.
+/// The `key` label of the breakers past the labelled ones (see
+/// [`CircuitBreakers`](super::CircuitBreakers)), as OpenTelemetry spells a
+/// value it folds.
+pub const OTHER_KEY: &str = "_OTHER";
+
+/// Sends an event to the listeners.
 pub(crate) fn emit(listeners: &[super::config::Listener], event: &Event) {
     for listener in listeners {
         crate::util::guarded("circuit breaker listener", || listener(event));
     }
-    // Per-call counters go through handles cached in each breaker; only
-    // the rare state changes register here.
-    if let Event::StateChanged { key, to, .. } = event {
-        let key = key.to_string();
-        describe_metrics();
-        metrics::counter!(TRANSITIONS, "key" => key.clone(), "to" => to.as_str()).increment(1);
-        metrics::gauge!(STATE_GAUGE, "key" => key).set(f64::from(to.code()));
+}
+
+/// Counts a state change of the breaker labelled `label` through the
+/// `metrics` facade (per-call counters go through handles cached in each
+/// breaker; only the rare state changes register here), and sets its state
+/// gauge, unless the label is [`OTHER_KEY`], which several breakers share:
+/// one gauge cannot hold their states.
+pub(crate) fn record_transition(label: &str, to: State) {
+    describe_metrics();
+    metrics::counter!(TRANSITIONS, "key" => label.to_owned(), "to" => to.as_str()).increment(1);
+    if label != OTHER_KEY {
+        metrics::gauge!(STATE_GAUGE, "key" => label.to_owned()).set(f64::from(to.code()));
     }
 }

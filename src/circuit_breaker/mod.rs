@@ -65,7 +65,7 @@ pub use config::{
     DEFAULT_MAX_HALF_OPEN, DEFAULT_MAX_KEYS, DEFAULT_MAX_OPEN, DEFAULT_MINIMUM_CALLS, DEFAULT_OPEN, DEFAULT_SLOW_CALL,
     DEFAULT_WINDOW_CALLS, KeyBy, Listener, Probe, ProbeSuccess, WindowKind,
 };
-pub use events::Event;
+pub use events::{Event, OTHER_KEY};
 pub use fallback::{Fallback, FallbackFuture, NoFallback, WithFallback};
 pub use grpc::{DEFAULT_GRPC_FAILURES, GrpcClassifier};
 pub use layer::CircuitBreakerLayer;

@@ -1,7 +1,7 @@
 //! [`CircuitBreakers`]: the shared, bounded registry of per-key breakers and
 //! the handle to inspect and steer them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::{CircuitBreakerConfig, ProbeSuccess};
-use super::events::{Event, STATE_GAUGE, emit};
+use super::events::{Event, OTHER_KEY, STATE_GAUGE, emit, record_transition};
 use super::state::{Breaker, State, Transition};
 use super::tally::Tally;
 use super::window::WindowFigures;
@@ -42,6 +42,12 @@ pub struct BreakerSnapshot {
 pub(crate) struct Registry {
     pub(crate) config: Arc<CircuitBreakerConfig>,
     map: RwLock<HashMap<Arc<str>, Arc<Cell>>>,
+    /// The keys whose metrics carry them as their label: the first
+    /// `max_keys` ever seen. The map holds at most that many breakers at
+    /// once, but as keys come and go (a client sent to endless hosts),
+    /// their labels would add series to an exporter without end; later
+    /// keys are labelled [`OTHER_KEY`].
+    labelled: Mutex<HashSet<Arc<str>>>,
     epoch: Instant,
     seed: AtomicU64,
 }
@@ -79,6 +85,7 @@ impl CircuitBreakers {
             inner: Arc::new(Registry {
                 config: Arc::new(config),
                 map: RwLock::default(),
+                labelled: Mutex::default(),
                 epoch: Instant::now(),
                 seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
             }),
@@ -196,11 +203,22 @@ impl CircuitBreakers {
             self.evict(&mut map, now);
         }
         let seed = registry.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let key: Arc<str> = key.into();
+        let label = {
+            let mut labelled = registry.labelled.lock().unwrap_or_else(PoisonError::into_inner);
+            if labelled.contains(&key) || labelled.len() < registry.config.max_keys {
+                labelled.insert(key.clone());
+                key.clone()
+            } else {
+                OTHER_KEY.into()
+            }
+        };
         let cell = Arc::new(Cell {
-            key: key.into(),
+            call_metrics: Mutex::new(Arc::new(CallMetrics::new(&label, crate::util::recorder_id()))),
+            key,
+            label,
             config: registry.config.clone(),
             registry: Arc::downgrade(&self.inner),
-            call_metrics: Mutex::new(Arc::new(CallMetrics::new(key, crate::util::recorder_id()))),
             breaker: Mutex::new(Breaker::new(&registry.config, now, seed)),
             mirror: AtomicU64::new(u64::from(State::Closed.code())),
             tally: Tally::default(),
@@ -263,8 +281,8 @@ impl CircuitBreakers {
                 // The next request for the key starts a new, closed
                 // breaker; the gauge says so now, or an exporter would show
                 // (and alert on) the evicted breaker's last state for good.
-                if !closed {
-                    metrics::gauge!(STATE_GAUGE, "key" => key.to_string()).set(f64::from(State::Closed.code()));
+                if !closed && &*cell.label != OTHER_KEY {
+                    metrics::gauge!(STATE_GAUGE, "key" => cell.label.to_string()).set(f64::from(State::Closed.code()));
                 }
             }
         }
@@ -293,6 +311,7 @@ impl CircuitBreakers {
                     to: t.to,
                 },
             );
+            record_transition(&cell.label, t.to);
             if t.to == State::Open {
                 self.start_probe(cell);
             }

@@ -15,6 +15,10 @@ use super::{CircuitBreakers, Registry};
 #[derive(Debug)]
 pub(crate) struct Cell {
     pub(crate) key: Arc<str>,
+    /// Its metrics' `key` label: the key, or
+    /// [`OTHER_KEY`](crate::circuit_breaker::OTHER_KEY) past the registry's
+    /// labelled keys.
+    pub(crate) label: Arc<str>,
     /// The registry's settings, held here so a call touches only its cell.
     pub(crate) config: Arc<CircuitBreakerConfig>,
     pub(super) registry: Weak<Registry>,
@@ -100,7 +104,7 @@ impl Cell {
     pub(crate) fn metrics_for(&self, recorder: usize) -> Arc<CallMetrics> {
         let mut metrics = self.call_metrics.lock().unwrap_or_else(PoisonError::into_inner);
         if metrics.recorder != recorder {
-            *metrics = Arc::new(CallMetrics::new(&self.key, recorder));
+            *metrics = Arc::new(CallMetrics::new(&self.label, recorder));
         }
         metrics.clone()
     }
