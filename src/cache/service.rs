@@ -75,16 +75,11 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         self.cache.ensure_background();
         let method = request.method();
         if method != Method::GET && method != Method::HEAD {
-            bump(&self.cache.inner.counters.bypassed);
-            let write = (!write::is_safe(method))
-                .then(|| Write::new(&self.cache.inner, request.uri(), request.headers()))
-                .flatten();
-            let status = (CacheStatus::forward(Forward::Method), self.cache.inner.status_extension);
-            return ResponseFuture::passing(self.inner.call(request), status, write);
+            return self.pass_method(request);
         }
         let head = method == Method::HEAD;
         let (request_cc, mode) = directives(&request);
@@ -93,21 +88,64 @@ where
         let looked = self
             .cache
             .lookup(&request, (&request_cc, mode), (now, head), Wanted::Any, &mut hit);
-        let (key, fwd, stale) = match looked {
+        match looked {
+            Lookup::Hit(_) => match hit {
+                Some(response) => ResponseFuture::ready(response),
+                None => unreachable!("a hit writes its response"),
+            },
+            Lookup::Fetch { key, fwd, stale } => {
+                self.fetch(request, Upstream { key, fwd, stale }, (request_cc, mode), (now, head))
+            }
+            other => self.answer_otherwise(other, request, request_cc, (now, head)),
+        }
+    }
+}
+
+impl<S> CacheService<S> {
+    /// A method the cache does not answer: passed on, and an unsafe one's
+    /// answer invalidates what it names. Out of line, as each path but a
+    /// hit's (see [`CacheService::fetch`]).
+    #[inline(never)]
+    fn pass_method<ReqBody, ResBody>(&mut self, request: Request<ReqBody>) -> ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        bump(&self.cache.inner.counters.bypassed);
+        let write = (!write::is_safe(request.method()))
+            .then(|| Write::new(&self.cache.inner, request.uri(), request.headers()))
+            .flatten();
+        let status = (CacheStatus::forward(Forward::Method), self.cache.inner.status_extension);
+        ResponseFuture::passing(self.inner.call(request), status, write)
+    }
+
+    /// A bypass, or a stale answer given while it is refreshed behind.
+    #[inline(never)]
+    fn answer_otherwise<ReqBody, ResBody>(
+        &mut self,
+        looked: Lookup,
+        request: Request<ReqBody>,
+        request_cc: CacheControl,
+        (now, head): (Instant, bool),
+    ) -> ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        match looked {
             // `only-if-cached` asks for a stored response or a 504
             // (§5.2.1.7), whatever keeps this request from the store.
             Lookup::Bypass(_) if request_cc.only_if_cached => {
                 bump(&self.cache.inner.counters.bypassed);
-                return ResponseFuture::ready(fetch::gateway_timeout(
+                ResponseFuture::ready(fetch::gateway_timeout(
                     Forward::Bypass,
                     self.cache.inner.status_extension,
-                ));
+                ))
             }
-            Lookup::Bypass(reason) => return self.bypass(reason, request),
-            Lookup::Hit(_) => match hit {
-                Some(response) => return ResponseFuture::ready(response),
-                None => unreachable!("a hit writes its response"),
-            },
+            Lookup::Bypass(reason) => self.bypass(reason, request),
             Lookup::StaleWhileRevalidate(entry, key, validators) => {
                 bump(&self.cache.inner.counters.stale);
                 let freshness = entry.freshness();
@@ -122,11 +160,43 @@ where
                 if !head {
                     self.refresh_in_background(key, entry, request, request_cc);
                 }
-                return ResponseFuture::ready(response);
+                ResponseFuture::ready(response)
             }
-            Lookup::Fetch { key, fwd, stale } => (key, fwd, stale),
+            Lookup::Hit(_) | Lookup::Fetch { .. } => unreachable!("answered by `call`"),
             Lookup::Elsewhere => unreachable!("only asked of `Wanted::AtOnce`"),
-        };
+        }
+    }
+}
+
+/// Where a request that goes upstream stands: its key, why it goes, and
+/// the stored response it may revalidate.
+struct Upstream {
+    key: Arc<str>,
+    fwd: Forward,
+    stale: Option<SharedEntry>,
+}
+
+impl<S> CacheService<S> {
+    /// Sends `request` upstream, alone, as its key's leader or as a waiter
+    /// on another's flight. Out of line: a hit, the path to keep short,
+    /// runs none of it, and inlined it would spread a hit's instructions
+    /// over several times the code (the instruction cache holds 32 KiB).
+    #[inline(never)]
+    fn fetch<ReqBody, ResBody>(
+        &mut self,
+        mut request: Request<ReqBody>,
+        Upstream { key, fwd, stale }: Upstream,
+        (request_cc, mode): (CacheControl, RequestCacheMode),
+        (now, head): (Instant, bool),
+    ) -> ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
         let cache = self.cache.inner.clone();
         bump(&cache.counters.misses);
         if request_cc.only_if_cached {

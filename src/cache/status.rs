@@ -246,6 +246,10 @@ impl CacheStatus {
         memoised_status(self)
     }
 
+    // Out of line: values are memoised, so rendering is rare, and its
+    // formatting machinery would otherwise sit amid every hit's code.
+    #[cold]
+    #[inline(never)]
     fn render(&self) -> HeaderValue {
         let mut text = String::with_capacity(64);
         let _ = write!(text, "{self}");
