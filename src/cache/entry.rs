@@ -389,19 +389,7 @@ impl Entry {
                 *age_slot = age;
                 *status_slot = status;
             }
-            Some((age_slot, None)) => {
-                *age_slot = age;
-                // After the upstream's own members (RFC 9211 §2).
-                headers.append(CACHE_STATUS, status);
-            }
-            None => {
-                overwrite(headers, AGE, age);
-                if own {
-                    overwrite(headers, CACHE_STATUS, status);
-                } else {
-                    headers.append(CACHE_STATUS, status);
-                }
-            }
+            _ => set_age_and_status(headers, own, age, status),
         }
         response
     }
@@ -437,6 +425,27 @@ impl Entry {
             }
         }
         headers
+    }
+}
+
+/// [`Entry::to_response`]'s `Age` and `Cache-Status` where the copied map
+/// is not as the entry stored it with both placeholders last: the
+/// upstream sent its own `Cache-Status` (ours goes after its members, RFC
+/// 9211 §2), or the lines moved. Out of line: a hit's usual path only
+/// fills the two slots, and this would spread its code.
+#[cold]
+#[inline(never)]
+fn set_age_and_status(headers: &mut http::HeaderMap, own: bool, age: HeaderValue, status: HeaderValue) {
+    if let Some((age_slot, None)) = placeholder_slots(headers, own) {
+        *age_slot = age;
+        headers.append(CACHE_STATUS, status);
+        return;
+    }
+    overwrite(headers, AGE, age);
+    if own {
+        overwrite(headers, CACHE_STATUS, status);
+    } else {
+        headers.append(CACHE_STATUS, status);
     }
 }
 

@@ -71,9 +71,9 @@ fn write_primary_key(uri: &Uri, headers: &HeaderMap, policy: &QueryKey, key: &mu
     };
     let authority = match uri.authority() {
         Some(a) => a.as_str(),
-        None => match headers.get(HOST).map(HeaderValue::to_str) {
-            Some(Ok(host)) => host.trim(),
-            _ => return false,
+        None => match host_field(headers) {
+            Some(host) => host,
+            None => return false,
         },
     };
     // Userinfo never reaches a server in HTTP; drop it from the key.
@@ -109,20 +109,44 @@ fn write_primary_key(uri: &Uri, headers: &HeaderMap, policy: &QueryKey, key: &mu
             key.push('?');
             push_normalised(key, query);
         } else {
-            let mut normalised = String::with_capacity(query.len());
-            push_normalised(&mut normalised, query);
-            policy.push(key, &normalised);
+            push_query_by(policy, key, query);
         }
     }
     true
 }
 
+// The helpers below are the rare turns of `write_primary_key`, each out of
+// line: every lookup (every hit) runs that function, and its common path
+// stays a few lines of code where these would spread it.
+
+/// The `Host` field's value, for a request whose URI has no authority.
+#[cold]
+#[inline(never)]
+fn host_field(headers: &HeaderMap) -> Option<&str> {
+    headers.get(HOST).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// `query` as a query policy other than "as sent" keeps it.
+#[cold]
+#[inline(never)]
+fn push_query_by(policy: &QueryKey, key: &mut String, query: &str) {
+    let mut normalised = String::with_capacity(query.len());
+    push_normalised(&mut normalised, query);
+    policy.push(key, &normalised);
+}
+
 fn push_lowercase(out: &mut String, text: &str) {
     if text.bytes().any(|b| b.is_ascii_uppercase()) {
-        out.extend(text.chars().map(|c| c.to_ascii_lowercase()));
+        push_lowercased(out, text);
     } else {
         out.push_str(text);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn push_lowercased(out: &mut String, text: &str) {
+    out.extend(text.chars().map(|c| c.to_ascii_lowercase()));
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -136,6 +160,13 @@ fn push_normalised(out: &mut String, text: &str) {
         out.push_str(text);
         return;
     }
+    push_unescaped(out, text);
+}
+
+/// [`push_normalised`] for text with escapes (out of line, see above).
+#[cold]
+#[inline(never)]
+fn push_unescaped(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {

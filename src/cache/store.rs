@@ -220,6 +220,16 @@ impl Store {
                 return Ok(result);
             }
         }
+        self.remove_gone(shard, key, &matches, at);
+        Err(Forward::Stale)
+    }
+
+    /// Removes the variant of `key` that `matches` accepts if it expired or
+    /// its namespace was bumped (found so under the read lock; looked up
+    /// again under the write lock). Out of line: a hit, the path to keep
+    /// short, never gets here.
+    #[inline(never)]
+    fn remove_gone(&self, shard: &RwLock<Shard>, key: &str, matches: &dyn Fn(&Entry) -> bool, at: Stamp) {
         let mut removals = Removals::new();
         let mut freed = 0;
         {
@@ -245,7 +255,6 @@ impl Store {
             }
         }
         self.finish(removals, freed);
-        Err(Forward::Stale)
     }
 
     /// [`Store::get_with`] returning the entry itself.

@@ -79,15 +79,11 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Once shutdown has begun, the gate below refuses.
         if self.gate.is_closed() {
-            return HitFirstFuture::Inner {
-                future: self.inner.call(request),
-            };
+            return self.whole_way(request);
         }
         // One clock read: the lookup's and the measurement's start.
         let Some((response, now, outcome)) = self.cache.answer_at_once::<B, Empty<bytes::Bytes>>(&request) else {
-            return HitFirstFuture::Inner {
-                future: self.inner.call(request),
-            };
+            return self.whole_way(request);
         };
         // Shutdown may have begun since: the hit is answered all the same,
         // as if it had come a moment sooner, only not counted.
@@ -101,6 +97,21 @@ where
         };
         HitFirstFuture::Hit {
             response: Some(response),
+        }
+    }
+}
+
+impl<S> HitFirst<S> {
+    /// Sends `request` through every stage. Out of line: inlined, the
+    /// stages' calls would be laid out amid a hit's few lines, and a hit
+    /// would fetch more code than the instruction cache holds.
+    #[inline(never)]
+    fn whole_way<B>(&mut self, request: Request<B>) -> HitFirstFuture<S::Future>
+    where
+        S: Service<Request<B>, Response = Response<ResponseBody>, Error = BoxError>,
+    {
+        HitFirstFuture::Inner {
+            future: self.inner.call(request),
         }
     }
 }
