@@ -60,6 +60,19 @@ struct Bucket {
     latency: Sketch,
 }
 
+impl Bucket {
+    /// Empties it for `slot`. Out of line: once per bucket length (10 s by
+    /// default), where every request records.
+    #[cold]
+    #[inline(never)]
+    fn start(&mut self, slot: u64) {
+        self.slot = Some(slot);
+        self.requests = 0;
+        self.errors = 0;
+        self.latency.clear();
+    }
+}
+
 /// One host's buckets, shared by the statistics and by the metrics
 /// layer's endpoint of that host, which records into it without looking
 /// the host up again.
@@ -72,7 +85,10 @@ pub(crate) struct HostSlot {
 
 impl HostSlot {
     fn slot(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.epoch).as_nanos() / self.bucket_len.as_nanos()) as u64
+        // In 64-bit nanoseconds (584 years) rather than `as_nanos`' 128
+        // bits, whose division is a call into the runtime library.
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        nanos(now.saturating_duration_since(self.epoch)) / nanos(self.bucket_len).max(1)
     }
 
     /// Records one finished request.
@@ -82,10 +98,7 @@ impl HostSlot {
         let n = buckets.len() as u64;
         let bucket = &mut buckets[(slot % n) as usize];
         if bucket.slot != Some(slot) {
-            bucket.slot = Some(slot);
-            bucket.requests = 0;
-            bucket.errors = 0;
-            bucket.latency.clear();
+            bucket.start(slot);
         }
         bucket.requests += 1;
         bucket.errors += u64::from(error);
