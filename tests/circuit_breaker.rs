@@ -362,16 +362,11 @@ fn events_reach_listeners_the_metrics_facade_and_the_log() {
         .unwrap();
     let recorder = Recorder::default();
     let counts = recorder.counts.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
     let (logs, guard) = Logs::capture();
     let layer = layer(config);
     let breakers = layer.breakers();
     metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
+        support::on_paused_runtime(async {
             let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(502)) }));
             send(&mut svc, "http://a.test/").await.unwrap();
             send(&mut svc, "http://a.test/").await.unwrap();
@@ -442,14 +437,9 @@ fn keys_past_the_labelled_ones_are_other_in_the_metrics() {
         .unwrap();
     let recorder = Recorder::default();
     let counts = recorder.counts.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
     let layer = layer(config);
     metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
+        support::on_paused_runtime(async {
             let mut svc = tower::Layer::layer(
                 &layer,
                 Upstream::new(|req: Req, _| async move {
