@@ -21,7 +21,7 @@ pub const MIN_VALUE: f64 = 1e-6;
 /// Largest value told apart (about 17 minutes).
 pub const MAX_VALUE: f64 = 1000.0;
 /// Relative accuracy of quantiles: 2% is finer than any latency alert needs.
-/// Each power of two is split in [`PARTS`] buckets, each at most 1/32 as
+/// Each power of two is split in 32 buckets, each at most 1/32 as
 /// wide as its lower bound, whose representative (their harmonic mean) is
 /// within 1/65 (1.54 %) of any value in it.
 pub const RELATIVE_ACCURACY: f64 = 0.02;
