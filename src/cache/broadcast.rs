@@ -37,7 +37,7 @@ use http_body::Body;
 
 use super::freshness::Freshness;
 use super::handle::Reservation;
-use super::key::Secondary;
+use super::key::{Logged, Secondary};
 use super::status::{CacheStatus, StatusExtension};
 use crate::BoxError;
 use crate::body::{OptimizerBody, Tee};
@@ -309,7 +309,7 @@ impl Broadcast {
             self.lock().unpaced = true;
             // Memory past the budget from now on: worth a word.
             tracing::warn!(
-                key,
+                key = %Logged(key),
                 patience = ?self.patience,
                 "a reader left a shared body unread for the lock timeout; reading on, its chunks kept for it"
             );
@@ -464,7 +464,7 @@ where
                 Pushed::Overflowed => {
                     // Too long, or out of room, to be kept whole: not stored.
                     if let Some(tee) = tee.take() {
-                        tracing::debug!(%key, "a shared body outgrew max_entry_bytes or the in-flight budget: not stored");
+                        tracing::debug!(key = %Logged(&key), "a shared body outgrew max_entry_bytes or the in-flight budget: not stored");
                         tee.abandon(false);
                     }
                 }

@@ -189,6 +189,21 @@ fn push_unescaped(out: &mut String, text: &str) {
     }
 }
 
+/// A primary key as the crate's logs show it: without its query, which may
+/// carry a credential (`?api_key=`, a signed URL's signature). Logs are
+/// read by more people than the cache's own callers, so they get the
+/// scheme, host and path only.
+pub(crate) struct Logged<'a>(pub(crate) &'a str);
+
+impl std::fmt::Display for Logged<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.split_once('?') {
+            Some((before, _)) => write!(f, "{before}?(query not logged)"),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
 /// The request header values a stored response's `Vary` selects, in the
 /// order of its names. A name the request lacks is `None`. One thin pointer,
 /// null for the many responses that vary on nothing (a boxed slice would
@@ -275,6 +290,18 @@ mod tests {
     fn key(uri: &str) -> Option<String> {
         let req = Request::get(uri).body(()).unwrap();
         primary_key(req.uri(), req.headers(), &QueryKey::as_sent())
+    }
+
+    #[test]
+    fn a_logged_key_leaves_its_query_out() {
+        let logged = |uri: &str| Logged(&key(uri).unwrap()).to_string();
+        assert_eq!(
+            logged("http://api.test/a?token=s3cret&x=1"),
+            "http://api.test/a?(query not logged)"
+        );
+        assert_eq!(logged("https://API.test:443/a/b"), "https://api.test/a/b");
+        // A `?` can only start the query: the path's own is escaped.
+        assert_eq!(logged("http://api.test/%3F?k=v"), "http://api.test/%3F?(query not logged)");
     }
 
     #[test]
