@@ -809,7 +809,9 @@ async fn a_shared_body_that_overflows_goes_at_its_slowest_readers_pace_and_is_no
         let mut svc: tower_optimizer::cache::CacheService<_> = Clone::clone(svc);
         tokio::spawn(async move {
             // The query stands for a credential, which the log must not show.
-            let request = Request::get("http://api.test/huge?sig=s3cret").body(Empty::new()).unwrap();
+            let request = Request::get("http://api.test/huge?sig=s3cret")
+                .body(Empty::new())
+                .unwrap();
             svc.ready().await.unwrap().call(request).await.unwrap()
         })
     };

@@ -301,7 +301,10 @@ mod tests {
         );
         assert_eq!(logged("https://API.test:443/a/b"), "https://api.test/a/b");
         // A `?` can only start the query: the path's own is escaped.
-        assert_eq!(logged("http://api.test/%3F?k=v"), "http://api.test/%3F?(query not logged)");
+        assert_eq!(
+            logged("http://api.test/%3F?k=v"),
+            "http://api.test/%3F?(query not logged)"
+        );
     }
 
     #[test]

@@ -98,6 +98,8 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("shards", &self.shards.len())
             .field("shard_budget", &self.shard_budget)
+            .field("max_variants", &self.max_variants)
+            .field("keep", &self.keep)
             .field("bytes", &self.bytes())
             .field("entries", &self.entries())
             .finish_non_exhaustive()

@@ -28,6 +28,12 @@ pub const DEFAULT_OPEN: Duration = Duration::from_secs(10);
 /// Cap of the open period after repeated opens (and of `Retry-After`):
 /// five minutes, after which a host is worth another try regardless.
 pub const DEFAULT_MAX_OPEN: Duration = Duration::from_secs(300);
+/// Default growth of the open period on each repeated open: doubling
+/// reaches the cap from the first period (10 s to 300 s) in five opens.
+pub const DEFAULT_OPEN_BACKOFF: f64 = 2.0;
+/// Default buckets of a time window: it slides by a tenth of its length,
+/// near enough to a true sliding window for a tenth of the counting.
+pub const DEFAULT_WINDOW_BUCKETS: usize = 10;
 /// Probe calls admitted in half-open: three successes in a row are a
 /// signal; one lucky call is not.
 pub const DEFAULT_HALF_OPEN_CALLS: u32 = 3;
@@ -147,8 +153,7 @@ impl Default for CircuitBreakerConfig {
             consecutive_failures: None,
             open: DEFAULT_OPEN,
             max_open: DEFAULT_MAX_OPEN,
-            // Doubling per repeated open reaches the cap in five steps.
-            backoff: 2.0,
+            backoff: DEFAULT_OPEN_BACKOFF,
             // Up to 10% shorter, so many clients do not return at once.
             jitter: 0.1,
             half_open_calls: DEFAULT_HALF_OPEN_CALLS,

@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+#[cfg(test)]
+use self::cache::ttl_routes;
 use super::OptimizerStack;
 use super::builder::{MonitorSettings, OptimizerStackBuilder, StackError};
 use super::client::{ClientConfig, Protocol};
 use super::layer::{Overload, WhenOpen};
-use crate::cache::{Cache, CacheMode, QueryKey, QueryOrder, StatusExtension};
-use crate::circuit_breaker::{CircuitBreakerConfig, WindowKind};
 use crate::retry::{BudgetConfig, Methods, RetryConfig, RetryPolicy};
 
 /// The stack's settings as a file holds them.
@@ -94,15 +94,66 @@ pub struct CacheSection {
     /// Request headers every entry is keyed by, as if named in `Vary`.
     pub vary_on: Option<Vec<String>>,
     /// Query parameters keys leave out: names, or prefixes ending with `*`
-    /// (see [`QueryKey::ignoring`]).
+    /// (see [`QueryKey::ignoring`](crate::cache::QueryKey::ignoring)).
     pub ignore_query: Option<Vec<String>>,
     /// `"as-sent"` (default) or `"sorted"`: the order of the query
-    /// parameters keys keep (see [`QueryOrder`]).
+    /// parameters keys keep (see [`QueryOrder`](crate::cache::QueryOrder)).
     pub query_order: Option<String>,
     /// Lifetimes by path for successful (2xx) answers, the first match
     /// winning, over what the upstream's headers say (see
     /// [`CacheBuilder::ttl_with`](crate::cache::CacheBuilder::ttl_with)).
     pub ttl_for: Option<Vec<TtlRoute>>,
+    /// Cap in MiB on what all in-flight misses buffer together (default: a
+    /// quarter of the budget).
+    pub max_inflight_mb: Option<u64>,
+    /// Most `Vary` variants kept per URI (default 8).
+    pub max_variants: Option<usize>,
+    /// Requests that carry `Authorization`: `"bypass"` (the private
+    /// mode's default), `"rfc"` (RFC 9111 §3.5, the shared mode's) or
+    /// `"store"` (see [`AuthorizationPolicy`](crate::cache::AuthorizationPolicy)).
+    pub authorization: Option<String>,
+    /// Responses that carry `Set-Cookie`: `"do-not-store"` (default) or
+    /// `"store"` (see [`SetCookiePolicy`](crate::cache::SetCookiePolicy)).
+    pub set_cookie: Option<String>,
+    /// Heuristic freshness (RFC 9111 §4.2.2) for responses with
+    /// `Last-Modified` and no explicit lifetime: this percent of the time
+    /// since it (10 is the RFC's example). Off unless set.
+    pub heuristic_freshness: Option<u8>,
+    /// How long a request waits for another's upstream call for the same
+    /// key before going upstream itself (default 5 s).
+    pub lock_timeout: Option<String>,
+    /// How long a key whose answer could not be stored is left out of
+    /// coalescing (default 2 m), or `"off"` to coalesce every miss.
+    pub remember_uncacheable: Option<String>,
+    /// How long a stale entry is kept for revalidation after nothing
+    /// allows serving it any more (default 10 m).
+    pub stale_retention: Option<String>,
+    /// Period of the sweep of expired entries (default 30 s), or `"off"`.
+    pub sweep_interval: Option<String>,
+    /// Eviction under memory pressure (off unless given).
+    pub memory_pressure: Option<PressureSection>,
+}
+
+/// `[cache.memory_pressure]`: when memory reads above the high watermark,
+/// the cache evicts until it would be back at the low one (see
+/// [`MemoryPressure`](crate::cache::MemoryPressure)). Watermarks in MiB, or as fractions of the cgroup's
+/// memory limit.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PressureSection {
+    /// `"process"` (the resident set; the default with MiB watermarks) or
+    /// `"cgroup"` (the cgroup's working set; the default with fractions).
+    pub source: Option<String>,
+    /// High watermark in MiB.
+    pub high_mb: Option<u64>,
+    /// Low watermark in MiB.
+    pub low_mb: Option<u64>,
+    /// High watermark as a fraction of the cgroup's limit (`0.9`).
+    pub high_fraction: Option<f64>,
+    /// Low watermark as a fraction of the cgroup's limit (`0.8`).
+    pub low_fraction: Option<f64>,
+    /// How often memory is read (default 1 s).
+    pub interval: Option<String>,
 }
 
 /// One entry of `[cache] ttl_for`: `{ path = "^/rates$", ttl = "60s" }`.
@@ -141,6 +192,31 @@ pub struct BreakerSection {
     /// `"grpc"` (also a call's `grpc-status`, see
     /// [`GrpcClassifier`](crate::circuit_breaker::GrpcClassifier)).
     pub classifier: Option<String>,
+    /// A time window of this length instead of the count window
+    /// (`window_calls`): rates over the calls of the last `window`.
+    pub window: Option<String>,
+    /// Buckets of the time window (default 10): it slides by a tenth.
+    pub window_buckets: Option<usize>,
+    /// Slow-call rate (percent) that trips; off unless set.
+    pub slow_call_rate: Option<f64>,
+    /// A call slower than this is slow (default 5 s); needs
+    /// `slow_call_rate`.
+    pub slow_call_duration: Option<String>,
+    /// Growth of the open period on each repeated open (default 2).
+    pub open_backoff: Option<f64>,
+    /// Random shortening of each open period, a fraction in `[0, 1)`
+    /// (default 0.1).
+    pub jitter: Option<f64>,
+    /// How long a half-open probe call may take before it is released
+    /// (default 30 s).
+    pub max_half_open: Option<String>,
+    /// `"authority"` (default: a breaker per `scheme://host:port`) or
+    /// `"global"` (one breaker for every request).
+    pub key: Option<String>,
+    /// Most breakers kept (default 1,024); also the metrics' `key` labels.
+    pub max_keys: Option<usize>,
+    /// How long an unused closed breaker is kept (default 10 m).
+    pub idle: Option<String>,
 }
 
 /// `[retry]` (see [`RetryConfig`](crate::retry::RetryConfig); absent
@@ -243,20 +319,22 @@ fn line_and_column(text: &str, at: usize) -> (usize, usize) {
 /// The value `options` names `value`, the first option's when the field is
 /// absent (each setting's default comes first); otherwise an error naming
 /// `field` and the words it takes.
-fn choice<T: Copy>(field: &str, value: Option<&str>, options: [(&str, T); 2]) -> Result<T, StackError> {
-    let Some(value) = value else {
-        return Ok(options[0].1);
+fn choice<T, const N: usize>(field: &str, value: Option<&str>, options: [(&str, T); N]) -> Result<T, StackError> {
+    let names: [&str; N] = options.each_ref().map(|(name, _)| *name);
+    let wanted = value.or(names.first().copied());
+    if let Some((_, chosen)) = options.into_iter().find(|(name, _)| Some(*name) == wanted) {
+        return Ok(chosen);
+    }
+    let words: Vec<String> = names.iter().map(|name| format!("{name:?}")).collect();
+    let words = match words.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     };
-    options
-        .iter()
-        .find(|(name, _)| *name == value)
-        .map(|&(_, chosen)| chosen)
-        .ok_or_else(|| {
-            StackError::field_error(
-                field,
-                format!("{value:?}: use \"{}\" or \"{}\"", options[0].0, options[1].0),
-            )
-        })
+    Err(StackError::field_error(
+        field,
+        format!("{:?}: use {words}", value.unwrap_or_default()),
+    ))
 }
 
 fn duration(field: &str, value: Option<&String>) -> Result<Option<Duration>, StackError> {
@@ -268,28 +346,22 @@ fn duration(field: &str, value: Option<&String>) -> Result<Option<Duration>, Sta
         .transpose()
 }
 
-/// `[cache] ttl_for` as a [`TtlPolicy`](crate::cache::TtlPolicy): the
-/// first route whose path regex matches, for a 2xx answer.
-fn ttl_routes(
-    routes: &[TtlRoute],
-) -> Result<
-    impl Fn(&http::request::Parts, &http::response::Parts) -> Option<Duration> + Send + Sync + 'static,
-    StackError,
-> {
-    const FIELD: &str = "cache.ttl_for";
-    let paths = regex::RegexSet::new(routes.iter().map(|r| r.path.as_str()))
-        .map_err(|e| StackError::field_error(FIELD, e.to_string()))?;
-    let ttls = routes
-        .iter()
-        .map(|r| duration(FIELD, Some(&r.ttl)).map(Option::unwrap_or_default))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(move |req: &http::request::Parts, res: &http::response::Parts| {
-        if !res.status.is_success() {
-            return None;
-        }
-        let first = paths.matches(req.uri.path()).into_iter().next()?;
-        ttls.get(first).copied()
-    })
+/// A duration that may be `"off"` (`None`); `default` when absent.
+fn duration_or_off(
+    field: &str,
+    value: Option<&String>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, StackError> {
+    match value {
+        None => Ok(default),
+        Some(text) if text.trim() == "off" => Ok(None),
+        Some(_) => duration(field, value),
+    }
+}
+
+/// Mebibytes as bytes, saturating.
+fn mib(mb: u64) -> usize {
+    usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
 }
 
 /// `[retry]` as a checked [`RetryConfig`].
@@ -391,116 +463,15 @@ impl OptimizerConfig {
             b = b.warm_up_timeout(t);
         }
         if let Some(c) = self.cache {
-            let mut cache = Cache::builder();
-            if let Some(mb) = c.max_memory_mb {
-                cache = cache.max_bytes(usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX));
-            }
-            if let Some(kb) = c.max_entry_kb {
-                cache = cache.max_entry_bytes(usize::try_from(kb.saturating_mul(1 << 10)).unwrap_or(usize::MAX));
-            }
-            if let Some(kb) = c.stream_above_kb {
-                cache = cache.stream_above(usize::try_from(kb.saturating_mul(1 << 10)).unwrap_or(usize::MAX));
-            }
-            if let Some(d) = duration("cache.default_ttl", c.default_ttl.as_ref())? {
-                cache = cache.default_ttl(d);
-            }
-            if let Some(d) = duration("cache.max_ttl", c.max_ttl.as_ref())? {
-                cache = cache.max_ttl(d);
-            }
-            if let Some(d) = duration("cache.stale_if_error", c.stale_if_error.as_ref())? {
-                cache = cache.stale_if_error(d);
-            }
-            cache = cache.mode(choice(
-                "cache.mode",
-                c.mode.as_deref(),
-                [("private", CacheMode::Private), ("shared", CacheMode::Shared)],
-            )?);
-            cache = cache.status_extension(choice(
-                "cache.status_extension",
-                c.status_extension.as_deref(),
-                [("insert", StatusExtension::Insert), ("omit", StatusExtension::Omit)],
-            )?);
-            for pattern in c.exclude.unwrap_or_default() {
-                cache = cache.exclude(pattern);
-            }
-            cache = cache.vary_on(c.vary_on.unwrap_or_default());
-            let order = choice(
-                "cache.query_order",
-                c.query_order.as_deref(),
-                [("as-sent", QueryOrder::AsSent), ("sorted", QueryOrder::Sorted)],
-            )?;
-            let query = QueryKey::as_sent()
-                .ignoring(c.ignore_query.unwrap_or_default())
-                .order(order);
-            query
-                .check()
-                .map_err(|e| StackError::field_error("cache.ignore_query", e))?;
-            cache = cache.query_key(query);
-            if let Some(routes) = c.ttl_for {
-                cache = cache.ttl_with(ttl_routes(&routes)?);
-            }
-            b = b.cache(cache.build().map_err(|e| {
-                // The builder's setting, as this file spells it.
-                let field = match e.setting() {
-                    "max_bytes" => "cache.max_memory_mb",
-                    "max_entry_bytes" => "cache.max_entry_kb",
-                    "exclude" => "cache.exclude",
-                    "vary_on" => "cache.vary_on",
-                    "query_key" => "cache.ignore_query",
-                    _ => "cache",
-                };
-                // With the regex's own reason, which says what is wrong and where.
-                StackError::field_error(field, crate::util::with_sources(&e))
-            })?);
+            b = b.cache(cache::build(c)?);
         }
-        if let Some(s) = self.circuit_breaker {
-            let mut cb = CircuitBreakerConfig::builder();
-            if let Some(n) = s.window_calls {
-                cb = cb.window(WindowKind::Count(n));
-            }
-            if s.failure_rate.is_some() {
-                cb = cb.failure_rate(s.failure_rate);
-            }
-            if let Some(n) = s.minimum_calls {
-                cb = cb.minimum_calls(n);
-            }
-            if s.consecutive_failures.is_some() {
-                cb = cb.consecutive_failures(s.consecutive_failures);
-            }
-            let open =
-                duration("circuit_breaker.open", s.open.as_ref())?.unwrap_or(crate::circuit_breaker::DEFAULT_OPEN);
-            let max_open = duration("circuit_breaker.max_open", s.max_open.as_ref())?
-                .unwrap_or(crate::circuit_breaker::DEFAULT_MAX_OPEN);
-            cb = cb.open_period(open, max_open, 2.0);
-            if let Some(n) = s.half_open_calls {
-                cb = cb.half_open(n, crate::circuit_breaker::DEFAULT_MAX_HALF_OPEN);
-            }
-            let grpc = Some(crate::circuit_breaker::GrpcClassifier::new());
-            let classifier = choice(
-                "circuit_breaker.classifier",
-                s.classifier.as_deref(),
-                [("http", None), ("grpc", grpc)],
-            )?;
-            if let Some(grpc) = classifier {
-                cb = cb.classifier(grpc);
-            }
+        if let Some(s) = &self.circuit_breaker {
             b = b.when_open(choice(
                 "circuit_breaker.when_open",
                 s.when_open.as_deref(),
                 [("error", WhenOpen::Error), ("respond_503", WhenOpen::Respond503)],
             )?);
-            b = b.circuit_breaker(cb.build().map_err(|e| {
-                let field = match e.setting() {
-                    "failure_rate" => "circuit_breaker.failure_rate",
-                    "window" => "circuit_breaker.window_calls",
-                    "consecutive_failures" => "circuit_breaker.consecutive_failures",
-                    "half_open" => "circuit_breaker.half_open_calls",
-                    "open_period" if open.is_zero() => "circuit_breaker.open",
-                    "open_period" => "circuit_breaker.max_open",
-                    _ => "circuit_breaker",
-                };
-                StackError::field_error(field, e.to_string())
-            })?);
+            b = b.circuit_breaker(breaker::build(s)?);
         }
         if let Some(r) = self.retry {
             b = b.retry(RetryPolicy::new(retry_config(&r)?));
@@ -544,13 +515,11 @@ impl OptimizerConfig {
             if let Some(n) = c.pool_max_idle_per_host {
                 client.pool_max_idle_per_host = n;
             }
-            if let Some(text) = &c.http2_keep_alive {
-                client.http2_keep_alive = if text.trim() == "off" {
-                    None
-                } else {
-                    duration("client.http2_keep_alive", Some(text))?
-                };
-            }
+            client.http2_keep_alive = duration_or_off(
+                "client.http2_keep_alive",
+                c.http2_keep_alive.as_ref(),
+                client.http2_keep_alive,
+            )?;
             if let Some(d) = duration("client.http2_keep_alive_timeout", c.http2_keep_alive_timeout.as_ref())? {
                 client.http2_keep_alive_timeout = d;
             }
@@ -560,5 +529,7 @@ impl OptimizerConfig {
     }
 }
 
+mod breaker;
+mod cache;
 #[cfg(test)]
 mod tests;

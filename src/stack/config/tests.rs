@@ -1,5 +1,6 @@
 //! Unit tests of `OptimizerConfig`: TOML in, settings or a named error out.
 use super::*;
+use crate::circuit_breaker::{KeyBy, WindowKind};
 
 #[test]
 fn durations() {
@@ -38,6 +39,12 @@ fn the_shipped_example_file_builds() {
             min_per_second: 10,
             window: Duration::from_secs(10)
         }
+    );
+    let pressure = config.cache.as_ref().unwrap().memory_pressure.as_ref().unwrap();
+    assert_eq!((pressure.high_mb, pressure.low_mb), (Some(1024), Some(896)));
+    assert_eq!(
+        config.circuit_breaker.as_ref().unwrap().key.as_deref(),
+        Some("authority")
     );
     let monitor = config.monitor.as_ref().unwrap();
     assert_eq!(monitor.max_server_addresses, Some(256));
@@ -201,12 +208,96 @@ fn errors_name_the_field() {
             "monitor.route_templates",
         ),
         ("[cache]\nmax_memry_mb = 1", "cache.max_memry_mb"),
+        ("[cache]\nmax_inflight_mb = \"a lot\"", "cache.max_inflight_mb"),
+        ("[cache]\nmax_variants = 0", "cache.max_variants"),
+        ("[cache]\nauthorization = \"sometimes\"", "cache.authorization"),
+        ("[cache]\nset_cookie = \"yes\"", "cache.set_cookie"),
+        ("[cache]\nheuristic_freshness = 150", "cache.heuristic_freshness"),
+        ("[cache]\nheuristic_freshness = 300", "cache.heuristic_freshness"),
+        ("[cache]\nlock_timeout = \"soon\"", "cache.lock_timeout"),
+        (
+            "[cache]\nremember_uncacheable = \"never\"",
+            "cache.remember_uncacheable",
+        ),
+        ("[cache]\nstale_retention = \"a while\"", "cache.stale_retention"),
+        ("[cache]\nsweep_interval = \"0s\"", "cache.sweep_interval"),
+        ("[cache.memory_pressure]\n", "cache.memory_pressure"),
+        ("[cache.memory_pressure]\nhigh_mb = 100", "cache.memory_pressure.low_mb"),
+        (
+            "[cache.memory_pressure]\nlow_fraction = 0.5",
+            "cache.memory_pressure.high_fraction",
+        ),
+        (
+            "[cache.memory_pressure]\nhigh_mb = 100\nlow_mb = 200",
+            "cache.memory_pressure",
+        ),
+        (
+            "[cache.memory_pressure]\nhigh_mb = 2\nlow_mb = 1\nhigh_fraction = 0.9\nlow_fraction = 0.8",
+            "cache.memory_pressure",
+        ),
+        (
+            "[cache.memory_pressure]\nsource = \"swap\"\nhigh_mb = 2\nlow_mb = 1",
+            "cache.memory_pressure.source",
+        ),
+        (
+            "[cache.memory_pressure]\nsource = \"process\"\nhigh_fraction = 0.9\nlow_fraction = 0.8",
+            "cache.memory_pressure.source",
+        ),
+        (
+            "[cache.memory_pressure]\nhigh_fraction = 1.5\nlow_fraction = 0.8",
+            "cache.memory_pressure.high_fraction",
+        ),
+        (
+            "[cache.memory_pressure]\nhigh_mb = 2\nlow_mb = 1\ninterval = \"0s\"",
+            "cache.memory_pressure.interval",
+        ),
+        (
+            "[cache.memory_pressure]\nhigh_mb = 2\nlow_mb = 1\nhigh_watermark = 3",
+            "cache.memory_pressure.high_watermark",
+        ),
+        (
+            "[circuit_breaker]\nwindow = \"60s\"\nwindow_calls = 20",
+            "circuit_breaker.window",
+        ),
+        ("[circuit_breaker]\nwindow = \"0s\"", "circuit_breaker.window"),
+        ("[circuit_breaker]\nwindow = \"1 year\"", "circuit_breaker.window"),
+        (
+            "[circuit_breaker]\nwindow = \"60s\"\nwindow_buckets = 0",
+            "circuit_breaker.window_buckets",
+        ),
+        (
+            "[circuit_breaker]\nwindow_buckets = 6",
+            "circuit_breaker.window_buckets",
+        ),
+        (
+            "[circuit_breaker]\nslow_call_duration = \"1s\"",
+            "circuit_breaker.slow_call_rate",
+        ),
+        (
+            "[circuit_breaker]\nslow_call_rate = 0.0",
+            "circuit_breaker.slow_call_rate",
+        ),
+        (
+            "[circuit_breaker]\nslow_call_rate = 50.0\nslow_call_duration = \"x\"",
+            "circuit_breaker.slow_call_duration",
+        ),
+        ("[circuit_breaker]\nopen_backoff = 0.5", "circuit_breaker.open_backoff"),
+        ("[circuit_breaker]\njitter = 1.0", "circuit_breaker.jitter"),
+        (
+            "[circuit_breaker]\nmax_half_open = \"0s\"",
+            "circuit_breaker.max_half_open",
+        ),
+        ("[circuit_breaker]\nkey = \"path\"", "circuit_breaker.key"),
+        ("[circuit_breaker]\nmax_keys = 0", "circuit_breaker.max_keys"),
+        ("[circuit_breaker]\nidle = \"x\"", "circuit_breaker.idle"),
     ];
     for (text, field) in cases {
         let built = OptimizerConfig::from_toml(text)
             .and_then(OptimizerConfig::into_builder)
             .and_then(OptimizerStackBuilder::build::<()>);
-        let err = built.map(|_| ()).unwrap_err();
+        let Err(err) = built.map(|_| ()) else {
+            panic!("{text}: accepted");
+        };
         assert_eq!(err.field(), field, "{text}: {err}");
     }
 }
@@ -227,4 +318,201 @@ fn errors_say_where_and_why() {
         "columns count characters"
     );
     assert_eq!(super::line_and_column("abc", 0), (1, 1));
+}
+
+#[test]
+fn a_choice_names_every_word_it_takes() {
+    let err = OptimizerConfig::from_toml("[cache]\nauthorization = \"sometimes\"")
+        .and_then(OptimizerConfig::into_builder)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(r#""sometimes": use "bypass", "rfc" or "store""#),
+        "{err}"
+    );
+    let err = OptimizerConfig::from_toml("[cache]\nmode = \"public\"")
+        .and_then(OptimizerConfig::into_builder)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(r#""public": use "private" or "shared""#),
+        "{err}"
+    );
+}
+
+/// The optimizer a TOML text builds (its layer dropped).
+fn built(text: &str) -> crate::Optimizer {
+    let (_layer, optimizer) = OptimizerConfig::from_toml(text)
+        .and_then(OptimizerConfig::into_builder)
+        .and_then(OptimizerStackBuilder::build::<()>)
+        .unwrap();
+    optimizer
+}
+
+#[test]
+fn every_cache_setting_reaches_the_cache() {
+    let optimizer = built(
+        r#"
+        [cache]
+        max_memory_mb = 64
+        max_inflight_mb = 3
+        max_variants = 3
+        heuristic_freshness = 10
+        lock_timeout = "750ms"
+        remember_uncacheable = "off"
+        stale_retention = "90s"
+        sweep_interval = "off"
+        [cache.memory_pressure]
+        high_mb = 512
+        low_mb = 384
+        interval = "2s"
+        "#,
+    );
+    let inner = &optimizer.cache().unwrap().inner;
+    assert_eq!(inner.max_inflight_bytes, 3 << 20);
+    assert_eq!(inner.lifetimes.heuristic_percent, Some(10));
+    assert_eq!(inner.lock_timeout, Duration::from_millis(750));
+    assert_eq!(inner.remember_uncacheable, None);
+    assert_eq!(inner.sweep_interval, None);
+    let pressure = inner.pressure.as_ref().unwrap();
+    assert!(matches!(pressure.source, crate::cache::MemorySource::ProcessRss));
+    assert_eq!((pressure.high, pressure.low), (512 << 20, 384 << 20));
+    assert_eq!(pressure.interval, Duration::from_secs(2));
+    let store = format!("{:?}", inner.store);
+    assert!(store.contains("max_variants: 3"), "{store}");
+    assert!(
+        store.contains("retention: 90000000000,"),
+        "90 s, in nanoseconds: {store}"
+    );
+
+    let defaults = built("[cache]\nmax_memory_mb = 64");
+    let inner = &defaults.cache().unwrap().inner;
+    assert_eq!(inner.max_inflight_bytes, 16 << 20, "a quarter of the budget");
+    assert_eq!(inner.lifetimes.heuristic_percent, None);
+    assert_eq!(inner.lock_timeout, crate::cache::DEFAULT_LOCK_TIMEOUT);
+    assert_eq!(
+        inner.remember_uncacheable,
+        Some(crate::cache::DEFAULT_REMEMBER_UNCACHEABLE)
+    );
+    assert_eq!(inner.sweep_interval, Some(crate::cache::DEFAULT_SWEEP_INTERVAL));
+    assert!(inner.pressure.is_none());
+}
+
+#[test]
+fn memory_pressure_as_fractions_of_the_cgroup_limit() {
+    let text = "[cache.memory_pressure]\nhigh_fraction = 0.9\nlow_fraction = 0.8";
+    let built = OptimizerConfig::from_toml(text)
+        .and_then(OptimizerConfig::into_builder)
+        .and_then(OptimizerStackBuilder::build::<()>);
+    // Either way the machine is, the answer is checked: a limit gives
+    // watermarks under it, no limit a clear error.
+    if let Some(limit) = crate::cache::pressure::cgroup_limit() {
+        let (_layer, optimizer) = built.unwrap();
+        let pressure = optimizer.cache().unwrap().inner.pressure.clone().unwrap();
+        assert!(matches!(pressure.source, crate::cache::MemorySource::Cgroup));
+        assert!(
+            pressure.low < pressure.high && pressure.high < limit,
+            "{pressure:?} under {limit}"
+        );
+    } else {
+        let err = built.map(|_| ()).unwrap_err();
+        assert_eq!(err.field(), "cache.memory_pressure.high_fraction");
+        assert!(err.to_string().contains("no cgroup memory limit"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn authorization_and_set_cookie_policies_reach_the_cache() {
+    use tower::{Layer as _, ServiceExt as _};
+    type Full = http_body_util::Full<bytes::Bytes>;
+    // Two requests to one URI; whether the second is answered from the
+    // store says what the first's answer was allowed.
+    let second_is_a_hit = |text: &'static str, authorization: bool, set_cookie: bool| async move {
+        let (layer, _optimizer) = OptimizerConfig::from_toml(text)
+            .and_then(OptimizerConfig::into_builder)
+            .and_then(OptimizerStackBuilder::build::<Full>)
+            .unwrap();
+        let upstream = tower::service_fn(move |_req: http::Request<Full>| async move {
+            let mut response = http::Response::builder().header("cache-control", "public, max-age=60");
+            if set_cookie {
+                response = response.header("set-cookie", "session=1");
+            }
+            Ok::<_, std::convert::Infallible>(response.body(Full::new(bytes::Bytes::from_static(b"x"))).unwrap())
+        });
+        let svc = layer.layer(upstream);
+        let mut last = None;
+        for _ in 0..2 {
+            let mut request = http::Request::get("http://api.test/a");
+            if authorization {
+                request = request.header("authorization", "Bearer t");
+            }
+            let response = svc
+                .clone()
+                .oneshot(request.body(Full::default()).unwrap())
+                .await
+                .unwrap();
+            last = Some(crate::cache::CacheStatus::from_headers(response.headers()).unwrap());
+        }
+        last.unwrap().hit
+    };
+    assert!(!second_is_a_hit("[cache]\n", true, false).await, "private: bypassed");
+    assert!(second_is_a_hit("[cache]\nauthorization = \"store\"", true, false).await);
+    assert!(
+        second_is_a_hit("[cache]\nmode = \"shared\"\nauthorization = \"rfc\"", true, false).await,
+        "shared, and the answer says public (RFC 9111 §3.5)"
+    );
+    assert!(!second_is_a_hit("[cache]\nauthorization = \"bypass\"", true, false).await);
+    assert!(
+        !second_is_a_hit("[cache]\n", false, true).await,
+        "Set-Cookie: not stored"
+    );
+    assert!(second_is_a_hit("[cache]\nset_cookie = \"store\"", false, true).await);
+}
+
+#[test]
+fn every_breaker_setting_reaches_the_breakers() {
+    let optimizer = built(
+        r#"
+        [circuit_breaker]
+        window = "60s"
+        window_buckets = 6
+        slow_call_rate = 80.0
+        slow_call_duration = "2s"
+        open_backoff = 1.5
+        jitter = 0.2
+        max_half_open = "5s"
+        key = "global"
+        max_keys = 64
+        idle = "1m"
+        "#,
+    );
+    let config = &optimizer.breakers().unwrap().inner.config;
+    assert!(
+        matches!(config.window, WindowKind::Time { length, buckets: 6 } if length == Duration::from_secs(60)),
+        "{:?}",
+        config.window
+    );
+    assert_eq!(config.slow_rate, Some(80.0));
+    assert_eq!(config.slow_call, Duration::from_secs(2));
+    assert!((config.backoff - 1.5).abs() < f64::EPSILON);
+    assert!((config.jitter - 0.2).abs() < f64::EPSILON);
+    assert_eq!(config.half_open_calls, crate::circuit_breaker::DEFAULT_HALF_OPEN_CALLS);
+    assert_eq!(config.max_half_open, Duration::from_secs(5));
+    assert!(matches!(config.key, KeyBy::Global));
+    assert_eq!((config.max_keys, config.idle), (64, Duration::from_secs(60)));
+
+    let buckets = built("[circuit_breaker]\nwindow = \"30s\"");
+    let config = &buckets.breakers().unwrap().inner.config;
+    assert!(matches!(
+        config.window,
+        WindowKind::Time {
+            buckets: crate::circuit_breaker::DEFAULT_WINDOW_BUCKETS,
+            ..
+        }
+    ));
+    let slow = built("[circuit_breaker]\nslow_call_rate = 50.0");
+    let config = &slow.breakers().unwrap().inner.config;
+    assert_eq!(config.slow_call, crate::circuit_breaker::DEFAULT_SLOW_CALL);
+    assert!(matches!(config.key, KeyBy::Authority), "the default key");
 }

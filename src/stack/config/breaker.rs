@@ -1,0 +1,131 @@
+//! `[circuit_breaker]` of an [`OptimizerConfig`](super::OptimizerConfig):
+//! the section as a checked [`CircuitBreakerConfig`], each error naming its
+//! key.
+
+use super::{BreakerSection, StackError, choice, duration};
+use crate::circuit_breaker::{CircuitBreakerConfig, DEFAULT_OPEN_BACKOFF, DEFAULT_WINDOW_BUCKETS, KeyBy, WindowKind};
+
+/// `[circuit_breaker]` as a checked [`CircuitBreakerConfig`].
+pub(super) fn build(s: &BreakerSection) -> Result<CircuitBreakerConfig, StackError> {
+    let mut cb = CircuitBreakerConfig::builder();
+    match (s.window_calls, duration("circuit_breaker.window", s.window.as_ref())?) {
+        (Some(_), Some(_)) => {
+            return Err(StackError::field_error(
+                "circuit_breaker.window",
+                "a count window (window_calls) or a time window (window), not both",
+            ));
+        }
+        (Some(n), None) => cb = cb.window(WindowKind::Count(n)),
+        (None, Some(length)) => {
+            cb = cb.window(WindowKind::Time {
+                length,
+                buckets: s.window_buckets.unwrap_or(DEFAULT_WINDOW_BUCKETS),
+            });
+        }
+        (None, None) if s.window_buckets.is_some() => {
+            return Err(StackError::field_error(
+                "circuit_breaker.window_buckets",
+                "buckets divide a time window: set window too",
+            ));
+        }
+        (None, None) => {}
+    }
+    if s.failure_rate.is_some() {
+        cb = cb.failure_rate(s.failure_rate);
+    }
+    let slow_call = duration("circuit_breaker.slow_call_duration", s.slow_call_duration.as_ref())?;
+    match (s.slow_call_rate, slow_call) {
+        (Some(rate), slower_than) => {
+            cb = cb.slow_calls(
+                Some(rate),
+                slower_than.unwrap_or(crate::circuit_breaker::DEFAULT_SLOW_CALL),
+            );
+        }
+        (None, Some(_)) => {
+            return Err(StackError::field_error(
+                "circuit_breaker.slow_call_rate",
+                "slow_call_duration needs the slow-call rate that trips",
+            ));
+        }
+        (None, None) => {}
+    }
+    if let Some(n) = s.minimum_calls {
+        cb = cb.minimum_calls(n);
+    }
+    if s.consecutive_failures.is_some() {
+        cb = cb.consecutive_failures(s.consecutive_failures);
+    }
+    let open = duration("circuit_breaker.open", s.open.as_ref())?.unwrap_or(crate::circuit_breaker::DEFAULT_OPEN);
+    let max_open =
+        duration("circuit_breaker.max_open", s.max_open.as_ref())?.unwrap_or(crate::circuit_breaker::DEFAULT_MAX_OPEN);
+    let backoff = s.open_backoff.unwrap_or(DEFAULT_OPEN_BACKOFF);
+    if !(backoff >= 1.0 && backoff.is_finite()) {
+        return Err(StackError::field_error(
+            "circuit_breaker.open_backoff",
+            format!("{backoff}: the open period's growth must be at least 1"),
+        ));
+    }
+    cb = cb.open_period(open, max_open, backoff);
+    if let Some(fraction) = s.jitter {
+        cb = cb.jitter(fraction);
+    }
+    let max_half_open = duration("circuit_breaker.max_half_open", s.max_half_open.as_ref())?;
+    if s.half_open_calls.is_some() || max_half_open.is_some() {
+        cb = cb.half_open(
+            s.half_open_calls
+                .unwrap_or(crate::circuit_breaker::DEFAULT_HALF_OPEN_CALLS),
+            max_half_open.unwrap_or(crate::circuit_breaker::DEFAULT_MAX_HALF_OPEN),
+        );
+    }
+    cb = cb.key_by(choice(
+        "circuit_breaker.key",
+        s.key.as_deref(),
+        [("authority", KeyBy::Authority), ("global", KeyBy::Global)],
+    )?);
+    let idle = duration("circuit_breaker.idle", s.idle.as_ref())?;
+    if s.max_keys.is_some() || idle.is_some() {
+        cb = cb.registry(
+            s.max_keys.unwrap_or(crate::circuit_breaker::DEFAULT_MAX_KEYS),
+            idle.unwrap_or(crate::circuit_breaker::DEFAULT_IDLE),
+        );
+    }
+    let grpc = Some(crate::circuit_breaker::GrpcClassifier::new());
+    let classifier = choice(
+        "circuit_breaker.classifier",
+        s.classifier.as_deref(),
+        [("http", None), ("grpc", grpc)],
+    )?;
+    if let Some(grpc) = classifier {
+        cb = cb.classifier(grpc);
+    }
+    // Where each of the builder's combined checks points in this file.
+    let window = match (s.window.is_some(), s.window_buckets) {
+        (true, Some(0)) => "circuit_breaker.window_buckets",
+        (true, _) => "circuit_breaker.window",
+        (false, _) => "circuit_breaker.window_calls",
+    };
+    let open_period = if open.is_zero() {
+        "circuit_breaker.open"
+    } else {
+        "circuit_breaker.max_open"
+    };
+    let half_open = if max_half_open.is_some_and(|d| d.is_zero()) {
+        "circuit_breaker.max_half_open"
+    } else {
+        "circuit_breaker.half_open_calls"
+    };
+    cb.build().map_err(|e| {
+        let field = match e.setting() {
+            "failure_rate" => "circuit_breaker.failure_rate",
+            "slow_calls" => "circuit_breaker.slow_call_rate",
+            "window" => window,
+            "consecutive_failures" => "circuit_breaker.consecutive_failures",
+            "half_open" => half_open,
+            "registry" => "circuit_breaker.max_keys",
+            "jitter" => "circuit_breaker.jitter",
+            "open_period" => open_period,
+            _ => "circuit_breaker",
+        };
+        StackError::field_error(field, e.to_string())
+    })
+}
