@@ -3,6 +3,24 @@
 use super::alert::Figures;
 use super::stats::StatsSnapshot;
 
+/// The figures the crate gathers for alert rules, each under the name a
+/// rule's `figure` gives (other names are the user's gauges, see
+/// [`Monitor::register_gauge`](super::Monitor::register_gauge)).
+pub const FIGURES: [&str; 12] = [
+    "http.rate",
+    "http.error_rate",
+    "http.p50",
+    "http.p99",
+    "cache.hit_ratio",
+    "cache.bytes",
+    "cache.bytes_ratio",
+    "cache.entries",
+    "cache.stale_on_error_ratio",
+    "circuit_breaker.open",
+    "process.resident_memory",
+    "process.cpu_percent",
+];
+
 /// Collects figures by name for [`AlertManager::evaluate`](super::AlertManager::evaluate):
 ///
 /// | name | from |
@@ -12,6 +30,7 @@ use super::stats::StatsSnapshot;
 /// | `cache.stale_on_error_ratio` | the [`Monitor`](super::Monitor)'s sampler: share of the cache's answers since its previous sample that stood in for an upstream error |
 /// | `circuit_breaker.open` | breakers open or forced open |
 /// | `process.resident_memory` | `/proc/self/status` (Linux) |
+/// | `process.cpu_percent` | the [`Monitor`](super::Monitor)'s sampler: the process's CPU time since its previous sample, in percent of one core |
 ///
 /// ```
 /// use tower_optimizer::monitor::{FigureSet, StatsSnapshot};
@@ -104,4 +123,37 @@ pub fn resident_memory() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `FIGURES` names what the sets gather (the sampler adds the two it
+    /// works out between samples).
+    // Resident memory comes from Linux's `/proc`.
+    #[cfg(all(feature = "cache", feature = "circuit-breaker", target_os = "linux"))]
+    #[test]
+    fn figures_lists_every_figure_gathered() {
+        let mut snapshot = StatsSnapshot::default();
+        snapshot.overall.p50 = Some(0.01);
+        snapshot.overall.p99 = Some(0.1);
+        let cache = crate::cache::CacheStats {
+            max_bytes: 1,
+            ..crate::cache::CacheStats::default()
+        };
+        let gathered = FigureSet::new()
+            .stats(&snapshot)
+            .cache(&cache)
+            .breakers(&[])
+            .process()
+            .with("cache.stale_on_error_ratio", 0.0)
+            .with("process.cpu_percent", 0.0)
+            .into_map();
+        let mut names: Vec<&str> = gathered.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut listed = FIGURES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(names, listed);
+    }
 }

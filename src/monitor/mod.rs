@@ -53,7 +53,7 @@ pub use alert::{
     DEFAULT_REPEAT_INTERVAL, Figures, Severity,
 };
 pub use body::MetricsBody;
-pub use figures::{FigureSet, resident_memory};
+pub use figures::{FIGURES, FigureSet, resident_memory};
 pub use handles::{
     ACTIVE_REQUESTS, DEFAULT_MAX_SERVER_ADDRESSES, OTHER_SERVER_ADDRESS, REQUEST_DURATION, RESPONSE_BODY_SIZE,
 };

@@ -29,6 +29,7 @@ use super::OptimizerStack;
 use super::builder::{MonitorSettings, OptimizerStackBuilder, StackError};
 use super::client::{ClientConfig, Protocol};
 use super::layer::{Overload, WhenOpen};
+use crate::monitor::{AlertRule, Severity};
 use crate::retry::{BudgetConfig, Methods, RetryConfig, RetryPolicy};
 
 /// The stack's settings as a file holds them.
@@ -258,6 +259,46 @@ pub struct MonitorSection {
     /// Hosts labelled with their own `server.address` (default 256), past
     /// which they are `_OTHER`.
     pub max_server_addresses: Option<usize>,
+    /// Keep the built-in alert rules (default true); see
+    /// [`AlertManager::with_default_rules`](crate::monitor::AlertManager::with_default_rules).
+    pub default_alerts: Option<bool>,
+    /// Alert rules, `[[monitor.alerts]]`; one named as a built-in rule
+    /// replaces it.
+    pub alerts: Option<Vec<AlertSection>>,
+}
+
+/// One `[[monitor.alerts]]` rule (see [`AlertRule`](crate::monitor::AlertRule)):
+///
+/// ```toml
+/// [[monitor.alerts]]
+/// name = "SlowUpstream"
+/// figure = "http.p99"        # a built-in figure (monitor::FIGURES) or a registered gauge
+/// above = 0.5                # or below = ...
+/// for = "5m"                 # pending this long before it fires
+/// keep_firing_for = "1m"     # and firing this long after it clears
+/// repeat_interval = "4h"     # re-notified at most this often while firing
+/// severity = "warning"       # or "critical"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSection {
+    /// The alert's name.
+    pub name: String,
+    /// The figure it watches.
+    pub figure: String,
+    /// Fires while the figure is above this.
+    pub above: Option<f64>,
+    /// Fires while the figure is below this.
+    pub below: Option<f64>,
+    /// How long the condition holds before the alert fires (`for`).
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+    /// How long it keeps firing after the condition clears.
+    pub keep_firing_for: Option<String>,
+    /// Least time between notifications while it fires (default 4 h).
+    pub repeat_interval: Option<String>,
+    /// `"warning"` (default) or `"critical"`.
+    pub severity: Option<String>,
 }
 
 /// `[admin]`.
@@ -362,6 +403,74 @@ fn duration_or_off(
 /// Mebibytes as bytes, saturating.
 fn mib(mb: u64) -> usize {
     usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+}
+
+/// `[[monitor.alerts]]` as rules, each checked.
+fn alert_rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackError> {
+    let mut rules: Vec<AlertRule> = Vec::with_capacity(sections.len());
+    for (i, a) in sections.iter().enumerate() {
+        let field = |name: &str| format!("monitor.alerts[{i}].{name}");
+        if a.name.trim().is_empty() {
+            return Err(StackError::field_error(field("name"), "a rule needs a name"));
+        }
+        if rules.iter().any(|r| r.name == a.name) {
+            return Err(StackError::field_error(
+                field("name"),
+                format!("a second rule named {:?}", a.name),
+            ));
+        }
+        // A name in one of the crate's namespaces must be one of its
+        // figures: a misspelt one would never fire. Others are gauges the
+        // program registers.
+        let built_in = ["http.", "cache.", "circuit_breaker.", "process."]
+            .iter()
+            .any(|prefix| a.figure.starts_with(prefix));
+        if a.figure.is_empty() || (built_in && !crate::monitor::FIGURES.contains(&a.figure.as_str())) {
+            return Err(StackError::field_error(
+                field("figure"),
+                format!(
+                    "{:?} is no figure; the crate's are {}",
+                    a.figure,
+                    crate::monitor::FIGURES.join(", ")
+                ),
+            ));
+        }
+        let mut rule = match (a.above, a.below) {
+            (Some(t), None) if t.is_finite() => AlertRule::above(&a.name, &a.figure, t),
+            (None, Some(t)) if t.is_finite() => AlertRule::below(&a.name, &a.figure, t),
+            (Some(_), Some(_)) => {
+                return Err(StackError::field_error(field("below"), "above or below, not both"));
+            }
+            (None, None) => {
+                return Err(StackError::field_error(
+                    field("above"),
+                    "give a threshold: above or below",
+                ));
+            }
+            (above, _) => {
+                let which = if above.is_some() { "above" } else { "below" };
+                return Err(StackError::field_error(
+                    field(which),
+                    "the threshold must be a finite number",
+                ));
+            }
+        };
+        if let Some(d) = duration(&field("for"), a.for_.as_ref())? {
+            rule = rule.for_duration(d);
+        }
+        if let Some(d) = duration(&field("keep_firing_for"), a.keep_firing_for.as_ref())? {
+            rule = rule.keep_firing_for(d);
+        }
+        if let Some(d) = duration(&field("repeat_interval"), a.repeat_interval.as_ref())? {
+            rule = rule.repeat_interval(d);
+        }
+        rules.push(rule.severity(choice(
+            &field("severity"),
+            a.severity.as_deref(),
+            [("warning", Severity::Warning), ("critical", Severity::Critical)],
+        )?));
+    }
+    Ok(rules)
 }
 
 /// `[retry]` as a checked [`RetryConfig`].
@@ -489,6 +598,12 @@ impl OptimizerConfig {
             settings.prometheus = m.prometheus.unwrap_or(false);
             if let Some(hosts) = m.max_server_addresses {
                 settings.max_server_addresses = hosts;
+            }
+            if m.default_alerts == Some(false) {
+                settings.alerts = crate::monitor::AlertManager::new();
+            }
+            for rule in alert_rules(m.alerts.as_deref().unwrap_or_default())? {
+                settings.alerts.add_rule(rule);
             }
             if let Some(templates) = &m.route_templates {
                 settings.route_templates = Some(

@@ -49,6 +49,7 @@ fn the_shipped_example_file_builds() {
     let monitor = config.monitor.as_ref().unwrap();
     assert_eq!(monitor.max_server_addresses, Some(256));
     assert!(monitor.route_templates.as_ref().is_some_and(|t| !t.is_empty()));
+    assert_eq!(monitor.alerts.as_ref().map(Vec::len), Some(2));
     let builder = config.into_builder().unwrap();
     builder.build::<()>().unwrap();
 }
@@ -290,6 +291,46 @@ fn errors_name_the_field() {
         ("[circuit_breaker]\nkey = \"path\"", "circuit_breaker.key"),
         ("[circuit_breaker]\nmax_keys = 0", "circuit_breaker.max_keys"),
         ("[circuit_breaker]\nidle = \"x\"", "circuit_breaker.idle"),
+        (
+            "[[monitor.alerts]]\nname = \"\"\nfigure = \"http.p99\"\nabove = 1.0",
+            "monitor.alerts[0].name",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"http.p99\"\nabove = 1.0\n[[monitor.alerts]]\nname = \"A\"\nfigure = \"http.p50\"\nabove = 1.0",
+            "monitor.alerts[1].name",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"cache.hitratio\"\nbelow = 0.5",
+            "monitor.alerts[0].figure",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"\"\nbelow = 0.5",
+            "monitor.alerts[0].figure",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"http.p99\"\nabove = 1.0\nbelow = 0.5",
+            "monitor.alerts[0].below",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"http.p99\"",
+            "monitor.alerts[0].above",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"http.p99\"\nbelow = nan",
+            "monitor.alerts[0].below",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"http.p99\"\nabove = 1.0\nfor = \"a bit\"",
+            "monitor.alerts[0].for",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"http.p99\"\nabove = 1.0\nseverity = \"page\"",
+            "monitor.alerts[0].severity",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"http.p99\"\nthreshold = 1.0",
+            "monitor.alerts[0].threshold",
+        ),
     ];
     for (text, field) in cases {
         let built = OptimizerConfig::from_toml(text)
@@ -515,4 +556,62 @@ fn every_breaker_setting_reaches_the_breakers() {
     let config = &slow.breakers().unwrap().inner.config;
     assert_eq!(config.slow_call, crate::circuit_breaker::DEFAULT_SLOW_CALL);
     assert!(matches!(config.key, KeyBy::Authority), "the default key");
+}
+
+#[test]
+fn alert_rules_reach_the_monitor() {
+    let optimizer = built(
+        r#"
+        [monitor]
+        [[monitor.alerts]]
+        name = "HighErrorRate"
+        figure = "http.error_rate"
+        above = 0.2
+        for = "2m"
+        severity = "critical"
+        [[monitor.alerts]]
+        name = "QueueDrained"
+        figure = "queue.depth"
+        below = 1.0
+        keep_firing_for = "30s"
+        repeat_interval = "1h"
+        "#,
+    );
+    let rules: Vec<AlertRule> = optimizer
+        .monitor()
+        .unwrap()
+        .snapshot()
+        .alerts
+        .into_iter()
+        .map(|status| status.rule)
+        .collect();
+    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        rules.len(),
+        7,
+        "six built-in rules, one replaced, and one more: {names:?}"
+    );
+    let replaced = rules.iter().find(|r| r.name == "HighErrorRate").unwrap();
+    assert_eq!(
+        *replaced,
+        AlertRule::above("HighErrorRate", "http.error_rate", 0.2)
+            .for_duration(Duration::from_secs(120))
+            .severity(Severity::Critical)
+    );
+    let added = rules.iter().find(|r| r.name == "QueueDrained").unwrap();
+    assert_eq!(
+        *added,
+        AlertRule::below("QueueDrained", "queue.depth", 1.0)
+            .keep_firing_for(Duration::from_secs(30))
+            .repeat_interval(Duration::from_secs(3600))
+    );
+
+    let only = built(
+        "[monitor]\ndefault_alerts = false\n[[monitor.alerts]]\nname = \"Busy\"\nfigure = \"process.cpu_percent\"\nabove = 90.0",
+    );
+    let rules = only.monitor().unwrap().snapshot().alerts;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].rule, AlertRule::above("Busy", "process.cpu_percent", 90.0));
+    let none = built("[monitor]\ndefault_alerts = false");
+    assert!(none.monitor().unwrap().snapshot().alerts.is_empty());
 }
