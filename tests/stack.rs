@@ -659,3 +659,49 @@ async fn a_call_waiting_for_its_host_holds_no_global_slot() {
         .expect("the dropped body freed the slot");
     assert_eq!(second.unwrap().unwrap().status(), 200);
 }
+
+/// `admin_liveness(Exempt)` (TOML `[admin] liveness = "exempt"`) lets an
+/// orchestrator's liveness probe reach the stack's admin server without
+/// the token; every other route, readiness included, still asks for it.
+#[tokio::test]
+async fn the_admin_servers_liveness_can_go_without_the_token() {
+    use tower_optimizer::monitor::LivenessAuth;
+    let status_of = |admin: SocketAddr, path: &'static str, token: Option<&'static str>| async move {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let mut request = Request::get(format!("http://{admin}{path}"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        client
+            .request(request.body(Full::<Bytes>::default()).unwrap())
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for (liveness, open) in [
+        (None, false),
+        (Some(LivenessAuth::Required), false),
+        (Some(LivenessAuth::Exempt), true),
+    ] {
+        let mut builder = OptimizerStack::builder()
+            .cache(Cache::builder().build().unwrap())
+            .monitor(MonitorSettings::default())
+            .admin("127.0.0.1:0", Some("t0ken"));
+        if let Some(liveness) = liveness {
+            builder = builder.admin_liveness(liveness);
+        }
+        let (_client, optimizer) = builder.build_http2_client().unwrap();
+        let admin = optimizer.start().await.unwrap().admin.expect("admin bound");
+        let live = status_of(admin, "/health/live", None).await;
+        assert_eq!(live, if open { 200 } else { 401 }, "{liveness:?}");
+        assert_eq!(status_of(admin, "/health/live", Some("t0ken")).await, 200);
+        assert_eq!(status_of(admin, "/health/ready", None).await, 401, "{liveness:?}");
+        assert_eq!(status_of(admin, "/stats", None).await, 401, "{liveness:?}");
+        // The admin service the optimizer gives for mounting elsewhere, alike.
+        let request = Request::get("/health/live").body(Full::<Bytes>::default()).unwrap();
+        let mounted = optimizer.admin_service(Some("t0ken")).oneshot(request).await.unwrap();
+        assert_eq!(mounted.status().as_u16(), if open { 200 } else { 401 }, "{liveness:?}");
+        optimizer.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -17,7 +17,7 @@ use super::optimizer::{Inner, Optimizer};
 use crate::cache::{Cache, CacheLayer};
 use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use crate::invalidation::{InvalidationLayer, Invalidator};
-use crate::monitor::{AlertManager, MetricsLayer, Monitor, RouteTemplates, Stats};
+use crate::monitor::{AlertManager, LivenessAuth, MetricsLayer, Monitor, RouteTemplates, Stats};
 use crate::retry::{RetryPolicy, RetryStats};
 
 /// The monitor's figure for the retries sent so far, where the stack has
@@ -136,6 +136,7 @@ pub struct OptimizerStackBuilder {
     per_host_limit: Option<(usize, Overload)>,
     monitor: Option<MonitorSettings>,
     admin: Option<(String, Option<String>)>,
+    admin_liveness: LivenessAuth,
     warm_up: Vec<String>,
     warm_up_parallelism: Option<usize>,
     warm_up_timeout: Option<Duration>,
@@ -251,6 +252,16 @@ impl OptimizerStackBuilder {
     /// The admin server (started by `Optimizer::start`), with an optional token.
     pub fn admin(mut self, addr: &str, token: Option<&str>) -> Self {
         self.admin = Some((addr.to_owned(), token.map(str::to_owned)));
+        self
+    }
+
+    /// Whether the admin's `/health/live` needs the token (default
+    /// [`LivenessAuth::Required`]); [`LivenessAuth::Exempt`] lets an
+    /// orchestrator's liveness probe in without it, every other route
+    /// still asking. For the server `start` runs and for
+    /// [`Optimizer::admin_service`] alike.
+    pub fn admin_liveness(mut self, liveness: LivenessAuth) -> Self {
+        self.admin_liveness = liveness;
         self
     }
 
@@ -439,6 +450,7 @@ impl OptimizerStackBuilder {
                 stats,
                 monitor,
                 admin,
+                admin_liveness: self.admin_liveness,
                 prometheus,
                 warm_up,
                 warm_up_parallelism: self.warm_up_parallelism.unwrap_or(DEFAULT_WARM_UP_PARALLELISM),

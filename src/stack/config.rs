@@ -29,7 +29,7 @@ use super::OptimizerStack;
 use super::builder::{MonitorSettings, OptimizerStackBuilder, StackError};
 use super::client::{ClientConfig, Protocol};
 use super::layer::{Overload, WhenOpen};
-use crate::monitor::{AlertRule, Severity};
+use crate::monitor::{AlertRule, LivenessAuth, Severity};
 use crate::retry::{BudgetConfig, Methods, RetryConfig, RetryPolicy};
 
 /// The stack's settings as a file holds them.
@@ -309,6 +309,9 @@ pub struct AdminSection {
     pub listen: String,
     /// Bearer token.
     pub token: Option<String>,
+    /// `"required"` (default): `/health/live` asks for the token too;
+    /// `"exempt"`: it answers an orchestrator's probe without it.
+    pub liveness: Option<String>,
 }
 
 /// `[client]`.
@@ -615,6 +618,11 @@ impl OptimizerConfig {
         }
         if let Some(a) = &self.admin {
             b = b.admin(&a.listen, a.token.as_deref());
+            b = b.admin_liveness(choice(
+                "admin.liveness",
+                a.liveness.as_deref(),
+                [("required", LivenessAuth::Required), ("exempt", LivenessAuth::Exempt)],
+            )?);
         }
         if let Some(c) = self.client {
             let mut client = ClientConfig::default();

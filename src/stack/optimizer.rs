@@ -57,6 +57,7 @@ pub(crate) struct Inner {
     pub(crate) stats: Option<Stats>,
     pub(crate) monitor: Option<Monitor>,
     pub(crate) admin: Option<(SocketAddr, Option<String>)>,
+    pub(crate) admin_liveness: crate::monitor::LivenessAuth,
     pub(crate) prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub(crate) warm_up: Vec<Uri>,
     pub(crate) warm_up_parallelism: usize,
@@ -113,12 +114,13 @@ impl Optimizer {
     /// The admin service over this stack's parts (Prometheus text when the
     /// monitor installed it, statistics, alerts, the dashboard, health with
     /// readiness from the breakers and cache memory, and invalidation),
-    /// requiring `token` when given. [`start`](Self::start) serves one on
+    /// requiring `token` when given (on `/health/live` too, unless the
+    /// builder's `admin_liveness` exempts it). [`start`](Self::start) serves one on
     /// the configured admin address; this one is for mounting in your own
     /// server, e.g. axum's `Router::nest_service("/admin", ..)`.
     pub fn admin_service(&self, token: Option<&str>) -> AdminService {
         let inner = &self.inner;
-        let mut builder = AdminService::builder();
+        let mut builder = AdminService::builder().liveness(inner.admin_liveness);
         if let Some(token) = token {
             builder = builder.token(token.to_owned());
         }

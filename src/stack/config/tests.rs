@@ -292,6 +292,10 @@ fn errors_name_the_field() {
         ("[circuit_breaker]\nmax_keys = 0", "circuit_breaker.max_keys"),
         ("[circuit_breaker]\nidle = \"x\"", "circuit_breaker.idle"),
         (
+            "[monitor]\n[admin]\nlisten = \"127.0.0.1:0\"\nliveness = \"open\"",
+            "admin.liveness",
+        ),
+        (
             "[[monitor.alerts]]\nname = \"\"\nfigure = \"http.p99\"\nabove = 1.0",
             "monitor.alerts[0].name",
         ),
@@ -614,4 +618,23 @@ fn alert_rules_reach_the_monitor() {
     assert_eq!(rules[0].rule, AlertRule::above("Busy", "process.cpu_percent", 90.0));
     let none = built("[monitor]\ndefault_alerts = false");
     assert!(none.monitor().unwrap().snapshot().alerts.is_empty());
+}
+
+#[tokio::test]
+async fn admin_liveness_reaches_the_admin_service() {
+    use tower::ServiceExt as _;
+    for (text, status) in [
+        ("[monitor]\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"", 401),
+        (
+            "[monitor]\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\nliveness = \"exempt\"",
+            200,
+        ),
+    ] {
+        let optimizer = built(text);
+        let request = http::Request::get("/health/live")
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap();
+        let response = optimizer.admin_service(Some("t")).oneshot(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{text}");
+    }
 }
