@@ -705,3 +705,120 @@ async fn the_admin_servers_liveness_can_go_without_the_token() {
         optimizer.shutdown(Duration::from_secs(1)).await;
     }
 }
+
+/// `recovery_probe` sends the breaker's health request over the stack's
+/// own client, past its layers: an open circuit closes again once the
+/// host answers its probe, with no user request spent on finding out.
+#[tokio::test(start_paused = true)]
+async fn the_stacks_recovery_probe_closes_the_circuit_when_the_host_is_back() {
+    use tower_optimizer::circuit_breaker::{ProbeSuccess, State, error::Open};
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (user_calls, probes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let addr = {
+        let (failing, user_calls, probes) = (failing.clone(), user_calls.clone(), probes.clone());
+        serve(
+            Protocol::H2c,
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let counter = if req.uri().path() == "/health" {
+                    &probes
+                } else {
+                    &user_calls
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let status = if failing.load(Ordering::SeqCst) { 503 } else { 200 };
+                async move {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
+                }
+            }),
+        )
+        .await
+    };
+    let breaker = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(3))
+        .open_period(Duration::from_secs(2), Duration::from_secs(8), 2.0)
+        .jitter(0.0)
+        .build()
+        .unwrap();
+    let (client, optimizer) = OptimizerStack::builder()
+        .circuit_breaker(breaker)
+        .recovery_probe("/health", Duration::from_secs(5), ProbeSuccess::Closed)
+        .build_http2_client()
+        .unwrap();
+    let (url, key) = (format!("http://{addr}/api"), format!("http://{addr}"));
+    let call = |client: OptimizedService<Full<Bytes>>| {
+        let url = url.clone();
+        async move {
+            let response = client.oneshot(Request::get(url).body(Full::default()).unwrap()).await?;
+            Ok::<u16, tower_optimizer::BoxError>(response.status().as_u16())
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(call(client.clone()).await.unwrap(), 503);
+    }
+    let breakers = optimizer.breakers().unwrap().clone();
+    assert_eq!(breakers.state(&key), Some(State::Open));
+    assert!(call(client.clone()).await.unwrap_err().is::<Open>());
+    // Still failing: the probe at the end of the open period finds it so,
+    // and the circuit stays open (for longer).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(probes.load(Ordering::SeqCst) >= 1, "the probe went out");
+    assert_eq!(breakers.state(&key), Some(State::Open));
+    // Healed: the next probe closes it.
+    failing.store(false, Ordering::SeqCst);
+    let user_calls_before = user_calls.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        if breakers.state(&key) == Some(State::Closed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(breakers.state(&key), Some(State::Closed));
+    assert_eq!(
+        user_calls.load(Ordering::SeqCst),
+        user_calls_before,
+        "recovery cost no user request"
+    );
+    assert_eq!(call(client.clone()).await.unwrap(), 200);
+}
+
+/// The probe needs the stack's own client, a breaker keyed by host and a
+/// path; each lack is an error naming `recovery_probe`.
+#[test]
+fn a_recovery_probe_it_cannot_send_is_an_error() {
+    use tower_optimizer::circuit_breaker::{KeyBy, ProbeSuccess};
+    let probe = |builder: tower_optimizer::stack::OptimizerStackBuilder, path: &str| {
+        builder.recovery_probe(path, Duration::from_secs(1), ProbeSuccess::HalfOpen)
+    };
+    let breaker = || CircuitBreakerConfig::default();
+    let cases = [
+        (probe(OptimizerStack::builder(), "/health"), "a circuit breaker"),
+        (
+            probe(OptimizerStack::builder().circuit_breaker(breaker()), "health"),
+            "not a path",
+        ),
+        (
+            probe(
+                OptimizerStack::builder()
+                    .circuit_breaker(CircuitBreakerConfig::builder().key_by(KeyBy::Global).build().unwrap()),
+                "/health",
+            ),
+            "keyed by scheme and authority",
+        ),
+    ];
+    for (builder, reason) in cases {
+        let err = builder.build_http2_client().map(|_| ()).unwrap_err();
+        assert_eq!(err.field(), "recovery_probe");
+        assert!(err.to_string().contains(reason), "{err}");
+    }
+    let err = probe(OptimizerStack::builder().circuit_breaker(breaker()), "/health")
+        .build::<Full<Bytes>>()
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.field(), "recovery_probe");
+    assert!(err.to_string().contains("build_*_client"), "{err}");
+}

@@ -14,8 +14,9 @@ use super::client::{ClientConfig, Protocol, http_client};
 use super::gate::GateState;
 use super::layer::{OptimizedService, OptimizerLayer, Overload, Parts, WhenOpen};
 use super::optimizer::{Inner, Optimizer};
+use super::probe::ProbeSettings;
 use crate::cache::{Cache, CacheLayer};
-use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, ProbeSuccess};
 use crate::invalidation::{InvalidationLayer, Invalidator};
 use crate::monitor::{AlertManager, LivenessAuth, MetricsLayer, Monitor, RouteTemplates, Stats};
 use crate::retry::{RetryPolicy, RetryStats};
@@ -137,6 +138,7 @@ pub struct OptimizerStackBuilder {
     monitor: Option<MonitorSettings>,
     admin: Option<(String, Option<String>)>,
     admin_liveness: LivenessAuth,
+    probe: Option<ProbeSettings>,
     warm_up: Vec<String>,
     warm_up_parallelism: Option<usize>,
     warm_up_timeout: Option<Duration>,
@@ -255,6 +257,25 @@ impl OptimizerStackBuilder {
         self
     }
 
+    /// The circuit breaker's recovery probe, over the stack's own client:
+    /// at the end of each open period, `GET {scheme://authority}{path}`
+    /// goes straight to the host, past the stack's layers, and a 2xx or
+    /// 3xx answer within `timeout` moves the breaker as `on_success` says
+    /// (no user request spent on finding the host back). Needs a circuit
+    /// breaker keyed by authority (the default) and one of the
+    /// `build_*_client` methods; with [`build`](Self::build), which has no
+    /// client of its own, give the breaker's config a probe instead
+    /// ([`http_probe`](crate::circuit_breaker::http_probe)). TOML:
+    /// `[circuit_breaker] probe_path`, `probe_timeout`, `probe_success`.
+    pub fn recovery_probe(mut self, path: &str, timeout: Duration, on_success: ProbeSuccess) -> Self {
+        self.probe = Some(ProbeSettings {
+            path: path.to_owned(),
+            timeout,
+            on_success,
+        });
+        self
+    }
+
     /// Whether the admin's `/health/live` needs the token (default
     /// [`LivenessAuth::Required`]); [`LivenessAuth::Exempt`] lets an
     /// orchestrator's liveness probe in without it, every other route
@@ -300,6 +321,14 @@ impl OptimizerStackBuilder {
     /// Checks the settings; the layer for any client service over
     /// `http::Request<B>`, and the lifecycle handle.
     pub fn build<B>(self) -> Result<(OptimizerLayer<B>, Optimizer), StackError> {
+        if let Some(probe) = &self.probe {
+            probe.check(self.breaker.as_ref())?;
+            return Err(StackError::new(
+                "recovery_probe",
+                "the probe goes over the stack's own client: use a build_*_client method, or with build() \
+                 give the circuit breaker's config a probe (CircuitBreakerConfig::builder().probe(http_probe(..)))",
+            ));
+        }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(StackError::new("timeout", "must be greater than zero"));
         }
@@ -503,9 +532,26 @@ impl OptimizerStackBuilder {
         self,
         client: reqwest::Client,
     ) -> Result<(super::OptimizerMiddleware, Optimizer), StackError> {
-        let (layer, optimizer) = self.build::<reqwest::Body>()?;
+        let this = self.with_probe_over(super::ReqwestService::new(client.clone()))?;
+        let (layer, optimizer) = this.build::<reqwest::Body>()?;
         optimizer.warm_up_through(super::OptimizerMiddleware::warm_up_service(&layer, client.clone()));
         Ok((super::OptimizerMiddleware::new(&layer, client), optimizer))
+    }
+
+    /// The breaker's config given the recovery probe asked for, over
+    /// `client` (the stack's own, without its layers).
+    fn with_probe_over<S, R>(mut self, client: S) -> Result<Self, StackError>
+    where
+        S: tower::Service<http::Request<Full<Bytes>>, Response = http::Response<R>> + Clone + Send + Sync + 'static,
+        S::Future: Send,
+    {
+        if let Some(probe) = self.probe.take() {
+            probe.check(self.breaker.as_ref())?;
+            if let Some(breaker) = self.breaker.as_mut() {
+                probe.attach(breaker, client);
+            }
+        }
+        Ok(self)
     }
 
     /// Layers the stack over a client and lets warm-up
@@ -518,7 +564,7 @@ impl OptimizerStackBuilder {
         R: http_body::Body<Data = Bytes> + Send + 'static,
         R::Error: Into<crate::BoxError>,
     {
-        let (layer, optimizer) = self.build::<Full<Bytes>>()?;
+        let (layer, optimizer) = self.with_probe_over(client.clone())?.build::<Full<Bytes>>()?;
         let service = layer.layer(client);
         optimizer.warm_up_through(service.clone());
         Ok((service, optimizer))

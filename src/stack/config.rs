@@ -218,6 +218,16 @@ pub struct BreakerSection {
     pub max_keys: Option<usize>,
     /// How long an unused closed breaker is kept (default 10 m).
     pub idle: Option<String>,
+    /// The recovery probe's path, like `"/health"`: at the end of each
+    /// open period the stack's own client sends `GET` to it on the host
+    /// (see [`OptimizerStackBuilder::recovery_probe`]). Off unless set.
+    pub probe_path: Option<String>,
+    /// How long the probe may take (default
+    /// [`DEFAULT_PROBE_TIMEOUT`](super::DEFAULT_PROBE_TIMEOUT), 5 s).
+    pub probe_timeout: Option<String>,
+    /// Where a healthy probe moves the breaker: `"half-open"` (default: a
+    /// few user calls still confirm) or `"closed"`.
+    pub probe_success: Option<String>,
 }
 
 /// `[retry]` (see [`RetryConfig`](crate::retry::RetryConfig); absent
@@ -584,6 +594,9 @@ impl OptimizerConfig {
                 [("error", WhenOpen::Error), ("respond_503", WhenOpen::Respond503)],
             )?);
             b = b.circuit_breaker(breaker::build(s)?);
+            if let Some((path, timeout, on_success)) = breaker::probe(s)? {
+                b = b.recovery_probe(path, timeout, on_success);
+            }
         }
         if let Some(r) = self.retry {
             b = b.retry(RetryPolicy::new(retry_config(&r)?));

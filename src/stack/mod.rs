@@ -38,6 +38,7 @@ mod layer;
 mod limit;
 mod optimizer;
 mod optional;
+mod probe;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
 #[cfg(feature = "reqwest-middleware")]
@@ -65,6 +66,7 @@ pub use gate::ShuttingDown;
 pub use grpc_refusals::{GrpcRefusals, GrpcRefusalsFuture, GrpcRefusalsLayer};
 pub use layer::{OptimizedService, OptimizerLayer, Overload, ResponseBody, WhenOpen};
 pub use optimizer::{Optimizer, OptimizerStats, StartReport};
+pub use probe::DEFAULT_PROBE_TIMEOUT;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use reqwest_client::{ReqwestService, ResponseFuture as ReqwestFuture};

@@ -2,8 +2,12 @@
 //! the section as a checked [`CircuitBreakerConfig`], each error naming its
 //! key.
 
+use std::time::Duration;
+
 use super::{BreakerSection, StackError, choice, duration};
-use crate::circuit_breaker::{CircuitBreakerConfig, DEFAULT_OPEN_BACKOFF, DEFAULT_WINDOW_BUCKETS, KeyBy, WindowKind};
+use crate::circuit_breaker::{
+    CircuitBreakerConfig, DEFAULT_OPEN_BACKOFF, DEFAULT_WINDOW_BUCKETS, KeyBy, ProbeSuccess, WindowKind,
+};
 
 /// `[circuit_breaker]` as a checked [`CircuitBreakerConfig`].
 pub(super) fn build(s: &BreakerSection) -> Result<CircuitBreakerConfig, StackError> {
@@ -128,4 +132,44 @@ pub(super) fn build(s: &BreakerSection) -> Result<CircuitBreakerConfig, StackErr
         };
         StackError::field_error(field, e.to_string())
     })
+}
+
+/// The recovery probe `s` asks for: its path, timeout and where success
+/// leads (see `OptimizerStackBuilder::recovery_probe`).
+pub(super) fn probe(s: &BreakerSection) -> Result<Option<(&str, Duration, ProbeSuccess)>, StackError> {
+    let timeout = duration("circuit_breaker.probe_timeout", s.probe_timeout.as_ref())?;
+    let on_success = choice(
+        "circuit_breaker.probe_success",
+        s.probe_success.as_deref(),
+        [("half-open", ProbeSuccess::HalfOpen), ("closed", ProbeSuccess::Closed)],
+    )?;
+    let Some(path) = s.probe_path.as_deref() else {
+        if timeout.is_some() || s.probe_success.is_some() {
+            return Err(StackError::field_error(
+                "circuit_breaker.probe_path",
+                "probe_timeout and probe_success set a probe: give its path too",
+            ));
+        }
+        return Ok(None);
+    };
+    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err(StackError::field_error(
+            "circuit_breaker.probe_path",
+            format!("{path:?} is not a path (like \"/health\")"),
+        ));
+    }
+    if s.key.as_deref() == Some("global") {
+        return Err(StackError::field_error(
+            "circuit_breaker.probe_path",
+            "a probe goes to the breaker's host: it needs key = \"authority\"",
+        ));
+    }
+    let timeout = timeout.unwrap_or(super::super::DEFAULT_PROBE_TIMEOUT);
+    if timeout.is_zero() {
+        return Err(StackError::field_error(
+            "circuit_breaker.probe_timeout",
+            "must be greater than zero",
+        ));
+    }
+    Ok(Some((path, timeout, on_success)))
 }

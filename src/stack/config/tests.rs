@@ -51,7 +51,9 @@ fn the_shipped_example_file_builds() {
     assert!(monitor.route_templates.as_ref().is_some_and(|t| !t.is_empty()));
     assert_eq!(monitor.alerts.as_ref().map(Vec::len), Some(2));
     let builder = config.into_builder().unwrap();
-    builder.build::<()>().unwrap();
+    // Over the stack's own client, which its recovery probe needs.
+    let (_client, optimizer) = builder.build_http2_client().unwrap();
+    assert!(optimizer.breakers().unwrap().inner.config.probe.is_some());
 }
 
 #[tokio::test]
@@ -295,6 +297,27 @@ fn errors_name_the_field() {
             "[monitor]\n[admin]\nlisten = \"127.0.0.1:0\"\nliveness = \"open\"",
             "admin.liveness",
         ),
+        (
+            "[circuit_breaker]\nprobe_path = \"health\"",
+            "circuit_breaker.probe_path",
+        ),
+        (
+            "[circuit_breaker]\nprobe_timeout = \"2s\"",
+            "circuit_breaker.probe_path",
+        ),
+        (
+            "[circuit_breaker]\nprobe_path = \"/health\"\nprobe_timeout = \"0s\"",
+            "circuit_breaker.probe_timeout",
+        ),
+        (
+            "[circuit_breaker]\nprobe_path = \"/health\"\nprobe_success = \"open\"",
+            "circuit_breaker.probe_success",
+        ),
+        (
+            "[circuit_breaker]\nprobe_path = \"/health\"\nkey = \"global\"",
+            "circuit_breaker.probe_path",
+        ),
+        ("[circuit_breaker]\nprobe_path = \"/health\"", "recovery_probe"),
         (
             "[[monitor.alerts]]\nname = \"\"\nfigure = \"http.p99\"\nabove = 1.0",
             "monitor.alerts[0].name",
@@ -637,4 +660,21 @@ async fn admin_liveness_reaches_the_admin_service() {
         let response = optimizer.admin_service(Some("t")).oneshot(request).await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{text}");
     }
+}
+
+#[tokio::test]
+async fn a_recovery_probe_reaches_the_breakers() {
+    let text = "[circuit_breaker]\nprobe_path = \"/health\"\nprobe_success = \"closed\"";
+    let (_client, optimizer) = OptimizerConfig::from_toml(text)
+        .and_then(OptimizerConfig::into_builder)
+        .and_then(OptimizerStackBuilder::build_http2_client)
+        .unwrap();
+    let config = &optimizer.breakers().unwrap().inner.config;
+    assert!(config.probe.is_some());
+    assert_eq!(config.probe_success, crate::circuit_breaker::ProbeSuccess::Closed);
+    let (_client, optimizer) = OptimizerConfig::from_toml("[circuit_breaker]\n")
+        .and_then(OptimizerConfig::into_builder)
+        .and_then(OptimizerStackBuilder::build_http2_client)
+        .unwrap();
+    assert!(optimizer.breakers().unwrap().inner.config.probe.is_none());
 }
