@@ -53,6 +53,8 @@ pub struct OptimizerConfig {
     pub warm_up: Option<Vec<String>>,
     /// How long each warm-up fetch may take.
     pub warm_up_timeout: Option<String>,
+    /// Warm-up fetches at once (default 8).
+    pub warm_up_parallelism: Option<usize>,
     /// The cache.
     pub cache: Option<CacheSection>,
     /// The circuit breaker.
@@ -583,6 +585,9 @@ impl OptimizerConfig {
         }
         if let Some(t) = duration("warm_up_timeout", self.warm_up_timeout.as_ref())? {
             b = b.warm_up_timeout(t);
+        }
+        if let Some(n) = self.warm_up_parallelism {
+            b = b.warm_up_parallelism(n);
         }
         if let Some(c) = self.cache {
             b = b.cache(cache::build(c)?);

@@ -49,6 +49,7 @@ fn the_shipped_example_file_builds() {
     let monitor = config.monitor.as_ref().unwrap();
     assert_eq!(monitor.max_server_addresses, Some(256));
     assert!(monitor.route_templates.as_ref().is_some_and(|t| !t.is_empty()));
+    assert_eq!(config.warm_up_parallelism, Some(8));
     assert_eq!(monitor.alerts.as_ref().map(Vec::len), Some(2));
     let builder = config.into_builder().unwrap();
     // Over the stack's own client, which its recovery probe needs.
@@ -147,6 +148,7 @@ fn errors_name_the_field() {
     let cases = [
         ("timeout = \"10 parsecs\"", "timeout"),
         ("warm_up_timeout = \"0s\"", "warm_up_timeout"),
+        ("warm_up_parallelism = 0", "warm_up_parallelism"),
         ("[cache]\nmode = \"public\"", "cache.mode"),
         ("[cache]\nexclude = [\"(\"]", "cache.exclude"),
         ("[cache]\nvary_on = [\"x tenant\"]", "cache.vary_on"),
