@@ -321,6 +321,10 @@ pub struct AdminSection {
     pub listen: String,
     /// Bearer token.
     pub token: Option<String>,
+    /// The name of an environment variable holding the bearer token, in
+    /// place of `token`: a secret kept out of a file that may be checked
+    /// in or read by many.
+    pub token_env: Option<String>,
     /// `"required"` (default): `/health/live` asks for the token too;
     /// `"exempt"`: it answers an orchestrator's probe without it.
     pub liveness: Option<String>,
@@ -635,7 +639,21 @@ impl OptimizerConfig {
             b = b.monitor(settings);
         }
         if let Some(a) = &self.admin {
-            b = b.admin(&a.listen, a.token.as_deref());
+            let token = match (&a.token, &a.token_env) {
+                (Some(_), Some(_)) => {
+                    return Err(StackError::field_error(
+                        "admin.token_env",
+                        "token or token_env, not both",
+                    ));
+                }
+                (token, None) => token.clone(),
+                (None, Some(name)) => match std::env::var(name) {
+                    Ok(token) if !token.is_empty() => Some(token),
+                    Ok(_) => return Err(StackError::field_error("admin.token_env", format!("{name} is empty"))),
+                    Err(e) => return Err(StackError::field_error("admin.token_env", format!("{name}: {e}"))),
+                },
+            };
+            b = b.admin(&a.listen, token.as_deref());
             b = b.admin_liveness(choice(
                 "admin.liveness",
                 a.liveness.as_deref(),

@@ -296,6 +296,14 @@ fn errors_name_the_field() {
         ("[circuit_breaker]\nmax_keys = 0", "circuit_breaker.max_keys"),
         ("[circuit_breaker]\nidle = \"x\"", "circuit_breaker.idle"),
         (
+            "[monitor]\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\ntoken_env = \"CARGO_PKG_NAME\"",
+            "admin.token_env",
+        ),
+        (
+            "[monitor]\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TOWER_OPTIMIZER_NO_SUCH_VARIABLE\"",
+            "admin.token_env",
+        ),
+        (
             "[monitor]\n[admin]\nlisten = \"127.0.0.1:0\"\nliveness = \"open\"",
             "admin.liveness",
         ),
@@ -679,4 +687,28 @@ async fn a_recovery_probe_reaches_the_breakers() {
         .and_then(OptimizerStackBuilder::build_http2_client)
         .unwrap();
     assert!(optimizer.breakers().unwrap().inner.config.probe.is_none());
+}
+
+/// `token_env` reads the token from the environment: here
+/// `CARGO_PKG_NAME`, which cargo sets for every test it runs (a test
+/// cannot set a variable of its own: `set_var` is unsafe in this edition,
+/// and the crate forbids unsafe code).
+#[tokio::test]
+async fn the_admin_token_can_come_from_the_environment() {
+    use tower::ServiceExt as _;
+    let optimizer = built("[monitor]\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"CARGO_PKG_NAME\"");
+    let (_, token) = optimizer.inner.admin.clone().unwrap();
+    assert_eq!(token.as_deref(), Some(env!("CARGO_PKG_NAME")));
+    let ask = |token: &str| {
+        http::Request::get("/stats")
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap()
+    };
+    let admin = optimizer.admin_service(token.as_deref());
+    assert_eq!(
+        admin.clone().oneshot(ask("tower-optimizer")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(admin.oneshot(ask("guess")).await.unwrap().status(), 401);
 }
