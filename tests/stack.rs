@@ -822,3 +822,105 @@ fn a_recovery_probe_it_cannot_send_is_an_error() {
     assert_eq!(err.field(), "recovery_probe");
     assert!(err.to_string().contains("build_*_client"), "{err}");
 }
+
+/// The stack's admin serves the checks of the registry it was given, its
+/// own (`breakers`, `cache`, unless the registry has one of that name)
+/// and each `readiness_check`, which asks the upstream itself over the
+/// stack's own client.
+#[tokio::test]
+async fn readiness_serves_the_users_checks_the_stacks_and_the_upstreams() {
+    use tower_optimizer::monitor::{CheckResult, HealthRegistry, Probe};
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let addr = {
+        let healthy = healthy.clone();
+        serve(
+            Protocol::H2c,
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let up = req.uri().path() == "/health" && healthy.load(Ordering::SeqCst);
+                async move {
+                    let status = if up { 200 } else { 503 };
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
+                }
+            }),
+        )
+        .await
+    };
+    let health = HealthRegistry::new();
+    health.register("disk", Probe::Readiness, Duration::from_secs(1), || async {
+        CheckResult::warn("80 % full")
+    });
+    health.register("cache", Probe::Readiness, Duration::from_secs(1), || async {
+        CheckResult::pass().observed(1.0, "mine")
+    });
+    let (_client, optimizer) = OptimizerStack::builder()
+        .cache(Cache::builder().build().unwrap())
+        .circuit_breaker(CircuitBreakerConfig::default())
+        .health(health)
+        .readiness_check(
+            "api",
+            &format!("http://{addr}/health?key=s3cret"),
+            Duration::from_secs(1),
+        )
+        .build_http2_client()
+        .unwrap();
+    let ready = || async {
+        let request = Request::get("/health/ready").body(Full::<Bytes>::default()).unwrap();
+        let response = optimizer.admin_service(None).oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+    };
+    let (status, report) = ready().await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["status"], "warn", "the disk warns: {report}");
+    let checks = &report["checks"];
+    assert_eq!(checks["api"][0]["status"], "pass", "{report}");
+    assert_eq!(checks["breakers"][0]["status"], "pass", "{report}");
+    assert_eq!(
+        checks["cache"][0]["observedUnit"], "mine",
+        "the user's cache check kept: {report}"
+    );
+    // A check added to the optimizer's registry later is served too.
+    optimizer
+        .health()
+        .register("late", Probe::Readiness, Duration::from_secs(1), || async {
+            CheckResult::pass()
+        });
+    // The upstream falls ill: readiness fails, naming it (not its query).
+    healthy.store(false, Ordering::SeqCst);
+    let (status, report) = ready().await;
+    assert_eq!(status, 503, "{report}");
+    assert_eq!(report["status"], "fail");
+    assert_eq!(report["checks"]["late"][0]["status"], "pass", "{report}");
+    let output = report["checks"]["api"][0]["output"].as_str().unwrap();
+    assert!(output.contains("/health") && output.contains("503"), "{output}");
+    assert!(!output.contains("s3cret"), "{output}");
+}
+
+#[test]
+fn a_readiness_check_it_cannot_run_is_an_error() {
+    let check =
+        |url: &str, timeout: u64| OptimizerStack::builder().readiness_check("api", url, Duration::from_secs(timeout));
+    for (builder, field) in [
+        (check("/health", 1), "readiness_check[0]"),
+        (check("http://api.test/health", 0), "readiness_check[0]"),
+        (
+            OptimizerStack::builder().readiness_check(" ", "http://api.test/", Duration::from_secs(1)),
+            "readiness_check[0]",
+        ),
+    ] {
+        let err = builder.build_http2_client().map(|_| ()).unwrap_err();
+        assert_eq!(err.field(), field, "{err}");
+    }
+    let err = check("http://api.test/health", 1)
+        .build::<Full<Bytes>>()
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.field(), "readiness_check");
+    assert!(err.to_string().contains("http_check"), "{err}");
+}

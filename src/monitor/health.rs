@@ -173,6 +173,15 @@ impl HealthRegistry {
         });
     }
 
+    /// Whether a check of this name is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|e| e.name == name)
+    }
+
     /// Runs the checks of `probe` concurrently and reports.
     pub async fn report(&self, probe: Probe) -> HealthReport {
         let runs: Vec<(String, Duration, Run)> = self
@@ -231,6 +240,81 @@ pub fn breakers_check(
             CheckResult::warn(format!("circuit half-open for {}", half.join(", ")))
         } else {
             CheckResult::pass()
+        })
+    }
+}
+
+/// A check that asks an upstream: `GET url` through `client`, passing on
+/// a 2xx or 3xx answer (its time observed in milliseconds) and failing on
+/// any other status or an error. The registry's timeout bounds it. The
+/// check's output names the host and path, not the query, which may carry
+/// a credential.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use tower_optimizer::monitor::{http_check, HealthRegistry, HealthStatus, Probe};
+///
+/// let upstream = tower::service_fn(|req: http::Request<Full<Bytes>>| async move {
+///     let status = if req.uri().path() == "/health" { 200 } else { 503 };
+///     Ok::<_, Infallible>(http::Response::builder().status(status).body(Full::new(Bytes::new())).unwrap())
+/// });
+/// let health = HealthRegistry::new();
+/// let url: http::Uri = "http://api.test/health".parse().unwrap();
+/// health.register("api", Probe::Readiness, Duration::from_secs(2), http_check(upstream.clone(), url));
+/// let down: http::Uri = "http://api.test/down".parse().unwrap();
+/// health.register("other", Probe::Readiness, Duration::from_secs(2), http_check(upstream, down));
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let report = health.report(Probe::Readiness).await;
+/// assert_eq!(report.checks["api"][0].status, HealthStatus::Pass);
+/// assert_eq!(report.checks["other"][0].status, HealthStatus::Fail);
+/// # });
+/// ```
+pub fn http_check<S, B, R>(
+    client: S,
+    url: http::Uri,
+) -> impl Fn() -> Pin<Box<dyn Future<Output = CheckResult> + Send>> + Send + Sync + 'static
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Error: Into<crate::BoxError>,
+    B: Default + Send + 'static,
+{
+    // The URL as outputs show it: without its query.
+    let shown = format!(
+        "{}{}",
+        url.authority().map_or("", http::uri::Authority::as_str),
+        url.path()
+    );
+    move || {
+        let mut client = client.clone();
+        let (url, shown) = (url.clone(), shown.clone());
+        Box::pin(async move {
+            let start = tokio::time::Instant::now();
+            let request = match http::Request::get(url).body(B::default()) {
+                Ok(request) => request,
+                Err(e) => return CheckResult::fail(format!("{shown}: {e}")),
+            };
+            let answer = async {
+                std::future::poll_fn(|cx| client.poll_ready(cx)).await?;
+                client.call(request).await
+            }
+            .await;
+            let millis = start.elapsed().as_secs_f64() * 1000.0;
+            match answer {
+                Ok(response) if response.status().is_success() || response.status().is_redirection() => {
+                    CheckResult::pass().observed(millis, "ms")
+                }
+                Ok(response) => {
+                    CheckResult::fail(format!("{shown} answered {}", response.status())).observed(millis, "ms")
+                }
+                Err(e) => {
+                    let e: crate::BoxError = e.into();
+                    CheckResult::fail(format!("{shown}: {}", crate::util::with_sources(&*e)))
+                }
+            }
         })
     }
 }

@@ -63,7 +63,7 @@ pub use health::breakers_check;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub use health::cache_memory_check;
-pub use health::{CheckResult, HEALTH_JSON, HealthRegistry, HealthReport, HealthStatus, Probe};
+pub use health::{CheckResult, HEALTH_JSON, HealthRegistry, HealthReport, HealthStatus, Probe, http_check};
 pub use layer::{BodySizes, MetricsLayer};
 pub use process::{ProcessCounters, cpu_percent};
 pub use route::{InvalidTemplate, RouteTemplate, RouteTemplates};

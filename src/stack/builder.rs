@@ -18,7 +18,7 @@ use super::probe::ProbeSettings;
 use crate::cache::{Cache, CacheLayer};
 use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, ProbeSuccess};
 use crate::invalidation::{InvalidationLayer, Invalidator};
-use crate::monitor::{AlertManager, LivenessAuth, MetricsLayer, Monitor, RouteTemplates, Stats};
+use crate::monitor::{AlertManager, HealthRegistry, LivenessAuth, MetricsLayer, Monitor, RouteTemplates, Stats};
 use crate::retry::{RetryPolicy, RetryStats};
 
 /// The monitor's figure for the retries sent so far, where the stack has
@@ -139,6 +139,8 @@ pub struct OptimizerStackBuilder {
     admin: Option<(String, Option<String>)>,
     admin_liveness: LivenessAuth,
     probe: Option<ProbeSettings>,
+    health: HealthRegistry,
+    readiness: Vec<(String, String, Duration)>,
     warm_up: Vec<String>,
     warm_up_parallelism: Option<usize>,
     warm_up_timeout: Option<Duration>,
@@ -276,6 +278,28 @@ impl OptimizerStackBuilder {
         self
     }
 
+    /// Health checks the stack's admin serves (`/health/live`,
+    /// `/health/ready`) beside its own: `breakers` (fails while a circuit
+    /// is open) and `cache` (warns near the budget). A check of either name
+    /// here takes the built-in one's place. The registry is shared: checks
+    /// added to it later (or through [`Optimizer::health`]) are served too.
+    pub fn health(mut self, registry: HealthRegistry) -> Self {
+        self.health = registry;
+        self
+    }
+
+    /// A readiness check named `name` that asks an upstream: `GET url`
+    /// over the stack's own client, past its layers (an open circuit or a
+    /// cached answer would say nothing of the upstream), passing on a 2xx
+    /// or 3xx within `timeout` (see [`http_check`](crate::monitor::http_check)).
+    /// Needs one of the `build_*_client` methods; with
+    /// [`build`](Self::build), register an `http_check` over your client in
+    /// [`health`](Self::health). TOML: `[[monitor.readiness]]`.
+    pub fn readiness_check(mut self, name: &str, url: &str, timeout: Duration) -> Self {
+        self.readiness.push((name.to_owned(), url.to_owned(), timeout));
+        self
+    }
+
     /// Whether the admin's `/health/live` needs the token (default
     /// [`LivenessAuth::Required`]); [`LivenessAuth::Exempt`] lets an
     /// orchestrator's liveness probe in without it, every other route
@@ -321,6 +345,14 @@ impl OptimizerStackBuilder {
     /// Checks the settings; the layer for any client service over
     /// `http::Request<B>`, and the lifecycle handle.
     pub fn build<B>(self) -> Result<(OptimizerLayer<B>, Optimizer), StackError> {
+        let readiness = readiness_checks(&self.readiness)?;
+        if !readiness.is_empty() {
+            return Err(StackError::new(
+                "readiness_check",
+                "an upstream check goes over the stack's own client: use a build_*_client method, or with build() \
+                 register an http_check over your client in the stack's health registry",
+            ));
+        }
         if let Some(probe) = &self.probe {
             probe.check(self.breaker.as_ref())?;
             return Err(StackError::new(
@@ -469,6 +501,7 @@ impl OptimizerStackBuilder {
             }),
             body: PhantomData,
         };
+        let health = built_in_checks(self.health, self.cache.as_ref(), breakers.as_ref());
         let optimizer = Optimizer {
             inner: Arc::new(Inner {
                 gate,
@@ -480,6 +513,7 @@ impl OptimizerStackBuilder {
                 monitor,
                 admin,
                 admin_liveness: self.admin_liveness,
+                health,
                 prometheus,
                 warm_up,
                 warm_up_parallelism: self.warm_up_parallelism.unwrap_or(DEFAULT_WARM_UP_PARALLELISM),
@@ -564,11 +598,70 @@ impl OptimizerStackBuilder {
         R: http_body::Body<Data = Bytes> + Send + 'static,
         R::Error: Into<crate::BoxError>,
     {
-        let (layer, optimizer) = self.with_probe_over(client.clone())?.build::<Full<Bytes>>()?;
+        let mut this = self.with_probe_over(client.clone())?;
+        let readiness = readiness_checks(&std::mem::take(&mut this.readiness))?;
+        let (layer, optimizer) = this.build::<Full<Bytes>>()?;
+        for (name, url, timeout) in readiness {
+            let check = crate::monitor::http_check(client.clone(), url);
+            optimizer
+                .health()
+                .register(&name, crate::monitor::Probe::Readiness, timeout, check);
+        }
         let service = layer.layer(client);
         optimizer.warm_up_through(service.clone());
         Ok((service, optimizer))
     }
+}
+
+/// The `readiness_check`s asked for, each checked: a name, an absolute
+/// URL, a timeout.
+fn readiness_checks(checks: &[(String, String, Duration)]) -> Result<Vec<(String, Uri, Duration)>, StackError> {
+    checks
+        .iter()
+        .enumerate()
+        .map(|(i, (name, url, timeout))| {
+            let field = format!("readiness_check[{i}]");
+            if name.trim().is_empty() {
+                return Err(StackError::new(field, "a check needs a name"));
+            }
+            if timeout.is_zero() {
+                return Err(StackError::new(field, "the timeout must be greater than zero"));
+            }
+            match url.parse::<Uri>() {
+                Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => Ok((name.clone(), uri, *timeout)),
+                _ => Err(StackError::new(field, format!("{url:?} is not an absolute URL"))),
+            }
+        })
+        .collect()
+}
+
+/// `health` with the stack's own checks added where the user has none of
+/// that name: `breakers` (fails while a circuit is open) and `cache`
+/// (warns above 95 % of its budget).
+fn built_in_checks(
+    health: HealthRegistry,
+    cache: Option<&Cache>,
+    breakers: Option<&crate::circuit_breaker::CircuitBreakers>,
+) -> HealthRegistry {
+    // The built-in checks read memory: a second is far more than they take.
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    if let Some(breakers) = breakers.filter(|_| !health.contains("breakers")) {
+        health.register(
+            "breakers",
+            crate::monitor::Probe::Readiness,
+            TIMEOUT,
+            crate::monitor::breakers_check(breakers.clone()),
+        );
+    }
+    if let Some(cache) = cache.filter(|_| !health.contains("cache")) {
+        health.register(
+            "cache",
+            crate::monitor::Probe::Readiness,
+            TIMEOUT,
+            crate::monitor::cache_memory_check(cache.clone(), 0.95),
+        );
+    }
+    health
 }
 
 #[cfg(test)]

@@ -277,6 +277,24 @@ pub struct MonitorSection {
     /// Alert rules, `[[monitor.alerts]]`; one named as a built-in rule
     /// replaces it.
     pub alerts: Option<Vec<AlertSection>>,
+    /// Upstream readiness checks, `[[monitor.readiness]]` (see
+    /// [`OptimizerStackBuilder::readiness_check`]).
+    pub readiness: Option<Vec<ReadinessSection>>,
+}
+
+/// One `[[monitor.readiness]]` check: `{ name = "api", url =
+/// "http://api.internal/health", timeout = "1s" }`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessSection {
+    /// The check's name in `/health/ready`.
+    pub name: String,
+    /// The URL asked, with `GET`.
+    pub url: String,
+    /// How long it may take (default 1 s: Kubernetes' probes wait that
+    /// long by default, so a longer check would end after its asker gave
+    /// up).
+    pub timeout: Option<String>,
 }
 
 /// One `[[monitor.alerts]]` rule (see [`AlertRule`](crate::monitor::AlertRule)):
@@ -423,6 +441,10 @@ fn duration_or_off(
 fn mib(mb: u64) -> usize {
     usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
 }
+
+/// A `[[monitor.readiness]]` check's timeout when it names none (see
+/// [`ReadinessSection::timeout`]).
+const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `[[monitor.alerts]]` as rules, each checked.
 fn alert_rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackError> {
@@ -629,6 +651,10 @@ impl OptimizerConfig {
             }
             for rule in alert_rules(m.alerts.as_deref().unwrap_or_default())? {
                 settings.alerts.add_rule(rule);
+            }
+            for (i, r) in m.readiness.iter().flatten().enumerate() {
+                let timeout = duration(&format!("monitor.readiness[{i}].timeout"), r.timeout.as_ref())?;
+                b = b.readiness_check(&r.name, &r.url, timeout.unwrap_or(DEFAULT_READINESS_TIMEOUT));
             }
             if let Some(templates) = &m.route_templates {
                 settings.route_templates = Some(

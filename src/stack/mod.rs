@@ -59,7 +59,7 @@ pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
 pub use client::{HttpsClient, https_client};
 pub use config::{
     AdminSection, AlertSection, BreakerSection, CacheSection, ClientSection, MonitorSection, OptimizerConfig,
-    PressureSection, RetrySection, TtlRoute, parse_duration,
+    PressureSection, ReadinessSection, RetrySection, TtlRoute, parse_duration,
 };
 pub use deadline::RequestTimeout;
 pub use gate::ShuttingDown;

@@ -58,6 +58,7 @@ pub(crate) struct Inner {
     pub(crate) monitor: Option<Monitor>,
     pub(crate) admin: Option<(SocketAddr, Option<String>)>,
     pub(crate) admin_liveness: crate::monitor::LivenessAuth,
+    pub(crate) health: crate::monitor::HealthRegistry,
     pub(crate) prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub(crate) warm_up: Vec<Uri>,
     pub(crate) warm_up_parallelism: usize,
@@ -111,9 +112,15 @@ impl Optimizer {
         self.inner.monitor.as_ref()
     }
 
+    /// The health checks the admin serves: the stack's own (`breakers`,
+    /// `cache`), those given to the builder, and any added here.
+    pub fn health(&self) -> &crate::monitor::HealthRegistry {
+        &self.inner.health
+    }
+
     /// The admin service over this stack's parts (Prometheus text when the
-    /// monitor installed it, statistics, alerts, the dashboard, health with
-    /// readiness from the breakers and cache memory, and invalidation),
+    /// monitor installed it, statistics, alerts, the dashboard, health from
+    /// [`health`](Self::health), and invalidation),
     /// requiring `token` when given (on `/health/live` too, unless the
     /// builder's `admin_liveness` exempts it). [`start`](Self::start) serves one on
     /// the configured admin address; this one is for mounting in your own
@@ -136,24 +143,7 @@ impl Optimizer {
         if let Some(breakers) = &inner.breakers {
             builder = builder.breakers(breakers.clone());
         }
-        let health = crate::monitor::HealthRegistry::new();
-        if let Some(breakers) = &inner.breakers {
-            health.register(
-                "breakers",
-                crate::monitor::Probe::Readiness,
-                Duration::from_secs(1),
-                crate::monitor::breakers_check(breakers.clone()),
-            );
-        }
-        if let Some(cache) = &inner.cache {
-            health.register(
-                "cache",
-                crate::monitor::Probe::Readiness,
-                Duration::from_secs(1),
-                crate::monitor::cache_memory_check(cache.clone(), 0.95),
-            );
-        }
-        builder.health(health).build()
+        builder.health(inner.health.clone()).build()
     }
 
     /// The service warm-up sends through (set by `build_http2_client`, or

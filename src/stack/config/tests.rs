@@ -51,10 +51,12 @@ fn the_shipped_example_file_builds() {
     assert!(monitor.route_templates.as_ref().is_some_and(|t| !t.is_empty()));
     assert_eq!(config.warm_up_parallelism, Some(8));
     assert_eq!(monitor.alerts.as_ref().map(Vec::len), Some(2));
+    assert_eq!(monitor.readiness.as_ref().map(Vec::len), Some(1));
     let builder = config.into_builder().unwrap();
     // Over the stack's own client, which its recovery probe needs.
     let (_client, optimizer) = builder.build_http2_client().unwrap();
     assert!(optimizer.breakers().unwrap().inner.config.probe.is_some());
+    assert!(optimizer.health().contains("api"));
 }
 
 #[tokio::test]
@@ -295,6 +297,18 @@ fn errors_name_the_field() {
         ("[circuit_breaker]\nkey = \"path\"", "circuit_breaker.key"),
         ("[circuit_breaker]\nmax_keys = 0", "circuit_breaker.max_keys"),
         ("[circuit_breaker]\nidle = \"x\"", "circuit_breaker.idle"),
+        (
+            "[[monitor.readiness]]\nname = \"api\"\nurl = \"http://api.test/health\"\ntimeout = \"soon\"",
+            "monitor.readiness[0].timeout",
+        ),
+        (
+            "[[monitor.readiness]]\nname = \"api\"\nurl = \"http://api.test/health\"",
+            "readiness_check",
+        ),
+        (
+            "[[monitor.readiness]]\nname = \"api\"\nuri = \"http://api.test/health\"",
+            "monitor.readiness[0].uri",
+        ),
         (
             "[monitor]\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\ntoken_env = \"CARGO_PKG_NAME\"",
             "admin.token_env",
@@ -711,4 +725,24 @@ async fn the_admin_token_can_come_from_the_environment() {
         200
     );
     assert_eq!(admin.oneshot(ask("guess")).await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn readiness_checks_reach_the_health_registry() {
+    // A port just bound and let go: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text =
+        format!("[[monitor.readiness]]\nname = \"api\"\nurl = \"http://127.0.0.1:{port}/health\"\ntimeout = \"2s\"");
+    let (_client, optimizer) = OptimizerConfig::from_toml(&text)
+        .and_then(OptimizerConfig::into_builder)
+        .and_then(OptimizerStackBuilder::build_http2_client)
+        .unwrap();
+    assert!(optimizer.health().contains("api"));
+    let report = optimizer.health().report(crate::monitor::Probe::Readiness).await;
+    let api = &report.checks["api"][0];
+    assert_eq!(api.status, crate::monitor::HealthStatus::Fail, "{api:?}");
 }
