@@ -28,6 +28,14 @@ pub const DEFAULT_OPEN: Duration = Duration::from_secs(10);
 /// Cap of the open period after repeated opens (and of `Retry-After`):
 /// five minutes, after which a host is worth another try regardless.
 pub const DEFAULT_MAX_OPEN: Duration = Duration::from_secs(300);
+/// Largest count window: a byte per call, so 64 KiB a breaker at most
+/// (64 MiB for a full registry of the default 1,024), and far past the
+/// hundreds of calls a rate needs to mean something.
+pub const MAX_WINDOW_CALLS: usize = 1 << 16;
+/// Most buckets of a time window: one a second for an hour. Each holds a
+/// few counters, and a finer window slides no better for the rates it
+/// gives.
+pub const MAX_WINDOW_BUCKETS: usize = 3600;
 /// Default growth of the open period on each repeated open: doubling
 /// reaches the cap from the first period (10 s to 300 s) in five opens.
 pub const DEFAULT_OPEN_BACKOFF: f64 = 2.0;
@@ -313,10 +321,22 @@ impl CircuitBreakerConfigBuilder {
         }
         match c.window {
             WindowKind::Count(0) => return Err(ConfigError::new("window", "a count window needs at least one call")),
+            WindowKind::Count(calls) if calls > MAX_WINDOW_CALLS => {
+                return Err(ConfigError::new(
+                    "window",
+                    "a count window holds at most MAX_WINDOW_CALLS (65,536) calls",
+                ));
+            }
             WindowKind::Time { length, buckets } if length.is_zero() || buckets == 0 => {
                 return Err(ConfigError::new(
                     "window",
                     "a time window needs a length and at least one bucket",
+                ));
+            }
+            WindowKind::Time { buckets, .. } if buckets > MAX_WINDOW_BUCKETS => {
+                return Err(ConfigError::new(
+                    "window",
+                    "a time window has at most MAX_WINDOW_BUCKETS (3,600) buckets",
                 ));
             }
             _ => {}
@@ -377,6 +397,22 @@ mod tests {
             buckets: 0,
         };
         assert_eq!(setting(b().window(no_buckets)), "window");
+        // Too large to allocate on a breaker's first call (a ring of that
+        // many bytes), or, past 2^32 buckets, a division by zero there.
+        assert_eq!(
+            setting(b().window(WindowKind::Count(super::MAX_WINDOW_CALLS + 1))),
+            "window"
+        );
+        b().window(WindowKind::Count(super::MAX_WINDOW_CALLS)).build().unwrap();
+        for buckets in [super::MAX_WINDOW_BUCKETS + 1, 1 << 32] {
+            let many = WindowKind::Time { length: s(60), buckets };
+            assert_eq!(setting(b().window(many)), "window", "{buckets}");
+        }
+        let most = WindowKind::Time {
+            length: s(60),
+            buckets: super::MAX_WINDOW_BUCKETS,
+        };
+        b().window(most).build().unwrap();
         assert_eq!(setting(b().consecutive_failures(Some(0))), "consecutive_failures");
         assert_eq!(setting(b().half_open(0, s(1))), "half_open");
         assert_eq!(setting(b().half_open(1, Duration::ZERO)), "half_open");

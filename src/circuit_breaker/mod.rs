@@ -63,8 +63,8 @@ pub use classify::{CallResult, Classify, FAILURE_STATUSES, HttpClassifier, Outco
 pub use config::{
     CircuitBreakerConfig, CircuitBreakerConfigBuilder, DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_CALLS, DEFAULT_IDLE,
     DEFAULT_MAX_HALF_OPEN, DEFAULT_MAX_KEYS, DEFAULT_MAX_OPEN, DEFAULT_MINIMUM_CALLS, DEFAULT_OPEN,
-    DEFAULT_OPEN_BACKOFF, DEFAULT_SLOW_CALL, DEFAULT_WINDOW_BUCKETS, DEFAULT_WINDOW_CALLS, KeyBy, Listener, Probe,
-    ProbeSuccess, WindowKind,
+    DEFAULT_OPEN_BACKOFF, DEFAULT_SLOW_CALL, DEFAULT_WINDOW_BUCKETS, DEFAULT_WINDOW_CALLS, KeyBy, Listener,
+    MAX_WINDOW_BUCKETS, MAX_WINDOW_CALLS, Probe, ProbeSuccess, WindowKind,
 };
 pub use events::{Event, OTHER_KEY};
 pub use fallback::{Fallback, FallbackFuture, NoFallback, WithFallback};

@@ -364,11 +364,18 @@ impl OptimizerStackBuilder {
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(StackError::new("timeout", "must be greater than zero"));
         }
-        if self.concurrency_limit == Some(0) {
-            return Err(StackError::new("concurrency_limit", "must be at least 1"));
-        }
-        if self.per_host_limit.is_some_and(|(n, _)| n == 0) {
-            return Err(StackError::new("per_host_limit", "must be at least 1"));
+        // Each limit is a Tokio semaphore, which holds at most this many
+        // permits (and panics when asked for more).
+        let most = tokio::sync::Semaphore::MAX_PERMITS;
+        for (field, limit) in [
+            ("concurrency_limit", self.concurrency_limit),
+            ("per_host_limit", self.per_host_limit.map(|(n, _)| n)),
+        ] {
+            match limit {
+                Some(0) => return Err(StackError::new(field, "must be at least 1")),
+                Some(n) if n > most => return Err(StackError::new(field, format!("must be at most {most}"))),
+                _ => {}
+            }
         }
         if self.warm_up_parallelism == Some(0) {
             return Err(StackError::new("warm_up_parallelism", "must be at least 1"));

@@ -543,6 +543,9 @@ fn retry_config(r: &RetrySection) -> Result<RetryConfig, StackError> {
     retry.build().map_err(|e| {
         let field = match e.setting() {
             "max_attempts" => "retry.max_attempts",
+            // The cap or its base, whichever the file set (with the cap
+            // left at its default, a long base is what is wrong).
+            "backoff" if r.max_backoff.is_none() => "retry.backoff",
             "backoff" => "retry.max_backoff",
             "budget.ratio" => "retry.budget_ratio",
             "budget.window" => "retry.budget_window",

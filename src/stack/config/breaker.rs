@@ -108,7 +108,8 @@ pub(super) fn build(s: &BreakerSection) -> Result<CircuitBreakerConfig, StackErr
         (true, _) => "circuit_breaker.window",
         (false, _) => "circuit_breaker.window_calls",
     };
-    let open_period = if open.is_zero() {
+    // With the cap left at its default, a long first period is what is wrong.
+    let open_period = if open.is_zero() || s.max_open.is_none() {
         "circuit_breaker.open"
     } else {
         "circuit_breaker.max_open"
