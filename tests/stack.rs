@@ -714,30 +714,19 @@ async fn the_stacks_recovery_probe_closes_the_circuit_when_the_host_is_back() {
     use tower_optimizer::circuit_breaker::{ProbeSuccess, State, error::Open};
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let (user_calls, probes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let addr = {
+    let handler: Handler = {
         let (failing, user_calls, probes) = (failing.clone(), user_calls.clone(), probes.clone());
-        serve(
-            Protocol::H2c,
-            hyper::service::service_fn(move |req: Request<Incoming>| {
-                let counter = if req.uri().path() == "/health" {
-                    &probes
-                } else {
-                    &user_calls
-                };
-                counter.fetch_add(1, Ordering::SeqCst);
-                let status = if failing.load(Ordering::SeqCst) { 503 } else { 200 };
-                async move {
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .status(status)
-                            .body(Full::new(Bytes::new()))
-                            .unwrap(),
-                    )
-                }
-            }),
-        )
-        .await
+        Arc::new(move |req, _| {
+            let counter = if req.uri().path() == "/health" {
+                &probes
+            } else {
+                &user_calls
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            respond(if failing.load(Ordering::SeqCst) { 503 } else { 200 }, "no-store", "")
+        })
     };
+    let (addr, _) = server(handler, Arc::new(Notify::new())).await;
     let breaker = CircuitBreakerConfig::builder()
         .consecutive_failures(Some(3))
         .open_period(Duration::from_secs(2), Duration::from_secs(8), 2.0)
@@ -831,25 +820,14 @@ fn a_recovery_probe_it_cannot_send_is_an_error() {
 async fn readiness_serves_the_users_checks_the_stacks_and_the_upstreams() {
     use tower_optimizer::monitor::{CheckResult, HealthRegistry, Probe};
     let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let addr = {
+    let handler: Handler = {
         let healthy = healthy.clone();
-        serve(
-            Protocol::H2c,
-            hyper::service::service_fn(move |req: Request<Incoming>| {
-                let up = req.uri().path() == "/health" && healthy.load(Ordering::SeqCst);
-                async move {
-                    let status = if up { 200 } else { 503 };
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .status(status)
-                            .body(Full::new(Bytes::new()))
-                            .unwrap(),
-                    )
-                }
-            }),
-        )
-        .await
+        Arc::new(move |req, _| {
+            let up = req.uri().path() == "/health" && healthy.load(Ordering::SeqCst);
+            respond(if up { 200 } else { 503 }, "no-store", "")
+        })
     };
+    let (addr, _) = server(handler, Arc::new(Notify::new())).await;
     let health = HealthRegistry::new();
     health.register("disk", Probe::Readiness, Duration::from_secs(1), || async {
         CheckResult::warn("80 % full")
