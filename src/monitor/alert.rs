@@ -164,6 +164,18 @@ struct Tracked {
     last_notified: Option<Instant>,
     cleared_since: Option<Instant>,
     value: Option<f64>,
+    /// Its handlers heard it fire in this episode (so they hear it resolve).
+    told: bool,
+    /// The firing rule holding its notifications back, if one is.
+    inhibited_by: Option<String>,
+}
+
+/// While `source` fires, `targets` are not notified (see
+/// [`AlertManager::inhibit`]).
+#[derive(Debug, Clone)]
+struct Inhibition {
+    source: String,
+    targets: Vec<String>,
 }
 
 /// A synchronous alert handler.
@@ -189,6 +201,7 @@ pub type AsyncAlertHandler = Arc<dyn Fn(Alert) -> Pin<Box<dyn Future<Output = ()
 #[derive(Default)]
 pub struct AlertManager {
     tracked: Vec<Tracked>,
+    inhibitions: Vec<Inhibition>,
     handlers: Vec<AlertHandler>,
     async_handlers: Vec<AsyncAlertHandler>,
 }
@@ -210,6 +223,9 @@ pub struct AlertStatus {
     pub state: AlertState,
     /// The figure's last value.
     pub value: Option<f64>,
+    /// The firing rule that holds this one's notifications back (see
+    /// [`AlertManager::inhibit`]), if one does.
+    pub inhibited_by: Option<String>,
 }
 
 impl AlertManager {
@@ -255,7 +271,36 @@ impl AlertManager {
             last_notified: None,
             cleared_since: None,
             value: None,
+            told: false,
+            inhibited_by: None,
         });
+    }
+
+    /// While the rule `source` fires, the rules `targets` fire unheard, as
+    /// Alertmanager's inhibition mutes them: their states change as ever
+    /// and [`statuses`](Self::statuses) shows them, with `inhibited_by`,
+    /// but no handler is told of their firing until `source` stops. A
+    /// target still firing then is notified at the next evaluation; one
+    /// whose firing was told before the source fired is told when it
+    /// resolves. A rule never inhibits itself. For example, an open
+    /// circuit makes every call to its host fail: `inhibit("CircuitOpen",
+    /// ["HighErrorRate"])` pages once for it, not twice. The figures are
+    /// the whole client's, so that also holds back another host's error
+    /// rate while a circuit is open; no inhibition is set by default.
+    pub fn inhibit<I, S>(&mut self, source: &str, targets: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.inhibitions.push(Inhibition {
+            source: source.to_owned(),
+            targets: targets.into_iter().map(Into::into).collect(),
+        });
+    }
+
+    /// Whether a rule of this name is set.
+    pub fn has_rule(&self, name: &str) -> bool {
+        self.tracked.iter().any(|t| t.rule.name == name)
     }
 
     /// Calls `handler` for every notification.
@@ -281,6 +326,7 @@ impl AlertManager {
                 rule: t.rule.clone(),
                 state: t.state,
                 value: t.value,
+                inhibited_by: t.inhibited_by.clone(),
             })
             .collect()
     }
@@ -294,8 +340,8 @@ impl AlertManager {
     /// handlers and returns the notifications. A figure that is missing
     /// counts as the condition not holding.
     pub fn evaluate(&mut self, figures: &dyn Fn(&str) -> Option<f64>, now: Instant) -> Vec<Alert> {
-        let mut out = Vec::new();
-        for t in &mut self.tracked {
+        let mut candidates = Vec::new();
+        for (i, t) in self.tracked.iter_mut().enumerate() {
             let value = figures(&t.rule.figure);
             t.value = value;
             let holds = value.is_some_and(|v| t.rule.holds(v));
@@ -337,34 +383,54 @@ impl AlertManager {
                 _ => false,
             };
             if notify {
-                if t.state == AlertState::Firing {
-                    t.last_notified = Some(now);
-                }
                 let verb = if t.state == AlertState::Firing {
                     "is firing"
                 } else {
                     "resolved"
                 };
-                out.push(Alert {
-                    name: t.rule.name.clone(),
-                    severity: t.rule.severity,
-                    state: t.state,
-                    value,
-                    threshold: t.rule.threshold,
-                    summary: format!(
-                        "{} {verb}: {} = {} ({} {})",
-                        t.rule.name,
-                        t.rule.figure,
-                        value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}")),
-                        if t.rule.comparison == Comparison::Above {
-                            "above"
-                        } else {
-                            "below"
-                        },
-                        t.rule.threshold
-                    ),
-                });
+                candidates.push((
+                    i,
+                    Alert {
+                        name: t.rule.name.clone(),
+                        severity: t.rule.severity,
+                        state: t.state,
+                        value,
+                        threshold: t.rule.threshold,
+                        summary: format!(
+                            "{} {verb}: {} = {} ({} {})",
+                            t.rule.name,
+                            t.rule.figure,
+                            value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}")),
+                            if t.rule.comparison == Comparison::Above {
+                                "above"
+                            } else {
+                                "below"
+                            },
+                            t.rule.threshold
+                        ),
+                    },
+                ));
             }
+        }
+        self.mark_inhibited();
+        let mut out = Vec::with_capacity(candidates.len());
+        for (i, alert) in candidates {
+            let t = &mut self.tracked[i];
+            if alert.state == AlertState::Firing {
+                if t.inhibited_by.is_some() {
+                    // Held back; `last_notified` stays, so it is told
+                    // once the source stops firing.
+                    continue;
+                }
+                t.last_notified = Some(now);
+                t.told = true;
+            } else {
+                // A resolution only of what was told.
+                if !std::mem::take(&mut t.told) {
+                    continue;
+                }
+            }
+            out.push(alert);
         }
         for alert in &out {
             // Logged whether or not a handler is set: an alert no one
@@ -390,6 +456,35 @@ impl AlertManager {
             }
         }
         out
+    }
+}
+
+impl AlertManager {
+    /// Sets each rule's `inhibited_by` from the rules firing now.
+    fn mark_inhibited(&mut self) {
+        let firing: Vec<&str> = self
+            .tracked
+            .iter()
+            .filter(|t| t.state == AlertState::Firing)
+            .map(|t| t.rule.name.as_str())
+            .collect();
+        let held: Vec<Option<String>> = self
+            .tracked
+            .iter()
+            .map(|t| {
+                self.inhibitions
+                    .iter()
+                    .find(|i| {
+                        i.source != t.rule.name
+                            && firing.contains(&i.source.as_str())
+                            && i.targets.contains(&t.rule.name)
+                    })
+                    .map(|i| i.source.clone())
+            })
+            .collect();
+        for (t, held) in self.tracked.iter_mut().zip(held) {
+            t.inhibited_by = held;
+        }
     }
 }
 

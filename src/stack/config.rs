@@ -280,6 +280,20 @@ pub struct MonitorSection {
     /// Upstream readiness checks, `[[monitor.readiness]]` (see
     /// [`OptimizerStackBuilder::readiness_check`]).
     pub readiness: Option<Vec<ReadinessSection>>,
+    /// Inhibitions, `[[monitor.inhibit]]`: while `source` fires, `targets`
+    /// are not notified (see [`AlertManager::inhibit`](crate::monitor::AlertManager::inhibit)).
+    pub inhibit: Option<Vec<InhibitSection>>,
+}
+
+/// One `[[monitor.inhibit]]`: `{ source = "CircuitOpen", targets =
+/// ["HighErrorRate"] }`; each name a rule, built-in or of the file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitSection {
+    /// The rule whose firing holds the others back.
+    pub source: String,
+    /// The rules held back.
+    pub targets: Vec<String>,
 }
 
 /// One `[[monitor.readiness]]` check: `{ name = "api", url =
@@ -654,6 +668,31 @@ impl OptimizerConfig {
             }
             for rule in alert_rules(m.alerts.as_deref().unwrap_or_default())? {
                 settings.alerts.add_rule(rule);
+            }
+            for (i, inhibit) in m.inhibit.iter().flatten().enumerate() {
+                let field = |name: &str| format!("monitor.inhibit[{i}].{name}");
+                let unknown = |name: &String| !settings.alerts.has_rule(name);
+                if unknown(&inhibit.source) {
+                    return Err(StackError::field_error(
+                        field("source"),
+                        format!("no alert rule is named {:?}", inhibit.source),
+                    ));
+                }
+                if inhibit.targets.is_empty() {
+                    return Err(StackError::field_error(
+                        field("targets"),
+                        "name the rules it holds back",
+                    ));
+                }
+                if let Some(target) = inhibit.targets.iter().find(|t| unknown(t)) {
+                    return Err(StackError::field_error(
+                        field("targets"),
+                        format!("no alert rule is named {target:?}"),
+                    ));
+                }
+                settings
+                    .alerts
+                    .inhibit(&inhibit.source, inhibit.targets.iter().cloned());
             }
             for (i, r) in m.readiness.iter().flatten().enumerate() {
                 let timeout = duration(&format!("monitor.readiness[{i}].timeout"), r.timeout.as_ref())?;

@@ -113,3 +113,78 @@ fn async_handlers_without_a_runtime_are_reported_not_dropped_unseen() {
     let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     assert!(logged.contains("the async alert handlers did not run"), "{logged}");
 }
+
+/// Inhibition: while the source fires, a target's firing goes unheard
+/// (its state still changes); once the source stops, a target still
+/// firing is told; a resolution is told only of a firing that was.
+#[tokio::test(start_paused = true)]
+async fn a_firing_source_holds_back_its_targets() {
+    let mut m = AlertManager::new();
+    m.add_rule(AlertRule::above("CircuitOpen", "open", 0.0));
+    m.add_rule(AlertRule::above("HighErrorRate", "errors", 0.05).repeat_interval(Duration::from_secs(60)));
+    m.add_rule(AlertRule::above("Other", "other", 0.0));
+    m.inhibit("CircuitOpen", ["HighErrorRate", "CircuitOpen"]);
+    assert!(m.has_rule("HighErrorRate") && !m.has_rule("Nope"));
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    m.on_alert(move |a| log.lock().unwrap().push((a.name.clone(), a.state)));
+    let figures = |open: f64, errors: f64, other: f64| {
+        move |name: &str| match name {
+            "open" => Some(open),
+            "errors" => Some(errors),
+            _ => Some(other),
+        }
+    };
+    let names =
+        |alerts: Vec<Alert>| -> Vec<(String, AlertState)> { alerts.into_iter().map(|a| (a.name, a.state)).collect() };
+    let status = |m: &AlertManager, name: &str| m.statuses().into_iter().find(|s| s.rule.name == name).unwrap();
+    let t0 = Instant::now();
+
+    // Both fire at once: only the source is told; the target fires held back.
+    let told = names(m.evaluate(&figures(1.0, 0.5, 1.0), t0));
+    assert_eq!(
+        told,
+        [
+            ("CircuitOpen".to_owned(), AlertState::Firing),
+            ("Other".to_owned(), AlertState::Firing)
+        ],
+        "a rule does not inhibit itself, nor one it does not name"
+    );
+    let target = status(&m, "HighErrorRate");
+    assert_eq!(target.state, AlertState::Firing);
+    assert_eq!(target.inhibited_by.as_deref(), Some("CircuitOpen"));
+    assert_eq!(status(&m, "CircuitOpen").inhibited_by, None);
+    // Past its repeat interval, still held back.
+    assert!(
+        names(m.evaluate(&figures(1.0, 0.5, 1.0), at(t0, 120)))
+            .iter()
+            .all(|(n, _)| n != "HighErrorRate")
+    );
+    // The source stops; the target, still firing, is told now.
+    let told = names(m.evaluate(&figures(0.0, 0.5, 1.0), at(t0, 130)));
+    assert!(
+        told.contains(&("CircuitOpen".to_owned(), AlertState::Resolved)),
+        "{told:?}"
+    );
+    assert!(
+        told.contains(&("HighErrorRate".to_owned(), AlertState::Firing)),
+        "{told:?}"
+    );
+    assert_eq!(status(&m, "HighErrorRate").inhibited_by, None);
+    // The source fires again: the target's resolution, of a firing told,
+    // is told all the same.
+    m.evaluate(&figures(1.0, 0.5, 1.0), at(t0, 140));
+    let told = names(m.evaluate(&figures(1.0, 0.0, 1.0), at(t0, 150)));
+    assert_eq!(told, [("HighErrorRate".to_owned(), AlertState::Resolved)]);
+    // A target that fires and resolves within the source's firing is
+    // never heard of.
+    assert!(names(m.evaluate(&figures(1.0, 0.5, 1.0), at(t0, 160))).is_empty());
+    assert!(names(m.evaluate(&figures(1.0, 0.0, 1.0), at(t0, 170))).is_empty());
+    let heard = heard.lock().unwrap();
+    let target_heard: Vec<AlertState> = heard
+        .iter()
+        .filter(|(name, _)| name == "HighErrorRate")
+        .map(|(_, state)| *state)
+        .collect();
+    assert_eq!(target_heard, [AlertState::Firing, AlertState::Resolved]);
+}

@@ -52,6 +52,7 @@ fn the_shipped_example_file_builds() {
     assert_eq!(config.warm_up_parallelism, Some(8));
     assert_eq!(monitor.alerts.as_ref().map(Vec::len), Some(2));
     assert_eq!(monitor.readiness.as_ref().map(Vec::len), Some(1));
+    assert_eq!(monitor.inhibit.as_ref().map(Vec::len), Some(1));
     let builder = config.into_builder().unwrap();
     // Over the stack's own client, which its recovery probe needs.
     let (_client, optimizer) = builder.build_http2_client().unwrap();
@@ -309,6 +310,18 @@ fn errors_name_the_field() {
         ("[circuit_breaker]\nkey = \"path\"", "circuit_breaker.key"),
         ("[circuit_breaker]\nmax_keys = 0", "circuit_breaker.max_keys"),
         ("[circuit_breaker]\nidle = \"x\"", "circuit_breaker.idle"),
+        (
+            "[[monitor.inhibit]]\nsource = \"CircuitOpn\"\ntargets = [\"HighErrorRate\"]",
+            "monitor.inhibit[0].source",
+        ),
+        (
+            "[[monitor.inhibit]]\nsource = \"CircuitOpen\"\ntargets = [\"HighErrorRate\", \"Slow\"]",
+            "monitor.inhibit[0].targets",
+        ),
+        (
+            "[[monitor.inhibit]]\nsource = \"CircuitOpen\"\ntargets = []",
+            "monitor.inhibit[0].targets",
+        ),
         (
             "[[monitor.readiness]]\nname = \"api\"\nurl = \"http://api.test/health\"\ntimeout = \"soon\"",
             "monitor.readiness[0].timeout",
@@ -757,4 +770,35 @@ async fn readiness_checks_reach_the_health_registry() {
     let report = optimizer.health().report(crate::monitor::Probe::Readiness).await;
     let api = &report.checks["api"][0];
     assert_eq!(api.status, crate::monitor::HealthStatus::Fail, "{api:?}");
+}
+
+#[tokio::test]
+async fn inhibitions_reach_the_alert_manager() {
+    let optimizer = built(
+        r#"
+        [circuit_breaker]
+        [monitor]
+        default_alerts = false
+        [[monitor.alerts]]
+        name = "UpstreamDown"
+        figure = "circuit_breaker.open"
+        above = 0.0
+        [[monitor.alerts]]
+        name = "AlsoOpen"
+        figure = "circuit_breaker.open"
+        above = 0.0
+        [[monitor.inhibit]]
+        source = "UpstreamDown"
+        targets = ["AlsoOpen"]
+        "#,
+    );
+    optimizer.breakers().unwrap().force_open("http://api.test");
+    let monitor = optimizer.monitor().unwrap();
+    monitor.sample_now();
+    let statuses = monitor.snapshot().alerts;
+    let status = |name: &str| statuses.iter().find(|s| s.rule.name == name).unwrap();
+    assert_eq!(status("UpstreamDown").state, crate::monitor::AlertState::Firing);
+    assert_eq!(status("AlsoOpen").state, crate::monitor::AlertState::Firing);
+    assert_eq!(status("AlsoOpen").inhibited_by.as_deref(), Some("UpstreamDown"));
+    assert_eq!(status("UpstreamDown").inhibited_by, None);
 }
