@@ -118,7 +118,18 @@ async fn dashboard_shows_what_stats_says() {
         .stats(stats)
         .cache(cache)
         .breakers(breakers)
-        .alerts(AlertManager::with_default_rules(4.0 * 1024.0 * 1024.0 * 1024.0))
+        .alerts({
+            // A second rule on the open breaker, held back while
+            // CircuitOpen fires: the page says so.
+            let mut alerts = AlertManager::with_default_rules(4.0 * 1024.0 * 1024.0 * 1024.0);
+            alerts.add_rule(tower_optimizer::monitor::AlertRule::above(
+                "AlsoOpen",
+                "circuit_breaker.open",
+                0.0,
+            ));
+            alerts.inhibit("CircuitOpen", ["AlsoOpen"]);
+            alerts
+        })
         .build();
     // A user figure that grows by 1,000 a sample, as a counter does.
     let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -185,6 +196,12 @@ async fn dashboard_shows_what_stats_says() {
         let end = start + dom[start..].find("</tr>").unwrap();
         dom[start..end].to_owned()
     };
+    assert!(
+        row("AlsoOpen").contains("firing</span><span class=\"note\"> (held back by CircuitOpen)</span>"),
+        "{}",
+        row("AlsoOpen")
+    );
+    assert!(!row("CircuitOpen").contains("held back"), "{}", row("CircuitOpen"));
     assert!(
         row("ProcessMemoryHigh").contains("<td>4.0 GiB</td>"),
         "{}",
