@@ -28,10 +28,11 @@ pub const DEFAULT_OPEN: Duration = Duration::from_secs(10);
 /// Cap of the open period after repeated opens (and of `Retry-After`):
 /// five minutes, after which a host is worth another try regardless.
 pub const DEFAULT_MAX_OPEN: Duration = Duration::from_secs(300);
-/// Largest count window: a byte per call, so 64 KiB a breaker at most
-/// (64 MiB for a full registry of the default 1,024), and far past the
-/// hundreds of calls a rate needs to mean something.
-pub const MAX_WINDOW_CALLS: usize = 1 << 16;
+/// Largest count window: a byte per call, so a MiB a breaker at most,
+/// thousands of times the hundreds of calls a rate needs to mean
+/// something; a window of billions would fail to allocate on the
+/// breaker's first call.
+pub const MAX_WINDOW_CALLS: usize = 1 << 20;
 /// Most buckets of a time window: one a second for an hour. Each holds a
 /// few counters, and a finer window slides no better for the rates it
 /// gives.
@@ -324,7 +325,7 @@ impl CircuitBreakerConfigBuilder {
             WindowKind::Count(calls) if calls > MAX_WINDOW_CALLS => {
                 return Err(ConfigError::new(
                     "window",
-                    "a count window holds at most MAX_WINDOW_CALLS (65,536) calls",
+                    "a count window holds at most MAX_WINDOW_CALLS (1,048,576) calls",
                 ));
             }
             WindowKind::Time { length, buckets } if length.is_zero() || buckets == 0 => {
