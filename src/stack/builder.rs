@@ -75,6 +75,10 @@ impl std::error::Error for StackError {}
 pub struct MonitorSettings {
     /// Sampling period.
     pub interval: Duration,
+    /// How far back the sampler's history (the dashboard's charts, `/stats`)
+    /// goes (default [`DEFAULT_HISTORY`](crate::monitor::DEFAULT_HISTORY),
+    /// 15 minutes; at most 100,000 samples are kept whatever it says).
+    pub history: Duration,
     /// Alert rules (the defaults watch error rate, latency, breakers, cache
     /// and process memory).
     pub alerts: AlertManager,
@@ -113,6 +117,7 @@ impl Default for MonitorSettings {
     fn default() -> Self {
         MonitorSettings {
             interval: crate::monitor::DEFAULT_SAMPLE_INTERVAL,
+            history: crate::monitor::DEFAULT_HISTORY,
             alerts: AlertManager::with_default_rules(rss_alert(crate::cache::pressure::cgroup_limit())),
             prometheus: false,
             route_templates: None,
@@ -460,6 +465,7 @@ impl OptimizerStackBuilder {
                 let stats = Stats::default();
                 let mut monitor = Monitor::builder()
                     .interval(settings.interval)
+                    .history(settings.history)
                     .stats(stats.clone())
                     .alerts(settings.alerts);
                 if let Some(cache) = &self.cache {

@@ -264,6 +264,8 @@ pub struct RetrySection {
 pub struct MonitorSection {
     /// Sampling period.
     pub interval: Option<String>,
+    /// How far back the dashboard's history goes (default 15 m).
+    pub history: Option<String>,
     /// Install the Prometheus recorder (binaries only).
     pub prometheus: Option<bool>,
     /// Route templates for the `url.template` label, like `"/users/{id}"`.
@@ -658,6 +660,12 @@ impl OptimizerConfig {
                     return Err(StackError::field_error("monitor.interval", "must be longer than zero"));
                 }
                 settings.interval = d;
+            }
+            if let Some(d) = duration("monitor.history", m.history.as_ref())? {
+                if d.is_zero() {
+                    return Err(StackError::field_error("monitor.history", "must be longer than zero"));
+                }
+                settings.history = d;
             }
             settings.prometheus = m.prometheus.unwrap_or(false);
             if let Some(hosts) = m.max_server_addresses {

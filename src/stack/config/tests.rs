@@ -310,6 +310,8 @@ fn errors_name_the_field() {
         ("[circuit_breaker]\nkey = \"path\"", "circuit_breaker.key"),
         ("[circuit_breaker]\nmax_keys = 0", "circuit_breaker.max_keys"),
         ("[circuit_breaker]\nidle = \"x\"", "circuit_breaker.idle"),
+        ("[monitor]\nhistory = \"0s\"", "monitor.history"),
+        ("[monitor]\nhistory = \"a while\"", "monitor.history"),
         (
             "[[monitor.inhibit]]\nsource = \"CircuitOpn\"\ntargets = [\"HighErrorRate\"]",
             "monitor.inhibit[0].source",
@@ -801,4 +803,18 @@ async fn inhibitions_reach_the_alert_manager() {
     assert_eq!(status("AlsoOpen").state, crate::monitor::AlertState::Firing);
     assert_eq!(status("AlsoOpen").inhibited_by.as_deref(), Some("UpstreamDown"));
     assert_eq!(status("UpstreamDown").inhibited_by, None);
+}
+
+#[tokio::test]
+async fn the_monitor_keeps_the_history_the_file_asks_for() {
+    let optimizer = built("[monitor]\ninterval = \"1s\"\nhistory = \"1m\"");
+    let monitor = optimizer.monitor().unwrap();
+    for _ in 0..70 {
+        monitor.sample_now();
+    }
+    assert_eq!(
+        monitor.snapshot().history.len(),
+        60,
+        "a minute of samples a second apart"
+    );
 }
