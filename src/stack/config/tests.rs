@@ -818,3 +818,57 @@ async fn the_monitor_keeps_the_history_the_file_asks_for() {
         "a minute of samples a second apart"
     );
 }
+
+/// `examples/optimizer.toml` shows every key each section takes (set, or
+/// in a comment): the keys come from the sections' own "expected one of"
+/// lists, so a key added to a section and not to the example fails here.
+#[test]
+fn the_shipped_example_shows_every_key() {
+    let example = include_str!("../../../examples/optimizer.toml");
+    let mut missing = Vec::new();
+    let sections = [
+        "",
+        "[cache]\n",
+        "[cache.memory_pressure]\n",
+        "[circuit_breaker]\n",
+        "[retry]\n",
+        "[monitor]\n",
+        "[[monitor.alerts]]\n",
+        "[[monitor.inhibit]]\n",
+        "[[monitor.readiness]]\n",
+        "[admin]\n",
+        "[client]\n",
+        "[cache]\nttl_for = [{ unknown_key = 1 }]\n",
+    ];
+    for section in sections {
+        let text = if section.contains("unknown_key") {
+            section.to_owned()
+        } else {
+            format!("{section}unknown_key = 1\n")
+        };
+        let err = OptimizerConfig::from_toml(&text).unwrap_err().to_string();
+        // "expected one of `a`, `b`" or, for two, "expected `a` or `b`".
+        let expected = err
+            .split("unknown field `unknown_key`, expected ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{section}: {err}"));
+        let keys: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        assert!(!keys.is_empty(), "{err}");
+        for key in keys {
+            let shown = example.lines().any(|line| {
+                let line = line.trim_start_matches(['#', ' ']);
+                // A table (`[cache]`, `[[monitor.alerts]]`) or a key.
+                let table =
+                    line.starts_with('[') && line.trim_end().trim_matches(['[', ']']).rsplit('.').next() == Some(key);
+                table
+                    || line.starts_with(&format!("{key} ="))
+                    || line.contains(&format!("{{ {key} ="))
+                    || line.contains(&format!(", {key} ="))
+            });
+            if !shown {
+                missing.push(format!("{} {key}", section.lines().next().unwrap_or("")));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in examples/optimizer.toml: {missing:?}");
+}
