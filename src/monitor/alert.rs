@@ -462,6 +462,9 @@ impl AlertManager {
 impl AlertManager {
     /// Sets each rule's `inhibited_by` from the rules firing now.
     fn mark_inhibited(&mut self) {
+        if self.inhibitions.is_empty() {
+            return;
+        }
         let firing: Vec<&str> = self
             .tracked
             .iter()

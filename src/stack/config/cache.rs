@@ -134,6 +134,9 @@ fn build_cache(cache: CacheBuilder) -> Result<Cache, StackError> {
 /// `[cache.memory_pressure]` as a [`MemoryPressure`].
 fn memory_pressure(p: &PressureSection) -> Result<MemoryPressure, StackError> {
     const FIELD: &str = "cache.memory_pressure";
+    fn need<T>(field: &str, value: Option<T>) -> Result<T, StackError> {
+        value.ok_or_else(|| StackError::field_error(format!("{FIELD}.{field}"), "missing: give both watermarks"))
+    }
     let fractions = p.high_fraction.is_some() || p.low_fraction.is_some();
     let sizes = p.high_mb.is_some() || p.low_mb.is_some();
     let source = choice(
@@ -145,9 +148,6 @@ fn memory_pressure(p: &PressureSection) -> Result<MemoryPressure, StackError> {
             [("process", MemorySource::ProcessRss), ("cgroup", MemorySource::Cgroup)]
         },
     )?;
-    let needs = |field: &str, value: Option<()>| {
-        value.ok_or_else(|| StackError::field_error(format!("{FIELD}.{field}"), "missing: give both watermarks"))
-    };
     let pressure = match (sizes, fractions) {
         (true, true) => {
             return Err(StackError::field_error(
@@ -162,21 +162,20 @@ fn memory_pressure(p: &PressureSection) -> Result<MemoryPressure, StackError> {
             ));
         }
         (true, false) => {
-            needs("high_mb", p.high_mb.map(drop))?;
-            needs("low_mb", p.low_mb.map(drop))?;
-            let bytes = |mb: Option<u64>| mb.unwrap_or_default().saturating_mul(1 << 20);
-            MemoryPressure::new(source, bytes(p.high_mb), bytes(p.low_mb))
+            let (high, low) = (need("high_mb", p.high_mb)?, need("low_mb", p.low_mb)?);
+            MemoryPressure::new(source, high.saturating_mul(1 << 20), low.saturating_mul(1 << 20))
         }
         (false, true) => {
-            needs("high_fraction", p.high_fraction.map(drop))?;
-            needs("low_fraction", p.low_fraction.map(drop))?;
+            let (high, low) = (
+                need("high_fraction", p.high_fraction)?,
+                need("low_fraction", p.low_fraction)?,
+            );
             if !matches!(source, MemorySource::Cgroup) {
                 return Err(StackError::field_error(
                     format!("{FIELD}.source"),
                     "fractions are of the cgroup's limit: use source = \"cgroup\" or watermarks in MiB",
                 ));
             }
-            let (high, low) = (p.high_fraction.unwrap_or_default(), p.low_fraction.unwrap_or_default());
             for (field, value) in [("high_fraction", high), ("low_fraction", low)] {
                 if !(value > 0.0 && value <= 1.0) {
                     return Err(StackError::field_error(
