@@ -392,13 +392,7 @@ impl OptimizerStackBuilder {
             .warm_up
             .iter()
             .enumerate()
-            .map(|(i, url)| match url.parse::<Uri>() {
-                Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => Ok(uri),
-                _ => Err(StackError::new(
-                    format!("warm_up[{i}]"),
-                    format!("{url:?} is not an absolute URL"),
-                )),
-            })
+            .map(|(i, url)| absolute_url(&format!("warm_up[{i}]"), url))
             .collect::<Result<Vec<_>, _>>()?;
         let secondary = match &self.secondary {
             None => None,
@@ -626,6 +620,15 @@ impl OptimizerStackBuilder {
     }
 }
 
+/// `url` parsed, if it names a scheme and a host; else an error naming
+/// `field`.
+fn absolute_url(field: &str, url: &str) -> Result<Uri, StackError> {
+    match url.parse::<Uri>() {
+        Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => Ok(uri),
+        _ => Err(StackError::new(field, format!("{url:?} is not an absolute URL"))),
+    }
+}
+
 /// The `readiness_check`s asked for, each checked: a name, an absolute
 /// URL, a timeout.
 fn readiness_checks(checks: &[(String, String, Duration)]) -> Result<Vec<(String, Uri, Duration)>, StackError> {
@@ -640,10 +643,7 @@ fn readiness_checks(checks: &[(String, String, Duration)]) -> Result<Vec<(String
             if timeout.is_zero() {
                 return Err(StackError::new(field, "the timeout must be greater than zero"));
             }
-            match url.parse::<Uri>() {
-                Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => Ok((name.clone(), uri, *timeout)),
-                _ => Err(StackError::new(field, format!("{url:?} is not an absolute URL"))),
-            }
+            Ok((name.clone(), absolute_url(&field, url)?, *timeout))
         })
         .collect()
 }

@@ -16,6 +16,12 @@ use crate::circuit_breaker::{CircuitBreakerConfig, KeyBy, ProbeSuccess, http_pro
 /// still warming up without waiting on one that is gone for long.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whether `path` can follow a breaker's key in the probe's URL: an
+/// absolute path, with a query if it likes (`/health`, `/ping?deep=1`).
+pub(crate) fn is_path(path: &str) -> bool {
+    path.starts_with('/') && path.parse::<http::uri::PathAndQuery>().is_ok()
+}
+
 /// What `OptimizerStackBuilder::recovery_probe` asked for.
 #[derive(Debug, Clone)]
 pub(crate) struct ProbeSettings {
@@ -45,8 +51,7 @@ impl ProbeSettings {
                 "needs breakers keyed by scheme and authority (the default key)",
             ));
         }
-        let path_ok = self.path.starts_with('/') && self.path.parse::<http::uri::PathAndQuery>().is_ok();
-        if !path_ok {
+        if !is_path(&self.path) {
             return Err(StackError::field_error(
                 FIELD,
                 format!("{:?} is not a path (like \"/health\")", self.path),

@@ -153,7 +153,7 @@ pub(super) fn probe(s: &BreakerSection) -> Result<Option<(&str, Duration, ProbeS
         }
         return Ok(None);
     };
-    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+    if !super::super::probe::is_path(path) {
         return Err(StackError::field_error(
             "circuit_breaker.probe_path",
             format!("{path:?} is not a path (like \"/health\")"),
