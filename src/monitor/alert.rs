@@ -3,6 +3,10 @@
 //! (hysteresis), a repeat interval (cooldown between re-notifications) and a
 //! resolve notification.
 //!
+//! A rule watches the whole client or, one alert per host, each host; an
+//! inhibition mutes some rules while another fires, for any host or only
+//! the same one (Alertmanager's `equal`).
+//!
 //! Pure logic: [`AlertManager::evaluate`] takes the figures and `now`; the
 //! sampler calls it on its schedule.
 
@@ -15,115 +19,20 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How a figure is compared with the threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Comparison {
-    /// Fires when the figure is above the threshold.
-    Above,
-    /// Fires when the figure is below the threshold.
-    Below,
-}
+use super::figures::FigureSource;
 
-/// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Worth a look.
-    Warning,
-    /// Act now.
-    Critical,
-}
+mod inhibit;
+mod rule;
 
-/// A rule over one named figure.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AlertRule {
-    /// The alert's name.
-    pub name: String,
-    /// The figure it watches (see [`FigureSet`](super::FigureSet)).
-    pub figure: String,
-    /// How the figure is compared.
-    pub comparison: Comparison,
-    /// The threshold.
-    pub threshold: f64,
-    /// How long the condition must hold before the alert fires (in JSON,
-    /// `for_seconds`).
-    #[serde(rename = "for_seconds", serialize_with = "crate::json::seconds")]
-    pub for_: Duration,
-    /// How long a firing alert keeps firing after the condition clears (in
-    /// JSON, `keep_firing_for_seconds`).
-    #[serde(rename = "keep_firing_for_seconds", serialize_with = "crate::json::seconds")]
-    pub keep_firing_for: Duration,
-    /// Least time between two notifications of a firing alert (in JSON,
-    /// `repeat_interval_seconds`).
-    #[serde(rename = "repeat_interval_seconds", serialize_with = "crate::json::seconds")]
-    pub repeat_interval: Duration,
-    /// Severity.
-    pub severity: Severity,
-}
+use inhibit::{Inhibition, Match};
+pub use rule::{AlertRule, Comparison, DEFAULT_REPEAT_INTERVAL, Scope, Severity};
 
-/// Default cooldown: re-notify a still-firing alert at most every 4 hours,
-/// Alertmanager's default `repeat_interval`.
-pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
-
-impl AlertRule {
-    /// Fires when `figure` is above `threshold` (for one sample, no hysteresis).
-    pub fn above(name: &str, figure: &str, threshold: f64) -> Self {
-        AlertRule {
-            name: name.to_owned(),
-            figure: figure.to_owned(),
-            comparison: Comparison::Above,
-            threshold,
-            for_: Duration::ZERO,
-            keep_firing_for: Duration::ZERO,
-            repeat_interval: DEFAULT_REPEAT_INTERVAL,
-            severity: Severity::Warning,
-        }
-    }
-
-    /// Fires when `figure` is below `threshold`.
-    pub fn below(name: &str, figure: &str, threshold: f64) -> Self {
-        AlertRule {
-            comparison: Comparison::Below,
-            ..AlertRule::above(name, figure, threshold)
-        }
-    }
-
-    /// Pending for this long before firing.
-    #[must_use]
-    pub fn for_duration(mut self, d: Duration) -> Self {
-        self.for_ = d;
-        self
-    }
-
-    /// Keeps firing this long after the condition clears.
-    #[must_use]
-    pub fn keep_firing_for(mut self, d: Duration) -> Self {
-        self.keep_firing_for = d;
-        self
-    }
-
-    /// Least time between re-notifications while firing.
-    #[must_use]
-    pub fn repeat_interval(mut self, d: Duration) -> Self {
-        self.repeat_interval = d;
-        self
-    }
-
-    /// Severity.
-    #[must_use]
-    pub fn severity(mut self, severity: Severity) -> Self {
-        self.severity = severity;
-        self
-    }
-
-    fn holds(&self, value: f64) -> bool {
-        match self.comparison {
-            Comparison::Above => value > self.threshold,
-            Comparison::Below => value < self.threshold,
-        }
-    }
-}
+/// Most hosts one per-host rule tracks at once. The hosts come from the
+/// statistics (64 by default) and the breaker registry, both bounded; this
+/// bounds a rule's memory whatever a [`FigureSource`] lists. A host past
+/// it is not watched until another host's alert is forgotten (an inactive
+/// alert whose host the figures no longer list).
+pub const MAX_ALERT_HOSTS: usize = 256;
 
 /// Where an alert stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -144,6 +53,9 @@ pub enum AlertState {
 pub struct Alert {
     /// The rule's name.
     pub name: String,
+    /// The host (`host:port`) of a per-host rule's alert; `None` for a
+    /// rule over the whole client.
+    pub host: Option<String>,
     /// Its severity.
     pub severity: Severity,
     /// `Firing` (first or repeated) or `Resolved`.
@@ -156,9 +68,18 @@ pub struct Alert {
     pub summary: String,
 }
 
+/// A rule and its alerts: one for a rule over the whole client, one per
+/// host seen for a per-host rule.
 #[derive(Debug, Clone)]
 struct Tracked {
     rule: AlertRule,
+    alerts: Vec<Instance>,
+}
+
+/// One alert's standing.
+#[derive(Debug, Clone)]
+struct Instance {
+    host: Option<String>,
     state: AlertState,
     since: Instant,
     last_notified: Option<Instant>,
@@ -170,12 +91,103 @@ struct Tracked {
     inhibited_by: Option<String>,
 }
 
-/// While `source` fires, `targets` are not notified (see
-/// [`AlertManager::inhibit`]).
-#[derive(Debug, Clone)]
-struct Inhibition {
-    source: String,
-    targets: Vec<String>,
+impl Instance {
+    fn new(host: Option<String>) -> Self {
+        Instance {
+            host,
+            state: AlertState::Inactive,
+            since: Instant::now(),
+            last_notified: None,
+            cleared_since: None,
+            value: None,
+            told: false,
+            inhibited_by: None,
+        }
+    }
+
+    /// Moves it on by one evaluation; `true` when that is worth a
+    /// notification (a firing, first or past the repeat interval, or a
+    /// resolution).
+    fn step(&mut self, rule: &AlertRule, value: Option<f64>, now: Instant) -> bool {
+        self.value = value;
+        let holds = value.is_some_and(|v| rule.holds(v));
+        match (self.state, holds) {
+            (AlertState::Inactive | AlertState::Resolved, true) => {
+                self.since = now;
+                self.cleared_since = None;
+                if rule.for_.is_zero() {
+                    self.state = AlertState::Firing;
+                    true
+                } else {
+                    self.state = AlertState::Pending;
+                    false
+                }
+            }
+            (AlertState::Pending, true) if now.saturating_duration_since(self.since) >= rule.for_ => {
+                self.state = AlertState::Firing;
+                true
+            }
+            (AlertState::Pending, false) => {
+                self.state = AlertState::Inactive;
+                false
+            }
+            (AlertState::Firing, true) => {
+                self.cleared_since = None;
+                self.last_notified
+                    .is_none_or(|at| now.saturating_duration_since(at) >= rule.repeat_interval)
+            }
+            (AlertState::Firing, false) => {
+                let cleared = *self.cleared_since.get_or_insert(now);
+                if now.saturating_duration_since(cleared) >= rule.keep_firing_for {
+                    self.state = AlertState::Resolved;
+                    self.last_notified = None;
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        }
+    }
+
+    fn alert(&self, rule: &AlertRule) -> Alert {
+        let verb = if self.state == AlertState::Firing {
+            "is firing"
+        } else {
+            "resolved"
+        };
+        let host = self.host.as_ref().map_or_else(String::new, |h| format!(" for {h}"));
+        Alert {
+            name: rule.name.clone(),
+            host: self.host.clone(),
+            severity: rule.severity,
+            state: self.state,
+            value: self.value,
+            threshold: rule.threshold,
+            summary: format!(
+                "{} {verb}{host}: {} = {} ({} {})",
+                rule.name,
+                rule.figure,
+                self.value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}")),
+                if rule.comparison == Comparison::Above {
+                    "above"
+                } else {
+                    "below"
+                },
+                rule.threshold
+            ),
+        }
+    }
+
+    fn status(&self, rule: &AlertRule) -> AlertStatus {
+        AlertStatus {
+            rule: rule.clone(),
+            host: self.host.clone(),
+            state: self.state,
+            value: self.value,
+            inhibited_by: self.inhibited_by.clone(),
+        }
+    }
 }
 
 /// A synchronous alert handler.
@@ -188,7 +200,7 @@ pub type AsyncAlertHandler = Arc<dyn Fn(Alert) -> Pin<Box<dyn Future<Output = ()
 /// ```
 /// use std::time::Duration;
 /// use tokio::time::Instant;
-/// use tower_optimizer::monitor::{AlertManager, AlertRule, AlertState};
+/// use tower_optimizer::monitor::{AlertManager, AlertRule, AlertState, FigureSet};
 ///
 /// let mut alerts = AlertManager::new();
 /// alerts.add_rule(AlertRule::above("errors", "http.error_rate", 0.05).for_duration(Duration::from_secs(60)));
@@ -197,6 +209,15 @@ pub type AsyncAlertHandler = Arc<dyn Fn(Alert) -> Pin<Box<dyn Future<Output = ()
 /// assert!(alerts.evaluate(&high, t0).is_empty(), "pending first");
 /// let fired = alerts.evaluate(&high, t0 + Duration::from_secs(60));
 /// assert_eq!(fired[0].state, AlertState::Firing);
+///
+/// // Per host: one host failing fires for that host alone.
+/// alerts.add_rule(AlertRule::above("HostErrors", "http.error_rate", 0.5).per_host());
+/// let figures = FigureSet::new()
+///     .with_host("a.test:443", "http.error_rate", 1.0)
+///     .with_host("b.test:443", "http.error_rate", 0.0);
+/// let fired = alerts.evaluate_figures(&figures, t0 + Duration::from_secs(70));
+/// assert_eq!(fired.len(), 1);
+/// assert_eq!(fired[0].host.as_deref(), Some("a.test:443"));
 /// ```
 #[derive(Default)]
 pub struct AlertManager {
@@ -214,11 +235,14 @@ impl fmt::Debug for AlertManager {
     }
 }
 
-/// One rule's current standing, for `/alerts` and the dashboard.
+/// One alert's current standing, for `/alerts` and the dashboard.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AlertStatus {
     /// The rule.
     pub rule: AlertRule,
+    /// The host of a per-host rule's alert; `None` for a rule over the
+    /// whole client, and for a per-host rule that has seen no host yet.
+    pub host: Option<String>,
     /// Its state.
     pub state: AlertState,
     /// The figure's last value.
@@ -264,16 +288,12 @@ impl AlertManager {
     /// Adds a rule (replacing one of the same name).
     pub fn add_rule(&mut self, rule: AlertRule) {
         self.tracked.retain(|t| t.rule.name != rule.name);
-        self.tracked.push(Tracked {
-            rule,
-            state: AlertState::Inactive,
-            since: Instant::now(),
-            last_notified: None,
-            cleared_since: None,
-            value: None,
-            told: false,
-            inhibited_by: None,
-        });
+        let alerts = match rule.scope {
+            Scope::Overall => vec![Instance::new(None)],
+            // Made as the figures name hosts.
+            Scope::PerHost => Vec::new(),
+        };
+        self.tracked.push(Tracked { rule, alerts });
     }
 
     /// While the rule `source` fires, the rules `targets` fire unheard, as
@@ -284,23 +304,43 @@ impl AlertManager {
     /// whose firing was told before the source fired is told when it
     /// resolves. A rule never inhibits itself. For example, an open
     /// circuit makes every call to its host fail: `inhibit("CircuitOpen",
-    /// ["HighErrorRate"])` pages once for it, not twice. The figures are
-    /// the whole client's, so that also holds back another host's error
-    /// rate while a circuit is open; no inhibition is set by default.
+    /// ["HighErrorRate"])` pages once for it, not twice. The source's
+    /// firing for any host holds back every alert of the targets; to hold
+    /// back only the same host's, see
+    /// [`inhibit_same_host`](Self::inhibit_same_host). No inhibition is
+    /// set by default.
     pub fn inhibit<I, S>(&mut self, source: &str, targets: I)
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.inhibitions.push(Inhibition {
-            source: source.to_owned(),
-            targets: targets.into_iter().map(Into::into).collect(),
-        });
+        self.inhibitions.push(Inhibition::new(source, targets, Match::Any));
+    }
+
+    /// As [`inhibit`](Self::inhibit), but the source firing for a host
+    /// holds back only the targets' alerts for that host (Alertmanager's
+    /// `equal: [server_address]`); a rule over the whole client counts as
+    /// a host of its own, so it holds back, and is held back by, only
+    /// rules over the whole client. With per-host rules,
+    /// `inhibit_same_host("CircuitOpen", ["HighErrorRate"])` keeps a
+    /// host's open circuit from paging twice, while another host's error
+    /// rate still pages.
+    pub fn inhibit_same_host<I, S>(&mut self, source: &str, targets: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.inhibitions.push(Inhibition::new(source, targets, Match::SameHost));
     }
 
     /// Whether a rule of this name is set.
     pub fn has_rule(&self, name: &str) -> bool {
         self.tracked.iter().any(|t| t.rule.name == name)
+    }
+
+    /// The rule of this name, if one is set.
+    pub fn rule(&self, name: &str) -> Option<&AlertRule> {
+        self.tracked.iter().map(|t| &t.rule).find(|r| r.name == name)
     }
 
     /// Calls `handler` for every notification.
@@ -318,127 +358,107 @@ impl AlertManager {
             .push(Arc::new(move |alert| Box::pin(handler(alert))));
     }
 
-    /// Every rule with its state.
+    /// Every alert with its state: one per rule over the whole client, one
+    /// per host for a per-host rule (a per-host rule that has seen no host
+    /// shows once, inactive, with no host).
     pub fn statuses(&self) -> Vec<AlertStatus> {
+        let mut out = Vec::with_capacity(self.tracked.len());
+        for t in &self.tracked {
+            if t.alerts.is_empty() {
+                out.push(Instance::new(None).status(&t.rule));
+            }
+            out.extend(t.alerts.iter().map(|a| a.status(&t.rule)));
+        }
+        out
+    }
+
+    /// Alerts firing now (a per-host rule counts once per host).
+    pub fn firing(&self) -> usize {
         self.tracked
             .iter()
-            .map(|t| AlertStatus {
-                rule: t.rule.clone(),
-                state: t.state,
-                value: t.value,
-                inhibited_by: t.inhibited_by.clone(),
-            })
-            .collect()
+            .flat_map(|t| &t.alerts)
+            .filter(|a| a.state == AlertState::Firing)
+            .count()
     }
 
-    /// Alerts firing now.
-    pub fn firing(&self) -> usize {
-        self.tracked.iter().filter(|t| t.state == AlertState::Firing).count()
-    }
-
-    /// Evaluates every rule against `figures` at `now`; notifies the
-    /// handlers and returns the notifications. A figure that is missing
-    /// counts as the condition not holding.
+    /// Evaluates every rule against the whole client's figures at `now`;
+    /// notifies the handlers and returns the notifications. A figure that
+    /// is missing counts as the condition not holding. Per-host rules see
+    /// no host here: see [`evaluate_figures`](Self::evaluate_figures).
     pub fn evaluate(&mut self, figures: &dyn Fn(&str) -> Option<f64>, now: Instant) -> Vec<Alert> {
+        self.evaluate_figures(figures, now)
+    }
+
+    /// As [`evaluate`](Self::evaluate), over figures that may be per host
+    /// too, such as a [`FigureSet`](super::FigureSet) (what the
+    /// [`Monitor`](super::Monitor)'s sampler passes).
+    pub fn evaluate_figures<F: FigureSource + ?Sized>(&mut self, figures: &F, now: Instant) -> Vec<Alert> {
+        let hosts = figures.hosts();
         let mut candidates = Vec::new();
         for (i, t) in self.tracked.iter_mut().enumerate() {
-            let value = figures(&t.rule.figure);
-            t.value = value;
-            let holds = value.is_some_and(|v| t.rule.holds(v));
-            let notify = match (t.state, holds) {
-                (AlertState::Inactive | AlertState::Resolved, true) => {
-                    t.since = now;
-                    t.cleared_since = None;
-                    if t.rule.for_.is_zero() {
-                        t.state = AlertState::Firing;
-                        true
-                    } else {
-                        t.state = AlertState::Pending;
-                        false
+            if t.rule.scope == Scope::PerHost {
+                for host in &hosts {
+                    if t.alerts.len() < MAX_ALERT_HOSTS && !t.alerts.iter().any(|a| a.host.as_deref() == Some(*host)) {
+                        t.alerts.push(Instance::new(Some((*host).to_owned())));
                     }
                 }
-                (AlertState::Pending, true) if now.saturating_duration_since(t.since) >= t.rule.for_ => {
-                    t.state = AlertState::Firing;
-                    true
-                }
-                (AlertState::Pending, false) => {
-                    t.state = AlertState::Inactive;
-                    false
-                }
-                (AlertState::Firing, true) => {
-                    t.cleared_since = None;
-                    t.last_notified
-                        .is_none_or(|at| now.saturating_duration_since(at) >= t.rule.repeat_interval)
-                }
-                (AlertState::Firing, false) => {
-                    let cleared = *t.cleared_since.get_or_insert(now);
-                    if now.saturating_duration_since(cleared) >= t.rule.keep_firing_for {
-                        t.state = AlertState::Resolved;
-                        t.last_notified = None;
-                        true
-                    } else {
-                        false
-                    }
-                }
-                _ => false,
-            };
-            if notify {
-                let verb = if t.state == AlertState::Firing {
-                    "is firing"
-                } else {
-                    "resolved"
+            }
+            for (j, alert) in t.alerts.iter_mut().enumerate() {
+                let value = match &alert.host {
+                    None => figures.figure(&t.rule.figure),
+                    Some(host) => figures.host_figure(&t.rule.figure, host),
                 };
-                candidates.push((
-                    i,
-                    Alert {
-                        name: t.rule.name.clone(),
-                        severity: t.rule.severity,
-                        state: t.state,
-                        value,
-                        threshold: t.rule.threshold,
-                        summary: format!(
-                            "{} {verb}: {} = {} ({} {})",
-                            t.rule.name,
-                            t.rule.figure,
-                            value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}")),
-                            if t.rule.comparison == Comparison::Above {
-                                "above"
-                            } else {
-                                "below"
-                            },
-                            t.rule.threshold
-                        ),
-                    },
-                ));
+                if alert.step(&t.rule, value, now) {
+                    candidates.push((i, j));
+                }
             }
         }
         self.mark_inhibited();
         let mut out = Vec::with_capacity(candidates.len());
-        for (i, alert) in candidates {
+        for (i, j) in candidates {
             let t = &mut self.tracked[i];
-            if alert.state == AlertState::Firing {
-                if t.inhibited_by.is_some() {
+            let a = &mut t.alerts[j];
+            if a.state == AlertState::Firing {
+                if a.inhibited_by.is_some() {
                     // Held back; `last_notified` stays, so it is told
                     // once the source stops firing.
                     continue;
                 }
-                t.last_notified = Some(now);
-                t.told = true;
-            } else {
+                a.last_notified = Some(now);
+                a.told = true;
+            } else if !std::mem::take(&mut a.told) {
                 // A resolution only of what was told.
-                if !std::mem::take(&mut t.told) {
-                    continue;
-                }
+                continue;
             }
-            out.push(alert);
+            out.push(a.alert(&t.rule));
         }
-        for alert in &out {
+        self.forget_hosts_gone(&hosts);
+        self.notify(&out);
+        out
+    }
+
+    /// Drops a per-host rule's alerts that stand for nothing now: quiet
+    /// (inactive, or resolved and told so) and for a host the figures no
+    /// longer list. A host that comes back starts afresh.
+    fn forget_hosts_gone(&mut self, hosts: &[&str]) {
+        for t in &mut self.tracked {
+            if t.rule.scope == Scope::PerHost {
+                t.alerts.retain(|a| {
+                    let quiet = matches!(a.state, AlertState::Inactive | AlertState::Resolved) && !a.told;
+                    !quiet || a.host.as_deref().is_some_and(|h| hosts.contains(&h))
+                });
+            }
+        }
+    }
+
+    fn notify(&self, alerts: &[Alert]) {
+        for alert in alerts {
             // Logged whether or not a handler is set: an alert no one
             // hears of helps no one.
             if alert.state == AlertState::Firing {
-                tracing::warn!(alert = %alert.name, severity = ?alert.severity, "{}", alert.summary);
+                tracing::warn!(alert = %alert.name, host = alert.host.as_deref(), severity = ?alert.severity, "{}", alert.summary);
             } else {
-                tracing::info!(alert = %alert.name, "{}", alert.summary);
+                tracing::info!(alert = %alert.name, host = alert.host.as_deref(), "{}", alert.summary);
             }
             for handler in &self.handlers {
                 crate::util::guarded("alert handler", || handler(alert));
@@ -454,39 +474,6 @@ impl AlertManager {
                     tracing::warn!(alert = %alert.name, "no Tokio runtime here: the async alert handlers did not run");
                 }
             }
-        }
-        out
-    }
-}
-
-impl AlertManager {
-    /// Sets each rule's `inhibited_by` from the rules firing now.
-    fn mark_inhibited(&mut self) {
-        if self.inhibitions.is_empty() {
-            return;
-        }
-        let firing: Vec<&str> = self
-            .tracked
-            .iter()
-            .filter(|t| t.state == AlertState::Firing)
-            .map(|t| t.rule.name.as_str())
-            .collect();
-        let held: Vec<Option<String>> = self
-            .tracked
-            .iter()
-            .map(|t| {
-                self.inhibitions
-                    .iter()
-                    .find(|i| {
-                        i.source != t.rule.name
-                            && firing.contains(&i.source.as_str())
-                            && i.targets.contains(&t.rule.name)
-                    })
-                    .map(|i| i.source.clone())
-            })
-            .collect();
-        for (t, held) in self.tracked.iter_mut().zip(held) {
-            t.inhibited_by = held;
         }
     }
 }

@@ -50,10 +50,10 @@ pub use admin::{
 };
 pub use alert::{
     Alert, AlertHandler, AlertManager, AlertRule, AlertState, AlertStatus, AsyncAlertHandler, Comparison,
-    DEFAULT_REPEAT_INTERVAL, Figures, Severity,
+    DEFAULT_REPEAT_INTERVAL, Figures, MAX_ALERT_HOSTS, Scope, Severity,
 };
 pub use body::MetricsBody;
-pub use figures::{FIGURES, FigureSet, resident_memory};
+pub use figures::{FIGURES, FigureSet, FigureSource, HOST_FIGURES, resident_memory};
 pub use handles::{
     ACTIVE_REQUESTS, DEFAULT_MAX_SERVER_ADDRESSES, OTHER_SERVER_ADDRESS, REQUEST_DURATION, RESPONSE_BODY_SIZE,
 };

@@ -383,10 +383,9 @@ impl Monitor {
         if let Some(cpu) = cpu {
             figures = figures.with("process.cpu_percent", cpu);
         }
-        let figures = figures.into_map();
         let alerts_firing = {
             let mut alerts = inner.alerts.lock().unwrap_or_else(PoisonError::into_inner);
-            alerts.evaluate(&|name| figures.get(name).copied(), now);
+            alerts.evaluate_figures(&figures, now);
             alerts.firing()
         };
         let sample = Sample {

@@ -188,3 +188,136 @@ async fn a_firing_source_holds_back_its_targets() {
         .collect();
     assert_eq!(target_heard, [AlertState::Firing, AlertState::Resolved]);
 }
+
+/// A per-host rule: one alert per host the figures name, each with its own
+/// state; a host gone quiet from the figures is forgotten, one still
+/// firing is kept until it resolves.
+#[tokio::test(start_paused = true)]
+async fn a_per_host_rule_alerts_for_each_host_alone() {
+    use crate::monitor::FigureSet;
+    let mut m = AlertManager::new();
+    m.add_rule(
+        AlertRule::above("HostErrors", "http.error_rate", 0.5)
+            .per_host()
+            .keep_firing_for(Duration::from_secs(10)),
+    );
+    // Seen before any host: listed once, inactive, with no host.
+    let statuses = m.statuses();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(
+        (statuses[0].host.as_deref(), statuses[0].state),
+        (None, AlertState::Inactive)
+    );
+    let t0 = Instant::now();
+    let set = |a: f64, b: Option<f64>| {
+        let set = FigureSet::new()
+            .with("http.error_rate", 0.9)
+            .with_host("a.test:443", "http.error_rate", a);
+        match b {
+            Some(b) => set.with_host("b.test:443", "http.error_rate", b),
+            None => set,
+        }
+    };
+    let hosts = |alerts: &[Alert]| -> Vec<(Option<String>, AlertState)> {
+        alerts.iter().map(|a| (a.host.clone(), a.state)).collect()
+    };
+    let fired = m.evaluate_figures(&set(0.9, Some(0.1)), t0);
+    assert_eq!(hosts(&fired), [(Some("a.test:443".to_owned()), AlertState::Firing)]);
+    assert!(fired[0].summary.contains("for a.test:443"), "{}", fired[0].summary);
+    assert_eq!(m.firing(), 1);
+    let statuses = m.statuses();
+    assert_eq!(statuses.len(), 2, "one per host: {statuses:?}");
+    // The whole client's figure (0.9) is not a per-host rule's.
+    assert!(m.evaluate(&|_: &str| Some(0.9), at(t0, 1)).is_empty());
+    assert_eq!(
+        m.firing(),
+        1,
+        "a host missing from the figures keeps firing for keep_firing_for"
+    );
+    // b fires too; a still fires and is not told again (repeat interval).
+    let fired = m.evaluate_figures(&set(0.9, Some(0.8)), at(t0, 2));
+    assert_eq!(hosts(&fired), [(Some("b.test:443".to_owned()), AlertState::Firing)]);
+    // b leaves the figures: it resolves after keep_firing_for, is told so,
+    // and then is forgotten.
+    assert!(m.evaluate_figures(&set(0.9, None), at(t0, 5)).is_empty());
+    let told = m.evaluate_figures(&set(0.9, None), at(t0, 15));
+    assert_eq!(hosts(&told), [(Some("b.test:443".to_owned()), AlertState::Resolved)]);
+    let statuses = m.statuses();
+    assert_eq!(
+        statuses.iter().map(|s| s.host.as_deref()).collect::<Vec<_>>(),
+        [Some("a.test:443")],
+        "b forgotten"
+    );
+    // Back again, it starts afresh.
+    let fired = m.evaluate_figures(&set(0.9, Some(0.8)), at(t0, 16));
+    assert_eq!(hosts(&fired), [(Some("b.test:443".to_owned()), AlertState::Firing)]);
+}
+
+/// However many hosts the figures name, a rule tracks at most
+/// `MAX_ALERT_HOSTS`.
+#[tokio::test(start_paused = true)]
+async fn a_per_host_rule_tracks_a_bounded_number_of_hosts() {
+    use crate::monitor::FigureSet;
+    let mut m = AlertManager::new();
+    m.add_rule(AlertRule::above("HostErrors", "http.error_rate", 0.5).per_host());
+    let mut set = FigureSet::new();
+    for i in 0..MAX_ALERT_HOSTS + 10 {
+        set = set.with_host(&format!("h{i}.test:80"), "http.error_rate", 1.0);
+    }
+    let fired = m.evaluate_figures(&set, Instant::now());
+    assert_eq!(fired.len(), MAX_ALERT_HOSTS);
+    assert_eq!(m.statuses().len(), MAX_ALERT_HOSTS);
+}
+
+/// `inhibit_same_host` holds back only the same host's alerts; `inhibit`
+/// holds back every host's.
+#[tokio::test(start_paused = true)]
+async fn a_same_host_inhibition_holds_back_only_that_host() {
+    use crate::monitor::FigureSet;
+    let rules = |m: &mut AlertManager| {
+        m.add_rule(AlertRule::above("CircuitOpen", "circuit_breaker.open", 0.0).per_host());
+        m.add_rule(AlertRule::above("HighErrorRate", "http.error_rate", 0.5).per_host());
+        m.add_rule(AlertRule::above("OverallErrors", "http.error_rate", 0.5));
+    };
+    // a's circuit is open and a fails; b fails with its circuit closed.
+    let figures = FigureSet::new()
+        .with("http.error_rate", 0.9)
+        .with_host("a.test:443", "circuit_breaker.open", 1.0)
+        .with_host("a.test:443", "http.error_rate", 1.0)
+        .with_host("b.test:443", "circuit_breaker.open", 0.0)
+        .with_host("b.test:443", "http.error_rate", 0.8);
+    let told = |alerts: Vec<Alert>| -> Vec<(String, Option<String>)> {
+        let mut told: Vec<_> = alerts.into_iter().map(|a| (a.name, a.host)).collect();
+        told.sort();
+        told
+    };
+    let host = |h: &str| Some(h.to_owned());
+
+    let mut same = AlertManager::new();
+    rules(&mut same);
+    same.inhibit_same_host("CircuitOpen", ["HighErrorRate", "OverallErrors"]);
+    assert_eq!(
+        told(same.evaluate_figures(&figures, Instant::now())),
+        [
+            ("CircuitOpen".to_owned(), host("a.test:443")),
+            ("HighErrorRate".to_owned(), host("b.test:443")),
+            // No host matches only no host.
+            ("OverallErrors".to_owned(), None),
+        ]
+    );
+    let held: Vec<_> = same
+        .statuses()
+        .into_iter()
+        .filter(|s| s.inhibited_by.is_some())
+        .map(|s| (s.rule.name, s.host))
+        .collect();
+    assert_eq!(held, [("HighErrorRate".to_owned(), host("a.test:443"))]);
+
+    let mut any = AlertManager::new();
+    rules(&mut any);
+    any.inhibit("CircuitOpen", ["HighErrorRate", "OverallErrors"]);
+    assert_eq!(
+        told(any.evaluate_figures(&figures, Instant::now())),
+        [("CircuitOpen".to_owned(), host("a.test:443"))]
+    );
+}
