@@ -128,6 +128,10 @@ async fn dashboard_shows_what_stats_says() {
                 0.0,
             ));
             alerts.inhibit("CircuitOpen", ["AlsoOpen"]);
+            // One alert per host: the open breaker's host fires, named.
+            alerts.add_rule(
+                tower_optimizer::monitor::AlertRule::above("HostOpen", "circuit_breaker.open", 0.0).per_host(),
+            );
             alerts
         })
         .build();
@@ -202,6 +206,33 @@ async fn dashboard_shows_what_stats_says() {
         row("AlsoOpen")
     );
     assert!(!row("CircuitOpen").contains("held back"), "{}", row("CircuitOpen"));
+    assert!(
+        row("HostOpen (flaky.test:80)").contains("class=\"pill firing\">firing<"),
+        "{}",
+        row("HostOpen (flaky.test:80)")
+    );
+    // In `/stats`: one alert per host, the open one's host firing alone.
+    let mut host_alerts: Vec<(String, String)> = stats["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["rule"]["name"] == "HostOpen")
+        .map(|a| {
+            assert_eq!(a["rule"]["scope"], "per_host");
+            (
+                a["host"].as_str().unwrap().to_owned(),
+                a["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    host_alerts.sort();
+    assert_eq!(
+        host_alerts,
+        [
+            ("api.test:80".to_owned(), "inactive".to_owned()),
+            ("flaky.test:80".to_owned(), "firing".to_owned())
+        ]
+    );
     assert!(
         row("ProcessMemoryHigh").contains("<td>4.0 GiB</td>"),
         "{}",

@@ -902,3 +902,77 @@ fn a_readiness_check_it_cannot_run_is_an_error() {
     assert_eq!(err.field(), "readiness_check");
     assert!(err.to_string().contains("http_check"), "{err}");
 }
+
+/// Per-host alerts from the configuration file, over two real hosts: the
+/// failing one's circuit opens and fires its own alert, which holds back
+/// that host's error-rate alert (`equal = ["host"]`); the healthy host's
+/// stays quiet although the whole client's error rate is high. The hosts
+/// the statistics name and the hosts the breakers' keys name meet.
+// Real sockets on the real clock; nothing sleeps.
+#[tokio::test]
+async fn per_host_alerts_from_the_file_fire_for_the_failing_host_alone() {
+    use tower_optimizer::monitor::AlertState;
+    use tower_optimizer::stack::OptimizerConfig;
+    let (good, _) = server(Arc::new(|_, _| respond(200, "no-store", "ok")), Arc::new(Notify::new())).await;
+    let (bad, _) = server(
+        Arc::new(|_, _| respond(500, "no-store", "down")),
+        Arc::new(Notify::new()),
+    )
+    .await;
+    let (client, optimizer) = OptimizerConfig::from_toml(
+        r#"
+        [circuit_breaker]
+        consecutive_failures = 3
+        [monitor]
+        default_alerts = false
+        [[monitor.alerts]]
+        name = "HostCircuitOpen"
+        figure = "circuit_breaker.open"
+        above = 0.0
+        scope = "per_host"
+        [[monitor.alerts]]
+        name = "HostErrors"
+        figure = "http.error_rate"
+        above = 0.5
+        scope = "per_host"
+        [[monitor.alerts]]
+        name = "Errors"
+        figure = "http.error_rate"
+        above = 0.3
+        [[monitor.inhibit]]
+        source = "HostCircuitOpen"
+        targets = ["HostErrors"]
+        equal = ["host"]
+        "#,
+    )
+    .and_then(OptimizerConfig::into_builder)
+    .and_then(tower_optimizer::stack::OptimizerStackBuilder::build_http2_client)
+    .unwrap();
+    for _ in 0..5 {
+        let (code, ..) = send(&client, Method::GET, &format!("http://{good}/")).await.unwrap();
+        assert_eq!(code, 200);
+        // 500s, then refusals once the circuit is open: failures all.
+        let _ = send(&client, Method::GET, &format!("http://{bad}/")).await;
+    }
+    let monitor = optimizer.monitor().unwrap();
+    monitor.sample_now();
+    let mut alerts: Vec<(String, Option<String>, AlertState, Option<String>)> = monitor
+        .snapshot()
+        .alerts
+        .into_iter()
+        .map(|a| (a.rule.name, a.host, a.state, a.inhibited_by))
+        .collect();
+    alerts.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let (good, bad) = (Some(good.to_string()), Some(bad.to_string()));
+    let open = Some("HostCircuitOpen".to_owned());
+    let expected = [
+        ("Errors".to_owned(), None, AlertState::Firing, None),
+        ("HostCircuitOpen".to_owned(), good.clone(), AlertState::Inactive, None),
+        ("HostCircuitOpen".to_owned(), bad.clone(), AlertState::Firing, None),
+        ("HostErrors".to_owned(), good, AlertState::Inactive, None),
+        ("HostErrors".to_owned(), bad, AlertState::Firing, open),
+    ];
+    let mut expected = expected.to_vec();
+    expected.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    assert_eq!(alerts, expected);
+}

@@ -338,11 +338,6 @@ impl AlertManager {
         self.tracked.iter().any(|t| t.rule.name == name)
     }
 
-    /// The rule of this name, if one is set.
-    pub fn rule(&self, name: &str) -> Option<&AlertRule> {
-        self.tracked.iter().map(|t| &t.rule).find(|r| r.name == name)
-    }
-
     /// Calls `handler` for every notification.
     pub fn on_alert(&mut self, handler: impl Fn(&Alert) + Send + Sync + 'static) {
         self.handlers.push(Arc::new(handler));

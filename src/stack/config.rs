@@ -29,7 +29,7 @@ use super::OptimizerStack;
 use super::builder::{MonitorSettings, OptimizerStackBuilder, StackError};
 use super::client::{ClientConfig, Protocol};
 use super::layer::{Overload, WhenOpen};
-use crate::monitor::{AlertRule, LivenessAuth, Severity};
+use crate::monitor::LivenessAuth;
 use crate::retry::{BudgetConfig, Methods, RetryConfig, RetryPolicy};
 
 /// The stack's settings as a file holds them.
@@ -288,7 +288,8 @@ pub struct MonitorSection {
 }
 
 /// One `[[monitor.inhibit]]`: `{ source = "CircuitOpen", targets =
-/// ["HighErrorRate"] }`; each name a rule, built-in or of the file.
+/// ["HighErrorRate"] }`; each name a rule, built-in or of the file; with
+/// `equal = ["host"]`, only for the same host.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct InhibitSection {
@@ -296,6 +297,11 @@ pub struct InhibitSection {
     pub source: String,
     /// The rules held back.
     pub targets: Vec<String>,
+    /// `["host"]`: the source firing for a host holds back only the
+    /// targets' alerts for that host (see
+    /// [`AlertManager::inhibit_same_host`](crate::monitor::AlertManager::inhibit_same_host));
+    /// unset, it holds back every one of them.
+    pub equal: Option<Vec<String>>,
 }
 
 /// One `[[monitor.readiness]]` check: `{ name = "api", url =
@@ -324,6 +330,7 @@ pub struct ReadinessSection {
 /// keep_firing_for = "1m"     # and firing this long after it clears
 /// repeat_interval = "4h"     # re-notified at most this often while firing
 /// severity = "warning"       # or "critical"
+/// scope = "per_host"         # one alert per host (monitor::HOST_FIGURES); default "overall"
 /// ```
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -345,6 +352,10 @@ pub struct AlertSection {
     pub repeat_interval: Option<String>,
     /// `"warning"` (default) or `"critical"`.
     pub severity: Option<String>,
+    /// `"overall"` (default): one alert over the whole client's figure;
+    /// `"per_host"`: one per host, over that host's figure (see
+    /// [`Scope`](crate::monitor::Scope)).
+    pub scope: Option<String>,
 }
 
 /// `[admin]`.
@@ -461,74 +472,6 @@ fn mib(mb: u64) -> usize {
 /// A `[[monitor.readiness]]` check's timeout when it names none (see
 /// [`ReadinessSection::timeout`]).
 const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// `[[monitor.alerts]]` as rules, each checked.
-fn alert_rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackError> {
-    let mut rules: Vec<AlertRule> = Vec::with_capacity(sections.len());
-    for (i, a) in sections.iter().enumerate() {
-        let field = |name: &str| format!("monitor.alerts[{i}].{name}");
-        if a.name.trim().is_empty() {
-            return Err(StackError::field_error(field("name"), "a rule needs a name"));
-        }
-        if rules.iter().any(|r| r.name == a.name) {
-            return Err(StackError::field_error(
-                field("name"),
-                format!("a second rule named {:?}", a.name),
-            ));
-        }
-        // A name in one of the crate's namespaces must be one of its
-        // figures: a misspelt one would never fire. Others are gauges the
-        // program registers.
-        let built_in = ["http.", "cache.", "circuit_breaker.", "process."]
-            .iter()
-            .any(|prefix| a.figure.starts_with(prefix));
-        if a.figure.is_empty() || (built_in && !crate::monitor::FIGURES.contains(&a.figure.as_str())) {
-            return Err(StackError::field_error(
-                field("figure"),
-                format!(
-                    "{:?} is no figure; the crate's are {}",
-                    a.figure,
-                    crate::monitor::FIGURES.join(", ")
-                ),
-            ));
-        }
-        let mut rule = match (a.above, a.below) {
-            (Some(t), None) if t.is_finite() => AlertRule::above(&a.name, &a.figure, t),
-            (None, Some(t)) if t.is_finite() => AlertRule::below(&a.name, &a.figure, t),
-            (Some(_), Some(_)) => {
-                return Err(StackError::field_error(field("below"), "above or below, not both"));
-            }
-            (None, None) => {
-                return Err(StackError::field_error(
-                    field("above"),
-                    "give a threshold: above or below",
-                ));
-            }
-            (above, _) => {
-                let which = if above.is_some() { "above" } else { "below" };
-                return Err(StackError::field_error(
-                    field(which),
-                    "the threshold must be a finite number",
-                ));
-            }
-        };
-        if let Some(d) = duration(&field("for"), a.for_.as_ref())? {
-            rule = rule.for_duration(d);
-        }
-        if let Some(d) = duration(&field("keep_firing_for"), a.keep_firing_for.as_ref())? {
-            rule = rule.keep_firing_for(d);
-        }
-        if let Some(d) = duration(&field("repeat_interval"), a.repeat_interval.as_ref())? {
-            rule = rule.repeat_interval(d);
-        }
-        rules.push(rule.severity(choice(
-            &field("severity"),
-            a.severity.as_deref(),
-            [("warning", Severity::Warning), ("critical", Severity::Critical)],
-        )?));
-    }
-    Ok(rules)
-}
 
 /// `[retry]` as a checked [`RetryConfig`].
 fn retry_config(r: &RetrySection) -> Result<RetryConfig, StackError> {
@@ -674,34 +617,10 @@ impl OptimizerConfig {
             if m.default_alerts == Some(false) {
                 settings.alerts = crate::monitor::AlertManager::new();
             }
-            for rule in alert_rules(m.alerts.as_deref().unwrap_or_default())? {
+            for rule in alerts::rules(m.alerts.as_deref().unwrap_or_default())? {
                 settings.alerts.add_rule(rule);
             }
-            for (i, inhibit) in m.inhibit.iter().flatten().enumerate() {
-                let field = |name: &str| format!("monitor.inhibit[{i}].{name}");
-                let unknown = |name: &String| !settings.alerts.has_rule(name);
-                if unknown(&inhibit.source) {
-                    return Err(StackError::field_error(
-                        field("source"),
-                        format!("no alert rule is named {:?}", inhibit.source),
-                    ));
-                }
-                if inhibit.targets.is_empty() {
-                    return Err(StackError::field_error(
-                        field("targets"),
-                        "name the rules it holds back",
-                    ));
-                }
-                if let Some(target) = inhibit.targets.iter().find(|t| unknown(t)) {
-                    return Err(StackError::field_error(
-                        field("targets"),
-                        format!("no alert rule is named {target:?}"),
-                    ));
-                }
-                settings
-                    .alerts
-                    .inhibit(&inhibit.source, inhibit.targets.iter().cloned());
-            }
+            alerts::inhibit(&mut settings.alerts, m.inhibit.as_deref().unwrap_or_default())?;
             for (i, r) in m.readiness.iter().flatten().enumerate() {
                 let timeout = duration(&format!("monitor.readiness[{i}].timeout"), r.timeout.as_ref())?;
                 b = b.readiness_check(&r.name, &r.url, timeout.unwrap_or(DEFAULT_READINESS_TIMEOUT));
@@ -764,6 +683,7 @@ impl OptimizerConfig {
     }
 }
 
+mod alerts;
 mod breaker;
 mod cache;
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub enum Scope {
 pub struct AlertRule {
     /// The alert's name.
     pub name: String,
-    /// The figure it watches (see [`FigureSet`](super::FigureSet)).
+    /// The figure it watches (see [`FigureSet`](crate::monitor::FigureSet)).
     pub figure: String,
     /// How the figure is compared.
     pub comparison: Comparison,

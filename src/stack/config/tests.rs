@@ -1,6 +1,7 @@
 //! Unit tests of `OptimizerConfig`: TOML in, settings or a named error out.
 use super::*;
 use crate::circuit_breaker::{KeyBy, WindowKind};
+use crate::monitor::{AlertRule, Severity};
 
 #[test]
 fn durations() {
@@ -50,9 +51,9 @@ fn the_shipped_example_file_builds() {
     assert_eq!(monitor.max_server_addresses, Some(256));
     assert!(monitor.route_templates.as_ref().is_some_and(|t| !t.is_empty()));
     assert_eq!(config.warm_up_parallelism, Some(8));
-    assert_eq!(monitor.alerts.as_ref().map(Vec::len), Some(2));
+    assert_eq!(monitor.alerts.as_ref().map(Vec::len), Some(4));
     assert_eq!(monitor.readiness.as_ref().map(Vec::len), Some(1));
-    assert_eq!(monitor.inhibit.as_ref().map(Vec::len), Some(1));
+    assert_eq!(monitor.inhibit.as_ref().map(Vec::len), Some(2));
     let builder = config.into_builder().unwrap();
     // Over the stack's own client, which its recovery probe needs.
     let (_client, optimizer) = builder.build_http2_client().unwrap();
@@ -323,6 +324,18 @@ fn errors_name_the_field() {
         (
             "[[monitor.inhibit]]\nsource = \"CircuitOpen\"\ntargets = []",
             "monitor.inhibit[0].targets",
+        ),
+        (
+            "[[monitor.inhibit]]\nsource = \"CircuitOpen\"\ntargets = [\"HighErrorRate\"]\nequal = [\"server.address\"]",
+            "monitor.inhibit[0].equal",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"cache.hit_ratio\"\nbelow = 0.5\nscope = \"per_host\"",
+            "monitor.alerts[0].figure",
+        ),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"http.p99\"\nabove = 0.5\nscope = \"host\"",
+            "monitor.alerts[0].scope",
         ),
         (
             "[[monitor.readiness]]\nname = \"api\"\nurl = \"http://api.test/health\"\ntimeout = \"soon\"",
@@ -692,6 +705,59 @@ fn alert_rules_reach_the_monitor() {
     assert_eq!(rules[0].rule, AlertRule::above("Busy", "process.cpu_percent", 90.0));
     let none = built("[monitor]\ndefault_alerts = false");
     assert!(none.monitor().unwrap().snapshot().alerts.is_empty());
+}
+
+/// `scope = "per_host"` and `equal = ["host"]` from the file: a host's
+/// open circuit holds back that host's error-rate alert, not another's.
+#[tokio::test(start_paused = true)]
+async fn per_host_rules_and_same_host_inhibitions_from_the_file() {
+    use crate::monitor::{AlertManager, FigureSet, Scope};
+    let config = OptimizerConfig::from_toml(
+        r#"
+        [monitor]
+        default_alerts = false
+        [[monitor.alerts]]
+        name = "HostCircuitOpen"
+        figure = "circuit_breaker.open"
+        above = 0.0
+        scope = "per_host"
+        [[monitor.alerts]]
+        name = "HostErrors"
+        figure = "http.error_rate"
+        above = 0.5
+        scope = "per_host"
+        [[monitor.inhibit]]
+        source = "HostCircuitOpen"
+        targets = ["HostErrors"]
+        equal = ["host"]
+        "#,
+    )
+    .unwrap();
+    let monitor = config.monitor.unwrap();
+    let rules = super::alerts::rules(monitor.alerts.as_deref().unwrap()).unwrap();
+    assert!(rules.iter().all(|r| r.scope == Scope::PerHost));
+    let mut alerts = AlertManager::new();
+    for rule in rules {
+        alerts.add_rule(rule);
+    }
+    super::alerts::inhibit(&mut alerts, monitor.inhibit.as_deref().unwrap()).unwrap();
+    let figures = FigureSet::new()
+        .with_host("a.test:443", "circuit_breaker.open", 1.0)
+        .with_host("a.test:443", "http.error_rate", 1.0)
+        .with_host("b.test:443", "http.error_rate", 1.0);
+    let mut told: Vec<(String, Option<String>)> = alerts
+        .evaluate_figures(&figures, tokio::time::Instant::now())
+        .into_iter()
+        .map(|a| (a.name, a.host))
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            ("HostCircuitOpen".to_owned(), Some("a.test:443".to_owned())),
+            ("HostErrors".to_owned(), Some("b.test:443".to_owned())),
+        ]
+    );
 }
 
 #[tokio::test]

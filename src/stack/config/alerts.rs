@@ -1,0 +1,137 @@
+//! `[[monitor.alerts]]` and `[[monitor.inhibit]]` of an
+//! [`OptimizerConfig`](super::OptimizerConfig): rules and inhibitions,
+//! each checked, each error naming its key.
+
+use super::{AlertSection, InhibitSection, StackError, choice, duration};
+use crate::monitor::{AlertManager, AlertRule, FIGURES, HOST_FIGURES, Scope, Severity};
+
+/// `[[monitor.alerts]]` as rules, each checked.
+pub(super) fn rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackError> {
+    let mut rules: Vec<AlertRule> = Vec::with_capacity(sections.len());
+    for (i, a) in sections.iter().enumerate() {
+        let field = |name: &str| format!("monitor.alerts[{i}].{name}");
+        if a.name.trim().is_empty() {
+            return Err(StackError::field_error(field("name"), "a rule needs a name"));
+        }
+        if rules.iter().any(|r| r.name == a.name) {
+            return Err(StackError::field_error(
+                field("name"),
+                format!("a second rule named {:?}", a.name),
+            ));
+        }
+        // A name in one of the crate's namespaces must be one of its
+        // figures: a misspelt one would never fire. Others are gauges the
+        // program registers.
+        let built_in = ["http.", "cache.", "circuit_breaker.", "process."]
+            .iter()
+            .any(|prefix| a.figure.starts_with(prefix));
+        if a.figure.is_empty() || (built_in && !FIGURES.contains(&a.figure.as_str())) {
+            return Err(StackError::field_error(
+                field("figure"),
+                format!("{:?} is no figure; the crate's are {}", a.figure, FIGURES.join(", ")),
+            ));
+        }
+        let mut rule = match (a.above, a.below) {
+            (Some(t), None) if t.is_finite() => AlertRule::above(&a.name, &a.figure, t),
+            (None, Some(t)) if t.is_finite() => AlertRule::below(&a.name, &a.figure, t),
+            (Some(_), Some(_)) => {
+                return Err(StackError::field_error(field("below"), "above or below, not both"));
+            }
+            (None, None) => {
+                return Err(StackError::field_error(
+                    field("above"),
+                    "give a threshold: above or below",
+                ));
+            }
+            (above, _) => {
+                let which = if above.is_some() { "above" } else { "below" };
+                return Err(StackError::field_error(
+                    field(which),
+                    "the threshold must be a finite number",
+                ));
+            }
+        };
+        if let Some(d) = duration(&field("for"), a.for_.as_ref())? {
+            rule = rule.for_duration(d);
+        }
+        if let Some(d) = duration(&field("keep_firing_for"), a.keep_firing_for.as_ref())? {
+            rule = rule.keep_firing_for(d);
+        }
+        if let Some(d) = duration(&field("repeat_interval"), a.repeat_interval.as_ref())? {
+            rule = rule.repeat_interval(d);
+        }
+        rule = rule.severity(choice(
+            &field("severity"),
+            a.severity.as_deref(),
+            [("warning", Severity::Warning), ("critical", Severity::Critical)],
+        )?);
+        let scope = choice(
+            &field("scope"),
+            a.scope.as_deref(),
+            [("overall", Scope::Overall), ("per_host", Scope::PerHost)],
+        )?;
+        if scope == Scope::PerHost {
+            // Only some figures exist per host; a rule over another would
+            // never fire.
+            if !HOST_FIGURES.contains(&a.figure.as_str()) {
+                return Err(StackError::field_error(
+                    field("figure"),
+                    format!(
+                        "{:?} is not gathered per host; per-host figures are {}",
+                        a.figure,
+                        HOST_FIGURES.join(", ")
+                    ),
+                ));
+            }
+            rule = rule.per_host();
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+/// `[[monitor.inhibit]]` set on `alerts`, whose rules (built-in and the
+/// file's) every name must be.
+pub(super) fn inhibit(alerts: &mut AlertManager, sections: &[InhibitSection]) -> Result<(), StackError> {
+    for (i, inhibit) in sections.iter().enumerate() {
+        let field = |name: &str| format!("monitor.inhibit[{i}].{name}");
+        let unknown = |name: &String| !alerts.has_rule(name);
+        if unknown(&inhibit.source) {
+            return Err(StackError::field_error(
+                field("source"),
+                format!("no alert rule is named {:?}", inhibit.source),
+            ));
+        }
+        if inhibit.targets.is_empty() {
+            return Err(StackError::field_error(
+                field("targets"),
+                "name the rules it holds back",
+            ));
+        }
+        if let Some(target) = inhibit.targets.iter().find(|t| unknown(t)) {
+            return Err(StackError::field_error(
+                field("targets"),
+                format!("no alert rule is named {target:?}"),
+            ));
+        }
+        let same_host = match inhibit.equal.as_deref() {
+            None | Some([]) => false,
+            Some(labels) => {
+                if let Some(other) = labels.iter().find(|l| *l != "host") {
+                    return Err(StackError::field_error(
+                        field("equal"),
+                        format!("{other:?}: alerts have one label, \"host\""),
+                    ));
+                }
+                true
+            }
+        };
+        let targets = inhibit.targets.iter().cloned();
+        if same_host {
+            alerts.inhibit_same_host(&inhibit.source, targets);
+        } else {
+            alerts.inhibit(&inhibit.source, targets);
+        }
+    }
+    Ok(())
+}
