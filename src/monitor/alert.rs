@@ -213,6 +213,7 @@ pub type AsyncAlertHandler = Arc<dyn Fn(Alert) -> Pin<Box<dyn Future<Output = ()
 /// // Per host: one host failing fires for that host alone.
 /// alerts.add_rule(AlertRule::above("HostErrors", "http.error_rate", 0.5).per_host());
 /// let figures = FigureSet::new()
+///     .with("http.error_rate", 0.2) // the whole client's: "errors" keeps firing, unheard (repeat interval)
 ///     .with_host("a.test:443", "http.error_rate", 1.0)
 ///     .with_host("b.test:443", "http.error_rate", 0.0);
 /// let fired = alerts.evaluate_figures(&figures, t0 + Duration::from_secs(70));
