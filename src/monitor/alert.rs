@@ -34,6 +34,15 @@ pub use rule::{AlertRule, Comparison, DEFAULT_REPEAT_INTERVAL, Scope, Severity};
 /// alert whose host the figures no longer list).
 pub const MAX_ALERT_HOSTS: usize = 256;
 
+/// The figure [`AlertRule::min_requests`] reads.
+const REQUESTS: &str = "http.requests";
+
+/// The least number of requests in the statistics' window (a minute by
+/// default) for the built-in error-rate and latency rules to hold: below
+/// it, one failure or one slow call is a large share of a small number.
+/// An outage of a host asked less often still shows, as an open circuit.
+pub const DEFAULT_ALERT_MIN_REQUESTS: u64 = 10;
+
 /// Where an alert stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,9 +117,8 @@ impl Instance {
     /// Moves it on by one evaluation; `true` when that is worth a
     /// notification (a firing, first or past the repeat interval, or a
     /// resolution).
-    fn step(&mut self, rule: &AlertRule, value: Option<f64>, now: Instant) -> bool {
+    fn step(&mut self, rule: &AlertRule, value: Option<f64>, holds: bool, now: Instant) -> bool {
         self.value = value;
-        let holds = value.is_some_and(|v| rule.holds(v));
         match (self.state, holds) {
             (AlertState::Inactive | AlertState::Resolved, true) => {
                 self.since = now;
@@ -260,7 +268,8 @@ impl AlertManager {
     }
 
     /// The built-in rules: error rate over 5% for a minute, p99 latency over
-    /// 1 s for five minutes, any breaker open, the cache standing in for
+    /// 1 s for five minutes (both over at least
+    /// [`DEFAULT_ALERT_MIN_REQUESTS`] requests in the window), any breaker open, the cache standing in for
     /// upstream errors (stale-if-error) for a minute, cache bytes over 90% of
     /// the budget, process memory over `rss_limit` bytes.
     ///
@@ -272,8 +281,11 @@ impl AlertManager {
         for rule in [
             AlertRule::above("HighErrorRate", "http.error_rate", 0.05)
                 .for_duration(Duration::from_secs(60))
+                .min_requests(DEFAULT_ALERT_MIN_REQUESTS)
                 .severity(Severity::Critical),
-            AlertRule::above("SlowRequests", "http.p99", 1.0).for_duration(Duration::from_secs(300)),
+            AlertRule::above("SlowRequests", "http.p99", 1.0)
+                .for_duration(Duration::from_secs(300))
+                .min_requests(DEFAULT_ALERT_MIN_REQUESTS),
             AlertRule::above("CircuitOpen", "circuit_breaker.open", 0.0).severity(Severity::Critical),
             AlertRule::above("ServingStaleOnError", "cache.stale_on_error_ratio", 0.0)
                 .for_duration(Duration::from_secs(60)),
@@ -400,11 +412,13 @@ impl AlertManager {
                 }
             }
             for (j, alert) in t.alerts.iter_mut().enumerate() {
-                let value = match &alert.host {
-                    None => figures.figure(&t.rule.figure),
-                    Some(host) => figures.host_figure(&t.rule.figure, host),
+                let read = |name: &str| match &alert.host {
+                    None => figures.figure(name),
+                    Some(host) => figures.host_figure(name, host),
                 };
-                if alert.step(&t.rule, value, now) {
+                let value = read(&t.rule.figure);
+                let holds = t.rule.holds_with(value, || read(REQUESTS));
+                if alert.step(&t.rule, value, holds, now) {
                     candidates.push((i, j));
                 }
             }

@@ -8,7 +8,8 @@ use super::stats::StatsSnapshot;
 /// The figures the crate gathers for alert rules, each under the name a
 /// rule's `figure` gives (other names are the user's gauges, see
 /// [`Monitor::register_gauge`](super::Monitor::register_gauge)).
-pub const FIGURES: [&str; 12] = [
+pub const FIGURES: [&str; 13] = [
+    "http.requests",
     "http.rate",
     "http.error_rate",
     "http.p50",
@@ -27,7 +28,8 @@ pub const FIGURES: [&str; 12] = [
 /// per-host alert rules ([`AlertRule::per_host`](super::AlertRule::per_host)):
 /// the request figures from the statistics' hosts, and the breakers open
 /// for a host (from breakers keyed by `scheme://authority`, the default).
-pub const HOST_FIGURES: [&str; 5] = [
+pub const HOST_FIGURES: [&str; 6] = [
+    "http.requests",
     "http.rate",
     "http.error_rate",
     "http.p50",
@@ -65,7 +67,7 @@ impl<F: Fn(&str) -> Option<f64> + ?Sized> FigureSource for F {
 ///
 /// | name | from |
 /// |---|---|
-/// | `http.rate`, `http.error_rate`, `http.p50`, `http.p99` | [`StatsSnapshot`] (overall, and per host) |
+/// | `http.requests` (in the window), `http.rate`, `http.error_rate`, `http.p50`, `http.p99` | [`StatsSnapshot`] (overall, and per host) |
 /// | `cache.hit_ratio`, `cache.bytes`, `cache.bytes_ratio`, `cache.entries` | `CacheStats` |
 /// | `cache.stale_on_error_ratio` | the [`Monitor`](super::Monitor)'s sampler: share of the cache's answers since its previous sample that stood in for an upstream error |
 /// | `circuit_breaker.open` | breakers open or forced open (overall, and per host) |
@@ -93,6 +95,7 @@ impl FigureSet {
     #[must_use]
     pub fn stats(mut self, snapshot: &StatsSnapshot) -> Self {
         fn put(figures: &mut Figures, w: &super::stats::WindowStats) {
+            figures.insert("http.requests".to_owned(), w.requests as f64);
             figures.insert("http.rate".to_owned(), w.rate);
             figures.insert("http.error_rate".to_owned(), w.error_rate);
             if let Some(p50) = w.p50 {

@@ -50,7 +50,7 @@ pub use admin::{
 };
 pub use alert::{
     Alert, AlertHandler, AlertManager, AlertRule, AlertState, AlertStatus, AsyncAlertHandler, Comparison,
-    DEFAULT_REPEAT_INTERVAL, Figures, MAX_ALERT_HOSTS, Scope, Severity,
+    DEFAULT_ALERT_MIN_REQUESTS, DEFAULT_REPEAT_INTERVAL, Figures, MAX_ALERT_HOSTS, Scope, Severity,
 };
 pub use body::MetricsBody;
 pub use figures::{FIGURES, FigureSet, FigureSource, HOST_FIGURES, resident_memory};

@@ -331,6 +331,7 @@ pub struct ReadinessSection {
 /// repeat_interval = "4h"     # re-notified at most this often while firing
 /// severity = "warning"       # or "critical"
 /// scope = "per_host"         # one alert per host (monitor::HOST_FIGURES); default "overall"
+/// min_requests = 20          # holds only over at least 20 requests in the window
 /// ```
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -352,6 +353,9 @@ pub struct AlertSection {
     pub repeat_interval: Option<String>,
     /// `"warning"` (default) or `"critical"`.
     pub severity: Option<String>,
+    /// Holds only while the window saw at least this many requests (see
+    /// [`AlertRule::min_requests`](crate::monitor::AlertRule::min_requests)).
+    pub min_requests: Option<u64>,
     /// `"overall"` (default): one alert over the whole client's figure;
     /// `"per_host"`: one per host, over that host's figure (see
     /// [`Scope`](crate::monitor::Scope)).

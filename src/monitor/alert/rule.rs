@@ -64,6 +64,10 @@ pub struct AlertRule {
     pub severity: Severity,
     /// The whole client's figure, or each host's.
     pub scope: Scope,
+    /// The condition holds only while the statistics' window saw at least
+    /// this many requests (the whole client's, or the host's for a
+    /// per-host rule; the figure `http.requests`). 0: always.
+    pub min_requests: u64,
 }
 
 /// Default cooldown: re-notify a still-firing alert at most every 4 hours,
@@ -83,6 +87,7 @@ impl AlertRule {
             repeat_interval: DEFAULT_REPEAT_INTERVAL,
             severity: Severity::Warning,
             scope: Scope::Overall,
+            min_requests: 0,
         }
     }
 
@@ -129,7 +134,24 @@ impl AlertRule {
         self
     }
 
-    pub(super) fn holds(&self, value: f64) -> bool {
+    /// Holds only while the window saw at least `n` requests: an error
+    /// rate or a p99 over a handful of calls is a blip, not a trend (one
+    /// failure of two is 50 %). No requests figure (no statistics) counts
+    /// as none.
+    #[must_use]
+    pub fn min_requests(mut self, n: u64) -> Self {
+        self.min_requests = n;
+        self
+    }
+
+    /// Whether the condition holds for `value`, given the window's
+    /// request count (read only when the rule asks for one).
+    pub(super) fn holds_with(&self, value: Option<f64>, requests: impl FnOnce() -> Option<f64>) -> bool {
+        value.is_some_and(|v| self.holds(v))
+            && (self.min_requests == 0 || requests().is_some_and(|n| n >= self.min_requests as f64))
+    }
+
+    fn holds(&self, value: f64) -> bool {
         match self.comparison {
             Comparison::Above => value > self.threshold,
             Comparison::Below => value < self.threshold,

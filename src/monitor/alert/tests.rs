@@ -321,3 +321,61 @@ async fn a_same_host_inhibition_holds_back_only_that_host() {
         [("CircuitOpen".to_owned(), host("a.test:443"))]
     );
 }
+
+/// `min_requests`: the condition holds only over enough requests in the
+/// window, the whole client's or the host's; with no requests figure it
+/// does not hold.
+#[tokio::test(start_paused = true)]
+async fn min_requests_keeps_a_handful_of_calls_from_firing() {
+    use crate::monitor::FigureSet;
+    let mut m = AlertManager::new();
+    m.add_rule(AlertRule::above("Errors", "http.error_rate", 0.05).min_requests(10));
+    m.add_rule(
+        AlertRule::above("HostErrors", "http.error_rate", 0.05)
+            .per_host()
+            .min_requests(10),
+    );
+    let t0 = Instant::now();
+    // One failure of two, everywhere: nothing fires.
+    let few = FigureSet::new()
+        .with("http.error_rate", 0.5)
+        .with("http.requests", 2.0)
+        .with_host("a.test:443", "http.error_rate", 0.5)
+        .with_host("a.test:443", "http.requests", 2.0);
+    assert!(m.evaluate_figures(&few, t0).is_empty());
+    // No requests figure at all: nothing fires either.
+    assert!(m.evaluate(&|_: &str| Some(0.5), at(t0, 1)).is_empty());
+    // Enough calls overall and on b, not on a: the whole client's and b's fire.
+    let enough = FigureSet::new()
+        .with("http.error_rate", 0.5)
+        .with("http.requests", 12.0)
+        .with_host("a.test:443", "http.error_rate", 0.5)
+        .with_host("a.test:443", "http.requests", 2.0)
+        .with_host("b.test:443", "http.error_rate", 0.5)
+        .with_host("b.test:443", "http.requests", 10.0);
+    let mut fired: Vec<(String, Option<String>)> = m
+        .evaluate_figures(&enough, at(t0, 2))
+        .into_iter()
+        .map(|a| (a.name, a.host))
+        .collect();
+    fired.sort();
+    assert_eq!(
+        fired,
+        [
+            ("Errors".to_owned(), None),
+            ("HostErrors".to_owned(), Some("b.test:443".to_owned()))
+        ]
+    );
+    let defaults = AlertManager::with_default_rules(1.0);
+    let rule = |name: &str| {
+        defaults
+            .statuses()
+            .into_iter()
+            .find(|s| s.rule.name == name)
+            .unwrap()
+            .rule
+    };
+    assert_eq!(rule("HighErrorRate").min_requests, DEFAULT_ALERT_MIN_REQUESTS);
+    assert_eq!(rule("SlowRequests").min_requests, DEFAULT_ALERT_MIN_REQUESTS);
+    assert_eq!(rule("CircuitOpen").min_requests, 0);
+}

@@ -65,6 +65,9 @@ pub(super) fn rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackEr
             a.severity.as_deref(),
             [("warning", Severity::Warning), ("critical", Severity::Critical)],
         )?);
+        if let Some(n) = a.min_requests {
+            rule = rule.min_requests(n);
+        }
         let scope = choice(
             &field("scope"),
             a.scope.as_deref(),

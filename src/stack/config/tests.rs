@@ -660,6 +660,7 @@ fn alert_rules_reach_the_monitor() {
         above = 0.2
         for = "2m"
         severity = "critical"
+        min_requests = 30
         [[monitor.alerts]]
         name = "QueueDrained"
         figure = "queue.depth"
@@ -688,6 +689,7 @@ fn alert_rules_reach_the_monitor() {
         AlertRule::above("HighErrorRate", "http.error_rate", 0.2)
             .for_duration(Duration::from_secs(120))
             .severity(Severity::Critical)
+            .min_requests(30)
     );
     let added = rules.iter().find(|r| r.name == "QueueDrained").unwrap();
     assert_eq!(
