@@ -30,6 +30,7 @@
 mod accept;
 mod admin;
 mod alert;
+mod alertmanager;
 mod body;
 pub mod counters;
 mod figures;
@@ -51,6 +52,9 @@ pub use admin::{
 pub use alert::{
     Alert, AlertHandler, AlertManager, AlertRule, AlertState, AlertStatus, AsyncAlertHandler, Comparison,
     DEFAULT_ALERT_MIN_REQUESTS, DEFAULT_REPEAT_INTERVAL, Figures, MAX_ALERT_HOSTS, Scope, Severity,
+};
+pub use alertmanager::{
+    AlertmanagerError, AlertmanagerPush, AlertmanagerPushBuilder, DEFAULT_PUSH_TIMEOUT, DEFAULT_RESEND,
 };
 pub use body::MetricsBody;
 pub use figures::{FIGURES, FigureSet, FigureSource, HOST_FIGURES, resident_memory};

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::alert::{AlertManager, AlertStatus};
+use super::alertmanager::AlertmanagerPush;
 use super::figures::FigureSet;
 use super::process::{ProcessCounters, cpu_percent};
 use super::stats::{Stats, StatsSnapshot};
@@ -103,6 +104,7 @@ struct Inner {
     breakers: Option<crate::circuit_breaker::CircuitBreakers>,
     gauges: Mutex<Vec<(String, Gauge)>>,
     alerts: Mutex<AlertManager>,
+    alertmanager: Option<AlertmanagerPush>,
     history: Mutex<VecDeque<Sample>>,
     last_cpu: Mutex<Option<(Instant, Option<Duration>)>>,
     /// Cache answers and stale-on-error answers at the previous sample.
@@ -158,6 +160,7 @@ pub struct MonitorBuilder {
     #[cfg(feature = "circuit-breaker")]
     breakers: Option<crate::circuit_breaker::CircuitBreakers>,
     alerts: AlertManager,
+    alertmanager: Option<AlertmanagerPush>,
 }
 
 impl std::fmt::Debug for MonitorBuilder {
@@ -214,6 +217,13 @@ impl MonitorBuilder {
         self
     }
 
+    /// Pushes the alerts to a Prometheus Alertmanager after every
+    /// evaluation (see [`AlertmanagerPush`]).
+    pub fn alertmanager(mut self, push: AlertmanagerPush) -> Self {
+        self.alertmanager = Some(push);
+        self
+    }
+
     /// The monitor (not started: see [`Monitor::start`]).
     pub fn build(self) -> Monitor {
         let history_len = usize::try_from(self.history.as_millis() / self.interval.as_millis().max(1))
@@ -231,6 +241,7 @@ impl MonitorBuilder {
                 breakers: self.breakers,
                 gauges: Mutex::default(),
                 alerts: Mutex::new(self.alerts),
+                alertmanager: self.alertmanager,
                 history: Mutex::default(),
                 last_cpu: Mutex::default(),
                 #[cfg(feature = "cache")]
@@ -253,6 +264,7 @@ impl Monitor {
             #[cfg(feature = "circuit-breaker")]
             breakers: None,
             alerts: AlertManager::new(),
+            alertmanager: None,
         }
     }
 
@@ -386,6 +398,9 @@ impl Monitor {
         let alerts_firing = {
             let mut alerts = inner.alerts.lock().unwrap_or_else(PoisonError::into_inner);
             alerts.evaluate_figures(&figures, now);
+            if let Some(push) = &inner.alertmanager {
+                push.observe(&alerts.statuses(), inner.interval, now);
+            }
             alerts.firing()
         };
         let sample = Sample {

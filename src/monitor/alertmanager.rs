@@ -1,0 +1,432 @@
+//! Pushing alerts to a Prometheus Alertmanager, as Prometheus does.
+//!
+//! Alertmanager takes alerts at `POST /api/v2/alerts` and holds each until
+//! its `endsAt`; a client must send a firing alert again before then, or
+//! Alertmanager resolves it by itself. So, as Prometheus's notifier does,
+//! [`AlertmanagerPush`] sends every firing alert at once when it starts
+//! firing and again every `resend_every` (1 minute by default) with an
+//! `endsAt` four resend periods ahead, and sends a resolved alert with
+//! `endsAt` set to when it resolved. The [`Monitor`](super::Monitor)
+//! calls it after each evaluation.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::{Arc, Mutex};
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower_optimizer::monitor::{AlertManager, AlertRule, AlertmanagerPush, Monitor};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let alertmanager = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+//!     let tx = tx.clone();
+//!     async move {
+//!         tx.send((req.uri().to_string(), req.into_body().collect().await.unwrap().to_bytes())).unwrap();
+//!         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+//!     }
+//! });
+//! let push = AlertmanagerPush::builder("http://alertmanager.test:9093")
+//!     .label("instance", "checkout-1")
+//!     .build(alertmanager)
+//!     .unwrap();
+//! let mut alerts = AlertManager::new();
+//! alerts.add_rule(AlertRule::above("QueueDeep", "queue.depth", 10.0));
+//! let monitor = Monitor::builder().alerts(alerts).alertmanager(push).build();
+//! monitor.register_gauge("queue.depth", || 50.0);
+//! monitor.sample_now();
+//! let (uri, body) = rx.recv().await.unwrap();
+//! assert_eq!(uri, "http://alertmanager.test:9093/api/v2/alerts");
+//! let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+//! assert_eq!(sent[0]["labels"]["alertname"], "QueueDeep");
+//! assert_eq!(sent[0]["labels"]["instance"], "checkout-1");
+//! # });
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::alert::{AlertState, AlertStatus, Comparison};
+use crate::BoxError;
+
+/// How often a firing alert is sent again: Prometheus's `resend_delay`
+/// default. Each send says the alert ends four of these ahead, so three
+/// lost sends in a row do not resolve it.
+pub const DEFAULT_RESEND: Duration = Duration::from_secs(60);
+
+/// How long one push may take: Prometheus's Alertmanager `timeout`
+/// default. A push still running is not doubled; the next evaluation
+/// after it ends sends again.
+pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A resolved alert is sent until a push carrying it succeeds, but no
+/// longer than this: Prometheus's `resolved_retention`.
+const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
+
+/// Why an [`AlertmanagerPush`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertmanagerError(String);
+
+impl fmt::Display for AlertmanagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "alertmanager push: {}", self.0)
+    }
+}
+
+impl std::error::Error for AlertmanagerError {}
+
+type Poster =
+    Arc<dyn Fn(Bytes) -> Pin<Box<dyn Future<Output = Result<http::StatusCode, BoxError>> + Send>> + Send + Sync>;
+
+/// Builds an [`AlertmanagerPush`]; errors come back from [`build`](Self::build).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct AlertmanagerPushBuilder {
+    url: String,
+    resend: Duration,
+    timeout: Duration,
+    labels: BTreeMap<String, String>,
+}
+
+impl AlertmanagerPushBuilder {
+    /// Sends firing alerts again this often (default [`DEFAULT_RESEND`]).
+    pub fn resend_every(mut self, every: Duration) -> Self {
+        self.resend = every;
+        self
+    }
+
+    /// Gives one push this long (default [`DEFAULT_PUSH_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// A label on every alert sent, such as `instance` or `job`, for
+    /// Alertmanager's routing and grouping. The alert's own labels
+    /// (`alertname`, `severity`, `host`) win over one of the same name.
+    pub fn label(mut self, name: &str, value: &str) -> Self {
+        self.labels.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    /// The push, sending through `client` (any HTTP client service that
+    /// speaks what the Alertmanager does: HTTP/1.1 for a stock one).
+    ///
+    /// # Errors
+    ///
+    /// The URL is not an absolute `http` or `https` URL, a label name is
+    /// not a Prometheus label name, or a duration is zero.
+    pub fn build<S, B, R>(self, client: S) -> Result<AlertmanagerPush, AlertmanagerError>
+    where
+        S: tower_service::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + Sync + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: From<Bytes> + Send + 'static,
+    {
+        let base: http::Uri = self
+            .url
+            .parse()
+            .map_err(|e| AlertmanagerError(format!("{:?} is not a URL: {e}", self.url)))?;
+        if !matches!(base.scheme_str(), Some("http" | "https")) || base.authority().is_none() {
+            return Err(AlertmanagerError(format!(
+                "{:?} is not an absolute http or https URL",
+                self.url
+            )));
+        }
+        if let Some(bad) = self.labels.keys().find(|name| !is_label_name(name)) {
+            return Err(AlertmanagerError(format!(
+                "{bad:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+            )));
+        }
+        if self.resend.is_zero() || self.timeout.is_zero() {
+            return Err(AlertmanagerError(
+                "resend_every and timeout must be longer than zero".to_owned(),
+            ));
+        }
+        // The API's path under whatever path prefix the base has
+        // (Alertmanager's `--web.route-prefix`).
+        let url: http::Uri = format!(
+            "{}://{}{}/api/v2/alerts",
+            base.scheme_str().unwrap_or("http"),
+            base.authority().map_or("", http::uri::Authority::as_str),
+            base.path().trim_end_matches('/')
+        )
+        .parse()
+        .map_err(|e| AlertmanagerError(format!("{:?}: {e}", self.url)))?;
+        // As logs show it: no query, no user information.
+        let shown = format!(
+            "{}://{}{}",
+            url.scheme_str().unwrap_or("http"),
+            url.authority()
+                .map_or("", |a| a.as_str().rsplit('@').next().unwrap_or_default()),
+            url.path()
+        );
+        let timeout = self.timeout;
+        let send: Poster = Arc::new(move |body: Bytes| {
+            let mut client = client.clone();
+            let url = url.clone();
+            Box::pin(async move {
+                let request = http::Request::post(url)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(B::from(body))?;
+                let answer = async {
+                    std::future::poll_fn(|cx| client.poll_ready(cx)).await?;
+                    client.call(request).await
+                };
+                match tokio::time::timeout(timeout, answer).await {
+                    Ok(Ok(response)) => Ok(response.status()),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(elapsed) => Err(elapsed.into()),
+                }
+            })
+        });
+        Ok(AlertmanagerPush {
+            inner: Arc::new(Inner {
+                send,
+                shown,
+                resend: self.resend,
+                labels: self.labels,
+                busy: Arc::new(AtomicBool::new(false)),
+                state: Arc::new(Mutex::new(State::default())),
+            }),
+        })
+    }
+}
+
+/// Prometheus's label-name rule.
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Sends alerts to an Alertmanager (see the [module](self)). Cheap to
+/// clone; give it to [`MonitorBuilder::alertmanager`](super::MonitorBuilder::alertmanager).
+#[derive(Clone)]
+pub struct AlertmanagerPush {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    send: Poster,
+    shown: String,
+    resend: Duration,
+    labels: BTreeMap<String, String>,
+    /// A push is running.
+    busy: Arc<AtomicBool>,
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for AlertmanagerPush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertmanagerPush")
+            .field("url", &self.inner.shown)
+            .field("resend", &self.inner.resend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An alert as Alertmanager names it: its rule and host.
+type Key = (String, Option<String>);
+
+#[derive(Debug, Default)]
+struct State {
+    /// The alerts sent as firing, with when they started.
+    firing: HashMap<Key, SystemTime>,
+    /// Resolved alerts not yet delivered, with their last payload entry.
+    resolved: Vec<(serde_json::Value, Instant)>,
+    /// Something changed since the last push began.
+    changed: bool,
+    last_push: Option<Instant>,
+}
+
+impl AlertmanagerPush {
+    /// A builder for the Alertmanager at `url` (its base, such as
+    /// `http://alertmanager:9093`).
+    pub fn builder(url: &str) -> AlertmanagerPushBuilder {
+        AlertmanagerPushBuilder {
+            url: url.to_owned(),
+            resend: DEFAULT_RESEND,
+            timeout: DEFAULT_PUSH_TIMEOUT,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Takes the alerts' standing after an evaluation (`interval` is the
+    /// evaluation period) and sends what is due: at once when an alert
+    /// starts firing or resolves, else every `resend_every` while any
+    /// fires. An alert held back by an inhibition is not sent (to
+    /// Alertmanager it resolves). Needs a Tokio runtime to send.
+    pub fn observe(&self, statuses: &[AlertStatus], interval: Duration, now: Instant) {
+        let inner = &self.inner;
+        let wall = SystemTime::now();
+        let mut state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let firing: Vec<&AlertStatus> = statuses
+            .iter()
+            .filter(|s| s.state == AlertState::Firing && s.inhibited_by.is_none())
+            .collect();
+        let key = |s: &AlertStatus| (s.rule.name.clone(), s.host.clone());
+        for s in &firing {
+            if let std::collections::hash_map::Entry::Vacant(started) = state.firing.entry(key(s)) {
+                started.insert(wall);
+                state.changed = true;
+            }
+        }
+        let gone: Vec<Key> = state
+            .firing
+            .keys()
+            .filter(|k| !firing.iter().any(|s| key(s) == **k))
+            .cloned()
+            .collect();
+        for k in gone {
+            let started = state.firing.remove(&k).unwrap_or(wall);
+            let last = statuses.iter().find(|s| key(s) == k);
+            state.resolved.push((self.entry(&k, last, started, wall), now));
+            state.changed = true;
+        }
+        state
+            .resolved
+            .retain(|(_, at)| now.saturating_duration_since(*at) < RESOLVED_RETENTION);
+        let due = state.changed
+            || (!state.firing.is_empty()
+                && state
+                    .last_push
+                    .is_none_or(|at| now.saturating_duration_since(at) >= inner.resend));
+        if !due || inner.busy.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(url = %inner.shown, "no Tokio runtime here: alerts not pushed to the Alertmanager");
+            return;
+        };
+        // Firing: ends four resend periods (or evaluations, if longer)
+        // ahead unless sent again, as Prometheus sets it.
+        let ends = wall + 4 * inner.resend.max(interval);
+        let mut entries: Vec<serde_json::Value> = firing
+            .iter()
+            .map(|s| {
+                let k = key(s);
+                let started = state.firing.get(&k).copied().unwrap_or(wall);
+                self.entry(&k, Some(s), started, ends)
+            })
+            .collect();
+        let resolved = std::mem::take(&mut state.resolved);
+        entries.extend(resolved.iter().map(|(entry, _)| entry.clone()));
+        state.changed = false;
+        state.last_push = Some(now);
+        drop(state);
+        let body = match serde_json::to_vec(&entries) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => {
+                tracing::warn!(url = %inner.shown, error = %e, "alerts not pushed to the Alertmanager");
+                return;
+            }
+        };
+        inner.busy.store(true, Ordering::Release);
+        let send = (inner.send)(body);
+        let (busy, keep, shown) = (inner.busy.clone(), inner.state.clone(), inner.shown.clone());
+        runtime.spawn(async move {
+            let delivered = match send.await {
+                Ok(status) if status.is_success() => true,
+                Ok(status) => {
+                    tracing::warn!(url = %shown, %status, "the Alertmanager refused the alerts pushed");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(url = %shown, error = %crate::util::with_sources(&*e), "alerts not pushed to the Alertmanager");
+                    false
+                }
+            };
+            if !delivered {
+                // Sent again at the next evaluation: the resolutions, and
+                // the firing alerts (by `changed`).
+                let mut state = keep.lock().unwrap_or_else(PoisonError::into_inner);
+                state.resolved.extend(resolved);
+                state.changed = true;
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
+
+    /// One alert in Alertmanager's form.
+    fn entry(
+        &self,
+        key: &Key,
+        status: Option<&AlertStatus>,
+        starts: SystemTime,
+        ends: SystemTime,
+    ) -> serde_json::Value {
+        let mut labels: BTreeMap<&str, &str> = self
+            .inner
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        labels.insert("alertname", &key.0);
+        if let Some(host) = &key.1 {
+            labels.insert("host", host);
+        }
+        let mut annotations = BTreeMap::new();
+        if let Some(s) = status {
+            labels.insert(
+                "severity",
+                match s.rule.severity {
+                    super::Severity::Warning => "warning",
+                    super::Severity::Critical => "critical",
+                },
+            );
+            let value = s.value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}"));
+            let side = if s.rule.comparison == Comparison::Above {
+                "above"
+            } else {
+                "below"
+            };
+            annotations.insert(
+                "summary",
+                format!("{} = {value} ({side} {})", s.rule.figure, s.rule.threshold),
+            );
+            annotations.insert("value", value);
+        }
+        serde_json::json!({
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": rfc3339(starts),
+            "endsAt": rfc3339(ends),
+        })
+    }
+}
+
+/// `t` as RFC 3339 in UTC, to the millisecond (`2026-11-29T12:00:00.000Z`).
+fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    // Days to a civil date (Howard Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests;
