@@ -976,3 +976,67 @@ async fn per_host_alerts_from_the_file_fire_for_the_failing_host_alone() {
     expected.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     assert_eq!(alerts, expected);
 }
+
+/// `[monitor.alertmanager]`: a firing alert reaches a real Alertmanager-like
+/// server over HTTP/1.1 at `/api/v2/alerts`, as JSON with the file's labels.
+// Real sockets on the real clock; nothing sleeps.
+#[tokio::test]
+async fn alerts_reach_the_alertmanager_named_in_the_file() {
+    use tower_optimizer::stack::OptimizerConfig;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let alertmanager = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let tx = tx.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let _ = tx.send((parts, body));
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+        }
+    });
+    let alertmanager = serve(Protocol::Auto, alertmanager).await;
+    let (bad, _) = server(
+        Arc::new(|_, _| respond(500, "no-store", "down")),
+        Arc::new(Notify::new()),
+    )
+    .await;
+    let (client, optimizer) = OptimizerConfig::from_toml(&format!(
+        r#"
+        [monitor]
+        default_alerts = false
+        [[monitor.alerts]]
+        name = "Errors"
+        figure = "http.error_rate"
+        above = 0.3
+        severity = "critical"
+        [monitor.alertmanager]
+        url = "http://{alertmanager}"
+        labels = {{ instance = "checkout-1" }}
+        "#
+    ))
+    .and_then(OptimizerConfig::into_builder)
+    .and_then(tower_optimizer::stack::OptimizerStackBuilder::build_http2_client)
+    .unwrap();
+    for _ in 0..3 {
+        let (code, ..) = send(&client, Method::GET, &format!("http://{bad}/")).await.unwrap();
+        assert_eq!(code, 500);
+    }
+    optimizer.monitor().unwrap().sample_now();
+    let (parts, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("pushed within 10 s")
+        .unwrap();
+    assert_eq!((parts.method, parts.uri.path()), (Method::POST, "/api/v2/alerts"));
+    assert_eq!(
+        parts.version,
+        http::Version::HTTP_11,
+        "a stock Alertmanager speaks no h2c"
+    );
+    assert_eq!(parts.headers["content-type"], "application/json");
+    let alerts: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let alert = &alerts[0];
+    assert_eq!(alert["labels"]["alertname"], "Errors");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["instance"], "checkout-1");
+    assert!(alert["labels"].get("host").is_none(), "a rule over the whole client");
+    assert_eq!(alert["annotations"]["value"], "1.0000");
+}

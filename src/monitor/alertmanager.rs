@@ -1,46 +1,5 @@
-//! Pushing alerts to a Prometheus Alertmanager, as Prometheus does.
-//!
-//! Alertmanager takes alerts at `POST /api/v2/alerts` and holds each until
-//! its `endsAt`; a client must send a firing alert again before then, or
-//! Alertmanager resolves it by itself. So, as Prometheus's notifier does,
-//! [`AlertmanagerPush`] sends every firing alert at once when it starts
-//! firing and again every `resend_every` (1 minute by default) with an
-//! `endsAt` four resend periods ahead, and sends a resolved alert with
-//! `endsAt` set to when it resolved. The [`Monitor`](super::Monitor)
-//! calls it after each evaluation.
-//!
-//! ```
-//! use std::convert::Infallible;
-//! use std::sync::{Arc, Mutex};
-//! use bytes::Bytes;
-//! use http_body_util::{BodyExt, Full};
-//! use tower_optimizer::monitor::{AlertManager, AlertRule, AlertmanagerPush, Monitor};
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-//! let alertmanager = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
-//!     let tx = tx.clone();
-//!     async move {
-//!         tx.send((req.uri().to_string(), req.into_body().collect().await.unwrap().to_bytes())).unwrap();
-//!         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
-//!     }
-//! });
-//! let push = AlertmanagerPush::builder("http://alertmanager.test:9093")
-//!     .label("instance", "checkout-1")
-//!     .build(alertmanager)
-//!     .unwrap();
-//! let mut alerts = AlertManager::new();
-//! alerts.add_rule(AlertRule::above("QueueDeep", "queue.depth", 10.0));
-//! let monitor = Monitor::builder().alerts(alerts).alertmanager(push).build();
-//! monitor.register_gauge("queue.depth", || 50.0);
-//! monitor.sample_now();
-//! let (uri, body) = rx.recv().await.unwrap();
-//! assert_eq!(uri, "http://alertmanager.test:9093/api/v2/alerts");
-//! let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
-//! assert_eq!(sent[0]["labels"]["alertname"], "QueueDeep");
-//! assert_eq!(sent[0]["labels"]["instance"], "checkout-1");
-//! # });
-//! ```
+//! Pushing alerts to a Prometheus Alertmanager, as Prometheus does (see
+//! [`AlertmanagerPush`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -72,11 +31,38 @@ const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
 
 /// Why an [`AlertmanagerPush`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertmanagerError(String);
+pub struct AlertmanagerError {
+    setting: AlertmanagerSetting,
+    reason: String,
+}
+
+/// The setting an [`AlertmanagerError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertmanagerSetting {
+    /// The URL.
+    Url,
+    /// A label's name.
+    Label,
+    /// `resend_every`.
+    Resend,
+    /// `timeout`.
+    Timeout,
+}
+
+impl AlertmanagerError {
+    fn new(setting: AlertmanagerSetting, reason: String) -> Self {
+        AlertmanagerError { setting, reason }
+    }
+
+    /// The setting refused.
+    pub fn setting(&self) -> AlertmanagerSetting {
+        self.setting
+    }
+}
 
 impl fmt::Display for AlertmanagerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "alertmanager push: {}", self.0)
+        write!(f, "alertmanager push: {}", self.reason)
     }
 }
 
@@ -130,25 +116,31 @@ impl AlertmanagerPushBuilder {
         S::Error: Into<BoxError>,
         B: From<Bytes> + Send + 'static,
     {
-        let base: http::Uri = self
-            .url
-            .parse()
-            .map_err(|e| AlertmanagerError(format!("{:?} is not a URL: {e}", self.url)))?;
+        let base: http::Uri = self.url.parse().map_err(|e| {
+            AlertmanagerError::new(AlertmanagerSetting::Url, format!("{:?} is not a URL: {e}", self.url))
+        })?;
         if !matches!(base.scheme_str(), Some("http" | "https")) || base.authority().is_none() {
-            return Err(AlertmanagerError(format!(
-                "{:?} is not an absolute http or https URL",
-                self.url
-            )));
+            return Err(AlertmanagerError::new(
+                AlertmanagerSetting::Url,
+                format!("{:?} is not an absolute http or https URL", self.url),
+            ));
         }
         if let Some(bad) = self.labels.keys().find(|name| !is_label_name(name)) {
-            return Err(AlertmanagerError(format!(
-                "{bad:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
-            )));
-        }
-        if self.resend.is_zero() || self.timeout.is_zero() {
-            return Err(AlertmanagerError(
-                "resend_every and timeout must be longer than zero".to_owned(),
+            return Err(AlertmanagerError::new(
+                AlertmanagerSetting::Label,
+                format!("{bad:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
             ));
+        }
+        for (setting, d, name) in [
+            (AlertmanagerSetting::Resend, self.resend, "resend_every"),
+            (AlertmanagerSetting::Timeout, self.timeout, "timeout"),
+        ] {
+            if d.is_zero() {
+                return Err(AlertmanagerError::new(
+                    setting,
+                    format!("{name} must be longer than zero"),
+                ));
+            }
         }
         // The API's path under whatever path prefix the base has
         // (Alertmanager's `--web.route-prefix`).
@@ -159,7 +151,7 @@ impl AlertmanagerPushBuilder {
             base.path().trim_end_matches('/')
         )
         .parse()
-        .map_err(|e| AlertmanagerError(format!("{:?}: {e}", self.url)))?;
+        .map_err(|e| AlertmanagerError::new(AlertmanagerSetting::Url, format!("{:?}: {e}", self.url)))?;
         // As logs show it: no query, no user information.
         let shown = format!(
             "{}://{}{}",
@@ -207,8 +199,49 @@ fn is_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Sends alerts to an Alertmanager (see the [module](self)). Cheap to
+/// Sends alerts to a Prometheus Alertmanager, as Prometheus does. Cheap to
 /// clone; give it to [`MonitorBuilder::alertmanager`](super::MonitorBuilder::alertmanager).
+///
+/// Alertmanager takes alerts at `POST /api/v2/alerts` and holds each until
+/// its `endsAt`; a client must send a firing alert again before then, or
+/// Alertmanager resolves it by itself. So, as Prometheus's notifier does,
+/// it sends every firing alert at once when it starts
+/// firing and again every `resend_every` (1 minute by default) with an
+/// `endsAt` four resend periods ahead, and sends a resolved alert with
+/// `endsAt` set to when it resolved. The [`Monitor`](super::Monitor)
+/// calls it after each evaluation.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use tower_optimizer::monitor::{AlertManager, AlertRule, AlertmanagerPush, Monitor};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let alertmanager = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+///     let tx = tx.clone();
+///     async move {
+///         tx.send((req.uri().to_string(), req.into_body().collect().await.unwrap().to_bytes())).unwrap();
+///         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+///     }
+/// });
+/// let push = AlertmanagerPush::builder("http://alertmanager.test:9093")
+///     .label("instance", "checkout-1")
+///     .build(alertmanager)
+///     .unwrap();
+/// let mut alerts = AlertManager::new();
+/// alerts.add_rule(AlertRule::above("QueueDeep", "queue.depth", 10.0));
+/// let monitor = Monitor::builder().alerts(alerts).alertmanager(push).build();
+/// monitor.register_gauge("queue.depth", || 50.0);
+/// monitor.sample_now();
+/// let (uri, body) = rx.recv().await.unwrap();
+/// assert_eq!(uri, "http://alertmanager.test:9093/api/v2/alerts");
+/// let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+/// assert_eq!(sent[0]["labels"]["alertname"], "QueueDeep");
+/// assert_eq!(sent[0]["labels"]["instance"], "checkout-1");
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct AlertmanagerPush {
     inner: Arc<Inner>,

@@ -89,6 +89,10 @@ pub struct MonitorSettings {
     /// Hosts labelled with their own `server.address`, past which they are
     /// `_OTHER` (see [`MetricsLayer::max_server_addresses`]).
     pub max_server_addresses: usize,
+    /// Push the alerts to a Prometheus Alertmanager (see
+    /// [`AlertmanagerPush`](crate::monitor::AlertmanagerPush); TOML
+    /// `[monitor.alertmanager]`). None by default.
+    pub alertmanager: Option<crate::monitor::AlertmanagerPush>,
 }
 
 /// The built-in `ProcessMemoryHigh` threshold without a cgroup limit: a
@@ -122,6 +126,7 @@ impl Default for MonitorSettings {
             prometheus: false,
             route_templates: None,
             max_server_addresses: crate::monitor::DEFAULT_MAX_SERVER_ADDRESSES,
+            alertmanager: None,
         }
     }
 }
@@ -462,6 +467,9 @@ impl OptimizerStackBuilder {
                     .history(settings.history)
                     .stats(stats.clone())
                     .alerts(settings.alerts);
+                if let Some(push) = settings.alertmanager {
+                    monitor = monitor.alertmanager(push);
+                }
                 if let Some(cache) = &self.cache {
                     monitor = monitor.cache(cache.clone());
                 }

@@ -285,6 +285,34 @@ pub struct MonitorSection {
     /// Inhibitions, `[[monitor.inhibit]]`: while `source` fires, `targets`
     /// are not notified (see [`AlertManager::inhibit`](crate::monitor::AlertManager::inhibit)).
     pub inhibit: Option<Vec<InhibitSection>>,
+    /// `[monitor.alertmanager]`: push the alerts to a Prometheus
+    /// Alertmanager.
+    pub alertmanager: Option<AlertmanagerSection>,
+}
+
+/// `[monitor.alertmanager]` (see [`AlertmanagerPush`](crate::monitor::AlertmanagerPush)):
+///
+/// ```toml
+/// [monitor.alertmanager]
+/// url = "http://127.0.0.1:9093"   # its base; alerts go to /api/v2/alerts under it
+/// resend = "1m"                   # a firing alert is sent again this often
+/// timeout = "10s"                 # for one push
+/// labels = { instance = "checkout-1", job = "checkout" }
+/// ```
+///
+/// Sent over an HTTP/1.1 client of its own (`https` needs the `tls`
+/// feature; the system's roots are trusted).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerSection {
+    /// The Alertmanager's base URL.
+    pub url: String,
+    /// How often a firing alert is sent again (default 1 m).
+    pub resend: Option<String>,
+    /// How long one push may take (default 10 s).
+    pub timeout: Option<String>,
+    /// Labels on every alert sent, for the Alertmanager's routing.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// One `[[monitor.inhibit]]`: `{ source = "CircuitOpen", targets =
@@ -625,6 +653,9 @@ impl OptimizerConfig {
                 settings.alerts.add_rule(rule);
             }
             alerts::inhibit(&mut settings.alerts, m.inhibit.as_deref().unwrap_or_default())?;
+            if let Some(section) = &m.alertmanager {
+                settings.alertmanager = Some(alerts::alertmanager(section)?);
+            }
             for (i, r) in m.readiness.iter().flatten().enumerate() {
                 let timeout = duration(&format!("monitor.readiness[{i}].timeout"), r.timeout.as_ref())?;
                 b = b.readiness_check(&r.name, &r.url, timeout.unwrap_or(DEFAULT_READINESS_TIMEOUT));

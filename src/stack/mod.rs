@@ -58,8 +58,8 @@ pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use client::{HttpsClient, https_client};
 pub use config::{
-    AdminSection, AlertSection, BreakerSection, CacheSection, ClientSection, InhibitSection, MonitorSection,
-    OptimizerConfig, PressureSection, ReadinessSection, RetrySection, TtlRoute, parse_duration,
+    AdminSection, AlertSection, AlertmanagerSection, BreakerSection, CacheSection, ClientSection, InhibitSection,
+    MonitorSection, OptimizerConfig, PressureSection, ReadinessSection, RetrySection, TtlRoute, parse_duration,
 };
 pub use deadline::RequestTimeout;
 pub use gate::ShuttingDown;

@@ -209,24 +209,37 @@ async fn held_back_alerts_are_not_sent_and_hosts_are_labelled() {
 
 #[test]
 fn bad_settings_are_refused_with_a_reason() {
+    use AlertmanagerSetting::{Label, Resend, Timeout, Url};
     let (service, _) = alertmanager(Arc::new(AtomicU16::new(200)));
-    for (builder, words) in [
-        (AlertmanagerPush::builder("am.test:9093"), "absolute"),
-        (AlertmanagerPush::builder("/api"), "absolute"),
-        (AlertmanagerPush::builder("ftp://am.test"), "absolute"),
-        (AlertmanagerPush::builder("http://a m"), "not a URL"),
+    for (builder, setting, words) in [
+        (AlertmanagerPush::builder("am.test:9093"), Url, "absolute"),
+        (AlertmanagerPush::builder("/api"), Url, "absolute"),
+        (AlertmanagerPush::builder("ftp://am.test"), Url, "absolute"),
+        (AlertmanagerPush::builder("http://a m"), Url, "not a URL"),
         (
             AlertmanagerPush::builder("http://am.test").label("team-name", "x"),
+            Label,
             "label name",
         ),
-        (AlertmanagerPush::builder("http://am.test").label("", "x"), "label name"),
+        (
+            AlertmanagerPush::builder("http://am.test").label("", "x"),
+            Label,
+            "label name",
+        ),
         (
             AlertmanagerPush::builder("http://am.test").resend_every(Duration::ZERO),
-            "longer than zero",
+            Resend,
+            "resend_every must be longer than zero",
+        ),
+        (
+            AlertmanagerPush::builder("http://am.test").timeout(Duration::ZERO),
+            Timeout,
+            "timeout must be longer than zero",
         ),
     ] {
         let e = builder.build(service.clone()).unwrap_err();
         assert!(e.to_string().contains(words), "{e}");
+        assert_eq!(e.setting(), setting, "{e}");
     }
 }
 

@@ -2,8 +2,11 @@
 //! [`OptimizerConfig`](super::OptimizerConfig): rules and inhibitions,
 //! each checked, each error naming its key.
 
-use super::{AlertSection, InhibitSection, StackError, choice, duration};
-use crate::monitor::{AlertManager, AlertRule, FIGURES, HOST_FIGURES, Scope, Severity};
+use super::{AlertSection, AlertmanagerSection, InhibitSection, StackError, choice, duration};
+use crate::monitor::{
+    AlertManager, AlertRule, AlertmanagerPush, AlertmanagerSetting, FIGURES, HOST_FIGURES, Scope, Severity,
+};
+use crate::stack::client::{ClientConfig, Protocol};
 
 /// `[[monitor.alerts]]` as rules, each checked.
 pub(super) fn rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackError> {
@@ -137,4 +140,50 @@ pub(super) fn inhibit(alerts: &mut AlertManager, sections: &[InhibitSection]) ->
         }
     }
     Ok(())
+}
+
+/// `[monitor.alertmanager]` as a push over an HTTP/1.1 client of its own
+/// (a stock Alertmanager speaks no h2c, which the stack's client may).
+pub(super) fn alertmanager(section: &AlertmanagerSection) -> Result<AlertmanagerPush, StackError> {
+    let field = |name: &str| format!("monitor.alertmanager.{name}");
+    let mut push = AlertmanagerPush::builder(&section.url);
+    if let Some(every) = duration(&field("resend"), section.resend.as_ref())? {
+        push = push.resend_every(every);
+    }
+    if let Some(timeout) = duration(&field("timeout"), section.timeout.as_ref())? {
+        push = push.timeout(timeout);
+    }
+    for (name, value) in section.labels.iter().flatten() {
+        push = push.label(name, value);
+    }
+    let config = ClientConfig {
+        protocol: Protocol::Http1,
+        ..ClientConfig::default()
+    };
+    // The key a refusal is about.
+    let named = |e: crate::monitor::AlertmanagerError| {
+        let key = match e.setting() {
+            AlertmanagerSetting::Url => "url",
+            AlertmanagerSetting::Label => "labels",
+            AlertmanagerSetting::Resend => "resend",
+            AlertmanagerSetting::Timeout => "timeout",
+        };
+        StackError::field_error(field(key), e.to_string())
+    };
+    if section.url.trim_start().to_ascii_lowercase().starts_with("https:") {
+        #[cfg(feature = "tls")]
+        {
+            let roots = crate::stack::native_roots()
+                .map_err(|e| StackError::field_error(field("url"), format!("no TLS roots: {e}")))?;
+            let client = crate::stack::https_client::<crate::stack::ClientBody>(&config, roots);
+            return push.build(client).map_err(named);
+        }
+        #[cfg(not(feature = "tls"))]
+        return Err(StackError::field_error(
+            field("url"),
+            "an https URL needs the crate's `tls` feature",
+        ));
+    }
+    let client = crate::stack::client::http_client::<crate::stack::ClientBody>(&config);
+    push.build(client).map_err(named)
 }

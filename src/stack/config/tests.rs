@@ -330,6 +330,26 @@ fn errors_name_the_field() {
             "monitor.inhibit[0].equal",
         ),
         (
+            "[monitor.alertmanager]\nurl = \"am.test:9093\"",
+            "monitor.alertmanager.url",
+        ),
+        (
+            "[monitor.alertmanager]\nurl = \"http://am.test\"\nlabels = { \"team-name\" = \"x\" }",
+            "monitor.alertmanager.labels",
+        ),
+        (
+            "[monitor.alertmanager]\nurl = \"http://am.test\"\nresend = \"0s\"",
+            "monitor.alertmanager.resend",
+        ),
+        (
+            "[monitor.alertmanager]\nurl = \"http://am.test\"\ntimeout = \"0s\"",
+            "monitor.alertmanager.timeout",
+        ),
+        (
+            "[monitor.alertmanager]\nurl = \"http://am.test\"\ntimeout = \"soon\"",
+            "monitor.alertmanager.timeout",
+        ),
+        (
             "[[monitor.alerts]]\nname = \"A\"\nfigure = \"cache.hit_ratio\"\nbelow = 0.5\nscope = \"per_host\"",
             "monitor.alerts[0].figure",
         ),
@@ -904,6 +924,7 @@ fn the_shipped_example_shows_every_key() {
         "[[monitor.alerts]]\n",
         "[[monitor.inhibit]]\n",
         "[[monitor.readiness]]\n",
+        "[monitor.alertmanager]\nurl = \"http://127.0.0.1:9093\"\n",
         "[admin]\n",
         "[client]\n",
         "[cache]\nttl_for = [{ unknown_key = 1 }]\n",
