@@ -251,3 +251,35 @@ fn times_are_rfc3339_in_utc() {
     assert_eq!(rfc3339(t(1_798_761_599, 999)), "2026-12-31T23:59:59.999Z");
     assert_eq!(rfc3339(t(4_107_542_400, 0)), "2100-03-01T00:00:00.000Z");
 }
+
+/// An Alertmanager that never answers holds one push for `timeout`, no
+/// longer; the next evaluation after it sends again.
+#[tokio::test(start_paused = true)]
+async fn a_push_that_never_ends_is_given_up_after_its_timeout() {
+    let calls = Arc::new(AtomicU16::new(0));
+    let count = calls.clone();
+    let silent = tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
+        count.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<Result<http::Response<Full<Bytes>>, Infallible>>()
+    });
+    let push = AlertmanagerPush::builder("http://am.test")
+        .timeout(Duration::from_secs(3))
+        .build(silent)
+        .unwrap();
+    let mut alerts = AlertManager::new();
+    alerts.add_rule(AlertRule::above("Deep", "queue.depth", 10.0));
+    let t0 = Instant::now();
+    step(&mut alerts, &push, 50.0, t0);
+    settle().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Still waiting: not doubled.
+    step(&mut alerts, &push, 50.0, at(t0, 1));
+    settle().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Past the timeout it is given up, and sent again.
+    tokio::time::advance(Duration::from_secs(3)).await;
+    settle().await;
+    step(&mut alerts, &push, 50.0, Instant::now());
+    settle().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
