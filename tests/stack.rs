@@ -1011,6 +1011,7 @@ async fn alerts_reach_the_alertmanager_named_in_the_file() {
         [monitor.alertmanager]
         url = "http://{alertmanager}"
         labels = {{ instance = "checkout-1" }}
+        token_env = "CARGO_PKG_NAME"
         "#
     ))
     .and_then(OptimizerConfig::into_builder)
@@ -1032,6 +1033,8 @@ async fn alerts_reach_the_alertmanager_named_in_the_file() {
         "a stock Alertmanager speaks no h2c"
     );
     assert_eq!(parts.headers["content-type"], "application/json");
+    // The token from the variable the file names (cargo sets this one).
+    assert_eq!(parts.headers["authorization"], "Bearer tower-optimizer");
     let alerts: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let alert = &alerts[0];
     assert_eq!(alert["labels"]["alertname"], "Errors");

@@ -79,6 +79,7 @@ pub struct AlertmanagerPushBuilder {
     resend: Duration,
     timeout: Duration,
     labels: BTreeMap<String, String>,
+    authorization: Option<http::HeaderValue>,
 }
 
 impl AlertmanagerPushBuilder {
@@ -99,6 +100,16 @@ impl AlertmanagerPushBuilder {
     /// (`alertname`, `severity`, `host`) win over one of the same name.
     pub fn label(mut self, name: &str, value: &str) -> Self {
         self.labels.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    /// An `Authorization` value sent with every push, such as `Bearer
+    /// ..` or `Basic ..` for an Alertmanager behind authentication. It is
+    /// marked sensitive, so hyper keeps it out of HPACK tables and debug
+    /// output.
+    pub fn authorization(mut self, mut value: http::HeaderValue) -> Self {
+        value.set_sensitive(true);
+        self.authorization = Some(value);
         self
     }
 
@@ -160,14 +171,17 @@ impl AlertmanagerPushBuilder {
                 .map_or("", |a| a.as_str().rsplit('@').next().unwrap_or_default()),
             url.path()
         );
-        let timeout = self.timeout;
+        let (timeout, authorization) = (self.timeout, self.authorization);
         let send: Poster = Arc::new(move |body: Bytes| {
             let mut client = client.clone();
-            let url = url.clone();
+            let (url, authorization) = (url.clone(), authorization.clone());
             Box::pin(async move {
-                let request = http::Request::post(url)
+                let mut request = http::Request::post(url)
                     .header(http::header::CONTENT_TYPE, "application/json")
                     .body(B::from(body))?;
+                if let Some(value) = authorization {
+                    request.headers_mut().insert(http::header::AUTHORIZATION, value);
+                }
                 let answer = async {
                     std::future::poll_fn(|cx| client.poll_ready(cx)).await?;
                     client.call(request).await
@@ -289,6 +303,7 @@ impl AlertmanagerPush {
             resend: DEFAULT_RESEND,
             timeout: DEFAULT_PUSH_TIMEOUT,
             labels: BTreeMap::new(),
+            authorization: None,
         }
     }
 

@@ -298,6 +298,7 @@ pub struct MonitorSection {
 /// resend = "1m"                   # a firing alert is sent again this often
 /// timeout = "10s"                 # for one push
 /// labels = { instance = "checkout-1", job = "checkout" }
+/// token_env = "ALERTMANAGER_TOKEN"  # or authorization_env = "ALERTMANAGER_AUTHORIZATION"
 /// ```
 ///
 /// Sent over an HTTP/1.1 client of its own (`https` needs the `tls`
@@ -313,6 +314,13 @@ pub struct AlertmanagerSection {
     pub timeout: Option<String>,
     /// Labels on every alert sent, for the Alertmanager's routing.
     pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// The name of an environment variable holding a bearer token for the
+    /// Alertmanager (sent as `Authorization: Bearer ..`).
+    pub token_env: Option<String>,
+    /// The name of an environment variable holding a whole
+    /// `Authorization` value, such as `Basic dXNlcjpwYXNz` for a hosted
+    /// Alertmanager behind basic authentication.
+    pub authorization_env: Option<String>,
 }
 
 /// One `[[monitor.inhibit]]`: `{ source = "CircuitOpen", targets =
@@ -472,6 +480,17 @@ fn choice<T, const N: usize>(field: &str, value: Option<&str>, options: [(&str, 
         field,
         format!("{:?}: use {words}", value.unwrap_or_default()),
     ))
+}
+
+/// The secret in the environment variable `name`, which a `*_env` key
+/// (`field`) names: a secret kept out of a file that may be checked in or
+/// read by many. Unset or empty is an error naming the key.
+fn env_secret(field: &str, name: &str) -> Result<String, StackError> {
+    match std::env::var(name) {
+        Ok(secret) if !secret.is_empty() => Ok(secret),
+        Ok(_) => Err(StackError::field_error(field, format!("{name} is empty"))),
+        Err(e) => Err(StackError::field_error(field, format!("{name}: {e}"))),
+    }
 }
 
 fn duration(field: &str, value: Option<&String>) -> Result<Option<Duration>, StackError> {
@@ -677,11 +696,7 @@ impl OptimizerConfig {
                     ));
                 }
                 (token, None) => token.clone(),
-                (None, Some(name)) => match std::env::var(name) {
-                    Ok(token) if !token.is_empty() => Some(token),
-                    Ok(_) => return Err(StackError::field_error("admin.token_env", format!("{name} is empty"))),
-                    Err(e) => return Err(StackError::field_error("admin.token_env", format!("{name}: {e}"))),
-                },
+                (None, Some(name)) => Some(env_secret("admin.token_env", name)?),
             };
             b = b.admin(&a.listen, token.as_deref());
             b = b.admin_liveness(choice(

@@ -283,3 +283,27 @@ async fn a_push_that_never_ends_is_given_up_after_its_timeout() {
     settle().await;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// `authorization`: sent with every push, marked sensitive.
+#[tokio::test(start_paused = true)]
+async fn the_authorization_goes_with_every_push_marked_sensitive() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    let service = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+        let value = req.headers().get(http::header::AUTHORIZATION).cloned();
+        keep.lock().unwrap().push(value);
+        std::future::ready(Ok::<_, Infallible>(http::Response::new(Full::<Bytes>::default())))
+    });
+    let push = AlertmanagerPush::builder("http://am.test")
+        .authorization(http::HeaderValue::from_static("Basic dXNlcjpwYXNz"))
+        .build(service)
+        .unwrap();
+    assert!(!format!("{push:?}").contains("dXNlcjpwYXNz"), "{push:?}");
+    let mut alerts = AlertManager::new();
+    alerts.add_rule(AlertRule::above("Deep", "queue.depth", 10.0));
+    step(&mut alerts, &push, 50.0, Instant::now());
+    settle().await;
+    let value = seen.lock().unwrap().pop().flatten().expect("an Authorization header");
+    assert_eq!(value, "Basic dXNlcjpwYXNz");
+    assert!(value.is_sensitive());
+}

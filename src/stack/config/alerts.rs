@@ -2,7 +2,7 @@
 //! [`OptimizerConfig`](super::OptimizerConfig): rules and inhibitions,
 //! each checked, each error naming its key.
 
-use super::{AlertSection, AlertmanagerSection, InhibitSection, StackError, choice, duration};
+use super::{AlertSection, AlertmanagerSection, InhibitSection, StackError, choice, duration, env_secret};
 use crate::monitor::{
     AlertManager, AlertRule, AlertmanagerPush, AlertmanagerSetting, FIGURES, HOST_FIGURES, Scope, Severity,
 };
@@ -155,6 +155,26 @@ pub(super) fn alertmanager(section: &AlertmanagerSection) -> Result<Alertmanager
     }
     for (name, value) in section.labels.iter().flatten() {
         push = push.label(name, value);
+    }
+    let authorization = match (&section.token_env, &section.authorization_env) {
+        (Some(_), Some(_)) => {
+            return Err(StackError::field_error(
+                field("authorization_env"),
+                "token_env or authorization_env, not both",
+            ));
+        }
+        (Some(name), None) => Some((
+            "token_env",
+            format!("Bearer {}", env_secret(&field("token_env"), name)?),
+        )),
+        (None, Some(name)) => Some(("authorization_env", env_secret(&field("authorization_env"), name)?)),
+        (None, None) => None,
+    };
+    if let Some((key, value)) = authorization {
+        // The variable is named, its value never shown.
+        let value = http::HeaderValue::try_from(value)
+            .map_err(|_| StackError::field_error(field(key), "the variable's value is not a valid header value"))?;
+        push = push.authorization(value);
     }
     let config = ClientConfig {
         protocol: Protocol::Http1,

@@ -334,6 +334,14 @@ fn errors_name_the_field() {
             "monitor.alertmanager.url",
         ),
         (
+            "[monitor.alertmanager]\nurl = \"http://am.test\"\ntoken_env = \"TOWER_OPTIMIZER_TEST_UNSET\"",
+            "monitor.alertmanager.token_env",
+        ),
+        (
+            "[monitor.alertmanager]\nurl = \"http://am.test\"\ntoken_env = \"CARGO_PKG_NAME\"\nauthorization_env = \"CARGO_PKG_NAME\"",
+            "monitor.alertmanager.authorization_env",
+        ),
+        (
             "[monitor.alertmanager]\nurl = \"http://am.test\"\nlabels = { \"team-name\" = \"x\" }",
             "monitor.alertmanager.labels",
         ),
