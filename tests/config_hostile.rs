@@ -100,6 +100,22 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("monitor", "max_server_addresses", Int),
     ("monitor", "default_alerts", Bool),
     ("monitor", "route_templates", Strings),
+    (
+        "monitor.alertmanager",
+        "url",
+        Word(&[
+            "http://127.0.0.1:9093",
+            "https://127.0.0.1:9093/prefix",
+            "127.0.0.1:9093",
+        ]),
+    ),
+    ("monitor.alertmanager", "resend", Dur),
+    ("monitor.alertmanager", "timeout", Dur),
+    (
+        "monitor.alertmanager",
+        "token_env",
+        Word(&["CARGO_PKG_NAME", "TOWER_OPTIMIZER_TEST_UNSET"]),
+    ),
 ];
 
 /// A value of `kind` as TOML text: one a setting takes `sane` times in
@@ -192,7 +208,14 @@ fn config_text(sane: u32) -> impl Strategy<Value = (String, Vec<String>)> {
         let chosen: Vec<(usize, String)> = chosen.into_iter().flatten().collect();
         let mut text = String::new();
         let mut paths = Vec::new();
-        for section in ["", "cache", "circuit_breaker", "retry", "monitor"] {
+        for section in [
+            "",
+            "cache",
+            "circuit_breaker",
+            "retry",
+            "monitor",
+            "monitor.alertmanager",
+        ] {
             let lines: Vec<&(usize, String)> = chosen.iter().filter(|(i, _)| KEYS[*i].0 == section).collect();
             if lines.is_empty() {
                 continue;
@@ -215,7 +238,8 @@ fn config_text(sane: u32) -> impl Strategy<Value = (String, Vec<String>)> {
 }
 
 /// A refusal names a key of the file (or an item of one, `cache.exclude[0]`),
-/// or the key one of them needs beside it, or a section it set, or `config` for the TOML as a whole, or a builder
+/// or the key one of them needs beside it, or a section it set (or a table
+/// missing a key it needs), or `config` for the TOML as a whole, or a builder
 /// setting of the same name.
 fn names_a_key(err: &StackError, paths: &[String]) -> bool {
     let field = err.field();
@@ -226,8 +250,11 @@ fn names_a_key(err: &StackError, paths: &[String]) -> bool {
     };
     // A key that needs another names the one missing.
     let partner = |p: &String| p == "circuit_breaker.slow_call_duration" && field == "circuit_breaker.slow_call_rate";
+    // A table missing a key it needs (`url`) is named as the table.
+    let table = |p: &String| p.strip_prefix(field).is_some_and(|rest| rest.starts_with('.'));
     field == "config"
         || paths.iter().any(within)
+        || paths.iter().any(table)
         || paths.iter().any(partner)
         || paths.iter().any(|p| p.split('.').next() == Some(field))
         || [
