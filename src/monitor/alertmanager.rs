@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -199,7 +198,7 @@ impl AlertmanagerPushBuilder {
                 shown,
                 resend: self.resend,
                 labels: self.labels,
-                busy: Arc::new(AtomicBool::new(false)),
+                push: Mutex::new(None),
                 state: Arc::new(Mutex::new(State::default())),
             }),
         })
@@ -266,9 +265,18 @@ struct Inner {
     shown: String,
     resend: Duration,
     labels: BTreeMap<String, String>,
-    /// A push is running.
-    busy: Arc<AtomicBool>,
+    /// The push running or last run: one at a time, and ended with the
+    /// last handle (its task holds no handle).
+    push: Mutex<Option<tokio::task::JoinHandle<()>>>,
     state: Arc<Mutex<State>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(push) = self.push.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            push.abort();
+        }
+    }
 }
 
 impl fmt::Debug for AlertmanagerPush {
@@ -347,7 +355,8 @@ impl AlertmanagerPush {
                 && state
                     .last_push
                     .is_none_or(|at| now.saturating_duration_since(at) >= inner.resend));
-        if !due || inner.busy.load(Ordering::Acquire) {
+        let mut push = inner.push.lock().unwrap_or_else(PoisonError::into_inner);
+        if !due || push.as_ref().is_some_and(|p| !p.is_finished()) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -377,10 +386,9 @@ impl AlertmanagerPush {
                 return;
             }
         };
-        inner.busy.store(true, Ordering::Release);
         let send = (inner.send)(body);
-        let (busy, keep, shown) = (inner.busy.clone(), inner.state.clone(), inner.shown.clone());
-        runtime.spawn(async move {
+        let (keep, shown) = (inner.state.clone(), inner.shown.clone());
+        *push = Some(runtime.spawn(async move {
             let delivered = match send.await {
                 Ok(status) if status.is_success() => true,
                 Ok(status) => {
@@ -399,8 +407,7 @@ impl AlertmanagerPush {
                 state.resolved.extend(resolved);
                 state.changed = true;
             }
-            busy.store(false, Ordering::Release);
-        });
+        }));
     }
 
     /// One alert in Alertmanager's form.

@@ -33,7 +33,11 @@ pub enum Scope {
     /// One alert per host (`host:port`), over that host's figure: a host
     /// failing every call fires even while the others keep the overall
     /// error rate low. Only the figures in
-    /// [`HOST_FIGURES`](crate::monitor::HOST_FIGURES) exist per host.
+    /// [`HOST_FIGURES`](crate::monitor::HOST_FIGURES) exist per host. The
+    /// hosts are those the statistics keep (past their `max_hosts`, the
+    /// rest share one named `_other`) and those of breakers keyed by
+    /// `scheme://authority`; a global or custom-keyed breaker gives no
+    /// host its `circuit_breaker.open`, so watch that one overall.
     PerHost,
 }
 

@@ -1,7 +1,7 @@
 //! Unit tests of the Alertmanager push, on paused time: when it sends,
 //! what, and what a failed push keeps.
 use std::convert::Infallible;
-use std::sync::atomic::AtomicU16;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use http_body_util::{BodyExt, Full};
 
@@ -306,4 +306,39 @@ async fn the_authorization_goes_with_every_push_marked_sensitive() {
     let value = seen.lock().unwrap().pop().flatten().expect("an Authorization header");
     assert_eq!(value, "Basic dXNlcjpwYXNz");
     assert!(value.is_sensitive());
+}
+
+/// The push in flight ends with the last handle: no task outlives the
+/// monitor that made it.
+#[tokio::test(start_paused = true)]
+async fn a_push_in_flight_ends_with_the_last_handle() {
+    /// Flags its drop.
+    struct Dropped(Arc<AtomicU16>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicU16::new(0));
+    let flag = dropped.clone();
+    let silent = tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
+        let guard = Dropped(flag.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<Result<http::Response<Full<Bytes>>, Infallible>>().await
+        }
+    });
+    let push = AlertmanagerPush::builder("http://am.test").build(silent).unwrap();
+    let mut alerts = AlertManager::new();
+    alerts.add_rule(AlertRule::above("Deep", "queue.depth", 10.0));
+    step(&mut alerts, &push, 50.0, Instant::now());
+    settle().await;
+    assert_eq!(dropped.load(Ordering::SeqCst), 0, "the push waits");
+    let other = push.clone();
+    drop(push);
+    settle().await;
+    assert_eq!(dropped.load(Ordering::SeqCst), 0, "a handle is left");
+    drop(other);
+    settle().await;
+    assert_eq!(dropped.load(Ordering::SeqCst), 1, "the push ended with the last handle");
 }
