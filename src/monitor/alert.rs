@@ -58,6 +58,7 @@ pub enum AlertState {
 }
 
 /// A notification.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Alert {
     /// The rule's name.
@@ -245,6 +246,7 @@ impl fmt::Debug for AlertManager {
 }
 
 /// One alert's current standing, for `/alerts` and the dashboard.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AlertStatus {
     /// The rule.

@@ -42,6 +42,7 @@ pub enum Scope {
 }
 
 /// A rule over one named figure.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AlertRule {
     /// The alert's name.
