@@ -299,6 +299,7 @@ fn upstream()
 /// Loads `text`, builds the stack and serves a few requests through it;
 /// a refusal must name a key of `paths`.
 fn load_build_serve(text: &str, paths: &[String]) -> Result<(), TestCaseError> {
+    count_panics();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -317,6 +318,10 @@ fn load_build_serve(text: &str, paths: &[String]) -> Result<(), TestCaseError> {
                 return Ok(());
             }
         };
+        // Every background task starts: the monitor's sampler, the
+        // cache's sweep and memory-pressure watcher run on the file's
+        // periods, however long.
+        let _ = optimizer.start().await;
         let svc = layer.layer(upstream());
         for i in 0..6 {
             let uri = format!("http://api{}.test/items/{}", i % 2, i % 3);
@@ -329,7 +334,30 @@ fn load_build_serve(text: &str, paths: &[String]) -> Result<(), TestCaseError> {
         let stats = optimizer.shutdown(Duration::from_secs(1)).await;
         prop_assert_eq!(stats.in_flight, 0);
         Ok(())
-    })
+    })?;
+    // A background task's panic ends the task, not the test: count them.
+    prop_assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        0,
+        "a background task panicked on\n{}",
+        text
+    );
+    Ok(())
+}
+
+/// Panics seen anywhere in this test binary.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts every panic (then reports it as before).
+fn count_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            report(info);
+        }));
+    });
 }
 
 proptest! {
