@@ -975,6 +975,21 @@ async fn per_host_alerts_from_the_file_fire_for_the_failing_host_alone() {
     let mut expected = expected.to_vec();
     expected.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     assert_eq!(alerts, expected);
+    // The stack's stats carry those not inactive.
+    let mut active: Vec<(String, Option<String>)> = optimizer
+        .stats()
+        .alerts
+        .into_iter()
+        .map(|a| (a.rule.name, a.host))
+        .collect();
+    active.sort();
+    let mut firing: Vec<(String, Option<String>)> = expected
+        .into_iter()
+        .filter(|e| e.2 != AlertState::Inactive)
+        .map(|e| (e.0, e.1))
+        .collect();
+    firing.sort();
+    assert_eq!(active, firing);
 }
 
 /// `[monitor.alertmanager]`: a firing alert reaches a real Alertmanager-like

@@ -425,6 +425,18 @@ impl Monitor {
         sample
     }
 
+    /// The alerts that are not inactive (pending, firing or resolved), as
+    /// of the last evaluation; [`snapshot`](Self::snapshot) lists every
+    /// rule's, with the history.
+    pub fn alerts(&self) -> Vec<AlertStatus> {
+        let alerts = self.inner.alerts.lock().unwrap_or_else(PoisonError::into_inner);
+        alerts
+            .statuses()
+            .into_iter()
+            .filter(|s| s.state != super::AlertState::Inactive)
+            .collect()
+    }
+
     /// The latest sample, the history and the alerts.
     pub fn snapshot(&self) -> MonitorSnapshot {
         let history: Vec<Sample> = self

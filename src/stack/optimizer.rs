@@ -16,7 +16,7 @@ use super::layer::OptimizedService;
 use crate::cache::{Cache, CacheStats};
 use crate::circuit_breaker::{BreakerSnapshot, CircuitBreakers};
 use crate::invalidation::Invalidator;
-use crate::monitor::{AdminService, Monitor, Stats, StatsSnapshot};
+use crate::monitor::{AdminService, AlertStatus, Monitor, Stats, StatsSnapshot};
 use crate::retry::{RetryPolicy, RetryStats};
 
 /// Everything the stack knows, at one moment; `serde::Serialize`, to log
@@ -35,6 +35,9 @@ pub struct OptimizerStats {
     /// Requests in flight now: sent through the stack, and their response
     /// body not yet ended, failed or dropped.
     pub in_flight: usize,
+    /// The alerts that are not inactive (pending, firing or resolved) as
+    /// of the monitor's last evaluation, if monitoring is configured.
+    pub alerts: Vec<AlertStatus>,
 }
 
 /// What `start` did.
@@ -201,6 +204,7 @@ impl Optimizer {
             retry: inner.retry.as_ref().map(RetryPolicy::stats),
             requests: inner.stats.as_ref().map(|s| s.snapshot(tokio::time::Instant::now())),
             in_flight: inner.gate.in_flight(),
+            alerts: inner.monitor.as_ref().map(Monitor::alerts).unwrap_or_default(),
         }
     }
 
