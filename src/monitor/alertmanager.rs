@@ -31,30 +31,20 @@ const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
 /// Why an [`AlertmanagerPush`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertmanagerError {
-    setting: AlertmanagerSetting,
+    setting: &'static str,
     reason: String,
 }
 
-/// The setting an [`AlertmanagerError`] is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertmanagerSetting {
-    /// The URL.
-    Url,
-    /// A label's name.
-    Label,
-    /// `resend_every`.
-    Resend,
-    /// `timeout`.
-    Timeout,
-}
-
 impl AlertmanagerError {
-    fn new(setting: AlertmanagerSetting, reason: String) -> Self {
+    fn new(setting: &'static str, reason: String) -> Self {
         AlertmanagerError { setting, reason }
     }
 
-    /// The setting refused.
-    pub fn setting(&self) -> AlertmanagerSetting {
+    /// The builder setting at fault, by its method's name (`"builder"` for
+    /// the URL, `"label"`, `"resend_every"`, `"timeout"`), for a caller
+    /// that maps it back to where the value came from.
+    #[must_use]
+    pub fn setting(&self) -> &'static str {
         self.setting
     }
 }
@@ -126,24 +116,25 @@ impl AlertmanagerPushBuilder {
         S::Error: Into<BoxError>,
         B: From<Bytes> + Send + 'static,
     {
-        let base: http::Uri = self.url.parse().map_err(|e| {
-            AlertmanagerError::new(AlertmanagerSetting::Url, format!("{:?} is not a URL: {e}", self.url))
-        })?;
+        let base: http::Uri = self
+            .url
+            .parse()
+            .map_err(|e| AlertmanagerError::new("builder", format!("{:?} is not a URL: {e}", self.url)))?;
         if !matches!(base.scheme_str(), Some("http" | "https")) || base.authority().is_none() {
             return Err(AlertmanagerError::new(
-                AlertmanagerSetting::Url,
+                "builder",
                 format!("{:?} is not an absolute http or https URL", self.url),
             ));
         }
         if let Some(bad) = self.labels.keys().find(|name| !is_label_name(name)) {
             return Err(AlertmanagerError::new(
-                AlertmanagerSetting::Label,
+                "label",
                 format!("{bad:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
             ));
         }
         for (setting, d, name) in [
-            (AlertmanagerSetting::Resend, self.resend, "resend_every"),
-            (AlertmanagerSetting::Timeout, self.timeout, "timeout"),
+            ("resend_every", self.resend, "resend_every"),
+            ("timeout", self.timeout, "timeout"),
         ] {
             if d.is_zero() {
                 return Err(AlertmanagerError::new(
@@ -161,7 +152,7 @@ impl AlertmanagerPushBuilder {
             base.path().trim_end_matches('/')
         )
         .parse()
-        .map_err(|e| AlertmanagerError::new(AlertmanagerSetting::Url, format!("{:?}: {e}", self.url)))?;
+        .map_err(|e| AlertmanagerError::new("builder", format!("{:?}: {e}", self.url)))?;
         // As logs show it: no query, no user information.
         let shown = format!(
             "{}://{}{}",

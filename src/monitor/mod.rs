@@ -54,8 +54,7 @@ pub use alert::{
     DEFAULT_ALERT_MIN_REQUESTS, DEFAULT_REPEAT_INTERVAL, Figures, MAX_ALERT_HOSTS, Scope, Severity,
 };
 pub use alertmanager::{
-    AlertmanagerError, AlertmanagerPush, AlertmanagerPushBuilder, AlertmanagerSetting, DEFAULT_PUSH_TIMEOUT,
-    DEFAULT_RESEND,
+    AlertmanagerError, AlertmanagerPush, AlertmanagerPushBuilder, DEFAULT_PUSH_TIMEOUT, DEFAULT_RESEND,
 };
 pub use body::MetricsBody;
 pub use figures::{FIGURES, FigureSet, FigureSource, HOST_FIGURES, resident_memory};

@@ -209,31 +209,30 @@ async fn held_back_alerts_are_not_sent_and_hosts_are_labelled() {
 
 #[test]
 fn bad_settings_are_refused_with_a_reason() {
-    use AlertmanagerSetting::{Label, Resend, Timeout, Url};
     let (service, _) = alertmanager(Arc::new(AtomicU16::new(200)));
     for (builder, setting, words) in [
-        (AlertmanagerPush::builder("am.test:9093"), Url, "absolute"),
-        (AlertmanagerPush::builder("/api"), Url, "absolute"),
-        (AlertmanagerPush::builder("ftp://am.test"), Url, "absolute"),
-        (AlertmanagerPush::builder("http://a m"), Url, "not a URL"),
+        (AlertmanagerPush::builder("am.test:9093"), "builder", "absolute"),
+        (AlertmanagerPush::builder("/api"), "builder", "absolute"),
+        (AlertmanagerPush::builder("ftp://am.test"), "builder", "absolute"),
+        (AlertmanagerPush::builder("http://a m"), "builder", "not a URL"),
         (
             AlertmanagerPush::builder("http://am.test").label("team-name", "x"),
-            Label,
+            "label",
             "label name",
         ),
         (
             AlertmanagerPush::builder("http://am.test").label("", "x"),
-            Label,
+            "label",
             "label name",
         ),
         (
             AlertmanagerPush::builder("http://am.test").resend_every(Duration::ZERO),
-            Resend,
+            "resend_every",
             "resend_every must be longer than zero",
         ),
         (
             AlertmanagerPush::builder("http://am.test").timeout(Duration::ZERO),
-            Timeout,
+            "timeout",
             "timeout must be longer than zero",
         ),
     ] {

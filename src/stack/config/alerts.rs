@@ -3,9 +3,7 @@
 //! each checked, each error naming its key.
 
 use super::{AlertSection, AlertmanagerSection, InhibitSection, StackError, choice, duration, env_secret};
-use crate::monitor::{
-    AlertManager, AlertRule, AlertmanagerPush, AlertmanagerSetting, FIGURES, HOST_FIGURES, Scope, Severity,
-};
+use crate::monitor::{AlertManager, AlertRule, AlertmanagerPush, FIGURES, HOST_FIGURES, Scope, Severity};
 use crate::stack::client::{ClientConfig, Protocol};
 
 /// `[[monitor.alerts]]` as rules, each checked.
@@ -183,10 +181,10 @@ pub(super) fn alertmanager(section: &AlertmanagerSection) -> Result<Alertmanager
     // The key a refusal is about.
     let named = |e: crate::monitor::AlertmanagerError| {
         let key = match e.setting() {
-            AlertmanagerSetting::Url => "url",
-            AlertmanagerSetting::Label => "labels",
-            AlertmanagerSetting::Resend => "resend",
-            AlertmanagerSetting::Timeout => "timeout",
+            "label" => "labels",
+            "resend_every" => "resend",
+            "timeout" => "timeout",
+            _ => "url",
         };
         StackError::field_error(field(key), e.to_string())
     };
