@@ -132,6 +132,8 @@ async fn dashboard_shows_what_stats_says() {
             alerts.add_rule(
                 tower_optimizer::monitor::AlertRule::above("HostOpen", "circuit_breaker.open", 0.0).per_host(),
             );
+            // Quiet on every host: one row, not one per host.
+            alerts.add_rule(tower_optimizer::monitor::AlertRule::above("HostSlow", "http.p99", 100.0).per_host());
             alerts
         })
         .build();
@@ -210,6 +212,13 @@ async fn dashboard_shows_what_stats_says() {
         row("HostOpen (flaky.test:80)").contains("class=\"pill firing\">firing<"),
         "{}",
         row("HostOpen (flaky.test:80)")
+    );
+    // A per-host rule's quiet hosts are not listed one by one.
+    assert!(!dom.contains("HostOpen (api.test:80)"), "{dom}");
+    assert!(
+        row("HostSlow (2 hosts)").contains("class=\"pill inactive\">inactive<"),
+        "{}",
+        row("HostSlow (2 hosts)")
     );
     // In `/stats`: one alert per host, the open one's host firing alone.
     let mut host_alerts: Vec<(String, String)> = stats["alerts"]
