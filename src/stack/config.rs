@@ -451,6 +451,50 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(seconds).ok()
 }
 
+/// The key set on the line of byte `at`, with its table's path
+/// (`cache.max_memory_mb`, `monitor.alerts[1].above`), as a refusal names
+/// it; `None` on a line that sets no key (a table's header, a broken one).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let before = text.get(..at)?;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?.trim();
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches(['"', '\'']);
+    let plain = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    if line.starts_with('[') || !plain(key) {
+        return None;
+    }
+    // The nearest table header above, and for an array of tables which
+    // of its tables this is.
+    let headers: Vec<&str> = text[..start]
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .collect();
+    let Some(header) = headers.last() else {
+        return Some(key.to_owned());
+    };
+    let array = header.starts_with("[[");
+    let name = header.trim_start_matches('[').split(']').next()?.trim();
+    if !plain(name) {
+        return None;
+    }
+    Some(if array {
+        let index = headers
+            .iter()
+            .filter(|h| h.starts_with("[[") && h.trim_start_matches('[').split(']').next().map(str::trim) == Some(name))
+            .count()
+            - 1;
+        format!("{name}[{index}].{key}")
+    } else {
+        format!("{name}.{key}")
+    })
+}
+
 /// The 1-based line and column (in characters) of byte `at` of `text`.
 fn line_and_column(text: &str, at: usize) -> (usize, usize) {
     let before = text.get(..at).unwrap_or(text);
@@ -572,8 +616,17 @@ impl OptimizerConfig {
     pub fn from_toml(text: &str) -> Result<Self, StackError> {
         serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "config".to_owned() } else { path };
             let error = e.into_inner();
+            // An error of the TOML itself (an integer past `i64::MAX`, a
+            // broken string) has no path: name the key on its line.
+            let field = if path == "." {
+                error
+                    .span()
+                    .and_then(|span| key_at(text, span.start))
+                    .unwrap_or_else(|| "config".to_owned())
+            } else {
+                path
+            };
             let reason = match error.span() {
                 Some(span) => {
                     let (line, column) = line_and_column(text, span.start);

@@ -161,6 +161,14 @@ fn errors_name_the_field() {
         ("timeout = 10", "timeout"),
         ("[client]\npool_max_idle_per_host = -1", "client.pool_max_idle_per_host"),
         ("[cache\n", "config"),
+        // TOML's own errors name the key on their line.
+        ("[cache]\nmax_memory_mb = 99999999999999999999", "cache.max_memory_mb"),
+        ("timeout = \"10s", "timeout"),
+        (
+            "[[monitor.alerts]]\nname = \"A\"\nfigure = \"http.p99\"\nabove = 1\n[[monitor.alerts]]\nname = \"B\"\nabove = 1e99999x",
+            "monitor.alerts[1].above",
+        ),
+        ("[cache]\n= 1", "config"),
         ("[admin]\ntoken = \"t\"", "admin"),
         ("[monitor]\ninterval = \"0s\"", "monitor.interval"),
         ("[cache]\nignore_query = [\"a=b\"]", "cache.ignore_query"),
