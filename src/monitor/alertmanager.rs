@@ -24,6 +24,10 @@ pub const DEFAULT_RESEND: Duration = Duration::from_secs(60);
 /// after it ends sends again.
 pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How far ahead a firing alert's `endsAt` may be: a year. No resend
+/// period needs more, and the date keeps RFC 3339's four-digit year.
+const MAX_AHEAD: Duration = Duration::from_secs(365 * 86_400);
+
 /// A resolved alert is sent until a push carrying it succeeds, but no
 /// longer than this: Prometheus's `resolved_retention`.
 const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
@@ -355,8 +359,14 @@ impl AlertmanagerPush {
             return;
         };
         // Firing: ends four resend periods (or evaluations, if longer)
-        // ahead unless sent again, as Prometheus sets it.
-        let ends = wall + 4 * inner.resend.max(interval);
+        // ahead unless sent again, as Prometheus sets it; a year at most,
+        // whatever the periods (and no overflow).
+        let ahead = inner
+            .resend
+            .max(interval)
+            .checked_mul(4)
+            .map_or(MAX_AHEAD, |d| d.min(MAX_AHEAD));
+        let ends = wall.checked_add(ahead).unwrap_or(wall);
         let mut entries: Vec<serde_json::Value> = firing
             .iter()
             .map(|s| {

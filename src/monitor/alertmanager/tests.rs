@@ -341,3 +341,24 @@ async fn a_push_in_flight_ends_with_the_last_handle() {
     settle().await;
     assert_eq!(dropped.load(Ordering::SeqCst), 1, "the push ended with the last handle");
 }
+
+/// Periods past what a date holds: an `endsAt` at most a year ahead, and
+/// no overflow.
+#[tokio::test(start_paused = true)]
+async fn a_huge_resend_period_ends_alerts_within_a_year() {
+    let (service, got) = alertmanager(Arc::new(AtomicU16::new(200)));
+    let push = AlertmanagerPush::builder("http://am.test")
+        .resend_every(Duration::MAX)
+        .build(service)
+        .unwrap();
+    let mut alerts = AlertManager::new();
+    alerts.add_rule(AlertRule::above("Deep", "queue.depth", 10.0));
+    alerts.evaluate(&|_: &str| Some(50.0), Instant::now());
+    push.observe(&alerts.statuses(), Duration::MAX, Instant::now());
+    settle().await;
+    let sent = got.lock().unwrap().pop().unwrap().2;
+    let ends = sent[0]["endsAt"].as_str().unwrap().to_owned();
+    let year_on = rfc3339(SystemTime::now() + MAX_AHEAD + Duration::from_secs(60));
+    assert!(ends <= year_on, "{ends} <= {year_on}");
+    assert_eq!(ends.len(), "2026-11-29T12:00:00.000Z".len(), "{ends}");
+}
