@@ -135,6 +135,19 @@ pub(crate) fn instant_after(at: tokio::time::Instant, d: std::time::Duration) ->
     at.checked_add(d).or_else(|| at.checked_add(CENTURY)).unwrap_or(at)
 }
 
+/// `uri` as logs and reports show it: scheme, host, port and path, with
+/// neither the user information (`user:password@`) nor the query (which
+/// may carry `?api_key=` or a signature).
+#[cfg(feature = "monitor")]
+pub(crate) fn shown_url(uri: &Uri) -> String {
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, rest)| rest);
+    match uri.scheme_str() {
+        Some(scheme) => format!("{scheme}://{host_port}{}", uri.path()),
+        None => format!("{host_port}{}", uri.path()),
+    }
+}
+
 /// An error's text followed by its sources' (`outer: inner: innermost`),
 /// for a reason shown to people: by the Rust API guidelines an error's own
 /// `Display` leaves its source out, which would drop the useful part (what
@@ -192,6 +205,18 @@ pub(crate) fn guarded<T>(what: &'static str, callback: impl FnOnce() -> T) -> Op
             None
         }
     }
+}
+
+#[cfg(all(test, feature = "monitor"))]
+#[test]
+fn a_shown_url_has_no_credentials_and_no_query() {
+    let shown = |u: &str| shown_url(&u.parse().unwrap());
+    assert_eq!(
+        shown("https://user:pw@am.test:9093/api?key=s3cret"),
+        "https://am.test:9093/api"
+    );
+    assert_eq!(shown("http://api.test/health"), "http://api.test/health");
+    assert_eq!(shown("/health?k=v"), "/health");
 }
 
 #[cfg(all(test, feature = "cache"))]

@@ -158,13 +158,7 @@ impl AlertmanagerPushBuilder {
         .parse()
         .map_err(|e| AlertmanagerError::new("builder", format!("{:?}: {e}", self.url)))?;
         // As logs show it: no query, no user information.
-        let shown = format!(
-            "{}://{}{}",
-            url.scheme_str().unwrap_or("http"),
-            url.authority()
-                .map_or("", |a| a.as_str().rsplit('@').next().unwrap_or_default()),
-            url.path()
-        );
+        let shown = crate::util::shown_url(&url);
         let (timeout, authorization) = (self.timeout, self.authorization);
         let send: Poster = Arc::new(move |body: Bytes| {
             let mut client = client.clone();

@@ -247,8 +247,8 @@ pub fn breakers_check(
 /// A check that asks an upstream: `GET url` through `client`, passing on
 /// a 2xx or 3xx answer (its time observed in milliseconds) and failing on
 /// any other status or an error. The registry's timeout bounds it. The
-/// check's output names the host and path, not the query, which may carry
-/// a credential.
+/// check's output names the scheme, host and path, not the user
+/// information or the query, which may carry a credential.
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -264,12 +264,14 @@ pub fn breakers_check(
 /// let health = HealthRegistry::new();
 /// let url: http::Uri = "http://api.test/health".parse().unwrap();
 /// health.register("api", Probe::Readiness, Duration::from_secs(2), http_check(upstream.clone(), url));
-/// let down: http::Uri = "http://api.test/down".parse().unwrap();
+/// let down: http::Uri = "http://user:pw@api.test/down?key=s3cret".parse().unwrap();
 /// health.register("other", Probe::Readiness, Duration::from_secs(2), http_check(upstream, down));
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let report = health.report(Probe::Readiness).await;
 /// assert_eq!(report.checks["api"][0].status, HealthStatus::Pass);
 /// assert_eq!(report.checks["other"][0].status, HealthStatus::Fail);
+/// // Named without its credentials or query.
+/// assert_eq!(report.checks["other"][0].output.as_deref(), Some("http://api.test/down answered 503 Service Unavailable"));
 /// # });
 /// ```
 pub fn http_check<S, B, R>(
@@ -282,12 +284,8 @@ where
     S::Error: Into<crate::BoxError>,
     B: Default + Send + 'static,
 {
-    // The URL as outputs show it: without its query.
-    let shown = format!(
-        "{}{}",
-        url.authority().map_or("", http::uri::Authority::as_str),
-        url.path()
-    );
+    // The URL as outputs show it: no credentials, no query.
+    let shown = crate::util::shown_url(&url);
     move || {
         let mut client = client.clone();
         let (url, shown) = (url.clone(), shown.clone());
