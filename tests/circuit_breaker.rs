@@ -23,8 +23,8 @@ use support::{Req, Res, Upstream};
 use tower::{Service, ServiceExt};
 use tower_optimizer::BoxError;
 use tower_optimizer::circuit_breaker::{
-    CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerService, Event, KeyBy, OTHER_KEY, State, WindowKind,
-    error::Open,
+    CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerService, Event, KeyBy, OTHER_KEY, OpenCause, State,
+    WindowKind, error::Open,
 };
 
 fn layer(config: CircuitBreakerConfig) -> CircuitBreakerLayer {
@@ -398,11 +398,20 @@ fn events_reach_listeners_the_metrics_facade_and_the_log() {
             Event::Failure { .. } => "failure",
             Event::StateChanged { to: State::Open, .. } => "opened",
             Event::StateChanged { to: State::Closed, .. } => "closed",
+            Event::Opened {
+                cause: OpenCause::Calls,
+                open_for,
+                ..
+                // The first period, 10 s, less the default jitter's 10 %.
+            } if (Duration::from_secs(9)..=Duration::from_secs(10)).contains(open_for) => "for 10 s",
             Event::Rejected { .. } => "rejected",
             _ => "other",
         })
         .collect();
-    assert_eq!(kinds, ["failure", "failure", "opened", "rejected", "closed"]);
+    assert_eq!(
+        kinds,
+        ["failure", "failure", "opened", "for 10 s", "rejected", "closed"]
+    );
     let counts = counts.lock().unwrap();
     assert!(
         counts

@@ -7,6 +7,7 @@ use super::state::State;
 
 /// Something a breaker did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The breaker for `key` moved between states.
     StateChanged {
@@ -16,6 +17,23 @@ pub enum Event {
         from: State,
         /// New state.
         to: State,
+    },
+    /// The breaker for `key` opened, or opened again while open, for
+    /// `open_for`. Comes after the [`StateChanged`](Event::StateChanged)
+    /// it goes with, if any. To share openings between instances of a
+    /// client (processes behind one load balancer, say), send the
+    /// [`OpenCause::Calls`] ones to the others, which pass each to
+    /// [`CircuitBreakers::trip`](super::CircuitBreakers::trip); an opening
+    /// that came that way says [`OpenCause::Trip`] and is not sent on, so
+    /// none goes round in circles.
+    Opened {
+        /// Breaker key.
+        key: Arc<str>,
+        /// The open period that began (backoff, jitter and `Retry-After`
+        /// applied).
+        open_for: Duration,
+        /// What opened it.
+        cause: OpenCause,
     },
     /// A call was refused because the circuit is open.
     Rejected {
@@ -45,6 +63,32 @@ pub enum Event {
         /// How long it took.
         elapsed: Duration,
     },
+}
+
+/// What opened a breaker (see [`Event::Opened`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OpenCause {
+    /// Calls through the breaker: its window tripped, or a half-open probe
+    /// call failed.
+    Calls,
+    /// The recovery probe found the host still down, so the breaker opened
+    /// again for a longer period.
+    Probe,
+    /// [`CircuitBreakers::trip`](super::CircuitBreakers::trip): another
+    /// instance's breaker for the same key opened, or an operator asked.
+    Trip,
+}
+
+impl OpenCause {
+    /// A lowercase name for logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OpenCause::Calls => "calls",
+            OpenCause::Probe => "probe",
+            OpenCause::Trip => "trip",
+        }
+    }
 }
 
 /// The breaker's state per key, as [`State::code`]: 0 closed, 1 open, 2

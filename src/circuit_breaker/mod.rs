@@ -66,7 +66,7 @@ pub use config::{
     DEFAULT_OPEN_BACKOFF, DEFAULT_SLOW_CALL, DEFAULT_WINDOW_BUCKETS, DEFAULT_WINDOW_CALLS, KeyBy, Listener,
     MAX_WINDOW_BUCKETS, MAX_WINDOW_CALLS, Probe, ProbeSuccess, WindowKind,
 };
-pub use events::{Event, OTHER_KEY};
+pub use events::{Event, OTHER_KEY, OpenCause};
 pub use fallback::{Fallback, FallbackFuture, NoFallback, WithFallback};
 pub use grpc::{DEFAULT_GRPC_FAILURES, GrpcClassifier};
 pub use layer::CircuitBreakerLayer;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::{CircuitBreakerConfig, ProbeSuccess};
-use super::events::{Event, OTHER_KEY, STATE_GAUGE, emit, record_transition};
+use super::events::{Event, OTHER_KEY, OpenCause, STATE_GAUGE, emit, record_transition};
 use super::state::{Breaker, State, Transition};
 use super::tally::Tally;
 use super::window::WindowFigures;
@@ -179,6 +179,36 @@ impl CircuitBreakers {
         self.force(key, State::MetricsOnly);
     }
 
+    /// Opens `key`'s breaker for `open_for` (at most the longest open
+    /// period the config allows) as if it had tripped here: the way to
+    /// share openings between instances of a client. A closed or half-open
+    /// breaker opens (and counts it towards its backoff); an open one stays
+    /// open until the later of its own end and this one; a breaker an
+    /// operator forced open, disabled or set to metrics only is left alone.
+    /// After the period it goes half-open as usual (or its recovery probe
+    /// decides), so a trip sent by mistake costs one open period. Whether
+    /// it changed anything. The breaker is made if it does not exist yet.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+    ///
+    /// let breakers = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).breakers();
+    /// // Another instance said its breaker for this host opened for 30 s.
+    /// assert!(breakers.trip("https://api.example", Duration::from_secs(30)));
+    /// assert_eq!(breakers.state("https://api.example"), Some(State::Open));
+    /// // A shorter period changes nothing.
+    /// assert!(!breakers.trip("https://api.example", Duration::from_secs(5)));
+    /// ```
+    pub fn trip(&self, key: &str, open_for: Duration) -> bool {
+        let now = Instant::now();
+        let cell = self.cell(key, now);
+        let mut transitions = Vec::new();
+        let changed = cell.lock().trip(&self.inner.config, open_for, now, &mut transitions);
+        self.emit_transitions(&cell, &transitions);
+        changed
+    }
+
     fn force(&self, key: &str, state: State) {
         let cell = self.cell(key, Instant::now());
         let mut transitions = Vec::new();
@@ -296,22 +326,42 @@ impl CircuitBreakers {
     /// breaker opens (if one is configured).
     pub(crate) fn emit_transitions(&self, cell: &Arc<Cell>, transitions: &[Transition]) {
         for t in transitions {
-            // An opening is what an operator wants to see in the logs
-            // without asking; the way back is worth a line too.
-            if t.to == State::Open || t.to == State::ForcedOpen {
-                tracing::warn!(key = %cell.key, from = t.from.as_str(), to = t.to.as_str(), "circuit opened");
-            } else {
-                tracing::info!(key = %cell.key, from = t.from.as_str(), to = t.to.as_str(), "circuit state changed");
+            if t.from != t.to {
+                // An opening is what an operator wants to see in the logs
+                // without asking; the way back is worth a line too.
+                if t.to == State::Open || t.to == State::ForcedOpen {
+                    tracing::warn!(key = %cell.key, from = t.from.as_str(), to = t.to.as_str(), "circuit opened");
+                } else {
+                    tracing::info!(key = %cell.key, from = t.from.as_str(), to = t.to.as_str(), "circuit state changed");
+                }
+                emit(
+                    &self.inner.config.listeners,
+                    &Event::StateChanged {
+                        key: cell.key.clone(),
+                        from: t.from,
+                        to: t.to,
+                    },
+                );
+                record_transition(&cell.label, t.to);
             }
-            emit(
-                &self.inner.config.listeners,
-                &Event::StateChanged {
-                    key: cell.key.clone(),
-                    from: t.from,
-                    to: t.to,
-                },
-            );
-            record_transition(&cell.label, t.to);
+            if let Some(opening) = t.opening {
+                if t.from == State::Open {
+                    tracing::info!(
+                        key = %cell.key,
+                        open_for = ?opening.period,
+                        cause = opening.cause.as_str(),
+                        "circuit opened again"
+                    );
+                }
+                emit(
+                    &self.inner.config.listeners,
+                    &Event::Opened {
+                        key: cell.key.clone(),
+                        open_for: opening.period,
+                        cause: opening.cause,
+                    },
+                );
+            }
             if t.to == State::Open {
                 self.start_probe(cell);
             }
@@ -345,8 +395,15 @@ impl CircuitBreakers {
                     breaker.open_until()
                 };
                 tokio::time::sleep_until(until).await;
-                if cell.lock().state() != State::Open {
-                    break;
+                {
+                    let breaker = cell.lock();
+                    if breaker.state() != State::Open {
+                        break;
+                    }
+                    if breaker.open_until() > Instant::now() {
+                        // A trip made the period longer while this slept.
+                        continue;
+                    }
                 }
                 let healthy = run_probe(&probe, &cell.key, max_probe_time).await;
                 let Some(registry) = registry.upgrade() else { break };
@@ -364,7 +421,7 @@ impl CircuitBreakers {
                         false
                     } else {
                         // Still down: open again for the next, longer period.
-                        breaker.open(&breakers.inner.config, None, now, &mut transitions);
+                        breaker.open(&breakers.inner.config, None, OpenCause::Probe, now, &mut transitions);
                         true
                     }
                 };

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::classify::Outcome;
 use super::config::{CircuitBreakerConfig, WindowKind};
+use super::events::OpenCause;
 use super::window::{CountWindow, Sample, TimeWindow, Window, WindowFigures};
 
 /// A breaker's state (serialised as [`State::as_str`] gives it).
@@ -77,11 +78,21 @@ pub(crate) struct Permit {
     pub(crate) recorded: bool,
 }
 
-/// A state change, for events.
+/// A state change, for events; or an open breaker opened again (`from`
+/// and `to` both [`State::Open`]), which carries an [`Opening`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Transition {
     pub(crate) from: State,
     pub(crate) to: State,
+    /// For each (re-)opening: for how long, and why.
+    pub(crate) opening: Option<Opening>,
+}
+
+/// An open period that began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Opening {
+    pub(crate) period: Duration,
+    pub(crate) cause: OpenCause,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +162,7 @@ impl Breaker {
             out.push(Transition {
                 from: self.state,
                 to: state,
+                opening: None,
             });
         }
         self.state = state;
@@ -305,14 +317,14 @@ impl Breaker {
                 self.window.record(Sample { failure, slow }, now);
                 self.consecutive_failures = if failure { self.consecutive_failures + 1 } else { 0 };
                 if self.state == State::Closed && self.should_trip(config, now) {
-                    self.open(config, retry_after, now, out);
+                    self.open(config, retry_after, OpenCause::Calls, now, out);
                 }
             }
             State::HalfOpen => {
                 self.half_open.in_flight -= 1;
                 let slow_fails = config.slow_rate.is_some() && slow;
                 if failure || slow_fails {
-                    self.open(config, retry_after, now, out);
+                    self.open(config, retry_after, OpenCause::Calls, now, out);
                 } else {
                     self.half_open.successes += 1;
                     if self.half_open.successes >= config.half_open_calls {
@@ -345,6 +357,7 @@ impl Breaker {
         &mut self,
         config: &CircuitBreakerConfig,
         retry_after: Option<Duration>,
+        cause: OpenCause,
         now: Instant,
         out: &mut Vec<Transition>,
     ) {
@@ -359,9 +372,65 @@ impl Breaker {
         if let Some(asked) = retry_after {
             period = period.max(asked.min(config.max_open));
         }
-        // `Retry-After` comes from the network, and the cap may be none.
+        self.enter_open(period, cause, now, out);
+    }
+
+    /// Opens for `period` from now, or opens again if open.
+    fn enter_open(&mut self, period: Duration, cause: OpenCause, now: Instant, out: &mut Vec<Transition>) {
+        let from = self.state;
+        // `Retry-After` and shared trips come from the network, and the cap
+        // may be none.
         self.open_until = crate::util::instant_after(now, period);
         self.to(State::Open, now, out);
+        let opening = Some(Opening { period, cause });
+        match out.last_mut() {
+            // `to` recorded the change just now.
+            Some(change) if from != State::Open => change.opening = opening,
+            _ => out.push(Transition {
+                from,
+                to: State::Open,
+                opening,
+            }),
+        }
+    }
+
+    /// Opens for `open_for` (at most the longest open period), because the
+    /// breaker of another instance for the same key tripped (or an
+    /// operator asks): a closed or half-open breaker opens, and counts it
+    /// as an open for its backoff; an open one stays open until the later
+    /// of its own end and this one. The states an operator set (forced
+    /// open, disabled, metrics only) are left alone. Whether it changed
+    /// anything.
+    pub(crate) fn trip(
+        &mut self,
+        config: &CircuitBreakerConfig,
+        open_for: Duration,
+        now: Instant,
+        out: &mut Vec<Transition>,
+    ) -> bool {
+        let period = open_for.min(config.max_open);
+        match self.state {
+            State::Closed | State::HalfOpen => {
+                self.opens += 1;
+                self.enter_open(period, OpenCause::Trip, now, out);
+                true
+            }
+            State::Open if crate::util::instant_after(now, period) > self.open_until => {
+                // The same generation: calls admitted before stay counted
+                // (there are none while open but the probes').
+                self.open_until = crate::util::instant_after(now, period);
+                out.push(Transition {
+                    from: State::Open,
+                    to: State::Open,
+                    opening: Some(Opening {
+                        period,
+                        cause: OpenCause::Trip,
+                    }),
+                });
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn close(&mut self, now: Instant, out: &mut Vec<Transition>) {

@@ -375,3 +375,140 @@ fn with_a_probe_user_calls_wait_for_it_within_the_grace() {
         "a probe result only acts on an open breaker"
     );
 }
+
+impl Run {
+    fn trip(&mut self, open_for: Duration) -> bool {
+        self.transitions.clear();
+        self.breaker
+            .trip(&self.config, open_for, self.now, &mut self.transitions)
+    }
+
+    /// The openings recorded since the transitions were last cleared.
+    fn openings(&self) -> Vec<(State, Duration, OpenCause)> {
+        self.transitions
+            .iter()
+            .filter_map(|t| t.opening.map(|o| (t.from, o.period, o.cause)))
+            .collect()
+    }
+}
+
+#[test]
+fn an_opening_by_calls_says_so_and_for_how_long() {
+    let mut run = Run::new(cfg());
+    for _ in 0..9 {
+        run.call(Outcome::Failure).unwrap();
+    }
+    run.call_with(
+        Outcome::Failure,
+        Duration::from_millis(10),
+        Some(Duration::from_secs(42)),
+    )
+    .unwrap();
+    assert_eq!(
+        run.openings(),
+        [(State::Closed, Duration::from_secs(42), OpenCause::Calls)],
+        "Retry-After's 42 s, longer than the first period, is the period"
+    );
+    assert_eq!(run.transitions.len(), 1, "one change, carrying its opening");
+}
+
+#[test]
+fn a_trip_opens_a_closed_breaker_for_its_period_capped_at_the_longest() {
+    let mut run = Run::new(cfg());
+    assert!(run.trip(Duration::from_secs(30)));
+    assert_eq!(
+        run.openings(),
+        [(State::Closed, Duration::from_secs(30), OpenCause::Trip)]
+    );
+    assert_eq!(run.call(Outcome::Success).unwrap_err(), Duration::from_secs(30));
+    run.advance(Duration::from_secs(30));
+    assert_eq!(run.state(), State::HalfOpen, "then half-open as after any open");
+
+    let mut run = Run::new(cfg());
+    assert!(run.trip(Duration::MAX), "a period from the network may be anything");
+    assert_eq!(run.call(Outcome::Success).unwrap_err(), run.config.max_open);
+}
+
+#[test]
+fn a_trip_makes_an_open_period_longer_never_shorter() {
+    let mut run = Run::new(cfg());
+    for _ in 0..10 {
+        let _ = run.call(Outcome::Failure);
+    }
+    let generation = run.breaker.generation();
+    assert!(!run.trip(Duration::from_secs(5)), "open for 10 s already");
+    assert!(run.transitions.is_empty());
+    assert_eq!(run.call(Outcome::Success).unwrap_err(), Duration::from_secs(10));
+    run.advance(Duration::from_secs(4));
+    assert!(run.trip(Duration::from_secs(60)));
+    assert_eq!(
+        run.openings(),
+        [(State::Open, Duration::from_secs(60), OpenCause::Trip)]
+    );
+    assert_eq!(
+        run.breaker.generation(),
+        generation,
+        "still the same open period's generation"
+    );
+    run.advance(Duration::from_secs(59));
+    assert_eq!(run.state(), State::Open, "past its own 10 s, within the trip's 60 s");
+    run.advance(Duration::from_secs(1));
+    assert_eq!(run.state(), State::HalfOpen);
+}
+
+#[test]
+fn a_trip_counts_towards_the_backoff() {
+    let mut run = Run::new(cfg());
+    assert!(run.trip(Duration::from_secs(10)));
+    run.advance(Duration::from_secs(10));
+    assert_eq!(run.state(), State::HalfOpen);
+    run.call(Outcome::Failure).unwrap();
+    assert_eq!(
+        run.call(Outcome::Success).unwrap_err(),
+        Duration::from_secs(20),
+        "the second open in a row: twice the first period"
+    );
+}
+
+#[test]
+fn a_trip_while_half_open_discards_the_probes_answers() {
+    let mut run = Run::new(cfg());
+    for _ in 0..10 {
+        let _ = run.call(Outcome::Failure);
+    }
+    run.advance(Duration::from_secs(10));
+    let probe = run.breaker.admit(&run.config, run.now, &mut run.transitions).unwrap();
+    assert!(probe.probe);
+    assert!(run.trip(Duration::from_secs(30)));
+    assert_eq!(
+        run.openings(),
+        [(State::HalfOpen, Duration::from_secs(30), OpenCause::Trip)]
+    );
+    for _ in 0..run.config.half_open_calls {
+        run.breaker.record(
+            &run.config,
+            probe,
+            Outcome::Success,
+            Duration::from_millis(1),
+            None,
+            run.now,
+            &mut run.transitions,
+        );
+    }
+    assert_eq!(
+        run.state(),
+        State::Open,
+        "a probe admitted before the trip closes nothing"
+    );
+}
+
+#[test]
+fn a_trip_leaves_the_states_an_operator_set_alone() {
+    for state in [State::ForcedOpen, State::Disabled, State::MetricsOnly] {
+        let mut run = Run::new(cfg());
+        run.breaker.force(state, run.now, &mut run.transitions);
+        assert!(!run.trip(Duration::from_secs(30)), "{state:?}");
+        assert!(run.transitions.is_empty());
+        assert_eq!(run.state(), state);
+    }
+}

@@ -1,0 +1,188 @@
+//! Openings shared between instances of a client: two breaker layers, each
+//! over its own hyper HTTP/2 client (two processes behind one load
+//! balancer, in one test), calling one real server on 127.0.0.1. When one
+//! instance's circuit opens, the other's opens too without spending a
+//! request on the failing host, and nothing is sent back and forth twice.
+#![cfg(feature = "circuit-breaker")]
+
+#[path = "support/server.rs"]
+mod server;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+use tower::{Service, ServiceExt};
+use tower_optimizer::BoxError;
+use tower_optimizer::circuit_breaker::{
+    BreakerBody, CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakers, Event, OpenCause, State, error::Open,
+};
+
+/// A host that answers 503 while `failing`, counting the requests it saw.
+struct Upstream {
+    addr: SocketAddr,
+    failing: Arc<AtomicBool>,
+    requests: Arc<AtomicUsize>,
+}
+
+async fn upstream() -> Upstream {
+    let (failing, requests) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let (f, r) = (failing.clone(), requests.clone());
+    let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+        r.fetch_add(1, Ordering::SeqCst);
+        let status = if f.load(Ordering::SeqCst) { 503 } else { 200 };
+        async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from_static(b"ok")))
+                    .unwrap(),
+            )
+        }
+    });
+    let addr = server::serve(server::Protocol::H2c, service).await;
+    Upstream {
+        addr,
+        failing,
+        requests,
+    }
+}
+
+type Svc = tower_optimizer::circuit_breaker::CircuitBreakerService<Client<HttpConnector, Full<Bytes>>>;
+
+/// One instance of the client: its breakers, its service, and what its
+/// listener sent to the others.
+struct Instance {
+    breakers: CircuitBreakers,
+    svc: Svc,
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+/// An instance whose openings by its own calls go to `share`, the way a
+/// user wires any transport (a channel here; a message bus or HTTP between
+/// processes).
+fn instance(share: mpsc::UnboundedSender<(Arc<str>, Duration)>) -> Instance {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(3))
+        .open_period(Duration::from_secs(10), Duration::from_secs(60), 2.0)
+        .jitter(0.0)
+        .half_open(1, Duration::from_secs(30))
+        .on_event(move |event| {
+            seen.lock().unwrap().push(event.clone());
+            if let Event::Opened {
+                key,
+                open_for,
+                cause: OpenCause::Calls,
+            } = event
+            {
+                let _ = share.send((key.clone(), *open_for));
+            }
+        })
+        .build()
+        .unwrap();
+    let layer = CircuitBreakerLayer::new(config);
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
+    Instance {
+        breakers: layer.breakers(),
+        svc: tower::Layer::layer(&layer, client),
+        events,
+    }
+}
+
+/// Passes what one instance shares to the other's breakers.
+fn deliver(mut from: mpsc::UnboundedReceiver<(Arc<str>, Duration)>, to: CircuitBreakers) -> Arc<AtomicUsize> {
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let count = delivered.clone();
+    tokio::spawn(async move {
+        while let Some((key, open_for)) = from.recv().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            to.trip(&key, open_for);
+        }
+    });
+    delivered
+}
+
+async fn get(svc: &mut Svc, url: &str) -> Result<u16, BoxError> {
+    let res: Response<BreakerBody<Incoming>> = svc
+        .ready()
+        .await?
+        .call(Request::get(url).body(Full::default())?)
+        .await?;
+    let status = res.status().as_u16();
+    res.into_body().collect().await?;
+    Ok(status)
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_instances_opening_opens_the_others_without_a_request() {
+    let host = upstream().await;
+    let key = format!("http://{}", host.addr);
+    let url = format!("{key}/items");
+    let (to_b, from_a) = mpsc::unbounded_channel();
+    let (to_a, from_b) = mpsc::unbounded_channel();
+    let mut a = instance(to_b);
+    let mut b = instance(to_a);
+    let (a_to_b, b_to_a) = (deliver(from_a, b.breakers.clone()), deliver(from_b, a.breakers.clone()));
+
+    assert_eq!(get(&mut b.svc, &url).await.unwrap(), 200);
+    host.failing.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(get(&mut a.svc, &url).await.unwrap(), 503);
+    }
+    assert_eq!(a.breakers.state(&key), Some(State::Open));
+    tokio::task::yield_now().await;
+    assert_eq!(a_to_b.load(Ordering::SeqCst), 1);
+    assert_eq!(b.breakers.state(&key), Some(State::Open), "B opened on A's word");
+
+    let seen = host.requests.load(Ordering::SeqCst);
+    let refused = get(&mut b.svc, &url).await.unwrap_err();
+    let open = Open::find(refused.as_ref()).expect("B fails fast");
+    assert_eq!(open.retry_after(), Duration::from_secs(10), "for A's period");
+    assert_eq!(
+        host.requests.load(Ordering::SeqCst),
+        seen,
+        "B spent no request on the host"
+    );
+    assert!(
+        b.events.lock().unwrap().contains(&Event::Opened {
+            key: key.as_str().into(),
+            open_for: Duration::from_secs(10),
+            cause: OpenCause::Trip,
+        }),
+        "B says why it opened"
+    );
+    tokio::task::yield_now().await;
+    assert_eq!(b_to_a.load(Ordering::SeqCst), 0, "B's opening is not sent back");
+
+    // Both go half-open after the period; the host is back, and B's one
+    // probe call closes B's circuit on its own.
+    host.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(get(&mut b.svc, &url).await.unwrap(), 200);
+    assert_eq!(b.breakers.state(&key), Some(State::Closed));
+    assert_eq!(a.breakers.state(&key), Some(State::HalfOpen), "A decides for itself");
+
+    // B's own failures later are shared the other way.
+    host.failing.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(get(&mut b.svc, &url).await.unwrap(), 503);
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(b_to_a.load(Ordering::SeqCst), 1);
+    assert_eq!(a_to_b.load(Ordering::SeqCst), 1, "A's trip, by B's word, went nowhere");
+    assert!(get(&mut a.svc, &url).await.unwrap_err().is::<Open>());
+}
