@@ -437,11 +437,30 @@ async fn breakers_are_read_and_forced_over_http() {
         Some(tower_optimizer::circuit_breaker::State::ForcedOpen)
     );
 
+    // Another instance's opening, for a host not called here yet either.
+    let (status, _, body) = act(r#"{"key": "http://shared.test", "action": "trip", "open_for_ms": 30000}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let left = one["retry_after_seconds"].as_f64().unwrap_or_default();
+    assert!(one["state"] == "open" && (29.0..=30.0).contains(&left), "{one}");
+    for bad in [
+        r#"{"key": "http://shared.test", "action": "trip"}"#,
+        r#"{"key": "http://shared.test", "action": "trip", "open_for_ms": -1}"#,
+        r#"{"key": "http://shared.test", "action": "trip", "open_for_ms": "30s"}"#,
+    ] {
+        let (status, _, body) = act(bad).await;
+        assert_eq!(
+            (status, body.contains("open_for_ms")),
+            (StatusCode::BAD_REQUEST, true),
+            "{bad}: {body}"
+        );
+    }
+
     // Bad requests say what is wrong.
     let (status, _, body) = act(r#"{"key": "http://api.test", "action": "explode"}"#).await;
     assert_eq!(status, 400);
     assert!(
-        body.contains("force_open, force_closed, reset, disable, metrics_only"),
+        body.contains("force_open, force_closed, reset, disable, metrics_only, trip"),
         "{body}"
     );
     let (status, _, body) = act(r#"{"action": "reset"}"#).await;

@@ -264,6 +264,10 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         Just(serde_json::json!("reset")),
         Just(serde_json::json!("disable")),
         Just(serde_json::json!("metrics_only")),
+        Just(serde_json::json!("trip")),
+        Just(serde_json::json!(u64::MAX)),
+        Just(serde_json::json!(-5)),
+        Just(serde_json::json!(1.5)),
         Just(serde_json::json!("explode")),
         Just(serde_json::json!(true)),
         Just(serde_json::json!(1)),
@@ -271,7 +275,19 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         Just(serde_json::json!(["users"])),
         "[ -~]{0,16}".prop_map(serde_json::Value::from),
     ];
-    let names = prop::sample::select(&["uri", "tag", "pattern", "version", "soft", "key", "action", "other"][..]);
+    let names = prop::sample::select(
+        &[
+            "uri",
+            "tag",
+            "pattern",
+            "version",
+            "soft",
+            "key",
+            "action",
+            "open_for_ms",
+            "other",
+        ][..],
+    );
     let object = prop::collection::vec((names, value), 0..4).prop_map(|fields| {
         let map: serde_json::Map<_, _> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         serde_json::to_vec(&map).unwrap()
@@ -320,9 +336,30 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         });
     let action = (
         prop::sample::select(&["http://api.test", "http://other.test", "", "api.test"][..]),
-        prop::sample::select(&["force_open", "force_closed", "reset", "disable", "metrics_only", "open"][..]),
+        prop::sample::select(
+            &[
+                "force_open",
+                "force_closed",
+                "reset",
+                "disable",
+                "metrics_only",
+                "trip",
+                "open",
+            ][..],
+        ),
+        prop::option::of(prop_oneof![
+            any::<u64>().prop_map(serde_json::Value::from),
+            Just(serde_json::json!(-1)),
+            Just(serde_json::json!("30s")),
+        ]),
     )
-        .prop_map(|(key, action)| serde_json::to_vec(&serde_json::json!({"key": key, "action": action})).unwrap());
+        .prop_map(|(key, action, open_for)| {
+            let mut body = serde_json::json!({"key": key, "action": action});
+            if let Some(ms) = open_for {
+                body["open_for_ms"] = ms;
+            }
+            serde_json::to_vec(&body).unwrap()
+        });
     prop_oneof![
         2 => Just(Vec::new()),
         6 => meant,

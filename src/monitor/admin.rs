@@ -160,13 +160,15 @@ impl AdminBuilder {
     /// Enables `GET /breakers` (every breaker's state and figures) and
     /// `POST /breakers`, which takes one JSON object, `{"key": ..,
     /// "action": ..}`, the action one of `force_open`, `force_closed`,
-    /// `reset`, `disable` and `metrics_only` (see [`CircuitBreakers`]), and
-    /// answers with that breaker's state. Only `force_open` may name a key
-    /// no request has made yet (to cut a host off before it is used); any
-    /// other action on an unknown key is a 404, so a mistyped key changes
-    /// nothing.
+    /// `reset`, `disable` and `metrics_only` (see [`CircuitBreakers`]), or
+    /// `trip` with `"open_for_ms": ..` (another instance's opening, see
+    /// [`CircuitBreakers::trip`]), and answers with that breaker's state.
+    /// Only `force_open` and `trip` may name a key no request has made yet
+    /// (to cut a host off before it is used); any other action on an
+    /// unknown key is a 404, so a mistyped key changes nothing.
     ///
     /// [`CircuitBreakers`]: crate::circuit_breaker::CircuitBreakers
+    /// [`CircuitBreakers::trip`]: crate::circuit_breaker::CircuitBreakers::trip
     #[cfg(feature = "circuit-breaker")]
     #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
     pub fn breakers(mut self, breakers: crate::circuit_breaker::CircuitBreakers) -> Self {
@@ -504,14 +506,26 @@ impl AdminService {
                 "name the breaker: \"key\": \"scheme://authority\"",
             );
         };
-        let Some(&(name, act)) = ACTIONS.iter().find(|(name, _)| Some(*name) == text("action")) else {
-            let names = ACTIONS.map(|(name, _)| name).join(", ");
-            return error(StatusCode::BAD_REQUEST, &format!("\"action\" is one of {names}"));
-        };
-        if name != "force_open" && breakers.state(key).is_none() {
-            return error(StatusCode::NOT_FOUND, &format!("no breaker has the key {key:?}"));
+        if text("action") == Some("trip") {
+            // Another instance's opening (see `circuit_breaker::PeerShare`):
+            // like `force_open`, it may name a host not called here yet.
+            let Some(ms) = map.get("open_for_ms").and_then(serde_json::Value::as_u64) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "a trip needs \"open_for_ms\": the open period in milliseconds (a whole number)",
+                );
+            };
+            breakers.trip(key, std::time::Duration::from_millis(ms));
+        } else {
+            let Some(&(name, act)) = ACTIONS.iter().find(|(name, _)| Some(*name) == text("action")) else {
+                let names = ACTIONS.map(|(name, _)| name).join(", ");
+                return error(StatusCode::BAD_REQUEST, &format!("\"action\" is one of {names}, trip"));
+            };
+            if name != "force_open" && breakers.state(key).is_none() {
+                return error(StatusCode::NOT_FOUND, &format!("no breaker has the key {key:?}"));
+            }
+            act(breakers, key);
         }
-        act(breakers, key);
         match breakers.snapshot().into_iter().find(|b| &*b.key == key) {
             Some(snapshot) => json(StatusCode::OK, &snapshot),
             // Evicted at once from a full registry: the action had no lasting effect.
