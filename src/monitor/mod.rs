@@ -42,6 +42,8 @@ mod process;
 mod route;
 mod sampler;
 mod service;
+#[cfg(feature = "circuit-breaker")]
+mod share;
 mod sketch;
 mod stats;
 
@@ -79,5 +81,11 @@ pub use sampler::{
 #[cfg(feature = "stack")]
 pub(crate) use service::Meter;
 pub use service::MetricsService;
+#[cfg(feature = "circuit-breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
+pub use share::{
+    DEFAULT_SHARE_TIMEOUT, MAX_SHARES_IN_FLIGHT, SharedOpenings, SharedOpeningsBuilder, SharedOpeningsError,
+    SharedOpeningsStats,
+};
 pub use sketch::{MAX_VALUE, MIN_VALUE, RELATIVE_ACCURACY, Sketch};
 pub use stats::{DEFAULT_MAX_HOSTS, DEFAULT_WINDOW, DEFAULT_WINDOW_BUCKETS, Stats, StatsSnapshot, WindowStats};

@@ -1,0 +1,384 @@
+//! Sends this instance's circuit openings to other instances' admin servers.
+//!
+//! Instances of a client behind one load balancer each learn on their own
+//! that a host is down, each spending calls on it. With [`SharedOpenings`]
+//! each opening by an instance's own calls ([`OpenCause::Calls`]) is posted
+//! to every peer's `POST /breakers` as a `trip`, which opens the peer's
+//! breaker for the same key and period ([`CircuitBreakers::trip`]). An
+//! opening that came that way is not sent on, so none goes round in
+//! circles. Nothing is retried: an opening is news only while it lasts,
+//! and a peer that missed it learns from its own calls as before.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower::{Layer, ServiceExt};
+//! use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+//! use tower_optimizer::monitor::SharedOpenings;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // A stand-in for the HTTP client posting to the peers.
+//! let sent = Arc::new(Mutex::new(Vec::new()));
+//! let log = sent.clone();
+//! let to_peers = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+//!     log.lock().unwrap().push(req.uri().to_string());
+//!     async { Ok::<_, std::convert::Infallible>(http::Response::new(Full::<Bytes>::default())) }
+//! });
+//! let share = SharedOpenings::builder()
+//!     .peer("http://10.0.0.2:9000")
+//!     .token("s3cret")
+//!     .build(to_peers)
+//!     .unwrap();
+//! let config = CircuitBreakerConfig::builder()
+//!     .consecutive_failures(Some(1))
+//!     .on_event(share.listener())
+//!     .build()
+//!     .unwrap();
+//! let layer = CircuitBreakerLayer::new(config);
+//! let breakers = layer.breakers();
+//!
+//! // An upstream failing: this instance's breaker opens, and says so.
+//! let upstream = tower::service_fn(|_: http::Request<()>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::builder().status(503).body(Full::<Bytes>::default()).unwrap())
+//! });
+//! let request = http::Request::get("https://api.example/a").body(()).unwrap();
+//! let _ = layer.layer(upstream).oneshot(request).await;
+//! tokio::task::yield_now().await;
+//! assert_eq!(*sent.lock().unwrap(), ["http://10.0.0.2:9000/breakers"]);
+//!
+//! // A trip from a peer is not sent on.
+//! breakers.trip("https://other.example", Duration::from_secs(30));
+//! tokio::task::yield_now().await;
+//! assert_eq!(sent.lock().unwrap().len(), 1);
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use crate::BoxError;
+#[cfg(doc)]
+use crate::circuit_breaker::CircuitBreakers;
+use crate::circuit_breaker::{Event, OpenCause};
+
+/// How long one post to one peer may take. An opening is news for its
+/// period (10 s at first, by default); a peer that answers slower than
+/// this is better left to learn from its own calls.
+pub const DEFAULT_SHARE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Posts under way at once, over all peers. Openings are rare (a breaker
+/// opens at most once per open period); past this many in flight, peers
+/// are not answering, and a new post would only wait behind the others,
+/// so it is dropped and counted.
+pub const MAX_SHARES_IN_FLIGHT: usize = 64;
+
+/// A setting [`SharedOpeningsBuilder::build`] refused, and why.
+#[derive(Debug, Clone)]
+pub struct SharedOpeningsError {
+    setting: &'static str,
+    reason: String,
+}
+
+impl SharedOpeningsError {
+    fn new(setting: &'static str, reason: String) -> Self {
+        SharedOpeningsError { setting, reason }
+    }
+
+    /// The builder method whose value was refused (`peer`, `token` or
+    /// `timeout`).
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+}
+
+impl fmt::Display for SharedOpeningsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "shared openings: {}: {}", self.setting, self.reason)
+    }
+}
+
+impl std::error::Error for SharedOpeningsError {}
+
+/// Builds a [`SharedOpenings`]; errors come back from [`build`](Self::build).
+#[derive(Clone, Default)]
+#[must_use]
+pub struct SharedOpeningsBuilder {
+    peers: Vec<String>,
+    token: Option<String>,
+    timeout: Option<Duration>,
+}
+
+impl fmt::Debug for SharedOpeningsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedOpeningsBuilder")
+            .field("peers", &self.peers)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl SharedOpeningsBuilder {
+    /// A peer's admin server: its base URL, such as `http://10.0.0.2:9000`,
+    /// with the path its admin is mounted under, if any
+    /// (`http://10.0.0.2:8080/admin`). Openings go to `{url}/breakers`.
+    pub fn peer(mut self, url: &str) -> Self {
+        self.peers.push(url.to_owned());
+        self
+    }
+
+    /// The peers' admin token, sent as `Authorization: Bearer ..` (marked
+    /// sensitive). Peers whose admin takes no token need none.
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    /// Gives one post to one peer this long (default
+    /// [`DEFAULT_SHARE_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The sender, posting through `client` (any HTTP client service that
+    /// speaks what the peers' admin servers do: HTTP/1.1 and h2c both, for
+    /// this crate's admin).
+    ///
+    /// # Errors
+    ///
+    /// A peer's URL is not an absolute `http` or `https` URL, the token is
+    /// not a valid header value, or the timeout is zero.
+    pub fn build<S, B, R>(self, client: S) -> Result<SharedOpenings, SharedOpeningsError>
+    where
+        S: tower_service::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + Sync + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: From<Bytes> + Send + 'static,
+    {
+        let timeout = self.timeout.unwrap_or(DEFAULT_SHARE_TIMEOUT);
+        if timeout.is_zero() {
+            return Err(SharedOpeningsError::new("timeout", "must be longer than zero".into()));
+        }
+        let authorization = match &self.token {
+            Some(token) => {
+                let mut value = http::HeaderValue::try_from(format!("Bearer {token}"))
+                    .map_err(|_| SharedOpeningsError::new("token", "not a valid header value".into()))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let mut peers = Vec::with_capacity(self.peers.len());
+        for url in &self.peers {
+            let target = breakers_url(url).map_err(|reason| SharedOpeningsError::new("peer", reason))?;
+            let shown = crate::util::shown_url(&target);
+            peers.push(Peer { target, shown });
+        }
+        let post: Poster = Arc::new(move |target: http::Uri, body: Bytes| {
+            let mut client = client.clone();
+            let authorization = authorization.clone();
+            Box::pin(async move {
+                let mut request = http::Request::post(target)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(B::from(body))?;
+                if let Some(value) = authorization {
+                    request.headers_mut().insert(http::header::AUTHORIZATION, value);
+                }
+                let answer = async {
+                    std::future::poll_fn(|cx| client.poll_ready(cx)).await?;
+                    client.call(request).await
+                };
+                match tokio::time::timeout(timeout, answer).await {
+                    Ok(Ok(response)) => Ok(response.status()),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(elapsed) => Err(elapsed.into()),
+                }
+            })
+        });
+        Ok(SharedOpenings {
+            inner: Arc::new(Inner {
+                peers: peers.into(),
+                post,
+                timeout,
+                slots: Arc::new(Semaphore::new(MAX_SHARES_IN_FLIGHT)),
+                counts: Arc::default(),
+            }),
+        })
+    }
+}
+
+/// `{base}/breakers` for a peer's admin at `url`.
+fn breakers_url(url: &str) -> Result<http::Uri, String> {
+    let base: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let (Some(scheme @ ("http" | "https")), Some(authority)) = (base.scheme_str(), base.authority()) else {
+        return Err(format!("{url:?} is not an absolute http or https URL"));
+    };
+    format!("{scheme}://{authority}{}/breakers", base.path().trim_end_matches('/'))
+        .parse()
+        .map_err(|e| format!("{url:?}: {e}"))
+}
+
+type Poster = Arc<
+    dyn Fn(http::Uri, Bytes) -> Pin<Box<dyn Future<Output = Result<http::StatusCode, BoxError>> + Send>> + Send + Sync,
+>;
+
+struct Peer {
+    target: http::Uri,
+    /// As logs show it: no query, no user information.
+    shown: String,
+}
+
+/// What the posts came to, counted per peer and post.
+#[derive(Debug, Default)]
+struct Counts {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// What [`SharedOpenings`] sent, per post (one opening to one peer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct SharedOpeningsStats {
+    /// Posts a peer took (a 2xx answer).
+    pub delivered: u64,
+    /// Posts refused, unanswered in time, or that could not be sent.
+    pub failed: u64,
+    /// Posts not made: too many were in flight, or no tokio runtime ran.
+    pub dropped: u64,
+}
+
+/// Sends this instance's circuit openings to its peers (see the module
+/// documentation). Cheap to clone; give [`listener`](Self::listener) to
+/// the breaker's `on_event`.
+#[derive(Clone)]
+pub struct SharedOpenings {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    peers: Arc<[Peer]>,
+    post: Poster,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+    counts: Arc<Counts>,
+}
+
+impl fmt::Debug for SharedOpenings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let peers: Vec<&str> = self.inner.peers.iter().map(|p| p.shown.as_str()).collect();
+        f.debug_struct("SharedOpenings")
+            .field("peers", &peers)
+            .field("timeout", &self.inner.timeout)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedOpenings {
+    /// A builder with no peer yet.
+    pub fn builder() -> SharedOpeningsBuilder {
+        SharedOpeningsBuilder::default()
+    }
+
+    /// What was sent so far.
+    pub fn stats(&self) -> SharedOpeningsStats {
+        let counts = &self.inner.counts;
+        SharedOpeningsStats {
+            delivered: counts.delivered.load(Ordering::Relaxed),
+            failed: counts.failed.load(Ordering::Relaxed),
+            dropped: counts.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The breaker event listener that sends each opening by this
+    /// instance's own calls to every peer, from a task of its own (the
+    /// listener returns at once). Each post ends within the timeout.
+    pub fn listener(&self) -> impl Fn(&Event) + Send + Sync + 'static {
+        let share = self.clone();
+        move |event: &Event| {
+            if let Event::Opened {
+                key,
+                open_for,
+                cause: OpenCause::Calls,
+            } = event
+            {
+                share.send(key, *open_for);
+            }
+        }
+    }
+
+    /// Posts one opening to every peer.
+    fn send(&self, key: &str, open_for: Duration) {
+        let inner = &self.inner;
+        let body = Bytes::from(
+            serde_json::json!({
+                "key": key,
+                "action": "trip",
+                "open_for_ms": u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
+            })
+            .to_string(),
+        );
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(key, "circuit opening not shared: no tokio runtime runs here");
+            inner
+                .counts
+                .dropped
+                .fetch_add(inner.peers.len() as u64, Ordering::Relaxed);
+            return;
+        };
+        for (i, peer) in inner.peers.iter().enumerate() {
+            let Ok(slot) = inner.slots.clone().try_acquire_owned() else {
+                tracing::warn!(key, peer = %peer.shown, "circuit opening not shared: too many posts in flight");
+                inner.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let (post, peers, counts, body) = (
+                inner.post.clone(),
+                inner.peers.clone(),
+                inner.counts.clone(),
+                body.clone(),
+            );
+            let key = key.to_owned();
+            // Ends within the timeout whatever the peer does; holds no
+            // handle, so it keeps nothing alive past that.
+            runtime.spawn(async move {
+                let _slot = slot;
+                let peer = &peers[i];
+                match post(peer.target.clone(), body).await {
+                    Ok(status) if status.is_success() => {
+                        counts.delivered.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(key, peer = %peer.shown, "circuit opening shared");
+                    }
+                    Ok(status) => {
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(key, peer = %peer.shown, %status, "peer refused a circuit opening");
+                    }
+                    Err(error) => {
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            key,
+                            peer = %peer.shown,
+                            error = %crate::util::with_sources(error.as_ref()),
+                            "circuit opening not shared"
+                        );
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! Unit tests of the openings sender, on paused time: what it sends, to
+//! whom, what it leaves alone, and what it counts.
+use std::convert::Infallible;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU16;
+
+use http_body_util::{BodyExt, Full};
+
+use super::*;
+
+/// What a fake peer got: the URL, the `Authorization` value and the body.
+type Got = Arc<Mutex<Vec<(String, Option<String>, serde_json::Value)>>>;
+
+/// Fake peers answering `status` (0: never answering), keeping what they
+/// are sent.
+fn peers(
+    status: Arc<AtomicU16>,
+) -> (
+    impl tower_service::Service<
+        http::Request<Full<Bytes>>,
+        Response = http::Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+    Got,
+) {
+    let got: Got = Arc::default();
+    let keep = got.clone();
+    let service = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+        let (keep, status) = (keep.clone(), status.clone());
+        async move {
+            let uri = req.uri().to_string();
+            let auth = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            keep.lock()
+                .unwrap()
+                .push((uri, auth, serde_json::from_slice(&body).unwrap()));
+            let status = status.load(Ordering::SeqCst);
+            if status == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok(http::Response::builder().status(status).body(Full::default()).unwrap())
+        }
+    });
+    (service, got)
+}
+
+fn opened(key: &str, secs: u64, cause: OpenCause) -> Event {
+    Event::Opened {
+        key: key.into(),
+        open_for: Duration::from_secs(secs),
+        cause,
+    }
+}
+
+/// Lets the spawned posts run (the paused clock moves only when all idle).
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_opening_by_calls_goes_to_every_peer_as_a_trip() {
+    let (client, got) = peers(Arc::new(AtomicU16::new(200)));
+    let share = SharedOpenings::builder()
+        .peer("http://10.0.0.2:9000")
+        .peer("http://peer.test:8080/admin/")
+        .token("s3cret")
+        .build(client)
+        .unwrap();
+    let listener = share.listener();
+    listener(&opened("https://api.example", 20, OpenCause::Calls));
+    settle().await;
+    let mut got = got.lock().unwrap().clone();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let body = serde_json::json!({"key": "https://api.example", "action": "trip", "open_for_ms": 20_000});
+    let auth = Some("Bearer s3cret".to_owned());
+    assert_eq!(
+        got,
+        [
+            ("http://10.0.0.2:9000/breakers".to_owned(), auth.clone(), body.clone()),
+            ("http://peer.test:8080/admin/breakers".to_owned(), auth, body),
+        ]
+    );
+    assert_eq!(
+        share.stats(),
+        SharedOpeningsStats {
+            delivered: 2,
+            failed: 0,
+            dropped: 0
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn trips_probes_and_other_events_are_not_sent() {
+    let (client, got) = peers(Arc::new(AtomicU16::new(200)));
+    let share = SharedOpenings::builder()
+        .peer("http://peer.test")
+        .build(client)
+        .unwrap();
+    let listener = share.listener();
+    listener(&opened("https://api.example", 20, OpenCause::Trip));
+    listener(&opened("https://api.example", 40, OpenCause::Probe));
+    listener(&Event::Rejected {
+        key: "https://api.example".into(),
+        retry_after: Duration::from_secs(3),
+    });
+    settle().await;
+    assert!(got.lock().unwrap().is_empty());
+    assert_eq!(share.stats(), SharedOpeningsStats::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_and_silence_count_as_failed_within_the_timeout() {
+    let status = Arc::new(AtomicU16::new(401));
+    let (client, got) = peers(status.clone());
+    let share = SharedOpenings::builder()
+        .peer("http://peer.test")
+        .timeout(Duration::from_secs(1))
+        .build(client)
+        .unwrap();
+    let listener = share.listener();
+    listener(&opened("https://a.example", 10, OpenCause::Calls));
+    settle().await;
+    assert_eq!(share.stats().failed, 1, "a 401 is a refusal");
+    assert_eq!(got.lock().unwrap()[0].1, None, "no token, no Authorization");
+
+    status.store(0, Ordering::SeqCst);
+    listener(&opened("https://b.example", 10, OpenCause::Calls));
+    settle().await;
+    assert_eq!(share.stats().failed, 1, "still waiting");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(
+        share.stats(),
+        SharedOpeningsStats {
+            delivered: 0,
+            failed: 2,
+            dropped: 0
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn posts_past_the_in_flight_bound_are_dropped_until_slots_free() {
+    let (client, _) = peers(Arc::new(AtomicU16::new(0)));
+    let share = SharedOpenings::builder()
+        .peer("http://peer.test")
+        .timeout(Duration::from_secs(2))
+        .build(client)
+        .unwrap();
+    let listener = share.listener();
+    for i in 0..MAX_SHARES_IN_FLIGHT + 10 {
+        listener(&opened(&format!("https://{i}.example"), 10, OpenCause::Calls));
+    }
+    settle().await;
+    assert_eq!(share.stats().dropped, 10);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle().await;
+    assert_eq!(
+        share.stats().failed,
+        MAX_SHARES_IN_FLIGHT as u64,
+        "each ended by the timeout"
+    );
+    listener(&opened("https://later.example", 10, OpenCause::Calls));
+    settle().await;
+    assert_eq!(share.stats().dropped, 10, "a slot was free again");
+}
+
+#[test]
+fn without_a_runtime_an_opening_is_dropped_not_lost_silently() {
+    let (client, _) = peers(Arc::new(AtomicU16::new(200)));
+    let share = SharedOpenings::builder()
+        .peer("http://a.test")
+        .peer("http://b.test")
+        .build(client)
+        .unwrap();
+    share.listener()(&opened("https://api.example", 10, OpenCause::Calls));
+    assert_eq!(share.stats().dropped, 2);
+}
+
+#[test]
+fn bad_settings_are_refused_by_name() {
+    let (client, _) = peers(Arc::new(AtomicU16::new(200)));
+    let build = |builder: SharedOpeningsBuilder| builder.build(client.clone()).unwrap_err();
+    for url in ["peer.test:9000", "/breakers", "ftp://peer.test", "http://bad host", ""] {
+        let error = build(SharedOpenings::builder().peer("http://fine.test").peer(url));
+        assert_eq!(error.setting(), "peer", "{url}: {error}");
+    }
+    let error = build(SharedOpenings::builder().timeout(Duration::ZERO));
+    assert_eq!(error.setting(), "timeout");
+    let error = build(SharedOpenings::builder().token("two\nlines"));
+    assert_eq!(error.setting(), "token");
+    assert!(!error.to_string().contains("two"), "the token is not shown: {error}");
+    let builder = SharedOpenings::builder().token("s3cret");
+    assert!(!format!("{builder:?}").contains("s3cret"));
+}
