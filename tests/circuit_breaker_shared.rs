@@ -2,7 +2,9 @@
 //! over its own hyper HTTP/2 client (two processes behind one load
 //! balancer, in one test), calling one real server on 127.0.0.1. When one
 //! instance's circuit opens, the other's opens too without spending a
-//! request on the failing host, and nothing is sent back and forth twice.
+//! request on the failing host, and nothing is sent back and forth twice;
+//! then the same between two whole stacks from their TOML files, through
+//! the receiving stack's admin server.
 #![cfg(feature = "circuit-breaker")]
 
 #[path = "support/server.rs"]
@@ -185,4 +187,85 @@ async fn one_instances_opening_opens_the_others_without_a_request() {
     assert_eq!(b_to_a.load(Ordering::SeqCst), 1);
     assert_eq!(a_to_b.load(Ordering::SeqCst), 1, "A's trip, by B's word, went nowhere");
     assert!(get(&mut a.svc, &url).await.unwrap_err().is::<Open>());
+}
+
+/// Two stacks from their files: A sends its openings to B's admin server
+/// (`[circuit_breaker.share]`, the token from a variable), and B stops
+/// calling the failing host at once.
+#[cfg(feature = "stack")]
+#[tokio::test(start_paused = true)]
+async fn a_stacks_openings_reach_its_peers_admin_server() {
+    use tower_optimizer::stack::{OptimizedService, OptimizerConfig, OptimizerStackBuilder};
+
+    async fn get(client: &OptimizedService<Full<Bytes>>, url: &str) -> Result<u16, BoxError> {
+        let res = client.clone().oneshot(Request::get(url).body(Full::default())?).await?;
+        let status = res.status().as_u16();
+        res.into_body().collect().await?;
+        Ok(status)
+    }
+    let stack = |toml: String| {
+        OptimizerConfig::from_toml(&toml)
+            .and_then(OptimizerConfig::into_builder)
+            .and_then(OptimizerStackBuilder::build_http2_client)
+            .unwrap()
+    };
+    let host = upstream().await;
+    let key = format!("http://{}", host.addr);
+    let url = format!("{key}/items");
+    let breaker = "[circuit_breaker]\nconsecutive_failures = 3\njitter = 0.0\n";
+    // The token is the one cargo puts in CARGO_PKG_NAME for A to read.
+    let (client_b, b) = stack(format!(
+        "{breaker}[monitor]\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"tower-optimizer\"\n"
+    ));
+    let admin_b = b.start().await.unwrap().admin.unwrap();
+    // A long post timeout: the paused clock jumps ahead while the post's
+    // bytes cross the loopback.
+    let (client_a, a) = stack(format!(
+        "{breaker}[circuit_breaker.share]\npeers = [\"http://{admin_b}\"]\ntoken_env = \"CARGO_PKG_NAME\"\ntimeout = \"1h\"\n"
+    ));
+
+    assert_eq!(get(&client_b, &url).await.unwrap(), 200);
+    host.failing.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(get(&client_a, &url).await.unwrap(), 503);
+    }
+    for _ in 0..50 {
+        if b.breakers().unwrap().state(&key) == Some(State::Open) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        b.breakers().unwrap().state(&key),
+        Some(State::Open),
+        "B opened on A's word"
+    );
+    let sent = a.stats().shared_openings.expect("A shares");
+    assert_eq!((sent.delivered, sent.failed, sent.dropped), (1, 0, 0));
+    let seen = host.requests.load(Ordering::SeqCst);
+    let refused = get(&client_b, &url).await.unwrap_err();
+    let open = Open::find(refused.as_ref()).expect("B fails fast");
+    assert!(open.retry_after() <= Duration::from_secs(10), "{open:?}");
+    assert_eq!(
+        host.requests.load(Ordering::SeqCst),
+        seen,
+        "B spent no request on the host"
+    );
+    assert_eq!(b.stats().shared_openings, None, "B shares with no one");
+    b.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Sharing needs a breaker whose openings it shares.
+#[cfg(feature = "stack")]
+#[test]
+fn sharing_without_a_breaker_is_refused_by_name() {
+    let share = tower_optimizer::monitor::SharedOpenings::builder()
+        .peer("http://127.0.0.1:9464")
+        .build(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>())
+        .unwrap();
+    let error = tower_optimizer::stack::OptimizerStack::builder()
+        .share_openings(share)
+        .build::<Full<Bytes>>()
+        .unwrap_err();
+    assert_eq!(error.field(), "share_openings", "{error}");
 }

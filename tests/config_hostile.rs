@@ -34,9 +34,11 @@ enum Kind {
     Word(&'static [&'static str]),
     /// A list of strings: regexes, header names, parameter names.
     Strings,
+    /// A list of these URLs (or junk).
+    Urls(&'static [&'static str]),
 }
 
-use Kind::{Bool, Duration as Dur, DurationOrOff, Float, Int, Strings, Word};
+use Kind::{Bool, Duration as Dur, DurationOrOff, Float, Int, Strings, Urls, Word};
 
 /// Every key the file reads, by section (`""` is the top level).
 const KEYS: &[(&str, &str, Kind)] = &[
@@ -87,6 +89,22 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("circuit_breaker", "idle", Dur),
     ("circuit_breaker", "when_open", Word(&["error", "respond_503"])),
     ("circuit_breaker", "classifier", Word(&["http", "grpc"])),
+    (
+        "circuit_breaker.share",
+        "peers",
+        Urls(&[
+            "http://127.0.0.1:9464",
+            "https://127.0.0.1:9465/admin",
+            "127.0.0.1:9466",
+            "ftp://127.0.0.1",
+        ]),
+    ),
+    ("circuit_breaker.share", "timeout", Dur),
+    (
+        "circuit_breaker.share",
+        "token_env",
+        Word(&["CARGO_PKG_NAME", "TOWER_OPTIMIZER_TEST_UNSET"]),
+    ),
     ("retry", "max_attempts", Int),
     ("retry", "backoff", Dur),
     ("retry", "max_backoff", Dur),
@@ -191,6 +209,9 @@ fn value(kind: Kind, sane: u32) -> BoxedStrategy<String> {
         )
         .prop_map(|items| format!("{items:?}"))
         .boxed(),
+        Urls(urls) => proptest::collection::vec(proptest::sample::select(urls), 0..3)
+            .prop_map(|items| format!("{items:?}"))
+            .boxed(),
     };
     // Now and then a value of another type altogether.
     prop_oneof![20 * sane => typed, 1 => Just("\"42\"".to_owned()), 1 => Just("[1, 2]".to_owned())].boxed()
@@ -212,6 +233,7 @@ fn config_text(sane: u32) -> impl Strategy<Value = (String, Vec<String>)> {
             "",
             "cache",
             "circuit_breaker",
+            "circuit_breaker.share",
             "retry",
             "monitor",
             "monitor.alertmanager",

@@ -18,7 +18,9 @@ use super::probe::ProbeSettings;
 use crate::cache::{Cache, CacheLayer};
 use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, ProbeSuccess};
 use crate::invalidation::{InvalidationLayer, Invalidator};
-use crate::monitor::{AlertManager, HealthRegistry, LivenessAuth, MetricsLayer, Monitor, RouteTemplates, Stats};
+use crate::monitor::{
+    AlertManager, HealthRegistry, LivenessAuth, MetricsLayer, Monitor, RouteTemplates, SharedOpenings, Stats,
+};
 use crate::retry::{RetryPolicy, RetryStats};
 
 /// The monitor's figure for the retries sent so far, where the stack has
@@ -138,6 +140,7 @@ pub struct OptimizerStackBuilder {
     cache: Option<Cache>,
     invalidation: Option<InvalidationLayer>,
     breaker: Option<CircuitBreakerConfig>,
+    shared_openings: Option<SharedOpenings>,
     retry: Option<RetryPolicy>,
     secondary: Option<String>,
     timeout: Option<Duration>,
@@ -185,6 +188,17 @@ impl OptimizerStackBuilder {
     /// Per-host circuit breakers.
     pub fn circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
         self.breaker = Some(config);
+        self
+    }
+
+    /// Sends each opening of the breakers by their own calls to the peers
+    /// in `share` (other instances of this client, behind one load
+    /// balancer), whose admin servers open their breakers for the same
+    /// host and period (see [`SharedOpenings`]); what was sent is in
+    /// [`Optimizer::stats`]. Needs a circuit breaker. TOML:
+    /// `[circuit_breaker.share]` `peers`, `token_env`, `timeout`.
+    pub fn share_openings(mut self, share: SharedOpenings) -> Self {
+        self.shared_openings = Some(share);
         self
     }
 
@@ -449,7 +463,17 @@ impl OptimizerStackBuilder {
             (None, Some(_), _) => return Err(StackError::new("invalidation", "needs a cache")),
             _ => None,
         };
-        let breaker = self.breaker.map(CircuitBreakerLayer::new);
+        let mut breaker = self.breaker;
+        if let Some(share) = &self.shared_openings {
+            let Some(config) = breaker.as_mut() else {
+                return Err(StackError::new(
+                    "share_openings",
+                    "needs a circuit breaker, whose openings it shares",
+                ));
+            };
+            config.listeners.push(Arc::new(share.listener()));
+        }
+        let breaker = breaker.map(CircuitBreakerLayer::new);
         let (metrics, stats, monitor, prometheus) = match self.monitor {
             None => (None, None, None, None),
             Some(settings) => {
@@ -523,6 +547,7 @@ impl OptimizerStackBuilder {
                 cache: self.cache,
                 invalidator,
                 breakers,
+                shared_openings: self.shared_openings,
                 retry: self.retry,
                 stats,
                 monitor,

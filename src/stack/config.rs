@@ -230,6 +230,23 @@ pub struct BreakerSection {
     /// Where a healthy probe moves the breaker: `"half-open"` (default: a
     /// few user calls still confirm) or `"closed"`.
     pub probe_success: Option<String>,
+    /// `[circuit_breaker.share]`: send openings to other instances.
+    pub share: Option<ShareSection>,
+}
+
+/// `[circuit_breaker.share]`: each opening of a breaker by this instance's
+/// own calls goes to the peers' admin servers, whose breakers open for
+/// the same host and period (see
+/// [`SharedOpenings`](crate::monitor::SharedOpenings)).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShareSection {
+    /// The peers' admin base URLs, like `"http://10.0.0.2:9000"`.
+    pub peers: Vec<String>,
+    /// The name of an environment variable holding the peers' admin token.
+    pub token_env: Option<String>,
+    /// How long one post to one peer may take (default 2 s).
+    pub timeout: Option<String>,
 }
 
 /// `[retry]` (see [`RetryConfig`](crate::retry::RetryConfig); absent
@@ -693,6 +710,9 @@ impl OptimizerConfig {
             b = b.circuit_breaker(breaker::build(s)?);
             if let Some((path, timeout, on_success)) = breaker::probe(s)? {
                 b = b.recovery_probe(path, timeout, on_success);
+            }
+            if let Some(share) = &s.share {
+                b = b.share_openings(breaker::share(share)?);
             }
         }
         if let Some(r) = self.retry {

@@ -59,7 +59,8 @@ pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
 pub use client::{HttpsClient, https_client};
 pub use config::{
     AdminSection, AlertSection, AlertmanagerSection, BreakerSection, CacheSection, ClientSection, InhibitSection,
-    MonitorSection, OptimizerConfig, PressureSection, ReadinessSection, RetrySection, TtlRoute, parse_duration,
+    MonitorSection, OptimizerConfig, PressureSection, ReadinessSection, RetrySection, ShareSection, TtlRoute,
+    parse_duration,
 };
 pub use deadline::RequestTimeout;
 pub use gate::ShuttingDown;

@@ -16,7 +16,7 @@ use super::layer::OptimizedService;
 use crate::cache::{Cache, CacheStats};
 use crate::circuit_breaker::{BreakerSnapshot, CircuitBreakers};
 use crate::invalidation::Invalidator;
-use crate::monitor::{AdminService, AlertStatus, Monitor, Stats, StatsSnapshot};
+use crate::monitor::{AdminService, AlertStatus, Monitor, SharedOpenings, SharedOpeningsStats, Stats, StatsSnapshot};
 use crate::retry::{RetryPolicy, RetryStats};
 
 /// Everything the stack knows, at one moment; `serde::Serialize`, to log
@@ -38,6 +38,9 @@ pub struct OptimizerStats {
     /// The alerts that are not inactive (pending, firing or resolved) as
     /// of the monitor's last evaluation, if monitoring is configured.
     pub alerts: Vec<AlertStatus>,
+    /// What was sent to the peers, if openings are shared with them
+    /// ([`OptimizerStackBuilder::share_openings`](super::OptimizerStackBuilder::share_openings)).
+    pub shared_openings: Option<SharedOpeningsStats>,
 }
 
 /// What `start` did.
@@ -56,6 +59,7 @@ pub(crate) struct Inner {
     pub(crate) cache: Option<Cache>,
     pub(crate) invalidator: Option<Invalidator>,
     pub(crate) breakers: Option<CircuitBreakers>,
+    pub(crate) shared_openings: Option<SharedOpenings>,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) stats: Option<Stats>,
     pub(crate) monitor: Option<Monitor>,
@@ -205,6 +209,7 @@ impl Optimizer {
             requests: inner.stats.as_ref().map(|s| s.snapshot(tokio::time::Instant::now())),
             in_flight: inner.gate.in_flight(),
             alerts: inner.monitor.as_ref().map(Monitor::alerts).unwrap_or_default(),
+            shared_openings: inner.shared_openings.as_ref().map(SharedOpenings::stats),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{BreakerSection, StackError, choice, duration};
+use super::{BreakerSection, ShareSection, StackError, choice, duration, env_secret};
 use crate::circuit_breaker::{
     CircuitBreakerConfig, DEFAULT_OPEN_BACKOFF, DEFAULT_WINDOW_BUCKETS, KeyBy, ProbeSuccess, WindowKind,
 };
@@ -173,4 +173,59 @@ pub(super) fn probe(s: &BreakerSection) -> Result<Option<(&str, Duration, ProbeS
         ));
     }
     Ok(Some((path, timeout, on_success)))
+}
+
+/// `[circuit_breaker.share]` as a sender over an HTTP/1.1 client of its
+/// own (any admin server speaks it; with the `tls` feature, https peers
+/// are verified against the system's roots).
+pub(super) fn share(s: &ShareSection) -> Result<crate::monitor::SharedOpenings, StackError> {
+    let field = |name: &str| format!("circuit_breaker.share.{name}");
+    if s.peers.is_empty() {
+        return Err(StackError::field_error(
+            field("peers"),
+            "name at least one peer's admin URL",
+        ));
+    }
+    let mut share = crate::monitor::SharedOpenings::builder();
+    for peer in &s.peers {
+        share = share.peer(peer);
+    }
+    if let Some(name) = &s.token_env {
+        share = share.token(&env_secret(&field("token_env"), name)?);
+    }
+    if let Some(timeout) = duration(&field("timeout"), s.timeout.as_ref())? {
+        share = share.timeout(timeout);
+    }
+    let named = |e: crate::monitor::SharedOpeningsError| {
+        let key = match e.setting() {
+            "token" => "token_env",
+            "timeout" => "timeout",
+            _ => "peers",
+        };
+        StackError::field_error(field(key), e.to_string())
+    };
+    let config = crate::stack::ClientConfig {
+        protocol: crate::stack::Protocol::Http1,
+        ..crate::stack::ClientConfig::default()
+    };
+    let https = s
+        .peers
+        .iter()
+        .any(|p| p.trim_start().to_ascii_lowercase().starts_with("https:"));
+    if https {
+        #[cfg(feature = "tls")]
+        {
+            let roots = crate::stack::native_roots()
+                .map_err(|e| StackError::field_error(field("peers"), format!("no TLS roots: {e}")))?;
+            let client = crate::stack::https_client::<crate::stack::ClientBody>(&config, roots);
+            return share.build(client).map_err(named);
+        }
+        #[cfg(not(feature = "tls"))]
+        return Err(StackError::field_error(
+            field("peers"),
+            "an https peer needs the crate's `tls` feature",
+        ));
+    }
+    let client = crate::stack::client::http_client::<crate::stack::ClientBody>(&config);
+    share.build(client).map_err(named)
 }

@@ -337,6 +337,27 @@ fn errors_name_the_field() {
             "[[monitor.inhibit]]\nsource = \"CircuitOpen\"\ntargets = [\"HighErrorRate\"]\nequal = [\"server.address\"]",
             "monitor.inhibit[0].equal",
         ),
+        ("[circuit_breaker.share]\npeers = []", "circuit_breaker.share.peers"),
+        (
+            "[circuit_breaker.share]\npeers = [\"http://10.0.0.2:9464\", \"10.0.0.3:9464\"]",
+            "circuit_breaker.share.peers",
+        ),
+        (
+            "[circuit_breaker.share]\npeers = [\"http://peer.test\"]\ntoken_env = \"TOWER_OPTIMIZER_TEST_UNSET\"",
+            "circuit_breaker.share.token_env",
+        ),
+        (
+            "[circuit_breaker.share]\npeers = [\"http://peer.test\"]\ntimeout = \"0s\"",
+            "circuit_breaker.share.timeout",
+        ),
+        (
+            "[circuit_breaker.share]\npeers = [\"http://peer.test\"]\ntimeout = \"soon\"",
+            "circuit_breaker.share.timeout",
+        ),
+        (
+            "[circuit_breaker.share]\npeers = [\"http://peer.test\"]\nretries = 3",
+            "circuit_breaker.share.retries",
+        ),
         (
             "[monitor.alertmanager]\nurl = \"am.test:9093\"",
             "monitor.alertmanager.url",
@@ -935,6 +956,7 @@ fn the_shipped_example_shows_every_key() {
         "[cache]\n",
         "[cache.memory_pressure]\n",
         "[circuit_breaker]\n",
+        "[circuit_breaker.share]\npeers = []\n",
         "[retry]\n",
         "[monitor]\n",
         "[[monitor.alerts]]\n",
