@@ -7,6 +7,8 @@
 //! the receiving stack's admin server.
 #![cfg(feature = "circuit-breaker")]
 
+#[path = "support/recorder.rs"]
+mod recorder;
 #[path = "support/server.rs"]
 mod server;
 
@@ -268,4 +270,70 @@ fn sharing_without_a_breaker_is_refused_by_name() {
         .build::<Full<Bytes>>()
         .unwrap_err();
     assert_eq!(error.field(), "share_openings", "{error}");
+}
+
+/// Each post is counted through the `metrics` facade by outcome: one peer
+/// takes the opening, one refuses it.
+#[cfg(feature = "monitor")]
+#[test]
+fn shared_openings_are_counted_through_the_metrics_facade() {
+    let recorder = recorder::Recorder::default();
+    let counts = recorder.counts.clone();
+    let to_peers = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+        let status = if req.uri().host() == Some("a.test") { 200 } else { 401 };
+        Ok::<_, Infallible>(
+            Response::builder()
+                .status(status)
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+    });
+    let share = tower_optimizer::monitor::SharedOpenings::builder()
+        .peer("http://a.test:9464")
+        .peer("http://b.test:9464")
+        .build(to_peers)
+        .unwrap();
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(1))
+        .on_event(share.listener())
+        .build()
+        .unwrap();
+    let layer = CircuitBreakerLayer::new(config);
+    let failing = tower::service_fn(|_: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::builder().status(503).body(Full::<Bytes>::default()).unwrap())
+    });
+    let mut svc = tower::Layer::layer(&layer, failing);
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async {
+                let request = Request::get("http://api.test/").body(Full::default()).unwrap();
+                let res = svc.ready().await.unwrap().call(request).await.unwrap();
+                assert_eq!(res.status(), 503);
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+            });
+    });
+    let stats = share.stats();
+    assert_eq!((stats.delivered, stats.failed, stats.dropped), (1, 1, 0));
+    let mut seen: Vec<(String, String, u64)> = counts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, ..)| name == "tower_optimizer.circuit_breaker.shared_openings")
+        .cloned()
+        .collect();
+    seen.sort();
+    let name = "tower_optimizer.circuit_breaker.shared_openings".to_owned();
+    assert_eq!(
+        seen,
+        [
+            (name.clone(), "outcome=delivered".to_owned(), 1),
+            (name, "outcome=failed".to_owned(), 1)
+        ]
+    );
 }

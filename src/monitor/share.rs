@@ -238,6 +238,10 @@ struct Peer {
     shown: String,
 }
 
+/// Posts of openings to peers, by outcome (`delivered`, `failed`,
+/// `dropped`), through the `metrics` facade.
+pub(crate) const SHARED_OPENINGS: &str = "tower_optimizer.circuit_breaker.shared_openings";
+
 /// What the posts came to, counted per peer and post.
 #[derive(Debug, Default)]
 struct Counts {
@@ -246,7 +250,37 @@ struct Counts {
     dropped: AtomicU64,
 }
 
-/// What [`SharedOpenings`] sent, per post (one opening to one peer).
+/// What became of one post.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    Delivered,
+    Failed,
+    Dropped,
+}
+
+impl Counts {
+    /// Counts `n` posts that came to `sent`, here and through the
+    /// `metrics` facade (openings are rare: registering each time costs
+    /// nothing that matters).
+    fn count(&self, sent: Sent, n: u64) {
+        let (counter, outcome) = match sent {
+            Sent::Delivered => (&self.delivered, "delivered"),
+            Sent::Failed => (&self.failed, "failed"),
+            Sent::Dropped => (&self.dropped, "dropped"),
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+        metrics::describe_counter!(
+            SHARED_OPENINGS,
+            "Circuit openings posted to peer instances, by outcome (delivered, failed, dropped)."
+        );
+        metrics::counter!(SHARED_OPENINGS, "outcome" => outcome).increment(n);
+    }
+}
+
+/// What [`SharedOpenings`] sent, per post (one opening to one peer); the
+/// same counts go to the `metrics` facade as
+/// `tower_optimizer.circuit_breaker.shared_openings` with an `outcome`
+/// label.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
@@ -332,16 +366,13 @@ impl SharedOpenings {
         );
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(key, "circuit opening not shared: no tokio runtime runs here");
-            inner
-                .counts
-                .dropped
-                .fetch_add(inner.peers.len() as u64, Ordering::Relaxed);
+            inner.counts.count(Sent::Dropped, inner.peers.len() as u64);
             return;
         };
         for (i, peer) in inner.peers.iter().enumerate() {
             let Ok(slot) = inner.slots.clone().try_acquire_owned() else {
                 tracing::warn!(key, peer = %peer.shown, "circuit opening not shared: too many posts in flight");
-                inner.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                inner.counts.count(Sent::Dropped, 1);
                 continue;
             };
             let (post, peers, counts, body) = (
@@ -358,15 +389,15 @@ impl SharedOpenings {
                 let peer = &peers[i];
                 match post(peer.target.clone(), body).await {
                     Ok(status) if status.is_success() => {
-                        counts.delivered.fetch_add(1, Ordering::Relaxed);
+                        counts.count(Sent::Delivered, 1);
                         tracing::debug!(key, peer = %peer.shown, "circuit opening shared");
                     }
                     Ok(status) => {
-                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                        counts.count(Sent::Failed, 1);
                         tracing::warn!(key, peer = %peer.shown, %status, "peer refused a circuit opening");
                     }
                     Err(error) => {
-                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                        counts.count(Sent::Failed, 1);
                         tracing::warn!(
                             key,
                             peer = %peer.shown,
