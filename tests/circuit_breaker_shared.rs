@@ -337,3 +337,44 @@ fn shared_openings_are_counted_through_the_metrics_facade() {
         ]
     );
 }
+
+/// A trip that makes an open period longer holds the recovery probe back
+/// until the longer period ends: the host another instance found down is
+/// not probed early.
+#[tokio::test(start_paused = true)]
+async fn a_longer_trip_holds_the_recovery_probe_back() {
+    use tower_optimizer::circuit_breaker::ProbeSuccess;
+    let probes = Arc::new(AtomicUsize::new(0));
+    let count = probes.clone();
+    let config = CircuitBreakerConfig::builder()
+        .open_period(Duration::from_secs(10), Duration::from_secs(300), 2.0)
+        .jitter(0.0)
+        .probe(
+            move |_key| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async { true }
+            },
+            ProbeSuccess::Closed,
+        )
+        .build()
+        .unwrap();
+    let breakers = CircuitBreakerLayer::new(config).breakers();
+    let key = "http://api.test";
+    assert!(breakers.trip(key, Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(breakers.trip(key, Duration::from_secs(60)), "60 s from now ends later");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        probes.load(Ordering::SeqCst),
+        0,
+        "the first 10 s ended, the trip's 60 s did not"
+    );
+    assert_eq!(breakers.state(key), Some(State::Open));
+    tokio::time::sleep(Duration::from_secs(55)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        breakers.state(key),
+        Some(State::Closed),
+        "the probe found the host back"
+    );
+}
