@@ -3,8 +3,8 @@
 //! slow-call rate, consecutive failures), open periods with backoff and
 //! caps, half-open probe counts and stuck-probe release; up to three calls
 //! in flight at once, each answered (a status or a reset, with or without
-//! `Retry-After`) or cancelled whenever the test says; clock steps; and
-//! forced states through the handle.
+//! `Retry-After`) or cancelled whenever the test says; clock steps; forced
+//! states through the handle; and trips (another instance's openings).
 //!
 //! The model is resilience4j's machine as this crate documents it (no
 //! jitter, so open periods are exact), with its generation rule: a call
@@ -113,6 +113,8 @@ enum Step {
     ForceClosed,
     Disable,
     MetricsOnly,
+    /// Another instance's opening for this many seconds.
+    Trip(u64),
 }
 
 /// What a call was admitted with.
@@ -210,6 +212,23 @@ impl Model {
         let period = retry_after.map_or(period, |asked| period.max(asked.min(s.max_open)));
         self.until = now + period;
         self.to(State::Open, now);
+    }
+
+    /// Another instance's opening for `secs` (capped): a closed or
+    /// half-open breaker opens (an open for the backoff), an open one only
+    /// ever gets longer, the states an operator set stay.
+    fn trip(&mut self, now: u64, secs: u64) {
+        self.tick(now);
+        let period = secs.min(self.settings.max_open);
+        match self.state {
+            State::Closed | State::HalfOpen => {
+                self.opens += 1;
+                self.until = now + period;
+                self.to(State::Open, now);
+            }
+            State::Open if now + period > self.until => self.until = now + period,
+            _ => {}
+        }
     }
 
     /// An open breaker whose period ended goes half-open; probes out past
@@ -405,6 +424,11 @@ async fn run(settings: Settings, steps: Vec<Step>) -> Result<(), String> {
                 tokio::time::advance(Duration::from_secs(secs)).await;
                 now += secs;
             }
+            Step::Trip(secs) => {
+                breakers.trip(KEY, Duration::from_secs(secs));
+                model.touch(now);
+                model.trip(now, secs);
+            }
             Step::ForceOpen => {
                 breakers.force_open(KEY);
                 model.touch(now);
@@ -559,6 +583,7 @@ fn step() -> impl Strategy<Value = Step> {
         8 => any::<usize>().prop_map(Step::Answer),
         1 => any::<usize>().prop_map(Step::Cancel),
         4 => (1u64..=8).prop_map(Step::Advance),
+        1 => (0u64..=30).prop_map(Step::Trip),
         1 => prop_oneof![
             Just(Step::ForceOpen),
             Just(Step::ForceClosed),

@@ -408,6 +408,9 @@ impl Breaker {
         now: Instant,
         out: &mut Vec<Transition>,
     ) -> bool {
+        // An open period that ended is half-open by now, and a trip opens
+        // it anew (an open for the backoff), as a failed probe would.
+        self.tick(config, now, out);
         let period = open_for.min(config.max_open);
         match self.state {
             State::Closed | State::HalfOpen => {
