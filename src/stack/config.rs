@@ -24,9 +24,10 @@ use std::time::Duration;
 #[cfg(test)]
 use self::cache::ttl_routes;
 use super::OptimizerStack;
-use super::builder::{MonitorSettings, OptimizerStackBuilder, StackError};
+use super::builder::OptimizerStackBuilder;
 use super::client::{ClientConfig, Protocol};
 use super::layer::{Overload, WhenOpen};
+use super::settings::{MonitorSettings, StackError};
 use crate::monitor::LivenessAuth;
 use crate::retry::{BudgetConfig, Methods, RetryConfig, RetryPolicy};
 pub use sections::{
@@ -121,7 +122,7 @@ fn choice<T, const N: usize>(field: &str, value: Option<&str>, options: [(&str, 
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
         None => String::new(),
     };
-    Err(StackError::field_error(
+    Err(StackError::new(
         field,
         format!("{:?}: use {words}", value.unwrap_or_default()),
     ))
@@ -133,8 +134,8 @@ fn choice<T, const N: usize>(field: &str, value: Option<&str>, options: [(&str, 
 fn env_secret(field: &str, name: &str) -> Result<String, StackError> {
     match std::env::var(name) {
         Ok(secret) if !secret.is_empty() => Ok(secret),
-        Ok(_) => Err(StackError::field_error(field, format!("{name} is empty"))),
-        Err(e) => Err(StackError::field_error(field, format!("{name}: {e}"))),
+        Ok(_) => Err(StackError::new(field, format!("{name} is empty"))),
+        Err(e) => Err(StackError::new(field, format!("{name}: {e}"))),
     }
 }
 
@@ -142,7 +143,7 @@ fn duration(field: &str, value: Option<&String>) -> Result<Option<Duration>, Sta
     value
         .map(|text| {
             parse_duration(text)
-                .ok_or_else(|| StackError::field_error(field, format!("{text:?} is not a duration (e.g. \"30s\")")))
+                .ok_or_else(|| StackError::new(field, format!("{text:?} is not a duration (e.g. \"30s\")")))
         })
         .transpose()
 }
@@ -206,7 +207,7 @@ fn retry_config(r: &RetrySection) -> Result<RetryConfig, StackError> {
             "budget.window" => "retry.budget_window",
             _ => "retry",
         };
-        StackError::field_error(field, e.to_string())
+        StackError::new(field, e.to_string())
     })
 }
 
@@ -235,15 +236,15 @@ impl OptimizerConfig {
                 }
                 None => error.message().to_owned(),
             };
-            StackError::field_error(field, reason)
+            StackError::new(field, reason)
         })
     }
 
     /// Reads and parses a TOML file.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, StackError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| StackError::field_error("config", format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| StackError::new("config", format!("{}: {e}", path.display())))?;
         Self::from_toml(&text)
     }
 
@@ -255,7 +256,7 @@ impl OptimizerConfig {
         }
         let overload = match (self.load_shed, duration("max_wait", self.max_wait.as_ref())?) {
             (Some(true), Some(_)) => {
-                return Err(StackError::field_error(
+                return Err(StackError::new(
                     "max_wait",
                     "refuse at once (load_shed = true) or after max_wait, not both",
                 ));
@@ -308,13 +309,13 @@ impl OptimizerConfig {
                 // The monitor would take zero for its default; in a file it
                 // is more likely a slip than a wish for five seconds.
                 if d.is_zero() {
-                    return Err(StackError::field_error("monitor.interval", "must be longer than zero"));
+                    return Err(StackError::new("monitor.interval", "must be longer than zero"));
                 }
                 settings.interval = d;
             }
             if let Some(d) = duration("monitor.history", m.history.as_ref())? {
                 if d.is_zero() {
-                    return Err(StackError::field_error("monitor.history", "must be longer than zero"));
+                    return Err(StackError::new("monitor.history", "must be longer than zero"));
                 }
                 settings.history = d;
             }
@@ -339,7 +340,7 @@ impl OptimizerConfig {
             if let Some(templates) = &m.route_templates {
                 settings.route_templates = Some(
                     crate::monitor::RouteTemplates::new(templates)
-                        .map_err(|e| StackError::field_error("monitor.route_templates", e.to_string()))?,
+                        .map_err(|e| StackError::new("monitor.route_templates", e.to_string()))?,
                 );
             }
             b = b.monitor(settings);
@@ -347,10 +348,7 @@ impl OptimizerConfig {
         if let Some(a) = &self.admin {
             let token = match (&a.token, &a.token_env) {
                 (Some(_), Some(_)) => {
-                    return Err(StackError::field_error(
-                        "admin.token_env",
-                        "token or token_env, not both",
-                    ));
+                    return Err(StackError::new("admin.token_env", "token or token_env, not both"));
                 }
                 (token, None) => token.clone(),
                 (None, Some(name)) => Some(env_secret("admin.token_env", name)?),

@@ -43,6 +43,7 @@ mod probe;
 mod reqwest_client;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest_middleware;
+mod settings;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -50,8 +51,8 @@ mod tls;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use self::reqwest_middleware::OptimizerMiddleware;
 pub use builder::{
-    CGROUP_RSS_ALERT_FRACTION, DEFAULT_RSS_ALERT, DEFAULT_WARM_UP_PARALLELISM, DEFAULT_WARM_UP_TIMEOUT,
-    MonitorSettings, OptimizerStack, OptimizerStackBuilder, RETRIES_GAUGE, RETRY_BUDGET_EXHAUSTED_GAUGE, StackError,
+    DEFAULT_WARM_UP_PARALLELISM, DEFAULT_WARM_UP_TIMEOUT, OptimizerStack, OptimizerStackBuilder, RETRIES_GAUGE,
+    RETRY_BUDGET_EXHAUSTED_GAUGE,
 };
 pub use client::{ClientBody, ClientConfig, HttpClient, Protocol, http_client};
 #[cfg(feature = "tls")]
@@ -71,6 +72,7 @@ pub use probe::DEFAULT_PROBE_TIMEOUT;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use reqwest_client::{ReqwestService, ResponseFuture as ReqwestFuture};
+pub use settings::{CGROUP_RSS_ALERT_FRACTION, DEFAULT_RSS_ALERT, MonitorSettings, StackError};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use tls::{MaybeH2c, PriorKnowledge, custom_ca, danger_accept_invalid_certs, native_roots, webpki_roots};

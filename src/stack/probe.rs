@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 
-use super::builder::StackError;
+use super::settings::StackError;
 use crate::circuit_breaker::{CircuitBreakerConfig, KeyBy, ProbeSuccess, http_probe};
 
 /// The probe's timeout when a configuration file names none: a health
@@ -36,32 +36,29 @@ impl ProbeSettings {
     /// Checks the settings against the breaker they are for.
     pub(crate) fn check(&self, breaker: Option<&CircuitBreakerConfig>) -> Result<(), StackError> {
         let Some(breaker) = breaker else {
-            return Err(StackError::field_error(FIELD, "needs a circuit breaker to probe for"));
+            return Err(StackError::new(FIELD, "needs a circuit breaker to probe for"));
         };
         if breaker.probe.is_some() {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 FIELD,
                 "the circuit breaker's config has a probe of its own: keep one of the two",
             ));
         }
         if !matches!(breaker.key, KeyBy::Authority) {
             // The probe goes to `{key}{path}`: only an authority key names a host.
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 FIELD,
                 "needs breakers keyed by scheme and authority (the default key)",
             ));
         }
         if !is_path(&self.path) {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 FIELD,
                 format!("{:?} is not a path (like \"/health\")", self.path),
             ));
         }
         if self.timeout.is_zero() {
-            return Err(StackError::field_error(
-                FIELD,
-                "the probe's timeout must be greater than zero",
-            ));
+            return Err(StackError::new(FIELD, "the probe's timeout must be greater than zero"));
         }
         Ok(())
     }

@@ -12,10 +12,10 @@ pub(super) fn rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackEr
     for (i, a) in sections.iter().enumerate() {
         let field = |name: &str| format!("monitor.alerts[{i}].{name}");
         if a.name.trim().is_empty() {
-            return Err(StackError::field_error(field("name"), "a rule needs a name"));
+            return Err(StackError::new(field("name"), "a rule needs a name"));
         }
         if rules.iter().any(|r| r.name == a.name) {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 field("name"),
                 format!("a second rule named {:?}", a.name),
             ));
@@ -27,7 +27,7 @@ pub(super) fn rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackEr
             .iter()
             .any(|prefix| a.figure.starts_with(prefix));
         if a.figure.is_empty() || (built_in && !FIGURES.contains(&a.figure.as_str())) {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 field("figure"),
                 format!("{:?} is no figure; the crate's are {}", a.figure, FIGURES.join(", ")),
             ));
@@ -36,20 +36,14 @@ pub(super) fn rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackEr
             (Some(t), None) if t.is_finite() => AlertRule::above(&a.name, &a.figure, t),
             (None, Some(t)) if t.is_finite() => AlertRule::below(&a.name, &a.figure, t),
             (Some(_), Some(_)) => {
-                return Err(StackError::field_error(field("below"), "above or below, not both"));
+                return Err(StackError::new(field("below"), "above or below, not both"));
             }
             (None, None) => {
-                return Err(StackError::field_error(
-                    field("above"),
-                    "give a threshold: above or below",
-                ));
+                return Err(StackError::new(field("above"), "give a threshold: above or below"));
             }
             (above, _) => {
                 let which = if above.is_some() { "above" } else { "below" };
-                return Err(StackError::field_error(
-                    field(which),
-                    "the threshold must be a finite number",
-                ));
+                return Err(StackError::new(field(which), "the threshold must be a finite number"));
             }
         };
         if let Some(d) = duration(&field("for"), a.for_.as_ref())? {
@@ -78,7 +72,7 @@ pub(super) fn rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackEr
             // Only some figures exist per host; a rule over another would
             // never fire.
             if !HOST_FIGURES.contains(&a.figure.as_str()) {
-                return Err(StackError::field_error(
+                return Err(StackError::new(
                     field("figure"),
                     format!(
                         "{:?} is not gathered per host; per-host figures are {}",
@@ -101,19 +95,16 @@ pub(super) fn inhibit(alerts: &mut AlertManager, sections: &[InhibitSection]) ->
         let field = |name: &str| format!("monitor.inhibit[{i}].{name}");
         let unknown = |name: &String| !alerts.has_rule(name);
         if unknown(&inhibit.source) {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 field("source"),
                 format!("no alert rule is named {:?}", inhibit.source),
             ));
         }
         if inhibit.targets.is_empty() {
-            return Err(StackError::field_error(
-                field("targets"),
-                "name the rules it holds back",
-            ));
+            return Err(StackError::new(field("targets"), "name the rules it holds back"));
         }
         if let Some(target) = inhibit.targets.iter().find(|t| unknown(t)) {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 field("targets"),
                 format!("no alert rule is named {target:?}"),
             ));
@@ -122,7 +113,7 @@ pub(super) fn inhibit(alerts: &mut AlertManager, sections: &[InhibitSection]) ->
             None | Some([]) => false,
             Some(labels) => {
                 if let Some(other) = labels.iter().find(|l| *l != "host") {
-                    return Err(StackError::field_error(
+                    return Err(StackError::new(
                         field("equal"),
                         format!("{other:?}: alerts have one label, \"host\""),
                     ));
@@ -156,7 +147,7 @@ pub(super) fn alertmanager(section: &AlertmanagerSection) -> Result<Alertmanager
     }
     let authorization = match (&section.token_env, &section.authorization_env) {
         (Some(_), Some(_)) => {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 field("authorization_env"),
                 "token_env or authorization_env, not both",
             ));
@@ -171,7 +162,7 @@ pub(super) fn alertmanager(section: &AlertmanagerSection) -> Result<Alertmanager
     if let Some((key, value)) = authorization {
         // The variable is named, its value never shown.
         let value = http::HeaderValue::try_from(value)
-            .map_err(|_| StackError::field_error(field(key), "the variable's value is not a valid header value"))?;
+            .map_err(|_| StackError::new(field(key), "the variable's value is not a valid header value"))?;
         push = push.authorization(value);
     }
     let config = ClientConfig {
@@ -186,18 +177,18 @@ pub(super) fn alertmanager(section: &AlertmanagerSection) -> Result<Alertmanager
             "timeout" => "timeout",
             _ => "url",
         };
-        StackError::field_error(field(key), e.to_string())
+        StackError::new(field(key), e.to_string())
     };
     if section.url.trim_start().to_ascii_lowercase().starts_with("https:") {
         #[cfg(feature = "tls")]
         {
             let roots = crate::stack::native_roots()
-                .map_err(|e| StackError::field_error(field("url"), format!("no TLS roots: {e}")))?;
+                .map_err(|e| StackError::new(field("url"), format!("no TLS roots: {e}")))?;
             let client = crate::stack::https_client::<crate::stack::ClientBody>(&config, roots);
             return push.build(client).map_err(named);
         }
         #[cfg(not(feature = "tls"))]
-        return Err(StackError::field_error(
+        return Err(StackError::new(
             field("url"),
             "an https URL needs the crate's `tls` feature",
         ));

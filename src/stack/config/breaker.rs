@@ -14,7 +14,7 @@ pub(super) fn build(s: &BreakerSection) -> Result<CircuitBreakerConfig, StackErr
     let mut cb = CircuitBreakerConfig::builder();
     match (s.window_calls, duration("circuit_breaker.window", s.window.as_ref())?) {
         (Some(_), Some(_)) => {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 "circuit_breaker.window",
                 "a count window (window_calls) or a time window (window), not both",
             ));
@@ -27,7 +27,7 @@ pub(super) fn build(s: &BreakerSection) -> Result<CircuitBreakerConfig, StackErr
             });
         }
         (None, None) if s.window_buckets.is_some() => {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 "circuit_breaker.window_buckets",
                 "buckets divide a time window: set window too",
             ));
@@ -46,7 +46,7 @@ pub(super) fn build(s: &BreakerSection) -> Result<CircuitBreakerConfig, StackErr
             );
         }
         (None, Some(_)) => {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 "circuit_breaker.slow_call_rate",
                 "slow_call_duration needs the slow-call rate that trips",
             ));
@@ -64,7 +64,7 @@ pub(super) fn build(s: &BreakerSection) -> Result<CircuitBreakerConfig, StackErr
         duration("circuit_breaker.max_open", s.max_open.as_ref())?.unwrap_or(crate::circuit_breaker::DEFAULT_MAX_OPEN);
     let backoff = s.open_backoff.unwrap_or(DEFAULT_OPEN_BACKOFF);
     if !(backoff >= 1.0 && backoff.is_finite()) {
-        return Err(StackError::field_error(
+        return Err(StackError::new(
             "circuit_breaker.open_backoff",
             format!("{backoff}: the open period's growth must be at least 1"),
         ));
@@ -131,7 +131,7 @@ pub(super) fn build(s: &BreakerSection) -> Result<CircuitBreakerConfig, StackErr
             "open_period" => open_period,
             _ => "circuit_breaker",
         };
-        StackError::field_error(field, e.to_string())
+        StackError::new(field, e.to_string())
     })
 }
 
@@ -146,7 +146,7 @@ pub(super) fn probe(s: &BreakerSection) -> Result<Option<(&str, Duration, ProbeS
     )?;
     let Some(path) = s.probe_path.as_deref() else {
         if timeout.is_some() || s.probe_success.is_some() {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 "circuit_breaker.probe_path",
                 "probe_timeout and probe_success set a probe: give its path too",
             ));
@@ -154,20 +154,20 @@ pub(super) fn probe(s: &BreakerSection) -> Result<Option<(&str, Duration, ProbeS
         return Ok(None);
     };
     if !super::super::probe::is_path(path) {
-        return Err(StackError::field_error(
+        return Err(StackError::new(
             "circuit_breaker.probe_path",
             format!("{path:?} is not a path (like \"/health\")"),
         ));
     }
     if s.key.as_deref() == Some("global") {
-        return Err(StackError::field_error(
+        return Err(StackError::new(
             "circuit_breaker.probe_path",
             "a probe goes to the breaker's host: it needs key = \"authority\"",
         ));
     }
     let timeout = timeout.unwrap_or(super::super::DEFAULT_PROBE_TIMEOUT);
     if timeout.is_zero() {
-        return Err(StackError::field_error(
+        return Err(StackError::new(
             "circuit_breaker.probe_timeout",
             "must be greater than zero",
         ));
@@ -181,10 +181,7 @@ pub(super) fn probe(s: &BreakerSection) -> Result<Option<(&str, Duration, ProbeS
 pub(super) fn share(s: &ShareSection) -> Result<crate::monitor::SharedOpenings, StackError> {
     let field = |name: &str| format!("circuit_breaker.share.{name}");
     if s.peers.is_empty() {
-        return Err(StackError::field_error(
-            field("peers"),
-            "name at least one peer's admin URL",
-        ));
+        return Err(StackError::new(field("peers"), "name at least one peer's admin URL"));
     }
     let mut share = crate::monitor::SharedOpenings::builder();
     for peer in &s.peers {
@@ -202,7 +199,7 @@ pub(super) fn share(s: &ShareSection) -> Result<crate::monitor::SharedOpenings, 
             "timeout" => "timeout",
             _ => "peers",
         };
-        StackError::field_error(field(key), e.to_string())
+        StackError::new(field(key), e.to_string())
     };
     let config = crate::stack::ClientConfig {
         protocol: crate::stack::Protocol::Http1,
@@ -216,12 +213,12 @@ pub(super) fn share(s: &ShareSection) -> Result<crate::monitor::SharedOpenings, 
         #[cfg(feature = "tls")]
         {
             let roots = crate::stack::native_roots()
-                .map_err(|e| StackError::field_error(field("peers"), format!("no TLS roots: {e}")))?;
+                .map_err(|e| StackError::new(field("peers"), format!("no TLS roots: {e}")))?;
             let client = crate::stack::https_client::<crate::stack::ClientBody>(&config, roots);
             return share.build(client).map_err(named);
         }
         #[cfg(not(feature = "tls"))]
-        return Err(StackError::field_error(
+        return Err(StackError::new(
             field("peers"),
             "an https peer needs the crate's `tls` feature",
         ));

@@ -100,9 +100,7 @@ pub(super) fn build(c: CacheSection) -> Result<Cache, StackError> {
     let query = QueryKey::as_sent()
         .ignoring(c.ignore_query.unwrap_or_default())
         .order(order);
-    query
-        .check()
-        .map_err(|e| StackError::field_error("cache.ignore_query", e))?;
+    query.check().map_err(|e| StackError::new("cache.ignore_query", e))?;
     cache = cache.query_key(query);
     if let Some(routes) = c.ttl_for {
         cache = cache.ttl_with(ttl_routes(&routes)?);
@@ -127,7 +125,7 @@ fn build_cache(cache: CacheBuilder) -> Result<Cache, StackError> {
             _ => "cache",
         };
         // With the regex's own reason, which says what is wrong and where.
-        StackError::field_error(field, crate::util::with_sources(&e))
+        StackError::new(field, crate::util::with_sources(&e))
     })
 }
 
@@ -135,7 +133,7 @@ fn build_cache(cache: CacheBuilder) -> Result<Cache, StackError> {
 fn memory_pressure(p: &PressureSection) -> Result<MemoryPressure, StackError> {
     const FIELD: &str = "cache.memory_pressure";
     fn need<T>(field: &str, value: Option<T>) -> Result<T, StackError> {
-        value.ok_or_else(|| StackError::field_error(format!("{FIELD}.{field}"), "missing: give both watermarks"))
+        value.ok_or_else(|| StackError::new(format!("{FIELD}.{field}"), "missing: give both watermarks"))
     }
     let fractions = p.high_fraction.is_some() || p.low_fraction.is_some();
     let sizes = p.high_mb.is_some() || p.low_mb.is_some();
@@ -150,13 +148,13 @@ fn memory_pressure(p: &PressureSection) -> Result<MemoryPressure, StackError> {
     )?;
     let pressure = match (sizes, fractions) {
         (true, true) => {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 FIELD,
                 "watermarks in MiB (high_mb, low_mb) or as fractions (high_fraction, low_fraction), not both",
             ));
         }
         (false, false) => {
-            return Err(StackError::field_error(
+            return Err(StackError::new(
                 FIELD,
                 "no watermarks: give high_mb and low_mb, or high_fraction and low_fraction",
             ));
@@ -171,21 +169,21 @@ fn memory_pressure(p: &PressureSection) -> Result<MemoryPressure, StackError> {
                 need("low_fraction", p.low_fraction)?,
             );
             if !matches!(source, MemorySource::Cgroup) {
-                return Err(StackError::field_error(
+                return Err(StackError::new(
                     format!("{FIELD}.source"),
                     "fractions are of the cgroup's limit: use source = \"cgroup\" or watermarks in MiB",
                 ));
             }
             for (field, value) in [("high_fraction", high), ("low_fraction", low)] {
                 if !(value > 0.0 && value <= 1.0) {
-                    return Err(StackError::field_error(
+                    return Err(StackError::new(
                         format!("{FIELD}.{field}"),
                         format!("{value} is not a fraction in (0, 1]"),
                     ));
                 }
             }
             MemoryPressure::cgroup_fraction(high, low).ok_or_else(|| {
-                StackError::field_error(
+                StackError::new(
                     format!("{FIELD}.high_fraction"),
                     "this process has no cgroup memory limit to take fractions of; give watermarks in MiB",
                 )
@@ -194,10 +192,7 @@ fn memory_pressure(p: &PressureSection) -> Result<MemoryPressure, StackError> {
     };
     Ok(match duration(&format!("{FIELD}.interval"), p.interval.as_ref())? {
         Some(interval) if interval.is_zero() => {
-            return Err(StackError::field_error(
-                format!("{FIELD}.interval"),
-                "must be longer than zero",
-            ));
+            return Err(StackError::new(format!("{FIELD}.interval"), "must be longer than zero"));
         }
         Some(interval) => pressure.interval(interval),
         None => pressure,
@@ -214,7 +209,7 @@ pub(super) fn ttl_routes(
 > {
     const FIELD: &str = "cache.ttl_for";
     let paths = regex::RegexSet::new(routes.iter().map(|r| r.path.as_str()))
-        .map_err(|e| StackError::field_error(FIELD, e.to_string()))?;
+        .map_err(|e| StackError::new(FIELD, e.to_string()))?;
     let ttls = routes
         .iter()
         .map(|r| duration(FIELD, Some(&r.ttl)).map(Option::unwrap_or_default))
