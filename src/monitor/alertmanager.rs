@@ -3,8 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +10,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::alert::{AlertState, AlertStatus, Comparison};
+use super::post::Poster;
 use crate::BoxError;
 
 /// How often a firing alert is sent again: Prometheus's `resend_delay`
@@ -60,9 +59,6 @@ impl fmt::Display for AlertmanagerError {
 }
 
 impl std::error::Error for AlertmanagerError {}
-
-type Poster =
-    Arc<dyn Fn(Bytes) -> Pin<Box<dyn Future<Output = Result<http::StatusCode, BoxError>> + Send>> + Send + Sync>;
 
 /// Builds an [`AlertmanagerPush`]; errors come back from [`build`](Self::build).
 #[derive(Debug, Clone)]
@@ -120,16 +116,10 @@ impl AlertmanagerPushBuilder {
         S::Error: Into<BoxError>,
         B: From<Bytes> + Send + 'static,
     {
-        let base: http::Uri = self
-            .url
-            .parse()
-            .map_err(|e| AlertmanagerError::new("builder", format!("{:?} is not a URL: {e}", self.url)))?;
-        if !matches!(base.scheme_str(), Some("http" | "https")) || base.authority().is_none() {
-            return Err(AlertmanagerError::new(
-                "builder",
-                format!("{:?} is not an absolute http or https URL", self.url),
-            ));
-        }
+        // The API's path under whatever path prefix the base has
+        // (Alertmanager's `--web.route-prefix`).
+        let url =
+            super::post::url_under(&self.url, "/api/v2/alerts").map_err(|e| AlertmanagerError::new("builder", e))?;
         if let Some(bad) = self.labels.keys().find(|name| !is_label_name(name)) {
             return Err(AlertmanagerError::new(
                 "label",
@@ -147,43 +137,13 @@ impl AlertmanagerPushBuilder {
                 ));
             }
         }
-        // The API's path under whatever path prefix the base has
-        // (Alertmanager's `--web.route-prefix`).
-        let url: http::Uri = format!(
-            "{}://{}{}/api/v2/alerts",
-            base.scheme_str().unwrap_or("http"),
-            base.authority().map_or("", http::uri::Authority::as_str),
-            base.path().trim_end_matches('/')
-        )
-        .parse()
-        .map_err(|e| AlertmanagerError::new("builder", format!("{:?}: {e}", self.url)))?;
         // As logs show it: no query, no user information.
         let shown = crate::util::shown_url(&url);
-        let (timeout, authorization) = (self.timeout, self.authorization);
-        let send: Poster = Arc::new(move |body: Bytes| {
-            let mut client = client.clone();
-            let (url, authorization) = (url.clone(), authorization.clone());
-            Box::pin(async move {
-                let mut request = http::Request::post(url)
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(B::from(body))?;
-                if let Some(value) = authorization {
-                    request.headers_mut().insert(http::header::AUTHORIZATION, value);
-                }
-                let answer = async {
-                    std::future::poll_fn(|cx| client.poll_ready(cx)).await?;
-                    client.call(request).await
-                };
-                match tokio::time::timeout(timeout, answer).await {
-                    Ok(Ok(response)) => Ok(response.status()),
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(elapsed) => Err(elapsed.into()),
-                }
-            })
-        });
+        let send = super::post::json_poster(client, self.authorization, self.timeout);
         Ok(AlertmanagerPush {
             inner: Arc::new(Inner {
                 send,
+                url,
                 shown,
                 resend: self.resend,
                 labels: self.labels,
@@ -251,6 +211,8 @@ pub struct AlertmanagerPush {
 
 struct Inner {
     send: Poster,
+    /// Where the alerts go: `{base}/api/v2/alerts`.
+    url: http::Uri,
     shown: String,
     resend: Duration,
     labels: BTreeMap<String, String>,
@@ -381,7 +343,7 @@ impl AlertmanagerPush {
                 return;
             }
         };
-        let send = (inner.send)(body);
+        let send = (inner.send)(inner.url.clone(), body);
         let (keep, shown) = (inner.state.clone(), inner.shown.clone());
         *push = Some(runtime.spawn(async move {
             let delivered = match send.await {

@@ -38,6 +38,7 @@ pub mod future;
 mod handles;
 mod health;
 mod layer;
+mod post;
 mod process;
 mod route;
 mod sampler;

@@ -56,8 +56,6 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -65,6 +63,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+use super::post::Poster;
 use crate::BoxError;
 #[cfg(doc)]
 use crate::circuit_breaker::CircuitBreakers;
@@ -180,31 +179,12 @@ impl SharedOpeningsBuilder {
         };
         let mut peers = Vec::with_capacity(self.peers.len());
         for url in &self.peers {
-            let target = breakers_url(url).map_err(|reason| SharedOpeningsError::new("peer", reason))?;
+            let target =
+                super::post::url_under(url, "/breakers").map_err(|reason| SharedOpeningsError::new("peer", reason))?;
             let shown = crate::util::shown_url(&target);
             peers.push(Peer { target, shown });
         }
-        let post: Poster = Arc::new(move |target: http::Uri, body: Bytes| {
-            let mut client = client.clone();
-            let authorization = authorization.clone();
-            Box::pin(async move {
-                let mut request = http::Request::post(target)
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(B::from(body))?;
-                if let Some(value) = authorization {
-                    request.headers_mut().insert(http::header::AUTHORIZATION, value);
-                }
-                let answer = async {
-                    std::future::poll_fn(|cx| client.poll_ready(cx)).await?;
-                    client.call(request).await
-                };
-                match tokio::time::timeout(timeout, answer).await {
-                    Ok(Ok(response)) => Ok(response.status()),
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(elapsed) => Err(elapsed.into()),
-                }
-            })
-        });
+        let post = super::post::json_poster(client, authorization, timeout);
         Ok(SharedOpenings {
             inner: Arc::new(Inner {
                 peers: peers.into(),
@@ -216,21 +196,6 @@ impl SharedOpeningsBuilder {
         })
     }
 }
-
-/// `{base}/breakers` for a peer's admin at `url`.
-fn breakers_url(url: &str) -> Result<http::Uri, String> {
-    let base: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    let (Some(scheme @ ("http" | "https")), Some(authority)) = (base.scheme_str(), base.authority()) else {
-        return Err(format!("{url:?} is not an absolute http or https URL"));
-    };
-    format!("{scheme}://{authority}{}/breakers", base.path().trim_end_matches('/'))
-        .parse()
-        .map_err(|e| format!("{url:?}: {e}"))
-}
-
-type Poster = Arc<
-    dyn Fn(http::Uri, Bytes) -> Pin<Box<dyn Future<Output = Result<http::StatusCode, BoxError>> + Send>> + Send + Sync,
->;
 
 struct Peer {
     target: http::Uri,
