@@ -139,6 +139,46 @@ fn env_secret(field: &str, name: &str) -> Result<String, StackError> {
     }
 }
 
+/// An HTTP client of its own, HTTP/1.1 (what any server speaks, an
+/// Alertmanager or a peer's admin), for the URLs a key (`field`) names; it
+/// takes https too (the system's roots) when `https` and the `tls` feature
+/// say so.
+fn own_http1_client(
+    field: &str,
+    https: bool,
+) -> Result<
+    tower::util::BoxCloneSyncService<
+        http::Request<super::ClientBody>,
+        http::Response<hyper::body::Incoming>,
+        crate::BoxError,
+    >,
+    StackError,
+> {
+    use tower::ServiceExt;
+
+    let config = ClientConfig {
+        protocol: Protocol::Http1,
+        ..ClientConfig::default()
+    };
+    if https {
+        #[cfg(feature = "tls")]
+        {
+            let roots = super::native_roots().map_err(|e| StackError::new(field, format!("no TLS roots: {e}")))?;
+            let client = super::https_client::<super::ClientBody>(&config, roots);
+            return Ok(tower::util::BoxCloneSyncService::new(client.map_err(Into::into)));
+        }
+        #[cfg(not(feature = "tls"))]
+        return Err(StackError::new(field, "an https URL needs the crate's `tls` feature"));
+    }
+    let client = super::client::http_client::<super::ClientBody>(&config);
+    Ok(tower::util::BoxCloneSyncService::new(client.map_err(Into::into)))
+}
+
+/// Whether `url` is an https one (in any case, as URL schemes are).
+fn is_https(url: &str) -> bool {
+    url.trim_start().to_ascii_lowercase().starts_with("https:")
+}
+
 fn duration(field: &str, value: Option<&String>) -> Result<Option<Duration>, StackError> {
     value
         .map(|text| {

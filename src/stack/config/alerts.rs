@@ -2,9 +2,11 @@
 //! [`OptimizerConfig`](super::OptimizerConfig): rules and inhibitions,
 //! each checked, each error naming its key.
 
-use super::{AlertSection, AlertmanagerSection, InhibitSection, StackError, choice, duration, env_secret};
+use super::{
+    AlertSection, AlertmanagerSection, InhibitSection, StackError, choice, duration, env_secret, is_https,
+    own_http1_client,
+};
 use crate::monitor::{AlertManager, AlertRule, AlertmanagerPush, FIGURES, HOST_FIGURES, Scope, Severity};
-use crate::stack::client::{ClientConfig, Protocol};
 
 /// `[[monitor.alerts]]` as rules, each checked.
 pub(super) fn rules(sections: &[AlertSection]) -> Result<Vec<AlertRule>, StackError> {
@@ -165,10 +167,6 @@ pub(super) fn alertmanager(section: &AlertmanagerSection) -> Result<Alertmanager
             .map_err(|_| StackError::new(field(key), "the variable's value is not a valid header value"))?;
         push = push.authorization(value);
     }
-    let config = ClientConfig {
-        protocol: Protocol::Http1,
-        ..ClientConfig::default()
-    };
     // The key a refusal is about.
     let named = |e: crate::monitor::AlertmanagerError| {
         let key = match e.setting() {
@@ -179,20 +177,6 @@ pub(super) fn alertmanager(section: &AlertmanagerSection) -> Result<Alertmanager
         };
         StackError::new(field(key), e.to_string())
     };
-    if section.url.trim_start().to_ascii_lowercase().starts_with("https:") {
-        #[cfg(feature = "tls")]
-        {
-            let roots = crate::stack::native_roots()
-                .map_err(|e| StackError::new(field("url"), format!("no TLS roots: {e}")))?;
-            let client = crate::stack::https_client::<crate::stack::ClientBody>(&config, roots);
-            return push.build(client).map_err(named);
-        }
-        #[cfg(not(feature = "tls"))]
-        return Err(StackError::new(
-            field("url"),
-            "an https URL needs the crate's `tls` feature",
-        ));
-    }
-    let client = crate::stack::client::http_client::<crate::stack::ClientBody>(&config);
+    let client = own_http1_client(&field("url"), is_https(&section.url))?;
     push.build(client).map_err(named)
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{BreakerSection, ShareSection, StackError, choice, duration, env_secret};
+use super::{BreakerSection, ShareSection, StackError, choice, duration, env_secret, is_https, own_http1_client};
 use crate::circuit_breaker::{
     CircuitBreakerConfig, DEFAULT_OPEN_BACKOFF, DEFAULT_WINDOW_BUCKETS, KeyBy, ProbeSuccess, WindowKind,
 };
@@ -201,28 +201,6 @@ pub(super) fn share(s: &ShareSection) -> Result<crate::monitor::SharedOpenings, 
         };
         StackError::new(field(key), e.to_string())
     };
-    let config = crate::stack::ClientConfig {
-        protocol: crate::stack::Protocol::Http1,
-        ..crate::stack::ClientConfig::default()
-    };
-    let https = s
-        .peers
-        .iter()
-        .any(|p| p.trim_start().to_ascii_lowercase().starts_with("https:"));
-    if https {
-        #[cfg(feature = "tls")]
-        {
-            let roots = crate::stack::native_roots()
-                .map_err(|e| StackError::new(field("peers"), format!("no TLS roots: {e}")))?;
-            let client = crate::stack::https_client::<crate::stack::ClientBody>(&config, roots);
-            return share.build(client).map_err(named);
-        }
-        #[cfg(not(feature = "tls"))]
-        return Err(StackError::new(
-            field("peers"),
-            "an https peer needs the crate's `tls` feature",
-        ));
-    }
-    let client = crate::stack::client::http_client::<crate::stack::ClientBody>(&config);
+    let client = own_http1_client(&field("peers"), s.peers.iter().any(|p| is_https(p)))?;
     share.build(client).map_err(named)
 }
