@@ -62,3 +62,6 @@ pub(crate) fn url_under(base: &str, path: &str) -> Result<http::Uri, String> {
         .parse()
         .map_err(|e| format!("{base:?}: {e}"))
 }
+
+#[cfg(test)]
+pub(crate) mod fake;

@@ -3,22 +3,21 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 
 use super::*;
+use crate::monitor::post::fake::{self, Got};
 use crate::monitor::{AlertManager, AlertRule};
 
-/// What a fake Alertmanager got: one `Vec` of alerts per push.
-type Got = Arc<Mutex<Vec<(String, Option<String>, serde_json::Value)>>>;
-
-/// A fake Alertmanager answering `status`, keeping what it is sent.
+/// A fake Alertmanager answering `status`, keeping each push with its
+/// `Content-Type`: one `Vec` of alerts per push.
 fn alertmanager(
     status: Arc<AtomicU16>,
 ) -> (
     impl tower_service::Service<
         http::Request<Full<Bytes>>,
         Response = http::Response<Full<Bytes>>,
-        Error = Infallible,
+        Error = std::convert::Infallible,
         Future = impl Send,
     > + Clone
     + Send
@@ -26,25 +25,7 @@ fn alertmanager(
     + 'static,
     Got,
 ) {
-    let got: Got = Arc::default();
-    let keep = got.clone();
-    let service = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
-        let (keep, status) = (keep.clone(), status.clone());
-        async move {
-            let uri = req.uri().to_string();
-            let kind = req
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .map(|v| v.to_str().unwrap().to_owned());
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            keep.lock()
-                .unwrap()
-                .push((uri, kind, serde_json::from_slice(&body).unwrap()));
-            let status = http::StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap();
-            Ok::<_, Infallible>(http::Response::builder().status(status).body(Full::default()).unwrap())
-        }
-    });
-    (service, got)
+    fake::server(status, http::header::CONTENT_TYPE)
 }
 
 /// Lets the spawned pushes run.

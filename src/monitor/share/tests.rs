@@ -1,25 +1,21 @@
 //! Unit tests of the openings sender, on paused time: what it sends, to
 //! whom, what it leaves alone, and what it counts.
-use std::convert::Infallible;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU16;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 
 use super::*;
+use crate::monitor::post::fake::{self, Got};
 
-/// What a fake peer got: the URL, the `Authorization` value and the body.
-type Got = Arc<Mutex<Vec<(String, Option<String>, serde_json::Value)>>>;
-
-/// Fake peers answering `status` (0: never answering), keeping what they
-/// are sent.
+/// Fake peers answering `status` (0: never answering), keeping each post
+/// with its `Authorization`.
 fn peers(
     status: Arc<AtomicU16>,
 ) -> (
     impl tower_service::Service<
         http::Request<Full<Bytes>>,
         Response = http::Response<Full<Bytes>>,
-        Error = Infallible,
+        Error = std::convert::Infallible,
         Future = impl Send,
     > + Clone
     + Send
@@ -27,28 +23,7 @@ fn peers(
     + 'static,
     Got,
 ) {
-    let got: Got = Arc::default();
-    let keep = got.clone();
-    let service = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
-        let (keep, status) = (keep.clone(), status.clone());
-        async move {
-            let uri = req.uri().to_string();
-            let auth = req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.to_str().unwrap().to_owned());
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            keep.lock()
-                .unwrap()
-                .push((uri, auth, serde_json::from_slice(&body).unwrap()));
-            let status = status.load(Ordering::SeqCst);
-            if status == 0 {
-                std::future::pending::<()>().await;
-            }
-            Ok(http::Response::builder().status(status).body(Full::default()).unwrap())
-        }
-    });
-    (service, got)
+    fake::server(status, http::header::AUTHORIZATION)
 }
 
 fn opened(key: &str, secs: u64, cause: OpenCause) -> Event {
