@@ -6,27 +6,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use http_body_util::Full;
 
 use super::*;
-use crate::monitor::post::fake::{self, Got};
+use crate::monitor::post::fake;
 use crate::monitor::{AlertManager, AlertRule};
-
-/// A fake Alertmanager answering `status`, keeping each push with its
-/// `Content-Type`: one `Vec` of alerts per push.
-fn alertmanager(
-    status: Arc<AtomicU16>,
-) -> (
-    impl tower_service::Service<
-        http::Request<Full<Bytes>>,
-        Response = http::Response<Full<Bytes>>,
-        Error = std::convert::Infallible,
-        Future = impl Send,
-    > + Clone
-    + Send
-    + Sync
-    + 'static,
-    Got,
-) {
-    fake::server(status, http::header::CONTENT_TYPE)
-}
 
 /// Lets the spawned pushes run.
 async fn settle() {
@@ -62,7 +43,7 @@ fn alerts_of(push: &serde_json::Value) -> Vec<(String, String)> {
 #[tokio::test(start_paused = true)]
 async fn fires_at_once_resends_while_firing_and_sends_the_resolution() {
     let status = Arc::new(AtomicU16::new(200));
-    let (service, got) = alertmanager(status.clone());
+    let (service, got) = fake::server(status.clone(), http::header::CONTENT_TYPE);
     let push = AlertmanagerPush::builder("http://am.test:9093/prefix/")
         .label("instance", "checkout-1")
         .label("alertname", "overridden")
@@ -124,7 +105,7 @@ async fn fires_at_once_resends_while_firing_and_sends_the_resolution() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_push_is_sent_again_at_the_next_evaluation() {
     let status = Arc::new(AtomicU16::new(503));
-    let (service, got) = alertmanager(status.clone());
+    let (service, got) = fake::server(status.clone(), http::header::CONTENT_TYPE);
     let push = AlertmanagerPush::builder("http://am.test").build(service).unwrap();
     let mut alerts = AlertManager::new();
     alerts.add_rule(AlertRule::above("Deep", "queue.depth", 10.0));
@@ -153,7 +134,7 @@ async fn a_failed_push_is_sent_again_at_the_next_evaluation() {
 #[tokio::test(start_paused = true)]
 async fn held_back_alerts_are_not_sent_and_hosts_are_labelled() {
     use crate::monitor::FigureSet;
-    let (service, got) = alertmanager(Arc::new(AtomicU16::new(200)));
+    let (service, got) = fake::server(Arc::new(AtomicU16::new(200)), http::header::CONTENT_TYPE);
     let push = AlertmanagerPush::builder("http://am.test").build(service).unwrap();
     let mut alerts = AlertManager::new();
     alerts.add_rule(AlertRule::above("Open", "circuit_breaker.open", 0.0).per_host());
@@ -190,7 +171,7 @@ async fn held_back_alerts_are_not_sent_and_hosts_are_labelled() {
 
 #[test]
 fn bad_settings_are_refused_with_a_reason() {
-    let (service, _) = alertmanager(Arc::new(AtomicU16::new(200)));
+    let (service, _) = fake::server(Arc::new(AtomicU16::new(200)), http::header::CONTENT_TYPE);
     for (builder, setting, words) in [
         (AlertmanagerPush::builder("am.test:9093"), "builder", "absolute"),
         (AlertmanagerPush::builder("/api"), "builder", "absolute"),
@@ -327,7 +308,7 @@ async fn a_push_in_flight_ends_with_the_last_handle() {
 /// no overflow.
 #[tokio::test(start_paused = true)]
 async fn a_huge_resend_period_ends_alerts_within_a_year() {
-    let (service, got) = alertmanager(Arc::new(AtomicU16::new(200)));
+    let (service, got) = fake::server(Arc::new(AtomicU16::new(200)), http::header::CONTENT_TYPE);
     let push = AlertmanagerPush::builder("http://am.test")
         .resend_every(Duration::MAX)
         .build(service)

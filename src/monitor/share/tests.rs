@@ -2,29 +2,8 @@
 //! whom, what it leaves alone, and what it counts.
 use std::sync::atomic::AtomicU16;
 
-use http_body_util::Full;
-
 use super::*;
-use crate::monitor::post::fake::{self, Got};
-
-/// Fake peers answering `status` (0: never answering), keeping each post
-/// with its `Authorization`.
-fn peers(
-    status: Arc<AtomicU16>,
-) -> (
-    impl tower_service::Service<
-        http::Request<Full<Bytes>>,
-        Response = http::Response<Full<Bytes>>,
-        Error = std::convert::Infallible,
-        Future = impl Send,
-    > + Clone
-    + Send
-    + Sync
-    + 'static,
-    Got,
-) {
-    fake::server(status, http::header::AUTHORIZATION)
-}
+use crate::monitor::post::fake;
 
 fn opened(key: &str, secs: u64, cause: OpenCause) -> Event {
     Event::Opened {
@@ -43,7 +22,7 @@ async fn settle() {
 
 #[tokio::test(start_paused = true)]
 async fn an_opening_by_calls_goes_to_every_peer_as_a_trip() {
-    let (client, got) = peers(Arc::new(AtomicU16::new(200)));
+    let (client, got) = fake::server(Arc::new(AtomicU16::new(200)), http::header::AUTHORIZATION);
     let share = SharedOpenings::builder()
         .peer("http://10.0.0.2:9000")
         .peer("http://peer.test:8080/admin/")
@@ -76,7 +55,7 @@ async fn an_opening_by_calls_goes_to_every_peer_as_a_trip() {
 
 #[tokio::test(start_paused = true)]
 async fn trips_probes_and_other_events_are_not_sent() {
-    let (client, got) = peers(Arc::new(AtomicU16::new(200)));
+    let (client, got) = fake::server(Arc::new(AtomicU16::new(200)), http::header::AUTHORIZATION);
     let share = SharedOpenings::builder()
         .peer("http://peer.test")
         .build(client)
@@ -96,7 +75,7 @@ async fn trips_probes_and_other_events_are_not_sent() {
 #[tokio::test(start_paused = true)]
 async fn refusals_and_silence_count_as_failed_within_the_timeout() {
     let status = Arc::new(AtomicU16::new(401));
-    let (client, got) = peers(status.clone());
+    let (client, got) = fake::server(status.clone(), http::header::AUTHORIZATION);
     let share = SharedOpenings::builder()
         .peer("http://peer.test")
         .timeout(Duration::from_secs(1))
@@ -126,7 +105,7 @@ async fn refusals_and_silence_count_as_failed_within_the_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn posts_past_the_in_flight_bound_are_dropped_until_slots_free() {
-    let (client, _) = peers(Arc::new(AtomicU16::new(0)));
+    let (client, _) = fake::server(Arc::new(AtomicU16::new(0)), http::header::AUTHORIZATION);
     let share = SharedOpenings::builder()
         .peer("http://peer.test")
         .timeout(Duration::from_secs(2))
@@ -152,7 +131,7 @@ async fn posts_past_the_in_flight_bound_are_dropped_until_slots_free() {
 
 #[test]
 fn without_a_runtime_an_opening_is_dropped_not_lost_silently() {
-    let (client, _) = peers(Arc::new(AtomicU16::new(200)));
+    let (client, _) = fake::server(Arc::new(AtomicU16::new(200)), http::header::AUTHORIZATION);
     let share = SharedOpenings::builder()
         .peer("http://a.test")
         .peer("http://b.test")
@@ -164,7 +143,7 @@ fn without_a_runtime_an_opening_is_dropped_not_lost_silently() {
 
 #[test]
 fn bad_settings_are_refused_by_name() {
-    let (client, _) = peers(Arc::new(AtomicU16::new(200)));
+    let (client, _) = fake::server(Arc::new(AtomicU16::new(200)), http::header::AUTHORIZATION);
     let build = |builder: SharedOpeningsBuilder| builder.build(client.clone()).unwrap_err();
     for url in ["peer.test:9000", "/breakers", "ftp://peer.test", "http://bad host", ""] {
         let error = build(SharedOpenings::builder().peer("http://fine.test").peer(url));
