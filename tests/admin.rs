@@ -443,6 +443,7 @@ async fn breakers_are_read_and_forced_over_http() {
     let one: serde_json::Value = serde_json::from_str(&body).unwrap();
     let left = one["retry_after_seconds"].as_f64().unwrap_or_default();
     assert!(one["state"] == "open" && (29.0..=30.0).contains(&left), "{one}");
+    assert_eq!(one["opened_by"], "trip", "{one}");
     for bad in [
         r#"{"key": "http://shared.test", "action": "trip"}"#,
         r#"{"key": "http://shared.test", "action": "trip", "open_for_ms": -1}"#,

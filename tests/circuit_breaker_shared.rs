@@ -151,6 +151,12 @@ async fn one_instances_opening_opens_the_others_without_a_request() {
     tokio::task::yield_now().await;
     assert_eq!(a_to_b.load(Ordering::SeqCst), 1);
     assert_eq!(b.breakers.state(&key), Some(State::Open), "B opened on A's word");
+    let opened_by = |breakers: &CircuitBreakers| breakers.snapshot()[0].opened_by;
+    assert_eq!(
+        (opened_by(&a.breakers), opened_by(&b.breakers)),
+        (Some(OpenCause::Calls), Some(OpenCause::Trip)),
+        "each says why it is open"
+    );
 
     let seen = host.requests.load(Ordering::SeqCst);
     let refused = get(&mut b.svc, &url).await.unwrap_err();

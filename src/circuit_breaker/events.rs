@@ -65,8 +65,10 @@ pub enum Event {
     },
 }
 
-/// What opened a breaker (see [`Event::Opened`]).
+/// What opened a breaker (see [`Event::Opened`]; serialised as
+/// [`OpenCause::as_str`] gives it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum OpenCause {
     /// Calls through the breaker: its window tripped, or a half-open probe

@@ -37,6 +37,10 @@ pub struct BreakerSnapshot {
         serde(rename = "retry_after_seconds", serialize_with = "crate::json::optional_seconds")
     )]
     pub retry_after: Option<Duration>,
+    /// For an open breaker, what opened it (or last made its open period
+    /// longer): its own calls, its recovery probe, or a trip, another
+    /// instance's opening (see [`CircuitBreakers::trip`]).
+    pub opened_by: Option<OpenCause>,
 }
 
 pub(crate) struct Registry {
@@ -147,6 +151,7 @@ impl CircuitBreakers {
                     state,
                     figures: breaker.figures(now),
                     retry_after: (state == State::Open).then(|| breaker.open_until().saturating_duration_since(now)),
+                    opened_by: (state == State::Open).then(|| breaker.opened_by()),
                 }
             })
             .collect();

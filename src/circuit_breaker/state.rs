@@ -113,6 +113,8 @@ pub(crate) struct Breaker {
     open_until: Instant,
     /// Opens since the last close: the backoff exponent.
     opens: u32,
+    /// What opened it last (what the open period ends by).
+    opened_by: OpenCause,
     half_open: HalfOpen,
     rng: crate::util::Xorshift,
 }
@@ -130,6 +132,7 @@ impl Breaker {
             consecutive_failures: 0,
             open_until: now,
             opens: 0,
+            opened_by: OpenCause::Calls,
             half_open: HalfOpen {
                 admitted: 0,
                 in_flight: 0,
@@ -155,6 +158,12 @@ impl Breaker {
     /// When an open breaker lets calls through again.
     pub(crate) fn open_until(&self) -> Instant {
         self.open_until
+    }
+
+    /// What opened it last: for an open breaker, what set the end of its
+    /// open period.
+    pub(crate) fn opened_by(&self) -> OpenCause {
+        self.opened_by
     }
 
     fn to(&mut self, state: State, now: Instant, out: &mut Vec<Transition>) {
@@ -381,6 +390,7 @@ impl Breaker {
         // `Retry-After` and shared trips come from the network, and the cap
         // may be none.
         self.open_until = crate::util::instant_after(now, period);
+        self.opened_by = cause;
         self.to(State::Open, now, out);
         let opening = Some(Opening { period, cause });
         match out.last_mut() {
@@ -422,6 +432,7 @@ impl Breaker {
                 // The same generation: calls admitted before stay counted
                 // (there are none while open but the probes').
                 self.open_until = crate::util::instant_after(now, period);
+                self.opened_by = OpenCause::Trip;
                 out.push(Transition {
                     from: State::Open,
                     to: State::Open,

@@ -275,6 +275,7 @@ mod tests {
             state,
             figures: crate::circuit_breaker::WindowFigures::default(),
             retry_after: None,
+            opened_by: None,
         };
         let set = FigureSet::new().stats(&snapshot).breakers(&[
             breaker("https://a.test", State::Open),

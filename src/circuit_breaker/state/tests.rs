@@ -436,7 +436,13 @@ fn a_trip_makes_an_open_period_longer_never_shorter() {
         let _ = run.call(Outcome::Failure);
     }
     let generation = run.breaker.generation();
+    assert_eq!(run.breaker.opened_by(), OpenCause::Calls);
     assert!(!run.trip(Duration::from_secs(5)), "open for 10 s already");
+    assert_eq!(
+        run.breaker.opened_by(),
+        OpenCause::Calls,
+        "a shorter trip changes nothing"
+    );
     assert!(run.transitions.is_empty());
     assert_eq!(run.call(Outcome::Success).unwrap_err(), Duration::from_secs(10));
     run.advance(Duration::from_secs(4));
@@ -449,6 +455,11 @@ fn a_trip_makes_an_open_period_longer_never_shorter() {
         run.breaker.generation(),
         generation,
         "still the same open period's generation"
+    );
+    assert_eq!(
+        run.breaker.opened_by(),
+        OpenCause::Trip,
+        "the trip's end is the period's end"
     );
     run.advance(Duration::from_secs(59));
     assert_eq!(run.state(), State::Open, "past its own 10 s, within the trip's 60 s");
