@@ -660,6 +660,57 @@ async fn calls_are_timed_where_a_slow_call_rule_or_a_listener_asks() {
     let mut svc = tower::Layer::layer(&plain, answers_after(3));
     send(&mut svc, "http://c.test/").await.unwrap();
     assert_eq!(figures(&plain.breakers(), "http://c.test"), (State::Closed, 1, 0));
+
+    // A listener of state events only: no call is timed for it.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let states = layer(
+        CircuitBreakerConfig::builder()
+            .slow_calls(None, Duration::from_secs(1))
+            .on_state_change(move |e: &Event| log.lock().unwrap().push(e.clone()))
+            .build()
+            .unwrap(),
+    );
+    let mut svc = tower::Layer::layer(&states, answers_after(3));
+    send(&mut svc, "http://d.test/").await.unwrap();
+    assert_eq!(figures(&states.breakers(), "http://d.test"), (State::Closed, 1, 0));
+    assert!(seen.lock().unwrap().is_empty(), "no per-call event");
+}
+
+/// A listener of state events hears changes and openings, and no call.
+#[tokio::test(start_paused = true)]
+async fn a_state_listener_hears_changes_and_openings_only() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let config = CircuitBreakerConfig::builder()
+        .consecutive_failures(Some(2))
+        .jitter(0.0)
+        .on_state_change(move |e: &Event| log.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let layer = layer(config);
+    let mut svc = tower::Layer::layer(&layer, Upstream::new(|_, _| async { Ok(status(503)) }));
+    for _ in 0..2 {
+        assert_eq!(send(&mut svc, "http://a.test/").await.unwrap(), 503);
+    }
+    assert!(send(&mut svc, "http://a.test/").await.unwrap_err().is::<Open>());
+    let key: std::sync::Arc<str> = "http://a.test".into();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            Event::StateChanged {
+                key: key.clone(),
+                from: State::Closed,
+                to: State::Open
+            },
+            Event::Opened {
+                key,
+                open_for: Duration::from_secs(10),
+                cause: OpenCause::Calls
+            },
+        ],
+        "no failure, no rejection"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -301,7 +301,7 @@ fn shared_openings_are_counted_through_the_metrics_facade() {
         .unwrap();
     let config = CircuitBreakerConfig::builder()
         .consecutive_failures(Some(1))
-        .on_event(share.listener())
+        .on_state_change(share.listener())
         .build()
         .unwrap();
     let layer = CircuitBreakerLayer::new(config);

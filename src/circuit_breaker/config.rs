@@ -127,7 +127,10 @@ pub struct CircuitBreakerConfig {
     pub(crate) max_keys: usize,
     pub(crate) idle: Duration,
     pub(crate) classifier: Arc<dyn Classify>,
+    /// Every event.
     pub(crate) listeners: Vec<Listener>,
+    /// State events only (changes and openings): no call is timed for them.
+    pub(crate) state_listeners: Vec<Listener>,
     pub(crate) probe: Option<Probe>,
     pub(crate) probe_success: ProbeSuccess,
 }
@@ -172,6 +175,7 @@ impl Default for CircuitBreakerConfig {
             idle: DEFAULT_IDLE,
             classifier: Arc::new(HttpClassifier),
             listeners: Vec::new(),
+            state_listeners: Vec::new(),
             probe: None,
             probe_success: ProbeSuccess::HalfOpen,
         }
@@ -186,9 +190,9 @@ impl CircuitBreakerConfig {
         }
     }
 
-    /// Whether calls are timed: only a slow-call rule or a listener (whose
-    /// events carry each call's duration) needs it, and the closed path
-    /// otherwise reads no clock.
+    /// Whether calls are timed: only a slow-call rule or a listener of
+    /// every event (whose per-call events carry each call's duration) needs
+    /// it, and the closed path otherwise reads no clock.
     pub(crate) fn times_calls(&self) -> bool {
         self.slow_rate.is_some() || !self.listeners.is_empty()
     }
@@ -284,9 +288,19 @@ impl CircuitBreakerConfigBuilder {
         self.with(|c| c.classifier = Arc::new(classifier))
     }
 
-    /// Adds an event listener.
+    /// Adds an event listener, for every event. Per-call events carry each
+    /// call's duration, so with a listener here every call reads the clock
+    /// twice; [`on_state_change`](Self::on_state_change) costs calls nothing.
     pub fn on_event(self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.with(|c| c.listeners.push(Arc::new(listener)))
+    }
+
+    /// Adds a listener of state events only: [`Event::StateChanged`] and
+    /// [`Event::Opened`] (what sharing openings with other instances needs,
+    /// see [`SharedOpenings`](crate::monitor::SharedOpenings)). No call is
+    /// timed for it, so the closed path stays as fast as with no listener.
+    pub fn on_state_change(self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.with(|c| c.state_listeners.push(Arc::new(listener)))
     }
 
     /// A synthetic health check run at the end of each open period, and

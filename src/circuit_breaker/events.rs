@@ -22,7 +22,9 @@ pub enum Event {
     /// `open_for`. Comes after the [`StateChanged`](Event::StateChanged)
     /// it goes with, if any. To share openings between instances of a
     /// client (processes behind one load balancer, say), send the
-    /// [`OpenCause::Calls`] ones to the others, which pass each to
+    /// [`OpenCause::Calls`] ones (from a listener of
+    /// [`on_state_change`](super::CircuitBreakerConfigBuilder::on_state_change),
+    /// which costs calls nothing) to the others, which pass each to
     /// [`CircuitBreakers::trip`](super::CircuitBreakers::trip); an opening
     /// that came that way says [`OpenCause::Trip`] and is not sent on, so
     /// none goes round in circles.

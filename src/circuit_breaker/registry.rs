@@ -339,14 +339,11 @@ impl CircuitBreakers {
                 } else {
                     tracing::info!(key = %cell.key, from = t.from.as_str(), to = t.to.as_str(), "circuit state changed");
                 }
-                emit(
-                    &self.inner.config.listeners,
-                    &Event::StateChanged {
-                        key: cell.key.clone(),
-                        from: t.from,
-                        to: t.to,
-                    },
-                );
+                self.emit_state_event(&Event::StateChanged {
+                    key: cell.key.clone(),
+                    from: t.from,
+                    to: t.to,
+                });
                 record_transition(&cell.label, t.to);
             }
             if let Some(opening) = t.opening {
@@ -358,19 +355,23 @@ impl CircuitBreakers {
                         "circuit opened again"
                     );
                 }
-                emit(
-                    &self.inner.config.listeners,
-                    &Event::Opened {
-                        key: cell.key.clone(),
-                        open_for: opening.period,
-                        cause: opening.cause,
-                    },
-                );
+                self.emit_state_event(&Event::Opened {
+                    key: cell.key.clone(),
+                    open_for: opening.period,
+                    cause: opening.cause,
+                });
             }
             if t.to == State::Open {
                 self.start_probe(cell);
             }
         }
+    }
+
+    /// Sends a state event to the listeners of every event and to those of
+    /// state events.
+    fn emit_state_event(&self, event: &Event) {
+        emit(&self.inner.config.listeners, event);
+        emit(&self.inner.config.state_listeners, event);
     }
 
     /// While `cell` stays open, probes its host at the end of each open

@@ -33,7 +33,7 @@
 //!     .unwrap();
 //! let config = CircuitBreakerConfig::builder()
 //!     .consecutive_failures(Some(1))
-//!     .on_event(share.listener())
+//!     .on_state_change(share.listener())
 //!     .build()
 //!     .unwrap();
 //! let layer = CircuitBreakerLayer::new(config);
@@ -260,7 +260,8 @@ pub struct SharedOpeningsStats {
 
 /// Sends this instance's circuit openings to its peers (see the module
 /// documentation). Cheap to clone; give [`listener`](Self::listener) to
-/// the breaker's `on_event`.
+/// the breaker's `on_state_change` (or `on_event`, which also times every
+/// call for its per-call events).
 #[derive(Clone)]
 pub struct SharedOpenings {
     inner: Arc<Inner>,

@@ -376,7 +376,7 @@ impl OptimizerStackBuilder {
                     "needs a circuit breaker, whose openings it shares",
                 ));
             };
-            config.listeners.push(Arc::new(share.listener()));
+            config.state_listeners.push(Arc::new(share.listener()));
         }
         let breaker = breaker.map(CircuitBreakerLayer::new);
         let (metrics, stats, monitor, prometheus) = match self.monitor {
