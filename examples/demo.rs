@@ -213,7 +213,7 @@ async fn main() -> Result<(), BoxError> {
         .circuit_breaker(
             CircuitBreakerConfig::builder()
                 .consecutive_failures(Some(5))
-                .on_event(move |e| {
+                .on_state_change(move |e| {
                     if matches!(e, Event::StateChanged { .. }) {
                         seen.fetch_add(1, Ordering::Relaxed);
                     }
