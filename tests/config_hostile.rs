@@ -127,6 +127,11 @@ const KEYS: &[(&str, &str, Kind)] = &[
             "127.0.0.1:9093",
         ]),
     ),
+    (
+        "monitor.alertmanager",
+        "generator_url",
+        Word(&["http://127.0.0.1:9464/dashboard", "/dashboard"]),
+    ),
     ("monitor.alertmanager", "resend", Dur),
     ("monitor.alertmanager", "timeout", Dur),
     (

@@ -1026,6 +1026,7 @@ async fn alerts_reach_the_alertmanager_named_in_the_file() {
         [monitor.alertmanager]
         url = "http://{alertmanager}"
         labels = {{ instance = "checkout-1" }}
+        generator_url = "http://127.0.0.1:9464/dashboard"
         token_env = "CARGO_PKG_NAME"
         "#
     ))
@@ -1057,4 +1058,5 @@ async fn alerts_reach_the_alertmanager_named_in_the_file() {
     assert_eq!(alert["labels"]["instance"], "checkout-1");
     assert!(alert["labels"].get("host").is_none(), "a rule over the whole client");
     assert_eq!(alert["annotations"]["value"], "1.0000");
+    assert_eq!(alert["generatorURL"], "http://127.0.0.1:9464/dashboard");
 }

@@ -44,7 +44,8 @@ impl AlertmanagerError {
     }
 
     /// The builder setting at fault, by its method's name (`"builder"` for
-    /// the URL, `"label"`, `"resend_every"`, `"timeout"`), for a caller
+    /// the URL, `"label"`, `"resend_every"`, `"timeout"`,
+    /// `"generator_url"`), for a caller
     /// that maps it back to where the value came from.
     #[must_use]
     pub fn setting(&self) -> &'static str {
@@ -69,6 +70,7 @@ pub struct AlertmanagerPushBuilder {
     timeout: Duration,
     labels: BTreeMap<String, String>,
     authorization: Option<http::HeaderValue>,
+    generator_url: Option<String>,
 }
 
 impl AlertmanagerPushBuilder {
@@ -89,6 +91,14 @@ impl AlertmanagerPushBuilder {
     /// (`alertname`, `severity`, `host`) win over one of the same name.
     pub fn label(mut self, name: &str, value: &str) -> Self {
         self.labels.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    /// The `generatorURL` of every alert sent: where Alertmanager's
+    /// notifications link back to, such as this instance's dashboard
+    /// (`http://10.0.0.2:9464/dashboard`). None by default.
+    pub fn generator_url(mut self, url: &str) -> Self {
+        self.generator_url = Some(url.to_owned());
         self
     }
 
@@ -138,6 +148,18 @@ impl AlertmanagerPushBuilder {
             }
         }
         // As logs show it: no query, no user information.
+        // Alertmanager refuses a push whose `generatorURL` is not a URL.
+        if let Some(link) = &self.generator_url {
+            let absolute = link
+                .parse::<http::Uri>()
+                .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+            if !absolute {
+                return Err(AlertmanagerError::new(
+                    "generator_url",
+                    format!("{link:?} is not an absolute http or https URL"),
+                ));
+            }
+        }
         let shown = crate::util::shown_url(&url);
         let send = super::post::json_poster(client, self.authorization, self.timeout);
         Ok(AlertmanagerPush {
@@ -147,6 +169,7 @@ impl AlertmanagerPushBuilder {
                 shown,
                 resend: self.resend,
                 labels: self.labels,
+                generator_url: self.generator_url,
                 push: Mutex::new(None),
                 state: Arc::new(Mutex::new(State::default())),
             }),
@@ -216,6 +239,7 @@ struct Inner {
     shown: String,
     resend: Duration,
     labels: BTreeMap<String, String>,
+    generator_url: Option<String>,
     /// The push running or last run: one at a time, and ended with the
     /// last handle (its task holds no handle).
     push: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -263,6 +287,7 @@ impl AlertmanagerPush {
             timeout: DEFAULT_PUSH_TIMEOUT,
             labels: BTreeMap::new(),
             authorization: None,
+            generator_url: None,
         }
     }
 
@@ -406,12 +431,16 @@ impl AlertmanagerPush {
             );
             annotations.insert("value", value);
         }
-        serde_json::json!({
+        let mut entry = serde_json::json!({
             "labels": labels,
             "annotations": annotations,
             "startsAt": rfc3339(starts),
             "endsAt": rfc3339(ends),
-        })
+        });
+        if let Some(link) = &self.inner.generator_url {
+            entry["generatorURL"] = link.as_str().into();
+        }
+        entry
     }
 }
 

@@ -47,6 +47,7 @@ async fn fires_at_once_resends_while_firing_and_sends_the_resolution() {
     let push = AlertmanagerPush::builder("http://am.test:9093/prefix/")
         .label("instance", "checkout-1")
         .label("alertname", "overridden")
+        .generator_url("http://10.0.0.2:9464/dashboard")
         .build(service)
         .unwrap();
     let mut alerts = AlertManager::new();
@@ -70,6 +71,7 @@ async fn fires_at_once_resends_while_firing_and_sends_the_resolution() {
     assert_eq!(alert["labels"]["instance"], "checkout-1");
     assert_eq!(alert["labels"]["severity"], "warning");
     assert_eq!(alert["annotations"]["value"], "50.0000");
+    assert_eq!(alert["generatorURL"], "http://10.0.0.2:9464/dashboard");
     let starts = alert["startsAt"].as_str().unwrap().to_owned();
     assert!(starts >= before, "{starts} >= {before}");
     assert!(
@@ -167,6 +169,10 @@ async fn held_back_alerts_are_not_sent_and_hosts_are_labelled() {
             ("Open".to_owned(), "a.test:443".to_owned())
         ]
     );
+    assert!(
+        sent[0].get("generatorURL").is_none(),
+        "none unless set: Alertmanager refuses an empty one"
+    );
 }
 
 #[test]
@@ -196,6 +202,11 @@ fn bad_settings_are_refused_with_a_reason() {
             AlertmanagerPush::builder("http://am.test").timeout(Duration::ZERO),
             "timeout",
             "timeout must be longer than zero",
+        ),
+        (
+            AlertmanagerPush::builder("http://am.test").generator_url("/dashboard"),
+            "generator_url",
+            "absolute",
         ),
     ] {
         let e = builder.build(service.clone()).unwrap_err();

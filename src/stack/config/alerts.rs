@@ -147,6 +147,9 @@ pub(super) fn alertmanager(section: &AlertmanagerSection) -> Result<Alertmanager
     for (name, value) in section.labels.iter().flatten() {
         push = push.label(name, value);
     }
+    if let Some(link) = &section.generator_url {
+        push = push.generator_url(link);
+    }
     let authorization = match (&section.token_env, &section.authorization_env) {
         (Some(_), Some(_)) => {
             return Err(StackError::new(
@@ -173,6 +176,7 @@ pub(super) fn alertmanager(section: &AlertmanagerSection) -> Result<Alertmanager
             "label" => "labels",
             "resend_every" => "resend",
             "timeout" => "timeout",
+            "generator_url" => "generator_url",
             _ => "url",
         };
         StackError::new(field(key), e.to_string())

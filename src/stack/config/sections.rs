@@ -306,6 +306,9 @@ pub struct AlertmanagerSection {
     pub timeout: Option<String>,
     /// Labels on every alert sent, for the Alertmanager's routing.
     pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Where the Alertmanager's notifications link back to (each alert's
+    /// `generatorURL`), such as this instance's dashboard.
+    pub generator_url: Option<String>,
     /// The name of an environment variable holding a bearer token for the
     /// Alertmanager (sent as `Authorization: Bearer ..`).
     pub token_env: Option<String>,

@@ -383,6 +383,10 @@ fn errors_name_the_field() {
             "monitor.alertmanager.timeout",
         ),
         (
+            "[monitor.alertmanager]\nurl = \"http://am.test\"\ngenerator_url = \"dashboard\"",
+            "monitor.alertmanager.generator_url",
+        ),
+        (
             "[monitor.alertmanager]\nurl = \"http://am.test\"\ntimeout = \"soon\"",
             "monitor.alertmanager.timeout",
         ),
