@@ -226,7 +226,8 @@ impl Model {
                 self.until = now + period;
                 self.to(State::Open, now);
             }
-            State::Open if now + period > self.until => self.until = now + period,
+            // Only a second or more later: an echo of its own opening is none.
+            State::Open if now + period >= self.until + 1 => self.until = now + period,
             _ => {}
         }
     }

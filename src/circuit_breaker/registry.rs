@@ -188,7 +188,9 @@ impl CircuitBreakers {
     /// period the config allows) as if it had tripped here: the way to
     /// share openings between instances of a client. A closed or half-open
     /// breaker opens (and counts it towards its backoff); an open one stays
-    /// open until the later of its own end and this one; a breaker an
+    /// open until the later of its own end and this one, if this one ends
+    /// at least a second later (an echo of its own opening, from a peer
+    /// list that names this instance too, changes nothing); a breaker an
     /// operator forced open, disabled or set to metrics only is left alone.
     /// After the period it goes half-open as usual (or its recovery probe
     /// decides), so a trip sent by mistake costs one open period. Whether

@@ -13,6 +13,13 @@ use super::config::{CircuitBreakerConfig, WindowKind};
 use super::events::OpenCause;
 use super::window::{CountWindow, Sample, TimeWindow, Window, WindowFigures};
 
+/// How much later than an open breaker's own end a trip must end to make
+/// its open period longer. An echo of the breaker's own opening (a peer
+/// list that names this instance too, as one list shared by every
+/// instance does) ends moments after it, and must not count as another
+/// opening.
+pub(crate) const TRIP_SLACK: Duration = Duration::from_secs(1);
+
 /// A breaker's state (serialised as [`State::as_str`] gives it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
@@ -408,7 +415,8 @@ impl Breaker {
     /// breaker of another instance for the same key tripped (or an
     /// operator asks): a closed or half-open breaker opens, and counts it
     /// as an open for its backoff; an open one stays open until the later
-    /// of its own end and this one. The states an operator set (forced
+    /// of its own end and this one (if that is [`TRIP_SLACK`] later). The
+    /// states an operator set (forced
     /// open, disabled, metrics only) are left alone. Whether it changed
     /// anything.
     pub(crate) fn trip(
@@ -428,7 +436,10 @@ impl Breaker {
                 self.enter_open(period, OpenCause::Trip, now, out);
                 true
             }
-            State::Open if crate::util::instant_after(now, period) > self.open_until => {
+            State::Open
+                if crate::util::instant_after(now, period)
+                    >= crate::util::instant_after(self.open_until, TRIP_SLACK) =>
+            {
                 // The same generation: calls admitted before stay counted
                 // (there are none while open but the probes').
                 self.open_until = crate::util::instant_after(now, period);

@@ -523,3 +523,18 @@ fn a_trip_leaves_the_states_an_operator_set_alone() {
         assert_eq!(run.state(), state);
     }
 }
+
+#[test]
+fn an_echo_of_the_breakers_own_opening_changes_nothing() {
+    let mut run = Run::new(cfg());
+    for _ in 0..10 {
+        let _ = run.call(Outcome::Failure);
+    }
+    // Its own 10 s opening comes back a moment later (a peer list that
+    // names this instance too).
+    run.advance(Duration::from_millis(30));
+    assert!(!run.trip(Duration::from_secs(10)));
+    assert!(run.transitions.is_empty());
+    assert_eq!(run.breaker.opened_by(), OpenCause::Calls, "still its own opening");
+    assert!(run.trip(Duration::from_secs(11)), "a second later is another opening");
+}
