@@ -226,8 +226,9 @@ impl Model {
                 self.until = now + period;
                 self.to(State::Open, now);
             }
-            // Only a second or more later: an echo of its own opening is none.
-            State::Open if now + period >= self.until + 1 => self.until = now + period,
+            // Later at all is a second or more later here (whole seconds),
+            // so the breaker's slack for echoes never bites.
+            State::Open if now + period > self.until => self.until = now + period,
             _ => {}
         }
     }
