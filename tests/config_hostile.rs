@@ -99,6 +99,11 @@ const KEYS: &[(&str, &str, Kind)] = &[
             "ftp://127.0.0.1",
         ]),
     ),
+    (
+        "circuit_breaker.share",
+        "resolve",
+        Urls(&["http://localhost:9464", "https://localhost:9465"]),
+    ),
     ("circuit_breaker.share", "timeout", Dur),
     (
         "circuit_breaker.share",

@@ -85,8 +85,8 @@ pub use service::MetricsService;
 #[cfg(feature = "circuit-breaker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub use share::{
-    DEFAULT_SHARE_TIMEOUT, MAX_SHARES_IN_FLIGHT, SharedOpenings, SharedOpeningsBuilder, SharedOpeningsError,
-    SharedOpeningsStats,
+    DEFAULT_SHARE_TIMEOUT, MAX_RESOLVED_PEERS, MAX_SHARES_IN_FLIGHT, SharedOpenings, SharedOpeningsBuilder,
+    SharedOpeningsError, SharedOpeningsStats,
 };
 pub use sketch::{MAX_VALUE, MIN_VALUE, RELATIVE_ACCURACY, Sketch};
 pub use stats::{DEFAULT_MAX_HOSTS, DEFAULT_WINDOW, DEFAULT_WINDOW_BUCKETS, Stats, StatsSnapshot, WindowStats};

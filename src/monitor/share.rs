@@ -74,10 +74,16 @@ use crate::circuit_breaker::{Event, OpenCause};
 /// this is better left to learn from its own calls.
 pub const DEFAULT_SHARE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Posts under way at once, over all peers. Openings are rare (a breaker
-/// opens at most once per open period); past this many in flight, peers
-/// are not answering, and a new post would only wait behind the others,
-/// so it is dropped and counted.
+/// Addresses one resolved name is posted to at the most: a deployment's
+/// instances, bounded so that a name resolving to a whole network cannot
+/// turn one opening into a flood.
+pub const MAX_RESOLVED_PEERS: usize = 64;
+
+/// Sends under way at once: one per peer entry and opening (a resolved
+/// name's posts run within its one). Openings are rare (a breaker opens
+/// at most once per open period); past this many in flight, peers are not
+/// answering, and a new send would only wait behind the others, so it is
+/// dropped and counted.
 pub const MAX_SHARES_IN_FLIGHT: usize = 64;
 
 /// A setting [`SharedOpeningsBuilder::build`] refused, and why.
@@ -92,8 +98,8 @@ impl SharedOpeningsError {
         SharedOpeningsError { setting, reason }
     }
 
-    /// The builder method whose value was refused (`peer`, `token` or
-    /// `timeout`).
+    /// The builder method whose value was refused (`peer`,
+    /// `peers_resolved`, `token` or `timeout`).
     pub fn setting(&self) -> &'static str {
         self.setting
     }
@@ -112,6 +118,7 @@ impl std::error::Error for SharedOpeningsError {}
 #[must_use]
 pub struct SharedOpeningsBuilder {
     peers: Vec<String>,
+    resolved: Vec<String>,
     token: Option<String>,
     timeout: Option<Duration>,
 }
@@ -120,6 +127,7 @@ impl fmt::Debug for SharedOpeningsBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedOpeningsBuilder")
             .field("peers", &self.peers)
+            .field("resolved", &self.resolved)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .finish()
@@ -132,6 +140,19 @@ impl SharedOpeningsBuilder {
     /// (`http://10.0.0.2:8080/admin`). Openings go to `{url}/breakers`.
     pub fn peer(mut self, url: &str) -> Self {
         self.peers.push(url.to_owned());
+        self
+    }
+
+    /// Peers behind one name: every address the host of `url` (an `http`
+    /// URL, such as `http://optimizer-admin.prod.svc:9464`) resolves to,
+    /// looked up at each opening, gets it at `{url's path}/breakers`. A
+    /// Kubernetes headless service names every pod of a deployment this
+    /// way, as pods come and go. At most [`MAX_RESOLVED_PEERS`] addresses
+    /// are used. The list includes this instance too, which is harmless:
+    /// an echo of its own opening changes nothing. (An `https` peer needs
+    /// its name for TLS: name each with [`peer`](Self::peer).)
+    pub fn peers_resolved(mut self, url: &str) -> Self {
+        self.resolved.push(url.to_owned());
         self
     }
 
@@ -155,8 +176,9 @@ impl SharedOpeningsBuilder {
     ///
     /// # Errors
     ///
-    /// A peer's URL is not an absolute `http` or `https` URL, the token is
-    /// not a valid header value, or the timeout is zero.
+    /// A peer's URL is not an absolute `http` or `https` URL (an `http`
+    /// one for [`peers_resolved`](Self::peers_resolved)), the token is not
+    /// a valid header value, or the timeout is zero.
     pub fn build<S, B, R>(self, client: S) -> Result<SharedOpenings, SharedOpeningsError>
     where
         S: tower_service::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + Sync + 'static,
@@ -182,7 +204,14 @@ impl SharedOpeningsBuilder {
             let target =
                 super::post::url_under(url, "/breakers").map_err(|reason| SharedOpeningsError::new("peer", reason))?;
             let shown = crate::util::shown_url(&target);
-            peers.push(Peer { target, shown });
+            peers.push(Peer {
+                target: Target::One(target),
+                shown,
+            });
+        }
+        for url in &self.resolved {
+            let target = resolved(url).map_err(|reason| SharedOpeningsError::new("peers_resolved", reason))?;
+            peers.push(target);
         }
         let post = super::post::json_poster(client, authorization, timeout);
         Ok(SharedOpenings {
@@ -197,8 +226,38 @@ impl SharedOpeningsBuilder {
     }
 }
 
+/// The peers behind `url`'s host name.
+fn resolved(url: &str) -> Result<Peer, String> {
+    let target = super::post::url_under(url, "/breakers")?;
+    if target.scheme_str() != Some("http") {
+        return Err(format!(
+            "{url:?}: resolved peers are reached by address, and TLS needs a name: an http URL, or name each https peer"
+        ));
+    }
+    let (Some(host), Some(port)) = (target.host(), target.port_u16().or(Some(80))) else {
+        return Err(format!("{url:?} has no host"));
+    };
+    Ok(Peer {
+        shown: format!("{} (each address)", crate::util::shown_url(&target)),
+        target: Target::Resolved {
+            // An IPv6 literal resolves as itself, without its brackets.
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port,
+            path: target.path().to_owned(),
+        },
+    })
+}
+
+/// Where one peer entry's posts go.
+enum Target {
+    /// One peer, at its URL.
+    One(http::Uri),
+    /// Every address `host` resolves to, at `port` and `path`.
+    Resolved { host: String, port: u16, path: String },
+}
+
 struct Peer {
-    target: http::Uri,
+    target: Target,
     /// As logs show it: no query, no user information.
     shown: String,
 }
@@ -224,6 +283,29 @@ enum Sent {
 }
 
 impl Counts {
+    /// Counts one post and logs what became of it.
+    fn tell(&self, key: &str, peer: &str, sent: Result<http::StatusCode, BoxError>) {
+        match sent {
+            Ok(status) if status.is_success() => {
+                self.count(Sent::Delivered, 1);
+                tracing::debug!(key, peer, "circuit opening shared");
+            }
+            Ok(status) => {
+                self.count(Sent::Failed, 1);
+                tracing::warn!(key, peer, %status, "peer refused a circuit opening");
+            }
+            Err(error) => {
+                self.count(Sent::Failed, 1);
+                tracing::warn!(
+                    key,
+                    peer,
+                    error = %crate::util::with_sources(error.as_ref()),
+                    "circuit opening not shared"
+                );
+            }
+        }
+    }
+
     /// Counts `n` posts that came to `sent`, here and through the
     /// `metrics` facade (openings are rare: registering each time costs
     /// nothing that matters).
@@ -242,7 +324,9 @@ impl Counts {
     }
 }
 
-/// What [`SharedOpenings`] sent, per post (one opening to one peer); the
+/// What [`SharedOpenings`] sent, per post (one opening to one peer, or to
+/// one address of a resolved name, whose failure to resolve counts as one
+/// failed post); the
 /// same counts go to the `metrics` facade as
 /// `tower_optimizer.circuit_breaker.shared_openings` with an `outcome`
 /// label.
@@ -254,7 +338,8 @@ pub struct SharedOpeningsStats {
     pub delivered: u64,
     /// Posts refused, unanswered in time, or that could not be sent.
     pub failed: u64,
-    /// Posts not made: too many were in flight, or no tokio runtime ran.
+    /// Sends not made (one per peer entry): too many were in flight, or no
+    /// tokio runtime ran.
     pub dropped: u64,
 }
 
@@ -347,34 +432,74 @@ impl SharedOpenings {
                 inner.counts.clone(),
                 body.clone(),
             );
-            let key = key.to_owned();
-            // Ends within the timeout whatever the peer does; holds no
-            // handle, so it keeps nothing alive past that.
+            let (key, timeout) = (key.to_owned(), inner.timeout);
+            // Ends within the timeout (twice, for a name to resolve first)
+            // whatever the peers do; holds no handle, so it keeps nothing
+            // alive past that.
             runtime.spawn(async move {
                 let _slot = slot;
                 let peer = &peers[i];
-                match post(peer.target.clone(), body).await {
-                    Ok(status) if status.is_success() => {
-                        counts.count(Sent::Delivered, 1);
-                        tracing::debug!(key, peer = %peer.shown, "circuit opening shared");
+                match &peer.target {
+                    Target::One(url) => {
+                        let sent = post(url.clone(), body).await;
+                        counts.tell(&key, &peer.shown, sent);
                     }
-                    Ok(status) => {
-                        counts.count(Sent::Failed, 1);
-                        tracing::warn!(key, peer = %peer.shown, %status, "peer refused a circuit opening");
-                    }
-                    Err(error) => {
-                        counts.count(Sent::Failed, 1);
-                        tracing::warn!(
-                            key,
-                            peer = %peer.shown,
-                            error = %crate::util::with_sources(error.as_ref()),
-                            "circuit opening not shared"
-                        );
+                    Target::Resolved { host, port, path } => {
+                        let Some(urls) = resolve(host, *port, path, timeout, &key, &peer.shown).await else {
+                            counts.count(Sent::Failed, 1);
+                            return;
+                        };
+                        let mut posts = tokio::task::JoinSet::new();
+                        for url in urls {
+                            let (post, body) = (post.clone(), body.clone());
+                            posts.spawn(async move {
+                                let shown = crate::util::shown_url(&url);
+                                (shown, post(url, body).await)
+                            });
+                        }
+                        while let Some(Ok((shown, sent))) = posts.join_next().await {
+                            counts.tell(&key, &shown, sent);
+                        }
                     }
                 }
             });
         }
     }
+}
+
+/// The URLs of every address `host` resolves to (at most
+/// [`MAX_RESOLVED_PEERS`]), or `None`, said in the log, if it resolves to
+/// none in time.
+async fn resolve(
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    key: &str,
+    shown: &str,
+) -> Option<Vec<http::Uri>> {
+    let addresses = match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addresses)) => addresses,
+        Ok(Err(error)) => {
+            tracing::warn!(key, peer = %shown, %error, "circuit opening not shared: the peers' name did not resolve");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(key, peer = %shown, "circuit opening not shared: the peers' name did not resolve in time");
+            return None;
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    let urls: Vec<http::Uri> = addresses
+        .filter(|address| seen.insert(*address))
+        .take(MAX_RESOLVED_PEERS)
+        .filter_map(|address| format!("http://{address}{path}").parse().ok())
+        .collect();
+    if urls.is_empty() {
+        tracing::warn!(key, peer = %shown, "circuit opening not shared: the peers' name has no address");
+        return None;
+    }
+    Some(urls)
 }
 
 #[cfg(test)]

@@ -157,3 +157,47 @@ fn bad_settings_are_refused_by_name() {
     let builder = SharedOpenings::builder().token("s3cret");
     assert!(!format!("{builder:?}").contains("s3cret"));
 }
+
+/// A name's every address gets the opening. On the real clock: the name is
+/// resolved on a blocking thread, which a paused clock would not wait for
+/// (its timeout would fire first). Nothing sleeps; the wait is bounded.
+#[tokio::test]
+async fn a_resolved_name_sends_to_each_of_its_addresses() {
+    let (client, got) = fake::server(Arc::new(AtomicU16::new(200)), http::header::AUTHORIZATION);
+    let share = SharedOpenings::builder()
+        .peers_resolved("http://localhost:9464/admin")
+        .build(client)
+        .unwrap();
+    let mut expected: Vec<String> = tokio::net::lookup_host(("localhost", 9464))
+        .await
+        .unwrap()
+        .map(|address| format!("http://{address}/admin/breakers"))
+        .collect();
+    expected.sort();
+    expected.dedup();
+    assert!(!expected.is_empty());
+    share.listener()(&opened("https://api.example", 10, OpenCause::Calls));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while share.stats().delivered < expected.len() as u64 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("every address got it");
+    let mut sent: Vec<String> = got.lock().unwrap().iter().map(|(url, ..)| url.clone()).collect();
+    sent.sort();
+    assert_eq!(sent, expected);
+    assert_eq!(share.stats().failed, 0);
+}
+
+#[test]
+fn a_resolved_name_must_be_an_http_url() {
+    let (client, _) = fake::server(Arc::new(AtomicU16::new(200)), http::header::AUTHORIZATION);
+    for url in ["https://optimizer.test:9464", "optimizer.test:9464", "http://"] {
+        let error = SharedOpenings::builder()
+            .peers_resolved(url)
+            .build(client.clone())
+            .unwrap_err();
+        assert_eq!(error.setting(), "peers_resolved", "{url}: {error}");
+    }
+}

@@ -180,12 +180,19 @@ pub(super) fn probe(s: &BreakerSection) -> Result<Option<(&str, Duration, ProbeS
 /// are verified against the system's roots).
 pub(super) fn share(s: &ShareSection) -> Result<crate::monitor::SharedOpenings, StackError> {
     let field = |name: &str| format!("circuit_breaker.share.{name}");
-    if s.peers.is_empty() {
-        return Err(StackError::new(field("peers"), "name at least one peer's admin URL"));
+    if s.peers.is_empty() && s.resolve.is_empty() {
+        // The table, which lacks both.
+        return Err(StackError::new(
+            "circuit_breaker.share",
+            "name the peers: their admin URLs (peers), or a name for them (resolve)",
+        ));
     }
     let mut share = crate::monitor::SharedOpenings::builder();
     for peer in &s.peers {
         share = share.peer(peer);
+    }
+    for name in &s.resolve {
+        share = share.peers_resolved(name);
     }
     if let Some(name) = &s.token_env {
         share = share.token(&env_secret(&field("token_env"), name)?);
@@ -197,6 +204,7 @@ pub(super) fn share(s: &ShareSection) -> Result<crate::monitor::SharedOpenings, 
         let key = match e.setting() {
             "token" => "token_env",
             "timeout" => "timeout",
+            "peers_resolved" => "resolve",
             _ => "peers",
         };
         StackError::new(field(key), e.to_string())

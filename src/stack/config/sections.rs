@@ -217,7 +217,13 @@ pub struct BreakerSection {
 #[serde(deny_unknown_fields)]
 pub struct ShareSection {
     /// The peers' admin base URLs, like `"http://10.0.0.2:9000"`.
+    #[serde(default)]
     pub peers: Vec<String>,
+    /// Names whose every address is a peer, looked up at each opening,
+    /// like `"http://optimizer-admin.prod.svc:9464"` (a Kubernetes
+    /// headless service).
+    #[serde(default)]
+    pub resolve: Vec<String>,
     /// The name of an environment variable holding the peers' admin token.
     pub token_env: Option<String>,
     /// How long one post to one peer may take (default 2 s).

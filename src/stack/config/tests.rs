@@ -337,7 +337,7 @@ fn errors_name_the_field() {
             "[[monitor.inhibit]]\nsource = \"CircuitOpen\"\ntargets = [\"HighErrorRate\"]\nequal = [\"server.address\"]",
             "monitor.inhibit[0].equal",
         ),
-        ("[circuit_breaker.share]\npeers = []", "circuit_breaker.share.peers"),
+        ("[circuit_breaker.share]\npeers = []", "circuit_breaker.share"),
         (
             "[circuit_breaker.share]\npeers = [\"http://10.0.0.2:9464\", \"10.0.0.3:9464\"]",
             "circuit_breaker.share.peers",
