@@ -114,6 +114,8 @@ async fn dashboard_shows_what_stats_says() {
         res.into_body().collect().await.unwrap();
     }
     breakers.force_open("http://flaky.test");
+    // Another instance's opening, shared.
+    breakers.trip("http://shared.test", std::time::Duration::from_secs(600));
     let monitor = Monitor::builder()
         .stats(stats)
         .cache(cache)
@@ -189,6 +191,10 @@ async fn dashboard_shows_what_stats_says() {
     assert_eq!(text_of(&dom, "alerts-firing"), latest["alerts_firing"].to_string());
     assert!(dom.contains("http://flaky.test"), "the open breaker is listed");
     assert!(dom.contains("class=\"pill forced_open\""), "with its state");
+    assert!(
+        dom.contains("class=\"pill open\">open (trip)<"),
+        "a shared opening says so:\n{dom}"
+    );
     // Alerts: the open breaker's one fires; each value and threshold is
     // shown in its figure's unit.
     assert!(
@@ -216,9 +222,9 @@ async fn dashboard_shows_what_stats_says() {
     // A per-host rule's quiet hosts are not listed one by one.
     assert!(!dom.contains("HostOpen (api.test:80)"), "{dom}");
     assert!(
-        row("HostSlow (2 hosts)").contains("class=\"pill inactive\">inactive<"),
+        row("HostSlow (3 hosts)").contains("class=\"pill inactive\">inactive<"),
         "{}",
-        row("HostSlow (2 hosts)")
+        row("HostSlow (3 hosts)")
     );
     // In `/stats`: one alert per host, the open one's host firing alone.
     let mut host_alerts: Vec<(String, String)> = stats["alerts"]
@@ -239,7 +245,8 @@ async fn dashboard_shows_what_stats_says() {
         host_alerts,
         [
             ("api.test:80".to_owned(), "inactive".to_owned()),
-            ("flaky.test:80".to_owned(), "firing".to_owned())
+            ("flaky.test:80".to_owned(), "firing".to_owned()),
+            ("shared.test:80".to_owned(), "firing".to_owned())
         ]
     );
     assert!(

@@ -54,6 +54,9 @@ pub struct BreakerSample {
     pub state: &'static str,
     /// Failure rate of its window, percent.
     pub failure_rate: f64,
+    /// For an open breaker, what opened it (`calls`, `probe`, or `trip`:
+    /// another instance's opening); `null` otherwise.
+    pub opened_by: Option<&'static str>,
 }
 
 /// Everything sampled at one instant.
@@ -372,6 +375,7 @@ impl Monitor {
                     key: s.key.to_string(),
                     state: s.state.as_str(),
                     failure_rate: s.figures.failure_rate(),
+                    opened_by: s.opened_by.map(crate::circuit_breaker::OpenCause::as_str),
                 })
                 .collect()
         });
