@@ -6,7 +6,10 @@
 //! disabled, forced open and metrics only) over a count or time window,
 //! tripping on failure rate, slow-call rate or consecutive failures. An open
 //! circuit fails fast in `call` (never in `poll_ready`); results that come
-//! back after a state change are discarded.
+//! back after a state change are discarded. Instances of a client can share
+//! their openings: each [`Event::Opened`] by a breaker's own calls, passed
+//! to another instance's [`CircuitBreakers::trip`] (built in over the admin
+//! servers: [`SharedOpenings`](crate::monitor::SharedOpenings)).
 //!
 //! ```
 //! use std::convert::Infallible;
