@@ -201,3 +201,32 @@ fn a_resolved_name_must_be_an_http_url() {
         assert_eq!(error.setting(), "peers_resolved", "{url}: {error}");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+    /// Any text as a peer, a resolved name or a token builds or is refused
+    /// by name; nothing panics, and a refusal never shows the token.
+    #[test]
+    fn any_settings_build_or_are_refused_by_name(
+        peer in "(https?://)?[ -~]{0,24}",
+        name in "(https?://)?[ -~]{0,24}",
+        token in "[ -~\\n\\r\\t\\x00-\\x1f]{0,12}",
+    ) {
+        let (client, _) = fake::server(Arc::new(AtomicU16::new(200)), http::header::AUTHORIZATION);
+        let built = SharedOpenings::builder()
+            .peer(&peer)
+            .peers_resolved(&name)
+            .token(&token)
+            .build(client);
+        if let Err(error) = built {
+            proptest::prop_assert!(
+                ["peer", "peers_resolved", "token"].contains(&error.setting()),
+                "{error}"
+            );
+            if error.setting() == "token" && token.len() > 3 {
+                proptest::prop_assert!(!error.to_string().contains(&token), "{error}");
+            }
+        }
+    }
+}
