@@ -210,8 +210,8 @@ impl SharedOpeningsBuilder {
             });
         }
         for url in &self.resolved {
-            let target = resolved(url).map_err(|reason| SharedOpeningsError::new("peers_resolved", reason))?;
-            peers.push(target);
+            let peer = resolved(url).map_err(|reason| SharedOpeningsError::new("peers_resolved", reason))?;
+            peers.push(peer);
         }
         let post = super::post::json_poster(client, authorization, timeout);
         Ok(SharedOpenings {
@@ -234,9 +234,10 @@ fn resolved(url: &str) -> Result<Peer, String> {
             "{url:?}: resolved peers are reached by address, and TLS needs a name: an http URL, or name each https peer"
         ));
     }
-    let (Some(host), Some(port)) = (target.host(), target.port_u16().or(Some(80))) else {
+    let Some(host) = target.host() else {
         return Err(format!("{url:?} has no host"));
     };
+    let port = target.port_u16().unwrap_or(80);
     Ok(Peer {
         shown: format!("{} (each address)", crate::util::shown_url(&target)),
         target: Target::Resolved {
