@@ -272,12 +272,17 @@ impl AlertManager {
     /// The built-in rules: error rate over 5% for a minute, p99 latency over
     /// 1 s for five minutes (both over at least
     /// [`DEFAULT_ALERT_MIN_REQUESTS`] requests in the window), any breaker open, the cache standing in for
-    /// upstream errors (stale-if-error) for a minute, cache bytes over 90% of
-    /// the budget, process memory over `rss_limit` bytes.
+    /// upstream errors (stale-if-error) for a minute, an opening of this
+    /// instance's that did not reach a peer (with
+    /// [`SharedOpenings`](super::SharedOpenings) sampled), cache bytes over
+    /// 90% of the budget, process memory over `rss_limit` bytes.
     ///
     /// `ServingStaleOnError` is there because stale-if-error hides outages:
     /// callers see successes (so the error rate stays low) while the
-    /// upstream fails.
+    /// upstream fails. `OpeningsNotShared` because a peer that cannot be
+    /// told (a wrong token, a peer list gone stale) fails silently
+    /// otherwise: each instance keeps spending its own calls on a host
+    /// the others found down.
     pub fn with_default_rules(rss_limit: f64) -> Self {
         let mut manager = AlertManager::new();
         for rule in [
@@ -291,6 +296,7 @@ impl AlertManager {
             AlertRule::above("CircuitOpen", "circuit_breaker.open", 0.0).severity(Severity::Critical),
             AlertRule::above("ServingStaleOnError", "cache.stale_on_error_ratio", 0.0)
                 .for_duration(Duration::from_secs(60)),
+            AlertRule::above("OpeningsNotShared", "circuit_breaker.openings_unshared", 0.0),
             AlertRule::above("CacheNearBudget", "cache.bytes_ratio", 0.9).for_duration(Duration::from_secs(300)),
             AlertRule::above("ProcessMemoryHigh", "process.resident_memory", rss_limit)
                 .for_duration(Duration::from_secs(120)),

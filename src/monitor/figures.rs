@@ -8,7 +8,7 @@ use super::stats::StatsSnapshot;
 /// The figures the crate gathers for alert rules, each under the name a
 /// rule's `figure` gives (other names are the user's gauges, see
 /// [`Monitor::register_gauge`](super::Monitor::register_gauge)).
-pub const FIGURES: [&str; 13] = [
+pub const FIGURES: [&str; 14] = [
     "http.requests",
     "http.rate",
     "http.error_rate",
@@ -20,6 +20,7 @@ pub const FIGURES: [&str; 13] = [
     "cache.entries",
     "cache.stale_on_error_ratio",
     "circuit_breaker.open",
+    "circuit_breaker.openings_unshared",
     "process.resident_memory",
     "process.cpu_percent",
 ];
@@ -71,6 +72,7 @@ impl<F: Fn(&str) -> Option<f64> + ?Sized> FigureSource for F {
 /// | `cache.hit_ratio`, `cache.bytes`, `cache.bytes_ratio`, `cache.entries` | `CacheStats` |
 /// | `cache.stale_on_error_ratio` | the [`Monitor`](super::Monitor)'s sampler: share of the cache's answers since its previous sample that stood in for an upstream error |
 /// | `circuit_breaker.open` | breakers open or forced open (overall, and per host) |
+/// | `circuit_breaker.openings_unshared` | the [`Monitor`](super::Monitor)'s sampler, given a [`SharedOpenings`](super::SharedOpenings): sends of this instance's openings that did not reach a peer (failed or dropped) since its previous sample |
 /// | `process.resident_memory` | `/proc/self/status` (Linux) |
 /// | `process.cpu_percent` | the [`Monitor`](super::Monitor)'s sampler: the process's CPU time since its previous sample, in percent of one core |
 ///
@@ -226,8 +228,8 @@ pub fn resident_memory() -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// `FIGURES` names what the sets gather (the sampler adds the two it
-    /// works out between samples).
+    /// `FIGURES` names what the sets gather (the sampler adds the three
+    /// it works out between samples).
     // Resident memory comes from Linux's `/proc`.
     #[cfg(all(feature = "cache", feature = "circuit-breaker", target_os = "linux"))]
     #[test]
@@ -245,6 +247,7 @@ mod tests {
             .breakers(&[])
             .process()
             .with("cache.stale_on_error_ratio", 0.0)
+            .with("circuit_breaker.openings_unshared", 0.0)
             .with("process.cpu_percent", 0.0)
             .into_map();
         let mut names: Vec<&str> = gathered.keys().map(String::as_str).collect();

@@ -77,7 +77,7 @@ pub use route::{InvalidTemplate, RouteTemplate, RouteTemplates};
 pub use sampler::gauges;
 pub use sampler::{
     BreakerSample, CacheSample, DEFAULT_HISTORY, DEFAULT_SAMPLE_INTERVAL, Monitor, MonitorBuilder, MonitorSnapshot,
-    Sample,
+    Sample, SharedOpeningsSample,
 };
 #[cfg(feature = "stack")]
 pub(crate) use service::Meter;

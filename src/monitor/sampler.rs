@@ -59,6 +59,24 @@ pub struct BreakerSample {
     pub opened_by: Option<&'static str>,
 }
 
+/// What this instance sent of its circuit openings to its peers, in a
+/// sample (see [`SharedOpenings`](super::SharedOpenings)): the totals so
+/// far, and what did not reach a peer since the previous sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct SharedOpeningsSample {
+    /// Posts a peer took so far.
+    pub delivered: u64,
+    /// Posts refused, unanswered in time, or that could not be sent, so far.
+    pub failed: u64,
+    /// Sends not made so far (too many in flight, or no runtime).
+    pub dropped: u64,
+    /// Sends that did not reach a peer (failed or dropped) since the
+    /// previous sample: what the `circuit_breaker.openings_unshared`
+    /// figure and the `OpeningsNotShared` alert read.
+    pub unshared: u64,
+}
+
 /// Everything sampled at one instant.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Sample {
@@ -77,6 +95,9 @@ pub struct Sample {
     pub cache: Option<CacheSample>,
     /// Breakers, when attached.
     pub breakers: Vec<BreakerSample>,
+    /// The openings sent to peer instances, when attached
+    /// ([`MonitorBuilder::shared_openings`]).
+    pub shared_openings: Option<SharedOpeningsSample>,
     /// User gauges.
     pub gauges: BTreeMap<String, f64>,
     /// Alerts firing after this sample's evaluation.
@@ -105,6 +126,9 @@ struct Inner {
     cache: Option<crate::cache::Cache>,
     #[cfg(feature = "circuit-breaker")]
     breakers: Option<crate::circuit_breaker::CircuitBreakers>,
+    /// The openings sender, and its unshared sends at the previous sample.
+    #[cfg(feature = "circuit-breaker")]
+    shared_openings: Option<(super::SharedOpenings, Mutex<u64>)>,
     gauges: Mutex<Vec<(String, Gauge)>>,
     alerts: Mutex<AlertManager>,
     alertmanager: Option<AlertmanagerPush>,
@@ -162,6 +186,8 @@ pub struct MonitorBuilder {
     cache: Option<crate::cache::Cache>,
     #[cfg(feature = "circuit-breaker")]
     breakers: Option<crate::circuit_breaker::CircuitBreakers>,
+    #[cfg(feature = "circuit-breaker")]
+    shared_openings: Option<super::SharedOpenings>,
     alerts: AlertManager,
     alertmanager: Option<AlertmanagerPush>,
 }
@@ -214,6 +240,16 @@ impl MonitorBuilder {
         self
     }
 
+    /// Samples what this openings sender sent to its peers: the totals,
+    /// and the `circuit_breaker.openings_unshared` figure (sends that did
+    /// not reach a peer since the previous sample) for alert rules.
+    #[cfg(feature = "circuit-breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
+    pub fn shared_openings(mut self, share: super::SharedOpenings) -> Self {
+        self.shared_openings = Some(share);
+        self
+    }
+
     /// Evaluates these alerts after every sample.
     pub fn alerts(mut self, alerts: AlertManager) -> Self {
         self.alerts = alerts;
@@ -242,6 +278,8 @@ impl MonitorBuilder {
                 cache: self.cache,
                 #[cfg(feature = "circuit-breaker")]
                 breakers: self.breakers,
+                #[cfg(feature = "circuit-breaker")]
+                shared_openings: self.shared_openings.map(|share| (share, Mutex::default())),
                 gauges: Mutex::default(),
                 alerts: Mutex::new(self.alerts),
                 alertmanager: self.alertmanager,
@@ -266,6 +304,8 @@ impl Monitor {
             cache: None,
             #[cfg(feature = "circuit-breaker")]
             breakers: None,
+            #[cfg(feature = "circuit-breaker")]
+            shared_openings: None,
             alerts: AlertManager::new(),
             alertmanager: None,
         }
@@ -381,6 +421,27 @@ impl Monitor {
         });
         #[cfg(not(feature = "circuit-breaker"))]
         let breakers = Vec::new();
+        #[cfg(feature = "circuit-breaker")]
+        let shared_openings = inner.shared_openings.as_ref().map(|(share, last)| {
+            let s = share.stats();
+            let not_sent = s.failed + s.dropped;
+            let before = std::mem::replace(&mut *last.lock().unwrap_or_else(PoisonError::into_inner), not_sent);
+            // Counted one by one while sends finish: saturate rather
+            // than underflow.
+            let unshared = not_sent.saturating_sub(before);
+            #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+            {
+                figures = std::mem::take(&mut figures).with("circuit_breaker.openings_unshared", unshared as f64);
+            }
+            SharedOpeningsSample {
+                delivered: s.delivered,
+                failed: s.failed,
+                dropped: s.dropped,
+                unshared,
+            }
+        });
+        #[cfg(not(feature = "circuit-breaker"))]
+        let shared_openings = None;
         let gauges: BTreeMap<String, f64> = {
             let gauges = inner.gauges.lock().unwrap_or_else(PoisonError::into_inner).clone();
             // A gauge that panics is left out of this sample, not the end
@@ -417,6 +478,7 @@ impl Monitor {
             requests,
             cache,
             breakers,
+            shared_openings,
             gauges,
             alerts_firing,
         };

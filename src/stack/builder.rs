@@ -100,8 +100,10 @@ impl OptimizerStackBuilder {
     /// in `share` (other instances of this client, behind one load
     /// balancer), whose admin servers open their breakers for the same
     /// host and period (see [`SharedOpenings`]); what was sent is in
-    /// [`Optimizer::stats`]. Needs a circuit breaker. TOML:
-    /// `[circuit_breaker.share]` `peers`, `token_env`, `timeout`.
+    /// [`Optimizer::stats`] and, with a monitor, in its samples, where the
+    /// built-in `OpeningsNotShared` alert fires when a send does not reach
+    /// its peer. Needs a circuit breaker. TOML: `[circuit_breaker.share]`
+    /// `peers`, `resolve`, `token_env`, `timeout`.
     pub fn share_openings(mut self, share: SharedOpenings) -> Self {
         self.shared_openings = Some(share);
         self
@@ -404,6 +406,9 @@ impl OptimizerStackBuilder {
                 }
                 if let Some(breaker) = &breaker {
                     monitor = monitor.breakers(breaker.breakers());
+                }
+                if let Some(share) = &self.shared_openings {
+                    monitor = monitor.shared_openings(share.clone());
                 }
                 let mut metrics = MetricsLayer::new()
                     .stats(stats.clone())

@@ -58,7 +58,7 @@ async fn every_state_change_and_the_cooldown() {
 #[tokio::test(start_paused = true)]
 async fn below_rules_defaults_and_async_handlers() {
     let mut m = AlertManager::with_default_rules(1e9);
-    assert_eq!(m.statuses().len(), 6);
+    assert_eq!(m.statuses().len(), 7);
     m.add_rule(AlertRule::below("hit ratio", "cache.hit_ratio", 0.5));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     m.on_alert_async(move |alert| {

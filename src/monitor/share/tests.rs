@@ -129,6 +129,59 @@ async fn posts_past_the_in_flight_bound_are_dropped_until_slots_free() {
     assert_eq!(share.stats().dropped, 10, "a slot was free again");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_monitor_samples_the_sends_and_alerts_on_those_that_did_not_reach_a_peer() {
+    use crate::monitor::{AlertManager, AlertState, Monitor, SharedOpeningsSample};
+    let status = Arc::new(AtomicU16::new(200));
+    let (client, _) = fake::server(status.clone(), http::header::AUTHORIZATION);
+    let share = SharedOpenings::builder()
+        .peer("http://a.test")
+        .peer("http://b.test")
+        .build(client)
+        .unwrap();
+    let monitor = Monitor::builder()
+        .shared_openings(share.clone())
+        .alerts(AlertManager::with_default_rules(f64::MAX))
+        .build();
+    let not_shared = |monitor: &Monitor| {
+        let alerts = monitor.snapshot().alerts;
+        let alert = alerts.iter().find(|a| a.rule.name == "OpeningsNotShared").unwrap();
+        (alert.state, alert.value)
+    };
+    let listener = share.listener();
+    listener(&opened("https://api.example", 10, OpenCause::Calls));
+    settle().await;
+    let sample = monitor.sample_now().shared_openings.unwrap();
+    let delivered = SharedOpeningsSample {
+        delivered: 2,
+        ..SharedOpeningsSample::default()
+    };
+    assert_eq!(sample, delivered);
+    assert_eq!(not_shared(&monitor), (AlertState::Inactive, Some(0.0)));
+
+    // One peer refuses (a wrong token, say): the sample counts it, and the
+    // alert fires at once, since nothing else tells of it.
+    status.store(401, Ordering::SeqCst);
+    listener(&opened("https://api.example", 10, OpenCause::Calls));
+    settle().await;
+    let sample = monitor.sample_now().shared_openings.unwrap();
+    assert_eq!((sample.delivered, sample.failed, sample.unshared), (2, 2, 2));
+    assert_eq!(not_shared(&monitor), (AlertState::Firing, Some(2.0)));
+
+    // Nothing more fails: the figure is back to zero, and the alert keeps
+    // firing for its minute before it resolves.
+    assert_eq!(monitor.sample_now().shared_openings.unwrap().unshared, 0);
+    assert_eq!(not_shared(&monitor), (AlertState::Firing, Some(0.0)));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    monitor.sample_now();
+    assert_eq!(not_shared(&monitor).0, AlertState::Resolved);
+    let json = serde_json::to_value(monitor.sample_now()).unwrap();
+    assert_eq!(
+        json["shared_openings"],
+        serde_json::json!({"delivered": 2, "failed": 2, "dropped": 0, "unshared": 0})
+    );
+}
+
 #[test]
 fn without_a_runtime_an_opening_is_dropped_not_lost_silently() {
     let (client, _) = fake::server(Arc::new(AtomicU16::new(200)), http::header::AUTHORIZATION);
