@@ -199,7 +199,7 @@ async fn one_instances_opening_opens_the_others_without_a_request() {
 
 /// Two stacks from their files: A sends its openings to B's admin server
 /// (`[circuit_breaker.share]`, the token from a variable), and B stops
-/// calling the failing host at once.
+/// calling the failing host at once; A's monitor samples what it sent.
 #[cfg(feature = "stack")]
 #[tokio::test(start_paused = true)]
 async fn a_stacks_openings_reach_its_peers_admin_server() {
@@ -229,7 +229,7 @@ async fn a_stacks_openings_reach_its_peers_admin_server() {
     // A long post timeout: the paused clock jumps ahead while the post's
     // bytes cross the loopback.
     let (client_a, a) = stack(format!(
-        "{breaker}[circuit_breaker.share]\npeers = [\"http://{admin_b}\"]\ntoken_env = \"CARGO_PKG_NAME\"\ntimeout = \"1h\"\n"
+        "{breaker}[circuit_breaker.share]\npeers = [\"http://{admin_b}\"]\ntoken_env = \"CARGO_PKG_NAME\"\ntimeout = \"1h\"\n[monitor]\n"
     ));
 
     assert_eq!(get(&client_b, &url).await.unwrap(), 200);
@@ -250,6 +250,24 @@ async fn a_stacks_openings_reach_its_peers_admin_server() {
     );
     let sent = a.stats().shared_openings.expect("A shares");
     assert_eq!((sent.delivered, sent.failed, sent.dropped), (1, 0, 0));
+    // A's monitor samples the same, and its built-in alert stays quiet.
+    let monitor = a.monitor().unwrap();
+    let sampled = monitor
+        .sample_now()
+        .shared_openings
+        .expect("A's monitor samples its sends");
+    assert_eq!((sampled.delivered, sampled.failed, sampled.unshared), (1, 0, 0));
+    let alerts = monitor.snapshot().alerts;
+    let alert = alerts.iter().find(|a| a.rule.name == "OpeningsNotShared").unwrap();
+    assert_eq!(
+        (alert.state, alert.value),
+        (tower_optimizer::monitor::AlertState::Inactive, Some(0.0))
+    );
+    assert_eq!(
+        b.monitor().unwrap().sample_now().shared_openings,
+        None,
+        "B shares with no one"
+    );
     let seen = host.requests.load(Ordering::SeqCst);
     let refused = get(&client_b, &url).await.unwrap_err();
     let open = Open::find(refused.as_ref()).expect("B fails fast");

@@ -26,6 +26,7 @@ use tower::{Service, ServiceExt};
 use tower_optimizer::cache::Cache;
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, State};
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
+use tower_optimizer::monitor::SharedOpenings;
 use tower_optimizer::retry::{RetryConfig, RetryPolicy};
 use tower_optimizer::stack::{MonitorSettings, OptimizedService, OptimizerStack};
 
@@ -87,10 +88,24 @@ async fn scrape() -> String {
         .backoff(Duration::ZERO, Duration::ZERO)
         .build()
         .unwrap();
+    // A peer that is gone (its port closed): the opening sent to it fails.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let share = SharedOpenings::builder()
+        .peer(&format!("http://{gone}"))
+        .timeout(Duration::from_secs(5))
+        .build(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>(),
+        )
+        .unwrap();
     let (mut client, optimizer) = OptimizerStack::builder()
         .cache(cache)
         .invalidation(InvalidationLayer::new(invalidator.clone()))
         .circuit_breaker(CircuitBreakerConfig::default())
+        .share_openings(share.clone())
         .retry(RetryPolicy::new(quick))
         .monitor(MonitorSettings {
             prometheus: true,
@@ -115,6 +130,15 @@ async fn scrape() -> String {
         "a host answering only 503 has its circuit opened"
     );
     assert!(invalidator.tag("items").entries > 0, "stored items are tagged");
+    // The send of that opening ends (refused, or at its timeout) before
+    // the scrape, so the scrape carries its counter.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while share.stats().failed == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the opening sent to a closed port failed");
     let monitor = optimizer.monitor().unwrap();
     // Two samples: CPU use is a difference between readings.
     monitor.sample_now();
@@ -371,7 +395,7 @@ fn the_alerting_rules_pass_their_unit_tests() {
     // Each alert has a unit test.
     let tests = read(RULE_TESTS);
     let alerts: Vec<&str> = rules.split("- alert: ").skip(1).collect();
-    assert_eq!(alerts.len(), 9);
+    assert_eq!(alerts.len(), 10);
     for alert in alerts {
         let name = alert.lines().next().unwrap().trim();
         assert!(
@@ -386,7 +410,7 @@ fn the_alerting_rules_pass_their_unit_tests() {
         return;
     };
     let checked = run_promtool(&promtool, &["check", "rules", RULES], None);
-    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 10 rules found"), "{checked}");
     let tested = run_promtool(&promtool, &["test", "rules", RULE_TESTS], None);
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
