@@ -13,8 +13,8 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_optimizer::cache::{Cache, CacheLayer};
-use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
-use tower_optimizer::monitor::{AdminService, AlertManager, MetricsLayer, Monitor, Stats};
+use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, Event, OpenCause};
+use tower_optimizer::monitor::{AdminService, AlertManager, MetricsLayer, Monitor, SharedOpenings, Stats};
 
 fn chromium() -> Option<PathBuf> {
     [
@@ -116,10 +116,35 @@ async fn dashboard_shows_what_stats_says() {
     breakers.force_open("http://flaky.test");
     // Another instance's opening, shared.
     breakers.trip("http://shared.test", std::time::Duration::from_secs(600));
+    // An opening sent to a peer instance that is gone: the send fails.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let share = SharedOpenings::builder()
+        .peer(&format!("http://{gone}"))
+        .build(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>(),
+        )
+        .unwrap();
+    share.listener()(&Event::Opened {
+        key: "http://flaky.test".into(),
+        open_for: Duration::from_secs(10),
+        cause: OpenCause::Calls,
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while share.stats().failed == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the send to a closed port failed");
     let monitor = Monitor::builder()
         .stats(stats)
         .cache(cache)
         .breakers(breakers)
+        .shared_openings(share)
         .alerts({
             // A second rule on the open breaker, held back while
             // CircuitOpen fires: the page says so.
@@ -271,6 +296,24 @@ async fn dashboard_shows_what_stats_says() {
         row("SlowRequests")
     );
 
+    // The openings sent to peers, beside the user figures, and the alert
+    // on the one that did not reach its peer.
+    assert_eq!(latest["shared_openings"]["failed"], 1);
+    assert!(
+        row("openings shared: failed").starts_with("<td>openings shared: failed</td><td>1</td><td>0</td>"),
+        "{}",
+        row("openings shared: failed")
+    );
+    assert!(
+        row("openings shared: delivered").starts_with("<td>openings shared: delivered</td><td>0</td>"),
+        "{}",
+        row("openings shared: delivered")
+    );
+    assert!(
+        row("OpeningsNotShared").contains("class=\"pill firing\">firing<"),
+        "{}",
+        row("OpeningsNotShared")
+    );
     assert_eq!(latest["gauges"]["retry.retries"], 3000.0);
     assert!(
         row("retry.retries").starts_with("<td>retry.retries</td><td>3,000</td>"),
