@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use super::super::entry::{EntryMeta, Keep};
+use super::super::entry::{EntryMeta, Keep, SharedEntry};
+use super::super::labels::Node;
 use super::{Audit, Store, UriKey, deps_cost, read, write};
 
 impl Store {
@@ -53,6 +54,23 @@ impl Store {
                     .iter()
                     .flat_map(|(k, g)| g.variants().map(|e| e.meta(k.to_arc(), self.keep))),
             );
+        }
+        out
+    }
+
+    /// Every stored URI with its variants and dependency edges, least
+    /// recently used first within each shard (a snapshot of shared
+    /// references; takes each shard lock in turn), for `Cache::save`.
+    pub(crate) fn groups(&self) -> Vec<(UriKey, Vec<SharedEntry>, Vec<Node>)> {
+        let mut out = Vec::with_capacity(self.entries());
+        for shard in &*self.shards {
+            let shard = read(shard);
+            let start = out.len();
+            out.extend(shard.map.iter().map(|(k, g)| {
+                let variants = g.variants().map(|e| triomphe::ArcBorrow::clone_arc(&e)).collect();
+                (k.clone(), variants, g.deps().to_vec())
+            }));
+            out[start..].reverse();
         }
         out
     }
