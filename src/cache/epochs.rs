@@ -67,6 +67,21 @@ impl Epochs {
         }
     }
 
+    /// Every stripe's count now, for work whose keys come later (a load
+    /// from a file): see [`Epochs::stamp_at`].
+    pub(crate) fn counts(&self) -> Box<[u64]> {
+        self.stripes.iter().map(|s| s.load(Ordering::SeqCst)).collect()
+    }
+
+    /// The stamp `key` had when `counts` were taken.
+    pub(crate) fn stamp_at(&self, counts: &[u64], key: &str) -> Stamp {
+        let stripe = self.index(key);
+        Stamp {
+            stripe,
+            seen: counts.get(stripe).copied().unwrap_or(u64::MAX),
+        }
+    }
+
     /// Whether no invalidation that could cover the stamped key happened
     /// since `stamp` was taken.
     pub(crate) fn is_current(&self, stamp: Stamp) -> bool {

@@ -75,6 +75,9 @@ pub struct Loaded {
     /// Responses not stored: this cache holds one for the same request
     /// already, or they are larger than it stores.
     pub skipped: usize,
+    /// Responses not stored because an invalidation that covers them was
+    /// made while the file loaded.
+    pub invalidated: usize,
 }
 
 /// Why [`Cache::load`] stopped. What loaded before it stays loaded
@@ -203,8 +206,10 @@ impl Cache {
     }
 
     /// [`save`](Self::save) to `path`, replacing it whole: written to a
-    /// file beside it, synced, then renamed over it, so a crash midway
-    /// leaves the old file, never half a new one.
+    /// file beside it (`path` with `.saving` added), synced, then renamed
+    /// over it, so a crash midway leaves the old file, never half a new
+    /// one. On Unix the file is readable and writable by its owner alone:
+    /// what a private cache holds was meant for this client's user.
     ///
     /// # Errors
     ///
@@ -215,7 +220,13 @@ impl Cache {
         temporary.push(".saving");
         let temporary = std::path::PathBuf::from(temporary);
         let result = (|| {
-            let mut file = std::fs::File::create(&temporary)?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            // Readable by this user alone: a private cache holds answers
+            // meant for this client's user (RFC 9111 §3.5).
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&temporary)?;
             let saved = self.save(io::BufWriter::new(&mut file))?;
             file.sync_all()?;
             std::fs::rename(&temporary, path)?;
@@ -267,6 +278,9 @@ impl Cache {
             .duration_since(SystemTime::UNIX_EPOCH + Duration::from_millis(saved_at))
             .unwrap_or(Duration::ZERO);
         let limit = self.inner.max_entry_bytes.saturating_add(MAX_HEAD_BYTES);
+        // An invalidation made while the file loads covers what it holds,
+        // as it covers a fetch in flight (`epochs.rs`).
+        let epochs = self.inner.flights.epochs().counts();
         for n in 0..count {
             let damaged = |why: &str| format!("record {} of {count}: {why}", n + 1);
             let mut head = [0u8; RECORD_HEAD_LEN];
@@ -300,10 +314,11 @@ impl Cache {
             }
             let record = format::read_record(&payload)
                 .map_err(|why| LoadError::new(LoadErrorKind::Damaged, loaded, damaged(why)))?;
-            match self.put(record, since) {
+            match self.put(record, since, &epochs) {
                 Put::Stored => loaded.entries += 1,
                 Put::Expired => loaded.expired += 1,
                 Put::Skipped => loaded.skipped += 1,
+                Put::Invalidated => loaded.invalidated += 1,
             }
         }
         Ok(loaded)
@@ -322,8 +337,10 @@ impl Cache {
         self.load(io::BufReader::new(file))
     }
 
-    /// Stores one loaded response, aged by `since` (the time on disk).
-    fn put(&self, record: Record, since: Duration) -> Put {
+    /// Stores one loaded response, aged by `since` (the time on disk),
+    /// unless an invalidation that covers it came after `epochs` were read:
+    /// checked before inserting and again after, as a fetch's store is.
+    fn put(&self, record: Record, since: Duration, epochs: &[u64]) -> Put {
         let inner = &self.inner;
         if record.body.len() > inner.max_entry_bytes {
             return Put::Skipped;
@@ -361,8 +378,22 @@ impl Cache {
         if entry.expired_by(Stamp::of(now), inner.store.keep()) {
             return Put::Expired;
         }
-        if entry.too_large() || !inner.store.insert(&record.key, SharedEntry::new(entry), &record.deps) {
+        let live = inner.flights.epochs();
+        let stamp = live.stamp_at(epochs, &record.key);
+        if !live.is_current(stamp) {
+            return Put::Invalidated;
+        }
+        let entry = SharedEntry::new(entry);
+        if entry.too_large() || !inner.store.insert(&record.key, entry.clone(), &record.deps) {
             return Put::Skipped;
+        }
+        if !live.is_current(stamp) {
+            inner.store.remove_variants(
+                &record.key,
+                |e| std::ptr::eq(e, SharedEntry::as_ptr(&entry)),
+                super::store::RemovalCause::Invalidated,
+            );
+            return Put::Invalidated;
         }
         if let Ok(uri) = record.key.parse::<http::Uri>() {
             inner.seen.mark(&uri);
@@ -375,6 +406,7 @@ enum Put {
     Stored,
     Expired,
     Skipped,
+    Invalidated,
 }
 
 /// `read_exact`, telling a file that ends (`None`) from a failed read.

@@ -155,7 +155,8 @@ async fn a_loaded_cache_answers_as_the_saved_one_did_with_the_age_it_had() {
         Loaded {
             entries: 4,
             expired: 0,
-            skipped: 0
+            skipped: 0,
+            invalidated: 0
         }
     );
     assert_eq!(second.stats().entries, 4);
@@ -316,6 +317,57 @@ async fn other_settings_junk_and_damage_are_refused_by_name_keeping_what_loaded(
     assert!(e.to_string().contains("cut short"), "{e}");
 }
 
+/// A file that clears `cache` (an invalidation of everything) once
+/// `at` of its bytes were read.
+struct Tripwire<'a> {
+    data: &'a [u8],
+    read: usize,
+    at: usize,
+    cache: Cache,
+}
+
+impl io::Read for Tripwire<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.read >= self.at && self.at > 0 {
+            self.cache.clear();
+            self.at = 0;
+        }
+        // A byte at a time: the clear lands between two records' reads.
+        let n = buf.len().min(1).min(self.data.len() - self.read);
+        buf[..n].copy_from_slice(&self.data[self.read..self.read + n]);
+        self.read += n;
+        Ok(n)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_made_while_a_file_loads_covers_what_it_holds() {
+    let first = cache();
+    let a = client(&first);
+    for path in ["/a", "/b", "/c"] {
+        a.get(path, None).await;
+    }
+    let mut file = Vec::new();
+    first.save(&mut file).unwrap();
+    let target = cache();
+    let start = MAGIC.len() + HEADER_LEN;
+    let (len, _) = format::read_record_head(file[start..start + RECORD_HEAD_LEN].try_into().unwrap());
+    let loaded = target
+        .load(Tripwire {
+            data: &file,
+            read: 0,
+            at: start + RECORD_HEAD_LEN + len as usize + 1,
+            cache: target.clone(),
+        })
+        .unwrap();
+    assert_eq!((loaded.entries, loaded.invalidated), (1, 2), "{loaded:?}");
+    assert_eq!(
+        target.stats().entries,
+        0,
+        "the first was cleared, the others never stored"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn files_are_replaced_whole_and_a_missing_one_says_so() {
     let dir = std::env::temp_dir().join(format!("tower-optimizer-persist-{}", std::process::id()));
@@ -331,6 +383,12 @@ async fn files_are_replaced_whole_and_a_missing_one_says_so() {
     assert_eq!(first.save_file(&path).unwrap().entries, 1);
     client(&first).get("/b", None).await;
     assert_eq!(first.save_file(&path).unwrap().entries, 2, "replaced");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
     assert!(!dir.join("cache.bin.saving").exists(), "no file left beside it");
     assert_eq!(cache().load_file(&path).unwrap().entries, 2);
     // A directory where the file goes: the error comes back, and the
