@@ -53,6 +53,7 @@ const MAX_HEAD_BYTES: usize = 1 << 20;
 
 /// What [`Cache::save`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Saved {
     /// Responses written.
@@ -65,6 +66,7 @@ pub struct Saved {
 
 /// What [`Cache::load`] put in the cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Loaded {
     /// Responses stored.

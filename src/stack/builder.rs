@@ -62,6 +62,8 @@ pub struct OptimizerStackBuilder {
     warm_up: Vec<String>,
     warm_up_parallelism: Option<usize>,
     warm_up_timeout: Option<Duration>,
+    cache_file: Option<std::path::PathBuf>,
+    save_every: Option<Duration>,
     client: ClientConfig,
 }
 
@@ -80,6 +82,28 @@ impl OptimizerStackBuilder {
     /// The response cache.
     pub fn cache(mut self, cache: Cache) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Keeps the cache in the file at `path` between runs: `start` loads
+    /// it (each response aged by the time since it was saved; a file not
+    /// made yet is no error, and a damaged one only leaves the cache
+    /// emptier, see [`StartReport::restored`](super::StartReport)),
+    /// `shutdown` saves it once the requests in flight are done (the
+    /// result in [`OptimizerStats::cache_saved`](super::OptimizerStats)),
+    /// and so does [`Optimizer::save_cache`] at any time. See
+    /// [`Cache::save`] for what is kept. Needs a cache. TOML: `[cache]`
+    /// `persist`.
+    pub fn persist_cache(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.cache_file = Some(path.into());
+        self
+    }
+
+    /// Saves the cache to its file every `period` as well, so a crash
+    /// loses at most that much. Needs [`persist_cache`](Self::persist_cache).
+    /// TOML: `[cache]` `save_every`.
+    pub fn save_cache_every(mut self, period: Duration) -> Self {
+        self.save_every = Some(period);
         self
     }
 
@@ -338,6 +362,22 @@ impl OptimizerStackBuilder {
                 }
             }
         };
+        let cache_file = match (&self.cache_file, self.save_every) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(StackError::new(
+                    "save_cache_every",
+                    "needs a cache file (persist_cache)",
+                ));
+            }
+            (Some(_), _) if self.cache.is_none() => {
+                return Err(StackError::new("persist_cache", "needs a cache to keep"));
+            }
+            (Some(_), Some(every)) if every.is_zero() => {
+                return Err(StackError::new("save_cache_every", "must be longer than zero"));
+            }
+            (Some(path), every) => Some(super::persist::CacheFile::new(path.clone(), every)),
+        };
         if self.when_open != WhenOpen::Error && self.breaker.is_none() {
             return Err(StackError::new("when_open", "needs a circuit breaker to open circuits"));
         }
@@ -468,6 +508,7 @@ impl OptimizerStackBuilder {
                 warm_up,
                 warm_up_parallelism: self.warm_up_parallelism.unwrap_or(DEFAULT_WARM_UP_PARALLELISM),
                 warm_up_timeout: self.warm_up_timeout.unwrap_or(DEFAULT_WARM_UP_TIMEOUT),
+                cache_file,
                 client: Mutex::new(None),
                 tasks: Mutex::default(),
             }),

@@ -324,6 +324,19 @@ impl OptimizerConfig {
             b = b.warm_up_parallelism(n);
         }
         if let Some(c) = self.cache {
+            match c.persist.as_deref() {
+                Some("") => return Err(StackError::new("cache.persist", "an empty path")),
+                Some(path) => b = b.persist_cache(path),
+                None if c.save_every.is_some() => {
+                    return Err(StackError::new("cache.save_every", "needs a file (cache.persist)"));
+                }
+                None => {}
+            }
+            match duration("cache.save_every", c.save_every.as_ref())? {
+                Some(d) if d.is_zero() => return Err(StackError::new("cache.save_every", "must be longer than zero")),
+                Some(d) => b = b.save_cache_every(d),
+                None => {}
+            }
             b = b.cache(cache::build(c)?);
         }
         if let Some(s) = &self.circuit_breaker {

@@ -38,6 +38,7 @@ mod layer;
 mod limit;
 mod optimizer;
 mod optional;
+mod persist;
 mod probe;
 #[cfg(feature = "reqwest")]
 mod reqwest_client;

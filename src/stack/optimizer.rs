@@ -13,7 +13,7 @@ use tower::ServiceExt;
 
 use super::gate::GateState;
 use super::layer::OptimizedService;
-use crate::cache::{Cache, CacheStats};
+use crate::cache::{Cache, CacheStats, Loaded, Saved};
 use crate::circuit_breaker::{BreakerSnapshot, CircuitBreakers};
 use crate::invalidation::Invalidator;
 use crate::monitor::{AdminService, AlertStatus, Monitor, SharedOpenings, SharedOpeningsStats, Stats, StatsSnapshot};
@@ -41,6 +41,10 @@ pub struct OptimizerStats {
     /// What was sent to the peers, if openings are shared with them
     /// ([`OptimizerStackBuilder::share_openings`](super::OptimizerStackBuilder::share_openings)).
     pub shared_openings: Option<SharedOpeningsStats>,
+    /// In the figures [`Optimizer::shutdown`] returns, with a cache file
+    /// ([`OptimizerStackBuilder::persist_cache`](super::OptimizerStackBuilder::persist_cache)):
+    /// what it saved there, or why it could not. `None` elsewhere.
+    pub cache_saved: Option<Result<Saved, String>>,
 }
 
 /// What `start` did.
@@ -52,6 +56,12 @@ pub struct StartReport {
     pub warm_up_failures: Vec<(String, String)>,
     /// Where the admin server listens, if configured.
     pub admin: Option<SocketAddr>,
+    /// What was loaded from the cache file, with one
+    /// ([`OptimizerStackBuilder::persist_cache`](super::OptimizerStackBuilder::persist_cache)):
+    /// nothing when it did not exist yet; the error's text when it could
+    /// not be read, which leaves the cache with what loaded before the
+    /// error (logged as a warning too; `start` goes on).
+    pub restored: Option<Result<Loaded, String>>,
 }
 
 pub(crate) struct Inner {
@@ -70,6 +80,7 @@ pub(crate) struct Inner {
     pub(crate) warm_up: Vec<Uri>,
     pub(crate) warm_up_parallelism: usize,
     pub(crate) warm_up_timeout: Duration,
+    pub(crate) cache_file: Option<super::persist::CacheFile>,
     pub(crate) client: Mutex<Option<OptimizedService<Full<Bytes>>>>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -173,6 +184,13 @@ impl Optimizer {
             inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
             report.admin = Some(bound);
         }
+        if let (Some(file), Some(cache)) = (&inner.cache_file, &inner.cache) {
+            // Before warm-up, which then fetches only what did not load.
+            report.restored = Some(file.load(cache).await);
+            if let Some(task) = file.spawn_periodic(cache) {
+                inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
+            }
+        }
         let client = inner.client.lock().unwrap_or_else(PoisonError::into_inner).clone();
         if let Some(client) = client {
             let (warmed, failures) = warm_up(
@@ -210,6 +228,23 @@ impl Optimizer {
             in_flight: inner.gate.in_flight(),
             alerts: inner.monitor.as_ref().map(Monitor::alerts).unwrap_or_default(),
             shared_openings: inner.shared_openings.as_ref().map(SharedOpenings::stats),
+            cache_saved: None,
+        }
+    }
+
+    /// Saves the cache to its file now (see
+    /// [`OptimizerStackBuilder::persist_cache`](super::OptimizerStackBuilder::persist_cache)).
+    ///
+    /// # Errors
+    ///
+    /// No cache file is configured, or writing it failed.
+    pub async fn save_cache(&self) -> std::io::Result<Saved> {
+        match (&self.inner.cache_file, &self.inner.cache) {
+            (Some(file), Some(cache)) => file.save(cache).await,
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no cache file: see OptimizerStackBuilder::persist_cache",
+            )),
         }
     }
 
@@ -227,7 +262,15 @@ impl Optimizer {
         for task in inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
             task.abort();
         }
-        self.stats()
+        let mut stats = self.stats();
+        if inner.cache_file.is_some() {
+            let saved = self.save_cache().await;
+            if let Err(e) = &saved {
+                tracing::warn!(error = %e, "cache file not saved at shutdown");
+            }
+            stats.cache_saved = Some(saved.map_err(|e| e.to_string()));
+        }
+        stats
     }
 }
 

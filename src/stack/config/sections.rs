@@ -110,6 +110,12 @@ pub struct CacheSection {
     pub sweep_interval: Option<String>,
     /// Eviction under memory pressure (off unless given).
     pub memory_pressure: Option<PressureSection>,
+    /// A file the cache is kept in between runs: loaded at start, saved
+    /// at shutdown (see
+    /// [`OptimizerStackBuilder::persist_cache`](crate::stack::OptimizerStackBuilder::persist_cache)).
+    pub persist: Option<String>,
+    /// How often the cache is saved to that file as well (off unless given).
+    pub save_every: Option<String>,
 }
 
 /// `[cache.memory_pressure]`: when memory reads above the high watermark,

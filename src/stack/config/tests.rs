@@ -250,6 +250,13 @@ fn errors_name_the_field() {
         ),
         ("[cache]\nstale_retention = \"a while\"", "cache.stale_retention"),
         ("[cache]\nsweep_interval = \"0s\"", "cache.sweep_interval"),
+        ("[cache]\npersist = \"\"", "cache.persist"),
+        ("[cache]\nsave_every = \"1m\"", "cache.save_every"),
+        (
+            "[cache]\npersist = \"c.bin\"\nsave_every = \"often\"",
+            "cache.save_every",
+        ),
+        ("[cache]\npersist = \"c.bin\"\nsave_every = \"0s\"", "cache.save_every"),
         ("[cache.memory_pressure]\n", "cache.memory_pressure"),
         ("[cache.memory_pressure]\nhigh_mb = 100", "cache.memory_pressure.low_mb"),
         (
@@ -556,6 +563,8 @@ fn every_cache_setting_reaches_the_cache() {
         remember_uncacheable = "off"
         stale_retention = "90s"
         sweep_interval = "off"
+        persist = "/var/cache/app/optimizer.cache"
+        save_every = "10m"
         [cache.memory_pressure]
         high_mb = 512
         low_mb = 384
@@ -578,6 +587,9 @@ fn every_cache_setting_reaches_the_cache() {
         store.contains("retention: 90000000000,"),
         "90 s, in nanoseconds: {store}"
     );
+    let file = optimizer.inner.cache_file.as_ref().unwrap();
+    assert_eq!(file.path, std::path::Path::new("/var/cache/app/optimizer.cache"));
+    assert_eq!(file.every, Some(Duration::from_secs(600)));
 
     let defaults = built("[cache]\nmax_memory_mb = 64");
     let inner = &defaults.cache().unwrap().inner;
@@ -590,6 +602,7 @@ fn every_cache_setting_reaches_the_cache() {
     );
     assert_eq!(inner.sweep_interval, Some(crate::cache::DEFAULT_SWEEP_INTERVAL));
     assert!(inner.pressure.is_none());
+    assert!(defaults.inner.cache_file.is_none());
 }
 
 #[test]
@@ -741,8 +754,8 @@ fn alert_rules_reach_the_monitor() {
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         rules.len(),
-        7,
-        "six built-in rules, one replaced, and one more: {names:?}"
+        8,
+        "seven built-in rules, one replaced, and one more: {names:?}"
     );
     let replaced = rules.iter().find(|r| r.name == "HighErrorRate").unwrap();
     assert_eq!(
