@@ -46,6 +46,11 @@
 //!   and long storable ones reach the caller as they arrive while a copy is
 //!   kept (`stream_above`);
 //!   in-flight buffering is capped; an optional memory-pressure watcher.
+//! - **Kept between runs**: [`Cache::save`] / [`Cache::save_file`] write
+//!   the stored responses (with their tags, dependency edges and age) and
+//!   [`Cache::load`] / [`Cache::load_file`] put them back in a cache, aged
+//!   by the time on disk; a file saved under other key or storage settings,
+//!   or damaged, is refused by name, keeping what loaded before.
 //! - **Observability**: RFC 9211 `Cache-Status` on every response, a
 //!   [`CacheStatus`] in the response extensions (unless
 //!   [`StatusExtension::Omit`]), [`CacheStats`], an
