@@ -139,7 +139,8 @@ async fn a_stack_saves_every_period_and_a_damaged_file_only_starts_it_empty() {
 
     // A damaged file: the stack starts all the same, empty, and says why.
     let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 1;
+    // The last record's last byte, before the 12-byte end marker.
+    let last = bytes.len() - 13;
     bytes[last] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
     let (client, third) = stack(&path, "");

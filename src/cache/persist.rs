@@ -179,31 +179,32 @@ impl Cache {
     pub fn save(&self, mut out: impl Write) -> io::Result<Saved> {
         let now = Instant::now();
         let mut saved = Saved::default();
-        let mut records = Vec::new();
+        // One record at a time: saving a full cache must not hold a copy
+        // of it.
+        let mut buffer = Vec::with_capacity(MAGIC.len() + HEADER_LEN);
+        format::write_header(&mut buffer, self.fingerprint(), unix_ms(SystemTime::now()));
+        out.write_all(&buffer)?;
+        saved.bytes += buffer.len() as u64;
         for (key, variants, deps) in self.inner.store.groups() {
             for entry in variants {
-                if !entry.versions().is_empty() || !entry.is_current() {
+                buffer.clear();
+                if !entry.versions().is_empty()
+                    || !entry.is_current()
+                    || format::write_record(&mut buffer, &record(key.as_str(), &entry, &deps, now)).is_none()
+                {
                     saved.skipped += 1;
                     continue;
                 }
-                if format::write_record(&mut records, &record(key.as_str(), &entry, &deps, now)).is_none() {
-                    saved.skipped += 1;
-                    continue;
-                }
+                out.write_all(&buffer)?;
+                saved.bytes += buffer.len() as u64;
                 saved.entries += 1;
             }
         }
-        let mut head = Vec::with_capacity(MAGIC.len() + HEADER_LEN);
-        format::write_header(
-            &mut head,
-            self.fingerprint(),
-            unix_ms(SystemTime::now()),
-            saved.entries as u64,
-        );
-        out.write_all(&head)?;
-        out.write_all(&records)?;
+        buffer.clear();
+        format::write_end(&mut buffer);
+        out.write_all(&buffer)?;
         out.flush()?;
-        saved.bytes = (head.len() + records.len()) as u64;
+        saved.bytes += buffer.len() as u64;
         Ok(saved)
     }
 
@@ -264,7 +265,7 @@ impl Cache {
                 LoadError::io(e, loaded, "reading the header")
             });
         }
-        let (fingerprint, saved_at, count) = format::read_header(&header)
+        let (fingerprint, saved_at) = format::read_header(&header)
             .map_err(|why| LoadError::new(LoadErrorKind::NotACacheFile, loaded, why.into()))?;
         if fingerprint != self.fingerprint() {
             return Err(LoadError::new(
@@ -283,14 +284,28 @@ impl Cache {
         // An invalidation made while the file loads covers what it holds,
         // as it covers a fetch in flight (`epochs.rs`).
         let epochs = self.inner.flights.epochs().counts();
-        for n in 0..count {
-            let damaged = |why: &str| format!("record {} of {count}: {why}", n + 1);
+        for n in 1u64.. {
+            let damaged = |why: &str| format!("record {n}: {why}");
             let mut head = [0u8; RECORD_HEAD_LEN];
             read_fully(&mut input, &mut head).map_err(|e| match e {
                 Some(e) => LoadError::io(e, loaded, &damaged("reading")),
-                None => LoadError::new(LoadErrorKind::Damaged, loaded, damaged("the file ends before it")),
+                None => LoadError::new(
+                    LoadErrorKind::Damaged,
+                    loaded,
+                    damaged("cut short: the file ends before its end marker"),
+                ),
             })?;
             let (len, sum) = format::read_record_head(&head);
+            if len == format::END {
+                if sum != 0 {
+                    return Err(LoadError::new(
+                        LoadErrorKind::Damaged,
+                        loaded,
+                        "a damaged end marker".into(),
+                    ));
+                }
+                break;
+            }
             let len = len as usize;
             if len > limit {
                 // Larger than any entry this cache keeps: passed over unread.

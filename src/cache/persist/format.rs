@@ -2,14 +2,16 @@
 //! stored response. Pure logic over bytes; knows nothing of the store.
 //!
 //! ```text
-//! file   = MAGIC fingerprint:u64 saved_at_ms:u64 count:u64 record*
+//! file   = MAGIC fingerprint:u64 saved_at_ms:u64 record* END
 //! record = len:u32 checksum:u64 payload[len]
+//! END    = 0xffff_ffff:u32 0:u64
 //! ```
 //!
 //! Integers are little-endian; a string or a byte run is its length (u32)
 //! then its bytes. The checksum (FNV-1a, 64 bits) of each payload tells a
-//! damaged or cut file from a good one record by record, so what came
-//! before the damage still loads.
+//! damaged file from a good one record by record, and the end marker a
+//! cut one from a whole one, so what came before the damage still loads.
+//! Records are written as they are made: saving holds one at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +25,12 @@ use super::super::labels::Node;
 /// another layout is refused rather than misread.
 pub(super) const MAGIC: [u8; 8] = *b"TOCACHE\x01";
 
-/// Bytes of the header after the magic: fingerprint, saved-at, count.
-pub(super) const HEADER_LEN: usize = 24;
+/// Bytes of the header after the magic: fingerprint and saved-at.
+pub(super) const HEADER_LEN: usize = 16;
+
+/// The length field of the end marker, which no record has (payloads
+/// stay below 4 GiB: see [`write_record`]).
+pub(super) const END: u32 = u32::MAX;
 
 /// Bytes before each payload: its length and checksum.
 pub(super) const RECORD_HEAD_LEN: usize = 12;
@@ -77,30 +83,49 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(NO_DURATION - 1)
 }
 
-/// Appends the header of a file of `count` records.
-pub(super) fn write_header(out: &mut Vec<u8>, fingerprint: u64, saved_at_ms: u64, count: u64) {
+/// Appends a file's header.
+pub(super) fn write_header(out: &mut Vec<u8>, fingerprint: u64, saved_at_ms: u64) {
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&fingerprint.to_le_bytes());
     out.extend_from_slice(&saved_at_ms.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
 }
 
-/// Reads a header: the fingerprint, saved-at and count, or why the bytes
-/// are not a cache file of this layout.
-pub(super) fn read_header(bytes: &[u8; MAGIC.len() + HEADER_LEN]) -> Result<(u64, u64, u64), &'static str> {
+/// Appends the end marker.
+pub(super) fn write_end(out: &mut Vec<u8>) {
+    out.extend_from_slice(&END.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+}
+
+/// Reads a header: the fingerprint and saved-at, or why the bytes are not
+/// a cache file of this layout.
+pub(super) fn read_header(bytes: &[u8; MAGIC.len() + HEADER_LEN]) -> Result<(u64, u64), &'static str> {
     if bytes[..MAGIC.len()] != MAGIC {
         return Err("not a tower-optimizer cache file of this version");
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
-    Ok((word(8), word(16), word(24)))
+    Ok((word(8), word(16)))
 }
 
-/// Appends `record` with its length and checksum; `None` if its payload
-/// is past what a length field holds (4 GiB), which no entry reaches.
+/// Appends `record` with its length and checksum; `None` (and nothing
+/// appended) if its payload reaches what a length field holds (4 GiB, the
+/// end marker's length), which no entry does.
 pub(super) fn write_record(out: &mut Vec<u8>, record: &Record) -> Option<()> {
     let start = out.len();
     out.extend_from_slice(&[0; RECORD_HEAD_LEN]);
-    let mut w = Writer(out);
+    let len = write_payload(&mut Writer(out), record)
+        .and_then(|()| u32::try_from(out.len() - start - RECORD_HEAD_LEN).ok())
+        .filter(|&len| len != END);
+    let Some(len) = len else {
+        out.truncate(start);
+        return None;
+    };
+    let sum = checksum(&out[start + RECORD_HEAD_LEN..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + RECORD_HEAD_LEN].copy_from_slice(&sum.to_le_bytes());
+    Some(())
+}
+
+fn write_payload(w: &mut Writer<'_>, record: &Record) -> Option<()> {
     w.text(&record.key)?;
     w.count(record.deps.len())?;
     for dep in &record.deps {
@@ -134,12 +159,7 @@ pub(super) fn write_record(out: &mut Vec<u8>, record: &Record) -> Option<()> {
     }
     w.0.extend_from_slice(&record.stale_if_error.map_or(NO_DURATION, millis).to_le_bytes());
     w.0.push(u8::from(record.no_cache) | u8::from(record.must_revalidate) << 1 | u8::from(record.immutable) << 2);
-    w.bytes(&record.body)?;
-    let len = u32::try_from(out.len() - start - RECORD_HEAD_LEN).ok()?;
-    let sum = checksum(&out[start + RECORD_HEAD_LEN..]);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + RECORD_HEAD_LEN].copy_from_slice(&sum.to_le_bytes());
-    Some(())
+    w.bytes(&record.body)
 }
 
 /// A record's length and checksum from its first bytes.

@@ -298,23 +298,29 @@ async fn other_settings_junk_and_damage_are_refused_by_name_keeping_what_loaded(
         let e = cache().load(junk).unwrap_err();
         assert_eq!(e.kind, LoadErrorKind::NotACacheFile, "{e}");
     }
-    // A byte changed in the last record: the two before it load.
+    // A byte changed in the last record (before the 12-byte end marker):
+    // the two before it load.
     let mut damaged = file.clone();
-    let last = damaged.len() - 3;
+    let last = damaged.len() - RECORD_HEAD_LEN - 3;
     damaged[last] ^= 0x20;
     let target = cache();
     let e = target.load(&damaged[..]).unwrap_err();
     assert_eq!(e.kind, LoadErrorKind::Damaged);
     assert_eq!(e.loaded.entries, 2);
-    assert!(
-        e.to_string().contains("record 3 of 3: its checksum does not match"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("record 3: its checksum does not match"), "{e}");
     assert_eq!(target.stats().entries, 2, "what loaded before stays");
-    // Cut short.
-    let e = cache().load(&file[..file.len() - 10]).unwrap_err();
+    // Cut short: inside the last record, and before the end marker.
+    let e = cache().load(&file[..file.len() - RECORD_HEAD_LEN - 3]).unwrap_err();
     assert_eq!((e.kind, e.loaded.entries), (LoadErrorKind::Damaged, 2));
-    assert!(e.to_string().contains("cut short"), "{e}");
+    assert!(e.to_string().contains("record 3: cut short"), "{e}");
+    let e = cache().load(&file[..file.len() - 5]).unwrap_err();
+    assert_eq!((e.kind, e.loaded.entries), (LoadErrorKind::Damaged, 3));
+    assert!(e.to_string().contains("ends before its end marker"), "{e}");
+    let mut end = file.clone();
+    let last = end.len() - 1;
+    end[last] = 1;
+    let e = cache().load(&end[..]).unwrap_err();
+    assert!(e.to_string().contains("a damaged end marker"), "{e}");
 }
 
 /// A file that clears `cache` (an invalidation of everything) once
