@@ -26,6 +26,10 @@
 //! Responses stamped with namespace versions are not saved: the versions
 //! live in this process only, and a response loaded without its stamp
 //! would outlive the next bump.
+//!
+//! Saving and loading block on the file: from async code, run them on a
+//! blocking thread (`tokio::task::spawn_blocking`), as the stack does
+//! ([`OptimizerStackBuilder::persist_cache`](crate::stack::OptimizerStackBuilder::persist_cache)).
 
 use std::io::{self, Read, Write};
 use std::path::Path;
