@@ -5,7 +5,7 @@
 //!
 //! | feature | module | what it gives |
 //! |---|---|---|
-//! | `cache` | [`cache`] | memory-bounded RFC 9111 response cache with coalescing, SWR, stale-if-error |
+//! | `cache` | [`cache`] | memory-bounded RFC 9111 response cache with coalescing, SWR, stale-if-error, kept between runs in a file |
 //! | `invalidation` | [`invalidation`] | tag, pattern, dependency, version, predicate and header-driven invalidation |
 //! | `circuit-breaker` | [`circuit_breaker`] | per-host breakers, HTTP-aware classification, probes, failover |
 //! | `retry` | [`retry`] | a `tower::retry` policy: HTTP rules, backoff with jitter, `Retry-After`, a retry budget, never retrying an open circuit |
