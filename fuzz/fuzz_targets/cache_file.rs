@@ -5,7 +5,7 @@
 //!
 //! Input: record payloads, each after its length (two bytes,
 //! little-endian; the last one takes what is left); the target frames
-//! each with its length and checksum (the file's FNV-1a) after a header a
+//! each with its length and checksum (the file's) after a header a
 //! default cache accepts, so the fuzzer reaches the readers rather than
 //! the checksum. The corpus starts from a real file's records.
 #![no_main]
@@ -13,11 +13,19 @@
 use libfuzzer_sys::fuzz_target;
 use tower_optimizer::cache::Cache;
 
-/// The file's checksum (FNV-1a, 64 bits), as `Cache::save` writes it.
+/// The file's checksum, as `Cache::save` writes it (`persist/format.rs`).
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let step = |hash: u64, word: u64| (hash ^ word).rotate_left(23).wrapping_mul(K);
+    let mut words = bytes.chunks_exact(8);
+    let mut hash = 0xcbf2_9ce4_8422_2325;
+    for word in &mut words {
+        hash = step(hash, u64::from_le_bytes(word.try_into().unwrap()));
+    }
+    let mut tail = [0u8; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    hash = step(hash, u64::from_le_bytes(tail));
+    step(hash, bytes.len() as u64)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -491,6 +491,24 @@ proptest! {
         }
     }
 
+    /// Any change to one byte, and any cut, changes a payload's checksum.
+    #[test]
+    fn damage_and_cuts_change_the_checksum(
+        bytes in proptest::collection::vec(any::<u8>(), 1..300),
+        at in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let sum = format::checksum(&bytes);
+        let mut damaged = bytes.clone();
+        damaged[at.index(bytes.len())] ^= flip;
+        prop_assert_ne!(sum, format::checksum(&damaged));
+        prop_assert_ne!(sum, format::checksum(&bytes[..cut.index(bytes.len())]));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        prop_assert_ne!(sum, format::checksum(&longer));
+    }
+
     /// Any bytes after a good header, and any damage to a good file, are
     /// refused or loaded, never a panic, and the accounting stays exact.
     #[test]
