@@ -15,6 +15,26 @@ use crate::BoxError;
 #[cfg(any(feature = "cache", feature = "invalidation"))]
 const NAME_SCAN_LIMIT: usize = 16;
 
+/// HTTP versions in the order of their codes (see [`version_code`]):
+/// the metrics' `network.protocol.version` labels and the cache file's
+/// version field both index it.
+pub(crate) const HTTP_VERSIONS: [http::Version; 5] = [
+    http::Version::HTTP_09,
+    http::Version::HTTP_10,
+    http::Version::HTTP_11,
+    http::Version::HTTP_2,
+    http::Version::HTTP_3,
+];
+
+/// `version`'s index in [`HTTP_VERSIONS`] (a version `http` adds later
+/// counts as 1.1, the label before a response says otherwise).
+#[cfg_attr(not(any(feature = "cache", feature = "monitor")), allow(dead_code))]
+pub(crate) fn version_code(version: http::Version) -> u8 {
+    // The index fits: five versions.
+    #[allow(clippy::cast_possible_truncation)]
+    HTTP_VERSIONS.iter().position(|&v| v == version).map_or(2, |i| i as u8)
+}
+
 /// Whether `headers` has none of `names`: the cheap test before parsing
 /// fields most messages lack (one scan of a short map's names instead of a
 /// hash per name looked for).

@@ -5,6 +5,9 @@
 //! `target/tmp/dashboard.png`.
 #![cfg(all(feature = "monitor", feature = "cache", feature = "circuit-breaker"))]
 
+#[path = "support/gone_peer.rs"]
+mod gone_peer;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_optimizer::cache::{Cache, CacheLayer};
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, Event, OpenCause};
-use tower_optimizer::monitor::{AdminService, AlertManager, MetricsLayer, Monitor, SharedOpenings, Stats};
+use tower_optimizer::monitor::{AdminService, AlertManager, MetricsLayer, Monitor, Stats};
 
 fn chromium() -> Option<PathBuf> {
     [
@@ -117,29 +120,13 @@ async fn dashboard_shows_what_stats_says() {
     // Another instance's opening, shared.
     breakers.trip("http://shared.test", std::time::Duration::from_secs(600));
     // An opening sent to a peer instance that is gone: the send fails.
-    let gone = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let share = SharedOpenings::builder()
-        .peer(&format!("http://{gone}"))
-        .build(
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>(),
-        )
-        .unwrap();
+    let share = gone_peer::sender();
     share.listener()(&Event::Opened {
         key: "http://flaky.test".into(),
         open_for: Duration::from_secs(10),
         cause: OpenCause::Calls,
     });
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while share.stats().failed == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the send to a closed port failed");
+    gone_peer::until_failed(&share).await;
     let monitor = Monitor::builder()
         .stats(stats)
         .cache(cache)

@@ -8,6 +8,8 @@
 //! queries, and runs the rules' unit tests; it is required when `CI` is set.
 #![cfg(all(feature = "stack", feature = "monitor"))]
 
+#[path = "support/gone_peer.rs"]
+mod gone_peer;
 #[path = "support/server.rs"]
 mod server;
 
@@ -26,7 +28,6 @@ use tower::{Service, ServiceExt};
 use tower_optimizer::cache::Cache;
 use tower_optimizer::circuit_breaker::{CircuitBreakerConfig, State};
 use tower_optimizer::invalidation::{InvalidationLayer, Invalidator};
-use tower_optimizer::monitor::SharedOpenings;
 use tower_optimizer::retry::{RetryConfig, RetryPolicy};
 use tower_optimizer::stack::{MonitorSettings, OptimizedService, OptimizerStack};
 
@@ -89,18 +90,7 @@ async fn scrape() -> String {
         .build()
         .unwrap();
     // A peer that is gone (its port closed): the opening sent to it fails.
-    let gone = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let share = SharedOpenings::builder()
-        .peer(&format!("http://{gone}"))
-        .timeout(Duration::from_secs(5))
-        .build(
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>(),
-        )
-        .unwrap();
+    let share = gone_peer::sender();
     let (mut client, optimizer) = OptimizerStack::builder()
         .cache(cache)
         .invalidation(InvalidationLayer::new(invalidator.clone()))
@@ -132,13 +122,7 @@ async fn scrape() -> String {
     assert!(invalidator.tag("items").entries > 0, "stored items are tagged");
     // The send of that opening ends (refused, or at its timeout) before
     // the scrape, so the scrape carries its counter.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while share.stats().failed == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the opening sent to a closed port failed");
+    gone_peer::until_failed(&share).await;
     let monitor = optimizer.monitor().unwrap();
     // Two samples: CPU use is a difference between readings.
     monitor.sample_now();

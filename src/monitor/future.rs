@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{Response, Version};
+use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
@@ -81,7 +81,9 @@ impl Guard {
         cache: Option<CacheOutcome>,
     ) -> Response<MetricsBody<B>> {
         self.outcome.status = response.status().as_u16();
-        self.outcome.version = version_code(response.version());
+        // Index of the version in `handles::VERSIONS`, which lists them
+        // in `util::HTTP_VERSIONS`' order.
+        self.outcome.version = crate::util::version_code(response.version());
         // A gRPC answer with no message has its status in its head
         // (Trailers-Only) and a body already at its end; any other body may
         // bring trailers, which the body reads, and an ordinary answer costs
@@ -156,17 +158,6 @@ fn cache_code(outcome: Option<CacheOutcome>) -> u8 {
     match outcome {
         None => 0,
         Some(never) => match never {},
-    }
-}
-
-/// Index of `version` in [`VERSIONS`](super::handles::VERSIONS).
-fn version_code(version: Version) -> u8 {
-    match version {
-        Version::HTTP_09 => 0,
-        Version::HTTP_10 => 1,
-        Version::HTTP_2 => 3,
-        Version::HTTP_3 => 4,
-        _ => VERSION_1_1,
     }
 }
 

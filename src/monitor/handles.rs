@@ -452,6 +452,27 @@ mod tests {
         }
     }
 
+    /// Each version's label is at its code.
+    #[test]
+    fn version_labels_follow_the_version_codes() {
+        for (i, version) in crate::util::HTTP_VERSIONS.iter().enumerate() {
+            let text = format!("{version:?}");
+            // OpenTelemetry's labels: "1.1", but "2" for HTTP/2.0.
+            let label = text.trim_start_matches("HTTP/");
+            let label = if label > "2" {
+                label.trim_end_matches(".0")
+            } else {
+                label
+            };
+            assert_eq!(VERSIONS[i], label);
+            assert_eq!(usize::from(crate::util::version_code(*version)), i);
+        }
+        assert_eq!(
+            crate::util::HTTP_VERSIONS[usize::from(VERSION_1_1)],
+            http::Version::HTTP_11
+        );
+    }
+
     #[test]
     fn outcomes_past_the_slots_are_kept_too_and_each_is_made_once() {
         let by = ByOutcome::default();

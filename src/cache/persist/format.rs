@@ -80,16 +80,6 @@ pub(super) fn checksum(bytes: &[u8]) -> u64 {
     step(hash, bytes.len() as u64)
 }
 
-fn version_code(version: Version) -> u8 {
-    match version {
-        Version::HTTP_09 => 0,
-        Version::HTTP_10 => 1,
-        Version::HTTP_2 => 3,
-        Version::HTTP_3 => 4,
-        _ => 2,
-    }
-}
-
 fn millis(d: Duration) -> u64 {
     // Saturates: a lifetime past 584 million years is as good as forever.
     u64::try_from(d.as_millis()).unwrap_or(NO_DURATION - 1)
@@ -149,7 +139,7 @@ fn write_payload(w: &mut Writer<'_>, record: &Record) -> Option<()> {
         w.text(name)?;
     }
     w.0.extend_from_slice(&record.status.as_u16().to_le_bytes());
-    w.0.push(version_code(record.version));
+    w.0.push(crate::util::version_code(record.version));
     w.count(record.headers.len())?;
     for (name, value) in &record.headers {
         w.text(name.as_str())?;
@@ -217,14 +207,9 @@ pub(super) fn read_record(payload: &[u8]) -> Result<Record, &'static str> {
         });
     }
     let status = StatusCode::from_u16(u16::from_le_bytes([r.u8()?, r.u8()?])).map_err(|_| "an invalid status")?;
-    let version = match r.u8()? {
-        0 => Version::HTTP_09,
-        1 => Version::HTTP_10,
-        2 => Version::HTTP_11,
-        3 => Version::HTTP_2,
-        4 => Version::HTTP_3,
-        _ => return Err("an unknown HTTP version"),
-    };
+    let version = *crate::util::HTTP_VERSIONS
+        .get(usize::from(r.u8()?))
+        .ok_or("an unknown HTTP version")?;
     let mut headers = HeaderMap::new();
     for _ in 0..r.u32()? {
         let name = HeaderName::from_bytes(r.bytes()?).map_err(|_| "an invalid header name")?;

@@ -130,6 +130,18 @@ fn cache() -> Cache {
     Cache::builder().sweep_interval(None).build().unwrap()
 }
 
+/// The file of a cache that fetched `paths`.
+async fn saved(paths: &[&str]) -> Vec<u8> {
+    let cache = cache();
+    let a = client(&cache);
+    for path in paths {
+        a.get(path, None).await;
+    }
+    let mut file = Vec::new();
+    cache.save(&mut file).unwrap();
+    file
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_loaded_cache_answers_as_the_saved_one_did_with_the_age_it_had() {
     let first = cache();
@@ -278,13 +290,7 @@ async fn versioned_responses_are_not_saved_and_held_ones_are_not_replaced() {
 
 #[tokio::test(start_paused = true)]
 async fn other_settings_junk_and_damage_are_refused_by_name_keeping_what_loaded() {
-    let first = cache();
-    let a = client(&first);
-    for path in ["/a", "/b", "/c"] {
-        a.get(path, None).await;
-    }
-    let mut file = Vec::new();
-    first.save(&mut file).unwrap();
+    let file = saved(&["/a", "/b", "/c"]).await;
 
     let shared = Cache::builder().mode(crate::cache::CacheMode::Shared).build().unwrap();
     let e = shared.load(&file[..]).unwrap_err();
@@ -348,13 +354,7 @@ impl io::Read for Tripwire<'_> {
 
 #[tokio::test(start_paused = true)]
 async fn an_invalidation_made_while_a_file_loads_covers_what_it_holds() {
-    let first = cache();
-    let a = client(&first);
-    for path in ["/a", "/b", "/c"] {
-        a.get(path, None).await;
-    }
-    let mut file = Vec::new();
-    first.save(&mut file).unwrap();
+    let file = saved(&["/a", "/b", "/c"]).await;
     let target = cache();
     let start = MAGIC.len() + HEADER_LEN;
     let (len, _) = format::read_record_head(file[start..start + RECORD_HEAD_LEN].try_into().unwrap());
