@@ -282,27 +282,13 @@ impl Fetch {
         {
             self.outdate_stale();
         }
-        let epochs = self.cache.flights.epochs();
-        if !epochs.is_current(self.stamp) {
-            return Err(NotStorable::Invalidated);
-        }
-        if !self.cache.store.insert(&self.key, entry.clone(), deps) {
-            return Err(NotStorable::TooLarge);
-        }
-        // Storable after all: the key is coalesced again.
-        self.cache.flights.clear_uncacheable(&self.key);
-        if let Some(request) = &self.request {
-            self.cache.seen.mark(&request.uri);
-        }
-        if !epochs.is_current(self.stamp) {
-            self.cache.store.remove_variants(
-                &self.key,
-                |e| std::ptr::eq(e, SharedEntry::as_ptr(entry)),
-                RemovalCause::Invalidated,
-            );
-            return Err(NotStorable::Invalidated);
-        }
-        Ok(())
+        insert_stamped(&self.cache, &self.key, entry, deps, self.stamp, || {
+            // Storable after all: the key is coalesced again.
+            self.cache.flights.clear_uncacheable(&self.key);
+            if let Some(request) = &self.request {
+                self.cache.seen.mark(&request.uri);
+            }
+        })
     }
 
     /// Drops the stored response this request nominated (the one it would
@@ -463,4 +449,37 @@ impl Fetch {
             stale_if_error: cc.stale_if_error.map(std::time::Duration::from_secs),
         }
     }
+}
+
+/// Stores `entry` (with the dependency edges `deps`) under `key` unless an
+/// invalidation covering it landed since `stamp` was taken: checked before
+/// inserting, and again after, taking the entry back out if one landed in
+/// between (`epochs.rs` says why that order is exact). `inserted` runs
+/// between the insert and the second check. For a fetch's response and
+/// for one loaded from a file alike.
+pub(super) fn insert_stamped(
+    cache: &Inner,
+    key: &str,
+    entry: &SharedEntry,
+    deps: &[Node],
+    stamp: Stamp,
+    inserted: impl FnOnce(),
+) -> Result<(), NotStorable> {
+    let epochs = cache.flights.epochs();
+    if !epochs.is_current(stamp) {
+        return Err(NotStorable::Invalidated);
+    }
+    if !cache.store.insert(key, entry.clone(), deps) {
+        return Err(NotStorable::TooLarge);
+    }
+    inserted();
+    if !epochs.is_current(stamp) {
+        cache.store.remove_variants(
+            key,
+            |e| std::ptr::eq(e, SharedEntry::as_ptr(entry)),
+            RemovalCause::Invalidated,
+        );
+        return Err(NotStorable::Invalidated);
+    }
+    Ok(())
 }

@@ -42,6 +42,7 @@ use super::entry::{Entry, EntryBody, Labels, SharedEntry, Stamp};
 use super::freshness::Freshness;
 use super::handle::Cache;
 use super::key::Secondary;
+use super::policy::NotStorable;
 use super::status::{CACHE_NAME, CACHE_STATUS};
 
 mod format;
@@ -399,25 +400,26 @@ impl Cache {
         if entry.expired_by(Stamp::of(now), inner.store.keep()) {
             return Put::Expired;
         }
-        let live = inner.flights.epochs();
-        let stamp = live.stamp_at(epochs, &record.key);
-        if !live.is_current(stamp) {
-            return Put::Invalidated;
-        }
-        let entry = SharedEntry::new(entry);
-        if entry.too_large() || !inner.store.insert(&record.key, entry.clone(), &record.deps) {
+        if entry.too_large() {
             return Put::Skipped;
         }
-        if !live.is_current(stamp) {
-            inner.store.remove_variants(
-                &record.key,
-                |e| std::ptr::eq(e, SharedEntry::as_ptr(&entry)),
-                super::store::RemovalCause::Invalidated,
-            );
-            return Put::Invalidated;
-        }
-        if let Ok(uri) = record.key.parse::<http::Uri>() {
-            inner.seen.mark(&uri);
+        let stamp = inner.flights.epochs().stamp_at(epochs, &record.key);
+        let inserted = super::fetch::insert_stamped(
+            inner,
+            &record.key,
+            &SharedEntry::new(entry),
+            &record.deps,
+            stamp,
+            || {
+                if let Ok(uri) = record.key.parse::<http::Uri>() {
+                    inner.seen.mark(&uri);
+                }
+            },
+        );
+        match inserted {
+            Ok(()) => {}
+            Err(NotStorable::Invalidated) => return Put::Invalidated,
+            Err(_) => return Put::Skipped,
         }
         Put::Stored
     }
