@@ -429,6 +429,97 @@ async fn loading_more_than_fits_keeps_the_budget_and_the_most_recent() {
     assert!(b.get("/item/49", None).await.0.hit, "the most recent one stayed");
 }
 
+/// Saves and loads while other tasks fetch, evict (a small budget) and
+/// invalidate: every file loads whole into an exact accounting, and each
+/// response loaded answers for its own URI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_and_loading_while_requests_flow_keep_everything_exact() {
+    let small = || {
+        Cache::builder()
+            .max_bytes(64 << 10)
+            .max_entry_bytes(4 << 10)
+            .shards(4)
+            .sweep_interval(None)
+            .build()
+            .unwrap()
+    };
+    let busy = small();
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let cache = busy.clone();
+        tasks.push(tokio::spawn(async move {
+            let svc = tower::Layer::layer(
+                &CacheLayer::new(cache.clone()),
+                upstream(Arc::default(), Arc::default()),
+            );
+            let mut x = t + 1;
+            for i in 0..400 {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let path = format!("/item/{}", (x >> 33) % 60);
+                if i % 97 == 0 {
+                    cache.clear();
+                } else if i % 13 == 0 {
+                    cache.remove_key(&format!("http://api.test{path}"));
+                }
+                let req = Request::get(format!("http://api.test{path}"))
+                    .body(Full::default())
+                    .unwrap();
+                let body = svc
+                    .clone()
+                    .oneshot(req)
+                    .await
+                    .unwrap()
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap();
+                assert_eq!(body.to_bytes(), format!("body of {path}").as_bytes());
+            }
+        }));
+    }
+    let source = busy.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flowing = done.clone();
+    // Rounds until the requests end (at most 2,000), so they overlap.
+    let rounds = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Handle::current();
+        let mut loaded = 0;
+        for _ in 0..2_000 {
+            if flowing.load(Ordering::SeqCst) {
+                break;
+            }
+            let mut file = Vec::new();
+            let saved = source.save(&mut file).unwrap();
+            let copy = small();
+            let got = copy.load(&file[..]).unwrap();
+            assert_eq!(
+                got.entries + got.skipped + got.expired,
+                saved.entries,
+                "{got:?} of {saved:?}"
+            );
+            assert!(copy.audit().is_clean(), "{:?}", copy.audit());
+            let reader = client(&copy);
+            for meta in copy.entries() {
+                let path = meta.key.strip_prefix("http://api.test").unwrap().to_owned();
+                let (status, _, body) = runtime.block_on(reader.get(&path, None));
+                assert!(status.hit, "{status:?}");
+                assert_eq!(body, format!("body of {path}"));
+                loaded += 1;
+            }
+            assert_eq!(reader.calls(), 0);
+        }
+        loaded
+    });
+    for task in tasks {
+        task.await.unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    assert!(rounds.await.unwrap() > 0, "something was loaded");
+    assert!(busy.audit().is_clean(), "{:?}", busy.audit());
+}
+
 fn header_name() -> impl Strategy<Value = http::HeaderName> {
     "[a-z][a-z0-9-]{0,15}".prop_map(|n| http::HeaderName::from_bytes(n.as_bytes()).unwrap())
 }
