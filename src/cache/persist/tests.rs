@@ -206,11 +206,15 @@ async fn a_loaded_cache_answers_as_the_saved_one_did_with_the_age_it_had() {
 
 #[tokio::test(start_paused = true)]
 async fn what_went_stale_on_disk_loads_stale_and_what_is_past_every_window_does_not_load() {
-    let first = Cache::builder()
-        .sweep_interval(None)
-        .stale_retention(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    // Stale entries kept a minute past every window.
+    let keeping = || {
+        Cache::builder()
+            .sweep_interval(None)
+            .stale_retention(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    };
+    let first = keeping();
     let a = client(&first);
     a.get("/short", None).await;
     a.get("/plain", None).await;
@@ -222,11 +226,7 @@ async fn what_went_stale_on_disk_loads_stale_and_what_is_past_every_window_does_
     let saved_at = u64::from_le_bytes(file[16..24].try_into().unwrap()) - 30_000;
     file[16..24].copy_from_slice(&saved_at.to_le_bytes());
 
-    let second = Cache::builder()
-        .sweep_interval(None)
-        .stale_retention(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let second = keeping();
     assert_eq!(second.load(&file[..]).unwrap().entries, 2);
     let b = client(&second);
     let (status, headers, body) = b.get("/plain", None).await;
@@ -244,11 +244,7 @@ async fn what_went_stale_on_disk_loads_stale_and_what_is_past_every_window_does_
     // Past its retention too: not loaded at all.
     let saved_at = saved_at - 120_000;
     file[16..24].copy_from_slice(&saved_at.to_le_bytes());
-    let third = Cache::builder()
-        .sweep_interval(None)
-        .stale_retention(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let third = keeping();
     let loaded = third.load(&file[..]).unwrap();
     assert_eq!((loaded.entries, loaded.expired), (1, 1));
 }
